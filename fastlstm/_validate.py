@@ -1,0 +1,70 @@
+"""Checks that every public call makes once, before it touches any state.
+
+Each raises ValueError or TypeError with a message that says what was expected and what came.
+"""
+import numbers
+
+import numpy as np
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def dtype_of(dtype):
+    """The model dtype (float32 or float64) named by `dtype`."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from e
+    if dt not in DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def positive_int(name, value, minimum=1):
+    """`value` as an int ≥ minimum; bools and non-integers are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def finite_float(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def array(name, a, shape, dtype, *, writable=False):
+    """Check that `a` is an ndarray of `shape` (None entries match anything), `dtype`,
+    C-contiguous and finite (and writable, for output buffers). Returns it unchanged."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+    if a.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, a.shape)):
+        raise ValueError(f"{name} must have shape {want}, got {a.shape}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype} "
+                        f"(convert with {name}.astype(np.{np.dtype(dtype)}))")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray({name}))")
+    if writable and not a.flags.writeable:
+        raise ValueError(f"{name} is read-only; an output buffer must be writable")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{name} must be finite; found {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    return a
+
+
+def lengths(a, B, T):
+    """Sequence lengths (B,) of any integer dtype, each in 1..T, as int64 (a copy)."""
+    if a is None:
+        return np.full(B, T, dtype=np.int64)
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {a.dtype}")
+    if a.shape != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one per batch row), got {a.shape}")
+    if B and (a.min() < 1 or a.max() > T):
+        raise ValueError(f"lengths must lie in 1..{T} (T = x.shape[0]), got min {a.min()}, max {a.max()}")
+    return a.astype(np.int64)

@@ -1,0 +1,248 @@
+"""Numba kernels of the LSTM derivation (DESIGN.md), in place on preallocated buffers.
+
+Outputs first, then inputs, then sizes; nothing is validated here (lstm.py does that once).
+Shapes use T steps, B batch rows, D inputs, H hidden units, G = 4H gate rows.
+
+Per layer the workspace holds, for one forward:
+    I  (T+1, B, D+H)  I[t] = [x_t ; h_{t-1}] for t < T, and I[t+1, :, D:] = h_t
+    Z  (T, B, G)      on entry W_x x_t (the input half of z, one big product before the
+                      loop); after forward the gate activations [a; i; f; o]; after
+                      backward δz_t (overwritten in place)
+    C  (T+1, B, H)    c_{-1} = c0 at C[0], c_t at C[t+1]
+    TC (T, B, H)      tanh(c_t)
+
+The time loop is serial, the batch is parallel: each thread takes blocks of ROW_BLOCK rows
+and walks them through all T steps, so threads never synchronise inside the loop and never
+write to the same memory. A block's recurrent product reads U once for its rows.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from ._config import JIT, PARALLEL_JIT
+
+# -- exp, σ and tanh that LLVM can vectorise ------------------------------------------
+# libm's expf/tanhf are opaque calls that keep the gate loops scalar (3x slower here).
+# This exp is Cody-Waite range reduction plus a degree-12 Taylor polynomial in float64
+# (relative error ≤ 4e-16), used for float32 and float64 alike.
+
+
+@intrinsic
+def _f64_from_bits(typingctx, i):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _bits_of_f64(typingctx, x):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+_ROUND = 6755399441055744.0          # 1.5·2^52: adding it rounds to an integer in the low bits
+
+
+@njit(**JIT)
+def _exp(x):
+    """e^x in float64 for any real x (clamped to [-708, 709], where e^x stays finite)."""
+    x = min(max(np.float64(x), -708.0), 709.0)
+    t = x * 1.4426950408889634 + _ROUND                     # n = round(x / ln 2)
+    n = t - _ROUND
+    r = (x - n * 0.6931471803691238) - n * 1.9082149292705877e-10   # x - n ln 2, |r| ≤ ln2/2
+    p = 1.0 + r * (1.0 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (
+        1 / 720 + r * (1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (
+            1 / 3628800 + r * (1 / 39916800 + r * (1 / 479001600))))))))))))
+    return p * _f64_from_bits((_bits_of_f64(t) - _bits_of_f64(_ROUND) + 1023) << 52)  # · 2^n
+
+
+@njit(**JIT)
+def sigmoid(x):
+    return 1.0 / (1.0 + _exp(-x))
+
+
+@njit(**JIT)
+def tanh(x):
+    return 2.0 / (1.0 + _exp(-2.0 * x)) - 1.0
+
+
+# -- the recurrent products -------------------------------------------------------------
+
+
+@njit(**JIT)
+def _dot2x4(a0, a1, x0, x1, x2, x3, n):
+    """The eight dot products of rows a0, a1 with x0..x3 over n entries, one pass:
+    each load of a row of U serves four batch rows. Returns (a0·x0..a0·x3, a1·x0..a1·x3)."""
+    s0 = a0[0] * x0[0]
+    s1 = a0[0] * x1[0]
+    s2 = a0[0] * x2[0]
+    s3 = a0[0] * x3[0]
+    q0 = a1[0] * x0[0]
+    q1 = a1[0] * x1[0]
+    q2 = a1[0] * x2[0]
+    q3 = a1[0] * x3[0]
+    for k in range(1, n):
+        u, w = a0[k], a1[k]
+        y0, y1, y2, y3 = x0[k], x1[k], x2[k], x3[k]
+        s0 += u * y0
+        s1 += u * y1
+        s2 += u * y2
+        s3 += u * y3
+        q0 += w * y0
+        q1 += w * y1
+        q2 += w * y2
+        q3 += w * y3
+    return s0, s1, s2, s3, q0, q1, q2, q3
+
+
+@njit(**JIT)
+def _block_rows(blk, B):
+    """The four row indices of block `blk`; past the last row they repeat row B-1, so a
+    short block runs the same code (and gives the same bits) as a full one."""
+    r0 = 4 * blk
+    return r0, min(r0 + 1, B - 1), min(r0 + 2, B - 1), min(r0 + 3, B - 1)
+
+
+@njit(**JIT)
+def _add_bias4(Zt, ra, rb, rc, rd, j, bj, s0, s1, s2, s3):
+    """Zt[r, j] += bj + s_r for the block's rows; all reads come before the writes, so a
+    repeated row (short block) is written twice with the same value, never added twice."""
+    za = Zt[ra, j] + bj + s0
+    zb = Zt[rb, j] + bj + s1
+    zc = Zt[rc, j] + bj + s2
+    zd = Zt[rd, j] + bj + s3
+    Zt[ra, j] = za
+    Zt[rb, j] = zb
+    Zt[rc, j] = zc
+    Zt[rd, j] = zd
+
+
+@njit(**JIT)
+def cell_forward(z, c, tc, h, c_prev, H):
+    """One row of one step: z (G) pre-activations in, gate activations out (in place).
+
+    a = tanh(â), i = σ(î), f = σ(f̂), o = σ(ô); c = i⊙a + f⊙c_prev; h = o⊙tanh(c).
+    """
+    for k in range(H):
+        a = tanh(z[k])
+        i = sigmoid(z[H + k])
+        f = sigmoid(z[2 * H + k])
+        o = sigmoid(z[3 * H + k])
+        z[k] = a
+        z[H + k] = i
+        z[2 * H + k] = f
+        z[3 * H + k] = o
+        ck = i * a + f * c_prev[k]
+        c[k] = ck
+        tck = tanh(ck)
+        tc[k] = tck
+        h[k] = o * tck
+
+
+@njit(**JIT)
+def cell_backward(z, dc, dh, dy, tc, c_prev, H):
+    """One row of one step backward: gate activations in z become δz (in place).
+
+    dh holds δh_t carried from step t+1 (dy adds the output's gradient); dc holds
+    δc_{t+1} ⊙ f_{t+1} on entry and δc_t ⊙ f_t (the carousel's carry to t-1) on exit.
+    """
+    for k in range(H):
+        a = z[k]
+        i = z[H + k]
+        f = z[2 * H + k]
+        o = z[3 * H + k]
+        t = tc[k]
+        dht = dy[k] + dh[k]
+        do = dht * t                                   # δo = δh ⊙ tanh(c)
+        dct = dht * o * (1 - t * t) + dc[k]            # δc = δh⊙o⊙(1-tanh²c) + δc_{t+1}⊙f_{t+1}
+        z[k] = dct * i * (1 - a * a)                   # δâ = δc⊙i ⊙ (1-a²)
+        z[H + k] = dct * a * i * (1 - i)               # δî = δc⊙a ⊙ i(1-i)
+        z[2 * H + k] = dct * c_prev[k] * f * (1 - f)   # δf̂ = δc⊙c_{t-1} ⊙ f(1-f)
+        z[3 * H + k] = do * o * (1 - o)                # δô = δo ⊙ o(1-o)
+        dc[k] = dct * f
+
+
+@njit(**PARALLEL_JIT)
+def lstm_forward(Z, C, TC, I, W, b, lengths, D, H):
+    """Recurrent part of the forward pass over all steps.
+
+    Z (T,B,G) holds W_x x_t on entry and gate activations on exit; I (T+1,B,D+H) holds x_t
+    and h_{-1} = h0 at I[0,:,D:] on entry and receives h_t at I[t+1,:,D:]; C (T+1,B,H) holds
+    c0 at C[0]; TC (T,B,H) receives tanh(c_t). W (G, D+H), b (G). lengths (B,) int64: past
+    its length a row's h and c are carried unchanged (its gates are left unspecified).
+    z_t = W_x x_t + b + U h_{t-1} with U = W[:, D:].
+    """
+    T, B, G = Z.shape
+    for blk in prange((B + 3) // 4):
+        ra, rb, rc, rd = _block_rows(blk, B)
+        rend = min(ra + 4, B)
+        for t in range(T):
+            ha = I[t, ra, D:]
+            hb = I[t, rb, D:]
+            hc = I[t, rc, D:]
+            hd = I[t, rd, D:]
+            for j in range(0, G, 2):                       # G = 4H is even
+                s = _dot2x4(W[j, D:], W[j + 1, D:], ha, hb, hc, hd, H)
+                _add_bias4(Z[t], ra, rb, rc, rd, j, b[j], s[0], s[1], s[2], s[3])
+                _add_bias4(Z[t], ra, rb, rc, rd, j + 1, b[j + 1], s[4], s[5], s[6], s[7])
+            for r in range(ra, rend):
+                if t < lengths[r]:
+                    cell_forward(Z[t, r], C[t + 1, r], TC[t, r], I[t + 1, r, D:], C[t, r], H)
+                else:
+                    C[t + 1, r, :] = C[t, r, :]
+                    I[t + 1, r, D:] = I[t, r, D:]
+
+
+@njit(**PARALLEL_JIT)
+def lstm_backward(Z, dh, dc, dY, I, C, TC, UT, lengths, D, H):
+    """Recurrent part of the backward pass, walking t = T-1 .. 0.
+
+    Z (T,B,G): gate activations in, δz_t out. dh (B,H): δh_{T-1} from the final state in,
+    δh_{-1} = δh0 out. dc (B,H): δc_{T-1} in, δc_{-1} = δc0 out. dY (T,B,H) the output's
+    gradient. UT (H,G) = Uᵀ, contiguous. δh_{t-1} = Uᵀ δz_t: all four gates add up.
+    Past a row's length δz is zero and δh, δc pass through unchanged.
+    """
+    T, B, G = Z.shape
+    for blk in prange((B + 3) // 4):
+        ra, rb, rc, rd = _block_rows(blk, B)
+        rend = min(ra + 4, B)
+        for t in range(T - 1, -1, -1):
+            for r in range(ra, rend):
+                if t < lengths[r]:
+                    cell_backward(Z[t, r], dc[r], dh[r], dY[t, r], TC[t, r], C[t, r], H)
+                else:
+                    Z[t, r, :] = 0
+            za = Z[t, ra]
+            zb = Z[t, rb]
+            zc = Z[t, rc]
+            zd = Z[t, rd]
+            la = t < lengths[ra]
+            lb = t < lengths[rb]
+            lc = t < lengths[rc]
+            ld = t < lengths[rd]
+            for k in range(0, H, 2):
+                k1 = min(k + 1, H - 1)                     # odd H: the last pair repeats k
+                s = _dot2x4(UT[k], UT[k1], za, zb, zc, zd, G)
+                for kk, s0, s1, s2, s3 in ((k, s[0], s[1], s[2], s[3]), (k1, s[4], s[5], s[6], s[7])):
+                    if la:
+                        dh[ra, kk] = s0
+                    if lb:
+                        dh[rb, kk] = s1
+                    if lc:
+                        dh[rc, kk] = s2
+                    if ld:
+                        dh[rd, kk] = s3
+
+
+@njit(**PARALLEL_JIT)
+def copy_hidden(y, I, lengths, D):
+    """y (T,B,H) = h_t taken from I[t+1,:,D:], zero past each row's length."""
+    T, B, H = y.shape
+    for r in prange(B):
+        for t in range(T):
+            if t < lengths[r]:
+                y[t, r, :] = I[t + 1, r, D:]
+            else:
+                y[t, r, :] = 0
