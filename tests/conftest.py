@@ -1,0 +1,31 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import fastlstm  # noqa: E402
+
+
+def random_problem(T, B, D, H, L, dtype=np.float64, seed=0, with_lengths=False, scale=0.5):
+    """A model with random weights and random x, h0, c0, lengths, and random output grads."""
+    rng = np.random.default_rng(seed)
+    m = fastlstm.LSTM(D, H, L, dtype=dtype, seed=seed)
+    m.params[:] = rng.uniform(-scale, scale, m.params.size)
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    h0 = rng.standard_normal((L, B, H)).astype(dtype) * 0.5
+    c0 = rng.standard_normal((L, B, H)).astype(dtype) * 0.5
+    lengths = rng.integers(1, T + 1, B) if with_lengths else None
+    if with_lengths and B > 1:
+        lengths[0] = T
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dhn = rng.standard_normal((L, B, H)).astype(dtype)
+    dcn = rng.standard_normal((L, B, H)).astype(dtype)
+    return m, x, h0, c0, lengths, dy, dhn, dcn
+
+
+@pytest.fixture
+def problem():
+    return random_problem

@@ -1,0 +1,143 @@
+"""Bad input gets a clear error, and a failed call leaves the model exactly as it was."""
+import numpy as np
+import pytest
+
+import fastlstm
+from conftest import random_problem
+
+
+@pytest.fixture
+def setup():
+    m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(5, 3, 2, 4, 2)
+    return m, x, h0, c0, dy
+
+
+def _snapshot(m):
+    return m.params.copy(), m.grads.copy()
+
+
+def _assert_unchanged(m, snap):
+    assert np.array_equal(m.params, snap[0]) and np.array_equal(m.grads, snap[1])
+
+
+def _readonly(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+def _with(a, idx, value):
+    a = a.copy()
+    a[idx] = value
+    return a
+
+
+BAD_FORWARD = [
+    ("x as a list", lambda x, h0: dict(x=x.tolist()), TypeError, "numpy.ndarray"),
+    ("x 2-D", lambda x, h0: dict(x=x[0].copy()), ValueError, r"shape \(\*, \*, 2\)"),
+    ("x wrong D", lambda x, h0: dict(x=np.zeros((5, 3, 3))), ValueError, r"got \(5, 3, 3\)"),
+    ("x float32", lambda x, h0: dict(x=x.astype(np.float32)), TypeError, "dtype float64, got float32"),
+    ("x int", lambda x, h0: dict(x=x.astype(np.int64)), TypeError, "dtype float64"),
+    ("x non-contiguous", lambda x, h0: dict(x=np.asfortranarray(x)), ValueError, "C-contiguous"),
+    ("x NaN", lambda x, h0: dict(x=_with(x, (1, 2, 0), np.nan)), ValueError, r"finite.*\(1, 2, 0\)"),
+    ("x Inf", lambda x, h0: dict(x=_with(x, (0, 0, 1), -np.inf)), ValueError, "finite"),
+    ("x empty T", lambda x, h0: dict(x=x[:0].copy()), ValueError, "at least one step"),
+    ("x empty B", lambda x, h0: dict(x=x[:, :0].copy()), ValueError, "at least one step"),
+    ("h0 wrong B", lambda x, h0: dict(x=x, h0=h0[:, :2].copy()), ValueError, r"h0 must have shape \(2, 3, 4\)"),
+    ("h0 missing layer", lambda x, h0: dict(x=x, h0=h0[:1].copy()), ValueError, "h0 must have shape"),
+    ("c0 NaN", lambda x, h0: dict(x=x, c0=_with(h0, (0, 0, 0), np.nan)), ValueError, "c0 must be finite"),
+    ("lengths 0", lambda x, h0: dict(x=x, lengths=[0, 5, 5]), ValueError, r"lie in 1\.\.5"),
+    ("lengths > T", lambda x, h0: dict(x=x, lengths=[6, 5, 5]), ValueError, r"lie in 1\.\.5"),
+    ("lengths wrong shape", lambda x, h0: dict(x=x, lengths=[5, 5]), ValueError, r"shape \(3,\)"),
+    ("lengths float", lambda x, h0: dict(x=x, lengths=[5.0, 5.0, 5.0]), TypeError, "integers"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,exc,match", BAD_FORWARD, ids=[b[0] for b in BAD_FORWARD])
+def test_bad_forward_input_is_refused_and_changes_nothing(setup, name, kwargs, exc, match):
+    m, x, h0, c0, dy = setup
+    m.forward(x, h0, c0)
+    snap = _snapshot(m)
+    with pytest.raises(exc, match=match):
+        m.forward(**kwargs(x, h0))
+    _assert_unchanged(m, snap)
+    # the earlier forward is still the one backward uses, as if the failed call never happened
+    dx, _ = m.backward(dy)
+    m2, *_ = random_problem(5, 3, 2, 4, 2)
+    m2.forward(x, h0, c0)
+    dx2, _ = m2.backward(dy)
+    assert np.array_equal(dx, dx2) and np.array_equal(m.grads, m2.grads)
+
+
+def test_readonly_inputs_are_accepted(setup):
+    m, x, h0, c0, dy = setup
+    y, _ = m.forward(_readonly(x), _readonly(h0), _readonly(c0))
+    assert np.array_equal(y, m.forward(x, h0, c0)[0])
+
+
+BAD_BACKWARD = [
+    ("dy wrong T", lambda dy, h0: dict(dy=dy[:4].copy()), ValueError, r"dy must have shape \(5, 3, 4\)"),
+    ("dy float32", lambda dy, h0: dict(dy=dy.astype(np.float32)), TypeError, "dtype float64"),
+    ("dy NaN", lambda dy, h0: dict(dy=_with(dy, (4, 2, 3), np.nan)), ValueError, "dy must be finite"),
+    ("dy strided", lambda dy, h0: dict(dy=np.repeat(dy, 2, axis=2)[:, :, ::2]), ValueError, "C-contiguous"),
+    ("dhn wrong shape", lambda dy, h0: dict(dy=dy, dhn=h0[0].copy()), ValueError, "dhn must have shape"),
+    ("dcn Inf", lambda dy, h0: dict(dy=dy, dcn=_with(h0, (1, 1, 1), np.inf)), ValueError, "dcn must be finite"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,exc,match", BAD_BACKWARD, ids=[b[0] for b in BAD_BACKWARD])
+def test_bad_backward_input_is_refused_and_changes_nothing(setup, name, kwargs, exc, match):
+    m, x, h0, c0, dy = setup
+    m.forward(x, h0, c0)
+    snap = _snapshot(m)
+    with pytest.raises(exc, match=match):
+        m.backward(**kwargs(dy, h0))
+    _assert_unchanged(m, snap)
+    m.backward(dy)  # the forward is still there to use
+    assert m.grads.any()
+
+
+def test_backward_needs_its_own_forward(setup):
+    m, x, h0, c0, dy = setup
+    with pytest.raises(RuntimeError, match="needs a forward"):
+        m.backward(dy)
+    m.forward(x)
+    m.backward(dy)
+    snap = _snapshot(m)
+    with pytest.raises(RuntimeError, match="one backward"):
+        m.backward(dy)
+    _assert_unchanged(m, snap)
+
+
+@pytest.mark.parametrize("args,kwargs,exc,match", [
+    ((0, 4), {}, ValueError, "input_size must be >= 1"),
+    ((3, -1), {}, ValueError, "hidden_size must be >= 1"),
+    ((3, 4, 0), {}, ValueError, "num_layers must be >= 1"),
+    ((3.0, 4), {}, TypeError, "input_size must be an integer"),
+    ((True, 4), {}, TypeError, "input_size must be an integer"),
+    ((3, 4), dict(dtype=np.float16), TypeError, "float32 or float64"),
+    ((3, 4), dict(dtype="int32"), TypeError, "float32 or float64"),
+    ((3, 4), dict(forget_bias=np.nan), ValueError, "forget_bias must be a finite"),
+])
+def test_bad_constructor_arguments(args, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        fastlstm.LSTM(*args, **kwargs)
+
+
+def test_bad_state_dict_is_refused_and_changes_nothing():
+    m = fastlstm.LSTM(2, 3, 2, dtype=np.float64, seed=0)
+    good = m.torch_state_dict()
+    snap = _snapshot(m)
+    cases = [
+        ({k: v for k, v in good.items() if k != "bias_hh_l1"}, KeyError, "missing.*bias_hh_l1"),
+        (dict(good, weight_ih_l2=good["weight_ih_l1"]), KeyError, "unexpected.*weight_ih_l2"),
+        (dict(good, weight_hh_l1=good["weight_hh_l1"][:, :2]), ValueError, r"weight_hh_l1 must have shape \(12, 3\)"),
+        (dict(good, bias_ih_l1=_with(good["bias_ih_l1"], 3, np.nan)), ValueError, "bias_ih_l1 must hold finite"),
+        (dict(good, weight_ih_l0=good["weight_ih_l0"].astype(int)), ValueError, "weight_ih_l0 must hold finite"),
+    ]
+    for sd, exc, match in cases:
+        # a bad entry in layer 1 must not leave layer 0 half-loaded
+        sd = dict(sd, weight_ih_l0=np.ones_like(good["weight_ih_l0"])) if "weight_ih_l0" not in match else sd
+        with pytest.raises(exc, match=match):
+            m.load_torch_state_dict(sd)
+        _assert_unchanged(m, snap)

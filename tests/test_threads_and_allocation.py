@@ -1,0 +1,94 @@
+"""Results do not depend on the thread count; a warm forward+backward allocates nothing."""
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+import fastlstm
+from conftest import random_problem
+
+_SCRIPT = textwrap.dedent("""
+    import hashlib, numpy as np, numba, sys
+    sys.path.insert(0, {tests!r})
+    from conftest import random_problem
+    for dtype in (np.float32, np.float64):
+        m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(9, 23, 6, 10, 2, dtype, with_lengths=True)
+        y, (hn, cn) = m.forward(x, h0, c0, lengths)
+        dx, (dh0, dc0) = m.backward(dy, dhn, dcn)
+        h = hashlib.sha256()
+        for a in (y, hn, cn, dx, dh0, dc0, m.grads):
+            h.update(a.tobytes())
+        print(numba.get_num_threads(), h.hexdigest())
+""")
+
+
+def test_bitwise_identical_whatever_the_thread_count():
+    out = {}
+    for n in ("1", "2"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=n)
+        r = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=os.path.dirname(__file__))],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.split("\n")
+        assert all(line.startswith(n + " ") for line in lines if line), r.stdout
+        out[n] = r.stdout.replace(n + " ", "")
+    assert out["1"] == out["2"], f"results differ between 1 and 2 threads:\n{out}"
+
+
+_ALLOC_SCRIPT = textwrap.dedent("""
+    import sys, tracemalloc, numpy as np
+    from numba.core.runtime import rtsys
+    sys.path.insert(0, {tests!r})
+    from conftest import random_problem
+    for T, B in ((7, 6), (21, 18)):
+        m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(T, B, 3, 5, 2, with_lengths=True)
+        L = np.asarray(lengths, np.int64)
+        dx, dh0, dc0 = np.empty_like(x), np.empty_like(h0), np.empty_like(c0)
+        def step():
+            m._forward(x, h0, c0, L)
+            m._backward(dy, dhn, dcn, dx, dh0, dc0)
+        step(); step()
+        before = rtsys.get_allocation_stats()
+        tracemalloc.start()
+        step()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        after = rtsys.get_allocation_stats()
+        print(after.alloc - before.alloc, after.mi_alloc - before.mi_alloc, peak)
+""")
+
+# Numba wraps every NumPy array it unboxes at a Python -> @njit call in a meminfo, which its
+# NRT counts as an allocation (no data is allocated). Per layer, forward passes 7 arrays to
+# lstm_forward and backward 9 to lstm_backward: anything beyond that is a real allocation.
+_BOUNDARY_WRAPPERS_PER_LAYER = 7 + 9
+
+
+def test_warm_forward_backward_allocates_nothing():
+    """Numba's NRT allocates nothing but the boundary wrappers, whatever T and B are, and
+    NumPy allocates no array (tracemalloc sees only interpreter objects, far below any buffer)."""
+    env = dict(os.environ, NUMBA_NRT_STATS="1")
+    r = subprocess.run([sys.executable, "-c", _ALLOC_SCRIPT.format(tests=os.path.dirname(__file__))],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    peaks = []
+    for line in r.stdout.split("\n")[:2]:
+        nrt, nrt_mi, peak = map(int, line.split())
+        expected = 2 * _BOUNDARY_WRAPPERS_PER_LAYER
+        assert nrt == nrt_mi == expected, f"Numba allocated {nrt} times in a warm step, expected {expected}"
+        peaks.append(peak)
+    # Views and small objects only: the same few KiB for a 9x larger batch, below one (T,B,H) buffer.
+    assert peaks[1] <= peaks[0] + 512 and peaks[1] < 21 * 18 * 5 * 8, f"traced peaks {peaks} bytes"
+
+
+def test_workspace_grows_only_for_a_bigger_batch():
+    m = fastlstm.LSTM(3, 4)
+    x = np.zeros((5, 4, 3), np.float32)
+    m.forward(x)
+    bufs = [id(b) for b in m._ws.Z]
+    m.forward(np.zeros((2, 3, 3), np.float32))
+    assert [id(b) for b in m._ws.Z] == bufs
+    m.forward(np.zeros((5, 8, 3), np.float32))
+    assert [id(b) for b in m._ws.Z] != bufs

@@ -1,0 +1,70 @@
+"""Parity with torch.nn.LSTM in float64 through the state-dict interchange."""
+import numpy as np
+import pytest
+
+import fastlstm
+from conftest import random_problem
+
+torch = pytest.importorskip("torch")
+TOL = 1e-10
+
+
+def _torch_lstm(m):
+    t = torch.nn.LSTM(m.input_size, m.hidden_size, m.num_layers, dtype=torch.float64)
+    t.load_state_dict({k: torch.from_numpy(v) for k, v in m.torch_state_dict().items()})
+    return t
+
+
+def _grads_in_our_layout(m, t):
+    """torch's parameter gradients, converted to our flat layout via the interchange."""
+    g = fastlstm.LSTM(m.input_size, m.hidden_size, m.num_layers, dtype=np.float64)
+    sd = {k: p.grad for k, p in t.named_parameters()}
+    for k in range(m.num_layers):
+        sd[f"bias_hh_l{k}"] = torch.zeros_like(sd[f"bias_hh_l{k}"])  # both biases get δb; count it once
+    g.load_torch_state_dict(sd)
+    return g.params
+
+
+@pytest.mark.parametrize("T,B,D,H,L,with_lengths", [
+    (6, 4, 3, 5, 1, False), (8, 5, 4, 6, 2, False), (7, 6, 3, 4, 3, True), (1, 1, 2, 3, 2, True)])
+def test_outputs_states_and_gradients_match_torch(T, B, D, H, L, with_lengths):
+    m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(T, B, D, H, L, with_lengths=with_lengths)
+    t = _torch_lstm(m)
+    xt, h0t, c0t = (torch.tensor(a, requires_grad=True) for a in (x, h0, c0))
+    if with_lengths:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), enforce_sorted=False)
+        out, (hnt, cnt) = t(packed, (h0t, c0t))
+        yt, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+    else:
+        yt, (hnt, cnt) = t(xt, (h0t, c0t))
+    ((yt * torch.tensor(dy)).sum() + (hnt * torch.tensor(dhn)).sum() + (cnt * torch.tensor(dcn)).sum()).backward()
+
+    y, (hn, cn) = m.forward(x, h0, c0, lengths)
+    dx, (dh0, dc0) = m.backward(dy, dhn, dcn)
+    for name, ours, theirs in [("y", y, yt), ("hn", hn, hnt), ("cn", cn, cnt), ("dx", dx, xt.grad),
+                               ("dh0", dh0, h0t.grad), ("dc0", dc0, c0t.grad)]:
+        d = np.max(np.abs(ours - theirs.detach().numpy()))
+        assert d <= TOL, f"{name}: max |ours - torch| = {d:.3g}"
+    d = np.max(np.abs(m.grads - _grads_in_our_layout(m, t)))
+    assert d <= TOL, f"parameter gradients: max |ours - torch| = {d:.3g}"
+
+
+def test_state_dict_round_trip_and_gate_order():
+    m = fastlstm.LSTM(3, 4, 2, dtype=np.float64, seed=5)
+    sd = m.torch_state_dict()
+    # PyTorch's first block is the input gate i, our second; its third is g = our a.
+    assert np.array_equal(sd["weight_ih_l0"][:4], m.layers[0].W[4:8, :3])
+    assert np.array_equal(sd["weight_hh_l1"][8:12], m.layers[1].W[:4, 4:])
+    m2 = fastlstm.LSTM(3, 4, 2, dtype=np.float64)
+    m2.load_torch_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+    assert np.array_equal(m2.params, m.params)
+    t = torch.nn.LSTM(3, 4, 2, dtype=torch.float64)
+    m2.load_torch_state_dict(t.state_dict())
+    back = m2.torch_state_dict()
+    for k, p in t.state_dict().items():
+        if k.startswith("weight"):
+            assert np.array_equal(back[k], p.numpy()), k
+    bias = {k: t.state_dict()[f"bias_ih_{k[-2:]}"].numpy() + t.state_dict()[k].numpy()
+            for k in back if k.startswith("bias_hh")}
+    for k, b in bias.items():
+        assert np.allclose(back[f"bias_ih_{k[-2:]}"], b, rtol=0, atol=1e-15)
