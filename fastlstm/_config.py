@@ -1,12 +1,29 @@
-"""Compile flags and threading choices for every Numba kernel, in one place.
+"""Compile flags and thread-pool settings for every Numba kernel, in one place.
 
 Kernels are compiled lazily for float32 and float64 only; every array they take is
 C-contiguous, so each kernel has exactly two specialisations.
+
+Two thread pools take turns on the cores: NumPy's BLAS (the big products before and after
+the time loop) and Numba's (the recurrent kernels). Each must go to sleep when its work is
+done, or it spins and steals the cores from the other (measured here: a training step
+1.9x slower). So, before either pool starts:
+- OPENBLAS_THREAD_TIMEOUT=4: OpenBLAS's threads sleep at once instead of spinning for
+  2^28 cycles. OpenBLAS reads it when it loads, i.e. at `import numpy`; if NumPy was
+  imported before fastlstm (and the variable was not set), fastlstm runs its own products
+  with BLAS limited to one thread instead (slower, never oversubscribed).
+- OMP_WAIT_POLICY=PASSIVE: the same for Numba's OpenMP threads.
+Both are defaults: a value the user exported wins.
 """
+import contextlib
 import os
+import sys
 
 # Numba's messages carry ANSI colour codes otherwise (unreadable in logs and in the C ABI).
 os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+
+BLAS_SPINS = "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # 'reassoc' lets LLVM vectorise the dot products' reductions and 'contract' fuse
 # multiply-adds; both are fixed at compile time, so results never depend on the thread
@@ -16,7 +33,17 @@ FASTMATH = {"reassoc", "contract"}
 JIT = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 PARALLEL_JIT = dict(JIT, parallel=True)
 
-# Rows of the batch that one thread advances through all time steps together.
-# Fixed (never derived from the thread count) so that results are bitwise identical
-# whatever the number of threads.
-ROW_BLOCK = 4
+_blas = None
+
+
+def blas_turn():
+    """Context for a stretch of BLAS products: nothing when OpenBLAS's threads sleep when
+    idle; otherwise BLAS limited to one thread, so that its spinning threads never compete
+    with Numba's."""
+    global _blas
+    if not BLAS_SPINS:
+        return contextlib.nullcontext()
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")

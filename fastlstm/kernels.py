@@ -164,8 +164,14 @@ def cell_backward(z, dc, dh, dy, tc, c_prev, H):
         dc[k] = dct * f
 
 
+@njit(**JIT)
+def _chunk(c, nchunks, nblk):
+    """Blocks [b0, b1) of chunk c when nblk blocks are split into nchunks near-equal chunks."""
+    return c * nblk // nchunks, (c + 1) * nblk // nchunks
+
+
 @njit(**PARALLEL_JIT)
-def lstm_forward(Z, C, TC, I, W, b, lengths, D, H):
+def lstm_forward(Z, C, TC, I, W, b, lengths, D, H, nchunks):
     """Recurrent part of the forward pass over all steps.
 
     Z (T,B,G) holds W_x x_t on entry and gate activations on exit; I (T+1,B,D+H) holds x_t
@@ -173,67 +179,72 @@ def lstm_forward(Z, C, TC, I, W, b, lengths, D, H):
     c0 at C[0]; TC (T,B,H) receives tanh(c_t). W (G, D+H), b (G). lengths (B,) int64: past
     its length a row's h and c are carried unchanged (its gates are left unspecified).
     z_t = W_x x_t + b + U h_{t-1} with U = W[:, D:].
+
+    Each of `nchunks` threads walks its blocks of 4 rows through every step together, so a
+    pair of U's rows is read from memory once per step and reused from L1 by all its blocks.
+    The blocks, not the chunks, fix the arithmetic: any nchunks gives the same bits.
     """
     T, B, G = Z.shape
-    for blk in prange((B + 3) // 4):
-        ra, rb, rc, rd = _block_rows(blk, B)
-        rend = min(ra + 4, B)
+    nblk = (B + 3) // 4
+    for c in prange(nchunks):
+        b0, b1 = _chunk(c, nchunks, nblk)
         for t in range(T):
-            ha = I[t, ra, D:]
-            hb = I[t, rb, D:]
-            hc = I[t, rc, D:]
-            hd = I[t, rd, D:]
+            Zt = Z[t]
             for j in range(0, G, 2):                       # G = 4H is even
-                s = _dot2x4(W[j, D:], W[j + 1, D:], ha, hb, hc, hd, H)
-                _add_bias4(Z[t], ra, rb, rc, rd, j, b[j], s[0], s[1], s[2], s[3])
-                _add_bias4(Z[t], ra, rb, rc, rd, j + 1, b[j + 1], s[4], s[5], s[6], s[7])
-            for r in range(ra, rend):
+                u0, u1 = W[j, D:], W[j + 1, D:]
+                for blk in range(b0, b1):
+                    ra, rb, rc, rd = _block_rows(blk, B)
+                    s = _dot2x4(u0, u1, I[t, ra, D:], I[t, rb, D:], I[t, rc, D:], I[t, rd, D:], H)
+                    _add_bias4(Zt, ra, rb, rc, rd, j, b[j], s[0], s[1], s[2], s[3])
+                    _add_bias4(Zt, ra, rb, rc, rd, j + 1, b[j + 1], s[4], s[5], s[6], s[7])
+            for r in range(4 * b0, min(4 * b1, B)):
                 if t < lengths[r]:
-                    cell_forward(Z[t, r], C[t + 1, r], TC[t, r], I[t + 1, r, D:], C[t, r], H)
+                    cell_forward(Zt[r], C[t + 1, r], TC[t, r], I[t + 1, r, D:], C[t, r], H)
                 else:
                     C[t + 1, r, :] = C[t, r, :]
                     I[t + 1, r, D:] = I[t, r, D:]
 
 
 @njit(**PARALLEL_JIT)
-def lstm_backward(Z, dh, dc, dY, I, C, TC, UT, lengths, D, H):
+def lstm_backward(Z, dh, dc, dY, I, C, TC, UT, lengths, D, H, nchunks):
     """Recurrent part of the backward pass, walking t = T-1 .. 0.
 
     Z (T,B,G): gate activations in, δz_t out. dh (B,H): δh_{T-1} from the final state in,
     δh_{-1} = δh0 out. dc (B,H): δc_{T-1} in, δc_{-1} = δc0 out. dY (T,B,H) the output's
     gradient. UT (H,G) = Uᵀ, contiguous. δh_{t-1} = Uᵀ δz_t: all four gates add up.
-    Past a row's length δz is zero and δh, δc pass through unchanged.
+    Past a row's length δz is zero and δh, δc pass through unchanged. Chunks as in forward.
     """
     T, B, G = Z.shape
-    for blk in prange((B + 3) // 4):
-        ra, rb, rc, rd = _block_rows(blk, B)
-        rend = min(ra + 4, B)
+    nblk = (B + 3) // 4
+    for c in prange(nchunks):
+        b0, b1 = _chunk(c, nchunks, nblk)
         for t in range(T - 1, -1, -1):
-            for r in range(ra, rend):
+            Zt = Z[t]
+            for r in range(4 * b0, min(4 * b1, B)):
                 if t < lengths[r]:
-                    cell_backward(Z[t, r], dc[r], dh[r], dY[t, r], TC[t, r], C[t, r], H)
+                    cell_backward(Zt[r], dc[r], dh[r], dY[t, r], TC[t, r], C[t, r], H)
                 else:
-                    Z[t, r, :] = 0
-            za = Z[t, ra]
-            zb = Z[t, rb]
-            zc = Z[t, rc]
-            zd = Z[t, rd]
-            la = t < lengths[ra]
-            lb = t < lengths[rb]
-            lc = t < lengths[rc]
-            ld = t < lengths[rd]
+                    Zt[r, :] = 0
             for k in range(0, H, 2):
                 k1 = min(k + 1, H - 1)                     # odd H: the last pair repeats k
-                s = _dot2x4(UT[k], UT[k1], za, zb, zc, zd, G)
-                for kk, s0, s1, s2, s3 in ((k, s[0], s[1], s[2], s[3]), (k1, s[4], s[5], s[6], s[7])):
-                    if la:
-                        dh[ra, kk] = s0
-                    if lb:
-                        dh[rb, kk] = s1
-                    if lc:
-                        dh[rc, kk] = s2
-                    if ld:
-                        dh[rd, kk] = s3
+                for blk in range(b0, b1):
+                    ra, rb, rc, rd = _block_rows(blk, B)
+                    s = _dot2x4(UT[k], UT[k1], Zt[ra], Zt[rb], Zt[rc], Zt[rd], G)
+                    _set_live4(dh, ra, rb, rc, rd, k, t, lengths, s[0], s[1], s[2], s[3])
+                    _set_live4(dh, ra, rb, rc, rd, k1, t, lengths, s[4], s[5], s[6], s[7])
+
+
+@njit(**JIT)
+def _set_live4(dh, ra, rb, rc, rd, k, t, lengths, s0, s1, s2, s3):
+    """dh[r, k] = s_r for the block's rows still inside their length at step t."""
+    if t < lengths[ra]:
+        dh[ra, k] = s0
+    if t < lengths[rb]:
+        dh[rb, k] = s1
+    if t < lengths[rc]:
+        dh[rc, k] = s2
+    if t < lengths[rd]:
+        dh[rd, k] = s3
 
 
 @njit(**PARALLEL_JIT)

@@ -8,9 +8,11 @@ The recurrent part (U h_{t-1}, Uᵀ δz_t) and the gate math run in kernels.py.
 """
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from . import _validate as v
+from ._config import blas_turn
 from .kernels import copy_hidden, lstm_backward, lstm_forward
 
 # Our gate blocks are a, i, f, o; PyTorch's are i, f, g(=a), o. Our block q is PyTorch's
@@ -65,6 +67,11 @@ class _Workspace:
         D, H = self.dims[l], self.H
         return (_view(self.I[l], T + 1, B, D + H), _view(self.Z[l], T, B, 4 * H),
                 _view(self.C[l], T + 1, B, H), _view(self.TC[l], T, B, H))
+
+
+def _nchunks(B):
+    """Threads to split the (B+3)//4 row blocks over: any value gives the same bits."""
+    return max(1, min(numba.get_num_threads(), (B + 3) // 4))
 
 
 def _view(buf, *shape):
@@ -158,20 +165,22 @@ class LSTM:
         self._saved = None
         ws.ensure(T, B)
         prev = None
-        for l, layer in enumerate(self.layers):
-            D = layer.D
-            I, Z, C, TC = ws.layer(l, T, B)
-            if prev is None:
-                I[:T, :, :D] = x
-            else:
-                I[:T, :, :D] = prev[1:, :, -H:]
-            I[0, :, D:] = 0 if h0 is None else h0[l]
-            C[0] = 0 if c0 is None else c0[l]
-            I2 = I[:T].reshape(T * B, D + H)
-            np.matmul(I2[:, :D], layer.W[:, :D].T, out=Z.reshape(T * B, 4 * H))
-            lstm_forward(Z, C, TC, I, layer.W, layer.b, L, D, H)
-            prev = I
+        with blas_turn():
+            for l, layer in enumerate(self.layers):
+                self._forward_layer(l, layer, x if prev is None else prev[1:, :, -H:], h0, c0, L, T, B)
+                prev = ws.layer(l, T, B)[0]
         self._saved = (T, B, L)
+
+    def _forward_layer(self, l, layer, x, h0, c0, L, T, B):
+        """Layer l over x (T,B,D_l) (a view of the layer below's h when l > 0)."""
+        D, H = layer.D, self.hidden_size
+        I, Z, C, TC = self._ws.layer(l, T, B)
+        I[:T, :, :D] = x
+        I[0, :, D:] = 0 if h0 is None else h0[l]
+        C[0] = 0 if c0 is None else c0[l]
+        I2 = I[:T].reshape(T * B, D + H)
+        np.matmul(I2[:, :D], layer.W[:, :D].T, out=Z.reshape(T * B, 4 * H))    # W_x x_t, all t
+        lstm_forward(Z, C, TC, I, layer.W, layer.b, L, D, H, _nchunks(B))
 
     def _outputs(self, y, hn, cn):
         """Copy the last forward's y (T,B,H), hn, cn (num_layers,B,H) into the given arrays."""
@@ -211,25 +220,25 @@ class LSTM:
         dh, dc = _view(ws.dh, B, H), _view(ws.dc, B, H)
         UT = _view(ws.UT, H, 4 * H)
         dY = dy
-        for l in range(self.num_layers - 1, -1, -1):
-            layer, D = self.layers[l], self.layers[l].D
-            I, Z, C, TC = ws.layer(l, T, B)
-            dh[:] = 0 if dhn is None else dhn[l]
-            dc[:] = 0 if dcn is None else dcn[l]
-            UT[:] = layer.W[:, D:].T
-            lstm_backward(Z, dh, dc, dY, I, C, TC, UT, L, D, H)
-            Z2 = Z.reshape(T * B, 4 * H)
-            dWs = _view(ws.dWs, 4 * H, D + H)
-            np.matmul(Z2.T, I[:T].reshape(T * B, D + H), out=dWs)
-            layer.dW += dWs
-            layer.db += np.sum(Z2, axis=0, out=ws.dbs)
-            if l > 0:
-                dY = _view(ws.dX, T, B, H)
-                np.matmul(Z2, layer.W[:, :D], out=dY.reshape(T * B, D))
-            elif dx is not None:
-                np.matmul(Z2, layer.W[:, :D], out=dx.reshape(T * B, D))
-            dh0[l] = dh
-            dc0[l] = dc
+        with blas_turn():
+            for l in range(self.num_layers - 1, -1, -1):
+                layer, D = self.layers[l], self.layers[l].D
+                I, Z, C, TC = ws.layer(l, T, B)
+                dh[:] = 0 if dhn is None else dhn[l]
+                dc[:] = 0 if dcn is None else dcn[l]
+                UT[:] = layer.W[:, D:].T
+                lstm_backward(Z, dh, dc, dY, I, C, TC, UT, L, D, H, _nchunks(B))
+                Z2 = Z.reshape(T * B, 4 * H)
+                dWs = _view(ws.dWs, 4 * H, D + H)
+                np.matmul(Z2.T, I[:T].reshape(T * B, D + H), out=dWs)       # δW = Σ_t δz_t I_tᵀ
+                layer.dW += dWs
+                layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
+                dX = _view(ws.dX, T, B, D) if l > 0 else dx                  # δx_t: first D of Wᵀδz_t
+                if dX is not None:
+                    np.matmul(Z2, layer.W[:, :D], out=dX.reshape(T * B, D))
+                dY = dX
+                dh0[l] = dh
+                dc0[l] = dc
 
     # -- PyTorch interchange ---------------------------------------------------------
 
