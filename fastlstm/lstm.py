@@ -86,7 +86,9 @@ class LSTM:
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, dtype=np.float32,
-                 forget_bias=1.0, seed=None):
+                 forget_bias=1.0, seed=None, buffers=None):
+        """buffers: optional (params, grads) flat arrays of size `param_count(...)` for the
+        stack to live in (a Model puts the LSTM and its head in one flat array)."""
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
         L = v.positive_int("num_layers", num_layers)
@@ -95,13 +97,20 @@ class LSTM:
         self.input_size, self.hidden_size, self.num_layers = D, H, L
         dims = [D] + [H] * (L - 1)
         self._dims = dims
-        self.params = np.zeros(sum(4 * H * (d + H + 1) for d in dims), self.dtype)
-        self.grads = np.zeros_like(self.params)
+        n = self.param_count(D, H, L)
+        self.params, self.grads = buffers or (np.zeros(n, self.dtype), np.zeros(n, self.dtype))
+        assert self.params.shape == self.grads.shape == (n,) and self.params.dtype == self.dtype
         self.layers = [Layer(d, H, W, b, dW, db) for d, (W, b), (dW, db)
                        in zip(dims, self._split(self.params), self._split(self.grads))]
         self.reset_parameters(seed)
         self._ws = _Workspace(dims, H, self.dtype)
         self._saved = None          # (T, B, lengths) of the forward that backward may use
+
+    @staticmethod
+    def param_count(input_size, hidden_size, num_layers=1):
+        """Σ_k 4H (D_k + H + 1): every layer's W and b."""
+        D, H = input_size, hidden_size
+        return 4 * H * (D + H + 1) + (num_layers - 1) * 4 * H * (2 * H + 1)
 
     def _split(self, flat):
         """[(W (4H, D_k+H), b (4H,)) for each layer k]: views into a flat parameter array."""
@@ -113,7 +122,8 @@ class LSTM:
         return out
 
     def reset_parameters(self, seed=None):
-        """W ~ U(-1/√H, 1/√H) (as torch.nn.LSTM), b = 0 except the forget gate's forget_bias."""
+        """W ~ U(-1/√H, 1/√H) (as torch.nn.LSTM), b = 0 except the forget gate's forget_bias.
+        seed: an int, None, or a numpy Generator to draw from."""
         rng = np.random.default_rng(seed)
         H, k = self.hidden_size, 1 / np.sqrt(self.hidden_size)
         for layer in self.layers:

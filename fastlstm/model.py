@@ -1,0 +1,296 @@
+"""Model: LSTM layers plus a dense head with a loss, an optimizer and checkpoints.
+
+One flat parameter array holds the LSTM's W, b for every layer followed by the head's
+V (O, H) and c (O); gradients mirror it. The head reads h_t (every step) or h at each row's
+last real step (last), and its δ enters the LSTM as δy (every) or δhn of the top layer (last).
+"""
+import numpy as np
+
+from . import _validate as v
+from . import checkpoint, heads, optim
+from ._config import blas_turn
+from .kernels import copy_hidden
+from .lstm import LSTM
+
+LOSSES = ("mse", "xent")
+OUTPUTS = ("last", "every")
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step produced a non-finite loss or gradient; the model was not updated."""
+
+
+class Model:
+    """LSTM layers + dense head.
+
+    loss: "mse" (regression, float targets (B, O) or (T, B, O)) or "xent" (softmax
+    cross-entropy, integer labels (B,) or (T, B) in 0..O-1). output: "last" (one prediction
+    per sequence, at its last real step) or "every" (one per step, padded steps ignored).
+    optimizer: an optim.SGD / optim.Adam (default Adam(lr=1e-3)). clip: max global gradient
+    norm or None. on_nonfinite: "raise" (NonFiniteError) or "skip" (count it, change nothing).
+    """
+
+    def __init__(self, input_size, hidden_size, output_size, num_layers=1, *, loss="mse",
+                 output="last", dtype=np.float32, forget_bias=1.0, seed=None, optimizer=None,
+                 clip=None, on_nonfinite="raise"):
+        if loss not in LOSSES or output not in OUTPUTS or on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"loss must be one of {LOSSES}, output one of {OUTPUTS}, on_nonfinite "
+                             f"'raise' or 'skip'; got {loss!r}, {output!r}, {on_nonfinite!r}")
+        D = v.positive_int("input_size", input_size)
+        H = v.positive_int("hidden_size", hidden_size)
+        O = v.positive_int("output_size", output_size)
+        n = LSTM.param_count(D, H, v.positive_int("num_layers", num_layers))
+        self.clip = None if clip is None else v.finite_float("clip", clip)
+        if self.clip is not None and self.clip <= 0:
+            raise ValueError(f"clip must be > 0 or None, got {clip}")
+        self.loss, self.output, self.on_nonfinite = loss, output, on_nonfinite
+        dtype = v.dtype_of(dtype)
+        size = n + O * H + O
+        self.params, self.grads = np.zeros(size, dtype), np.zeros(size, dtype)
+        self.lstm = LSTM(input_size, hidden_size, num_layers, dtype=dtype, forget_bias=forget_bias,
+                         buffers=(self.params[:n], self.grads[:n]))
+        self.V, self.c = self.params[n:n + O * H].reshape(O, H), self.params[n + O * H:]
+        self.dV, self.dc = self.grads[n:n + O * H].reshape(O, H), self.grads[n + O * H:]
+        self.output_size, self.seed, self.forget_bias = O, seed, forget_bias
+        self.reset_parameters(seed)
+        self.optimizer = (optimizer or optim.Adam()).bind(size, dtype)
+        self.steps = 0            # training steps applied
+        self.skipped_steps = 0    # steps refused for a non-finite loss or gradient
+        self._bufs = {}
+        self._state = None        # streaming (h, c), see step()
+        self.extra = {}           # what a checkpoint carried besides the model
+
+    @property
+    def dtype(self):
+        return self.params.dtype
+
+    def reset_parameters(self, seed=None):
+        rng = np.random.default_rng(seed)
+        self.lstm.reset_parameters(rng)
+        k = 1 / np.sqrt(self.lstm.hidden_size)
+        self.V[:] = rng.uniform(-k, k, self.V.shape)
+        self.c[:] = 0
+
+    def config(self):
+        l = self.lstm
+        return dict(input_size=l.input_size, hidden_size=l.hidden_size, output_size=self.output_size,
+                    num_layers=l.num_layers, loss=self.loss, output=self.output, dtype=str(self.dtype),
+                    forget_bias=l.forget_bias, clip=self.clip, on_nonfinite=self.on_nonfinite)
+
+    def __repr__(self):
+        return f"Model({', '.join(f'{k}={v!r}' for k, v in self.config().items())}, params={self.params.size})"
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def _check_x(self, x, lengths):
+        x = v.array("x", x, (None, None, self.lstm.input_size), self.dtype)
+        T, B = x.shape[:2]
+        if T < 1 or B < 1:
+            raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
+        return x, v.lengths(lengths, B, T)
+
+    def _check_y(self, y, T, B):
+        lead = (B,) if self.output == "last" else (T, B)
+        if self.loss == "mse":
+            y = v.array("y", y, lead + (self.output_size,), self.dtype)
+            return y.reshape((1,) + y.shape if self.output == "last" else y.shape)
+        if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu":
+            raise TypeError(f"y must be an integer ndarray of class labels, got "
+                            f"{getattr(y, 'dtype', type(y).__name__)}")
+        if y.shape != lead:
+            raise ValueError(f"y must have shape {lead}, got {y.shape}")
+        if y.size and (y.min() < 0 or y.max() >= self.output_size):
+            raise ValueError(f"class labels must lie in 0..{self.output_size - 1}, got min {y.min()}, max {y.max()}")
+        return y.astype(np.int64).reshape((1, B) if self.output == "last" else (T, B))
+
+    def _buffers(self, T, B):
+        """Head buffers for this (T, B), kept so that a steady state allocates nothing."""
+        if (T, B) not in self._bufs:
+            H, O, L, e = self.lstm.hidden_size, self.output_size, self.lstm.num_layers, self.dtype
+            S = 1 if self.output == "last" else T
+            self._bufs = {(T, B): dict(  # one shape at a time: a new shape replaces the old
+                y=np.zeros((T, B, H), e), P=np.zeros((S, B, O), e), dP=np.zeros((S, B, O), e),
+                dV=np.zeros((O, H), e), dc=np.zeros(O, e), dY=np.zeros((T, B, H), e), dhn=np.zeros((L, B, H), e),
+                dh0=np.zeros((L, B, H), e), dc0=np.zeros((L, B, H), e))}
+        return self._bufs[(T, B)]
+
+    # -- forward through the head -------------------------------------------------------
+
+    def _head_input(self, T, B, L, buf):
+        """(S·B, H) rows the head reads: h_t for every step, or h at the last real step."""
+        lstm = self.lstm
+        I = lstm._ws.layer(lstm.num_layers - 1, T, B)[0]
+        D = lstm.layers[-1].D
+        if self.output == "last":
+            return I[T, :, D:]                 # the frozen state: h at each row's last step
+        copy_hidden(buf["y"], I, L, D)
+        return buf["y"].reshape(T * B, -1)
+
+    def _forward_head(self, x, L):
+        T, B = x.shape[:2]
+        buf = self._buffers(T, B)
+        self.lstm._forward(x, None, None, L)
+        Y = self._head_input(T, B, L, buf)
+        with blas_turn():
+            np.matmul(Y, self.V.T, out=buf["P"].reshape(-1, self.output_size))
+        return buf, Y
+
+    def _loss(self, buf, y, L):
+        every = self.output == "every"
+        if self.loss == "mse":
+            return heads.mse(buf["dP"], buf["P"], self.c, y, L, every), None
+        return heads.softmax_xent(buf["dP"], buf["P"], self.c, y, L, every)
+
+    # -- training -------------------------------------------------------------------------
+
+    def compute_gradients(self, x, y, lengths=None):
+        """Zero the gradients, then forward, loss and backward: fills `grads`; returns the loss.
+
+        Parameters are not touched (a distributed driver sums `grads` across ranks, then
+        calls apply_gradients)."""
+        x, L = self._check_x(x, lengths)
+        T, B = x.shape[:2]
+        y = self._check_y(y, T, B)
+        self.grads[:] = 0
+        with np.errstate(over="ignore", invalid="ignore"):   # apply_gradients checks finiteness
+            return self._gradients(x, y, L, T, B)
+
+    def _gradients(self, x, y, L, T, B):
+        buf, Y = self._forward_head(x, L)
+        loss, _ = self._loss(buf, y, L)
+        dP2 = buf["dP"].reshape(-1, self.output_size)
+        with blas_turn():
+            np.matmul(dP2.T, Y, out=buf["dV"])                 # δV = Σ δP hᵀ
+            self.dV += buf["dV"]
+            self.dc += np.sum(dP2, axis=0, out=buf["dc"])              # δc = Σ δP
+            if self.output == "last":
+                buf["dhn"][:-1] = 0
+                np.matmul(dP2, self.V, out=buf["dhn"][-1])      # δh at the last step enters as δhn
+                dy, dhn = buf["dY"], buf["dhn"]
+                dy[:] = 0
+            else:
+                np.matmul(dP2, self.V, out=buf["dY"].reshape(T * B, -1))
+                dy, dhn = buf["dY"], None
+        self.lstm._backward(dy, dhn, None, None, buf["dh0"], buf["dc0"])
+        return float(loss)
+
+    def apply_gradients(self, loss=0.0):
+        """Clip `grads` by global norm and take one optimizer step, unless the loss or a
+        gradient is not finite: then raise NonFiniteError (or skip), leaving params and
+        optimizer state exactly as they were. Returns True if the step was applied."""
+        norm = optim.clip_by_global_norm(self.grads, self.clip)
+        if not (np.isfinite(loss) and np.isfinite(norm)):
+            self.skipped_steps += 1
+            if self.on_nonfinite == "raise":
+                raise NonFiniteError(f"non-finite {'loss' if not np.isfinite(loss) else 'gradient'} "
+                                     f"(loss {loss}, gradient norm {norm}); the model was not updated")
+            return False
+        self.optimizer.step(self.params, self.grads)
+        self.steps += 1
+        return True
+
+    def train_step(self, x, y, lengths=None):
+        """One step on a batch: x (T, B, D); y as the loss needs; lengths (B,) or None.
+        Returns the loss before the update."""
+        loss = self.compute_gradients(x, y, lengths)
+        self.apply_gradients(loss)
+        return loss
+
+    # -- inference --------------------------------------------------------------------------
+
+    def predict(self, x, lengths=None):
+        """Predictions (B, O) for output="last" or (T, B, O) for "every" (zero past lengths):
+        values for mse, class probabilities for xent. A new array."""
+        x, L = self._check_x(x, lengths)
+        T, B = x.shape[:2]
+        buf, _ = self._forward_head(x, L)
+        P = buf["P"].copy()
+        if self.loss == "xent":
+            heads.softmax(P, self.c)
+        else:
+            P += self.c
+        if self.output == "every":
+            P[np.arange(T)[:, None] >= L[None, :]] = 0
+        return P[0] if self.output == "last" else P
+
+    def step(self, x):
+        """Streaming inference: one time step x (B, D) for B independent streams, with (h, c)
+        kept in the model between calls. Returns predictions (B, O) at this step (class
+        probabilities for xent). reset_state() starts the streams afresh."""
+        x = v.array("x", x, (None, self.lstm.input_size), self.dtype)
+        B = x.shape[0]
+        if B < 1:
+            raise ValueError("x must have at least one batch row")
+        if self._state is None or self._state[0].shape[1] != B:
+            self.reset_state(B)
+        h, c = self._state
+        y, (hn, cn) = self.lstm.forward(x[None], h, c)
+        self._state = (hn, cn)
+        P = (y[0] @ self.V.T)[None]
+        if self.loss == "xent":
+            heads.softmax(P, self.c)
+        else:
+            P += self.c
+        return P[0]
+
+    def reset_state(self, batch_size=1):
+        """Zero the streaming state (h, c) for batch_size streams."""
+        shape = (self.lstm.num_layers, v.positive_int("batch_size", batch_size), self.lstm.hidden_size)
+        self._state = (np.zeros(shape, self.dtype), np.zeros(shape, self.dtype))
+
+    def evaluate(self, x, y, lengths=None, batch_size=256):
+        """Mean loss (and accuracy for xent) over a data set, in batches along B.
+        Returns {"loss": float[, "accuracy": float]}."""
+        x, L = self._check_x(x, lengths)
+        T, B = x.shape[:2]
+        y = self._check_y(y, T, B)
+        total = correct = count = 0.0
+        for b0 in range(0, B, batch_size):
+            b1 = min(B, b0 + batch_size)
+            xb = np.ascontiguousarray(x[:, b0:b1])
+            yb, Lb = np.ascontiguousarray(y[:, b0:b1]), np.ascontiguousarray(L[b0:b1])
+            buf, _ = self._forward_head(xb, Lb)
+            loss, right = self._loss(buf, yb, Lb)
+            n = (b1 - b0) if self.output == "last" else int(Lb.sum())
+            n *= self.output_size if self.loss == "mse" else 1
+            total += loss * n
+            count += n
+            correct += right or 0
+        out = {"loss": total / count}
+        if self.loss == "xent":
+            out["accuracy"] = correct / (count)
+        return out
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def save(self, path, extra=None):
+        """Write weights, optimizer state, configuration and `extra` (JSON-able) atomically."""
+        arrays = {"params": self.params}
+        arrays.update({f"optimizer.{k}": a for k, a in self.optimizer.state.items()})
+        checkpoint.write(path, dict(model=self.config(), optimizer=self.optimizer.config(),
+                                    steps=self.steps, skipped_steps=self.skipped_steps,
+                                    extra=extra or {}), arrays)
+
+
+def load(path):
+    """A Model from a checkpoint written by Model.save (or the C ABI), exactly as it was
+    saved: weights, optimizer and its state, configuration; `model.extra` holds `extra`."""
+    header, arrays = checkpoint.read(path)
+    try:
+        cfg = dict(header["model"])
+        opt = optim.from_config(header["optimizer"])
+        model = Model(**cfg, optimizer=opt)
+        for name, a in [("params", model.params)] + [(f"optimizer.{k}", s) for k, s in opt.state.items()]:
+            got = arrays[name]
+            if got.shape != a.shape or got.dtype != a.dtype:
+                raise ValueError(f"{name} has shape {got.shape} {got.dtype}, the configuration needs "
+                                 f"{a.shape} {a.dtype}")
+            if not np.isfinite(got).all():
+                raise ValueError(f"{name} holds non-finite values")
+            a[:] = got
+        opt.t = int(header["optimizer"]["t"])
+        model.steps, model.skipped_steps = int(header["steps"]), int(header["skipped_steps"])
+        model.extra = header.get("extra", {})
+    except (KeyError, TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"{path}: inconsistent fastlstm checkpoint: {type(e).__name__}: {e}") from e
+    return model

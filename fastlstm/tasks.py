@@ -1,0 +1,130 @@
+"""Built-in tasks, generated or shipped offline, each with its literature's figure of merit.
+
+A task gives the model's shape (input_size, output_size, loss, output), training batches
+drawn from a numpy Generator, a fixed held-out set, and its metrics.
+"""
+import numpy as np
+
+
+class Adding:
+    """The adding problem (Hochreiter & Schmidhuber 1997; as in Arjovsky et al. 2016).
+
+    x (T, B, 2): channel 0 values ~ U[0, 1]; channel 1 marks one step in the first half and
+    one in the second. Target (B, 1): the sum of the two marked values; MSE at the last step.
+    Predicting 1 always scores E[(u1 + u2 - 1)²] = 1/6 ≈ 0.167: the baseline to beat.
+    """
+    name, loss, output, input_size, output_size = "adding", "mse", "last", 2, 1
+    baseline = 1 / 6
+    target = 0.01                       # test MSE that counts as solved
+
+    def __init__(self, T=100, test_size=1000, seed=1234):
+        if T < 2:
+            raise ValueError(f"the adding problem needs T >= 2, got {T}")
+        self.T = T
+        self.test = self.batch(np.random.default_rng(seed), test_size)
+
+    def batch(self, rng, B, dtype=np.float32):
+        T, rows = self.T, np.arange(B)
+        x = np.zeros((T, B, 2), dtype)
+        x[:, :, 0] = rng.random((T, B))
+        first, second = rng.integers(0, T // 2, B), rng.integers(T // 2, T, B)
+        x[first, rows, 1] = 1
+        x[second, rows, 1] = 1
+        y = (x[first, rows, 0] + x[second, rows, 0])[:, None].astype(dtype)
+        return x, y, None
+
+    def metrics(self, model):
+        x, y, _ = self.test
+        mse = model.evaluate(x.astype(model.dtype), y.astype(model.dtype))["loss"]
+        return {"test_mse": mse, "baseline": self.baseline}
+
+    def solved(self, metrics):
+        return metrics["test_mse"] < self.target
+
+
+class Text:
+    """Character-level language modelling on CPython's pydoc_data.topics (English prose
+    about Python, ~465k characters, shipped with every CPython).
+
+    x (T, B, V) one-hot characters; y (T, B) the next character; softmax cross-entropy at
+    every step. Figure of merit: bits per character on the held-out last 10% of the text.
+    """
+    name, loss, output = "text", "xent", "every"
+
+    def __init__(self, T=64, test_chars=20000, seed=1234):
+        from pydoc_data.topics import topics
+        text = "\n\n".join(topics[k] for k in sorted(topics))
+        self.vocab = sorted(set(text))
+        self.index = {ch: i for i, ch in enumerate(self.vocab)}
+        ids = np.array([self.index[ch] for ch in text], np.int64)
+        split = int(len(ids) * 0.9)
+        self.train_ids, self.test_ids = ids[:split], ids[split:]
+        self.T = T
+        self.input_size = self.output_size = len(self.vocab)
+        n = min(test_chars, len(self.test_ids) - 1) // T
+        starts = np.arange(n) * T
+        self.test = self._windows(self.test_ids, starts)
+
+    def _windows(self, ids, starts, dtype=np.float32):
+        T, V = self.T, len(self.vocab)
+        idx = starts[None, :] + np.arange(T + 1)[:, None]           # (T+1, B)
+        chars = ids[idx]
+        x = np.zeros((T, len(starts), V), dtype)
+        np.put_along_axis(x, chars[:-1, :, None], 1, axis=2)
+        return x, chars[1:], None
+
+    def batch(self, rng, B, dtype=np.float32):
+        starts = rng.integers(0, len(self.train_ids) - self.T - 1, B)
+        return self._windows(self.train_ids, starts, dtype)
+
+    def metrics(self, model):
+        x, y, _ = self.test
+        loss = model.evaluate(x.astype(model.dtype), y)["loss"]
+        return {"test_bpc": loss / np.log(2)}
+
+    def solved(self, metrics):
+        return metrics["test_bpc"] < 3.0
+
+    def encode(self, s, dtype=np.float32):
+        """One-hot (len(s), 1, V) for a prompt; unknown characters are refused."""
+        bad = sorted(set(s) - set(self.index))
+        if bad:
+            raise ValueError(f"characters not in the text's vocabulary: {bad!r}")
+        x = np.zeros((len(s), 1, len(self.vocab)), dtype)
+        x[np.arange(len(s)), 0, [self.index[ch] for ch in s]] = 1
+        return x
+
+
+class Digits:
+    """scikit-learn's load_digits(): 1797 8x8 images read row by row as 8 steps of 8
+    features (scaled to [0, 1]); 10 classes at the last step. Figure of merit: test
+    accuracy on a fixed 20% split. Needs scikit-learn (the `digits` extra)."""
+    name, loss, output, input_size, output_size = "digits", "xent", "last", 8, 10
+
+    def __init__(self, seed=1234):
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as e:
+            raise RuntimeError("the digits task needs scikit-learn: pip install 'fastlstm[digits]'") from e
+        d = load_digits()
+        x = (d.images / 16.0).transpose(1, 0, 2)                    # (8 steps, N, 8)
+        order = np.random.default_rng(seed).permutation(len(d.target))
+        n_test = len(order) // 5
+        test, train = order[:n_test], order[n_test:]
+        self.train_x, self.train_y = np.ascontiguousarray(x[:, train]), d.target[train]
+        self.test = (np.ascontiguousarray(x[:, test], np.float32), d.target[test], None)
+
+    def batch(self, rng, B, dtype=np.float32):
+        pick = rng.integers(0, len(self.train_y), B)
+        return np.ascontiguousarray(self.train_x[:, pick], dtype), self.train_y[pick], None
+
+    def metrics(self, model):
+        x, y, _ = self.test
+        r = model.evaluate(x.astype(model.dtype), y)
+        return {"test_accuracy": r["accuracy"], "test_loss": r["loss"]}
+
+    def solved(self, metrics):
+        return metrics["test_accuracy"] > 0.9
+
+
+TASKS = {"adding": Adding, "text": Text, "digits": Digits}

@@ -1,0 +1,84 @@
+"""The command line as a user runs it: train, resume, Ctrl-C, sample, bad options."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import fastlstm
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+SMALL = ["--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "10", "--quiet", "--full"]
+
+
+def test_train_writes_a_checkpoint_and_reports_the_figure_of_merit(tmp_path):
+    out = tmp_path / "a.ckpt"
+    r = _run("train", "--task", "adding", "--steps", "20", "--out", str(out), *SMALL)
+    assert r.returncode == 0, r.stderr
+    assert "test_mse" in r.stdout and "baseline 0.1667" in r.stdout and "20 steps" in r.stdout
+    m = fastlstm.load(out)
+    assert m.steps == 20 and m.extra["task"] == {"name": "adding", "T": 12}
+    assert [h["step"] for h in m.extra["history"]] == [10, 20]
+
+
+def test_resume_continues_bitwise_as_if_never_stopped(tmp_path):
+    a, b = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    assert _run("train", "--steps", "40", "--out", str(a), *SMALL).returncode == 0
+    assert _run("train", "--steps", "20", "--out", str(b), *SMALL).returncode == 0
+    r = _run("train", "--steps", "40", "--out", str(b), "--resume", *SMALL)
+    assert r.returncode == 0, r.stderr
+    ma, mb = fastlstm.load(a), fastlstm.load(b)
+    assert mb.steps == 40 and np.array_equal(ma.params, mb.params)
+    assert all(np.array_equal(ma.optimizer.state[k], mb.optimizer.state[k]) for k in ma.optimizer.state)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    out = tmp_path / "i.ckpt"
+    p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", "--steps", "1000000", "--out", str(out),
+                          "--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "1000000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while p.poll() is None and time.time() < deadline:
+            line = p.stdout.readline()
+            if line.startswith("fastlstm: task"):
+                break
+        time.sleep(3)
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130, stderr
+    assert "interrupted at step" in stdout and "--resume" in stdout
+    assert "Traceback" not in stderr
+    assert fastlstm.load(out).steps > 0
+
+
+def test_sample_generates_text_from_a_text_checkpoint(tmp_path):
+    out = tmp_path / "t.ckpt"
+    r = _run("train", "--task", "text", "--steps", "20", "--T", "16", "--hidden", "16", "--batch", "4",
+             "--eval-every", "20", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "test_bpc" in r.stdout
+    r = _run("sample", str(out), "--length", "50", "--prime", "def ")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("def ") and len(r.stdout.rstrip("\n")) >= 50
+
+
+def test_bad_options_and_files_get_a_message_not_a_traceback(tmp_path):
+    r = _run("train", "--resume", "--out", str(tmp_path / "missing.ckpt"))
+    assert r.returncode == 2 and "fastlstm: error" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "bad.ckpt").write_bytes(b"garbage")
+    r = _run("sample", str(tmp_path / "bad.ckpt"))
+    assert r.returncode == 2 and "not a readable fastlstm checkpoint" in r.stderr
+    r = _run("train", "--hidden", "0", "--steps", "1", "--out", str(tmp_path / "z.ckpt"))
+    assert r.returncode == 2 and "hidden_size must be >= 1" in r.stderr
+    r = _run("train", "--task", "nope")
+    assert r.returncode == 2 and "invalid choice" in r.stderr

@@ -1,0 +1,59 @@
+"""Optimizer steps against hand-computed updates; clipping against its definition."""
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import optim
+
+
+def test_sgd_with_momentum_matches_hand_computation():
+    p = np.array([1.0, -2.0, 3.0])
+    o = fastlstm.SGD(lr=0.1, momentum=0.9).bind(3, np.float64)
+    g1, g2 = np.array([0.5, 0.0, -1.0]), np.array([1.0, 2.0, 0.0])
+    o.step(p, g1)
+    assert np.array_equal(p, [1.0 - 0.05, -2.0, 3.0 + 0.1])           # v = g1
+    o.step(p, g2)
+    v2 = 0.9 * g1 + g2                                                 # v = 0.9 v + g2
+    assert np.allclose(p, np.array([0.95, -2.0, 3.1]) - 0.1 * v2, rtol=0, atol=1e-15)
+    assert o.t == 2
+
+
+def test_plain_sgd_is_p_minus_lr_g():
+    p = np.array([1.0, 2.0], np.float32)
+    fastlstm.SGD(lr=0.5).bind(2, np.float32).step(p, np.array([2.0, -4.0], np.float32))
+    assert np.array_equal(p, np.array([0.0, 4.0], np.float32))
+
+
+def test_adam_matches_hand_computation():
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
+    p = np.array([0.5, -1.0])
+    o = fastlstm.Adam(lr=lr, beta1=b1, beta2=b2, eps=eps).bind(2, np.float64)
+    want, m, v = p.copy(), np.zeros(2), np.zeros(2)
+    for t, g in enumerate([np.array([0.1, -0.3]), np.array([-0.2, 0.4]), np.array([0.05, 0.0])], 1):
+        o.step(p, g)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        want -= lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        assert np.allclose(p, want, rtol=0, atol=1e-15), (t, p, want)
+    # the first Adam step moves every coordinate with a non-zero gradient by about lr
+    q = np.zeros(3)
+    fastlstm.Adam(lr=lr).bind(3, np.float64).step(q, np.array([1e-3, -5.0, 0.0]))
+    assert np.allclose(np.abs(q), [lr, lr, 0], rtol=1e-4)
+
+
+def test_clipping_by_global_norm():
+    g = np.array([3.0, 4.0, 0.0])                                      # ‖g‖ = 5
+    assert optim.clip_by_global_norm(g, 10.0) == 5.0 and np.array_equal(g, [3.0, 4.0, 0.0])
+    assert optim.clip_by_global_norm(g, 1.0) == 5.0
+    assert np.allclose(g, [0.6, 0.8, 0.0], rtol=0, atol=1e-15) and np.isclose(np.linalg.norm(g), 1.0)
+    g = np.array([1.0, np.inf])
+    assert not np.isfinite(optim.clip_by_global_norm(g, 1.0)) and g[0] == 1.0
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: fastlstm.SGD(lr=0), "lr > 0"), (lambda: fastlstm.SGD(momentum=1.0), "momentum < 1"),
+    (lambda: fastlstm.Adam(lr=-1), "lr > 0"), (lambda: fastlstm.Adam(beta2=1.0), "beta2"),
+    (lambda: fastlstm.Adam(lr=float("nan")), "finite")])
+def test_bad_hyperparameters(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
