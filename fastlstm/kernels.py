@@ -98,6 +98,23 @@ def _dot2x4(a0, a1, x0, x1, x2, x3, n):
 
 
 @njit(**JIT)
+def _dot4x1(a0, a1, a2, a3, x, n):
+    """(a0·x, a1·x, a2·x, a3·x) over n entries: four rows of W against one input row (the
+    streaming step, where a block of four batch rows would mostly repeat one row)."""
+    s0 = a0[0] * x[0]
+    s1 = a1[0] * x[0]
+    s2 = a2[0] * x[0]
+    s3 = a3[0] * x[0]
+    for k in range(1, n):
+        xk = x[k]
+        s0 += a0[k] * xk
+        s1 += a1[k] * xk
+        s2 += a2[k] * xk
+        s3 += a3[k] * xk
+    return s0, s1, s2, s3
+
+
+@njit(**JIT)
 def _block_rows(blk, B):
     """The four row indices of block `blk`; past the last row they repeat row B-1, so a
     short block runs the same code (and gives the same bits) as a full one."""
@@ -257,3 +274,34 @@ def copy_hidden(y, I, lengths, D):
                 y[t, r, :] = I[t + 1, r, D:]
             else:
                 y[t, r, :] = 0
+
+
+@njit(**JIT)
+def lstm_step(h, c, x, xh, z, tc, params, D, H):
+    """One time step of every layer, serially, for streaming inference (small B).
+
+    h, c (L,B,H): the state, updated in place; x (B,D) the input; xh (B, max(D,H)+H),
+    z (B,G), tc (H,) scratch; params the flat array (per layer W (G, D_l+H) then b (G)).
+    z = W [x ; h] + b in one pass over W per batch row (W is read B times: meant for small B).
+    Serial: at B = 1 reading W from memory is the cost, and a second thread did not help.
+    Agrees with lstm_forward to rounding (the sums are grouped differently).
+    """
+    L, B, _ = h.shape
+    G = 4 * H
+    o = 0
+    for l in range(L):
+        Dl = D if l == 0 else H
+        n = Dl + H
+        W = params[o:o + G * n].reshape((G, n))
+        b = params[o + G * n:o + G * n + G]
+        o += G * n + G
+        for r in range(B):
+            xh[r, :Dl] = x[r] if l == 0 else h[l - 1, r]
+            xh[r, Dl:n] = h[l, r]
+        for r in range(B):
+            for j in range(0, G, 4):                       # G = 4H is a multiple of 4
+                s = _dot4x1(W[j], W[j + 1], W[j + 2], W[j + 3], xh[r], n)
+                z[r, j], z[r, j + 1] = b[j] + s[0], b[j + 1] + s[1]
+                z[r, j + 2], z[r, j + 3] = b[j + 2] + s[2], b[j + 3] + s[3]
+        for r in range(B):
+            cell_forward(z[r], c[l, r], tc, h[l, r], c[l, r], H)

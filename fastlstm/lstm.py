@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _validate as v
 from ._config import blas_turn
-from .kernels import copy_hidden, lstm_backward, lstm_forward
+from .kernels import copy_hidden, lstm_backward, lstm_forward, lstm_step
 
 # Our gate blocks are a, i, f, o; PyTorch's are i, f, g(=a), o. Our block q is PyTorch's
 # block _TORCH_BLOCK[q].
@@ -57,9 +57,9 @@ class _Workspace:
         self.TC = [np.zeros(tb * H, e) for _ in self.dims]
         self.dh = np.zeros(b * H, e)
         self.dc = np.zeros(b * H, e)
-        self.dX = np.zeros(tb * H, e)              # δX of layer l, the δY of layer l-1
+        self.dX = np.zeros(tb * H * (len(self.dims) > 1), e)   # δX of layer l = δY of layer l-1
         self.UT = np.zeros(H * 4 * H, e)           # Uᵀ, contiguous, for the recurrent δI
-        self.dWs = np.zeros(max(4 * H * (D + H) for D in self.dims), e)
+        self.dWs = np.zeros(_DW_ROWS * max(D + H for D in self.dims), e)
         self.dbs = np.zeros(4 * H, e)
 
     def layer(self, l, T, B):
@@ -67,6 +67,10 @@ class _Workspace:
         D, H = self.dims[l], self.H
         return (_view(self.I[l], T + 1, B, D + H), _view(self.Z[l], T, B, 4 * H),
                 _view(self.C[l], T + 1, B, H), _view(self.TC[l], T, B, H))
+
+
+# δW is computed in blocks of this many rows, so that its scratch stays far smaller than W.
+_DW_ROWS = 256
 
 
 def _nchunks(B):
@@ -105,6 +109,7 @@ class LSTM:
         self.reset_parameters(seed)
         self._ws = _Workspace(dims, H, self.dtype)
         self._saved = None          # (T, B, lengths) of the forward that backward may use
+        self._step_scratch = None   # step()'s buffers for one batch size
 
     @staticmethod
     def param_count(input_size, hidden_size, num_layers=1):
@@ -201,6 +206,26 @@ class LSTM:
             cn[l] = C[T]
         copy_hidden(y, I, L, self.layers[-1].D)
 
+    def step(self, x, h, c):
+        """Streaming inference: advance the state (h, c) by one time step x (B, D), in place.
+
+        h, c (num_layers, B, H) writable; returns h[-1], the top layer's output (B, H), a view.
+        One serial kernel call for all layers (no thread start-up, no workspace): the fast
+        path for online inference. Does not touch what backward() would use.
+        """
+        x = v.array("x", x, (None, self.input_size), self.dtype)
+        B = x.shape[0]
+        if B < 1:
+            raise ValueError("x must have at least one batch row")
+        for name, s in (("h", h), ("c", c)):
+            v.array(name, s, (self.num_layers, B, self.hidden_size), self.dtype, writable=True)
+        H = self.hidden_size
+        if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
+            self._step_scratch = (np.zeros((B, max(self.input_size, H) + H), self.dtype),
+                                  np.zeros((B, 4 * H), self.dtype), np.zeros(H, self.dtype))
+        lstm_step(h, c, x, *self._step_scratch, self.params, self.input_size, H)
+        return h[-1]
+
     # -- backward --------------------------------------------------------------------
 
     def backward(self, dy, dhn=None, dcn=None):
@@ -238,10 +263,11 @@ class LSTM:
                 dc[:] = 0 if dcn is None else dcn[l]
                 UT[:] = layer.W[:, D:].T
                 lstm_backward(Z, dh, dc, dY, I, C, TC, UT, L, D, H, _nchunks(B))
-                Z2 = Z.reshape(T * B, 4 * H)
-                dWs = _view(ws.dWs, 4 * H, D + H)
-                np.matmul(Z2.T, I[:T].reshape(T * B, D + H), out=dWs)       # δW = Σ_t δz_t I_tᵀ
-                layer.dW += dWs
+                Z2, I2 = Z.reshape(T * B, 4 * H), I[:T].reshape(T * B, D + H)
+                for j in range(0, 4 * H, _DW_ROWS):                        # δW = Σ_t δz_t I_tᵀ
+                    dWs = _view(ws.dWs, min(_DW_ROWS, 4 * H - j), D + H)
+                    np.matmul(Z2[:, j:j + _DW_ROWS].T, I2, out=dWs)
+                    layer.dW[j:j + _DW_ROWS] += dWs
                 layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
                 dX = _view(ws.dX, T, B, D) if l > 0 else dx                  # δx_t: first D of Wᵀδz_t
                 if dX is not None:

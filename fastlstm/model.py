@@ -217,20 +217,14 @@ class Model:
         """Streaming inference: one time step x (B, D) for B independent streams, with (h, c)
         kept in the model between calls. Returns predictions (B, O) at this step (class
         probabilities for xent). reset_state() starts the streams afresh."""
-        x = v.array("x", x, (None, self.lstm.input_size), self.dtype)
-        B = x.shape[0]
-        if B < 1:
-            raise ValueError("x must have at least one batch row")
+        B = x.shape[0] if isinstance(x, np.ndarray) and x.ndim == 2 else None
         if self._state is None or self._state[0].shape[1] != B:
-            self.reset_state(B)
+            self.reset_state(B or 1)
         h, c = self._state
-        y, (hn, cn) = self.lstm.forward(x[None], h, c)
-        self._state = (hn, cn)
-        P = (y[0] @ self.V.T)[None]
+        top = self.lstm.step(x, h, c)
+        P = (top @ self.V.T + self.c)[None]
         if self.loss == "xent":
-            heads.softmax(P, self.c)
-        else:
-            P += self.c
+            heads.softmax(P, np.zeros_like(self.c))
         return P[0]
 
     def reset_state(self, batch_size=1):

@@ -41,3 +41,31 @@ def test_rows_do_not_depend_on_the_rest_of_the_batch():
     for r in (0, 5, 10):
         yr, _ = m.forward(np.ascontiguousarray(x[:, r:r + 1]))
         assert np.array_equal(yr[:, 0], y[:, r]), f"row {r} differs alone"
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
+def test_streaming_step_matches_forward(dtype, tol):
+    T, B, D, H, L = 7, 3, 4, 6, 2
+    m, x, h0, c0, *_ = random_problem(T, B, D, H, L, dtype=dtype)
+    y, (hn, cn) = m.forward(x, h0, c0)
+    h, c = h0.copy(), c0.copy()
+    for t in range(T):
+        top = m.step(np.ascontiguousarray(x[t]), h, c)
+        assert np.max(np.abs(top - y[t])) <= tol, f"step {t}"
+    assert np.max(np.abs(h - hn)) <= tol and np.max(np.abs(c - cn)) <= tol
+    m.backward(np.zeros_like(y))             # step() left the forward's saved state alone
+
+
+def test_streaming_step_refuses_bad_state():
+    m = fastlstm.LSTM(2, 3, 2)
+    x = np.zeros((1, 2), np.float32)
+    h = np.zeros((2, 1, 3), np.float32)
+    ro = h.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        m.step(x, ro, h.copy())
+    with pytest.raises(ValueError, match=r"c must have shape \(2, 1, 3\)"):
+        m.step(x, h, np.zeros((1, 1, 3), np.float32))
+    with pytest.raises(ValueError, match="x must be finite"):
+        m.step(np.full((1, 2), np.inf, np.float32), h, h.copy())
+    assert not h.any()

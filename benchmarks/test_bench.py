@@ -1,0 +1,49 @@
+"""pytest-benchmark suite: fastlstm and torch.nn.LSTM side by side, one group per shape.
+
+    pytest benchmarks --benchmark-columns=median,iqr,rounds --benchmark-sort=name
+    FASTLSTM_BENCH_QUICK=1 pytest benchmarks        # tiny shapes only
+
+For the one table of ratios, GFLOP/s and fraction of matmul rate, run compare.py.
+"""
+import os
+
+import numba
+import numpy as np
+import pytest
+import torch
+
+from compare import QUICK, SHAPES, STREAM, infer_fns, stream_fns, train_fns
+
+shapes = QUICK if os.environ.get("FASTLSTM_BENCH_QUICK") else SHAPES
+IMPLS = ["fastlstm", "torch"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def same_threads():
+    torch.set_num_threads(numba.get_num_threads())
+
+
+def _run(benchmark, group, fns, impl):
+    fn = fns[IMPLS.index(impl)]
+    fn()
+    fn()                                     # JIT compilation and buffer growth, untimed
+    benchmark.group = group
+    benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", list(shapes))
+def test_train(benchmark, shape, impl):
+    _run(benchmark, f"train {shape} {shapes[shape]}", train_fns(*shapes[shape], np.float32), impl)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", list(shapes))
+def test_infer(benchmark, shape, impl):
+    _run(benchmark, f"infer {shape} {shapes[shape]}", infer_fns(*shapes[shape], np.float32), impl)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_stream(benchmark, impl):
+    D, H = (8, 16) if shapes is QUICK else STREAM
+    _run(benchmark, f"stream B=1 D={D} H={H}", stream_fns(D, H), impl)

@@ -1,0 +1,26 @@
+"""The benchmark tools keep working (on tiny shapes; timings are not asserted)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_compare_prints_a_row_per_group():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "compare.py"), "--quick"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for group in ("| train |", "| infer |", "| train float64 |", "| stream |", "memory tiny"):
+        assert group in r.stdout, r.stdout
+
+
+def test_pytest_benchmark_suite_runs():
+    env = dict(os.environ, FASTLSTM_BENCH_QUICK="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        os.path.join(ROOT, "benchmarks"), "--benchmark-disable"],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "6 passed" in r.stdout, r.stdout
