@@ -2,10 +2,10 @@
 from . import _config  # noqa: F401  (sets Numba's environment before numba is imported)
 from . import optim
 from .checkpoint import CheckpointError
-from .lstm import LSTM
+from .recurrent import LSTM, RNN
 from .model import Model, NonFiniteError, load
 from .optim import SGD, Adam
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "Model", "SGD", "Adam", "load", "optim", "CheckpointError", "NonFiniteError",
+__all__ = ["LSTM", "RNN", "Model", "SGD", "Adam", "load", "optim", "CheckpointError", "NonFiniteError",
            "__version__"]

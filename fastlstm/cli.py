@@ -24,7 +24,8 @@ def _parser():
                        "evaluation and checkpoints. Ctrl-C saves a checkpoint and exits.")
     t.add_argument("--task", choices=sorted(DEFAULTS), default="adding")
     t.add_argument("--hidden", type=int, help="hidden units per layer")
-    t.add_argument("--layers", type=int, help="LSTM layers")
+    t.add_argument("--layers", type=int, help="recurrent layers")
+    t.add_argument("--cell", choices=["lstm", "rnn"], default="lstm", help="LSTM, or a vanilla tanh RNN to compare")
     t.add_argument("--steps", type=int, help="training steps in all (a resumed run counts those done)")
     t.add_argument("--batch", type=int, help="sequences per step")
     t.add_argument("--lr", type=float, help="learning rate")
@@ -77,7 +78,7 @@ def train(args):
         opt = (fastlstm.Adam(lr=args.lr) if args.optimizer == "adam"
                else fastlstm.SGD(lr=args.lr, momentum=args.momentum))
         model = fastlstm.Model(task.input_size, args.hidden, task.output_size, args.layers,
-                               loss=task.loss, output=task.output, dtype=args.dtype, seed=args.seed,
+                               cell=args.cell, loss=task.loss, output=task.output, dtype=args.dtype, seed=args.seed,
                                optimizer=opt, clip=args.clip or None)
         rng = np.random.default_rng(args.seed)
         history = []
@@ -86,7 +87,7 @@ def train(args):
         model.save(out, extra=dict(task=dict(name=args.task, T=getattr(task, "T", None)),
                                    rng=rng.bit_generator.state, history=history))
 
-    print(f"fastlstm: task {args.task}, {model.lstm.num_layers}x{model.lstm.hidden_size} LSTM, "
+    print(f"fastlstm: task {args.task}, {model.core.num_layers}x{model.core.hidden_size} {model.cell.upper()}, "
           f"{model.params.size} parameters, batch {args.batch}, {args.optimizer} lr {model.optimizer.lr}"
           + (f", baseline {task.baseline:.3f}" if hasattr(task, "baseline") else ""), flush=True)
     start, t0, seen = model.steps, time.perf_counter(), 0

@@ -68,6 +68,15 @@ def tanh(x):
     return 2.0 / (1.0 + _exp(-2.0 * x)) - 1.0
 
 
+@njit(**JIT)
+def sum_squares(g):
+    """Σ g² accumulated in float64, serially (the same bits whatever the thread count)."""
+    s = 0.0
+    for k in range(g.size):
+        s += np.float64(g[k]) * np.float64(g[k])
+    return s
+
+
 # -- the recurrent products -------------------------------------------------------------
 
 
@@ -136,9 +145,13 @@ def _add_bias4(Zt, ra, rb, rc, rd, j, bj, s0, s1, s2, s3):
     Zt[rd, j] = zd
 
 
+# Cell kinds: the recurrence and its products are shared; only the cell differs.
+LSTM_CELL, RNN_CELL = 0, 1
+
+
 @njit(**JIT)
 def cell_forward(z, c, tc, h, c_prev, H):
-    """One row of one step: z (G) pre-activations in, gate activations out (in place).
+    """LSTM, one row of one step: z (4H) pre-activations in, gate activations out (in place).
 
     a = tanh(â), i = σ(î), f = σ(f̂), o = σ(ô); c = i⊙a + f⊙c_prev; h = o⊙tanh(c).
     """
@@ -160,7 +173,7 @@ def cell_forward(z, c, tc, h, c_prev, H):
 
 @njit(**JIT)
 def cell_backward(z, dc, dh, dy, tc, c_prev, H):
-    """One row of one step backward: gate activations in z become δz (in place).
+    """LSTM, one row of one step backward: gate activations in z become δz (in place).
 
     dh holds δh_t carried from step t+1 (dy adds the output's gradient); dc holds
     δc_{t+1} ⊙ f_{t+1} on entry and δc_t ⊙ f_t (the carousel's carry to t-1) on exit.
@@ -182,19 +195,37 @@ def cell_backward(z, dc, dh, dy, tc, c_prev, H):
 
 
 @njit(**JIT)
+def rnn_cell_forward(z, h, H):
+    """Vanilla RNN, one row of one step: h = tanh(z), kept in z too (backward needs it)."""
+    for k in range(H):
+        a = tanh(z[k])
+        z[k] = a
+        h[k] = a
+
+
+@njit(**JIT)
+def rnn_cell_backward(z, dh, dy, H):
+    """Vanilla RNN backward: δz = (δy + δh carried) ⊙ (1 - h²), in place of h in z."""
+    for k in range(H):
+        a = z[k]
+        z[k] = (dy[k] + dh[k]) * (1 - a * a)
+
+
+@njit(**JIT)
 def _chunk(c, nchunks, nblk):
     """Blocks [b0, b1) of chunk c when nblk blocks are split into nchunks near-equal chunks."""
     return c * nblk // nchunks, (c + 1) * nblk // nchunks
 
 
 @njit(**PARALLEL_JIT)
-def lstm_forward(Z, C, TC, I, W, b, lengths, D, H, nchunks):
-    """Recurrent part of the forward pass over all steps.
+def recurrent_forward(Z, C, TC, I, W, b, lengths, D, H, nchunks, cell):
+    """Recurrent part of the forward pass over all steps, for an LSTM or RNN `cell`.
 
-    Z (T,B,G) holds W_x x_t on entry and gate activations on exit; I (T+1,B,D+H) holds x_t
-    and h_{-1} = h0 at I[0,:,D:] on entry and receives h_t at I[t+1,:,D:]; C (T+1,B,H) holds
-    c0 at C[0]; TC (T,B,H) receives tanh(c_t). W (G, D+H), b (G). lengths (B,) int64: past
-    its length a row's h and c are carried unchanged (its gates are left unspecified).
+    Z (T,B,G) holds W_x x_t on entry and gate activations on exit (G = 4H for the LSTM, H for
+    the RNN); I (T+1,B,D+H) holds x_t and h_{-1} = h0 at I[0,:,D:] on entry and receives h_t
+    at I[t+1,:,D:]; C (T+1,B,H) holds c0 at C[0]; TC (T,B,H) receives tanh(c_t) (both of
+    width 0 for the RNN). W (G, D+H), b (G). lengths (B,) int64: past its length a row's h
+    and c are carried unchanged (its gates are left unspecified).
     z_t = W_x x_t + b + U h_{t-1} with U = W[:, D:].
 
     Each of `nchunks` threads walks its blocks of 4 rows through every step together, so a
@@ -207,41 +238,52 @@ def lstm_forward(Z, C, TC, I, W, b, lengths, D, H, nchunks):
         b0, b1 = _chunk(c, nchunks, nblk)
         for t in range(T):
             Zt = Z[t]
-            for j in range(0, G, 2):                       # G = 4H is even
-                u0, u1 = W[j, D:], W[j + 1, D:]
+            for j in range(0, G, 2):
+                j1 = min(j + 1, G - 1)                     # odd G (RNN): the last pair repeats j
+                u0, u1 = W[j, D:], W[j1, D:]
                 for blk in range(b0, b1):
                     ra, rb, rc, rd = _block_rows(blk, B)
                     s = _dot2x4(u0, u1, I[t, ra, D:], I[t, rb, D:], I[t, rc, D:], I[t, rd, D:], H)
                     _add_bias4(Zt, ra, rb, rc, rd, j, b[j], s[0], s[1], s[2], s[3])
-                    _add_bias4(Zt, ra, rb, rc, rd, j + 1, b[j + 1], s[4], s[5], s[6], s[7])
+                    if j1 > j:
+                        _add_bias4(Zt, ra, rb, rc, rd, j1, b[j1], s[4], s[5], s[6], s[7])
             for r in range(4 * b0, min(4 * b1, B)):
-                if t < lengths[r]:
-                    cell_forward(Zt[r], C[t + 1, r], TC[t, r], I[t + 1, r, D:], C[t, r], H)
-                else:
+                if t >= lengths[r]:
                     C[t + 1, r, :] = C[t, r, :]
                     I[t + 1, r, D:] = I[t, r, D:]
+                elif cell == LSTM_CELL:
+                    cell_forward(Zt[r], C[t + 1, r], TC[t, r], I[t + 1, r, D:], C[t, r], H)
+                else:
+                    rnn_cell_forward(Zt[r], I[t + 1, r, D:], H)
 
 
 @njit(**PARALLEL_JIT)
-def lstm_backward(Z, dh, dc, dY, I, C, TC, UT, lengths, D, H, nchunks):
+def recurrent_backward(Z, dh, dc, probe, dY, I, C, TC, UT, lengths, D, H, nchunks, cell):
     """Recurrent part of the backward pass, walking t = T-1 .. 0.
 
     Z (T,B,G): gate activations in, δz_t out. dh (B,H): δh_{T-1} from the final state in,
-    δh_{-1} = δh0 out. dc (B,H): δc_{T-1} in, δc_{-1} = δc0 out. dY (T,B,H) the output's
-    gradient. UT (H,G) = Uᵀ, contiguous. δh_{t-1} = Uᵀ δz_t: all four gates add up.
-    Past a row's length δz is zero and δh, δc pass through unchanged. Chunks as in forward.
+    δh_{-1} = δh0 out. dc (B,H): δc_{T-1} in, δc_{-1} = δc0 out (width 0 for the RNN).
+    dY (T,B,H) the output's gradient. UT (H,G) = Uᵀ, contiguous. δh_{t-1} = Uᵀ δz_t: for
+    the LSTM all four gates add up. Past a row's length δz is zero and δh, δc pass through.
+    probe (T,B,2) float64, or of length 0 for none: receives, after step t, the squared
+    norms ‖∂E/∂h_{t-1}‖², ‖∂E/∂c_{t-1}‖² of the state that step t received. Chunks as in
+    forward.
     """
     T, B, G = Z.shape
     nblk = (B + 3) // 4
+    record = probe.shape[0] > 0
     for c in prange(nchunks):
         b0, b1 = _chunk(c, nchunks, nblk)
+        r0, r1 = 4 * b0, min(4 * b1, B)
         for t in range(T - 1, -1, -1):
             Zt = Z[t]
-            for r in range(4 * b0, min(4 * b1, B)):
-                if t < lengths[r]:
+            for r in range(r0, r1):
+                if t >= lengths[r]:
+                    Zt[r, :] = 0
+                elif cell == LSTM_CELL:
                     cell_backward(Zt[r], dc[r], dh[r], dY[t, r], TC[t, r], C[t, r], H)
                 else:
-                    Zt[r, :] = 0
+                    rnn_cell_backward(Zt[r], dh[r], dY[t, r], H)
             for k in range(0, H, 2):
                 k1 = min(k + 1, H - 1)                     # odd H: the last pair repeats k
                 for blk in range(b0, b1):
@@ -249,6 +291,10 @@ def lstm_backward(Z, dh, dc, dY, I, C, TC, UT, lengths, D, H, nchunks):
                     s = _dot2x4(UT[k], UT[k1], Zt[ra], Zt[rb], Zt[rc], Zt[rd], G)
                     _set_live4(dh, ra, rb, rc, rd, k, t, lengths, s[0], s[1], s[2], s[3])
                     _set_live4(dh, ra, rb, rc, rd, k1, t, lengths, s[4], s[5], s[6], s[7])
+            if record:
+                for r in range(r0, r1):
+                    probe[t, r, 0] = sum_squares(dh[r])
+                    probe[t, r, 1] = sum_squares(dc[r])
 
 
 @njit(**JIT)
@@ -277,17 +323,18 @@ def copy_hidden(y, I, lengths, D):
 
 
 @njit(**JIT)
-def lstm_step(h, c, x, xh, z, tc, params, D, H):
+def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell):
     """One time step of every layer, serially, for streaming inference (small B).
 
-    h, c (L,B,H): the state, updated in place; x (B,D) the input; xh (B, max(D,H)+H),
-    z (B,G), tc (H,) scratch; params the flat array (per layer W (G, D_l+H) then b (G)).
+    h, c (L,B,H): the state, updated in place (c of width 0 for the RNN); x (B,D) the
+    input; xh (B, max(D,H)+H), z (B,G), tc (H,) scratch; params the flat array (per layer
+    W (G, D_l+H) then b (G)).
     z = W [x ; h] + b in one pass over W per batch row (W is read B times: meant for small B).
     Serial: at B = 1 reading W from memory is the cost, and a second thread did not help.
-    Agrees with lstm_forward to rounding (the sums are grouped differently).
+    Agrees with recurrent_forward to rounding (the sums are grouped differently).
     """
     L, B, _ = h.shape
-    G = 4 * H
+    G = z.shape[1]
     o = 0
     for l in range(L):
         Dl = D if l == 0 else H
@@ -299,9 +346,12 @@ def lstm_step(h, c, x, xh, z, tc, params, D, H):
             xh[r, :Dl] = x[r] if l == 0 else h[l - 1, r]
             xh[r, Dl:n] = h[l, r]
         for r in range(B):
-            for j in range(0, G, 4):                       # G = 4H is a multiple of 4
-                s = _dot4x1(W[j], W[j + 1], W[j + 2], W[j + 3], xh[r], n)
-                z[r, j], z[r, j + 1] = b[j] + s[0], b[j + 1] + s[1]
-                z[r, j + 2], z[r, j + 3] = b[j + 2] + s[2], b[j + 3] + s[3]
+            for j in range(0, G, 4):
+                j1, j2, j3 = min(j + 1, G - 1), min(j + 2, G - 1), min(j + 3, G - 1)
+                s = _dot4x1(W[j], W[j1], W[j2], W[j3], xh[r], n)
+                z[r, j], z[r, j1], z[r, j2], z[r, j3] = b[j] + s[0], b[j1] + s[1], b[j2] + s[2], b[j3] + s[3]
         for r in range(B):
-            cell_forward(z[r], c[l, r], tc, h[l, r], c[l, r], H)
+            if cell == LSTM_CELL:
+                cell_forward(z[r], c[l, r], tc, h[l, r], c[l, r], H)
+            else:
+                rnn_cell_forward(z[r], h[l, r], H)

@@ -1,8 +1,9 @@
-"""Model: LSTM layers plus a dense head with a loss, an optimizer and checkpoints.
+"""Model: LSTM (or vanilla RNN) layers plus a dense head with a loss, an optimizer and
+checkpoints.
 
-One flat parameter array holds the LSTM's W, b for every layer followed by the head's
-V (O, H) and c (O); gradients mirror it. The head reads h_t (every step) or h at each row's
-last real step (last), and its δ enters the LSTM as δy (every) or δhn of the top layer (last).
+One flat parameter array holds the layers' W, b followed by the head's V (O, H) and c (O);
+gradients mirror it. The head reads h_t (every step) or h at each row's last real step
+(last), and its δ enters the layers as δy (every) or δhn of the top layer (last).
 """
 import numpy as np
 
@@ -10,8 +11,9 @@ from . import _validate as v
 from . import checkpoint, heads, optim
 from ._config import blas_turn
 from .kernels import copy_hidden
-from .lstm import LSTM
+from .recurrent import LSTM, RNN
 
+CELLS = {"lstm": LSTM, "rnn": RNN}
 LOSSES = ("mse", "xent")
 OUTPUTS = ("last", "every")
 
@@ -21,7 +23,7 @@ class NonFiniteError(FloatingPointError):
 
 
 class Model:
-    """LSTM layers + dense head.
+    """LSTM layers (cell="lstm", the default) or vanilla RNN layers (cell="rnn") + dense head.
 
     loss: "mse" (regression, float targets (B, O) or (T, B, O)) or "xent" (softmax
     cross-entropy, integer labels (B,) or (T, B) in 0..O-1). output: "last" (one prediction
@@ -30,25 +32,27 @@ class Model:
     norm or None. on_nonfinite: "raise" (NonFiniteError) or "skip" (count it, change nothing).
     """
 
-    def __init__(self, input_size, hidden_size, output_size, num_layers=1, *, loss="mse",
-                 output="last", dtype=np.float32, forget_bias=1.0, seed=None, optimizer=None,
-                 clip=None, on_nonfinite="raise"):
-        if loss not in LOSSES or output not in OUTPUTS or on_nonfinite not in ("raise", "skip"):
-            raise ValueError(f"loss must be one of {LOSSES}, output one of {OUTPUTS}, on_nonfinite "
-                             f"'raise' or 'skip'; got {loss!r}, {output!r}, {on_nonfinite!r}")
+    def __init__(self, input_size, hidden_size, output_size, num_layers=1, *, cell="lstm",
+                 loss="mse", output="last", dtype=np.float32, forget_bias=1.0, seed=None,
+                 optimizer=None, clip=None, on_nonfinite="raise"):
+        if cell not in CELLS or loss not in LOSSES or output not in OUTPUTS or on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"cell must be one of {tuple(CELLS)}, loss one of {LOSSES}, output one of "
+                             f"{OUTPUTS}, on_nonfinite 'raise' or 'skip'; got {cell!r}, {loss!r}, "
+                             f"{output!r}, {on_nonfinite!r}")
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
         O = v.positive_int("output_size", output_size)
-        n = LSTM.param_count(D, H, v.positive_int("num_layers", num_layers))
+        n = CELLS[cell].param_count(D, H, v.positive_int("num_layers", num_layers))
         self.clip = None if clip is None else v.finite_float("clip", clip)
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"clip must be > 0 or None, got {clip}")
-        self.loss, self.output, self.on_nonfinite = loss, output, on_nonfinite
+        self.cell, self.loss, self.output, self.on_nonfinite = cell, loss, output, on_nonfinite
         dtype = v.dtype_of(dtype)
         size = n + O * H + O
         self.params, self.grads = np.zeros(size, dtype), np.zeros(size, dtype)
-        self.lstm = LSTM(input_size, hidden_size, num_layers, dtype=dtype, forget_bias=forget_bias,
-                         buffers=(self.params[:n], self.grads[:n]))
+        extra = dict(forget_bias=forget_bias) if cell == "lstm" else {}
+        self.core = CELLS[cell](input_size, hidden_size, num_layers, dtype=dtype,
+                                buffers=(self.params[:n], self.grads[:n]), **extra)
         self.V, self.c = self.params[n:n + O * H].reshape(O, H), self.params[n + O * H:]
         self.dV, self.dc = self.grads[n:n + O * H].reshape(O, H), self.grads[n + O * H:]
         self.output_size, self.seed, self.forget_bias = O, seed, forget_bias
@@ -66,16 +70,17 @@ class Model:
 
     def reset_parameters(self, seed=None):
         rng = np.random.default_rng(seed)
-        self.lstm.reset_parameters(rng)
-        k = 1 / np.sqrt(self.lstm.hidden_size)
+        self.core.reset_parameters(rng)
+        k = 1 / np.sqrt(self.core.hidden_size)
         self.V[:] = rng.uniform(-k, k, self.V.shape)
         self.c[:] = 0
 
     def config(self):
-        l = self.lstm
+        l = self.core
         return dict(input_size=l.input_size, hidden_size=l.hidden_size, output_size=self.output_size,
-                    num_layers=l.num_layers, loss=self.loss, output=self.output, dtype=str(self.dtype),
-                    forget_bias=l.forget_bias, clip=self.clip, on_nonfinite=self.on_nonfinite)
+                    num_layers=l.num_layers, cell=self.cell, loss=self.loss, output=self.output,
+                    dtype=str(self.dtype), forget_bias=l.forget_bias, clip=self.clip,
+                    on_nonfinite=self.on_nonfinite)
 
     def __repr__(self):
         return f"Model({', '.join(f'{k}={v!r}' for k, v in self.config().items())}, params={self.params.size})"
@@ -83,7 +88,7 @@ class Model:
     # -- inputs ------------------------------------------------------------------------
 
     def _check_x(self, x, lengths):
-        x = v.array("x", x, (None, None, self.lstm.input_size), self.dtype)
+        x = v.array("x", x, (None, None, self.core.input_size), self.dtype)
         T, B = x.shape[:2]
         if T < 1 or B < 1:
             raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
@@ -106,7 +111,7 @@ class Model:
     def _buffers(self, T, B):
         """Head buffers for this (T, B), kept so that a steady state allocates nothing."""
         if (T, B) not in self._bufs:
-            H, O, L, e = self.lstm.hidden_size, self.output_size, self.lstm.num_layers, self.dtype
+            H, O, L, e = self.core.hidden_size, self.output_size, self.core.num_layers, self.dtype
             S = 1 if self.output == "last" else T
             self._bufs = {(T, B): dict(  # one shape at a time: a new shape replaces the old
                 y=np.zeros((T, B, H), e), P=np.zeros((S, B, O), e), dP=np.zeros((S, B, O), e),
@@ -118,9 +123,9 @@ class Model:
 
     def _head_input(self, T, B, L, buf):
         """(S·B, H) rows the head reads: h_t for every step, or h at the last real step."""
-        lstm = self.lstm
-        I = lstm._ws.layer(lstm.num_layers - 1, T, B)[0]
-        D = lstm.layers[-1].D
+        core = self.core
+        I = core._ws.layer(core.num_layers - 1, T, B)[0]
+        D = core.layers[-1].D
         if self.output == "last":
             return I[T, :, D:]                 # the frozen state: h at each row's last step
         copy_hidden(buf["y"], I, L, D)
@@ -129,7 +134,7 @@ class Model:
     def _forward_head(self, x, L):
         T, B = x.shape[:2]
         buf = self._buffers(T, B)
-        self.lstm._forward(x, None, None, L)
+        self.core._forward(x, None, None, L)
         Y = self._head_input(T, B, L, buf)
         with blas_turn():
             np.matmul(Y, self.V.T, out=buf["P"].reshape(-1, self.output_size))
@@ -171,7 +176,7 @@ class Model:
             else:
                 np.matmul(dP2, self.V, out=buf["dY"].reshape(T * B, -1))
                 dy, dhn = buf["dY"], None
-        self.lstm._backward(dy, dhn, None, None, buf["dh0"], buf["dc0"])
+        self.core._backward(dy, dhn, None, None, buf["dh0"], buf["dc0"])
         return float(loss)
 
     def apply_gradients(self, loss=0.0):
@@ -221,7 +226,7 @@ class Model:
         if self._state is None or self._state[0].shape[1] != B:
             self.reset_state(B or 1)
         h, c = self._state
-        top = self.lstm.step(x, h, c)
+        top = self.core._step_public(x, h, c)
         P = (top @ self.V.T + self.c)[None]
         if self.loss == "xent":
             heads.softmax(P, np.zeros_like(self.c))
@@ -229,7 +234,7 @@ class Model:
 
     def reset_state(self, batch_size=1):
         """Zero the streaming state (h, c) for batch_size streams."""
-        shape = (self.lstm.num_layers, v.positive_int("batch_size", batch_size), self.lstm.hidden_size)
+        shape = (self.core.num_layers, v.positive_int("batch_size", batch_size), self.core.hidden_size)
         self._state = (np.zeros(shape, self.dtype), np.zeros(shape, self.dtype))
 
     def evaluate(self, x, y, lengths=None, batch_size=256):

@@ -9,15 +9,7 @@ from numba import njit
 
 from . import _validate as v
 from ._config import JIT
-
-
-@njit(**JIT)
-def sum_squares(g):
-    """Σ g² accumulated in float64, serially (the same bits whatever the thread count)."""
-    s = 0.0
-    for k in range(g.size):
-        s += np.float64(g[k]) * np.float64(g[k])
-    return s
+from .kernels import sum_squares
 
 
 @njit(**JIT)

@@ -62,8 +62,8 @@ _ALLOC_SCRIPT = textwrap.dedent("""
 
 # Numba wraps every NumPy array it unboxes at a Python -> @njit call in a meminfo, which its
 # NRT counts as an allocation (no data is allocated). Per layer, forward passes 7 arrays to
-# lstm_forward and backward 9 to lstm_backward: anything beyond that is a real allocation.
-_BOUNDARY_WRAPPERS_PER_LAYER = 7 + 9
+# recurrent_forward and backward 10 to recurrent_backward: anything beyond that is a real allocation.
+_BOUNDARY_WRAPPERS_PER_LAYER = 7 + 10
 
 
 def test_warm_forward_backward_allocates_nothing():

@@ -1,0 +1,403 @@
+"""Recurrent layer stacks (LSTM and vanilla RNN): flat parameters, a reusable workspace,
+validated forward/backward, streaming steps, PyTorch interchange.
+
+Big products run once per layer outside the time loop (NumPy's BLAS):
+    before:  Z = X W_xᵀ                     (T·B, G)   the input half of z_t for all steps
+    after:   δW += δZᵀ I,  δb += Σ δZ       (G, D+H)   δW = Σ_t δz_t I_tᵀ
+             δX  = δZ W_x                   (T·B, D)   first D entries of δI_t = Wᵀ δz_t
+The recurrent part (U h_{t-1}, Uᵀ δz_t) and the cell math run in kernels.py.
+G = 4H for the LSTM (gate blocks a, i, f, o), H for the RNN.
+"""
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from . import _validate as v
+from ._config import blas_turn
+from .kernels import (LSTM_CELL, RNN_CELL, copy_hidden, recurrent_backward, recurrent_forward,
+                      recurrent_step)
+
+# δW is computed in blocks of this many rows, so that its scratch stays far smaller than W.
+_DW_ROWS = 256
+
+
+@dataclass
+class Layer:
+    """Views of one layer into the flat arrays.
+
+    W, dW (G, D+H): rows in gate order (a, i, f, o for the LSTM); columns [x | h] (W_x, U).
+    b, db (G,).
+    """
+    D: int
+    H: int
+    W: np.ndarray
+    b: np.ndarray
+    dW: np.ndarray
+    db: np.ndarray
+
+
+def _view(buf, *shape):
+    return buf[:np.prod(shape)].reshape(shape)
+
+
+def _nchunks(B):
+    """Threads to split the (B+3)//4 row blocks over: any value gives the same bits."""
+    return max(1, min(numba.get_num_threads(), (B + 3) // 4))
+
+
+class _Workspace:
+    """What backward needs from forward, for a (T, B) capacity; grows, never shrinks.
+
+    Buffers are flat; views of the exact (T, B) are C-contiguous, so the kernels see one
+    array layout and the big products can reshape (T, B, ·) to (T·B, ·) without copies.
+    """
+
+    def __init__(self, dims, H, G, has_c, dtype):
+        self.dims, self.H, self.G, self.Hc, self.dtype = dims, H, G, H * has_c, dtype
+        self.cap_tb = self.cap_b = 0
+
+    def ensure(self, T, B):
+        if T * B <= self.cap_tb and B <= self.cap_b:
+            return
+        tb, b, H, G, Hc, e = max(T * B, self.cap_tb), max(B, self.cap_b), self.H, self.G, self.Hc, self.dtype
+        self.cap_tb, self.cap_b = tb, b
+        self.I = [np.zeros((tb + b) * (D + H), e) for D in self.dims]
+        self.Z = [np.zeros(tb * G, e) for _ in self.dims]
+        self.C = [np.zeros((tb + b) * Hc, e) for _ in self.dims]
+        self.TC = [np.zeros(tb * Hc, e) for _ in self.dims]
+        self.dh = np.zeros(b * H, e)
+        self.dc = np.zeros(b * Hc, e)
+        self.dX = np.zeros(tb * H * (len(self.dims) > 1), e)   # δX of layer l = δY of layer l-1
+        self.UT = np.zeros(H * G, e)                           # Uᵀ, contiguous, for δh_{t-1}
+        self.dWs = np.zeros(min(_DW_ROWS, G) * max(D + H for D in self.dims), e)
+        self.dbs = np.zeros(G, e)
+
+    def layer(self, l, T, B):
+        """(I, Z, C, TC) of layer l as (T+1,B,D+H), (T,B,G), (T+1,B,Hc), (T,B,Hc)."""
+        D, H, Hc = self.dims[l], self.H, self.Hc
+        return (_view(self.I[l], T + 1, B, D + H), _view(self.Z[l], T, B, self.G),
+                _view(self.C[l], T + 1, B, Hc), _view(self.TC[l], T, B, Hc))
+
+
+class _Recurrent:
+    """A stack of recurrent layers, time-major: x (T, B, D) → y (T, B, H).
+
+    Parameters live in one flat array `params`, gradients in `grads` (same layout); per
+    layer, `layers[k].W` (G, D_k+H) and `layers[k].b` (G) are views into them.
+    Subclasses set GATES (blocks of H rows in W), CELL (kernel cell kind), HAS_C (a cell
+    state), TORCH_BLOCK (our gate block q is PyTorch's block TORCH_BLOCK[q]).
+    """
+    GATES = CELL = HAS_C = TORCH_BLOCK = None
+
+    def __init__(self, input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers):
+        D = v.positive_int("input_size", input_size)
+        H = v.positive_int("hidden_size", hidden_size)
+        L = v.positive_int("num_layers", num_layers)
+        self.dtype = v.dtype_of(dtype)
+        self.forget_bias = v.finite_float("forget_bias", forget_bias)
+        self.input_size, self.hidden_size, self.num_layers = D, H, L
+        self._dims = [D] + [H] * (L - 1)
+        n = self.param_count(D, H, L)
+        self.params, self.grads = buffers or (np.zeros(n, self.dtype), np.zeros(n, self.dtype))
+        assert self.params.shape == self.grads.shape == (n,) and self.params.dtype == self.dtype
+        self.layers = [Layer(d, H, W, b, dW, db) for d, (W, b), (dW, db)
+                       in zip(self._dims, self._split(self.params), self._split(self.grads))]
+        self.reset_parameters(seed)
+        self._ws = _Workspace(self._dims, H, self.GATES * H, self.HAS_C, self.dtype)
+        self._saved = None          # (T, B, lengths) of the forward that backward may use
+        self._step_scratch = None   # step()'s buffers for one batch size
+        self.flow = None            # gradient-flow probe of the last backward(record=True)
+
+    @classmethod
+    def param_count(cls, input_size, hidden_size, num_layers=1):
+        """Σ_k G (D_k + H + 1): every layer's W and b."""
+        D, H, G = input_size, hidden_size, cls.GATES * hidden_size
+        return G * (D + H + 1) + (num_layers - 1) * G * (2 * H + 1)
+
+    def _split(self, flat):
+        """[(W (G, D_k+H), b (G,)) for each layer k]: views into a flat parameter array."""
+        G, H, out, o = self.GATES * self.hidden_size, self.hidden_size, [], 0
+        for d in self._dims:
+            nw = G * (d + H)
+            out.append((flat[o:o + nw].reshape(G, d + H), flat[o + nw:o + nw + G]))
+            o += nw + G
+        return out
+
+    def reset_parameters(self, seed=None):
+        """W ~ U(-1/√H, 1/√H) (as PyTorch), b = 0 except the LSTM's forget gate: forget_bias.
+        seed: an int, None, or a numpy Generator to draw from."""
+        rng = np.random.default_rng(seed)
+        H, k = self.hidden_size, 1 / np.sqrt(self.hidden_size)
+        for layer in self.layers:
+            layer.W[:] = rng.uniform(-k, k, layer.W.shape)
+            layer.b[:] = 0
+            if self.HAS_C:
+                layer.b[2 * H:3 * H] = self.forget_bias
+        self._saved = None
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                f"num_layers={self.num_layers}, dtype={self.dtype}, params={self.params.size})")
+
+    def zero_grad(self):
+        self.grads[:] = 0
+
+    # -- forward ---------------------------------------------------------------------
+
+    def _check_state(self, name, s, B):
+        if s is None:
+            return None
+        return v.array(name, s, (self.num_layers, B, self.hidden_size), self.dtype)
+
+    def _forward_public(self, x, h0, c0, lengths):
+        """Validate, run, and return y (T,B,H), hn, cn (num_layers,B,H) as new arrays."""
+        x = v.array("x", x, (None, None, self.input_size), self.dtype)
+        T, B = x.shape[:2]
+        if T < 1 or B < 1:
+            raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
+        h0 = self._check_state("h0", h0, B)
+        c0 = self._check_state("c0", c0, B)
+        L = v.lengths(lengths, B, T)
+        self._forward(x, h0, c0, L)
+        y = np.empty((T, B, self.hidden_size), self.dtype)
+        hn = np.empty((self.num_layers, B, self.hidden_size), self.dtype)
+        cn = np.empty_like(hn)
+        self._outputs(y, hn, cn)
+        return y, hn, cn
+
+    def _forward(self, x, h0, c0, L):
+        """Forward on validated inputs, leaving everything backward needs in the workspace."""
+        T, B = x.shape[:2]
+        self._saved = None
+        self._ws.ensure(T, B)
+        with blas_turn():
+            for l, layer in enumerate(self.layers):
+                below = x if l == 0 else self._ws.layer(l - 1, T, B)[0][1:, :, -self.hidden_size:]
+                self._forward_layer(l, layer, below, h0, c0, L, T, B)
+        self._saved = (T, B, L)
+
+    def _forward_layer(self, l, layer, x, h0, c0, L, T, B):
+        """Layer l over x (T,B,D_l) (a view of the layer below's h when l > 0)."""
+        D, H = layer.D, self.hidden_size
+        I, Z, C, TC = self._ws.layer(l, T, B)
+        I[:T, :, :D] = x
+        I[0, :, D:] = 0 if h0 is None else h0[l]
+        if self.HAS_C:
+            C[0] = 0 if c0 is None else c0[l]
+        I2 = I[:T].reshape(T * B, D + H)
+        np.matmul(I2[:, :D], layer.W[:, :D].T, out=Z.reshape(T * B, -1))   # W_x x_t, all t
+        recurrent_forward(Z, C, TC, I, layer.W, layer.b, L, D, H, _nchunks(B), self.CELL)
+
+    def _outputs(self, y, hn, cn):
+        """Copy the last forward's y (T,B,H), hn, cn (num_layers,B,H) into the given arrays."""
+        T, B, L = self._saved
+        for l in range(self.num_layers):
+            I, _, C, _ = self._ws.layer(l, T, B)
+            hn[l] = I[T, :, self.layers[l].D:]
+            cn[l] = C[T] if self.HAS_C else 0
+        copy_hidden(y, I, L, self.layers[-1].D)
+
+    def _step_public(self, x, h, c):
+        x = v.array("x", x, (None, self.input_size), self.dtype)
+        B = x.shape[0]
+        if B < 1:
+            raise ValueError("x must have at least one batch row")
+        for name, s in (("h", h), ("c", c)) if self.HAS_C else (("h", h),):
+            v.array(name, s, (self.num_layers, B, self.hidden_size), self.dtype, writable=True)
+        H = self.hidden_size
+        if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
+            self._step_scratch = (np.zeros((B, max(self.input_size, H) + H), self.dtype),
+                                  np.zeros((B, self.GATES * H), self.dtype), np.zeros(H, self.dtype))
+        c = c if self.HAS_C else h[:, :, :0]
+        recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL)
+        return h[-1]
+
+    # -- backward --------------------------------------------------------------------
+
+    def _backward_public(self, dy, dhn, dcn, record):
+        if self._saved is None:
+            raise RuntimeError("backward() needs a forward() first; each forward() supports one backward()")
+        T, B, _ = self._saved
+        dy = v.array("dy", dy, (T, B, self.hidden_size), self.dtype)
+        dhn = self._check_state("dhn", dhn, B)
+        dcn = self._check_state("dcn", dcn, B)
+        dx = np.empty((T, B, self.input_size), self.dtype)
+        dh0 = np.empty((self.num_layers, B, self.hidden_size), self.dtype)
+        dc0 = np.empty_like(dh0)
+        self._backward(dy, dhn, dcn, dx, dh0, dc0, record)
+        return dx, dh0, dc0
+
+    def _backward(self, dy, dhn, dcn, dx, dh0, dc0, record=False):
+        """Backward on validated inputs into the given outputs (dx may be None)."""
+        T, B, L = self._saved
+        self._saved = None
+        ws, H, G = self._ws, self.hidden_size, self.GATES * self.hidden_size
+        dh, dc = _view(ws.dh, B, H), _view(ws.dc, B, ws.Hc)
+        UT = _view(ws.UT, H, G)
+        probe = np.zeros((T, B, 2) if record else (0, 0, 2))
+        self.flow = self._forget_means(T, B, L) if record else None
+        dY = dy
+        with blas_turn():
+            for l in range(self.num_layers - 1, -1, -1):
+                layer, D = self.layers[l], self.layers[l].D
+                I, Z, C, TC = ws.layer(l, T, B)
+                dh[:] = 0 if dhn is None else dhn[l]
+                dc[:] = 0 if dcn is None or not self.HAS_C else dcn[l]
+                UT[:] = layer.W[:, D:].T
+                recurrent_backward(Z, dh, dc, probe, dY, I, C, TC, UT, L, D, H, _nchunks(B), self.CELL)
+                Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H)
+                for j in range(0, G, _DW_ROWS):                            # δW = Σ_t δz_t I_tᵀ
+                    dWs = _view(ws.dWs, min(_DW_ROWS, G - j), D + H)
+                    np.matmul(Z2[:, j:j + _DW_ROWS].T, I2, out=dWs)
+                    layer.dW[j:j + _DW_ROWS] += dWs
+                layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
+                dX = _view(ws.dX, T, B, D) if l > 0 else dx                  # δx_t: first D of Wᵀδz_t
+                if dX is not None:
+                    np.matmul(Z2, layer.W[:, :D], out=dX.reshape(T * B, D))
+                dY = dX
+                dh0[l] = dh
+                dc0[l] = dc if self.HAS_C else 0
+                if record:
+                    self.flow["dh"][l], self.flow["dc"][l] = np.sqrt(probe.sum(axis=1)).T
+
+    def _forget_means(self, T, B, L):
+        """The probe's record, begun before backward overwrites the gates: per layer and step,
+        the mean forget gate over the rows inside their length (NaN for the RNN)."""
+        Ls, H = self.num_layers, self.hidden_size
+        f = np.full((Ls, T), np.nan)
+        if self.HAS_C:
+            live = np.arange(T)[:, None] < L[None, :]                      # (T, B)
+            for l in range(Ls):
+                gates = self._ws.layer(l, T, B)[1][:, :, 2 * H:3 * H].mean(axis=2)
+                f[l] = np.where(live, gates, 0).sum(axis=1) / np.maximum(live.sum(axis=1), 1)
+        return {"dh": np.zeros((Ls, T)), "dc": np.zeros((Ls, T)), "forget": f}
+
+    # -- PyTorch interchange ---------------------------------------------------------
+
+    def torch_state_dict(self):
+        """Parameters under torch.nn.LSTM's / torch.nn.RNN's names (NumPy arrays; for the
+        LSTM in PyTorch's gate order i, f, g, o). bias_ih_l{k} carries b and bias_hh_l{k} is
+        zero (PyTorch adds the two). Load into torch with
+        {k: torch.from_numpy(v) for k, v in sd.items()}."""
+        H, Q, sd = self.hidden_size, self.GATES, {}
+        inv = np.argsort(self.TORCH_BLOCK)
+        for k, layer in enumerate(self.layers):
+            W = layer.W.reshape(Q, H, layer.D + H)[inv].reshape(Q * H, layer.D + H)
+            sd[f"weight_ih_l{k}"] = W[:, :layer.D].copy()
+            sd[f"weight_hh_l{k}"] = W[:, layer.D:].copy()
+            sd[f"bias_ih_l{k}"] = layer.b.reshape(Q, H)[inv].reshape(Q * H).copy()
+            sd[f"bias_hh_l{k}"] = np.zeros(Q * H, self.dtype)
+        return sd
+
+    def load_torch_state_dict(self, state_dict):
+        """Take parameters from a PyTorch state dict (tensors or arrays) of the same
+        architecture. Every key, shape and value is checked before anything is written."""
+        H, Q = self.hidden_size, self.GATES
+        want = {f"{n}_l{k}" for k in range(self.num_layers)
+                for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        got = set(state_dict)
+        if got != want:
+            raise KeyError(f"state dict keys do not match a {self.num_layers}-layer {type(self).__name__} "
+                           f"without projections: missing {sorted(want - got)}, unexpected {sorted(got - want)}")
+        new = self.params.copy()
+        for k, (Wk, bk) in enumerate(self._split(new)):
+            D = self.layers[k].D
+            a = {n: _as_array(state_dict, f"{n}_l{k}", shape)
+                 for n, shape in (("weight_ih", (Q * H, D)), ("weight_hh", (Q * H, H)),
+                                  ("bias_ih", (Q * H,)), ("bias_hh", (Q * H,)))}
+            W = np.concatenate([a["weight_ih"], a["weight_hh"]], axis=1)
+            Wk[:] = W.reshape(Q, H, D + H)[self.TORCH_BLOCK].reshape(Q * H, D + H)
+            bk[:] = (a["bias_ih"] + a["bias_hh"]).reshape(Q, H)[self.TORCH_BLOCK].reshape(Q * H)
+        self.params[:] = new
+        self._saved = None
+
+
+def _as_array(sd, key, shape):
+    t = sd[key]
+    if hasattr(t, "detach"):                      # a torch tensor, without importing torch
+        t = t.detach().cpu().numpy()
+    a = np.asarray(t)
+    if a.shape != shape:
+        raise ValueError(f"{key} must have shape {shape}, got {a.shape}")
+    if a.dtype.kind != "f" or not np.isfinite(a).all():
+        raise ValueError(f"{key} must hold finite floating-point values")
+    return a.astype(np.float64)
+
+
+class LSTM(_Recurrent):
+    """A stack of LSTM layers, like torch.nn.LSTM (time-major, no projections).
+
+    layers[k].W (4H, D_k+H) has rows in gate order a, i, f, o (a = PyTorch's g) and
+    columns [x | h]; layers[k].b (4H,).
+    """
+    GATES, CELL, HAS_C, TORCH_BLOCK = 4, LSTM_CELL, True, np.array([2, 0, 1, 3])
+
+    def __init__(self, input_size, hidden_size, num_layers=1, *, dtype=np.float32,
+                 forget_bias=1.0, seed=None, buffers=None):
+        """buffers: optional (params, grads) flat arrays of size `param_count(...)` for the
+        stack to live in (a Model puts the layers and its head in one flat array)."""
+        super().__init__(input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers)
+
+    def forward(self, x, h0=None, c0=None, lengths=None):
+        """Run the stack over a sequence batch.
+
+        x (T, B, D); h0, c0 (num_layers, B, H) or None for zeros; lengths (B,) integers in
+        1..T or None (all T). Past its length a row's outputs are zero and its state is
+        frozen, so hn, cn are the states at its last real step (PyTorch's packed sequences).
+        Returns y (T, B, H), (hn, cn) each (num_layers, B, H), as new arrays.
+        """
+        y, hn, cn = self._forward_public(x, h0, c0, lengths)
+        return y, (hn, cn)
+
+    def backward(self, dy, dhn=None, dcn=None, record=False):
+        """Gradients of the last forward; parameter gradients accumulate into `grads`.
+
+        dy (T, B, H) the loss's gradient w.r.t. y; dhn, dcn (num_layers, B, H) or None.
+        Returns dx (T, B, D), (dh0, dc0) each (num_layers, B, H), as new arrays.
+        Each forward supports one backward (backward overwrites the saved gates with δz).
+        record=True fills `flow` with the gradient-flow probe: per layer and step t,
+        flow["dh"][l, t] = ‖∂E/∂h_{t-1}‖ and flow["dc"][l, t] = ‖∂E/∂c_{t-1}‖ (norms over
+        the batch of the gradient w.r.t. the state that step t received), and
+        flow["forget"][l, t] the mean forget gate at step t.
+        """
+        dx, dh0, dc0 = self._backward_public(dy, dhn, dcn, record)
+        return dx, (dh0, dc0)
+
+    def step(self, x, h, c):
+        """Streaming inference: advance the state (h, c) by one time step x (B, D), in place.
+
+        h, c (num_layers, B, H) writable; returns h[-1], the top layer's output (B, H), a view.
+        One serial kernel call for all layers (no thread start-up, no workspace): the fast
+        path for online inference. Does not touch what backward() would use.
+        """
+        return self._step_public(x, h, c)
+
+
+class RNN(_Recurrent):
+    """A stack of vanilla tanh RNN layers, like torch.nn.RNN: h_t = tanh(W [x_t; h_{t-1}] + b).
+
+    The same buffers, kernels and checks as LSTM, with G = H and no cell state: here the
+    gradient is multiplied by Uᵀ diag(1 - h²) at every step back in time.
+    """
+    GATES, CELL, HAS_C, TORCH_BLOCK = 1, RNN_CELL, False, np.array([0])
+
+    def __init__(self, input_size, hidden_size, num_layers=1, *, dtype=np.float32, seed=None,
+                 buffers=None):
+        super().__init__(input_size, hidden_size, num_layers, dtype, 0.0, seed, buffers)
+
+    def forward(self, x, h0=None, lengths=None):
+        """x (T, B, D), h0 (num_layers, B, H) or None, lengths as for LSTM.
+        Returns y (T, B, H), hn (num_layers, B, H)."""
+        y, hn, _ = self._forward_public(x, h0, None, lengths)
+        return y, hn
+
+    def backward(self, dy, dhn=None, record=False):
+        """Returns dx (T, B, D), dh0 (num_layers, B, H); grads accumulate. record as for LSTM
+        (flow["dc"] stays zero and flow["forget"] NaN: an RNN has neither)."""
+        dx, dh0, _ = self._backward_public(dy, dhn, None, record)
+        return dx, dh0
+
+    def step(self, x, h):
+        """Streaming inference: advance h (num_layers, B, H) by one step x (B, D), in place."""
+        return self._step_public(x, h, None)
