@@ -1,5 +1,6 @@
 """The command line: `fastlstm train` runs the main job on a built-in task;
-`fastlstm sample` generates text from a checkpoint of the text task."""
+`fastlstm sample` generates text from a checkpoint of the text task; `fastlstm carousel`
+measures how far back gradients reach in an RNN and two LSTMs."""
 import argparse
 import os
 import signal
@@ -40,6 +41,16 @@ def _parser():
     t.add_argument("--out", help="checkpoint path (default runs/TASK.ckpt)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    c = sub.add_parser("carousel", help="gradient flow: RNN vs LSTM (forget bias 0 and 1)",
+                       description="Compare how far back the gradient of a loss at the last step "
+                       "reaches in an RNN, an LSTM with forget bias 0 and one with forget bias 1.")
+    c.add_argument("--T", type=int, default=200, help="sequence length")
+    c.add_argument("--hidden", type=int, default=64)
+    c.add_argument("--batch", type=int, default=32)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--train", type=int, default=0, metavar="STEPS",
+                   help="first train each model on the adding problem at T for up to STEPS steps")
+    c.add_argument("--plot", metavar="PNG", help="also write a plot (needs matplotlib)")
     s = sub.add_parser("sample", help="generate text from a text-task checkpoint")
     s.add_argument("checkpoint")
     s.add_argument("--length", type=int, default=300)
@@ -160,11 +171,25 @@ def sample(args):
     return 0
 
 
+def carousel(args):
+    from . import carousel as cr
+    if args.T < 2 or args.hidden < 1 or args.batch < 1 or args.train < 0:
+        sys.exit("fastlstm: --T must be >= 2, --hidden and --batch >= 1, --train >= 0")
+    results = cr.run(T=args.T, hidden=args.hidden, batch=args.batch, seed=args.seed, train_steps=args.train)
+    print(f"Gradient norm w.r.t. the state k steps before a loss at the last step (T = {args.T}, "
+          f"H = {args.hidden}, {'after training' if args.train else 'untrained'}), relative to k = 1:\n")
+    print(cr.table(results, args.T))
+    if args.plot:
+        cr.plot(results, args.T, args.plot)
+        print(f"\nplot written to {args.plot}")
+    return 0
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
-        return {"train": train, "sample": sample}[args.command](args)
-    except (ValueError, TypeError, OSError) as e:   # bad options or files: a message, not a traceback
+        return {"train": train, "sample": sample, "carousel": carousel}[args.command](args)
+    except (ValueError, TypeError, OSError, RuntimeError) as e:   # bad options or files: a message, not a traceback
         print(f"fastlstm: error: {e}", file=sys.stderr)
         return 2
 

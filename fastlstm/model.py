@@ -148,19 +148,19 @@ class Model:
 
     # -- training -------------------------------------------------------------------------
 
-    def compute_gradients(self, x, y, lengths=None):
+    def compute_gradients(self, x, y, lengths=None, record=False):
         """Zero the gradients, then forward, loss and backward: fills `grads`; returns the loss.
 
         Parameters are not touched (a distributed driver sums `grads` across ranks, then
-        calls apply_gradients)."""
+        calls apply_gradients). record=True fills core.flow (see LSTM.backward)."""
         x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
         y = self._check_y(y, T, B)
         self.grads[:] = 0
         with np.errstate(over="ignore", invalid="ignore"):   # apply_gradients checks finiteness
-            return self._gradients(x, y, L, T, B)
+            return self._gradients(x, y, L, T, B, record)
 
-    def _gradients(self, x, y, L, T, B):
+    def _gradients(self, x, y, L, T, B, record):
         buf, Y = self._forward_head(x, L)
         loss, _ = self._loss(buf, y, L)
         dP2 = buf["dP"].reshape(-1, self.output_size)
@@ -176,7 +176,7 @@ class Model:
             else:
                 np.matmul(dP2, self.V, out=buf["dY"].reshape(T * B, -1))
                 dy, dhn = buf["dY"], None
-        self.core._backward(dy, dhn, None, None, buf["dh0"], buf["dc0"])
+        self.core._backward(dy, dhn, None, None, buf["dh0"], buf["dc0"], record)
         return float(loss)
 
     def apply_gradients(self, loss=0.0):

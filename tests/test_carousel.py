@@ -1,0 +1,132 @@
+"""The constant error carousel, tested with the gradient-flow probe of the backward kernels."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import carousel
+from fastlstm.tasks import Adding
+
+
+def _cell_path_only(forget_preact, T=101, B=3, D=2, H=5):
+    """An LSTM whose only path back in time is the cell state: U = 0, and the forget gate's
+    pre-activation fixed at `forget_preact` (its weights zero). Loss at the last step."""
+    m = fastlstm.LSTM(D, H, dtype=np.float64, seed=0)
+    W, b = m.layers[0].W, m.layers[0].b
+    W[:, D:] = 0                                  # U = 0: no path through h_{t-1}
+    W[2 * H:3 * H] = 0                            # f̂ = b_f exactly
+    b[2 * H:3 * H] = forget_preact
+    x = np.random.default_rng(0).standard_normal((T, B, D))
+    m.forward(x)
+    dy = np.zeros((T, B, H))
+    dy[-1] = 1.0
+    m.backward(dy, record=True)
+    return m.flow
+
+
+def test_saturated_open_forget_gate_keeps_the_cell_gradient_constant():
+    flow = _cell_path_only(30.0)                  # f = σ(30) = 1 - 9e-14
+    dc = flow["dc"][0]                            # dc[t] = ‖∂E/∂c_{t-1}‖, t = 0..100
+    assert np.all(flow["dh"][0][:-1] == 0), "with U = 0 no gradient reaches h_{t-1}"
+    assert dc[-1] > 0 and np.max(np.abs(dc / dc[-1] - 1)) < 0.01, \
+        f"over 100 steps ‖∂E/∂c‖ moved by {np.max(np.abs(dc / dc[-1] - 1)):.2e}"
+    assert np.allclose(flow["forget"][0], 1, atol=1e-12)
+
+
+def test_half_open_forget_gate_halves_the_cell_gradient_every_step():
+    flow = _cell_path_only(0.0)                   # f = σ(0) = 0.5
+    dc = flow["dc"][0]
+    ratios = dc[:-1] / dc[1:]                     # one step further from the loss
+    assert np.allclose(ratios, 0.5, rtol=1e-12, atol=0), f"ratios in [{ratios.min()}, {ratios.max()}]"
+    assert np.all(flow["forget"][0] == 0.5)
+
+
+def test_rnn_gradient_decays_no_slower_than_its_bound():
+    T, B, D, H = 60, 4, 3, 8
+    m = fastlstm.RNN(D, H, dtype=np.float64, seed=1)
+    U = m.layers[0].W[:, D:]
+    U *= 0.5 / np.linalg.norm(U, 2)               # σ_max(U) = 0.5
+    x = np.random.default_rng(1).standard_normal((T, B, D))
+    y, _ = m.forward(x)
+    dy = np.zeros_like(y)
+    dy[-1] = 1.0
+    m.backward(dy, record=True)
+    dh = m.flow["dh"][0]                          # dh[t] = ‖∂E/∂h_{t-1}‖
+    # ∂E/∂h_{t-1} = Uᵀ (∂E/∂h_t ⊙ (1 - h_t²)): each step back multiplies the norm by at most
+    # σ_max(U) · max tanh'(at step t) ≤ 0.5
+    tanh_max = (1 - y ** 2).max(axis=(1, 2))      # per step t
+    for t in range(1, T):
+        assert dh[t - 1] <= 0.5 * tanh_max[t - 1] * dh[t] * (1 + 1e-12) + 1e-300, f"step {t}"
+    assert dh[0] <= 0.5 ** (T - 1) * dh[-1] * (1 + 1e-9)
+    assert np.all(np.isnan(m.flow["forget"][0]))
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_probe_equals_the_gradients_the_ordinary_backward_returns(with_lengths):
+    """‖∂E/∂h_{t-1}‖, ‖∂E/∂c_{t-1}‖ from the probe equal the norms of dh0, dc0 that plain
+    backward returns for the suffix x[t:], started from the state after x[:t]."""
+    T, B, D, H, L = 9, 5, 3, 4, 2
+    rng = np.random.default_rng(2)
+    m = fastlstm.LSTM(D, H, L, dtype=np.float64, seed=2)
+    x = rng.standard_normal((T, B, D))
+    lengths = np.full(B, T)
+    if with_lengths:
+        lengths[1:] = [T - 1, T, T - 2, T]        # the probe keeps padded rows' carries too
+    dy = np.zeros((T, B, H))
+    dy[-1] = rng.standard_normal((B, H))
+    dhn = rng.standard_normal((L, B, H))
+    m.forward(x, lengths=lengths if with_lengths else None)
+    m.backward(dy, dhn, record=True)
+    flow = m.flow
+    for t in range(1, T):
+        _, (h, c) = m.forward(np.ascontiguousarray(x[:t]), lengths=np.minimum(lengths, t))
+        suffix_len = np.maximum(lengths - t, 0)
+        if with_lengths and suffix_len.min() == 0:
+            continue                              # a row already ended: no suffix to run
+        m.forward(np.ascontiguousarray(x[t:]), h, c, lengths=suffix_len if with_lengths else None)
+        _, (dh0, dc0) = m.backward(np.ascontiguousarray(dy[t:]), dhn)
+        for l in range(L):
+            assert np.isclose(flow["dh"][l, t], np.linalg.norm(dh0[l]), rtol=1e-12), (t, l)
+            assert np.isclose(flow["dc"][l, t], np.linalg.norm(dc0[l]), rtol=1e-12), (t, l)
+
+
+def test_probe_costs_nothing_when_not_asked_and_changes_no_result():
+    m = fastlstm.LSTM(3, 4, 2, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 5, 3))
+    dy = np.ones((6, 5, 4))
+    m.forward(x)
+    a = m.backward(dy)[0]
+    g = m.grads.copy()
+    assert m.flow is None
+    m.zero_grad()
+    m.forward(x)
+    b = m.backward(dy, record=True)[0]
+    assert np.array_equal(a, b) and np.array_equal(g, m.grads)
+    assert m.flow["dh"].shape == (2, 6)
+
+
+def test_trained_lstm_solves_adding_at_T100_and_the_rnn_does_not():
+    task = Adding(T=100, test_size=500, seed=7)
+    models = carousel.make_models(hidden=64, seed=3)
+    lstm = carousel.train(models["LSTM f-bias 1"], task, steps=2000, batch=64, seed=3)
+    rnn = carousel.train(models["RNN"], task, steps=2000, batch=64, seed=3)
+    assert lstm < 0.01, f"LSTM test MSE {lstm:.4f}"
+    assert rnn > 0.1, f"RNN test MSE {rnn:.4f} (baseline 0.167)"
+
+
+def test_carousel_command_prints_the_table_and_plots(tmp_path):
+    png = tmp_path / "flow.png"
+    args = [sys.executable, "-m", "fastlstm", "carousel", "--T", "30", "--hidden", "8", "--batch", "4"]
+    try:
+        import matplotlib  # noqa: F401
+        args += ["--plot", str(png)]
+    except ImportError:
+        png = None
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "| 20 |" in r.stdout and "LSTM f-bias 1 ‖∂E/∂c‖" in r.stdout and "RNN ‖∂E/∂h‖" in r.stdout
+    if png is not None:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
