@@ -20,6 +20,34 @@ import sys
 
 # Numba's messages carry ANSI colour codes otherwise (unreadable in logs and in the C ABI).
 os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+# Numba's 'workqueue' layer aborts the process when two threads (say, two C threads with a
+# model each) run parallel kernels at once; 'threadsafe' picks TBB or OpenMP.
+os.environ.setdefault("NUMBA_THREADING_LAYER", "threadsafe")
+
+
+def numba_cache_dir(package_dir, environ, writable=lambda d: os.access(d, os.W_OK)):
+    """Where Numba should cache compiled kernels: None (beside the package, Numba's default)
+    when the package folder is writable, else the first writable of $XDG_CACHE_HOME/fastlstm,
+    $HOME/.cache/fastlstm, /tmp/fastlstm-cache-UID (a read-only install under `env -i` has
+    no HOME, and Numba's own fallback then fails)."""
+    if "NUMBA_CACHE_DIR" in environ or writable(package_dir):
+        return None
+    candidates = [os.path.join(environ[k], *sub) for k, sub in
+                  (("XDG_CACHE_HOME", ("fastlstm",)), ("HOME", (".cache", "fastlstm"))) if environ.get(k)]
+    candidates.append(os.path.join("/tmp", f"fastlstm-cache-{os.getuid()}"))
+    for d in candidates:
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError:
+            continue
+        if writable(d):
+            return d
+    return None
+
+
+_cache = numba_cache_dir(os.path.dirname(os.path.abspath(__file__)), os.environ)
+if _cache:
+    os.environ["NUMBA_CACHE_DIR"] = _cache
 
 BLAS_SPINS = "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from .kernels import all_finite
+
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -40,8 +42,8 @@ def array(name, a, shape, dtype, *, writable=False):
     C-contiguous and finite (and writable, for output buffers). Returns it unchanged."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
     if a.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, a.shape)):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {want}, got {a.shape}")
     if a.dtype != dtype:
         raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype} "
@@ -50,7 +52,7 @@ def array(name, a, shape, dtype, *, writable=False):
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray({name}))")
     if writable and not a.flags.writeable:
         raise ValueError(f"{name} is read-only; an output buffer must be writable")
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
+    if a.dtype.kind == "f" and a.size and not all_finite(a.reshape(-1)):
         bad = np.argwhere(~np.isfinite(a))[0]
         raise ValueError(f"{name} must be finite; found {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
     return a

@@ -48,6 +48,10 @@ def write(path, header, arrays):
 def read(path):
     """(header dict, {name: ndarray}) from a checkpoint, or CheckpointError saying why not."""
     path = os.fspath(path)
+    with open(path, "rb") as f:                        # FileNotFoundError stays itself
+        magic = f.read(6)
+    if magic[:2] != b"PK" and magic != b"\x93NUMPY":
+        raise CheckpointError(f"{path}: not a fastlstm checkpoint (not a zip archive)")
     try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):

@@ -77,6 +77,16 @@ def sum_squares(g):
     return s
 
 
+@njit(**JIT)
+def all_finite(a):
+    """True if no entry of the 1-D array a is NaN or ±Inf (no temporary, unlike NumPy's).
+    a - a is 0 for finite entries and NaN otherwise; the sum vectorises (no early exit)."""
+    s = a[0] - a[0]
+    for k in range(a.size):
+        s += a[k] - a[k]
+    return s == 0
+
+
 # -- the recurrent products -------------------------------------------------------------
 
 

@@ -77,7 +77,7 @@ def test_bad_options_and_files_get_a_message_not_a_traceback(tmp_path):
     assert r.returncode == 2 and "fastlstm: error" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "bad.ckpt").write_bytes(b"garbage")
     r = _run("sample", str(tmp_path / "bad.ckpt"))
-    assert r.returncode == 2 and "not a readable fastlstm checkpoint" in r.stderr
+    assert r.returncode == 2 and "not a fastlstm checkpoint (not a zip archive)" in r.stderr
     r = _run("train", "--hidden", "0", "--steps", "1", "--out", str(tmp_path / "z.ckpt"))
     assert r.returncode == 2 and "hidden_size must be >= 1" in r.stderr
     r = _run("train", "--task", "nope")

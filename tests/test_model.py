@@ -216,3 +216,15 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.ckpt"], "the temporary file must be cleaned up"
+
+
+def test_numba_cache_goes_somewhere_writable_when_the_install_is_read_only(tmp_path):
+    from fastlstm._config import numba_cache_dir
+    pkg, home = str(tmp_path / "site-packages"), str(tmp_path / "home")
+    read_only = lambda d: not d.startswith(pkg)  # noqa: E731  (root ignores chmod: pretend)
+    assert numba_cache_dir(pkg, {}, writable=lambda d: True) is None
+    assert numba_cache_dir(pkg, {"NUMBA_CACHE_DIR": "/x"}, writable=read_only) is None
+    assert numba_cache_dir(pkg, {"HOME": home}, writable=read_only) == os.path.join(home, ".cache", "fastlstm")
+    assert numba_cache_dir(pkg, {"XDG_CACHE_HOME": home, "HOME": "/nonexistent"}, writable=read_only) == \
+        os.path.join(home, "fastlstm")
+    assert numba_cache_dir(pkg, {}, writable=read_only).startswith("/tmp/fastlstm-cache-")

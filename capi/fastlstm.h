@@ -1,0 +1,182 @@
+/*
+ * fastlstm.h: the C API of fastlstm, a compact, fast LSTM training engine.
+ *
+ * Build the library (once, on the machine that runs it) from an environment where fastlstm
+ * is installed:
+ *     python -m fastlstm.capi build --out DIR      -> DIR/libfastlstm.so, DIR/fastlstm.h
+ *     cc prog.c $(python -m fastlstm.capi --cflags --libs --dir DIR) -o prog
+ *
+ * The library embeds the Python interpreter of the environment it was built in (found
+ * without PYTHONPATH or PYTHONHOME, also under `env -i`); it starts on the first call of any
+ * function below and stays for the life of the process.
+ *
+ * Conventions
+ *  - Every function returning int returns a status code: FASTLSTM_OK (0) or a
+ *    FASTLSTM_ERROR_* value; on error fastlstm_last_error() describes it and the model is
+ *    exactly as it was before the call.
+ *  - Arrays are dense, C order (row-major), float32 unless said, owned by the caller; the
+ *    library reads inputs in place (no copies) and writes outputs into caller buffers whose
+ *    length in elements the caller passes. Sizes are int64_t.
+ *  - Sequences are time-major: x[T][B][D] (T steps, B sequences, D inputs).
+ *  - Threads: a model handle must be used by one thread at a time. Different handles may
+ *    be used from different threads at once (their kernels then run in parallel). The
+ *    version, status-string and last-error functions may be called from any thread.
+ *  - fork(): a child process must not call fastlstm if the parent already has (the
+ *    embedded interpreter and its OpenMP thread pool do not survive fork); exec() first.
+ *  - Numba compiles fastlstm's kernels on first use and caches them on disk: in the
+ *    package's __pycache__ when writable, else in $NUMBA_CACHE_DIR, else
+ *    $XDG_CACHE_HOME/fastlstm, else $HOME/.cache/fastlstm, else /tmp/fastlstm-cache-UID.
+ */
+#ifndef FASTLSTM_H
+#define FASTLSTM_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#  define FASTLSTM_API __attribute__((visibility("default")))
+#else
+#  define FASTLSTM_API
+#endif
+
+/* Version of this header; fastlstm_version_number() gives the library's. */
+#define FASTLSTM_VERSION_MAJOR 0
+#define FASTLSTM_VERSION_MINOR 1
+#define FASTLSTM_VERSION_PATCH 0
+#define FASTLSTM_VERSION_NUMBER (FASTLSTM_VERSION_MAJOR * 10000 + FASTLSTM_VERSION_MINOR * 100 + FASTLSTM_VERSION_PATCH)
+
+/* Status codes (values are pinned). */
+#define FASTLSTM_OK                     0
+#define FASTLSTM_ERROR_NULL_POINTER     1   /* a required pointer argument was NULL */
+#define FASTLSTM_ERROR_INVALID_ARGUMENT 2   /* a size, shape, label or setting out of range */
+#define FASTLSTM_ERROR_NON_FINITE       3   /* NaN/Inf in an input, or a non-finite loss or gradient */
+#define FASTLSTM_ERROR_INVALID_HANDLE   4   /* a freed or foreign model handle */
+#define FASTLSTM_ERROR_IO               5   /* a file could not be read or written */
+#define FASTLSTM_ERROR_BAD_CHECKPOINT   6   /* a truncated, corrupt, foreign or wrong-version file */
+#define FASTLSTM_ERROR_BUFFER_TOO_SMALL 7   /* an output buffer shorter than the result */
+#define FASTLSTM_ERROR_INIT             8   /* the embedded interpreter failed to start */
+#define FASTLSTM_ERROR_INTERNAL         9   /* an unexpected failure inside the library */
+
+/* Settings of fastlstm_config. */
+#define FASTLSTM_CELL_LSTM   0
+#define FASTLSTM_CELL_RNN    1
+#define FASTLSTM_LOSS_MSE    0   /* regression: float targets */
+#define FASTLSTM_LOSS_XENT   1   /* classification: int32 labels, softmax cross-entropy */
+#define FASTLSTM_OUTPUT_LAST  0  /* one prediction per sequence, at its last real step */
+#define FASTLSTM_OUTPUT_EVERY 1  /* one prediction per step (padded steps ignored) */
+#define FASTLSTM_OPTIMIZER_ADAM 0
+#define FASTLSTM_OPTIMIZER_SGD  1
+
+/* A model: LSTM (or RNN) layers, a dense output head, a loss and an optimizer. Opaque. */
+typedef struct fastlstm_model fastlstm_model;
+
+/* What fastlstm_create builds. Fill it with fastlstm_config_init, then change fields. */
+typedef struct fastlstm_config {
+    int64_t input_size;    /* D >= 1 */
+    int64_t hidden_size;   /* H >= 1 */
+    int64_t output_size;   /* O >= 1: outputs (mse) or classes (xent) */
+    int64_t num_layers;    /* >= 1 */
+    int32_t cell;          /* FASTLSTM_CELL_*; default LSTM */
+    int32_t loss;          /* FASTLSTM_LOSS_*; default MSE */
+    int32_t output;        /* FASTLSTM_OUTPUT_*; default LAST */
+    int32_t optimizer;     /* FASTLSTM_OPTIMIZER_*; default ADAM */
+    double learning_rate;  /* > 0; default 1e-3 */
+    double momentum;       /* SGD, in [0, 1); default 0 */
+    double beta1, beta2;   /* Adam, in [0, 1); defaults 0.9, 0.999 */
+    double eps;            /* Adam, > 0; default 1e-8 */
+    double clip;           /* max global gradient norm; 0 = no clipping (default) */
+    double forget_bias;    /* LSTM forget-gate bias at initialisation; default 1 */
+    uint64_t seed;         /* initialisation seed; default 0 */
+} fastlstm_config;
+
+/* The library's version as MAJOR*10000 + MINOR*100 + PATCH; compare with
+ * FASTLSTM_VERSION_NUMBER to check that header and library agree. Any thread; never fails. */
+FASTLSTM_API int fastlstm_version_number(void);
+
+/* The library's version as "MAJOR.MINOR.PATCH" (static storage). Any thread. */
+FASTLSTM_API const char *fastlstm_version_string(void);
+
+/* A static English description of a status code ("unknown status" for others). Any thread. */
+FASTLSTM_API const char *fastlstm_status_string(int status);
+
+/* The message of the last error in the calling thread ("" if none), owned by the library
+ * and valid until the calling thread's next fastlstm call. */
+FASTLSTM_API const char *fastlstm_last_error(void);
+
+/* Fill *cfg with the defaults listed in fastlstm_config (sizes 1). NULL is ignored. */
+FASTLSTM_API void fastlstm_config_init(fastlstm_config *cfg);
+
+/* Create a model from *cfg and store its handle in *out (left untouched on error).
+ * Returns OK, NULL_POINTER, INVALID_ARGUMENT, INIT. Free it with fastlstm_free. */
+FASTLSTM_API int fastlstm_create(const fastlstm_config *cfg, fastlstm_model **out);
+
+/* Release a model. NULL is a harmless no-op; a freed or foreign handle is ignored. */
+FASTLSTM_API void fastlstm_free(fastlstm_model *model);
+
+/* One training step on a batch: forward, loss, backward, clipping, optimizer update.
+ *   x       [T][B][D] inputs
+ *   lengths [B] each in 1..T, or NULL for all T (past its length a sequence is padding)
+ *   targets for LOSS_MSE: [B][O] (OUTPUT_LAST) or [T][B][O] (OUTPUT_EVERY); else NULL
+ *   labels  for LOSS_XENT: [B] or [T][B] in 0..O-1; else NULL
+ *   loss    receives the batch's mean loss before the update (may be NULL)
+ * A non-finite loss or gradient returns NON_FINITE and leaves the model unchanged.
+ * Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE. */
+FASTLSTM_API int fastlstm_train_step(fastlstm_model *model, const float *x, const int64_t *lengths,
+                                     const float *targets, const int32_t *labels,
+                                     int64_t T, int64_t B, double *loss);
+
+/* The first half of a training step: gradients of the batch's loss into the model's
+ * gradient array (read it with fastlstm_get_grads); parameters are not changed. Arguments
+ * as fastlstm_train_step. With fastlstm_set_grads and fastlstm_apply_update a driver can sum
+ * gradients across processes (e.g. MPI_Allreduce) in between. */
+FASTLSTM_API int fastlstm_compute_gradients(fastlstm_model *model, const float *x, const int64_t *lengths,
+                                            const float *targets, const int32_t *labels,
+                                            int64_t T, int64_t B, double *loss);
+
+/* The second half: clip the model's current gradients and take one optimizer step.
+ * Returns OK, NON_FINITE (gradients not finite: nothing changes), INVALID_HANDLE. */
+FASTLSTM_API int fastlstm_apply_update(fastlstm_model *model);
+
+/* Predictions for a batch: out [B][O] (OUTPUT_LAST) or [T][B][O] (OUTPUT_EVERY, zero past
+ * each length); values for LOSS_MSE, class probabilities for LOSS_XENT. out_len is the
+ * length of out in floats. Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE,
+ * BUFFER_TOO_SMALL, INVALID_HANDLE. Does not change the model. */
+FASTLSTM_API int fastlstm_predict(fastlstm_model *model, const float *x, const int64_t *lengths,
+                                  int64_t T, int64_t B, float *out, int64_t out_len);
+
+/* Streaming inference: one time step x [B][D] for B independent streams whose state (h, c)
+ * the model keeps between calls; out [B][O] receives this step's predictions. A call with
+ * another B starts B fresh streams. Returns as fastlstm_predict. */
+FASTLSTM_API int fastlstm_step(fastlstm_model *model, const float *x, int64_t B, float *out, int64_t out_len);
+
+/* Zero the streaming state for B streams. Returns OK, INVALID_ARGUMENT, INVALID_HANDLE. */
+FASTLSTM_API int fastlstm_reset_state(fastlstm_model *model, int64_t B);
+
+/* Write a checkpoint (weights, optimizer state, configuration): the same file format that
+ * Python's Model.save / fastlstm.load use. Atomic: a crash never leaves a half-written file.
+ * Returns OK, NULL_POINTER, IO, INVALID_HANDLE. */
+FASTLSTM_API int fastlstm_save(fastlstm_model *model, const char *path);
+
+/* Load a checkpoint (float32 models) into a new handle in *out.
+ * Returns OK, NULL_POINTER, IO, BAD_CHECKPOINT, INVALID_ARGUMENT. */
+FASTLSTM_API int fastlstm_load(const char *path, fastlstm_model **out);
+
+/* The number of parameters (and of gradients) in *n. */
+FASTLSTM_API int fastlstm_param_count(fastlstm_model *model, int64_t *n);
+
+/* Copy the flat parameter or gradient array out to / in from a caller buffer of exactly
+ * n = fastlstm_param_count floats (INVALID_ARGUMENT otherwise). Layout: per layer W
+ * (G x (D_l + H), rows in gate order a, i, f, o) then b (G), then the head's V (O x H), c (O).
+ * set_params refuses non-finite values (NON_FINITE) and changes nothing then. */
+FASTLSTM_API int fastlstm_get_params(fastlstm_model *model, float *out, int64_t n);
+FASTLSTM_API int fastlstm_set_params(fastlstm_model *model, const float *in, int64_t n);
+FASTLSTM_API int fastlstm_get_grads(fastlstm_model *model, float *out, int64_t n);
+FASTLSTM_API int fastlstm_set_grads(fastlstm_model *model, const float *in, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTLSTM_H */

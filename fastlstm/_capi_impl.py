@@ -1,0 +1,205 @@
+"""The C ABI's implementations (see capi.py and capi/fastlstm.h), run inside the embedded
+interpreter. Each turns C pointers into NumPy views (zero-copy), calls the Python API, and
+maps every exception to a status code with a message for fastlstm_last_error(): nothing
+escapes to C as a crash, and validation happens before any state changes, so a failed call
+leaves the model as it was.
+"""
+import itertools
+import math
+
+import numpy as np
+
+from . import checkpoint, optim
+from .model import Model, NonFiniteError, load
+
+OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE, IO, BAD_CHECKPOINT, \
+    BUFFER_TOO_SMALL, INIT, INTERNAL = range(10)
+_MAX_BYTES = 1 << 46                     # no single buffer beyond 64 TiB: sizes that overflow
+
+_models = {}                             # handle id -> Model
+_ids = itertools.count(16, 16)           # never 0, never reused: freed handles stay detectable
+_CELLS, _LOSSES, _OUTPUTS = ("lstm", "rnn"), ("mse", "xent"), ("last", "every")
+
+
+class ApiError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+def _status(e):
+    """The status code for an exception raised by the Python API."""
+    if isinstance(e, ApiError):
+        return e.code
+    if isinstance(e, NonFiniteError) or (isinstance(e, ValueError) and "finite" in str(e)):
+        return NON_FINITE
+    if isinstance(e, checkpoint.CheckpointError):
+        return BAD_CHECKPOINT
+    if isinstance(e, OSError):
+        return IO
+    if isinstance(e, (ValueError, TypeError, KeyError)):
+        return INVALID_ARGUMENT
+    return INTERNAL
+
+
+def register(ffi, lib):
+    """Bind every extern "Python" function of the library to its implementation."""
+
+    def api(fn):
+        def call(*args):
+            try:
+                fn(*args)
+                return OK
+            except Exception as e:  # noqa: BLE001  (every exception becomes a status code)
+                lib._fl_set_error(f"{type(e).__name__}: {e}".encode(errors="replace"))
+                return _status(e)
+        call.__name__ = fn.__name__
+        return ffi.def_extern(name=fn.__name__, error=INTERNAL, onerror=_on_error)(call)
+
+    def _on_error(exc, value, tb):
+        lib._fl_set_error(f"internal error: {exc.__name__}: {value}".encode(errors="replace"))
+
+    def model(handle):
+        try:
+            return _models[handle]
+        except KeyError:
+            raise ApiError(INVALID_HANDLE, f"model handle 0x{handle:x} is not a live fastlstm model "
+                                           "(freed, or not made by fastlstm_create/fastlstm_load)") from None
+
+    def need(ptr, name):
+        if ptr == ffi.NULL:
+            raise ApiError(NULL_POINTER, f"{name} is NULL")
+
+    def array(ptr, name, ctype, dtype, shape, writable=False):
+        """A NumPy view of a caller's buffer (no copy), after checks of pointer and size."""
+        need(ptr, name)
+        n = math.prod(shape)
+        if n * np.dtype(dtype).itemsize > _MAX_BYTES:
+            raise ApiError(INVALID_ARGUMENT, f"{name}: sizes {shape} overflow")
+        a = np.frombuffer(ffi.buffer(ffi.cast(ctype + " *", ptr), n * np.dtype(dtype).itemsize), dtype)
+        a = a.reshape(shape)
+        if not writable:
+            a.flags.writeable = False
+        return a
+
+    def sizes(**kw):
+        for name, value in kw.items():
+            if value < 1:
+                raise ApiError(INVALID_ARGUMENT, f"{name} must be >= 1, got {value}")
+
+    def new_handle(m, out):
+        need(out, "out")
+        if m.dtype != np.float32:
+            raise ApiError(INVALID_ARGUMENT, f"the C API runs float32 models; this one is {m.dtype}")
+        h = next(_ids)
+        _models[h] = m
+        out[0] = h
+
+    @api
+    def _fl_py_create(cfg, out):
+        need(cfg, "cfg")
+        need(out, "out")
+        for name, value, choices in (("cell", cfg.cell, _CELLS), ("loss", cfg.loss, _LOSSES),
+                                     ("output", cfg.output, _OUTPUTS), ("optimizer", cfg.optimizer, (0, 1))):
+            if not 0 <= value < len(choices):
+                raise ApiError(INVALID_ARGUMENT, f"cfg->{name} = {value} is not a FASTLSTM_ constant for it")
+        opt = (optim.Adam(cfg.learning_rate, cfg.beta1, cfg.beta2, cfg.eps) if cfg.optimizer == 0
+               else optim.SGD(cfg.learning_rate, cfg.momentum))
+        m = Model(int(cfg.input_size), int(cfg.hidden_size), int(cfg.output_size), int(cfg.num_layers),
+                  cell=_CELLS[cfg.cell], loss=_LOSSES[cfg.loss], output=_OUTPUTS[cfg.output],
+                  dtype=np.float32, forget_bias=cfg.forget_bias, seed=int(cfg.seed), optimizer=opt,
+                  clip=cfg.clip if cfg.clip > 0 else None)
+        new_handle(m, out)
+
+    @api
+    def _fl_py_load(path, out):
+        need(path, "path")
+        need(out, "out")
+        new_handle(load(ffi.string(path).decode()), out)
+
+    @ffi.def_extern(name="_fl_py_free", onerror=_on_error)
+    def _fl_py_free(handle):
+        _models.pop(handle, None)
+
+    def batch(m, x, lengths, T, B):
+        sizes(T=T, B=B)
+        D = m.core.input_size
+        xs = array(x, "x", "float", np.float32, (T, B, D))
+        L = None if lengths == ffi.NULL else array(lengths, "lengths", "int64_t", np.int64, (B,))
+        return xs, L
+
+    @api
+    def _fl_py_train(handle, x, lengths, targets, labels, T, B, loss, apply):
+        m = model(handle)
+        xs, L = batch(m, x, lengths, T, B)
+        lead = (B,) if m.output == "last" else (T, B)
+        if m.loss == "mse":
+            y = array(targets, "targets", "float", np.float32, lead + (m.output_size,))
+        else:
+            y = array(labels, "labels", "int32_t", np.int32, lead)
+        if apply:
+            value = m.train_step(xs, y, L)
+        else:
+            value = m.compute_gradients(xs, y, L)
+        if loss != ffi.NULL:
+            loss[0] = value
+
+    @api
+    def _fl_py_apply(handle):
+        model(handle).apply_gradients(0.0)
+
+    def output(m, out, out_len, shape):
+        need(out, "out")
+        n = math.prod(shape)
+        if out_len < n:
+            raise ApiError(BUFFER_TOO_SMALL, f"out holds {out_len} floats; the result needs {n} {shape}")
+        return array(out, "out", "float", np.float32, shape, writable=True)
+
+    @api
+    def _fl_py_predict(handle, x, lengths, T, B, out, out_len):
+        m = model(handle)
+        xs, L = batch(m, x, lengths, T, B)
+        shape = (B, m.output_size) if m.output == "last" else (T, B, m.output_size)
+        dst = output(m, out, out_len, shape)
+        dst[...] = m.predict(xs, L)
+
+    @api
+    def _fl_py_step(handle, x, B, out, out_len):
+        m = model(handle)
+        sizes(B=B)
+        xs = array(x, "x", "float", np.float32, (B, m.core.input_size))
+        dst = output(m, out, out_len, (B, m.output_size))
+        dst[...] = m.step(xs)
+
+    @api
+    def _fl_py_reset(handle, B):
+        m = model(handle)
+        sizes(B=B)
+        m.reset_state(int(B))
+
+    @api
+    def _fl_py_save(handle, path):
+        m = model(handle)
+        need(path, "path")
+        m.save(ffi.string(path).decode())
+
+    @api
+    def _fl_py_count(handle, n):
+        m = model(handle)
+        need(n, "n")
+        n[0] = m.params.size
+
+    @api
+    def _fl_py_copy(handle, buf, n, grads, into_model):
+        m = model(handle)
+        flat = m.grads if grads else m.params
+        if n != flat.size:
+            raise ApiError(INVALID_ARGUMENT, f"n = {n}, but the model has {flat.size} "
+                                             f"{'gradients' if grads else 'parameters'}")
+        a = array(buf, "in" if into_model else "out", "float", np.float32, (flat.size,), writable=not into_model)
+        if into_model:
+            if not np.isfinite(a).all():
+                raise ApiError(NON_FINITE, "the values must be finite; nothing was changed")
+            flat[:] = a
+        else:
+            a[:] = flat

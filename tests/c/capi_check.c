@@ -1,0 +1,207 @@
+/* Test driver for the C ABI (run by tests/test_capi.py): one mode per behaviour. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "fastlstm.h"
+
+static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec * 1e-9; }
+
+static fastlstm_model *small_model(uint64_t seed) {
+    fastlstm_config cfg;
+    fastlstm_config_init(&cfg);
+    cfg.input_size = 3; cfg.hidden_size = 8; cfg.output_size = 2; cfg.seed = seed;
+    fastlstm_model *m = NULL;
+    if (fastlstm_create(&cfg, &m) != FASTLSTM_OK) { fprintf(stderr, "create: %s\n", fastlstm_last_error()); exit(1); }
+    return m;
+}
+
+static double checksum(fastlstm_model *m) {
+    int64_t n = 0;
+    fastlstm_param_count(m, &n);
+    float *p = malloc(sizeof(float) * n);
+    fastlstm_get_params(m, p, n);
+    double s = 0;
+    for (int64_t k = 0; k < n; k++) s += p[k] * (double)(k % 7 + 1);
+    free(p);
+    return s;
+}
+
+#define REPORT(name, call) do { int rc_ = (call); printf("%s %d %s\n", name, rc_, rc_ ? fastlstm_last_error() : ""); } while (0)
+
+static int errors(const char *dir) {
+    fastlstm_model *m = small_model(1), *out = NULL;
+    float x[4 * 2 * 3], y[2 * 2], o[16];
+    for (int k = 0; k < 24; k++) x[k] = 0.1f * k;
+    for (int k = 0; k < 4; k++) y[k] = 1;
+    int64_t len_bad[2] = {5, 1}, n = 0;
+    double loss, before = checksum(m);
+    fastlstm_config cfg;
+    fastlstm_config_init(&cfg);
+    REPORT("create_null_cfg", fastlstm_create(NULL, &out));
+    REPORT("create_null_out", fastlstm_create(&cfg, NULL));
+    cfg.hidden_size = 0;
+    REPORT("create_zero_hidden", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.loss = 7;
+    REPORT("create_bad_loss", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.learning_rate = -1;
+    REPORT("create_bad_lr", fastlstm_create(&cfg, &out));
+    REPORT("train_null_x", fastlstm_train_step(m, NULL, NULL, y, NULL, 4, 2, &loss));
+    REPORT("train_null_targets", fastlstm_train_step(m, x, NULL, NULL, NULL, 4, 2, &loss));
+    REPORT("train_zero_T", fastlstm_train_step(m, x, NULL, y, NULL, 0, 2, &loss));
+    REPORT("train_negative_B", fastlstm_train_step(m, x, NULL, y, NULL, 4, -3, &loss));
+    REPORT("train_overflow", fastlstm_train_step(m, x, NULL, y, NULL, (int64_t)1 << 40, (int64_t)1 << 30, &loss));
+    REPORT("train_bad_lengths", fastlstm_train_step(m, x, len_bad, y, NULL, 4, 2, &loss));
+    x[5] = NAN;
+    REPORT("train_nan_x", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
+    x[5] = 0.5f;
+    y[1] = INFINITY;
+    REPORT("train_inf_target", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
+    y[1] = 1;
+    REPORT("predict_small_buffer", fastlstm_predict(m, x, NULL, 4, 2, o, 3));
+    REPORT("predict_null_out", fastlstm_predict(m, x, NULL, 4, 2, NULL, 16));
+    REPORT("step_zero_B", fastlstm_step(m, x, 0, o, 16));
+    REPORT("count_null", fastlstm_param_count(m, NULL));
+    fastlstm_param_count(m, &n);
+    REPORT("get_wrong_n", fastlstm_get_params(m, o, 16));
+    float *p = malloc(sizeof(float) * n);
+    fastlstm_get_params(m, p, n);
+    p[3] = NAN;
+    REPORT("set_nan_params", fastlstm_set_params(m, p, n));
+    free(p);
+    REPORT("handle_null", fastlstm_train_step(NULL, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT("handle_foreign", fastlstm_train_step((fastlstm_model *)(uintptr_t)0xdeadbee0, x, NULL, y, NULL, 4, 2, &loss));
+    char path[1024];
+    snprintf(path, sizeof path, "%s/missing/nowhere.ckpt", dir);
+    REPORT("load_missing", fastlstm_load(path, &out));
+    snprintf(path, sizeof path, "%s/garbage.ckpt", dir);
+    FILE *f = fopen(path, "wb"); fputs("not a checkpoint", f); fclose(f);
+    REPORT("load_garbage", fastlstm_load(path, &out));
+    REPORT("load_null_path", fastlstm_load(NULL, &out));
+    REPORT("save_unwritable", fastlstm_save(m, "/proc/fastlstm-cannot-write-here.ckpt"));
+    printf("unchanged %d\n", checksum(m) == before);
+    REPORT("train_ok", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
+    printf("changed %d\n", checksum(m) != before);
+    fastlstm_free(m);
+    REPORT("handle_freed", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
+    fastlstm_free(m);                                      /* a second free is harmless */
+    fastlstm_free(NULL);
+    printf("status_string %s\n", fastlstm_status_string(FASTLSTM_ERROR_INVALID_HANDLE));
+    printf("version %d %s\n", fastlstm_version_number(), fastlstm_version_string());
+    return 0;
+}
+
+static void *worker(void *arg) {
+    fastlstm_model *m = small_model((uint64_t)(uintptr_t)arg);
+    float x[20 * 16 * 3], y[16 * 2];
+    for (int k = 0; k < 20 * 16 * 3; k++) x[k] = (float)((k * 37 % 101) / 101.0);
+    for (int k = 0; k < 32; k++) y[k] = 0.5f;
+    double loss;
+    for (int s = 0; s < 50; s++)
+        if (fastlstm_train_step(m, x, NULL, y, NULL, 20, 16, &loss) != FASTLSTM_OK) {
+            fprintf(stderr, "thread: %s\n", fastlstm_last_error());
+            return (void *)1;
+        }
+    fastlstm_free(m);
+    return NULL;
+}
+
+static int threads(int n) {
+    pthread_t t[64];
+    for (int i = 0; i < n; i++) pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)(i + 1));
+    int bad = 0;
+    for (int i = 0; i < n; i++) { void *r; pthread_join(t[i], &r); bad += r != NULL; }
+    printf("threads %d failed %d\n", n, bad);
+    return bad != 0;
+}
+
+static long rss_kib(void) {
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) { if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0; fclose(f); }
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static int leak(int steps) {
+    fastlstm_model *m = small_model(3);
+    float x[10 * 8 * 3], y[8 * 2], o[8 * 2];
+    for (int k = 0; k < 240; k++) x[k] = (float)(k % 13) / 13;
+    for (int k = 0; k < 16; k++) y[k] = 0.25f;
+    double loss;
+    long early = 0;
+    for (int s = 1; s <= steps; s++) {
+        if (fastlstm_train_step(m, x, NULL, y, NULL, 10, 8, &loss) || fastlstm_predict(m, x, NULL, 10, 8, o, 16)
+            || fastlstm_step(m, x, 8, o, 16)) { fprintf(stderr, "%s\n", fastlstm_last_error()); return 1; }
+        if (s == steps / 5) early = rss_kib();
+    }
+    printf("rss_kib %ld %ld\n", early, rss_kib());
+    fastlstm_free(m);
+    return 0;
+}
+
+/* data file: int64 T, B, D, O, steps, seed; then per step x[T][B][D] and y[B][O] float32 */
+static int fromfile(const char *data, const char *out) {
+    FILE *f = fopen(data, "rb");
+    int64_t h[6];
+    if (!f || fread(h, sizeof h, 1, f) != 1) return 1;
+    int64_t T = h[0], B = h[1], D = h[2], O = h[3], steps = h[4];
+    fastlstm_config cfg;
+    fastlstm_config_init(&cfg);
+    cfg.input_size = D; cfg.hidden_size = 16; cfg.output_size = O; cfg.num_layers = 2;
+    cfg.learning_rate = 1e-2; cfg.clip = 1.0; cfg.seed = (uint64_t)h[5];
+    fastlstm_model *m = NULL;
+    if (fastlstm_create(&cfg, &m)) return 1;
+    float *x = malloc(sizeof(float) * T * B * D), *y = malloc(sizeof(float) * B * O);
+    double loss;
+    for (int64_t s = 0; s < steps; s++) {
+        if (fread(x, sizeof(float), T * B * D, f) != (size_t)(T * B * D) || fread(y, sizeof(float), B * O, f) != (size_t)(B * O)) return 1;
+        if (fastlstm_train_step(m, x, NULL, y, NULL, T, B, &loss)) { fprintf(stderr, "%s\n", fastlstm_last_error()); return 1; }
+        printf("loss %.9g\n", loss);
+    }
+    fclose(f);
+    return fastlstm_save(m, out);
+}
+
+static int overhead(int calls) {
+    fastlstm_model *m = small_model(4);
+    float x[3] = {0.1f, 0.2f, 0.3f}, o[2];
+    int64_t n;
+    fastlstm_step(m, x, 1, o, 2);
+    double t0 = now();
+    for (int i = 0; i < calls; i++) fastlstm_param_count(m, &n);
+    double t1 = now();
+    for (int i = 0; i < calls; i++) fastlstm_step(m, x, 1, o, 2);
+    double t2 = now();
+    printf("us_per_call count %.3f step %.3f\n", (t1 - t0) / calls * 1e6, (t2 - t1) / calls * 1e6);
+    fastlstm_free(m);
+    return 0;
+}
+
+static int startup(void) {
+    double t0 = now();
+    fastlstm_config cfg;
+    fastlstm_config_init(&cfg);
+    cfg.input_size = 2; cfg.hidden_size = 64; cfg.output_size = 1;
+    fastlstm_model *m = NULL;
+    if (fastlstm_create(&cfg, &m)) { fprintf(stderr, "%s\n", fastlstm_last_error()); return 1; }
+    static float x[100 * 64 * 2], y[64];
+    double loss;
+    if (fastlstm_train_step(m, x, NULL, y, NULL, 100, 64, &loss)) return 1;
+    printf("seconds_to_first_step %.3f\n", now() - t0);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    if (!strcmp(argv[1], "errors")) return errors(argv[2]);
+    if (!strcmp(argv[1], "threads")) return threads(atoi(argv[2]));
+    if (!strcmp(argv[1], "leak")) return leak(atoi(argv[2]));
+    if (!strcmp(argv[1], "fromfile")) return fromfile(argv[2], argv[3]);
+    if (!strcmp(argv[1], "overhead")) return overhead(atoi(argv[2]));
+    if (!strcmp(argv[1], "startup")) return startup();
+    return 2;
+}

@@ -1,0 +1,136 @@
+"""The C ABI: build libfastlstm.so and the examples with gcc, run them as a C user would."""
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastlstm
+import fastlstm.tasks
+from fastlstm import capi
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    d = tmp_path_factory.mktemp("capi")
+    capi.build(str(d))
+    return d
+
+
+def _compile(lib, src, out):
+    flags = capi.flags(str(lib), True, True).split()
+    r = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(out), src, *flags, "-lm", "-lpthread"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def check(lib):
+    return _compile(lib, os.path.join(ROOT, "tests", "c", "capi_check.c"), lib / "capi_check")
+
+
+def _run(args, timeout=300, env=None):
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_build_puts_library_and_header_side_by_side(lib):
+    assert (lib / "libfastlstm.so").exists() and (lib / "fastlstm.h").exists()
+    r = _run([sys.executable, "-m", "fastlstm.capi", "--cflags", "--libs", "--dir", str(lib)])
+    assert r.stdout.split() == [f"-I{lib}", f"-L{lib}", "-lfastlstm", f"-Wl,-rpath,{lib}"]
+
+
+def test_every_error_path_returns_its_code_and_leaves_the_model_as_it_was(check, tmp_path):
+    r = _run([check, "errors", str(tmp_path)])
+    assert r.returncode == 0, r.stderr
+    got = {line.split()[0]: line.split(maxsplit=2)[1:] for line in r.stdout.splitlines()}
+    want = {"create_null_cfg": 1, "create_null_out": 1, "create_zero_hidden": 2, "create_bad_loss": 2,
+            "create_bad_lr": 2, "train_null_x": 1, "train_null_targets": 1, "train_zero_T": 2,
+            "train_negative_B": 2, "train_overflow": 2, "train_bad_lengths": 2, "train_nan_x": 3,
+            "train_inf_target": 3, "predict_small_buffer": 7, "predict_null_out": 1, "step_zero_B": 2,
+            "count_null": 1, "get_wrong_n": 2, "set_nan_params": 3, "handle_null": 4, "handle_foreign": 4,
+            "load_missing": 5, "load_garbage": 6, "load_null_path": 1, "save_unwritable": 5,
+            "train_ok": 0, "handle_freed": 4}
+    for name, code in want.items():
+        assert int(got[name][0]) == code, f"{name}: {got[name]}"
+        assert (len(got[name]) > 1) == (code != 0), f"{name} must carry a message exactly when it fails"
+    assert got["unchanged"] == ["1"] and got["changed"] == ["1"]
+    assert "invalid (freed or foreign) model handle" in r.stdout
+    assert "version 100 0.1.0" in r.stdout
+
+
+def test_c_trained_model_matches_python_trained_bitwise(check, tmp_path):
+    T, B, D, O, steps, seed = 7, 6, 3, 2, 5, 11
+    rng = np.random.default_rng(0)
+    batches = [(rng.random((T, B, D), np.float32), rng.random((B, O), np.float32)) for _ in range(steps)]
+    data = tmp_path / "data.bin"
+    with open(data, "wb") as f:
+        f.write(struct.pack("6q", T, B, D, O, steps, seed))
+        for x, y in batches:
+            f.write(x.tobytes())
+            f.write(y.tobytes())
+    r = _run([check, "fromfile", str(data), str(tmp_path / "c.ckpt")])
+    assert r.returncode == 0, r.stderr
+    c_losses = [float(line.split()[1]) for line in r.stdout.splitlines()]
+    m = fastlstm.Model(D, 16, O, 2, optimizer=fastlstm.Adam(lr=1e-2), clip=1.0, seed=seed)
+    py_losses = [m.train_step(x, y) for x, y in batches]
+    c = fastlstm.load(tmp_path / "c.ckpt")
+    assert np.array_equal(c.params, m.params), "C and Python training diverged"
+    assert np.allclose(c_losses, py_losses, rtol=1e-8)
+
+
+def test_threads_each_with_a_model_run_concurrently(check):
+    r = _run([check, "threads", "4"])
+    assert r.returncode == 0 and "threads 4 failed 0" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_long_loop_does_not_grow_memory(check):
+    r = _run([check, "leak", "3000"])
+    assert r.returncode == 0, r.stderr
+    early, late = map(int, r.stdout.split()[1:3])
+    assert late - early < 4096, f"resident memory grew from {early} to {late} KiB over 2400 steps"
+
+
+def test_examples_train_and_stream_from_a_python_checkpoint(lib, tmp_path):
+    ex = os.path.join(ROOT, "capi", "examples")
+    train = _compile(lib, os.path.join(ex, "train_adding.c"), tmp_path / "train_adding")
+    stream = _compile(lib, os.path.join(ex, "stream_predict.c"), tmp_path / "stream_predict")
+    r = _run([train, "20", "300", str(tmp_path / "c.ckpt")])
+    assert r.returncode == 0, r.stderr
+    losses = [float(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("step")]
+    assert len(losses) == 3 and losses[-1] < losses[0], r.stdout
+    task = fastlstm.tasks.Adding(T=20, test_size=100)
+    m = fastlstm.Model(2, 32, 1, optimizer=fastlstm.Adam(lr=1e-2), clip=1.0, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        m.train_step(*task.batch(rng, 32)[:2])
+    m.save(tmp_path / "py.ckpt", extra={"task": {"name": "adding", "T": 20}})
+    # a clean environment: no venv on PATH, no PYTHONPATH/HOME; the library finds its Python
+    r = _run([stream, str(tmp_path / "py.ckpt"), "20"], env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    target, pred = (float(v) for v in r.stdout.splitlines()[-1].split()[1:4:2])
+    assert abs(target - pred) < 0.3, r.stdout
+
+
+def test_python_exception_inside_becomes_a_code_not_a_crash(check, tmp_path):
+    """A checkpoint whose JSON header is valid but whose content is inconsistent makes the
+    Python side raise deep inside; C gets BAD_CHECKPOINT and carries on."""
+    m = fastlstm.Model(3, 8, 2, seed=0)
+    m.save(tmp_path / "m.ckpt")
+    from fastlstm import checkpoint
+    header, arrays = checkpoint.read(tmp_path / "m.ckpt")
+    header["model"]["hidden_size"] = "eight"
+    checkpoint.write(tmp_path / "bad.ckpt", header, arrays)
+    src = tmp_path / "load.c"
+    src.write_text('#include <stdio.h>\n#include "fastlstm.h"\nint main(int c, char **v) {\n'
+                   '  fastlstm_model *m = 0; int rc = fastlstm_load(v[1], &m);\n'
+                   '  printf("%d %s\\n", rc, fastlstm_last_error()); return 0; }\n')
+    exe = _compile(check.rsplit("/", 1)[0], str(src), tmp_path / "load")
+    r = _run([exe, str(tmp_path / "bad.ckpt")])
+    assert r.returncode == 0 and r.stdout.startswith("6 "), r.stdout + r.stderr
