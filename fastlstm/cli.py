@@ -41,6 +41,8 @@ def _parser():
     t.add_argument("--out", help="checkpoint path (default runs/TASK.ckpt)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: mpiexec -n N python -m mpi4py -m fastlstm train --distributed")
     c = sub.add_parser("carousel", help="gradient flow: RNN vs LSTM (forget bias 0 and 1)",
                        description="Compare how far back the gradient of a loss at the last step "
                        "reaches in an RNN, an LSTM with forget bias 0 and one with forget bias 1.")
@@ -94,13 +96,28 @@ def train(args):
         rng = np.random.default_rng(args.seed)
         history = []
 
-    def save():
-        model.save(out, extra=dict(task=dict(name=args.task, T=getattr(task, "T", None)),
-                                   rng=rng.bit_generator.state, history=history))
+    step, lead = model.train_step, True
+    if args.distributed:
+        from .distributed import DataParallel
+        dp = DataParallel(model)
+        step, lead = dp.train_step, dp.rank == 0
+        args.quiet = args.quiet or not lead
+        if lead:
+            print(f"fastlstm: {dp.size} ranks, {dp.threads} threads each, batch {args.batch} split "
+                  f"into shards of about {args.batch // dp.size}", flush=True)
 
-    print(f"fastlstm: task {args.task}, {model.core.num_layers}x{model.core.hidden_size} {model.cell.upper()}, "
+    def save():
+        if lead:
+            model.save(out, extra=dict(task=dict(name=args.task, T=getattr(task, "T", None)),
+                                       rng=rng.bit_generator.state, history=history))
+
+    def say(text):
+        if lead:
+            print(text, flush=True)
+
+    say(f"fastlstm: task {args.task}, {model.core.num_layers}x{model.core.hidden_size} {model.cell.upper()}, "
           f"{model.params.size} parameters, batch {args.batch}, {args.optimizer} lr {model.optimizer.lr}"
-          + (f", baseline {task.baseline:.3f}" if hasattr(task, "baseline") else ""), flush=True)
+          + (f", baseline {task.baseline:.3f}" if hasattr(task, "baseline") else ""))
     start, t0, seen = model.steps, time.perf_counter(), 0
     bar = tqdm(total=args.steps, initial=start, disable=args.quiet, unit="step", dynamic_ncols=True)
     ema, solved = None, False
@@ -109,7 +126,7 @@ def train(args):
     try:
         while model.steps < args.steps:
             x, y, lengths = task.batch(rng, args.batch, model.dtype)
-            loss = model.train_step(x, y, lengths)
+            loss = step(x, y, lengths)
             seen += args.batch
             ema = loss if ema is None else 0.95 * ema + 0.05 * loss
             bar.update(1)
@@ -117,7 +134,8 @@ def train(args):
             if model.steps % args.eval_every == 0 or model.steps == args.steps:
                 m = task.metrics(model)
                 history.append(dict(step=model.steps, seconds=round(time.perf_counter() - t0, 2), **m))
-                bar.write(f"step {model.steps}: " + ", ".join(f"{k} {val:.4f}" for k, val in m.items()))
+                if lead:
+                    bar.write(f"step {model.steps}: " + ", ".join(f"{k} {val:.4f}" for k, val in m.items()))
                 save()
                 if task.solved(m):
                     solved = True
@@ -131,13 +149,12 @@ def train(args):
     save()
     wall = time.perf_counter() - t0
     if interrupted:
-        print(f"fastlstm: interrupted at step {model.steps}; checkpoint saved to {out} "
-              f"(continue with --resume)", flush=True)
+        say(f"fastlstm: interrupted at step {model.steps}; checkpoint saved to {out} (continue with --resume)")
         return 130
     m = history[-1] if history and history[-1]["step"] == model.steps else dict(task.metrics(model))
-    print(f"fastlstm: {model.steps - start} steps in {wall:.1f} s; "
-          + ", ".join(f"{k} {val:.4f}" for k, val in m.items() if k not in ("step", "seconds"))
-          + f"; {'solved' if solved or task.solved(m) else 'not solved yet'}; checkpoint {out}", flush=True)
+    say(f"fastlstm: {model.steps - start} steps in {wall:.1f} s; "
+        + ", ".join(f"{k} {val:.4f}" for k, val in m.items() if k not in ("step", "seconds"))
+        + f"; {'solved' if solved or task.solved(m) else 'not solved yet'}; checkpoint {out}")
     return 0
 
 

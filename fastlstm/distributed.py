@@ -1,0 +1,95 @@
+"""Synchronous data-parallel training over MPI (the optional extra `fastlstm[mpi]`).
+
+    mpiexec -n 4 python -m mpi4py -m fastlstm train --distributed ...
+
+Every rank holds the same model and draws the same global batch (same seed); each computes
+gradients on its own contiguous shard of the batch rows, weighted by its share of the
+predictions; one in-place Allreduce sums the flat gradient array; every rank then clips and
+applies the same update, so parameters stay identical. A periodic checksum comparison fails
+loudly if they ever differ. Rank 0 alone writes checkpoints and prints.
+"""
+import os
+import zlib
+
+import numpy as np
+
+
+class RanksDiverged(RuntimeError):
+    """The ranks' parameters are no longer identical."""
+
+
+def _shard_bounds(B, size, rank):
+    return rank * B // size, (rank + 1) * B // size
+
+
+class DataParallel:
+    """Wraps a Model for data-parallel training over an MPI communicator.
+
+    model: the same configuration and seed on every rank (rank 0's parameters and optimizer
+    state are broadcast at the start). check_every: steps between parameter-checksum
+    comparisons (0: never). Threads: each rank uses cores // (ranks on its node) threads
+    for Numba and BLAS, so that ranks sharing a machine do not oversubscribe it.
+    """
+
+    def __init__(self, model, comm=None, check_every=100, set_threads=True):
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.comm = comm or MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.model, self.check_every = model, check_every
+        if set_threads:
+            self.threads = _share_cores(self.comm)
+        self.comm.Bcast(model.params, root=0)
+        for state in model.optimizer.state.values():
+            self.comm.Bcast(state, root=0)
+        model.optimizer.t = self.comm.bcast(model.optimizer.t, root=0)
+        model.steps = self.comm.bcast(model.steps, root=0)
+
+    def shard(self, x, y, lengths=None):
+        """This rank's rows of a global batch: (x, y, lengths, weight), weight = its share of
+        the batch's predictions (each rank's loss is a mean over its own predictions)."""
+        T, B = x.shape[:2]
+        if B < self.size:
+            raise ValueError(f"a batch of {B} rows cannot be split over {self.size} ranks")
+        rows = slice(*_shard_bounds(B, self.size, self.rank))
+        L = None if lengths is None else np.asarray(lengths)
+        if self.model.output == "last" or L is None:
+            weight = (rows.stop - rows.start) / B
+        else:
+            weight = float(L[rows].sum()) / float(L.sum())
+        ys = y[rows] if self.model.output == "last" else y[:, rows]
+        return (np.ascontiguousarray(x[:, rows]), np.ascontiguousarray(ys),
+                None if L is None else np.ascontiguousarray(L[rows]), weight)
+
+    def train_step(self, x, y, lengths=None):
+        """One synchronous step on a global batch (the same on every rank). Returns this
+        rank's shard loss (weighted: the ranks' returns sum to the global mean loss)."""
+        m = self.model
+        xs, ys, Ls, weight = self.shard(x, y, lengths)
+        loss = m.compute_gradients(xs, ys, Ls) * weight
+        m.grads *= m.dtype.type(weight)
+        self.comm.Allreduce(self.MPI.IN_PLACE, m.grads, op=self.MPI.SUM)
+        m.apply_gradients()      # the gradients decide: a NaN anywhere reaches every rank alike
+        if self.check_every and m.steps % self.check_every == 0:
+            self.check_identical()
+        return loss
+
+    def check_identical(self):
+        """Raise RanksDiverged (on every rank) unless all ranks hold bitwise the same parameters."""
+        sums = self.comm.allgather(zlib.crc32(self.model.params.tobytes()))
+        if len(set(sums)) != 1:
+            raise RanksDiverged(f"parameters differ between ranks at step {self.model.steps}: "
+                                f"checksums {sums}")
+
+
+def _share_cores(comm):
+    """Give this rank cores // (ranks on this node) threads for Numba and BLAS."""
+    import numba
+    from mpi4py import MPI
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    n = max(1, (os.cpu_count() or 1) // local.Get_size())
+    local.Free()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(n, user_api="blas")
+    return n

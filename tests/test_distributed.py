@@ -1,0 +1,140 @@
+"""Data-parallel training over MPI: ranks agree with one process, failures abort, checkpoints
+move between distributed and single-process runs. Every MPI run has a timeout."""
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastlstm
+
+pytest.importorskip("mpi4py")
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="needs mpiexec (pip install mpich)")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _mpi(n, *args, timeout=120):
+    return subprocess.run([MPIEXEC, "-n", str(n), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _script(tmp_path, body):
+    p = tmp_path / "job.py"
+    p.write_text(textwrap.dedent(body))
+    return str(p)
+
+
+def _batches(output, steps=6, T=8, B=8, D=3, O=3, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        x = rng.standard_normal((T, B, D))
+        lengths = rng.integers(1, T + 1, B)
+        if output == "last":
+            y = rng.standard_normal((B, O))
+        else:
+            y = rng.integers(0, O, (T, B))
+        out.append((x, y, lengths))
+    return out
+
+
+CASES = {"last": dict(loss="mse", output="last"), "every": dict(loss="xent", output="every")}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_ranks_with_half_batches_equal_one_rank_with_the_whole(tmp_path, case):
+    """float64, Adam, clipping, lengths. The ranks' gradients are summed in another order than
+    one process sums them (δW over B/2 rows, then across ranks), so the parameters agree to
+    rounding, not bitwise: |difference| <= 1e-12 after 6 steps (float64 eps is 2.2e-16, and
+    each step's update is O(lr) = 1e-2)."""
+    job = _script(tmp_path, f"""
+        import numpy as np, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import fastlstm
+        from fastlstm.distributed import DataParallel
+        from test_distributed import _batches, CASES
+        m = fastlstm.Model(3, 5, 3, 2, dtype=np.float64, seed=1, clip=0.5,
+                           optimizer=fastlstm.Adam(lr=1e-2), **CASES[{case!r}])
+        dp = DataParallel(m, check_every=2)
+        for x, y, L in _batches({case!r}):
+            dp.train_step(x, y, L)
+        dp.check_identical()
+        if dp.rank == 0:
+            np.save({str(tmp_path / "params.npy")!r}, m.params)
+    """)
+    r = _mpi(2, sys.executable, "-m", "mpi4py", job)
+    assert r.returncode == 0, r.stdout + r.stderr
+    single = fastlstm.Model(3, 5, 3, 2, dtype=np.float64, seed=1, clip=0.5,
+                            optimizer=fastlstm.Adam(lr=1e-2), **CASES[case])
+    for x, y, L in _batches(case):
+        single.train_step(x, y, L)
+    d = np.max(np.abs(np.load(tmp_path / "params.npy") - single.params))
+    assert d <= 1e-12, f"2 ranks vs 1: max |difference| {d:.3g}"
+
+
+def test_a_failing_rank_aborts_the_whole_job_quickly(tmp_path):
+    job = _script(tmp_path, """
+        from mpi4py import MPI
+        import time
+        if MPI.COMM_WORLD.Get_rank() == 1:
+            raise RuntimeError("rank 1 fails")
+        MPI.COMM_WORLD.Barrier()            # rank 0 would wait here forever without the abort
+        time.sleep(60)
+    """)
+    r = _mpi(2, sys.executable, "-m", "mpi4py", job, timeout=60)
+    assert r.returncode != 0 and "rank 1 fails" in r.stderr
+
+
+def test_diverged_ranks_are_detected_on_every_rank(tmp_path):
+    job = _script(tmp_path, """
+        import numpy as np
+        import fastlstm
+        from fastlstm.distributed import DataParallel, RanksDiverged
+        m = fastlstm.Model(2, 4, 1, seed=0)
+        dp = DataParallel(m)
+        dp.check_identical()
+        if dp.rank == 1:
+            m.params[0] += 1e-3
+        try:
+            dp.check_identical()
+        except RanksDiverged as e:
+            print(f"detected {dp.rank}", flush=True)
+    """)
+    r = _mpi(2, sys.executable, "-m", "mpi4py", job)
+    assert r.returncode == 0, r.stderr
+    assert "detected 0" in r.stdout and "detected 1" in r.stdout
+
+
+def test_distributed_checkpoint_loads_and_continues_in_one_process(tmp_path):
+    out = str(tmp_path / "d.ckpt")
+    common = ["--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "10", "--quiet", "--full", "--out", out]
+    r = _mpi(2, sys.executable, "-m", "mpi4py", "-m", "fastlstm", "train", "--distributed", "--steps", "20", *common)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("fastlstm: task adding") == 1, "only rank 0 prints"
+    assert fastlstm.load(out).steps == 20
+    r = subprocess.run([sys.executable, "-m", "fastlstm", "train", "--resume", "--steps", "30", *common],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert fastlstm.load(out).steps == 30
+
+
+def test_c_driver_allreduces_gradients_between_ranks(tmp_path):
+    mpicc = shutil.which("mpicc", path=os.path.dirname(sys.executable)) or shutil.which("mpicc")
+    if mpicc is None or shutil.which("gcc") is None:
+        pytest.skip("needs mpicc and gcc")
+    from fastlstm import capi
+    lib = tmp_path / "capi"
+    capi.build(str(lib))
+    exe = str(tmp_path / "mpi_train")
+    r = subprocess.run([mpicc, "-O2", "-o", exe, os.path.join(ROOT, "capi", "examples", "mpi_train.c"),
+                        *capi.flags(str(lib), True, True).split()], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = _mpi(2, exe, "200")
+    assert r.returncode == 0, r.stderr
+    sums = {line.split()[1]: line.split()[-1] for line in r.stdout.splitlines() if line.startswith("rank")}
+    assert len(sums) == 2 and len(set(sums.values())) == 1, r.stdout
+    losses = [float(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("step")]
+    assert losses[-1] < losses[0], r.stdout
