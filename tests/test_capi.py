@@ -134,3 +134,25 @@ def test_python_exception_inside_becomes_a_code_not_a_crash(check, tmp_path):
     exe = _compile(check.rsplit("/", 1)[0], str(src), tmp_path / "load")
     r = _run([exe, str(tmp_path / "bad.ckpt")])
     assert r.returncode == 0 and r.stdout.startswith("6 "), r.stdout + r.stderr
+
+
+def test_a_failed_start_makes_every_call_return_init_not_zero(check, tmp_path):
+    """If the embedded Python cannot start fastlstm (here: a broken package shadows it on
+    PYTHONPATH), cffi would return 0 from every function; the wrappers return INIT instead."""
+    broken = tmp_path / "shadow" / "fastlstm"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('deliberately broken for the test')\n")
+    r = _run([check, "errors", str(tmp_path)], env=dict(os.environ, PYTHONPATH=str(tmp_path / "shadow")))
+    # small_model() fails first: create returns INIT (8) and the program says so
+    assert r.returncode == 1 and "create:" in r.stderr and "failed to start" in r.stderr, r.stdout + r.stderr
+    src = tmp_path / "init.c"
+    src.write_text('#include <stdio.h>\n#include "fastlstm.h"\nint main(void) {\n'
+                   '  fastlstm_model *m = 0; fastlstm_config c; fastlstm_config_init(&c); int64_t n = 0;\n'
+                   '  printf("%d %d %d %d\\n", fastlstm_create(&c, &m), fastlstm_param_count(m, &n),\n'
+                   '         fastlstm_load("x", &m), fastlstm_version_number());\n'
+                   '  printf("%s\\n", fastlstm_last_error()); return 0; }\n')
+    exe = _compile(check.rsplit("/", 1)[0], str(src), tmp_path / "init")
+    r = _run([exe], env=dict(os.environ, PYTHONPATH=str(tmp_path / "shadow")))
+    first, message = r.stdout.splitlines()[:2]
+    assert first == "8 8 8 100", r.stdout
+    assert "failed to start" in message
