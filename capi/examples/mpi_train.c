@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include "fastlstm.h"
+#include "adding_data.h"
 
 #define CHECK(call) do { int rc_ = (call); if (rc_ != FASTLSTM_OK) { \
     fprintf(stderr, "%s failed: %s (%s)\n", #call, fastlstm_status_string(rc_), fastlstm_last_error()); \
@@ -16,12 +17,6 @@ static unsigned long long fnv1a(const void *p, size_t n) {      /* a checksum of
     unsigned long long h = 1469598103934665603ULL;
     for (size_t k = 0; k < n; k++) h = (h ^ ((const unsigned char *)p)[k]) * 1099511628211ULL;
     return h;
-}
-
-static unsigned long long rng_state = 88172645463325252ULL;
-static double uniform(void) {
-    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
 }
 
 int main(int argc, char **argv) {
@@ -43,16 +38,7 @@ int main(int argc, char **argv) {
     float *xs = malloc(sizeof(float) * T * Bs * 2);
     double loss, total = 0;
     for (int64_t s = 1; s <= steps; s++) {
-        for (int64_t b = 0; b < B; b++) {                          /* the global batch */
-            int64_t i = (int64_t)(uniform() * (T / 2)), j = T / 2 + (int64_t)(uniform() * (T - T / 2));
-            y[b] = 0;
-            for (int64_t t = 0; t < T; t++) {
-                float v = (float)uniform();
-                x[(t * B + b) * 2] = v;
-                x[(t * B + b) * 2 + 1] = (t == i || t == j);
-                if (t == i || t == j) y[b] += v;
-            }
-        }
+        adding_batch(x, y, T, B);                                  /* the global batch */
         for (int64_t t = 0; t < T; t++)                            /* this rank's rows */
             for (int64_t b = 0; b < Bs; b++)
                 for (int k = 0; k < 2; k++) xs[(t * Bs + b) * 2 + k] = x[(t * B + b0 + b) * 2 + k];

@@ -5,29 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include "fastlstm.h"
+#include "adding_data.h"
 
 #define CHECK(call) do { int rc_ = (call); if (rc_ != FASTLSTM_OK) { \
     fprintf(stderr, "%s failed: %s (%s)\n", #call, fastlstm_status_string(rc_), fastlstm_last_error()); \
     return 1; } } while (0)
-
-static unsigned long long rng_state = 88172645463325252ULL;
-static double uniform(void) {                       /* xorshift64*, in [0, 1) */
-    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
-}
-
-static void adding_batch(float *x, float *y, int64_t T, int64_t B) {   /* x[T][B][2], y[B][1] */
-    for (int64_t b = 0; b < B; b++) {
-        int64_t i = (int64_t)(uniform() * (T / 2)), j = T / 2 + (int64_t)(uniform() * (T - T / 2));
-        y[b] = 0;
-        for (int64_t t = 0; t < T; t++) {
-            float v = (float)uniform();
-            x[(t * B + b) * 2] = v;
-            x[(t * B + b) * 2 + 1] = (t == i || t == j);
-            if (t == i || t == j) y[b] += v;
-        }
-    }
-}
 
 int main(int argc, char **argv) {
     int64_t T = argc > 1 ? atoll(argv[1]) : 50, steps = argc > 2 ? atoll(argv[2]) : 600, B = 64;
