@@ -45,8 +45,10 @@ def median_time(f, calls):
     return (time.perf_counter() - t) / calls
 
 
-def alternate(fs, repeats, budget=0.25):
-    """Median seconds per call of each function in fs, timed in alternating blocks."""
+def alternate(fs, repeats, budget=0.25, settle=0.3):
+    """Median seconds per call of each function in fs, timed in alternating blocks. Before
+    each block the machine idles `settle` seconds, so that thread pools still spinning after
+    the other library's block (PyTorch's OpenMP spins for a while) have gone to sleep."""
     for f in fs:
         f()
         f()                                                     # compile, grow buffers, warm caches
@@ -54,6 +56,7 @@ def alternate(fs, repeats, budget=0.25):
     samples = [[] for _ in fs]
     for _ in range(repeats):
         for f, n, s in zip(fs, calls, samples):
+            time.sleep(settle)
             s.append(median_time(f, n))
     return [float(np.median(s)) for s in samples]
 
@@ -128,13 +131,14 @@ def workspace_ratio(D, H, B, T):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat")
+    p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no settling")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--groups", default="train,infer,train64,stream,memory")
     args = p.parse_args(argv)
     threads = numba.get_num_threads()
     torch.set_num_threads(threads)
     shapes, repeats = (QUICK, 1) if args.quick else (SHAPES, args.repeats)
+    settle = 0.0 if args.quick else 0.3
     groups = args.groups.split(",")
     rate = matmul_rate(256 if args.quick else 2048)
     fastlstm.LSTM(2, 4).forward(np.zeros((1, 1, 2), np.float32))   # starts Numba's thread pool
@@ -145,7 +149,7 @@ def main(argv=None):
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
 
     def row(group, name, shape, fs, flops):
-        a, b = alternate(fs, repeats)
+        a, b = alternate(fs, repeats, settle=settle)
         gf = flops / a / 1e9 if flops else float("nan")
         print(f"| {group} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | "
               f"{gf:.1f} | {gf / rate:.0%} |", flush=True)

@@ -18,54 +18,87 @@ write to the same memory. A block's recurrent product reads U once for its rows.
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ._config import JIT, PARALLEL_JIT
 
 # -- exp, σ and tanh that LLVM can vectorise ------------------------------------------
 # libm's expf/tanhf are opaque calls that keep the gate loops scalar (3x slower here).
-# This exp is Cody-Waite range reduction plus a degree-12 Taylor polynomial in float64
-# (relative error ≤ 4e-16), used for float32 and float64 alike.
+# These are Cody-Waite range reduction, e^x = 2^n e^r with |r| ≤ ln2/2, plus a Taylor
+# polynomial, with 2^n built from its bits: in float64 degree 12 (relative error ≤ 4e-16),
+# in float32 degree 7 evaluated in float32 (≤ 2 ulp), so that float32 gates run at the full
+# vector width. σ and tanh are specialised per dtype: no float64 constant promotes float32.
 
 
-@intrinsic
-def _f64_from_bits(typingctx, i):
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(types.int64), codegen
+def _bitcast(src, dst):
+    @intrinsic
+    def cast(typingctx, x):
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
+        return dst(src), codegen
+    return cast
 
 
-@intrinsic
-def _bits_of_f64(typingctx, x):
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.int64(types.float64), codegen
-
-
-_ROUND = 6755399441055744.0          # 1.5·2^52: adding it rounds to an integer in the low bits
+_f64_from_bits, _bits_of_f64 = _bitcast(types.int64, types.float64), _bitcast(types.float64, types.int64)
+_f32_from_bits, _bits_of_f32 = _bitcast(types.int32, types.float32), _bitcast(types.float32, types.int32)
+_ROUND64 = 6755399441055744.0        # 1.5·2^52: adding it rounds to an integer in the low bits
+_ROUND32 = np.float32(12582912.0)    # 1.5·2^23
 
 
 @njit(**JIT)
-def _exp(x):
+def _exp64(x):
     """e^x in float64 for any real x (clamped to [-708, 709], where e^x stays finite)."""
-    x = min(max(np.float64(x), -708.0), 709.0)
-    t = x * 1.4426950408889634 + _ROUND                     # n = round(x / ln 2)
-    n = t - _ROUND
-    r = (x - n * 0.6931471803691238) - n * 1.9082149292705877e-10   # x - n ln 2, |r| ≤ ln2/2
+    x = min(max(x, -708.0), 709.0)
+    t = x * 1.4426950408889634 + _ROUND64                   # n = round(x / ln 2)
+    n = t - _ROUND64
+    r = (x - n * 0.6931471803691238) - n * 1.9082149292705877e-10   # x - n ln 2
     p = 1.0 + r * (1.0 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (
         1 / 720 + r * (1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (
             1 / 3628800 + r * (1 / 39916800 + r * (1 / 479001600))))))))))))
-    return p * _f64_from_bits((_bits_of_f64(t) - _bits_of_f64(_ROUND) + 1023) << 52)  # · 2^n
+    return p * _f64_from_bits((_bits_of_f64(t) - _bits_of_f64(_ROUND64) + 1023) << 52)  # · 2^n
+
+
+_E32 = tuple(np.float32(c) for c in (-87.0, 88.0, 1.4426950408889634, 0.693145751953125,
+                                     1.4286068203094173e-06, 1.0, 1 / 2, 1 / 6, 1 / 24, 1 / 120,
+                                     1 / 720, 1 / 5040, 2.0))
 
 
 @njit(**JIT)
+def _exp32(x):
+    """e^x in float32, all arithmetic in float32 (clamped to [-87, 88])."""
+    lo, hi, log2e, ln2hi, ln2lo, one, c2, c3, c4, c5, c6, c7, _ = _E32
+    x = min(max(x, lo), hi)
+    t = x * log2e + _ROUND32
+    n = t - _ROUND32
+    r = (x - n * ln2hi) - n * ln2lo
+    p = one + r * (one + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * c7))))))
+    return p * _f32_from_bits((_bits_of_f32(t) - _bits_of_f32(_ROUND32) + np.int32(127)) << np.int32(23))
+
+
 def sigmoid(x):
-    return 1.0 / (1.0 + _exp(-x))
+    """σ(x) = 1 / (1 + e^-x), in x's precision (a Numba overload per dtype)."""
+    raise NotImplementedError("used inside @njit kernels only")
 
 
-@njit(**JIT)
 def tanh(x):
-    return 2.0 / (1.0 + _exp(-2.0 * x)) - 1.0
+    """tanh(x) = 2 / (1 + e^-2x) - 1, in x's precision (a Numba overload per dtype)."""
+    raise NotImplementedError("used inside @njit kernels only")
+
+
+@overload(sigmoid, jit_options=JIT)
+def _sigmoid(x):
+    if x == types.float32:
+        one = _E32[5]
+        return lambda x: one / (one + _exp32(-x))
+    return lambda x: 1.0 / (1.0 + _exp64(x * -1.0))
+
+
+@overload(tanh, jit_options=JIT)
+def _tanh(x):
+    if x == types.float32:
+        one, two = _E32[5], _E32[12]
+        return lambda x: two / (one + _exp32(-two * x)) - one
+    return lambda x: 2.0 / (1.0 + _exp64(-2.0 * x)) - 1.0
 
 
 @njit(**JIT)
