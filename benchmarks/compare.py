@@ -142,7 +142,7 @@ def main(argv=None):
     groups = args.groups.split(",")
     rate = matmul_rate(256 if args.quick else 2048)
     fastlstm.LSTM(2, 4).forward(np.zeros((1, 1, 2), np.float32))   # starts Numba's thread pool
-    print(f"# fastlstm {fastlstm.__version__} vs torch {torch.__version__}, {threads} threads, "
+    print(f"Run: fastlstm {fastlstm.__version__} vs torch {torch.__version__}, {threads} threads, "
           f"float32 matmul {rate:.0f} GFLOP/s, Numba threading layer "
           f"{numba.threading_layer()}, {repeats} alternating repeats\n")
     print("| group | shape (D, H, B, T) | fastlstm ms | torch ms | speed ratio | fastlstm GFLOP/s | of matmul |")
