@@ -16,14 +16,21 @@ def _counts(t, r, lengths, every):
 
 
 @njit(**JIT)
-def mse(dP, P, c, target, lengths, every):
-    """E = mean over counted (t, r, k) of (P + c - target)²; dP = ∂E/∂P. Returns E."""
-    S, B, O = P.shape
+def _count(S, B, lengths, every):
+    """The number of (t, r) predictions that count."""
     n = 0
     for t in range(S):
         for r in range(B):
             if _counts(t, r, lengths, every):
-                n += O
+                n += 1
+    return n
+
+
+@njit(**JIT)
+def mse(dP, P, c, target, lengths, every):
+    """E = mean over counted (t, r, k) of (P + c - target)²; dP = ∂E/∂P. Returns E."""
+    S, B, O = P.shape
+    n = _count(S, B, lengths, every) * O
     loss = 0.0
     for t in range(S):
         for r in range(B):
@@ -43,11 +50,7 @@ def softmax_xent(dP, P, c, labels, lengths, every):
     """E = mean over counted (t, r) of -log softmax(P + c)[label]; dP = (softmax - onehot)/n.
     Returns (E, number of counted predictions whose argmax is the label)."""
     S, B, O = P.shape
-    n = 0
-    for t in range(S):
-        for r in range(B):
-            if _counts(t, r, lengths, every):
-                n += 1
+    n = _count(S, B, lengths, every)
     loss = 0.0
     correct = 0
     for t in range(S):

@@ -209,11 +209,7 @@ class Model:
         x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
         buf, _ = self._forward_head(x, L)
-        P = buf["P"].copy()
-        if self.loss == "xent":
-            heads.softmax(P, self.c)
-        else:
-            P += self.c
+        P = self._predictions(buf["P"].copy())
         if self.output == "every":
             P[np.arange(T)[:, None] >= L[None, :]] = 0
         return P[0] if self.output == "last" else P
@@ -227,10 +223,16 @@ class Model:
             self.reset_state(B or 1)
         h, c = self._state
         top = self.core._step_public(x, h, c)
-        P = (top @ self.V.T + self.c)[None]
+        return self._predictions((top @ self.V.T)[None])[0]
+
+    def _predictions(self, P):
+        """The head's products P (S, B, O) = h Vᵀ become predictions in place: P + c for mse,
+        softmax(P + c) for xent."""
         if self.loss == "xent":
-            heads.softmax(P, np.zeros_like(self.c))
-        return P[0]
+            heads.softmax(P, self.c)
+        else:
+            P += self.c
+        return P
 
     def reset_state(self, batch_size=1):
         """Zero the streaming state (h, c) for batch_size streams."""
