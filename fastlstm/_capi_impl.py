@@ -10,6 +10,8 @@ import math
 import numpy as np
 
 from . import checkpoint, optim
+from ._validate import NonFiniteValue
+from .kernels import all_finite
 from .model import Model, NonFiniteError, load
 
 OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE, IO, BAD_CHECKPOINT, \
@@ -31,7 +33,7 @@ def _status(e):
     """The status code for an exception raised by the Python API."""
     if isinstance(e, ApiError):
         return e.code
-    if isinstance(e, NonFiniteError) or (isinstance(e, ValueError) and "finite" in str(e)):
+    if isinstance(e, (NonFiniteError, NonFiniteValue)):
         return NON_FINITE
     if isinstance(e, checkpoint.CheckpointError):
         return BAD_CHECKPOINT
@@ -198,7 +200,7 @@ def register(ffi, lib):
                                              f"{'gradients' if grads else 'parameters'}")
         a = array(buf, "in" if into_model else "out", "float", np.float32, (flat.size,), writable=not into_model)
         if into_model:
-            if not np.isfinite(a).all():
+            if not all_finite(a):
                 raise ApiError(NON_FINITE, "the values must be finite; nothing was changed")
             flat[:] = a
         else:

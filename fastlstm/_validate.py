@@ -11,6 +11,10 @@ from .kernels import all_finite
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+class NonFiniteValue(ValueError):
+    """An input array holds NaN or ±Inf."""
+
+
 def dtype_of(dtype):
     """The model dtype (float32 or float64) named by `dtype`."""
     try:
@@ -33,7 +37,7 @@ def positive_int(name, value, minimum=1):
 
 def finite_float(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise NonFiniteValue(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -54,7 +58,7 @@ def array(name, a, shape, dtype, *, writable=False):
         raise ValueError(f"{name} is read-only; an output buffer must be writable")
     if a.dtype.kind == "f" and a.size and not all_finite(a.reshape(-1)):
         bad = np.argwhere(~np.isfinite(a))[0]
-        raise ValueError(f"{name} must be finite; found {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+        raise NonFiniteValue(f"{name} must be finite; found {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
     return a
 
 
