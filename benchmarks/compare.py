@@ -14,6 +14,9 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 
@@ -32,6 +35,7 @@ SHAPES = {  # D, H, B, T
 }
 QUICK = {"tiny": (8, 16, 4, 10)}
 STREAM = (64, 256)  # D, H at B = 1
+CAPI_TRAIN = "medium"  # the shape of the C ABI's training step (a Model: LSTM + 1 output, MSE)
 
 
 def flops_train(D, H, B, T):
@@ -116,6 +120,54 @@ def stream_fns(D, H):
     return (lambda: ours.step(x1, h, c)), g
 
 
+class CDriver:
+    """benchmarks/capi_driver.c, compiled against a freshly built libfastlstm.so, running
+    beside us: `calls(op, n)` has it make n C ABI calls of op and waits for its answer."""
+
+    def __init__(self, D, H, O, B, T):
+        from fastlstm import capi
+        if shutil.which("gcc") is None:
+            raise RuntimeError("the capi group needs gcc")
+        self.dir = tempfile.mkdtemp(prefix="fastlstm-capi-bench-")
+        capi.build(self.dir)
+        exe = os.path.join(self.dir, "capi_driver")
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "capi_driver.c")
+        subprocess.run(["gcc", "-O2", "-o", exe, src, *capi.flags(self.dir, True, True).split()], check=True)
+        self.proc = subprocess.Popen([exe, *map(str, (D, H, O, B, T))], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def calls(self, op, n):
+        self.proc.stdin.write(f"{op} {n}\n")
+        answer = self.proc.stdout.readline().strip()
+        if answer != "ok":
+            raise RuntimeError(f"capi_driver: {answer or 'exited'}")
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def capi_fns(quick=False):
+    """[(row name, calls per timing, fn from C, fn from Python or None)] for the C ABI, and
+    the drivers to close. The Python peer makes the same calls on the same Model."""
+    (D, H), (Dt, Ht, Bt, Tt) = ((8, 16), QUICK["tiny"]) if quick else (STREAM, SHAPES[CAPI_TRAIN])
+    rng = np.random.default_rng(0)
+    stream, train = CDriver(D, H, 1, 1, 1), CDriver(Dt, Ht, 1, Bt, Tt)
+    ms, mt = fastlstm.Model(D, H, 1, seed=0), fastlstm.Model(Dt, Ht, 1, seed=0)
+    x1 = rng.random((1, D), np.float32) - 0.5
+    x, y = rng.random((Tt, Bt, Dt), np.float32) - 0.5, rng.random((Bt, 1), np.float32) - 0.5
+    n = 1000
+
+    def py_steps():
+        for _ in range(n):
+            ms.step(x1)
+    rows = [("call overhead (fastlstm_param_count)", n, lambda: stream.calls("count", n), None),
+            (f"stream step B=1 {(D, H)}", n, lambda: stream.calls("step", n), py_steps),
+            (f"train step {(Dt, Ht, Bt, Tt)}", 1, lambda: train.calls("train", 1), lambda: mt.train_step(x, y))]
+    return rows, (stream, train)
+
+
 def workspace_ratio(D, H, B, T):
     """Peak bytes a cold training step allocates (returned arrays excluded), over the bytes
     the algorithm must keep: gates (4H), c, tanh c and h per step and row (7H)."""
@@ -133,7 +185,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no settling")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--groups", default="train,infer,train64,stream,memory")
+    p.add_argument("--groups", default="train,infer,train64,stream,capi,memory")
     args = p.parse_args(argv)
     threads = numba.get_num_threads()
     torch.set_num_threads(threads)
@@ -166,6 +218,16 @@ def main(argv=None):
     if "stream" in groups:
         D, H = (8, 16) if args.quick else STREAM
         row("stream", "B=1", (D, H, 1, 1), stream_fns(D, H), flops_train(D, H, 1, 1) / 3)
+    if "capi" in groups:
+        rows, drivers = capi_fns(args.quick)
+        print("\n| C ABI | from C µs per call | from Python µs per call | C / Python time |")
+        print("| --- | ---: | ---: | ---: |")
+        for name, n, c, py in rows:
+            t = alternate([c] + ([py] if py else []), repeats, settle=settle)
+            c_us, py_us = t[0] / n * 1e6, (t[1] / n * 1e6 if py else float("nan"))
+            print(f"| {name} | {c_us:.2f} | {py_us:.2f} | {c_us / py_us:.2f} |", flush=True)
+        for d in drivers:
+            d.close()
     if "memory" in groups:
         print()
         for name, (D, H, B, T) in shapes.items():

@@ -4,6 +4,8 @@
     FASTLSTM_BENCH_QUICK=1 pytest benchmarks        # tiny shapes only
 
 For the one table of ratios, GFLOP/s and fraction of matmul rate, run compare.py.
+The capi groups time the C ABI from C (benchmarks/capi_driver.c: n calls per round, plus
+one pipe round trip) beside the same n calls from Python; they need gcc.
 """
 import os
 
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from compare import QUICK, SHAPES, STREAM, infer_fns, stream_fns, train_fns
+from compare import QUICK, SHAPES, STREAM, capi_fns, infer_fns, stream_fns, train_fns
 
 shapes = QUICK if os.environ.get("FASTLSTM_BENCH_QUICK") else SHAPES
 IMPLS = ["fastlstm", "torch"]
@@ -47,3 +49,25 @@ def test_infer(benchmark, shape, impl):
 def test_stream(benchmark, impl):
     D, H = (8, 16) if shapes is QUICK else STREAM
     _run(benchmark, f"stream B=1 D={D} H={H}", stream_fns(D, H), impl)
+
+
+@pytest.fixture(scope="module")
+def capi_rows():
+    rows, drivers = capi_fns(quick=shapes is QUICK)
+    yield rows
+    for d in drivers:
+        d.close()
+
+
+# (row of capi_fns, impl): the call-overhead row has no Python counterpart.
+CAPI_CASES = [(0, "c"), (1, "c"), (1, "python"), (2, "c"), (2, "python")]
+
+
+@pytest.mark.parametrize("row,impl", CAPI_CASES, ids=[f"{r}-{i}" for r, i in CAPI_CASES])
+def test_capi(benchmark, capi_rows, row, impl):
+    name, n, c, py = capi_rows[row]
+    fn = c if impl == "c" else py
+    fn()
+    fn()
+    benchmark.group = f"capi {name}, {n} call(s) per round"
+    benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)

@@ -18,6 +18,7 @@ write to the same memory. A block's recurrent product reads U once for its rows.
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._config import JIT, PARALLEL_JIT
@@ -101,6 +102,28 @@ def _tanh(x):
     return lambda x: 2.0 / (1.0 + _exp64(-2.0 * x)) - 1.0
 
 
+def _one(x):
+    """1 in x's type (an int literal would promote float32 arithmetic to float64)."""
+    raise NotImplementedError("used inside @njit kernels only")
+
+
+def _zero(x):
+    """0 in x's type."""
+    raise NotImplementedError("used inside @njit kernels only")
+
+
+@overload(_one, jit_options=JIT)
+def _one_impl(x):
+    one = _E32[5] if x == types.float32 else 1.0
+    return lambda x: one
+
+
+@overload(_zero, jit_options=JIT)
+def _zero_impl(x):
+    zero = np.float32(0) if x == types.float32 else 0.0
+    return lambda x: zero
+
+
 @njit(**JIT)
 def sum_squares(g):
     """Σ g² accumulated in float64, serially (the same bits whatever the thread count)."""
@@ -121,32 +144,128 @@ def all_finite(a):
 
 
 # -- the recurrent products -------------------------------------------------------------
+# z_t += U h_{t-1} and δh_{t-1} = Uᵀ δz_t are, per step, a (B, K) × (K, N) product. Each runs
+# as tiles of 4 batch rows × TW output columns (TW = 64 bytes: 16 float32 or 8 float64 = two
+# AVX vectors): eight vector accumulators stay in registers over the whole K loop, and each
+# k costs two vector loads of the packed weight panel, four broadcasts and eight FMAs (the
+# register-blocked outer product BLAS kernels use; no horizontal sums). Numba cannot keep
+# vectors in registers by itself, so the tile is written in LLVM IR below.
+
+
+@intrinsic
+def _tile4(typingctx, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
+    """C[r_q, c0:c0+TW] = (C[r_q, c0:c0+TW] if load else 0) + Σ_{k<K} A[r_q, a0+k] P[k, :]
+    for the four rows r_q (repeated indices are allowed: all loads come before the stores).
+
+    C, A: 2-D C-contiguous; P (≥K, TW) C-contiguous, a packed weight panel. For each row and
+    column the sum runs k = 0, 1, … in order with fused multiply-adds: its bits depend on
+    nothing but that row's inputs.
+    """
+    arrays = (C, A, P)
+    if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" and a.dtype == C.dtype
+               for a in arrays):
+        return None
+
+    def codegen(context, builder, sig, args):
+        cv, r0, r1, r2, r3, c0, av, a0, pv, K, load = args
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        elem = context.get_data_type(C.dtype)
+        es = context.get_abi_sizeof(elem)
+        w = 32 // es                                            # lanes of one 256-bit vector
+        vec = ir.VectorType(elem, w)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                             f"llvm.fma.v{w}f{8 * es}")
+
+        def rows_of(aty, val):                                  # (address of [0,0], row stride)
+            a = context.make_array(aty)(context, builder, val)
+            return builder.ptrtoint(a.data, i64), cgutils.unpack_tuple(builder, a.strides, 2)[0]
+
+        def at(array, row, col, ty):                            # pointer to array[row, col]
+            base, stride = array
+            off = builder.add(builder.mul(row, stride), builder.mul(col, ir.Constant(i64, es)))
+            return builder.inttoptr(builder.add(base, off), ty.as_pointer())
+
+        Ca, Aa, Pa = (rows_of(t, v) for t, v in zip((C, A, P), (cv, av, pv)))
+        rows = (r0, r1, r2, r3)
+        zero, undef = ir.Constant(vec, None), ir.Constant(vec, ir.Undefined)
+        keep = builder.icmp_unsigned("!=", load, ir.Constant(load.type, 0))
+        out = [[builder.gep(at(Ca, r, c0, vec), [ir.Constant(i64, v)]) for v in range(2)] for r in rows]
+        acc = []                                                # allocas: LLVM promotes them to registers
+        for q in range(4):
+            for v in range(2):
+                slot = cgutils.alloca_once(builder, vec)
+                builder.store(builder.select(keep, builder.load(out[q][v], align=es), zero), slot)
+                acc.append(slot)
+        a_row = [at(Aa, r, a0, elem) for r in rows]
+        splat = ir.Constant(ir.VectorType(i32, w), [0] * w)
+        with cgutils.for_range(builder, K) as loop:
+            k = loop.index
+            p = at(Pa, k, ir.Constant(i64, 0), vec)
+            pk = [builder.load(builder.gep(p, [ir.Constant(i64, v)]), align=es) for v in range(2)]
+            for q in range(4):
+                s = builder.insert_element(undef, builder.load(builder.gep(a_row[q], [k])), ir.Constant(i32, 0))
+                s = builder.shuffle_vector(s, undef, splat)
+                for v in range(2):
+                    slot = acc[2 * q + v]
+                    builder.store(builder.call(fma, [s, pk[v], builder.load(slot)]), slot)
+        for q in range(4):
+            for v in range(2):
+                builder.store(builder.load(acc[2 * q + v]), out[q][v], align=es)
+        return context.get_dummy_value()
+
+    return types.void(C, r0, r1, r2, r3, c0, A, a0, P, K, load), codegen
 
 
 @njit(**JIT)
-def _dot2x4(a0, a1, x0, x1, x2, x3, n):
-    """The eight dot products of rows a0, a1 with x0..x3 over n entries, one pass:
-    each load of a row of U serves four batch rows. Returns (a0·x0..a0·x3, a1·x0..a1·x3)."""
-    s0 = a0[0] * x0[0]
-    s1 = a0[0] * x1[0]
-    s2 = a0[0] * x2[0]
-    s3 = a0[0] * x3[0]
-    q0 = a1[0] * x0[0]
-    q1 = a1[0] * x1[0]
-    q2 = a1[0] * x2[0]
-    q3 = a1[0] * x3[0]
-    for k in range(1, n):
-        u, w = a0[k], a1[k]
-        y0, y1, y2, y3 = x0[k], x1[k], x2[k], x3[k]
-        s0 += u * y0
-        s1 += u * y1
-        s2 += u * y2
-        s3 += u * y3
-        q0 += w * y0
-        q1 += w * y1
-        q2 += w * y2
-        q3 += w * y3
-    return s0, s1, s2, s3, q0, q1, q2, q3
+def tile_width(a):
+    """TW: the columns of one tile for a's dtype (64 bytes)."""
+    return 64 // a.itemsize
+
+
+@njit(**JIT)
+def pack_panels(P, W, D, transpose):
+    """Pack U = W[:, D:] (G, H) into panels of TW columns, zero-padded past the last column.
+
+    transpose: P (ceil(G/TW), H, TW), P[p, k, n] = U[p·TW + n, k], for z_t += U h_{t-1};
+    else       P (ceil(H/TW), G, TW), P[p, j, n] = U[j, p·TW + n], for δh_{t-1} = Uᵀ δz_t.
+    Each panel is contiguous, so a tile streams it without cache-set conflicts (W's rows
+    are (D+H)·itemsize bytes apart: 2-4 KiB at the benchmark shapes).
+    """
+    G, n = W.shape
+    H = n - D
+    npanel, K, TW = P.shape
+    N = G if transpose else H
+    for p in range(npanel):
+        for k in range(K):
+            for m in range(TW):
+                c = p * TW + m                                  # output column
+                if c >= N:
+                    P[p, k, m] = 0
+                elif transpose:
+                    P[p, k, m] = W[c, D + k]
+                else:
+                    P[p, k, m] = W[k, D + c]
+
+
+@njit(**JIT)
+def _panel_product(C, r_lo, r_hi, b0, b1, A, a0, P, K, load):
+    """C[r, :N] = (C[r, :N] if load else 0) + A[r, a0:a0+K] · panels, for rows r of blocks
+    b0..b1 (4 rows each, clamped at r_hi) and N = C's columns: full panels by _tile4, the
+    last partial panel by a scalar loop with the same order of sums."""
+    N = C.shape[1]
+    TW = P.shape[2]
+    full = N // TW
+    for p in range(full):
+        Pp = P[p]
+        for blk in range(b0, b1):
+            ra, rb, rc, rd = _block_rows(blk, r_hi)
+            _tile4(C, ra, rb, rc, rd, p * TW, A, a0, Pp, K, load)
+    for j in range(full * TW, N):
+        for r in range(r_lo, r_hi):
+            s = C[r, j] if load else _zero(C[r, j])
+            for k in range(K):
+                s += A[r, a0 + k] * P[full, k, j - full * TW]
+            C[r, j] = s
 
 
 @njit(**JIT)
@@ -172,20 +291,6 @@ def _block_rows(blk, B):
     short block runs the same code (and gives the same bits) as a full one."""
     r0 = 4 * blk
     return r0, min(r0 + 1, B - 1), min(r0 + 2, B - 1), min(r0 + 3, B - 1)
-
-
-@njit(**JIT)
-def _add_bias4(Zt, ra, rb, rc, rd, j, bj, s0, s1, s2, s3):
-    """Zt[r, j] += bj + s_r for the block's rows; all reads come before the writes, so a
-    repeated row (short block) is written twice with the same value, never added twice."""
-    za = Zt[ra, j] + bj + s0
-    zb = Zt[rb, j] + bj + s1
-    zc = Zt[rc, j] + bj + s2
-    zd = Zt[rd, j] + bj + s3
-    Zt[ra, j] = za
-    Zt[rb, j] = zb
-    Zt[rc, j] = zc
-    Zt[rd, j] = zd
 
 
 # Cell kinds: the recurrence and its products are shared; only the cell differs.
@@ -227,13 +332,14 @@ def cell_backward(z, dc, dh, dy, tc, c_prev, H):
         f = z[2 * H + k]
         o = z[3 * H + k]
         t = tc[k]
+        one = _one(t)
         dht = dy[k] + dh[k]
         do = dht * t                                   # δo = δh ⊙ tanh(c)
-        dct = dht * o * (1 - t * t) + dc[k]            # δc = δh⊙o⊙(1-tanh²c) + δc_{t+1}⊙f_{t+1}
-        z[k] = dct * i * (1 - a * a)                   # δâ = δc⊙i ⊙ (1-a²)
-        z[H + k] = dct * a * i * (1 - i)               # δî = δc⊙a ⊙ i(1-i)
-        z[2 * H + k] = dct * c_prev[k] * f * (1 - f)   # δf̂ = δc⊙c_{t-1} ⊙ f(1-f)
-        z[3 * H + k] = do * o * (1 - o)                # δô = δo ⊙ o(1-o)
+        dct = dht * o * (one - t * t) + dc[k]            # δc = δh⊙o⊙(1-tanh²c) + δc_{t+1}⊙f_{t+1}
+        z[k] = dct * i * (one - a * a)                   # δâ = δc⊙i ⊙ (1-a²)
+        z[H + k] = dct * a * i * (one - i)               # δî = δc⊙a ⊙ i(1-i)
+        z[2 * H + k] = dct * c_prev[k] * f * (one - f)   # δf̂ = δc⊙c_{t-1} ⊙ f(1-f)
+        z[3 * H + k] = do * o * (one - o)                # δô = δo ⊙ o(1-o)
         dc[k] = dct * f
 
 
@@ -251,7 +357,7 @@ def rnn_cell_backward(z, dh, dy, H):
     """Vanilla RNN backward: δz = (δy + δh carried) ⊙ (1 - h²), in place of h in z."""
     for k in range(H):
         a = z[k]
-        z[k] = (dy[k] + dh[k]) * (1 - a * a)
+        z[k] = (dy[k] + dh[k]) * (_one(a) - a * a)
 
 
 @njit(**JIT)
@@ -261,36 +367,33 @@ def _chunk(c, nchunks, nblk):
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_forward(Z, C, TC, I, W, b, lengths, D, H, nchunks, cell):
+def recurrent_forward(Z, C, TC, I, P, b, lengths, D, H, nchunks, cell):
     """Recurrent part of the forward pass over all steps, for an LSTM or RNN `cell`.
 
     Z (T,B,G) holds W_x x_t on entry and gate activations on exit (G = 4H for the LSTM, H for
     the RNN); I (T+1,B,D+H) holds x_t and h_{-1} = h0 at I[0,:,D:] on entry and receives h_t
     at I[t+1,:,D:]; C (T+1,B,H) holds c0 at C[0]; TC (T,B,H) receives tanh(c_t) (both of
-    width 0 for the RNN). W (G, D+H), b (G). lengths (B,) int64: past its length a row's h
-    and c are carried unchanged (its gates are left unspecified).
-    z_t = W_x x_t + b + U h_{t-1} with U = W[:, D:].
+    width 0 for the RNN). P: U = W[:, D:] packed by pack_panels(transpose=True); b (G).
+    lengths (B,) int64: past its length a row's h and c are carried unchanged (its gates are
+    left unspecified). z_t = (W_x x_t + b) + U h_{t-1}.
 
-    Each of `nchunks` threads walks its blocks of 4 rows through every step together, so a
-    pair of U's rows is read from memory once per step and reused from L1 by all its blocks.
-    The blocks, not the chunks, fix the arithmetic: any nchunks gives the same bits.
+    Each of `nchunks` threads walks its blocks of 4 rows through every step, with no
+    synchronisation; a weight panel is read once per step and reused from L1 by all of the
+    thread's blocks. The blocks, not the chunks, fix the arithmetic: any nchunks gives the
+    same bits, and each row's bits depend on that row alone.
     """
     T, B, G = Z.shape
     nblk = (B + 3) // 4
     for c in prange(nchunks):
         b0, b1 = _chunk(c, nchunks, nblk)
+        r0, r1 = 4 * b0, min(4 * b1, B)
         for t in range(T):
             Zt = Z[t]
-            for j in range(0, G, 2):
-                j1 = min(j + 1, G - 1)                     # odd G (RNN): the last pair repeats j
-                u0, u1 = W[j, D:], W[j1, D:]
-                for blk in range(b0, b1):
-                    ra, rb, rc, rd = _block_rows(blk, B)
-                    s = _dot2x4(u0, u1, I[t, ra, D:], I[t, rb, D:], I[t, rc, D:], I[t, rd, D:], H)
-                    _add_bias4(Zt, ra, rb, rc, rd, j, b[j], s[0], s[1], s[2], s[3])
-                    if j1 > j:
-                        _add_bias4(Zt, ra, rb, rc, rd, j1, b[j1], s[4], s[5], s[6], s[7])
-            for r in range(4 * b0, min(4 * b1, B)):
+            for r in range(r0, r1):
+                for j in range(G):
+                    Zt[r, j] += b[j]
+            _panel_product(Zt, r0, r1, b0, b1, I[t], D, P, H, True)
+            for r in range(r0, r1):
                 if t >= lengths[r]:
                     C[t + 1, r, :] = C[t, r, :]
                     I[t + 1, r, D:] = I[t, r, D:]
@@ -301,18 +404,20 @@ def recurrent_forward(Z, C, TC, I, W, b, lengths, D, H, nchunks, cell):
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_backward(Z, dh, dc, probe, dY, I, C, TC, UT, lengths, D, H, nchunks, cell):
+def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, lengths, nchunks, cell):
     """Recurrent part of the backward pass, walking t = T-1 .. 0.
 
     Z (T,B,G): gate activations in, δz_t out. dh (B,H): δh_{T-1} from the final state in,
     δh_{-1} = δh0 out. dc (B,H): δc_{T-1} in, δc_{-1} = δc0 out (width 0 for the RNN).
-    dY (T,B,H) the output's gradient. UT (H,G) = Uᵀ, contiguous. δh_{t-1} = Uᵀ δz_t: for
-    the LSTM all four gates add up. Past a row's length δz is zero and δh, δc pass through.
+    dhs (B,H) scratch. dY (T,B,H) the output's gradient. P: U = W[:, D:] packed by
+    pack_panels(transpose=False). δh_{t-1} = Uᵀ δz_t: for the LSTM all four gates add up.
+    Past a row's length δz is zero and δh, δc pass through unchanged.
     probe (T,B,2) float64, or of length 0 for none: receives, after step t, the squared
     norms ‖∂E/∂h_{t-1}‖², ‖∂E/∂c_{t-1}‖² of the state that step t received. Chunks as in
     forward.
     """
     T, B, G = Z.shape
+    H = dh.shape[1]
     nblk = (B + 3) // 4
     record = probe.shape[0] > 0
     for c in prange(nchunks):
@@ -327,30 +432,13 @@ def recurrent_backward(Z, dh, dc, probe, dY, I, C, TC, UT, lengths, D, H, nchunk
                     cell_backward(Zt[r], dc[r], dh[r], dY[t, r], TC[t, r], C[t, r], H)
                 else:
                     rnn_cell_backward(Zt[r], dh[r], dY[t, r], H)
-            for k in range(0, H, 2):
-                k1 = min(k + 1, H - 1)                     # odd H: the last pair repeats k
-                for blk in range(b0, b1):
-                    ra, rb, rc, rd = _block_rows(blk, B)
-                    s = _dot2x4(UT[k], UT[k1], Zt[ra], Zt[rb], Zt[rc], Zt[rd], G)
-                    _set_live4(dh, ra, rb, rc, rd, k, t, lengths, s[0], s[1], s[2], s[3])
-                    _set_live4(dh, ra, rb, rc, rd, k1, t, lengths, s[4], s[5], s[6], s[7])
-            if record:
-                for r in range(r0, r1):
+            _panel_product(dhs, r0, r1, b0, b1, Zt, 0, P, G, False)
+            for r in range(r0, r1):
+                if t < lengths[r]:
+                    dh[r, :] = dhs[r, :]
+                if record:
                     probe[t, r, 0] = sum_squares(dh[r])
                     probe[t, r, 1] = sum_squares(dc[r])
-
-
-@njit(**JIT)
-def _set_live4(dh, ra, rb, rc, rd, k, t, lengths, s0, s1, s2, s3):
-    """dh[r, k] = s_r for the block's rows still inside their length at step t."""
-    if t < lengths[ra]:
-        dh[ra, k] = s0
-    if t < lengths[rb]:
-        dh[rb, k] = s1
-    if t < lengths[rc]:
-        dh[rc, k] = s2
-    if t < lengths[rd]:
-        dh[rd, k] = s3
 
 
 @njit(**PARALLEL_JIT)

@@ -8,6 +8,7 @@ Big products run once per layer outside the time loop (NumPy's BLAS):
 The recurrent part (U h_{t-1}, Uᵀ δz_t) and the cell math run in kernels.py.
 G = 4H for the LSTM (gate blocks a, i, f, o), H for the RNN.
 """
+import math
 from dataclasses import dataclass
 
 import numba
@@ -15,8 +16,8 @@ import numpy as np
 
 from . import _validate as v
 from ._config import blas_turn
-from .kernels import (LSTM_CELL, RNN_CELL, copy_hidden, recurrent_backward, recurrent_forward,
-                      recurrent_step)
+from .kernels import (LSTM_CELL, RNN_CELL, copy_hidden, pack_panels, recurrent_backward,
+                      recurrent_forward, recurrent_step)
 
 # δW is computed in blocks of this many rows, so that its scratch stays far smaller than W.
 _DW_ROWS = 256
@@ -38,7 +39,13 @@ class Layer:
 
 
 def _view(buf, *shape):
-    return buf[:np.prod(shape)].reshape(shape)
+    return buf[:math.prod(shape)].reshape(shape)
+
+
+def _panel_shape(N, K, dtype):
+    """(ceil(N/TW), K, TW): panels of TW = 64 bytes of columns (kernels.pack_panels)."""
+    TW = 64 // np.dtype(dtype).itemsize
+    return -(-N // TW), K, TW
 
 
 def _nchunks(B):
@@ -67,11 +74,16 @@ class _Workspace:
         self.C = [np.zeros((tb + b) * Hc, e) for _ in self.dims]
         self.TC = [np.zeros(tb * Hc, e) for _ in self.dims]
         self.dh = np.zeros(b * H, e)
+        self.dhs = np.zeros(b * H, e)
         self.dc = np.zeros(b * Hc, e)
         self.dX = np.zeros(tb * H * (len(self.dims) > 1), e)   # δX of layer l = δY of layer l-1
-        self.UT = np.zeros(H * G, e)                           # Uᵀ, contiguous, for δh_{t-1}
+        self.P = np.zeros(max(math.prod(_panel_shape(G, H, e)), math.prod(_panel_shape(H, G, e))), e)
         self.dWs = np.zeros(min(_DW_ROWS, G) * max(D + H for D in self.dims), e)
         self.dbs = np.zeros(G, e)
+
+    def panels(self, N, K):
+        """A view for U packed by kernels.pack_panels: N output columns, sums over K."""
+        return _view(self.P, *_panel_shape(N, K, self.dtype))
 
     def layer(self, l, T, B):
         """(I, Z, C, TC) of layer l as (T+1,B,D+H), (T,B,G), (T+1,B,Hc), (T,B,Hc)."""
@@ -187,7 +199,9 @@ class _Recurrent:
             C[0] = 0 if c0 is None else c0[l]
         I2 = I[:T].reshape(T * B, D + H)
         np.matmul(I2[:, :D], layer.W[:, :D].T, out=Z.reshape(T * B, -1))   # W_x x_t, all t
-        recurrent_forward(Z, C, TC, I, layer.W, layer.b, L, D, H, _nchunks(B), self.CELL)
+        P = self._ws.panels(self.GATES * H, H)
+        pack_panels(P, layer.W, D, True)
+        recurrent_forward(Z, C, TC, I, P, layer.b, L, D, H, _nchunks(B), self.CELL)
 
     def _outputs(self, y, hn, cn):
         """Copy the last forward's y (T,B,H), hn, cn (num_layers,B,H) into the given arrays."""
@@ -233,8 +247,8 @@ class _Recurrent:
         T, B, L = self._saved
         self._saved = None
         ws, H, G = self._ws, self.hidden_size, self.GATES * self.hidden_size
-        dh, dc = _view(ws.dh, B, H), _view(ws.dc, B, ws.Hc)
-        UT = _view(ws.UT, H, G)
+        dh, dhs, dc = _view(ws.dh, B, H), _view(ws.dhs, B, H), _view(ws.dc, B, ws.Hc)
+        P = ws.panels(H, G)
         probe = np.zeros((T, B, 2) if record else (0, 0, 2))
         self.flow = self._forget_means(T, B, L) if record else None
         dY = dy
@@ -244,8 +258,8 @@ class _Recurrent:
                 I, Z, C, TC = ws.layer(l, T, B)
                 dh[:] = 0 if dhn is None else dhn[l]
                 dc[:] = 0 if dcn is None or not self.HAS_C else dcn[l]
-                UT[:] = layer.W[:, D:].T
-                recurrent_backward(Z, dh, dc, probe, dY, I, C, TC, UT, L, D, H, _nchunks(B), self.CELL)
+                pack_panels(P, layer.W, D, False)
+                recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, L, _nchunks(B), self.CELL)
                 Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H)
                 for j in range(0, G, _DW_ROWS):                            # δW = Σ_t δz_t I_tᵀ
                     dWs = _view(ws.dWs, min(_DW_ROWS, G - j), D + H)

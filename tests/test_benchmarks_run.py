@@ -13,7 +13,8 @@ def test_compare_prints_a_row_per_group():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "compare.py"), "--quick"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    for group in ("| train |", "| infer |", "| train float64 |", "| stream |", "memory tiny"):
+    for group in ("| train |", "| infer |", "| train float64 |", "| stream |", "memory tiny",
+                  "| call overhead (fastlstm_param_count) |", "| stream step B=1", "| train step"):
         assert group in r.stdout, r.stdout
 
 
@@ -23,4 +24,4 @@ def test_pytest_benchmark_suite_runs():
                         os.path.join(ROOT, "benchmarks"), "--benchmark-disable"],
                        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "6 passed" in r.stdout, r.stdout
+    assert "11 passed" in r.stdout, r.stdout
