@@ -46,20 +46,28 @@ def array(name, a, shape, dtype, *, writable=False):
     C-contiguous and finite (and writable, for output buffers). Returns it unchanged."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, a.shape)):
+    if a.ndim != len(shape) or _mismatch(shape, a.shape):
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {want}, got {a.shape}")
-    if a.dtype != dtype:
+    if a.dtype is not dtype and a.dtype != dtype:           # `is`: the common case, fast
         raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype} "
                         f"(convert with {name}.astype(np.{np.dtype(dtype)}))")
-    if not a.flags.c_contiguous:
+    flags = a.flags
+    if not flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray({name}))")
-    if writable and not a.flags.writeable:
+    if writable and not flags.writeable:
         raise ValueError(f"{name} is read-only; an output buffer must be writable")
     if a.dtype.kind == "f" and a.size and not all_finite(a.reshape(-1)):
         bad = np.argwhere(~np.isfinite(a))[0]
         raise NonFiniteValue(f"{name} must be finite; found {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
     return a
+
+
+def _mismatch(want, got):
+    for s, n in zip(want, got):          # a loop, not any(genexpr): this runs on every call
+        if s is not None and s != n:
+            return True
+    return False
 
 
 def lengths(a, B, T):

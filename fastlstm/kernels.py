@@ -269,20 +269,27 @@ def _panel_product(C, r_lo, r_hi, b0, b1, A, a0, P, K, load):
 
 
 @njit(**JIT)
-def _dot4x1(a0, a1, a2, a3, x, n):
-    """(a0·x, a1·x, a2·x, a3·x) over n entries: four rows of W against one input row (the
-    streaming step, where a block of four batch rows would mostly repeat one row)."""
-    s0 = a0[0] * x[0]
-    s1 = a1[0] * x[0]
-    s2 = a2[0] * x[0]
-    s3 = a3[0] * x[0]
+def _dot8x1(W, j, x, n):
+    """W[j+q, :n] · x for q = 0..7 (rows past the last repeat it): eight rows of W against one
+    input row, eight independent FMA chains (the streaming step, where a block of batch rows
+    would repeat one row). Returns the eight sums."""
+    last = W.shape[0] - 1
+    a0, a1, a2, a3 = W[j], W[min(j + 1, last)], W[min(j + 2, last)], W[min(j + 3, last)]
+    a4, a5, a6, a7 = W[min(j + 4, last)], W[min(j + 5, last)], W[min(j + 6, last)], W[min(j + 7, last)]
+    x0 = x[0]
+    s0, s1, s2, s3 = a0[0] * x0, a1[0] * x0, a2[0] * x0, a3[0] * x0
+    s4, s5, s6, s7 = a4[0] * x0, a5[0] * x0, a6[0] * x0, a7[0] * x0
     for k in range(1, n):
         xk = x[k]
         s0 += a0[k] * xk
         s1 += a1[k] * xk
         s2 += a2[k] * xk
         s3 += a3[k] * xk
-    return s0, s1, s2, s3
+        s4 += a4[k] * xk
+        s5 += a5[k] * xk
+        s6 += a6[k] * xk
+        s7 += a7[k] * xk
+    return s0, s1, s2, s3, s4, s5, s6, s7
 
 
 @njit(**JIT)
@@ -458,7 +465,7 @@ def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell):
     """One time step of every layer, serially, for streaming inference (small B).
 
     h, c (L,B,H): the state, updated in place (c of width 0 for the RNN); x (B,D) the
-    input; xh (B, max(D,H)+H), z (B,G), tc (H,) scratch; params the flat array (per layer
+    input; xh (B, max(D,H)+H), z (B,G), tc (2,H) scratch; params the flat array (per layer
     W (G, D_l+H) then b (G)).
     z = W [x ; h] + b in one pass over W per batch row (W is read B times: meant for small B).
     Serial: at B = 1 reading W from memory is the cost, and a second thread did not help.
@@ -477,12 +484,14 @@ def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell):
             xh[r, :Dl] = x[r] if l == 0 else h[l - 1, r]
             xh[r, Dl:n] = h[l, r]
         for r in range(B):
-            for j in range(0, G, 4):
-                j1, j2, j3 = min(j + 1, G - 1), min(j + 2, G - 1), min(j + 3, G - 1)
-                s = _dot4x1(W[j], W[j1], W[j2], W[j3], xh[r], n)
-                z[r, j], z[r, j1], z[r, j2], z[r, j3] = b[j] + s[0], b[j1] + s[1], b[j2] + s[2], b[j3] + s[3]
+            for j in range(0, G, 8):
+                s0, s1, s2, s3, s4, s5, s6, s7 = _dot8x1(W, j, xh[r], n)
+                for q, sq in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):   # unrolled by Numba
+                    jq = min(j + q, G - 1)                  # past the last row: same value again
+                    z[r, jq] = b[jq] + sq
         for r in range(B):
             if cell == LSTM_CELL:
-                cell_forward(z[r], c[l, r], tc, h[l, r], c[l, r], H)
+                tc[1] = c[l, r]                             # c_{t-1} apart from c_t: the cell
+                cell_forward(z[r], c[l, r], tc[0], h[l, r], tc[1], H)   # then vectorises
             else:
                 rnn_cell_forward(z[r], h[l, r], H)

@@ -222,7 +222,7 @@ class _Recurrent:
         H = self.hidden_size
         if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
             self._step_scratch = (np.zeros((B, max(self.input_size, H) + H), self.dtype),
-                                  np.zeros((B, self.GATES * H), self.dtype), np.zeros(H, self.dtype))
+                                  np.zeros((B, self.GATES * H), self.dtype), np.zeros((2, H), self.dtype))
         c = c if self.HAS_C else h[:, :, :0]
         recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL)
         return h[-1]
