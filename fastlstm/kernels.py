@@ -1,6 +1,6 @@
 """Numba kernels of the LSTM derivation (DESIGN.md), in place on preallocated buffers.
 
-Outputs first, then inputs, then sizes; nothing is validated here (lstm.py does that once).
+Outputs first, then inputs, then sizes; nothing is validated here (recurrent.py does that once).
 Shapes use T steps, B batch rows, D inputs, H hidden units, G = 4H gate rows.
 
 Per layer the workspace holds, for one forward:
@@ -11,9 +11,12 @@ Per layer the workspace holds, for one forward:
     C  (T+1, B, H)    c_{-1} = c0 at C[0], c_t at C[t+1]
     TC (T, B, H)      tanh(c_t)
 
-The time loop is serial, the batch is parallel: each thread takes blocks of ROW_BLOCK rows
-and walks them through all T steps, so threads never synchronise inside the loop and never
-write to the same memory. A block's recurrent product reads U once for its rows.
+    P                 U = W[:, D:] packed into contiguous panels (pack_panels)
+
+The time loop is serial, the batch is parallel: each thread takes blocks of 4 rows and
+walks them through all T steps, so threads never synchronise inside the loop and never
+write to the same memory. The recurrent products run as 4-row tiles (_tile4) that keep
+their outputs in vector registers while streaming one weight panel.
 """
 import numpy as np
 from llvmlite import ir
