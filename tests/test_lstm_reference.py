@@ -8,6 +8,7 @@ from conftest import random_problem
 SHAPES = [  # T, B, D, H, L
     (1, 1, 1, 1, 1), (1, 3, 2, 5, 1), (6, 1, 3, 4, 1), (5, 4, 3, 7, 1),
     (7, 5, 6, 3, 2), (4, 9, 2, 2, 3), (3, 13, 5, 8, 2),
+    (4, 7, 5, 37, 2),   # full weight panels and partial ones, both directions, both dtypes
 ]
 
 

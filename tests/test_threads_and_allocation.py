@@ -15,7 +15,7 @@ _SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import random_problem
     for dtype in (np.float32, np.float64):
-        m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(9, 23, 6, 10, 2, dtype, with_lengths=True)
+        m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(9, 23, 6, 37, 2, dtype, with_lengths=True)
         y, (hn, cn) = m.forward(x, h0, c0, lengths)
         dx, (dh0, dc0) = m.backward(dy, dhn, dcn)
         h = hashlib.sha256()
