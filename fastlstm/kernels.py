@@ -105,26 +105,15 @@ def _tanh(x):
     return lambda x: 2.0 / (1.0 + _exp64(-2.0 * x)) - 1.0
 
 
-def _one(x):
-    """1 in x's type (an int literal would promote float32 arithmetic to float64)."""
+def _like(x, v):
+    """The constant v in x's float type (an int literal would promote float32 to float64)."""
     raise NotImplementedError("used inside @njit kernels only")
 
 
-def _zero(x):
-    """0 in x's type."""
-    raise NotImplementedError("used inside @njit kernels only")
-
-
-@overload(_one, jit_options=JIT)
-def _one_impl(x):
-    one = _E32[5] if x == types.float32 else 1.0
-    return lambda x: one
-
-
-@overload(_zero, jit_options=JIT)
-def _zero_impl(x):
-    zero = np.float32(0) if x == types.float32 else 0.0
-    return lambda x: zero
+@overload(_like, jit_options=JIT)
+def _like_impl(x, v):
+    cast = np.float32 if x == types.float32 else np.float64
+    return lambda x, v: cast(v)
 
 
 @njit(**JIT)
@@ -265,7 +254,7 @@ def _panel_product(C, r_lo, r_hi, b0, b1, A, a0, P, K, load):
             _tile4(C, ra, rb, rc, rd, p * TW, A, a0, Pp, K, load)
     for j in range(full * TW, N):
         for r in range(r_lo, r_hi):
-            s = C[r, j] if load else _zero(C[r, j])
+            s = C[r, j] if load else _like(C[r, j], 0.0)
             for k in range(K):
                 s += A[r, a0 + k] * P[full, k, j - full * TW]
             C[r, j] = s
@@ -342,7 +331,7 @@ def cell_backward(z, dc, dh, dy, tc, c_prev, H):
         f = z[2 * H + k]
         o = z[3 * H + k]
         t = tc[k]
-        one = _one(t)
+        one = _like(t, 1.0)
         dht = dy[k] + dh[k]
         do = dht * t                                   # δo = δh ⊙ tanh(c)
         dct = dht * o * (one - t * t) + dc[k]            # δc = δh⊙o⊙(1-tanh²c) + δc_{t+1}⊙f_{t+1}
@@ -367,7 +356,7 @@ def rnn_cell_backward(z, dh, dy, H):
     """Vanilla RNN backward: δz = (δy + δh carried) ⊙ (1 - h²), in place of h in z."""
     for k in range(H):
         a = z[k]
-        z[k] = (dy[k] + dh[k]) * (_one(a) - a * a)
+        z[k] = (dy[k] + dh[k]) * (_like(a, 1.0) - a * a)
 
 
 @njit(**JIT)
