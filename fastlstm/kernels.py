@@ -5,13 +5,12 @@ Shapes use T steps, B batch rows, D inputs, H hidden units, G = 4H gate rows.
 
 Per layer the workspace holds, for one forward:
     I  (T+1, B, D+H)  I[t] = [x_t ; h_{t-1}] for t < T, and I[t+1, :, D:] = h_t
-    Z  (T, B, G)      on entry W_x x_t (the input half of z, one big product before the
-                      loop); after forward the gate activations [a; i; f; o]; after
-                      backward δz_t (overwritten in place)
+    Z  (T, B, G)      after forward the gate activations [a; i; f; o]; after backward
+                      δz_t (overwritten in place)
     C  (T+1, B, H)    c_{-1} = c0 at C[0], c_t at C[t+1]
     TC (T, B, H)      tanh(c_t)
 
-    P                 U = W[:, D:] packed into contiguous panels (pack_panels)
+    P                 W (forward) or U = W[:, D:] (backward) packed into contiguous panels
 
 The time loop is serial, the batch is parallel: each thread takes blocks of 4 rows and
 walks them through all T steps, so threads never synchronise inside the loop and never
@@ -215,18 +214,18 @@ def tile_width(a):
 
 
 @njit(**JIT)
-def pack_panels(P, W, D, transpose):
-    """Pack U = W[:, D:] (G, H) into panels of TW columns, zero-padded past the last column.
+def pack_panels(P, W, k0, transpose):
+    """Pack columns k0.. of W (G, ·) into panels of TW output columns, zero-padded.
 
-    transpose: P (ceil(G/TW), H, TW), P[p, k, n] = U[p·TW + n, k], for z_t += U h_{t-1};
-    else       P (ceil(H/TW), G, TW), P[p, j, n] = U[j, p·TW + n], for δh_{t-1} = Uᵀ δz_t.
+    transpose: P (ceil(G/TW), K, TW), P[p, k, n] = W[p·TW + n, k0 + k]: the forward's
+               z_t = W I_t with k0 = 0, K = D+H (the input half and U h_{t-1} in one sum);
+    else       P (ceil(H/TW), G, TW), P[p, j, n] = W[j, k0 + p·TW + n]: the backward's
+               δh_{t-1} = Uᵀ δz_t with k0 = D.
     Each panel is contiguous, so a tile streams it without cache-set conflicts (W's rows
-    are (D+H)·itemsize bytes apart: 2-4 KiB at the benchmark shapes).
+    are (D+H)·itemsize bytes apart: 2-8 KiB at the benchmark shapes).
     """
-    G, n = W.shape
-    H = n - D
     npanel, K, TW = P.shape
-    N = G if transpose else H
+    N = W.shape[0] if transpose else W.shape[1] - k0
     for p in range(npanel):
         for k in range(K):
             for m in range(TW):
@@ -234,9 +233,9 @@ def pack_panels(P, W, D, transpose):
                 if c >= N:
                     P[p, k, m] = 0
                 elif transpose:
-                    P[p, k, m] = W[c, D + k]
+                    P[p, k, m] = W[c, k0 + k]
                 else:
-                    P[p, k, m] = W[k, D + c]
+                    P[p, k, m] = W[k, k0 + c]
 
 
 @njit(**JIT)
@@ -369,12 +368,13 @@ def _chunk(c, nchunks, nblk):
 def recurrent_forward(Z, C, TC, I, P, b, lengths, D, H, nchunks, cell):
     """Recurrent part of the forward pass over all steps, for an LSTM or RNN `cell`.
 
-    Z (T,B,G) holds W_x x_t on entry and gate activations on exit (G = 4H for the LSTM, H for
-    the RNN); I (T+1,B,D+H) holds x_t and h_{-1} = h0 at I[0,:,D:] on entry and receives h_t
-    at I[t+1,:,D:]; C (T+1,B,H) holds c0 at C[0]; TC (T,B,H) receives tanh(c_t) (both of
-    width 0 for the RNN). P: U = W[:, D:] packed by pack_panels(transpose=True); b (G).
-    lengths (B,) int64: past its length a row's h and c are carried unchanged (its gates are
-    left unspecified). z_t = (W_x x_t + b) + U h_{t-1}.
+    Z (T,B,G) receives the gate activations (G = 4H for the LSTM, H for the RNN);
+    I (T+1,B,D+H) holds x_t and h_{-1} = h0 at I[0,:,D:] on entry and receives h_t at
+    I[t+1,:,D:], so that I[t] = [x_t ; h_{t-1}]; C (T+1,B,H) holds c0 at C[0]; TC (T,B,H)
+    receives tanh(c_t) (both of width 0 for the RNN). P: W packed by
+    pack_panels(k0=0, transpose=True); b (G). lengths (B,) int64: past its length a row's h
+    and c are carried unchanged (its gates are left unspecified).
+    z_t = b + W I_t: one sum over all D+H columns, inputs and recurrence together.
 
     Each of `nchunks` threads walks its blocks of 4 rows through every step, with no
     synchronisation; a weight panel is read once per step and reused from L1 by all of the
@@ -389,9 +389,8 @@ def recurrent_forward(Z, C, TC, I, P, b, lengths, D, H, nchunks, cell):
         for t in range(T):
             Zt = Z[t]
             for r in range(r0, r1):
-                for j in range(G):
-                    Zt[r, j] += b[j]
-            _panel_product(Zt, r0, r1, b0, b1, I[t], D, P, H, True)
+                Zt[r, :] = b
+            _panel_product(Zt, r0, r1, b0, b1, I[t], 0, P, D + H, True)
             for r in range(r0, r1):
                 if t >= lengths[r]:
                     C[t + 1, r, :] = C[t, r, :]
@@ -409,7 +408,7 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, lengths, nchunks, ce
     Z (T,B,G): gate activations in, δz_t out. dh (B,H): δh_{T-1} from the final state in,
     δh_{-1} = δh0 out. dc (B,H): δc_{T-1} in, δc_{-1} = δc0 out (width 0 for the RNN).
     dhs (B,H) scratch. dY (T,B,H) the output's gradient. P: U = W[:, D:] packed by
-    pack_panels(transpose=False). δh_{t-1} = Uᵀ δz_t: for the LSTM all four gates add up.
+    pack_panels(k0=D, transpose=False). δh_{t-1} = Uᵀ δz_t: for the LSTM all four gates add up.
     Past a row's length δz is zero and δh, δc pass through unchanged.
     probe (T,B,2) float64, or of length 0 for none: receives, after step t, the squared
     norms ‖∂E/∂h_{t-1}‖², ‖∂E/∂c_{t-1}‖² of the state that step t received. Chunks as in

@@ -1,11 +1,11 @@
 """Recurrent layer stacks (LSTM and vanilla RNN): flat parameters, a reusable workspace,
 validated forward/backward, streaming steps, PyTorch interchange.
 
-Big products run once per layer outside the time loop (NumPy's BLAS):
-    before:  Z = X W_xᵀ                     (T·B, G)   the input half of z_t for all steps
-    after:   δW += δZᵀ I,  δb += Σ δZ       (G, D+H)   δW = Σ_t δz_t I_tᵀ
+The forward, z_t = W [x_t ; h_{t-1}] + b and the cell, runs in one kernel (kernels.py); so
+do the backward's cell and δh_{t-1} = Uᵀ δz_t. Then big products run once per layer
+(NumPy's BLAS):
+             δW += δZᵀ I,  δb += Σ δZ       (G, D+H)   δW = Σ_t δz_t I_tᵀ
              δX  = δZ W_x                   (T·B, D)   first D entries of δI_t = Wᵀ δz_t
-The recurrent part (U h_{t-1}, Uᵀ δz_t) and the cell math run in kernels.py.
 G = 4H for the LSTM (gate blocks a, i, f, o), H for the RNN.
 """
 import math
@@ -77,7 +77,7 @@ class _Workspace:
         self.dhs = np.zeros(b * H, e)
         self.dc = np.zeros(b * Hc, e)
         self.dX = np.zeros(tb * H * (len(self.dims) > 1), e)   # δX of layer l = δY of layer l-1
-        self.P = np.zeros(max(math.prod(_panel_shape(G, H, e)), math.prod(_panel_shape(H, G, e))), e)
+        self.P = np.zeros(max(math.prod(_panel_shape(G, max(self.dims) + H, e)), math.prod(_panel_shape(H, G, e))), e)
         self.dWs = np.zeros(min(_DW_ROWS, G) * max(D + H for D in self.dims), e)
         self.dbs = np.zeros(G, e)
 
@@ -197,10 +197,8 @@ class _Recurrent:
         I[0, :, D:] = 0 if h0 is None else h0[l]
         if self.HAS_C:
             C[0] = 0 if c0 is None else c0[l]
-        I2 = I[:T].reshape(T * B, D + H)
-        np.matmul(I2[:, :D], layer.W[:, :D].T, out=Z.reshape(T * B, -1))   # W_x x_t, all t
-        P = self._ws.panels(self.GATES * H, H)
-        pack_panels(P, layer.W, D, True)
+        P = self._ws.panels(self.GATES * H, D + H)
+        pack_panels(P, layer.W, 0, True)
         recurrent_forward(Z, C, TC, I, P, layer.b, L, D, H, _nchunks(B), self.CELL)
 
     def _outputs(self, y, hn, cn):
@@ -258,7 +256,7 @@ class _Recurrent:
                 I, Z, C, TC = ws.layer(l, T, B)
                 dh[:] = 0 if dhn is None else dhn[l]
                 dc[:] = 0 if dcn is None or not self.HAS_C else dcn[l]
-                pack_panels(P, layer.W, D, False)
+                pack_panels(P, layer.W, D, False)   # U's panels for δh_{t-1} = Uᵀ δz_t
                 recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, L, _nchunks(B), self.CELL)
                 Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H)
                 for j in range(0, G, _DW_ROWS):                            # δW = Σ_t δz_t I_tᵀ

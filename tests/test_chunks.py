@@ -45,22 +45,23 @@ def test_recurrent_kernels_treat_each_row_alone(dtype):
     rng = np.random.default_rng(0)
     W = (rng.standard_normal((G, D + H)) / 6).astype(dtype)
     b = rng.standard_normal(G).astype(dtype)
-    Zx = rng.standard_normal((T, B, G)).astype(dtype)             # W_x x_t, as the BLAS product leaves it
     I0 = np.zeros((T + 1, B, D + H), dtype)
-    I0[0, :, D:] = rng.standard_normal((B, H))
+    I0[:T, :, :D] = rng.standard_normal((T, B, D))                # x_t
+    I0[0, :, D:] = rng.standard_normal((B, H))                    # h0
     C0 = np.zeros((T + 1, B, H), dtype)
     C0[0] = rng.standard_normal((B, H))
     dY = rng.standard_normal((T, B, H)).astype(dtype)
     lengths = rng.integers(1, T + 1, B).astype(np.int64)
     TW = 64 // np.dtype(dtype).itemsize
-    Pf = np.zeros((-(-G // TW), H, TW), dtype)
+    Pf = np.zeros((-(-G // TW), D + H, TW), dtype)
     Pb = np.zeros((-(-H // TW), G, TW), dtype)
-    K.pack_panels(Pf, W, D, True)
+    K.pack_panels(Pf, W, 0, True)
     K.pack_panels(Pb, W, D, False)
 
     def run(rows):
-        Z, I, C = (np.ascontiguousarray(a[:, rows]) for a in (Zx, I0, C0))
+        I, C = (np.ascontiguousarray(a[:, rows]) for a in (I0, C0))
         n = len(rows)
+        Z = np.zeros((T, n, G), dtype)
         TC = np.zeros((T, n, H), dtype)
         K.recurrent_forward(Z, C, TC, I, Pf, b, lengths[rows], D, H, 2, K.LSTM_CELL)
         out = [Z.copy(), I, C, TC]
