@@ -25,8 +25,7 @@ def same_threads():
     torch.set_num_threads(numba.get_num_threads())
 
 
-def _run(benchmark, group, fns, impl):
-    fn = fns[IMPLS.index(impl)]
+def _run(benchmark, group, fn):
     fn()
     fn()                                     # JIT compilation and buffer growth, untimed
     benchmark.group = group
@@ -36,19 +35,19 @@ def _run(benchmark, group, fns, impl):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shape", list(shapes))
 def test_train(benchmark, shape, impl):
-    _run(benchmark, f"train {shape} {shapes[shape]}", train_fns(*shapes[shape], np.float32), impl)
+    _run(benchmark, f"train {shape} {shapes[shape]}", train_fns(*shapes[shape], np.float32)[IMPLS.index(impl)])
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shape", list(shapes))
 def test_infer(benchmark, shape, impl):
-    _run(benchmark, f"infer {shape} {shapes[shape]}", infer_fns(*shapes[shape], np.float32), impl)
+    _run(benchmark, f"infer {shape} {shapes[shape]}", infer_fns(*shapes[shape], np.float32)[IMPLS.index(impl)])
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_stream(benchmark, impl):
     D, H = (8, 16) if shapes is QUICK else STREAM
-    _run(benchmark, f"stream B=1 D={D} H={H}", stream_fns(D, H), impl)
+    _run(benchmark, f"stream B=1 D={D} H={H}", stream_fns(D, H)[IMPLS.index(impl)])
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +65,4 @@ CAPI_CASES = [(0, "c"), (1, "c"), (1, "python"), (2, "c"), (2, "python")]
 @pytest.mark.parametrize("row,impl", CAPI_CASES, ids=[f"{r}-{i}" for r, i in CAPI_CASES])
 def test_capi(benchmark, capi_rows, row, impl):
     name, n, c, py = capi_rows[row]
-    fn = c if impl == "c" else py
-    fn()
-    fn()
-    benchmark.group = f"capi {name}, {n} call(s) per round"
-    benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+    _run(benchmark, f"capi {name}, {n} call(s) per round", c if impl == "c" else py)

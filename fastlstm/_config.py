@@ -3,7 +3,7 @@
 Kernels are compiled lazily for float32 and float64 only; every array they take is
 C-contiguous, so each kernel has exactly two specialisations.
 
-Two thread pools take turns on the cores: NumPy's BLAS (the big products before and after
+Two thread pools take turns on the cores: NumPy's BLAS (the backward's big products after
 the time loop) and Numba's (the recurrent kernels). Each must go to sleep when its work is
 done, or it spins and steals the cores from the other (measured here: a training step
 1.9x slower). So, before either pool starts:

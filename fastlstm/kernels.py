@@ -143,6 +143,9 @@ def all_finite(a):
 # vectors in registers by itself, so the tile is written in LLVM IR below.
 
 
+PANEL_BYTES = 64        # a tile's columns: two 256-bit vectors (16 float32 or 8 float64)
+
+
 @intrinsic
 def _tile4(typingctx, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
     """C[r_q, c0:c0+TW] = (C[r_q, c0:c0+TW] if load else 0) + Σ_{k<K} A[r_q, a0+k] P[k, :]
@@ -162,7 +165,7 @@ def _tile4(typingctx, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
         i64, i32 = ir.IntType(64), ir.IntType(32)
         elem = context.get_data_type(C.dtype)
         es = context.get_abi_sizeof(elem)
-        w = 32 // es                                            # lanes of one 256-bit vector
+        w = PANEL_BYTES // 2 // es                              # lanes of one 256-bit vector
         vec = ir.VectorType(elem, w)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
                                              f"llvm.fma.v{w}f{8 * es}")
@@ -205,12 +208,6 @@ def _tile4(typingctx, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
         return context.get_dummy_value()
 
     return types.void(C, r0, r1, r2, r3, c0, A, a0, P, K, load), codegen
-
-
-@njit(**JIT)
-def tile_width(a):
-    """TW: the columns of one tile for a's dtype (64 bytes)."""
-    return 64 // a.itemsize
 
 
 @njit(**JIT)

@@ -16,8 +16,8 @@ import numpy as np
 
 from . import _validate as v
 from ._config import blas_turn
-from .kernels import (LSTM_CELL, RNN_CELL, copy_hidden, pack_panels, recurrent_backward,
-                      recurrent_forward, recurrent_step)
+from .kernels import (LSTM_CELL, PANEL_BYTES, RNN_CELL, copy_hidden, pack_panels,
+                      recurrent_backward, recurrent_forward, recurrent_step)
 
 # δW is computed in blocks of this many rows, so that its scratch stays far smaller than W.
 _DW_ROWS = 256
@@ -43,8 +43,8 @@ def _view(buf, *shape):
 
 
 def _panel_shape(N, K, dtype):
-    """(ceil(N/TW), K, TW): panels of TW = 64 bytes of columns (kernels.pack_panels)."""
-    TW = 64 // np.dtype(dtype).itemsize
+    """(ceil(N/TW), K, TW): panels of TW = PANEL_BYTES of columns (kernels.pack_panels)."""
+    TW = PANEL_BYTES // np.dtype(dtype).itemsize
     return -(-N // TW), K, TW
 
 
@@ -77,12 +77,13 @@ class _Workspace:
         self.dhs = np.zeros(b * H, e)
         self.dc = np.zeros(b * Hc, e)
         self.dX = np.zeros(tb * H * (len(self.dims) > 1), e)   # δX of layer l = δY of layer l-1
-        self.P = np.zeros(max(math.prod(_panel_shape(G, max(self.dims) + H, e)), math.prod(_panel_shape(H, G, e))), e)
+        self.P = np.zeros(max(math.prod(_panel_shape(G, max(self.dims) + H, e)),   # forward: W
+                              math.prod(_panel_shape(H, G, e))), e)                  # backward: U
         self.dWs = np.zeros(min(_DW_ROWS, G) * max(D + H for D in self.dims), e)
         self.dbs = np.zeros(G, e)
 
     def panels(self, N, K):
-        """A view for U packed by kernels.pack_panels: N output columns, sums over K."""
+        """A view for weights packed by kernels.pack_panels: N output columns, sums over K."""
         return _view(self.P, *_panel_shape(N, K, self.dtype))
 
     def layer(self, l, T, B):
@@ -183,10 +184,9 @@ class _Recurrent:
         T, B = x.shape[:2]
         self._saved = None
         self._ws.ensure(T, B)
-        with blas_turn():
-            for l, layer in enumerate(self.layers):
-                below = x if l == 0 else self._ws.layer(l - 1, T, B)[0][1:, :, -self.hidden_size:]
-                self._forward_layer(l, layer, below, h0, c0, L, T, B)
+        for l, layer in enumerate(self.layers):                   # Numba kernels only: no BLAS turn
+            below = x if l == 0 else self._ws.layer(l - 1, T, B)[0][1:, :, -self.hidden_size:]
+            self._forward_layer(l, layer, below, h0, c0, L, T, B)
         self._saved = (T, B, L)
 
     def _forward_layer(self, l, layer, x, h0, c0, L, T, B):
