@@ -55,9 +55,11 @@ def _exp64(x):
     t = x * 1.4426950408889634 + _ROUND64                   # n = round(x / ln 2)
     n = t - _ROUND64
     r = (x - n * 0.6931471803691238) - n * 1.9082149292705877e-10   # x - n ln 2
-    p = 1.0 + r * (1.0 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (
-        1 / 720 + r * (1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (
-            1 / 3628800 + r * (1 / 39916800 + r * (1 / 479001600))))))))))))
+    r2 = r * r                                               # Estrin: depth 4, not 12
+    r4 = r2 * r2
+    p = ((1.0 + r) + r2 * (1 / 2 + r * (1 / 6))) + r4 * (
+        ((1 / 24 + r * (1 / 120)) + r2 * (1 / 720 + r * (1 / 5040))) + r4 * (
+            ((1 / 40320 + r * (1 / 362880)) + r2 * (1 / 3628800 + r * (1 / 39916800))) + r4 * (1 / 479001600)))
     return p * _f64_from_bits((_bits_of_f64(t) - _bits_of_f64(_ROUND64) + 1023) << 52)  # · 2^n
 
 
@@ -74,7 +76,8 @@ def _exp32(x):
     t = x * log2e + _ROUND32
     n = t - _ROUND32
     r = (x - n * ln2hi) - n * ln2lo
-    p = one + r * (one + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * c7))))))
+    r2 = r * r                                               # Estrin: depth 3, not 7
+    p = ((one + r) + r2 * (c2 + r * c3)) + (r2 * r2) * ((c4 + r * c5) + r2 * (c6 + r * c7))
     return p * _f32_from_bits((_bits_of_f32(t) - _bits_of_f32(_ROUND32) + np.int32(127)) << np.int32(23))
 
 
@@ -307,11 +310,11 @@ def cell_forward(z, c, tc, h, c_prev, H):
         z[H + k] = i
         z[2 * H + k] = f
         z[3 * H + k] = o
-        ck = i * a + f * c_prev[k]
-        c[k] = ck
-        tck = tanh(ck)
+        c[k] = i * a + f * c_prev[k]
+    for k in range(H):                  # a second pass: the four gates' chains above run
+        tck = tanh(c[k])                # side by side, not in series with tanh(c)
         tc[k] = tck
-        h[k] = o * tck
+        h[k] = z[3 * H + k] * tck
 
 
 @njit(**JIT)
