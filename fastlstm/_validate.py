@@ -41,9 +41,11 @@ def finite_float(name, value):
     return float(value)
 
 
-def array(name, a, shape, dtype, *, writable=False):
+def array(name, a, shape, dtype, *, writable=False, finite=True):
     """Check that `a` is an ndarray of `shape` (None entries match anything), `dtype`,
-    C-contiguous and finite (and writable, for output buffers). Returns it unchanged."""
+    C-contiguous and finite (and writable, for output buffers). Returns it unchanged.
+    finite=False leaves the scan for NaN/Inf to a kernel that does it anyway (the streaming
+    step, where these checks are a fifth of the call); `nonfinite` then names the culprit."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
     if a.ndim != len(shape) or _mismatch(shape, a.shape):
@@ -57,10 +59,16 @@ def array(name, a, shape, dtype, *, writable=False):
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray({name}))")
     if writable and not flags.writeable:
         raise ValueError(f"{name} is read-only; an output buffer must be writable")
-    if a.dtype.kind == "f" and a.size and not all_finite(a.reshape(-1)):
+    if finite and a.dtype.kind == "f" and a.size and not all_finite(a.reshape(-1)):
+        nonfinite(name, a)
+    return a
+
+
+def nonfinite(name, a):
+    """Raise NonFiniteValue for the first NaN or ±Inf in `a`, if it holds one."""
+    if a.size and not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))[0]
         raise NonFiniteValue(f"{name} must be finite; found {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
-    return a
 
 
 def _mismatch(want, got):

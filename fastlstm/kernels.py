@@ -464,7 +464,12 @@ def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell):
     z = W [x ; h] + b in one pass over W per batch row (W is read B times: meant for small B).
     Serial: at B = 1 reading W from memory is the cost, and a second thread did not help.
     Agrees with recurrent_forward to rounding (the sums are grouped differently).
+    Returns False, having written nothing, if x, h or c holds NaN or ±Inf (the caller's
+    argument check, done here where it costs no extra call); True otherwise.
     """
+    if not (all_finite(x.reshape(x.size)) and all_finite(h.reshape(h.size))
+            and (c.size == 0 or all_finite(c.reshape(c.size)))):
+        return False
     L, B, _ = h.shape
     G = z.shape[1]
     o = 0
@@ -489,3 +494,4 @@ def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell):
                 cell_forward(z[r], c[l, r], tc[0], h[l, r], tc[1], H)   # then vectorises
             else:
                 rnn_cell_forward(z[r], h[l, r], H)
+    return True

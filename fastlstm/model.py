@@ -219,10 +219,11 @@ class Model:
         kept in the model between calls. Returns predictions (B, O) at this step (class
         probabilities for xent). reset_state() starts the streams afresh."""
         B = x.shape[0] if isinstance(x, np.ndarray) and x.ndim == 2 else None
-        if self._state is None or self._state[0].shape[1] != B:
-            self.reset_state(B or 1)
-        h, c = self._state
-        top = self.core._step_public(x, h, c)
+        state = self._state
+        if state is None or state[0].shape[1] != B:
+            state = self._zero_state(B or 1)                # kept only if the step succeeds
+        top = self.core._step_public(x, *state)
+        self._state = state
         return self._predictions((top @ self.V.T)[None])[0]
 
     def _predictions(self, P):
@@ -236,8 +237,11 @@ class Model:
 
     def reset_state(self, batch_size=1):
         """Zero the streaming state (h, c) for batch_size streams."""
-        shape = (self.core.num_layers, v.positive_int("batch_size", batch_size), self.core.hidden_size)
-        self._state = (np.zeros(shape, self.dtype), np.zeros(shape, self.dtype))
+        self._state = self._zero_state(v.positive_int("batch_size", batch_size))
+
+    def _zero_state(self, B):
+        shape = (self.core.num_layers, B, self.core.hidden_size)
+        return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
 
     def evaluate(self, x, y, lengths=None, batch_size=256):
         """Mean loss (and accuracy for xent) over a data set, in batches along B.

@@ -211,18 +211,21 @@ class _Recurrent:
         copy_hidden(y, I, L, self.layers[-1].D)
 
     def _step_public(self, x, h, c):
-        x = v.array("x", x, (None, self.input_size), self.dtype)
+        x = v.array("x", x, (None, self.input_size), self.dtype, finite=False)
         B = x.shape[0]
         if B < 1:
             raise ValueError("x must have at least one batch row")
-        for name, s in (("h", h), ("c", c)) if self.HAS_C else (("h", h),):
-            v.array(name, s, (self.num_layers, B, self.hidden_size), self.dtype, writable=True)
+        state = (("h", h), ("c", c)) if self.HAS_C else (("h", h),)
+        for name, s in state:
+            v.array(name, s, (self.num_layers, B, self.hidden_size), self.dtype, writable=True, finite=False)
         H = self.hidden_size
         if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
             self._step_scratch = (np.zeros((B, max(self.input_size, H) + H), self.dtype),
                                   np.zeros((B, self.GATES * H), self.dtype), np.zeros((2, H), self.dtype))
         c = c if self.HAS_C else h[:, :, :0]
-        recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL)
+        if not recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL):
+            for name, s in (("x", x),) + state:      # the kernel found NaN/Inf and wrote nothing
+                v.nonfinite(name, s)
         return h[-1]
 
     # -- backward --------------------------------------------------------------------

@@ -53,7 +53,7 @@ def test_every_error_path_returns_its_code_and_leaves_the_model_as_it_was(check,
     want = {"create_null_cfg": 1, "create_null_out": 1, "create_zero_hidden": 2, "create_bad_loss": 2,
             "create_bad_lr": 2, "train_null_x": 1, "train_null_targets": 1, "train_zero_T": 2,
             "train_negative_B": 2, "train_overflow": 2, "train_bad_lengths": 2, "train_nan_x": 3,
-            "train_inf_target": 3, "predict_small_buffer": 7, "predict_null_out": 1, "step_zero_B": 2,
+            "train_inf_target": 3, "predict_small_buffer": 7, "predict_null_out": 1, "step_zero_B": 2, "step_nan_x": 3,
             "count_null": 1, "get_wrong_n": 2, "set_nan_params": 3, "handle_null": 4, "handle_foreign": 4,
             "load_missing": 5, "load_garbage": 6, "load_null_path": 1, "save_unwritable": 5,
             "train_ok": 0, "handle_freed": 4}

@@ -104,3 +104,16 @@ def test_streaming_step_refuses_bad_state():
     with pytest.raises(ValueError, match="x must be finite"):
         m.step(np.full((1, 2), np.inf, np.float32), h, h.copy())
     assert not h.any()
+    x[0, 1] = 0.5
+    for name, bad in (("h", np.nan), ("c", -np.inf)):
+        state = {"h": np.full((2, 1, 3), 0.25, np.float32), "c": np.full((2, 1, 3), -0.5, np.float32)}
+        state[name][1, 0, 2] = bad
+        before = {k: s.copy() for k, s in state.items()}
+        with pytest.raises(ValueError, match=f"{name} must be finite; found {bad} at index \\(1, 0, 2\\)"):
+            m.step(x, state["h"], state["c"])
+        assert all(np.array_equal(state[k], before[k], equal_nan=True) for k in state)   # untouched
+    r = fastlstm.RNN(2, 3)
+    hr = np.array([[[0.1, np.nan, 0.2]]], np.float32)
+    with pytest.raises(ValueError, match="h must be finite"):
+        r.step(x, hr)
+    assert hr[0, 0, 0] == np.float32(0.1) and hr[0, 0, 2] == np.float32(0.2)

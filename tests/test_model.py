@@ -101,6 +101,24 @@ def test_predict_and_step_agree():
     assert last.predict(x).shape == (2, 2)
 
 
+def test_failed_step_keeps_the_streams():
+    m = fastlstm.Model(3, 5, 1, seed=0)
+    x = np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32)
+    m.step(x[0])
+    m.step(x[1])
+    h, c = (s.copy() for s in m._state)
+    bad = x[2].copy()
+    bad[1, 1] = np.nan
+    for wrong in (bad, x[2, :1].astype(np.float64), np.ones((4, 2), np.float32)):   # NaN, dtype, shape
+        with pytest.raises((ValueError, TypeError)):
+            m.step(wrong)
+        assert np.array_equal(m._state[0], h) and np.array_equal(m._state[1], c)
+    fresh = fastlstm.Model(3, 5, 1, seed=0)
+    fresh.step(x[0])
+    fresh.step(x[1])
+    assert np.array_equal(m.step(x[2]), fresh.step(x[2]))
+
+
 @pytest.mark.parametrize("opt", [lambda: fastlstm.Adam(lr=1e-2), lambda: fastlstm.SGD(lr=0.1, momentum=0.9)])
 def test_save_load_continue_is_bitwise_the_same_trajectory(tmp_path, opt):
     task = tasks.Adding(T=10, test_size=10)

@@ -65,6 +65,9 @@ static int errors(const char *dir) {
     REPORT("predict_small_buffer", fastlstm_predict(m, x, NULL, 4, 2, o, 3));
     REPORT("predict_null_out", fastlstm_predict(m, x, NULL, 4, 2, NULL, 16));
     REPORT("step_zero_B", fastlstm_step(m, x, 0, o, 16));
+    x[1] = NAN;
+    REPORT("step_nan_x", fastlstm_step(m, x, 2, o, 16));
+    x[1] = 0.5f;
     REPORT("count_null", fastlstm_param_count(m, NULL));
     fastlstm_param_count(m, &n);
     REPORT("get_wrong_n", fastlstm_get_params(m, o, 16));
