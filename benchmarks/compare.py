@@ -6,7 +6,8 @@
 Per shape the two are timed alternately in blocks (JIT warm-up outside the timed region),
 medians reported. GFLOP/s counts 3 x 2 x 4H(D+H) x B x T per training step (forward, δI,
 δW) and a third of that for inference; "of matmul" divides by the rate of a large float32
-NumPy matmul measured in the same run. Both libraries use the same number of threads.
+NumPy matmul measured in the same run ("torch of matmul": the same for PyTorch, so a speed
+ratio r needs r times that fraction). Both libraries use the same number of threads.
 """
 import os
 
@@ -197,14 +198,16 @@ def main(argv=None):
     print(f"Run: fastlstm {fastlstm.__version__} vs torch {torch.__version__}, {threads} threads, "
           f"float32 matmul {rate:.0f} GFLOP/s, Numba threading layer "
           f"{numba.threading_layer()}, {repeats} alternating repeats\n")
-    print("| group | shape (D, H, B, T) | fastlstm ms | torch ms | speed ratio | fastlstm GFLOP/s | of matmul |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| group | shape (D, H, B, T) | fastlstm ms | torch ms | speed ratio | fastlstm GFLOP/s "
+          "| of matmul | torch of matmul |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 
     def row(group, name, shape, fs, flops):
+        """One table row. A speed ratio r needs r x (torch of matmul) of the matmul rate."""
         a, b = alternate(fs, repeats, settle=settle)
-        gf = flops / a / 1e9 if flops else float("nan")
+        gf = flops / a / 1e9
         print(f"| {group} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | "
-              f"{gf:.1f} | {gf / rate:.0%} |", flush=True)
+              f"{gf:.1f} | {gf / rate:.0%} | {flops / b / 1e9 / rate:.0%} |", flush=True)
 
     for name, (D, H, B, T) in shapes.items():
         if "train" in groups:

@@ -72,16 +72,25 @@ def register(ffi, lib):
         if ptr == ffi.NULL:
             raise ApiError(NULL_POINTER, f"{name} is NULL")
 
+    views = {}      # (address, ctype, shape, writable) -> view: a view only wraps an address,
+                    # so one made for an earlier call is the same view (a quarter of a stream step)
+
     def array(ptr, name, ctype, dtype, shape, writable=False):
         """A NumPy view of a caller's buffer (no copy), after checks of pointer and size."""
         need(ptr, name)
-        n = math.prod(shape)
-        if n * np.dtype(dtype).itemsize > _MAX_BYTES:
+        key = (int(ffi.cast("uintptr_t", ptr)), ctype, shape, writable)
+        a = views.get(key)
+        if a is not None:
+            return a
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        if nbytes > _MAX_BYTES:
             raise ApiError(INVALID_ARGUMENT, f"{name}: sizes {shape} overflow")
-        a = np.frombuffer(ffi.buffer(ffi.cast(ctype + " *", ptr), n * np.dtype(dtype).itemsize), dtype)
-        a = a.reshape(shape)
+        a = np.frombuffer(ffi.buffer(ffi.cast(ctype + " *", ptr), nbytes), dtype).reshape(shape)
         if not writable:
             a.flags.writeable = False
+        if len(views) >= 64:
+            views.clear()
+        views[key] = a
         return a
 
     def sizes(**kw):
