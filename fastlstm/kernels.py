@@ -225,20 +225,24 @@ def pack_panels(P, W, k0, transpose):
     else       P (ceil(H/TW), G, TW), P[p, j, n] = W[j, k0 + p·TW + n]: the backward's
                δh_{t-1} = Uᵀ δz_t with k0 = D.
     Each panel is contiguous, so a tile streams it without cache-set conflicts (W's rows
-    are (D+H)·itemsize bytes apart: 2-8 KiB at the benchmark shapes).
+    are (D+H)·itemsize bytes apart: 2-8 KiB at the benchmark shapes). W is read row by row
+    in order: read across rows (a column at a time) it cost a TLB miss per element at the
+    xlarge shape (packing U took 32 ms there, 8 ms now).
     """
     npanel, K, TW = P.shape
     N = W.shape[0] if transpose else W.shape[1] - k0
-    for p in range(npanel):
-        for k in range(K):
+    if transpose:                       # each row of W read in order, down one panel column
+        for p in range(npanel):
             for m in range(TW):
-                c = p * TW + m                                  # output column
-                if c >= N:
-                    P[p, k, m] = 0
-                elif transpose:
-                    P[p, k, m] = W[c, k0 + k]
-                else:
-                    P[p, k, m] = W[k, k0 + c]
+                c = p * TW + m
+                for k in range(K):
+                    P[p, k, m] = W[c, k0 + k] if c < N else 0
+    else:                               # W row by row, in order, into every panel
+        for k in range(K):
+            for p in range(npanel):
+                for m in range(TW):
+                    c = p * TW + m
+                    P[p, k, m] = W[k, k0 + c] if c < N else 0
 
 
 @njit(**JIT)

@@ -19,7 +19,7 @@ from ._config import blas_turn
 from .kernels import (LSTM_CELL, PANEL_BYTES, RNN_CELL, copy_hidden, pack_panels,
                       recurrent_backward, recurrent_forward, recurrent_step)
 
-# δW is computed in blocks of this many rows, so that its scratch stays far smaller than W.
+# δW added to non-zero gradients goes in blocks of this many rows (a scratch far smaller than W).
 _DW_ROWS = 256
 
 
@@ -63,6 +63,7 @@ class _Workspace:
     def __init__(self, dims, H, G, has_c, dtype):
         self.dims, self.H, self.G, self.Hc, self.dtype = dims, H, G, H * has_c, dtype
         self.cap_tb = self.cap_b = 0
+        self.dWs = None             # δW blocks, made when first needed (add_dW)
 
     def ensure(self, T, B):
         if T * B <= self.cap_tb and B <= self.cap_b:
@@ -79,12 +80,28 @@ class _Workspace:
         self.dX = np.zeros(tb * H * (len(self.dims) > 1), e)   # δX of layer l = δY of layer l-1
         self.P = np.zeros(max(math.prod(_panel_shape(G, max(self.dims) + H, e)),   # forward: W
                               math.prod(_panel_shape(H, G, e))), e)                  # backward: U
-        self.dWs = np.zeros(min(_DW_ROWS, G) * max(D + H for D in self.dims), e)
         self.dbs = np.zeros(G, e)
 
     def panels(self, N, K):
         """A view for weights packed by kernels.pack_panels: N output columns, sums over K."""
         return _view(self.P, *_panel_shape(N, K, self.dtype))
+
+    def add_dW(self, dW, Z2, I2):
+        """dW (G, D+H) += Z2ᵀ I2, i.e. δW += Σ_t δz_t I_tᵀ with Z2 (T·B, G), I2 (T·B, D+H).
+
+        When dW is all zeros (a training step zeroes the gradients first), one BLAS product
+        writes straight into it: no scratch, no second pass. Otherwise blocks of _DW_ROWS
+        rows go through a scratch far smaller than W, then add in."""
+        if not dW.any():
+            np.matmul(Z2.T, I2, out=dW)
+            return
+        G, K = dW.shape
+        if self.dWs is None:
+            self.dWs = np.zeros(min(_DW_ROWS, self.G) * max(D + self.H for D in self.dims), self.dtype)
+        for j in range(0, G, _DW_ROWS):
+            dWs = _view(self.dWs, min(_DW_ROWS, G - j), K)
+            np.matmul(Z2[:, j:j + _DW_ROWS].T, I2, out=dWs)
+            dW[j:j + _DW_ROWS] += dWs
 
     def layer(self, l, T, B):
         """(I, Z, C, TC) of layer l as (T+1,B,D+H), (T,B,G), (T+1,B,Hc), (T,B,Hc)."""
@@ -262,10 +279,7 @@ class _Recurrent:
                 pack_panels(P, layer.W, D, False)   # U's panels for δh_{t-1} = Uᵀ δz_t
                 recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, L, _nchunks(B), self.CELL)
                 Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H)
-                for j in range(0, G, _DW_ROWS):                            # δW = Σ_t δz_t I_tᵀ
-                    dWs = _view(ws.dWs, min(_DW_ROWS, G - j), D + H)
-                    np.matmul(Z2[:, j:j + _DW_ROWS].T, I2, out=dWs)
-                    layer.dW[j:j + _DW_ROWS] += dWs
+                ws.add_dW(layer.dW, Z2, I2)                                 # δW = Σ_t δz_t I_tᵀ
                 layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
                 dX = _view(ws.dX, T, B, D) if l > 0 else dx                  # δx_t: first D of Wᵀδz_t
                 if dX is not None:

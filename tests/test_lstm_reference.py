@@ -63,6 +63,19 @@ def test_gradients_accumulate_until_zero_grad():
     assert not m.grads.any()
 
 
+def test_gradients_add_to_values_already_there():
+    """δW goes straight into all-zero gradients, else in 256-row blocks through a scratch
+    (G = 4H = 280 here: two blocks); both give the same sums."""
+    m, x, h0, c0, _, dy, dhn, dcn = random_problem(3, 2, 4, 70, 2)
+    m.forward(x, h0, c0)
+    m.backward(dy, dhn, dcn)
+    once = m.grads.copy()
+    m.grads[:] = 0.25
+    m.forward(x, h0, c0)
+    m.backward(dy, dhn, dcn)
+    assert np.allclose(m.grads, once + 0.25, rtol=1e-13, atol=1e-15)
+
+
 def test_parameters_are_views_into_the_flat_arrays():
     import fastlstm
     m = fastlstm.LSTM(3, 5, 2, seed=1)
