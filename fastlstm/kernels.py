@@ -216,7 +216,7 @@ def _tile4(typingctx, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
     return types.void(C, r0, r1, r2, r3, c0, A, a0, P, K, load), codegen
 
 
-@njit(**JIT)
+@njit(**PARALLEL_JIT)
 def pack_panels(P, W, k0, transpose):
     """Pack columns k0.. of W (G, ·) into panels of TW output columns, zero-padded.
 
@@ -227,18 +227,19 @@ def pack_panels(P, W, k0, transpose):
     Each panel is contiguous, so a tile streams it without cache-set conflicts (W's rows
     are (D+H)·itemsize bytes apart: 2-8 KiB at the benchmark shapes). W is read row by row
     in order: read across rows (a column at a time) it cost a TLB miss per element at the
-    xlarge shape (packing U took 32 ms there, 8 ms now).
+    xlarge shape (packing U took 32 ms there, 8 ms now). Threads split the panels (forward)
+    or W's rows (backward): a copy, the same whatever the thread count.
     """
     npanel, K, TW = P.shape
     N = W.shape[0] if transpose else W.shape[1] - k0
     if transpose:                       # each row of W read in order, down one panel column
-        for p in range(npanel):
+        for p in prange(npanel):
             for m in range(TW):
                 c = p * TW + m
                 for k in range(K):
                     P[p, k, m] = W[c, k0 + k] if c < N else 0
     else:                               # W row by row, in order, into every panel
-        for k in range(K):
+        for k in prange(K):
             for p in range(npanel):
                 for m in range(TW):
                     c = p * TW + m
