@@ -7,7 +7,10 @@ Per shape the two are timed alternately in blocks (JIT warm-up outside the timed
 medians reported. GFLOP/s counts 3 x 2 x 4H(D+H) x B x T per training step (forward, δI,
 δW) and a third of that for inference; "of matmul" divides by the rate of a large float32
 NumPy matmul measured in the same run ("torch of matmul": the same for PyTorch, so a speed
-ratio r needs r times that fraction). Both libraries use the same number of threads.
+ratio r needs r times that fraction). Both libraries use the same number of threads, each
+in a worker process of its own (class Worker: in one process they would share one OpenMP
+runtime and its wait policy); this process alternates between them and runs the C ABI and
+memory groups itself.
 """
 import os
 
@@ -17,11 +20,14 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 import argparse  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 
-import torch  # noqa: E402  (first: its OpenMP keeps its own default spin policy)
+_PEER_ENV = dict(os.environ)  # the environment PyTorch's worker gets: without fastlstm's defaults
+if sys.argv[1:3] == ["--worker", "torch"]:
+    import torch  # noqa: E402,F401  (before fastlstm sets its OpenMP defaults: PyTorch keeps its own)
 
 import fastlstm  # noqa: E402
 import numba  # noqa: E402
@@ -43,83 +49,138 @@ def flops_train(D, H, B, T):
     return 3 * 2 * 4 * H * (D + H) * B * T
 
 
-def median_time(f, calls):
+def elapsed(f, calls):
+    """Seconds for `calls` calls of f."""
     t = time.perf_counter()
     for _ in range(calls):
         f()
-    return (time.perf_counter() - t) / calls
+    return time.perf_counter() - t
 
 
-def alternate(fs, repeats, budget=0.25, settle=0.3):
-    """Median seconds per call of each function in fs, timed in alternating blocks. Before
-    each block the machine idles `settle` seconds, so that thread pools still spinning after
-    the other library's block (PyTorch's OpenMP spins for a while) have gone to sleep."""
-    for f in fs:
-        f()
-        f()                                                     # compile, grow buffers, warm caches
-    calls = [max(1, int(budget / max(median_time(f, 1), 1e-6))) for f in fs]
-    samples = [[] for _ in fs]
+def local(f):
+    """A runner (n -> seconds for n calls) for a function of this process, warmed up."""
+    f()
+    f()                                                         # compile, grow buffers, warm caches
+    return lambda n: elapsed(f, n)
+
+
+def alternate(runners, repeats, budget=0.25, settle=0.3):
+    """Median seconds per call of each runner, timed in alternating blocks. Before each
+    block the machine idles `settle` seconds, so that thread pools still spinning after the
+    other library's block (PyTorch's OpenMP spins for a while) have gone to sleep."""
+    calls = [max(1, int(budget / max(run(1), 1e-6))) for run in runners]
+    samples = [[] for _ in runners]
     for _ in range(repeats):
-        for f, n, s in zip(fs, calls, samples):
+        for run, n, s in zip(runners, calls, samples):
             time.sleep(settle)
-            s.append(median_time(f, n))
+            s.append(run(n) / n)
     return [float(np.median(s)) for s in samples]
 
 
 def matmul_rate(n=2048):
     a = np.random.default_rng(0).random((n, n), np.float32)
-    t = alternate([lambda: a @ a], 5)[0]
+    t = alternate([local(lambda: a @ a)], 5)[0]
     return 2 * n ** 3 / t / 1e9
 
 
-def pair(D, H, B, T, dtype):
-    """A fastlstm and a torch LSTM with the same weights, and inputs for both."""
+class Worker:
+    """One library's side of the table, in a process of its own. In one process PyTorch and
+    Numba share one GNU OpenMP runtime and so one wait policy: PyTorch's threads spin for
+    milliseconds after a kernel, fastlstm's sleep (fastlstm/_config.py). Apart, each keeps
+    its own; the parent still alternates the two, block by block, in one run."""
+
+    def __init__(self, lib, threads):
+        env = dict(_PEER_ENV if lib == "torch" else os.environ, NUMBA_NUM_THREADS=str(threads))
+        self.lib = lib
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", lib,
+                                      "--threads", str(threads)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+        self.version = self.ask("version")
+
+    def ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        answer = self.proc.stdout.readline().strip()
+        if not answer or answer.startswith("error"):
+            raise RuntimeError(f"{self.lib} worker: {answer or 'exited'}")
+        return answer
+
+    def runner(self, group, D, H, B, T, dtype):
+        """Set up `group` at this shape in the worker (warmed up there); n -> seconds."""
+        self.ask(f"setup {group} {D} {H} {B} {T} {np.dtype(dtype).name}")
+        return lambda n: float(self.ask(f"run {n}"))
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def serve(lib, threads):
+    """The worker's loop: lines "version", "setup GROUP D H B T DTYPE", "run N" on stdin."""
+    if lib == "torch":
+        torch.set_num_threads(threads)
+    for line in sys.stdin:
+        cmd, *a = line.split()
+        try:
+            if cmd == "version":
+                answer = torch.__version__ if lib == "torch" else fastlstm.__version__
+            elif cmd == "setup":
+                group, dims, dtype = a[0], map(int, a[1:5]), np.dtype(a[5])
+                run = local(side(lib, group, *dims, dtype))
+                answer = "ok"
+            else:
+                answer = repr(run(int(a[0])))
+        except Exception as e:  # noqa: BLE001  (reported to the parent, which raises)
+            answer = f"error {type(e).__name__}: {e}"
+        print(answer, flush=True)
+
+
+def side(lib, group, D, H, B, T, dtype):
+    """The call that `group` (train, infer, stream) times for lib (fastlstm or torch): the
+    same weights (fastlstm's, seed 0) and inputs for both. Imports torch only for torch."""
     ours = fastlstm.LSTM(D, H, dtype=dtype, seed=0)
-    theirs = torch.nn.LSTM(D, H, dtype=torch.float32 if dtype == np.float32 else torch.float64)
-    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.torch_state_dict().items()})
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, D)).astype(dtype)
     dy = rng.standard_normal((T, B, H)).astype(dtype)
-    return ours, theirs, x, dy
+    if lib == "fastlstm":
+        h, c, x0 = np.zeros((1, B, H), dtype), np.zeros((1, B, H), dtype), x[0]
+
+        def train():
+            ours.zero_grad()                                    # as the peer's zero_grad()
+            ours.forward(x)
+            ours.backward(dy)
+        return {"train": train, "infer": lambda: ours.forward(x), "stream": lambda: ours.step(x0, h, c)}[group]
+    import torch
+    theirs = torch.nn.LSTM(D, H, dtype=torch.float32 if dtype == np.float32 else torch.float64)
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.torch_state_dict().items()})
+    xt, dyt = torch.tensor(x, requires_grad=group == "train"), torch.tensor(dy)
+    state = [tuple(torch.zeros(1, B, H, dtype=xt.dtype, requires_grad=group == "train") for _ in "hc")]
+
+    def train():
+        theirs.zero_grad()
+        y, _ = theirs(xt, state[0])
+        y.backward(dyt)
+
+    def infer():
+        with torch.no_grad():
+            theirs(xt)
+
+    def stream():
+        with torch.no_grad():
+            _, state[0] = theirs(xt, state[0])
+    return {"train": train, "infer": infer, "stream": stream}[group]
 
 
 def train_fns(D, H, B, T, dtype):
-    ours, theirs, x, dy = pair(D, H, B, T, dtype)
-    xt, dyt = torch.tensor(x, requires_grad=True), torch.tensor(dy)
-    h0 = torch.zeros(1, B, H, dtype=xt.dtype, requires_grad=True)
-    c0 = torch.zeros(1, B, H, dtype=xt.dtype, requires_grad=True)
-
-    def f():
-        ours.zero_grad()                                        # as the peer's zero_grad()
-        ours.forward(x)
-        ours.backward(dy)
-
-    def g():
-        theirs.zero_grad()
-        y, _ = theirs(xt, (h0, c0))
-        y.backward(dyt)
-    return f, g
+    """(fastlstm's, torch's) training step in this process (pytest-benchmark's suite)."""
+    return side("fastlstm", "train", D, H, B, T, dtype), side("torch", "train", D, H, B, T, dtype)
 
 
 def infer_fns(D, H, B, T, dtype):
-    ours, theirs, x, _ = pair(D, H, B, T, dtype)
-    xt = torch.tensor(x)
-
-    def g():
-        with torch.no_grad():
-            theirs(xt)
-    return (lambda: ours.forward(x)), g
+    return side("fastlstm", "infer", D, H, B, T, dtype), side("torch", "infer", D, H, B, T, dtype)
 
 
 def stream_fns(D, H):
-    ours, theirs, x, _ = pair(D, H, 1, 1, np.float32)
-    h, c, x1 = np.zeros((1, 1, H), np.float32), np.zeros((1, 1, H), np.float32), x[0]
-    xt, state = torch.tensor(x), [(torch.zeros(1, 1, H), torch.zeros(1, 1, H))]
-
-    def g():
-        with torch.no_grad():
-            _, state[0] = theirs(xt, state[0])
-    return (lambda: ours.step(x1, h, c)), g
+    return side("fastlstm", "stream", D, H, 1, 1, np.float32), side("torch", "stream", D, H, 1, 1, np.float32)
 
 
 class CDriver:
@@ -173,7 +234,9 @@ def capi_fns(quick=False):
 def workspace_ratio(D, H, B, T):
     """Peak bytes a cold training step allocates (returned arrays excluded), over the bytes
     the algorithm must keep: gates (4H), c, tanh c and h per step and row (7H)."""
-    ours, _, x, dy = pair(D, H, B, T, np.float32)
+    ours = fastlstm.LSTM(D, H, seed=0)
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((T, B, D), np.float32), rng.standard_normal((T, B, H), np.float32)
     tracemalloc.start()
     ours.forward(x)
     ours.backward(dy)
@@ -188,46 +251,52 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no settling")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--groups", default="train,infer,train64,stream,capi,memory")
+    p.add_argument("--worker", choices=["fastlstm", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.worker:
+        return serve(args.worker, args.threads)
     threads = numba.get_num_threads()
-    torch.set_num_threads(threads)
     shapes, repeats = (QUICK, 1) if args.quick else (SHAPES, args.repeats)
     settle = 0.0 if args.quick else 0.3
     groups = args.groups.split(",")
     rate = matmul_rate(256 if args.quick else 2048)
     fastlstm.LSTM(2, 4).forward(np.zeros((1, 1, 2), np.float32))   # starts Numba's thread pool
-    print(f"Run: fastlstm {fastlstm.__version__} vs torch {torch.__version__}, {threads} threads, "
+    workers = [Worker(lib, threads) for lib in ("fastlstm", "torch")]
+    print(f"Run: fastlstm {workers[0].version} vs torch {workers[1].version}, {threads} threads, "
           f"float32 matmul {rate:.0f} GFLOP/s, Numba threading layer "
-          f"{numba.threading_layer()}, {repeats} alternating repeats\n")
+          f"{numba.threading_layer()}, {repeats} alternating repeats, each library in its own process\n")
     print("| group | shape (D, H, B, T) | fastlstm ms | torch ms | speed ratio | fastlstm GFLOP/s "
           "| of matmul | torch of matmul |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 
-    def row(group, name, shape, fs, flops):
+    def row(group, label, name, shape, dtype, flops):
         """One table row. A speed ratio r needs r x (torch of matmul) of the matmul rate."""
-        a, b = alternate(fs, repeats, settle=settle)
+        a, b = alternate([w.runner(group, *shape, dtype) for w in workers], repeats, settle=settle)
         gf = flops / a / 1e9
-        print(f"| {group} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | "
+        print(f"| {label} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | "
               f"{gf:.1f} | {gf / rate:.0%} | {flops / b / 1e9 / rate:.0%} |", flush=True)
 
-    for name, (D, H, B, T) in shapes.items():
+    for name, shape in shapes.items():
         if "train" in groups:
-            row("train", name, (D, H, B, T), train_fns(D, H, B, T, np.float32), flops_train(D, H, B, T))
+            row("train", "train", name, shape, np.float32, flops_train(*shape))
         if "infer" in groups:
-            row("infer", name, (D, H, B, T), infer_fns(D, H, B, T, np.float32), flops_train(D, H, B, T) / 3)
+            row("infer", "infer", name, shape, np.float32, flops_train(*shape) / 3)
     for name in (["tiny"] if args.quick else ["medium", "large"]):
-        D, H, B, T = (QUICK | SHAPES)[name]
         if "train64" in groups:
-            row("train float64", name, (D, H, B, T), train_fns(D, H, B, T, np.float64), flops_train(D, H, B, T))
+            shape = (QUICK | SHAPES)[name]
+            row("train", "train float64", name, shape, np.float64, flops_train(*shape))
     if "stream" in groups:
         D, H = (8, 16) if args.quick else STREAM
-        row("stream", "B=1", (D, H, 1, 1), stream_fns(D, H), flops_train(D, H, 1, 1) / 3)
+        row("stream", "stream", "B=1", (D, H, 1, 1), np.float32, flops_train(D, H, 1, 1) / 3)
+    for w in workers:
+        w.close()
     if "capi" in groups:
         rows, drivers = capi_fns(args.quick)
         print("\n| C ABI | from C µs per call | from Python µs per call | C / Python time |")
         print("| --- | ---: | ---: | ---: |")
         for name, n, c, py in rows:
-            t = alternate([c] + ([py] if py else []), repeats, settle=settle)
+            t = alternate([local(f) for f in (c, py) if f], repeats, settle=settle)
             c_us, py_us = t[0] / n * 1e6, (t[1] / n * 1e6 if py else float("nan"))
             print(f"| {name} | {c_us:.2f} | {py_us:.2f} | {c_us / py_us:.2f} |", flush=True)
         for d in drivers:
