@@ -25,3 +25,11 @@ def test_pytest_benchmark_suite_runs():
                        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "11 passed" in r.stdout, r.stdout
+
+
+def test_profile_step_prints_every_phase():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "small"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for phase in ("step", "forward", "pack W", "backward", "pack U", "backward kernel", "δW", "δX"):
+        assert f"  {phase} " in r.stdout, r.stdout
