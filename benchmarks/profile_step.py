@@ -2,9 +2,10 @@
 
     python benchmarks/profile_step.py [small medium large xlarge deepbench]
 
-Medians of warm calls: the whole step (zero_grad, forward, backward), the forward (packing
-W, tiles, cell), packing W and U alone, δW = δZᵀ I and δX = δZ W_x (BLAS) alone; the
-backward is step - forward, and its kernel (cell backward, δh = Uᵀδz) what remains of it.
+Medians of warm calls (compare.py's alternate, in blocks of 0.1 s): the whole step
+(zero_grad, forward, backward), the forward (packing W, tiles, cell), packing W and U
+alone, δW = δZᵀ I and δX = δZ W_x (BLAS) alone; the backward is step - forward, and its
+kernel (cell backward, δh = Uᵀδz) what remains of it.
 GFLOP/s: 2·4H·(D+H)·B·T per product (the kernel's and δX's shares: H or D of D+H).
 """
 import os
@@ -12,7 +13,6 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # before NumPy (see fastlstm/_config.py)
 
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -20,21 +20,12 @@ import numpy as np  # noqa: E402
 import fastlstm  # noqa: E402
 from fastlstm import kernels as K  # noqa: E402
 
-from compare import SHAPES  # noqa: E402
+from compare import SHAPES, alternate, local  # noqa: E402
 
 
-def median_ms(f, budget=0.5):
-    f()
-    f()
-    t = time.perf_counter()
-    f()
-    n = max(3, int(budget / max(time.perf_counter() - t, 1e-6)))
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e3
+def median_ms(f):
+    """Median ms per warm call of f: compare.py's timing, one library, no settling."""
+    return alternate([local(f)], 5, budget=0.1, settle=0)[0] * 1e3
 
 
 def profile(D, H, B, T):
