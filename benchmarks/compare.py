@@ -67,12 +67,16 @@ def local(f):
 def alternate(runners, repeats, budget=0.25, settle=0.3):
     """Median seconds per call of each runner, timed in alternating blocks. Before each
     block the machine idles `settle` seconds, so that thread pools still spinning after the
-    other library's block (PyTorch's OpenMP spins for a while) have gone to sleep."""
+    other library's block (PyTorch's OpenMP spins for a while) have gone to sleep; then
+    the runner runs untimed for a fifth of the budget, so that the block starts on a machine
+    back at work (after the idle, the first calls here ran up to 1.6x slower)."""
     calls = [max(1, int(budget / max(run(1), 1e-6))) for run in runners]
     samples = [[] for _ in runners]
     for _ in range(repeats):
         for run, n, s in zip(runners, calls, samples):
-            time.sleep(settle)
+            if settle:
+                time.sleep(settle)
+                run(max(1, n // 5))
             s.append(run(n) / n)
     return [float(np.median(s)) for s in samples]
 

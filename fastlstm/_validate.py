@@ -42,13 +42,13 @@ def finite_float(name, value):
 
 
 def array(name, a, shape, dtype, *, writable=False, finite=True):
-    """Check that `a` is an ndarray of `shape` (None entries match anything), `dtype`,
+    """Check that `a` is an ndarray of `shape` (leading None entries match anything), `dtype`,
     C-contiguous and finite (and writable, for output buffers). Returns it unchanged.
     finite=False leaves the scan for NaN/Inf to a kernel that does it anyway (the streaming
     step, where these checks are a fifth of the call); `nonfinite` then names the culprit."""
-    if not isinstance(a, np.ndarray):
+    if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.ndim != len(shape) or _mismatch(shape, a.shape):
+    if a.shape != shape and _mismatch(shape, a.shape):      # equal tuples: the fast case
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {want}, got {a.shape}")
     if a.dtype is not dtype and a.dtype != dtype:           # `is`: the common case, fast
@@ -72,10 +72,9 @@ def nonfinite(name, a):
 
 
 def _mismatch(want, got):
-    for s, n in zip(want, got):          # a loop, not any(genexpr): this runs on every call
-        if s is not None and s != n:
-            return True
-    return False
+    """True unless got matches want, whose leading None entries match anything."""
+    k = want.count(None)                 # slices, not a loop: this runs on every call
+    return len(want) != len(got) or want[k:] != got[k:]
 
 
 def lengths(a, B, T):

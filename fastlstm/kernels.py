@@ -268,17 +268,14 @@ def _panel_product(C, r_lo, r_hi, b0, b1, A, a0, P, K, load):
 
 
 @njit(**JIT)
-def _dot8x1(W, j, x, n):
-    """W[j+q, :n] · x for q = 0..7 (rows past the last repeat it): eight rows of W against one
-    input row, eight independent FMA chains (the streaming step, where a block of batch rows
-    would repeat one row). Returns the eight sums."""
-    last = W.shape[0] - 1
-    a0, a1, a2, a3 = W[j], W[min(j + 1, last)], W[min(j + 2, last)], W[min(j + 3, last)]
-    a4, a5, a6, a7 = W[min(j + 4, last)], W[min(j + 5, last)], W[min(j + 6, last)], W[min(j + 7, last)]
-    x0 = x[0]
-    s0, s1, s2, s3 = a0[0] * x0, a1[0] * x0, a2[0] * x0, a3[0] * x0
-    s4, s5, s6, s7 = a4[0] * x0, a5[0] * x0, a6[0] * x0, a7[0] * x0
-    for k in range(1, n):
+def _dot8(W, j, x, n):
+    """W[j+q, :n] · x for q = 0..7: eight rows of W against one input row (the streaming
+    step, where a block of batch rows would repeat one row). Each k-step is one load of x
+    and eight fused multiply-adds into eight sums, which LLVM vectorises along k (reassoc):
+    eight vector accumulators, one load of W per multiply-add, the load ports' limit."""
+    a0, a1, a2, a3, a4, a5, a6, a7 = W[j], W[j + 1], W[j + 2], W[j + 3], W[j + 4], W[j + 5], W[j + 6], W[j + 7]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _like(x[0], 0.0)
+    for k in range(n):
         xk = x[k]
         s0 += a0[k] * xk
         s1 += a1[k] * xk
@@ -289,6 +286,15 @@ def _dot8x1(W, j, x, n):
         s6 += a6[k] * xk
         s7 += a7[k] * xk
     return s0, s1, s2, s3, s4, s5, s6, s7
+
+
+@njit(**JIT)
+def _dot1(w, x, n):
+    """w[:n] · x (the rows of W past the last block of eight)."""
+    s = _like(x[0], 0.0)
+    for k in range(n):
+        s += w[k] * x[k]
+    return s
 
 
 @njit(**JIT)
@@ -459,16 +465,45 @@ def copy_hidden(y, I, lengths, D):
                 y[t, r, :] = 0
 
 
+STEP_UNITS = 64            # hidden units per task of the streaming step
+STEP_PARALLEL = 1 << 18    # B·G·(D+H) multiply-adds per layer from which threads pay off
+
+
 @njit(**JIT)
+def _step_units(k0, w, h, c, xh, z, tc, W, b, n, cell):
+    """Units k0..k0+w of one layer, every batch row: the rows of z = W [x ; h] + b that feed
+    them (one _dot8 per gate and 8 units), into z[r, gates·k0:] as [a; i; f; o], then
+    their cell. h, c (B,H) this layer's state; xh (B, ≥n) holds [x ; h_{t-1}]."""
+    B, H = h.shape
+    gates = W.shape[0] // H
+    for r in range(B):
+        zu = z[r, gates * k0:gates * (k0 + w)]
+        for g in range(gates):
+            j = g * H + k0                                  # W's row for gate g, unit k0
+            for q0 in range(0, w - 7, 8):
+                s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(W, j + q0, xh[r], n)
+                for q, sq in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):   # unrolled
+                    zu[g * w + q0 + q] = b[j + q0 + q] + sq
+            for q in range(w - w % 8, w):
+                zu[g * w + q] = b[j + q] + _dot1(W[j + q], xh[r], n)
+        if cell == LSTM_CELL:
+            tc[1, k0:k0 + w] = c[r, k0:k0 + w]              # c_{t-1} apart from c_t: the cell
+            cell_forward(zu, c[r, k0:k0 + w], tc[0, k0:k0 + w], h[r, k0:k0 + w], tc[1, k0:k0 + w], w)
+        else:                                               # then vectorises
+            rnn_cell_forward(zu, h[r, k0:k0 + w], w)
+
+
+@njit(**PARALLEL_JIT)
 def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell):
-    """One time step of every layer, serially, for streaming inference (small B).
+    """One time step of every layer, for streaming inference (small B).
 
     h, c (L,B,H): the state, updated in place (c of width 0 for the RNN); x (B,D) the
     input; xh (B, max(D,H)+H), z (B,G), tc (2,H) scratch; params the flat array (per layer
-    W (G, D_l+H) then b (G)).
-    z = W [x ; h] + b in one pass over W per batch row (W is read B times: meant for small B).
-    Serial: at B = 1 reading W from memory is the cost, and a second thread did not help.
-    Agrees with recurrent_forward to rounding (the sums are grouped differently).
+    W (G, D_l+H) then b (G)). W is read once per batch row (meant for small B).
+    Each layer runs as tasks of STEP_UNITS hidden units (_step_units), which share nothing,
+    in parallel from STEP_PARALLEL multiply-adds (below it, waking a thread costs more
+    than it saves). The tasks, not the threads, fix the arithmetic: the same bits serial
+    or parallel, whatever the thread count. Agrees with recurrent_forward to rounding.
     Returns False, having written nothing, if x, h or c holds NaN or ±Inf (the caller's
     argument check, done here where it costs no extra call); True otherwise.
     """
@@ -476,7 +511,8 @@ def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell):
             and (c.size == 0 or all_finite(c.reshape(c.size)))):
         return False
     L, B, _ = h.shape
-    G = z.shape[1]
+    G = (4 if cell == LSTM_CELL else 1) * H
+    U = STEP_UNITS
     o = 0
     for l in range(L):
         Dl = D if l == 0 else H
@@ -487,16 +523,10 @@ def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell):
         for r in range(B):
             xh[r, :Dl] = x[r] if l == 0 else h[l - 1, r]
             xh[r, Dl:n] = h[l, r]
-        for r in range(B):
-            for j in range(0, G, 8):
-                s0, s1, s2, s3, s4, s5, s6, s7 = _dot8x1(W, j, xh[r], n)
-                for q, sq in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):   # unrolled by Numba
-                    jq = min(j + q, G - 1)                  # past the last row: same value again
-                    z[r, jq] = b[jq] + sq
-        for r in range(B):
-            if cell == LSTM_CELL:
-                tc[1] = c[l, r]                             # c_{t-1} apart from c_t: the cell
-                cell_forward(z[r], c[l, r], tc[0], h[l, r], tc[1], H)   # then vectorises
-            else:
-                rnn_cell_forward(z[r], h[l, r], H)
+        if B * G * n >= STEP_PARALLEL:
+            for u in prange((H + U - 1) // U):
+                _step_units(u * U, min(U, H - u * U), h[l], c[l], xh, z, tc, W, b, n, cell)
+        else:
+            for u in range((H + U - 1) // U):
+                _step_units(u * U, min(U, H - u * U), h[l], c[l], xh, z, tc, W, b, n, cell)
     return True

@@ -232,10 +232,11 @@ class _Recurrent:
         B = x.shape[0]
         if B < 1:
             raise ValueError("x must have at least one batch row")
-        state = (("h", h), ("c", c)) if self.HAS_C else (("h", h),)
-        for name, s in state:
-            v.array(name, s, (self.num_layers, B, self.hidden_size), self.dtype, writable=True, finite=False)
         H = self.hidden_size
+        state = (("h", h), ("c", c)) if self.HAS_C else (("h", h),)
+        shape = (self.num_layers, B, H)
+        for name, s in state:
+            v.array(name, s, shape, self.dtype, writable=True, finite=False)
         if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
             self._step_scratch = (np.zeros((B, max(self.input_size, H) + H), self.dtype),
                                   np.zeros((B, self.GATES * H), self.dtype), np.zeros((2, H), self.dtype))
@@ -397,8 +398,9 @@ class LSTM(_Recurrent):
         """Streaming inference: advance the state (h, c) by one time step x (B, D), in place.
 
         h, c (num_layers, B, H) writable; returns h[-1], the top layer's output (B, H), a view.
-        One serial kernel call for all layers (no thread start-up, no workspace): the fast
-        path for online inference. Does not touch what backward() would use.
+        One kernel call for all layers (no workspace; threads only where the layer is big
+        enough to pay for waking them): the fast path for online inference. Does not touch
+        what backward() would use.
         """
         return self._step_public(x, h, c)
 

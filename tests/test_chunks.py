@@ -79,8 +79,9 @@ def test_recurrent_kernels_treat_each_row_alone(dtype):
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
-def test_streaming_step_matches_forward(dtype, tol):
-    T, B, D, H, L = 7, 3, 4, 6, 2
+@pytest.mark.parametrize("T,B,D,H,L", [(7, 3, 4, 6, 2),        # serial: below kernels.STEP_PARALLEL
+                                       (3, 8, 40, 100, 2)])    # parallel; H = 64 + 36 units
+def test_streaming_step_matches_forward(dtype, tol, T, B, D, H, L):
     m, x, h0, c0, *_ = random_problem(T, B, D, H, L, dtype=dtype)
     y, (hn, cn) = m.forward(x, h0, c0)
     h, c = h0.copy(), c0.copy()
@@ -89,6 +90,10 @@ def test_streaming_step_matches_forward(dtype, tol):
         assert np.max(np.abs(top - y[t])) <= tol, f"step {t}"
     assert np.max(np.abs(h - hn)) <= tol and np.max(np.abs(c - cn)) <= tol
     m.backward(np.zeros_like(y))             # step() left the forward's saved state alone
+    h1, c1 = h0[:, -1:].copy(), c0[:, -1:].copy()       # the last row alone (B = 1: serial)
+    for t in range(T):
+        m.step(np.ascontiguousarray(x[t, -1:]), h1, c1)
+    assert np.array_equal(h1[:, 0], h[:, -1]) and np.array_equal(c1[:, 0], c[:, -1])
 
 
 def test_streaming_step_refuses_bad_state():

@@ -120,5 +120,11 @@ def test_rnn_step_matches_forward_and_odd_sizes_work():
     for t in range(5):
         assert np.max(np.abs(m.step(np.ascontiguousarray(x[t]), h) - y[t])) <= 1e-13
     assert np.max(np.abs(h - hn)) <= 1e-13
+    m, x, h0, _, dy, _ = _problem(2, 3, 100, 300, 1)             # the parallel step: 300 = 4·64 + 44
+    y, hn = m.forward(x, h0)
+    h = h0.copy()
+    for t in range(2):
+        assert np.max(np.abs(m.step(np.ascontiguousarray(x[t]), h) - y[t])) <= 1e-13
+    m, x, h0, _, dy, _ = _problem(5, 3, 3, 5, 2)
     with pytest.raises(ValueError, match=r"h0 must have shape \(2, 3, 5\)"):
         m.forward(x, h0[:, :2].copy())

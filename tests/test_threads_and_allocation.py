@@ -22,6 +22,12 @@ _SCRIPT = textwrap.dedent("""
         for a in (y, hn, cn, dx, dh0, dc0, m.grads):
             h.update(a.tobytes())
         print(numba.get_num_threads(), h.hexdigest())
+        m, x, h0, c0, *_ = random_problem(2, 8, 40, 100, 2, dtype)  # step(): serial and parallel
+        for B in (1, 8):
+            hs, cs = h0[:, :B].copy(), c0[:, :B].copy()
+            for t in range(2):
+                m.step(np.ascontiguousarray(x[t, :B]), hs, cs)
+            print(numba.get_num_threads(), hashlib.sha256(hs.tobytes() + cs.tobytes()).hexdigest())
 """)
 
 
