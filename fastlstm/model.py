@@ -224,7 +224,9 @@ class Model:
             state = self._zero_state(B or 1)                # kept only if the step succeeds
         top = self.core._step_public(x, *state)
         self._state = state
-        return self._predictions((top @ self.V.T)[None])[0]
+        P = np.empty((top.shape[0], self.output_size), self.dtype)
+        heads.step_predictions(P, top, self.V, self.c, self.loss == "xent")
+        return P
 
     def _predictions(self, P):
         """The head's products P (S, B, O) = h Vᵀ become predictions in place: P + c for mse,

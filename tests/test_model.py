@@ -89,11 +89,13 @@ def test_digits_accuracy_rises():
     assert before < 0.3 and after > 0.85, f"accuracy {before:.3f} -> {after:.3f}"
 
 
-def test_predict_and_step_agree():
-    m = fastlstm.Model(3, 5, 4, loss="xent", output="every", seed=0)
+@pytest.mark.parametrize("loss", ["xent", "mse"])
+def test_predict_and_step_agree(loss):
+    m = fastlstm.Model(3, 5, 4, loss=loss, output="every", seed=0)
+    m.c[:] = [0.5, -1, 2, 0]                                    # the head's bias counts too
     x = np.random.default_rng(0).standard_normal((6, 2, 3)).astype(np.float32)
     P = m.predict(x)
-    assert P.shape == (6, 2, 4) and np.allclose(P.sum(-1), 1, atol=1e-6)
+    assert P.shape == (6, 2, 4) and (loss == "mse" or np.allclose(P.sum(-1), 1, atol=1e-6))
     m.reset_state(2)
     for t in range(6):
         assert np.allclose(m.step(x[t]), P[t], rtol=0, atol=1e-6)
