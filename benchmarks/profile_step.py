@@ -60,5 +60,7 @@ def profile(D, H, B, T):
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or SHAPES:
+        if name not in SHAPES:
+            sys.exit(__doc__.split("\n\n")[1] + f"\nshapes: {' '.join(SHAPES)}")
         print(f"{name} (D, H, B, T) = {SHAPES[name]}, {numba.get_num_threads()} threads")
         profile(*SHAPES[name])
