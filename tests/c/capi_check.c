@@ -11,14 +11,16 @@
 
 static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec * 1e-9; }
 
-static fastlstm_model *small_model(uint64_t seed) {
+static fastlstm_model *model(int64_t D, int64_t H, int64_t O, uint64_t seed) {
     fastlstm_config cfg;
     fastlstm_config_init(&cfg);
-    cfg.input_size = 3; cfg.hidden_size = 8; cfg.output_size = 2; cfg.seed = seed;
+    cfg.input_size = D; cfg.hidden_size = H; cfg.output_size = O; cfg.seed = seed;
     fastlstm_model *m = NULL;
     if (fastlstm_create(&cfg, &m) != FASTLSTM_OK) { fprintf(stderr, "create: %s\n", fastlstm_last_error()); exit(1); }
     return m;
 }
+
+static fastlstm_model *small_model(uint64_t seed) { return model(3, 8, 2, seed); }
 
 static double checksum(fastlstm_model *m) {
     int64_t n = 0;
@@ -110,6 +112,14 @@ static void *worker(void *arg) {
             return (void *)1;
         }
     fastlstm_free(m);
+    fastlstm_model *big = model(64, 256, 1, (uint64_t)(uintptr_t)arg);   /* a parallel stream step */
+    float o[1];
+    for (int s = 0; s < 20; s++)
+        if (fastlstm_step(big, x + 3 * s, 1, o, 1) != FASTLSTM_OK) {
+            fprintf(stderr, "thread step: %s\n", fastlstm_last_error());
+            return (void *)1;
+        }
+    fastlstm_free(big);
     return NULL;
 }
 
