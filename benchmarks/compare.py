@@ -174,19 +174,6 @@ def side(lib, group, D, H, B, T, dtype):
     return {"train": train, "infer": infer, "stream": stream}[group]
 
 
-def train_fns(D, H, B, T, dtype):
-    """(fastlstm's, torch's) training step in this process (pytest-benchmark's suite)."""
-    return side("fastlstm", "train", D, H, B, T, dtype), side("torch", "train", D, H, B, T, dtype)
-
-
-def infer_fns(D, H, B, T, dtype):
-    return side("fastlstm", "infer", D, H, B, T, dtype), side("torch", "infer", D, H, B, T, dtype)
-
-
-def stream_fns(D, H):
-    return side("fastlstm", "stream", D, H, 1, 1, np.float32), side("torch", "stream", D, H, 1, 1, np.float32)
-
-
 class CDriver:
     """benchmarks/capi_driver.c, compiled against a freshly built libfastlstm.so, running
     beside us: `calls(op, n)` has it make n C ABI calls of op and waits for its answer."""

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from compare import QUICK, SHAPES, STREAM, capi_fns, infer_fns, stream_fns, train_fns
+from compare import QUICK, SHAPES, STREAM, capi_fns, side
 
 shapes = QUICK if os.environ.get("FASTLSTM_BENCH_QUICK") else SHAPES
 IMPLS = ["fastlstm", "torch"]
@@ -35,19 +35,19 @@ def _run(benchmark, group, fn):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shape", list(shapes))
 def test_train(benchmark, shape, impl):
-    _run(benchmark, f"train {shape} {shapes[shape]}", train_fns(*shapes[shape], np.float32)[IMPLS.index(impl)])
+    _run(benchmark, f"train {shape} {shapes[shape]}", side(impl, "train", *shapes[shape], np.float32))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shape", list(shapes))
 def test_infer(benchmark, shape, impl):
-    _run(benchmark, f"infer {shape} {shapes[shape]}", infer_fns(*shapes[shape], np.float32)[IMPLS.index(impl)])
+    _run(benchmark, f"infer {shape} {shapes[shape]}", side(impl, "infer", *shapes[shape], np.float32))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_stream(benchmark, impl):
     D, H = (8, 16) if shapes is QUICK else STREAM
-    _run(benchmark, f"stream B=1 D={D} H={H}", stream_fns(D, H)[IMPLS.index(impl)])
+    _run(benchmark, f"stream B=1 D={D} H={H}", side(impl, "stream", D, H, 1, 1, np.float32))
 
 
 @pytest.fixture(scope="module")
