@@ -3,7 +3,8 @@
     python benchmarks/profile_step.py [small medium large xlarge deepbench]
 
 Medians of warm calls (compare.py's alternate, in blocks of 0.1 s): the whole step
-(zero_grad, forward, backward), the forward (packing W, tiles, cell), packing W and U
+(zero_grad, forward, backward), the forward (packing W, tiles, cell; from D = 512 the
+input half X W_xᵀ by BLAS first, and only U packed under "pack W"), packing W and U
 alone, δW = δZᵀ I and δX = δZ W_x (BLAS) alone; the backward is step - forward, and its
 kernel (cell backward, δh = Uᵀδz) what remains of it.
 GFLOP/s: 2·4H·(D+H)·B·T per product (the kernel's and δX's shares: H or D of D+H).
@@ -19,6 +20,7 @@ import numpy as np  # noqa: E402
 
 import fastlstm  # noqa: E402
 from fastlstm import kernels as K  # noqa: E402
+from fastlstm import recurrent as R  # noqa: E402
 
 from compare import SHAPES, alternate, local  # noqa: E402
 
@@ -34,7 +36,7 @@ def profile(D, H, B, T):
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal((T, B, D), np.float32), rng.standard_normal((T, B, H), np.float32)
     L = np.full(B, T, np.int64)
-    G, layer, ws = 4 * H, m.layers[0], m._ws
+    G, layer, ws, a0 = 4 * H, m.layers[0], m._ws, R._split(D)
     dx, d0 = np.empty((T, B, D), np.float32), np.empty((1, B, H), np.float32)
 
     def step():
@@ -45,7 +47,7 @@ def profile(D, H, B, T):
     I, Z = ws.layer(0, T, B)[:2]
     Z2, I2, dX = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H), np.empty((T * B, D), np.float32)
     t = {"step": median_ms(step), "forward": median_ms(lambda: m._forward(x, None, None, L)),
-         "pack W": median_ms(lambda: K.pack_panels(ws.panels(G, D + H), layer.W, 0, True)),
+         "pack W": median_ms(lambda: K.pack_panels(ws.panels(G, D + H - a0), layer.W, a0, True)),
          "pack U": median_ms(lambda: K.pack_panels(ws.panels(H, G), layer.W, D, False)),
          "δW": median_ms(lambda: (layer.dW.fill(0), ws.add_dW(layer.dW, Z2, I2))),
          "δX": median_ms(lambda: np.matmul(Z2, layer.W[:, :D], out=dX))}

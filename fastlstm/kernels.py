@@ -10,7 +10,7 @@ Per layer the workspace holds, for one forward:
     C  (T+1, B, H)    c_{-1} = c0 at C[0], c_t at C[t+1]
     TC (T, B, H)      tanh(c_t)
 
-    P                 W (forward) or U = W[:, D:] (backward) packed into contiguous panels
+    P                 W or U = W[:, D:] (forward) or U (backward) packed into contiguous panels
 
 The time loop is serial, the batch is parallel: each thread takes blocks of 4 rows and
 walks them through all T steps, so threads never synchronise inside the loop and never
@@ -379,16 +379,18 @@ def _chunk(c, nchunks, nblk):
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_forward(Z, C, TC, I, P, b, lengths, D, H, nchunks, cell):
+def recurrent_forward(Z, C, TC, I, P, b, lengths, D, H, a0, nchunks, cell):
     """Recurrent part of the forward pass over all steps, for an LSTM or RNN `cell`.
 
     Z (T,B,G) receives the gate activations (G = 4H for the LSTM, H for the RNN);
     I (T+1,B,D+H) holds x_t and h_{-1} = h0 at I[0,:,D:] on entry and receives h_t at
     I[t+1,:,D:], so that I[t] = [x_t ; h_{t-1}]; C (T+1,B,H) holds c0 at C[0]; TC (T,B,H)
-    receives tanh(c_t) (both of width 0 for the RNN). P: W packed by
-    pack_panels(k0=0, transpose=True); b (G). lengths (B,) int64: past its length a row's h
-    and c are carried unchanged (its gates are left unspecified).
-    z_t = b + W I_t: one sum over all D+H columns, inputs and recurrence together.
+    receives tanh(c_t) (both of width 0 for the RNN). P: W's columns a0.. packed by
+    pack_panels(k0=a0, transpose=True); b (G). lengths (B,) int64: past its length a row's
+    h and c are carried unchanged (its gates are left unspecified).
+    a0 = 0: z_t = b + W I_t, one sum over all D+H columns, inputs and recurrence together.
+    a0 = D: Z holds the input half W_x x_t on entry (a BLAS product over all steps), and
+    z_t = Z[t] + b + U h_{t-1}.
 
     Each of `nchunks` threads walks its blocks of 4 rows through every step, with no
     synchronisation; a weight panel is read once per step and reused from L1 by all of the
@@ -403,8 +405,11 @@ def recurrent_forward(Z, C, TC, I, P, b, lengths, D, H, nchunks, cell):
         for t in range(T):
             Zt = Z[t]
             for r in range(r0, r1):
-                Zt[r, :] = b
-            _panel_product(Zt, r0, r1, b0, b1, I[t], 0, P, D + H, True)
+                if a0 == 0:
+                    Zt[r, :] = b
+                else:
+                    Zt[r, :] += b
+            _panel_product(Zt, r0, r1, b0, b1, I[t], a0, P, D + H - a0, True)
             for r in range(r0, r1):
                 if t >= lengths[r]:
                     C[t + 1, r, :] = C[t, r, :]

@@ -26,6 +26,16 @@ def random_problem(T, B, D, H, L, dtype=np.float64, seed=0, with_lengths=False, 
     return m, x, h0, c0, lengths, dy, dhn, dcn
 
 
+@pytest.fixture(params=["fused", "split"])
+def forward_mode(request, monkeypatch):
+    """Run a test with both forms of the forward: "fused" (the tiles sum W [x_t; h_{t-1}],
+    what the test shapes get by default) and "split" (the input half X W_xᵀ as one BLAS
+    product first, what layers with D ≥ recurrent.SPLIT_D get)."""
+    if request.param == "split":
+        monkeypatch.setattr(fastlstm.recurrent, "SPLIT_D", 1)
+    return request.param
+
+
 @pytest.fixture
 def problem():
     return random_problem

@@ -35,11 +35,13 @@ def test_step_by_step_equals_one_call(dtype, tol):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_recurrent_kernels_treat_each_row_alone(dtype):
+@pytest.mark.parametrize("split", [False, True])
+def test_recurrent_kernels_treat_each_row_alone(dtype, split):
     """The recurrent kernels give each batch row the same bits alone as in any batch (fixed
     4-row blocks; a short block repeats its last row). H = 37 exercises full and partial
     weight panels in both directions. (The BLAS products around them may take size-dependent
-    paths, so this is asserted of the kernels, where the time loop's arithmetic lives.)"""
+    paths, so this is asserted of the kernels, where the time loop's arithmetic lives.)
+    split: the forward's tiles sum U h_{t-1} onto a given input half (a0 = D)."""
     T, B, D, H = 6, 11, 5, 37
     G = 4 * H
     rng = np.random.default_rng(0)
@@ -53,17 +55,19 @@ def test_recurrent_kernels_treat_each_row_alone(dtype):
     dY = rng.standard_normal((T, B, H)).astype(dtype)
     lengths = rng.integers(1, T + 1, B).astype(np.int64)
     TW = 64 // np.dtype(dtype).itemsize
-    Pf = np.zeros((-(-G // TW), D + H, TW), dtype)
+    a0 = D if split else 0
+    Pf = np.zeros((-(-G // TW), D + H - a0, TW), dtype)
     Pb = np.zeros((-(-H // TW), G, TW), dtype)
-    K.pack_panels(Pf, W, 0, True)
+    K.pack_panels(Pf, W, a0, True)
+    Z0 = I0[:T, :, :D] @ W[:, :D].T if split else np.zeros((T, B, G), dtype)
     K.pack_panels(Pb, W, D, False)
 
     def run(rows):
         I, C = (np.ascontiguousarray(a[:, rows]) for a in (I0, C0))
         n = len(rows)
-        Z = np.zeros((T, n, G), dtype)
+        Z = np.ascontiguousarray(Z0[:, rows])
         TC = np.zeros((T, n, H), dtype)
-        K.recurrent_forward(Z, C, TC, I, Pf, b, lengths[rows], D, H, 2, K.LSTM_CELL)
+        K.recurrent_forward(Z, C, TC, I, Pf, b, lengths[rows], D, H, a0, 2, K.LSTM_CELL)
         out = [Z.copy(), I, C, TC]
         dh, dc = np.zeros((n, H), dtype), np.zeros((n, H), dtype)
         K.recurrent_backward(Z, dh, dc, np.zeros((n, H), dtype), np.zeros((0, 0, 2)),

@@ -33,7 +33,7 @@ def _assert_close(name, analytic, numeric):
 
 
 @pytest.mark.parametrize("T,B,D,H,L,with_lengths", [(5, 3, 3, 4, 1, False), (4, 5, 2, 3, 2, True)])
-def test_finite_differences(T, B, D, H, L, with_lengths):
+def test_finite_differences(T, B, D, H, L, with_lengths, forward_mode):
     m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(T, B, D, H, L, with_lengths=with_lengths, seed=3)
     m.forward(x, h0, c0, lengths)
     dx, (dh0, dc0) = m.backward(dy, dhn, dcn)

@@ -87,7 +87,7 @@ def test_rnn_finite_differences():
 
 
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_rnn_matches_torch(with_lengths):
+def test_rnn_matches_torch(with_lengths, forward_mode):
     torch = pytest.importorskip("torch")
     T, B, D, H, L = 7, 5, 3, 4, 2
     m, x, h0, lengths, dy, dhn = _problem(T, B, D, H, L, with_lengths=with_lengths)

@@ -28,7 +28,7 @@ def _grads_in_our_layout(m, t):
 @pytest.mark.parametrize("T,B,D,H,L,with_lengths", [
     (6, 4, 3, 5, 1, False), (8, 5, 4, 6, 2, False), (7, 6, 3, 4, 3, True), (1, 1, 2, 3, 2, True),
     (5, 7, 6, 37, 2, True)])
-def test_outputs_states_and_gradients_match_torch(T, B, D, H, L, with_lengths):
+def test_outputs_states_and_gradients_match_torch(T, B, D, H, L, with_lengths, forward_mode):
     m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(T, B, D, H, L, with_lengths=with_lengths)
     t = _torch_lstm(m)
     xt, h0t, c0t = (torch.tensor(a, requires_grad=True) for a in (x, h0, c0))
