@@ -516,7 +516,7 @@ def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell):
             and (c.size == 0 or all_finite(c.reshape(c.size)))):
         return False
     L, B, _ = h.shape
-    G = (4 if cell == LSTM_CELL else 1) * H
+    G = z.shape[1]
     U = STEP_UNITS
     o = 0
     for l in range(L):
