@@ -13,7 +13,12 @@
  * Conventions
  *  - Every function returning int returns a status code: FASTLSTM_OK (0) or a
  *    FASTLSTM_ERROR_* value; on error fastlstm_last_error() describes it and the model is
- *    exactly as it was before the call.
+ *    exactly as it was before the call (fastlstm_train_step and fastlstm_apply_update
+ *    say what NON_FINITE leaves). Each function lists the statuses it returns; any of them
+ *    may also return FASTLSTM_ERROR_INIT (the embedded Python failed to start) and
+ *    FASTLSTM_ERROR_INTERNAL (a bug: please report it).
+ *  - Out of scope, as in any C API: a buffer shorter than the sizes the caller declares
+ *    for it (T*B*D floats for x, say) is the caller's bug; the library cannot see it.
  *  - Arrays are dense, C order (row-major), float32 unless said, owned by the caller; the
  *    library reads inputs in place (no copies) and writes outputs into caller buffers whose
  *    length in elements the caller passes. Sizes are int64_t.
@@ -109,8 +114,12 @@ FASTLSTM_API const char *fastlstm_last_error(void);
 /* Fill *cfg with the defaults listed in fastlstm_config (sizes 1). NULL is ignored. */
 FASTLSTM_API void fastlstm_config_init(fastlstm_config *cfg);
 
-/* Create a model from *cfg and store its handle in *out (left untouched on error).
- * Returns OK, NULL_POINTER, INVALID_ARGUMENT, INIT. Free it with fastlstm_free. */
+/* Create a model from *cfg and store its handle in *out (left untouched on error). Free it
+ * with fastlstm_free. Handles are random 64-bit values, so a stale or guessed pointer is
+ * almost surely refused (INVALID_HANDLE) rather than taken for another live model.
+ * INVALID_ARGUMENT: a size < 1, num_layers > 1024, a model beyond the machine's memory, an
+ * unknown setting, or a hyperparameter out of its range or NaN (clip NaN or < 0 included).
+ * Returns OK, NULL_POINTER, INVALID_ARGUMENT. */
 FASTLSTM_API int fastlstm_create(const fastlstm_config *cfg, fastlstm_model **out);
 
 /* Release a model. NULL is a harmless no-op; a freed or foreign handle is ignored. */
@@ -122,7 +131,11 @@ FASTLSTM_API void fastlstm_free(fastlstm_model *model);
  *   targets for LOSS_MSE: [B][O] (OUTPUT_LAST) or [T][B][O] (OUTPUT_EVERY); else NULL
  *   labels  for LOSS_XENT: [B] or [T][B] in 0..O-1; else NULL
  *   loss    receives the batch's mean loss before the update (may be NULL)
- * A non-finite loss or gradient returns NON_FINITE and leaves the model unchanged.
+ * NON_FINITE: NaN/Inf in an input, a non-finite loss or gradient, or an update whose
+ * result would not be finite (overflow). For the last three the parameters, the
+ * optimizer's state and the step count are unchanged, the gradient array holds what this
+ * batch gave, and the model's count of refused steps (kept in checkpoints) grows by one.
+ * On any other error (a NaN input included) nothing changes.
  * Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_train_step(fastlstm_model *model, const float *x, const int64_t *lengths,
                                      const float *targets, const int32_t *labels,
@@ -131,49 +144,68 @@ FASTLSTM_API int fastlstm_train_step(fastlstm_model *model, const float *x, cons
 /* The first half of a training step: gradients of the batch's loss into the model's
  * gradient array (read it with fastlstm_get_grads); parameters are not changed. Arguments
  * as fastlstm_train_step. With fastlstm_set_grads and fastlstm_apply_update a driver can sum
- * gradients across processes (e.g. MPI_Allreduce) in between. */
+ * gradients across processes (e.g. MPI_Allreduce) in between. NON_FINITE: NaN/Inf in an
+ * input (the gradients are then unchanged).
+ * Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_compute_gradients(fastlstm_model *model, const float *x, const int64_t *lengths,
                                             const float *targets, const int32_t *labels,
                                             int64_t T, int64_t B, double *loss);
 
 /* The second half: clip the model's current gradients and take one optimizer step.
- * Returns OK, NON_FINITE (gradients not finite: nothing changes), INVALID_HANDLE. */
+ * NON_FINITE: gradients not finite, or an update whose result would not be finite; the
+ * parameters and the optimizer are unchanged (as for fastlstm_train_step).
+ * Returns OK, NON_FINITE, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_apply_update(fastlstm_model *model);
 
 /* Predictions for a batch: out [B][O] (OUTPUT_LAST) or [T][B][O] (OUTPUT_EVERY, zero past
  * each length); values for LOSS_MSE, class probabilities for LOSS_XENT. out_len is the
- * length of out in floats. Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE,
- * BUFFER_TOO_SMALL, INVALID_HANDLE. Does not change the model. */
+ * length of out in floats. Does not change the model.
+ * Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, BUFFER_TOO_SMALL, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_predict(fastlstm_model *model, const float *x, const int64_t *lengths,
                                   int64_t T, int64_t B, float *out, int64_t out_len);
 
 /* Streaming inference: one time step x [B][D] for B independent streams whose state (h, c)
  * the model keeps between calls; out [B][O] receives this step's predictions. A call with
- * another B starts B fresh streams. Returns as fastlstm_predict. */
+ * another B starts B fresh streams.
+ * Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, BUFFER_TOO_SMALL, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_step(fastlstm_model *model, const float *x, int64_t B, float *out, int64_t out_len);
 
-/* Zero the streaming state for B streams. Returns OK, INVALID_ARGUMENT, INVALID_HANDLE. */
+/* Zero the streaming state for B streams.
+ * Returns OK, INVALID_ARGUMENT, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_reset_state(fastlstm_model *model, int64_t B);
 
 /* Write a checkpoint (weights, optimizer state, configuration): the same file format that
- * Python's Model.save / fastlstm.load use. Atomic: a crash never leaves a half-written file.
+ * Python's Model.save / fastlstm.load use. Atomic: a crash never leaves a half-written file
+ * (a temporary that a killed writer left beside it is removed by the next save). Paths are
+ * bytes, passed to the operating system as they are (no encoding is assumed).
  * Returns OK, NULL_POINTER, IO, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_save(fastlstm_model *model, const char *path);
 
-/* Load a checkpoint (float32 models) into a new handle in *out.
+/* Load a checkpoint into a new handle in *out. IO: the path is missing or unreadable.
+ * BAD_CHECKPOINT: anything wrong with the file (not a regular file, truncated, corrupt,
+ * foreign, a wrong version, values out of range, sizes that do not match its
+ * configuration); checked before anything is built, so a hostile file costs at most what
+ * its configuration implies. INVALID_ARGUMENT: a float64 model (the C ABI runs float32;
+ * convert it in Python with fastlstm.Model(..., dtype=np.float32) and set its params).
  * Returns OK, NULL_POINTER, IO, BAD_CHECKPOINT, INVALID_ARGUMENT. */
 FASTLSTM_API int fastlstm_load(const char *path, fastlstm_model **out);
 
-/* The number of parameters (and of gradients) in *n. */
+/* The number of parameters (and of gradients) in *n.
+ * Returns OK, NULL_POINTER, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_param_count(fastlstm_model *model, int64_t *n);
 
 /* Copy the flat parameter or gradient array out to / in from a caller buffer of exactly
  * n = fastlstm_param_count floats (INVALID_ARGUMENT otherwise). Layout: per layer W
  * (G x (D_l + H), rows in gate order a, i, f, o) then b (G), then the head's V (O x H), c (O).
- * set_params refuses non-finite values (NON_FINITE) and changes nothing then. */
+ * The setters refuse non-finite values (NON_FINITE) and change nothing then. */
+
+/* Returns OK, NULL_POINTER, INVALID_ARGUMENT, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_get_params(fastlstm_model *model, float *out, int64_t n);
+/* Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_set_params(fastlstm_model *model, const float *in, int64_t n);
+/* Returns OK, NULL_POINTER, INVALID_ARGUMENT, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_get_grads(fastlstm_model *model, float *out, int64_t n);
+/* Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_set_grads(fastlstm_model *model, const float *in, int64_t n);
 
 #ifdef __cplusplus

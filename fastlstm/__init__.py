@@ -1,11 +1,29 @@
-"""fastlstm: a compact, fast LSTM training engine on NumPy arrays (Numba kernels)."""
+"""fastlstm: a compact, fast LSTM training engine on NumPy arrays (Numba kernels).
+
+The public names load on first use (PEP 562), so that `fastlstm train` can install its
+Ctrl-C handler before NumPy, Numba and the kernels load: an interrupt at any moment of
+start-up then ends with a message, never a traceback."""
+import importlib
+
 from . import _config  # noqa: F401  (sets Numba's environment before numba is imported)
-from . import optim
-from .checkpoint import CheckpointError
-from .recurrent import LSTM, RNN
-from .model import Model, NonFiniteError, load
-from .optim import SGD, Adam
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "RNN", "Model", "SGD", "Adam", "load", "optim", "CheckpointError", "NonFiniteError",
-           "__version__"]
+_PUBLIC = {"LSTM": "recurrent", "RNN": "recurrent", "Model": "model", "NonFiniteError": "model",
+           "load": "model", "SGD": "optim", "Adam": "optim", "CheckpointError": "checkpoint"}
+__all__ = [*_PUBLIC, "optim", "__version__"]
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    elif name in ("optim", "recurrent", "model", "checkpoint", "kernels", "heads", "tasks", "carousel",
+                  "distributed", "capi"):
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'fastlstm' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -4,8 +4,9 @@ maps every exception to a status code with a message for fastlstm_last_error(): 
 escapes to C as a crash, and validation happens before any state changes, so a failed call
 leaves the model as it was.
 """
-import itertools
 import math
+import os
+import secrets
 
 import numpy as np
 
@@ -19,7 +20,7 @@ OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE, IO, BAD_CHECKPOI
 _MAX_BYTES = 1 << 46                     # no single buffer beyond 64 TiB: sizes that overflow
 
 _models = {}                             # handle id -> Model
-_ids = itertools.count(16, 16)           # never 0, never reused: freed handles stay detectable
+_issued = set()                          # every id ever handed out: none is reused
 _CELLS, _LOSSES, _OUTPUTS = ("lstm", "rnn"), ("mse", "xent"), ("last", "every")
 
 
@@ -39,7 +40,7 @@ def _status(e):
         return BAD_CHECKPOINT
     if isinstance(e, OSError):
         return IO
-    if isinstance(e, (ValueError, TypeError, KeyError)):
+    if isinstance(e, (ValueError, TypeError, KeyError, MemoryError)):   # MemoryError: sizes too big
         return INVALID_ARGUMENT
     return INTERNAL
 
@@ -102,7 +103,10 @@ def register(ffi, lib):
         need(out, "out")
         if m.dtype != np.float32:
             raise ApiError(INVALID_ARGUMENT, f"the C API runs float32 models; this one is {m.dtype}")
-        h = next(_ids)
+        h = 0
+        while h == 0 or h in _issued:        # random 63-bit ids: a guessed or stale pointer
+            h = secrets.randbits(63) & ~0xF  # is almost surely no live model
+        _issued.add(h)
         _models[h] = m
         out[0] = h
 
@@ -114,19 +118,24 @@ def register(ffi, lib):
                                      ("output", cfg.output, _OUTPUTS), ("optimizer", cfg.optimizer, (0, 1))):
             if not 0 <= value < len(choices):
                 raise ApiError(INVALID_ARGUMENT, f"cfg->{name} = {value} is not a FASTLSTM_ constant for it")
-        opt = (optim.Adam(cfg.learning_rate, cfg.beta1, cfg.beta2, cfg.eps) if cfg.optimizer == 0
-               else optim.SGD(cfg.learning_rate, cfg.momentum))
-        m = Model(int(cfg.input_size), int(cfg.hidden_size), int(cfg.output_size), int(cfg.num_layers),
-                  cell=_CELLS[cfg.cell], loss=_LOSSES[cfg.loss], output=_OUTPUTS[cfg.output],
-                  dtype=np.float32, forget_bias=cfg.forget_bias, seed=int(cfg.seed), optimizer=opt,
-                  clip=cfg.clip if cfg.clip > 0 else None)
+        if not (cfg.clip == 0 or cfg.clip > 0):       # NaN and negatives are not "no clipping"
+            raise ApiError(INVALID_ARGUMENT, f"cfg->clip must be 0 (no clipping) or > 0, got {cfg.clip}")
+        try:
+            opt = (optim.Adam(cfg.learning_rate, cfg.beta1, cfg.beta2, cfg.eps) if cfg.optimizer == 0
+                   else optim.SGD(cfg.learning_rate, cfg.momentum))
+            m = Model(int(cfg.input_size), int(cfg.hidden_size), int(cfg.output_size), int(cfg.num_layers),
+                      cell=_CELLS[cfg.cell], loss=_LOSSES[cfg.loss], output=_OUTPUTS[cfg.output],
+                      dtype=np.float32, forget_bias=cfg.forget_bias, seed=int(cfg.seed), optimizer=opt,
+                      clip=cfg.clip if cfg.clip > 0 else None)
+        except NonFiniteValue as e:                      # a NaN setting is an invalid argument
+            raise ApiError(INVALID_ARGUMENT, f"cfg: {e}") from None
         new_handle(m, out)
 
     @api
     def _fl_py_load(path, out):
         need(path, "path")
         need(out, "out")
-        new_handle(load(ffi.string(path).decode()), out)
+        new_handle(load(os.fsdecode(ffi.string(path))), out)     # any bytes the OS takes
 
     @ffi.def_extern(name="_fl_py_free", onerror=_on_error)
     def _fl_py_free(handle):
@@ -192,7 +201,7 @@ def register(ffi, lib):
     def _fl_py_save(handle, path):
         m = model(handle)
         need(path, "path")
-        m.save(ffi.string(path).decode())
+        m.save(os.fsdecode(ffi.string(path)))
 
     @api
     def _fl_py_count(handle, n):

@@ -3,6 +3,7 @@
 Each raises ValueError or TypeError with a message that says what was expected and what came.
 """
 import numbers
+import os
 
 import numpy as np
 
@@ -33,6 +34,28 @@ def positive_int(name, value, minimum=1):
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+MAX_LAYERS = 1024   # far deeper than any recurrent stack in use; stops 10**7 layer objects
+
+
+def num_layers(value):
+    """A layer count in 1..MAX_LAYERS."""
+    n = positive_int("num_layers", value)
+    if n > MAX_LAYERS:
+        raise ValueError(f"num_layers must be <= {MAX_LAYERS}, got {n}")
+    return n
+
+
+def fits_in_memory(what, nbytes):
+    """MemoryError, before anything is allocated, for a request beyond the machine's RAM."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if nbytes > ram:
+        raise MemoryError(f"{what} would need {nbytes / 2**30:.1f} GiB, more than this machine's "
+                          f"{ram / 2**30:.1f} GiB of memory")
 
 
 def finite_float(name, value):

@@ -1,20 +1,34 @@
 """Checkpoint files: a NumPy .npz archive (no pickle) with a JSON header, written atomically.
 
-Layout: member `__fastlstm__` holds UTF-8 JSON {"format": "fastlstm-checkpoint",
-"version": 1, ...}; every other member is a named array. Loading never unpickles
-(allow_pickle=False); zip's CRC-32 catches corrupted bytes; a truncated file has no zip
-directory. All of these, and a wrong format or version, raise CheckpointError.
+Layout: a zip of .npy members. `__fastlstm__.npy` holds UTF-8 JSON {"format":
+"fastlstm-checkpoint", "version": 1, ...} as uint8; every other member is one named 1-D
+array. `np.load(path)` reads the file too.
+
+Reading trusts nothing in the file. `read` opens only regular files. It parses the header
+strictly (standard JSON, bounded size). It asks the caller which arrays that header implies,
+with their shapes and dtypes. Then it checks every zip member against that list before
+inflating anything: its name, compression (stored or deflate), flags, declared sizes, the
+room it takes in the file, and its .npy header. Only then does it read the data into
+arrays of the expected size. Any failure raises CheckpointError; a missing or unreadable
+path stays an OSError. So a file can cost at most what its header's configuration implies
+(a deflated member at most 1032 times its compressed size, deflate's limit), whatever it
+claims.
 """
 import json
 import os
+import re
+import stat
 import tempfile
 import zipfile
-import zlib
 
 import numpy as np
 
 FORMAT, VERSION = "fastlstm-checkpoint", 1
 _HEADER = "__fastlstm__"
+_MAX_HEADER_BYTES = 64 << 20         # the JSON header (config, optimizer, extra such as a history)
+_MAX_MEMBERS = 64
+_DEFLATE_RATIO = 1032                # deflate never inflates one byte to more than this
+_NPY_HEADER_MAX = 10000              # numpy's own bound for a .npy header
 
 
 class CheckpointError(ValueError):
@@ -22,15 +36,21 @@ class CheckpointError(ValueError):
 
 
 def write(path, header, arrays):
-    """Write header (JSON-able dict) and arrays (name -> ndarray) to path, atomically:
-    a temporary file in the same folder, flushed to disk, then renamed over path."""
-    path = os.fspath(path)
+    """Write header (a dict, standard JSON: no NaN/Inf) and arrays (name -> ndarray) to
+    path, atomically: a temporary file in the same folder, flushed to disk, then renamed
+    over path. Temporaries left by writers that died (SIGKILL) are removed first."""
+    path = os.fsdecode(path)
+    try:
+        meta = json.dumps(dict(header, format=FORMAT, version=VERSION), allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"a checkpoint's header (extra included) must be JSON with finite numbers: {e}") from None
     folder = os.path.dirname(os.path.abspath(path))
-    meta = dict(header, format=FORMAT, version=VERSION)
-    fd, tmp = tempfile.mkstemp(prefix=".fastlstm-", suffix=".tmp", dir=folder)
+    prefix = _temp_prefix(path)
+    _remove_stale(folder, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{_HEADER: np.frombuffer(json.dumps(meta).encode(), np.uint8)}, **arrays)
+            np.savez(f, **{_HEADER: np.frombuffer(meta, np.uint8)}, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -45,33 +65,151 @@ def write(path, header, arrays):
         pass  # some filesystems cannot fsync a directory; the rename itself is atomic
 
 
-def read(path):
-    """(header dict, {name: ndarray}) from a checkpoint, or CheckpointError saying why not."""
-    path = os.fspath(path)
-    with open(path, "rb") as f:                        # FileNotFoundError stays itself
-        magic = f.read(6)
-    if magic[:2] != b"PK" and magic != b"\x93NUMPY":
-        raise CheckpointError(f"{path}: not a fastlstm checkpoint (not a zip archive)")
+def _temp_prefix(path):
+    return f".{os.path.basename(path)[:80]}.fastlstm-"
+
+
+def _remove_stale(folder, prefix):
+    """Unlink this path's temporaries whose writing process no longer runs on this host."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-[^/]*\.tmp$")
     try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = pattern.match(name)
+        if m and not _alive(int(m.group(1))):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def read(path, arrays_for=None):
+    """(header dict, {name: ndarray}) from a checkpoint, or CheckpointError saying why not.
+
+    arrays_for(header) validates the header (raising ValueError or TypeError) and returns
+    {name: (shape, dtype)}: exactly the arrays the file must hold (default: a Model's)."""
+    if arrays_for is None:
+        from .model import _checkpoint_arrays as arrays_for
+    path = os.fsdecode(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))   # a FIFO must not block
+    with os.fdopen(fd, "rb") as f:                                    # OSError stays itself
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"{path}: not a fastlstm checkpoint (not a regular file)")
+        magic = f.read(4)
+        if magic == b"\x93NUM":
             raise CheckpointError(f"{path}: not a fastlstm checkpoint (a bare .npy array)")
-        with z:
-            if _HEADER not in z.files:
-                raise CheckpointError(f"{path}: not a fastlstm checkpoint (no {_HEADER} header)")
-            header = json.loads(bytes(z[_HEADER]).decode())
-            if header.get("format") != FORMAT:
-                raise CheckpointError(f"{path}: not a fastlstm checkpoint (format {header.get('format')!r})")
-            if header.get("version") != VERSION:
-                raise CheckpointError(f"{path}: checkpoint version {header.get('version')!r} is not "
-                                      f"supported (this fastlstm reads version {VERSION})")
-            arrays = {k: z[k] for k in z.files if k != _HEADER}
-    except CheckpointError:
-        raise
-    except FileNotFoundError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, OSError,
-            UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not a readable fastlstm checkpoint "
-                              f"(truncated or corrupt: {type(e).__name__}: {e})") from e
-    return header, arrays
+        if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise CheckpointError(f"{path}: not a fastlstm checkpoint (not a zip archive)")
+        f.seek(0)
+        try:
+            return _read_zip(f, st.st_size, arrays_for)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        except MemoryError:
+            raise
+        except Exception as e:   # noqa: BLE001  (zipfile, json, numpy: every malformation)
+            raise CheckpointError(f"{path}: not a readable fastlstm checkpoint "
+                                  f"(truncated or corrupt: {type(e).__name__}: {e})") from e
+
+
+def _read_zip(f, file_size, arrays_for):
+    with zipfile.ZipFile(f) as z:
+        infos = z.infolist()
+        names = [i.filename for i in infos]
+        if len(infos) > _MAX_MEMBERS or len(set(names)) != len(names):
+            raise CheckpointError("not a fastlstm checkpoint (too many or duplicate members)")
+        members = dict(zip(names, infos))
+        if _HEADER + ".npy" not in members:
+            raise CheckpointError(f"not a fastlstm checkpoint (no {_HEADER} header)")
+        raw = _member(z, _HEADER, members[_HEADER + ".npy"], None, np.dtype(np.uint8), file_size, _MAX_HEADER_BYTES)
+        header = json.loads(raw.tobytes().decode("utf-8"), parse_constant=_refuse_constant)
+        if not isinstance(header, dict):
+            raise CheckpointError(f"not a fastlstm checkpoint (its header is a JSON {type(header).__name__})")
+        if header.get("format") != FORMAT:
+            raise CheckpointError(f"not a fastlstm checkpoint (format {header.get('format')!r})")
+        if header.get("version") != VERSION:
+            raise CheckpointError(f"checkpoint version {header.get('version')!r} is not supported "
+                                  f"(this fastlstm reads version {VERSION})")
+        try:
+            want = arrays_for(header)
+        except (KeyError, TypeError, ValueError, OverflowError, MemoryError) as e:
+            raise CheckpointError(f"inconsistent fastlstm checkpoint: {type(e).__name__}: {e}") from None
+        extra = set(names) - {_HEADER + ".npy"} - {k + ".npy" for k in want}
+        missing = [k for k in want if k + ".npy" not in members]
+        if extra or missing:
+            raise CheckpointError(f"inconsistent fastlstm checkpoint: missing arrays {missing}, "
+                                  f"unexpected members {sorted(extra)}")
+        for k, (shape, dtype) in want.items():            # every member checked before any is read
+            _check_info(k, members[k + ".npy"], shape, np.dtype(dtype), file_size, None)
+        out = {k: _member(z, k, members[k + ".npy"], shape, np.dtype(dtype), file_size, None)
+               for k, (shape, dtype) in want.items()}
+    return header, out
+
+
+def _refuse_constant(name):
+    raise ValueError(f"the header holds {name}, which standard JSON does not allow")
+
+
+def _check_info(name, info, shape, dtype, file_size, limit):
+    """Refuse member `name` if its zip entry cannot hold exactly `shape` of `dtype` (or,
+    with shape None, at most `limit` bytes), before anything is inflated."""
+    if info.flag_bits & 0x1:
+        raise CheckpointError(f"member {name} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise CheckpointError(f"member {name} uses compression method {info.compress_type} "
+                              "(a checkpoint is stored or deflated)")
+    if info.header_offset + info.compress_size > file_size:
+        raise CheckpointError(f"member {name} claims {info.compress_size} bytes past the end of the file")
+    if (info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size) or \
+            info.file_size > _DEFLATE_RATIO * info.compress_size + 1024:
+        raise CheckpointError(f"member {name} declares {info.file_size} bytes from "
+                              f"{info.compress_size} compressed")
+    data = dtype.itemsize * int(np.prod(shape)) if shape is not None else None
+    if data is not None and not data < info.file_size <= data + _NPY_HEADER_MAX + 128:
+        raise CheckpointError(f"{name} has shape other than {shape} {dtype}, which the configuration "
+                              f"needs ({info.file_size} bytes in the file for {data} of data)")
+    if limit is not None and info.file_size > limit + _NPY_HEADER_MAX + 128:
+        raise CheckpointError(f"member {name} holds {info.file_size} bytes, more than {limit}")
+
+
+def _member(z, name, info, shape, dtype, file_size, limit):
+    """Read member `name` (.npy) as an array of `shape` (None: any 1-D length), `dtype`."""
+    _check_info(name, info, shape, dtype, file_size, limit)
+    with z.open(info) as m:
+        version = np.lib.format.read_magic(m)
+        if version not in ((1, 0), (2, 0)):
+            raise CheckpointError(f"member {name} has .npy version {version}")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        got_shape, fortran, got_dtype = read_header(m, max_header_size=_NPY_HEADER_MAX)
+        if fortran or got_dtype != dtype or len(got_shape) != 1 or (shape is not None and got_shape != shape):
+            raise CheckpointError(f"{name} has shape {got_shape} {got_dtype}"
+                                  f"{' (Fortran order)' if fortran else ''}; the configuration needs "
+                                  f"{shape if shape is not None else '(n,)'} {dtype}")
+        a = np.empty(got_shape, dtype)
+        want = a.nbytes
+        if shape is None and want > info.file_size:
+            raise CheckpointError(f"member {name} declares {got_shape} but holds {info.file_size} bytes")
+        view = memoryview(a).cast("B")
+        got = 0
+        while got < want:
+            n = m.readinto(view[got:])
+            if not n:
+                raise CheckpointError(f"member {name} ends after {got} of {want} bytes")
+            got += n
+        if m.read(1):                                      # also makes zipfile check the CRC-32
+            raise CheckpointError(f"member {name} holds more than {got_shape} {dtype}")
+    return a

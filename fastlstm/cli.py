@@ -1,13 +1,15 @@
 """The command line: `fastlstm train` runs the main job on a built-in task;
 `fastlstm sample` generates text from a checkpoint of the text task; `fastlstm carousel`
-measures how far back gradients reach in an RNN and two LSTMs."""
+measures how far back gradients reach in an RNN and two LSTMs.
+
+Only the standard library loads before main() has installed its Ctrl-C handler
+(`_Interrupt`); NumPy, Numba and the kernels load after it."""
 import argparse
 import os
 import signal
 import sys
+import threading
 import time
-
-import numpy as np
 
 # Defaults per task: tuned so that each reaches its figure of merit on 2 cores within minutes.
 DEFAULTS = {
@@ -67,9 +69,65 @@ def _make_task(name, T):
     return TASKS[name]() if T is None else TASKS[name](T=T)
 
 
-def train(args):
+class UsageError(Exception):
+    """A bad option or file, reported as `fastlstm: error: ...` with exit status 2."""
+
+
+class _Interrupt:
+    """The SIGINT handler of the command line.
+
+    Until training starts it raises KeyboardInterrupt at once: nothing is saved yet, and
+    main() reports it. Once the loop runs (`defer()`), the first Ctrl-C only sets
+    `requested`, which the loop reads between steps, so that a batch draw, its step and the
+    counters are one unit and the checkpoint written then is a state an uninterrupted run
+    passes through (resume is bitwise). A second Ctrl-C stops at once; the last checkpoint
+    written stays as it was. `saved` says what is on disk, for main()'s last message."""
+
+    def __init__(self):
+        self.deferred = self.requested = False
+        self.saved = None                    # (path, step) of the last checkpoint written
+
+    def defer(self):
+        self.deferred = True
+
+    def __call__(self, signum, frame):
+        if self.deferred and not self.requested:
+            self.requested = True            # os.write: a print here could re-enter stderr's buffer
+            os.write(2, b"\nfastlstm: stopping after this step (Ctrl-C again to stop at once)\n")
+            return
+        raise KeyboardInterrupt
+
+
+def _resume(out, task_name):
+    """(model, task, rng, history) from the checkpoint at out, written by `fastlstm train`."""
+    import numpy as np
+
     import fastlstm
+    model = fastlstm.load(out)
+    run = model.extra
+    if not isinstance(run.get("task"), dict) or "name" not in run["task"] or "rng" not in run:
+        raise UsageError(f"{out} was not written by `fastlstm train` (it records no task and data "
+                         "stream), so --resume cannot continue it")
+    if run["task"]["name"] != task_name:
+        raise UsageError(f"{out} was trained on task {run['task']['name']!r}, not {task_name!r} "
+                         f"(pass --task {run['task']['name']})")
+    task = _make_task(task_name, run["task"].get("T"))
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = run["rng"]
+    except (TypeError, ValueError, KeyError) as e:
+        raise UsageError(f"{out}: its data stream state is unusable ({e})") from None
+    history = run.get("history", [])
+    if not isinstance(history, list):
+        raise UsageError(f"{out}: its history is not a list")
+    return model, task, rng, history
+
+
+def train(args, interrupt):
+    import numpy as np
     from tqdm import tqdm
+
+    import fastlstm
 
     d = DEFAULTS[args.task]
     for k, val in d.items():
@@ -78,14 +136,8 @@ def train(args):
     out = args.out or os.path.join("runs", f"{args.task}.ckpt")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if args.resume:
-        model = fastlstm.load(out)
-        task_cfg = model.extra["task"]
-        if task_cfg["name"] != args.task:
-            sys.exit(f"fastlstm: {out} was trained on task {task_cfg['name']!r}, not {args.task!r}")
-        task = _make_task(args.task, task_cfg["T"])
-        rng = np.random.default_rng()
-        rng.bit_generator.state = model.extra["rng"]
-        history = model.extra["history"]
+        model, task, rng, history = _resume(out, args.task)
+        interrupt.saved = (out, model.steps)
     else:
         task = _make_task(args.task, args.T)
         opt = (fastlstm.Adam(lr=args.lr) if args.optimizer == "adam"
@@ -96,11 +148,12 @@ def train(args):
         rng = np.random.default_rng(args.seed)
         history = []
 
-    step, lead = model.train_step, True
+    step, lead, stop = model.train_step, True, lambda: interrupt.requested
     if args.distributed:
         from .distributed import DataParallel
         dp = DataParallel(model)
         step, lead = dp.train_step, dp.rank == 0
+        stop = lambda: dp.any(interrupt.requested)          # noqa: E731  (every rank stops at one step)
         args.quiet = args.quiet or not lead
         if lead:
             print(f"fastlstm: {dp.size} ranks, {dp.threads} threads each, batch {args.batch} split "
@@ -110,21 +163,21 @@ def train(args):
         if lead:
             model.save(out, extra=dict(task=dict(name=args.task, T=getattr(task, "T", None)),
                                        rng=rng.bit_generator.state, history=history))
+            interrupt.saved = (out, model.steps)
 
     def say(text):
         if lead:
             print(text, flush=True)
 
     say(f"fastlstm: task {args.task}, {model.core.num_layers}x{model.core.hidden_size} {model.cell.upper()}, "
-          f"{model.params.size} parameters, batch {args.batch}, {args.optimizer} lr {model.optimizer.lr}"
-          + (f", baseline {task.baseline:.3f}" if hasattr(task, "baseline") else ""))
+        f"{model.params.size} parameters, batch {args.batch}, {args.optimizer} lr {model.optimizer.lr}"
+        + (f", baseline {task.baseline:.3f}" if hasattr(task, "baseline") else ""))
     start, t0, seen = model.steps, time.perf_counter(), 0
     bar = tqdm(total=args.steps, initial=start, disable=args.quiet, unit="step", dynamic_ncols=True)
     ema, solved = None, False
-    interrupted = False
-    prev = signal.getsignal(signal.SIGINT)
+    interrupt.defer()
     try:
-        while model.steps < args.steps:
+        while model.steps < args.steps and not stop():
             x, y, lengths = task.batch(rng, args.batch, model.dtype)
             loss = step(x, y, lengths)
             seen += args.batch
@@ -141,14 +194,11 @@ def train(args):
                     solved = True
                     if not args.full:
                         break
-    except KeyboardInterrupt:
-        interrupted = True
     finally:
         bar.close()
-        signal.signal(signal.SIGINT, prev)
     save()
     wall = time.perf_counter() - t0
-    if interrupted:
+    if interrupt.requested:
         say(f"fastlstm: interrupted at step {model.steps}; checkpoint saved to {out} (continue with --resume)")
         return 130
     m = history[-1] if history and history[-1]["step"] == model.steps else dict(task.metrics(model))
@@ -158,20 +208,20 @@ def train(args):
     return 0
 
 
-def sample(args):
+def sample(args, interrupt):
+    import numpy as np
+
     import fastlstm
     from .tasks import Text
+    if not (args.temperature > 0 and np.isfinite(args.temperature)) or args.length < 0:
+        raise UsageError("--temperature must be a finite number > 0 and --length >= 0")
     model = fastlstm.load(args.checkpoint)
-    if model.extra.get("task", {}).get("name") != "text":
-        sys.exit(f"fastlstm: {args.checkpoint} is not a checkpoint of the text task")
-    if args.temperature <= 0 or args.length < 0:
-        sys.exit("fastlstm: --temperature must be > 0 and --length >= 0")
-    task = Text(T=model.extra["task"]["T"])
+    task_cfg = model.extra.get("task")
+    if not isinstance(task_cfg, dict) or task_cfg.get("name") != "text":
+        raise UsageError(f"{args.checkpoint} is not a checkpoint of the text task")
+    task = Text(T=task_cfg["T"])
     rng = np.random.default_rng(args.seed)
-    try:
-        x = task.encode(args.prime or "\n", model.dtype)
-    except ValueError as e:
-        sys.exit(f"fastlstm: {e}")
+    x = task.encode(args.prime or "\n", model.dtype)
     model.reset_state(1)
     for t in range(len(x)):
         p = model.step(x[t])[0]
@@ -188,10 +238,10 @@ def sample(args):
     return 0
 
 
-def carousel(args):
+def carousel(args, interrupt):
     from . import carousel as cr
     if args.T < 2 or args.hidden < 1 or args.batch < 1 or args.train < 0:
-        sys.exit("fastlstm: --T must be >= 2, --hidden and --batch >= 1, --train >= 0")
+        raise UsageError("--T must be >= 2, --hidden and --batch >= 1, --train >= 0")
     results = cr.run(T=args.T, hidden=args.hidden, batch=args.batch, seed=args.seed, train_steps=args.train)
     print(f"Gradient norm w.r.t. the state k steps before a loss at the last step (T = {args.T}, "
           f"H = {args.hidden}, {'after training' if args.train else 'untrained'}), relative to k = 1:\n")
@@ -203,12 +253,27 @@ def carousel(args):
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    """Run a command; returns the exit status: 0, 2 for bad options or files (a
+    `fastlstm: error:` line, never a traceback), 130 when interrupted (Ctrl-C)."""
+    interrupt, previous = _Interrupt(), None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        return {"train": train, "sample": sample, "carousel": carousel}[args.command](args)
-    except (ValueError, TypeError, OSError, RuntimeError) as e:   # bad options or files: a message, not a traceback
-        print(f"fastlstm: error: {e}", file=sys.stderr)
+        args = _parser().parse_args(argv)
+        return {"train": train, "sample": sample, "carousel": carousel}[args.command](args, interrupt)
+    except KeyboardInterrupt:
+        kept = (f"the checkpoint {interrupt.saved[0]} (step {interrupt.saved[1]}) is kept"
+                if interrupt.saved else "no checkpoint was written")
+        print(f"\nfastlstm: interrupted; {kept}", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, TypeError, OSError, RuntimeError, ArithmeticError, MemoryError) as e:
+        # bad options, files or data: a message, not a traceback (NonFiniteError is an ArithmeticError)
+        kept = f" (the checkpoint {interrupt.saved[0]} holds step {interrupt.saved[1]})" if interrupt.saved else ""
+        print(f"fastlstm: error: {e}{kept}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

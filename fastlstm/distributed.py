@@ -74,6 +74,10 @@ class DataParallel:
             self.check_identical()
         return loss
 
+    def any(self, flag):
+        """True on every rank if `flag` is true on any (say, a Ctrl-C that reached one rank)."""
+        return bool(self.comm.allreduce(int(bool(flag)), op=self.MPI.MAX))
+
     def check_identical(self):
         """Raise RanksDiverged (on every rank) unless all ranks hold bitwise the same parameters."""
         sums = self.comm.allgather(zlib.crc32(self.model.params.tobytes()))

@@ -5,12 +5,14 @@ One flat parameter array holds the layers' W, b followed by the head's V (O, H) 
 gradients mirror it. The head reads h_t (every step) or h at each row's last real step
 (last), and its δ enters the layers as δy (every) or δhn of the top layer (last).
 """
+import os
+
 import numpy as np
 
 from . import _validate as v
 from . import checkpoint, heads, optim
 from ._config import blas_turn
-from .kernels import copy_hidden
+from .kernels import all_finite, copy_hidden
 from .recurrent import LSTM, RNN
 
 CELLS = {"lstm": LSTM, "rnn": RNN}
@@ -42,13 +44,14 @@ class Model:
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
         O = v.positive_int("output_size", output_size)
-        n = CELLS[cell].param_count(D, H, v.positive_int("num_layers", num_layers))
+        n = CELLS[cell].param_count(D, H, v.num_layers(num_layers))
         self.clip = None if clip is None else v.finite_float("clip", clip)
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"clip must be > 0 or None, got {clip}")
         self.cell, self.loss, self.output, self.on_nonfinite = cell, loss, output, on_nonfinite
         dtype = v.dtype_of(dtype)
         size = n + O * H + O
+        v.fits_in_memory("the model's parameters and gradients", 2 * size * dtype.itemsize)
         self.params, self.grads = np.zeros(size, dtype), np.zeros(size, dtype)
         extra = dict(forget_bias=forget_bias) if cell == "lstm" else {}
         self.core = CELLS[cell](input_size, hidden_size, num_layers, dtype=dtype,
@@ -57,7 +60,7 @@ class Model:
         self.dV, self.dc = self.grads[n:n + O * H].reshape(O, H), self.grads[n + O * H:]
         self.output_size, self.seed, self.forget_bias = O, seed, forget_bias
         self.reset_parameters(seed)
-        self.optimizer = (optimizer or optim.Adam()).bind(size, dtype)
+        self.optimizer = optim.of(optimizer).bind(size, dtype, self)
         self.steps = 0            # training steps applied
         self.skipped_steps = 0    # steps refused for a non-finite loss or gradient
         self._bufs = {}
@@ -185,14 +188,19 @@ class Model:
         optimizer state exactly as they were. Returns True if the step was applied."""
         norm = optim.clip_by_global_norm(self.grads, self.clip)
         if not (np.isfinite(loss) and np.isfinite(norm)):
-            self.skipped_steps += 1
-            if self.on_nonfinite == "raise":
-                raise NonFiniteError(f"non-finite {'loss' if not np.isfinite(loss) else 'gradient'} "
-                                     f"(loss {loss}, gradient norm {norm}); the model was not updated")
-            return False
-        self.optimizer.step(self.params, self.grads)
-        self.steps += 1
-        return True
+            why = (f"non-finite {'loss' if not np.isfinite(loss) else 'gradient'} "
+                   f"(loss {loss}, gradient norm {norm})")
+        elif not self.optimizer.step(self.params, self.grads):
+            why = (f"the {self.optimizer.name} update would make parameters or optimizer state "
+                   f"non-finite (overflow in {self.dtype}; gradient norm {norm:.3g}: scale the "
+                   f"targets, lower the learning rate or set clip)")
+        else:
+            self.steps += 1
+            return True
+        self.skipped_steps += 1
+        if self.on_nonfinite == "raise":
+            raise NonFiniteError(f"{why}; the model was not updated")
+        return False
 
     def train_step(self, x, y, lengths=None):
         """One step on a batch: x (T, B, D); y as the loss needs; lengths (B,) or None.
@@ -248,6 +256,7 @@ class Model:
     def evaluate(self, x, y, lengths=None, batch_size=256):
         """Mean loss (and accuracy for xent) over a data set, in batches along B.
         Returns {"loss": float[, "accuracy": float]}."""
+        batch_size = v.positive_int("batch_size", batch_size)
         x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
         y = self._check_y(y, T, B)
@@ -271,7 +280,10 @@ class Model:
     # -- checkpoints --------------------------------------------------------------------------
 
     def save(self, path, extra=None):
-        """Write weights, optimizer state, configuration and `extra` (JSON-able) atomically."""
+        """Write weights, optimizer state, configuration and `extra` (a dict, standard JSON:
+        finite numbers only) atomically."""
+        if extra is not None and not isinstance(extra, dict):
+            raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
         arrays = {"params": self.params}
         arrays.update({f"optimizer.{k}": a for k, a in self.optimizer.state.items()})
         checkpoint.write(path, dict(model=self.config(), optimizer=self.optimizer.config(),
@@ -279,25 +291,58 @@ class Model:
                                     extra=extra or {}), arrays)
 
 
+_CONFIG_KEYS = {"input_size", "hidden_size", "output_size", "num_layers", "cell", "loss", "output", "dtype",
+                "forget_bias", "clip", "on_nonfinite"}
+
+
+def _count(part, key):
+    value = part.get(key)
+    if type(value) is not int or not 0 <= value < 1 << 62:
+        raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _checkpoint_arrays(header):
+    """The arrays a checkpoint header implies, {name: (shape, dtype)}, after checking the
+    header's types and ranges; nothing is built or allocated."""
+    cfg, opt = header.get("model"), header.get("optimizer")
+    for name, part in (("model", cfg), ("optimizer", opt), ("extra", header.get("extra", {}))):
+        if not isinstance(part, dict):
+            raise TypeError(f"{name} must be a JSON object, got {type(part).__name__}")
+    if set(cfg) - _CONFIG_KEYS:
+        raise ValueError(f"unknown model settings {sorted(set(cfg) - _CONFIG_KEYS)}")
+    _count(header, "steps"), _count(header, "skipped_steps"), _count(opt, "t")
+    cell = cfg.get("cell", "lstm")
+    if not isinstance(cell, str) or cell not in CELLS:
+        raise ValueError(f"cell must be one of {tuple(CELLS)}, got {cell!r}")
+    D, H, O = (v.positive_int(k, cfg.get(k)) for k in ("input_size", "hidden_size", "output_size"))
+    n = CELLS[cell].param_count(D, H, v.num_layers(cfg.get("num_layers", 1))) + O * H + O
+    dtype = v.dtype_of(cfg.get("dtype", "float32") if isinstance(cfg.get("dtype"), str) else repr(cfg.get("dtype")))
+    states = optim.from_config(opt)._state_names
+    v.fits_in_memory("the model this checkpoint declares", (2 + len(states)) * n * dtype.itemsize)
+    return {"params": ((n,), dtype), **{f"optimizer.{k}": ((n,), dtype) for k in states}}
+
+
 def load(path):
     """A Model from a checkpoint written by Model.save (or the C ABI), exactly as it was
-    saved: weights, optimizer and its state, configuration; `model.extra` holds `extra`."""
-    header, arrays = checkpoint.read(path)
+    saved: weights, optimizer and its state, configuration; `model.extra` holds `extra`.
+
+    Anything wrong with the file (truncated, corrupt, foreign, hostile, a wrong version,
+    values out of range) raises CheckpointError, with the file's sizes checked against its
+    configuration before anything is built; a missing or unreadable path raises OSError."""
+    header, arrays = checkpoint.read(path, _checkpoint_arrays)
     try:
-        cfg = dict(header["model"])
         opt = optim.from_config(header["optimizer"])
-        model = Model(**cfg, optimizer=opt)
+        model = Model(**header["model"], optimizer=opt)
         for name, a in [("params", model.params)] + [(f"optimizer.{k}", s) for k, s in opt.state.items()]:
-            got = arrays[name]
-            if got.shape != a.shape or got.dtype != a.dtype:
-                raise ValueError(f"{name} has shape {got.shape} {got.dtype}, the configuration needs "
-                                 f"{a.shape} {a.dtype}")
-            if not np.isfinite(got).all():
+            if not all_finite(arrays[name]):
                 raise ValueError(f"{name} holds non-finite values")
-            a[:] = got
-        opt.t = int(header["optimizer"]["t"])
-        model.steps, model.skipped_steps = int(header["steps"]), int(header["skipped_steps"])
+            a[:] = arrays[name]
+        opt.check_state()
+        opt.t = header["optimizer"]["t"]
+        model.steps, model.skipped_steps = header["steps"], header["skipped_steps"]
         model.extra = header.get("extra", {})
     except (KeyError, TypeError, ValueError) as e:
-        raise checkpoint.CheckpointError(f"{path}: inconsistent fastlstm checkpoint: {type(e).__name__}: {e}") from e
+        raise checkpoint.CheckpointError(f"{os.fsdecode(path)}: inconsistent fastlstm checkpoint: "
+                                         f"{type(e).__name__}: {e}") from e
     return model

@@ -4,12 +4,14 @@ Each update is one in-place Numba kernel over the flat arrays (no temporaries); 
 (velocity, moments) lives in arrays of the same layout, so checkpoints and MPI see one
 array each.
 """
+import weakref
+
 import numpy as np
 from numba import njit
 
 from . import _validate as v
 from ._config import JIT
-from .kernels import sum_squares
+from .kernels import _like, sum_squares
 
 
 @njit(**JIT)
@@ -19,23 +21,69 @@ def scale(g, s):
 
 
 @njit(**JIT)
-def sgd_update(p, g, velocity, lr, momentum):
-    """velocity = momentum·velocity + g;  p -= lr·velocity   (plain SGD when momentum = 0)."""
-    for k in range(p.size):
-        velocity[k] = momentum * velocity[k] + g[k]
-        p[k] -= lr * velocity[k]
+def _sgd_at(p, g, velocity, lr, momentum, k):
+    vk = momentum * velocity[k] + g[k]
+    return vk, p[k] - lr * vk
 
 
 @njit(**JIT)
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, t):
+def sgd_update(p, g, velocity, lr, momentum):
+    """velocity = momentum·velocity + g;  p -= lr·velocity   (plain SGD when momentum = 0).
+
+    Two passes over the same arithmetic: the first only checks that every new value is
+    finite; if one is not, it returns False and nothing is written, so an overflowing step
+    leaves parameters and state as they were."""
+    ok = True
+    for k in range(p.size):                 # checked as stored (in p's dtype)
+        vk, pk = _sgd_at(p, g, velocity, lr, momentum, k)
+        ok &= np.isfinite(_like(p[0], vk)) & np.isfinite(_like(p[0], pk))
+    if not ok:
+        return False
+    for k in range(p.size):
+        velocity[k], p[k] = _sgd_at(p, g, velocity, lr, momentum, k)
+    return True
+
+
+@njit(**JIT)
+def _adam_at(p, g, m, v, lr, beta1, beta2, eps, c1, c2, k):
+    mk = beta1 * m[k] + (1.0 - beta1) * g[k]
+    vk = beta2 * v[k] + (1.0 - beta2) * g[k] * g[k]
+    return mk, vk, p[k] - lr * (mk / c1) / (np.sqrt(vk / c2) + eps)
+
+
+@njit(**JIT)
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, limit):
     """Adam (Kingma & Ba 2015) at step t ≥ 1, with bias correction:
-    m = β1 m + (1-β1) g;  v = β2 v + (1-β2) g²;  p -= lr · m̂ / (√v̂ + ε)."""
+    m = β1 m + (1-β1) g;  v = β2 v + (1-β2) g²;  p -= lr · m̂ / (√v̂ + ε).
+
+    False, nothing written, if any new value would exceed `limit`, the largest finite value
+    of p's dtype, in which the state is stored (the update's arithmetic runs in float64).
+    A check pass in p's dtype bounds the new values first, without the square root and the
+    division: |p_new| ≤ |p| + lr·|m_new|/(c1·ε). Only when a bound is not finite or reaches
+    the limit does a second pass decide exactly (the check pass costs about half an update)."""
     c1 = 1.0 - beta1 ** t
     c2 = 1.0 - beta2 ** t
+    x = p[0]
+    b1, b2, a1, a2 = _like(x, beta1), _like(x, beta2), _like(x, 1.0 - beta1), _like(x, 1.0 - beta2)
+    bound = _like(x, lr / (c1 * eps))
+    s = _like(x, 0.0)
+    worst = _like(x, 0.0)
     for k in range(p.size):
-        m[k] = beta1 * m[k] + (1.0 - beta1) * g[k]
-        v[k] = beta2 * v[k] + (1.0 - beta2) * g[k] * g[k]
-        p[k] -= lr * (m[k] / c1) / (np.sqrt(v[k] / c2) + eps)
+        mk = b1 * m[k] + a1 * g[k]
+        vk = b2 * v[k] + (a2 * g[k]) * g[k]
+        wk = abs(p[k]) + bound * abs(mk)
+        s += (wk - wk) + (vk - vk)                  # NaN if a bound is NaN or ±Inf
+        worst = max(worst, max(wk, vk))
+    if not (s == 0 and worst <= limit):
+        ok = True
+        for k in range(p.size):
+            mk, vk, pk = _adam_at(p, g, m, v, lr, beta1, beta2, eps, c1, c2, k)
+            ok &= (abs(mk) <= limit) & (vk <= limit) & (abs(pk) <= limit)   # NaN compares False
+        if not ok:
+            return False
+    for k in range(p.size):
+        m[k], v[k], p[k] = _adam_at(p, g, m, v, lr, beta1, beta2, eps, c1, c2, k)
+    return True
 
 
 def clip_by_global_norm(grads, max_norm):
@@ -48,18 +96,42 @@ def clip_by_global_norm(grads, max_norm):
 
 
 class Optimizer:
-    """An update rule with hyperparameters and state arrays shaped like the parameters."""
+    """An update rule with hyperparameters and state arrays shaped like the parameters.
+
+    An optimizer belongs to the one model it is bound to (its state is that model's
+    moments); binding it to a second live model is refused, as is a step on arrays of
+    another size."""
     name = None
     _state_names = ()
+    _owner = None
 
-    def bind(self, n, dtype):
-        """Allocate zeroed state for n parameters (called by the model that owns it)."""
+    def bind(self, n, dtype, owner=None):
+        """Allocate zeroed state for n parameters of `owner`, the model that takes it
+        (None: arrays of the caller's own, as in the tests of the update rules)."""
+        if self._owner is not None and self._owner() not in (None, owner):
+            raise ValueError(f"this {type(self).__name__} already belongs to another model; give each "
+                             f"model an optimizer of its own (e.g. fastlstm.{type(self).__name__}(lr=...))")
         self.state = {k: np.zeros(n, dtype) for k in self._state_names}
         self.t = 0
+        self._owner = None if owner is None else weakref.ref(owner)
         return self
 
     def config(self):
         return dict(name=self.name, t=self.t, **self.hyper())
+
+    def step(self, params, grads):
+        """One update of params from grads, in place, with t counted; False (and nothing
+        changed) when the update would make a parameter or a state value non-finite."""
+        for k, s in self.state.items():
+            if s.shape != params.shape or s.dtype != params.dtype or grads.shape != params.shape:
+                raise ValueError(f"optimizer state {k} has {s.size} entries for {params.size} parameters")
+        if not self._update(params, grads, self.t + 1):
+            return False
+        self.t += 1
+        return True
+
+    def check_state(self):
+        """Refuse state values that no run of this rule can produce (used by load)."""
 
 
 class SGD(Optimizer):
@@ -76,10 +148,9 @@ class SGD(Optimizer):
     def hyper(self):
         return dict(lr=self.lr, momentum=self.momentum)
 
-    def step(self, params, grads):
-        self.t += 1
-        sgd_update(params, grads, self.state["velocity"], params.dtype.type(self.lr),
-                   params.dtype.type(self.momentum))
+    def _update(self, params, grads, t):
+        dt = params.dtype.type
+        return sgd_update(params, grads, self.state["velocity"], dt(self.lr), dt(self.momentum))
 
 
 class Adam(Optimizer):
@@ -96,11 +167,15 @@ class Adam(Optimizer):
     def hyper(self):
         return dict(lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps)
 
-    def step(self, params, grads):
-        self.t += 1
+    def _update(self, params, grads, t):
         dt = params.dtype.type
-        adam_update(params, grads, self.state["m"], self.state["v"], dt(self.lr), dt(self.beta1),
-                    dt(self.beta2), dt(self.eps), self.t)
+        return adam_update(params, grads, self.state["m"], self.state["v"], dt(self.lr), dt(self.beta1),
+                           dt(self.beta2), dt(self.eps), t, float(np.finfo(params.dtype).max))
+
+    def check_state(self):
+        """Refuse moments no Adam run can produce (v < 0: √v would be NaN)."""
+        if (self.state["v"] < 0).any():
+            raise ValueError("Adam's second moment v must be >= 0")
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
@@ -113,3 +188,16 @@ def from_config(cfg):
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
     return OPTIMIZERS[name](**cfg)
+
+
+def of(optimizer):
+    """The optimizer a Model was given: an Optimizer, a name ("adam", "sgd": defaults) or
+    None (Adam(lr=1e-3))."""
+    if optimizer is None:
+        return Adam()
+    if isinstance(optimizer, str) and optimizer in OPTIMIZERS:
+        return OPTIMIZERS[optimizer]()
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a fastlstm optimizer (fastlstm.Adam(...), fastlstm.SGD(...)) "
+                        f"or one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+    return optimizer

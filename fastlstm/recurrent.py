@@ -79,21 +79,24 @@ class _Workspace:
         self.dWs = None             # δW blocks, made when first needed (add_dW)
 
     def ensure(self, T, B):
+        """Grow to hold (T, B). All new buffers are made before any is replaced, so a
+        failed allocation (MemoryError) leaves the workspace, and the forward it holds, as
+        it was."""
         if T * B <= self.cap_tb and B <= self.cap_b:
             return
         tb, b, H, G, Hc, e = max(T * B, self.cap_tb), max(B, self.cap_b), self.H, self.G, self.Hc, self.dtype
+        sizes = dict(
+            I=[(tb + b) * (D + H) for D in self.dims], Z=[tb * G for _ in self.dims],
+            C=[(tb + b) * Hc for _ in self.dims], TC=[tb * Hc for _ in self.dims],
+            dh=b * H, dhs=b * H, dc=b * Hc, dX=tb * H * (len(self.dims) > 1),   # δX of layer l = δY of layer l-1
+            P=max(max(math.prod(_panel_shape(G, D + H - _split(D), e)) for D in self.dims),
+                  math.prod(_panel_shape(H, G, e))),                            # forward: W or U; backward: U
+            dbs=G)
+        total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
+        v.fits_in_memory(f"the workspace for T = {T}, B = {B}", total)
+        new = {k: [np.zeros(m, e) for m in n] if isinstance(n, list) else np.zeros(n, e) for k, n in sizes.items()}
+        self.__dict__.update(new)
         self.cap_tb, self.cap_b = tb, b
-        self.I = [np.zeros((tb + b) * (D + H), e) for D in self.dims]
-        self.Z = [np.zeros(tb * G, e) for _ in self.dims]
-        self.C = [np.zeros((tb + b) * Hc, e) for _ in self.dims]
-        self.TC = [np.zeros(tb * Hc, e) for _ in self.dims]
-        self.dh = np.zeros(b * H, e)
-        self.dhs = np.zeros(b * H, e)
-        self.dc = np.zeros(b * Hc, e)
-        self.dX = np.zeros(tb * H * (len(self.dims) > 1), e)   # δX of layer l = δY of layer l-1
-        self.P = np.zeros(max(max(math.prod(_panel_shape(G, D + H - _split(D), e)) for D in self.dims),
-                              math.prod(_panel_shape(H, G, e))), e)   # forward: W or U; backward: U
-        self.dbs = np.zeros(G, e)
 
     def panels(self, N, K):
         """A view for weights packed by kernels.pack_panels: N output columns, sums over K."""
@@ -136,12 +139,14 @@ class _Recurrent:
     def __init__(self, input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers):
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
-        L = v.positive_int("num_layers", num_layers)
+        L = v.num_layers(num_layers)
         self.dtype = v.dtype_of(dtype)
         self.forget_bias = v.finite_float("forget_bias", forget_bias)
         self.input_size, self.hidden_size, self.num_layers = D, H, L
         self._dims = [D] + [H] * (L - 1)
         n = self.param_count(D, H, L)
+        if buffers is None:
+            v.fits_in_memory("the parameters and gradients", 2 * n * self.dtype.itemsize)
         self.params, self.grads = buffers or (np.zeros(n, self.dtype), np.zeros(n, self.dtype))
         assert self.params.shape == self.grads.shape == (n,) and self.params.dtype == self.dtype
         self.layers = [Layer(d, H, W, b, dW, db) for d, (W, b), (dW, db)
@@ -212,8 +217,8 @@ class _Recurrent:
     def _forward(self, x, h0, c0, L):
         """Forward on validated inputs, leaving everything backward needs in the workspace."""
         T, B = x.shape[:2]
-        self._saved = None
         self._ws.ensure(T, B)
+        self._saved = None
         for l, layer in enumerate(self.layers):
             below = x if l == 0 else self._ws.layer(l - 1, T, B)[0][1:, :, -self.hidden_size:]
             self._forward_layer(l, layer, below, h0, c0, L, T, B)
@@ -254,6 +259,8 @@ class _Recurrent:
         shape = (self.num_layers, B, H)
         for name, s in state:
             v.array(name, s, shape, self.dtype, writable=True, finite=False)
+        if self.HAS_C and np.may_share_memory(h, c):
+            raise ValueError("h and c must be separate arrays; they overlap in memory")
         if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
             self._step_scratch = (np.zeros((B, max(self.input_size, H) + H), self.dtype),
                                   np.zeros((B, self.GATES * H), self.dtype), np.zeros((2, H), self.dtype))

@@ -1,5 +1,6 @@
 """The C ABI: build libfastlstm.so and the examples with gcc, run them as a C user would."""
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -46,21 +47,75 @@ def test_build_puts_library_and_header_side_by_side(lib):
     assert r.stdout.split() == [f"-I{lib}", f"-L{lib}", "-lfastlstm", f"-Wl,-rpath,{lib}"]
 
 
-def test_every_error_path_returns_its_code_and_leaves_the_model_as_it_was(check, tmp_path):
+def _documented_statuses():
+    """{function: {status name}} from the "Returns ..." line of each function's comment in
+    the header (INIT and INTERNAL, which every function may return, are tested apart)."""
+    text = open(os.path.join(ROOT, "capi", "fastlstm.h")).read()
+    out = {}
+    for m in re.finditer(r"Returns ([A-Z_, ]+)\.(?:(?!FASTLSTM_API).)*?FASTLSTM_API int (fastlstm_\w+)\(", text, re.S):
+        out[m.group(2)] = {s.strip() for s in m.group(1).split(",")}
+    return out
+
+
+CODES = {"OK": 0, "NULL_POINTER": 1, "INVALID_ARGUMENT": 2, "NON_FINITE": 3, "INVALID_HANDLE": 4, "IO": 5,
+         "BAD_CHECKPOINT": 6, "BUFFER_TOO_SMALL": 7}
+
+
+def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as_it_was(check, tmp_path):
+    fastlstm.Model(3, 8, 2, dtype=np.float64, seed=0).save(tmp_path / "float64.ckpt")
     r = _run([check, "errors", str(tmp_path)])
     assert r.returncode == 0, r.stderr
-    got = {line.split()[0]: line.split(maxsplit=2)[1:] for line in r.stdout.splitlines()}
-    want = {"create_null_cfg": 1, "create_null_out": 1, "create_zero_hidden": 2, "create_bad_loss": 2,
-            "create_bad_lr": 2, "train_null_x": 1, "train_null_targets": 1, "train_zero_T": 2,
-            "train_negative_B": 2, "train_overflow": 2, "train_bad_lengths": 2, "train_nan_x": 3,
-            "train_inf_target": 3, "predict_small_buffer": 7, "predict_null_out": 1, "step_zero_B": 2, "step_nan_x": 3,
-            "count_null": 1, "get_wrong_n": 2, "set_nan_params": 3, "handle_null": 4, "handle_foreign": 4,
-            "load_missing": 5, "load_garbage": 6, "load_null_path": 1, "save_unwritable": 5,
-            "train_ok": 0, "handle_freed": 4}
-    for name, code in want.items():
-        assert int(got[name][0]) == code, f"{name}: {got[name]}"
-        assert (len(got[name]) > 1) == (code != 0), f"{name} must carry a message exactly when it fails"
-    assert got["unchanged"] == ["1"] and got["changed"] == ["1"]
+    rows = [line.split(maxsplit=3) for line in r.stdout.splitlines() if line.startswith("fastlstm_")]
+    got = {(fn, case): (int(rc), rest[0] if rest else "") for fn, case, rc, *rest in rows}
+    want = {("fastlstm_create", "null_cfg"): 1, ("fastlstm_create", "null_out"): 1,
+            ("fastlstm_create", "zero_hidden"): 2, ("fastlstm_create", "bad_loss"): 2,
+            ("fastlstm_create", "bad_lr"): 2, ("fastlstm_create", "nan_lr"): 2, ("fastlstm_create", "nan_eps"): 2,
+            ("fastlstm_create", "nan_momentum"): 2, ("fastlstm_create", "nan_forget_bias"): 2,
+            ("fastlstm_create", "nan_clip"): 2, ("fastlstm_create", "negative_clip"): 2,
+            ("fastlstm_create", "huge_layers"): 2, ("fastlstm_create", "beyond_memory"): 2,
+            ("fastlstm_train_step", "null_x"): 1, ("fastlstm_train_step", "null_targets"): 1,
+            ("fastlstm_train_step", "zero_T"): 2, ("fastlstm_train_step", "negative_B"): 2,
+            ("fastlstm_train_step", "overflow"): 2, ("fastlstm_train_step", "bad_lengths"): 2,
+            ("fastlstm_train_step", "nan_x"): 3, ("fastlstm_train_step", "inf_target"): 3,
+            ("fastlstm_train_step", "overflowing_update"): 3, ("fastlstm_train_step", "null_handle"): 4,
+            ("fastlstm_train_step", "foreign_handle"): 4, ("fastlstm_train_step", "freed_handle"): 4,
+            ("fastlstm_compute_gradients", "null_x"): 1, ("fastlstm_compute_gradients", "zero_B"): 2,
+            ("fastlstm_compute_gradients", "inf_x"): 3, ("fastlstm_compute_gradients", "null_handle"): 4,
+            ("fastlstm_apply_update", "null_handle"): 4, ("fastlstm_apply_update", "overflowing_update"): 3,
+            ("fastlstm_predict", "small_buffer"): 7, ("fastlstm_predict", "null_out"): 1,
+            ("fastlstm_predict", "zero_T"): 2, ("fastlstm_predict", "nan_x"): 3, ("fastlstm_predict", "null_handle"): 4,
+            ("fastlstm_step", "zero_B"): 2, ("fastlstm_step", "null_x"): 1, ("fastlstm_step", "small_buffer"): 7,
+            ("fastlstm_step", "nan_x"): 3, ("fastlstm_step", "null_handle"): 4,
+            ("fastlstm_reset_state", "zero_B"): 2, ("fastlstm_reset_state", "null_handle"): 4,
+            ("fastlstm_param_count", "null_n"): 1, ("fastlstm_param_count", "null_handle"): 4,
+            ("fastlstm_load", "missing"): 5, ("fastlstm_load", "garbage"): 6, ("fastlstm_load", "null_path"): 1,
+            ("fastlstm_load", "float64"): 2, ("fastlstm_save", "unwritable"): 5, ("fastlstm_save", "null_path"): 1,
+            ("fastlstm_save", "null_handle"): 4, ("fastlstm_save", "latin1_path"): 0,
+            ("fastlstm_load", "latin1_path"): 0}
+    for fn in ("get_params", "get_grads"):
+        want.update({(f"fastlstm_{fn}", "wrong_n"): 2, (f"fastlstm_{fn}", "null_out"): 1,
+                     (f"fastlstm_{fn}", "null_handle"): 4})
+    for fn in ("set_params", "set_grads"):
+        want.update({(f"fastlstm_{fn}", "wrong_n"): 2, (f"fastlstm_{fn}", "null_in"): 1,
+                     (f"fastlstm_{fn}", "null_handle"): 4})
+    want.update({("fastlstm_set_params", "nan_params"): 3, ("fastlstm_set_grads", "nan_grads"): 3})
+    want.update({key: 0 for key in got if key[1].startswith("ok")})
+    assert set(got) == set(want), set(got) ^ set(want)
+    for key, code in want.items():
+        assert got[key][0] == code, f"{key}: {got[key]}"
+        assert bool(got[key][1]) == (code != 0), f"{key} must carry a message exactly when it fails"
+    assert "float32" in got[("fastlstm_load", "float64")][1]
+    documented = _documented_statuses()
+    header = open(os.path.join(ROOT, "capi", "fastlstm.h")).read()
+    status_functions = set(re.findall(r"FASTLSTM_API int (fastlstm_\w+)\(", header)) - {"fastlstm_version_number"}
+    assert set(documented) == status_functions, status_functions ^ set(documented)
+    for fn, statuses in documented.items():
+        fired = {name for name, code in CODES.items() if any(k[0] == fn and c == code for k, c in want.items())}
+        assert statuses == fired, f"{fn}: the header lists {sorted(statuses)}, the cases fire {sorted(fired)}"
+    lines = dict(line.split(maxsplit=1) for line in r.stdout.splitlines() if not line.startswith("fastlstm_"))
+    assert lines["unchanged"] == "1" and lines["changed"] == "1" and lines["sgd_unchanged"] == "1"
+    a, b = map(int, lines["handles"].split())
+    assert a and b and abs(a - b) > 1 << 32, f"handles {a:#x}, {b:#x} look sequential"
     assert "invalid (freed or foreign) model handle" in r.stdout
     assert "version 100 0.1.0" in r.stdout
 

@@ -33,8 +33,18 @@ static double checksum(fastlstm_model *m) {
     return s;
 }
 
-#define REPORT(name, call) do { int rc_ = (call); printf("%s %d %s\n", name, rc_, rc_ ? fastlstm_last_error() : ""); } while (0)
+/* One line per case: "function case status message" (message only on failure). */
+#define REPORT(fn, name, call) do { int rc_ = (call); \
+    printf("%s %s %d %s\n", #fn, name, rc_, rc_ ? fastlstm_last_error() : ""); } while (0)
 
+static fastlstm_model *configured(fastlstm_config *cfg) {
+    fastlstm_model *m = NULL;
+    if (fastlstm_create(cfg, &m) != FASTLSTM_OK) { fprintf(stderr, "create: %s\n", fastlstm_last_error()); exit(1); }
+    return m;
+}
+
+/* Every status each function's comment in fastlstm.h lists (tests/test_capi.py checks
+ * that the cases cover them), and that a failed call changes nothing. */
 static int errors(const char *dir) {
     fastlstm_model *m = small_model(1), *out = NULL;
     float x[4 * 2 * 3], y[2 * 2], o[16];
@@ -44,55 +54,153 @@ static int errors(const char *dir) {
     double loss, before = checksum(m);
     fastlstm_config cfg;
     fastlstm_config_init(&cfg);
-    REPORT("create_null_cfg", fastlstm_create(NULL, &out));
-    REPORT("create_null_out", fastlstm_create(&cfg, NULL));
+    REPORT(fastlstm_create, "null_cfg", fastlstm_create(NULL, &out));
+    REPORT(fastlstm_create, "null_out", fastlstm_create(&cfg, NULL));
     cfg.hidden_size = 0;
-    REPORT("create_zero_hidden", fastlstm_create(&cfg, &out));
+    REPORT(fastlstm_create, "zero_hidden", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.loss = 7;
-    REPORT("create_bad_loss", fastlstm_create(&cfg, &out));
+    REPORT(fastlstm_create, "bad_loss", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.learning_rate = -1;
-    REPORT("create_bad_lr", fastlstm_create(&cfg, &out));
-    REPORT("train_null_x", fastlstm_train_step(m, NULL, NULL, y, NULL, 4, 2, &loss));
-    REPORT("train_null_targets", fastlstm_train_step(m, x, NULL, NULL, NULL, 4, 2, &loss));
-    REPORT("train_zero_T", fastlstm_train_step(m, x, NULL, y, NULL, 0, 2, &loss));
-    REPORT("train_negative_B", fastlstm_train_step(m, x, NULL, y, NULL, 4, -3, &loss));
-    REPORT("train_overflow", fastlstm_train_step(m, x, NULL, y, NULL, (int64_t)1 << 40, (int64_t)1 << 30, &loss));
-    REPORT("train_bad_lengths", fastlstm_train_step(m, x, len_bad, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_create, "bad_lr", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.learning_rate = NAN;
+    REPORT(fastlstm_create, "nan_lr", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.eps = NAN;
+    REPORT(fastlstm_create, "nan_eps", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.optimizer = FASTLSTM_OPTIMIZER_SGD; cfg.momentum = NAN;
+    REPORT(fastlstm_create, "nan_momentum", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.forget_bias = NAN;
+    REPORT(fastlstm_create, "nan_forget_bias", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.clip = NAN;
+    REPORT(fastlstm_create, "nan_clip", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.clip = -1;
+    REPORT(fastlstm_create, "negative_clip", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.num_layers = (int64_t)1 << 40;
+    REPORT(fastlstm_create, "huge_layers", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.hidden_size = (int64_t)1 << 30; cfg.input_size = (int64_t)1 << 30;
+    REPORT(fastlstm_create, "beyond_memory", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg);
+    REPORT(fastlstm_create, "ok", fastlstm_create(&cfg, &out));
+    fastlstm_free(out);
+    fastlstm_model *a = NULL, *b = NULL;
+    fastlstm_create(&cfg, &a); fastlstm_create(&cfg, &b);
+    printf("handles %llu %llu\n", (unsigned long long)(uintptr_t)a, (unsigned long long)(uintptr_t)b);
+    fastlstm_free(a); fastlstm_free(b);
+
+    REPORT(fastlstm_train_step, "null_x", fastlstm_train_step(m, NULL, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_train_step, "null_targets", fastlstm_train_step(m, x, NULL, NULL, NULL, 4, 2, &loss));
+    REPORT(fastlstm_train_step, "zero_T", fastlstm_train_step(m, x, NULL, y, NULL, 0, 2, &loss));
+    REPORT(fastlstm_train_step, "negative_B", fastlstm_train_step(m, x, NULL, y, NULL, 4, -3, &loss));
+    REPORT(fastlstm_train_step, "overflow", fastlstm_train_step(m, x, NULL, y, NULL, (int64_t)1 << 40, (int64_t)1 << 30, &loss));
+    REPORT(fastlstm_train_step, "bad_lengths", fastlstm_train_step(m, x, len_bad, y, NULL, 4, 2, &loss));
     x[5] = NAN;
-    REPORT("train_nan_x", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_train_step, "nan_x", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
     x[5] = 0.5f;
     y[1] = INFINITY;
-    REPORT("train_inf_target", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_train_step, "inf_target", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
+    y[1] = 1e30f;                       /* finite, but Adam's g² overflows float32: refused */
+    REPORT(fastlstm_train_step, "overflowing_update", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
     y[1] = 1;
-    REPORT("predict_small_buffer", fastlstm_predict(m, x, NULL, 4, 2, o, 3));
-    REPORT("predict_null_out", fastlstm_predict(m, x, NULL, 4, 2, NULL, 16));
-    REPORT("step_zero_B", fastlstm_step(m, x, 0, o, 16));
+    REPORT(fastlstm_train_step, "null_handle", fastlstm_train_step(NULL, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_train_step, "foreign_handle", fastlstm_train_step((fastlstm_model *)(uintptr_t)0xdeadbee0, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_compute_gradients, "null_x", fastlstm_compute_gradients(m, NULL, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_compute_gradients, "zero_B", fastlstm_compute_gradients(m, x, NULL, y, NULL, 4, 0, &loss));
+    x[2] = -INFINITY;
+    REPORT(fastlstm_compute_gradients, "inf_x", fastlstm_compute_gradients(m, x, NULL, y, NULL, 4, 2, &loss));
+    x[2] = 0.2f;
+    REPORT(fastlstm_compute_gradients, "null_handle", fastlstm_compute_gradients(NULL, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_apply_update, "null_handle", fastlstm_apply_update(NULL));
+    REPORT(fastlstm_predict, "small_buffer", fastlstm_predict(m, x, NULL, 4, 2, o, 3));
+    REPORT(fastlstm_predict, "null_out", fastlstm_predict(m, x, NULL, 4, 2, NULL, 16));
+    REPORT(fastlstm_predict, "zero_T", fastlstm_predict(m, x, NULL, 0, 2, o, 16));
+    x[3] = NAN;
+    REPORT(fastlstm_predict, "nan_x", fastlstm_predict(m, x, NULL, 4, 2, o, 16));
+    x[3] = 0.3f;
+    REPORT(fastlstm_predict, "null_handle", fastlstm_predict(NULL, x, NULL, 4, 2, o, 16));
+    REPORT(fastlstm_step, "zero_B", fastlstm_step(m, x, 0, o, 16));
+    REPORT(fastlstm_step, "null_x", fastlstm_step(m, NULL, 2, o, 16));
+    REPORT(fastlstm_step, "small_buffer", fastlstm_step(m, x, 2, o, 3));
     x[1] = NAN;
-    REPORT("step_nan_x", fastlstm_step(m, x, 2, o, 16));
+    REPORT(fastlstm_step, "nan_x", fastlstm_step(m, x, 2, o, 16));
     x[1] = 0.5f;
-    REPORT("count_null", fastlstm_param_count(m, NULL));
+    REPORT(fastlstm_step, "null_handle", fastlstm_step(NULL, x, 2, o, 16));
+    REPORT(fastlstm_reset_state, "zero_B", fastlstm_reset_state(m, 0));
+    REPORT(fastlstm_reset_state, "null_handle", fastlstm_reset_state(NULL, 1));
+    REPORT(fastlstm_param_count, "null_n", fastlstm_param_count(m, NULL));
+    REPORT(fastlstm_param_count, "null_handle", fastlstm_param_count(NULL, &n));
     fastlstm_param_count(m, &n);
-    REPORT("get_wrong_n", fastlstm_get_params(m, o, 16));
     float *p = malloc(sizeof(float) * n);
+    REPORT(fastlstm_get_params, "wrong_n", fastlstm_get_params(m, o, 16));
+    REPORT(fastlstm_get_params, "null_out", fastlstm_get_params(m, NULL, n));
+    REPORT(fastlstm_get_params, "null_handle", fastlstm_get_params(NULL, p, n));
+    REPORT(fastlstm_get_grads, "wrong_n", fastlstm_get_grads(m, o, 16));
+    REPORT(fastlstm_get_grads, "null_out", fastlstm_get_grads(m, NULL, n));
+    REPORT(fastlstm_get_grads, "null_handle", fastlstm_get_grads(NULL, p, n));
     fastlstm_get_params(m, p, n);
+    REPORT(fastlstm_set_params, "wrong_n", fastlstm_set_params(m, p, n - 1));
+    REPORT(fastlstm_set_params, "null_in", fastlstm_set_params(m, NULL, n));
+    REPORT(fastlstm_set_params, "null_handle", fastlstm_set_params(NULL, p, n));
     p[3] = NAN;
-    REPORT("set_nan_params", fastlstm_set_params(m, p, n));
-    free(p);
-    REPORT("handle_null", fastlstm_train_step(NULL, x, NULL, y, NULL, 4, 2, &loss));
-    REPORT("handle_foreign", fastlstm_train_step((fastlstm_model *)(uintptr_t)0xdeadbee0, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_set_params, "nan_params", fastlstm_set_params(m, p, n));
+    REPORT(fastlstm_set_grads, "nan_grads", fastlstm_set_grads(m, p, n));
+    REPORT(fastlstm_set_grads, "wrong_n", fastlstm_set_grads(m, p, 0));
+    REPORT(fastlstm_set_grads, "null_in", fastlstm_set_grads(m, NULL, n));
+    REPORT(fastlstm_set_grads, "null_handle", fastlstm_set_grads(NULL, p, n));
     char path[1024];
     snprintf(path, sizeof path, "%s/missing/nowhere.ckpt", dir);
-    REPORT("load_missing", fastlstm_load(path, &out));
+    REPORT(fastlstm_load, "missing", fastlstm_load(path, &out));
     snprintf(path, sizeof path, "%s/garbage.ckpt", dir);
     FILE *f = fopen(path, "wb"); fputs("not a checkpoint", f); fclose(f);
-    REPORT("load_garbage", fastlstm_load(path, &out));
-    REPORT("load_null_path", fastlstm_load(NULL, &out));
-    REPORT("save_unwritable", fastlstm_save(m, "/proc/fastlstm-cannot-write-here.ckpt"));
+    REPORT(fastlstm_load, "garbage", fastlstm_load(path, &out));
+    REPORT(fastlstm_load, "null_path", fastlstm_load(NULL, &out));
+    snprintf(path, sizeof path, "%s/float64.ckpt", dir);     /* written by the Python test */
+    REPORT(fastlstm_load, "float64", fastlstm_load(path, &out));
+    REPORT(fastlstm_save, "unwritable", fastlstm_save(m, "/proc/fastlstm-cannot-write-here.ckpt"));
+    REPORT(fastlstm_save, "null_path", fastlstm_save(m, NULL));
+    REPORT(fastlstm_save, "null_handle", fastlstm_save(NULL, "x.ckpt"));
     printf("unchanged %d\n", checksum(m) == before);
-    REPORT("train_ok", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
+
+    /* an update whose result overflows (SGD lr 10, gradients 3e38) is refused whole */
+    fastlstm_config_init(&cfg);
+    cfg.input_size = 3; cfg.hidden_size = 8; cfg.output_size = 2;
+    cfg.optimizer = FASTLSTM_OPTIMIZER_SGD; cfg.learning_rate = 10;
+    fastlstm_model *sgd = configured(&cfg);
+    double sgd_before = checksum(sgd);
+    int64_t ns = 0;
+    fastlstm_param_count(sgd, &ns);
+    float *g = malloc(sizeof(float) * ns);
+    for (int64_t k = 0; k < ns; k++) g[k] = 3e38f;
+    REPORT(fastlstm_set_grads, "ok", fastlstm_set_grads(sgd, g, ns));
+    REPORT(fastlstm_apply_update, "overflowing_update", fastlstm_apply_update(sgd));
+    printf("sgd_unchanged %d\n", checksum(sgd) == sgd_before);
+    for (int64_t k = 0; k < ns; k++) g[k] = 1e-3f;
+    REPORT(fastlstm_set_grads, "ok_small", fastlstm_set_grads(sgd, g, ns));
+    REPORT(fastlstm_apply_update, "ok", fastlstm_apply_update(sgd));
+    fastlstm_free(sgd);
+    free(g);
+
+    /* paths are bytes: a file name that is not UTF-8 works */
+    snprintf(path, sizeof path, "%s/caf\xe9-\xff.ckpt", dir);
+    REPORT(fastlstm_save, "latin1_path", fastlstm_save(m, path));
+    REPORT(fastlstm_load, "latin1_path", fastlstm_load(path, &out));
+    fastlstm_free(out);
+
+    REPORT(fastlstm_train_step, "ok", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
     printf("changed %d\n", checksum(m) != before);
+    REPORT(fastlstm_compute_gradients, "ok", fastlstm_compute_gradients(m, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_predict, "ok", fastlstm_predict(m, x, NULL, 4, 2, o, 16));
+    REPORT(fastlstm_step, "ok", fastlstm_step(m, x, 2, o, 16));
+    REPORT(fastlstm_reset_state, "ok", fastlstm_reset_state(m, 2));
+    REPORT(fastlstm_param_count, "ok", fastlstm_param_count(m, &n));
+    REPORT(fastlstm_get_grads, "ok", fastlstm_get_grads(m, p, n));
+    REPORT(fastlstm_get_params, "ok", fastlstm_get_params(m, p, n));
+    REPORT(fastlstm_set_params, "ok", fastlstm_set_params(m, p, n));
+    snprintf(path, sizeof path, "%s/ok.ckpt", dir);
+    REPORT(fastlstm_save, "ok", fastlstm_save(m, path));
+    REPORT(fastlstm_load, "ok", fastlstm_load(path, &out));
+    fastlstm_free(out);
+    free(p);
     fastlstm_free(m);
-    REPORT("handle_freed", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_train_step, "freed_handle", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
     fastlstm_free(m);                                      /* a second free is harmless */
     fastlstm_free(NULL);
     printf("status_string %s\n", fastlstm_status_string(FASTLSTM_ERROR_INVALID_HANDLE));
