@@ -104,10 +104,11 @@ def read(path, arrays_for=None):
         from .model import _checkpoint_arrays as arrays_for
     path = os.fsdecode(path)
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))   # a FIFO must not block
-    with os.fdopen(fd, "rb") as f:                                    # OSError stays itself
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise CheckpointError(f"{path}: not a fastlstm checkpoint (not a regular file)")
+    st = os.fstat(fd)                                                 # OSError stays itself
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{path}: not a fastlstm checkpoint (not a regular file)")
+    with os.fdopen(fd, "rb") as f:
         magic = f.read(4)
         if magic == b"\x93NUM":
             raise CheckpointError(f"{path}: not a fastlstm checkpoint (a bare .npy array)")

@@ -252,15 +252,20 @@ def carousel(args, interrupt):
     return 0
 
 
-def main(argv=None):
+def main(argv=None, *, restore_handler=True):
     """Run a command; returns the exit status: 0, 2 for bad options or files (a
-    `fastlstm: error:` line, never a traceback), 130 when interrupted (Ctrl-C)."""
+    `fastlstm: error:` line, never a traceback), 130 when interrupted (Ctrl-C).
+
+    restore_handler=False (the `fastlstm` command itself) ignores SIGINT once the command
+    is done instead of restoring Python's handler, which would raise KeyboardInterrupt
+    while the process exits."""
     interrupt, previous = _Interrupt(), None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, interrupt)
     try:
         args = _parser().parse_args(argv)
-        return {"train": train, "sample": sample, "carousel": carousel}[args.command](args, interrupt)
+        status = {"train": train, "sample": sample, "carousel": carousel}[args.command](args, interrupt)
+        return 130 if interrupt.requested else status
     except KeyboardInterrupt:
         kept = (f"the checkpoint {interrupt.saved[0]} (step {interrupt.saved[1]}) is kept"
                 if interrupt.saved else "no checkpoint was written")
@@ -273,8 +278,13 @@ def main(argv=None):
         return 2
     finally:
         if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, previous if restore_handler else signal.SIG_IGN)
+
+
+def run():
+    """The `fastlstm` command (console script and `python -m fastlstm`)."""
+    sys.exit(main(restore_handler=False))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -61,6 +61,53 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert fastlstm.load(out).steps > 0
 
 
+def test_ctrl_c_at_random_moments_never_breaks_bitwise_resume(tmp_path):
+    """SIGINT at 10 seeded random moments, three of them during start-up (imports, task,
+    model, first compilation; from 0.1 s, once Python's own start-up, about 0.05 s here,
+    has run fastlstm): each run exits 130 without a traceback, either with a
+    checkpoint from which --resume ends bitwise equal to the uninterrupted run (weights,
+    optimizer state, steps, evaluation history), or before training with a message and no
+    file."""
+    args = ["--steps", "3000", "--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "500", "--full",
+            "--quiet"]
+    t0 = time.perf_counter()
+    r = _run("train", *args, "--out", str(tmp_path / "ref.ckpt"))
+    wall = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    ref = fastlstm.load(tmp_path / "ref.ckpt")
+    rng = np.random.default_rng(14)
+    moments = list(rng.uniform(0.1, 0.4, 3)) + list(rng.uniform(0.4, 0.9 * wall, 7))
+    outcomes = []
+    for k, moment in enumerate(moments):
+        out = tmp_path / f"run{k}.ckpt"
+        p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *args, "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(moment)
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=120)
+        if p.returncode == 0:                    # it finished before the signal came
+            outcomes.append("finished")
+            continue
+        assert p.returncode == 130, (moment, p.returncode, stderr)
+        assert "Traceback" not in stderr, (moment, stderr)
+        if not out.exists():
+            assert "interrupted; no checkpoint was written" in stderr, (moment, stderr)
+            outcomes.append("no file")
+            continue
+        assert "interrupted at step" in stdout, (moment, stdout, stderr)
+        r = _run("train", *args, "--out", str(out), "--resume")
+        assert r.returncode == 0, r.stderr
+        m = fastlstm.load(out)
+        assert m.steps == ref.steps and m.optimizer.t == ref.optimizer.t
+        assert np.array_equal(m.params, ref.params), f"interrupted at {moment:.2f} s: resume not bitwise"
+        assert all(np.array_equal(m.optimizer.state[k], ref.optimizer.state[k]) for k in ref.optimizer.state)
+        assert [h["step"] for h in m.extra["history"]] == [h["step"] for h in ref.extra["history"]]
+        assert [h["test_mse"] for h in m.extra["history"]] == [h["test_mse"] for h in ref.extra["history"]]
+        outcomes.append("resumed")
+    assert outcomes.count("resumed") + outcomes.count("no file") >= 8, outcomes
+    assert "no file" in outcomes and "resumed" in outcomes, outcomes
+
+
 def test_sample_generates_text_from_a_text_checkpoint(tmp_path):
     out = tmp_path / "t.ckpt"
     r = _run("train", "--task", "text", "--steps", "20", "--T", "16", "--hidden", "16", "--batch", "4",
@@ -82,3 +129,24 @@ def test_bad_options_and_files_get_a_message_not_a_traceback(tmp_path):
     assert r.returncode == 2 and "hidden_size must be >= 1" in r.stderr
     r = _run("train", "--task", "nope")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
+    adding = tmp_path / "a.ckpt"
+    assert _run("train", "--steps", "2", "--out", str(adding), *SMALL).returncode == 0
+    plain = tmp_path / "plain.ckpt"
+    fastlstm.Model(2, 4, 1).save(plain)
+    cases = [
+        (("sample", str(adding)), "is not a checkpoint of the text task"),
+        (("sample", str(adding), "--temperature", "0"), "--temperature must be"),
+        (("sample", str(adding), "--temperature", "nan"), "--temperature must be"),
+        (("train", "--task", "digits", "--resume", "--out", str(adding)), "trained on task 'adding'"),
+        (("train", "--resume", "--out", str(plain)), "not written by `fastlstm train`"),
+        (("carousel", "--T", "1"), "--T must be >= 2"),
+        (("carousel", "--batch", "0"), "--batch >= 1"),
+    ]
+    for argv, message in cases:
+        r = _run(*argv)
+        assert r.returncode == 2, (argv, r.returncode, r.stderr)
+        assert r.stderr.startswith("fastlstm: error: ") and message in r.stderr, (argv, r.stderr)
+        assert "Traceback" not in r.stderr

@@ -1,0 +1,424 @@
+"""A hostile but realistic user: each test reproduces a way the library once broke (a
+segfault, a poisoned model, a failed call that broke the next one, a checkpoint that raised
+the wrong error or cost gigabytes) and checks that it now gets a clear error and changes
+nothing."""
+import json
+import os
+import struct
+import time
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import CheckpointError, checkpoint
+
+
+def _batch(T=6, B=4, D=3, O=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((T, B, D)).astype(np.float32), rng.standard_normal((B, O)).astype(np.float32)
+
+
+def _state(m):
+    return (m.params.copy(), {k: a.copy() for k, a in m.optimizer.state.items()}, m.optimizer.t, m.steps)
+
+
+def _same(m, state):
+    p, opt, t, steps = state
+    return (np.array_equal(m.params, p) and all(np.array_equal(m.optimizer.state[k], a) for k, a in opt.items())
+            and m.optimizer.t == t and m.steps == steps)
+
+
+# -- 1. one optimizer, two models --------------------------------------------------------
+
+def test_an_optimizer_given_to_a_second_model_is_refused_not_a_segfault():
+    opt = fastlstm.Adam(lr=1e-2)
+    a = fastlstm.Model(8, 256, 4, optimizer=opt, seed=0)
+    before = _state(a)
+    with pytest.raises(ValueError, match="already belongs to another model"):
+        fastlstm.Model(2, 4, 1, optimizer=opt)
+    assert _same(a, before) and a.optimizer.state["m"].size == a.params.size
+    x = np.random.default_rng(0).standard_normal((5, 3, 8)).astype(np.float32)
+    assert np.isfinite(a.train_step(x, np.zeros((3, 4), np.float32))) and np.isfinite(a.params).all()
+    del a                                    # once its model is gone, the optimizer may serve another
+    b = fastlstm.Model(2, 4, 1, optimizer=opt)
+    assert b.optimizer is opt and opt.state["m"].size == b.params.size and opt.t == 0
+
+
+def test_an_update_on_arrays_of_another_size_is_refused():
+    opt = fastlstm.SGD(lr=0.1).bind(3, np.float32)
+    with pytest.raises(ValueError, match="3 entries for 5 parameters"):
+        opt.step(np.zeros(5, np.float32), np.zeros(5, np.float32))
+
+
+def test_optimizer_argument_takes_an_optimizer_or_a_name():
+    assert isinstance(fastlstm.Model(2, 4, 1, optimizer="sgd").optimizer, fastlstm.SGD)
+    assert isinstance(fastlstm.Model(2, 4, 1, optimizer="adam").optimizer, fastlstm.Adam)
+    for bad in ("rmsprop", 3, fastlstm.Adam):
+        with pytest.raises(TypeError, match="optimizer must be a fastlstm optimizer"):
+            fastlstm.Model(2, 4, 1, optimizer=bad)
+
+
+# -- 3. a failed call leaves the workspace as it was -------------------------------------
+
+def test_a_forward_too_big_for_memory_fails_and_the_next_valid_call_works():
+    lstm = fastlstm.LSTM(1, 64, dtype=np.float32, seed=0)
+    x = np.random.default_rng(0).standard_normal((1000, 1000, 1)).astype(np.float32)
+    y_fresh = fastlstm.LSTM(1, 64, dtype=np.float32, seed=0).forward(x)[0]
+    lstm.forward(np.ascontiguousarray(x[:10, :10]))
+    with pytest.raises(MemoryError, match="workspace for T = 25000, B = 1000"):
+        lstm.forward(np.zeros((25000, 1000, 1), np.float32))
+    lstm.backward(np.ones((10, 10, 64), np.float32))          # the earlier forward is still there
+    assert np.array_equal(lstm.forward(x)[0], y_fresh)
+
+
+def test_an_allocation_that_fails_midway_changes_nothing(monkeypatch):
+    """The workspace makes every new buffer before it replaces any: a MemoryError on the
+    third allocation leaves the old buffers and the saved forward in place."""
+    m = fastlstm.LSTM(3, 8, 2, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    m.forward(x)
+    ws, calls = m._ws, [0]
+    kept = dict(ws.__dict__)
+    real = np.zeros
+
+    def failing(*a, **k):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise MemoryError("simulated")
+        return real(*a, **k)
+    monkeypatch.setattr(fastlstm.recurrent.np, "zeros", failing)
+    with pytest.raises(MemoryError, match="simulated"):
+        m.forward(np.zeros((40, 20, 3)))
+    monkeypatch.undo()
+    assert all(ws.__dict__[k] is v for k, v in kept.items())
+    dx, _ = m.backward(np.ones((4, 2, 8)))
+    m2 = fastlstm.LSTM(3, 8, 2, dtype=np.float64, seed=0)
+    m2.forward(x)
+    assert np.array_equal(dx, m2.backward(np.ones((4, 2, 8)))[0])
+
+
+def test_absurd_sizes_are_refused_before_anything_is_built():
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="num_layers must be <= 1024"):
+        fastlstm.Model(1, 1, 1, num_layers=10 ** 7)
+    with pytest.raises(MemoryError, match="more than this machine's"):
+        fastlstm.Model(1 << 20, 1 << 20, 1)
+    assert time.perf_counter() - t0 < 5
+
+
+# -- 5, 6. the update guard ----------------------------------------------------------------
+
+def test_finite_but_huge_targets_are_refused_instead_of_poisoning_adam(tmp_path):
+    m = fastlstm.Model(3, 8, 2, seed=0, clip=None)
+    x, y = _batch()
+    m.train_step(x, y)
+    before = _state(m)
+    with pytest.raises(fastlstm.NonFiniteError, match="adam update would make .* non-finite"):
+        m.train_step(x, np.full_like(y, 1e30))      # g² overflows float32: v would become inf
+    assert _same(m, before)
+    m.save(tmp_path / "m.ckpt")                      # the model is still a valid checkpoint
+    assert np.array_equal(fastlstm.load(tmp_path / "m.ckpt").params, m.params)
+    m.train_step(x, y)
+    assert m.steps == 2 and np.isfinite(m.params).all()
+
+
+def test_an_sgd_step_that_overflows_the_parameters_is_refused():
+    m = fastlstm.Model(3, 8, 2, seed=0, optimizer=fastlstm.SGD(lr=10), on_nonfinite="skip")
+    before = _state(m)
+    m.grads[:] = 3e38
+    assert m.apply_gradients() is False and m.skipped_steps == 1 and _same(m, before)
+    m.grads[:] = 1e-3
+    assert m.apply_gradients() is True and m.steps == 1
+
+
+def test_the_exact_check_decides_when_the_cheap_bound_cannot():
+    """Huge parameters (so |p| + lr|m|/(c1 ε) overflows) whose update is still finite."""
+    m = fastlstm.Model(3, 8, 2, seed=0)
+    m.params[:] = 3e38
+    m.grads[:] = 1.0
+    assert m.apply_gradients() is True and np.isfinite(m.params).all()
+    m.params[:] = -3.4e38
+    m.grads[:] = 1.0
+    p = m.params.copy()
+    m.optimizer.lr = 1e38                      # this step would carry p past -FLT_MAX
+    with pytest.raises(fastlstm.NonFiniteError):
+        m.apply_gradients()
+    assert np.array_equal(m.params, p)
+
+
+# -- 8. smaller ones -------------------------------------------------------------------------
+
+def test_small_misuses_get_clear_errors(tmp_path):
+    m = fastlstm.Model(3, 8, 2, seed=0)
+    x, y = _batch()
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        m.evaluate(x, y, batch_size=-1)
+    lstm = fastlstm.LSTM(3, 8, dtype=np.float32)
+    h = np.zeros((1, 2, 8), np.float32)
+    with pytest.raises(ValueError, match="h and c must be separate arrays"):
+        lstm.step(np.zeros((2, 3), np.float32), h, h)
+    with pytest.raises(ValueError, match="finite numbers"):
+        m.save(tmp_path / "nan.ckpt", extra={"a": float("nan")})
+    with pytest.raises(TypeError, match="extra must be a dict"):
+        m.save(tmp_path / "list.ckpt", extra=[1, 2])
+    assert os.listdir(tmp_path) == []
+
+
+# -- 2. temporaries left by a killed writer ---------------------------------------------------
+
+def test_a_save_removes_temporaries_that_killed_writers_left(tmp_path):
+    m = fastlstm.Model(2, 4, 1, seed=0)
+    dead = 2 ** 22 + 12345                        # above the default pid_max: no such process
+    stale = tmp_path / f".m.ckpt.fastlstm-{dead}-abc.tmp"
+    live = tmp_path / f".m.ckpt.fastlstm-{os.getpid()}-def.tmp"  # a writer still at work
+    other = tmp_path / f".n.ckpt.fastlstm-{dead}-ghi.tmp"        # another file's: not ours
+    for p in (stale, live, other):
+        p.write_bytes(b"half a checkpoint")
+    m.save(tmp_path / "m.ckpt")
+    assert sorted(os.listdir(tmp_path)) == sorted(["m.ckpt", live.name, other.name])
+
+
+# -- 4, 5. hostile checkpoints -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    m = fastlstm.Model(3, 8, 2, seed=0)
+    x, y = _batch()
+    m.train_step(x, y)
+    m.save(d / "good.ckpt", extra={"note": "ok"})
+    return d / "good.ckpt"
+
+
+def _members(path):
+    """{name: bytes} of a checkpoint's zip members, in order."""
+    with zipfile.ZipFile(path) as z:
+        return {i.filename: z.read(i) for i in z.infolist()}
+
+
+def _zip(members, compress=zipfile.ZIP_STORED):
+    import io
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compress) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _npy(a):
+    import io
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def _with_header(path, change):
+    """The good checkpoint with its JSON header replaced by change(header) (a JSON text or
+    an object to dump)."""
+    members = _members(path)
+    header = json.loads(np.load(path)["__fastlstm__"].tobytes())
+    new = change(header)
+    text = new if isinstance(new, str) else json.dumps(new)
+    members["__fastlstm__.npy"] = _npy(np.frombuffer(text.encode(), np.uint8))
+    return _zip(members)
+
+
+def _set(path, *keys_value):
+    *keys, value = keys_value
+
+    def change(h):
+        d = h
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+        return h
+    return change
+
+
+def _hostile_variants(good, seed=0):
+    """≥ 200 corrupted files, named, from one seed: truncations, byte flips (in the members'
+    data: a flip in a zip timestamp is no corruption), header types and ranges, shape lies,
+    zip flag tricks, inflation bombs."""
+    rng = np.random.default_rng(seed)
+    data = good.read_bytes()
+    out = {}
+    for k, n in enumerate(sorted(rng.choice(len(data), 60, replace=False))):
+        out[f"truncated_{k}_{n}"] = data[:n]
+    spans = []                                      # each member's data: CRC-32 covers it
+    with zipfile.ZipFile(good) as z:
+        for i in z.infolist():
+            name_len, extra_len = struct.unpack_from("<HH", data, i.header_offset + 26)
+            start = i.header_offset + 30 + name_len + extra_len
+            spans += range(start, start + i.compress_size)
+    for k in range(80):
+        pos = int(rng.choice(spans))
+        out[f"flipped_{k}_{pos}"] = data[:pos] + bytes([data[pos] ^ int(rng.integers(1, 256))]) + data[pos + 1:]
+    header_changes = {
+        "header_list": lambda h: [1, 2], "header_string": lambda h: '"text"', "header_number": lambda h: "3",
+        "header_null": lambda h: "null", "header_not_json": lambda h: "{model:", "header_nan": lambda h: '{"a": NaN}',
+        "t_infinity": lambda h: json.dumps(h).replace('"t": 1', '"t": Infinity'),
+        "t_1e400": lambda h: json.dumps(h).replace('"t": 1', '"t": 1e400'),
+        "t_negative": _set(good, "optimizer", "t", -1), "t_string": _set(good, "optimizer", "t", "1"),
+        "t_float": _set(good, "optimizer", "t", 1.5), "t_bool": _set(good, "optimizer", "t", True),
+        "steps_negative": _set(good, "steps", -5), "steps_huge": _set(good, "steps", 10 ** 30),
+        "skipped_null": _set(good, "skipped_steps", None), "model_list": _set(good, "model", [1]),
+        "optimizer_null": _set(good, "optimizer", None), "extra_list": _set(good, "extra", [1]),
+        "hidden_8000": _set(good, "model", "hidden_size", 8000), "hidden_zero": _set(good, "model", "hidden_size", 0),
+        "hidden_string": _set(good, "model", "hidden_size", "eight"),
+        "hidden_huge": _set(good, "model", "hidden_size", 10 ** 12), "layers_huge": _set(good, "model", "num_layers", 10 ** 7),
+        "input_float": _set(good, "model", "input_size", 3.0), "cell_gru": _set(good, "model", "cell", "gru"),
+        "cell_list": _set(good, "model", "cell", ["lstm"]), "dtype_int": _set(good, "model", "dtype", "int32"),
+        "dtype_dict": _set(good, "model", "dtype", {"names": ["a"], "formats": ["f4"]}),
+        "dtype_number": _set(good, "model", "dtype", 7), "loss_bad": _set(good, "model", "loss", "hinge"),
+        "clip_negative": _set(good, "model", "clip", -1.0), "clip_string": _set(good, "model", "clip", "x"),
+        "forget_string": _set(good, "model", "forget_bias", "one"), "unknown_setting": _set(good, "model", "evil", 1),
+        "optimizer_unknown": _set(good, "optimizer", "name", "rmsprop"),
+        "optimizer_name_list": _set(good, "optimizer", "name", ["adam"]),
+        "lr_negative": _set(good, "optimizer", "lr", -1.0), "lr_string": _set(good, "optimizer", "lr", "big"),
+        "beta_one": _set(good, "optimizer", "beta1", 1.0), "optimizer_extra_key": _set(good, "optimizer", "evil", 1),
+        "format_other": _set(good, "format", "other"), "version_2": _set(good, "version", 2),
+        "version_string": _set(good, "version", "1"), "deep_nesting": lambda h: "[" * 100000 + "]" * 100000,
+        "deep_extra": lambda h: json.dumps(h)[:-1] + ', "x": ' + "[" * 50000 + "]" * 50000 + "}",
+        "huge_int": lambda h: json.dumps(h).replace('"steps": 1', '"steps": 1' + "0" * 5000),
+        "not_utf8": lambda h: json.dumps(h) + "\udcff",
+    }
+    for name, change in header_changes.items():
+        try:
+            out[name] = _with_header(good, change)
+        except UnicodeEncodeError:
+            members = _members(good)
+            members["__fastlstm__.npy"] = _npy(np.frombuffer(json.dumps({"format": "x"}).encode() + b"\xff", np.uint8))
+            out[name] = _zip(members)
+    members = _members(good)
+    n = np.load(good)["params"].size
+    lies = {
+        "params_short": _npy(np.zeros(n - 1, np.float32)), "params_long": _npy(np.zeros(n + 1, np.float32)),
+        "params_float64": _npy(np.zeros(n, np.float64)), "params_big_endian": _npy(np.zeros(n, ">f4")),
+        "params_2d": _npy(np.zeros((n, 1), np.float32)), "params_fortran": _npy(np.asfortranarray(np.zeros((1, n), np.float32))),
+        "params_object": b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (3,), }" + b" " * 50 + b"\n",
+        "params_header_lie": _npy(np.zeros(n, np.float32)).replace(f"({n},)".encode(), b"(1000000000000,)"),
+        "params_nan": _npy(np.full(n, np.nan, np.float32)), "params_inf": _npy(np.full(n, np.inf, np.float32)),
+        "params_not_npy": b"hello" * 200, "params_empty": b"",
+        "v_negative": None, "m_nan": None, "missing_v": None, "extra_member": None, "duplicate_member": None,
+        "missing_header": None,
+    }
+    for name, blob in lies.items():
+        mem = dict(members)
+        if name == "v_negative":
+            mem["optimizer.v.npy"] = _npy(np.full(n, -1.0, np.float32))
+        elif name == "m_nan":
+            mem["optimizer.m.npy"] = _npy(np.full(n, np.nan, np.float32))
+        elif name == "missing_v":
+            del mem["optimizer.v.npy"]
+        elif name == "extra_member":
+            mem["surprise.npy"] = _npy(np.zeros(3))
+        elif name == "missing_header":
+            del mem["__fastlstm__.npy"]
+        elif name == "duplicate_member":
+            import io
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as z:
+                for k, d in mem.items():
+                    z.writestr(k, d)
+                import warnings
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    z.writestr("params.npy", _npy(np.ones(n, np.float32)))
+            out[name] = buf.getvalue()
+            continue
+        else:
+            mem["params.npy"] = blob
+        out[name] = _zip(mem)
+    # zip tricks on the real file: compression method 99, encrypted bit, bogus sizes
+    for name, (field, value) in {"method_99": (8, 99), "method_bzip2": (8, 12), "encrypted": (6, 1),
+                                 "size_lie": (24, 0x7FFFFFFF), "csize_lie": (20, 0x7FFFFFFF)}.items():
+        b = bytearray(data)
+        at = 0
+        while (at := b.find(b"PK\x01\x02", at)) >= 0:      # every central directory entry
+            fmt = "<H" if field in (6, 8) else "<I"
+            struct.pack_into(fmt, b, at + field + (2 if field in (6, 8) else 0), value)
+            at += 4
+        out[name] = bytes(b)
+    # inflation bombs: deflated members that claim (or hold) far more than the config implies
+    for name, target in (("bomb_params", "params.npy"), ("bomb_header", "__fastlstm__.npy"), ("bomb_extra", "bomb.npy")):
+        mem = dict(members)
+        mem[target] = _npy(np.zeros(200 << 20, np.uint8))
+        out[name] = _zip(mem, zipfile.ZIP_DEFLATED)
+    out["empty"] = b""
+    out["text"] = b"hello, I am not a checkpoint\n" * 10
+    out["bare_npy"] = _npy(np.zeros(3))
+    out["empty_zip"] = _zip({})
+    return out
+
+
+@pytest.fixture(scope="module")
+def variants(good):
+    return _hostile_variants(good)
+
+
+def test_two_hundred_hostile_checkpoints_each_raise_checkpoint_error_quickly_and_cheaply(good, variants, tmp_path):
+    """Each variant raises CheckpointError within 2 s and 64 MiB of Python/NumPy memory
+    (tracemalloc; the good file is 6 KB, so the bounds are what the checks allow, not what
+    the file claims)."""
+    assert len(variants) >= 200
+    for name, blob in variants.items():
+        p = tmp_path / "hostile.ckpt"
+        p.write_bytes(blob)
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        try:
+            with pytest.raises(CheckpointError):
+                fastlstm.load(p)
+        except BaseException as e:
+            raise AssertionError(f"variant {name}: {type(e).__name__}: {e}") from None
+        finally:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        assert time.perf_counter() - t0 < 2, f"variant {name} took {time.perf_counter() - t0:.1f} s"
+        assert peak < 64 << 20, f"variant {name} took {peak >> 20} MiB"
+    assert np.array_equal(fastlstm.load(good).params, np.load(good)["params"])
+
+
+def test_a_fifo_or_a_folder_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "pipe.ckpt"
+    os.mkfifo(fifo)
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        fastlstm.load(fifo)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        fastlstm.load(tmp_path)
+    assert time.perf_counter() - t0 < 2
+    with pytest.raises(FileNotFoundError):
+        fastlstm.load(tmp_path / "missing.ckpt")
+
+
+def test_a_small_file_declaring_a_huge_model_costs_nothing(good, tmp_path):
+    """hidden_size 8000 in a 6 KB file used to build a 3 GB model before the shapes were
+    compared; now the sizes are compared first."""
+    p = tmp_path / "h.ckpt"
+    p.write_bytes(_with_header(good, _set(good, "model", "hidden_size", 8000)))
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="params"):
+        fastlstm.load(p)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert time.perf_counter() - t0 < 0.5 and peak < 8 << 20
+
+
+def test_corrupt_optimizer_state_is_refused(variants, tmp_path):
+    for name in ("t_negative", "v_negative", "m_nan"):
+        p = tmp_path / f"{name}.ckpt"
+        p.write_bytes(variants[name])
+        with pytest.raises(CheckpointError, match="t must be|v must be|non-finite"):
+            fastlstm.load(p)
+
+
+def test_a_compressed_checkpoint_that_is_honest_still_loads(good, tmp_path):
+    """np.savez_compressed's deflate is accepted: refusing bombs must not refuse this."""
+    p = tmp_path / "c.ckpt"
+    p.write_bytes(_zip(_members(good), zipfile.ZIP_DEFLATED))
+    assert np.array_equal(fastlstm.load(p).params, fastlstm.load(good).params)
