@@ -197,6 +197,8 @@ def train(args, interrupt):
     finally:
         bar.close()
     save()
+    if args.distributed:
+        dp.comm.Barrier()        # no rank exits (mpi4py aborts the job on status 130) during rank 0's save
     wall = time.perf_counter() - t0
     if interrupt.requested:
         say(f"fastlstm: interrupted at step {model.steps}; checkpoint saved to {out} (continue with --resume)")

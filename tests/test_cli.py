@@ -108,6 +108,38 @@ def test_ctrl_c_at_random_moments_never_breaks_bitwise_resume(tmp_path):
     assert "no file" in outcomes and "resumed" in outcomes, outcomes
 
 
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
+    """Steps of ~0.3 s: a second SIGINT, sent once the first one's message is out, lands
+    inside the step the first one let finish; the run stops there (at the next return
+    from a kernel), exit 130, and the checkpoint of the last evaluation is still whole
+    (it loads and resumes)."""
+    out = tmp_path / "s.ckpt"
+    args = ["--steps", "1000000", "--T", "200", "--hidden", "512", "--batch", "64", "--eval-every", "2",
+            "--quiet", "--out", str(out)]
+    p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not out.exists() and p.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        seen = ""                        # the handler has run (two signals inside one kernel
+        while "again to stop at once" not in seen and p.poll() is None:   # call are one)
+            seen += p.stderr.read(1)
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=120)
+        stderr = seen + stderr
+    finally:
+        p.kill()
+    assert p.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "stopping after this step" in stderr and "interrupted; the checkpoint" in stderr, stderr
+    kept = int(stderr.split("(step ")[1].split(")")[0])
+    assert fastlstm.load(out).steps == kept > 0
+    r = _run("train", *[a if a != "1000000" else str(kept + 1) for a in args], "--resume")
+    assert r.returncode == 0 and fastlstm.load(out).steps == kept + 1, r.stderr
+
+
 def test_sample_generates_text_from_a_text_checkpoint(tmp_path):
     out = tmp_path / "t.ckpt"
     r = _run("train", "--task", "text", "--steps", "20", "--T", "16", "--hidden", "16", "--batch", "4",

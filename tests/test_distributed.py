@@ -138,3 +138,29 @@ def test_c_driver_allreduces_gradients_between_ranks(tmp_path):
     assert len(sums) == 2 and len(set(sums.values())) == 1, r.stdout
     losses = [float(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("step")]
     assert losses[-1] < losses[0], r.stdout
+
+
+def test_ctrl_c_stops_every_rank_after_the_same_step_and_rank_0_saves(tmp_path):
+    """mpiexec passes SIGINT to every rank; they agree on the step to stop after (one
+    all-reduce per step), so none waits forever in the next all-reduce, and rank 0's
+    checkpoint is complete before any rank exits."""
+    import signal
+    import time
+    out = tmp_path / "d.ckpt"
+    p = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "fastlstm", "train",
+                          "--distributed", "--steps", "1000000", "--T", "12", "--hidden", "8", "--batch", "8",
+                          "--eval-every", "1000000", "--quiet", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen, deadline = "", time.time() + 120
+        while "fastlstm: task" not in seen and p.poll() is None and time.time() < deadline:
+            seen += p.stdout.readline()
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    step = int((seen + stdout).split("interrupted at step ")[1].split(";")[0])
+    assert step > 0 and fastlstm.load(out).steps == step
