@@ -288,8 +288,9 @@ def main(argv=None):
         print("| --- | ---: | ---: | ---: |")
         for name, n, c, py in rows:
             t = alternate([local(f) for f in (c, py) if f], repeats, settle=settle)
-            c_us, py_us = t[0] / n * 1e6, (t[1] / n * 1e6 if py else float("nan"))
-            print(f"| {name} | {c_us:.2f} | {py_us:.2f} | {c_us / py_us:.2f} |", flush=True)
+            c_us = t[0] / n * 1e6
+            py_us, ratio = (f"{t[1] / n * 1e6:.2f}", f"{t[0] / t[1]:.2f}") if py else ("–", "–")  # no Python twin
+            print(f"| {name} | {c_us:.2f} | {py_us} | {ratio} |", flush=True)
         for d in drivers:
             d.close()
     if "memory" in groups:

@@ -37,8 +37,7 @@ class DataParallel:
         self.comm = comm or MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.model, self.check_every = model, check_every
-        if set_threads:
-            self.threads = _share_cores(self.comm)
+        self.threads = _share_cores(self.comm) if set_threads else None   # None: as the process has it
         self.comm.Bcast(model.params, root=0)
         for state in model.optimizer.state.values():
             self.comm.Bcast(state, root=0)
@@ -62,13 +61,14 @@ class DataParallel:
                 None if L is None else np.ascontiguousarray(L[rows]), weight)
 
     def train_step(self, x, y, lengths=None):
-        """One synchronous step on a global batch (the same on every rank). Returns this
-        rank's shard loss (weighted: the ranks' returns sum to the global mean loss)."""
+        """One synchronous step on a global batch (the same on every rank). Returns the
+        global batch's mean loss (the same on every rank: the weighted shard losses summed)."""
         m = self.model
         xs, ys, Ls, weight = self.shard(x, y, lengths)
         loss = m.compute_gradients(xs, ys, Ls) * weight
         m.grads *= m.dtype.type(weight)
         self.comm.Allreduce(self.MPI.IN_PLACE, m.grads, op=self.MPI.SUM)
+        loss = self.comm.allreduce(loss, op=self.MPI.SUM)
         m.apply_gradients()      # the gradients decide: a NaN anywhere reaches every rank alike
         if self.check_every and m.steps % self.check_every == 0:
             self.check_identical()

@@ -59,20 +59,21 @@ def test_two_ranks_with_half_batches_equal_one_rank_with_the_whole(tmp_path, cas
         m = fastlstm.Model(3, 5, 3, 2, dtype=np.float64, seed=1, clip=0.5,
                            optimizer=fastlstm.Adam(lr=1e-2), **CASES[{case!r}])
         dp = DataParallel(m, check_every=2)
-        for x, y, L in _batches({case!r}):
-            dp.train_step(x, y, L)
+        losses = [dp.train_step(x, y, L) for x, y, L in _batches({case!r})]
         dp.check_identical()
         if dp.rank == 0:
             np.save({str(tmp_path / "params.npy")!r}, m.params)
+            np.save({str(tmp_path / "losses.npy")!r}, losses)
     """)
     r = _mpi(2, sys.executable, "-m", "mpi4py", job)
     assert r.returncode == 0, r.stdout + r.stderr
     single = fastlstm.Model(3, 5, 3, 2, dtype=np.float64, seed=1, clip=0.5,
                             optimizer=fastlstm.Adam(lr=1e-2), **CASES[case])
-    for x, y, L in _batches(case):
-        single.train_step(x, y, L)
+    losses = [single.train_step(x, y, L) for x, y, L in _batches(case)]
     d = np.max(np.abs(np.load(tmp_path / "params.npy") - single.params))
     assert d <= 1e-12, f"2 ranks vs 1: max |difference| {d:.3g}"
+    # train_step returns the global batch's mean loss (what the progress bar shows), not a shard's
+    assert np.allclose(np.load(tmp_path / "losses.npy"), losses, rtol=1e-12, atol=0)
 
 
 def test_a_failing_rank_aborts_the_whole_job_quickly(tmp_path):
