@@ -15,6 +15,14 @@ def _run(*args, timeout=300):
                           timeout=timeout)
 
 
+def _read_until(p, marker, timeout=300):
+    """What p printed on stderr up to and including `marker` (or until it exits)."""
+    seen, deadline = "", time.time() + timeout
+    while marker not in seen and p.poll() is None and time.time() < deadline:
+        seen += p.stderr.read(1)
+    return seen
+
+
 SMALL = ["--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "10", "--quiet", "--full"]
 
 
@@ -47,9 +55,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     try:
         # Interrupt only once steps are being made (the progress bar on stderr shows loss=),
         # however long Numba's first compilation takes on a busy machine.
-        seen, deadline = "", time.time() + 300
-        while "loss=" not in seen and p.poll() is None and time.time() < deadline:
-            seen += p.stderr.read(1)
+        seen = _read_until(p, "loss=")
         p.send_signal(signal.SIGINT)
         stdout, stderr = p.communicate(timeout=120)
         stderr = seen + stderr
@@ -124,9 +130,8 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
             time.sleep(0.05)
         time.sleep(0.3)
         p.send_signal(signal.SIGINT)
-        seen = ""                        # the handler has run (two signals inside one kernel
-        while "again to stop at once" not in seen and p.poll() is None:   # call are one)
-            seen += p.stderr.read(1)
+        # once the handler has run: two signals inside one kernel call are one
+        seen = _read_until(p, "again to stop at once", timeout=120)
         p.send_signal(signal.SIGINT)
         stdout, stderr = p.communicate(timeout=120)
         stderr = seen + stderr
