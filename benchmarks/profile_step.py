@@ -36,17 +36,17 @@ def profile(D, H, B, T):
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal((T, B, D), np.float32), rng.standard_normal((T, B, H), np.float32)
     L = np.full(B, T, np.int64)
-    G, layer, ws, a0 = 4 * H, m.layers[0], m._ws, R._split(D)
+    G, layer, ws, a0 = 4 * H, m.layers[0], m._ws, R._tiles_from(D)
     dx, d0 = np.empty((T, B, D), np.float32), np.empty((1, B, H), np.float32)
 
     def step():
         m.zero_grad()
-        m._forward(x, None, None, L)
-        m._backward(dy, None, None, dx, d0, d0)
+        m.run_forward(x, None, None, L)
+        m.run_backward(dy, None, None, dx, d0, d0)
     step()
     I, Z = ws.layer(0, T, B)[:2]
     Z2, I2, dX = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H), np.empty((T * B, D), np.float32)
-    t = {"step": median_ms(step), "forward": median_ms(lambda: m._forward(x, None, None, L)),
+    t = {"step": median_ms(step), "forward": median_ms(lambda: m.run_forward(x, None, None, L)),
          "pack W": median_ms(lambda: K.pack_panels(ws.panels(G, D + H - a0), layer.W, a0, True)),
          "pack U": median_ms(lambda: K.pack_panels(ws.panels(H, G), layer.W, D, False)),
          "δW": median_ms(lambda: (layer.dW.fill(0), ws.add_dW(layer.dW, Z2, I2))),

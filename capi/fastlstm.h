@@ -196,7 +196,7 @@ FASTLSTM_API int fastlstm_param_count(fastlstm_model *model, int64_t *n);
 
 /* Copy the flat parameter or gradient array out to / in from a caller buffer of exactly
  * n = fastlstm_param_count floats (INVALID_ARGUMENT otherwise). Layout: per layer W
- * (G x (D_l + H), rows in gate order a, i, f, o) then b (G), then the head's V (O x H), c (O).
+ * (G x (D_l + H), rows in gate order a, i, f, o) then b (G), then the head's V (O x H), bias (O).
  * The setters refuse non-finite values (NON_FINITE) and change nothing then. */
 
 /* Returns OK, NULL_POINTER, INVALID_ARGUMENT, INVALID_HANDLE. */

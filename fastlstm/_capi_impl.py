@@ -7,6 +7,7 @@ leaves the model as it was.
 import math
 import os
 import secrets
+import types
 
 import numpy as np
 
@@ -15,13 +16,13 @@ from ._validate import NonFiniteValue
 from .kernels import all_finite
 from .model import Model, NonFiniteError, load
 
-OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE, IO, BAD_CHECKPOINT, \
-    BUFFER_TOO_SMALL, INIT, INTERNAL = range(10)
+# The header's constants, as cffi parsed them from its #defines (register() fills these):
+S = types.SimpleNamespace()    # status codes: S.OK, S.NULL_POINTER, ..., S.INTERNAL
+SETTINGS = {}                  # "cell", "loss", "output", "optimizer" -> names by value: ("lstm", "rnn")
 _MAX_BYTES = 1 << 46                     # no single buffer beyond 64 TiB: sizes that overflow
 
 _models = {}                             # handle id -> Model
 _issued = set()                          # every id ever handed out: none is reused
-_CELLS, _LOSSES, _OUTPUTS = ("lstm", "rnn"), ("mse", "xent"), ("last", "every")
 
 
 class ApiError(Exception):
@@ -35,29 +36,39 @@ def _status(e):
     if isinstance(e, ApiError):
         return e.code
     if isinstance(e, (NonFiniteError, NonFiniteValue)):
-        return NON_FINITE
+        return S.NON_FINITE
     if isinstance(e, checkpoint.CheckpointError):
-        return BAD_CHECKPOINT
+        return S.BAD_CHECKPOINT
     if isinstance(e, OSError):
-        return IO
+        return S.IO
     if isinstance(e, (ValueError, TypeError, KeyError, MemoryError)):   # MemoryError: sizes too big
-        return INVALID_ARGUMENT
-    return INTERNAL
+        return S.INVALID_ARGUMENT
+    return S.INTERNAL
+
+
+def _header_constants(lib, prefix):
+    """{NAME: value} for the header's `#define FASTLSTM_<prefix>NAME value` lines."""
+    return {k[len(prefix):]: getattr(lib, k) for k in dir(lib) if k.startswith(prefix)}
 
 
 def register(ffi, lib):
-    """Bind every extern "Python" function of the library to its implementation."""
+    """Take the header's constants, then bind every extern "Python" function of the library
+    to its implementation."""
+    S.__dict__.update(_header_constants(lib, "FASTLSTM_ERROR_"), OK=lib.FASTLSTM_OK)
+    for kind in ("cell", "loss", "output", "optimizer"):
+        by_value = sorted((v, k.lower()) for k, v in _header_constants(lib, f"FASTLSTM_{kind.upper()}_").items())
+        SETTINGS[kind] = tuple(name for _, name in by_value)
 
     def api(fn):
         def call(*args):
             try:
                 fn(*args)
-                return OK
+                return S.OK
             except Exception as e:  # noqa: BLE001  (every exception becomes a status code)
                 lib._fl_set_error(f"{type(e).__name__}: {e}".encode(errors="replace"))
                 return _status(e)
         call.__name__ = fn.__name__
-        return ffi.def_extern(name=fn.__name__, error=INTERNAL, onerror=_on_error)(call)
+        return ffi.def_extern(name=fn.__name__, error=S.INTERNAL, onerror=_on_error)(call)
 
     def _on_error(exc, value, tb):
         lib._fl_set_error(f"internal error: {exc.__name__}: {value}".encode(errors="replace"))
@@ -66,12 +77,12 @@ def register(ffi, lib):
         try:
             return _models[handle]
         except KeyError:
-            raise ApiError(INVALID_HANDLE, f"model handle 0x{handle:x} is not a live fastlstm model "
+            raise ApiError(S.INVALID_HANDLE, f"model handle 0x{handle:x} is not a live fastlstm model "
                                            "(freed, or not made by fastlstm_create/fastlstm_load)") from None
 
     def need(ptr, name):
         if ptr == ffi.NULL:
-            raise ApiError(NULL_POINTER, f"{name} is NULL")
+            raise ApiError(S.NULL_POINTER, f"{name} is NULL")
 
     views = {}      # (address, ctype, shape, writable) -> view: a view only wraps an address,
                     # so one made for an earlier call is the same view (a quarter of a stream step)
@@ -85,7 +96,7 @@ def register(ffi, lib):
             return a
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         if nbytes > _MAX_BYTES:
-            raise ApiError(INVALID_ARGUMENT, f"{name}: sizes {shape} overflow")
+            raise ApiError(S.INVALID_ARGUMENT, f"{name}: sizes {shape} overflow")
         a = np.frombuffer(ffi.buffer(ffi.cast(ctype + " *", ptr), nbytes), dtype).reshape(shape)
         if not writable:
             a.flags.writeable = False
@@ -97,12 +108,12 @@ def register(ffi, lib):
     def sizes(**kw):
         for name, value in kw.items():
             if value < 1:
-                raise ApiError(INVALID_ARGUMENT, f"{name} must be >= 1, got {value}")
+                raise ApiError(S.INVALID_ARGUMENT, f"{name} must be >= 1, got {value}")
 
     def new_handle(m, out):
         need(out, "out")
         if m.dtype != np.float32:
-            raise ApiError(INVALID_ARGUMENT, f"the C API runs float32 models; this one is {m.dtype}")
+            raise ApiError(S.INVALID_ARGUMENT, f"the C API runs float32 models; this one is {m.dtype}")
         h = 0
         while h == 0 or h in _issued:        # random 63-bit ids: a guessed or stale pointer
             h = secrets.randbits(63) & ~0xF  # is almost surely no live model
@@ -114,21 +125,22 @@ def register(ffi, lib):
     def _fl_py_create(cfg, out):
         need(cfg, "cfg")
         need(out, "out")
-        for name, value, choices in (("cell", cfg.cell, _CELLS), ("loss", cfg.loss, _LOSSES),
-                                     ("output", cfg.output, _OUTPUTS), ("optimizer", cfg.optimizer, (0, 1))):
-            if not 0 <= value < len(choices):
-                raise ApiError(INVALID_ARGUMENT, f"cfg->{name} = {value} is not a FASTLSTM_ constant for it")
+        for name in SETTINGS:
+            if not 0 <= getattr(cfg, name) < len(SETTINGS[name]):
+                raise ApiError(S.INVALID_ARGUMENT, f"cfg->{name} = {getattr(cfg, name)} is not a "
+                                                   f"FASTLSTM_{name.upper()}_ constant")
         if not (cfg.clip == 0 or cfg.clip > 0):       # NaN and negatives are not "no clipping"
-            raise ApiError(INVALID_ARGUMENT, f"cfg->clip must be 0 (no clipping) or > 0, got {cfg.clip}")
+            raise ApiError(S.INVALID_ARGUMENT, f"cfg->clip must be 0 (no clipping) or > 0, got {cfg.clip}")
         try:
-            opt = (optim.Adam(cfg.learning_rate, cfg.beta1, cfg.beta2, cfg.eps) if cfg.optimizer == 0
-                   else optim.SGD(cfg.learning_rate, cfg.momentum))
+            opt = (optim.Adam(cfg.learning_rate, cfg.beta1, cfg.beta2, cfg.eps)
+                   if SETTINGS["optimizer"][cfg.optimizer] == "adam" else optim.SGD(cfg.learning_rate, cfg.momentum))
             m = Model(int(cfg.input_size), int(cfg.hidden_size), int(cfg.output_size), int(cfg.num_layers),
-                      cell=_CELLS[cfg.cell], loss=_LOSSES[cfg.loss], output=_OUTPUTS[cfg.output],
+                      cell=SETTINGS["cell"][cfg.cell], loss=SETTINGS["loss"][cfg.loss],
+                      output=SETTINGS["output"][cfg.output],
                       dtype=np.float32, forget_bias=cfg.forget_bias, seed=int(cfg.seed), optimizer=opt,
                       clip=cfg.clip if cfg.clip > 0 else None)
         except NonFiniteValue as e:                      # a NaN setting is an invalid argument
-            raise ApiError(INVALID_ARGUMENT, f"cfg: {e}") from None
+            raise ApiError(S.INVALID_ARGUMENT, f"cfg: {e}") from None
         new_handle(m, out)
 
     @api
@@ -172,7 +184,7 @@ def register(ffi, lib):
         need(out, "out")
         n = math.prod(shape)
         if out_len < n:
-            raise ApiError(BUFFER_TOO_SMALL, f"out holds {out_len} floats; the result needs {n} {shape}")
+            raise ApiError(S.BUFFER_TOO_SMALL, f"out holds {out_len} floats; the result needs {n} {shape}")
         return array(out, "out", "float", np.float32, shape, writable=True)
 
     @api
@@ -214,12 +226,12 @@ def register(ffi, lib):
         m = model(handle)
         flat = m.grads if grads else m.params
         if n != flat.size:
-            raise ApiError(INVALID_ARGUMENT, f"n = {n}, but the model has {flat.size} "
+            raise ApiError(S.INVALID_ARGUMENT, f"n = {n}, but the model has {flat.size} "
                                              f"{'gradients' if grads else 'parameters'}")
         a = array(buf, "in" if into_model else "out", "float", np.float32, (flat.size,), writable=not into_model)
         if into_model:
             if not all_finite(a):
-                raise ApiError(NON_FINITE, "the values must be finite; nothing was changed")
+                raise ApiError(S.NON_FINITE, "the values must be finite; nothing was changed")
             flat[:] = a
         else:
             a[:] = flat

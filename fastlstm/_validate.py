@@ -7,9 +7,10 @@ import os
 
 import numpy as np
 
+from . import choices
 from .kernels import all_finite
 
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DTYPES = tuple(np.dtype(d) for d in choices.DTYPES)
 
 
 class NonFiniteValue(ValueError):

@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+from . import choices
+
 # Defaults per task: tuned so that each reaches its figure of merit on 2 cores within minutes.
 DEFAULTS = {
     "adding": dict(hidden=64, layers=1, steps=3000, batch=64, lr=1e-2, clip=1.0, eval_every=100, T=100),
@@ -28,15 +30,15 @@ def _parser():
     t.add_argument("--task", choices=sorted(DEFAULTS), default="adding")
     t.add_argument("--hidden", type=int, help="hidden units per layer")
     t.add_argument("--layers", type=int, help="recurrent layers")
-    t.add_argument("--cell", choices=["lstm", "rnn"], default="lstm", help="LSTM, or a vanilla tanh RNN to compare")
+    t.add_argument("--cell", choices=choices.CELLS, default="lstm", help="LSTM, or a vanilla tanh RNN to compare")
     t.add_argument("--steps", type=int, help="training steps in all (a resumed run counts those done)")
     t.add_argument("--batch", type=int, help="sequences per step")
     t.add_argument("--lr", type=float, help="learning rate")
-    t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    t.add_argument("--optimizer", choices=choices.OPTIMIZERS, default="adam")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     t.add_argument("--clip", type=float, help="max global gradient norm (0: no clipping)")
     t.add_argument("--T", type=int, help="sequence length (adding, text)")
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    t.add_argument("--dtype", choices=choices.DTYPES, default="float32")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
     t.add_argument("--full", action="store_true", help="run all steps even once the task is solved")

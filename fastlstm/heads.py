@@ -28,8 +28,8 @@ def _count(S, B, lengths, every):
 
 
 @njit(**JIT)
-def mse(dP, P, c, target, lengths, every):
-    """E = mean over counted (t, r, k) of (P + c - target)²; dP = ∂E/∂P. Returns E."""
+def mse(dP, P, bias, target, lengths, every):
+    """E = mean over counted (t, r, k) of (P + bias - target)²; dP = ∂E/∂P. Returns E."""
     S, B, O = P.shape
     n = _count(S, B, lengths, every) * O
     loss = 0.0
@@ -37,7 +37,7 @@ def mse(dP, P, c, target, lengths, every):
         for r in range(B):
             live = _counts(t, r, lengths, every)
             for k in range(O):
-                e = P[t, r, k] + c[k] - target[t, r, k]
+                e = P[t, r, k] + bias[k] - target[t, r, k]
                 if live:
                     loss += np.float64(e) * np.float64(e)
                     dP[t, r, k] = 2 * e / n
@@ -47,8 +47,8 @@ def mse(dP, P, c, target, lengths, every):
 
 
 @njit(**JIT)
-def softmax_xent(dP, P, c, labels, lengths, every):
-    """E = mean over counted (t, r) of -log softmax(P + c)[label]; dP = (softmax - onehot)/n.
+def softmax_xent(dP, P, bias, labels, lengths, every):
+    """E = mean over counted (t, r) of -log softmax(P + bias)[label]; dP = (softmax - onehot)/n.
     Returns (E, number of counted predictions whose argmax is the label)."""
     S, B, O = P.shape
     n = _count(S, B, lengths, every)
@@ -59,19 +59,19 @@ def softmax_xent(dP, P, c, labels, lengths, every):
             if not _counts(t, r, lengths, every):
                 dP[t, r, :] = 0
                 continue
-            zmax = P[t, r, 0] + c[0]
+            zmax = P[t, r, 0] + bias[0]
             best = 0
             for k in range(1, O):
-                if P[t, r, k] + c[k] > zmax:
-                    zmax = P[t, r, k] + c[k]
+                if P[t, r, k] + bias[k] > zmax:
+                    zmax = P[t, r, k] + bias[k]
                     best = k
             total = 0.0
             for k in range(O):
-                e = np.exp(np.float64(P[t, r, k] + c[k] - zmax))
+                e = np.exp(np.float64(P[t, r, k] + bias[k] - zmax))
                 dP[t, r, k] = e
                 total += e
             y = labels[t, r]
-            loss += np.log(total) - np.float64(P[t, r, y] + c[y] - zmax)
+            loss += np.log(total) - np.float64(P[t, r, y] + bias[y] - zmax)
             correct += best == y
             for k in range(O):
                 dP[t, r, k] = (dP[t, r, k] / total - (k == y)) / n
@@ -79,32 +79,32 @@ def softmax_xent(dP, P, c, labels, lengths, every):
 
 
 @njit(**JIT)
-def softmax(P, c):
-    """P (S,B,O) ← softmax(P + c) over the last axis, in place."""
+def softmax(P, bias):
+    """P (S,B,O) ← softmax(P + bias) over the last axis, in place."""
     S, B, O = P.shape
     for t in range(S):
         for r in range(B):
-            zmax = P[t, r, 0] + c[0]
+            zmax = P[t, r, 0] + bias[0]
             for k in range(1, O):
-                zmax = max(zmax, P[t, r, k] + c[k])
+                zmax = max(zmax, P[t, r, k] + bias[k])
             total = 0.0
             for k in range(O):
-                P[t, r, k] = np.exp(P[t, r, k] + c[k] - zmax)
+                P[t, r, k] = np.exp(P[t, r, k] + bias[k] - zmax)
                 total += P[t, r, k]
             for k in range(O):
                 P[t, r, k] /= total
 
 
 @njit(**JIT)
-def step_predictions(P, h, V, c, xent):
-    """P (B,O) = h (B,H) Vᵀ + c, then softmax over O if xent: the head of one streaming
+def step_predictions(P, h, V, bias, xent):
+    """P (B,O) = h (B,H) Vᵀ + bias, then softmax over O if xent: the head of one streaming
     step in one call (at B = 1 a BLAS product and NumPy's additions cost 5 µs more)."""
     B, O = P.shape
     for r in range(B):
         for k in range(O):
-            s = _like(c[k], 0.0)
+            s = _like(bias[k], 0.0)
             for j in range(h.shape[1]):
                 s += h[r, j] * V[k, j]
-            P[r, k] = s if xent else s + c[k]
+            P[r, k] = s if xent else s + bias[k]
     if xent:
-        softmax(P.reshape((1, B, O)), c)
+        softmax(P.reshape((1, B, O)), bias)

@@ -1,8 +1,9 @@
 """Model: LSTM (or vanilla RNN) layers plus a dense head with a loss, an optimizer and
 checkpoints.
 
-One flat parameter array holds the layers' W, b followed by the head's V (O, H) and c (O);
-gradients mirror it. The head reads h_t (every step) or h at each row's last real step
+One flat parameter array holds the layers' W, b followed by the head's V (O, H) and bias
+(O); gradients mirror it. The model reaches the layer stack only through its composer
+interface (check_input, run_forward, last_hidden, hidden_into, run_backward, advance). The head reads h_t (every step) or h at each row's last real step
 (last), and its δ enters the layers as δy (every) or δhn of the top layer (last).
 """
 import os
@@ -10,14 +11,12 @@ import os
 import numpy as np
 
 from . import _validate as v
-from . import checkpoint, heads, optim
+from . import checkpoint, choices, heads, optim
 from ._config import blas_turn
-from .kernels import all_finite, copy_hidden
+from .kernels import all_finite
 from .recurrent import LSTM, RNN
 
-CELLS = {"lstm": LSTM, "rnn": RNN}
-LOSSES = ("mse", "xent")
-OUTPUTS = ("last", "every")
+CELLS = dict(zip(choices.CELLS, (LSTM, RNN)))
 
 
 class NonFiniteError(FloatingPointError):
@@ -37,9 +36,10 @@ class Model:
     def __init__(self, input_size, hidden_size, output_size, num_layers=1, *, cell="lstm",
                  loss="mse", output="last", dtype=np.float32, forget_bias=1.0, seed=None,
                  optimizer=None, clip=None, on_nonfinite="raise"):
-        if cell not in CELLS or loss not in LOSSES or output not in OUTPUTS or on_nonfinite not in ("raise", "skip"):
-            raise ValueError(f"cell must be one of {tuple(CELLS)}, loss one of {LOSSES}, output one of "
-                             f"{OUTPUTS}, on_nonfinite 'raise' or 'skip'; got {cell!r}, {loss!r}, "
+        if (cell not in CELLS or loss not in choices.LOSSES or output not in choices.OUTPUTS
+                or on_nonfinite not in choices.ON_NONFINITE):
+            raise ValueError(f"cell must be one of {choices.CELLS}, loss one of {choices.LOSSES}, output one of "
+                             f"{choices.OUTPUTS}, on_nonfinite one of {choices.ON_NONFINITE}; got {cell!r}, {loss!r}, "
                              f"{output!r}, {on_nonfinite!r}")
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
@@ -56,8 +56,8 @@ class Model:
         extra = dict(forget_bias=forget_bias) if cell == "lstm" else {}
         self.core = CELLS[cell](input_size, hidden_size, num_layers, dtype=dtype,
                                 buffers=(self.params[:n], self.grads[:n]), **extra)
-        self.V, self.c = self.params[n:n + O * H].reshape(O, H), self.params[n + O * H:]
-        self.dV, self.dc = self.grads[n:n + O * H].reshape(O, H), self.grads[n + O * H:]
+        self.V, self.bias = self.params[n:n + O * H].reshape(O, H), self.params[n + O * H:]
+        self.dV, self.dbias = self.grads[n:n + O * H].reshape(O, H), self.grads[n + O * H:]
         self.output_size, self.seed, self.forget_bias = O, seed, forget_bias
         self.reset_parameters(seed)
         self.optimizer = optim.of(optimizer).bind(size, dtype, self)
@@ -76,7 +76,7 @@ class Model:
         self.core.reset_parameters(rng)
         k = 1 / np.sqrt(self.core.hidden_size)
         self.V[:] = rng.uniform(-k, k, self.V.shape)
-        self.c[:] = 0
+        self.bias[:] = 0
 
     def config(self):
         l = self.core
@@ -89,13 +89,6 @@ class Model:
         return f"Model({', '.join(f'{k}={v!r}' for k, v in self.config().items())}, params={self.params.size})"
 
     # -- inputs ------------------------------------------------------------------------
-
-    def _check_x(self, x, lengths):
-        x = v.array("x", x, (None, None, self.core.input_size), self.dtype)
-        T, B = x.shape[:2]
-        if T < 1 or B < 1:
-            raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
-        return x, v.lengths(lengths, B, T)
 
     def _check_y(self, y, T, B):
         lead = (B,) if self.output == "last" else (T, B)
@@ -114,31 +107,28 @@ class Model:
     def _buffers(self, T, B):
         """Head buffers for this (T, B), kept so that a steady state allocates nothing."""
         if (T, B) not in self._bufs:
-            H, O, L, e = self.core.hidden_size, self.output_size, self.core.num_layers, self.dtype
+            H, O, layers, e = self.core.hidden_size, self.output_size, self.core.num_layers, self.dtype
             S = 1 if self.output == "last" else T
             self._bufs = {(T, B): dict(  # one shape at a time: a new shape replaces the old
                 y=np.zeros((T, B, H), e), P=np.zeros((S, B, O), e), dP=np.zeros((S, B, O), e),
-                dV=np.zeros((O, H), e), dc=np.zeros(O, e), dY=np.zeros((T, B, H), e), dhn=np.zeros((L, B, H), e),
-                dh0=np.zeros((L, B, H), e), dc0=np.zeros((L, B, H), e))}
+                dV=np.zeros((O, H), e), dbias=np.zeros(O, e), dY=np.zeros((T, B, H), e),
+                dhn=np.zeros((layers, B, H), e), dh0=np.zeros((layers, B, H), e), dc0=np.zeros((layers, B, H), e))}
         return self._bufs[(T, B)]
 
     # -- forward through the head -------------------------------------------------------
 
-    def _head_input(self, T, B, L, buf):
+    def _head_input(self, T, B, buf):
         """(S·B, H) rows the head reads: h_t for every step, or h at the last real step."""
-        core = self.core
-        I = core._ws.layer(core.num_layers - 1, T, B)[0]
-        D = core.layers[-1].D
         if self.output == "last":
-            return I[T, :, D:]                 # the frozen state: h at each row's last step
-        copy_hidden(buf["y"], I, L, D)
+            return self.core.last_hidden()
+        self.core.hidden_into(buf["y"])
         return buf["y"].reshape(T * B, -1)
 
     def _forward_head(self, x, L):
         T, B = x.shape[:2]
         buf = self._buffers(T, B)
-        self.core._forward(x, None, None, L)
-        Y = self._head_input(T, B, L, buf)
+        self.core.run_forward(x, None, None, L)
+        Y = self._head_input(T, B, buf)
         with blas_turn():
             np.matmul(Y, self.V.T, out=buf["P"].reshape(-1, self.output_size))
         return buf, Y
@@ -146,8 +136,8 @@ class Model:
     def _loss(self, buf, y, L):
         every = self.output == "every"
         if self.loss == "mse":
-            return heads.mse(buf["dP"], buf["P"], self.c, y, L, every), None
-        return heads.softmax_xent(buf["dP"], buf["P"], self.c, y, L, every)
+            return heads.mse(buf["dP"], buf["P"], self.bias, y, L, every), None
+        return heads.softmax_xent(buf["dP"], buf["P"], self.bias, y, L, every)
 
     # -- training -------------------------------------------------------------------------
 
@@ -156,7 +146,7 @@ class Model:
 
         Parameters are not touched (a distributed driver sums `grads` across ranks, then
         calls apply_gradients). record=True fills core.flow (see LSTM.backward)."""
-        x, L = self._check_x(x, lengths)
+        x, L = self.core.check_input(x, lengths)
         T, B = x.shape[:2]
         y = self._check_y(y, T, B)
         self.grads[:] = 0
@@ -170,7 +160,7 @@ class Model:
         with blas_turn():
             np.matmul(dP2.T, Y, out=buf["dV"])                 # δV = Σ δP hᵀ
             self.dV += buf["dV"]
-            self.dc += np.sum(dP2, axis=0, out=buf["dc"])              # δc = Σ δP
+            self.dbias += np.sum(dP2, axis=0, out=buf["dbias"])        # δbias = Σ δP
             if self.output == "last":
                 buf["dhn"][:-1] = 0
                 np.matmul(dP2, self.V, out=buf["dhn"][-1])      # δh at the last step enters as δhn
@@ -179,7 +169,7 @@ class Model:
             else:
                 np.matmul(dP2, self.V, out=buf["dY"].reshape(T * B, -1))
                 dy, dhn = buf["dY"], None
-        self.core._backward(dy, dhn, None, None, buf["dh0"], buf["dc0"], record)
+        self.core.run_backward(dy, dhn, None, None, buf["dh0"], buf["dc0"], record)
         return float(loss)
 
     def apply_gradients(self, loss=0.0):
@@ -214,7 +204,7 @@ class Model:
     def predict(self, x, lengths=None):
         """Predictions (B, O) for output="last" or (T, B, O) for "every" (zero past lengths):
         values for mse, class probabilities for xent. A new array."""
-        x, L = self._check_x(x, lengths)
+        x, L = self.core.check_input(x, lengths)
         T, B = x.shape[:2]
         buf, _ = self._forward_head(x, L)
         P = self._predictions(buf["P"].copy())
@@ -230,19 +220,19 @@ class Model:
         state = self._state
         if state is None or state[0].shape[1] != B:
             state = self._zero_state(B or 1)                # kept only if the step succeeds
-        top = self.core._step_public(x, *state)
+        top = self.core.advance(x, *state)
         self._state = state
         P = np.empty((top.shape[0], self.output_size), self.dtype)
-        heads.step_predictions(P, top, self.V, self.c, self.loss == "xent")
+        heads.step_predictions(P, top, self.V, self.bias, self.loss == "xent")
         return P
 
     def _predictions(self, P):
-        """The head's products P (S, B, O) = h Vᵀ become predictions in place: P + c for mse,
-        softmax(P + c) for xent."""
+        """The head's products P (S, B, O) = h Vᵀ become predictions in place: P + bias for
+        mse, softmax(P + bias) for xent."""
         if self.loss == "xent":
-            heads.softmax(P, self.c)
+            heads.softmax(P, self.bias)
         else:
-            P += self.c
+            P += self.bias
         return P
 
     def reset_state(self, batch_size=1):
@@ -257,7 +247,7 @@ class Model:
         """Mean loss (and accuracy for xent) over a data set, in batches along B.
         Returns {"loss": float[, "accuracy": float]}."""
         batch_size = v.positive_int("batch_size", batch_size)
-        x, L = self._check_x(x, lengths)
+        x, L = self.core.check_input(x, lengths)
         T, B = x.shape[:2]
         y = self._check_y(y, T, B)
         total = correct = count = 0.0
@@ -314,7 +304,7 @@ def _checkpoint_arrays(header):
     _count(header, "steps"), _count(header, "skipped_steps"), _count(opt, "t")
     cell = cfg.get("cell", "lstm")
     if not isinstance(cell, str) or cell not in CELLS:
-        raise ValueError(f"cell must be one of {tuple(CELLS)}, got {cell!r}")
+        raise ValueError(f"cell must be one of {choices.CELLS}, got {cell!r}")
     D, H, O = (v.positive_int(k, cfg.get(k)) for k in ("input_size", "hidden_size", "output_size"))
     n = CELLS[cell].param_count(D, H, v.num_layers(cfg.get("num_layers", 1))) + O * H + O
     dtype = v.dtype_of(cfg.get("dtype", "float32") if isinstance(cfg.get("dtype"), str) else repr(cfg.get("dtype")))

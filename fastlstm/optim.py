@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit
 
 from . import _validate as v
+from . import choices
 from ._config import JIT
 from .kernels import _like, sum_squares
 
@@ -178,7 +179,7 @@ class Adam(Optimizer):
             raise ValueError("Adam's second moment v must be >= 0")
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+OPTIMIZERS = dict(zip(choices.OPTIMIZERS, (Adam, SGD)))
 
 
 def from_config(cfg):

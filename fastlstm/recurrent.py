@@ -55,7 +55,7 @@ def _panel_shape(N, K, dtype):
     return -(-N // TW), K, TW
 
 
-def _split(D):
+def _tiles_from(D):
     """The first column of W the forward's tiles sum over: D when the input half is a BLAS
     product before the time loop (D ≥ SPLIT_D), else 0 (all of [x ; h] in the tiles)."""
     return D if D >= SPLIT_D else 0
@@ -89,7 +89,7 @@ class _Workspace:
             I=[(tb + b) * (D + H) for D in self.dims], Z=[tb * G for _ in self.dims],
             C=[(tb + b) * Hc for _ in self.dims], TC=[tb * Hc for _ in self.dims],
             dh=b * H, dhs=b * H, dc=b * Hc, dX=tb * H * (len(self.dims) > 1),   # δX of layer l = δY of layer l-1
-            P=max(max(math.prod(_panel_shape(G, D + H - _split(D), e)) for D in self.dims),
+            P=max(max(math.prod(_panel_shape(G, D + H - _tiles_from(D), e)) for D in self.dims),
                   math.prod(_panel_shape(H, G, e))),                            # forward: W or U; backward: U
             dbs=G)
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
@@ -150,7 +150,7 @@ class _Recurrent:
         self.params, self.grads = buffers or (np.zeros(n, self.dtype), np.zeros(n, self.dtype))
         assert self.params.shape == self.grads.shape == (n,) and self.params.dtype == self.dtype
         self.layers = [Layer(d, H, W, b, dW, db) for d, (W, b), (dW, db)
-                       in zip(self._dims, self._split(self.params), self._split(self.grads))]
+                       in zip(self._dims, self._layer_views(self.params), self._layer_views(self.grads))]
         self.reset_parameters(seed)
         self._ws = _Workspace(self._dims, H, self.GATES * H, self.HAS_C, self.dtype)
         self._saved = None          # (T, B, lengths) of the forward that backward may use
@@ -163,7 +163,7 @@ class _Recurrent:
         D, H, G = input_size, hidden_size, cls.GATES * hidden_size
         return G * (D + H + 1) + (num_layers - 1) * G * (2 * H + 1)
 
-    def _split(self, flat):
+    def _layer_views(self, flat):
         """[(W (G, D_k+H), b (G,)) for each layer k]: views into a flat parameter array."""
         G, H, out, o = self.GATES * self.hidden_size, self.hidden_size, [], 0
         for d in self._dims:
@@ -198,24 +198,45 @@ class _Recurrent:
             return None
         return v.array(name, s, (self.num_layers, B, self.hidden_size), self.dtype)
 
-    def _forward_public(self, x, h0, c0, lengths):
-        """Validate, run, and return y (T,B,H), hn, cn (num_layers,B,H) as new arrays."""
+    # The interface a composer (Model) builds on: check the input once, run forward and
+    # backward on checked arrays into buffers it owns, read the top layer's h, step.
+
+    def check_input(self, x, lengths):
+        """x (T, B, D) checked (shape, dtype, contiguity, finiteness; T, B ≥ 1) and lengths
+        as int64 (B,) in 1..T (all T for None): the one check of a sequence batch."""
         x = v.array("x", x, (None, None, self.input_size), self.dtype)
         T, B = x.shape[:2]
         if T < 1 or B < 1:
             raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
+        return x, v.lengths(lengths, B, T)
+
+    def last_hidden(self):
+        """The top layer's h at each row's last real step (B, H) after run_forward: a view
+        into the workspace (the frozen state), valid until the next forward."""
+        T, B, _ = self._saved
+        return self._ws.layer(self.num_layers - 1, T, B)[0][T, :, self.layers[-1].D:]
+
+    def hidden_into(self, y):
+        """Copy the top layer's h_t of the last run_forward into y (T, B, H), zero past
+        each row's length."""
+        T, B, L = self._saved
+        copy_hidden(y, self._ws.layer(self.num_layers - 1, T, B)[0], L, self.layers[-1].D)
+
+    def _forward_public(self, x, h0, c0, lengths):
+        """Validate, run, and return y (T,B,H), hn, cn (num_layers,B,H) as new arrays."""
+        x, L = self.check_input(x, lengths)
+        T, B = x.shape[:2]
         h0 = self._check_state("h0", h0, B)
         c0 = self._check_state("c0", c0, B)
-        L = v.lengths(lengths, B, T)
-        self._forward(x, h0, c0, L)
+        self.run_forward(x, h0, c0, L)
         y = np.empty((T, B, self.hidden_size), self.dtype)
         hn = np.empty((self.num_layers, B, self.hidden_size), self.dtype)
         cn = np.empty_like(hn)
         self._outputs(y, hn, cn)
         return y, hn, cn
 
-    def _forward(self, x, h0, c0, L):
-        """Forward on validated inputs, leaving everything backward needs in the workspace."""
+    def run_forward(self, x, h0, c0, L):
+        """Forward on checked inputs, leaving everything backward needs in the workspace."""
         T, B = x.shape[:2]
         self._ws.ensure(T, B)
         self._saved = None
@@ -232,7 +253,7 @@ class _Recurrent:
         I[0, :, D:] = 0 if h0 is None else h0[l]
         if self.HAS_C:
             C[0] = 0 if c0 is None else c0[l]
-        a0, G = _split(D), self.GATES * H
+        a0, G = _tiles_from(D), self.GATES * H
         if a0:                                                     # Z = X W_xᵀ, all steps at once
             with blas_turn():
                 np.matmul(I[:T, :, :D].reshape(T * B, D), layer.W[:, :D].T, out=Z.reshape(T * B, G))
@@ -242,14 +263,16 @@ class _Recurrent:
 
     def _outputs(self, y, hn, cn):
         """Copy the last forward's y (T,B,H), hn, cn (num_layers,B,H) into the given arrays."""
-        T, B, L = self._saved
+        T, B, _ = self._saved
         for l in range(self.num_layers):
             I, _, C, _ = self._ws.layer(l, T, B)
             hn[l] = I[T, :, self.layers[l].D:]
             cn[l] = C[T] if self.HAS_C else 0
-        copy_hidden(y, I, L, self.layers[-1].D)
+        self.hidden_into(y)
 
-    def _step_public(self, x, h, c):
+    def advance(self, x, h, c):
+        """One streaming step of every layer: x (B, D) checked here, the state h (and c for
+        the LSTM; ignored for the RNN) (num_layers, B, H) updated in place. Returns h[-1]."""
         x = v.array("x", x, (None, self.input_size), self.dtype, finite=False)
         B = x.shape[0]
         if B < 1:
@@ -282,11 +305,12 @@ class _Recurrent:
         dx = np.empty((T, B, self.input_size), self.dtype)
         dh0 = np.empty((self.num_layers, B, self.hidden_size), self.dtype)
         dc0 = np.empty_like(dh0)
-        self._backward(dy, dhn, dcn, dx, dh0, dc0, record)
+        self.run_backward(dy, dhn, dcn, dx, dh0, dc0, record)
         return dx, dh0, dc0
 
-    def _backward(self, dy, dhn, dcn, dx, dh0, dc0, record=False):
-        """Backward on validated inputs into the given outputs (dx may be None)."""
+    def run_backward(self, dy, dhn, dcn, dx, dh0, dc0, record=False):
+        """Backward of the last run_forward on checked inputs into the given outputs
+        (dx may be None); parameter gradients accumulate into grads."""
         T, B, L = self._saved
         self._saved = None
         ws, H, G = self._ws, self.hidden_size, self.GATES * self.hidden_size
@@ -355,7 +379,7 @@ class _Recurrent:
             raise KeyError(f"state dict keys do not match a {self.num_layers}-layer {type(self).__name__} "
                            f"without projections: missing {sorted(want - got)}, unexpected {sorted(got - want)}")
         new = self.params.copy()
-        for k, (Wk, bk) in enumerate(self._split(new)):
+        for k, (Wk, bk) in enumerate(self._layer_views(new)):
             D = self.layers[k].D
             a = {n: _as_array(state_dict, f"{n}_l{k}", shape)
                  for n, shape in (("weight_ih", (Q * H, D)), ("weight_hh", (Q * H, H)),
@@ -426,7 +450,7 @@ class LSTM(_Recurrent):
         enough to pay for waking them): the fast path for online inference. Does not touch
         what backward() would use.
         """
-        return self._step_public(x, h, c)
+        return self.advance(x, h, c)
 
 
 class RNN(_Recurrent):
@@ -455,4 +479,4 @@ class RNN(_Recurrent):
 
     def step(self, x, h):
         """Streaming inference: advance h (num_layers, B, H) by one step x (B, D), in place."""
-        return self._step_public(x, h, None)
+        return self.advance(x, h, None)

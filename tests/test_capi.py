@@ -120,6 +120,17 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
     assert "version 100 0.1.0" in r.stdout
 
 
+def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():
+    """capi/fastlstm.h is where the C side's constants are written; the library reads them
+    from it (cffi parses the #defines), and they must name fastlstm.choices in order."""
+    from fastlstm import choices
+    text = open(os.path.join(ROOT, "capi", "fastlstm.h")).read()
+    for kind, names in (("CELL", choices.CELLS), ("LOSS", choices.LOSSES), ("OUTPUT", choices.OUTPUTS),
+                        ("OPTIMIZER", choices.OPTIMIZERS)):
+        found = sorted((int(v), k.lower()) for k, v in re.findall(rf"#define FASTLSTM_{kind}_(\w+)\s+(\d+)", text))
+        assert [name for _, name in found] == list(names) and [v for v, _ in found] == list(range(len(names))), kind
+
+
 def test_c_trained_model_matches_python_trained_bitwise(check, tmp_path):
     T, B, D, O, steps, seed = 7, 6, 3, 2, 5, 11
     rng = np.random.default_rng(0)

@@ -92,7 +92,7 @@ def test_digits_accuracy_rises():
 @pytest.mark.parametrize("loss", ["xent", "mse"])
 def test_predict_and_step_agree(loss):
     m = fastlstm.Model(3, 5, 4, loss=loss, output="every", seed=0)
-    m.c[:] = [0.5, -1, 2, 0]                                    # the head's bias counts too
+    m.bias[:] = [0.5, -1, 2, 0]                                    # the head's bias counts too
     x = np.random.default_rng(0).standard_normal((6, 2, 3)).astype(np.float32)
     P = m.predict(x)
     assert P.shape == (6, 2, 4) and (loss == "mse" or np.allclose(P.sum(-1), 1, atol=1e-6))

@@ -61,8 +61,8 @@ _ALLOC_SCRIPT = textwrap.dedent("""
         L = np.asarray(lengths, np.int64)
         dx, dh0, dc0 = np.empty_like(x), np.empty_like(h0), np.empty_like(c0)
         def step():
-            m._forward(x, h0, c0, L)
-            m._backward(dy, dhn, dcn, dx, dh0, dc0)
+            m.run_forward(x, h0, c0, L)
+            m.run_backward(dy, dhn, dcn, dx, dh0, dc0)
         step(); step()
         before = rtsys.get_allocation_stats()
         tracemalloc.start()

@@ -1,0 +1,153 @@
+/*
+ * fastlstm_capi.c: the exported functions of libfastlstm.so (capi/fastlstm.h is their
+ * specification). Each is a thin wrapper that starts the embedded Python once, checks
+ * that it started, and calls its implementation in fastlstm/_capi_impl.py.
+ *
+ * This file is compiled by `python -m fastlstm.capi build` through cffi's embedding mode,
+ * which puts before it Python.h and the prototypes of the `_fl_py_*` implementations
+ * (generated from the one list in fastlstm/capi.py) and defines FL_PYTHON (the Python of
+ * the environment the library is built in) and FL_VERSION.
+ *
+ * Start-up, and why: cffi alone would start Python with a bare Py_InitializeEx, which
+ * guesses its home from PATH (and under `env -i` finds the wrong standard library), and
+ * every function without a Python body would return 0, which here means success, when the
+ * start fails. So fl_start() starts the interpreter itself with PyConfig.executable =
+ * FL_PYTHON (found without PYTHONPATH or PYTHONHOME), without Python's signal handlers
+ * (the host owns SIGINT), releases the GIL for every thread, then runs cffi's own start-up,
+ * whose init code sets the ready flag last; fl_enter() refuses every call while it is unset.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include "fastlstm.h"
+
+static pthread_once_t fl_once = PTHREAD_ONCE_INIT;
+static volatile int fl_ready = 0;
+static __thread char fl_error[4096];
+
+void _fl_set_ready(void) { fl_ready = 1; }
+void _fl_set_error(const char *msg) { snprintf(fl_error, sizeof fl_error, "%s", msg); }
+
+/* Start the interpreter of the environment this library was built in (FL_PYTHON), unless
+ * the host process already runs one, then cffi's own initialisation and our init code. */
+static void fl_start(void) {
+    if (!Py_IsInitialized()) {
+        PyConfig config;
+        PyConfig_InitPythonConfig(&config);
+        config.install_signal_handlers = 0;          /* the host owns SIGINT */
+        PyStatus st = PyConfig_SetBytesString(&config, &config.executable, FL_PYTHON);
+        if (!PyStatus_Exception(st))
+            st = Py_InitializeFromConfig(&config);
+        PyConfig_Clear(&config);
+        if (PyStatus_Exception(st)) {
+            fprintf(stderr, "fastlstm: cannot start Python %s: %s\n", FL_PYTHON,
+                    st.err_msg ? st.err_msg : "unknown error");
+            return;
+        }
+        PyEval_SaveThread();                          /* release the GIL for every thread */
+    }
+    cffi_start_python();                              /* runs the init code; sets fl_ready */
+}
+
+static int fl_enter(void) {
+    pthread_once(&fl_once, fl_start);
+    fl_error[0] = 0;
+    if (!fl_ready) {
+        snprintf(fl_error, sizeof fl_error, "the embedded Python (%s) failed to start; its "
+                 "error was printed on stderr", FL_PYTHON);
+        return FASTLSTM_ERROR_INIT;
+    }
+    return FASTLSTM_OK;
+}
+
+#define FL_ID(m) ((int64_t)(uintptr_t)(m))
+#define FL_ENTER() do { int rc_ = fl_enter(); if (rc_) return rc_; } while (0)
+
+int fastlstm_version_number(void) { return FASTLSTM_VERSION_NUMBER; }
+const char *fastlstm_version_string(void) { return FL_VERSION; }
+const char *fastlstm_last_error(void) { return fl_error; }
+
+const char *fastlstm_status_string(int status) {
+    switch (status) {
+    case FASTLSTM_OK: return "ok";
+    case FASTLSTM_ERROR_NULL_POINTER: return "a required pointer argument was NULL";
+    case FASTLSTM_ERROR_INVALID_ARGUMENT: return "invalid argument";
+    case FASTLSTM_ERROR_NON_FINITE: return "non-finite value (NaN or Inf)";
+    case FASTLSTM_ERROR_INVALID_HANDLE: return "invalid (freed or foreign) model handle";
+    case FASTLSTM_ERROR_IO: return "file could not be read or written";
+    case FASTLSTM_ERROR_BAD_CHECKPOINT: return "not a readable fastlstm checkpoint";
+    case FASTLSTM_ERROR_BUFFER_TOO_SMALL: return "output buffer too small";
+    case FASTLSTM_ERROR_INIT: return "the embedded Python failed to start";
+    case FASTLSTM_ERROR_INTERNAL: return "internal error";
+    default: return "unknown status";
+    }
+}
+
+void fastlstm_config_init(fastlstm_config *cfg) {
+    if (!cfg) return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->input_size = cfg->hidden_size = cfg->output_size = cfg->num_layers = 1;
+    cfg->cell = FASTLSTM_CELL_LSTM;
+    cfg->loss = FASTLSTM_LOSS_MSE;
+    cfg->output = FASTLSTM_OUTPUT_LAST;
+    cfg->optimizer = FASTLSTM_OPTIMIZER_ADAM;
+    cfg->learning_rate = 1e-3;
+    cfg->beta1 = 0.9;
+    cfg->beta2 = 0.999;
+    cfg->eps = 1e-8;
+    cfg->forget_bias = 1.0;
+}
+
+int fastlstm_create(const fastlstm_config *cfg, fastlstm_model **out) {
+    FL_ENTER();
+    int64_t id = 0;
+    int rc = _fl_py_create(cfg, out ? &id : NULL);
+    if (rc == FASTLSTM_OK) *out = (fastlstm_model *)(uintptr_t)id;
+    return rc;
+}
+
+int fastlstm_load(const char *path, fastlstm_model **out) {
+    FL_ENTER();
+    int64_t id = 0;
+    int rc = _fl_py_load(path, out ? &id : NULL);
+    if (rc == FASTLSTM_OK) *out = (fastlstm_model *)(uintptr_t)id;
+    return rc;
+}
+
+void fastlstm_free(fastlstm_model *model) {
+    if (model == NULL || fl_enter() != FASTLSTM_OK) return;
+    _fl_py_free(FL_ID(model));
+}
+
+int fastlstm_train_step(fastlstm_model *m, const float *x, const int64_t *lengths, const float *targets,
+                        const int32_t *labels, int64_t T, int64_t B, double *loss) {
+    FL_ENTER();
+    return _fl_py_train(FL_ID(m), x, lengths, targets, labels, T, B, loss, 1);
+}
+
+int fastlstm_compute_gradients(fastlstm_model *m, const float *x, const int64_t *lengths, const float *targets,
+                               const int32_t *labels, int64_t T, int64_t B, double *loss) {
+    FL_ENTER();
+    return _fl_py_train(FL_ID(m), x, lengths, targets, labels, T, B, loss, 0);
+}
+
+int fastlstm_apply_update(fastlstm_model *m) { FL_ENTER(); return _fl_py_apply(FL_ID(m)); }
+
+int fastlstm_predict(fastlstm_model *m, const float *x, const int64_t *lengths, int64_t T, int64_t B,
+                     float *out, int64_t out_len) {
+    FL_ENTER();
+    return _fl_py_predict(FL_ID(m), x, lengths, T, B, out, out_len);
+}
+
+int fastlstm_step(fastlstm_model *m, const float *x, int64_t B, float *out, int64_t out_len) {
+    FL_ENTER();
+    return _fl_py_step(FL_ID(m), x, B, out, out_len);
+}
+
+int fastlstm_reset_state(fastlstm_model *m, int64_t B) { FL_ENTER(); return _fl_py_reset(FL_ID(m), B); }
+int fastlstm_save(fastlstm_model *m, const char *path) { FL_ENTER(); return _fl_py_save(FL_ID(m), path); }
+int fastlstm_param_count(fastlstm_model *m, int64_t *n) { FL_ENTER(); return _fl_py_count(FL_ID(m), n); }
+int fastlstm_get_params(fastlstm_model *m, float *out, int64_t n) { FL_ENTER(); return _fl_py_copy(FL_ID(m), out, n, 0, 0); }
+int fastlstm_set_params(fastlstm_model *m, const float *in, int64_t n) { FL_ENTER(); return _fl_py_copy(FL_ID(m), (float *)in, n, 0, 1); }
+int fastlstm_get_grads(fastlstm_model *m, float *out, int64_t n) { FL_ENTER(); return _fl_py_copy(FL_ID(m), out, n, 1, 0); }
+int fastlstm_set_grads(fastlstm_model *m, const float *in, int64_t n) { FL_ENTER(); return _fl_py_copy(FL_ID(m), (float *)in, n, 1, 1); }

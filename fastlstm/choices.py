@@ -1,0 +1,11 @@
+"""The settings a model is made of, each list written once: the Python API checks against
+these, the command line offers them, and capi/fastlstm.h numbers them in the same order
+(FASTLSTM_CELL_LSTM = 0, ...; tests/test_capi.py checks that the two agree).
+
+Imports nothing: the command line reads it before NumPy and Numba load."""
+CELLS = ("lstm", "rnn")
+LOSSES = ("mse", "xent")
+OUTPUTS = ("last", "every")
+OPTIMIZERS = ("adam", "sgd")
+DTYPES = ("float32", "float64")
+ON_NONFINITE = ("raise", "skip")
