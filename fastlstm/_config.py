@@ -5,8 +5,8 @@ C-contiguous, so each kernel has exactly two specialisations.
 
 Two thread pools take turns on the cores: NumPy's BLAS (the backward's big products after
 the time loop) and Numba's (the recurrent kernels). Each must go to sleep when its work is
-done, or it spins and steals the cores from the other (measured here: a training step
-1.9x slower). So, before either pool starts:
+done, or it spins and steals the cores from the other (docs/performance.md has the
+figures). So, before either pool starts:
 - OPENBLAS_THREAD_TIMEOUT=4: OpenBLAS's threads sleep at once instead of spinning for
   2^28 cycles. OpenBLAS reads it when it loads, i.e. at `import numpy`; if NumPy was
   imported before fastlstm (and the variable was not set), fastlstm runs its own products
@@ -14,8 +14,7 @@ done, or it spins and steals the cores from the other (measured here: a training
 - OMP_WAIT_POLICY=PASSIVE: the same for Numba's OpenMP threads; GOMP_SPINCOUNT=2000
   (GNU OpenMP, which then ignores the policy) lets them spin some 20 µs first, so that the
   kernels of one step that follow each other (pack, forward, copy) do not each pay a 20-50 µs
-  wake-up, while the BLAS products that follow lose at most that. Measured: small shape
-  train -3%, infer -6%; 10000 spins and more made training slower again.
+  wake-up, while the BLAS products that follow lose at most that.
 All are defaults: a value the user exported wins. They bind only if fastlstm is imported
 before anything that loads OpenMP: PyTorch brings its own GNU OpenMP, and after
 `import torch` Numba's threads share its default (they spin for milliseconds after each

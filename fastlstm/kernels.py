@@ -1,4 +1,4 @@
-"""Numba kernels of the LSTM derivation (DESIGN.md), in place on preallocated buffers.
+"""Numba kernels of the LSTM derivation (docs/design.md), in place on preallocated buffers.
 
 Outputs first, then inputs, then sizes; nothing is validated here (recurrent.py does that once).
 Shapes use T steps, B batch rows, D inputs, H hidden units, G = 4H gate rows.
@@ -226,8 +226,8 @@ def pack_panels(P, W, k0, transpose):
                δh_{t-1} = Uᵀ δz_t with k0 = D.
     Each panel is contiguous, so a tile streams it without cache-set conflicts (W's rows
     are (D+H)·itemsize bytes apart: 2-8 KiB at the benchmark shapes). W is read row by row
-    in order: read across rows (a column at a time) it cost a TLB miss per element at the
-    xlarge shape (packing U took 32 ms there, 8 ms now). Threads split the panels (forward)
+    in order: read across rows (a column at a time) it costs a TLB miss per element at
+    large shapes (docs/performance.md). Threads split the panels (forward)
     or W's rows (backward): a copy, the same whatever the thread count.
     """
     npanel, K, TW = P.shape

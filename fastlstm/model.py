@@ -308,7 +308,7 @@ def _checkpoint_arrays(header):
     D, H, O = (v.positive_int(k, cfg.get(k)) for k in ("input_size", "hidden_size", "output_size"))
     n = CELLS[cell].param_count(D, H, v.num_layers(cfg.get("num_layers", 1))) + O * H + O
     dtype = v.dtype_of(cfg.get("dtype", "float32") if isinstance(cfg.get("dtype"), str) else repr(cfg.get("dtype")))
-    states = optim.from_config(opt)._state_names
+    states = optim.from_config(opt).state_names
     v.fits_in_memory("the model this checkpoint declares", (2 + len(states)) * n * dtype.itemsize)
     return {"params": ((n,), dtype), **{f"optimizer.{k}": ((n,), dtype) for k in states}}
 

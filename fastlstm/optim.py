@@ -103,7 +103,7 @@ class Optimizer:
     moments); binding it to a second live model is refused, as is a step on arrays of
     another size."""
     name = None
-    _state_names = ()
+    state_names = ()
     _owner = None
 
     def bind(self, n, dtype, owner=None):
@@ -112,7 +112,7 @@ class Optimizer:
         if self._owner is not None and self._owner() not in (None, owner):
             raise ValueError(f"this {type(self).__name__} already belongs to another model; give each "
                              f"model an optimizer of its own (e.g. fastlstm.{type(self).__name__}(lr=...))")
-        self.state = {k: np.zeros(n, dtype) for k in self._state_names}
+        self.state = {k: np.zeros(n, dtype) for k in self.state_names}
         self.t = 0
         self._owner = None if owner is None else weakref.ref(owner)
         return self
@@ -138,7 +138,7 @@ class Optimizer:
 class SGD(Optimizer):
     """SGD with optional momentum: velocity = momentum·velocity + g; p -= lr·velocity."""
     name = "sgd"
-    _state_names = ("velocity",)
+    state_names = ("velocity",)
 
     def __init__(self, lr=0.01, momentum=0.0):
         self.lr = v.finite_float("lr", lr)
@@ -157,7 +157,7 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam with bias correction."""
     name = "adam"
-    _state_names = ("m", "v")
+    state_names = ("m", "v")
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         self.lr, self.beta1, self.beta2, self.eps = (

@@ -23,10 +23,10 @@ from .kernels import (LSTM_CELL, PANEL_BYTES, RNN_CELL, copy_hidden, pack_panels
 # δW added to non-zero gradients goes in blocks of this many rows (a scratch far smaller than W).
 _DW_ROWS = 256
 # From this many inputs D_l, a layer's forward computes the input half X W_xᵀ of z for all
-# steps as one BLAS product before the time loop, and its tiles sum only U h_{t-1}: BLAS's
-# rate beats the tiles' by more than the extra pass over Z costs (measured, forward at D = H:
-# 4% faster at 512, 2% at 1024; 7% slower at 128 and 256), and the packed weights shrink
-# from W to U. Below it one tile sum covers all D+H columns.
+# steps as one BLAS product before the time loop, and its tiles sum only U h_{t-1}: from
+# there BLAS's rate beats the tiles' by more than the extra pass over Z costs
+# (docs/performance.md), and the packed weights shrink from W to U. Below it one tile sum
+# covers all D+H columns.
 SPLIT_D = 512
 
 
@@ -139,12 +139,12 @@ class _Recurrent:
     def __init__(self, input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers):
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
-        L = v.num_layers(num_layers)
+        layers = v.num_layers(num_layers)
         self.dtype = v.dtype_of(dtype)
         self.forget_bias = v.finite_float("forget_bias", forget_bias)
-        self.input_size, self.hidden_size, self.num_layers = D, H, L
-        self._dims = [D] + [H] * (L - 1)
-        n = self.param_count(D, H, L)
+        self.input_size, self.hidden_size, self.num_layers = D, H, layers
+        self._dims = [D] + [H] * (layers - 1)
+        n = self.param_count(D, H, layers)
         if buffers is None:
             v.fits_in_memory("the parameters and gradients", 2 * n * self.dtype.itemsize)
         self.params, self.grads = buffers or (np.zeros(n, self.dtype), np.zeros(n, self.dtype))
@@ -342,14 +342,14 @@ class _Recurrent:
     def _forget_means(self, T, B, L):
         """The probe's record, begun before backward overwrites the gates: per layer and step,
         the mean forget gate over the rows inside their length (NaN for the RNN)."""
-        Ls, H = self.num_layers, self.hidden_size
-        f = np.full((Ls, T), np.nan)
+        layers, H = self.num_layers, self.hidden_size
+        f = np.full((layers, T), np.nan)
         if self.HAS_C:
             live = np.arange(T)[:, None] < L[None, :]                      # (T, B)
-            for l in range(Ls):
+            for l in range(layers):
                 gates = self._ws.layer(l, T, B)[1][:, :, 2 * H:3 * H].mean(axis=2)
                 f[l] = np.where(live, gates, 0).sum(axis=1) / np.maximum(live.sum(axis=1), 1)
-        return {"dh": np.zeros((Ls, T)), "dc": np.zeros((Ls, T)), "forget": f}
+        return {"dh": np.zeros((layers, T)), "dc": np.zeros((layers, T)), "forget": f}
 
     # -- PyTorch interchange ---------------------------------------------------------
 

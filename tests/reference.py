@@ -1,4 +1,4 @@
-"""A slow, obviously-correct LSTM written line by line from DESIGN.md (NumPy, float64).
+"""A slow, obviously-correct LSTM written line by line from docs/design.md (NumPy, float64).
 
 Gate order a, i, f, o; I_t = [x_t ; h_{t-1}]; lengths freeze a row's state past its end.
 """

@@ -1,0 +1,54 @@
+"""The documentation resolves inside the repository: every Markdown link in README.md and
+docs/ points at a file that exists (and, with an anchor, at a heading that exists), and
+every repository path named in backticks exists."""
+import glob
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
+PATH_PREFIXES = ("fastlstm/", "capi/", "tests/", "benchmarks/", "docs/")
+
+
+def _anchors(path):
+    """GitHub's anchors for the headings of a Markdown file."""
+    text = open(path, encoding="utf-8").read()
+    out = set()
+    for heading in re.findall(r"^#+ (.+)$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        out.add(slug)
+    return out
+
+
+def test_every_markdown_link_resolves_inside_the_repository():
+    bad = []
+    for doc in DOCS:
+        text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                bad.append(f"{doc}: {target} leaves the repository")
+                continue
+            file, _, anchor = target.partition("#")
+            path = os.path.normpath(os.path.join(ROOT, os.path.dirname(doc), file)) if file else os.path.join(ROOT, doc)
+            if not path.startswith(ROOT) or not os.path.exists(path):
+                bad.append(f"{doc}: {target} does not exist")
+            elif anchor and anchor not in _anchors(path):
+                bad.append(f"{doc}: {target} names no heading of {file or doc}")
+    assert not bad, "\n".join(bad)
+
+
+def test_every_repository_path_named_in_the_docs_exists():
+    bad = []
+    for doc in DOCS + ["capi/fastlstm.h"]:
+        text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+        for path in re.findall(r"`([\w./-]+)`", text) + re.findall(r"(?<![\w/.])((?:fastlstm|capi|tests|benchmarks|docs)/[\w./-]+\.\w+)", text):
+            path = path.rstrip(".")
+            if path.startswith(PATH_PREFIXES) and not os.path.exists(os.path.join(ROOT, path)):
+                bad.append(f"{doc}: {path}")
+    assert not bad, "missing:\n" + "\n".join(sorted(set(bad)))
+
+
+def test_no_document_points_outside_the_repository():
+    for doc in DOCS:
+        text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+        assert "DESIGN.md" not in text and "CAPI_NOTES" not in text and "../shared" not in text, doc
