@@ -52,3 +52,15 @@ def test_no_document_points_outside_the_repository():
     for doc in DOCS:
         text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
         assert "DESIGN.md" not in text and "CAPI_NOTES" not in text and "../shared" not in text, doc
+
+
+def test_the_readme_python_examples_run_as_written(tmp_path, monkeypatch):
+    """The README's Python blocks, pasted one after the other into a fresh folder, run
+    (the second trains the adding problem for 1000 steps, as it says)."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile("\n".join(blocks), "README.md", "exec"), scope)
+    assert (tmp_path / "adding.ckpt").exists() and scope["model"].steps == 1000
