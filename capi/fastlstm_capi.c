@@ -98,20 +98,25 @@ void fastlstm_config_init(fastlstm_config *cfg) {
     cfg->forget_bias = 1.0;
 }
 
+/* The handle for the id an implementation made, stored only on success (*out is left
+ * untouched on error, as the header promises). */
+static int fl_handle(int rc, int64_t id, fastlstm_model **out) {
+    if (rc == FASTLSTM_OK) *out = (fastlstm_model *)(uintptr_t)id;
+    return rc;
+}
+
 int fastlstm_create(const fastlstm_config *cfg, fastlstm_model **out) {
     FL_ENTER();
     int64_t id = 0;
     int rc = _fl_py_create(cfg, out ? &id : NULL);
-    if (rc == FASTLSTM_OK) *out = (fastlstm_model *)(uintptr_t)id;
-    return rc;
+    return fl_handle(rc, id, out);
 }
 
 int fastlstm_load(const char *path, fastlstm_model **out) {
     FL_ENTER();
     int64_t id = 0;
     int rc = _fl_py_load(path, out ? &id : NULL);
-    if (rc == FASTLSTM_OK) *out = (fastlstm_model *)(uintptr_t)id;
-    return rc;
+    return fl_handle(rc, id, out);
 }
 
 void fastlstm_free(fastlstm_model *model) {
