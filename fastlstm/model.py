@@ -307,7 +307,8 @@ def _checkpoint_arrays(header):
         raise ValueError(f"cell must be one of {choices.CELLS}, got {cell!r}")
     D, H, O = (v.positive_int(k, cfg.get(k)) for k in ("input_size", "hidden_size", "output_size"))
     n = CELLS[cell].param_count(D, H, v.num_layers(cfg.get("num_layers", 1))) + O * H + O
-    dtype = v.dtype_of(cfg.get("dtype", "float32") if isinstance(cfg.get("dtype"), str) else repr(cfg.get("dtype")))
+    dtype = cfg.get("dtype", "float32")
+    dtype = v.dtype_of(dtype if isinstance(dtype, str) else repr(dtype))   # only a name: never a dtype spec
     states = optim.from_config(opt).state_names
     v.fits_in_memory("the model this checkpoint declares", (2 + len(states)) * n * dtype.itemsize)
     return {"params": ((n,), dtype), **{f"optimizer.{k}": ((n,), dtype) for k in states}}
