@@ -422,3 +422,16 @@ def test_a_compressed_checkpoint_that_is_honest_still_loads(good, tmp_path):
     p = tmp_path / "c.ckpt"
     p.write_bytes(_zip(_members(good), zipfile.ZIP_DEFLATED))
     assert np.array_equal(fastlstm.load(p).params, fastlstm.load(good).params)
+
+
+def test_settings_a_header_leaves_out_take_their_defaults(good, tmp_path):
+    """The strict reader refuses lies, not omissions: a model setting missing from the
+    header (here the dtype, and the number of layers) is the constructor's default."""
+    def drop(h):
+        del h["model"]["dtype"], h["model"]["num_layers"]
+        return h
+    p = tmp_path / "d.ckpt"
+    p.write_bytes(_with_header(good, drop))
+    m = fastlstm.load(p)
+    assert m.dtype == np.float32 and m.core.num_layers == 1
+    assert np.array_equal(m.params, fastlstm.load(good).params)
