@@ -9,7 +9,8 @@ medians reported. GFLOP/s counts 3 x 2 x 4H(D+H) x B x T per training step (forw
 NumPy matmul measured in the same run ("torch of matmul": the same for PyTorch, so a speed
 ratio r needs r times that fraction). Both libraries use the same number of threads, each
 in a worker process of its own (class Worker: in one process they would share one OpenMP
-runtime and its wait policy); this process alternates between them and runs the C ABI and
+runtime and its wait policy); this process alternates between them and runs the C ABI,
+ONNX Runtime (the exported medium model beside fastlstm's predict and PyTorch) and
 memory groups itself.
 """
 import os
@@ -222,6 +223,24 @@ def capi_fns(quick=False):
     return rows, (stream, train)
 
 
+def onnx_fns(D, H, B, T, threads):
+    """(fastlstm predict, ONNX Runtime running the same Model exported) for a (D, H, B, T)
+    LSTM with one output, ONNX Runtime on `threads` threads; None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    m = fastlstm.Model(D, H, 1, seed=0)
+    x = np.random.default_rng(0).standard_normal((T, B, D)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as d:
+        fastlstm.export_onnx(m, os.path.join(d, "m.onnx"))
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+        s = ort.InferenceSession(os.path.join(d, "m.onnx"), so, providers=["CPUExecutionProvider"])
+    feed = {"x": x, "sequence_lens": np.full(B, T, np.int32)}
+    return (lambda: m.predict(x)), (lambda: s.run(["predictions"], feed))
+
+
 def workspace_ratio(D, H, B, T):
     """Peak bytes a cold training step allocates (returned arrays excluded), over the bytes
     the algorithm must keep: gates (4H), c, tanh c and h per step and row (7H)."""
@@ -241,7 +260,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no settling")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--groups", default="train,infer,train64,stream,capi,memory")
+    p.add_argument("--groups", default="train,infer,train64,stream,onnx,capi,memory")
     p.add_argument("--worker", choices=["fastlstm", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -280,6 +299,19 @@ def main(argv=None):
     if "stream" in groups:
         D, H = (8, 16) if args.quick else STREAM
         row("stream", "stream", "B=1", (D, H, 1, 1), np.float32, flops_train(D, H, 1, 1) / 3)
+    if "onnx" in groups:
+        name = "tiny" if args.quick else "medium"
+        shape = (QUICK | SHAPES)[name]
+        fns = onnx_fns(*shape, threads)
+        print("\n| forward with the head | shape (D, H, B, T) | fastlstm predict ms | ONNX Runtime ms | torch ms "
+              "| ONNX Runtime / fastlstm time |")
+        print("| --- | --- | ---: | ---: | ---: | ---: |")
+        if fns is None:
+            print("| (onnxruntime is not installed: pip install -e '.[onnx]') | | | | | |")
+        else:
+            a, b, c = alternate([local(f) for f in fns] + [workers[1].runner("infer", *shape, np.float32)], repeats,
+                                settle=settle)
+            print(f"| {name} | {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {c * 1e3:.3f} | {b / a:.2f} |", flush=True)
     for w in workers:
         w.close()
     if "capi" in groups:

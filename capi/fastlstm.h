@@ -16,7 +16,14 @@
  *    exactly as it was before the call (fastlstm_train_step and fastlstm_apply_update
  *    say what NON_FINITE leaves). Each function lists the statuses it returns; any of them
  *    may also return FASTLSTM_ERROR_INIT (the embedded Python failed to start) and
- *    FASTLSTM_ERROR_INTERNAL (a bug: please report it).
+ *    FASTLSTM_ERROR_INTERNAL (a bug: please report it). New status codes may be added in
+ *    later versions, so treat any non-zero status as failure.
+ *  - Compatibility: before 1.0 the ABI may change with the minor version (check
+ *    fastlstm_version_number() against FASTLSTM_VERSION_NUMBER). fastlstm_config carries
+ *    its own size, so it can grow without breaking programs compiled against it.
+ *  - Models are float32 in C: every array here is float (labels int32, lengths int64).
+ *    fastlstm_load refuses a float64 checkpoint (INVALID_ARGUMENT, saying so), so every
+ *    handle, and so every training, predict and step call, is float32.
  *  - Out of scope, as in any C API: a buffer shorter than the sizes the caller declares
  *    for it (T*B*D floats for x, say) is the caller's bug; the library cannot see it.
  *  - Arrays are dense, C order (row-major), float32 unless said, owned by the caller; the
@@ -49,7 +56,7 @@ extern "C" {
 
 /* Version of this header; fastlstm_version_number() gives the library's. */
 #define FASTLSTM_VERSION_MAJOR 0
-#define FASTLSTM_VERSION_MINOR 1
+#define FASTLSTM_VERSION_MINOR 2
 #define FASTLSTM_VERSION_PATCH 0
 #define FASTLSTM_VERSION_NUMBER (FASTLSTM_VERSION_MAJOR * 10000 + FASTLSTM_VERSION_MINOR * 100 + FASTLSTM_VERSION_PATCH)
 
@@ -78,8 +85,14 @@ extern "C" {
 /* A model: LSTM (or RNN) layers, a dense output head, a loss and an optimizer. Opaque. */
 typedef struct fastlstm_model fastlstm_model;
 
-/* What fastlstm_create builds. Fill it with fastlstm_config_init, then change fields. */
+/* What fastlstm_create builds. Fill it with fastlstm_config_init, then change fields.
+ * The struct only ever grows at its end. struct_size, set by fastlstm_config_init, is its
+ * size as the caller's program was compiled: the library reads only the fields that size
+ * holds and takes the defaults for the rest, so a program compiled against an older header
+ * keeps working; a size that ends inside a field or beyond the library's struct is refused
+ * (INVALID_ARGUMENT). */
 typedef struct fastlstm_config {
+    uint32_t struct_size;  /* sizeof(fastlstm_config) of the caller's header; set by fastlstm_config_init */
     int64_t input_size;    /* D >= 1 */
     int64_t hidden_size;   /* H >= 1 */
     int64_t output_size;   /* O >= 1: outputs (mse) or classes (xent) */
@@ -111,8 +124,13 @@ FASTLSTM_API const char *fastlstm_status_string(int status);
  * and valid until the calling thread's next fastlstm call. */
 FASTLSTM_API const char *fastlstm_last_error(void);
 
-/* Fill *cfg with the defaults listed in fastlstm_config (sizes 1). NULL is ignored. */
-FASTLSTM_API void fastlstm_config_init(fastlstm_config *cfg);
+/* Fill the first `size` bytes of *cfg with the defaults listed in fastlstm_config (sizes 1)
+ * and set cfg->struct_size = size. Call it as fastlstm_config_init(cfg), which passes the
+ * size this header gives the struct. NULL is ignored. */
+FASTLSTM_API void fastlstm_config_init_sized(fastlstm_config *cfg, uint32_t size);
+static inline void fastlstm_config_init(fastlstm_config *cfg) {
+    fastlstm_config_init_sized(cfg, (uint32_t)sizeof *cfg);
+}
 
 /* Create a model from *cfg and store its handle in *out (left untouched on error). Free it
  * with fastlstm_free. Handles are random 64-bit values, so a stale or guessed pointer is

@@ -17,6 +17,7 @@
  * whose init code sets the ready flag last; fl_enter() refuses every call while it is unset.
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include "fastlstm.h"
@@ -83,19 +84,48 @@ const char *fastlstm_status_string(int status) {
     }
 }
 
-void fastlstm_config_init(fastlstm_config *cfg) {
+void fastlstm_config_init_sized(fastlstm_config *cfg, uint32_t size) {
     if (!cfg) return;
-    memset(cfg, 0, sizeof *cfg);
-    cfg->input_size = cfg->hidden_size = cfg->output_size = cfg->num_layers = 1;
-    cfg->cell = FASTLSTM_CELL_LSTM;
-    cfg->loss = FASTLSTM_LOSS_MSE;
-    cfg->output = FASTLSTM_OUTPUT_LAST;
-    cfg->optimizer = FASTLSTM_OPTIMIZER_ADAM;
-    cfg->learning_rate = 1e-3;
-    cfg->beta1 = 0.9;
-    cfg->beta2 = 0.999;
-    cfg->eps = 1e-8;
-    cfg->forget_bias = 1.0;
+    fastlstm_config d;                     /* the defaults; the caller's struct gets `size` bytes of them */
+    memset(&d, 0, sizeof d);
+    d.input_size = d.hidden_size = d.output_size = d.num_layers = 1;
+    d.cell = FASTLSTM_CELL_LSTM;
+    d.loss = FASTLSTM_LOSS_MSE;
+    d.output = FASTLSTM_OUTPUT_LAST;
+    d.optimizer = FASTLSTM_OPTIMIZER_ADAM;
+    d.learning_rate = 1e-3;
+    d.beta1 = 0.9;
+    d.beta2 = 0.999;
+    d.eps = 1e-8;
+    d.forget_bias = 1.0;
+    memcpy(cfg, &d, size < sizeof d ? size : sizeof d);
+    if (size >= sizeof cfg->struct_size) cfg->struct_size = size;
+}
+
+/* The sizes a caller's fastlstm_config may have: it ends after one of these fields (the
+ * struct only grows at its end), possibly padded to 8 bytes. */
+#define FL_END(f) (offsetof(fastlstm_config, f) + sizeof(((fastlstm_config *)0)->f))
+static const size_t fl_config_ends[] = {
+    FL_END(num_layers), FL_END(cell), FL_END(loss), FL_END(output), FL_END(optimizer), FL_END(learning_rate),
+    FL_END(momentum), FL_END(beta1), FL_END(beta2), FL_END(eps), FL_END(clip), FL_END(forget_bias), FL_END(seed)};
+
+/* *full = the defaults overlaid with the fields the caller's struct holds; 0 if its size
+ * is one the library knows, else INVALID_ARGUMENT with the message set. */
+static int fl_full_config(const fastlstm_config *cfg, fastlstm_config *full) {
+    uint32_t size = cfg->struct_size;
+    for (size_t k = 0; k < sizeof fl_config_ends / sizeof *fl_config_ends; k++) {
+        size_t end = fl_config_ends[k];
+        if (size == end || size == (end + 7) / 8 * 8) {
+            fastlstm_config_init_sized(full, (uint32_t)sizeof *full);
+            memcpy(full, cfg, size < sizeof *full ? size : sizeof *full);
+            full->struct_size = (uint32_t)sizeof *full;
+            return FASTLSTM_OK;
+        }
+    }
+    snprintf(fl_error, sizeof fl_error, "cfg->struct_size = %u is no size of fastlstm_config that this "
+             "library (%s, whose struct has %zu bytes) knows; fill the struct with fastlstm_config_init",
+             (unsigned)size, FL_VERSION, sizeof *full);
+    return FASTLSTM_ERROR_INVALID_ARGUMENT;
 }
 
 /* The handle for the id an implementation made, stored only on success (*out is left
@@ -107,8 +137,13 @@ static int fl_handle(int rc, int64_t id, fastlstm_model **out) {
 
 int fastlstm_create(const fastlstm_config *cfg, fastlstm_model **out) {
     FL_ENTER();
+    fastlstm_config full;
+    if (cfg) {
+        int bad = fl_full_config(cfg, &full);
+        if (bad) return bad;
+    }
     int64_t id = 0;
-    int rc = _fl_py_create(cfg, out ? &id : NULL);
+    int rc = _fl_py_create(cfg ? &full : NULL, out ? &id : NULL);
     return fl_handle(rc, id, out);
 }
 

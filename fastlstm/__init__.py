@@ -7,9 +7,10 @@ import importlib
 
 from . import _config  # noqa: F401  (sets Numba's environment before numba is imported)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 _PUBLIC = {"LSTM": "recurrent", "RNN": "recurrent", "Model": "model", "NonFiniteError": "model",
-           "load": "model", "SGD": "optim", "Adam": "optim", "CheckpointError": "checkpoint"}
+           "load": "model", "SGD": "optim", "Adam": "optim", "CheckpointError": "checkpoint",
+           "export_onnx": "export"}
 __all__ = [*_PUBLIC, "optim", "__version__"]
 
 
@@ -17,7 +18,7 @@ def __getattr__(name):
     if name in _PUBLIC:
         value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
     elif name in ("optim", "recurrent", "model", "checkpoint", "kernels", "heads", "tasks", "carousel",
-                  "distributed", "capi"):
+                  "distributed", "capi", "export"):
         value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module 'fastlstm' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """The command line: `fastlstm train` runs the main job on a built-in task;
-`fastlstm sample` generates text from a checkpoint of the text task; `fastlstm carousel`
-measures how far back gradients reach in an RNN and two LSTMs.
+`fastlstm sample` generates text from a checkpoint of the text task; `fastlstm export`
+writes a checkpoint's model as ONNX; `fastlstm carousel` measures how far back gradients
+reach in an RNN and two LSTMs.
 
 Only the standard library loads before main() has installed its Ctrl-C handler
 (`_Interrupt`); NumPy, Numba and the kernels load after it."""
@@ -57,6 +58,12 @@ def _parser():
     c.add_argument("--train", type=int, default=0, metavar="STEPS",
                    help="first train each model on the adding problem at T for up to STEPS steps")
     c.add_argument("--plot", metavar="PNG", help="also write a plot (needs matplotlib)")
+    e = sub.add_parser("export", help="write a checkpoint's model as an ONNX graph",
+                       description="Write the model of a checkpoint as ONNX's own LSTM/RNN operators "
+                       "(opset 17), checked by onnx.checker. Needs the onnx extra.")
+    e.add_argument("checkpoint")
+    e.add_argument("out", help="the .onnx file to write")
+    e.add_argument("--streaming", action="store_true", help="a one-step graph whose state goes in and comes out")
     s = sub.add_parser("sample", help="generate text from a text-task checkpoint")
     s.add_argument("checkpoint")
     s.add_argument("--length", type=int, default=300)
@@ -242,6 +249,13 @@ def sample(args, interrupt):
     return 0
 
 
+def export(args, interrupt):
+    import fastlstm
+    fastlstm.export_onnx(fastlstm.load(args.checkpoint), args.out, streaming=args.streaming)
+    print(f"fastlstm: wrote {args.out} ({'one streaming step' if args.streaming else 'whole sequences'})")
+    return 0
+
+
 def carousel(args, interrupt):
     from . import carousel as cr
     if args.T < 2 or args.hidden < 1 or args.batch < 1 or args.train < 0:
@@ -268,7 +282,7 @@ def main(argv=None, *, restore_handler=True):
         previous = signal.signal(signal.SIGINT, interrupt)
     try:
         args = _parser().parse_args(argv)
-        status = {"train": train, "sample": sample, "carousel": carousel}[args.command](args, interrupt)
+        status = {"train": train, "sample": sample, "export": export, "carousel": carousel}[args.command](args, interrupt)
         return 130 if interrupt.requested else status
     except KeyboardInterrupt:
         kept = (f"the checkpoint {interrupt.saved[0]} (step {interrupt.saved[1]}) is kept"

@@ -117,7 +117,7 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
     a, b = map(int, lines["handles"].split())
     assert a and b and abs(a - b) > 1 << 32, f"handles {a:#x}, {b:#x} look sequential"
     assert "invalid (freed or foreign) model handle" in r.stdout
-    assert "version 100 0.1.0" in r.stdout
+    assert "version 200 0.2.0" in r.stdout
 
 
 def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():
@@ -129,6 +129,50 @@ def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():
                         ("OPTIMIZER", choices.OPTIMIZERS)):
         found = sorted((int(v), k.lower()) for k, v in re.findall(rf"#define FASTLSTM_{kind}_(\w+)\s+(\d+)", text))
         assert [name for _, name in found] == list(names) and [v for v, _ in found] == list(range(len(names))), kind
+
+
+def test_a_program_built_against_an_older_smaller_config_keeps_working(lib, tmp_path):
+    """A header of an older version whose fastlstm_config lacks the last fields
+    (forget_bias, seed): the library reads only the fields that program's struct holds and
+    takes the defaults for the rest; sizes it does not know are refused with a message."""
+    old = tmp_path / "old"
+    old.mkdir()
+    header = (lib / "fastlstm.h").read_text()
+    lines = [l for l in header.splitlines() if "double forget_bias;" not in l and "uint64_t seed;" not in l]
+    assert len(lines) == len(header.splitlines()) - 2
+    (old / "fastlstm.h").write_text("\n".join(lines) + "\n")
+    src = tmp_path / "old.c"
+    src.write_text('''#include <stdio.h>
+#include <stdlib.h>
+#include "fastlstm.h"
+int main(void) {
+    fastlstm_config c; fastlstm_config_init(&c);
+    c.input_size = 3; c.hidden_size = 8; c.output_size = 2;
+    fastlstm_model *m = 0; int64_t n = 0;
+    int rc = fastlstm_create(&c, &m);
+    fastlstm_param_count(m, &n);
+    float *p = malloc(sizeof(float) * n);
+    fastlstm_get_params(m, p, n);
+    printf("%d %u %lld %.9g %.9g\\n", rc, (unsigned)c.struct_size, (long long)n, p[0], p[3]);
+    c.struct_size = 13;
+    printf("%d %s\\n", fastlstm_create(&c, &m), fastlstm_last_error());
+    c.struct_size = (unsigned)sizeof c + 64;
+    printf("%d\\n", fastlstm_create(&c, &m));
+    return 0;
+}
+''')
+    exe = tmp_path / "old_prog"
+    flags = capi.flags(str(lib), False, True).split()
+    r = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f"-I{old}", "-o", str(exe), str(src), *flags],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = _run([str(exe)]).stdout.splitlines()
+    rc, size, n, p0, p3 = out[0].split()
+    m = fastlstm.Model(3, 8, 2, seed=0)                       # forget_bias 1 and seed 0: the defaults
+    assert rc == "0" and int(size) < 120 and int(n) == m.params.size
+    assert np.float32(p0) == m.params[0] and np.float32(p3) == m.params[3]   # %.9g round-trips float32
+    assert out[1].startswith("2 ") and "struct_size = 13" in out[1]
+    assert out[2] == "2"
 
 
 def test_c_trained_model_matches_python_trained_bitwise(check, tmp_path):
@@ -220,5 +264,5 @@ def test_a_failed_start_makes_every_call_return_init_not_zero(check, tmp_path):
     exe = _compile(check.rsplit("/", 1)[0], str(src), tmp_path / "init")
     r = _run([exe], env=dict(os.environ, PYTHONPATH=str(tmp_path / "shadow")))
     first, message = r.stdout.splitlines()[:2]
-    assert first == "8 8 8 100", r.stdout
+    assert first == "8 8 8 200", r.stdout
     assert "failed to start" in message

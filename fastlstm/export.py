@@ -1,0 +1,142 @@
+"""ONNX export: a Model as ONNX's own recurrent operators, checked by onnx.checker.
+
+    fastlstm.export_onnx(model, "model.onnx")                  # whole sequences
+    fastlstm.export_onnx(model, "step.onnx", streaming=True)   # one step, state in and out
+
+The sequence graph takes x (T, B, D) float32 and sequence_lens (B,) int32, with T and B
+dynamic, and optionally h0 and c0 (num_layers, B, H), which default to zeros. It gives
+predictions ((B, O) for output="last", (T, B, O) for "every", zero past each length) and
+the final states hn, cn. Each layer is one ONNX `LSTM` or `RNN` node. The head is MatMul
++ Add, with Softmax for xent. "last" reads the top layer's Y_h, which ONNX defines as h
+at each row's last real step.
+
+The streaming graph takes x (B, D), h and c (num_layers, B, H). It gives this step's
+predictions and the new h, c: what Model.step does, for runtimes that keep no state.
+
+Layouts: ONNX orders an LSTM's gate blocks i, o, f, c (c is our candidate a) and keeps
+the input and recurrence biases apart (Wb, Rb), so fastlstm's single bias b goes to Wb and
+Rb is zero. Needs the `onnx` extra (onnx; onnxruntime to run the graphs).
+"""
+import numpy as np
+
+from . import __version__
+
+OPSET = 17
+# Our gate blocks a, i, f, o, taken in ONNX's order i, o, f, c (= a).
+_ONNX_FROM_OURS = [1, 3, 2, 0]
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as e:
+        raise RuntimeError("ONNX export needs the onnx package: pip install 'fastlstm[onnx]'") from e
+    return onnx
+
+
+def export_onnx(model, path, *, streaming=False):
+    """Write `model` (a fastlstm.Model) to `path` as an ONNX graph (opset 17), checked with
+    onnx.checker. Returns the onnx.ModelProto.
+
+    Refuses (ValueError) what ONNX Runtime, the reference runtime, cannot run as the same
+    model: a float64 model (ONNX Runtime's LSTM and RNN run float32 only)."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+    if model.dtype != np.float32:
+        raise ValueError(f"this model is {model.dtype}; ONNX Runtime's LSTM and RNN operators run float32 "
+                         "only, so the export would not run there. Export a float32 copy: "
+                         "m32 = fastlstm.Model(..., dtype=np.float32); m32.params[:] = model.params")
+    core, lstm = model.core, model.cell == "lstm"
+    Lyr, H, O = core.num_layers, core.hidden_size, model.output_size
+    f32 = TensorProto.FLOAT
+    nodes, inits = [], []
+
+    def const(name, a):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(a), name))
+        return name
+
+    def node(op, ins, outs, **attrs):
+        nodes.append(helper.make_node(op, ins, outs, **attrs))
+        return outs[0] if len(outs) == 1 else outs
+
+    const("axis0", np.array([0]))
+    if streaming:
+        inputs = [helper.make_tensor_value_info("x", f32, ["B", core.input_size]),
+                  helper.make_tensor_value_info("h", f32, [Lyr, "B", H])]
+        if lstm:
+            inputs.append(helper.make_tensor_value_info("c", f32, [Lyr, "B", H]))
+        X = node("Unsqueeze", ["x", "axis0"], ["x_seq"])
+        h0, c0, lens = "h", "c" if lstm else None, ""
+    else:
+        inputs = [helper.make_tensor_value_info("x", f32, ["T", "B", core.input_size]),
+                  helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, ["B"]),
+                  helper.make_tensor_value_info("h0", f32, [Lyr, "B", H])]
+        if lstm:
+            inputs.append(helper.make_tensor_value_info("c0", f32, [Lyr, "B", H]))
+        # h0, c0 are optional: zeros of shape (layers, 1, H) by default, expanded to B
+        const("h0", np.zeros((Lyr, 1, H), np.float32))
+        if lstm:
+            const("c0", np.zeros((Lyr, 1, H), np.float32))
+        shape_x = node("Shape", ["x"], ["shape_x"])
+        B = node("Slice", [shape_x, const("one", np.array([1])), const("two", np.array([2]))], ["B"])
+        expand_to = node("Concat", [const("layers", np.array([Lyr])), B, const("H", np.array([H]))], ["state_shape"],
+                         axis=0)
+        node("Expand", ["h0", expand_to], ["h0_b"])
+        if lstm:
+            node("Expand", ["c0", expand_to], ["c0_b"])
+        X, h0, c0, lens = "x", "h0_b", "c0_b" if lstm else None, "sequence_lens"
+
+    hs, cs = [], []
+    for l, layer in enumerate(core.layers):
+        D = layer.D
+        Q = 4 if lstm else 1
+        blocks = _ONNX_FROM_OURS if lstm else [0]
+        W = layer.W.reshape(Q, H, D + H)[blocks].reshape(Q * H, D + H)
+        b = layer.b.reshape(Q, H)[blocks].reshape(Q * H)
+        Wn = const(f"W{l}", W[None, :, :D])
+        Rn = const(f"R{l}", W[None, :, D:])
+        Bn = const(f"B{l}", np.concatenate([b, np.zeros_like(b)])[None])
+        at = [const(f"l{l}", np.array([l])), const(f"l{l}_end", np.array([l + 1]))]
+        hl = node("Slice", [h0, *at], [f"h0_{l}"])
+        ins = [X, Wn, Rn, Bn, lens, hl]
+        if lstm:
+            ins.append(node("Slice", [c0, *at], [f"c0_{l}"]))
+        outs = [f"Y{l}", f"Yh{l}"] + ([f"Yc{l}"] if lstm else [])
+        node("LSTM" if lstm else "RNN", ins, outs, hidden_size=H)
+        hs.append(f"Yh{l}")
+        if lstm:
+            cs.append(f"Yc{l}")
+        X = node("Squeeze", [f"Y{l}", const(f"axis1_{l}", np.array([1]))], [f"y{l}"])   # (T, B, H)
+
+    if model.output == "last" or streaming:
+        top = node("Squeeze", [hs[-1], "axis0"], ["h_top"])                              # (B, H)
+    else:
+        top = X                                                                           # (T, B, H)
+    z = node("Add", [node("MatMul", [top, const("Vt", model.V.T.copy())], ["hV"]), const("bias", model.bias.copy())],
+             ["logits" if model.loss == "xent" else "values"])
+    P = node("Softmax", [z], ["probs"], axis=-1) if model.loss == "xent" else z
+    if model.output == "every" and not streaming:                                         # zero past lengths
+        T = node("Slice", [shape_x, const("zero", np.array([0])), "one"], ["T"])
+        steps = node("Range", [const("start", np.array(0, np.int32)), node("Cast", [node("Squeeze", [T], ["T0"])], ["Ti"],
+                     to=TensorProto.INT32), const("step", np.array(1, np.int32))], ["steps"])
+        live = node("Less", [node("Unsqueeze", [steps, const("axis1", np.array([1]))], ["steps_col"]),
+                             node("Unsqueeze", ["sequence_lens", "axis0"], ["lens_row"])], ["live"])
+        mask = node("Cast", [node("Unsqueeze", [live, const("axis2", np.array([2]))], ["live3"])], ["mask"], to=f32)
+        P = node("Mul", [P, mask], ["masked"])
+    node("Identity", [P], ["predictions"])
+    names = ("h", "c") if streaming else ("hn", "cn")
+    node("Concat", hs, [names[0] + ("_out" if streaming else "")], axis=0)
+    pred_shape = ["T", "B", O] if model.output == "every" and not streaming else ["B", O]
+    outputs = [helper.make_tensor_value_info("predictions", f32, pred_shape),
+               helper.make_tensor_value_info(names[0] + ("_out" if streaming else ""), f32, [Lyr, "B", H])]
+    if lstm:
+        node("Concat", cs, [names[1] + ("_out" if streaming else "")], axis=0)
+        outputs.append(helper.make_tensor_value_info(names[1] + ("_out" if streaming else ""), f32, [Lyr, "B", H]))
+    graph = helper.make_graph(nodes, "fastlstm_step" if streaming else "fastlstm", inputs, outputs, inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="fastlstm", producer_version=__version__)
+    proto.doc_string = (f"fastlstm {model.cell} model: {model.config()}; "
+                        + ("one streaming step" if streaming else "whole sequences"))
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, path)
+    return proto

@@ -1,0 +1,126 @@
+"""ONNX export, checked by ONNX Runtime: the sequence graph equals Model.predict (and the
+layer stack's final states), the streaming graph called step by step equals Model.step,
+and the files pass onnx.checker after a round trip through onnx.load."""
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastlstm
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+CASES = list(itertools.product(["lstm", "rnn"], [1, 2, 3], ["mse", "xent"], ["last", "every"], [False, True]))
+
+
+def _model(cell, layers, loss, output, seed=1):
+    m = fastlstm.Model(3, 5, 4, layers, cell=cell, loss=loss, output=output, seed=seed)
+    m.params[:] = np.random.default_rng(seed).uniform(-0.5, 0.5, m.params.size)   # not just the init
+    return m
+
+
+def _session(path):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3            # h0/c0 are overridable initializers: ORT warns about that
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("cell,layers,loss,output,with_lengths", CASES)
+def test_onnx_runtime_equals_predict(tmp_path, cell, layers, loss, output, with_lengths):
+    m = _model(cell, layers, loss, output)
+    rng = np.random.default_rng(layers)
+    T, B = 9, 5
+    x = rng.standard_normal((T, B, 3)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B) if with_lengths else None
+    fastlstm.export_onnx(m, tmp_path / "m.onnx")
+    s = _session(tmp_path / "m.onnx")
+    lens = (lengths if with_lengths else np.full(B, T)).astype(np.int32)
+    outs = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"x": x, "sequence_lens": lens})))
+    want = m.predict(x, lengths)
+    assert outs["predictions"].shape == want.shape
+    assert np.abs(outs["predictions"] - want).max() <= 1e-5
+    _, states = (lambda r: (r[0], r[1] if cell == "lstm" else (r[1], None)))(
+        m.core.forward(x, lengths=lengths))
+    hn, cn = states
+    assert np.abs(outs["hn"] - hn).max() <= 1e-5
+    if cell == "lstm":
+        assert np.abs(outs["cn"] - cn).max() <= 1e-5
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_initial_states_are_optional_inputs(tmp_path, cell):
+    m = _model(cell, 2, "mse", "last")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 3)).astype(np.float32)
+    h0 = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    c0 = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    fastlstm.export_onnx(m, tmp_path / "m.onnx")
+    s = _session(tmp_path / "m.onnx")
+    feed = {"x": x, "sequence_lens": np.full(3, 6, np.int32), "h0": h0}
+    if cell == "lstm":
+        feed["c0"] = c0
+        y, (hn, cn) = m.core.forward(x, h0, c0)
+    else:
+        y, hn = m.core.forward(x, h0)
+    outs = dict(zip([o.name for o in s.get_outputs()], s.run(None, feed)))
+    assert np.abs(outs["hn"] - hn).max() <= 1e-5
+    assert np.abs(outs["predictions"] - (hn[-1] @ m.V.T + m.bias)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("cell,loss", [("lstm", "mse"), ("lstm", "xent"), ("rnn", "mse"), ("rnn", "xent")])
+def test_the_streaming_graph_step_by_step_equals_model_step(tmp_path, cell, loss):
+    m = _model(cell, 2, loss, "every")
+    fastlstm.export_onnx(m, tmp_path / "step.onnx", streaming=True)
+    s = _session(tmp_path / "step.onnx")
+    rng = np.random.default_rng(0)
+    B = 3
+    h = np.zeros((2, B, 5), np.float32)
+    c = np.zeros((2, B, 5), np.float32)
+    m.reset_state(B)
+    for t in range(8):
+        x = rng.standard_normal((B, 3)).astype(np.float32)
+        feed = {"x": x, "h": h} | ({"c": c} if cell == "lstm" else {})
+        outs = dict(zip([o.name for o in s.get_outputs()], s.run(None, feed)))
+        h = outs["h_out"]
+        c = outs.get("c_out", c)
+        assert np.abs(outs["predictions"] - m.step(x)).max() <= 1e-5, f"step {t}"
+
+
+def test_an_exported_file_loads_checks_and_records_opset_and_producer(tmp_path):
+    m = _model("lstm", 2, "xent", "last")
+    fastlstm.export_onnx(m, tmp_path / "m.onnx")
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.producer_name == "fastlstm" and proto.producer_version == fastlstm.__version__
+    assert [o.version for o in proto.opset_import if o.domain == ""] == [17]
+    assert [n.op_type for n in proto.graph.node].count("LSTM") == 2
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["T", "B", 3]                       # dynamic T and B
+
+
+def test_what_onnx_runtime_cannot_run_is_refused_with_a_reason(tmp_path):
+    m = fastlstm.Model(3, 5, 4, dtype=np.float64)
+    with pytest.raises(ValueError, match="float32 only"):
+        fastlstm.export_onnx(m, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_fastlstm_export_from_the_command_line(tmp_path):
+    ckpt, out = tmp_path / "a.ckpt", tmp_path / "a.onnx"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "fastlstm", *a], capture_output=True, text=True,  # noqa: E731
+                                    timeout=300)
+    r = run("train", "--steps", "3", "--T", "12", "--hidden", "8", "--batch", "8", "--quiet", "--out", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    r = run("export", str(ckpt), str(out))
+    assert r.returncode == 0 and str(out) in r.stdout, r.stderr
+    m = fastlstm.load(ckpt)
+    x = np.random.default_rng(0).random((12, 4, 2), np.float32)
+    got = _session(out).run(["predictions"], {"x": x, "sequence_lens": np.full(4, 12, np.int32)})[0]
+    assert np.abs(got - m.predict(x)).max() <= 1e-5
+    r = run("export", str(ckpt), str(tmp_path / "s.onnx"), "--streaming")
+    assert r.returncode == 0 and (tmp_path / "s.onnx").exists(), r.stderr
+    r = run("export", str(tmp_path / "missing.ckpt"), str(out))
+    assert r.returncode == 2 and r.stderr.startswith("fastlstm: error:")
