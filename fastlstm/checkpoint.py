@@ -135,7 +135,9 @@ def _read_zip(f, file_size, arrays_for):
         members = dict(zip(names, infos))
         if _HEADER + ".npy" not in members:
             raise CheckpointError(f"not a fastlstm checkpoint (no {_HEADER} header)")
-        raw = _member(z, _HEADER, members[_HEADER + ".npy"], None, np.dtype(np.uint8), file_size, _MAX_HEADER_BYTES)
+        info = members[_HEADER + ".npy"]
+        _check_info(_HEADER, info, None, np.dtype(np.uint8), file_size, _MAX_HEADER_BYTES)
+        raw = _member(z, _HEADER, info, None, np.dtype(np.uint8))
         header = json.loads(raw.tobytes().decode("utf-8"), parse_constant=_refuse_constant)
         if not isinstance(header, dict):
             raise CheckpointError(f"not a fastlstm checkpoint (its header is a JSON {type(header).__name__})")
@@ -155,7 +157,7 @@ def _read_zip(f, file_size, arrays_for):
                                   f"unexpected members {sorted(extra)}")
         for k, (shape, dtype) in want.items():            # every member checked before any is read
             _check_info(k, members[k + ".npy"], shape, np.dtype(dtype), file_size, None)
-        out = {k: _member(z, k, members[k + ".npy"], shape, np.dtype(dtype), file_size, None)
+        out = {k: _member(z, k, members[k + ".npy"], shape, np.dtype(dtype))
                for k, (shape, dtype) in want.items()}
     return header, out
 
@@ -186,9 +188,9 @@ def _check_info(name, info, shape, dtype, file_size, limit):
         raise CheckpointError(f"member {name} holds {info.file_size} bytes, more than {limit}")
 
 
-def _member(z, name, info, shape, dtype, file_size, limit):
-    """Read member `name` (.npy) as an array of `shape` (None: any 1-D length), `dtype`."""
-    _check_info(name, info, shape, dtype, file_size, limit)
+def _member(z, name, info, shape, dtype):
+    """Read member `name` (.npy), already passed by _check_info, as an array of `shape`
+    (None: any 1-D length) and `dtype`."""
     with z.open(info) as m:
         version = np.lib.format.read_magic(m)
         if version not in ((1, 0), (2, 0)):

@@ -87,10 +87,9 @@ def export_onnx(model, path, *, streaming=False):
         X, h0, c0, lens = "x", "h0_b", "c0_b" if lstm else None, "sequence_lens"
 
     hs, cs = [], []
+    Q, blocks = (4, _ONNX_FROM_OURS) if lstm else (1, [0])
     for l, layer in enumerate(core.layers):
         D = layer.D
-        Q = 4 if lstm else 1
-        blocks = _ONNX_FROM_OURS if lstm else [0]
         W = layer.W.reshape(Q, H, D + H)[blocks].reshape(Q * H, D + H)
         b = layer.b.reshape(Q, H)[blocks].reshape(Q * H)
         Wn = const(f"W{l}", W[None, :, :D])
@@ -124,14 +123,14 @@ def export_onnx(model, path, *, streaming=False):
         mask = node("Cast", [node("Unsqueeze", [live, const("axis2", np.array([2]))], ["live3"])], ["mask"], to=f32)
         P = node("Mul", [P, mask], ["masked"])
     node("Identity", [P], ["predictions"])
-    names = ("h", "c") if streaming else ("hn", "cn")
-    node("Concat", hs, [names[0] + ("_out" if streaming else "")], axis=0)
+    h_out, c_out = ("h_out", "c_out") if streaming else ("hn", "cn")
+    node("Concat", hs, [h_out], axis=0)
     pred_shape = ["T", "B", O] if model.output == "every" and not streaming else ["B", O]
     outputs = [helper.make_tensor_value_info("predictions", f32, pred_shape),
-               helper.make_tensor_value_info(names[0] + ("_out" if streaming else ""), f32, [Lyr, "B", H])]
+               helper.make_tensor_value_info(h_out, f32, [Lyr, "B", H])]
     if lstm:
-        node("Concat", cs, [names[1] + ("_out" if streaming else "")], axis=0)
-        outputs.append(helper.make_tensor_value_info(names[1] + ("_out" if streaming else ""), f32, [Lyr, "B", H]))
+        node("Concat", cs, [c_out], axis=0)
+        outputs.append(helper.make_tensor_value_info(c_out, f32, [Lyr, "B", H]))
     graph = helper.make_graph(nodes, "fastlstm_step" if streaming else "fastlstm", inputs, outputs, inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="fastlstm", producer_version=__version__)

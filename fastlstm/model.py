@@ -3,7 +3,8 @@ checkpoints.
 
 One flat parameter array holds the layers' W, b followed by the head's V (O, H) and bias
 (O); gradients mirror it. The model reaches the layer stack only through its composer
-interface (check_input, run_forward, last_hidden, hidden_into, run_backward, advance). The head reads h_t (every step) or h at each row's last real step
+interface (check_input, run_forward, last_hidden, hidden_into, run_backward, advance).
+The head reads h_t (every step) or h at each row's last real step
 (last), and its δ enters the layers as δy (every) or δhn of the top layer (last).
 """
 import os
@@ -301,7 +302,8 @@ def _checkpoint_arrays(header):
             raise TypeError(f"{name} must be a JSON object, got {type(part).__name__}")
     if set(cfg) - _CONFIG_KEYS:
         raise ValueError(f"unknown model settings {sorted(set(cfg) - _CONFIG_KEYS)}")
-    _count(header, "steps"), _count(header, "skipped_steps"), _count(opt, "t")
+    for part, key in ((header, "steps"), (header, "skipped_steps"), (opt, "t")):
+        _count(part, key)
     cell = cfg.get("cell", "lstm")
     if not isinstance(cell, str) or cell not in CELLS:
         raise ValueError(f"cell must be one of {choices.CELLS}, got {cell!r}")

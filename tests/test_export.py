@@ -42,9 +42,8 @@ def test_onnx_runtime_equals_predict(tmp_path, cell, layers, loss, output, with_
     want = m.predict(x, lengths)
     assert outs["predictions"].shape == want.shape
     assert np.abs(outs["predictions"] - want).max() <= 1e-5
-    _, states = (lambda r: (r[0], r[1] if cell == "lstm" else (r[1], None)))(
-        m.core.forward(x, lengths=lengths))
-    hn, cn = states
+    states = m.core.forward(x, lengths=lengths)[1]
+    hn, cn = states if cell == "lstm" else (states, None)
     assert np.abs(outs["hn"] - hn).max() <= 1e-5
     if cell == "lstm":
         assert np.abs(outs["cn"] - cn).max() <= 1e-5
