@@ -1,5 +1,7 @@
-"""The command line: `fastlstm train` runs the main job on a built-in task;
-`fastlstm sample` generates text from a checkpoint of the text task; `fastlstm export`
+"""The command line: `fastlstm train` runs the main job on your own data (`--data`) or a
+built-in task; `fastlstm predict` forecasts, classifies or scores a file with a checkpoint;
+`fastlstm plot` draws a metrics log; `fastlstm sample` generates text from a checkpoint of
+text; `fastlstm export`
 writes a checkpoint's model as ONNX; `fastlstm carousel` measures how far back gradients
 reach in an RNN and two LSTMs.
 
@@ -22,32 +24,73 @@ DEFAULTS = {
 }
 
 
+# Defaults per kind of your own data (--data): a run of --epochs over the file.
+DATA_DEFAULTS = {
+    "text": dict(hidden=256, layers=1, epochs=10, batch=32, lr=2e-3, clip=1.0, T=100, val_fraction=0.1),
+    "series": dict(hidden=64, layers=1, epochs=50, batch=32, lr=2e-3, clip=1.0, val_fraction=0.2),
+    "arrays": dict(hidden=64, layers=1, epochs=30, batch=32, lr=2e-3, clip=1.0, val_fraction=0.2),
+}
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="fastlstm", description="A compact, fast LSTM training engine.")
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train on a built-in task (default: the adding problem)",
-                       description="Train an LSTM on a built-in task, with a progress bar, periodic "
-                       "evaluation and checkpoints. Ctrl-C saves a checkpoint and exits.")
-    t.add_argument("--task", choices=sorted(DEFAULTS), default="adding")
+    t = sub.add_parser("train", help="train on your data (--data) or a built-in task (default: the adding problem)",
+                       description="Train an LSTM on a file of your own (--data) or a built-in task, with a "
+                       "progress bar, periodic validation, checkpoints (the last and the best) and a metrics "
+                       "log. Ctrl-C saves a checkpoint and exits.")
+    t.add_argument("--task", choices=sorted(DEFAULTS), help="a built-in task (default adding, unless --data)")
+    t.add_argument("--data", metavar="PATH", help="your own data: a UTF-8 text file, a CSV with a header row, "
+                   "or a .npz with x, y (and lengths)")
+    t.add_argument("--kind", choices=choices.DATA_KINDS, help="the kind of --data (default: from the "
+                   "file's name: .csv series, .npz arrays, anything else text)")
+    t.add_argument("--target", help="series: the column(s) to forecast, by name or number from 1 (a,b)")
+    t.add_argument("--features", help="series: the input columns (default: every numeric column)")
+    t.add_argument("--window", type=int, default=50, help="series: steps in (default 50)")
+    t.add_argument("--horizon", type=int, default=1, help="series: steps ahead to forecast (default 1)")
+    t.add_argument("--season", type=int, help="series: the season's length in rows, for the seasonal naive forecast")
+    t.add_argument("--fill", choices=("ffill", "zero"), help="series: fill missing values (default: refuse them)")
+    t.add_argument("--layout", choices=("batch", "time"), default="batch",
+                   help="arrays: x is (N, T, D) (batch, the default) or (T, N, D) (time)")
+    t.add_argument("--val-fraction", type=float, help="held-out share (text 0.1: the end; series 0.2: the "
+                   "end, in time order; arrays 0.2: seeded)")
     t.add_argument("--hidden", type=int, help="hidden units per layer")
     t.add_argument("--layers", type=int, help="recurrent layers")
     t.add_argument("--cell", choices=choices.CELLS, default="lstm", help="LSTM, or a vanilla tanh RNN to compare")
     t.add_argument("--steps", type=int, help="training steps in all (a resumed run counts those done)")
+    t.add_argument("--epochs", type=int, help="passes over --data (default per kind; with --steps, whichever "
+                   "comes first)")
     t.add_argument("--batch", type=int, help="sequences per step")
     t.add_argument("--lr", type=float, help="learning rate")
+    t.add_argument("--schedule", choices=choices.SCHEDULES, default="constant",
+                   help="learning-rate schedule (plateau halves it after 2 evaluations without a new best)")
+    t.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
     t.add_argument("--optimizer", choices=choices.OPTIMIZERS, default="adam")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     t.add_argument("--clip", type=float, help="max global gradient norm (0: no clipping)")
-    t.add_argument("--T", type=int, help="sequence length (adding, text)")
+    t.add_argument("--T", type=int, help="sequence length (adding, text, --data text)")
     t.add_argument("--dtype", choices=choices.DTYPES, default="float32")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
+    t.add_argument("--patience", type=int, help="stop after this many evaluations without a new best")
     t.add_argument("--full", action="store_true", help="run all steps even once the task is solved")
-    t.add_argument("--out", help="checkpoint path (default runs/TASK.ckpt)")
+    t.add_argument("--out", help="checkpoint path (default runs/NAME.ckpt; the best beside it as NAME.best.ckpt, "
+                   "the metrics log as NAME.csv)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI: mpiexec -n N python -m mpi4py -m fastlstm train --distributed")
+    pr = sub.add_parser("predict", help="forecast, classify or score a file with a checkpoint trained with --data",
+                        description="Series: the next horizon values after the file's end (--backtest: rolling "
+                        "forecasts over the file); arrays: class probabilities or values per row; text: bits "
+                        "per character.")
+    pr.add_argument("checkpoint")
+    pr.add_argument("--data", required=True, metavar="PATH")
+    pr.add_argument("--out", metavar="CSV", help="write the predictions here (default: print them)")
+    pr.add_argument("--backtest", action="store_true", help="series: one forecast from every window of the file")
+    pl = sub.add_parser("plot", help="draw the curves of a metrics log (runs/NAME.csv)")
+    pl.add_argument("log")
+    pl.add_argument("--out", required=True, metavar="PNG")
     c = sub.add_parser("carousel", help="gradient flow: RNN vs LSTM (forget bias 0 and 1)",
                        description="Compare how far back the gradient of a loss at the last step "
                        "reaches in an RNN, an LSTM with forget bias 0 and one with forget bias 1.")
@@ -64,7 +107,7 @@ def _parser():
     e.add_argument("checkpoint")
     e.add_argument("out", help="the .onnx file to write")
     e.add_argument("--streaming", action="store_true", help="a one-step graph whose state goes in and comes out")
-    s = sub.add_parser("sample", help="generate text from a text-task checkpoint")
+    s = sub.add_parser("sample", help="generate text from a checkpoint of text (--data or the text task)")
     s.add_argument("checkpoint")
     s.add_argument("--length", type=int, default=300)
     s.add_argument("--prime", default="The ")
@@ -107,29 +150,65 @@ class _Interrupt:
         raise KeyboardInterrupt
 
 
-def _resume(out, task_name):
-    """(model, task, rng, history) from the checkpoint at out, written by `fastlstm train`."""
-    import numpy as np
+def _settings(args):
+    """The dataset settings of `--data` for its kind, from the options given."""
+    if args.kind == "text":
+        return dict(T=args.T, val_fraction=args.val_fraction)
+    if args.kind == "series":
+        if not args.target:
+            raise UsageError("--data with a CSV series needs --target COLUMN (the column to forecast)")
+        return dict(target=args.target, features=args.features, window=args.window, horizon=args.horizon,
+                    val_fraction=args.val_fraction, season=args.season, fill=args.fill)
+    return dict(layout=args.layout, val_fraction=args.val_fraction, seed=args.seed)
 
+
+def _source(args):
+    """The dataset or built-in task of a new run, with args completed by their defaults, and
+    the run's name (for runs/NAME.ckpt)."""
+    if args.data is not None:
+        if args.task is not None:
+            raise UsageError("give --task or --data, not both")
+        from . import data
+        args.kind = args.kind or data.kind_of(args.data)
+        for k, val in DATA_DEFAULTS[args.kind].items():
+            if getattr(args, k) is None and not (k == "epochs" and args.steps is not None):
+                setattr(args, k, val)
+        return data.open_data(args.data, args.kind, **_settings(args)), \
+            os.path.splitext(os.path.basename(args.data))[0]
+    args.task = args.task or "adding"
+    for k, val in DEFAULTS[args.task].items():
+        if getattr(args, k) is None:
+            setattr(args, k, val)
+    return _make_task(args.task, args.T), args.task
+
+
+def _resumed_source(out, args):
+    """(model, dataset or task) from the checkpoint at out, written by `fastlstm train`."""
     import fastlstm
     model = fastlstm.load(out)
     run = model.extra
+    if "data" in run and isinstance(run["data"], dict):
+        from . import data
+        if args.task is not None:
+            raise UsageError(f"{out} was trained on --data {run['data'].get('path')}, not a built-in task")
+        try:
+            return model, data.from_spec(run["data"], args.data)
+        except (KeyError, TypeError) as e:
+            raise UsageError(f"{out}: its data record is unusable ({type(e).__name__}: {e})") from None
     if not isinstance(run.get("task"), dict) or "name" not in run["task"] or "rng" not in run:
         raise UsageError(f"{out} was not written by `fastlstm train` (it records no task and data "
                          "stream), so --resume cannot continue it")
+    task_name = args.task or ("adding" if args.data is None else None)
     if run["task"]["name"] != task_name:
-        raise UsageError(f"{out} was trained on task {run['task']['name']!r}, not {task_name!r} "
-                         f"(pass --task {run['task']['name']})")
-    task = _make_task(task_name, run["task"].get("T"))
-    rng = np.random.default_rng()
-    try:
-        rng.bit_generator.state = run["rng"]
-    except (TypeError, ValueError, KeyError) as e:
-        raise UsageError(f"{out}: its data stream state is unusable ({e})") from None
-    history = run.get("history", [])
-    if not isinstance(history, list):
-        raise UsageError(f"{out}: its history is not a list")
-    return model, task, rng, history
+        raise UsageError(f"{out} was trained on task {run['task']['name']!r}, not "
+                         f"{task_name or '--data ' + args.data!r} (pass --task {run['task']['name']})")
+    return model, _make_task(task_name, run["task"].get("T"))
+
+
+def _default_out(args):
+    if args.data is not None:
+        return os.path.join("runs", os.path.splitext(os.path.basename(args.data))[0] + ".ckpt")
+    return os.path.join("runs", f"{args.task or 'adding'}.ckpt")
 
 
 def train(args, interrupt):
@@ -137,25 +216,49 @@ def train(args, interrupt):
     from tqdm import tqdm
 
     import fastlstm
+    from . import training
 
-    d = DEFAULTS[args.task]
-    for k, val in d.items():
-        if getattr(args, k) is None:
-            setattr(args, k, val)
-    out = args.out or os.path.join("runs", f"{args.task}.ckpt")
+    out = args.out or _default_out(args)
+    stem = out[:-5] if out.endswith(".ckpt") else out
+    best_out, log = stem + ".best.ckpt", stem + ".csv"
+    if args.data is not None and os.path.abspath(args.data) in {os.path.abspath(p) for p in (out, best_out, log)}:
+        raise UsageError(f"--out {out} would write over the data {args.data} (the checkpoint, {best_out} or the "
+                         f"metrics log {log}); choose another --out")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    rng = np.random.default_rng(args.seed)
     if args.resume:
-        model, task, rng, history = _resume(out, args.task)
+        model, source = _resumed_source(out, args)
+        extra = model.extra
+        name = extra["task"]["name"] if "task" in extra else None
+        old = DEFAULTS.get(name, {})                         # a checkpoint written before run states
+        r = training.Run(model, source, extra.get("batch", args.batch or old.get("batch", 1)), rng,
+                         steps=extra.get("total", args.steps or old.get("steps", 1)),
+                         eval_every=args.eval_every or old.get("eval_every"))
+        try:
+            if "run" in extra:
+                r.load_state(extra["run"], extra.get("history", []))
+            else:
+                r.batches.load_state(dict(rng=extra["rng"]))
+                r.history = list(extra.get("history", []))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"{out}: its run state is unusable ({type(e).__name__}: {e})") from None
+        if args.steps is not None:                          # a longer (or shorter) run than first asked
+            r.total = r.schedule.total = args.steps
         interrupt.saved = (out, model.steps)
     else:
-        task = _make_task(args.task, args.T)
+        source, name = _source(args)
         opt = (fastlstm.Adam(lr=args.lr) if args.optimizer == "adam"
                else fastlstm.SGD(lr=args.lr, momentum=args.momentum))
-        model = fastlstm.Model(task.input_size, args.hidden, task.output_size, args.layers,
-                               cell=args.cell, loss=task.loss, output=task.output, dtype=args.dtype, seed=args.seed,
+        model = fastlstm.Model(source.input_size, args.hidden, source.output_size, args.layers,
+                               cell=args.cell, loss=source.loss, output=source.output, dtype=args.dtype, seed=args.seed,
                                optimizer=opt, clip=args.clip or None)
-        rng = np.random.default_rng(args.seed)
-        history = []
+        r = training.Run(model, source, args.batch, rng, steps=args.steps, epochs=args.epochs,
+                         eval_every=args.eval_every, patience=args.patience, schedule=args.schedule,
+                         warmup=args.warmup)
+        name = args.task
+    args.batch = r.batches.B
+    record = dict(data=source.spec()) if hasattr(source, "spec") else \
+        dict(task=dict(name=name, T=getattr(source, "T", None)))
 
     step, lead, stop = model.train_step, True, lambda: interrupt.requested
     if args.distributed:
@@ -168,38 +271,45 @@ def train(args, interrupt):
             print(f"fastlstm: {dp.size} ranks, {dp.threads} threads each, batch {args.batch} split "
                   f"into shards of about {args.batch // dp.size}", flush=True)
 
-    def save():
+    def save(path=out):
         if lead:
-            model.save(out, extra=dict(task=dict(name=args.task, T=getattr(task, "T", None)),
-                                       rng=rng.bit_generator.state, history=history))
-            interrupt.saved = (out, model.steps)
+            model.save(path, extra=dict(record, rng=r.batches.state()["rng"], run=r.state(), batch=r.batches.B,
+                                        total=r.total, history=r.history))
+            if path == out:
+                training.write_log(log, r.history)
+                interrupt.saved = (out, model.steps)
 
     def say(text):
         if lead:
             print(text, flush=True)
 
-    say(f"fastlstm: task {args.task}, {model.core.num_layers}x{model.core.hidden_size} {model.cell.upper()}, "
-        f"{model.params.size} parameters, batch {args.batch}, {args.optimizer} lr {model.optimizer.lr}"
-        + (f", baseline {task.baseline:.3f}" if hasattr(task, "baseline") else ""))
+    what = f"task {name}" if "task" in record else f"{source.kind} {record['data']['path']}"
+    per_epoch = f", {r.batches.per_epoch} steps an epoch" if r.batches.finite else ""
+    say(f"fastlstm: {what}, {model.core.num_layers}x{model.core.hidden_size} {model.cell.upper()}, "
+        f"{model.params.size} parameters, batch {r.batches.B}{per_epoch}, {r.total} steps, "
+        f"{model.optimizer.name} lr {r.schedule.base_lr} ({r.schedule.kind})"
+        + (f", baseline {source.baseline:.3f}" if hasattr(source, "baseline") else ""))
     start, t0, seen = model.steps, time.perf_counter(), 0
-    bar = tqdm(total=args.steps, initial=start, disable=args.quiet, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=r.total, initial=start, disable=args.quiet, unit="step", dynamic_ncols=True)
     ema, solved = None, False
     interrupt.defer()
     try:
-        while model.steps < args.steps and not stop():
-            x, y, lengths = task.batch(rng, args.batch, model.dtype)
-            loss = step(x, y, lengths)
-            seen += args.batch
+        while not r.done and not stop():
+            loss = r.step(step)
+            seen += r.batches.B
             ema = loss if ema is None else 0.95 * ema + 0.05 * loss
-            bar.update(1)
-            bar.set_postfix(loss=f"{ema:.4f}", seq_s=f"{seen / (time.perf_counter() - t0):.0f}")
-            if model.steps % args.eval_every == 0 or model.steps == args.steps:
-                m = task.metrics(model)
-                history.append(dict(step=model.steps, seconds=round(time.perf_counter() - t0, 2), **m))
+            bar.set_postfix(loss=f"{ema:.4f}", seq_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
+            bar.update(1)                           # redraws at most every 0.1 s (tqdm's mininterval)
+            if r.due:
+                m, improved = r.evaluate(time.perf_counter() - t0)
                 if lead:
-                    bar.write(f"step {model.steps}: " + ", ".join(f"{k} {val:.4f}" for k, val in m.items()))
+                    bar.write(f"step {model.steps}: " + ", ".join(
+                        f"{k} {val:.4f}" for k, val in m.items() if k not in ("step", "epoch", "seconds"))
+                        + (" (best)" if improved else ""))
                 save()
-                if task.solved(m):
+                if improved:
+                    save(best_out)
+                if hasattr(source, "solved") and source.solved(m):
                     solved = True
                     if not args.full:
                         break
@@ -212,40 +322,126 @@ def train(args, interrupt):
     if interrupt.requested:
         say(f"fastlstm: interrupted at step {model.steps}; checkpoint saved to {out} (continue with --resume)")
         return 130
-    m = history[-1] if history and history[-1]["step"] == model.steps else dict(task.metrics(model))
+    m = r.history[-1] if r.history and r.history[-1]["step"] == model.steps else dict(source.metrics(model))
+    why = ("solved" if solved or (hasattr(source, "solved") and source.solved(m)) else
+           f"stopped early: no better {r.stopper.name} in {r.stopper.patience} evaluations" if r.stopper.stop else
+           "not solved yet" if hasattr(source, "solved") else "done")
     say(f"fastlstm: {model.steps - start} steps in {wall:.1f} s; "
-        + ", ".join(f"{k} {val:.4f}" for k, val in m.items() if k not in ("step", "seconds"))
-        + f"; {'solved' if solved or task.solved(m) else 'not solved yet'}; checkpoint {out}")
+        + ", ".join(f"{k} {val:.4f}" for k, val in m.items() if k not in ("step", "epoch", "seconds"))
+        + f"; {why}; checkpoint {out}"
+        + (f", best {r.stopper.name} {r.stopper.best:.4f} at step {r.stopper.best_step} in {best_out}"
+           if r.stopper.best is not None else "") + f"; log {log}")
     return 0
+
+
+def _text_vocab(model, path):
+    """The character vocabulary of a text checkpoint (--data text, or the text task)."""
+    spec, task = model.extra.get("data"), model.extra.get("task")
+    if isinstance(spec, dict) and spec.get("kind") == "text" and isinstance(spec.get("vocab"), list):
+        return spec["vocab"]
+    if isinstance(task, dict) and task.get("name") == "text":
+        from .tasks import Text
+        return Text(T=task["T"]).vocab
+    raise UsageError(f"{path} is not a checkpoint of text (trained with --data on a text file, or --task text)")
 
 
 def sample(args, interrupt):
     import numpy as np
 
     import fastlstm
-    from .tasks import Text
     if not (args.temperature > 0 and np.isfinite(args.temperature)) or args.length < 0:
         raise UsageError("--temperature must be a finite number > 0 and --length >= 0")
     model = fastlstm.load(args.checkpoint)
-    task_cfg = model.extra.get("task")
-    if not isinstance(task_cfg, dict) or task_cfg.get("name") != "text":
-        raise UsageError(f"{args.checkpoint} is not a checkpoint of the text task")
-    task = Text(T=task_cfg["T"])
+    vocab = _text_vocab(model, args.checkpoint)
+    index = {ch: i for i, ch in enumerate(vocab) if ch}
+    bad = sorted(set(args.prime) - set(index))
+    if bad:
+        raise UsageError(f"--prime has characters the model's vocabulary lacks: {bad!r}")
     rng = np.random.default_rng(args.seed)
-    x = task.encode(args.prime or "\n", model.dtype)
+    xt = np.zeros((1, len(vocab)), model.dtype)
     model.reset_state(1)
-    for t in range(len(x)):
-        p = model.step(x[t])[0]
+    for ch in args.prime or "\n":
+        xt[:] = 0
+        xt[0, index.get(ch, 0)] = 1
+        p = model.step(xt)[0]
     out = [args.prime]
     for _ in range(args.length):
         logp = np.log(np.maximum(p.astype(np.float64), 1e-30)) / args.temperature
         q = np.exp(logp - logp.max())
         k = rng.choice(len(q), p=q / q.sum())
-        out.append(task.vocab[k])
-        xt = np.zeros((1, len(task.vocab)), model.dtype)
+        out.append(vocab[k] or "\ufffd")
+        xt[:] = 0
         xt[0, k] = 1
         p = model.step(xt)[0]
     print("".join(out))
+    return 0
+
+
+def _write_rows(path, header, rows):
+    """CSV rows to `path`, or printed when path is None."""
+    import csv
+    f = open(path, "w", newline="") if path else sys.stdout
+    try:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    finally:
+        if path:
+            f.close()
+
+
+def predict(args, interrupt):
+    import numpy as np
+
+    import fastlstm
+    from . import data
+    model = fastlstm.load(args.checkpoint)
+    spec = model.extra.get("data")
+    if not isinstance(spec, dict) or spec.get("kind") not in data.KINDS:
+        raise UsageError(f"{args.checkpoint} was not trained with --data, so it has no data format to read")
+    if args.backtest and spec["kind"] != "series":
+        raise UsageError("--backtest is for series")
+    d = data.from_spec(spec, args.data, check=False)
+    fmt = lambda a: [f"{v:.6g}" for v in a]                    # noqa: E731
+    if d.kind == "series":
+        if args.backtest:
+            origins = np.arange(0, len(d.values) - d.window - d.horizon + 1)
+            pred, true = d.forecast(model, origins), d.actual(origins)
+            m = d.scores(model, origins)
+            stamp = (lambda i: data.iso(d.times[i])) if d.times is not None else (lambda i: d.lines[i])
+            rows = [[stamp(i + d.window - 1), stamp(i + d.window + k), k + 1,
+                     *fmt(np.column_stack([pred[n, k], true[n, k]]).ravel())]
+                    for n, i in enumerate(origins) for k in range(d.horizon)]
+            header = ["origin", "time" if d.times is not None else "line", "step",   # origin: the last row in
+                      *[f"{c}_{w}" for c in d.targets for w in ("forecast", "actual")]]
+            _write_rows(args.out, header, rows)
+            print(f"fastlstm: backtest over {len(origins)} windows: " + ", ".join(
+                f"{k.removeprefix('val_')} {v:.4f}" for k, v in m.items() if np.isfinite(v)), file=sys.stderr)
+        else:
+            times, pred = d.next_forecast(model)
+            rows = [[data.iso(times[k]) if times is not None else k + 1, *fmt(pred[k])] for k in range(d.horizon)]
+            _write_rows(args.out, ["time" if times is not None else "step", *d.targets], rows)
+    elif d.kind == "arrays":
+        p = d.predict(model)
+        cols = [f"p{k}" for k in range(p.shape[1])] + ["class"] if d.classes else [f"y{k}" for k in range(p.shape[1])]
+        rows = [[n, *fmt(p[n]), *([int(p[n].argmax())] if d.classes else [])] for n in range(len(p))]
+        _write_rows(args.out, ["row", *cols], rows)
+        if d.y is not None:
+            m = d.metrics(model, np.arange(len(p)))
+            print("fastlstm: over every row of the file: " + ", ".join(
+                f"{k.removeprefix('val_')} {v:.4f}" for k, v in m.items() if k.startswith("val_")), file=sys.stderr)
+    else:
+        m = d.score_all(model)
+        _write_rows(args.out, ["characters", "bpc"], [[m["characters"], f"{m['bpc']:.6g}"]])
+    if args.out:
+        print(f"fastlstm: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def plot(args, interrupt):
+    from .training import plot as draw
+    draw(args.log, args.out)
+    print(f"fastlstm: wrote {args.out}")
     return 0
 
 
@@ -282,8 +478,12 @@ def main(argv=None, *, restore_handler=True):
         previous = signal.signal(signal.SIGINT, interrupt)
     try:
         args = _parser().parse_args(argv)
-        status = {"train": train, "sample": sample, "export": export, "carousel": carousel}[args.command](args, interrupt)
+        status = {"train": train, "predict": predict, "plot": plot, "sample": sample, "export": export,
+                  "carousel": carousel}[args.command](args, interrupt)
         return 130 if interrupt.requested else status
+    except BrokenPipeError:                  # `fastlstm predict ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing left to flush at exit
+        return 0
     except KeyboardInterrupt:
         kept = (f"the checkpoint {interrupt.saved[0]} (step {interrupt.saved[1]}) is kept"
                 if interrupt.saved else "no checkpoint was written")

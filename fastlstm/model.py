@@ -200,6 +200,50 @@ class Model:
         self.apply_gradients(loss)
         return loss
 
+    def fit(self, x, y, lengths=None, *, epochs, batch_size=32, validation=None, shuffle=True, seed=None,
+            patience=None, schedule=None, progress=True):
+        """Train on arrays in memory, Keras-style: x (T, N, D), y as train_step takes it for N
+        sequences ((N,) labels or (N, O) values), lengths (N,) or None.
+
+        Each epoch visits the N sequences in batches of batch_size (in a fresh seeded order
+        with shuffle; the last N mod batch_size wait for the next epoch), then scores
+        `validation` = (x, y) or (x, y, lengths) (same T and D), whose loss `patience` (early
+        stopping: epochs without a new best) and schedule "plateau" follow. schedule: None
+        (constant), "cosine", "plateau" or a `fastlstm.training.Schedule`. Returns the history,
+        {"epoch": [...], "step": [...], "loss": [...], "lr": [...], "val_loss": [...], ...}, one
+        entry per epoch; the weights are those of the last epoch."""
+        from tqdm import tqdm
+
+        from . import data, training
+        if isinstance(y, np.ndarray) and y.ndim == 1 and self.loss == "mse":
+            y = y[:, None]
+        d = data.Arrays("<arrays>", layout="time", _arrays=(x, y, lengths),
+                        validation=None if validation is None else tuple(validation) + (None,) * (3 - len(validation)))
+        if patience is not None and validation is None:
+            raise ValueError("patience (early stopping) follows the validation loss: pass validation=(x, y)")
+        if d.loss != self.loss or d.output_size > self.output_size or d.input_size != self.core.input_size:
+            raise ValueError(f"this model ({self.loss}, input_size {self.core.input_size}, output_size "
+                             f"{self.output_size}) cannot fit x of D = {d.input_size} and y of kind {d.loss} with "
+                             f"{d.output_size} outputs or classes")
+        epochs = v.positive_int("epochs", epochs)
+        run = training.Run(self, d, v.positive_int("batch_size", batch_size), np.random.default_rng(seed),
+                           epochs=epochs, patience=patience, schedule=schedule, shuffle=shuffle)
+        run.eval_every = run.batches.per_epoch
+        if validation is None:
+            d.metrics = lambda model: {}
+        bar = tqdm(total=epochs, disable=not progress, unit="epoch", dynamic_ncols=True)
+        try:
+            while not run.done:
+                run.step(self.train_step)
+                if run.due:
+                    row, _ = run.evaluate(0.0)
+                    bar.update(1)
+                    bar.set_postfix({k: f"{val:.4g}" for k, val in row.items() if k in ("train_loss", "val_loss")})
+        finally:
+            bar.close()
+        names = list(dict.fromkeys(k for row in run.history for k in row if k != "seconds"))
+        return {("loss" if k == "train_loss" else k): [row.get(k) for row in run.history] for k in names}
+
     # -- inference --------------------------------------------------------------------------
 
     def predict(self, x, lengths=None):

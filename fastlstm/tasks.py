@@ -1,7 +1,9 @@
 """Built-in tasks, generated or shipped offline, each with its literature's figure of merit.
 
 A task gives the model's shape (input_size, output_size, loss, output), training batches
-drawn from a numpy Generator, a fixed held-out set, and its metrics.
+drawn from a numpy Generator (`batch(rng, B, dtype)`), a fixed held-out set, its metrics and
+`monitor`, the metric early stopping and the best checkpoint follow: the protocol that the
+datasets of `fastlstm.data` share.
 """
 import numpy as np
 
@@ -14,6 +16,7 @@ class Adding:
     Predicting 1 always scores E[(u1 + u2 - 1)²] = 1/6 ≈ 0.167: the baseline to beat.
     """
     name, loss, output, input_size, output_size = "adding", "mse", "last", 2, 1
+    monitor = ("test_mse", "min")      # what early stopping and the best checkpoint follow
     baseline = 1 / 6
     target = 0.01                       # test MSE that counts as solved
 
@@ -49,7 +52,7 @@ class Text:
     x (T, B, V) one-hot characters; y (T, B) the next character; softmax cross-entropy at
     every step. Figure of merit: bits per character on the held-out last 10% of the text.
     """
-    name, loss, output = "text", "xent", "every"
+    name, loss, output, monitor = "text", "xent", "every", ("test_bpc", "min")
 
     def __init__(self, T=64, test_chars=20000, seed=1234):
         from pydoc_data.topics import topics
@@ -100,6 +103,7 @@ class Digits:
     features (scaled to [0, 1]); 10 classes at the last step. Figure of merit: test
     accuracy on a fixed 20% split. Needs scikit-learn (the `digits` extra)."""
     name, loss, output, input_size, output_size = "digits", "xent", "last", 8, 10
+    monitor = ("test_accuracy", "max")
 
     def __init__(self, seed=1234):
         try:

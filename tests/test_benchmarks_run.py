@@ -33,3 +33,11 @@ def test_profile_step_prints_every_phase():
     assert r.returncode == 0, r.stderr
     for phase in ("step", "forward", "pack W", "backward", "pack U", "backward kernel", "δW", "δX"):
         assert f"  {phase} " in r.stdout, r.stdout
+
+
+def test_data_prep_prints_the_step_shares_and_the_text_load():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "data_prep.py"), "--quick"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for row in ("| adding (T=100", "| series (window 100", "| text (T=100", "Text load: 2 MB file"):
+        assert row in r.stdout, r.stdout

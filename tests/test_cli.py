@@ -177,7 +177,7 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
     plain = tmp_path / "plain.ckpt"
     fastlstm.Model(2, 4, 1).save(plain)
     cases = [
-        (("sample", str(adding)), "is not a checkpoint of the text task"),
+        (("sample", str(adding)), "is not a checkpoint of text"),
         (("sample", str(adding), "--temperature", "0"), "--temperature must be"),
         (("sample", str(adding), "--temperature", "nan"), "--temperature must be"),
         (("train", "--task", "digits", "--resume", "--out", str(adding)), "trained on task 'adding'"),
@@ -190,3 +190,17 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         assert r.returncode == 2, (argv, r.returncode, r.stderr)
         assert r.stderr.startswith("fastlstm: error: ") and message in r.stderr, (argv, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_a_checkpoint_from_before_run_states_still_resumes(tmp_path):
+    """Checkpoints of `fastlstm train` written before schedules and early stopping carry only
+    the task, the Generator's state and the history: --resume continues them with the
+    defaults of that time (constant learning rate, no early stopping)."""
+    out = tmp_path / "old.ckpt"
+    assert _run("train", "--steps", "20", "--out", str(out), *SMALL).returncode == 0
+    m = fastlstm.load(out)
+    m.save(out, extra={k: m.extra[k] for k in ("task", "rng", "history")})
+    r = _run("train", "--steps", "30", "--out", str(out), "--resume", *SMALL)
+    assert r.returncode == 0, r.stderr
+    m = fastlstm.load(out)
+    assert m.steps == 30 and [h["step"] for h in m.extra["history"]] == [10, 20, 30]

@@ -1,0 +1,676 @@
+"""Your own data: a text file, a CSV time series, or arrays, as datasets for `fastlstm train
+--data` and `Model.fit`.
+
+A dataset shares one small protocol with the built-in tasks of `fastlstm.tasks`:
+- the model's shape: `input_size`, `output_size`, `loss`, `output`;
+- training batches drawn with a numpy Generator: here `size` examples and `take(index, dtype)`
+  → (x (T, B, D), y, lengths), which `training.Batches` visits in seeded epochs (the built-in
+  tasks generate theirs with `batch(rng, B, dtype)`);
+- a fixed validation set behind `metrics(model)` → {name: value}, and `monitor` = (name,
+  "min" or "max"), the metric that early stopping and the best checkpoint follow;
+- `spec()`: what a checkpoint must carry to rebuild the dataset (`from_spec`) with the same
+  vocabulary or standardisation, and the data file's fingerprint.
+
+Bad data raise `DataError` (a ValueError) naming the file and, where they exist, the line and
+column, before any model or checkpoint is touched.
+"""
+import csv
+import datetime as _dt
+import io
+import math
+import os
+import zlib
+
+import numpy as np
+
+from . import choices
+
+MISSING = {"", "na", "n/a", "nan", "null", "none"}
+CHUNK = 1 << 22                  # bytes of a text file decoded at a time
+VAL_CHARS = 100_000              # held-out characters scored at each evaluation (predict scores all)
+MAX_VOCAB = 1 << 16
+
+
+class DataError(ValueError):
+    """Data that cannot be used, with the file and, where it has them, the line and column."""
+
+
+def fingerprint(path):
+    """(size, CRC-32) of a file, read in chunks: resume checks that the data did not change."""
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            crc, size = zlib.crc32(block, crc), size + len(block)
+    return [size, crc]
+
+
+def kind_of(path):
+    """The kind a file's name suggests: arrays (.npz), series (.csv), else text."""
+    ext = os.path.splitext(path)[1].lower()
+    return {".npz": "arrays", ".csv": "series"}.get(ext, "text")
+
+
+def open_data(path, kind=None, **settings):
+    """The dataset of `path` (kind picked from its name unless given)."""
+    path = os.fsdecode(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    kind = kind or kind_of(path)
+    return KINDS[kind](path, **settings)
+
+
+def from_spec(spec, path=None, check=True):
+    """Rebuild the dataset a checkpoint recorded (`spec()`) from `path` or the recorded file,
+    with the recorded vocabulary or standardisation. check=True (resume) insists on the file
+    trained on (same size and CRC-32); check=False (predict) reads any file of that form."""
+    path = os.fsdecode(path or spec["path"])
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    return KINDS[spec["kind"]](path, **spec["settings"], _spec=dict(spec, check=check))
+
+
+def _batches(n, size):
+    for b0 in range(0, n, size):
+        yield b0, min(n, b0 + size)
+
+
+# -- text ----------------------------------------------------------------------------------
+
+def _where(path, offset):
+    """(line, column) of byte `offset` of a UTF-8 file, both counted from 1 (columns in
+    characters); read again only to report an error."""
+    with open(path, "rb") as f:
+        head = f.read(offset)
+    line_start = head.rfind(b"\n") + 1
+    return head.count(b"\n") + 1, len(head[line_start:].decode("utf-8", "replace")) + 1
+
+
+def _pieces(path):
+    """(byte offset, uint8 array) pieces of about CHUNK bytes of a file, never splitting a
+    UTF-8 sequence (a cut moves back over continuation bytes and their lead byte)."""
+    with open(path, "rb") as f:
+        start, tail = 0, b""
+        while True:
+            block = tail + f.read(CHUNK)
+            if not block:
+                return
+            cut = len(block)
+            if len(block) > len(tail):              # not yet the end of the file
+                for _ in range(3):                  # a sequence is at most 4 bytes
+                    if cut > 1 and block[cut - 1] & 0xC0 == 0x80:
+                        cut -= 1
+                if block[cut - 1] >= 0xC0:          # the lead byte of a cut sequence goes on too
+                    cut -= 1
+                cut = cut or len(block)
+            yield start, np.frombuffer(block[:cut], np.uint8)
+            start, tail = start + cut, block[cut:]
+
+
+def _characters(path, start, piece):
+    """The characters of one piece: the bytes themselves (uint8) when all are ASCII, the
+    fast and common case, else uint32 code points; DataError for a NUL byte or invalid UTF-8."""
+    nul = np.flatnonzero(piece == 0) if piece.size else ()
+    if len(nul):
+        line, col = _where(path, start + int(nul[0]))
+        raise DataError(f"{path}: not a text file (a NUL byte at line {line}, column {col}); "
+                        "pass --kind arrays for a .npz, or --kind series for a CSV")
+    if not piece.size or piece.max() < 128:
+        return piece
+    try:
+        s = piece.tobytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = _where(path, start + e.start)
+        raise DataError(f"{path}: invalid UTF-8 at line {line}, column {col} (byte "
+                        f"{start + e.start}: {e.reason})") from None
+    return np.frombuffer(s.encode("utf-32-le"), "<u4")
+
+
+UNICODE = 0x110000
+
+
+def _distinct(chars):
+    """The distinct code points of _characters' output, sorted (uint32)."""
+    seen = np.zeros(128 if chars.dtype == np.uint8 else UNICODE, bool)
+    seen[chars] = True
+    return np.flatnonzero(seen).astype(np.uint32)
+
+
+class Text:
+    """Next-character modelling on a UTF-8 file: x (T, B, V) one-hot, y (T, B) the next
+    character, cross-entropy at every step; figure of merit bits per character on the held-out
+    last `val_fraction` of the characters.
+
+    The vocabulary is the training part's characters, sorted, after index 0, which stands for
+    any character the training part lacks. The file is read and decoded in 4 MB
+    pieces twice (count and vocabulary, then ids), never held as a Python string; the ids take
+    one byte a character while the vocabulary has fewer than 256 entries."""
+    kind, loss, output, monitor = "text", "xent", "every", ("val_bpc", "min")
+
+    def __init__(self, path, *, T=100, val_fraction=0.1, _spec=None):
+        self.path, self.T, self.val_fraction = path, int(T), float(val_fraction)
+        if self.T < 1 or not 0 < self.val_fraction < 1:
+            raise DataError(f"--T must be >= 1 and --val-fraction in (0, 1), got {T}, {val_fraction}")
+        self.fingerprint = _check_fingerprint(path, _spec)
+        if os.path.getsize(path) == 0:
+            raise DataError(f"{path}: the file is empty")
+        pieces = []                                  # (byte start, byte stop, characters, distinct code points)
+        for start, piece in _pieces(path):
+            chars = _characters(path, start, piece)
+            pieces.append((start, start + piece.size, chars.size, _distinct(chars)))
+        n = sum(p[2] for p in pieces)
+        n_val = int(round(n * self.val_fraction))
+        self.n_train = n - n_val
+        if _training(_spec) and (self.n_train < self.T + 1 or n_val < self.T + 1):
+            raise DataError(f"{path}: {n} characters leave {self.n_train} for training and {n_val} held out; "
+                            f"each part needs at least T + 1 = {self.T + 1} (lower --T or change --val-fraction)")
+        if _spec is not None:
+            vocab = np.array([ord(c) for c in _spec["vocab"][1:]], np.uint32)
+        else:
+            vocab, seen = [], 0
+            for start, stop, count, uniq in pieces:
+                if seen + count <= self.n_train:
+                    vocab.append(uniq)
+                elif seen < self.n_train:            # the piece the split falls in: its training part
+                    with open(path, "rb") as f:
+                        f.seek(start)
+                        piece = np.frombuffer(f.read(stop - start), np.uint8)
+                    vocab.append(_distinct(_characters(path, start, piece)[:self.n_train - seen]))
+                seen += count
+            vocab = np.unique(np.concatenate(vocab))
+        if vocab.size + 1 > MAX_VOCAB:
+            raise DataError(f"{path}: {vocab.size} distinct characters; a character model takes at most "
+                            f"{MAX_VOCAB - 1}")
+        self.vocab = [""] + [chr(c) for c in vocab]          # "" is the unknown character
+        self._table = np.zeros(UNICODE, np.uint16)               # code point -> id (0: unknown)
+        self._table[vocab] = np.arange(1, vocab.size + 1)
+        self.input_size = self.output_size = len(self.vocab)
+        dtype = np.uint8 if len(self.vocab) <= 256 else np.uint16
+        self.ids = np.empty(n, dtype)
+        at = 0
+        counts = np.zeros(len(self.vocab), np.int64)
+        for (start, piece), (_, _, count, _) in zip(_pieces(path), pieces):
+            ids = self.ids[at:at + count]
+            np.take(self._table, _characters(path, start, piece), out=ids, mode="clip")
+            for b0, b1 in _batches(max(0, min(count, self.n_train - at)), 1 << 20):
+                counts += np.bincount(ids[b0:b1], minlength=len(self.vocab))
+            at += count
+        counts = counts[1:]
+        p = counts[counts > 0] / self.n_train
+        self.unigram_bpc = float(-(p * np.log2(p)).sum())
+        self.size = max(0, (self.n_train - 1) // self.T)     # non-overlapping training windows
+        n_windows = max(0, min((n_val - 1) // self.T, max(1, VAL_CHARS // self.T)))
+        self.val_starts = self.n_train + np.arange(n_windows) * self.T
+        self._x = None
+
+    def windows(self, starts, dtype=np.float32):
+        """One-hot x (T, B, V) (a buffer reused while the shape stays), labels y (T, B) of the
+        windows at character offsets `starts`."""
+        T = self.T
+        idx = starts[None, :] + np.arange(T + 1)[:, None]
+        chars = self.ids[idx].astype(np.int64)
+        shape = (T, len(starts), len(self.vocab))
+        if self._x is None or self._x.shape != shape or self._x.dtype != dtype:
+            self._x = np.zeros(shape, dtype)
+        else:
+            self._x.fill(0)
+        np.put_along_axis(self._x, chars[:-1, :, None], 1, axis=2)
+        return self._x, chars[1:], None
+
+    def take(self, index, dtype=np.float32):
+        return self.windows(np.asarray(index) * self.T, dtype)
+
+    def metrics(self, model, starts=None):
+        """Bits per character over the held-out windows (the first VAL_CHARS characters)."""
+        starts = self.val_starts if starts is None else starts
+        total = 0.0
+        for b0, b1 in _batches(len(starts), 64):
+            x, y, _ = self.windows(starts[b0:b1], model.dtype)
+            total += model.evaluate(x, y)["loss"] * y.size
+        return {"val_bpc": total / (len(starts) * self.T) / math.log(2), "unigram_bpc": self.unigram_bpc}
+
+    def score_all(self, model):
+        """Bits per character of the model over the whole file (for `fastlstm predict`)."""
+        n = len(self.ids)
+        starts = np.arange((n - 1) // self.T) * self.T
+        m = self.metrics(model, starts)
+        return {"bpc": m["val_bpc"], "characters": int(len(starts) * self.T)}
+
+    def spec(self):
+        return dict(kind=self.kind, path=os.path.abspath(self.path), fingerprint=self.fingerprint,
+                    settings=dict(T=self.T, val_fraction=self.val_fraction), vocab=self.vocab)
+
+
+def _training(spec):
+    """Whether the dataset is for training (new, or resumed) rather than for predict."""
+    return spec is None or spec.get("check", True)
+
+
+def _check_fingerprint(path, spec):
+    fp = fingerprint(path)
+    if spec is not None and _training(spec) and fp != spec["fingerprint"]:
+        raise DataError(f"{path}: not the file this checkpoint was trained on (size and CRC-32 differ); "
+                        "resume needs the same data")
+    return fp
+
+
+# -- CSV time series -----------------------------------------------------------------------
+
+def _number(cell):
+    try:
+        x = float(cell)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _time(cell):
+    try:
+        t = _dt.datetime.fromisoformat(cell.strip())
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.timestamp()
+
+
+def _columns(names, arg, path, what):
+    """Column names from "a,b" or 1-based indices "2,3"."""
+    out = []
+    for item in [s.strip() for s in arg.split(",") if s.strip()]:
+        if item in names:
+            out.append(item)
+        elif item.isdigit() and 1 <= int(item) <= len(names):
+            out.append(names[int(item) - 1])
+        else:
+            raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: {', '.join(names)} "
+                            f"(by name, or by number from 1)")
+    if not out:
+        raise DataError(f"{path}: {what} names no column")
+    return out
+
+
+def read_csv(path):
+    """(names, kinds, rows) of a CSV with a header: kinds[c] is "number", "time" or "text"
+    (from the column's first present cell); rows are lists of cells, blank lines dropped, each
+    with its line number. Ragged rows and bad UTF-8 are refused with their place."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")                   # a spreadsheet's byte-order mark is not a name
+    except UnicodeDecodeError as e:
+        line, col = _where(path, e.start)
+        raise DataError(f"{path}: invalid UTF-8 at line {line}, column {col}") from None
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
+    if "\0" in text:
+        raise DataError(f"{path}: not a CSV file (it holds NUL bytes)")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    names = [n.strip() for n in next(reader)]
+    if len(set(names)) != len(names) or "" in names:
+        raise DataError(f"{path}: line 1: the header needs distinct, non-empty column names, got {names}")
+    rows = []
+    for row in reader:
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(names):
+            raise DataError(f"{path}: line {reader.line_num}: {len(row)} cells, the header has {len(names)}")
+        rows.append((reader.line_num, row))
+    if not rows:
+        raise DataError(f"{path}: no data rows under the header")
+    kinds = []
+    for c in range(len(names)):
+        first = next((r[c] for _, r in rows if r[c].strip().lower() not in MISSING), None)
+        kinds.append("number" if first is not None and _number(first) is not None else
+                     "time" if first is not None and _time(first) is not None else "text")
+    return names, kinds, rows
+
+
+class Series:
+    """Forecasting from a CSV with a header row: x (window, B, D) standardised features,
+    y (B, horizon · targets) the standardised targets of the next `horizon` rows; MSE at the
+    last step. The last `val_fraction` of rows is validation, in time order; the mean and
+    standard deviation of every column come from the training rows alone. Metrics are in the
+    data's units: RMSE and MAE beside the naive forecast (the last observed value) and, with
+    `season`, the seasonal naive one (the value one season earlier)."""
+    kind, loss, output, monitor = "series", "mse", "last", ("val_rmse", "min")
+
+    def __init__(self, path, *, target, features=None, window=50, horizon=1, val_fraction=0.2, season=None,
+                 fill=None, _spec=None):
+        self.path, self.window, self.horizon = path, int(window), int(horizon)
+        self.val_fraction, self.season, self.fill = float(val_fraction), season, fill
+        if self.window < 1 or self.horizon < 1 or not 0 < self.val_fraction < 1 or (season is not None and season < 1):
+            raise DataError(f"--window and --horizon must be >= 1, --season >= 1 and --val-fraction in (0, 1); "
+                            f"got {window}, {horizon}, {season}, {val_fraction}")
+        if fill not in (None, "ffill", "zero"):
+            raise DataError(f"--fill must be ffill or zero, got {fill!r}")
+        self.fingerprint = _check_fingerprint(path, _spec)
+        names, kinds, rows = read_csv(path)
+        self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
+        self.targets = _columns(names, target, path, "--target") if isinstance(target, str) else list(target)
+        if features is None:
+            self.features = [n for n, k in zip(names, kinds) if k == "number"]
+        else:
+            self.features = _columns(names, features, path, "--features") if isinstance(features, str) \
+                else list(features)
+        for n in self.targets + self.features:
+            if n not in names:
+                raise DataError(f"{path}: no column {n!r}; the columns are: {', '.join(names)}")
+            if kinds[names.index(n)] == "text" or (n in self.targets and kinds[names.index(n)] != "number"):
+                raise DataError(f"{path}: column {n!r} is not numeric")
+        self.columns = list(dict.fromkeys(self.features + self.targets))
+        self.lines = np.array([line for line, _ in rows])               # each row's line in the file
+        self.times = self._times(names.index(self.time_col), rows) if self.time_col else None
+        values = self._values(names, kinds, rows)                       # (rows, columns) in data units
+        n = len(values)
+        self.n_train = n - int(round(n * self.val_fraction))
+        need = self.window + self.horizon
+        if _training(_spec) and self.n_train < need:
+            raise DataError(f"{path}: window + horizon = {need} rows, longer than the training part "
+                            f"({self.n_train} of {n} rows); lower --window or --horizon")
+        if _training(_spec) and n - self.n_train < self.horizon:
+            raise DataError(f"{path}: the validation part ({n - self.n_train} rows) is shorter than the "
+                            f"horizon ({self.horizon}); raise --val-fraction")
+        if _spec is not None:
+            self.mean, self.std = np.array(_spec["mean"]), np.array(_spec["std"])
+        else:
+            train = values[:self.n_train]
+            self.mean = train.mean(axis=0)
+            std = train.std(axis=0)
+            self.std = np.where(std > 0, std, 1.0)
+        self.values = values
+        self.z = (values - self.mean) / self.std
+        self._f = [self.columns.index(c) for c in self.features]
+        self._t = [self.columns.index(c) for c in self.targets]
+        self.input_size, self.output_size = len(self.features), self.horizon * len(self.targets)
+        self.size = max(0, self.n_train - need + 1)                     # training windows
+        self.val_origins = np.arange(max(0, self.n_train - self.window), n - need + 1)
+        self._cache = {}
+
+    def _times(self, c, rows):
+        """Column c of the rows as seconds since the epoch (a naive time is taken as UTC)."""
+        out = np.empty(len(rows))
+        for i, (line, r) in enumerate(rows):
+            t = _time(r[c])
+            if t is None:
+                raise DataError(f"{self.path}: line {line}, column {c + 1}: {r[c]!r} is not a date or time")
+            out[i] = t
+        return out
+
+    def _values(self, names, kinds, rows):
+        idx = [names.index(n) for n in self.columns]
+        out = np.empty((len(rows), len(idx)))
+        last = [None] * len(idx)
+        for i, (line, r) in enumerate(rows):
+            for j, c in enumerate(idx):
+                cell = r[c]
+                if kinds[c] == "time":
+                    x = self._times(c, [(line, r)])[0]
+                elif cell.strip().lower() in MISSING:
+                    if self.fill == "zero":
+                        x = 0.0
+                    elif self.fill == "ffill" and last[j] is not None:
+                        x = last[j]
+                    else:
+                        why = ("nothing earlier to carry forward" if self.fill == "ffill" else
+                               "pass --fill ffill or --fill zero to fill missing values")
+                        raise DataError(f"{self.path}: line {line}, column {c + 1} ({names[c]!r}): "
+                                        f"missing value ({why})")
+                else:
+                    x = _number(cell)
+                    if x is None:
+                        raise DataError(f"{self.path}: line {line}, column {c + 1} ({names[c]!r}): "
+                                        f"{cell!r} is not a number")
+                out[i, j] = last[j] = x
+        return out
+
+    def windows(self, origins, dtype=np.float32):
+        """x (window, B, D), y (B, horizon·targets), standardised, for windows starting at
+        `origins` (rows i .. i+window-1 in, rows i+window .. i+window+horizon-1 out)."""
+        key = (len(origins), np.dtype(dtype))
+        if key not in self._cache:
+            self._cache = {key: (np.empty((self.window, len(origins), self.input_size), dtype),
+                                 np.empty((len(origins), self.horizon, len(self._t)), dtype),
+                                 self.z[:, self._f].astype(dtype), self.z[:, self._t].astype(dtype))}
+        x, y, zf, zt = self._cache[key]
+        np.take(zf, origins[None, :] + np.arange(self.window)[:, None], axis=0, out=x)
+        np.take(zt, origins[:, None] + self.window + np.arange(self.horizon)[None, :], axis=0, out=y)
+        return x, y.reshape(len(origins), -1), None
+
+    def take(self, index, dtype=np.float32):
+        return self.windows(np.asarray(index), dtype)
+
+    def forecast(self, model, origins):
+        """Forecasts (len(origins), horizon, targets) in the data's units."""
+        out = np.empty((len(origins), self.horizon, len(self._t)))
+        for b0, b1 in _batches(len(origins), 512):
+            x, _, _ = self.windows(origins[b0:b1], model.dtype)
+            out[b0:b1] = model.predict(x).reshape(b1 - b0, self.horizon, -1)
+        return out * self.std[self._t] + self.mean[self._t]
+
+    def actual(self, origins):
+        rows = origins[:, None] + self.window + np.arange(self.horizon)[None, :]
+        return self.values[:, self._t][rows]                           # (N, horizon, targets)
+
+    def scores(self, model, origins):
+        """RMSE and MAE of the model, the naive and the seasonal naive forecasts, in the data's units."""
+        pred, true = self.forecast(model, origins), self.actual(origins)
+        naive = np.repeat(self.values[:, self._t][origins + self.window - 1][:, None], self.horizon, axis=1)
+        m = dict(val_rmse=_rmse(pred, true), val_mae=_mae(pred, true),
+                 naive_rmse=_rmse(naive, true), naive_mae=_mae(naive, true))
+        m["skill"] = 1 - m["val_rmse"] / m["naive_rmse"] if m["naive_rmse"] > 0 else 0.0
+        if self.season:
+            k = np.arange(self.horizon)
+            back = self.season * ((k + self.season) // self.season)    # whole seasons back from t + k
+            rows = origins[:, None] + self.window + k[None, :] - back[None, :]
+            ok = (rows >= 0).all(axis=1)
+            seasonal = self.values[:, self._t][np.maximum(rows, 0)]
+            m["seasonal_rmse"] = _rmse(seasonal[ok], true[ok]) if ok.any() else float("nan")
+            m["seasonal_skill"] = 1 - m["val_rmse"] / m["seasonal_rmse"] if m["seasonal_rmse"] > 0 else 0.0
+        return m
+
+    def metrics(self, model):
+        return {k: v for k, v in self.scores(model, self.val_origins).items() if math.isfinite(v)}
+
+    def next_forecast(self, model):
+        """(timestamps or None, (horizon, targets)) for the `horizon` rows after the file's end."""
+        n = len(self.values)
+        if n < self.window:
+            raise DataError(f"{self.path}: {n} rows, fewer than the window ({self.window})")
+        origin = np.array([n - self.window])
+        x = np.ascontiguousarray(self.z[origin[0]:, self._f][:, None, :], model.dtype)
+        pred = model.predict(x).reshape(self.horizon, -1) * self.std[self._t] + self.mean[self._t]
+        if self.times is None:
+            return None, pred
+        gap = np.median(np.diff(self.times[-min(n, self.window + 1):])) if n > 1 else 0.0
+        return self.times[-1] + gap * np.arange(1, self.horizon + 1), pred
+
+    def spec(self):
+        return dict(kind=self.kind, path=os.path.abspath(self.path), fingerprint=self.fingerprint,
+                    settings=dict(target=self.targets, features=self.features, window=self.window,
+                                  horizon=self.horizon, val_fraction=self.val_fraction, season=self.season,
+                                  fill=self.fill),
+                    mean=self.mean.tolist(), std=self.std.tolist(), time_col=self.time_col)
+
+
+def _rmse(a, b):
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def _mae(a, b):
+    return float(np.mean(np.abs(a - b)))
+
+
+def iso(t):
+    """An ISO timestamp (UTC) from seconds since the epoch."""
+    return _dt.datetime.fromtimestamp(float(t), _dt.timezone.utc).replace(tzinfo=None).isoformat()
+
+
+# -- arrays --------------------------------------------------------------------------------
+
+class Arrays:
+    """Labelled sequences from a .npz: `x` (N, T, D) (layout "batch") or (T, N, D) ("time"),
+    `y` integer class labels (N,) (classification: cross-entropy at each row's last step) or
+    float targets (N,) or (N, O) (regression: MSE), optional `lengths` (N,) in 1..T. A seeded
+    split holds out `val_fraction` of the rows."""
+    kind, output = "arrays", "last"
+    monitor = ("val_loss", "min")
+
+    def __init__(self, path, *, layout="batch", val_fraction=0.2, seed=0, _spec=None, _arrays=None,
+                 validation=None):
+        self.path, self.layout, self.val_fraction, self.seed = path, layout, float(val_fraction), int(seed)
+        if layout not in ("batch", "time") or not 0 < self.val_fraction < 1:
+            raise DataError(f"--layout must be batch or time and --val-fraction in (0, 1); got {layout!r}, "
+                            f"{val_fraction}")
+        self.fingerprint = None if _arrays is not None else _check_fingerprint(path, _spec)
+        x, y, lengths = self._check(*(_arrays if _arrays is not None else _read_npz(path, _training(_spec))))
+        N = x.shape[1]
+        if validation is not None:                  # Model.fit: the validation rows follow the training rows
+            classes = self.classes
+            xv, yv, Lv = self._check(*validation)
+            vclasses, self.classes = self.classes, classes
+            if xv.shape[0] != x.shape[0] or xv.shape[2] != x.shape[2] or self.classes != vclasses:
+                raise ValueError(f"validation must be like the training data: x (T, B, D) with T = {x.shape[0]} "
+                                 f"and D = {x.shape[2]} (pad with lengths), and targets of the same kind; got x "
+                                 f"{xv.shape}")
+            x, y = _cat(x, xv, 1), _cat(y, yv, 0)
+            lengths = None if lengths is None and Lv is None else _cat(
+                _full(lengths, N, x.shape[0]), _full(Lv, xv.shape[1], x.shape[0]), 0)
+            self.val_rows, self.train_rows = np.arange(N, x.shape[1]), np.arange(N)
+        elif _training(_spec) and _arrays is None:
+            order = np.random.default_rng(self.seed).permutation(N)
+            n_val = int(round(N * self.val_fraction))
+            if n_val < 1 or n_val >= N:
+                raise DataError(f"{path}: {N} rows cannot be split into training and validation parts at "
+                                f"--val-fraction {self.val_fraction}")
+            self.val_rows, self.train_rows = np.sort(order[:n_val]), order[n_val:]
+        else:                                        # predict, or Model.fit without validation
+            self.val_rows, self.train_rows = np.arange(0), np.arange(N)
+        self.x, self.y, self.lengths = x, y, lengths                  # x time-major (T, N, D)
+        self.size, self.input_size = len(self.train_rows), x.shape[2]
+        self.classes = _spec["classes"] if _spec else self.classes
+        self.loss = "xent" if self.classes else "mse"
+        if _spec:
+            self.output_size = int(_spec["settings_out"])
+        else:
+            self.output_size = int(y.max()) + 1 if self.classes else y.shape[1]
+        if y is not None and self.size:
+            if self.classes:
+                train_counts = np.bincount(y[self.train_rows], minlength=self.output_size)
+                self.majority = float(np.mean(y[self.val_rows] == train_counts.argmax())) if len(self.val_rows) else 0.0
+            else:
+                self.train_mean = y[self.train_rows].mean(axis=0)
+        self._buf, self._xd = None, {}
+
+    def _check(self, x, y, lengths):
+        p = self.path
+        if not isinstance(x, np.ndarray) or x.ndim != 3 or x.dtype.kind not in "fiu":
+            raise DataError(f"{p}: x must be a numeric array of 3 dimensions ((N, T, D) with --layout batch, "
+                            f"(T, N, D) with --layout time), got {getattr(x, 'shape', None)} "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
+        x = x.transpose(1, 0, 2) if self.layout == "batch" else x
+        T, N, D = x.shape
+        if min(T, N, D) < 1:
+            raise DataError(f"{p}: x has an empty dimension: (T, N, D) = {x.shape}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+            raise DataError(f"{p}: x holds {x[bad]} at (t, n, d) = {bad}")
+        if y is None:                                # predict: a file without targets
+            self.classes = None
+            return np.ascontiguousarray(x, np.float64), None, self._check_lengths(lengths, N, T)
+        y = np.asarray(y)
+        if y.dtype.kind in "iu" and y.shape == (N,):
+            if y.min() < 0:
+                raise DataError(f"{p}: class labels y must be >= 0, got {y.min()}")
+            self.classes = True
+            y = y.astype(np.int64)
+        elif y.dtype.kind == "f" and y.shape in ((N,), (N,) + y.shape[1:2]) and y.ndim <= 2:
+            if not np.isfinite(y).all():
+                raise DataError(f"{p}: y holds NaN or infinite values")
+            self.classes = False
+            y = y.reshape(N, -1).astype(np.float64)
+        else:
+            raise DataError(f"{p}: y must be integer class labels (N,) or float targets (N,) or (N, O) for "
+                            f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}")
+        return np.ascontiguousarray(x, np.float64), y, self._check_lengths(lengths, N, T)
+
+    def _check_lengths(self, lengths, N, T):
+        if lengths is None:
+            return None
+        lengths = np.asarray(lengths)
+        if lengths.dtype.kind not in "iu" or lengths.shape != (N,):
+            raise DataError(f"{self.path}: lengths must be integers of shape ({N},), got shape {lengths.shape} "
+                            f"dtype {lengths.dtype}")
+        if N and (lengths.min() < 1 or lengths.max() > T):
+            raise DataError(f"{self.path}: lengths must lie in 1..{T}, got min {lengths.min()}, max {lengths.max()}")
+        return lengths.astype(np.int64)
+
+    def take(self, index, dtype=np.float32, rows=None):
+        """x (T, B, D) in a buffer reused while B stays, y, lengths of training examples
+        `index` (or of `rows` of the whole array)."""
+        rows = self.train_rows[np.asarray(index)] if rows is None else rows
+        T, _, D = self.x.shape
+        dtype = np.dtype(dtype)
+        if dtype not in self._xd:
+            self._xd = {dtype: self.x.astype(dtype)}
+        if self._buf is None or self._buf.shape[1] != len(rows) or self._buf.dtype != dtype:
+            self._buf = np.empty((T, len(rows), D), dtype)
+        np.take(self._xd[dtype], rows, axis=1, out=self._buf)
+        L = None if self.lengths is None else self.lengths[rows]
+        y = None if self.y is None else self.y[rows] if self.classes else self.y[rows].astype(dtype)
+        return self._buf, y, L
+
+    def predict(self, model, rows=None):
+        """Class probabilities (N, C) or values (N, O) for `rows` (default: every row)."""
+        rows = np.arange(self.x.shape[1]) if rows is None else rows
+        out = np.empty((len(rows), self.output_size))
+        for b0, b1 in _batches(len(rows), 256):
+            x, _, L = self.take(None, model.dtype, rows[b0:b1])
+            out[b0:b1] = model.predict(x, L)
+        return out
+
+    def metrics(self, model, rows=None):
+        rows = self.val_rows if rows is None else rows
+        total = correct = 0.0
+        for b0, b1 in _batches(len(rows), 256):
+            x, y, L = self.take(None, model.dtype, rows[b0:b1])
+            r = model.evaluate(x, y, L)
+            total += r["loss"] * (b1 - b0)
+            correct += r.get("accuracy", 0.0) * (b1 - b0)
+        m = {"val_loss": total / len(rows)}
+        if self.classes:
+            m.update(val_accuracy=correct / len(rows), majority=self.majority)
+        else:
+            pred, true = self.predict(model, rows), self.y[rows]
+            m.update(val_rmse=_rmse(pred, true), val_mae=_mae(pred, true),
+                     mean_rmse=_rmse(np.broadcast_to(self.train_mean, true.shape), true))
+        return m
+
+    def spec(self):
+        return dict(kind=self.kind, path=os.path.abspath(self.path), fingerprint=self.fingerprint,
+                    settings=dict(layout=self.layout, val_fraction=self.val_fraction, seed=self.seed),
+                    settings_out=self.output_size, classes=self.classes)
+
+
+def _cat(a, b, axis):
+    return np.concatenate([a, b], axis=axis)
+
+
+def _full(lengths, N, T):
+    return np.full(N, T, np.int64) if lengths is None else lengths
+
+
+def _read_npz(path, need_y=True):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            for need in ("x", "y") if need_y else ("x",):
+                if need not in names:
+                    raise DataError(f"{path}: no array {need!r} (the file holds: {', '.join(names) or 'nothing'})")
+            return z["x"], z["y"] if "y" in names else None, z["lengths"] if "lengths" in names else None
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError) as e:
+        raise DataError(f"{path}: not a readable .npz of arrays ({type(e).__name__}: {e})") from None
+
+
+KINDS = dict(zip(choices.DATA_KINDS, (Text, Series, Arrays)))

@@ -1,0 +1,269 @@
+"""The training loop's parts, shared by `fastlstm train` and `Model.fit`: resumable batches,
+learning-rate schedules, early stopping and the metrics log.
+
+`Run` holds all of a run's state besides the model (batch order, schedule, early stopping,
+the training loss since the last evaluation, the history), and `state()` gives it as JSON for
+the checkpoint, so that a resumed run continues bitwise as if it had never stopped.
+"""
+import csv
+import math
+import os
+import tempfile
+
+import numpy as np
+
+from .choices import SCHEDULES
+
+
+class Batches:
+    """Training batches of a dataset, drawn with a numpy Generator.
+
+    A dataset with `size` examples and `take(index, dtype)` is visited in epochs: at each
+    epoch's start a permutation is drawn from the Generator (in order with shuffle=False), and
+    the epoch is its `size // B` full batches (the remainder waits for another epoch, so every
+    step has the same shape and allocates nothing new). A built-in task generates its batches
+    with `batch(rng, B, dtype)`. `state()` is the Generator's state at the epoch's start, the
+    epoch and the batch within it."""
+
+    def __init__(self, data, batch_size, rng, shuffle=True):
+        self.data, self.rng, self.shuffle = data, rng, shuffle
+        self.finite = hasattr(data, "take")
+        self.B = min(batch_size, data.size) if self.finite else batch_size
+        self.per_epoch = data.size // self.B if self.finite else None
+        self.epoch = self.pos = 0
+        self._order, self._start = None, None
+
+    def next(self, dtype):
+        if not self.finite:
+            return self.data.batch(self.rng, self.B, dtype)
+        if self._order is None:
+            self._start = self.rng.bit_generator.state
+            self._order = self.rng.permutation(self.data.size) if self.shuffle else np.arange(self.data.size)
+        batch = self.data.take(self._order[self.pos * self.B:(self.pos + 1) * self.B], dtype)
+        self.pos += 1
+        if self.pos == self.per_epoch:
+            self.epoch, self.pos, self._order = self.epoch + 1, 0, None
+        return batch
+
+    def state(self):
+        rng = self._start if self._order is not None else self.rng.bit_generator.state
+        return dict(rng=rng, epoch=self.epoch, pos=self.pos)
+
+    def load_state(self, state):
+        self.rng.bit_generator.state = state["rng"]
+        self.epoch, self.pos = int(state.get("epoch", 0)), int(state.get("pos", 0))
+        self._order = None
+        if self.finite and self.pos:
+            if not 0 < self.pos < self.per_epoch:
+                raise ValueError(f"batch {self.pos} of an epoch of {self.per_epoch}")
+            pos, self.pos = self.pos, 0
+            self._start = self.rng.bit_generator.state
+            self._order = self.rng.permutation(self.data.size) if self.shuffle else np.arange(self.data.size)
+            self.pos = pos
+
+
+class Schedule:
+    """The learning rate at each step: base_lr times a linear warm-up over the first `warmup`
+    steps, times "constant" (1), "cosine" (from 1 down to min_scale at the last step) or
+    "plateau" (halved, by `factor`, after `patience` evaluations without a new best of the
+    monitored metric, down to min_scale; PyTorch's ReduceLROnPlateau with factor 0.5 and
+    patience 2)."""
+
+    def __init__(self, kind="constant", warmup=0, factor=0.5, patience=2, min_scale=1e-3):
+        if kind not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+        if not (isinstance(warmup, int) and warmup >= 0) or not 0 < factor < 1 or patience < 1:
+            raise ValueError(f"warmup must be an integer >= 0, factor in (0, 1), patience >= 1; got {warmup}, "
+                             f"{factor}, {patience}")
+        self.kind, self.warmup, self.factor, self.patience, self.min_scale = kind, warmup, factor, patience, min_scale
+        self.base_lr, self.total, self.scale, self.bad = None, None, 1.0, 0
+
+    @classmethod
+    def of(cls, schedule, warmup=0):
+        if schedule is None or isinstance(schedule, str):
+            return cls(schedule or "constant", warmup)
+        if not isinstance(schedule, cls):
+            raise TypeError(f"schedule must be one of {SCHEDULES} or a fastlstm.training.Schedule, got {schedule!r}")
+        return schedule
+
+    def start(self, base_lr, total):
+        self.base_lr, self.total = float(base_lr), total
+
+    def lr(self, step):
+        """The learning rate of the step that follows `step` steps done."""
+        s = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+        if self.kind == "cosine" and self.total:
+            progress = min(1.0, max(0.0, (step - self.warmup) / max(1, self.total - 1 - self.warmup)))
+            s *= self.min_scale + (1 - self.min_scale) * 0.5 * (1 + math.cos(math.pi * progress))
+        elif self.kind == "plateau":
+            s *= self.scale
+        return self.base_lr * s
+
+    def observe(self, improved):
+        if self.kind != "plateau":
+            return
+        self.bad = 0 if improved else self.bad + 1
+        if self.bad >= self.patience:
+            self.scale, self.bad = max(self.min_scale, self.scale * self.factor), 0
+
+    def state(self):
+        return dict(kind=self.kind, warmup=self.warmup, factor=self.factor, patience=self.patience,
+                    min_scale=self.min_scale, base_lr=self.base_lr, total=self.total, scale=self.scale, bad=self.bad)
+
+    @classmethod
+    def from_state(cls, st):
+        s = cls(st["kind"], st["warmup"], st["factor"], st["patience"], st["min_scale"])
+        s.base_lr, s.total, s.scale, s.bad = st["base_lr"], st["total"], st["scale"], st["bad"]
+        return s
+
+
+class EarlyStopping:
+    """Follows the monitored metric (name, "min" or "max"): `update` says whether it reached a
+    new best; `stop` once `patience` evaluations in a row brought none (never with None)."""
+
+    def __init__(self, monitor, patience=None):
+        self.name, self.mode = monitor
+        if patience is not None and (not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"patience must be an integer >= 1 or None, got {patience!r}")
+        self.patience, self.best, self.best_step, self.bad = patience, None, None, 0
+
+    def update(self, metrics, step):
+        value = metrics.get(self.name)
+        if value is None or not math.isfinite(value):
+            improved = False
+        else:
+            improved = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        if improved:
+            self.best, self.best_step, self.bad = value, step, 0
+        else:
+            self.bad += 1
+        return improved
+
+    @property
+    def stop(self):
+        return self.patience is not None and self.bad >= self.patience
+
+    def state(self):
+        return dict(best=self.best, best_step=self.best_step, bad=self.bad)
+
+    def load_state(self, st):
+        self.best, self.best_step, self.bad = st["best"], st["best_step"], st["bad"]
+
+
+class Run:
+    """A model, a dataset (or built-in task) and everything a run carries between steps.
+
+    total: the step count to reach (from steps, or epochs × batches per epoch for finite data,
+    whichever is smaller). Each `step()` sets the learning rate, draws a batch, runs
+    `step_fn` (Model.train_step, or DataParallel's) and adds the loss to the running mean that
+    the next evaluation reports as train_loss."""
+
+    def __init__(self, model, data, batch_size, rng, *, steps=None, epochs=None, eval_every=None, patience=None,
+                 schedule=None, warmup=0, shuffle=True):
+        self.model, self.data = model, data
+        self.batches = Batches(data, batch_size, rng, shuffle)
+        if epochs is not None and not self.batches.finite:
+            raise ValueError("epochs need finite data (--data); a built-in task counts steps")
+        totals = [t for t in (steps, epochs * self.batches.per_epoch if epochs is not None else None) if t is not None]
+        if not totals:
+            raise ValueError("give steps or epochs")
+        self.total = min(totals)
+        self.eval_every = eval_every or min(self.batches.per_epoch or 500, 500)
+        self.schedule = Schedule.of(schedule, warmup)
+        self.schedule.start(model.optimizer.lr, self.total)
+        self.stopper = EarlyStopping(data.monitor, patience)
+        self.loss_sum, self.loss_count, self.history = 0.0, 0, []
+
+    def step(self, step_fn):
+        self.model.optimizer.lr = self.schedule.lr(self.model.steps)
+        x, y, lengths = self.batches.next(self.model.dtype)
+        loss = step_fn(x, y, lengths)
+        self.loss_sum += loss
+        self.loss_count += 1
+        return loss
+
+    @property
+    def due(self):
+        s = self.model.steps
+        return s % self.eval_every == 0 or s == self.total
+
+    @property
+    def done(self):
+        return self.model.steps >= self.total or self.stopper.stop
+
+    def evaluate(self, seconds):
+        """Score the validation set; returns (history row, whether it is a new best)."""
+        m = self.data.metrics(self.model)
+        row = dict(step=self.model.steps, epoch=round(self.model.steps / self.batches.per_epoch, 3)
+                   if self.batches.finite else None, seconds=round(seconds, 2),
+                   train_loss=self.loss_sum / self.loss_count if self.loss_count else None,
+                   lr=self.model.optimizer.lr, **m)
+        row = {k: val for k, val in row.items() if val is not None}
+        self.loss_sum, self.loss_count = 0.0, 0
+        improved = self.stopper.update(m, self.model.steps)
+        self.schedule.observe(improved)
+        self.history.append(row)
+        return row, improved
+
+    def state(self):
+        return dict(batches=self.batches.state(), schedule=self.schedule.state(), stopper=self.stopper.state(),
+                    loss_sum=self.loss_sum, loss_count=self.loss_count, total=self.total, eval_every=self.eval_every)
+
+    def load_state(self, st, history):
+        self.batches.load_state(st["batches"])
+        self.schedule = Schedule.from_state(st["schedule"])
+        self.stopper.load_state(st["stopper"])
+        self.loss_sum, self.loss_count = float(st["loss_sum"]), int(st["loss_count"])
+        self.total, self.eval_every = int(st["total"]), int(st["eval_every"])
+        self.history = list(history)
+
+
+def write_log(path, history):
+    """The history as CSV (step, epoch, seconds, train_loss, lr, every metric), replaced atomically."""
+    names = list(dict.fromkeys(k for row in history for k in row))
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.DictWriter(f, names)
+            w.writeheader()
+            w.writerows(history)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def plot(log, out):
+    """Curves of a metrics log: train loss, every validation metric, and the learning rate,
+    against the step (needs matplotlib, the `plot` extra)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise RuntimeError("plot needs matplotlib: pip install 'fastlstm[plot]'") from e
+    with open(log, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "step" not in rows[0]:
+        raise ValueError(f"{log}: not a fastlstm metrics log (no rows, or no step column)")
+    cols = {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
+            for k in rows[0] if k not in ("step", "epoch", "seconds")}
+    step = np.array([float(r["step"]) for r in rows])
+    panels = [("loss", [k for k in cols if k in ("train_loss", "val_loss")]),
+              ("validation", [k for k in cols if k not in ("train_loss", "val_loss", "lr") and "skill" not in k]),
+              ("skill (1 - RMSE / baseline's)", [k for k in cols if "skill" in k]),
+              ("learning rate", [k for k in cols if k == "lr"])]
+    panels = [(title, names) for title, names in panels if names]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, names) in zip(axes[0], panels):
+        for name in names:                  # baselines (naive, unigram, majority, mean) dashed
+            dashed = any(b in name for b in ("naive", "seasonal", "unigram", "majority", "mean_", "baseline"))
+            ax.plot(step, cols[name], "--" if dashed else ".-", label=name)
+        ax.set(xlabel="step", title=title)
+        if len(names) > 1 or title != "learning rate":
+            ax.legend(fontsize=8)
+    fig.suptitle(os.path.basename(log))
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,332 @@
+"""Your own data: text files, CSV series and arrays, from `fastlstm train --data` to
+`fastlstm predict`, on data the tests make and on data that ships offline; bad data get
+a clear error with their place; resume stays bitwise; Model.fit."""
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import cli, data, training
+
+from test_cli import _read_until, _run
+
+
+def write_series(path, n=1200, scale=1.0, shift=0.0, seed=0):
+    """Hourly noisy sines with a daily season (24 rows) and a trend, and a date column."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    load = 10 + 0.002 * t + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.3, n)
+    temp = np.cos(2 * np.pi * t / 24) + rng.normal(0, 0.1, n)
+    start = dt.datetime(2024, 1, 1)
+    with open(path, "w") as f:
+        f.write("date,load,temp\n")
+        for i in range(n):
+            f.write(f"{(start + dt.timedelta(hours=i)).isoformat()},{float(load[i] * scale + shift)!r},{temp[i]:.4f}\n")
+    return path
+
+
+def write_arrays(path, N=600, T=20, D=3, seed=0):
+    """Labelled sequences of varying lengths: 4 classes from the signs of two running sums."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N, T, D)).astype(np.float32)
+    L = rng.integers(5, T + 1, N)
+    for i in range(N):
+        x[i, L[i]:] = 0
+    y = np.array([int(x[i, :L[i], 0].sum() > 0) + 2 * int(x[i, :L[i], 1].mean() > 0.2) for i in range(N)])
+    np.savez(path, x=x, y=y, lengths=L)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    from pydoc_data.topics import topics
+    (d / "topics.txt").write_text("\n\n".join(topics[k] for k in sorted(topics)), encoding="utf-8")
+    return dict(series=write_series(d / "load.csv"), arrays=write_arrays(d / "seq.npz"), text=d / "topics.txt",
+                dir=d)
+
+
+def history(path):
+    return fastlstm.load(path).extra["history"]
+
+
+def test_series_beats_the_naive_forecast_and_predict_speaks_the_data_units(files, tmp_path):
+    out = tmp_path / "load.ckpt"
+    args = ["--target", "load", "--window", "48", "--horizon", "3", "--season", "24", "--epochs", "6",
+            "--quiet", "--seed", "1"]
+    r = _run("train", "--data", str(files["series"]), *args, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    best = min(history(out), key=lambda h: h["val_rmse"])
+    assert best["val_rmse"] < 0.8 * best["naive_rmse"] and best["skill"] > 0.2, best
+    spec = fastlstm.load(out).extra["data"]
+    assert spec["settings"]["features"] == ["load", "temp"] and spec["time_col"] == "date"   # date kept out
+    # the same series in other units (x 1000 + 5000) trains on the same standardised numbers,
+    # so forecasts come out in the new units
+    scaled = write_series(tmp_path / "scaled.csv", scale=1000.0, shift=5000.0)
+    out2 = tmp_path / "scaled-run.ckpt"
+    assert _run("train", "--data", str(scaled), *args, "--out", str(out2)).returncode == 0
+    p1, p2 = (_run("predict", str(o), "--data", str(f)) for o, f in ((out, files["series"]), (out2, scaled)))
+    assert p1.returncode == p2.returncode == 0, p1.stderr + p2.stderr
+    rows1, rows2 = ([line.split(",") for line in p.stdout.split()] for p in (p1, p2))
+    assert rows1[0] == rows2[0] == ["time", "load"] and len(rows1) == 4
+    assert rows1[1][0] == "2024-02-20T00:00:00"                        # the hour after the file's last row
+    v1, v2 = (np.array([float(r[1]) for r in rows[1:]]) for rows in (rows1, rows2))
+    assert np.all((5 < v1) & (v1 < 20)), v1
+    np.testing.assert_allclose(v2, 1000 * v1 + 5000, rtol=2e-4)
+    bt = tmp_path / "bt.csv"
+    r = _run("predict", str(out), "--data", str(files["series"]), "--backtest", "--out", str(bt))
+    assert r.returncode == 0 and "backtest over 1150 windows" in r.stderr, r.stderr
+    lines = bt.read_text().split()
+    assert lines[0] == "origin,time,step,load_forecast,load_actual" and len(lines) == 1 + 1150 * 3
+
+
+def test_text_file_trains_below_the_unigram_entropy_and_samples(files, tmp_path):
+    out = tmp_path / "topics.ckpt"
+    r = _run("train", "--data", str(files["text"]), "--steps", "300", "--hidden", "128", "--eval-every", "150",
+             "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    h = history(out)
+    assert h[-1]["val_bpc"] < h[-1]["unigram_bpc"] - 0.5, h[-1]
+    r = _run("sample", str(out), "--prime", "The ", "--length", "80", "--seed", "3")
+    assert r.returncode == 0 and r.stdout.startswith("The ") and len(r.stdout) > 80, r.stderr
+    r = _run("predict", str(out), "--data", str(files["text"]))
+    assert r.returncode == 0 and r.stdout.startswith("characters,bpc\n"), r.stderr
+    assert 2.0 < float(r.stdout.split()[1].split(",")[1]) < h[-1]["unigram_bpc"]
+
+
+def test_arrays_beat_the_majority_class_and_predict_gives_probabilities(files, tmp_path):
+    out = tmp_path / "seq.ckpt"
+    r = _run("train", "--data", str(files["arrays"]), "--epochs", "15", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    best = max(history(out), key=lambda h: h["val_accuracy"])
+    assert best["val_accuracy"] > best["majority"] + 0.3, best
+    preds = tmp_path / "p.csv"
+    r = _run("predict", str(out), "--data", str(files["arrays"]), "--out", str(preds))
+    assert r.returncode == 0 and "accuracy" in r.stderr, r.stderr
+    p = np.loadtxt(preds, delimiter=",", skiprows=1)
+    assert p.shape == (600, 6) and np.allclose(p[:, 1:5].sum(axis=1), 1, atol=1e-4)
+
+
+def test_digits_as_npz_in_time_layout(tmp_path):
+    sklearn = pytest.importorskip("sklearn.datasets", reason="the digits extra")
+    d = sklearn.load_digits()
+    path = tmp_path / "digits.npz"
+    np.savez(path, x=(d.images / 16.0).transpose(1, 0, 2), y=d.target)          # (T = 8, N, D = 8)
+    out = tmp_path / "digits.ckpt"
+    r = _run("train", "--data", str(path), "--layout", "time", "--epochs", "12", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    h = history(out)[-1]
+    assert h["val_accuracy"] > 0.85 and h["majority"] < 0.2, h
+
+
+def test_early_stopping_stops_and_the_best_checkpoint_is_the_best_score(files, tmp_path):
+    out = tmp_path / "es.ckpt"
+    r = _run("train", "--data", str(files["arrays"]), "--epochs", "200", "--lr", "0.05", "--eval-every", "5",
+             "--patience", "3", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "stopped early: no better val_loss in 3 evaluations" in r.stdout, r.stdout
+    h = history(out)
+    assert fastlstm.load(out).steps < 200 * 18 and len(h) >= 4
+    assert all(row["val_loss"] >= min(r0["val_loss"] for r0 in h[:-3]) for row in h[-3:])
+    best = fastlstm.load(tmp_path / "es.best.ckpt")
+    assert best.steps == min(h, key=lambda row: row["val_loss"])["step"]
+    again = data.from_spec(best.extra["data"]).metrics(best)
+    assert again["val_loss"] == min(row["val_loss"] for row in h)
+    log = (tmp_path / "es.csv").read_text().splitlines()
+    assert log[0].startswith("step,epoch,seconds,train_loss,lr,val_loss,val_accuracy,majority")
+    assert len(log) == len(h) + 1
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_ctrl_c_then_resume_is_bitwise_with_schedule_early_stopping_and_data_order(files, tmp_path, schedule):
+    args = ["--data", str(files["series"]), "--target", "load", "--window", "24", "--hidden", "16", "--epochs",
+            "60", "--eval-every", "25", "--patience", "1000", "--schedule", schedule, "--warmup", "30",
+            "--batch", "16"]
+    ref = tmp_path / "ref.ckpt"
+    assert _run("train", *args, "--quiet", "--out", str(ref)).returncode == 0
+    out = tmp_path / "cut.ckpt"
+    p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *args, "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _read_until(p, "loss=")
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130, stderr
+    cut = fastlstm.load(out)
+    a, b = cut.extra["run"]["batches"], fastlstm.load(ref).extra["run"]["batches"]
+    assert 0 < cut.steps < fastlstm.load(ref).steps, "the signal came after the run ended"
+    r = _run("train", *args, "--quiet", "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    m, want = fastlstm.load(out), fastlstm.load(ref)
+    assert m.steps == want.steps and np.array_equal(m.params, want.params)
+    assert all(np.array_equal(m.optimizer.state[k], want.optimizer.state[k]) for k in want.optimizer.state)
+    strip = lambda hs: [{k: v for k, v in h.items() if k != "seconds"} for h in hs]     # noqa: E731
+    assert strip(m.extra["history"]) == strip(want.extra["history"])
+    assert m.extra["run"] == want.extra["run"] and a["epoch"] <= b["epoch"]
+    if schedule == "plateau":
+        assert want.extra["run"]["schedule"]["scale"] < 1           # it did lower the rate on the way
+
+
+BAD_CSV = "date,load,temp\n2024-01-01T00:00:00,1.0,2.0\n"
+
+
+@pytest.mark.parametrize("name, content, argv, message", [
+    ("empty.txt", b"", [], "the file is empty"),
+    ("bin.txt", b"ab\x00cd", [], "not a text file (a NUL byte at line 1, column 3)"),
+    ("bad.txt", "héllo\nwörld ".encode() + b"\xff!!", [], "invalid UTF-8 at line 2, column 7"),
+    ("empty.csv", b"", ["--target", "load"], "the file is empty"),
+    ("ragged.csv", (BAD_CSV + "2024-01-01T01:00:00,1.0\n").encode(), ["--target", "load"],
+     "line 3: 2 cells, the header has 3"),
+    ("text.csv", (BAD_CSV + "2024-01-01T01:00:00,1.5,2\n2024-01-01T02:00:00,abc,2\n").encode(),
+     ["--target", "load"], "line 4, column 2 ('load'): 'abc' is not a number"),
+    ("missing.csv", (BAD_CSV + "2024-01-01T01:00:00,,2\n").encode(), ["--target", "load"],
+     "line 3, column 2 ('load'): missing value (pass --fill ffill or --fill zero"),
+    ("first.csv", b"a,b\n,1\n2,3\n", ["--target", "a", "--fill", "ffill"],
+     "line 2, column 1 ('a'): missing value (nothing earlier to carry forward)"),
+    ("nocol.csv", BAD_CSV.encode(), ["--target", "nope"],
+     "--target 'nope' is not a column; the columns are: date, load, temp"),
+    ("short.csv", (BAD_CSV * 1).encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{i},1\n".encode() for i in range(20)),
+     ["--target", "load", "--window", "15", "--horizon", "3"], "window + horizon = 18 rows, longer than the training part"),
+    ("noy.npz", None, [], "no array 'y' (the file holds: x)"),
+    ("shape.npz", None, [], "y must be integer class labels (N,) or float targets"),
+    ("lengths.npz", None, [], "lengths must be integers of shape (10,)"),
+    ("range.npz", None, [], "lengths must lie in 1..5"),
+    ("junk.npz", b"not a zip", [], "not a readable .npz"),
+    ("keep.csv", BAD_CSV.encode(), ["--target", "load"], "would write over the data"),
+])
+def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, capsys, name, content, argv, message):
+    path = tmp_path / name
+    x = np.zeros((10, 5, 2), np.float32)
+    arrays = {"noy.npz": dict(x=x), "shape.npz": dict(x=x, y=np.zeros((10, 2), np.int64)),
+              "lengths.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.ones(10)),
+              "range.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.full(10, 6))}
+    if content is None:
+        np.savez(path, **arrays[name])
+    else:
+        path.write_bytes(content)
+    out = tmp_path / "keep.ckpt"
+    fastlstm.Model(2, 3, 1).save(out)
+    before = out.read_bytes()
+    assert cli.main(["train", "--data", str(path), *argv, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastlstm: error: ") and str(path) in err and message in err, err
+    assert out.read_bytes() == before and (content is None or path.read_bytes() == content)
+
+
+def test_missing_values_filled_when_asked(tmp_path):
+    path = tmp_path / "gaps.csv"
+    path.write_text("t,a,b\n1,1.0,5\n2,,6\n3,3.0,\n4,4.0,8\n")
+    s = data.Series(str(path), target="a", window=1, horizon=1, val_fraction=0.25, fill="ffill")
+    assert s.values.tolist() == [[1, 1, 5], [2, 1, 6], [3, 3, 6], [4, 4, 8]]   # t is a number column here
+    s = data.Series(str(path), target="a", features="b", window=1, horizon=1, val_fraction=0.25, fill="zero")
+    assert s.values.tolist() == [[5, 1], [6, 0], [0, 3], [8, 4]] and s.features == ["b"]
+
+
+def test_text_is_decoded_in_pieces_that_never_split_a_character(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "CHUNK", 7)
+    text = "ünïcödé → ∑ 日本語 text\nline two: ça va? 🙂\n" * 40
+    path = tmp_path / "u.txt"
+    path.write_text(text, encoding="utf-8")
+    t = data.Text(str(path), T=8, val_fraction=0.1)
+    assert "".join(t.vocab[k] for k in t.ids) == text and t.ids.dtype == np.uint8
+    lines = text.encode().split(b"\n")
+    path.write_bytes(b"\n".join(lines[:5]) + "\nçà".encode() + b"\xc3(" + text.encode())
+    with pytest.raises(data.DataError, match=r"invalid UTF-8 at line 6, column 3 "):
+        data.Text(str(path), T=8)
+
+
+def test_batches_visit_every_example_once_an_epoch_and_resume_mid_epoch():
+    class Finite:
+        size = 10
+        def take(self, index, dtype):
+            return index.copy(), None, None
+    rng = np.random.default_rng(5)
+    b = training.Batches(Finite(), 3, rng)
+    epoch = np.concatenate([b.next(None)[0] for _ in range(3)])
+    assert len(set(epoch)) == 9 and b.epoch == 1 and b.pos == 0
+    b.next(None)
+    state = b.state()
+    rest = [b.next(None)[0] for _ in range(4)]
+    again = training.Batches(Finite(), 3, np.random.default_rng(0))
+    again.load_state(state)
+    assert all(np.array_equal(u, w) for u, w in zip(rest, [again.next(None)[0] for _ in range(4)]))
+
+
+def test_schedules():
+    s = training.Schedule("cosine", warmup=10)
+    s.start(1.0, 110)
+    assert s.lr(0) == pytest.approx(0.1) and s.lr(9) == pytest.approx(1.0) and s.lr(109) == pytest.approx(1e-3)
+    assert s.lr(60) == pytest.approx(1e-3 + (1 - 1e-3) * 0.5 * (1 + np.cos(np.pi * 50 / 99)))
+    p = training.Schedule("plateau")
+    p.start(0.1, 100)
+    for improved in (True, False, False, True, False):
+        p.observe(improved)
+    assert p.lr(50) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        training.Schedule("step")
+
+
+def test_model_fit_on_arrays_with_validation_and_early_stopping():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((12, 400, 2)).astype(np.float32)
+    y = (x[:, :, 0].sum(axis=0) > 0).astype(np.int64)
+    model = fastlstm.Model(2, 16, 2, loss="xent", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
+    h = model.fit(x[:, :300], y[:300], epochs=15, batch_size=32, validation=(x[:, 300:], y[300:]), seed=0,
+                  progress=False)
+    assert h["epoch"] == list(np.arange(1.0, 16.0)) and model.steps == 15 * 9
+    assert h["val_accuracy"][-1] > 0.9 and h["loss"][-1] < h["loss"][0]
+    m2 = fastlstm.Model(2, 16, 2, loss="xent", optimizer=fastlstm.Adam(lr=0.3), seed=0)
+    h2 = m2.fit(x[:, :300], y[:300], epochs=100, batch_size=32, validation=(x[:, 300:], y[300:]), patience=2,
+                schedule="cosine", seed=0, progress=False)
+    assert len(h2["epoch"]) < 100
+    reg = fastlstm.Model(2, 8, 1, seed=0)
+    h3 = reg.fit(x, x[:, :, 0].sum(axis=0) / 4, epochs=3, progress=False)
+    assert set(h3) == {"step", "epoch", "loss", "lr"}
+    with pytest.raises(ValueError, match="patience .* follows the validation loss"):
+        reg.fit(x, x[0, :, :1], epochs=1, patience=2)
+    with pytest.raises(ValueError, match="cannot fit x of D = 3"):
+        reg.fit(np.zeros((3, 4, 3)), np.zeros((4, 1)), epochs=1)
+
+
+def test_plot_draws_the_metrics_log(files, tmp_path):
+    pytest.importorskip("matplotlib", reason="the plot extra")
+    out = tmp_path / "s.ckpt"
+    assert _run("train", "--data", str(files["arrays"]), "--epochs", "2", "--quiet", "--out",
+                str(out)).returncode == 0
+    r = _run("plot", str(tmp_path / "s.csv"), "--out", str(tmp_path / "c.png"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_readme_data_commands_run_as_written(tmp_path):
+    """Every `fastlstm` command of the README's "Your own data" section, pasted as it is into a
+    folder holding a notes.txt, a load.csv and a sequences.npz, succeeds and writes what it says."""
+    import shlex
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"),
+                  encoding="utf-8").read()
+    section = readme.split("## Your own data")[1].split("\n## ")[0]
+    commands = [line.strip().split("  #")[0] for line in section.splitlines() if line.startswith("    fastlstm ")]
+    assert len(commands) == 8, commands
+    from pydoc_data.topics import topics
+    (tmp_path / "notes.txt").write_text("\n\n".join(topics[k] for k in sorted(topics))[:60000], encoding="utf-8")
+    write_series(tmp_path / "load.csv", n=1000)
+    write_arrays(tmp_path / "sequences.npz", N=300)
+    for command in commands:
+        if " plot " in command:
+            pytest.importorskip("matplotlib", reason="the plot extra")
+        r = subprocess.run([sys.executable, "-m", "fastlstm", *shlex.split(command)[1:]], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, (command, r.stderr)
+    for name in ("runs/notes.ckpt", "runs/load.best.ckpt", "runs/sequences.csv", "next.csv", "backtest.csv",
+                 "probabilities.csv", "curves.png"):
+        assert (tmp_path / name).exists(), name
+    assert len((tmp_path / "next.csv").read_text().split()) == 25
