@@ -100,6 +100,20 @@ def test_text_file_trains_below_the_unigram_entropy_and_samples(files, tmp_path)
     assert 2.0 < float(r.stdout.split()[1].split(",")[1]) < h[-1]["unigram_bpc"]
 
 
+def test_a_generated_text_trains_below_its_unigram_entropy(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "its", "bed"]
+    text = " ".join(rng.choice(words, 20000)) + "\n"
+    (tmp_path / "words.txt").write_text(text)
+    out = tmp_path / "words.ckpt"
+    assert cli.main(["train", "--data", str(tmp_path / "words.txt"), "--hidden", "32", "--T", "32", "--steps",
+                     "150", "--eval-every", "150", "--quiet", "--out", str(out)]) == 0
+    h = history(out)[-1]
+    assert h["val_bpc"] < h["unigram_bpc"] - 0.7, h          # spelling is learnt: far below the letters' entropy
+    vocab = fastlstm.load(out).extra["data"]["vocab"]          # the unknown, the 14 letters and the space:
+    assert vocab[0] == "" and len(vocab) == 16 and "\n" not in vocab     # the final newline is held out
+
+
 def test_arrays_beat_the_majority_class_and_predict_gives_probabilities(files, tmp_path):
     out = tmp_path / "seq.ckpt"
     r = _run("train", "--data", str(files["arrays"]), "--epochs", "15", "--quiet", "--out", str(out))
@@ -197,6 +211,9 @@ BAD_CSV = "date,load,temp\n2024-01-01T00:00:00,1.0,2.0\n"
     ("short.csv", (BAD_CSV * 1).encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{i},1\n".encode() for i in range(20)),
      ["--target", "load", "--window", "15", "--horizon", "3"], "window + horizon = 18 rows, longer than the training part"),
     ("noy.npz", None, [], "no array 'y' (the file holds: x)"),
+    ("nox.npz", None, [], "no array 'x' (the file holds: y)"),
+    ("booly.npz", None, [], "y must be integer class labels (N,) or float targets (N,) or (N, O) for N = 10 "
+     "sequences, got shape (10,) dtype bool"),
     ("shape.npz", None, [], "y must be integer class labels (N,) or float targets"),
     ("lengths.npz", None, [], "lengths must be integers of shape (10,)"),
     ("range.npz", None, [], "lengths must lie in 1..5"),
@@ -206,7 +223,8 @@ BAD_CSV = "date,load,temp\n2024-01-01T00:00:00,1.0,2.0\n"
 def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, capsys, name, content, argv, message):
     path = tmp_path / name
     x = np.zeros((10, 5, 2), np.float32)
-    arrays = {"noy.npz": dict(x=x), "shape.npz": dict(x=x, y=np.zeros((10, 2), np.int64)),
+    arrays = {"noy.npz": dict(x=x), "nox.npz": dict(y=np.zeros(10, np.int64)),
+              "booly.npz": dict(x=x, y=np.zeros(10, bool)), "shape.npz": dict(x=x, y=np.zeros((10, 2), np.int64)),
               "lengths.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.ones(10)),
               "range.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.full(10, 6))}
     if content is None:
