@@ -139,13 +139,21 @@ def serve(lib, threads):
         print(answer, flush=True)
 
 
+# group -> (base group, stack settings): bidirectional, and two layers with and without dropout
+VARIANTS = {"bitrain": ("train", dict(bidirectional=True)), "biinfer": ("infer", dict(bidirectional=True)),
+            "train2": ("train", dict(num_layers=2)), "train2drop": ("train", dict(num_layers=2, dropout=0.2))}
+
+
 def side(lib, group, D, H, B, T, dtype):
-    """The call that `group` (train, infer, stream) times for lib (fastlstm or torch): the
-    same weights (fastlstm's, seed 0) and inputs for both. Imports torch only for torch."""
-    ours = fastlstm.LSTM(D, H, dtype=dtype, seed=0)
+    """The call that `group` (train, infer, stream, or a VARIANTS entry) times for lib
+    (fastlstm or torch): the same weights (fastlstm's, seed 0) and inputs for both, in
+    training mode. Imports torch only for torch."""
+    group, settings = VARIANTS.get(group, (group, {}))
+    ours = fastlstm.LSTM(D, H, dtype=dtype, seed=0, **settings)
+    S, Hout = ours.num_states, ours.output_size
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, D)).astype(dtype)
-    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dy = rng.standard_normal((T, B, Hout)).astype(dtype)
     if lib == "fastlstm":
         h, c, x0 = np.zeros((1, B, H), dtype), np.zeros((1, B, H), dtype), x[0]
 
@@ -155,10 +163,10 @@ def side(lib, group, D, H, B, T, dtype):
             ours.backward(dy)
         return {"train": train, "infer": lambda: ours.forward(x), "stream": lambda: ours.step(x0, h, c)}[group]
     import torch
-    theirs = torch.nn.LSTM(D, H, dtype=torch.float32 if dtype == np.float32 else torch.float64)
+    theirs = torch.nn.LSTM(D, H, dtype=torch.float32 if dtype == np.float32 else torch.float64, **settings)
     theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.torch_state_dict().items()})
     xt, dyt = torch.tensor(x, requires_grad=group == "train"), torch.tensor(dy)
-    state = [tuple(torch.zeros(1, B, H, dtype=xt.dtype, requires_grad=group == "train") for _ in "hc")]
+    state = [tuple(torch.zeros(S, B, H, dtype=xt.dtype, requires_grad=group == "train") for _ in "hc")]
 
     def train():
         theirs.zero_grad()
@@ -241,6 +249,25 @@ def onnx_fns(D, H, B, T, threads):
     return (lambda: m.predict(x)), (lambda: s.run(["predictions"], feed))
 
 
+def text_rows(quick, repeats, settle):
+    """The text task's training step (a Model: LSTM + softmax at every step) on one-hot
+    inputs (V wide) beside token ids through a 64-wide embedding."""
+    from fastlstm.tasks import Text
+    task = Text(T=16 if quick else 64)
+    B, H = (4, 32) if quick else (32, 256)
+    fns = []
+    for tokens in (False, True):
+        task.tokens = tokens
+        m = fastlstm.Model(64 if tokens else task.vocab_size, H, task.vocab_size, loss="xent", output="every", seed=0,
+                           vocab_size=task.vocab_size if tokens else None)
+        batch = task.batch(np.random.default_rng(0), B)
+        fns.append(local(lambda m=m, batch=batch: m.train_step(*batch)))
+    a, b = alternate(fns, repeats, settle=settle)
+    print(f"\n| text task step (T={task.T}, B={B}, H={H}, V={task.vocab_size}) | one-hot input ms | token ids ms "
+          f"| one-hot / ids time |\n| --- | ---: | ---: | ---: |\n| train_step | {a * 1e3:.3f} | {b * 1e3:.3f} | "
+          f"{a / b:.2f} |", flush=True)
+
+
 def workspace_ratio(D, H, B, T):
     """Peak bytes a cold training step allocates (returned arrays excluded), over the bytes
     the algorithm must keep: gates (4H), c, tanh c and h per step and row (7H)."""
@@ -260,7 +287,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no settling")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--groups", default="train,infer,train64,stream,onnx,capi,memory")
+    p.add_argument("--groups", default="train,infer,train64,stream,bi,dropout,text,onnx,capi,memory")
     p.add_argument("--worker", choices=["fastlstm", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -299,6 +326,17 @@ def main(argv=None):
     if "stream" in groups:
         D, H = (8, 16) if args.quick else STREAM
         row("stream", "stream", "B=1", (D, H, 1, 1), np.float32, flops_train(D, H, 1, 1) / 3)
+    if "bi" in groups:                       # both directions: twice a layer's work (torch.nn.LSTM(bidirectional=True))
+        for name, shape in shapes.items():
+            row("bitrain", "train bidirectional", name, shape, np.float32, 2 * flops_train(*shape))
+            row("biinfer", "infer bidirectional", name, shape, np.float32, 2 * flops_train(*shape) / 3)
+    if "dropout" in groups:                  # two layers, without and with dropout 0.2 (training mode)
+        name = "tiny" if args.quick else "medium"
+        D, H, B, T = (QUICK | SHAPES)[name]
+        for group, label in (("train2", "train 2 layers"), ("train2drop", "train 2 layers, dropout 0.2")):
+            row(group, label, name, (D, H, B, T), np.float32, flops_train(D, H, B, T) + flops_train(H, H, B, T))
+    if "text" in groups:
+        text_rows(args.quick, repeats, settle)
     if "onnx" in groups:
         name = "tiny" if args.quick else "medium"
         shape = (QUICK | SHAPES)[name]

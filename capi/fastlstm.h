@@ -56,7 +56,7 @@ extern "C" {
 
 /* Version of this header; fastlstm_version_number() gives the library's. */
 #define FASTLSTM_VERSION_MAJOR 0
-#define FASTLSTM_VERSION_MINOR 2
+#define FASTLSTM_VERSION_MINOR 3
 #define FASTLSTM_VERSION_PATCH 0
 #define FASTLSTM_VERSION_NUMBER (FASTLSTM_VERSION_MAJOR * 10000 + FASTLSTM_VERSION_MINOR * 100 + FASTLSTM_VERSION_PATCH)
 
@@ -108,6 +108,12 @@ typedef struct fastlstm_config {
     double clip;           /* max global gradient norm; 0 = no clipping (default) */
     double forget_bias;    /* LSTM forget-gate bias at initialisation; default 1 */
     uint64_t seed;         /* initialisation seed; default 0 */
+    /* from 0.3 */
+    int32_t bidirectional; /* 1: a reverse direction beside every layer (PyTorch's semantics; the
+                            * model then takes whole sequences only: fastlstm_step returns
+                            * INVALID_ARGUMENT); 0 (default) or 1 */
+    double dropout;        /* p in [0, 1) on the outputs of every layer but the last, in training
+                            * steps only (predict and step never drop); default 0 */
 } fastlstm_config;
 
 /* The library's version as MAJOR*10000 + MINOR*100 + PATCH; compare with
@@ -184,7 +190,7 @@ FASTLSTM_API int fastlstm_predict(fastlstm_model *model, const float *x, const i
 
 /* Streaming inference: one time step x [B][D] for B independent streams whose state (h, c)
  * the model keeps between calls; out [B][O] receives this step's predictions. A call with
- * another B starts B fresh streams.
+ * another B starts B fresh streams. A bidirectional model cannot stream (INVALID_ARGUMENT).
  * Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, BUFFER_TOO_SMALL, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_step(fastlstm_model *model, const float *x, int64_t B, float *out, int64_t out_len);
 

@@ -131,6 +131,8 @@ def register(ffi, lib):
                                                    f"FASTLSTM_{name.upper()}_ constant")
         if not (cfg.clip == 0 or cfg.clip > 0):       # NaN and negatives are not "no clipping"
             raise ApiError(S.INVALID_ARGUMENT, f"cfg->clip must be 0 (no clipping) or > 0, got {cfg.clip}")
+        if cfg.bidirectional not in (0, 1):
+            raise ApiError(S.INVALID_ARGUMENT, f"cfg->bidirectional must be 0 or 1, got {cfg.bidirectional}")
         try:
             opt = (optim.Adam(cfg.learning_rate, cfg.beta1, cfg.beta2, cfg.eps)
                    if SETTINGS["optimizer"][cfg.optimizer] == "adam" else optim.SGD(cfg.learning_rate, cfg.momentum))
@@ -138,7 +140,8 @@ def register(ffi, lib):
                       cell=SETTINGS["cell"][cfg.cell], loss=SETTINGS["loss"][cfg.loss],
                       output=SETTINGS["output"][cfg.output],
                       dtype=np.float32, forget_bias=cfg.forget_bias, seed=int(cfg.seed), optimizer=opt,
-                      clip=cfg.clip if cfg.clip > 0 else None)
+                      clip=cfg.clip if cfg.clip > 0 else None, bidirectional=bool(cfg.bidirectional),
+                      dropout=cfg.dropout)
         except NonFiniteValue as e:                      # a NaN setting is an invalid argument
             raise ApiError(S.INVALID_ARGUMENT, f"cfg: {e}") from None
         new_handle(m, out)

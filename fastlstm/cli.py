@@ -57,6 +57,10 @@ def _parser():
     t.add_argument("--hidden", type=int, help="hidden units per layer")
     t.add_argument("--layers", type=int, help="recurrent layers")
     t.add_argument("--cell", choices=choices.CELLS, default="lstm", help="LSTM, or a vanilla tanh RNN to compare")
+    t.add_argument("--bidirectional", action="store_true", help="a reverse direction beside every layer")
+    t.add_argument("--dropout", type=float, default=0.0, help="dropout p on the outputs of every layer but the "
+                   "last, in training (default 0)")
+    t.add_argument("--embed", type=int, default=64, help="text: the width of the characters' embedding (default 64)")
     t.add_argument("--steps", type=int, help="training steps in all (a resumed run counts those done)")
     t.add_argument("--epochs", type=int, help="passes over --data (default per kind; with --steps, whichever "
                    "comes first)")
@@ -247,16 +251,23 @@ def train(args, interrupt):
         interrupt.saved = (out, model.steps)
     else:
         source, name = _source(args)
+        if args.bidirectional and hasattr(source, "vocab_size"):
+            raise UsageError("--bidirectional on text: a next-character model that reads the text backwards too "
+                             "sees the next character it must predict; train it unidirectional")
         opt = (fastlstm.Adam(lr=args.lr) if args.optimizer == "adam"
                else fastlstm.SGD(lr=args.lr, momentum=args.momentum))
-        model = fastlstm.Model(source.input_size, args.hidden, source.output_size, args.layers,
-                               cell=args.cell, loss=source.loss, output=source.output, dtype=args.dtype, seed=args.seed,
-                               optimizer=opt, clip=args.clip or None)
+        vocab = getattr(source, "vocab_size", None)          # text: token ids through an embedding
+        model = fastlstm.Model(args.embed if vocab else source.input_size, args.hidden, source.output_size,
+                               args.layers, cell=args.cell, loss=source.loss, output=source.output, dtype=args.dtype,
+                               seed=args.seed, optimizer=opt, clip=args.clip or None, vocab_size=vocab,
+                               bidirectional=args.bidirectional, dropout=args.dropout)
         r = training.Run(model, source, args.batch, rng, steps=args.steps, epochs=args.epochs,
                          eval_every=args.eval_every, patience=args.patience, schedule=args.schedule,
                          warmup=args.warmup)
         name = args.task
     args.batch = r.batches.B
+    if hasattr(source, "tokens"):
+        source.tokens = model.vocab_size is not None        # a text checkpoint from before embeddings: one-hot
     record = dict(data=source.spec()) if hasattr(source, "spec") else \
         dict(task=dict(name=name, T=getattr(source, "T", None)))
 
@@ -285,7 +296,10 @@ def train(args, interrupt):
 
     what = f"task {name}" if "task" in record else f"{source.kind} {record['data']['path']}"
     per_epoch = f", {r.batches.per_epoch} steps an epoch" if r.batches.finite else ""
-    say(f"fastlstm: {what}, {model.core.num_layers}x{model.core.hidden_size} {model.cell.upper()}, "
+    say(f"fastlstm: {what}, {model.core.num_layers}x{model.core.hidden_size} "
+        f"{'bidirectional ' if model.core.bidirectional else ''}{model.cell.upper()}"
+        f"{f' (dropout {model.core.dropout})' if model.core.dropout else ''}"
+        f"{f', embedding {model.vocab_size}x{model.core.input_size}' if model.vocab_size else ''}, "
         f"{model.params.size} parameters, batch {r.batches.B}{per_epoch}, {r.total} steps, "
         f"{model.optimizer.name} lr {r.schedule.base_lr} ({r.schedule.kind})"
         + (f", baseline {source.baseline:.3f}" if hasattr(source, "baseline") else ""))
@@ -359,20 +373,23 @@ def sample(args, interrupt):
         raise UsageError(f"--prime has characters the model's vocabulary lacks: {bad!r}")
     rng = np.random.default_rng(args.seed)
     xt = np.zeros((1, len(vocab)), model.dtype)
+
+    def feed(k):                       # token id k, or its one-hot vector for a model without an embedding
+        if model.vocab_size:
+            return model.step(np.array([k]))[0]
+        xt[:] = 0
+        xt[0, k] = 1
+        return model.step(xt)[0]
     model.reset_state(1)
     for ch in args.prime or "\n":
-        xt[:] = 0
-        xt[0, index.get(ch, 0)] = 1
-        p = model.step(xt)[0]
+        p = feed(index.get(ch, 0))
     out = [args.prime]
     for _ in range(args.length):
         logp = np.log(np.maximum(p.astype(np.float64), 1e-30)) / args.temperature
         q = np.exp(logp - logp.max())
         k = rng.choice(len(q), p=q / q.sum())
         out.append(vocab[k] or "\ufffd")
-        xt[:] = 0
-        xt[0, k] = 1
-        p = model.step(xt)[0]
+        p = feed(k)
     print("".join(out))
     return 0
 
@@ -402,6 +419,8 @@ def predict(args, interrupt):
     if args.backtest and spec["kind"] != "series":
         raise UsageError("--backtest is for series")
     d = data.from_spec(spec, args.data, check=False)
+    if hasattr(d, "tokens"):
+        d.tokens = model.vocab_size is not None
     fmt = lambda a: [f"{v:.6g}" for v in a]                    # noqa: E731
     if d.kind == "series":
         if args.backtest:

@@ -135,9 +135,25 @@ def _distinct(chars):
     return np.flatnonzero(seen).astype(np.uint32)
 
 
+def char_windows(ids, starts, T, V, dtype, tokens, buf=None):
+    """(x, y, buf) for the windows of T + 1 characters of `ids` at offsets `starts` (B,):
+    x the first T as token ids (T, B) int64 when `tokens` (a model with an embedding), else
+    one-hot (T, B, V) in `dtype`, in `buf` when it has that shape; y (T, B) the next characters."""
+    chars = ids[starts[None, :] + np.arange(T + 1)[:, None]].astype(np.int64)
+    if tokens:
+        return chars[:-1], chars[1:], buf
+    shape = (T, len(starts), V)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = np.zeros(shape, dtype)
+    else:
+        buf.fill(0)
+    np.put_along_axis(buf, chars[:-1, :, None], 1, axis=2)
+    return buf, chars[1:], buf
+
+
 class Text:
-    """Next-character modelling on a UTF-8 file: x (T, B, V) one-hot, y (T, B) the next
-    character, cross-entropy at every step; figure of merit bits per character on the held-out
+    """Next-character modelling on a UTF-8 file: x (T, B) token ids (`tokens`, for a model
+    with an embedding) or (T, B, V) one-hot, y (T, B) the next character, cross-entropy at every step; figure of merit bits per character on the held-out
     last `val_fraction` of the characters.
 
     The vocabulary is the training part's characters, sorted, after index 0, which stands for
@@ -200,21 +216,13 @@ class Text:
         self.size = max(0, (self.n_train - 1) // self.T)     # non-overlapping training windows
         n_windows = max(0, min((n_val - 1) // self.T, max(1, VAL_CHARS // self.T)))
         self.val_starts = self.n_train + np.arange(n_windows) * self.T
-        self._x = None
+        self.vocab_size = len(self.vocab)
+        self.tokens, self._x = False, None          # tokens: batches of ids for a model with an embedding
 
     def windows(self, starts, dtype=np.float32):
-        """One-hot x (T, B, V) (a buffer reused while the shape stays), labels y (T, B) of the
-        windows at character offsets `starts`."""
-        T = self.T
-        idx = starts[None, :] + np.arange(T + 1)[:, None]
-        chars = self.ids[idx].astype(np.int64)
-        shape = (T, len(starts), len(self.vocab))
-        if self._x is None or self._x.shape != shape or self._x.dtype != dtype:
-            self._x = np.zeros(shape, dtype)
-        else:
-            self._x.fill(0)
-        np.put_along_axis(self._x, chars[:-1, :, None], 1, axis=2)
-        return self._x, chars[1:], None
+        """x, y of the windows at character offsets `starts` (char_windows)."""
+        x, y, self._x = char_windows(self.ids, starts, self.T, len(self.vocab), dtype, self.tokens, self._x)
+        return x, y, None
 
     def take(self, index, dtype=np.float32):
         return self.windows(np.asarray(index) * self.T, dtype)
@@ -432,8 +440,8 @@ class Series:
                                  np.empty((len(origins), self.horizon, len(self._t)), dtype),
                                  self.z[:, self._f].astype(dtype), self.z[:, self._t].astype(dtype))}
         x, y, zf, zt = self._cache[key]
-        np.take(zf, origins[None, :] + np.arange(self.window)[:, None], axis=0, out=x)
-        np.take(zt, origins[:, None] + self.window + np.arange(self.horizon)[None, :], axis=0, out=y)
+        np.take(zf, origins[None, :] + np.arange(self.window)[:, None], axis=0, out=x, mode="clip")
+        np.take(zt, origins[:, None] + self.window + np.arange(self.horizon)[None, :], axis=0, out=y, mode="clip")
         return x, y.reshape(len(origins), -1), None
 
     def take(self, index, dtype=np.float32):
@@ -614,7 +622,7 @@ class Arrays:
             self._xd = {dtype: self.x.astype(dtype)}
         if self._buf is None or self._buf.shape[1] != len(rows) or self._buf.dtype != dtype:
             self._buf = np.empty((T, len(rows), D), dtype)
-        np.take(self._xd[dtype], rows, axis=1, out=self._buf)
+        np.take(self._xd[dtype], rows, axis=1, out=self._buf, mode="clip")
         L = None if self.lengths is None else self.lengths[rows]
         y = None if self.y is None else self.y[rows] if self.classes else self.y[rows].astype(dtype)
         return self._buf, y, L

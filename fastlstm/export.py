@@ -39,7 +39,11 @@ def export_onnx(model, path, *, streaming=False):
     onnx.checker. Returns the onnx.ModelProto.
 
     Refuses (ValueError) what ONNX Runtime, the reference runtime, cannot run as the same
-    model: a float64 model (ONNX Runtime's LSTM and RNN run float32 only)."""
+    model: a float64 model (ONNX Runtime's LSTM and RNN run float32 only), and the
+    streaming graph of a bidirectional model (which cannot stream). A bidirectional layer is
+    one node with direction="bidirectional"; a model with an embedding takes int64 token ids
+    x (T, B) (streaming: (B,)) and gathers E's rows first; dropout is a training matter and
+    leaves no trace."""
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
     if model.dtype != np.float32:
@@ -47,7 +51,11 @@ def export_onnx(model, path, *, streaming=False):
                          "only, so the export would not run there. Export a float32 copy: "
                          "m32 = fastlstm.Model(..., dtype=np.float32); m32.params[:] = model.params")
     core, lstm = model.core, model.cell == "lstm"
-    Lyr, H, O = core.num_layers, core.hidden_size, model.output_size
+    if streaming and core.bidirectional:
+        raise ValueError("a bidirectional model cannot stream (its reverse direction needs each whole sequence); "
+                         "export the sequence graph (streaming=False)")
+    Lyr, H, O, dirs = core.num_states, core.hidden_size, model.output_size, core.directions
+    tokens = model.vocab_size is not None
     f32 = TensorProto.FLOAT
     nodes, inits = [], []
 
@@ -60,15 +68,19 @@ def export_onnx(model, path, *, streaming=False):
         return outs[0] if len(outs) == 1 else outs
 
     const("axis0", np.array([0]))
+    x_type, x_dims = (TensorProto.INT64, []) if tokens else (f32, [core.input_size])   # token ids, or vectors
+    if tokens:                                                                 # x_t = E[id_t]
+        node("Gather", [const("E", model.E.copy()), "x"], ["x_vec"], axis=0)
+    x_vec = "x_vec" if tokens else "x"
     if streaming:
-        inputs = [helper.make_tensor_value_info("x", f32, ["B", core.input_size]),
+        inputs = [helper.make_tensor_value_info("x", x_type, ["B", *x_dims]),
                   helper.make_tensor_value_info("h", f32, [Lyr, "B", H])]
         if lstm:
             inputs.append(helper.make_tensor_value_info("c", f32, [Lyr, "B", H]))
-        X = node("Unsqueeze", ["x", "axis0"], ["x_seq"])
+        X = node("Unsqueeze", [x_vec, "axis0"], ["x_seq"])
         h0, c0, lens = "h", "c" if lstm else None, ""
     else:
-        inputs = [helper.make_tensor_value_info("x", f32, ["T", "B", core.input_size]),
+        inputs = [helper.make_tensor_value_info("x", x_type, ["T", "B", *x_dims]),
                   helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, ["B"]),
                   helper.make_tensor_value_info("h0", f32, [Lyr, "B", H])]
         if lstm:
@@ -84,33 +96,39 @@ def export_onnx(model, path, *, streaming=False):
         node("Expand", ["h0", expand_to], ["h0_b"])
         if lstm:
             node("Expand", ["c0", expand_to], ["c0_b"])
-        X, h0, c0, lens = "x", "h0_b", "c0_b" if lstm else None, "sequence_lens"
+        X, h0, c0, lens = x_vec, "h0_b", "c0_b" if lstm else None, "sequence_lens"
 
     hs, cs = [], []
     Q, blocks = (4, _ONNX_FROM_OURS) if lstm else (1, [0])
-    for l, layer in enumerate(core.layers):
-        D = layer.D
-        W = layer.W.reshape(Q, H, D + H)[blocks].reshape(Q * H, D + H)
-        b = layer.b.reshape(Q, H)[blocks].reshape(Q * H)
-        Wn = const(f"W{l}", W[None, :, :D])
-        Rn = const(f"R{l}", W[None, :, D:])
-        Bn = const(f"B{l}", np.concatenate([b, np.zeros_like(b)])[None])
-        at = [const(f"l{l}", np.array([l])), const(f"l{l}_end", np.array([l + 1]))]
+    for l in range(core.num_layers):
+        units = core.layers[l * dirs:(l + 1) * dirs]           # forward, then reverse: ONNX's direction order
+        D = units[0].D
+        W = np.stack([u.W.reshape(Q, H, D + H)[blocks].reshape(Q * H, D + H) for u in units])
+        b = np.stack([u.b.reshape(Q, H)[blocks].reshape(Q * H) for u in units])
+        Wn, Rn = const(f"W{l}", W[:, :, :D]), const(f"R{l}", W[:, :, D:])
+        Bn = const(f"B{l}", np.concatenate([b, np.zeros_like(b)], axis=1))
+        at = [const(f"l{l}", np.array([l * dirs])), const(f"l{l}_end", np.array([(l + 1) * dirs]))]
         hl = node("Slice", [h0, *at], [f"h0_{l}"])
         ins = [X, Wn, Rn, Bn, lens, hl]
         if lstm:
             ins.append(node("Slice", [c0, *at], [f"c0_{l}"]))
         outs = [f"Y{l}", f"Yh{l}"] + ([f"Yc{l}"] if lstm else [])
-        node("LSTM" if lstm else "RNN", ins, outs, hidden_size=H)
+        node("LSTM" if lstm else "RNN", ins, outs, hidden_size=H,
+             direction="bidirectional" if dirs > 1 else "forward")
         hs.append(f"Yh{l}")
         if lstm:
             cs.append(f"Yc{l}")
-        X = node("Squeeze", [f"Y{l}", const(f"axis1_{l}", np.array([1]))], [f"y{l}"])   # (T, B, H)
+        if dirs == 1:
+            X = node("Squeeze", [f"Y{l}", const(f"axis1_{l}", np.array([1]))], [f"y{l}"])   # (T, B, H)
+        else:                                    # Y (T, 2, B, H) -> (T, B, 2H): [forward ; reverse]
+            X = node("Reshape", [node("Transpose", [f"Y{l}"], [f"Yt{l}"], perm=[0, 2, 1, 3]),
+                                 const(f"TB2H{l}", np.array([0, 0, dirs * H]))], [f"y{l}"])
 
-    if model.output == "last" or streaming:
-        top = node("Squeeze", [hs[-1], "axis0"], ["h_top"])                              # (B, H)
+    if model.output == "last" or streaming:                  # (B, H·directions): each direction's final h
+        top = node("Reshape", [node("Transpose", [hs[-1]], ["Yh_top"], perm=[1, 0, 2]),
+                               const("B2H", np.array([0, dirs * H]))], ["h_top"])
     else:
-        top = X                                                                           # (T, B, H)
+        top = X                                                                           # (T, B, H·directions)
     z = node("Add", [node("MatMul", [top, const("Vt", model.V.T.copy())], ["hV"]), const("bias", model.bias.copy())],
              ["logits" if model.loss == "xent" else "values"])
     P = node("Softmax", [z], ["probs"], axis=-1) if model.loss == "xent" else z

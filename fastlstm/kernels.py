@@ -459,15 +459,76 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, lengths, nchunks, ce
 
 
 @njit(**PARALLEL_JIT)
-def copy_hidden(y, I, lengths, D):
-    """y (T,B,H) = h_t taken from I[t+1,:,D:], zero past each row's length."""
+def copy_hidden(y, I, lengths, D, reverse):
+    """y (T,B,H) = h_t taken from I[t+1,:,D:], zero past each row's length. reverse: I holds
+    a reverse direction, whose step t saw the row's step L-1-t, so y[t] = h of step L-1-t."""
     T, B, H = y.shape
     for r in prange(B):
+        n = lengths[r]
         for t in range(T):
-            if t < lengths[r]:
-                y[t, r, :] = I[t + 1, r, D:]
+            if t < n:
+                y[t, r, :] = I[(n - t if reverse else t + 1), r, D:]
             else:
                 y[t, r, :] = 0
+
+
+@njit(**PARALLEL_JIT)
+def copy_steps(dst, src, lengths, reverse, add):
+    """dst[t, r] = src[t, r] (or src[L_r-1-t, r] with reverse: each row's own steps in the
+    reverse order, as the reverse direction of a bidirectional layer sees them) for
+    t < L_r; add=True adds instead. Past a row's length dst is zeroed (or, adding, left).
+    dst, src (T, B, K)."""
+    T, B, K = dst.shape
+    for r in prange(B):
+        n = lengths[r]
+        for t in range(T):
+            if t < n:
+                s = n - 1 - t if reverse else t
+                if add:
+                    dst[t, r, :] += src[s, r, :]
+                else:
+                    dst[t, r, :] = src[s, r, :]
+            elif not add:
+                dst[t, r, :] = 0
+
+
+@njit(**JIT)
+def scatter_rows(dE, ids, dx):
+    """dE[ids[t, r]] += dx[t, r] for every (t, r), serially (the same bits whatever the
+    thread count): an embedding's gradient without a one-hot matrix."""
+    T, B = ids.shape
+    for t in range(T):
+        for r in range(B):
+            dE[ids[t, r]] += dx[t, r]
+
+
+_M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+
+
+@njit(**JIT)
+def _mix(z):
+    """splitmix64's finaliser: a bijection of uint64 whose outputs pass as independent uniform
+    bits for distinct inputs (the counter-based generator of the dropout masks)."""
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@njit(**PARALLEL_JIT)
+def apply_dropout(X, seed, step, layer, p):
+    """X (T,B,K) *= m/(1-p) in place, with m = 0 where u < p and 1 elsewhere, and u uniform in
+    [0, 1) from a counter-based generator keyed by (seed, step, layer, t, r, j): the same
+    mask for the forward and the backward of a step, whatever the thread count."""
+    T, B, K = X.shape
+    keep = 1.0 / (1.0 - p)
+    key = _mix(_mix(_mix(np.uint64(seed)) ^ np.uint64(step)) ^ np.uint64(layer))
+    for r in prange(B):
+        for t in range(T):
+            base = _mix(_mix(key ^ np.uint64(t)) ^ np.uint64(r))
+            for j in range(K):
+                u = np.float64(_mix(base + np.uint64(j) * _GOLDEN) >> _S11) * 2.0 ** -53
+                X[t, r, j] = X[t, r, j] * keep if u >= p else 0
 
 
 STEP_UNITS = 64            # hidden units per task of the streaming step

@@ -14,7 +14,7 @@ import numpy as np
 from . import _validate as v
 from . import checkpoint, choices, heads, optim
 from ._config import blas_turn
-from .kernels import all_finite
+from .kernels import all_finite, scatter_rows
 from .recurrent import LSTM, RNN
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN)))
@@ -36,7 +36,8 @@ class Model:
 
     def __init__(self, input_size, hidden_size, output_size, num_layers=1, *, cell="lstm",
                  loss="mse", output="last", dtype=np.float32, forget_bias=1.0, seed=None,
-                 optimizer=None, clip=None, on_nonfinite="raise"):
+                 optimizer=None, clip=None, on_nonfinite="raise", bidirectional=False, dropout=0.0,
+                 vocab_size=None, dropout_seed=None):
         if (cell not in CELLS or loss not in choices.LOSSES or output not in choices.OUTPUTS
                 or on_nonfinite not in choices.ON_NONFINITE):
             raise ValueError(f"cell must be one of {choices.CELLS}, loss one of {choices.LOSSES}, output one of "
@@ -45,20 +46,33 @@ class Model:
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
         O = v.positive_int("output_size", output_size)
-        n = CELLS[cell].param_count(D, H, v.num_layers(num_layers))
+        Vn = None if vocab_size is None else v.positive_int("vocab_size", vocab_size)
+        if not isinstance(bidirectional, bool):
+            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
+        n = CELLS[cell].param_count(D, H, v.num_layers(num_layers), bidirectional)
+        Hout = H * (1 + bidirectional)                  # the head reads [h_fwd ; h_bwd] when bidirectional
         self.clip = None if clip is None else v.finite_float("clip", clip)
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"clip must be > 0 or None, got {clip}")
         self.cell, self.loss, self.output, self.on_nonfinite = cell, loss, output, on_nonfinite
         dtype = v.dtype_of(dtype)
-        size = n + O * H + O
+        size = n + O * Hout + O + (Vn or 0) * D
         v.fits_in_memory("the model's parameters and gradients", 2 * size * dtype.itemsize)
         self.params, self.grads = np.zeros(size, dtype), np.zeros(size, dtype)
         extra = dict(forget_bias=forget_bias) if cell == "lstm" else {}
-        self.core = CELLS[cell](input_size, hidden_size, num_layers, dtype=dtype,
+        if dropout_seed is None:             # the masks' key: from the seed, so that a seeded run repeats
+            dropout_seed = int(np.random.default_rng(seed).integers(1 << 62))
+        self.core = CELLS[cell](input_size, hidden_size, num_layers, dtype=dtype, bidirectional=bidirectional,
+                                dropout=dropout, dropout_seed=dropout_seed,
                                 buffers=(self.params[:n], self.grads[:n]), **extra)
-        self.V, self.bias = self.params[n:n + O * H].reshape(O, H), self.params[n + O * H:]
-        self.dV, self.dbias = self.grads[n:n + O * H].reshape(O, H), self.grads[n + O * H:]
+        o = n + O * Hout
+        self.V, self.bias = self.params[n:o].reshape(O, Hout), self.params[o:o + O]
+        self.dV, self.dbias = self.grads[n:o].reshape(O, Hout), self.grads[o:o + O]
+        # token inputs: the embedding E (vocab_size, D) after the head; x holds ids (T, B)
+        self.vocab_size = Vn
+        self.E = self.params[o + O:].reshape(Vn, D) if Vn else None
+        self.dE = self.grads[o + O:].reshape(Vn, D) if Vn else None
+        self.training = True      # train_step drops out (dropout > 0) in training mode; see eval()
         self.output_size, self.seed, self.forget_bias = O, seed, forget_bias
         self.reset_parameters(seed)
         self.optimizer = optim.of(optimizer).bind(size, dtype, self)
@@ -73,18 +87,32 @@ class Model:
         return self.params.dtype
 
     def reset_parameters(self, seed=None):
+        """Layers as the stack's reset_parameters; V ~ U(±1/√width) and bias 0 (torch.nn.Linear's
+        bound); E ~ N(0, 1) (torch.nn.Embedding's)."""
         rng = np.random.default_rng(seed)
         self.core.reset_parameters(rng)
-        k = 1 / np.sqrt(self.core.hidden_size)
+        k = 1 / np.sqrt(self.core.output_size)
         self.V[:] = rng.uniform(-k, k, self.V.shape)
         self.bias[:] = 0
+        if self.E is not None:
+            self.E[:] = rng.standard_normal(self.E.shape)
+
+    def train(self, mode=True):
+        """Training mode (train_step drops out) or, with mode=False, evaluation mode (it does
+        not). predict, evaluate and step never drop out. Returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
 
     def config(self):
         l = self.core
         return dict(input_size=l.input_size, hidden_size=l.hidden_size, output_size=self.output_size,
                     num_layers=l.num_layers, cell=self.cell, loss=self.loss, output=self.output,
                     dtype=str(self.dtype), forget_bias=l.forget_bias, clip=self.clip,
-                    on_nonfinite=self.on_nonfinite)
+                    on_nonfinite=self.on_nonfinite, bidirectional=l.bidirectional, dropout=l.dropout,
+                    dropout_seed=l.dropout_seed, vocab_size=self.vocab_size)
 
     def __repr__(self):
         return f"Model({', '.join(f'{k}={v!r}' for k, v in self.config().items())}, params={self.params.size})"
@@ -108,12 +136,16 @@ class Model:
     def _buffers(self, T, B):
         """Head buffers for this (T, B), kept so that a steady state allocates nothing."""
         if (T, B) not in self._bufs:
-            H, O, layers, e = self.core.hidden_size, self.output_size, self.core.num_layers, self.dtype
+            c, O, e = self.core, self.output_size, self.dtype
+            H, Hout, states, D = c.hidden_size, c.output_size, c.num_states, c.input_size
             S = 1 if self.output == "last" else T
             self._bufs = {(T, B): dict(  # one shape at a time: a new shape replaces the old
-                y=np.zeros((T, B, H), e), P=np.zeros((S, B, O), e), dP=np.zeros((S, B, O), e),
-                dV=np.zeros((O, H), e), dbias=np.zeros(O, e), dY=np.zeros((T, B, H), e),
-                dhn=np.zeros((layers, B, H), e), dh0=np.zeros((layers, B, H), e), dc0=np.zeros((layers, B, H), e))}
+                y=np.zeros((T, B, Hout), e), P=np.zeros((S, B, O), e), dP=np.zeros((S, B, O), e),
+                dV=np.zeros((O, Hout), e), dbias=np.zeros(O, e), dY=np.zeros((T, B, Hout), e),
+                dhn=np.zeros((states, B, H), e), dh0=np.zeros((states, B, H), e), dc0=np.zeros((states, B, H), e),
+                dlast=np.zeros((B, Hout), e),
+                x=np.zeros((T, B, D) if self.E is not None else (0, 0, D), e), dx=np.zeros((T, B, D) if
+                                                                                        self.E is not None else (0, 0, D), e))}
         return self._bufs[(T, B)]
 
     # -- forward through the head -------------------------------------------------------
@@ -125,10 +157,29 @@ class Model:
         self.core.hidden_into(buf["y"])
         return buf["y"].reshape(T * B, -1)
 
-    def _forward_head(self, x, L):
+    def _check_x(self, x, lengths):
+        """x and lengths checked: floats (T, B, D), or token ids (T, B) in 0..vocab_size-1 for a
+        model with an embedding."""
+        if self.E is None:
+            return self.core.check_input(x, lengths)
+        if not isinstance(x, np.ndarray) or x.dtype.kind not in "iu":
+            raise TypeError(f"this model embeds tokens: x must be an integer ndarray of ids (T, B), got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
+        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+            raise ValueError(f"x must be token ids of shape (T, B) with T, B >= 1, got {x.shape}")
+        if x.min() < 0 or x.max() >= self.vocab_size:
+            raise ValueError(f"token ids must lie in 0..{self.vocab_size - 1}, got min {x.min()}, max {x.max()}")
+        return x.astype(np.int64, copy=False), v.lengths(lengths, x.shape[1], x.shape[0])
+
+    def _forward_head(self, x, L, step=None):
+        """Forward through the layers (ids embedded first) and the head's product; step: the
+        dropout masks' step, None for none."""
         T, B = x.shape[:2]
         buf = self._buffers(T, B)
-        self.core.run_forward(x, None, None, L)
+        if self.E is not None:
+            np.take(self.E, x, axis=0, out=buf["x"], mode="clip")  # x_t = E[id_t] (ids checked; "raise" would buffer)
+            x = buf["x"]
+        self.core.run_forward(x, None, None, L, step)
         Y = self._head_input(T, B, buf)
         with blas_turn():
             np.matmul(Y, self.V.T, out=buf["P"].reshape(-1, self.output_size))
@@ -147,7 +198,7 @@ class Model:
 
         Parameters are not touched (a distributed driver sums `grads` across ranks, then
         calls apply_gradients). record=True fills core.flow (see LSTM.backward)."""
-        x, L = self.core.check_input(x, lengths)
+        x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
         y = self._check_y(y, T, B)
         self.grads[:] = 0
@@ -155,7 +206,8 @@ class Model:
             return self._gradients(x, y, L, T, B, record)
 
     def _gradients(self, x, y, L, T, B, record):
-        buf, Y = self._forward_head(x, L)
+        drop = self.training and self.core.dropout > 0
+        buf, Y = self._forward_head(x, L, self.steps if drop else None)     # masks keyed by the step
         loss, _ = self._loss(buf, y, L)
         dP2 = buf["dP"].reshape(-1, self.output_size)
         with blas_turn():
@@ -163,14 +215,22 @@ class Model:
             self.dV += buf["dV"]
             self.dbias += np.sum(dP2, axis=0, out=buf["dbias"])        # δbias = Σ δP
             if self.output == "last":
-                buf["dhn"][:-1] = 0
-                np.matmul(dP2, self.V, out=buf["dhn"][-1])      # δh at the last step enters as δhn
-                dy, dhn = buf["dY"], buf["dhn"]
+                dirs, dhn = self.core.directions, buf["dhn"]
+                dhn[:-dirs] = 0
+                if dirs == 1:
+                    np.matmul(dP2, self.V, out=dhn[-1])           # δh at the last step enters as δhn
+                else:                                            # [δh_fwd ; δh_bwd], each direction's δhn
+                    np.matmul(dP2, self.V, out=buf["dlast"])
+                    dhn[-dirs:] = buf["dlast"].reshape(B, dirs, -1).transpose(1, 0, 2)
+                dy = buf["dY"]
                 dy[:] = 0
             else:
                 np.matmul(dP2, self.V, out=buf["dY"].reshape(T * B, -1))
                 dy, dhn = buf["dY"], None
-        self.core.run_backward(dy, dhn, None, None, buf["dh0"], buf["dc0"], record)
+        dx = buf["dx"] if self.E is not None else None
+        self.core.run_backward(dy, dhn, None, dx, buf["dh0"], buf["dc0"], record)
+        if self.E is not None:
+            scatter_rows(self.dE, x, dx)                          # δE[id] += δx_t, no one-hot
         return float(loss)
 
     def apply_gradients(self, loss=0.0):
@@ -249,7 +309,7 @@ class Model:
     def predict(self, x, lengths=None):
         """Predictions (B, O) for output="last" or (T, B, O) for "every" (zero past lengths):
         values for mse, class probabilities for xent. A new array."""
-        x, L = self.core.check_input(x, lengths)
+        x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
         buf, _ = self._forward_head(x, L)
         P = self._predictions(buf["P"].copy())
@@ -258,9 +318,13 @@ class Model:
         return P[0] if self.output == "last" else P
 
     def step(self, x):
-        """Streaming inference: one time step x (B, D) for B independent streams, with (h, c)
-        kept in the model between calls. Returns predictions (B, O) at this step (class
+        """Streaming inference: one time step x (B, D) (token ids (B,) with an embedding) for B
+        independent streams, with (h, c) kept in the model between calls (a bidirectional
+        model cannot stream: ValueError). Returns predictions (B, O) at this step (class
         probabilities for xent). reset_state() starts the streams afresh."""
+        if self.E is not None:                              # ids (B,) → their embeddings (B, D)
+            ids, _ = self._check_x(np.asarray(x).reshape(1, -1) if isinstance(x, np.ndarray) else x, None)
+            x = self.E[ids[0]]
         B = x.shape[0] if isinstance(x, np.ndarray) and x.ndim == 2 else None
         state = self._state
         if state is None or state[0].shape[1] != B:
@@ -285,14 +349,14 @@ class Model:
         self._state = self._zero_state(v.positive_int("batch_size", batch_size))
 
     def _zero_state(self, B):
-        shape = (self.core.num_layers, B, self.core.hidden_size)
+        shape = (self.core.num_states, B, self.core.hidden_size)
         return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
 
     def evaluate(self, x, y, lengths=None, batch_size=256):
         """Mean loss (and accuracy for xent) over a data set, in batches along B.
         Returns {"loss": float[, "accuracy": float]}."""
         batch_size = v.positive_int("batch_size", batch_size)
-        x, L = self.core.check_input(x, lengths)
+        x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
         y = self._check_y(y, T, B)
         total = correct = count = 0.0
@@ -327,7 +391,7 @@ class Model:
 
 
 _CONFIG_KEYS = {"input_size", "hidden_size", "output_size", "num_layers", "cell", "loss", "output", "dtype",
-                "forget_bias", "clip", "on_nonfinite"}
+                "forget_bias", "clip", "on_nonfinite", "bidirectional", "dropout", "dropout_seed", "vocab_size"}
 
 
 def _count(part, key):
@@ -352,7 +416,11 @@ def _checkpoint_arrays(header):
     if not isinstance(cell, str) or cell not in CELLS:
         raise ValueError(f"cell must be one of {choices.CELLS}, got {cell!r}")
     D, H, O = (v.positive_int(k, cfg.get(k)) for k in ("input_size", "hidden_size", "output_size"))
-    n = CELLS[cell].param_count(D, H, v.num_layers(cfg.get("num_layers", 1))) + O * H + O
+    bi, vocab = cfg.get("bidirectional", False), cfg.get("vocab_size")
+    if not isinstance(bi, bool):
+        raise TypeError(f"bidirectional must be true or false, got {bi!r}")
+    vocab = 0 if vocab is None else v.positive_int("vocab_size", vocab)
+    n = CELLS[cell].param_count(D, H, v.num_layers(cfg.get("num_layers", 1)), bi) + O * H * (1 + bi) + O + vocab * D
     dtype = cfg.get("dtype", "float32")
     dtype = v.dtype_of(dtype if isinstance(dtype, str) else repr(dtype))   # only a name: never a dtype spec
     states = optim.from_config(opt).state_names

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _validate as v
 from ._config import blas_turn
-from .kernels import (LSTM_CELL, PANEL_BYTES, RNN_CELL, copy_hidden, pack_panels,
+from .kernels import (LSTM_CELL, PANEL_BYTES, RNN_CELL, copy_hidden, copy_steps, apply_dropout, pack_panels,
                       recurrent_backward, recurrent_forward, recurrent_step)
 
 # δW added to non-zero gradients goes in blocks of this many rows (a scratch far smaller than W).
@@ -73,8 +73,9 @@ class _Workspace:
     array layout and the big products can reshape (T, B, ·) to (T·B, ·) without copies.
     """
 
-    def __init__(self, dims, H, G, has_c, dtype):
+    def __init__(self, dims, H, G, has_c, dtype, dirs=1, mixes=False):
         self.dims, self.H, self.G, self.Hc, self.dtype = dims, H, G, H * has_c, dtype
+        self.dirs, self.mixes = dirs, mixes      # mixes: layer inputs go through Xb (bidirectional or dropout)
         self.cap_tb = self.cap_b = 0
         self.dWs = None             # δW blocks, made when first needed (add_dW)
 
@@ -88,7 +89,12 @@ class _Workspace:
         sizes = dict(
             I=[(tb + b) * (D + H) for D in self.dims], Z=[tb * G for _ in self.dims],
             C=[(tb + b) * Hc for _ in self.dims], TC=[tb * Hc for _ in self.dims],
-            dh=b * H, dhs=b * H, dc=b * Hc, dX=tb * H * (len(self.dims) > 1),   # δX of layer l = δY of layer l-1
+            dh=b * H, dhs=b * H, dc=b * Hc,
+            dX=tb * H * self.dirs * (len(self.dims) > self.dirs),   # δX of layer l = δY of layer l-1
+            Xb=tb * H * self.dirs * self.mixes,          # layer l's input in natural time, dropped out
+            dYs=tb * H * self.dirs * (self.dirs > 1),    # each direction's share of δY, in its own time
+            dXr=tb * max(self.dims) * (self.dirs > 1),   # the reverse direction's δX, in its own time
+            last=b * H * self.dirs * (self.dirs > 1),    # [h_fwd at the last step ; h_bwd at step 0]
             P=max(max(math.prod(_panel_shape(G, D + H - _tiles_from(D), e)) for D in self.dims),
                   math.prod(_panel_shape(H, G, e))),                            # forward: W or U; backward: U
             dbs=G)
@@ -136,32 +142,58 @@ class _Recurrent:
     """
     GATES = CELL = HAS_C = TORCH_BLOCK = None
 
-    def __init__(self, input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers):
+    def __init__(self, input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers,
+                 bidirectional=False, dropout=0.0, dropout_seed=None):
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
         layers = v.num_layers(num_layers)
         self.dtype = v.dtype_of(dtype)
         self.forget_bias = v.finite_float("forget_bias", forget_bias)
+        self.dropout = v.finite_float("dropout", dropout)
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        if not isinstance(bidirectional, bool):
+            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
         self.input_size, self.hidden_size, self.num_layers = D, H, layers
-        self._dims = [D] + [H] * (layers - 1)
-        n = self.param_count(D, H, layers)
+        self.bidirectional, self.directions = bidirectional, 1 + bidirectional
+        self.output_size = H * self.directions       # y's width: [forward ; reverse]
+        self.num_states = layers * self.directions    # hn's rows: layer-major, direction-minor (PyTorch's)
+        self._dims = [D] * self.directions + [self.output_size] * self.directions * (layers - 1)   # per unit
+        n = self.param_count(D, H, layers, bidirectional)
         if buffers is None:
             v.fits_in_memory("the parameters and gradients", 2 * n * self.dtype.itemsize)
         self.params, self.grads = buffers or (np.zeros(n, self.dtype), np.zeros(n, self.dtype))
         assert self.params.shape == self.grads.shape == (n,) and self.params.dtype == self.dtype
+        # units k = l·directions + d: layer l, direction d (1: the reverse one)
         self.layers = [Layer(d, H, W, b, dW, db) for d, (W, b), (dW, db)
                        in zip(self._dims, self._layer_views(self.params), self._layer_views(self.grads))]
         self.reset_parameters(seed)
-        self._ws = _Workspace(self._dims, H, self.GATES * H, self.HAS_C, self.dtype)
+        if dropout_seed is None:
+            dropout_seed = int(np.random.default_rng(seed).integers(1 << 62)) if not isinstance(
+                seed, np.random.Generator) else int(seed.integers(1 << 62))
+        self.dropout_seed = v.positive_int("dropout_seed", dropout_seed, minimum=0)
+        self.dropout_step = 0       # forward()'s masks' step counter (a Model passes its step count instead)
+        self.training = True        # forward() drops out in training mode only (train() / eval())
+        self._ws = _Workspace(self._dims, H, self.GATES * H, self.HAS_C, self.dtype, self.directions,
+                              self.directions > 1 or self.dropout > 0)
         self._saved = None          # (T, B, lengths) of the forward that backward may use
         self._step_scratch = None   # step()'s buffers for one batch size
         self.flow = None            # gradient-flow probe of the last backward(record=True)
 
     @classmethod
-    def param_count(cls, input_size, hidden_size, num_layers=1):
-        """Σ_k G (D_k + H + 1): every layer's W and b."""
-        D, H, G = input_size, hidden_size, cls.GATES * hidden_size
-        return G * (D + H + 1) + (num_layers - 1) * G * (2 * H + 1)
+    def param_count(cls, input_size, hidden_size, num_layers=1, bidirectional=False):
+        """Σ_k G (D_k + H + 1): every unit's W and b (units: layers × directions; a layer
+        above the first reads the H·directions outputs of the one below)."""
+        D, H, G, dirs = input_size, hidden_size, cls.GATES * hidden_size, 1 + bool(bidirectional)
+        return dirs * (G * (D + H + 1) + (num_layers - 1) * G * (dirs * H + H + 1))
+
+    def train(self, mode=True):
+        """Training mode (dropout applies) or, with mode=False, evaluation mode; returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
 
     def _layer_views(self, flat):
         """[(W (G, D_k+H), b (G,)) for each layer k]: views into a flat parameter array."""
@@ -196,7 +228,7 @@ class _Recurrent:
     def _check_state(self, name, s, B):
         if s is None:
             return None
-        return v.array(name, s, (self.num_layers, B, self.hidden_size), self.dtype)
+        return v.array(name, s, (self.num_states, B, self.hidden_size), self.dtype)
 
     # The interface a composer (Model) builds on: check the input once, run forward and
     # backward on checked arrays into buffers it owns, read the top layer's h, step.
@@ -212,47 +244,88 @@ class _Recurrent:
 
     def last_hidden(self):
         """The top layer's h at each row's last real step (B, H) after run_forward: a view
-        into the workspace (the frozen state), valid until the next forward."""
-        T, B, _ = self._saved
-        return self._ws.layer(self.num_layers - 1, T, B)[0][T, :, self.layers[-1].D:]
+        into the workspace (the frozen state), valid until the next forward. Bidirectional:
+        (B, 2H) = [h_fwd at the last real step ; h_bwd at step 0], each direction's final
+        state (what PyTorch users build from hn[-2], hn[-1])."""
+        T, B = self._saved[:2]
+        top = [self._ws.layer(k, T, B)[0][T, :, self.layers[k].D:] for k in self._top()]
+        if self.directions == 1:
+            return top[0]
+        last = _view(self._ws.last, B, self.output_size)
+        for d, h in enumerate(top):
+            last[:, d * self.hidden_size:(d + 1) * self.hidden_size] = h
+        return last
+
+    def _top(self):
+        return range(self.num_states - self.directions, self.num_states)
 
     def hidden_into(self, y):
-        """Copy the top layer's h_t of the last run_forward into y (T, B, H), zero past
-        each row's length."""
-        T, B, L = self._saved
-        copy_hidden(y, self._ws.layer(self.num_layers - 1, T, B)[0], L, self.layers[-1].D)
+        """Copy the top layer's h_t of the last run_forward into y (T, B, H·directions), zero
+        past each row's length; the reverse direction's outputs back in natural time."""
+        T, B, L = self._saved[:3]
+        H = self.hidden_size
+        for d, k in enumerate(self._top()):
+            out = y if self.directions == 1 else y[:, :, d * H:(d + 1) * H]
+            copy_hidden(out, self._ws.layer(k, T, B)[0], L, self.layers[k].D, d == 1)
 
     def _forward_public(self, x, h0, c0, lengths):
-        """Validate, run, and return y (T,B,H), hn, cn (num_layers,B,H) as new arrays."""
+        """Validate, run, and return y (T,B,H·directions), hn, cn (num_states,B,H) as new arrays."""
         x, L = self.check_input(x, lengths)
         T, B = x.shape[:2]
         h0 = self._check_state("h0", h0, B)
         c0 = self._check_state("c0", c0, B)
-        self.run_forward(x, h0, c0, L)
-        y = np.empty((T, B, self.hidden_size), self.dtype)
-        hn = np.empty((self.num_layers, B, self.hidden_size), self.dtype)
+        drop = self.training and self.dropout > 0
+        self.run_forward(x, h0, c0, L, self.dropout_step if drop else None)
+        self.dropout_step += drop                    # each training forward draws fresh masks
+        y = np.empty((T, B, self.output_size), self.dtype)
+        hn = np.empty((self.num_states, B, self.hidden_size), self.dtype)
         cn = np.empty_like(hn)
         self._outputs(y, hn, cn)
         return y, hn, cn
 
-    def run_forward(self, x, h0, c0, L):
-        """Forward on checked inputs, leaving everything backward needs in the workspace."""
+    def run_forward(self, x, h0, c0, L, step=None):
+        """Forward on checked inputs, leaving everything backward needs in the workspace.
+        step: None (no dropout), or the step whose dropout masks drop the inputs of every
+        layer above the first (the backward applies the same)."""
         T, B = x.shape[:2]
         self._ws.ensure(T, B)
         self._saved = None
-        for l, layer in enumerate(self.layers):
-            below = x if l == 0 else self._ws.layer(l - 1, T, B)[0][1:, :, -self.hidden_size:]
-            self._forward_layer(l, layer, below, h0, c0, L, T, B)
-        self._saved = (T, B, L)
+        X = x
+        for l in range(self.num_layers):
+            if l > 0:
+                X = self._layer_input(l, T, B, L, step)
+            for d in range(self.directions):
+                k = l * self.directions + d
+                self._forward_unit(k, self.layers[k], X, h0, c0, L, T, B, d == 1)
+        self._saved = (T, B, L, step)
 
-    def _forward_layer(self, l, layer, x, h0, c0, L, T, B):
-        """Layer l over x (T,B,D_l) (a view of the layer below's h when l > 0)."""
+    def _layer_input(self, l, T, B, L, step):
+        """Layer l's input (T, B, H·directions) in natural time: the outputs of layer l-1, a
+        view when nothing mixes them, else gathered into Xb and dropped out."""
+        below = [(self._ws.layer(k, T, B)[0], self.layers[k].D) for k in range((l - 1) * self.directions,
+                                                                            l * self.directions)]
+        if not self._ws.mixes:
+            I, D = below[0]
+            return I[1:, :, D:]
+        Xb, H = _view(self._ws.Xb, T, B, self.output_size), self.hidden_size
+        for d, (I, D) in enumerate(below):
+            copy_hidden(Xb[:, :, d * H:(d + 1) * H] if self.directions > 1 else Xb, I, L, D, d == 1)
+        if step is not None:
+            apply_dropout(Xb, self.dropout_seed, step, l - 1, self.dropout)
+        return Xb
+
+    def _forward_unit(self, k, layer, x, h0, c0, L, T, B, reverse):
+        """Unit k over x (T,B,D_k) in natural time; the reverse direction reads each row's
+        steps backwards (its own L, PyTorch's packed sequences), so padding never enters."""
         D, H = layer.D, self.hidden_size
-        I, Z, C, TC = self._ws.layer(l, T, B)
-        I[:T, :, :D] = x
-        I[0, :, D:] = 0 if h0 is None else h0[l]
+        I, Z, C, TC = self._ws.layer(k, T, B)
+        if reverse:
+            copy_steps(I[:T, :, :D], x, L, True, False)
+        else:
+            I[:T, :, :D] = x
+        I[0, :, D:] = 0 if h0 is None else h0[k]
         if self.HAS_C:
-            C[0] = 0 if c0 is None else c0[l]
+            C[0] = 0 if c0 is None else c0[k]
         a0, G = _tiles_from(D), self.GATES * H
         if a0:                                                     # Z = X W_xᵀ, all steps at once
             with blas_turn():
@@ -262,17 +335,20 @@ class _Recurrent:
         recurrent_forward(Z, C, TC, I, P, layer.b, L, D, H, a0, _nchunks(B), self.CELL)
 
     def _outputs(self, y, hn, cn):
-        """Copy the last forward's y (T,B,H), hn, cn (num_layers,B,H) into the given arrays."""
-        T, B, _ = self._saved
-        for l in range(self.num_layers):
-            I, _, C, _ = self._ws.layer(l, T, B)
-            hn[l] = I[T, :, self.layers[l].D:]
-            cn[l] = C[T] if self.HAS_C else 0
+        """Copy the last forward's y (T,B,H·directions), hn, cn (num_states,B,H) into the given arrays."""
+        T, B = self._saved[:2]
+        for k in range(self.num_states):
+            I, _, C, _ = self._ws.layer(k, T, B)
+            hn[k] = I[T, :, self.layers[k].D:]
+            cn[k] = C[T] if self.HAS_C else 0
         self.hidden_into(y)
 
     def advance(self, x, h, c):
         """One streaming step of every layer: x (B, D) checked here, the state h (and c for
         the LSTM; ignored for the RNN) (num_layers, B, H) updated in place. Returns h[-1]."""
+        if self.bidirectional:
+            raise ValueError("a bidirectional stack cannot stream: its reverse direction needs each whole "
+                             "sequence first (use forward, or predict, on whole sequences)")
         x = v.array("x", x, (None, self.input_size), self.dtype, finite=False)
         B = x.shape[0]
         if B < 1:
@@ -298,22 +374,22 @@ class _Recurrent:
     def _backward_public(self, dy, dhn, dcn, record):
         if self._saved is None:
             raise RuntimeError("backward() needs a forward() first; each forward() supports one backward()")
-        T, B, _ = self._saved
-        dy = v.array("dy", dy, (T, B, self.hidden_size), self.dtype)
+        T, B = self._saved[:2]
+        dy = v.array("dy", dy, (T, B, self.output_size), self.dtype)
         dhn = self._check_state("dhn", dhn, B)
         dcn = self._check_state("dcn", dcn, B)
         dx = np.empty((T, B, self.input_size), self.dtype)
-        dh0 = np.empty((self.num_layers, B, self.hidden_size), self.dtype)
+        dh0 = np.empty((self.num_states, B, self.hidden_size), self.dtype)
         dc0 = np.empty_like(dh0)
         self.run_backward(dy, dhn, dcn, dx, dh0, dc0, record)
         return dx, dh0, dc0
 
     def run_backward(self, dy, dhn, dcn, dx, dh0, dc0, record=False):
         """Backward of the last run_forward on checked inputs into the given outputs
-        (dx may be None); parameter gradients accumulate into grads."""
-        T, B, L = self._saved
+        (dx may be None); parameter gradients accumulate into grads. dy (T,B,H·directions)."""
+        T, B, L, step = self._saved
         self._saved = None
-        ws, H, G = self._ws, self.hidden_size, self.GATES * self.hidden_size
+        ws, H, G, dirs = self._ws, self.hidden_size, self.GATES * self.hidden_size, self.directions
         dh, dhs, dc = _view(ws.dh, B, H), _view(ws.dhs, B, H), _view(ws.dc, B, ws.Hc)
         P = ws.panels(H, G)
         probe = np.zeros((T, B, 2) if record else (0, 0, 2))
@@ -321,28 +397,43 @@ class _Recurrent:
         dY = dy
         with blas_turn():
             for l in range(self.num_layers - 1, -1, -1):
-                layer, D = self.layers[l], self.layers[l].D
-                I, Z, C, TC = ws.layer(l, T, B)
-                dh[:] = 0 if dhn is None else dhn[l]
-                dc[:] = 0 if dcn is None or not self.HAS_C else dcn[l]
-                pack_panels(P, layer.W, D, False)   # U's panels for δh_{t-1} = Uᵀ δz_t
-                recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, L, _nchunks(B), self.CELL)
-                Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H)
-                ws.add_dW(layer.dW, Z2, I2)                                 # δW = Σ_t δz_t I_tᵀ
-                layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
-                dX = _view(ws.dX, T, B, D) if l > 0 else dx                  # δx_t: first D of Wᵀδz_t
-                if dX is not None:
-                    np.matmul(Z2, layer.W[:, :D], out=dX.reshape(T * B, D))
+                D = self._dims[l * dirs]
+                dX = _view(ws.dX, T, B, D) if l > 0 else dx                 # δ of layer l's input
+                dYd = [dY]
+                if dirs > 1:               # each direction's share, in its own time, before dX (dY's buffer) is written
+                    dYd = [_view(ws.dYs[d * T * B * H:], T, B, H) for d in range(dirs)]
+                    for d in range(dirs):
+                        copy_steps(dYd[d], dY[:, :, d * H:(d + 1) * H], L, d == 1, False)
+                for d in range(dirs):
+                    k = l * dirs + d
+                    layer, dYk = self.layers[k], dYd[d]
+                    I, Z, C, TC = ws.layer(k, T, B)
+                    dh[:] = 0 if dhn is None else dhn[k]
+                    dc[:] = 0 if dcn is None or not self.HAS_C else dcn[k]
+                    pack_panels(P, layer.W, D, False)   # U's panels for δh_{t-1} = Uᵀ δz_t
+                    recurrent_backward(Z, dh, dc, dhs, probe, dYk, C, TC, P, L, _nchunks(B), self.CELL)
+                    Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H)
+                    ws.add_dW(layer.dW, Z2, I2)                                 # δW = Σ_t δz_t I_tᵀ
+                    layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
+                    if dX is not None:                                          # δx_t: first D of Wᵀδz_t
+                        if d == 0:
+                            np.matmul(Z2, layer.W[:, :D], out=dX.reshape(T * B, D))
+                        else:                                                   # back to natural time, added
+                            dXr = _view(ws.dXr, T, B, D)
+                            np.matmul(Z2, layer.W[:, :D], out=dXr.reshape(T * B, D))
+                            copy_steps(dX, dXr, L, True, True)
+                    dh0[k] = dh
+                    dc0[k] = dc if self.HAS_C else 0
+                    if record:
+                        self.flow["dh"][k], self.flow["dc"][k] = np.sqrt(probe.sum(axis=1)).T
+                if l > 0 and step is not None:
+                    apply_dropout(dX, self.dropout_seed, step, l - 1, self.dropout)   # the forward's mask
                 dY = dX
-                dh0[l] = dh
-                dc0[l] = dc if self.HAS_C else 0
-                if record:
-                    self.flow["dh"][l], self.flow["dc"][l] = np.sqrt(probe.sum(axis=1)).T
 
     def _forget_means(self, T, B, L):
         """The probe's record, begun before backward overwrites the gates: per layer and step,
         the mean forget gate over the rows inside their length (NaN for the RNN)."""
-        layers, H = self.num_layers, self.hidden_size
+        layers, H = self.num_states, self.hidden_size
         f = np.full((layers, T), np.nan)
         if self.HAS_C:
             live = np.arange(T)[:, None] < L[None, :]                      # (T, B)
@@ -353,35 +444,44 @@ class _Recurrent:
 
     # -- PyTorch interchange ---------------------------------------------------------
 
+    def _torch_names(self):
+        """(unit k, PyTorch's suffix) for every unit: l{layer}, and _reverse for direction 1."""
+        return [(k, f"_l{k // self.directions}" + ("_reverse" if k % self.directions else ""))
+                for k in range(self.num_states)]
+
     def torch_state_dict(self):
         """Parameters under torch.nn.LSTM's / torch.nn.RNN's names (NumPy arrays; for the
-        LSTM in PyTorch's gate order i, f, g, o). bias_ih_l{k} carries b and bias_hh_l{k} is
-        zero (PyTorch adds the two). Load into torch with
+        LSTM in PyTorch's gate order i, f, g, o; the reverse direction's as `..._reverse`).
+        bias_ih carries b and bias_hh is zero (PyTorch adds the two). Load into torch with
         {k: torch.from_numpy(v) for k, v in sd.items()}."""
         H, Q, sd = self.hidden_size, self.GATES, {}
         inv = np.argsort(self.TORCH_BLOCK)
-        for k, layer in enumerate(self.layers):
+        for k, suffix in self._torch_names():
+            layer = self.layers[k]
             W = layer.W.reshape(Q, H, layer.D + H)[inv].reshape(Q * H, layer.D + H)
-            sd[f"weight_ih_l{k}"] = W[:, :layer.D].copy()
-            sd[f"weight_hh_l{k}"] = W[:, layer.D:].copy()
-            sd[f"bias_ih_l{k}"] = layer.b.reshape(Q, H)[inv].reshape(Q * H).copy()
-            sd[f"bias_hh_l{k}"] = np.zeros(Q * H, self.dtype)
+            sd[f"weight_ih{suffix}"] = W[:, :layer.D].copy()
+            sd[f"weight_hh{suffix}"] = W[:, layer.D:].copy()
+            sd[f"bias_ih{suffix}"] = layer.b.reshape(Q, H)[inv].reshape(Q * H).copy()
+            sd[f"bias_hh{suffix}"] = np.zeros(Q * H, self.dtype)
         return sd
 
     def load_torch_state_dict(self, state_dict):
         """Take parameters from a PyTorch state dict (tensors or arrays) of the same
         architecture. Every key, shape and value is checked before anything is written."""
         H, Q = self.hidden_size, self.GATES
-        want = {f"{n}_l{k}" for k in range(self.num_layers)
-                for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        names = self._torch_names()
+        want = {f"{n}{suffix}" for _, suffix in names for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
         got = set(state_dict)
         if got != want:
-            raise KeyError(f"state dict keys do not match a {self.num_layers}-layer {type(self).__name__} "
-                           f"without projections: missing {sorted(want - got)}, unexpected {sorted(got - want)}")
+            raise KeyError(f"state dict keys do not match a {self.num_layers}-layer "
+                           f"{'bidirectional ' if self.bidirectional else ''}{type(self).__name__} without "
+                           f"projections: missing {sorted(want - got)}, unexpected {sorted(got - want)}")
         new = self.params.copy()
-        for k, (Wk, bk) in enumerate(self._layer_views(new)):
+        views = self._layer_views(new)
+        for k, suffix in names:
+            Wk, bk = views[k]
             D = self.layers[k].D
-            a = {n: _as_array(state_dict, f"{n}_l{k}", shape)
+            a = {n: _as_array(state_dict, f"{n}{suffix}", shape)
                  for n, shape in (("weight_ih", (Q * H, D)), ("weight_hh", (Q * H, H)),
                                   ("bias_ih", (Q * H,)), ("bias_hh", (Q * H,)))}
             W = np.concatenate([a["weight_ih"], a["weight_hh"]], axis=1)
@@ -411,11 +511,15 @@ class LSTM(_Recurrent):
     """
     GATES, CELL, HAS_C, TORCH_BLOCK = 4, LSTM_CELL, True, np.array([2, 0, 1, 3])
 
-    def __init__(self, input_size, hidden_size, num_layers=1, *, dtype=np.float32,
-                 forget_bias=1.0, seed=None, buffers=None):
-        """buffers: optional (params, grads) flat arrays of size `param_count(...)` for the
-        stack to live in (a Model puts the layers and its head in one flat array)."""
-        super().__init__(input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers)
+    def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
+                 dtype=np.float32, forget_bias=1.0, seed=None, dropout_seed=None, buffers=None):
+        """bidirectional: a reverse direction beside each layer (PyTorch's semantics and
+        layouts). dropout: p in [0, 1), on the outputs of every layer but the last, in
+        training mode. buffers: optional (params, grads) flat arrays of size
+        `param_count(...)` for the stack to live in (a Model puts the layers and its head in
+        one flat array)."""
+        super().__init__(input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers,
+                         bidirectional, dropout, dropout_seed)
 
     def forward(self, x, h0=None, c0=None, lengths=None):
         """Run the stack over a sequence batch.
@@ -461,9 +565,10 @@ class RNN(_Recurrent):
     """
     GATES, CELL, HAS_C, TORCH_BLOCK = 1, RNN_CELL, False, np.array([0])
 
-    def __init__(self, input_size, hidden_size, num_layers=1, *, dtype=np.float32, seed=None,
-                 buffers=None):
-        super().__init__(input_size, hidden_size, num_layers, dtype, 0.0, seed, buffers)
+    def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
+                 dtype=np.float32, seed=None, dropout_seed=None, buffers=None):
+        super().__init__(input_size, hidden_size, num_layers, dtype, 0.0, seed, buffers, bidirectional,
+                         dropout, dropout_seed)
 
     def forward(self, x, h0=None, lengths=None):
         """x (T, B, D), h0 (num_layers, B, H) or None, lengths as for LSTM.

@@ -49,12 +49,13 @@ class Text:
     """Character-level language modelling on CPython's pydoc_data.topics (English prose
     about Python, ~465k characters, shipped with every CPython).
 
-    x (T, B, V) one-hot characters; y (T, B) the next character; softmax cross-entropy at
-    every step. Figure of merit: bits per character on the held-out last 10% of the text.
+    x (T, B, V) one-hot characters, or (T, B) their ids with tokens=True (for a model with an
+    embedding, as `fastlstm train --task text` makes); y (T, B) the next character; softmax
+    cross-entropy at every step. Figure of merit: bits per character on the held-out last 10% of the text.
     """
     name, loss, output, monitor = "text", "xent", "every", ("test_bpc", "min")
 
-    def __init__(self, T=64, test_chars=20000, seed=1234):
+    def __init__(self, T=64, test_chars=20000, seed=1234, tokens=False):
         from pydoc_data.topics import topics
         text = "\n\n".join(topics[k] for k in sorted(topics))
         self.vocab = sorted(set(text))
@@ -62,40 +63,27 @@ class Text:
         ids = np.array([self.index[ch] for ch in text], np.int64)
         split = int(len(ids) * 0.9)
         self.train_ids, self.test_ids = ids[:split], ids[split:]
-        self.T = T
-        self.input_size = self.output_size = len(self.vocab)
+        self.T, self.tokens = T, tokens
+        self.input_size = self.output_size = self.vocab_size = len(self.vocab)
         n = min(test_chars, len(self.test_ids) - 1) // T
-        starts = np.arange(n) * T
-        self.test = self._windows(self.test_ids, starts)
+        self.test_starts = np.arange(n) * T
 
     def _windows(self, ids, starts, dtype=np.float32):
-        T, V = self.T, len(self.vocab)
-        idx = starts[None, :] + np.arange(T + 1)[:, None]           # (T+1, B)
-        chars = ids[idx]
-        x = np.zeros((T, len(starts), V), dtype)
-        np.put_along_axis(x, chars[:-1, :, None], 1, axis=2)
-        return x, chars[1:], None
+        from .data import char_windows
+        x, y, _ = char_windows(ids, starts, self.T, len(self.vocab), dtype, self.tokens)
+        return x, y, None
 
     def batch(self, rng, B, dtype=np.float32):
         starts = rng.integers(0, len(self.train_ids) - self.T - 1, B)
         return self._windows(self.train_ids, starts, dtype)
 
     def metrics(self, model):
-        x, y, _ = self.test
-        loss = model.evaluate(x.astype(model.dtype), y)["loss"]
+        x, y, _ = self._windows(self.test_ids, self.test_starts, model.dtype)
+        loss = model.evaluate(x, y)["loss"]
         return {"test_bpc": loss / np.log(2)}
 
     def solved(self, metrics):
         return metrics["test_bpc"] < 3.0
-
-    def encode(self, s, dtype=np.float32):
-        """One-hot (len(s), 1, V) for a prompt; unknown characters are refused."""
-        bad = sorted(set(s) - set(self.index))
-        if bad:
-            raise ValueError(f"characters not in the text's vocabulary: {bad!r}")
-        x = np.zeros((len(s), 1, len(self.vocab)), dtype)
-        x[np.arange(len(s)), 0, [self.index[ch] for ch in s]] = 1
-        return x
 
 
 class Digits:

@@ -123,3 +123,41 @@ def test_fastlstm_export_from_the_command_line(tmp_path):
     assert r.returncode == 0 and (tmp_path / "s.onnx").exists(), r.stderr
     r = run("export", str(tmp_path / "missing.ckpt"), str(out))
     assert r.returncode == 2 and r.stderr.startswith("fastlstm: error:")
+
+
+@pytest.mark.parametrize("cell,layers,output", list(itertools.product(["lstm", "rnn"], [1, 2, 3], ["last", "every"])))
+def test_a_bidirectional_model_under_onnx_runtime_equals_predict(tmp_path, cell, layers, output):
+    """One node with direction="bidirectional" per layer; ONNX Runtime runs the reverse
+    direction over each row's own length, as fastlstm does, so padding never leaks in."""
+    m = fastlstm.Model(3, 5, 4, layers, cell=cell, output=output, bidirectional=True, seed=1)
+    m.params[:] = np.random.default_rng(1).uniform(-0.5, 0.5, m.params.size)
+    rng = np.random.default_rng(layers)
+    T, B = 9, 5
+    x = rng.standard_normal((T, B, 3)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B)
+    fastlstm.export_onnx(m, tmp_path / "bi.onnx")
+    s = _session(tmp_path / "bi.onnx")
+    outs = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"x": x, "sequence_lens": lengths.astype(np.int32)})))
+    assert np.abs(outs["predictions"] - m.predict(x, lengths)).max() <= 1e-5
+    states = m.core.forward(x, lengths=lengths)[1]
+    hn = states[0] if cell == "lstm" else states
+    assert outs["hn"].shape == (2 * layers, B, 5) and np.abs(outs["hn"] - hn).max() <= 1e-5
+    with pytest.raises(ValueError, match="cannot stream"):
+        fastlstm.export_onnx(m, tmp_path / "no.onnx", streaming=True)
+
+
+def test_an_embedding_model_takes_token_ids_in_both_graphs(tmp_path):
+    m = fastlstm.Model(4, 6, 7, 2, loss="xent", output="every", vocab_size=7, dropout=0.3, seed=2)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 7, (8, 3))
+    fastlstm.export_onnx(m, tmp_path / "e.onnx")
+    s = _session(tmp_path / "e.onnx")
+    out = s.run(["predictions"], {"x": ids, "sequence_lens": np.full(3, 8, np.int32)})[0]
+    assert np.abs(out - m.predict(ids)).max() <= 1e-5
+    fastlstm.export_onnx(m, tmp_path / "es.onnx", streaming=True)
+    s = _session(tmp_path / "es.onnx")
+    h, c = np.zeros((2, 3, 6), np.float32), np.zeros((2, 3, 6), np.float32)
+    m.reset_state(3)
+    for t in range(8):
+        p, h, c = s.run(["predictions", "h_out", "c_out"], {"x": ids[t], "h": h, "c": c})
+        assert np.abs(p - m.step(ids[t])).max() <= 1e-5

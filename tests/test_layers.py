@@ -1,0 +1,270 @@
+"""The layers people build with: bidirectional stacks (against torch.nn.LSTM/RNN with
+PackedSequence), dropout (masks, evaluation mode, finite differences, threads, resume) and
+token embeddings (against nn.Embedding + nn.LSTM), with the errors each can raise."""
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastlstm
+from test_gradcheck import _assert_close, _numeric
+
+torch = pytest.importorskip("torch")
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+
+TOL = 1e-10
+
+
+def _torch_grads(mod, cls, m):
+    """torch's parameter gradients in fastlstm's flat layout (through a twin's state dict)."""
+    twin = cls(m.input_size, m.hidden_size, m.num_layers, bidirectional=m.bidirectional, dtype=np.float64)
+    grads = {k: p.grad.numpy() for k, p in mod.named_parameters()}
+    twin.load_torch_state_dict({k: g if "bias_hh" not in k else np.zeros_like(g) for k, g in grads.items()})
+    return twin.params
+
+
+@pytest.mark.parametrize("cell,layers,init,with_lengths",
+                         list(itertools.product(["lstm", "rnn"], [1, 2, 3], [False, True], [False, True])))
+def test_bidirectional_equals_torch_with_packed_sequences(cell, layers, init, with_lengths):
+    T, B, D, H = 7, 5, 3, 4
+    rng = np.random.default_rng(layers + 10 * init)
+    cls, tcls = (fastlstm.LSTM, torch.nn.LSTM) if cell == "lstm" else (fastlstm.RNN, torch.nn.RNN)
+    m = cls(D, H, layers, bidirectional=True, dtype=np.float64, seed=0)
+    m.params[:] = rng.uniform(-0.5, 0.5, m.params.size)
+    t = tcls(D, H, layers, bidirectional=True).double()
+    t.load_state_dict({k: torch.from_numpy(v) for k, v in m.torch_state_dict().items()})   # ours -> torch
+    x = rng.standard_normal((T, B, D))
+    L = rng.integers(1, T + 1, B) if with_lengths else np.full(B, T)
+    L[0] = T
+    h0, c0 = (rng.standard_normal((2 * layers, B, H)) for _ in range(2)) if init else (None, None)
+    xt = torch.tensor(x, requires_grad=True)
+    st = [torch.tensor(a, requires_grad=True) for a in (h0, c0)] if init else None
+    out, state = t(pack_padded_sequence(xt, torch.tensor(L), enforce_sorted=False),
+                   (tuple(st) if cell == "lstm" else st[0]) if init else None)
+    yt = pad_packed_sequence(out, total_length=T)[0]
+    states_t = state if cell == "lstm" else (state,)
+    if cell == "lstm":
+        y, states = m.forward(x, h0, c0, L)
+    else:
+        y, hn = m.forward(x, h0, L)
+        states = (hn,)
+    assert y.shape == (T, B, 2 * H) and states[0].shape == (2 * layers, B, H)
+    assert np.abs(yt.detach().numpy() - y).max() <= TOL
+    for a, b in zip(states_t, states):
+        assert np.abs(a.detach().numpy() - b).max() <= TOL
+    dy = rng.standard_normal(y.shape) * (np.arange(T)[:, None, None] < L[None, :, None])
+    dstates = [rng.standard_normal(s.shape) for s in states]
+    E = (yt * torch.tensor(dy)).sum() + sum((s * torch.tensor(d)).sum() for s, d in zip(states_t, dstates))
+    E.backward()
+    m.zero_grad()
+    dx, dstate0 = m.backward(dy, *dstates)
+    dstate0 = dstate0 if cell == "lstm" else (dstate0,)
+    assert np.abs(xt.grad.numpy() - dx).max() <= TOL
+    if init:
+        for s, d in zip(st, dstate0):
+            assert np.abs(s.grad.numpy() - d).max() <= TOL
+    assert np.abs(_torch_grads(t, cls, m) - m.grads).max() <= TOL
+    back = cls(D, H, layers, bidirectional=True, dtype=np.float64)                         # torch -> ours
+    back.load_torch_state_dict(t.state_dict())
+    assert np.abs(back.params - m.params).max() <= 1e-15
+
+
+@pytest.mark.parametrize("output,layers", [("last", 1), ("last", 2), ("every", 2)])
+def test_embedding_bidirectional_model_equals_torch(output, layers):
+    """nn.Embedding + nn.LSTM(bidirectional=True) + nn.Linear: the loss, every gradient
+    (E's included) and the predictions; "last" reads [hn[-2] ; hn[-1]]."""
+    T, B, D, H, O, V = 7, 5, 4, 6, 3, 11
+    rng = np.random.default_rng(layers)
+    m = fastlstm.Model(D, H, O, layers, bidirectional=True, output=output, dtype=np.float64, vocab_size=V, seed=0)
+    m.params[:] = rng.uniform(-0.5, 0.5, m.params.size)
+    emb = torch.nn.Embedding(V, D).double()
+    emb.weight.data = torch.tensor(m.E)
+    lstm = torch.nn.LSTM(D, H, layers, bidirectional=True).double()
+    lstm.load_state_dict({k: torch.from_numpy(v) for k, v in m.core.torch_state_dict().items()})
+    lin = torch.nn.Linear(2 * H, O).double()
+    lin.weight.data, lin.bias.data = torch.tensor(m.V), torch.tensor(m.bias)
+    ids = rng.integers(0, V, (T, B))
+    L = rng.integers(1, T + 1, B)
+    L[0] = T
+    y = rng.standard_normal((B, O) if output == "last" else (T, B, O))
+    loss = m.compute_gradients(ids, y, L)
+    out, (hn, _) = lstm(pack_padded_sequence(emb(torch.tensor(ids)), torch.tensor(L), enforce_sorted=False))
+    if output == "last":
+        P = lin(torch.cat([hn[-2], hn[-1]], 1))
+        Et = ((P - torch.tensor(y)) ** 2).mean()
+    else:
+        P = lin(pad_packed_sequence(out, total_length=T)[0])
+        mask = torch.tensor((np.arange(T)[:, None] < L[None, :])[:, :, None].astype(np.float64))
+        P = P * mask
+        Et = (((P - torch.tensor(y)) ** 2) * mask).sum() / (mask.sum() * O)
+    Et.backward()
+    assert abs(loss - Et.item()) <= TOL
+    g = fastlstm.Model(D, H, O, layers, bidirectional=True, output=output, dtype=np.float64, vocab_size=V)
+    g.params[:] = m.grads
+    assert np.abs(g.E - emb.weight.grad.numpy()).max() <= TOL
+    assert np.abs(g.V - lin.weight.grad.numpy()).max() <= TOL
+    assert np.abs(_torch_grads(lstm, fastlstm.LSTM, g.core) - g.core.params).max() <= TOL
+    assert np.abs(m.predict(ids, L) - P.detach().numpy()).max() <= TOL
+
+
+def test_dropout_zero_is_bitwise_no_dropout_and_eval_drops_nothing():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 9, 3))
+    plain = fastlstm.LSTM(3, 8, 3, dtype=np.float64, seed=1)
+    zero = fastlstm.LSTM(3, 8, 3, dtype=np.float64, seed=1, dropout=0.0)
+    assert np.array_equal(plain.forward(x)[0], zero.forward(x)[0])
+    m = fastlstm.LSTM(3, 8, 3, dtype=np.float64, seed=1, dropout=0.5)
+    a, b = m.forward(x)[0], m.forward(x)[0]
+    assert not np.array_equal(a, b) and m.dropout_step == 2               # fresh masks each training forward
+    m.eval()
+    assert np.array_equal(m.forward(x)[0], plain.forward(x)[0]) and m.dropout_step == 2
+    model = fastlstm.Model(3, 8, 2, 2, dropout=0.5, seed=1)
+    p1 = model.predict(x.astype(np.float32))
+    model.train_step(x.astype(np.float32), np.zeros((9, 2), np.float32))
+    reference = fastlstm.Model(3, 8, 2, 2, seed=1)
+    reference.params[:] = model.params
+    assert np.array_equal(model.predict(x.astype(np.float32)), reference.predict(x.astype(np.float32)))
+    assert not np.array_equal(p1, model.predict(x.astype(np.float32)))
+
+
+def test_the_kept_fraction_is_one_minus_p_within_three_sigma():
+    from fastlstm.kernels import apply_dropout
+    for p in (0.1, 0.5, 0.9):
+        X = np.ones((50, 300, 64))
+        apply_dropout(X, 7, 3, 1, p)
+        kept, n = (X != 0).mean(), X.size
+        assert abs(kept - (1 - p)) <= 3 * np.sqrt(p * (1 - p) / n), (p, kept)
+        assert np.allclose(X[X != 0], 1 / (1 - p))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_dropout_gradients_pass_finite_differences_with_the_masks_held(bidirectional):
+    rng = np.random.default_rng(4)
+    T, B, D, H = 4, 3, 2, 3
+    m = fastlstm.LSTM(D, H, 3, bidirectional=bidirectional, dropout=0.4, dtype=np.float64, seed=2)
+    m.params[:] = rng.uniform(-0.5, 0.5, m.params.size)
+    x = rng.standard_normal((T, B, D))
+    L = np.array([4, 2, 3])
+    dy = rng.standard_normal((T, B, m.output_size))
+
+    def f():
+        m.dropout_step = 5                                  # the same masks at every evaluation
+        return float(np.sum(m.forward(x, lengths=L)[0] * dy))
+    f()
+    m.dropout_step = 5
+    m.forward(x, lengths=L)
+    m.zero_grad()
+    dx, _ = m.backward(dy)
+    _assert_close("dx", dx, _numeric(f, x))
+    for k, layer in enumerate(m.layers):
+        _assert_close(f"dW[{k}]", layer.dW, _numeric(f, layer.W))
+        _assert_close(f"db[{k}]", layer.db, _numeric(f, layer.b))
+
+
+_THREADS = textwrap.dedent("""
+    import hashlib, numpy as np, numba, fastlstm
+    rng = np.random.default_rng(0)
+    m = fastlstm.Model(3, 16, 2, 3, bidirectional=True, dropout=0.3, seed=0)
+    x = rng.standard_normal((9, 23, 3)).astype(np.float32)
+    for _ in range(3):
+        m.train_step(x, rng.standard_normal((23, 2)).astype(np.float32), rng.integers(1, 10, 23))
+    print(numba.get_num_threads(), hashlib.sha256(m.params.tobytes()).hexdigest())
+""")
+
+
+def test_dropout_and_bidirectional_steps_are_bitwise_the_same_at_1_and_2_threads():
+    out = {}
+    for n in (1, 2):
+        r = subprocess.run([sys.executable, "-c", _THREADS], capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, NUMBA_NUM_THREADS=str(n)))
+        assert r.returncode == 0, r.stderr
+        threads, digest = r.stdout.split()
+        assert threads == str(n)
+        out[n] = digest
+    assert out[1] == out[2]
+
+
+def test_checkpoints_keep_the_settings_and_old_ones_load(tmp_path):
+    m = fastlstm.Model(3, 5, 4, 2, bidirectional=True, dropout=0.2, vocab_size=9, loss="xent", seed=0)
+    m.save(tmp_path / "m.ckpt")
+    back = fastlstm.load(tmp_path / "m.ckpt")
+    assert back.config() == m.config() and np.array_equal(back.params, m.params)
+    ids = np.random.default_rng(0).integers(0, 9, (5, 2))
+    assert np.array_equal(back.predict(ids), m.predict(ids))
+    old = fastlstm.Model(3, 5, 4, seed=0)
+    header = {k: v for k, v in old.config().items() if k not in ("bidirectional", "dropout", "dropout_seed",
+                                                                  "vocab_size")}
+    from fastlstm import checkpoint
+    checkpoint.write(tmp_path / "old.ckpt", dict(model=header, optimizer=old.optimizer.config(), steps=0,
+                                                 skipped_steps=0, extra={}),
+                     {"params": old.params, **{f"optimizer.{k}": a for k, a in old.optimizer.state.items()}})
+    loaded = fastlstm.load(tmp_path / "old.ckpt")
+    assert not loaded.core.bidirectional and loaded.core.dropout == 0 and loaded.vocab_size is None
+
+
+def test_the_text_task_trains_on_token_ids(tmp_path):
+    from test_cli import _run
+    out = tmp_path / "t.ckpt"
+    r = _run("train", "--task", "text", "--steps", "30", "--T", "16", "--hidden", "32", "--batch", "8",
+             "--eval-every", "30", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    m = fastlstm.load(out)
+    assert m.vocab_size == m.output_size and m.core.input_size == 64
+    r = _run("sample", str(out), "--length", "20", "--prime", "def ")
+    assert r.returncode == 0 and r.stdout.startswith("def ")
+
+
+def test_bad_inputs_are_clear_errors_and_change_nothing():
+    m = fastlstm.Model(3, 5, 2, 2, bidirectional=True, seed=0)
+    before = m.params.copy()
+    with pytest.raises(ValueError, match="cannot stream"):
+        m.step(np.zeros((1, 3), np.float32))
+    with pytest.raises(ValueError, match="cannot stream"):
+        m.core.step(np.zeros((1, 3), np.float32), np.zeros((4, 1, 5), np.float32), np.zeros((4, 1, 5), np.float32))
+    for p in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\)"):
+            fastlstm.LSTM(3, 5, 2, dropout=p)
+    with pytest.raises(ValueError, match="dropout must be a finite number"):
+        fastlstm.Model(3, 5, 2, dropout=float("nan"))
+    with pytest.raises(TypeError, match="bidirectional must be True or False"):
+        fastlstm.Model(3, 5, 2, bidirectional="yes")
+    e = fastlstm.Model(4, 5, 3, vocab_size=6, loss="xent", output="every", seed=0)
+    kept = e.params.copy()
+    ids = np.zeros((3, 2), np.int64)
+    with pytest.raises(ValueError, match=r"token ids must lie in 0\.\.5, got min 0, max 6"):
+        e.train_step(ids + np.array([[0, 6]]), ids)
+    with pytest.raises(ValueError, match=r"token ids must lie in 0\.\.5, got min -1"):
+        e.predict(ids - 1)
+    with pytest.raises(TypeError, match="integer ndarray of ids"):
+        e.train_step(np.zeros((3, 2, 4), np.float32), ids)
+    with pytest.raises(TypeError, match="integer ndarray of ids"):
+        e.step(np.zeros(2, np.float32))
+    assert np.array_equal(e.params, kept) and np.array_equal(m.params, before) and e.steps == 0
+    e.train_step(ids, ids)                                   # the next valid call works
+    assert e.steps == 1
+    from test_cli import _run
+    r = _run("train", "--task", "text", "--bidirectional", "--steps", "1")
+    assert r.returncode == 2 and "sees the next character" in r.stderr, r.stderr
+
+
+def test_a_warm_bidirectional_dropout_embedding_step_allocates_no_array():
+    """tracemalloc sees only interpreter objects in a warm Model.train_step: the same few KiB
+    for a 9x larger batch, far below one (T, B, H) buffer."""
+    import tracemalloc
+    T, H, peaks = 20, 32, []
+    for B in (4, 36):
+        m = fastlstm.Model(8, H, 3, 2, bidirectional=True, dropout=0.3, vocab_size=50, loss="xent",
+                           output="every", seed=0)
+        rng = np.random.default_rng(0)
+        ids, y = rng.integers(0, 50, (T, B)), rng.integers(0, 3, (T, B))
+        m.train_step(ids, y)
+        m.train_step(ids, y)
+        tracemalloc.start()
+        m.train_step(ids, y)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] <= peaks[0] + 8192 and peaks[1] < T * 36 * H * 4 // 3, peaks      # threadpoolctl's objects vary
