@@ -251,14 +251,15 @@ def onnx_fns(D, H, B, T, threads):
 
 def text_rows(quick, repeats, settle):
     """The text task's training step (a Model: LSTM + softmax at every step) on one-hot
-    inputs (V wide) beside token ids through a 64-wide embedding."""
+    inputs (V wide) beside token ids through the command line's embedding (cli.EMBED wide)."""
+    from fastlstm.cli import EMBED
     from fastlstm.tasks import Text
     task = Text(T=16 if quick else 64)
     B, H = (4, 32) if quick else (32, 256)
     fns = []
     for tokens in (False, True):
         task.tokens = tokens
-        m = fastlstm.Model(64 if tokens else task.vocab_size, H, task.vocab_size, loss="xent", output="every", seed=0,
+        m = fastlstm.Model(EMBED if tokens else task.vocab_size, H, task.vocab_size, loss="xent", output="every", seed=0,
                            vocab_size=task.vocab_size if tokens else None)
         batch = task.batch(np.random.default_rng(0), B)
         fns.append(local(lambda m=m, batch=batch: m.train_step(*batch)))

@@ -24,6 +24,10 @@ DEFAULTS = {
 }
 
 
+# The width of a text model's character embedding: at 32 a step of the text task is about 10%
+# faster than on one-hot input, and it reaches the task's target in half the steps (README).
+EMBED = 32
+
 # Defaults per kind of your own data (--data): a run of --epochs over the file.
 DATA_DEFAULTS = {
     "text": dict(hidden=256, layers=1, epochs=10, batch=32, lr=2e-3, clip=1.0, T=100, val_fraction=0.1),
@@ -60,7 +64,8 @@ def _parser():
     t.add_argument("--bidirectional", action="store_true", help="a reverse direction beside every layer")
     t.add_argument("--dropout", type=float, default=0.0, help="dropout p on the outputs of every layer but the "
                    "last, in training (default 0)")
-    t.add_argument("--embed", type=int, default=64, help="text: the width of the characters' embedding (default 64)")
+    t.add_argument("--embed", type=int, default=EMBED, help=f"text: the width of the characters' embedding "
+                   f"(default {EMBED})")
     t.add_argument("--steps", type=int, help="training steps in all (a resumed run counts those done)")
     t.add_argument("--epochs", type=int, help="passes over --data (default per kind; with --steps, whichever "
                    "comes first)")

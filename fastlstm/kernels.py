@@ -142,18 +142,28 @@ def all_finite(a):
 
 # -- the recurrent products -------------------------------------------------------------
 # z_t += U h_{t-1} and δh_{t-1} = Uᵀ δz_t are, per step, a (B, K) × (K, N) product. Each runs
-# as tiles of 4 batch rows × TW output columns (TW = 64 bytes: 16 float32 or 8 float64 = two
-# AVX vectors): eight vector accumulators stay in registers over the whole K loop, and each
-# k costs two vector loads of the packed weight panel, four broadcasts and eight FMAs (the
-# register-blocked outer product BLAS kernels use; no horizontal sums). Numba cannot keep
-# vectors in registers by itself, so the tile is written in LLVM IR below.
+# as tiles of 4 batch rows × TW output columns (TW = 64 bytes, two AVX2 vectors, or 128 bytes,
+# two AVX-512 vectors, as the CPU has: recurrent.tile_bytes): eight vector accumulators stay
+# in registers over the whole K loop, and each k costs two vector loads of the packed weight
+# panel, four broadcasts and eight FMAs (the register-blocked outer product BLAS kernels use;
+# no horizontal sums). Each output is the same chain of FMAs over k whatever the width, so
+# both tiles give the same bits. Numba cannot keep vectors in registers by itself, so the
+# tile is written in LLVM IR below.
 
 
-PANEL_BYTES = 64        # a tile's columns: two 256-bit vectors (16 float32 or 8 float64)
+TILE_BYTES = (64, 128)  # the tile widths compiled: two 256-bit vectors a row (AVX2), or two 512-bit (AVX-512)
 
 
-@intrinsic
-def _tile4(typingctx, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
+def _make_tile4(panel_bytes):
+    """The tile for panels of `panel_bytes` of columns: two vectors of panel_bytes/2 a row."""
+
+    @intrinsic
+    def tile4(typingctx, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
+        return _tile4_impl(panel_bytes, C, r0, r1, r2, r3, c0, A, a0, P, K, load)
+    return tile4
+
+
+def _tile4_impl(panel_bytes, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
     """C[r_q, c0:c0+TW] = (C[r_q, c0:c0+TW] if load else 0) + Σ_{k<K} A[r_q, a0+k] P[k, :]
     for the four rows r_q (repeated indices are allowed: all loads come before the stores).
 
@@ -171,7 +181,7 @@ def _tile4(typingctx, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
         i64, i32 = ir.IntType(64), ir.IntType(32)
         elem = context.get_data_type(C.dtype)
         es = context.get_abi_sizeof(elem)
-        w = PANEL_BYTES // 2 // es                              # lanes of one 256-bit vector
+        w = panel_bytes // 2 // es                              # lanes of one vector
         vec = ir.VectorType(elem, w)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
                                              f"llvm.fma.v{w}f{8 * es}")
@@ -216,6 +226,9 @@ def _tile4(typingctx, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
     return types.void(C, r0, r1, r2, r3, c0, A, a0, P, K, load), codegen
 
 
+_tile4, _tile4_wide = (_make_tile4(n) for n in TILE_BYTES)
+
+
 @njit(**PARALLEL_JIT)
 def pack_panels(P, W, k0, transpose):
     """Pack columns k0.. of W (G, ·) into panels of TW output columns, zero-padded.
@@ -253,12 +266,16 @@ def _panel_product(C, r_lo, r_hi, b0, b1, A, a0, P, K, load):
     last partial panel by a scalar loop with the same order of sums."""
     N = C.shape[1]
     TW = P.shape[2]
+    wide = TW * C.itemsize == TILE_BYTES[1]      # the panels' width picks the tile (recurrent.tile_bytes)
     full = N // TW
     for p in range(full):
         Pp = P[p]
         for blk in range(b0, b1):
             ra, rb, rc, rd = _block_rows(blk, r_hi)
-            _tile4(C, ra, rb, rc, rd, p * TW, A, a0, Pp, K, load)
+            if wide:
+                _tile4_wide(C, ra, rb, rc, rd, p * TW, A, a0, Pp, K, load)
+            else:
+                _tile4(C, ra, rb, rc, rd, p * TW, A, a0, Pp, K, load)
     for j in range(full * TW, N):
         for r in range(r_lo, r_hi):
             s = C[r, j] if load else _like(C[r, j], 0.0)
@@ -378,8 +395,32 @@ def _chunk(c, nchunks, nblk):
     return c * nblk // nchunks, (c + 1) * nblk // nchunks
 
 
+@njit(**JIT)
+def _forward_blocks(Z, C, TC, I, P, b, lengths, D, H, a0, b0, b1, cell):
+    """Row blocks b0..b1-1 of one unit through every step: one task of recurrent_forward."""
+    T, B, G = Z.shape
+    r0, r1 = 4 * b0, min(4 * b1, B)
+    for t in range(T):
+        Zt = Z[t]
+        for r in range(r0, r1):
+            if a0 == 0:
+                Zt[r, :] = b
+            else:
+                for j in range(G):          # a loop: outside a parfor, `+=` on slices makes a temporary
+                    Zt[r, j] += b[j]
+        _panel_product(Zt, r0, r1, b0, b1, I[t], a0, P, D + H - a0, True)
+        for r in range(r0, r1):
+            if t >= lengths[r]:
+                C[t + 1, r, :] = C[t, r, :]
+                I[t + 1, r, D:] = I[t, r, D:]
+            elif cell == LSTM_CELL:
+                cell_forward(Zt[r], C[t + 1, r], TC[t, r], I[t + 1, r, D:], C[t, r], H)
+            else:
+                rnn_cell_forward(Zt[r], I[t + 1, r, D:], H)
+
+
 @njit(**PARALLEL_JIT)
-def recurrent_forward(Z, C, TC, I, P, b, lengths, D, H, a0, nchunks, cell):
+def recurrent_forward(Z, C, TC, I, P, b, Zr, Cr, TCr, Ir, Pr, br, lengths, D, H, a0, nchunks, dirs, cell):
     """Recurrent part of the forward pass over all steps, for an LSTM or RNN `cell`.
 
     Z (T,B,G) receives the gate activations (G = 4H for the LSTM, H for the RNN);
@@ -396,32 +437,49 @@ def recurrent_forward(Z, C, TC, I, P, b, lengths, D, H, a0, nchunks, cell):
     synchronisation; a weight panel is read once per step and reused from L1 by all of the
     thread's blocks. The blocks, not the chunks, fix the arithmetic: any nchunks gives the
     same bits, and each row's bits depend on that row alone.
+    dirs = 2: the reverse unit of a bidirectional layer (the buffers ending in r, as the
+    first set) runs side by side, its own nchunks tasks beside the forward unit's: independent
+    work, and each thread streams one unit's panels for more rows. dirs = 1: the first
+    set alone (pass it twice).
     """
-    T, B, G = Z.shape
-    nblk = (B + 3) // 4
-    for c in prange(nchunks):
+    nblk = (Z.shape[1] + 3) // 4
+    for task in prange(dirs * nchunks):
+        c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)
-        r0, r1 = 4 * b0, min(4 * b1, B)
-        for t in range(T):
-            Zt = Z[t]
-            for r in range(r0, r1):
-                if a0 == 0:
-                    Zt[r, :] = b
-                else:
-                    Zt[r, :] += b
-            _panel_product(Zt, r0, r1, b0, b1, I[t], a0, P, D + H - a0, True)
-            for r in range(r0, r1):
-                if t >= lengths[r]:
-                    C[t + 1, r, :] = C[t, r, :]
-                    I[t + 1, r, D:] = I[t, r, D:]
-                elif cell == LSTM_CELL:
-                    cell_forward(Zt[r], C[t + 1, r], TC[t, r], I[t + 1, r, D:], C[t, r], H)
-                else:
-                    rnn_cell_forward(Zt[r], I[t + 1, r, D:], H)
+        if task < nchunks:
+            _forward_blocks(Z, C, TC, I, P, b, lengths, D, H, a0, b0, b1, cell)
+        else:
+            _forward_blocks(Zr, Cr, TCr, Ir, Pr, br, lengths, D, H, a0, b0, b1, cell)
+
+
+@njit(**JIT)
+def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, P, lengths, b0, b1, cell):
+    """Row blocks b0..b1-1 of one unit back through every step: one task of recurrent_backward."""
+    T, B, G = Z.shape
+    H = dh.shape[1]
+    record = probe.shape[0] > 0
+    r0, r1 = 4 * b0, min(4 * b1, B)
+    for t in range(T - 1, -1, -1):
+        Zt = Z[t]
+        for r in range(r0, r1):
+            if t >= lengths[r]:
+                Zt[r, :] = 0
+            elif cell == LSTM_CELL:
+                cell_backward(Zt[r], dc[r], dh[r], dY[t, r], TC[t, r], C[t, r], H)
+            else:
+                rnn_cell_backward(Zt[r], dh[r], dY[t, r], H)
+        _panel_product(dhs, r0, r1, b0, b1, Zt, 0, P, G, False)
+        for r in range(r0, r1):
+            if t < lengths[r]:
+                dh[r, :] = dhs[r, :]
+            if record:
+                probe[t, r, 0] = sum_squares(dh[r])
+                probe[t, r, 1] = sum_squares(dc[r])
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, lengths, nchunks, cell):
+def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Pr,
+                       lengths, nchunks, dirs, cell):
     """Recurrent part of the backward pass, walking t = T-1 .. 0.
 
     Z (T,B,G): gate activations in, δz_t out. dh (B,H): δh_{T-1} from the final state in,
@@ -431,31 +489,16 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, lengths, nchunks, ce
     Past a row's length δz is zero and δh, δc pass through unchanged.
     probe (T,B,2) float64, or of length 0 for none: receives, after step t, the squared
     norms ‖∂E/∂h_{t-1}‖², ‖∂E/∂c_{t-1}‖² of the state that step t received. Chunks as in
-    forward.
+    forward; dirs = 2 runs the reverse unit (the arguments ending in r) side by side, as there.
     """
-    T, B, G = Z.shape
-    H = dh.shape[1]
-    nblk = (B + 3) // 4
-    record = probe.shape[0] > 0
-    for c in prange(nchunks):
+    nblk = (Z.shape[1] + 3) // 4
+    for task in prange(dirs * nchunks):
+        c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)
-        r0, r1 = 4 * b0, min(4 * b1, B)
-        for t in range(T - 1, -1, -1):
-            Zt = Z[t]
-            for r in range(r0, r1):
-                if t >= lengths[r]:
-                    Zt[r, :] = 0
-                elif cell == LSTM_CELL:
-                    cell_backward(Zt[r], dc[r], dh[r], dY[t, r], TC[t, r], C[t, r], H)
-                else:
-                    rnn_cell_backward(Zt[r], dh[r], dY[t, r], H)
-            _panel_product(dhs, r0, r1, b0, b1, Zt, 0, P, G, False)
-            for r in range(r0, r1):
-                if t < lengths[r]:
-                    dh[r, :] = dhs[r, :]
-                if record:
-                    probe[t, r, 0] = sum_squares(dh[r])
-                    probe[t, r, 1] = sum_squares(dc[r])
+        if task < nchunks:
+            _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, P, lengths, b0, b1, cell)
+        else:
+            _backward_blocks(Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Pr, lengths, b0, b1, cell)
 
 
 @njit(**PARALLEL_JIT)

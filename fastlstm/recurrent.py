@@ -10,6 +10,7 @@ kernel. Then big products run once per layer (NumPy's BLAS):
 G = 4H for the LSTM (gate blocks a, i, f, o), H for the RNN.
 """
 import math
+import os
 from dataclasses import dataclass
 
 import numba
@@ -17,7 +18,7 @@ import numpy as np
 
 from . import _validate as v
 from ._config import blas_turn
-from .kernels import (LSTM_CELL, PANEL_BYTES, RNN_CELL, copy_hidden, copy_steps, apply_dropout, pack_panels,
+from .kernels import (LSTM_CELL, RNN_CELL, TILE_BYTES, copy_hidden, copy_steps, apply_dropout, pack_panels,
                       recurrent_backward, recurrent_forward, recurrent_step)
 
 # δW added to non-zero gradients goes in blocks of this many rows (a scratch far smaller than W).
@@ -49,9 +50,27 @@ def _view(buf, *shape):
     return buf[:math.prod(shape)].reshape(shape)
 
 
+def tile_bytes(environ=os.environ, features=None):
+    """The recurrent products' tile width in bytes for this CPU: 128 (two 512-bit vectors a
+    row) where it has AVX-512, else 64 (two 256-bit vectors). FASTLSTM_TILE_BYTES=64 or 128
+    forces one (the tests run both); both give the same bits."""
+    forced = environ.get("FASTLSTM_TILE_BYTES")
+    if forced:
+        if forced not in {str(b) for b in TILE_BYTES}:
+            raise ValueError(f"FASTLSTM_TILE_BYTES must be one of {TILE_BYTES}, got {forced!r}")
+        return int(forced)
+    if features is None:
+        from llvmlite import binding
+        features = binding.get_host_cpu_features()
+    return TILE_BYTES[1] if features.get("avx512f") else TILE_BYTES[0]
+
+
+TILE = tile_bytes()
+
+
 def _panel_shape(N, K, dtype):
-    """(ceil(N/TW), K, TW): panels of TW = PANEL_BYTES of columns (kernels.pack_panels)."""
-    TW = PANEL_BYTES // np.dtype(dtype).itemsize
+    """(ceil(N/TW), K, TW): panels of TW = TILE bytes of columns (kernels.pack_panels)."""
+    TW = TILE // np.dtype(dtype).itemsize
     return -(-N // TW), K, TW
 
 
@@ -61,9 +80,10 @@ def _tiles_from(D):
     return D if D >= SPLIT_D else 0
 
 
-def _nchunks(B):
-    """Threads to split the (B+3)//4 row blocks over: any value gives the same bits."""
-    return max(1, min(numba.get_num_threads(), (B + 3) // 4))
+def _nchunks(B, dirs=1):
+    """Tasks per direction to split the (B+3)//4 row blocks over (the threads shared by the
+    directions that run side by side): any value gives the same bits."""
+    return max(1, min(numba.get_num_threads() // dirs, (B + 3) // 4))
 
 
 class _Workspace:
@@ -89,14 +109,14 @@ class _Workspace:
         sizes = dict(
             I=[(tb + b) * (D + H) for D in self.dims], Z=[tb * G for _ in self.dims],
             C=[(tb + b) * Hc for _ in self.dims], TC=[tb * Hc for _ in self.dims],
-            dh=b * H, dhs=b * H, dc=b * Hc,
+            dh=b * H * self.dirs, dhs=b * H * self.dirs, dc=b * Hc * self.dirs,     # per direction
             dX=tb * H * self.dirs * (len(self.dims) > self.dirs),   # δX of layer l = δY of layer l-1
             Xb=tb * H * self.dirs * self.mixes,          # layer l's input in natural time, dropped out
             dYs=tb * H * self.dirs * (self.dirs > 1),    # each direction's share of δY, in its own time
             dXr=tb * max(self.dims) * (self.dirs > 1),   # the reverse direction's δX, in its own time
             last=b * H * self.dirs * (self.dirs > 1),    # [h_fwd at the last step ; h_bwd at step 0]
-            P=max(max(math.prod(_panel_shape(G, D + H - _tiles_from(D), e)) for D in self.dims),
-                  math.prod(_panel_shape(H, G, e))),                            # forward: W or U; backward: U
+            P=self.dirs * max(max(math.prod(_panel_shape(G, D + H - _tiles_from(D), e)) for D in self.dims),
+                              math.prod(_panel_shape(H, G, e))),    # per direction; forward: W or U; backward: U
             dbs=G)
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
         v.fits_in_memory(f"the workspace for T = {T}, B = {B}", total)
@@ -104,9 +124,16 @@ class _Workspace:
         self.__dict__.update(new)
         self.cap_tb, self.cap_b = tb, b
 
-    def panels(self, N, K):
-        """A view for weights packed by kernels.pack_panels: N output columns, sums over K."""
-        return _view(self.P, *_panel_shape(N, K, self.dtype))
+    def panels(self, N, K, d=0):
+        """A view for weights packed by kernels.pack_panels: N output columns, sums over K
+        (direction d's share of the buffer)."""
+        return _view(self.P[d * (self.P.size // self.dirs):], *_panel_shape(N, K, self.dtype))
+
+    def carries(self, B, d):
+        """Direction d's δh carry, δh scratch and δc carry (B, H) for the backward."""
+        H, Hc = self.H, self.Hc
+        return (_view(self.dh[d * B * H:], B, H), _view(self.dhs[d * B * H:], B, H),
+                _view(self.dc[d * B * Hc:], B, Hc))
 
     def add_dW(self, dW, Z2, I2):
         """dW (G, D+H) += Z2ᵀ I2, i.e. δW += Σ_t δz_t I_tᵀ with Z2 (T·B, G), I2 (T·B, D+H).
@@ -290,13 +317,13 @@ class _Recurrent:
         T, B = x.shape[:2]
         self._ws.ensure(T, B)
         self._saved = None
-        X = x
+        X, dirs = x, self.directions
         for l in range(self.num_layers):
             if l > 0:
                 X = self._layer_input(l, T, B, L, step)
-            for d in range(self.directions):
-                k = l * self.directions + d
-                self._forward_unit(k, self.layers[k], X, h0, c0, L, T, B, d == 1)
+            units = [self._unit_input(l * dirs + d, X, h0, c0, L, T, B, d == 1) for d in range(dirs)]
+            D, H, a0 = self._dims[l * dirs], self.hidden_size, units[0][-1]
+            recurrent_forward(*units[0][:-1], *units[-1][:-1], L, D, H, a0, _nchunks(B, dirs), dirs, self.CELL)
         self._saved = (T, B, L, step)
 
     def _layer_input(self, l, T, B, L, step):
@@ -314,10 +341,12 @@ class _Recurrent:
             apply_dropout(Xb, self.dropout_seed, step, l - 1, self.dropout)
         return Xb
 
-    def _forward_unit(self, k, layer, x, h0, c0, L, T, B, reverse):
-        """Unit k over x (T,B,D_k) in natural time; the reverse direction reads each row's
-        steps backwards (its own L, PyTorch's packed sequences), so padding never enters."""
-        D, H = layer.D, self.hidden_size
+    def _unit_input(self, k, x, h0, c0, L, T, B, reverse):
+        """Unit k's buffers made ready for recurrent_forward over x (T,B,D_k), given in natural
+        time: (Z, C, TC, I, P, b, a0). The reverse direction reads each row's steps backwards
+        (its own L, PyTorch's packed sequences), so padding never enters."""
+        layer, H = self.layers[k], self.hidden_size
+        D = layer.D
         I, Z, C, TC = self._ws.layer(k, T, B)
         if reverse:
             copy_steps(I[:T, :, :D], x, L, True, False)
@@ -330,9 +359,9 @@ class _Recurrent:
         if a0:                                                     # Z = X W_xᵀ, all steps at once
             with blas_turn():
                 np.matmul(I[:T, :, :D].reshape(T * B, D), layer.W[:, :D].T, out=Z.reshape(T * B, G))
-        P = self._ws.panels(G, D + H - a0)
+        P = self._ws.panels(G, D + H - a0, k % self.directions)
         pack_panels(P, layer.W, a0, True)
-        recurrent_forward(Z, C, TC, I, P, layer.b, L, D, H, a0, _nchunks(B), self.CELL)
+        return Z, C, TC, I, P, layer.b, a0
 
     def _outputs(self, y, hn, cn):
         """Copy the last forward's y (T,B,H·directions), hn, cn (num_states,B,H) into the given arrays."""
@@ -390,9 +419,7 @@ class _Recurrent:
         T, B, L, step = self._saved
         self._saved = None
         ws, H, G, dirs = self._ws, self.hidden_size, self.GATES * self.hidden_size, self.directions
-        dh, dhs, dc = _view(ws.dh, B, H), _view(ws.dhs, B, H), _view(ws.dc, B, ws.Hc)
-        P = ws.panels(H, G)
-        probe = np.zeros((T, B, 2) if record else (0, 0, 2))
+        probes = [np.zeros((T, B, 2) if record else (0, 0, 2)) for _ in range(dirs)]
         self.flow = self._forget_means(T, B, L) if record else None
         dY = dy
         with blas_turn():
@@ -404,14 +431,20 @@ class _Recurrent:
                     dYd = [_view(ws.dYs[d * T * B * H:], T, B, H) for d in range(dirs)]
                     for d in range(dirs):
                         copy_steps(dYd[d], dY[:, :, d * H:(d + 1) * H], L, d == 1, False)
+                args = []
                 for d in range(dirs):
                     k = l * dirs + d
-                    layer, dYk = self.layers[k], dYd[d]
                     I, Z, C, TC = ws.layer(k, T, B)
+                    dh, dhs, dc = ws.carries(B, d)
                     dh[:] = 0 if dhn is None else dhn[k]
                     dc[:] = 0 if dcn is None or not self.HAS_C else dcn[k]
-                    pack_panels(P, layer.W, D, False)   # U's panels for δh_{t-1} = Uᵀ δz_t
-                    recurrent_backward(Z, dh, dc, dhs, probe, dYk, C, TC, P, L, _nchunks(B), self.CELL)
+                    P = ws.panels(H, G, d)
+                    pack_panels(P, self.layers[k].W, D, False)   # U's panels for δh_{t-1} = Uᵀ δz_t
+                    args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, P))
+                recurrent_backward(*args[0], *args[-1], L, _nchunks(B, dirs), dirs, self.CELL)
+                for d in range(dirs):
+                    k = l * dirs + d
+                    layer, (I, Z, _, _), (dh, _, dc) = self.layers[k], ws.layer(k, T, B), ws.carries(B, d)
                     Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H)
                     ws.add_dW(layer.dW, Z2, I2)                                 # δW = Σ_t δz_t I_tᵀ
                     layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
@@ -425,7 +458,7 @@ class _Recurrent:
                     dh0[k] = dh
                     dc0[k] = dc if self.HAS_C else 0
                     if record:
-                        self.flow["dh"][k], self.flow["dc"][k] = np.sqrt(probe.sum(axis=1)).T
+                        self.flow["dh"][k], self.flow["dc"][k] = np.sqrt(probes[d].sum(axis=1)).T
                 if l > 0 and step is not None:
                     apply_dropout(dX, self.dropout_seed, step, l - 1, self.dropout)   # the forward's mask
                 dY = dX

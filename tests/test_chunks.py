@@ -67,11 +67,12 @@ def test_recurrent_kernels_treat_each_row_alone(dtype, split):
         n = len(rows)
         Z = np.ascontiguousarray(Z0[:, rows])
         TC = np.zeros((T, n, H), dtype)
-        K.recurrent_forward(Z, C, TC, I, Pf, b, lengths[rows], D, H, a0, 2, K.LSTM_CELL)
+        fwd = (Z, C, TC, I, Pf, b)
+        K.recurrent_forward(*fwd, *fwd, lengths[rows], D, H, a0, 2, 1, K.LSTM_CELL)
         out = [Z.copy(), I, C, TC]
         dh, dc = np.zeros((n, H), dtype), np.zeros((n, H), dtype)
-        K.recurrent_backward(Z, dh, dc, np.zeros((n, H), dtype), np.zeros((0, 0, 2)),
-                             np.ascontiguousarray(dY[:, rows]), C, TC, Pb, lengths[rows], 2, K.LSTM_CELL)
+        bwd = (Z, dh, dc, np.zeros((n, H), dtype), np.zeros((0, 0, 2)), np.ascontiguousarray(dY[:, rows]), C, TC, Pb)
+        K.recurrent_backward(*bwd, *bwd, lengths[rows], 2, 1, K.LSTM_CELL)
         return out + [Z, dh, dc]
 
     full = run(list(range(B)))

@@ -213,7 +213,7 @@ def test_the_text_task_trains_on_token_ids(tmp_path):
              "--eval-every", "30", "--quiet", "--out", str(out))
     assert r.returncode == 0, r.stderr
     m = fastlstm.load(out)
-    assert m.vocab_size == m.output_size and m.core.input_size == 64
+    assert m.vocab_size == m.output_size and m.core.input_size == 32
     r = _run("sample", str(out), "--length", "20", "--prime", "def ")
     assert r.returncode == 0 and r.stdout.startswith("def ")
 

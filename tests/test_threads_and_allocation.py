@@ -75,9 +75,10 @@ _ALLOC_SCRIPT = textwrap.dedent("""
 
 # Numba wraps every NumPy array it unboxes at a Python -> @njit call in a meminfo, which its
 # NRT counts as an allocation (no data is allocated). Per layer, forward passes 2 arrays to
-# pack_panels and 7 to recurrent_forward, backward 2 to pack_panels and 10 to
-# recurrent_backward: anything beyond that is a real allocation.
-_BOUNDARY_WRAPPERS_PER_LAYER = (2 + 7) + (2 + 10)
+# pack_panels and 2 x 6 + 1 to recurrent_forward (each direction's buffers; a one-direction
+# layer passes its own twice), backward 2 to pack_panels and 2 x 9 + 1 to recurrent_backward:
+# anything beyond that is a real allocation.
+_BOUNDARY_WRAPPERS_PER_LAYER = (2 + 13) + (2 + 19)
 
 
 def test_warm_forward_backward_allocates_nothing():
@@ -108,3 +109,28 @@ def test_workspace_grows_only_for_a_bigger_batch():
     assert [id(b) for b in m._ws.Z] == bufs
     m.forward(np.zeros((5, 8, 3), np.float32))
     assert [id(b) for b in m._ws.Z] != bufs
+
+
+def test_both_tile_widths_give_the_same_bits():
+    """The recurrent products' tile is 64 bytes wide (two AVX2 vectors a row) or 128 (two
+    AVX-512 vectors), chosen from the CPU (recurrent.tile_bytes); forcing each gives the same
+    bits: every output is the same chain of FMAs over k. H = 37 leaves partial panels in
+    both."""
+    out = {}
+    for width in ("64", "128"):
+        env = dict(os.environ, FASTLSTM_TILE_BYTES=width)
+        r = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=os.path.dirname(__file__))],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        out[width] = r.stdout
+    assert out["64"] == out["128"], out
+
+
+def test_the_tile_width_follows_the_cpu_and_can_be_forced():
+    from fastlstm.recurrent import tile_bytes
+    assert tile_bytes({}, {"avx512f": True, "avx2": True}) == 128
+    assert tile_bytes({}, {"avx512f": False, "avx2": True}) == 64
+    assert tile_bytes({"FASTLSTM_TILE_BYTES": "64"}, {"avx512f": True}) == 64
+    import pytest
+    with pytest.raises(ValueError, match="FASTLSTM_TILE_BYTES must be one of"):
+        tile_bytes({"FASTLSTM_TILE_BYTES": "96"}, {})
