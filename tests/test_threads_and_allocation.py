@@ -39,14 +39,18 @@ def test_bitwise_identical_whatever_the_thread_count():
     or OMP_NUM_THREADS can; see the README.)"""
     out = {}
     for n in ("1", "2"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=n)
-        r = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=os.path.dirname(__file__))],
-                           env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
-        lines = r.stdout.split("\n")
-        assert all(line.startswith(n + " ") for line in lines if line), r.stdout
-        out[n] = r.stdout.replace(n + " ", "")
+        stdout = _digests(NUMBA_NUM_THREADS=n)
+        assert all(line.startswith(n + " ") for line in stdout.split("\n") if line), stdout
+        out[n] = stdout.replace(n + " ", "")
     assert out["1"] == out["2"], f"results differ between 1 and 2 threads:\n{out}"
+
+
+def _digests(**env):
+    """_SCRIPT's output (thread count and digest per line) in a process with `env` set."""
+    r = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=os.path.dirname(__file__))],
+                       env=dict(os.environ, **env), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 _ALLOC_SCRIPT = textwrap.dedent("""
@@ -116,13 +120,7 @@ def test_both_tile_widths_give_the_same_bits():
     AVX-512 vectors), chosen from the CPU (recurrent.tile_bytes); forcing each gives the same
     bits: every output is the same chain of FMAs over k. H = 37 leaves partial panels in
     both."""
-    out = {}
-    for width in ("64", "128"):
-        env = dict(os.environ, FASTLSTM_TILE_BYTES=width)
-        r = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=os.path.dirname(__file__))],
-                           env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
-        out[width] = r.stdout
+    out = {width: _digests(FASTLSTM_TILE_BYTES=width) for width in ("64", "128")}
     assert out["64"] == out["128"], out
 
 
