@@ -3,22 +3,22 @@
 Kernels are compiled lazily for float32 and float64 only; every array they take is
 C-contiguous, so each kernel has exactly two specialisations.
 
-Two thread pools take turns on the cores: NumPy's BLAS (the backward's big products after
-the time loop) and Numba's (the recurrent kernels). Each must go to sleep when its work is
-done, or it spins and steals the cores from the other (docs/performance.md has the
-figures). So, before either pool starts:
+Two thread pools take turns on the cores: a private OpenBLAS (`_blas.py`: the backward's big
+products after the time loop, the head) and Numba's (the recurrent kernels). Each must go to
+sleep when its work is done, or it spins and steals the cores from the other
+(docs/performance.md has the figures). So, before either pool starts:
 - OPENBLAS_THREAD_TIMEOUT=4: OpenBLAS's threads sleep at once instead of spinning for
-  2^28 cycles. OpenBLAS reads it when it loads, i.e. at `import numpy`; if NumPy was
-  imported before fastlstm (and the variable was not set), fastlstm runs its own products
-  with BLAS limited to one thread instead (slower, never oversubscribed).
+  2^28 cycles. An OpenBLAS reads it when it loads: fastlstm's own loads after this line,
+  whatever the user imported first. (NumPy's, loaded by an earlier `import numpy`, may spin;
+  it runs no product of a step. Without the private OpenBLAS, fastlstm's products fall back
+  to NumPy's, limited to one thread by `blas_turn` when NumPy came first.)
 - OMP_WAIT_POLICY=PASSIVE: the same for Numba's OpenMP threads; GOMP_SPINCOUNT=2000
   (GNU OpenMP, which then ignores the policy) lets them spin some 20 µs first, so that the
   kernels of one step that follow each other (pack, forward, copy) do not each pay a 20-50 µs
   wake-up, while the BLAS products that follow lose at most that.
-All are defaults: a value the user exported wins. They bind only if fastlstm is imported
-before anything that loads OpenMP: PyTorch brings its own GNU OpenMP, and after
-`import torch` Numba's threads share its default (they spin for milliseconds after each
-kernel and steal a core from the BLAS products that follow).
+All are defaults: a value the user exported wins. The OpenMP ones bind only if fastlstm is
+imported before anything that loads OpenMP: after `import torch` Numba's threads may share
+PyTorch's GNU OpenMP and its default (spinning for milliseconds after each kernel).
 """
 import contextlib
 import os
@@ -76,7 +76,8 @@ def blas_turn():
     idle; otherwise BLAS limited to one thread, so that its spinning threads never compete
     with Numba's."""
     global _blas
-    if not BLAS_SPINS:
+    from . import _blas as private
+    if not BLAS_SPINS or private.available():      # NumPy's BLAS runs no product of a step
         return contextlib.nullcontext()
     if _blas is None:
         from threadpoolctl import ThreadpoolController

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _validate as v
 from . import checkpoint, choices, heads, optim
+from . import _blas
 from ._config import blas_turn
 from .kernels import all_finite, scatter_rows
 from .recurrent import LSTM, RNN
@@ -182,7 +183,7 @@ class Model:
         self.core.run_forward(x, None, None, L, step)
         Y = self._head_input(T, B, buf)
         with blas_turn():
-            np.matmul(Y, self.V.T, out=buf["P"].reshape(-1, self.output_size))
+            _blas.matmul(Y, self.V.T, buf["P"].reshape(-1, self.output_size))
         return buf, Y
 
     def _loss(self, buf, y, L):
@@ -211,21 +212,21 @@ class Model:
         loss, _ = self._loss(buf, y, L)
         dP2 = buf["dP"].reshape(-1, self.output_size)
         with blas_turn():
-            np.matmul(dP2.T, Y, out=buf["dV"])                 # δV = Σ δP hᵀ
+            _blas.matmul(dP2.T, Y, buf["dV"])                  # δV = Σ δP hᵀ
             self.dV += buf["dV"]
             self.dbias += np.sum(dP2, axis=0, out=buf["dbias"])        # δbias = Σ δP
             if self.output == "last":
                 dirs, dhn = self.core.directions, buf["dhn"]
                 dhn[:-dirs] = 0
                 if dirs == 1:
-                    np.matmul(dP2, self.V, out=dhn[-1])           # δh at the last step enters as δhn
+                    _blas.matmul(dP2, self.V, dhn[-1])            # δh at the last step enters as δhn
                 else:                                            # [δh_fwd ; δh_bwd], each direction's δhn
-                    np.matmul(dP2, self.V, out=buf["dlast"])
+                    _blas.matmul(dP2, self.V, buf["dlast"])
                     dhn[-dirs:] = buf["dlast"].reshape(B, dirs, -1).transpose(1, 0, 2)
                 dy = buf["dY"]
                 dy[:] = 0
             else:
-                np.matmul(dP2, self.V, out=buf["dY"].reshape(T * B, -1))
+                _blas.matmul(dP2, self.V, buf["dY"].reshape(T * B, -1))
                 dy, dhn = buf["dY"], None
         dx = buf["dx"] if self.E is not None else None
         self.core.run_backward(dy, dhn, None, dx, buf["dh0"], buf["dc0"], record)

@@ -17,6 +17,7 @@ import numba
 import numpy as np
 
 from . import _validate as v
+from . import _blas
 from ._config import blas_turn
 from .kernels import (LSTM_CELL, RNN_CELL, TILE_BYTES, copy_hidden, copy_steps, apply_dropout, pack_panels,
                       recurrent_backward, recurrent_forward, recurrent_step)
@@ -141,6 +142,9 @@ class _Workspace:
         When dW is all zeros (a training step zeroes the gradients first), one BLAS product
         writes straight into it: no scratch, no second pass. Otherwise blocks of _DW_ROWS
         rows go through a scratch far smaller than W, then add in."""
+        if _blas.available():                       # dW += Z2ᵀ I2 in one product (β = 1): no scratch
+            _blas.matmul(Z2.T, I2, dW, accumulate=True)
+            return
         if not dW.any():
             np.matmul(Z2.T, I2, out=dW)
             return
@@ -358,7 +362,7 @@ class _Recurrent:
         a0, G = _tiles_from(D), self.GATES * H
         if a0:                                                     # Z = X W_xᵀ, all steps at once
             with blas_turn():
-                np.matmul(I[:T, :, :D].reshape(T * B, D), layer.W[:, :D].T, out=Z.reshape(T * B, G))
+                _blas.matmul(I[:T, :, :D].reshape(T * B, D), layer.W[:, :D].T, Z.reshape(T * B, G))
         P = self._ws.panels(G, D + H - a0, k % self.directions)
         pack_panels(P, layer.W, a0, True)
         return Z, C, TC, I, P, layer.b, a0
@@ -450,10 +454,10 @@ class _Recurrent:
                     layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
                     if dX is not None:                                          # δx_t: first D of Wᵀδz_t
                         if d == 0:
-                            np.matmul(Z2, layer.W[:, :D], out=dX.reshape(T * B, D))
+                            _blas.matmul(Z2, layer.W[:, :D], dX.reshape(T * B, D))
                         else:                                                   # back to natural time, added
                             dXr = _view(ws.dXr, T, B, D)
-                            np.matmul(Z2, layer.W[:, :D], out=dXr.reshape(T * B, D))
+                            _blas.matmul(Z2, layer.W[:, :D], dXr.reshape(T * B, D))
                             copy_steps(dX, dXr, L, True, True)
                     dh0[k] = dh
                     dc0[k] = dc if self.HAS_C else 0

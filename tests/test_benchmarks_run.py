@@ -41,3 +41,10 @@ def test_data_prep_prints_the_step_shares_and_the_text_load():
     assert r.returncode == 0, r.stderr
     for row in ("| adding (T=100", "| series (window 100", "| text (T=100", "Text load: 2 MB file"):
         assert row in r.stdout, r.stdout
+
+
+def test_import_order_prints_a_row_per_shape():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "import_order.py"), "--quick"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "| tiny (8, 16, 4, 10) |" in r.stdout, r.stdout

@@ -132,3 +132,32 @@ def test_the_tile_width_follows_the_cpu_and_can_be_forced():
     import pytest
     with pytest.raises(ValueError, match="FASTLSTM_TILE_BYTES must be one of"):
         tile_bytes({"FASTLSTM_TILE_BYTES": "96"}, {})
+
+
+def test_the_products_run_on_the_private_openblas_and_fall_back_to_numpy(monkeypatch):
+    """fastlstm._blas runs the big products on its own OpenBLAS (scipy-openblas32, a
+    run-time dependency, loaded after OPENBLAS_THREAD_TIMEOUT is set); without it, NumPy's.
+    Both give the products (transposed views, strided operands, accumulation) to rounding."""
+    from fastlstm import _blas
+    assert _blas.available()
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        W = rng.standard_normal((12, 9)).astype(dtype)
+        Z = rng.standard_normal((7, 12)).astype(dtype)
+        I = rng.standard_normal((5, 7, 9)).astype(dtype)[:, :, :4].reshape(35, 4)   # strided rows
+        cases = [(Z, W[:, :5]), (I[:7].T, Z), (Z[:, :9], W[:9, :].T)]
+        for a, b in cases:
+            out = np.zeros((a.shape[0], b.shape[1]), dtype)
+            _blas.matmul(a, b, out)
+            np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+            _blas.matmul(a, b, out, accumulate=True)
+            np.testing.assert_allclose(out, 2 * (a.astype(np.float64) @ b), rtol=1e-5, atol=1e-5)
+    m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(6, 5, 4, 3, 2, with_lengths=True)
+    m.forward(x, h0, c0, lengths)
+    m.backward(dy, dhn, dcn)
+    private = m.grads.copy()
+    monkeypatch.setattr(_blas, "_gemm", {})                          # as without the wheel
+    m.zero_grad()
+    m.forward(x, h0, c0, lengths)
+    m.backward(dy, dhn, dcn)
+    np.testing.assert_allclose(m.grads, private, rtol=1e-12, atol=1e-12)
