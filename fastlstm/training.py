@@ -243,13 +243,16 @@ def plot(log, out):
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise RuntimeError("plot needs matplotlib: pip install 'fastlstm[plot]'") from e
-    with open(log, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "step" not in rows[0]:
-        raise ValueError(f"{log}: not a fastlstm metrics log (no rows, or no step column)")
-    cols = {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
-            for k in rows[0] if k not in ("step", "epoch", "seconds")}
-    step = np.array([float(r["step"]) for r in rows])
+    try:
+        with open(log, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or "step" not in rows[0]:
+            raise ValueError("no rows, or no step column")
+        cols = {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
+                for k in rows[0] if k not in ("step", "epoch", "seconds")}
+        step = np.array([float(r["step"]) for r in rows])
+    except (ValueError, TypeError, csv.Error) as e:       # UnicodeDecodeError is a ValueError
+        raise ValueError(f"{log}: not a fastlstm metrics log ({e})") from None
     panels = [("loss", [k for k in cols if k in ("train_loss", "val_loss")]),
               ("validation", [k for k in cols if k not in ("train_loss", "val_loss", "lr") and "skill" not in k]),
               ("skill (1 - RMSE / baseline's)", [k for k in cols if "skill" in k]),

@@ -187,6 +187,9 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         (("sample", str(adding), "--temperature", "nan"), "--temperature must be"),
         (("train", "--task", "digits", "--resume", "--out", str(adding)), "trained on task 'adding'"),
         (("train", "--resume", "--out", str(plain)), "not written by `fastlstm train`"),
+        (("predict", str(adding), "--data", str(adding)), "was not trained with --data"),
+        (("plot", str(adding), "--out", str(tmp_path / "p.png")), "not a fastlstm metrics log"),
+        (("train", "--task", "adding", "--data", str(adding)), "give --task or --data, not both"),
         (("carousel", "--T", "1"), "--T must be >= 2"),
         (("carousel", "--batch", "0"), "--batch >= 1"),
     ]
