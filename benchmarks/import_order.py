@@ -1,9 +1,11 @@
 """A training step's time by what the process imported first: fastlstm, numpy, or numpy and
-torch (the order most scripts and notebooks have), each in a fresh process, alternated.
+torch (the order most scripts and notebooks have), each in a fresh process, alternated;
+and, with --load, the same while a second process keeps one core busy (a shared machine).
 
-    python benchmarks/import_order.py [--quick] [shape ...]     (shapes of compare.py)
+    python benchmarks/import_order.py [--quick] [--load] [shape ...]     (shapes of compare.py)
 
-Prints one row per shape: the median step in each set-up, and each against fastlstm first.
+Prints one row per shape: the median step in each set-up, and each against fastlstm first
+(with --load: against fastlstm first on an idle machine, measured in the same round).
 """
 import os
 import subprocess
@@ -36,24 +38,36 @@ ORDERS = ("fastlstm", "numpy", "torch")
 def main():
     sys.path.insert(0, HERE)
     from compare import QUICK, SHAPES
-    quick = "--quick" in sys.argv
+    quick, load = "--quick" in sys.argv, "--load" in sys.argv
     names = [a for a in sys.argv[1:] if not a.startswith("--")] or (["tiny"] if quick else list(SHAPES))
     rounds = 1 if quick else 3
-    print("| shape (D, H, B, T) | fastlstm first ms | numpy first ms | numpy, torch first ms | numpy first / "
-          "fastlstm first | torch first / fastlstm first |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    under, vs = (" under load", "idle fastlstm first") if load else ("", "fastlstm first")
+    cols = [f"fastlstm first ms{under}", f"numpy first ms{under}", f"numpy, torch first ms{under}",
+            f"numpy first / {vs}", f"torch first / {vs}"] + (["idle fastlstm first ms"] if load else [])
+    print("| shape (D, H, B, T) | " + " | ".join(cols) + " |\n| --- |" + " ---: |" * len(cols))
     for name in names:
         D, H, B, T = (QUICK | SHAPES)[name]
         n = max(3, int(2.0 / max(1e-3, 3e-11 * 24 * H * (D + H) * B * T))) if not quick else 3
-        times = {o: [] for o in ORDERS}
+        times = {o: [] for o in ORDERS + ("idle",)}
+        run = lambda o: float(subprocess.run(                               # noqa: E731
+            [sys.executable, "-c", CHILD, o, str(D), str(H), str(B), str(T), str(n)],
+            capture_output=True, text=True, check=True).stdout)
         for _ in range(rounds):                  # alternated, so that drift hits every set-up alike
-            for o in ORDERS:
-                out = subprocess.run([sys.executable, "-c", CHILD, o, str(D), str(H), str(B), str(T), str(n)],
-                                     capture_output=True, text=True, check=True).stdout
-                times[o].append(float(out))
-        med = {o: sorted(t)[len(t) // 2] for o, t in times.items()}
+            if load:
+                times["idle"].append(run("fastlstm"))
+                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                for o in ORDERS:
+                    times[o].append(run(o))
+            finally:
+                if load:
+                    busy.kill()
+                    busy.wait()
+        med = {o: sorted(t)[len(t) // 2] for o, t in times.items() if t}
+        base = med["idle"] if load else med["fastlstm"]
         print(f"| {name} {(D, H, B, T)} | {med['fastlstm'] * 1e3:.2f} | {med['numpy'] * 1e3:.2f} | "
-              f"{med['torch'] * 1e3:.2f} | {med['numpy'] / med['fastlstm']:.2f} | {med['torch'] / med['fastlstm']:.2f} |",
-              flush=True)
+              f"{med['torch'] * 1e3:.2f} | {med['numpy'] / base:.2f} | {med['torch'] / base:.2f} |"
+              + (f" {base * 1e3:.2f} |" if load else ""), flush=True)
 
 
 if __name__ == "__main__":

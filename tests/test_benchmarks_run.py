@@ -43,8 +43,9 @@ def test_data_prep_prints_the_step_shares_and_the_text_load():
         assert row in r.stdout, r.stdout
 
 
-def test_import_order_prints_a_row_per_shape():
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "import_order.py"), "--quick"],
+@pytest.mark.parametrize("load", [[], ["--load"]])
+def test_import_order_prints_a_row_per_shape(load):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "import_order.py"), "--quick", *load],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "| tiny (8, 16, 4, 10) |" in r.stdout, r.stdout
+    assert "| tiny (8, 16, 4, 10) |" in r.stdout and ("under load" in r.stdout) == bool(load), r.stdout
