@@ -220,11 +220,53 @@ def _default_out(args):
     return os.path.join("runs", f"{args.task or 'adding'}.ckpt")
 
 
+def _resumed_run(out, args, rng):
+    """(model, source, training.Run, task name or None) continuing the checkpoint at out."""
+    from . import training
+    model, source = _resumed_source(out, args)
+    extra = model.extra
+    name = extra["task"]["name"] if "task" in extra else None
+    old = DEFAULTS.get(name, {})                         # a checkpoint written before run states
+    r = training.Run(model, source, extra.get("batch", args.batch or old.get("batch", 1)), rng,
+                     steps=extra.get("total", args.steps or old.get("steps", 1)),
+                     eval_every=args.eval_every or old.get("eval_every"))
+    try:
+        if "run" in extra:
+            r.load_state(extra["run"], extra.get("history", []))
+        else:
+            r.batches.load_state(dict(rng=extra["rng"]))
+            r.history = list(extra.get("history", []))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UsageError(f"{out}: its run state is unusable ({type(e).__name__}: {e})") from None
+    if args.steps is not None:                          # a longer (or shorter) run than first asked
+        r.total = r.schedule.total = args.steps
+    return model, source, r, name
+
+
+def _new_run(args, rng):
+    """(model, source, training.Run, task name or None) of a new run from the options."""
+    import fastlstm
+    from . import training
+    source, name = _source(args)
+    if args.bidirectional and hasattr(source, "vocab_size"):
+        raise UsageError("--bidirectional on text: a next-character model that reads the text backwards too "
+                         "sees the next character it must predict; train it unidirectional")
+    opt = (fastlstm.Adam(lr=args.lr) if args.optimizer == "adam"
+           else fastlstm.SGD(lr=args.lr, momentum=args.momentum))
+    vocab = getattr(source, "vocab_size", None)          # text: token ids through an embedding
+    model = fastlstm.Model(args.embed if vocab else source.input_size, args.hidden, source.output_size,
+                           args.layers, cell=args.cell, loss=source.loss, output=source.output, dtype=args.dtype,
+                           seed=args.seed, optimizer=opt, clip=args.clip or None, vocab_size=vocab,
+                           bidirectional=args.bidirectional, dropout=args.dropout)
+    r = training.Run(model, source, args.batch, rng, steps=args.steps, epochs=args.epochs,
+                     eval_every=args.eval_every, patience=args.patience, schedule=args.schedule, warmup=args.warmup)
+    return model, source, r, args.task
+
+
 def train(args, interrupt):
     import numpy as np
     from tqdm import tqdm
 
-    import fastlstm
     from . import training
 
     out = args.out or _default_out(args)
@@ -236,40 +278,10 @@ def train(args, interrupt):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     rng = np.random.default_rng(args.seed)
     if args.resume:
-        model, source = _resumed_source(out, args)
-        extra = model.extra
-        name = extra["task"]["name"] if "task" in extra else None
-        old = DEFAULTS.get(name, {})                         # a checkpoint written before run states
-        r = training.Run(model, source, extra.get("batch", args.batch or old.get("batch", 1)), rng,
-                         steps=extra.get("total", args.steps or old.get("steps", 1)),
-                         eval_every=args.eval_every or old.get("eval_every"))
-        try:
-            if "run" in extra:
-                r.load_state(extra["run"], extra.get("history", []))
-            else:
-                r.batches.load_state(dict(rng=extra["rng"]))
-                r.history = list(extra.get("history", []))
-        except (KeyError, TypeError, ValueError) as e:
-            raise UsageError(f"{out}: its run state is unusable ({type(e).__name__}: {e})") from None
-        if args.steps is not None:                          # a longer (or shorter) run than first asked
-            r.total = r.schedule.total = args.steps
+        model, source, r, name = _resumed_run(out, args, rng)
         interrupt.saved = (out, model.steps)
     else:
-        source, name = _source(args)
-        if args.bidirectional and hasattr(source, "vocab_size"):
-            raise UsageError("--bidirectional on text: a next-character model that reads the text backwards too "
-                             "sees the next character it must predict; train it unidirectional")
-        opt = (fastlstm.Adam(lr=args.lr) if args.optimizer == "adam"
-               else fastlstm.SGD(lr=args.lr, momentum=args.momentum))
-        vocab = getattr(source, "vocab_size", None)          # text: token ids through an embedding
-        model = fastlstm.Model(args.embed if vocab else source.input_size, args.hidden, source.output_size,
-                               args.layers, cell=args.cell, loss=source.loss, output=source.output, dtype=args.dtype,
-                               seed=args.seed, optimizer=opt, clip=args.clip or None, vocab_size=vocab,
-                               bidirectional=args.bidirectional, dropout=args.dropout)
-        r = training.Run(model, source, args.batch, rng, steps=args.steps, epochs=args.epochs,
-                         eval_every=args.eval_every, patience=args.patience, schedule=args.schedule,
-                         warmup=args.warmup)
-        name = args.task
+        model, source, r, name = _new_run(args, rng)
     args.batch = r.batches.B
     if hasattr(source, "tokens"):
         source.tokens = model.vocab_size is not None        # a text checkpoint from before embeddings: one-hot
