@@ -4,6 +4,8 @@
     python benchmarks/compare.py --quick         # tiny shapes, to check that it runs
 
 Per shape the two are timed alternately in blocks (JIT warm-up outside the timed region),
+each library in a worker process of its own; the "order" group also runs both in one
+process, imported fastlstm first or numpy and torch first (as most scripts do),
 medians reported. GFLOP/s counts 3 x 2 x 4H(D+H) x B x T per training step (forward, δI,
 δW) and a third of that for inference; "of matmul" divides by the rate of a large float32
 NumPy matmul measured in the same run ("torch of matmul": the same for PyTorch, so a speed
@@ -27,8 +29,11 @@ import time  # noqa: E402
 import tracemalloc  # noqa: E402
 
 _PEER_ENV = dict(os.environ)  # the environment PyTorch's worker gets: without fastlstm's defaults
-if sys.argv[1:3] == ["--worker", "torch"]:
-    import torch  # noqa: E402,F401  (before fastlstm sets its OpenMP defaults: PyTorch keeps its own)
+if sys.argv[1:3] in (["--worker", "torch"], ["--worker", "torch+fastlstm"]):
+    # before fastlstm sets its OpenMP defaults: PyTorch keeps its own (and, in the shared
+    # worker "torch+fastlstm", numpy and torch come first, as users' scripts import them)
+    import numpy  # noqa: E402,F401
+    import torch  # noqa: E402,F401
 
 import fastlstm  # noqa: E402
 import numba  # noqa: E402
@@ -95,7 +100,9 @@ class Worker:
     its own; the parent still alternates the two, block by block, in one run."""
 
     def __init__(self, lib, threads):
-        env = dict(_PEER_ENV if lib == "torch" else os.environ, NUMBA_NUM_THREADS=str(threads))
+        """lib: "fastlstm", "torch", or a process holding both, imported in that order:
+        "fastlstm+torch" or "torch+fastlstm" (each side then asked for by `runner(..., side=)`)."""
+        env = dict(_PEER_ENV if lib.startswith("torch") else os.environ, NUMBA_NUM_THREADS=str(threads))
         self.lib = lib
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", lib,
                                       "--threads", str(threads)], stdin=subprocess.PIPE,
@@ -109,10 +116,12 @@ class Worker:
             raise RuntimeError(f"{self.lib} worker: {answer or 'exited'}")
         return answer
 
-    def runner(self, group, D, H, B, T, dtype):
-        """Set up `group` at this shape in the worker (warmed up there); n -> seconds."""
-        self.ask(f"setup {group} {D} {H} {B} {T} {np.dtype(dtype).name}")
-        return lambda n: float(self.ask(f"run {n}"))
+    def runner(self, group, D, H, B, T, dtype, side=None):
+        """Set up `group` at this shape in the worker (warmed up there) for its library, or
+        for `side` in a worker holding both; n -> seconds."""
+        side = side or self.lib
+        self.ask(f"setup {side} {group} {D} {H} {B} {T} {np.dtype(dtype).name}")
+        return lambda n: float(self.ask(f"run {side} {n}"))
 
     def close(self):
         self.proc.stdin.close()
@@ -120,20 +129,23 @@ class Worker:
 
 
 def serve(lib, threads):
-    """The worker's loop: lines "version", "setup GROUP D H B T DTYPE", "run N" on stdin."""
-    if lib == "torch":
+    """The worker's loop: lines "version", "setup LIB GROUP D H B T DTYPE", "run LIB N" on
+    stdin (LIB: a library this worker holds)."""
+    if "torch" in lib:
+        import torch
         torch.set_num_threads(threads)
+    runs = {}
     for line in sys.stdin:
         cmd, *a = line.split()
         try:
             if cmd == "version":
                 answer = torch.__version__ if lib == "torch" else fastlstm.__version__
             elif cmd == "setup":
-                group, dims, dtype = a[0], map(int, a[1:5]), np.dtype(a[5])
-                run = local(side(lib, group, *dims, dtype))
+                group, dims, dtype = a[1], map(int, a[2:6]), np.dtype(a[6])
+                runs[a[0]] = local(side(a[0], group, *dims, dtype))
                 answer = "ok"
             else:
-                answer = repr(run(int(a[0])))
+                answer = repr(runs[a[0]](int(a[1])))
         except Exception as e:  # noqa: BLE001  (reported to the parent, which raises)
             answer = f"error {type(e).__name__}: {e}"
         print(answer, flush=True)
@@ -288,8 +300,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no settling")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--groups", default="train,infer,train64,stream,bi,dropout,text,onnx,capi,memory")
-    p.add_argument("--worker", choices=["fastlstm", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--groups", default="train,infer,train64,stream,order,bi,dropout,text,onnx,capi,memory")
+    p.add_argument("--worker", choices=["fastlstm", "torch", "fastlstm+torch", "torch+fastlstm"],
+                   help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -327,6 +340,18 @@ def main(argv=None):
     if "stream" in groups:
         D, H = (8, 16) if args.quick else STREAM
         row("stream", "stream", "B=1", (D, H, 1, 1), np.float32, flops_train(D, H, 1, 1) / 3)
+    if "order" in groups:                    # both libraries in one process, in either import order
+        for mixed in ("fastlstm+torch", "torch+fastlstm"):
+            w = Worker(mixed, threads)
+            label = "train, one process, " + ("fastlstm first" if mixed.startswith("fastlstm") else
+                                              "numpy and torch first")
+            for name, shape in shapes.items():
+                a, b = alternate([w.runner("train", *shape, np.float32, side=lib) for lib in ("fastlstm", "torch")],
+                                 repeats, settle=settle)
+                gf = flops_train(*shape) / a / 1e9
+                print(f"| {label} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | {gf:.1f} | "
+                      f"{gf / rate:.0%} | {flops_train(*shape) / b / 1e9 / rate:.0%} |", flush=True)
+            w.close()
     if "bi" in groups:                       # both directions: twice a layer's work (torch.nn.LSTM(bidirectional=True))
         for name, shape in shapes.items():
             row("bitrain", "train bidirectional", name, shape, np.float32, 2 * flops_train(*shape))

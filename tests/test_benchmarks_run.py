@@ -14,6 +14,8 @@ def test_compare_prints_a_row_per_group():
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     for group in ("| train |", "| infer |", "| train float64 |", "| stream |", "memory tiny",
+                  "| train, one process, fastlstm first |", "| train, one process, numpy and torch first |",
+                  "| train bidirectional |", "| train 2 layers, dropout 0.2 |", "| text task step",
                   "| call overhead (fastlstm_param_count) |", "| stream step B=1", "| train step"):
         assert group in r.stdout, r.stdout
 
