@@ -37,6 +37,13 @@ def positive_int(name, value, minimum=1):
     return int(value)
 
 
+def boolean(name, value):
+    """`value`, which must be True or False (not 0, 1 or a string)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 MAX_LAYERS = 1024   # far deeper than any recurrent stack in use; stops 10**7 layer objects
 
 

@@ -172,8 +172,7 @@ def _settings(args):
 
 
 def _source(args):
-    """The dataset or built-in task of a new run, with args completed by their defaults, and
-    the run's name (for runs/NAME.ckpt)."""
+    """The dataset or built-in task of a new run, with args completed by their defaults."""
     if args.data is not None:
         if args.task is not None:
             raise UsageError("give --task or --data, not both")
@@ -182,13 +181,12 @@ def _source(args):
         for k, val in DATA_DEFAULTS[args.kind].items():
             if getattr(args, k) is None and not (k == "epochs" and args.steps is not None):
                 setattr(args, k, val)
-        return data.open_data(args.data, args.kind, **_settings(args)), \
-            os.path.splitext(os.path.basename(args.data))[0]
+        return data.open_data(args.data, args.kind, **_settings(args))
     args.task = args.task or "adding"
     for k, val in DEFAULTS[args.task].items():
         if getattr(args, k) is None:
             setattr(args, k, val)
-    return _make_task(args.task, args.T), args.task
+    return _make_task(args.task, args.T)
 
 
 def _resumed_source(out, args):
@@ -247,7 +245,7 @@ def _new_run(args, rng):
     """(model, source, training.Run, task name or None) of a new run from the options."""
     import fastlstm
     from . import training
-    source, name = _source(args)
+    source = _source(args)
     if args.bidirectional and hasattr(source, "vocab_size"):
         raise UsageError("--bidirectional on text: a next-character model that reads the text backwards too "
                          "sees the next character it must predict; train it unidirectional")

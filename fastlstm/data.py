@@ -530,13 +530,11 @@ class Arrays:
             raise DataError(f"--layout must be batch or time and --val-fraction in (0, 1); got {layout!r}, "
                             f"{val_fraction}")
         self.fingerprint = None if _arrays is not None else _check_fingerprint(path, _spec)
-        x, y, lengths = self._check(*(_arrays if _arrays is not None else _read_npz(path, _training(_spec))))
+        x, y, lengths, classes = self._check(*(_arrays if _arrays is not None else _read_npz(path, _training(_spec))))
         N = x.shape[1]
         if validation is not None:                  # Model.fit: the validation rows follow the training rows
-            classes = self.classes
-            xv, yv, Lv = self._check(*validation)
-            vclasses, self.classes = self.classes, classes
-            if xv.shape[0] != x.shape[0] or xv.shape[2] != x.shape[2] or self.classes != vclasses:
+            xv, yv, Lv, vclasses = self._check(*validation)
+            if xv.shape[0] != x.shape[0] or xv.shape[2] != x.shape[2] or classes != vclasses:
                 raise ValueError(f"validation must be like the training data: x (T, B, D) with T = {x.shape[0]} "
                                  f"and D = {x.shape[2]} (pad with lengths), and targets of the same kind; got x "
                                  f"{xv.shape}")
@@ -555,7 +553,7 @@ class Arrays:
             self.val_rows, self.train_rows = np.arange(0), np.arange(N)
         self.x, self.y, self.lengths = x, y, lengths                  # x time-major (T, N, D)
         self.size, self.input_size = len(self.train_rows), x.shape[2]
-        self.classes = _spec["classes"] if _spec else self.classes
+        self.classes = _spec["classes"] if _spec else classes
         self.loss = "xent" if self.classes else "mse"
         if _spec:
             self.output_size = int(_spec["settings_out"])
@@ -570,6 +568,8 @@ class Arrays:
         self._buf, self._xd = None, {}
 
     def _check(self, x, y, lengths):
+        """(x as (T, N, D) float64, y, lengths, classes) checked: classes is True for integer
+        labels, False for float targets, None without y (predict)."""
         p = self.path
         if not isinstance(x, np.ndarray) or x.ndim != 3 or x.dtype.kind not in "fiu":
             raise DataError(f"{p}: x must be a numeric array of 3 dimensions ((N, T, D) with --layout batch, "
@@ -583,23 +583,22 @@ class Arrays:
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
             raise DataError(f"{p}: x holds {x[bad]} at (t, n, d) = {bad}")
         if y is None:                                # predict: a file without targets
-            self.classes = None
-            return np.ascontiguousarray(x, np.float64), None, self._check_lengths(lengths, N, T)
+            return np.ascontiguousarray(x, np.float64), None, self._check_lengths(lengths, N, T), None
         y = np.asarray(y)
         if y.dtype.kind in "iu" and y.shape == (N,):
             if y.min() < 0:
                 raise DataError(f"{p}: class labels y must be >= 0, got {y.min()}")
-            self.classes = True
+            classes = True
             y = y.astype(np.int64)
         elif y.dtype.kind == "f" and y.shape in ((N,), (N,) + y.shape[1:2]) and y.ndim <= 2:
             if not np.isfinite(y).all():
                 raise DataError(f"{p}: y holds NaN or infinite values")
-            self.classes = False
+            classes = False
             y = y.reshape(N, -1).astype(np.float64)
         else:
             raise DataError(f"{p}: y must be integer class labels (N,) or float targets (N,) or (N, O) for "
                             f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}")
-        return np.ascontiguousarray(x, np.float64), y, self._check_lengths(lengths, N, T)
+        return np.ascontiguousarray(x, np.float64), y, self._check_lengths(lengths, N, T), classes
 
     def _check_lengths(self, lengths, N, T):
         if lengths is None:
@@ -637,7 +636,11 @@ class Arrays:
         return out
 
     def metrics(self, model, rows=None):
+        """The loss (and accuracy, or RMSE and MAE) over `rows` (default: the validation rows;
+        none there, as in Model.fit without validation: no metrics)."""
         rows = self.val_rows if rows is None else rows
+        if not len(rows):
+            return {}
         total = correct = 0.0
         for b0, b1 in _batches(len(rows), 256):
             x, y, L = self.take(None, model.dtype, rows[b0:b1])

@@ -16,7 +16,7 @@ from . import checkpoint, choices, heads, optim
 from . import _blas
 from ._config import blas_turn
 from .kernels import all_finite, scatter_rows
-from .recurrent import LSTM, RNN
+from .recurrent import LSTM, RNN, dropout_seed_from
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN)))
 
@@ -48,8 +48,7 @@ class Model:
         H = v.positive_int("hidden_size", hidden_size)
         O = v.positive_int("output_size", output_size)
         Vn = None if vocab_size is None else v.positive_int("vocab_size", vocab_size)
-        if not isinstance(bidirectional, bool):
-            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
+        bidirectional = v.boolean("bidirectional", bidirectional)
         n = CELLS[cell].param_count(D, H, v.num_layers(num_layers), bidirectional)
         Hout = H * (1 + bidirectional)                  # the head reads [h_fwd ; h_bwd] when bidirectional
         self.clip = None if clip is None else v.finite_float("clip", clip)
@@ -57,12 +56,12 @@ class Model:
             raise ValueError(f"clip must be > 0 or None, got {clip}")
         self.cell, self.loss, self.output, self.on_nonfinite = cell, loss, output, on_nonfinite
         dtype = v.dtype_of(dtype)
-        size = n + O * Hout + O + (Vn or 0) * D
+        size = _size(n, Hout, O, Vn, D)
         v.fits_in_memory("the model's parameters and gradients", 2 * size * dtype.itemsize)
         self.params, self.grads = np.zeros(size, dtype), np.zeros(size, dtype)
         extra = dict(forget_bias=forget_bias) if cell == "lstm" else {}
-        if dropout_seed is None:             # the masks' key: from the seed, so that a seeded run repeats
-            dropout_seed = int(np.random.default_rng(seed).integers(1 << 62))
+        if dropout_seed is None:             # from the model's seed (the stack is given none)
+            dropout_seed = dropout_seed_from(seed)
         self.core = CELLS[cell](input_size, hidden_size, num_layers, dtype=dtype, bidirectional=bidirectional,
                                 dropout=dropout, dropout_seed=dropout_seed,
                                 buffers=(self.params[:n], self.grads[:n]), **extra)
@@ -290,8 +289,6 @@ class Model:
         run = training.Run(self, d, v.positive_int("batch_size", batch_size), np.random.default_rng(seed),
                            epochs=epochs, patience=patience, schedule=schedule, shuffle=shuffle)
         run.eval_every = run.batches.per_epoch
-        if validation is None:
-            d.metrics = lambda model: {}
         bar = tqdm(total=epochs, disable=not progress, unit="epoch", dynamic_ncols=True)
         try:
             while not run.done:
@@ -391,6 +388,12 @@ class Model:
                                     extra=extra or {}), arrays)
 
 
+def _size(n, Hout, O, vocab_size, D):
+    """The flat parameter array's length: the stack's n, the head's V (O, Hout) and bias (O),
+    and the embedding E (vocab_size, D) when there is one."""
+    return n + O * Hout + O + (vocab_size or 0) * D
+
+
 _CONFIG_KEYS = {"input_size", "hidden_size", "output_size", "num_layers", "cell", "loss", "output", "dtype",
                 "forget_bias", "clip", "on_nonfinite", "bidirectional", "dropout", "dropout_seed", "vocab_size"}
 
@@ -417,11 +420,9 @@ def _checkpoint_arrays(header):
     if not isinstance(cell, str) or cell not in CELLS:
         raise ValueError(f"cell must be one of {choices.CELLS}, got {cell!r}")
     D, H, O = (v.positive_int(k, cfg.get(k)) for k in ("input_size", "hidden_size", "output_size"))
-    bi, vocab = cfg.get("bidirectional", False), cfg.get("vocab_size")
-    if not isinstance(bi, bool):
-        raise TypeError(f"bidirectional must be true or false, got {bi!r}")
-    vocab = 0 if vocab is None else v.positive_int("vocab_size", vocab)
-    n = CELLS[cell].param_count(D, H, v.num_layers(cfg.get("num_layers", 1)), bi) + O * H * (1 + bi) + O + vocab * D
+    bi, vocab = v.boolean("bidirectional", cfg.get("bidirectional", False)), cfg.get("vocab_size")
+    vocab = None if vocab is None else v.positive_int("vocab_size", vocab)
+    n = _size(CELLS[cell].param_count(D, H, v.num_layers(cfg.get("num_layers", 1)), bi), H * (1 + bi), O, vocab, D)
     dtype = cfg.get("dtype", "float32")
     dtype = v.dtype_of(dtype if isinstance(dtype, str) else repr(dtype))   # only a name: never a dtype spec
     states = optim.from_config(opt).state_names

@@ -4,7 +4,7 @@ validated forward/backward, streaming steps, PyTorch interchange.
 The forward, z_t = W [x_t ; h_{t-1}] + b and the cell, runs in one kernel (kernels.py); for
 a wide input (D_l ≥ SPLIT_D) the input half X W_xᵀ (T·B, G) is one BLAS product first and
 the kernel adds b + U h_{t-1}. The backward's cell and δh_{t-1} = Uᵀ δz_t run in one
-kernel. Then big products run once per layer (NumPy's BLAS):
+kernel. Then big products run once per layer (fastlstm's own OpenBLAS, `_blas.py`):
              δW += δZᵀ I,  δb += Σ δZ       (G, D+H)   δW = Σ_t δz_t I_tᵀ
              δX  = δZ W_x                   (T·B, D)   first D entries of δI_t = Wᵀ δz_t
 G = 4H for the LSTM (gate blocks a, i, f, o), H for the RNN.
@@ -81,6 +81,12 @@ def _tiles_from(D):
     return D if D >= SPLIT_D else 0
 
 
+def dropout_seed_from(seed):
+    """The dropout masks' key drawn from `seed` (an int, None or a Generator), so that a
+    seeded run repeats its masks."""
+    return int(np.random.default_rng(seed).integers(1 << 62))
+
+
 def _nchunks(B, dirs=1):
     """Tasks per direction to split the (B+3)//4 row blocks over (the threads shared by the
     directions that run side by side): any value gives the same bits."""
@@ -139,9 +145,10 @@ class _Workspace:
     def add_dW(self, dW, Z2, I2):
         """dW (G, D+H) += Z2ᵀ I2, i.e. δW += Σ_t δz_t I_tᵀ with Z2 (T·B, G), I2 (T·B, D+H).
 
-        When dW is all zeros (a training step zeroes the gradients first), one BLAS product
-        writes straight into it: no scratch, no second pass. Otherwise blocks of _DW_ROWS
-        rows go through a scratch far smaller than W, then add in."""
+        On the private OpenBLAS one product adds straight into dW (β = 1). On NumPy's (the
+        fallback), when dW is all zeros (a training step zeroes the gradients first) one
+        product writes straight into it; otherwise blocks of _DW_ROWS rows go through a
+        scratch far smaller than W, then add in."""
         if _blas.available():                       # dW += Z2ᵀ I2 in one product (β = 1): no scratch
             _blas.matmul(Z2.T, I2, dW, accumulate=True)
             return
@@ -183,10 +190,9 @@ class _Recurrent:
         self.dropout = v.finite_float("dropout", dropout)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-        if not isinstance(bidirectional, bool):
-            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
         self.input_size, self.hidden_size, self.num_layers = D, H, layers
-        self.bidirectional, self.directions = bidirectional, 1 + bidirectional
+        self.bidirectional = v.boolean("bidirectional", bidirectional)
+        self.directions = 1 + bidirectional
         self.output_size = H * self.directions       # y's width: [forward ; reverse]
         self.num_states = layers * self.directions    # hn's rows: layer-major, direction-minor (PyTorch's)
         self._dims = [D] * self.directions + [self.output_size] * self.directions * (layers - 1)   # per unit
@@ -199,10 +205,8 @@ class _Recurrent:
         self.layers = [Layer(d, H, W, b, dW, db) for d, (W, b), (dW, db)
                        in zip(self._dims, self._layer_views(self.params), self._layer_views(self.grads))]
         self.reset_parameters(seed)
-        if dropout_seed is None:
-            dropout_seed = int(np.random.default_rng(seed).integers(1 << 62)) if not isinstance(
-                seed, np.random.Generator) else int(seed.integers(1 << 62))
-        self.dropout_seed = v.positive_int("dropout_seed", dropout_seed, minimum=0)
+        self.dropout_seed = v.positive_int("dropout_seed", dropout_seed_from(seed) if dropout_seed is None
+                                           else dropout_seed, minimum=0)
         self.dropout_step = 0       # forward()'s masks' step counter (a Model passes its step count instead)
         self.training = True        # forward() drops out in training mode only (train() / eval())
         self._ws = _Workspace(self._dims, H, self.GATES * H, self.HAS_C, self.dtype, self.directions,
@@ -444,11 +448,11 @@ class _Recurrent:
                     dc[:] = 0 if dcn is None or not self.HAS_C else dcn[k]
                     P = ws.panels(H, G, d)
                     pack_panels(P, self.layers[k].W, D, False)   # U's panels for δh_{t-1} = Uᵀ δz_t
-                    args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, P))
-                recurrent_backward(*args[0], *args[-1], L, _nchunks(B, dirs), dirs, self.CELL)
-                for d in range(dirs):
+                    args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, P, I))
+                recurrent_backward(*args[0][:-1], *args[-1][:-1], L, _nchunks(B, dirs), dirs, self.CELL)
+                for d, (Z, dh, dc, *_, I) in enumerate(args):
                     k = l * dirs + d
-                    layer, (I, Z, _, _), (dh, _, dc) = self.layers[k], ws.layer(k, T, B), ws.carries(B, d)
+                    layer = self.layers[k]
                     Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H)
                     ws.add_dW(layer.dW, Z2, I2)                                 # δW = Σ_t δz_t I_tᵀ
                     layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t

@@ -7,6 +7,8 @@ datasets of `fastlstm.data` share.
 """
 import numpy as np
 
+from .data import char_windows
+
 
 class Adding:
     """The adding problem (Hochreiter & Schmidhuber 1997; as in Arjovsky et al. 2016).
@@ -69,7 +71,6 @@ class Text:
         self.test_starts = np.arange(n) * T
 
     def _windows(self, ids, starts, dtype=np.float32):
-        from .data import char_windows
         x, y, _ = char_windows(ids, starts, self.T, len(self.vocab), dtype, self.tokens)
         return x, y, None
 

@@ -37,13 +37,17 @@ class Batches:
         if not self.finite:
             return self.data.batch(self.rng, self.B, dtype)
         if self._order is None:
-            self._start = self.rng.bit_generator.state
-            self._order = self.rng.permutation(self.data.size) if self.shuffle else np.arange(self.data.size)
+            self._draw()
         batch = self.data.take(self._order[self.pos * self.B:(self.pos + 1) * self.B], dtype)
         self.pos += 1
         if self.pos == self.per_epoch:
             self.epoch, self.pos, self._order = self.epoch + 1, 0, None
         return batch
+
+    def _draw(self):
+        """The epoch's order, drawn from the Generator (whose state before it is kept)."""
+        self._start = self.rng.bit_generator.state
+        self._order = self.rng.permutation(self.data.size) if self.shuffle else np.arange(self.data.size)
 
     def state(self):
         rng = self._start if self._order is not None else self.rng.bit_generator.state
@@ -56,10 +60,7 @@ class Batches:
         if self.finite and self.pos:
             if not 0 < self.pos < self.per_epoch:
                 raise ValueError(f"batch {self.pos} of an epoch of {self.per_epoch}")
-            pos, self.pos = self.pos, 0
-            self._start = self.rng.bit_generator.state
-            self._order = self.rng.permutation(self.data.size) if self.shuffle else np.arange(self.data.size)
-            self.pos = pos
+            self._draw()                 # the order of the epoch under way, from its start's state
 
 
 class Schedule:
