@@ -120,6 +120,8 @@ def test_arrays_beat_the_majority_class_and_predict_gives_probabilities(files, t
     assert r.returncode == 0, r.stderr
     best = max(history(out), key=lambda h: h["val_accuracy"])
     assert best["val_accuracy"] > best["majority"] + 0.3, best
+    # validation once an epoch by default: 480 training rows in batches of 32
+    assert [h["step"] for h in history(out)] == [15 * k for k in range(1, 16)]
     preds = tmp_path / "p.csv"
     r = _run("predict", str(out), "--data", str(files["arrays"]), "--out", str(preds))
     assert r.returncode == 0 and "accuracy" in r.stderr, r.stderr
@@ -238,6 +240,20 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("fastlstm: error: ") and str(path) in err and message in err, err
     assert out.read_bytes() == before and (content is None or path.read_bytes() == content)
+
+
+def test_resume_refuses_data_that_changed(files, tmp_path, capsys):
+    data_file, out = tmp_path / "load.csv", tmp_path / "run.ckpt"
+    data_file.write_bytes(files["series"].read_bytes())
+    args = ["train", "--data", str(data_file), "--target", "load", "--window", "24", "--steps", "3", "--quiet",
+            "--out", str(out)]
+    assert cli.main(args) == 0
+    before = out.read_bytes()
+    with open(data_file, "a") as f:
+        f.write("2024-03-01T00:00:00,1.0,2.0\n")
+    assert cli.main([*args[:-5], "--steps", "6", "--resume", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not the file this checkpoint was trained on" in err and out.read_bytes() == before, err
 
 
 def test_missing_values_filled_when_asked(tmp_path):

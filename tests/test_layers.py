@@ -129,6 +129,9 @@ def test_dropout_zero_is_bitwise_no_dropout_and_eval_drops_nothing():
     reference.params[:] = model.params
     assert np.array_equal(model.predict(x.astype(np.float32)), reference.predict(x.astype(np.float32)))
     assert not np.array_equal(p1, model.predict(x.astype(np.float32)))
+    y = np.zeros((9, 2), np.float32)                          # evaluate and step never drop either
+    assert model.evaluate(x.astype(np.float32), y) == reference.evaluate(x.astype(np.float32), y)
+    assert np.array_equal(model.step(x[0].astype(np.float32)), reference.step(x[0].astype(np.float32)))
 
 
 def test_the_kept_fraction_is_one_minus_p_within_three_sigma():
