@@ -37,6 +37,7 @@ def profile(D, H, B, T):
     x, dy = rng.standard_normal((T, B, D), np.float32), rng.standard_normal((T, B, H), np.float32)
     L = np.full(B, T, np.int64)
     G, layer, ws, a0 = 4 * H, m.layers[0], m._ws, R._tiles_from(D)
+    blocks, TW = K.BLOCKS[m.CELL], R._tile_width(np.float32)
     dx, d0 = np.empty((T, B, D), np.float32), np.empty((1, B, H), np.float32)
 
     def step():
@@ -47,8 +48,8 @@ def profile(D, H, B, T):
     I, Z = ws.layer(0, T, B)[:2]
     Z2, I2, dX = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H), np.empty((T * B, D), np.float32)
     t = {"step": median_ms(step), "forward": median_ms(lambda: m.run_forward(x, None, None, L)),
-         "pack W": median_ms(lambda: K.pack_panels(ws.panels(G, D + H - a0), layer.W, a0, True)),
-         "pack U": median_ms(lambda: K.pack_panels(ws.panels(H, G), layer.W, D, False)),
+         "pack W": median_ms(lambda: K.pack_unit(ws.panels(), layer.W, blocks, D, H, a0, True, TW)),
+         "pack U": median_ms(lambda: K.pack_unit(ws.panels(), layer.W, blocks, D, H, 0, False, TW)),
          "δW": median_ms(lambda: (layer.dW.fill(0), ws.add_dW(layer.dW, Z2, I2))),
          "δX": median_ms(lambda: np.matmul(Z2, layer.W[:, :D], out=dX))}
     t["backward"] = t["step"] - t["forward"]

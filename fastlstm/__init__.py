@@ -8,7 +8,7 @@ import importlib
 from . import _config  # noqa: F401  (sets Numba's environment before numba is imported)
 
 __version__ = "0.3.0"
-_PUBLIC = {"LSTM": "recurrent", "RNN": "recurrent", "Model": "model", "NonFiniteError": "model",
+_PUBLIC = {"LSTM": "recurrent", "RNN": "recurrent", "GRU": "recurrent", "Model": "model", "NonFiniteError": "model",
            "load": "model", "SGD": "optim", "Adam": "optim", "CheckpointError": "checkpoint",
            "export_onnx": "export"}
 __all__ = [*_PUBLIC, "optim", "__version__"]

@@ -260,11 +260,10 @@ def pack_panels(P, W, k0, transpose):
 
 
 @njit(**JIT)
-def _panel_product(C, r_lo, r_hi, b0, b1, A, a0, P, K, load):
-    """C[r, :N] = (C[r, :N] if load else 0) + A[r, a0:a0+K] · panels, for rows r of blocks
-    b0..b1 (4 rows each, clamped at r_hi) and N = C's columns: full panels by _tile4, the
-    last partial panel by a scalar loop with the same order of sums."""
-    N = C.shape[1]
+def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, load):
+    """C[r, c0:c0+N] = (C[r, c0:c0+N] if load else 0) + A[r, a0:a0+K] · panels, for rows r
+    of blocks b0..b1 (4 rows each, clamped at r_hi): full panels by _tile4, the last partial
+    panel by a scalar loop with the same order of sums."""
     TW = P.shape[2]
     wide = TW * C.itemsize == TILE_BYTES[1]      # the panels' width picks the tile (recurrent.tile_bytes)
     full = N // TW
@@ -273,26 +272,74 @@ def _panel_product(C, r_lo, r_hi, b0, b1, A, a0, P, K, load):
         for blk in range(b0, b1):
             ra, rb, rc, rd = _block_rows(blk, r_hi)
             if wide:
-                _tile4_wide(C, ra, rb, rc, rd, p * TW, A, a0, Pp, K, load)
+                _tile4_wide(C, ra, rb, rc, rd, c0 + p * TW, A, a0, Pp, K, load)
             else:
-                _tile4(C, ra, rb, rc, rd, p * TW, A, a0, Pp, K, load)
+                _tile4(C, ra, rb, rc, rd, c0 + p * TW, A, a0, Pp, K, load)
     for j in range(full * TW, N):
         for r in range(r_lo, r_hi):
-            s = C[r, j] if load else _like(C[r, j], 0.0)
+            s = C[r, c0 + j] if load else _like(C[r, c0 + j], 0.0)
             for k in range(K):
                 s += A[r, a0 + k] * P[full, k, j - full * TW]
-            C[r, j] = s
+            C[r, c0 + j] = s
 
 
 @njit(**JIT)
-def _dot8(W, j, x, n):
-    """W[j+q, :n] · x for q = 0..7: eight rows of W against one input row (the streaming
+def block_span(blk, D, H, a0, forward):
+    """What a block of a cell's products covers (see BLOCKS): (first column of Z, its width,
+    first row of W, first column k of [x ; h] summed, number summed). forward: the tiles'
+    sum z_t += W[rows, k] [x ; h]_k over k ≥ a0 (a0 = D when BLAS gave the input half);
+    else the backward's δh_{t-1} += U[rows]ᵀ δz_t[cols] (the h part only)."""
+    zc, n, wr, xp, hp = blk[0] * H, blk[1] * H, blk[2] * H, blk[3], blk[4]
+    if forward:
+        lo = a0 if xp else D
+        hi = D + H if hp else D
+    else:
+        lo, hi = D, D + H * hp
+    return zc, n, wr, lo, max(hi - lo, 0)
+
+
+@njit(**JIT)
+def panel_extent(blk, D, H, a0, forward, TW):
+    """(panels, K) of one block's packed weights: its N output columns (the block's, or δh's
+    H in the backward) in panels of TW, each summing over K (0: the block takes no part)."""
+    zc, n, wr, lo, K = block_span(blk, D, H, a0, forward)
+    if not forward:                  # δh_{t-1} (H columns) sums over the block's δz columns
+        n, K = H, n if K > 0 else 0
+    return (n + TW - 1) // TW, K
+
+
+@njit(**JIT)
+def _panels(P, blocks, D, H, a0, forward, TW, q):
+    """The packed panels of block q inside the flat buffer P, (panels, K, TW), as
+    pack_unit wrote them: one block after another."""
+    o = 0
+    for j in range(q):
+        npanel, K = panel_extent(blocks[j], D, H, a0, forward, TW)
+        o += npanel * K * TW
+    npanel, K = panel_extent(blocks[q], D, H, a0, forward, TW)
+    return P[o:o + npanel * K * TW].reshape((npanel, K, TW))
+
+
+@njit(**JIT)
+def pack_unit(P, W, blocks, D, H, a0, forward, TW):
+    """Pack a unit's weights W (R, D+H) into the flat P, block after block (_panels' layout):
+    forward, W's rows of each block over its columns k ≥ a0 (for recurrent_forward); else U's
+    rows of each block with an h part (for recurrent_backward)."""
+    for q in range(blocks.shape[0]):
+        zc, n, wr, lo, K = block_span(blocks[q], D, H, a0, forward)
+        if K > 0:
+            pack_panels(_panels(P, blocks, D, H, a0, forward, TW, q), W[wr:wr + n], lo if forward else D, forward)
+
+
+@njit(**JIT)
+def _dot8(W, j, x, lo, hi):
+    """W[j+q, lo:hi] · x[lo:hi] for q = 0..7: eight rows of W against one input row (the streaming
     step, where a block of batch rows would repeat one row). Each k-step is one load of x
     and eight fused multiply-adds into eight sums, which LLVM vectorises along k (reassoc):
     eight vector accumulators, one load of W per multiply-add, the load ports' limit."""
     a0, a1, a2, a3, a4, a5, a6, a7 = W[j], W[j + 1], W[j + 2], W[j + 3], W[j + 4], W[j + 5], W[j + 6], W[j + 7]
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _like(x[0], 0.0)
-    for k in range(n):
+    for k in range(lo, hi):
         xk = x[k]
         s0 += a0[k] * xk
         s1 += a1[k] * xk
@@ -306,10 +353,10 @@ def _dot8(W, j, x, n):
 
 
 @njit(**JIT)
-def _dot1(w, x, n):
-    """w[:n] · x (the rows of W past the last block of eight)."""
+def _dot1(w, x, lo, hi):
+    """w[lo:hi] · x[lo:hi] (the rows of W past the last block of eight)."""
     s = _like(x[0], 0.0)
-    for k in range(n):
+    for k in range(lo, hi):
         s += w[k] * x[k]
     return s
 
@@ -323,7 +370,17 @@ def _block_rows(blk, B):
 
 
 # Cell kinds: the recurrence and its products are shared; only the cell differs.
-LSTM_CELL, RNN_CELL = 0, 1
+LSTM_CELL, RNN_CELL, GRU_CELL = 0, 1, 2
+
+# What each cell's products are made of, in blocks of H: rows (zc, n, wr, x, h) say that
+# Z's columns zc..zc+n receive W's rows wr..wr+n times x (if x) and h_{t-1} (if h). The
+# LSTM's and RNN's pre-activations are one product z = b + W [x ; h]. The GRU's W has rows
+# [n ; r ; z] (3H) and Z four blocks [n̂_x ; r̂ ; ẑ ; ĥn]: its candidate n needs W_in x and
+# W_hn h apart (r multiplies the second only), so the n rows appear twice, once against x
+# and once against h. The blocks order the columns so that the input half [n̂_x ; r̂ ; ẑ]
+# and the recurrent half [r̂ ; ẑ ; ĥn] are each contiguous in Z.
+BLOCKS = (np.array([[0, 4, 0, 1, 1]]), np.array([[0, 1, 0, 1, 1]]),
+          np.array([[0, 1, 0, 1, 0], [1, 2, 1, 1, 1], [3, 1, 0, 0, 1]]))
 
 
 @njit(**JIT)
@@ -373,6 +430,42 @@ def cell_backward(z, dc, dh, dy, tc, c_prev, H):
 
 
 @njit(**JIT)
+def gru_cell_forward(z, h, h_prev, H):
+    """GRU (PyTorch's), one row of one step: z (4H) = [n̂_x ; r̂ ; ẑ ; ĥn] in, with
+    n̂_x = W_in x + b_in and ĥn = W_hn h_prev + b_hn apart; out, in place, [n ; r ; z ; ĥn]:
+    r = σ(r̂), z = σ(ẑ), n = tanh(n̂_x + r⊙ĥn), h = (1-z)⊙n + z⊙h_prev."""
+    for k in range(H):
+        r = sigmoid(z[H + k])
+        u = sigmoid(z[2 * H + k])
+        n = tanh(z[k] + r * z[3 * H + k])
+        z[k] = n
+        z[H + k] = r
+        z[2 * H + k] = u
+        h[k] = (_like(n, 1.0) - u) * n + u * h_prev[k]
+
+
+@njit(**JIT)
+def gru_cell_backward(z, dc, dh, dy, h_prev, H):
+    """GRU backward, one row of one step: [n ; r ; z ; ĥn] in z become
+    δz = [δn̂ ; δr̂ ; δẑ ; δĥn] (in place), with δh = dy + dh carried from step t+1:
+    δn̂ = δh⊙(1-z)⊙(1-n²) (δ of n̂_x, and of ĥn through r: δĥn = δn̂⊙r, δr̂ = δn̂⊙ĥn⊙r(1-r)),
+    δẑ = δh⊙(h_prev - n)⊙z(1-z). dc receives z⊙δh, the share of δh_{t-1} that passes the
+    z-gated identity path untouched (the GRU's carousel); Uᵀδz adds the rest."""
+    for k in range(H):
+        n = z[k]
+        r = z[H + k]
+        u = z[2 * H + k]
+        one = _like(n, 1.0)
+        dht = dy[k] + dh[k]
+        dn = dht * (one - u) * (one - n * n)
+        z[H + k] = dn * z[3 * H + k] * r * (one - r)
+        z[2 * H + k] = dht * (h_prev[k] - n) * u * (one - u)
+        z[3 * H + k] = dn * r
+        z[k] = dn
+        dc[k] = dht * u
+
+
+@njit(**JIT)
 def rnn_cell_forward(z, h, H):
     """Vanilla RNN, one row of one step: h = tanh(z), kept in z too (backward needs it)."""
     for k in range(H):
@@ -396,42 +489,53 @@ def _chunk(c, nchunks, nblk):
 
 
 @njit(**JIT)
-def _forward_blocks(Z, C, TC, I, P, b, lengths, D, H, a0, b0, b1, cell):
+def _forward_blocks(Z, C, TC, I, P, b, lengths, D, H, a0, b0, b1, cell, blocks, TW):
     """Row blocks b0..b1-1 of one unit through every step: one task of recurrent_forward."""
     T, B, G = Z.shape
     r0, r1 = 4 * b0, min(4 * b1, B)
     for t in range(T):
         Zt = Z[t]
-        for r in range(r0, r1):
-            if a0 == 0:
-                Zt[r, :] = b
+        for q in range(blocks.shape[0]):
+            zc, n = blocks[q, 0] * H, blocks[q, 1] * H
+            if a0 == 0 or blocks[q, 3] == 0:    # no input half in these columns yet
+                for r in range(r0, r1):
+                    Zt[r, zc:zc + n] = b[zc:zc + n]
             else:
-                for j in range(G):          # a loop: outside a parfor, `+=` on slices makes a temporary
-                    Zt[r, j] += b[j]
-        _panel_product(Zt, r0, r1, b0, b1, I[t], a0, P, D + H - a0, True)
+                for r in range(r0, r1):
+                    for j in range(zc, zc + n):  # a loop: outside a parfor, `+=` on slices makes a temporary
+                        Zt[r, j] += b[j]
+        for q in range(blocks.shape[0]):
+            zc, n, _, lo, K = block_span(blocks[q], D, H, a0, True)
+            if K > 0:
+                _panel_product(Zt, zc, n, r0, r1, b0, b1, I[t], lo, _panels(P, blocks, D, H, a0, True, TW, q), K,
+                               True)
         for r in range(r0, r1):
             if t >= lengths[r]:
                 C[t + 1, r, :] = C[t, r, :]
                 I[t + 1, r, D:] = I[t, r, D:]
             elif cell == LSTM_CELL:
                 cell_forward(Zt[r], C[t + 1, r], TC[t, r], I[t + 1, r, D:], C[t, r], H)
+            elif cell == GRU_CELL:
+                gru_cell_forward(Zt[r], I[t + 1, r, D:], I[t, r, D:], H)
             else:
                 rnn_cell_forward(Zt[r], I[t + 1, r, D:], H)
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_forward(Z, C, TC, I, P, b, Zr, Cr, TCr, Ir, Pr, br, lengths, D, H, a0, nchunks, dirs, cell):
-    """Recurrent part of the forward pass over all steps, for an LSTM or RNN `cell`.
+def recurrent_forward(Z, C, TC, I, P, b, Zr, Cr, TCr, Ir, Pr, br, lengths, D, H, a0, nchunks, dirs, cell,
+                      blocks, TW):
+    """Recurrent part of the forward pass over all steps, for an LSTM, RNN or GRU `cell`.
 
-    Z (T,B,G) receives the gate activations (G = 4H for the LSTM, H for the RNN);
+    Z (T,B,G) receives the gate activations (G = 4H for the LSTM and GRU, H for the RNN);
     I (T+1,B,D+H) holds x_t and h_{-1} = h0 at I[0,:,D:] on entry and receives h_t at
     I[t+1,:,D:], so that I[t] = [x_t ; h_{t-1}]; C (T+1,B,H) holds c0 at C[0]; TC (T,B,H)
-    receives tanh(c_t) (both of width 0 for the RNN). P: W's columns a0.. packed by
-    pack_panels(k0=a0, transpose=True); b (G). lengths (B,) int64: past its length a row's
+    receives tanh(c_t) (both of width 0 for the RNN and GRU). P: flat, W's panels for each
+    of the cell's `blocks` (BLOCKS[cell]) over the columns k ≥ a0 (TW columns a panel), as
+    pack_unit packs them; b (G). lengths (B,) int64: past its length a row's
     h and c are carried unchanged (its gates are left unspecified).
     a0 = 0: z_t = b + W I_t, one sum over all D+H columns, inputs and recurrence together.
     a0 = D: Z holds the input half W_x x_t on entry (a BLAS product over all steps), and
-    z_t = Z[t] + b + U h_{t-1}.
+    z_t = Z[t] + b + U h_{t-1} (the GRU's ĥn columns get b + W_hn h_{t-1} alone).
 
     Each of `nchunks` threads walks its blocks of 4 rows through every step, with no
     synchronisation; a weight panel is read once per step and reused from L1 by all of the
@@ -447,16 +551,17 @@ def recurrent_forward(Z, C, TC, I, P, b, Zr, Cr, TCr, Ir, Pr, br, lengths, D, H,
         c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)
         if task < nchunks:
-            _forward_blocks(Z, C, TC, I, P, b, lengths, D, H, a0, b0, b1, cell)
+            _forward_blocks(Z, C, TC, I, P, b, lengths, D, H, a0, b0, b1, cell, blocks, TW)
         else:
-            _forward_blocks(Zr, Cr, TCr, Ir, Pr, br, lengths, D, H, a0, b0, b1, cell)
+            _forward_blocks(Zr, Cr, TCr, Ir, Pr, br, lengths, D, H, a0, b0, b1, cell, blocks, TW)
 
 
 @njit(**JIT)
-def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, P, lengths, b0, b1, cell):
+def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, lengths, b0, b1, cell, blocks, TW):
     """Row blocks b0..b1-1 of one unit back through every step: one task of recurrent_backward."""
     T, B, G = Z.shape
     H = dh.shape[1]
+    D = I.shape[2] - H
     record = probe.shape[0] > 0
     r0, r1 = 4 * b0, min(4 * b1, B)
     for t in range(T - 1, -1, -1):
@@ -466,26 +571,40 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, P, lengths, b0, b1, cell)
                 Zt[r, :] = 0
             elif cell == LSTM_CELL:
                 cell_backward(Zt[r], dc[r], dh[r], dY[t, r], TC[t, r], C[t, r], H)
+            elif cell == GRU_CELL:
+                gru_cell_backward(Zt[r], dc[r], dh[r], dY[t, r], I[t, r, D:], H)
             else:
                 rnn_cell_backward(Zt[r], dh[r], dY[t, r], H)
-        _panel_product(dhs, r0, r1, b0, b1, Zt, 0, P, G, False)
+        first = True
+        for q in range(blocks.shape[0]):             # δh_{t-1} = Σ_blocks U[rows]ᵀ δz_t[cols]
+            zc, n, _, _, K = block_span(blocks[q], D, H, 0, False)
+            if K > 0:
+                _panel_product(dhs, 0, H, r0, r1, b0, b1, Zt, zc, _panels(P, blocks, D, H, 0, False, TW, q), n,
+                               not first)
+                first = False
         for r in range(r0, r1):
             if t < lengths[r]:
-                dh[r, :] = dhs[r, :]
+                if cell == GRU_CELL:                  # + z⊙δh_t, the identity path
+                    for k in range(H):
+                        dh[r, k] = dhs[r, k] + dc[r, k]
+                else:
+                    dh[r, :] = dhs[r, :]
             if record:
                 probe[t, r, 0] = sum_squares(dh[r])
                 probe[t, r, 1] = sum_squares(dc[r])
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Pr,
-                       lengths, nchunks, dirs, cell):
+def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr,
+                       lengths, nchunks, dirs, cell, blocks, TW):
     """Recurrent part of the backward pass, walking t = T-1 .. 0.
 
     Z (T,B,G): gate activations in, δz_t out. dh (B,H): δh_{T-1} from the final state in,
-    δh_{-1} = δh0 out. dc (B,H): δc_{T-1} in, δc_{-1} = δc0 out (width 0 for the RNN).
-    dhs (B,H) scratch. dY (T,B,H) the output's gradient. P: U = W[:, D:] packed by
-    pack_panels(k0=D, transpose=False). δh_{t-1} = Uᵀ δz_t: for the LSTM all four gates add up.
+    δh_{-1} = δh0 out. dc (B,H): δc_{T-1} in, δc_{-1} = δc0 out (width 0 for the RNN; for
+    the GRU, scratch receiving z⊙δh_t). dhs (B,H) scratch. dY (T,B,H) the output's
+    gradient. I: the forward's (the GRU reads h_{t-1}). P: flat, U's panels for each block
+    with an h part, as pack_unit packs them. δh_{t-1} = Uᵀ δz_t: for the LSTM all
+    four gates add up; for the GRU the blocks [r̂ ; ẑ] and ĥn, plus z⊙δh_t.
     Past a row's length δz is zero and δh, δc pass through unchanged.
     probe (T,B,2) float64, or of length 0 for none: receives, after step t, the squared
     norms ‖∂E/∂h_{t-1}‖², ‖∂E/∂c_{t-1}‖² of the state that step t received. Chunks as in
@@ -496,9 +615,9 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, P, Zr, dhr, dcr, dhsr, 
         c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)
         if task < nchunks:
-            _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, P, lengths, b0, b1, cell)
+            _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, lengths, b0, b1, cell, blocks, TW)
         else:
-            _backward_blocks(Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Pr, lengths, b0, b1, cell)
+            _backward_blocks(Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr, lengths, b0, b1, cell, blocks, TW)
 
 
 @njit(**PARALLEL_JIT)
@@ -579,36 +698,54 @@ STEP_PARALLEL = 1 << 18    # B·G·(D+H) multiply-adds per layer from which thre
 
 
 @njit(**JIT)
-def _step_units(k0, w, h, c, xh, z, tc, W, b, n, cell):
+def block_counts(blocks):
+    """(blocks of H rows in W, blocks of H columns in Z) of a cell's BLOCKS."""
+    rows = cols = 0
+    for q in range(blocks.shape[0]):
+        rows = max(rows, blocks[q, 2] + blocks[q, 1])
+        cols = max(cols, blocks[q, 0] + blocks[q, 1])
+    return rows, cols
+
+
+@njit(**JIT)
+def _step_units(k0, w, h, c, xh, z, tc, W, b, Dl, cell, blocks):
     """Units k0..k0+w of one layer, every batch row: the rows of z = W [x ; h] + b that feed
-    them (one _dot8 per gate and 8 units), into z[r, gates·k0:] as [a; i; f; o], then
-    their cell. h, c (B,H) this layer's state; xh (B, ≥n) holds [x ; h_{t-1}]."""
+    them (one _dot8 per gate and 8 units, over the block's part of [x ; h]), into
+    z[r, G·k0:] gate-major, then their cell. h, c (B,H) this layer's state; xh (B, ≥Dl+H)
+    holds [x ; h_{t-1}]."""
     B, H = h.shape
-    gates = W.shape[0] // H
+    gates = block_counts(blocks)[1]
     for r in range(B):
         zu = z[r, gates * k0:gates * (k0 + w)]
-        for g in range(gates):
-            j = g * H + k0                                  # W's row for gate g, unit k0
-            for q0 in range(0, w - 7, 8):
-                s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(W, j + q0, xh[r], n)
-                for q, sq in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):   # unrolled
-                    zu[g * w + q0 + q] = b[j + q0 + q] + sq
-            for q in range(w - w % 8, w):
-                zu[g * w + q] = b[j + q] + _dot1(W[j + q], xh[r], n)
+        for q in range(blocks.shape[0]):
+            lo = 0 if blocks[q, 3] else Dl
+            hi = Dl + H if blocks[q, 4] else Dl
+            for g in range(blocks[q, 1]):
+                j = (blocks[q, 2] + g) * H + k0              # W's row for this gate, unit k0
+                zg = blocks[q, 0] + g                         # its block of z
+                for q0 in range(0, w - 7, 8):
+                    s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(W, j + q0, xh[r], lo, hi)
+                    for i, si in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):   # unrolled
+                        zu[zg * w + q0 + i] = b[zg * H + k0 + q0 + i] + si
+                for i in range(w - w % 8, w):
+                    zu[zg * w + i] = b[zg * H + k0 + i] + _dot1(W[j + i], xh[r], lo, hi)
         if cell == LSTM_CELL:
             tc[1, k0:k0 + w] = c[r, k0:k0 + w]              # c_{t-1} apart from c_t: the cell
             cell_forward(zu, c[r, k0:k0 + w], tc[0, k0:k0 + w], h[r, k0:k0 + w], tc[1, k0:k0 + w], w)
-        else:                                               # then vectorises
+        elif cell == GRU_CELL:                              # then vectorises
+            gru_cell_forward(zu, h[r, k0:k0 + w], xh[r, Dl + k0:Dl + k0 + w], w)
+        else:
             rnn_cell_forward(zu, h[r, k0:k0 + w], w)
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell):
+def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell, blocks):
     """One time step of every layer, for streaming inference (small B).
 
-    h, c (L,B,H): the state, updated in place (c of width 0 for the RNN); x (B,D) the
-    input; xh (B, max(D,H)+H), z (B,G), tc (2,H) scratch; params the flat array (per layer
-    W (G, D_l+H) then b (G)). W is read once per batch row (meant for small B).
+    h, c (L,B,H): the state, updated in place (c of width 0 for the RNN and GRU); x (B,D)
+    the input; xh (B, max(D,H)+H), z (B,G), tc (2,H) scratch; params the flat array (per
+    layer W (R, D_l+H) then b (G), with R, G from the cell's blocks). W is read once per
+    batch row (meant for small B).
     Each layer runs as tasks of STEP_UNITS hidden units (_step_units), which share nothing,
     in parallel from STEP_PARALLEL multiply-adds (below it, waking a thread costs more
     than it saves). The tasks, not the threads, fix the arithmetic: the same bits serial
@@ -620,22 +757,23 @@ def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell):
             and (c.size == 0 or all_finite(c.reshape(c.size)))):
         return False
     L, B, _ = h.shape
-    G = z.shape[1]
+    R, G = block_counts(blocks)
+    R, G = R * H, G * H
     U = STEP_UNITS
     o = 0
     for l in range(L):
         Dl = D if l == 0 else H
         n = Dl + H
-        W = params[o:o + G * n].reshape((G, n))
-        b = params[o + G * n:o + G * n + G]
-        o += G * n + G
+        W = params[o:o + R * n].reshape((R, n))
+        b = params[o + R * n:o + R * n + G]
+        o += R * n + G
         for r in range(B):
             xh[r, :Dl] = x[r] if l == 0 else h[l - 1, r]
             xh[r, Dl:n] = h[l, r]
-        if B * G * n >= STEP_PARALLEL:
+        if B * R * n >= STEP_PARALLEL:
             for u in prange((H + U - 1) // U):
-                _step_units(u * U, min(U, H - u * U), h[l], c[l], xh, z, tc, W, b, n, cell)
+                _step_units(u * U, min(U, H - u * U), h[l], c[l], xh, z, tc, W, b, Dl, cell, blocks)
         else:
             for u in range((H + U - 1) // U):
-                _step_units(u * U, min(U, H - u * U), h[l], c[l], xh, z, tc, W, b, n, cell)
+                _step_units(u * U, min(U, H - u * U), h[l], c[l], xh, z, tc, W, b, Dl, cell, blocks)
     return True

@@ -1,13 +1,16 @@
-"""Recurrent layer stacks (LSTM and vanilla RNN): flat parameters, a reusable workspace,
-validated forward/backward, streaming steps, PyTorch interchange.
+"""Recurrent layer stacks (LSTM, GRU and vanilla RNN): flat parameters, a reusable
+workspace, validated forward/backward, streaming steps, PyTorch interchange.
 
 The forward, z_t = W [x_t ; h_{t-1}] + b and the cell, runs in one kernel (kernels.py); for
 a wide input (D_l ≥ SPLIT_D) the input half X W_xᵀ (T·B, G) is one BLAS product first and
 the kernel adds b + U h_{t-1}. The backward's cell and δh_{t-1} = Uᵀ δz_t run in one
 kernel. Then big products run once per layer (fastlstm's own OpenBLAS, `_blas.py`):
-             δW += δZᵀ I,  δb += Σ δZ       (G, D+H)   δW = Σ_t δz_t I_tᵀ
+             δW += δZᵀ I,  δb += Σ δZ       (R, D+H)   δW = Σ_t δz_t I_tᵀ
              δX  = δZ W_x                   (T·B, D)   first D entries of δI_t = Wᵀ δz_t
-G = 4H for the LSTM (gate blocks a, i, f, o), H for the RNN.
+W has R rows and Z has G columns: R = G = 4H for the LSTM (gate blocks a, i, f, o), H for
+the RNN; the GRU's R = 3H rows [n ; r ; z] feed G = 4H columns [n̂_x ; r̂ ; ẑ ; ĥn]
+(kernels.BLOCKS says which rows meet which part of [x ; h]; each product above runs per run
+of blocks).
 """
 import math
 import os
@@ -19,8 +22,9 @@ import numpy as np
 from . import _validate as v
 from . import _blas
 from ._config import blas_turn
-from .kernels import (LSTM_CELL, RNN_CELL, TILE_BYTES, copy_hidden, copy_steps, apply_dropout, pack_panels,
-                      recurrent_backward, recurrent_forward, recurrent_step)
+from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, TILE_BYTES, apply_dropout, block_counts, copy_hidden,
+                      copy_steps, pack_unit, panel_extent, recurrent_backward, recurrent_forward,
+                      recurrent_step)
 
 # δW added to non-zero gradients goes in blocks of this many rows (a scratch far smaller than W).
 _DW_ROWS = 256
@@ -36,8 +40,8 @@ SPLIT_D = 512
 class Layer:
     """Views of one layer into the flat arrays.
 
-    W, dW (G, D+H): rows in gate order (a, i, f, o for the LSTM); columns [x | h] (W_x, U).
-    b, db (G,).
+    W, dW (R, D+H): rows in gate order (a, i, f, o for the LSTM; n, r, z for the GRU);
+    columns [x | h] (W_x, U). b, db (G,): one bias per column of Z.
     """
     D: int
     H: int
@@ -69,10 +73,34 @@ def tile_bytes(environ=os.environ, features=None):
 TILE = tile_bytes()
 
 
-def _panel_shape(N, K, dtype):
-    """(ceil(N/TW), K, TW): panels of TW = TILE bytes of columns (kernels.pack_panels)."""
-    TW = TILE // np.dtype(dtype).itemsize
-    return -(-N // TW), K, TW
+def _tile_width(dtype):
+    """TW, the columns of a packed panel: TILE bytes of `dtype` (kernels.pack_panels)."""
+    return TILE // np.dtype(dtype).itemsize
+
+
+def _panels_size(blocks, D, H, a0, forward, dtype):
+    """Elements of a unit's packed panels (kernels.pack_unit): W's over k ≥ a0 for the
+    forward, U's for the backward."""
+    TW = _tile_width(dtype)
+    return sum(math.prod(panel_extent(blk, D, H, a0, forward, TW)) * TW for blk in blocks)
+
+
+def _runs(blocks, H, part):
+    """The cell's blocks with a `part` ("x": an input half, "h": a recurrent half, "dW": all),
+    consecutive ones merged where their Z columns and W rows both continue (and, for "dW",
+    they read the same part of [x ; h]): [(zc, n, wr, x, h)] in columns and rows. One BLAS
+    product per run: the LSTM's and RNN's are single runs; the GRU's input half is one run,
+    its δW three."""
+    out = []
+    for zc, n, wr, x, h in (blk * (H, H, H, 1, 1) for blk in blocks):
+        if part == "x" and not x or part == "h" and not h:
+            continue
+        if out and out[-1][0] + out[-1][1] == zc and out[-1][2] + out[-1][1] == wr and (
+                part != "dW" or out[-1][3:] == (x, h)):
+            out[-1] = (out[-1][0], out[-1][1] + n, out[-1][2], x, h)
+        else:
+            out.append((zc, n, wr, x, h))
+    return [tuple(int(i) for i in r) for r in out]
 
 
 def _tiles_from(D):
@@ -100,8 +128,10 @@ class _Workspace:
     array layout and the big products can reshape (T, B, ·) to (T·B, ·) without copies.
     """
 
-    def __init__(self, dims, H, G, has_c, dtype, dirs=1, mixes=False):
-        self.dims, self.H, self.G, self.Hc, self.dtype = dims, H, G, H * has_c, dtype
+    def __init__(self, dims, H, blocks, has_c, carry, dtype, dirs=1, mixes=False):
+        self.dims, self.H, self.blocks, self.Hc, self.dtype = dims, H, blocks, H * has_c, dtype
+        self.G = block_counts(blocks)[1] * H        # Z's columns
+        self.Hd = H * carry                          # the δc carry (the LSTM's), or the GRU's z⊙δh
         self.dirs, self.mixes = dirs, mixes      # mixes: layer inputs go through Xb (bidirectional or dropout)
         self.cap_tb = self.cap_b = 0
         self.dWs = None             # δW blocks, made when first needed (add_dW)
@@ -113,17 +143,18 @@ class _Workspace:
         if T * B <= self.cap_tb and B <= self.cap_b:
             return
         tb, b, H, G, Hc, e = max(T * B, self.cap_tb), max(B, self.cap_b), self.H, self.G, self.Hc, self.dtype
+        blocks = self.blocks
         sizes = dict(
             I=[(tb + b) * (D + H) for D in self.dims], Z=[tb * G for _ in self.dims],
             C=[(tb + b) * Hc for _ in self.dims], TC=[tb * Hc for _ in self.dims],
-            dh=b * H * self.dirs, dhs=b * H * self.dirs, dc=b * Hc * self.dirs,     # per direction
+            dh=b * H * self.dirs, dhs=b * H * self.dirs, dc=b * self.Hd * self.dirs,     # per direction
             dX=tb * H * self.dirs * (len(self.dims) > self.dirs),   # δX of layer l = δY of layer l-1
             Xb=tb * H * self.dirs * self.mixes,          # layer l's input in natural time, dropped out
             dYs=tb * H * self.dirs * (self.dirs > 1),    # each direction's share of δY, in its own time
             dXr=tb * max(self.dims) * (self.dirs > 1),   # the reverse direction's δX, in its own time
             last=b * H * self.dirs * (self.dirs > 1),    # [h_fwd at the last step ; h_bwd at step 0]
-            P=self.dirs * max(max(math.prod(_panel_shape(G, D + H - _tiles_from(D), e)) for D in self.dims),
-                              math.prod(_panel_shape(H, G, e))),    # per direction; forward: W or U; backward: U
+            P=self.dirs * max(max(_panels_size(blocks, D, H, _tiles_from(D), True, e) for D in self.dims),
+                              _panels_size(blocks, 0, H, 0, False, e)),  # per direction; forward: W or U; backward: U
             dbs=G)
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
         v.fits_in_memory(f"the workspace for T = {T}, B = {B}", total)
@@ -131,19 +162,20 @@ class _Workspace:
         self.__dict__.update(new)
         self.cap_tb, self.cap_b = tb, b
 
-    def panels(self, N, K, d=0):
-        """A view for weights packed by kernels.pack_panels: N output columns, sums over K
-        (direction d's share of the buffer)."""
-        return _view(self.P[d * (self.P.size // self.dirs):], *_panel_shape(N, K, self.dtype))
+    def panels(self, d=0):
+        """Direction d's share of the flat buffer for packed weights (kernels.pack_unit)."""
+        n = self.P.size // self.dirs
+        return self.P[d * n:(d + 1) * n]
 
     def carries(self, B, d):
         """Direction d's δh carry, δh scratch and δc carry (B, H) for the backward."""
-        H, Hc = self.H, self.Hc
+        H, Hd = self.H, self.Hd
         return (_view(self.dh[d * B * H:], B, H), _view(self.dhs[d * B * H:], B, H),
-                _view(self.dc[d * B * Hc:], B, Hc))
+                _view(self.dc[d * B * Hd:], B, Hd))
 
     def add_dW(self, dW, Z2, I2):
-        """dW (G, D+H) += Z2ᵀ I2, i.e. δW += Σ_t δz_t I_tᵀ with Z2 (T·B, G), I2 (T·B, D+H).
+        """dW (N, K) += Z2ᵀ I2, i.e. δW += Σ_t δz_t I_tᵀ with Z2 (T·B, N), I2 (T·B, K): views
+        (a run of the cell's blocks, _runs) whose rows or columns are contiguous.
 
         On the private OpenBLAS one product adds straight into dW (β = 1). On NumPy's (the
         fallback), when dW is all zeros (a training step zeroes the gradients first) one
@@ -174,11 +206,19 @@ class _Recurrent:
     """A stack of recurrent layers, time-major: x (T, B, D) → y (T, B, H).
 
     Parameters live in one flat array `params`, gradients in `grads` (same layout); per
-    layer, `layers[k].W` (G, D_k+H) and `layers[k].b` (G) are views into them.
-    Subclasses set GATES (blocks of H rows in W), CELL (kernel cell kind), HAS_C (a cell
-    state), TORCH_BLOCK (our gate block q is PyTorch's block TORCH_BLOCK[q]).
+    layer, `layers[k].W` (R, D_k+H) and `layers[k].b` (G) are views into them.
+    Subclasses set CELL (kernel cell kind; kernels.BLOCKS[CELL] gives R and G), HAS_C (a
+    cell state), CARRY (the backward's second carry: the LSTM's δc, the GRU's z⊙δh),
+    TORCH_BLOCK (our row block q is PyTorch's block TORCH_BLOCK[q]) and TORCH_BIAS (per
+    block of b: PyTorch's block of bias_ih, and of bias_hh, that add up to it; -1 none).
     """
-    GATES = CELL = HAS_C = TORCH_BLOCK = None
+    CELL = HAS_C = CARRY = TORCH_BLOCK = TORCH_BIAS = None
+
+    @classmethod
+    def _counts(cls, H):
+        """(R, G): W's rows and Z's columns (b's entries) for H hidden units."""
+        rows, cols = block_counts(BLOCKS[cls.CELL])
+        return int(rows) * H, int(cols) * H
 
     def __init__(self, input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers,
                  bidirectional=False, dropout=0.0, dropout_seed=None):
@@ -209,7 +249,7 @@ class _Recurrent:
                                            else dropout_seed, minimum=0)
         self.dropout_step = 0       # forward()'s masks' step counter (a Model passes its step count instead)
         self.training = True        # forward() drops out in training mode only (train() / eval())
-        self._ws = _Workspace(self._dims, H, self.GATES * H, self.HAS_C, self.dtype, self.directions,
+        self._ws = _Workspace(self._dims, H, BLOCKS[self.CELL], self.HAS_C, self.CARRY, self.dtype, self.directions,
                               self.directions > 1 or self.dropout > 0)
         self._saved = None          # (T, B, lengths) of the forward that backward may use
         self._step_scratch = None   # step()'s buffers for one batch size
@@ -217,10 +257,11 @@ class _Recurrent:
 
     @classmethod
     def param_count(cls, input_size, hidden_size, num_layers=1, bidirectional=False):
-        """Σ_k G (D_k + H + 1): every unit's W and b (units: layers × directions; a layer
+        """Σ_k R (D_k + H) + G: every unit's W and b (units: layers × directions; a layer
         above the first reads the H·directions outputs of the one below)."""
-        D, H, G, dirs = input_size, hidden_size, cls.GATES * hidden_size, 1 + bool(bidirectional)
-        return dirs * (G * (D + H + 1) + (num_layers - 1) * G * (dirs * H + H + 1))
+        D, H, dirs = input_size, hidden_size, 1 + bool(bidirectional)
+        R, G = cls._counts(H)
+        return dirs * (R * (D + H) + G + (num_layers - 1) * (R * (dirs * H + H) + G))
 
     def train(self, mode=True):
         """Training mode (dropout applies) or, with mode=False, evaluation mode; returns self."""
@@ -231,11 +272,12 @@ class _Recurrent:
         return self.train(False)
 
     def _layer_views(self, flat):
-        """[(W (G, D_k+H), b (G,)) for each layer k]: views into a flat parameter array."""
-        G, H, out, o = self.GATES * self.hidden_size, self.hidden_size, [], 0
+        """[(W (R, D_k+H), b (G,)) for each layer k]: views into a flat parameter array."""
+        H, out, o = self.hidden_size, [], 0
+        R, G = self._counts(H)
         for d in self._dims:
-            nw = G * (d + H)
-            out.append((flat[o:o + nw].reshape(G, d + H), flat[o + nw:o + nw + G]))
+            nw = R * (d + H)
+            out.append((flat[o:o + nw].reshape(R, d + H), flat[o + nw:o + nw + G]))
             o += nw + G
         return out
 
@@ -331,7 +373,8 @@ class _Recurrent:
                 X = self._layer_input(l, T, B, L, step)
             units = [self._unit_input(l * dirs + d, X, h0, c0, L, T, B, d == 1) for d in range(dirs)]
             D, H, a0 = self._dims[l * dirs], self.hidden_size, units[0][-1]
-            recurrent_forward(*units[0][:-1], *units[-1][:-1], L, D, H, a0, _nchunks(B, dirs), dirs, self.CELL)
+            recurrent_forward(*units[0][:-1], *units[-1][:-1], L, D, H, a0, _nchunks(B, dirs), dirs, self.CELL,
+                              BLOCKS[self.CELL], _tile_width(self.dtype))
         self._saved = (T, B, L, step)
 
     def _layer_input(self, l, T, B, L, step):
@@ -363,12 +406,14 @@ class _Recurrent:
         I[0, :, D:] = 0 if h0 is None else h0[k]
         if self.HAS_C:
             C[0] = 0 if c0 is None else c0[k]
-        a0, G = _tiles_from(D), self.GATES * H
+        a0, G, blocks = _tiles_from(D), self._ws.G, BLOCKS[self.CELL]
         if a0:                                                     # Z = X W_xᵀ, all steps at once
             with blas_turn():
-                _blas.matmul(I[:T, :, :D].reshape(T * B, D), layer.W[:, :D].T, Z.reshape(T * B, G))
-        P = self._ws.panels(G, D + H - a0, k % self.directions)
-        pack_panels(P, layer.W, a0, True)
+                for zc, n, wr, *_ in _runs(blocks, H, "x"):
+                    _blas.matmul(I[:T, :, :D].reshape(T * B, D), layer.W[wr:wr + n, :D].T,
+                                 Z.reshape(T * B, G)[:, zc:zc + n])
+        P = self._ws.panels(k % self.directions)
+        pack_unit(P, layer.W, blocks, D, H, a0, True, _tile_width(self.dtype))
         return Z, C, TC, I, P, layer.b, a0
 
     def _outputs(self, y, hn, cn):
@@ -399,9 +444,10 @@ class _Recurrent:
             raise ValueError("h and c must be separate arrays; they overlap in memory")
         if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
             self._step_scratch = (np.zeros((B, max(self.input_size, H) + H), self.dtype),
-                                  np.zeros((B, self.GATES * H), self.dtype), np.zeros((2, H), self.dtype))
+                                  np.zeros((B, self._ws.G), self.dtype), np.zeros((2, H), self.dtype))
         c = c if self.HAS_C else h[:, :, :0]
-        if not recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL):
+        if not recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL,
+                              BLOCKS[self.CELL]):
             for name, s in (("x", x),) + state:      # the kernel found NaN/Inf and wrote nothing
                 v.nonfinite(name, s)
         return h[-1]
@@ -426,7 +472,7 @@ class _Recurrent:
         (dx may be None); parameter gradients accumulate into grads. dy (T,B,H·directions)."""
         T, B, L, step = self._saved
         self._saved = None
-        ws, H, G, dirs = self._ws, self.hidden_size, self.GATES * self.hidden_size, self.directions
+        ws, H, G, dirs, blocks = self._ws, self.hidden_size, self._ws.G, self.directions, BLOCKS[self.CELL]
         probes = [np.zeros((T, B, 2) if record else (0, 0, 2)) for _ in range(dirs)]
         self.flow = self._forget_means(T, B, L) if record else None
         dY = dy
@@ -446,23 +492,26 @@ class _Recurrent:
                     dh, dhs, dc = ws.carries(B, d)
                     dh[:] = 0 if dhn is None else dhn[k]
                     dc[:] = 0 if dcn is None or not self.HAS_C else dcn[k]
-                    P = ws.panels(H, G, d)
-                    pack_panels(P, self.layers[k].W, D, False)   # U's panels for δh_{t-1} = Uᵀ δz_t
-                    args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, P, I))
-                recurrent_backward(*args[0][:-1], *args[-1][:-1], L, _nchunks(B, dirs), dirs, self.CELL)
-                for d, (Z, dh, dc, *_, I) in enumerate(args):
+                    P = ws.panels(d)
+                    pack_unit(P, self.layers[k].W, blocks, D, H, 0, False, _tile_width(self.dtype))   # U's, for δh_{t-1} = Uᵀ δz_t
+                    args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, I, P))
+                recurrent_backward(*args[0], *args[-1], L, _nchunks(B, dirs), dirs, self.CELL, blocks,
+                                   _tile_width(self.dtype))
+                for d, (Z, dh, dc, *_, I, _) in enumerate(args):
                     k = l * dirs + d
                     layer = self.layers[k]
                     Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H)
-                    ws.add_dW(layer.dW, Z2, I2)                                 # δW = Σ_t δz_t I_tᵀ
+                    for zc, n, wr, x, h in _runs(blocks, H, "dW"):            # δW = Σ_t δz_t I_tᵀ
+                        lo, hi = (0 if x else D), (D + H if h else D)
+                        ws.add_dW(layer.dW[wr:wr + n, lo:hi], Z2[:, zc:zc + n], I2[:, lo:hi])
                     layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
                     if dX is not None:                                          # δx_t: first D of Wᵀδz_t
-                        if d == 0:
-                            _blas.matmul(Z2, layer.W[:, :D], dX.reshape(T * B, D))
-                        else:                                                   # back to natural time, added
-                            dXr = _view(ws.dXr, T, B, D)
-                            _blas.matmul(Z2, layer.W[:, :D], dXr.reshape(T * B, D))
-                            copy_steps(dX, dXr, L, True, True)
+                        out = dX if d == 0 else _view(ws.dXr, T, B, D)          # the reverse's in its own time
+                        for j, (zc, n, wr, *_) in enumerate(_runs(blocks, H, "x")):
+                            _blas.matmul(Z2[:, zc:zc + n], layer.W[wr:wr + n, :D], out.reshape(T * B, D),
+                                         accumulate=j > 0)
+                        if d == 1:                                              # back to natural time, added
+                            copy_steps(dX, out, L, True, True)
                     dh0[k] = dh
                     dc0[k] = dc if self.HAS_C else 0
                     if record:
@@ -476,7 +525,7 @@ class _Recurrent:
         the mean forget gate over the rows inside their length (NaN for the RNN)."""
         layers, H = self.num_states, self.hidden_size
         f = np.full((layers, T), np.nan)
-        if self.HAS_C:
+        if self.CARRY:                             # the LSTM's f and the GRU's z: both Z's block 2
             live = np.arange(T)[:, None] < L[None, :]                      # (T, B)
             for l in range(layers):
                 gates = self._ws.layer(l, T, B)[1][:, :, 2 * H:3 * H].mean(axis=2)
@@ -491,25 +540,30 @@ class _Recurrent:
                 for k in range(self.num_states)]
 
     def torch_state_dict(self):
-        """Parameters under torch.nn.LSTM's / torch.nn.RNN's names (NumPy arrays; for the
-        LSTM in PyTorch's gate order i, f, g, o; the reverse direction's as `..._reverse`).
-        bias_ih carries b and bias_hh is zero (PyTorch adds the two). Load into torch with
-        {k: torch.from_numpy(v) for k, v in sd.items()}."""
-        H, Q, sd = self.hidden_size, self.GATES, {}
+        """Parameters under torch.nn.LSTM's / GRU's / RNN's names (NumPy arrays, in PyTorch's
+        gate order: i, f, g, o for the LSTM, r, z, n for the GRU; the reverse direction's as
+        `..._reverse`). Each block of b goes to bias_ih where PyTorch has one there, else to
+        bias_hh (the GRU's b_hn); the other is zero (PyTorch adds the two). Load into torch
+        with {k: torch.from_numpy(v) for k, v in sd.items()}."""
+        H, sd = self.hidden_size, {}
+        R = self._counts(H)[0]
         inv = np.argsort(self.TORCH_BLOCK)
         for k, suffix in self._torch_names():
             layer = self.layers[k]
-            W = layer.W.reshape(Q, H, layer.D + H)[inv].reshape(Q * H, layer.D + H)
+            W = layer.W.reshape(-1, H, layer.D + H)[inv].reshape(R, layer.D + H)
             sd[f"weight_ih{suffix}"] = W[:, :layer.D].copy()
             sd[f"weight_hh{suffix}"] = W[:, layer.D:].copy()
-            sd[f"bias_ih{suffix}"] = layer.b.reshape(Q, H)[inv].reshape(Q * H).copy()
-            sd[f"bias_hh{suffix}"] = np.zeros(Q * H, self.dtype)
+            bias = {"ih": np.zeros((R // H, H), self.dtype), "hh": np.zeros((R // H, H), self.dtype)}
+            for q, (ih, hh) in enumerate(self.TORCH_BIAS):
+                bias["ih" if ih >= 0 else "hh"][max(ih, hh)] = layer.b[q * H:(q + 1) * H]
+            sd[f"bias_ih{suffix}"], sd[f"bias_hh{suffix}"] = bias["ih"].reshape(R), bias["hh"].reshape(R)
         return sd
 
     def load_torch_state_dict(self, state_dict):
         """Take parameters from a PyTorch state dict (tensors or arrays) of the same
         architecture. Every key, shape and value is checked before anything is written."""
-        H, Q = self.hidden_size, self.GATES
+        H = self.hidden_size
+        R = self._counts(H)[0]
         names = self._torch_names()
         want = {f"{n}{suffix}" for _, suffix in names for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
         got = set(state_dict)
@@ -523,11 +577,12 @@ class _Recurrent:
             Wk, bk = views[k]
             D = self.layers[k].D
             a = {n: _as_array(state_dict, f"{n}{suffix}", shape)
-                 for n, shape in (("weight_ih", (Q * H, D)), ("weight_hh", (Q * H, H)),
-                                  ("bias_ih", (Q * H,)), ("bias_hh", (Q * H,)))}
+                 for n, shape in (("weight_ih", (R, D)), ("weight_hh", (R, H)), ("bias_ih", (R,)), ("bias_hh", (R,)))}
             W = np.concatenate([a["weight_ih"], a["weight_hh"]], axis=1)
-            Wk[:] = W.reshape(Q, H, D + H)[self.TORCH_BLOCK].reshape(Q * H, D + H)
-            bk[:] = (a["bias_ih"] + a["bias_hh"]).reshape(Q, H)[self.TORCH_BLOCK].reshape(Q * H)
+            Wk[:] = W.reshape(-1, H, D + H)[self.TORCH_BLOCK].reshape(R, D + H)
+            ih, hh = a["bias_ih"].reshape(-1, H), a["bias_hh"].reshape(-1, H)
+            for q, (i, j) in enumerate(self.TORCH_BIAS):
+                bk[q * H:(q + 1) * H] = (ih[i] if i >= 0 else 0) + (hh[j] if j >= 0 else 0)
         self.params[:] = new
         self._saved = None
 
@@ -550,7 +605,8 @@ class LSTM(_Recurrent):
     layers[k].W (4H, D_k+H) has rows in gate order a, i, f, o (a = PyTorch's g) and
     columns [x | h]; layers[k].b (4H,).
     """
-    GATES, CELL, HAS_C, TORCH_BLOCK = 4, LSTM_CELL, True, np.array([2, 0, 1, 3])
+    CELL, HAS_C, CARRY, TORCH_BLOCK = LSTM_CELL, True, True, np.array([2, 0, 1, 3])
+    TORCH_BIAS = ((2, 2), (0, 0), (1, 1), (3, 3))
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
                  dtype=np.float32, forget_bias=1.0, seed=None, dropout_seed=None, buffers=None):
@@ -598,13 +654,8 @@ class LSTM(_Recurrent):
         return self.advance(x, h, c)
 
 
-class RNN(_Recurrent):
-    """A stack of vanilla tanh RNN layers, like torch.nn.RNN: h_t = tanh(W [x_t; h_{t-1}] + b).
-
-    The same buffers, kernels and checks as LSTM, with G = H and no cell state: here the
-    gradient is multiplied by Uᵀ diag(1 - h²) at every step back in time.
-    """
-    GATES, CELL, HAS_C, TORCH_BLOCK = 1, RNN_CELL, False, np.array([0])
+class _HiddenOnly(_Recurrent):
+    """The interface of the cells whose state is h alone (RNN, GRU)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
                  dtype=np.float32, seed=None, dropout_seed=None, buffers=None):
@@ -619,10 +670,35 @@ class RNN(_Recurrent):
 
     def backward(self, dy, dhn=None, record=False):
         """Returns dx (T, B, D), dh0 (num_layers, B, H); grads accumulate. record as for LSTM
-        (flow["dc"] stays zero and flow["forget"] NaN: an RNN has neither)."""
+        (an RNN: flow["dc"] stays zero and flow["forget"] NaN; a GRU: flow["dc"] is the norm
+        of z⊙δh, the share of ∂E/∂h_{t-1} that the identity path carries, and
+        flow["forget"] the mean update gate z, the share of h_{t-1} kept)."""
         dx, dh0, _ = self._backward_public(dy, dhn, None, record)
         return dx, dh0
 
     def step(self, x, h):
         """Streaming inference: advance h (num_layers, B, H) by one step x (B, D), in place."""
         return self.advance(x, h, None)
+
+
+class RNN(_HiddenOnly):
+    """A stack of vanilla tanh RNN layers, like torch.nn.RNN: h_t = tanh(W [x_t; h_{t-1}] + b).
+
+    The same buffers, kernels and checks as LSTM, with G = H and no cell state: here the
+    gradient is multiplied by Uᵀ diag(1 - h²) at every step back in time.
+    """
+    CELL, HAS_C, CARRY, TORCH_BLOCK, TORCH_BIAS = RNN_CELL, False, False, np.array([0]), ((0, 0),)
+
+
+class GRU(_HiddenOnly):
+    """A stack of GRU layers, like torch.nn.GRU (time-major; PyTorch's formulation):
+    r = σ(W_ir x + W_hr h + b_r), z = σ(W_iz x + W_hz h + b_z),
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h' = (1 - z) ⊙ n + z ⊙ h.
+
+    layers[k].W (3H, D_k+H) has rows in gate order n, r, z and columns [x | h];
+    layers[k].b (4H,) = [b_in ; b_r ; b_z ; b_hn] (b_hn sits inside r ⊙ (·), so it stays
+    apart from b_in). Same interface as RNN: forward(x, h0, lengths), backward(dy, dhn),
+    step(x, h).
+    """
+    CELL, HAS_C, CARRY, TORCH_BLOCK = GRU_CELL, False, True, np.array([2, 0, 1])
+    TORCH_BIAS = ((2, -1), (0, 0), (1, 1), (-1, 2))

@@ -9,10 +9,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 import fastlstm  # noqa: E402
 
 
-def random_problem(T, B, D, H, L, dtype=np.float64, seed=0, with_lengths=False, scale=0.5):
-    """A model with random weights and random x, h0, c0, lengths, and random output grads."""
+def random_problem(T, B, D, H, L, dtype=np.float64, seed=0, with_lengths=False, scale=0.5, cls=None):
+    """A stack (an LSTM, or `cls`) with random weights and random x, h0, c0, lengths, and
+    random output grads."""
     rng = np.random.default_rng(seed)
-    m = fastlstm.LSTM(D, H, L, dtype=dtype, seed=seed)
+    m = (cls or fastlstm.LSTM)(D, H, L, dtype=dtype, seed=seed)
     m.params[:] = rng.uniform(-scale, scale, m.params.size)
     x = rng.standard_normal((T, B, D)).astype(dtype)
     h0 = rng.standard_normal((L, B, H)).astype(dtype) * 0.5

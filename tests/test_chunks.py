@@ -36,43 +36,51 @@ def test_step_by_step_equals_one_call(dtype, tol):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("split", [False, True])
-def test_recurrent_kernels_treat_each_row_alone(dtype, split):
+@pytest.mark.parametrize("stack", [fastlstm.LSTM, fastlstm.GRU])
+def test_recurrent_kernels_treat_each_row_alone(dtype, split, stack):
     """The recurrent kernels give each batch row the same bits alone as in any batch (fixed
     4-row blocks; a short block repeats its last row). H = 37 exercises full and partial
     weight panels in both directions. (The BLAS products around them may take size-dependent
     paths, so this is asserted of the kernels, where the time loop's arithmetic lives.)
     split: the forward's tiles sum U h_{t-1} onto a given input half (a0 = D)."""
+    from fastlstm.recurrent import _panels_size, _runs, _tile_width
     T, B, D, H = 6, 11, 5, 37
-    G = 4 * H
+    R, G = stack._counts(H)
+    Hc = H * stack.HAS_C
+    blocks = K.BLOCKS[stack.CELL]
     rng = np.random.default_rng(0)
-    W = (rng.standard_normal((G, D + H)) / 6).astype(dtype)
+    W = (rng.standard_normal((R, D + H)) / 6).astype(dtype)
     b = rng.standard_normal(G).astype(dtype)
     I0 = np.zeros((T + 1, B, D + H), dtype)
     I0[:T, :, :D] = rng.standard_normal((T, B, D))                # x_t
     I0[0, :, D:] = rng.standard_normal((B, H))                    # h0
-    C0 = np.zeros((T + 1, B, H), dtype)
-    C0[0] = rng.standard_normal((B, H))
+    C0 = np.zeros((T + 1, B, Hc), dtype)
+    C0[0] = rng.standard_normal((B, Hc))
     dY = rng.standard_normal((T, B, H)).astype(dtype)
     lengths = rng.integers(1, T + 1, B).astype(np.int64)
-    TW = 64 // np.dtype(dtype).itemsize
+    TW = _tile_width(dtype)
     a0 = D if split else 0
-    Pf = np.zeros((-(-G // TW), D + H - a0, TW), dtype)
-    Pb = np.zeros((-(-H // TW), G, TW), dtype)
-    K.pack_panels(Pf, W, a0, True)
-    Z0 = I0[:T, :, :D] @ W[:, :D].T if split else np.zeros((T, B, G), dtype)
-    K.pack_panels(Pb, W, D, False)
+    Pf = np.zeros(_panels_size(blocks, D, H, a0, True, dtype), dtype)
+    Pb = np.zeros(_panels_size(blocks, D, H, 0, False, dtype), dtype)
+    K.pack_unit(Pf, W, blocks, D, H, a0, True, TW)
+    K.pack_unit(Pb, W, blocks, D, H, 0, False, TW)
+    Z0 = np.zeros((T, B, G), dtype)
+    if split:
+        for zc, n, wr, *_ in _runs(blocks, H, "x"):
+            Z0[:, :, zc:zc + n] = I0[:T, :, :D] @ W[wr:wr + n, :D].T
 
     def run(rows):
         I, C = (np.ascontiguousarray(a[:, rows]) for a in (I0, C0))
         n = len(rows)
         Z = np.ascontiguousarray(Z0[:, rows])
-        TC = np.zeros((T, n, H), dtype)
+        TC = np.zeros((T, n, Hc), dtype)
         fwd = (Z, C, TC, I, Pf, b)
-        K.recurrent_forward(*fwd, *fwd, lengths[rows], D, H, a0, 2, 1, K.LSTM_CELL)
-        out = [Z.copy(), I, C, TC]
+        K.recurrent_forward(*fwd, *fwd, lengths[rows], D, H, a0, 2, 1, stack.CELL, blocks, TW)
+        out = [Z.copy(), I.copy(), C, TC]
         dh, dc = np.zeros((n, H), dtype), np.zeros((n, H), dtype)
-        bwd = (Z, dh, dc, np.zeros((n, H), dtype), np.zeros((0, 0, 2)), np.ascontiguousarray(dY[:, rows]), C, TC, Pb)
-        K.recurrent_backward(*bwd, *bwd, lengths[rows], 2, 1, K.LSTM_CELL)
+        bwd = (Z, dh, dc, np.zeros((n, H), dtype), np.zeros((0, 0, 2)), np.ascontiguousarray(dY[:, rows]), C, TC,
+               I, Pb)
+        K.recurrent_backward(*bwd, *bwd, lengths[rows], 2, 1, stack.CELL, blocks, TW)
         return out + [Z, dh, dc]
 
     full = run(list(range(B)))

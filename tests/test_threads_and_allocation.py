@@ -15,20 +15,23 @@ _SCRIPT = textwrap.dedent("""
     import fastlstm.recurrent
     sys.path.insert(0, {tests!r})
     from conftest import random_problem
-    for dtype, split_d in ((np.float32, 512), (np.float64, 512), (np.float32, 1), (np.float64, 1)):
+    for cls, dtype, split_d in ((fastlstm.LSTM, np.float32, 512), (fastlstm.LSTM, np.float64, 512),
+                                (fastlstm.LSTM, np.float32, 1), (fastlstm.LSTM, np.float64, 1),
+                                (fastlstm.GRU, np.float32, 512), (fastlstm.GRU, np.float32, 1)):
         fastlstm.recurrent.SPLIT_D = split_d        # 1: every layer's input half by BLAS first
-        m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(9, 23, 6, 37, 2, dtype, with_lengths=True)
-        y, (hn, cn) = m.forward(x, h0, c0, lengths)
-        dx, (dh0, dc0) = m.backward(dy, dhn, dcn)
+        lstm = cls is fastlstm.LSTM
+        m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(9, 23, 6, 37, 2, dtype, with_lengths=True, cls=cls)
+        y, s = m.forward(x, h0, c0, lengths) if lstm else m.forward(x, h0, lengths)
+        ds = m.backward(dy, dhn, dcn) if lstm else m.backward(dy, dhn)
         h = hashlib.sha256()
-        for a in (y, hn, cn, dx, dh0, dc0, m.grads):
+        for a in (y, *s, *ds[1], ds[0], m.grads) if lstm else (y, s, *ds, m.grads):
             h.update(a.tobytes())
         print(numba.get_num_threads(), h.hexdigest())
-        m, x, h0, c0, *_ = random_problem(2, 8, 40, 100, 2, dtype)  # step(): serial and parallel
+        m, x, h0, c0, *_ = random_problem(2, 8, 40, 100, 2, dtype, cls=cls)  # step(): serial and parallel
         for B in (1, 8):
             hs, cs = h0[:, :B].copy(), c0[:, :B].copy()
             for t in range(2):
-                m.step(np.ascontiguousarray(x[t, :B]), hs, cs)
+                m.step(np.ascontiguousarray(x[t, :B]), hs, cs) if lstm else m.step(np.ascontiguousarray(x[t, :B]), hs)
             print(numba.get_num_threads(), hashlib.sha256(hs.tobytes() + cs.tobytes()).hexdigest())
 """)
 
@@ -78,11 +81,11 @@ _ALLOC_SCRIPT = textwrap.dedent("""
 """)
 
 # Numba wraps every NumPy array it unboxes at a Python -> @njit call in a meminfo, which its
-# NRT counts as an allocation (no data is allocated). Per layer, forward passes 2 arrays to
-# pack_panels and 2 x 6 + 1 to recurrent_forward (each direction's buffers; a one-direction
-# layer passes its own twice), backward 2 to pack_panels and 2 x 9 + 1 to recurrent_backward:
-# anything beyond that is a real allocation.
-_BOUNDARY_WRAPPERS_PER_LAYER = (2 + 13) + (2 + 19)
+# NRT counts as an allocation (no data is allocated). Per layer, forward passes 3 arrays to
+# pack_unit (P, W, the cell's blocks) and 2 x 6 + 2 to recurrent_forward (each direction's
+# buffers, a one-direction layer passing its own twice; lengths; blocks), backward 3 to
+# pack_unit and 2 x 10 + 2 to recurrent_backward: anything beyond that is a real allocation.
+_BOUNDARY_WRAPPERS_PER_LAYER = (3 + 14) + (3 + 22)
 
 
 def test_warm_forward_backward_allocates_nothing():
