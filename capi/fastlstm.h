@@ -75,6 +75,7 @@ extern "C" {
 /* Settings of fastlstm_config. */
 #define FASTLSTM_CELL_LSTM   0
 #define FASTLSTM_CELL_RNN    1
+#define FASTLSTM_CELL_GRU    2   /* from 0.4: PyTorch's GRU (gates r, z, n; b_hn inside r ⊙ (·)) */
 #define FASTLSTM_LOSS_MSE    0   /* regression: float targets */
 #define FASTLSTM_LOSS_XENT   1   /* classification: int32 labels, softmax cross-entropy */
 #define FASTLSTM_OUTPUT_LAST  0  /* one prediction per sequence, at its last real step */
@@ -82,7 +83,7 @@ extern "C" {
 #define FASTLSTM_OPTIMIZER_ADAM 0
 #define FASTLSTM_OPTIMIZER_SGD  1
 
-/* A model: LSTM (or RNN) layers, a dense output head, a loss and an optimizer. Opaque. */
+/* A model: LSTM (or GRU, or RNN) layers, a dense output head, a loss and an optimizer. Opaque. */
 typedef struct fastlstm_model fastlstm_model;
 
 /* What fastlstm_create builds. Fill it with fastlstm_config_init, then change fields.

@@ -4,17 +4,30 @@ For each model the backward kernels record (backward(record=True)) the norm of t
 with respect to the state each step receives, ‖∂E/∂h_{t-1}‖ and ‖∂E/∂c_{t-1}‖; here they are
 listed against the distance from the loss, k = T - t steps back. Along the cell state the
 only factor per step is f (δc_{t-1} = δc_t ⊙ f_t); the RNN multiplies by Uᵀ diag(1 - h²).
+The GRU's carousel is its z-gated identity path, δh_{t-1} = z_t ⊙ δh_t + Uᵀ δz_t: its rows
+give ‖∂E/∂h‖ and the mean update gate z.
 """
 import numpy as np
 
 from .model import Model
 from .tasks import Adding
 
-MODELS = (("RNN", "rnn", None), ("LSTM f-bias 0", "lstm", 0.0), ("LSTM f-bias 1", "lstm", 1.0))
+MODELS = (("RNN", "rnn", None), ("LSTM f-bias 0", "lstm", 0.0), ("LSTM f-bias 1", "lstm", 1.0),
+          ("GRU", "gru", None))
+
+
+def _columns(name):
+    """The table's columns for one model: (label, value at step t relative to distance 1)."""
+    h = [("‖∂E/∂h‖", lambda f, t, T: f["dh"][t] / f["dh"][T - 1])]
+    if "LSTM" in name:
+        return h + [("‖∂E/∂c‖", lambda f, t, T: f["dc"][t] / f["dc"][T - 1]), ("mean f", lambda f, t, T: f["forget"][t])]
+    if "GRU" in name:
+        return h + [("mean z", lambda f, t, T: f["forget"][t])]
+    return h
 
 
 def make_models(hidden, seed):
-    """name -> Model for the three models compared, with a head for the adding problem."""
+    """name -> Model for the models compared, with a head for the adding problem."""
     return {name: Model(2, hidden, 1, cell=cell, seed=seed, clip=1.0,
                         **({} if fb is None else dict(forget_bias=fb)))
             for name, cell, fb in MODELS}
@@ -40,7 +53,7 @@ def train(model, task, steps, batch, seed, lr=1e-2):
 
 
 def run(T=200, hidden=64, batch=32, seed=0, train_steps=0):
-    """{name: (flow, test_mse or None)} for the three models at sequence length T."""
+    """{name: (flow, test_mse or None)} for the models at sequence length T."""
     task = Adding(T=T, test_size=500, seed=seed + 1)
     x, y, _ = task.batch(np.random.default_rng(seed), batch)
     out = {}
@@ -53,16 +66,10 @@ def run(T=200, hidden=64, batch=32, seed=0, train_steps=0):
 def table(results, T):
     """Rows of gradient norm against distance from the loss, normalised at distance 1."""
     ks = [k for k in (1, 2, 5, 10, 20, 50, 100, 150, 200, 500, 1000) if k <= T]
-    head = "| distance k | " + " | ".join(
-        f"{n} ‖∂E/∂h‖" + (f" | {n} ‖∂E/∂c‖ | {n} mean f" if "LSTM" in n else "") for n in results) + " |"
+    head = "| distance k | " + " | ".join(f"{n} {label}" for n in results for label, _ in _columns(n)) + " |"
     lines = [head, "|" + " ---: |" * (head.count("|") - 1)]
     for k in ks:
-        cells = []
-        for name, (flow, _) in results.items():
-            t = T - k
-            cells.append(f"{flow['dh'][t] / flow['dh'][T - 1]:.3g}")
-            if "LSTM" in name:
-                cells += [f"{flow['dc'][t] / flow['dc'][T - 1]:.3g}", f"{flow['forget'][t]:.3f}"]
+        cells = [f"{value(flow, T - k, T):.3g}" for name, (flow, _) in results.items() for _, value in _columns(name)]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     mses = {n: m for n, (_, m) in results.items() if m is not None}
     if mses:

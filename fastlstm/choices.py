@@ -3,7 +3,7 @@ these, the command line offers them, and capi/fastlstm.h numbers them in the sam
 (FASTLSTM_CELL_LSTM = 0, ...; tests/test_capi.py checks that the two agree).
 
 Imports nothing: the command line reads it before NumPy and Numba load."""
-CELLS = ("lstm", "rnn")
+CELLS = ("lstm", "rnn", "gru")
 LOSSES = ("mse", "xent")
 OUTPUTS = ("last", "every")
 OPTIMIZERS = ("adam", "sgd")

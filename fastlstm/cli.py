@@ -60,7 +60,7 @@ def _parser():
                    "end, in time order; arrays 0.2: seeded)")
     t.add_argument("--hidden", type=int, help="hidden units per layer")
     t.add_argument("--layers", type=int, help="recurrent layers")
-    t.add_argument("--cell", choices=choices.CELLS, default="lstm", help="LSTM, or a vanilla tanh RNN to compare")
+    t.add_argument("--cell", choices=choices.CELLS, default="lstm", help="LSTM, GRU, or a vanilla tanh RNN to compare")
     t.add_argument("--bidirectional", action="store_true", help="a reverse direction beside every layer")
     t.add_argument("--dropout", type=float, default=0.0, help="dropout p on the outputs of every layer but the "
                    "last, in training (default 0)")

@@ -6,24 +6,30 @@
 The sequence graph takes x (T, B, D) float32 and sequence_lens (B,) int32, with T and B
 dynamic, and optionally h0 and c0 (num_layers, B, H), which default to zeros. It gives
 predictions ((B, O) for output="last", (T, B, O) for "every", zero past each length) and
-the final states hn, cn. Each layer is one ONNX `LSTM` or `RNN` node. The head is MatMul
+the final states hn, cn. Each layer is one ONNX `LSTM`, `GRU` or `RNN` node. The head is MatMul
 + Add, with Softmax for xent. "last" reads the top layer's Y_h, which ONNX defines as h
 at each row's last real step.
 
 The streaming graph takes x (B, D), h and c (num_layers, B, H). It gives this step's
 predictions and the new h, c: what Model.step does, for runtimes that keep no state.
 
-Layouts: ONNX orders an LSTM's gate blocks i, o, f, c (c is our candidate a) and keeps
-the input and recurrence biases apart (Wb, Rb), so fastlstm's single bias b goes to Wb and
-Rb is zero. Needs the `onnx` extra (onnx; onnxruntime to run the graphs).
+Layouts: ONNX orders an LSTM's gate blocks i, o, f, c (c is our candidate a), a GRU's
+z, r, h (h is our n), and keeps the input and recurrence biases apart (Wb, Rb): fastlstm's
+bias goes to Wb, except the GRU's b_hn, which goes to Rb's h block (ONNX's GRU with
+linear_before_reset=1 is PyTorch's: r multiplies R_h h + Rb_h). Needs the `onnx` extra
+(onnx; onnxruntime to run the graphs).
 """
 import numpy as np
 
 from . import __version__
 
 OPSET = 17
-# Our gate blocks a, i, f, o, taken in ONNX's order i, o, f, c (= a).
-_ONNX_FROM_OURS = [1, 3, 2, 0]
+# Per cell: ONNX's operator, our row blocks of W in ONNX's gate order (LSTM: our a, i, f, o
+# as i, o, f, c; GRU: our n, r, z as z, r, h), our blocks of b that make Wb and Rb in that
+# order (-1: zero), and the operator's attributes.
+_ONNX = {"lstm": ("LSTM", [1, 3, 2, 0], [1, 3, 2, 0], [-1] * 4, {}),
+         "rnn": ("RNN", [0], [0], [-1], {}),
+         "gru": ("GRU", [2, 1, 0], [2, 1, 0], [-1, -1, 3], {"linear_before_reset": 1})}
 
 
 def _onnx():
@@ -39,7 +45,7 @@ def export_onnx(model, path, *, streaming=False):
     onnx.checker. Returns the onnx.ModelProto.
 
     Refuses (ValueError) what ONNX Runtime, the reference runtime, cannot run as the same
-    model: a float64 model (ONNX Runtime's LSTM and RNN run float32 only), and the
+    model: a float64 model (ONNX Runtime's recurrent operators run float32 only), and the
     streaming graph of a bidirectional model (which cannot stream). A bidirectional layer is
     one node with direction="bidirectional"; a model with an embedding takes int64 token ids
     x (T, B) (streaming: (B,)) and gathers E's rows first; dropout is a training matter and
@@ -47,7 +53,7 @@ def export_onnx(model, path, *, streaming=False):
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
     if model.dtype != np.float32:
-        raise ValueError(f"this model is {model.dtype}; ONNX Runtime's LSTM and RNN operators run float32 "
+        raise ValueError(f"this model is {model.dtype}; ONNX Runtime's recurrent operators run float32 "
                          "only, so the export would not run there. Export a float32 copy: "
                          "m32 = fastlstm.Model(..., dtype=np.float32); m32.params[:] = model.params")
     core, lstm = model.core, model.cell == "lstm"
@@ -99,22 +105,24 @@ def export_onnx(model, path, *, streaming=False):
         X, h0, c0, lens = x_vec, "h0_b", "c0_b" if lstm else None, "sequence_lens"
 
     hs, cs = [], []
-    Q, blocks = (4, _ONNX_FROM_OURS) if lstm else (1, [0])
+    op, rows, wb, rb, attrs = _ONNX[model.cell]
+
+    def bias(u, blocks):                         # the blocks of u.b (-1: zeros), (len(blocks)·H,)
+        b = np.concatenate([u.b.reshape(-1, H), np.zeros((1, H), u.b.dtype)])
+        return b[blocks].reshape(-1)
     for l in range(core.num_layers):
         units = core.layers[l * dirs:(l + 1) * dirs]           # forward, then reverse: ONNX's direction order
         D = units[0].D
-        W = np.stack([u.W.reshape(Q, H, D + H)[blocks].reshape(Q * H, D + H) for u in units])
-        b = np.stack([u.b.reshape(Q, H)[blocks].reshape(Q * H) for u in units])
+        W = np.stack([u.W.reshape(-1, H, D + H)[rows].reshape(-1, D + H) for u in units])
         Wn, Rn = const(f"W{l}", W[:, :, :D]), const(f"R{l}", W[:, :, D:])
-        Bn = const(f"B{l}", np.concatenate([b, np.zeros_like(b)], axis=1))
+        Bn = const(f"B{l}", np.stack([np.concatenate([bias(u, wb), bias(u, rb)]) for u in units]))
         at = [const(f"l{l}", np.array([l * dirs])), const(f"l{l}_end", np.array([(l + 1) * dirs]))]
         hl = node("Slice", [h0, *at], [f"h0_{l}"])
         ins = [X, Wn, Rn, Bn, lens, hl]
         if lstm:
             ins.append(node("Slice", [c0, *at], [f"c0_{l}"]))
         outs = [f"Y{l}", f"Yh{l}"] + ([f"Yc{l}"] if lstm else [])
-        node("LSTM" if lstm else "RNN", ins, outs, hidden_size=H,
-             direction="bidirectional" if dirs > 1 else "forward")
+        node(op, ins, outs, hidden_size=H, direction="bidirectional" if dirs > 1 else "forward", **attrs)
         hs.append(f"Yh{l}")
         if lstm:
             cs.append(f"Yc{l}")

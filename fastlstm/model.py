@@ -16,9 +16,9 @@ from . import checkpoint, choices, heads, optim
 from . import _blas
 from ._config import blas_turn
 from .kernels import all_finite, scatter_rows
-from .recurrent import LSTM, RNN, dropout_seed_from
+from .recurrent import GRU, LSTM, RNN, dropout_seed_from
 
-CELLS = dict(zip(choices.CELLS, (LSTM, RNN)))
+CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU)))
 
 
 class NonFiniteError(FloatingPointError):
@@ -26,7 +26,8 @@ class NonFiniteError(FloatingPointError):
 
 
 class Model:
-    """LSTM layers (cell="lstm", the default) or vanilla RNN layers (cell="rnn") + dense head.
+    """LSTM layers (cell="lstm", the default), GRU layers (cell="gru") or vanilla RNN layers
+    (cell="rnn") + dense head.
 
     loss: "mse" (regression, float targets (B, O) or (T, B, O)) or "xent" (softmax
     cross-entropy, integer labels (B,) or (T, B) in 0..O-1). output: "last" (one prediction

@@ -108,12 +108,35 @@ def test_probe_costs_nothing_when_not_asked_and_changes_no_result():
     assert m.flow["dh"].shape == (2, 6)
 
 
-def test_trained_lstm_solves_adding_at_T100_and_the_rnn_does_not():
+@pytest.mark.parametrize("update_preact,ratio", [(30.0, 1.0), (0.0, 0.5)])
+def test_the_grus_identity_path_carries_the_gradient_by_z(update_preact, ratio):
+    """With U = 0 the only path back in time is the GRU's identity path, δh_{t-1} = z ⊙ δh_t:
+    an update gate fixed open (z = σ(30)) keeps ‖∂E/∂h‖ constant over 100 steps, z = 1/2
+    halves it every step; flow["dc"] (the identity path's share) is then all of it."""
+    T, B, D, H = 101, 3, 2, 5
+    m = fastlstm.GRU(D, H, dtype=np.float64, seed=0)
+    W, b = m.layers[0].W, m.layers[0].b
+    W[:, D:] = 0                                  # U = 0: no path through the gates
+    W[2 * H:3 * H] = 0                            # ẑ = b_z exactly
+    b[2 * H:3 * H] = update_preact
+    y, _ = m.forward(np.random.default_rng(0).standard_normal((T, B, D)))
+    dy = np.zeros_like(y)
+    dy[-1] = 1.0
+    m.backward(dy, record=True)
+    dh, dc = m.flow["dh"][0], m.flow["dc"][0]
+    assert np.allclose(dh[:-1] / dh[1:], ratio, rtol=1e-9, atol=0)
+    assert np.allclose(dc, dh, rtol=1e-12)        # dc[t] = ‖z_t ⊙ δh_t‖ = ‖δh_{t-1}‖ = dh[t] here
+    assert np.allclose(m.flow["forget"][0], 1 / (1 + np.exp(-update_preact)), rtol=1e-12)
+
+
+def test_trained_lstm_and_gru_solve_adding_at_T100_and_the_rnn_does_not():
     task = Adding(T=100, test_size=500, seed=7)
     models = carousel.make_models(hidden=64, seed=3)
     lstm = carousel.train(models["LSTM f-bias 1"], task, steps=2000, batch=64, seed=3)
+    gru = carousel.train(models["GRU"], task, steps=2000, batch=64, seed=3)
     rnn = carousel.train(models["RNN"], task, steps=2000, batch=64, seed=3)
     assert lstm < 0.01, f"LSTM test MSE {lstm:.4f}"
+    assert gru < 0.01, f"GRU test MSE {gru:.4f}"
     assert rnn > 0.1, f"RNN test MSE {rnn:.4f} (baseline 0.167)"
 
 
@@ -128,5 +151,6 @@ def test_carousel_command_prints_the_table_and_plots(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "| 20 |" in r.stdout and "LSTM f-bias 1 ‖∂E/∂c‖" in r.stdout and "RNN ‖∂E/∂h‖" in r.stdout
+    assert "GRU mean z" in r.stdout
     if png is not None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

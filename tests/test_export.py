@@ -13,7 +13,7 @@ import fastlstm
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-CASES = list(itertools.product(["lstm", "rnn"], [1, 2, 3], ["mse", "xent"], ["last", "every"], [False, True]))
+CASES = list(itertools.product(["lstm", "rnn", "gru"], [1, 2, 3], ["mse", "xent"], ["last", "every"], [False, True]))
 
 
 def _model(cell, layers, loss, output, seed=1):
@@ -49,7 +49,7 @@ def test_onnx_runtime_equals_predict(tmp_path, cell, layers, loss, output, with_
         assert np.abs(outs["cn"] - cn).max() <= 1e-5
 
 
-@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
 def test_initial_states_are_optional_inputs(tmp_path, cell):
     m = _model(cell, 2, "mse", "last")
     rng = np.random.default_rng(0)
@@ -69,7 +69,7 @@ def test_initial_states_are_optional_inputs(tmp_path, cell):
     assert np.abs(outs["predictions"] - (hn[-1] @ m.V.T + m.bias)).max() <= 1e-5
 
 
-@pytest.mark.parametrize("cell,loss", [("lstm", "mse"), ("lstm", "xent"), ("rnn", "mse"), ("rnn", "xent")])
+@pytest.mark.parametrize("cell,loss", [("lstm", "mse"), ("lstm", "xent"), ("rnn", "mse"), ("rnn", "xent"), ("gru", "mse"), ("gru", "xent")])
 def test_the_streaming_graph_step_by_step_equals_model_step(tmp_path, cell, loss):
     m = _model(cell, 2, loss, "every")
     fastlstm.export_onnx(m, tmp_path / "step.onnx", streaming=True)
@@ -125,7 +125,7 @@ def test_fastlstm_export_from_the_command_line(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("fastlstm: error:")
 
 
-@pytest.mark.parametrize("cell,layers,output", list(itertools.product(["lstm", "rnn"], [1, 2, 3], ["last", "every"])))
+@pytest.mark.parametrize("cell,layers,output", list(itertools.product(["lstm", "rnn", "gru"], [1, 2, 3], ["last", "every"])))
 def test_a_bidirectional_model_under_onnx_runtime_equals_predict(tmp_path, cell, layers, output):
     """One node with direction="bidirectional" per layer; ONNX Runtime runs the reverse
     direction over each row's own length, as fastlstm does, so padding never leaks in."""
