@@ -151,9 +151,13 @@ def serve(lib, threads):
         print(answer, flush=True)
 
 
-# group -> (base group, stack settings): bidirectional, and two layers with and without dropout
+# group -> (base group, stack settings): bidirectional, two layers with and without dropout,
+# the GRU (cell: torch.nn.GRU beside fastlstm.GRU), projections to H/2 (proj_size)
 VARIANTS = {"bitrain": ("train", dict(bidirectional=True)), "biinfer": ("infer", dict(bidirectional=True)),
-            "train2": ("train", dict(num_layers=2)), "train2drop": ("train", dict(num_layers=2, dropout=0.2))}
+            "train2": ("train", dict(num_layers=2)), "train2drop": ("train", dict(num_layers=2, dropout=0.2)),
+            "grutrain": ("train", dict(cell="gru")), "gruinfer": ("infer", dict(cell="gru")),
+            "grustream": ("stream", dict(cell="gru")), "projtrain": ("train", dict(proj_size="H/2")),
+            "projinfer": ("infer", dict(proj_size="H/2"))}
 
 
 def side(lib, group, D, H, B, T, dtype):
@@ -161,24 +165,31 @@ def side(lib, group, D, H, B, T, dtype):
     (fastlstm or torch): the same weights (fastlstm's, seed 0) and inputs for both, in
     training mode. Imports torch only for torch."""
     group, settings = VARIANTS.get(group, (group, {}))
-    ours = fastlstm.LSTM(D, H, dtype=dtype, seed=0, **settings)
+    settings = dict(settings)
+    cell = settings.pop("cell", "lstm")
+    if settings.get("proj_size") == "H/2":
+        settings["proj_size"] = H // 2
+    ours = {"lstm": fastlstm.LSTM, "gru": fastlstm.GRU}[cell](D, H, dtype=dtype, seed=0, **settings)
     S, Hout = ours.num_states, ours.output_size
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, D)).astype(dtype)
     dy = rng.standard_normal((T, B, Hout)).astype(dtype)
     if lib == "fastlstm":
-        h, c, x0 = np.zeros((1, B, H), dtype), np.zeros((1, B, H), dtype), x[0]
+        x0, hc = x[0], [np.zeros((1, B, w), dtype) for w in ((ours.Hr, H) if cell == "lstm" else (H,))]
 
         def train():
             ours.zero_grad()                                    # as the peer's zero_grad()
             ours.forward(x)
             ours.backward(dy)
-        return {"train": train, "infer": lambda: ours.forward(x), "stream": lambda: ours.step(x0, h, c)}[group]
+        return {"train": train, "infer": lambda: ours.forward(x), "stream": lambda: ours.step(x0, *hc)}[group]
     import torch
-    theirs = torch.nn.LSTM(D, H, dtype=torch.float32 if dtype == np.float32 else torch.float64, **settings)
+    theirs = getattr(torch.nn, cell.upper())(D, H, dtype=torch.float32 if dtype == np.float32 else torch.float64,
+                                             **settings)
     theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.torch_state_dict().items()})
     xt, dyt = torch.tensor(x, requires_grad=group == "train"), torch.tensor(dy)
-    state = [tuple(torch.zeros(S, B, H, dtype=xt.dtype, requires_grad=group == "train") for _ in "hc")]
+    hc = [torch.zeros(S, B, w, dtype=xt.dtype, requires_grad=group == "train")
+          for w in ((ours.Hr, H) if cell == "lstm" else (H,))]
+    state = [tuple(hc) if cell == "lstm" else hc[0]]
 
     def train():
         theirs.zero_grad()
@@ -300,7 +311,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no settling")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--groups", default="train,infer,train64,stream,order,bi,dropout,text,onnx,capi,memory")
+    p.add_argument("--groups", default="train,infer,train64,stream,order,bi,dropout,gru,proj,text,onnx,capi,memory")
     p.add_argument("--worker", choices=["fastlstm", "torch", "fastlstm+torch", "torch+fastlstm"],
                    help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
@@ -361,6 +372,19 @@ def main(argv=None):
         D, H, B, T = (QUICK | SHAPES)[name]
         for group, label in (("train2", "train 2 layers"), ("train2drop", "train 2 layers, dropout 0.2")):
             row(group, label, name, (D, H, B, T), np.float32, flops_train(D, H, B, T) + flops_train(H, H, B, T))
+    if "gru" in groups:                      # torch.nn.GRU beside fastlstm.GRU: 3 gates' work, not 4
+        for name, shape in shapes.items():
+            row("grutrain", "GRU train", name, shape, np.float32, 0.75 * flops_train(*shape))
+            row("gruinfer", "GRU infer", name, shape, np.float32, 0.75 * flops_train(*shape) / 3)
+        D, H = (8, 16) if args.quick else STREAM
+        row("grustream", "GRU stream", "B=1", (D, H, 1, 1), np.float32, 0.75 * flops_train(D, H, 1, 1) / 3)
+    if "proj" in groups:                     # LSTMP: torch.nn.LSTM(proj_size=H/2) beside LSTM(proj_size=H/2)
+        name = "tiny" if args.quick else "medium"
+        D, H, B, T = (QUICK | SHAPES)[name]
+        P = H // 2
+        flops = 3 * 2 * (4 * H * (D + P) + P * H) * B * T
+        row("projtrain", f"train proj_size={P}", name, (D, H, B, T), np.float32, flops)
+        row("projinfer", f"infer proj_size={P}", name, (D, H, B, T), np.float32, flops / 3)
     if "text" in groups:
         text_rows(args.quick, repeats, settle)
     if "onnx" in groups:

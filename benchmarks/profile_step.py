@@ -48,8 +48,8 @@ def profile(D, H, B, T):
     I, Z = ws.layer(0, T, B)[:2]
     Z2, I2, dX = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H), np.empty((T * B, D), np.float32)
     t = {"step": median_ms(step), "forward": median_ms(lambda: m.run_forward(x, None, None, L)),
-         "pack W": median_ms(lambda: K.pack_unit(ws.panels(), layer.W, blocks, D, H, a0, True, TW)),
-         "pack U": median_ms(lambda: K.pack_unit(ws.panels(), layer.W, blocks, D, H, 0, False, TW)),
+         "pack W": median_ms(lambda: K.pack_unit(ws.panels(), layer.W, layer.W[:0], blocks, D, H, H, a0, True, TW)),
+         "pack U": median_ms(lambda: K.pack_unit(ws.panels(), layer.W, layer.W[:0], blocks, D, H, H, 0, False, TW)),
          "δW": median_ms(lambda: (layer.dW.fill(0), ws.add_dW(layer.dW, Z2, I2))),
          "δX": median_ms(lambda: np.matmul(Z2, layer.W[:, :D], out=dX))}
     t["backward"] = t["step"] - t["forward"]

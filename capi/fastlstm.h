@@ -56,7 +56,7 @@ extern "C" {
 
 /* Version of this header; fastlstm_version_number() gives the library's. */
 #define FASTLSTM_VERSION_MAJOR 0
-#define FASTLSTM_VERSION_MINOR 3
+#define FASTLSTM_VERSION_MINOR 4
 #define FASTLSTM_VERSION_PATCH 0
 #define FASTLSTM_VERSION_NUMBER (FASTLSTM_VERSION_MAJOR * 10000 + FASTLSTM_VERSION_MINOR * 100 + FASTLSTM_VERSION_PATCH)
 
@@ -115,6 +115,10 @@ typedef struct fastlstm_config {
                             * INVALID_ARGUMENT); 0 (default) or 1 */
     double dropout;        /* p in [0, 1) on the outputs of every layer but the last, in training
                             * steps only (predict and step never drop); default 0 */
+    /* from 0.4 */
+    int64_t proj_size;     /* LSTM only: 1..hidden_size-1 projects h to proj_size units (LSTMP, PyTorch's
+                            * proj_size): h, and the outputs the head reads, are proj_size wide, the
+                            * cell state hidden_size; 0 (default): none */
 } fastlstm_config;
 
 /* The library's version as MAJOR*10000 + MINOR*100 + PATCH; compare with

@@ -141,7 +141,7 @@ def register(ffi, lib):
                       output=SETTINGS["output"][cfg.output],
                       dtype=np.float32, forget_bias=cfg.forget_bias, seed=int(cfg.seed), optimizer=opt,
                       clip=cfg.clip if cfg.clip > 0 else None, bidirectional=bool(cfg.bidirectional),
-                      dropout=cfg.dropout)
+                      dropout=cfg.dropout, proj_size=int(cfg.proj_size))
         except NonFiniteValue as e:                      # a NaN setting is an invalid argument
             raise ApiError(S.INVALID_ARGUMENT, f"cfg: {e}") from None
         new_handle(m, out)

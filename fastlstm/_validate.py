@@ -47,6 +47,14 @@ def boolean(name, value):
 MAX_LAYERS = 1024   # far deeper than any recurrent stack in use; stops 10**7 layer objects
 
 
+def proj_size(value, hidden_size):
+    """A projection size: 0 for none, else in 1..hidden_size-1 (PyTorch's bounds)."""
+    P = positive_int("proj_size", value, minimum=0)
+    if P >= hidden_size:
+        raise ValueError(f"proj_size must be < hidden_size = {hidden_size} (or 0 for none), got {P}")
+    return P
+
+
 def num_layers(value):
     """A layer count in 1..MAX_LAYERS."""
     n = positive_int("num_layers", value)

@@ -62,6 +62,8 @@ def _parser():
     t.add_argument("--layers", type=int, help="recurrent layers")
     t.add_argument("--cell", choices=choices.CELLS, default="lstm", help="LSTM, GRU, or a vanilla tanh RNN to compare")
     t.add_argument("--bidirectional", action="store_true", help="a reverse direction beside every layer")
+    t.add_argument("--proj", type=int, default=0, metavar="P", help="LSTM: project h to P < hidden units "
+                   "(LSTMP, PyTorch's proj_size; default 0, none)")
     t.add_argument("--dropout", type=float, default=0.0, help="dropout p on the outputs of every layer but the "
                    "last, in training (default 0)")
     t.add_argument("--embed", type=int, default=EMBED, help=f"text: the width of the characters' embedding "
@@ -137,8 +139,11 @@ class UsageError(Exception):
 class _Interrupt:
     """The SIGINT handler of the command line.
 
-    Until training starts it raises KeyboardInterrupt at once: nothing is saved yet, and
-    main() reports it. Once the loop runs (`defer()`), the first Ctrl-C only sets
+    Until training starts it ends the process at once (exit status 130, a message on
+    stderr): nothing is saved yet. A KeyboardInterrupt raised there would land inside
+    whatever was loading (NumPy, SciPy, Numba's compiler) and could escape it: one that
+    reached the interpreter ended the process by SIGINT (-2), not 130. Once the loop
+    runs (`defer()`), the first Ctrl-C only sets
     `requested`, which the loop reads between steps, so that a batch draw, its step and the
     counters are one unit and the checkpoint written then is a state an uninterrupted run
     passes through (resume is bitwise). A second Ctrl-C stops at once; the last checkpoint
@@ -156,6 +161,9 @@ class _Interrupt:
             self.requested = True            # os.write: a print here could re-enter stderr's buffer
             os.write(2, b"\nfastlstm: stopping after this step (Ctrl-C again to stop at once)\n")
             return
+        if not self.deferred:
+            os.write(2, b"\nfastlstm: interrupted; no checkpoint was written\n")
+            os._exit(130)
         raise KeyboardInterrupt
 
 
@@ -255,7 +263,7 @@ def _new_run(args, rng):
     model = fastlstm.Model(args.embed if vocab else source.input_size, args.hidden, source.output_size,
                            args.layers, cell=args.cell, loss=source.loss, output=source.output, dtype=args.dtype,
                            seed=args.seed, optimizer=opt, clip=args.clip or None, vocab_size=vocab,
-                           bidirectional=args.bidirectional, dropout=args.dropout)
+                           bidirectional=args.bidirectional, dropout=args.dropout, proj_size=args.proj)
     r = training.Run(model, source, args.batch, rng, steps=args.steps, epochs=args.epochs,
                      eval_every=args.eval_every, patience=args.patience, schedule=args.schedule, warmup=args.warmup)
     return model, source, r, args.task
@@ -313,6 +321,7 @@ def train(args, interrupt):
     per_epoch = f", {r.batches.per_epoch} steps an epoch" if r.batches.finite else ""
     say(f"fastlstm: {what}, {model.core.num_layers}x{model.core.hidden_size} "
         f"{'bidirectional ' if model.core.bidirectional else ''}{model.cell.upper()}"
+        f"{f' projected to {model.core.proj_size}' if model.core.proj_size else ''}"
         f"{f' (dropout {model.core.dropout})' if model.core.dropout else ''}"
         f"{f', embedding {model.vocab_size}x{model.core.input_size}' if model.vocab_size else ''}, "
         f"{model.params.size} parameters, batch {r.batches.B}{per_epoch}, {r.total} steps, "

@@ -46,7 +46,8 @@ def export_onnx(model, path, *, streaming=False):
 
     Refuses (ValueError) what ONNX Runtime, the reference runtime, cannot run as the same
     model: a float64 model (ONNX Runtime's recurrent operators run float32 only), and the
-    streaming graph of a bidirectional model (which cannot stream). A bidirectional layer is
+    streaming graph of a bidirectional model (which cannot stream), and a model with
+    projections (proj_size), which ONNX's LSTM operator lacks. A bidirectional layer is
     one node with direction="bidirectional"; a model with an embedding takes int64 token ids
     x (T, B) (streaming: (B,)) and gathers E's rows first; dropout is a training matter and
     leaves no trace."""
@@ -57,6 +58,9 @@ def export_onnx(model, path, *, streaming=False):
                          "only, so the export would not run there. Export a float32 copy: "
                          "m32 = fastlstm.Model(..., dtype=np.float32); m32.params[:] = model.params")
     core, lstm = model.core, model.cell == "lstm"
+    if core.proj_size:
+        raise ValueError("ONNX's LSTM operator has no projection (proj_size): a model with proj_size cannot be "
+                         "exported as ONNX LSTM nodes")
     if streaming and core.bidirectional:
         raise ValueError("a bidirectional model cannot stream (its reverse direction needs each whole sequence); "
                          "export the sequence graph (streaming=False)")

@@ -284,63 +284,78 @@ def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, load):
 
 
 @njit(**JIT)
-def block_span(blk, D, H, a0, forward):
+def block_span(blk, D, H, Hr, a0, forward):
     """What a block of a cell's products covers (see BLOCKS): (first column of Z, its width,
-    first row of W, first column k of [x ; h] summed, number summed). forward: the tiles'
-    sum z_t += W[rows, k] [x ; h]_k over k ≥ a0 (a0 = D when BLAS gave the input half);
-    else the backward's δh_{t-1} += U[rows]ᵀ δz_t[cols] (the h part only)."""
+    first row of W, first column k of [x ; h] summed, number summed), with H the cell's
+    units and Hr h's width (H, or P with a projection). forward: the tiles' sum
+    z_t += W[rows, k] [x ; h]_k over k ≥ a0 (a0 = D when BLAS gave the input half); else
+    the backward's δh_{t-1} += U[rows]ᵀ δz_t[cols] (the h part only)."""
     zc, n, wr, xp, hp = blk[0] * H, blk[1] * H, blk[2] * H, blk[3], blk[4]
     if forward:
         lo = a0 if xp else D
-        hi = D + H if hp else D
+        hi = D + Hr if hp else D
     else:
-        lo, hi = D, D + H * hp
+        lo, hi = D, D + Hr * hp
     return zc, n, wr, lo, max(hi - lo, 0)
 
 
 @njit(**JIT)
-def panel_extent(blk, D, H, a0, forward, TW):
-    """(panels, K) of one block's packed weights: its N output columns (the block's, or δh's
-    H in the backward) in panels of TW, each summing over K (0: the block takes no part)."""
-    zc, n, wr, lo, K = block_span(blk, D, H, a0, forward)
-    if not forward:                  # δh_{t-1} (H columns) sums over the block's δz columns
-        n, K = H, n if K > 0 else 0
+def panel_extent(q, blocks, D, H, Hr, a0, forward, TW):
+    """(panels, K) of the packed weights of block q: its output columns (the block's, or
+    δh's Hr in the backward) in panels of TW, each summing over K (0: no part). q = the
+    number of blocks: the projection W_hr (Hr, H), when Hr < H: h_t = W_hr m_t forward
+    (Hr columns, sums over H), δm_t = W_hrᵀ δh_t backward (H columns, sums over Hr)."""
+    if q == blocks.shape[0]:
+        if Hr == H:
+            return 0, 0
+        return ((Hr if forward else H) + TW - 1) // TW, H if forward else Hr
+    zc, n, wr, lo, K = block_span(blocks[q], D, H, Hr, a0, forward)
+    if not forward:                  # δh_{t-1} (Hr columns) sums over the block's δz columns
+        n, K = Hr, n if K > 0 else 0
     return (n + TW - 1) // TW, K
 
 
 @njit(**JIT)
-def _panels(P, blocks, D, H, a0, forward, TW, q):
-    """The packed panels of block q inside the flat buffer P, (panels, K, TW), as
-    pack_unit wrote them: one block after another."""
+def _panels(P, blocks, D, H, Hr, a0, forward, TW, q):
+    """The packed panels of block q (or the projection's, q = number of blocks) inside the
+    flat buffer P, (panels, K, TW), as pack_unit wrote them: one after another."""
     o = 0
     for j in range(q):
-        npanel, K = panel_extent(blocks[j], D, H, a0, forward, TW)
+        npanel, K = panel_extent(j, blocks, D, H, Hr, a0, forward, TW)
         o += npanel * K * TW
-    npanel, K = panel_extent(blocks[q], D, H, a0, forward, TW)
+    npanel, K = panel_extent(q, blocks, D, H, Hr, a0, forward, TW)
     return P[o:o + npanel * K * TW].reshape((npanel, K, TW))
 
 
 @njit(**JIT)
-def pack_unit(P, W, blocks, D, H, a0, forward, TW):
-    """Pack a unit's weights W (R, D+H) into the flat P, block after block (_panels' layout):
-    forward, W's rows of each block over its columns k ≥ a0 (for recurrent_forward); else U's
-    rows of each block with an h part (for recurrent_backward)."""
-    for q in range(blocks.shape[0]):
-        zc, n, wr, lo, K = block_span(blocks[q], D, H, a0, forward)
+def pack_unit(P, W, R, blocks, D, H, Hr, a0, forward, TW):
+    """Pack a unit's weights W (rows, D+Hr) and projection R = W_hr (Hr, H) (of size 0
+    without one) into the flat P, one block after another (_panels' layout): forward, W's
+    rows of each block over its columns k ≥ a0, then R transposed (for recurrent_forward);
+    else U's rows of each block with an h part, then R (for recurrent_backward)."""
+    nb = blocks.shape[0]
+    for q in range(nb):
+        zc, n, wr, lo, K = block_span(blocks[q], D, H, Hr, a0, forward)
         if K > 0:
-            pack_panels(_panels(P, blocks, D, H, a0, forward, TW, q), W[wr:wr + n], lo if forward else D, forward)
+            pack_panels(_panels(P, blocks, D, H, Hr, a0, forward, TW, q), W[wr:wr + n], lo if forward else D,
+                        forward)
+    if Hr < H:
+        pack_panels(_panels(P, blocks, D, H, Hr, a0, forward, TW, nb), R, 0, forward)
 
 
 @njit(**JIT)
 def _dot8(W, j, x, lo, hi):
-    """W[j+q, lo:hi] · x[lo:hi] for q = 0..7: eight rows of W against one input row (the streaming
-    step, where a block of batch rows would repeat one row). Each k-step is one load of x
-    and eight fused multiply-adds into eight sums, which LLVM vectorises along k (reassoc):
-    eight vector accumulators, one load of W per multiply-add, the load ports' limit."""
-    a0, a1, a2, a3, a4, a5, a6, a7 = W[j], W[j + 1], W[j + 2], W[j + 3], W[j + 4], W[j + 5], W[j + 6], W[j + 7]
+    """W[j+q, lo:hi] · x[lo:hi] for q = 0..7: eight rows of W against one input row (the
+    streaming step, where a block of batch rows would repeat one row). Each k-step is one
+    load of x and eight fused multiply-adds into eight sums, which LLVM vectorises along k
+    (reassoc): eight vector accumulators, one load of W per multiply-add, the load ports'
+    limit. The rows are sliced first: a loop from a run-time `lo` stays scalar (4x slower)."""
+    xs = x[lo:hi]
+    a0, a1, a2, a3 = W[j][lo:hi], W[j + 1][lo:hi], W[j + 2][lo:hi], W[j + 3][lo:hi]
+    a4, a5, a6, a7 = W[j + 4][lo:hi], W[j + 5][lo:hi], W[j + 6][lo:hi], W[j + 7][lo:hi]
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _like(x[0], 0.0)
-    for k in range(lo, hi):
-        xk = x[k]
+    for k in range(hi - lo):
+        xk = xs[k]
         s0 += a0[k] * xk
         s1 += a1[k] * xk
         s2 += a2[k] * xk
@@ -355,9 +370,10 @@ def _dot8(W, j, x, lo, hi):
 @njit(**JIT)
 def _dot1(w, x, lo, hi):
     """w[lo:hi] · x[lo:hi] (the rows of W past the last block of eight)."""
+    ws, xs = w[lo:hi], x[lo:hi]
     s = _like(x[0], 0.0)
-    for k in range(lo, hi):
-        s += w[k] * x[k]
+    for k in range(hi - lo):
+        s += ws[k] * xs[k]
     return s
 
 
@@ -489,13 +505,16 @@ def _chunk(c, nchunks, nblk):
 
 
 @njit(**JIT)
-def _forward_blocks(Z, C, TC, I, P, b, lengths, D, H, a0, b0, b1, cell, blocks, TW):
+def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, blocks, TW):
     """Row blocks b0..b1-1 of one unit through every step: one task of recurrent_forward."""
     T, B, G = Z.shape
+    Hr = I.shape[2] - D
+    proj = Hr < H
+    nb = blocks.shape[0]
     r0, r1 = 4 * b0, min(4 * b1, B)
     for t in range(T):
         Zt = Z[t]
-        for q in range(blocks.shape[0]):
+        for q in range(nb):
             zc, n = blocks[q, 0] * H, blocks[q, 1] * H
             if a0 == 0 or blocks[q, 3] == 0:    # no input half in these columns yet
                 for r in range(r0, r1):
@@ -504,36 +523,50 @@ def _forward_blocks(Z, C, TC, I, P, b, lengths, D, H, a0, b0, b1, cell, blocks, 
                 for r in range(r0, r1):
                     for j in range(zc, zc + n):  # a loop: outside a parfor, `+=` on slices makes a temporary
                         Zt[r, j] += b[j]
-        for q in range(blocks.shape[0]):
-            zc, n, _, lo, K = block_span(blocks[q], D, H, a0, True)
+        for q in range(nb):
+            zc, n, _, lo, K = block_span(blocks[q], D, H, Hr, a0, True)
             if K > 0:
-                _panel_product(Zt, zc, n, r0, r1, b0, b1, I[t], lo, _panels(P, blocks, D, H, a0, True, TW, q), K,
+                _panel_product(Zt, zc, n, r0, r1, b0, b1, I[t], lo, _panels(P, blocks, D, H, Hr, a0, True, TW, q), K,
                                True)
         for r in range(r0, r1):
             if t >= lengths[r]:
                 C[t + 1, r, :] = C[t, r, :]
-                I[t + 1, r, D:] = I[t, r, D:]
+                if proj:
+                    M[t, r, :] = 0
+                else:
+                    I[t + 1, r, D:] = I[t, r, D:]
             elif cell == LSTM_CELL:
-                cell_forward(Zt[r], C[t + 1, r], TC[t, r], I[t + 1, r, D:], C[t, r], H)
+                if proj:                         # m_t = o ⊙ tanh(c_t), projected below
+                    cell_forward(Zt[r], C[t + 1, r], TC[t, r], M[t, r], C[t, r], H)
+                else:
+                    cell_forward(Zt[r], C[t + 1, r], TC[t, r], I[t + 1, r, D:], C[t, r], H)
             elif cell == GRU_CELL:
                 gru_cell_forward(Zt[r], I[t + 1, r, D:], I[t, r, D:], H)
             else:
                 rnn_cell_forward(Zt[r], I[t + 1, r, D:], H)
+        if proj:                                 # h_t = W_hr m_t; a row past its length keeps h
+            _panel_product(I[t + 1], D, Hr, r0, r1, b0, b1, M[t], 0, _panels(P, blocks, D, H, Hr, a0, True, TW, nb),
+                           H, False)
+            for r in range(r0, r1):
+                if t >= lengths[r]:
+                    I[t + 1, r, D:] = I[t, r, D:]
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_forward(Z, C, TC, I, P, b, Zr, Cr, TCr, Ir, Pr, br, lengths, D, H, a0, nchunks, dirs, cell,
+def recurrent_forward(Z, C, TC, I, M, P, b, Zr, Cr, TCr, Ir, Mr, Pr, br, lengths, D, H, a0, nchunks, dirs, cell,
                       blocks, TW):
     """Recurrent part of the forward pass over all steps, for an LSTM, RNN or GRU `cell`.
 
     Z (T,B,G) receives the gate activations (G = 4H for the LSTM and GRU, H for the RNN);
-    I (T+1,B,D+H) holds x_t and h_{-1} = h0 at I[0,:,D:] on entry and receives h_t at
-    I[t+1,:,D:], so that I[t] = [x_t ; h_{t-1}]; C (T+1,B,H) holds c0 at C[0]; TC (T,B,H)
-    receives tanh(c_t) (both of width 0 for the RNN and GRU). P: flat, W's panels for each
-    of the cell's `blocks` (BLOCKS[cell]) over the columns k ≥ a0 (TW columns a panel), as
-    pack_unit packs them; b (G). lengths (B,) int64: past its length a row's
-    h and c are carried unchanged (its gates are left unspecified).
-    a0 = 0: z_t = b + W I_t, one sum over all D+H columns, inputs and recurrence together.
+    I (T+1,B,D+Hr) holds x_t and h_{-1} = h0 at I[0,:,D:] on entry and receives h_t at
+    I[t+1,:,D:], so that I[t] = [x_t ; h_{t-1}] (Hr = H, or P for an LSTM with a
+    projection); C (T+1,B,H) holds c0 at C[0]; TC (T,B,H) receives tanh(c_t) (both of width
+    0 for the RNN and GRU). M (T,B,H) receives m_t = o ⊙ tanh(c_t) with a projection (then
+    h_t = W_hr m_t), else is of width 0. P: flat, the packed weights of each of the cell's
+    `blocks` (BLOCKS[cell]) over the columns k ≥ a0 (TW columns a panel), then W_hr's, as
+    pack_unit packs them; b (G). lengths (B,) int64: past its length a row's h and c are
+    carried unchanged (its gates are left unspecified).
+    a0 = 0: z_t = b + W I_t, one sum over all D+Hr columns, inputs and recurrence together.
     a0 = D: Z holds the input half W_x x_t on entry (a BLAS product over all steps), and
     z_t = Z[t] + b + U h_{t-1} (the GRU's ĥn columns get b + W_hn h_{t-1} alone).
 
@@ -551,35 +584,50 @@ def recurrent_forward(Z, C, TC, I, P, b, Zr, Cr, TCr, Ir, Pr, br, lengths, D, H,
         c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)
         if task < nchunks:
-            _forward_blocks(Z, C, TC, I, P, b, lengths, D, H, a0, b0, b1, cell, blocks, TW)
+            _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, blocks, TW)
         else:
-            _forward_blocks(Zr, Cr, TCr, Ir, Pr, br, lengths, D, H, a0, b0, b1, cell, blocks, TW)
+            _forward_blocks(Zr, Cr, TCr, Ir, Mr, Pr, br, lengths, D, H, a0, b0, b1, cell, blocks, TW)
 
 
 @njit(**JIT)
-def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, lengths, b0, b1, cell, blocks, TW):
+def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, M, dH, dm, zero, lengths, b0, b1, cell, blocks, TW):
     """Row blocks b0..b1-1 of one unit back through every step: one task of recurrent_backward."""
     T, B, G = Z.shape
-    H = dh.shape[1]
-    D = I.shape[2] - H
+    Hr = dh.shape[1]
+    H = max(C.shape[2], Hr)
+    D = I.shape[2] - Hr
+    proj = Hr < H
+    nb = blocks.shape[0]
     record = probe.shape[0] > 0
     r0, r1 = 4 * b0, min(4 * b1, B)
     for t in range(T - 1, -1, -1):
         Zt = Z[t]
+        if proj:                                  # δh_t, kept for δW_hr; δm_t = W_hrᵀ δh_t
+            for r in range(r0, r1):
+                if t < lengths[r]:
+                    for k in range(Hr):
+                        dH[t, r, k] = dY[t, r, k] + dh[r, k]
+                else:
+                    dH[t, r, :] = 0
+            _panel_product(dm, 0, H, r0, r1, b0, b1, dH[t], 0, _panels(P, blocks, D, H, Hr, 0, False, TW, nb), Hr,
+                           False)
         for r in range(r0, r1):
             if t >= lengths[r]:
                 Zt[r, :] = 0
             elif cell == LSTM_CELL:
-                cell_backward(Zt[r], dc[r], dh[r], dY[t, r], TC[t, r], C[t, r], H)
+                if proj:
+                    cell_backward(Zt[r], dc[r], dm[r], zero, TC[t, r], C[t, r], H)
+                else:
+                    cell_backward(Zt[r], dc[r], dh[r], dY[t, r], TC[t, r], C[t, r], H)
             elif cell == GRU_CELL:
                 gru_cell_backward(Zt[r], dc[r], dh[r], dY[t, r], I[t, r, D:], H)
             else:
                 rnn_cell_backward(Zt[r], dh[r], dY[t, r], H)
         first = True
-        for q in range(blocks.shape[0]):             # δh_{t-1} = Σ_blocks U[rows]ᵀ δz_t[cols]
-            zc, n, _, _, K = block_span(blocks[q], D, H, 0, False)
+        for q in range(nb):                      # δh_{t-1} = Σ_blocks U[rows]ᵀ δz_t[cols]
+            zc, n, _, _, K = block_span(blocks[q], D, H, Hr, 0, False)
             if K > 0:
-                _panel_product(dhs, 0, H, r0, r1, b0, b1, Zt, zc, _panels(P, blocks, D, H, 0, False, TW, q), n,
+                _panel_product(dhs, 0, Hr, r0, r1, b0, b1, Zt, zc, _panels(P, blocks, D, H, Hr, 0, False, TW, q), n,
                                not first)
                 first = False
         for r in range(r0, r1):
@@ -595,17 +643,20 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, lengths, b0, b1, ce
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr,
-                       lengths, nchunks, dirs, cell, blocks, TW):
+def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, M, dH, dm, Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr,
+                       Ir, Pr, Mr, dHr, dmr, zero, lengths, nchunks, dirs, cell, blocks, TW):
     """Recurrent part of the backward pass, walking t = T-1 .. 0.
 
-    Z (T,B,G): gate activations in, δz_t out. dh (B,H): δh_{T-1} from the final state in,
+    Z (T,B,G): gate activations in, δz_t out. dh (B,Hr): δh_{T-1} from the final state in,
     δh_{-1} = δh0 out. dc (B,H): δc_{T-1} in, δc_{-1} = δc0 out (width 0 for the RNN; for
-    the GRU, scratch receiving z⊙δh_t). dhs (B,H) scratch. dY (T,B,H) the output's
+    the GRU, scratch receiving z⊙δh_t). dhs (B,Hr) scratch. dY (T,B,Hr) the output's
     gradient. I: the forward's (the GRU reads h_{t-1}). P: flat, U's panels for each block
-    with an h part, as pack_unit packs them. δh_{t-1} = Uᵀ δz_t: for the LSTM all
-    four gates add up; for the GRU the blocks [r̂ ; ẑ] and ĥn, plus z⊙δh_t.
-    Past a row's length δz is zero and δh, δc pass through unchanged.
+    with an h part, then W_hr's, as pack_unit packs them. δh_{t-1} = Uᵀ δz_t: for the LSTM
+    all four gates add up; for the GRU the blocks [r̂ ; ẑ] and ĥn, plus z⊙δh_t.
+    With a projection (Hr < H): M (T,B,H) the forward's m_t; dH (T,B,Hr) receives δh_t
+    (zero past a row's length), for δW_hr = Σ_t δh_t m_tᵀ after the loop; dm (B,H) scratch
+    for δm_t = W_hrᵀ δh_t, which enters the cell as its δh; zero (H,) zeros. Without one
+    M, dH, dm are of width 0.
     probe (T,B,2) float64, or of length 0 for none: receives, after step t, the squared
     norms ‖∂E/∂h_{t-1}‖², ‖∂E/∂c_{t-1}‖² of the state that step t received. Chunks as in
     forward; dirs = 2 runs the reverse unit (the arguments ending in r) side by side, as there.
@@ -615,9 +666,11 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, Zr, dhr, dcr, dhs
         c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)
         if task < nchunks:
-            _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, lengths, b0, b1, cell, blocks, TW)
+            _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, M, dH, dm, zero, lengths, b0, b1, cell, blocks,
+                             TW)
         else:
-            _backward_blocks(Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr, lengths, b0, b1, cell, blocks, TW)
+            _backward_blocks(Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr, Mr, dHr, dmr, zero, lengths, b0, b1,
+                             cell, blocks, TW)
 
 
 @njit(**PARALLEL_JIT)
@@ -708,18 +761,19 @@ def block_counts(blocks):
 
 
 @njit(**JIT)
-def _step_units(k0, w, h, c, xh, z, tc, W, b, Dl, cell, blocks):
+def _step_units(k0, w, h, c, xh, z, tc, W, b, Dl, n, cell, blocks):
     """Units k0..k0+w of one layer, every batch row: the rows of z = W [x ; h] + b that feed
     them (one _dot8 per gate and 8 units, over the block's part of [x ; h]), into
-    z[r, G·k0:] gate-major, then their cell. h, c (B,H) this layer's state; xh (B, ≥Dl+H)
-    holds [x ; h_{t-1}]."""
+    z[r, G·k0:] gate-major, then their cell. h (B,H) receives the cell's output (h, or m
+    with a projection), c (B,H) this layer's cell state; xh (B, ≥n) holds [x ; h_{t-1}],
+    n = Dl + h's width."""
     B, H = h.shape
     gates = block_counts(blocks)[1]
     for r in range(B):
         zu = z[r, gates * k0:gates * (k0 + w)]
         for q in range(blocks.shape[0]):
             lo = 0 if blocks[q, 3] else Dl
-            hi = Dl + H if blocks[q, 4] else Dl
+            hi = n if blocks[q, 4] else Dl
             for g in range(blocks[q, 1]):
                 j = (blocks[q, 2] + g) * H + k0              # W's row for this gate, unit k0
                 zg = blocks[q, 0] + g                         # its block of z
@@ -738,14 +792,29 @@ def _step_units(k0, w, h, c, xh, z, tc, W, b, Dl, cell, blocks):
             rnn_cell_forward(zu, h[r, k0:k0 + w], w)
 
 
+@njit(**JIT)
+def _project(h, R, m):
+    """h (B,Hr) = m (B,H) R (Hr,H)ᵀ: a projection's h_t = W_hr m_t, eight rows of R at a time."""
+    B, Hr = h.shape
+    H = m.shape[1]
+    for r in range(B):
+        for j in range(0, Hr - 7, 8):
+            s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(R, j, m[r], 0, H)
+            for i, si in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):
+                h[r, j + i] = si
+        for j in range(Hr - Hr % 8, Hr):
+            h[r, j] = _dot1(R[j], m[r], 0, H)
+
+
 @njit(**PARALLEL_JIT)
-def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell, blocks):
+def recurrent_step(h, c, x, xh, z, tc, m, params, D, H, cell, blocks):
     """One time step of every layer, for streaming inference (small B).
 
-    h, c (L,B,H): the state, updated in place (c of width 0 for the RNN and GRU); x (B,D)
-    the input; xh (B, max(D,H)+H), z (B,G), tc (2,H) scratch; params the flat array (per
-    layer W (R, D_l+H) then b (G), with R, G from the cell's blocks). W is read once per
-    batch row (meant for small B).
+    h (L,B,Hr), c (L,B,H): the state, updated in place (c of width 0 for the RNN and GRU;
+    Hr = H, or P with a projection); x (B,D) the input; xh (B, max(D,Hr)+Hr), z (B,G),
+    tc (2,H) scratch, m (B,H) scratch for m_t with a projection; params the flat array
+    (per layer W (R, D_l+Hr) then b (G), with R, G from the cell's blocks, then W_hr
+    (Hr, H) with a projection). W is read once per batch row (meant for small B).
     Each layer runs as tasks of STEP_UNITS hidden units (_step_units), which share nothing,
     in parallel from STEP_PARALLEL multiply-adds (below it, waking a thread costs more
     than it saves). The tasks, not the threads, fix the arithmetic: the same bits serial
@@ -756,24 +825,29 @@ def recurrent_step(h, c, x, xh, z, tc, params, D, H, cell, blocks):
     if not (all_finite(x.reshape(x.size)) and all_finite(h.reshape(h.size))
             and (c.size == 0 or all_finite(c.reshape(c.size)))):
         return False
-    L, B, _ = h.shape
+    L, B, Hr = h.shape
+    proj = Hr < H
     R, G = block_counts(blocks)
     R, G = R * H, G * H
     U = STEP_UNITS
     o = 0
     for l in range(L):
-        Dl = D if l == 0 else H
-        n = Dl + H
+        Dl = D if l == 0 else Hr
+        n = Dl + Hr
         W = params[o:o + R * n].reshape((R, n))
         b = params[o + R * n:o + R * n + G]
         o += R * n + G
         for r in range(B):
             xh[r, :Dl] = x[r] if l == 0 else h[l - 1, r]
             xh[r, Dl:n] = h[l, r]
+        out = m if proj else h[l]
         if B * R * n >= STEP_PARALLEL:
             for u in prange((H + U - 1) // U):
-                _step_units(u * U, min(U, H - u * U), h[l], c[l], xh, z, tc, W, b, Dl, cell, blocks)
+                _step_units(u * U, min(U, H - u * U), out, c[l], xh, z, tc, W, b, Dl, n, cell, blocks)
         else:
             for u in range((H + U - 1) // U):
-                _step_units(u * U, min(U, H - u * U), h[l], c[l], xh, z, tc, W, b, Dl, cell, blocks)
+                _step_units(u * U, min(U, H - u * U), out, c[l], xh, z, tc, W, b, Dl, n, cell, blocks)
+        if proj:
+            _project(h[l], params[o:o + Hr * H].reshape((Hr, H)), m)
+            o += Hr * H
     return True

@@ -34,12 +34,14 @@ class Model:
     per sequence, at its last real step) or "every" (one per step, padded steps ignored).
     optimizer: an optim.SGD / optim.Adam (default Adam(lr=1e-3)). clip: max global gradient
     norm or None. on_nonfinite: "raise" (NonFiniteError) or "skip" (count it, change nothing).
+    bidirectional, dropout, proj_size (the LSTM's only): as the layer stacks take them;
+    vocab_size: token ids in, through an embedding E (vocab_size, input_size).
     """
 
     def __init__(self, input_size, hidden_size, output_size, num_layers=1, *, cell="lstm",
                  loss="mse", output="last", dtype=np.float32, forget_bias=1.0, seed=None,
                  optimizer=None, clip=None, on_nonfinite="raise", bidirectional=False, dropout=0.0,
-                 vocab_size=None, dropout_seed=None):
+                 vocab_size=None, dropout_seed=None, proj_size=0):
         if (cell not in CELLS or loss not in choices.LOSSES or output not in choices.OUTPUTS
                 or on_nonfinite not in choices.ON_NONFINITE):
             raise ValueError(f"cell must be one of {choices.CELLS}, loss one of {choices.LOSSES}, output one of "
@@ -50,8 +52,12 @@ class Model:
         O = v.positive_int("output_size", output_size)
         Vn = None if vocab_size is None else v.positive_int("vocab_size", vocab_size)
         bidirectional = v.boolean("bidirectional", bidirectional)
-        n = CELLS[cell].param_count(D, H, v.num_layers(num_layers), bidirectional)
-        Hout = H * (1 + bidirectional)                  # the head reads [h_fwd ; h_bwd] when bidirectional
+        if cell != "lstm" and v.positive_int("proj_size", proj_size, minimum=0):
+            raise ValueError(f"proj_size applies to the LSTM only (PyTorch's proj_size); a {cell.upper()} has "
+                             f"no projection: use proj_size=0")
+        proj_size = v.proj_size(proj_size, H)
+        n = CELLS[cell].param_count(D, H, v.num_layers(num_layers), bidirectional, proj_size)
+        Hout = (proj_size or H) * (1 + bidirectional)   # the head reads [h_fwd ; h_bwd] when bidirectional
         self.clip = None if clip is None else v.finite_float("clip", clip)
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"clip must be > 0 or None, got {clip}")
@@ -60,7 +66,7 @@ class Model:
         size = _size(n, Hout, O, Vn, D)
         v.fits_in_memory("the model's parameters and gradients", 2 * size * dtype.itemsize)
         self.params, self.grads = np.zeros(size, dtype), np.zeros(size, dtype)
-        extra = dict(forget_bias=forget_bias) if cell == "lstm" else {}
+        extra = dict(forget_bias=forget_bias, proj_size=proj_size) if cell == "lstm" else {}
         if dropout_seed is None:             # from the model's seed (the stack is given none)
             dropout_seed = dropout_seed_from(seed)
         self.core = CELLS[cell](input_size, hidden_size, num_layers, dtype=dtype, bidirectional=bidirectional,
@@ -113,7 +119,7 @@ class Model:
                     num_layers=l.num_layers, cell=self.cell, loss=self.loss, output=self.output,
                     dtype=str(self.dtype), forget_bias=l.forget_bias, clip=self.clip,
                     on_nonfinite=self.on_nonfinite, bidirectional=l.bidirectional, dropout=l.dropout,
-                    dropout_seed=l.dropout_seed, vocab_size=self.vocab_size)
+                    dropout_seed=l.dropout_seed, vocab_size=self.vocab_size, proj_size=l.proj_size)
 
     def __repr__(self):
         return f"Model({', '.join(f'{k}={v!r}' for k, v in self.config().items())}, params={self.params.size})"
@@ -138,12 +144,12 @@ class Model:
         """Head buffers for this (T, B), kept so that a steady state allocates nothing."""
         if (T, B) not in self._bufs:
             c, O, e = self.core, self.output_size, self.dtype
-            H, Hout, states, D = c.hidden_size, c.output_size, c.num_states, c.input_size
+            H, Hr, Hout, states, D = c.hidden_size, c.Hr, c.output_size, c.num_states, c.input_size
             S = 1 if self.output == "last" else T
             self._bufs = {(T, B): dict(  # one shape at a time: a new shape replaces the old
                 y=np.zeros((T, B, Hout), e), P=np.zeros((S, B, O), e), dP=np.zeros((S, B, O), e),
                 dV=np.zeros((O, Hout), e), dbias=np.zeros(O, e), dY=np.zeros((T, B, Hout), e),
-                dhn=np.zeros((states, B, H), e), dh0=np.zeros((states, B, H), e), dc0=np.zeros((states, B, H), e),
+                dhn=np.zeros((states, B, Hr), e), dh0=np.zeros((states, B, Hr), e), dc0=np.zeros((states, B, H), e),
                 dlast=np.zeros((B, Hout), e),
                 x=np.zeros((T, B, D) if self.E is not None else (0, 0, D), e), dx=np.zeros((T, B, D) if
                                                                                         self.E is not None else (0, 0, D), e))}
@@ -348,8 +354,9 @@ class Model:
         self._state = self._zero_state(v.positive_int("batch_size", batch_size))
 
     def _zero_state(self, B):
-        shape = (self.core.num_states, B, self.core.hidden_size)
-        return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+        """Streaming state (h, c): (num_states, B, Hr) and (num_states, B, H)."""
+        c = self.core
+        return np.zeros((c.num_states, B, c.Hr), self.dtype), np.zeros((c.num_states, B, c.hidden_size), self.dtype)
 
     def evaluate(self, x, y, lengths=None, batch_size=256):
         """Mean loss (and accuracy for xent) over a data set, in batches along B.
@@ -396,7 +403,8 @@ def _size(n, Hout, O, vocab_size, D):
 
 
 _CONFIG_KEYS = {"input_size", "hidden_size", "output_size", "num_layers", "cell", "loss", "output", "dtype",
-                "forget_bias", "clip", "on_nonfinite", "bidirectional", "dropout", "dropout_seed", "vocab_size"}
+                "forget_bias", "clip", "on_nonfinite", "bidirectional", "dropout", "dropout_seed", "vocab_size",
+                "proj_size"}
 
 
 def _count(part, key):
@@ -423,7 +431,9 @@ def _checkpoint_arrays(header):
     D, H, O = (v.positive_int(k, cfg.get(k)) for k in ("input_size", "hidden_size", "output_size"))
     bi, vocab = v.boolean("bidirectional", cfg.get("bidirectional", False)), cfg.get("vocab_size")
     vocab = None if vocab is None else v.positive_int("vocab_size", vocab)
-    n = _size(CELLS[cell].param_count(D, H, v.num_layers(cfg.get("num_layers", 1)), bi), H * (1 + bi), O, vocab, D)
+    proj = v.proj_size(cfg.get("proj_size", 0), H)
+    n = _size(CELLS[cell].param_count(D, H, v.num_layers(cfg.get("num_layers", 1)), bi, proj), (proj or H) * (1 + bi),
+              O, vocab, D)
     dtype = cfg.get("dtype", "float32")
     dtype = v.dtype_of(dtype if isinstance(dtype, str) else repr(dtype))   # only a name: never a dtype spec
     states = optim.from_config(opt).state_names

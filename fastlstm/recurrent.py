@@ -40,8 +40,9 @@ SPLIT_D = 512
 class Layer:
     """Views of one layer into the flat arrays.
 
-    W, dW (R, D+H): rows in gate order (a, i, f, o for the LSTM; n, r, z for the GRU);
-    columns [x | h] (W_x, U). b, db (G,): one bias per column of Z.
+    W, dW (R, D+Hr): rows in gate order (a, i, f, o for the LSTM; n, r, z for the GRU);
+    columns [x | h] (W_x, U), h being Hr = H wide, or P with a projection. b, db (G,): one
+    bias per column of Z. R, dR (Hr, H): the projection W_hr, or None.
     """
     D: int
     H: int
@@ -49,6 +50,8 @@ class Layer:
     b: np.ndarray
     dW: np.ndarray
     db: np.ndarray
+    R: np.ndarray = None
+    dR: np.ndarray = None
 
 
 def _view(buf, *shape):
@@ -78,11 +81,11 @@ def _tile_width(dtype):
     return TILE // np.dtype(dtype).itemsize
 
 
-def _panels_size(blocks, D, H, a0, forward, dtype):
-    """Elements of a unit's packed panels (kernels.pack_unit): W's over k ≥ a0 for the
-    forward, U's for the backward."""
+def _panels_size(blocks, D, H, Hr, a0, forward, dtype):
+    """Elements of a unit's packed panels (kernels.pack_unit): W's over k ≥ a0 (and W_hr's)
+    for the forward, U's (and W_hr's) for the backward."""
     TW = _tile_width(dtype)
-    return sum(math.prod(panel_extent(blk, D, H, a0, forward, TW)) * TW for blk in blocks)
+    return sum(math.prod(panel_extent(q, blocks, D, H, Hr, a0, forward, TW)) * TW for q in range(len(blocks) + 1))
 
 
 def _runs(blocks, H, part):
@@ -128,8 +131,9 @@ class _Workspace:
     array layout and the big products can reshape (T, B, ·) to (T·B, ·) without copies.
     """
 
-    def __init__(self, dims, H, blocks, has_c, carry, dtype, dirs=1, mixes=False):
-        self.dims, self.H, self.blocks, self.Hc, self.dtype = dims, H, blocks, H * has_c, dtype
+    def __init__(self, dims, H, Hr, blocks, has_c, carry, dtype, dirs=1, mixes=False):
+        self.dims, self.H, self.Hr, self.blocks, self.Hc, self.dtype = dims, H, Hr, blocks, H * has_c, dtype
+        self.Hm = H * (Hr < H)                       # m_t's width: H with a projection, else 0
         self.G = block_counts(blocks)[1] * H        # Z's columns
         self.Hd = H * carry                          # the δc carry (the LSTM's), or the GRU's z⊙δh
         self.dirs, self.mixes = dirs, mixes      # mixes: layer inputs go through Xb (bidirectional or dropout)
@@ -142,19 +146,22 @@ class _Workspace:
         it was."""
         if T * B <= self.cap_tb and B <= self.cap_b:
             return
-        tb, b, H, G, Hc, e = max(T * B, self.cap_tb), max(B, self.cap_b), self.H, self.G, self.Hc, self.dtype
-        blocks = self.blocks
+        tb, b, H, Hr, G, Hc, e = (max(T * B, self.cap_tb), max(B, self.cap_b), self.H, self.Hr, self.G, self.Hc,
+                                  self.dtype)
+        blocks, Hm, dirs = self.blocks, self.Hm, self.dirs
         sizes = dict(
-            I=[(tb + b) * (D + H) for D in self.dims], Z=[tb * G for _ in self.dims],
+            I=[(tb + b) * (D + Hr) for D in self.dims], Z=[tb * G for _ in self.dims],
             C=[(tb + b) * Hc for _ in self.dims], TC=[tb * Hc for _ in self.dims],
-            dh=b * H * self.dirs, dhs=b * H * self.dirs, dc=b * self.Hd * self.dirs,     # per direction
-            dX=tb * H * self.dirs * (len(self.dims) > self.dirs),   # δX of layer l = δY of layer l-1
-            Xb=tb * H * self.dirs * self.mixes,          # layer l's input in natural time, dropped out
-            dYs=tb * H * self.dirs * (self.dirs > 1),    # each direction's share of δY, in its own time
-            dXr=tb * max(self.dims) * (self.dirs > 1),   # the reverse direction's δX, in its own time
-            last=b * H * self.dirs * (self.dirs > 1),    # [h_fwd at the last step ; h_bwd at step 0]
-            P=self.dirs * max(max(_panels_size(blocks, D, H, _tiles_from(D), True, e) for D in self.dims),
-                              _panels_size(blocks, 0, H, 0, False, e)),  # per direction; forward: W or U; backward: U
+            M=[tb * Hm for _ in self.dims],               # m_t = o ⊙ tanh(c_t) with a projection
+            dh=b * Hr * dirs, dhs=b * Hr * dirs, dc=b * self.Hd * dirs,     # per direction
+            dH=tb * Hr * dirs * (Hm > 0), dm=b * Hm * dirs, zero=Hm,        # the projection's, per direction
+            dX=tb * Hr * dirs * (len(self.dims) > dirs),   # δX of layer l = δY of layer l-1
+            Xb=tb * Hr * dirs * self.mixes,          # layer l's input in natural time, dropped out
+            dYs=tb * Hr * dirs * (dirs > 1),         # each direction's share of δY, in its own time
+            dXr=tb * max(self.dims) * (dirs > 1),    # the reverse direction's δX, in its own time
+            last=b * Hr * dirs * (dirs > 1),         # [h_fwd at the last step ; h_bwd at step 0]
+            P=dirs * max(max(_panels_size(blocks, D, H, Hr, _tiles_from(D), True, e) for D in self.dims),
+                         _panels_size(blocks, 0, H, Hr, 0, False, e)),  # per direction; forward: W or U; backward: U
             dbs=G)
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
         v.fits_in_memory(f"the workspace for T = {T}, B = {B}", total)
@@ -167,11 +174,13 @@ class _Workspace:
         n = self.P.size // self.dirs
         return self.P[d * n:(d + 1) * n]
 
-    def carries(self, B, d):
-        """Direction d's δh carry, δh scratch and δc carry (B, H) for the backward."""
-        H, Hd = self.H, self.Hd
-        return (_view(self.dh[d * B * H:], B, H), _view(self.dhs[d * B * H:], B, H),
-                _view(self.dc[d * B * Hd:], B, Hd))
+    def carries(self, T, B, d):
+        """Direction d's buffers for the backward: δh carry, δh scratch (B, Hr), δc carry
+        (B, H), and the projection's δh_t (T, B, Hr) and δm scratch (B, H) (width 0 without)."""
+        H, Hr, Hd, Hm = self.H, self.Hr, self.Hd, self.Hm
+        return (_view(self.dh[d * B * Hr:], B, Hr), _view(self.dhs[d * B * Hr:], B, Hr),
+                _view(self.dc[d * B * Hd:], B, Hd), _view(self.dH[d * T * B * Hr:], T, B, Hr * (Hm > 0)),
+                _view(self.dm[d * B * Hm:], B, Hm))
 
     def add_dW(self, dW, Z2, I2):
         """dW (N, K) += Z2ᵀ I2, i.e. δW += Σ_t δz_t I_tᵀ with Z2 (T·B, N), I2 (T·B, K): views
@@ -189,24 +198,30 @@ class _Workspace:
             return
         G, K = dW.shape
         if self.dWs is None:
-            self.dWs = np.zeros(min(_DW_ROWS, self.G) * max(D + self.H for D in self.dims), self.dtype)
+            self.dWs = np.zeros(min(_DW_ROWS, self.G) * max(D + self.H for D in self.dims), self.dtype)  # ≥ any run
         for j in range(0, G, _DW_ROWS):
             dWs = _view(self.dWs, min(_DW_ROWS, G - j), K)
             np.matmul(Z2[:, j:j + _DW_ROWS].T, I2, out=dWs)
             dW[j:j + _DW_ROWS] += dWs
 
     def layer(self, l, T, B):
-        """(I, Z, C, TC) of layer l as (T+1,B,D+H), (T,B,G), (T+1,B,Hc), (T,B,Hc)."""
-        D, H, Hc = self.dims[l], self.H, self.Hc
-        return (_view(self.I[l], T + 1, B, D + H), _view(self.Z[l], T, B, self.G),
+        """(I, Z, C, TC) of unit l as (T+1,B,D+Hr), (T,B,G), (T+1,B,Hc), (T,B,Hc)."""
+        D, Hr, Hc = self.dims[l], self.Hr, self.Hc
+        return (_view(self.I[l], T + 1, B, D + Hr), _view(self.Z[l], T, B, self.G),
                 _view(self.C[l], T + 1, B, Hc), _view(self.TC[l], T, B, Hc))
+
+    def m(self, l, T, B):
+        """M of unit l, (T,B,H): m_t = o ⊙ tanh(c_t) with a projection (width 0 without)."""
+        return _view(self.M[l], T, B, self.Hm)
 
 
 class _Recurrent:
-    """A stack of recurrent layers, time-major: x (T, B, D) → y (T, B, H).
+    """A stack of recurrent layers, time-major: x (T, B, D) → y (T, B, Hr), with h Hr = H wide,
+    or P = proj_size with a projection (the LSTM's).
 
     Parameters live in one flat array `params`, gradients in `grads` (same layout); per
-    layer, `layers[k].W` (R, D_k+H) and `layers[k].b` (G) are views into them.
+    layer, `layers[k].W` (R, D_k+Hr), `layers[k].b` (G) and `layers[k].R` (Hr, H) (a
+    projection's W_hr, or None) are views into them.
     Subclasses set CELL (kernel cell kind; kernels.BLOCKS[CELL] gives R and G), HAS_C (a
     cell state), CARRY (the backward's second carry: the LSTM's δc, the GRU's z⊙δh),
     TORCH_BLOCK (our row block q is PyTorch's block TORCH_BLOCK[q]) and TORCH_BIAS (per
@@ -221,9 +236,11 @@ class _Recurrent:
         return int(rows) * H, int(cols) * H
 
     def __init__(self, input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers,
-                 bidirectional=False, dropout=0.0, dropout_seed=None):
+                 bidirectional=False, dropout=0.0, dropout_seed=None, proj_size=0):
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
+        self.proj_size = v.proj_size(proj_size, H)
+        self.Hr = Hr = self.proj_size or H            # h's width
         layers = v.num_layers(num_layers)
         self.dtype = v.dtype_of(dtype)
         self.forget_bias = v.finite_float("forget_bias", forget_bias)
@@ -233,35 +250,37 @@ class _Recurrent:
         self.input_size, self.hidden_size, self.num_layers = D, H, layers
         self.bidirectional = v.boolean("bidirectional", bidirectional)
         self.directions = 1 + bidirectional
-        self.output_size = H * self.directions       # y's width: [forward ; reverse]
+        self.output_size = Hr * self.directions      # y's width: [forward ; reverse]
         self.num_states = layers * self.directions    # hn's rows: layer-major, direction-minor (PyTorch's)
         self._dims = [D] * self.directions + [self.output_size] * self.directions * (layers - 1)   # per unit
-        n = self.param_count(D, H, layers, bidirectional)
+        n = self.param_count(D, H, layers, bidirectional, self.proj_size)
         if buffers is None:
             v.fits_in_memory("the parameters and gradients", 2 * n * self.dtype.itemsize)
         self.params, self.grads = buffers or (np.zeros(n, self.dtype), np.zeros(n, self.dtype))
         assert self.params.shape == self.grads.shape == (n,) and self.params.dtype == self.dtype
         # units k = l·directions + d: layer l, direction d (1: the reverse one)
-        self.layers = [Layer(d, H, W, b, dW, db) for d, (W, b), (dW, db)
+        self.layers = [Layer(d, H, W, b, dW, db, R, dR) for d, (W, b, R), (dW, db, dR)
                        in zip(self._dims, self._layer_views(self.params), self._layer_views(self.grads))]
         self.reset_parameters(seed)
         self.dropout_seed = v.positive_int("dropout_seed", dropout_seed_from(seed) if dropout_seed is None
                                            else dropout_seed, minimum=0)
         self.dropout_step = 0       # forward()'s masks' step counter (a Model passes its step count instead)
         self.training = True        # forward() drops out in training mode only (train() / eval())
-        self._ws = _Workspace(self._dims, H, BLOCKS[self.CELL], self.HAS_C, self.CARRY, self.dtype, self.directions,
-                              self.directions > 1 or self.dropout > 0)
+        self._ws = _Workspace(self._dims, H, Hr, BLOCKS[self.CELL], self.HAS_C, self.CARRY, self.dtype,
+                              self.directions, self.directions > 1 or self.dropout > 0)
         self._saved = None          # (T, B, lengths) of the forward that backward may use
         self._step_scratch = None   # step()'s buffers for one batch size
         self.flow = None            # gradient-flow probe of the last backward(record=True)
 
     @classmethod
-    def param_count(cls, input_size, hidden_size, num_layers=1, bidirectional=False):
-        """Σ_k R (D_k + H) + G: every unit's W and b (units: layers × directions; a layer
-        above the first reads the H·directions outputs of the one below)."""
-        D, H, dirs = input_size, hidden_size, 1 + bool(bidirectional)
+    def param_count(cls, input_size, hidden_size, num_layers=1, bidirectional=False, proj_size=0):
+        """Σ_k R (D_k + Hr) + G + Hr·H·[proj]: every unit's W, b (and W_hr) (units: layers ×
+        directions; a layer above the first reads the Hr·directions outputs of the one below)."""
+        D, H, dirs, P = input_size, hidden_size, 1 + bool(bidirectional), proj_size
+        Hr = P or H
         R, G = cls._counts(H)
-        return dirs * (R * (D + H) + G + (num_layers - 1) * (R * (dirs * H + H) + G))
+        unit = lambda d: R * (d + Hr) + G + Hr * H * (P > 0)       # noqa: E731
+        return dirs * (unit(D) + (num_layers - 1) * unit(dirs * Hr))
 
     def train(self, mode=True):
         """Training mode (dropout applies) or, with mode=False, evaluation mode; returns self."""
@@ -272,30 +291,35 @@ class _Recurrent:
         return self.train(False)
 
     def _layer_views(self, flat):
-        """[(W (R, D_k+H), b (G,)) for each layer k]: views into a flat parameter array."""
-        H, out, o = self.hidden_size, [], 0
+        """[(W (R, D_k+Hr), b (G,), W_hr (Hr, H) or None) for each unit k]: views into a flat
+        parameter array, in that order."""
+        H, Hr, out, o = self.hidden_size, self.Hr, [], 0
         R, G = self._counts(H)
         for d in self._dims:
-            nw = R * (d + H)
-            out.append((flat[o:o + nw].reshape(R, d + H), flat[o + nw:o + nw + G]))
-            o += nw + G
+            nw, nr = R * (d + Hr), Hr * H * (Hr < H)
+            out.append((flat[o:o + nw].reshape(R, d + Hr), flat[o + nw:o + nw + G],
+                        flat[o + nw + G:o + nw + G + nr].reshape(Hr, H) if nr else None))
+            o += nw + G + nr
         return out
 
     def reset_parameters(self, seed=None):
-        """W ~ U(-1/√H, 1/√H) (as PyTorch), b = 0 except the LSTM's forget gate: forget_bias.
+        """W and W_hr ~ U(-1/√H, 1/√H) (as PyTorch), b = 0 except the LSTM's forget gate: forget_bias.
         seed: an int, None, or a numpy Generator to draw from."""
         rng = np.random.default_rng(seed)
         H, k = self.hidden_size, 1 / np.sqrt(self.hidden_size)
         for layer in self.layers:
             layer.W[:] = rng.uniform(-k, k, layer.W.shape)
             layer.b[:] = 0
+            if layer.R is not None:
+                layer.R[:] = rng.uniform(-k, k, layer.R.shape)
             if self.HAS_C:
                 layer.b[2 * H:3 * H] = self.forget_bias
         self._saved = None
 
     def __repr__(self):
         return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-                f"num_layers={self.num_layers}, dtype={self.dtype}, params={self.params.size})")
+                f"num_layers={self.num_layers}, " + (f"proj_size={self.proj_size}, " if self.proj_size else "")
+                + f"dtype={self.dtype}, params={self.params.size})")
 
     def zero_grad(self):
         self.grads[:] = 0
@@ -303,9 +327,10 @@ class _Recurrent:
     # -- forward ---------------------------------------------------------------------
 
     def _check_state(self, name, s, B):
+        """h0, dhn (num_states, B, Hr); c0, dcn (num_states, B, H)."""
         if s is None:
             return None
-        return v.array(name, s, (self.num_states, B, self.hidden_size), self.dtype)
+        return v.array(name, s, (self.num_states, B, self.hidden_size if "c" in name else self.Hr), self.dtype)
 
     # The interface a composer (Model) builds on: check the input once, run forward and
     # backward on checked arrays into buffers it owns, read the top layer's h, step.
@@ -330,7 +355,7 @@ class _Recurrent:
             return top[0]
         last = _view(self._ws.last, B, self.output_size)
         for d, h in enumerate(top):
-            last[:, d * self.hidden_size:(d + 1) * self.hidden_size] = h
+            last[:, d * self.Hr:(d + 1) * self.Hr] = h
         return last
 
     def _top(self):
@@ -340,7 +365,7 @@ class _Recurrent:
         """Copy the top layer's h_t of the last run_forward into y (T, B, H·directions), zero
         past each row's length; the reverse direction's outputs back in natural time."""
         T, B, L = self._saved[:3]
-        H = self.hidden_size
+        H = self.Hr
         for d, k in enumerate(self._top()):
             out = y if self.directions == 1 else y[:, :, d * H:(d + 1) * H]
             copy_hidden(out, self._ws.layer(k, T, B)[0], L, self.layers[k].D, d == 1)
@@ -355,8 +380,8 @@ class _Recurrent:
         self.run_forward(x, h0, c0, L, self.dropout_step if drop else None)
         self.dropout_step += drop                    # each training forward draws fresh masks
         y = np.empty((T, B, self.output_size), self.dtype)
-        hn = np.empty((self.num_states, B, self.hidden_size), self.dtype)
-        cn = np.empty_like(hn)
+        hn = np.empty((self.num_states, B, self.Hr), self.dtype)
+        cn = np.empty((self.num_states, B, self.hidden_size), self.dtype)
         self._outputs(y, hn, cn)
         return y, hn, cn
 
@@ -372,7 +397,7 @@ class _Recurrent:
             if l > 0:
                 X = self._layer_input(l, T, B, L, step)
             units = [self._unit_input(l * dirs + d, X, h0, c0, L, T, B, d == 1) for d in range(dirs)]
-            D, H, a0 = self._dims[l * dirs], self.hidden_size, units[0][-1]
+            D, H, a0 = self._dims[l * dirs], self.hidden_size, units[0][-1]     # (I's width says Hr)
             recurrent_forward(*units[0][:-1], *units[-1][:-1], L, D, H, a0, _nchunks(B, dirs), dirs, self.CELL,
                               BLOCKS[self.CELL], _tile_width(self.dtype))
         self._saved = (T, B, L, step)
@@ -385,7 +410,7 @@ class _Recurrent:
         if not self._ws.mixes:
             I, D = below[0]
             return I[1:, :, D:]
-        Xb, H = _view(self._ws.Xb, T, B, self.output_size), self.hidden_size
+        Xb, H = _view(self._ws.Xb, T, B, self.output_size), self.Hr
         for d, (I, D) in enumerate(below):
             copy_hidden(Xb[:, :, d * H:(d + 1) * H] if self.directions > 1 else Xb, I, L, D, d == 1)
         if step is not None:
@@ -394,7 +419,7 @@ class _Recurrent:
 
     def _unit_input(self, k, x, h0, c0, L, T, B, reverse):
         """Unit k's buffers made ready for recurrent_forward over x (T,B,D_k), given in natural
-        time: (Z, C, TC, I, P, b, a0). The reverse direction reads each row's steps backwards
+        time: (Z, C, TC, I, M, P, b, a0). The reverse direction reads each row's steps backwards
         (its own L, PyTorch's packed sequences), so padding never enters."""
         layer, H = self.layers[k], self.hidden_size
         D = layer.D
@@ -413,11 +438,16 @@ class _Recurrent:
                     _blas.matmul(I[:T, :, :D].reshape(T * B, D), layer.W[wr:wr + n, :D].T,
                                  Z.reshape(T * B, G)[:, zc:zc + n])
         P = self._ws.panels(k % self.directions)
-        pack_unit(P, layer.W, blocks, D, H, a0, True, _tile_width(self.dtype))
-        return Z, C, TC, I, P, layer.b, a0
+        pack_unit(P, layer.W, self._R(layer), blocks, D, H, self.Hr, a0, True, _tile_width(self.dtype))
+        return Z, C, TC, I, self._ws.m(k, T, B), P, layer.b, a0
+
+    def _R(self, layer):
+        """The unit's projection W_hr for the kernels: (Hr, H), or an empty array without one."""
+        return layer.R if layer.R is not None else layer.W[:0]
 
     def _outputs(self, y, hn, cn):
-        """Copy the last forward's y (T,B,H·directions), hn, cn (num_states,B,H) into the given arrays."""
+        """Copy the last forward's y (T,B,Hr·directions), hn (num_states,B,Hr), cn (num_states,B,H)
+        into the given arrays."""
         T, B = self._saved[:2]
         for k in range(self.num_states):
             I, _, C, _ = self._ws.layer(k, T, B)
@@ -426,8 +456,9 @@ class _Recurrent:
         self.hidden_into(y)
 
     def advance(self, x, h, c):
-        """One streaming step of every layer: x (B, D) checked here, the state h (and c for
-        the LSTM; ignored for the RNN) (num_layers, B, H) updated in place. Returns h[-1]."""
+        """One streaming step of every layer: x (B, D) checked here, the state h (num_layers,
+        B, Hr) (and c (num_layers, B, H) for the LSTM; ignored otherwise) updated in place.
+        Returns h[-1]."""
         if self.bidirectional:
             raise ValueError("a bidirectional stack cannot stream: its reverse direction needs each whole "
                              "sequence first (use forward, or predict, on whole sequences)")
@@ -435,16 +466,16 @@ class _Recurrent:
         B = x.shape[0]
         if B < 1:
             raise ValueError("x must have at least one batch row")
-        H = self.hidden_size
+        H, Hr = self.hidden_size, self.Hr
         state = (("h", h), ("c", c)) if self.HAS_C else (("h", h),)
-        shape = (self.num_layers, B, H)
         for name, s in state:
-            v.array(name, s, shape, self.dtype, writable=True, finite=False)
+            v.array(name, s, (self.num_layers, B, Hr if name == "h" else H), self.dtype, writable=True, finite=False)
         if self.HAS_C and np.may_share_memory(h, c):
             raise ValueError("h and c must be separate arrays; they overlap in memory")
         if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
-            self._step_scratch = (np.zeros((B, max(self.input_size, H) + H), self.dtype),
-                                  np.zeros((B, self._ws.G), self.dtype), np.zeros((2, H), self.dtype))
+            self._step_scratch = (np.zeros((B, max(self.input_size, Hr) + Hr), self.dtype),
+                                  np.zeros((B, self._ws.G), self.dtype), np.zeros((2, H), self.dtype),
+                                  np.zeros((B, self._ws.Hm), self.dtype))
         c = c if self.HAS_C else h[:, :, :0]
         if not recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL,
                               BLOCKS[self.CELL]):
@@ -462,17 +493,18 @@ class _Recurrent:
         dhn = self._check_state("dhn", dhn, B)
         dcn = self._check_state("dcn", dcn, B)
         dx = np.empty((T, B, self.input_size), self.dtype)
-        dh0 = np.empty((self.num_states, B, self.hidden_size), self.dtype)
-        dc0 = np.empty_like(dh0)
+        dh0 = np.empty((self.num_states, B, self.Hr), self.dtype)
+        dc0 = np.empty((self.num_states, B, self.hidden_size), self.dtype)
         self.run_backward(dy, dhn, dcn, dx, dh0, dc0, record)
         return dx, dh0, dc0
 
     def run_backward(self, dy, dhn, dcn, dx, dh0, dc0, record=False):
         """Backward of the last run_forward on checked inputs into the given outputs
-        (dx may be None); parameter gradients accumulate into grads. dy (T,B,H·directions)."""
+        (dx may be None); parameter gradients accumulate into grads. dy (T,B,Hr·directions)."""
         T, B, L, step = self._saved
         self._saved = None
-        ws, H, G, dirs, blocks = self._ws, self.hidden_size, self._ws.G, self.directions, BLOCKS[self.CELL]
+        ws, H, Hr, G, dirs, blocks = self._ws, self.hidden_size, self.Hr, self._ws.G, self.directions, BLOCKS[self.CELL]
+        TW = _tile_width(self.dtype)
         probes = [np.zeros((T, B, 2) if record else (0, 0, 2)) for _ in range(dirs)]
         self.flow = self._forget_means(T, B, L) if record else None
         dY = dy
@@ -482,28 +514,29 @@ class _Recurrent:
                 dX = _view(ws.dX, T, B, D) if l > 0 else dx                 # δ of layer l's input
                 dYd = [dY]
                 if dirs > 1:               # each direction's share, in its own time, before dX (dY's buffer) is written
-                    dYd = [_view(ws.dYs[d * T * B * H:], T, B, H) for d in range(dirs)]
+                    dYd = [_view(ws.dYs[d * T * B * Hr:], T, B, Hr) for d in range(dirs)]
                     for d in range(dirs):
-                        copy_steps(dYd[d], dY[:, :, d * H:(d + 1) * H], L, d == 1, False)
+                        copy_steps(dYd[d], dY[:, :, d * Hr:(d + 1) * Hr], L, d == 1, False)
                 args = []
                 for d in range(dirs):
                     k = l * dirs + d
                     I, Z, C, TC = ws.layer(k, T, B)
-                    dh, dhs, dc = ws.carries(B, d)
+                    dh, dhs, dc, dH, dm = ws.carries(T, B, d)
                     dh[:] = 0 if dhn is None else dhn[k]
                     dc[:] = 0 if dcn is None or not self.HAS_C else dcn[k]
-                    P = ws.panels(d)
-                    pack_unit(P, self.layers[k].W, blocks, D, H, 0, False, _tile_width(self.dtype))   # U's, for δh_{t-1} = Uᵀ δz_t
-                    args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, I, P))
-                recurrent_backward(*args[0], *args[-1], L, _nchunks(B, dirs), dirs, self.CELL, blocks,
-                                   _tile_width(self.dtype))
-                for d, (Z, dh, dc, *_, I, _) in enumerate(args):
+                    P = ws.panels(d)                     # U's (and W_hr's), for δh_{t-1} = Uᵀ δz_t
+                    pack_unit(P, self.layers[k].W, self._R(self.layers[k]), blocks, D, H, Hr, 0, False, TW)
+                    args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, I, P, ws.m(k, T, B), dH, dm))
+                recurrent_backward(*args[0], *args[-1], ws.zero, L, _nchunks(B, dirs), dirs, self.CELL, blocks, TW)
+                for d, (Z, dh, dc, *_, I, _, M, dH, _) in enumerate(args):
                     k = l * dirs + d
                     layer = self.layers[k]
-                    Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + H)
+                    Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + Hr)
                     for zc, n, wr, x, h in _runs(blocks, H, "dW"):            # δW = Σ_t δz_t I_tᵀ
-                        lo, hi = (0 if x else D), (D + H if h else D)
+                        lo, hi = (0 if x else D), (D + Hr if h else D)
                         ws.add_dW(layer.dW[wr:wr + n, lo:hi], Z2[:, zc:zc + n], I2[:, lo:hi])
+                    if layer.R is not None:                                     # δW_hr = Σ_t δh_t m_tᵀ
+                        ws.add_dW(layer.dR, dH.reshape(T * B, Hr), M.reshape(T * B, H))
                     layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
                     if dX is not None:                                          # δx_t: first D of Wᵀδz_t
                         out = dX if d == 0 else _view(ws.dXr, T, B, D)          # the reverse's in its own time
@@ -543,43 +576,51 @@ class _Recurrent:
         """Parameters under torch.nn.LSTM's / GRU's / RNN's names (NumPy arrays, in PyTorch's
         gate order: i, f, g, o for the LSTM, r, z, n for the GRU; the reverse direction's as
         `..._reverse`). Each block of b goes to bias_ih where PyTorch has one there, else to
-        bias_hh (the GRU's b_hn); the other is zero (PyTorch adds the two). Load into torch
-        with {k: torch.from_numpy(v) for k, v in sd.items()}."""
-        H, sd = self.hidden_size, {}
+        bias_hh (the GRU's b_hn); the other is zero (PyTorch adds the two). A projection's
+        W_hr is `weight_hr_l{k}`. Load into torch with {k: torch.from_numpy(v) for k, v in
+        sd.items()}."""
+        H, Hr, sd = self.hidden_size, self.Hr, {}
         R = self._counts(H)[0]
         inv = np.argsort(self.TORCH_BLOCK)
         for k, suffix in self._torch_names():
             layer = self.layers[k]
-            W = layer.W.reshape(-1, H, layer.D + H)[inv].reshape(R, layer.D + H)
+            W = layer.W.reshape(-1, H, layer.D + Hr)[inv].reshape(R, layer.D + Hr)
             sd[f"weight_ih{suffix}"] = W[:, :layer.D].copy()
             sd[f"weight_hh{suffix}"] = W[:, layer.D:].copy()
             bias = {"ih": np.zeros((R // H, H), self.dtype), "hh": np.zeros((R // H, H), self.dtype)}
             for q, (ih, hh) in enumerate(self.TORCH_BIAS):
                 bias["ih" if ih >= 0 else "hh"][max(ih, hh)] = layer.b[q * H:(q + 1) * H]
             sd[f"bias_ih{suffix}"], sd[f"bias_hh{suffix}"] = bias["ih"].reshape(R), bias["hh"].reshape(R)
+            if layer.R is not None:
+                sd[f"weight_hr{suffix}"] = layer.R.copy()
         return sd
 
     def load_torch_state_dict(self, state_dict):
         """Take parameters from a PyTorch state dict (tensors or arrays) of the same
         architecture. Every key, shape and value is checked before anything is written."""
-        H = self.hidden_size
+        H, Hr = self.hidden_size, self.Hr
         R = self._counts(H)[0]
         names = self._torch_names()
-        want = {f"{n}{suffix}" for _, suffix in names for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") + (("weight_hr",) if self.proj_size else ())
+        want = {f"{n}{suffix}" for _, suffix in names for n in kinds}
         got = set(state_dict)
         if got != want:
             raise KeyError(f"state dict keys do not match a {self.num_layers}-layer "
-                           f"{'bidirectional ' if self.bidirectional else ''}{type(self).__name__} without "
-                           f"projections: missing {sorted(want - got)}, unexpected {sorted(got - want)}")
+                           f"{'bidirectional ' if self.bidirectional else ''}{type(self).__name__} "
+                           + (f"with proj_size={self.proj_size}" if self.proj_size else "without projections")
+                           + f": missing {sorted(want - got)}, unexpected {sorted(got - want)}")
         new = self.params.copy()
         views = self._layer_views(new)
         for k, suffix in names:
-            Wk, bk = views[k]
+            Wk, bk, Rk = views[k]
             D = self.layers[k].D
             a = {n: _as_array(state_dict, f"{n}{suffix}", shape)
-                 for n, shape in (("weight_ih", (R, D)), ("weight_hh", (R, H)), ("bias_ih", (R,)), ("bias_hh", (R,)))}
+                 for n, shape in (("weight_ih", (R, D)), ("weight_hh", (R, Hr)), ("bias_ih", (R,)), ("bias_hh", (R,)),
+                                  ("weight_hr", (Hr, H))) if n in kinds}
             W = np.concatenate([a["weight_ih"], a["weight_hh"]], axis=1)
-            Wk[:] = W.reshape(-1, H, D + H)[self.TORCH_BLOCK].reshape(R, D + H)
+            Wk[:] = W.reshape(-1, H, D + Hr)[self.TORCH_BLOCK].reshape(R, D + Hr)
+            if Rk is not None:
+                Rk[:] = a["weight_hr"]
             ih, hh = a["bias_ih"].reshape(-1, H), a["bias_hh"].reshape(-1, H)
             for q, (i, j) in enumerate(self.TORCH_BIAS):
                 bk[q * H:(q + 1) * H] = (ih[i] if i >= 0 else 0) + (hh[j] if j >= 0 else 0)
@@ -600,31 +641,34 @@ def _as_array(sd, key, shape):
 
 
 class LSTM(_Recurrent):
-    """A stack of LSTM layers, like torch.nn.LSTM (time-major, no projections).
+    """A stack of LSTM layers, like torch.nn.LSTM (time-major; projections with proj_size).
 
-    layers[k].W (4H, D_k+H) has rows in gate order a, i, f, o (a = PyTorch's g) and
-    columns [x | h]; layers[k].b (4H,).
+    layers[k].W (4H, D_k+Hr) has rows in gate order a, i, f, o (a = PyTorch's g) and
+    columns [x | h]; layers[k].b (4H,); layers[k].R (P, H) the projection W_hr or None.
+    h is Hr = H wide, or P = proj_size; c is H wide.
     """
     CELL, HAS_C, CARRY, TORCH_BLOCK = LSTM_CELL, True, True, np.array([2, 0, 1, 3])
     TORCH_BIAS = ((2, 2), (0, 0), (1, 1), (3, 3))
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
-                 dtype=np.float32, forget_bias=1.0, seed=None, dropout_seed=None, buffers=None):
+                 proj_size=0, dtype=np.float32, forget_bias=1.0, seed=None, dropout_seed=None, buffers=None):
         """bidirectional: a reverse direction beside each layer (PyTorch's semantics and
         layouts). dropout: p in [0, 1), on the outputs of every layer but the last, in
-        training mode. buffers: optional (params, grads) flat arrays of size
-        `param_count(...)` for the stack to live in (a Model puts the layers and its head in
-        one flat array)."""
+        training mode. proj_size: P in 1..H-1 for projections (LSTMP, PyTorch's proj_size):
+        h_t = W_hr (o_t ⊙ tanh c_t) is P wide, the recurrence and the outputs use it; 0 for
+        none. buffers: optional (params, grads) flat arrays of size `param_count(...)` for
+        the stack to live in (a Model puts the layers and its head in one flat array)."""
         super().__init__(input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers,
-                         bidirectional, dropout, dropout_seed)
+                         bidirectional, dropout, dropout_seed, proj_size)
 
     def forward(self, x, h0=None, c0=None, lengths=None):
         """Run the stack over a sequence batch.
 
-        x (T, B, D); h0, c0 (num_layers, B, H) or None for zeros; lengths (B,) integers in
-        1..T or None (all T). Past its length a row's outputs are zero and its state is
-        frozen, so hn, cn are the states at its last real step (PyTorch's packed sequences).
-        Returns y (T, B, H), (hn, cn) each (num_layers, B, H), as new arrays.
+        x (T, B, D); h0 (num_layers, B, Hr), c0 (num_layers, B, H) or None for zeros;
+        lengths (B,) integers in 1..T or None (all T). Past its length a row's outputs are
+        zero and its state is frozen, so hn, cn are the states at its last real step
+        (PyTorch's packed sequences). Returns y (T, B, Hr), (hn (num_layers, B, Hr), cn
+        (num_layers, B, H)), as new arrays (with num_layers·2 and 2Hr when bidirectional).
         """
         y, hn, cn = self._forward_public(x, h0, c0, lengths)
         return y, (hn, cn)
@@ -632,8 +676,8 @@ class LSTM(_Recurrent):
     def backward(self, dy, dhn=None, dcn=None, record=False):
         """Gradients of the last forward; parameter gradients accumulate into `grads`.
 
-        dy (T, B, H) the loss's gradient w.r.t. y; dhn, dcn (num_layers, B, H) or None.
-        Returns dx (T, B, D), (dh0, dc0) each (num_layers, B, H), as new arrays.
+        dy (T, B, Hr) the loss's gradient w.r.t. y; dhn, dcn as hn, cn, or None.
+        Returns dx (T, B, D), (dh0, dc0) shaped as h0, c0, as new arrays.
         Each forward supports one backward (backward overwrites the saved gates with δz).
         record=True fills `flow` with the gradient-flow probe: per layer and step t,
         flow["dh"][l, t] = ‖∂E/∂h_{t-1}‖ and flow["dc"][l, t] = ‖∂E/∂c_{t-1}‖ (norms over
@@ -646,7 +690,8 @@ class LSTM(_Recurrent):
     def step(self, x, h, c):
         """Streaming inference: advance the state (h, c) by one time step x (B, D), in place.
 
-        h, c (num_layers, B, H) writable; returns h[-1], the top layer's output (B, H), a view.
+        h (num_layers, B, Hr), c (num_layers, B, H) writable; returns h[-1], the top layer's
+        output (B, Hr), a view.
         One kernel call for all layers (no workspace; threads only where the layer is big
         enough to pay for waking them): the fast path for online inference. Does not touch
         what backward() would use.

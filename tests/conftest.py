@@ -16,13 +16,14 @@ def random_problem(T, B, D, H, L, dtype=np.float64, seed=0, with_lengths=False, 
     m = (cls or fastlstm.LSTM)(D, H, L, dtype=dtype, seed=seed)
     m.params[:] = rng.uniform(-scale, scale, m.params.size)
     x = rng.standard_normal((T, B, D)).astype(dtype)
-    h0 = rng.standard_normal((L, B, H)).astype(dtype) * 0.5
+    Hr = m.Hr                                      # h's width: H, or P with a projection
+    h0 = rng.standard_normal((L, B, Hr)).astype(dtype) * 0.5
     c0 = rng.standard_normal((L, B, H)).astype(dtype) * 0.5
     lengths = rng.integers(1, T + 1, B) if with_lengths else None
     if with_lengths and B > 1:
         lengths[0] = T
-    dy = rng.standard_normal((T, B, H)).astype(dtype)
-    dhn = rng.standard_normal((L, B, H)).astype(dtype)
+    dy = rng.standard_normal((T, B, Hr)).astype(dtype)
+    dhn = rng.standard_normal((L, B, Hr)).astype(dtype)
     dcn = rng.standard_normal((L, B, H)).astype(dtype)
     return m, x, h0, c0, lengths, dy, dhn, dcn
 

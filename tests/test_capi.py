@@ -75,6 +75,8 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
             ("fastlstm_create", "huge_layers"): 2, ("fastlstm_create", "beyond_memory"): 2,
             ("fastlstm_create", "bad_bidirectional"): 2, ("fastlstm_create", "dropout_1"): 2,
             ("fastlstm_create", "nan_dropout"): 2, ("fastlstm_step", "bidirectional"): 2,
+            ("fastlstm_create", "proj_not_below_hidden"): 2, ("fastlstm_create", "negative_proj"): 2,
+            ("fastlstm_create", "proj_with_gru"): 2,
             ("fastlstm_train_step", "null_x"): 1, ("fastlstm_train_step", "null_targets"): 1,
             ("fastlstm_train_step", "zero_T"): 2, ("fastlstm_train_step", "negative_B"): 2,
             ("fastlstm_train_step", "overflow"): 2, ("fastlstm_train_step", "bad_lengths"): 2,
@@ -108,6 +110,8 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
         assert bool(got[key][1]) == (code != 0), f"{key} must carry a message exactly when it fails"
     assert "float32" in got[("fastlstm_load", "float64")][1]
     assert "cannot stream" in got[("fastlstm_step", "bidirectional")][1]
+    assert "proj_size must be < hidden_size" in got[("fastlstm_create", "proj_not_below_hidden")][1]
+    assert "LSTM only" in got[("fastlstm_create", "proj_with_gru")][1]
     documented = _documented_statuses()
     header = open(os.path.join(ROOT, "capi", "fastlstm.h")).read()
     status_functions = set(re.findall(r"FASTLSTM_API int (fastlstm_\w+)\(", header)) - {"fastlstm_version_number"}
@@ -120,7 +124,7 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
     a, b = map(int, lines["handles"].split())
     assert a and b and abs(a - b) > 1 << 32, f"handles {a:#x}, {b:#x} look sequential"
     assert "invalid (freed or foreign) model handle" in r.stdout
-    assert "version 300 0.3.0" in r.stdout
+    assert "version 400 0.4.0" in r.stdout
 
 
 def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():
@@ -134,7 +138,7 @@ def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():
         assert [name for _, name in found] == list(names) and [v for v, _ in found] == list(range(len(names))), kind
 
 
-@pytest.mark.parametrize("cut", ["double forget_bias;", "/* from 0.3 */"])
+@pytest.mark.parametrize("cut", ["double forget_bias;", "/* from 0.3 */", "/* from 0.4 */"])
 def test_a_program_built_against_an_older_smaller_config_keeps_working(lib, tmp_path, cut):
     """Headers of older versions whose fastlstm_config ends before `cut` (without forget_bias,
     seed and the rest; 0.2's, without bidirectional and dropout): the library reads only the
@@ -174,7 +178,7 @@ int main(void) {
     out = _run([str(exe)]).stdout.splitlines()
     rc, size, n, p0, p3 = out[0].split()
     m = fastlstm.Model(3, 8, 2, seed=0)                       # forget_bias 1 and seed 0: the defaults
-    assert rc == "0" and int(size) <= 120 and int(n) == m.params.size            # 0.3's struct has 136 bytes
+    assert rc == "0" and int(size) <= 136 and int(n) == m.params.size   # 0.2's has ≤ 120 bytes, 0.3's 136, 0.4's 144
     assert np.float32(p0) == m.params[0] and np.float32(p3) == m.params[3]   # %.9g round-trips float32
     assert out[1].startswith("2 ") and "struct_size = 13" in out[1]
     assert out[2] == "2"
@@ -269,5 +273,5 @@ def test_a_failed_start_makes_every_call_return_init_not_zero(check, tmp_path):
     exe = _compile(check.rsplit("/", 1)[0], str(src), tmp_path / "init")
     r = _run([exe], env=dict(os.environ, PYTHONPATH=str(tmp_path / "shadow")))
     first, message = r.stdout.splitlines()[:2]
-    assert first == "8 8 8 300", r.stdout
+    assert first == "8 8 8 400", r.stdout
     assert "failed to start" in message

@@ -36,34 +36,36 @@ def test_step_by_step_equals_one_call(dtype, tol):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("split", [False, True])
-@pytest.mark.parametrize("stack", [fastlstm.LSTM, fastlstm.GRU])
-def test_recurrent_kernels_treat_each_row_alone(dtype, split, stack):
+@pytest.mark.parametrize("stack,Hr", [(fastlstm.LSTM, 37), (fastlstm.GRU, 37), (fastlstm.LSTM, 19)])
+def test_recurrent_kernels_treat_each_row_alone(dtype, split, stack, Hr):
     """The recurrent kernels give each batch row the same bits alone as in any batch (fixed
     4-row blocks; a short block repeats its last row). H = 37 exercises full and partial
     weight panels in both directions. (The BLAS products around them may take size-dependent
     paths, so this is asserted of the kernels, where the time loop's arithmetic lives.)
-    split: the forward's tiles sum U h_{t-1} onto a given input half (a0 = D)."""
+    split: the forward's tiles sum U h_{t-1} onto a given input half (a0 = D). Hr < H: an
+    LSTM with a projection (h_t = W_hr m_t, 19 wide)."""
     from fastlstm.recurrent import _panels_size, _runs, _tile_width
     T, B, D, H = 6, 11, 5, 37
     R, G = stack._counts(H)
-    Hc = H * stack.HAS_C
+    Hc, Hm = H * stack.HAS_C, H * (Hr < H)
     blocks = K.BLOCKS[stack.CELL]
     rng = np.random.default_rng(0)
-    W = (rng.standard_normal((R, D + H)) / 6).astype(dtype)
+    W = (rng.standard_normal((R, D + Hr)) / 6).astype(dtype)
+    Wr = (rng.standard_normal((Hr, H)) / 6).astype(dtype) if Hm else W[:0]
     b = rng.standard_normal(G).astype(dtype)
-    I0 = np.zeros((T + 1, B, D + H), dtype)
+    I0 = np.zeros((T + 1, B, D + Hr), dtype)
     I0[:T, :, :D] = rng.standard_normal((T, B, D))                # x_t
-    I0[0, :, D:] = rng.standard_normal((B, H))                    # h0
+    I0[0, :, D:] = rng.standard_normal((B, Hr))                   # h0
     C0 = np.zeros((T + 1, B, Hc), dtype)
     C0[0] = rng.standard_normal((B, Hc))
-    dY = rng.standard_normal((T, B, H)).astype(dtype)
+    dY = rng.standard_normal((T, B, Hr)).astype(dtype)
     lengths = rng.integers(1, T + 1, B).astype(np.int64)
     TW = _tile_width(dtype)
     a0 = D if split else 0
-    Pf = np.zeros(_panels_size(blocks, D, H, a0, True, dtype), dtype)
-    Pb = np.zeros(_panels_size(blocks, D, H, 0, False, dtype), dtype)
-    K.pack_unit(Pf, W, blocks, D, H, a0, True, TW)
-    K.pack_unit(Pb, W, blocks, D, H, 0, False, TW)
+    Pf = np.zeros(_panels_size(blocks, D, H, Hr, a0, True, dtype), dtype)
+    Pb = np.zeros(_panels_size(blocks, D, H, Hr, 0, False, dtype), dtype)
+    K.pack_unit(Pf, W, Wr, blocks, D, H, Hr, a0, True, TW)
+    K.pack_unit(Pb, W, Wr, blocks, D, H, Hr, 0, False, TW)
     Z0 = np.zeros((T, B, G), dtype)
     if split:
         for zc, n, wr, *_ in _runs(blocks, H, "x"):
@@ -73,20 +75,20 @@ def test_recurrent_kernels_treat_each_row_alone(dtype, split, stack):
         I, C = (np.ascontiguousarray(a[:, rows]) for a in (I0, C0))
         n = len(rows)
         Z = np.ascontiguousarray(Z0[:, rows])
-        TC = np.zeros((T, n, Hc), dtype)
-        fwd = (Z, C, TC, I, Pf, b)
+        TC, M = np.zeros((T, n, Hc), dtype), np.zeros((T, n, Hm), dtype)
+        fwd = (Z, C, TC, I, M, Pf, b)
         K.recurrent_forward(*fwd, *fwd, lengths[rows], D, H, a0, 2, 1, stack.CELL, blocks, TW)
         out = [Z.copy(), I.copy(), C, TC]
-        dh, dc = np.zeros((n, H), dtype), np.zeros((n, H), dtype)
-        bwd = (Z, dh, dc, np.zeros((n, H), dtype), np.zeros((0, 0, 2)), np.ascontiguousarray(dY[:, rows]), C, TC,
-               I, Pb)
-        K.recurrent_backward(*bwd, *bwd, lengths[rows], 2, 1, stack.CELL, blocks, TW)
-        return out + [Z, dh, dc]
+        dh, dc = np.zeros((n, Hr), dtype), np.zeros((n, H), dtype)
+        bwd = (Z, dh, dc, np.zeros((n, Hr), dtype), np.zeros((0, 0, 2)), np.ascontiguousarray(dY[:, rows]), C, TC,
+               I, Pb, M, np.zeros((T, n, Hr * (Hm > 0)), dtype), np.zeros((n, Hm), dtype))
+        K.recurrent_backward(*bwd, *bwd, np.zeros(Hm, dtype), lengths[rows], 2, 1, stack.CELL, blocks, TW)
+        return out + [Z, dh, dc, bwd[-2]]
 
     full = run(list(range(B)))
     for r in (0, 5, 10):
         alone = run([r])
-        for name, a, f in zip(("gates", "h", "c", "tanh c", "dz", "dh0", "dc0"), alone, full):
+        for name, a, f in zip(("gates", "h", "c", "tanh c", "dz", "dh0", "dc0", "dh_t"), alone, full):
             assert np.array_equal(a[..., 0, :] if a.ndim == 3 else a[0], f[..., r, :] if f.ndim == 3 else f[r]), \
                 f"row {r}: {name} differs alone"
 

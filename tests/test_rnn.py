@@ -21,8 +21,8 @@ def _reference(m, x, h0, lengths, dy, dhn):
     T, B, _ = x.shape
     lengths = np.full(B, T) if lengths is None else lengths
     grads = np.zeros_like(m.params)
-    dWs = [dW for dW, _ in m._layer_views(grads)]
-    dbs = [db for _, db in m._layer_views(grads)]
+    dWs = [dW for dW, _, _ in m._layer_views(grads)]
+    dbs = [db for _, db, _ in m._layer_views(grads)]
     inp, tapes, hn = x, [], np.zeros_like(h0)
     for l, layer in enumerate(m.layers):
         y = np.zeros((T, B, m.hidden_size))

@@ -11,15 +11,16 @@ import fastlstm
 from conftest import random_problem
 
 _SCRIPT = textwrap.dedent("""
-    import hashlib, numpy as np, numba, sys
+    import functools, hashlib, numpy as np, numba, sys
     import fastlstm.recurrent
     sys.path.insert(0, {tests!r})
     from conftest import random_problem
     for cls, dtype, split_d in ((fastlstm.LSTM, np.float32, 512), (fastlstm.LSTM, np.float64, 512),
                                 (fastlstm.LSTM, np.float32, 1), (fastlstm.LSTM, np.float64, 1),
-                                (fastlstm.GRU, np.float32, 512), (fastlstm.GRU, np.float32, 1)):
+                                (fastlstm.GRU, np.float32, 512), (fastlstm.GRU, np.float32, 1),
+                                (functools.partial(fastlstm.LSTM, proj_size=19), np.float32, 1)):
         fastlstm.recurrent.SPLIT_D = split_d        # 1: every layer's input half by BLAS first
-        lstm = cls is fastlstm.LSTM
+        lstm = cls is not fastlstm.GRU
         m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(9, 23, 6, 37, 2, dtype, with_lengths=True, cls=cls)
         y, s = m.forward(x, h0, c0, lengths) if lstm else m.forward(x, h0, lengths)
         ds = m.backward(dy, dhn, dcn) if lstm else m.backward(dy, dhn)
@@ -81,11 +82,12 @@ _ALLOC_SCRIPT = textwrap.dedent("""
 """)
 
 # Numba wraps every NumPy array it unboxes at a Python -> @njit call in a meminfo, which its
-# NRT counts as an allocation (no data is allocated). Per layer, forward passes 3 arrays to
-# pack_unit (P, W, the cell's blocks) and 2 x 6 + 2 to recurrent_forward (each direction's
-# buffers, a one-direction layer passing its own twice; lengths; blocks), backward 3 to
-# pack_unit and 2 x 10 + 2 to recurrent_backward: anything beyond that is a real allocation.
-_BOUNDARY_WRAPPERS_PER_LAYER = (3 + 14) + (3 + 22)
+# NRT counts as an allocation (no data is allocated). Per layer, forward passes 4 arrays to
+# pack_unit (P, W, W_hr, the cell's blocks) and 2 x 7 + 2 to recurrent_forward (each
+# direction's buffers, a one-direction layer passing its own twice; lengths; blocks),
+# backward 4 to pack_unit and 2 x 13 + 3 to recurrent_backward: anything beyond that is a
+# real allocation.
+_BOUNDARY_WRAPPERS_PER_LAYER = (4 + 16) + (4 + 29)
 
 
 def test_warm_forward_backward_allocates_nothing():

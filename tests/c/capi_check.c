@@ -91,6 +91,24 @@ static int errors(const char *dir) {
     REPORT(fastlstm_predict, "ok_bidirectional", fastlstm_predict(out, x, NULL, 4, 2, o, 16));
     REPORT(fastlstm_step, "bidirectional", fastlstm_step(out, x, 2, o, 16));
     fastlstm_free(out);
+    fastlstm_config_init(&cfg); cfg.proj_size = 8;                       /* not < hidden_size */
+    REPORT(fastlstm_create, "proj_not_below_hidden", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.proj_size = -1;
+    REPORT(fastlstm_create, "negative_proj", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.cell = FASTLSTM_CELL_GRU; cfg.hidden_size = 5; cfg.proj_size = 2;
+    REPORT(fastlstm_create, "proj_with_gru", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.cell = FASTLSTM_CELL_GRU;
+    cfg.input_size = 3; cfg.hidden_size = 5; cfg.output_size = 2;
+    REPORT(fastlstm_create, "ok_gru", fastlstm_create(&cfg, &out));
+    REPORT(fastlstm_train_step, "ok_gru", fastlstm_train_step(out, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_step, "ok_gru", fastlstm_step(out, x, 2, o, 16));
+    fastlstm_free(out);
+    fastlstm_config_init(&cfg); cfg.proj_size = 3; cfg.num_layers = 2;
+    cfg.input_size = 3; cfg.hidden_size = 5; cfg.output_size = 2;
+    REPORT(fastlstm_create, "ok_proj", fastlstm_create(&cfg, &out));
+    REPORT(fastlstm_train_step, "ok_proj", fastlstm_train_step(out, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_step, "ok_proj", fastlstm_step(out, x, 2, o, 16));
+    fastlstm_free(out);
     fastlstm_config_init(&cfg);
     REPORT(fastlstm_create, "ok", fastlstm_create(&cfg, &out));
     fastlstm_free(out);
