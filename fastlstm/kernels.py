@@ -747,7 +747,7 @@ def apply_dropout(X, seed, step, layer, p):
 
 
 STEP_UNITS = 64            # hidden units per task of the streaming step
-STEP_PARALLEL = 1 << 18    # B·G·(D+H) multiply-adds per layer from which threads pay off
+STEP_PARALLEL = 1 << 17    # B·R·(D+H) multiply-adds per layer from which threads pay off (docs/performance.md)
 
 
 @njit(**JIT)
