@@ -1,16 +1,19 @@
-"""Numba kernels of the LSTM derivation (docs/design.md), in place on preallocated buffers.
+"""Numba kernels of the LSTM derivation (docs/design.md), and of the GRU and the LSTM with
+projections (docs/derivation.md), in place on preallocated buffers.
 
 Outputs first, then inputs, then sizes; nothing is validated here (recurrent.py does that once).
-Shapes use T steps, B batch rows, D inputs, H hidden units, G = 4H gate rows.
+Shapes use T steps, B batch rows, D inputs, H hidden units, G = 4H gate columns (the LSTM's
+[a; i; f; o], the GRU's [n̂_x; r̂; ẑ; ĥn]; H for the RNN), Hr = h's width (H, or P with a
+projection).
 
 Per layer the workspace holds, for one forward:
-    I  (T+1, B, D+H)  I[t] = [x_t ; h_{t-1}] for t < T, and I[t+1, :, D:] = h_t
-    Z  (T, B, G)      after forward the gate activations [a; i; f; o]; after backward
-                      δz_t (overwritten in place)
-    C  (T+1, B, H)    c_{-1} = c0 at C[0], c_t at C[t+1]
+    I  (T+1, B, D+Hr) I[t] = [x_t ; h_{t-1}] for t < T, and I[t+1, :, D:] = h_t
+    Z  (T, B, G)      after forward the gate activations; after backward δz_t (in place)
+    C  (T+1, B, H)    c_{-1} = c0 at C[0], c_t at C[t+1] (the LSTM's)
     TC (T, B, H)      tanh(c_t)
+    M  (T, B, H)      m_t = o_t ⊙ tanh(c_t), with a projection h_t = W_hr m_t
 
-    P                 W or U = W[:, D:] (forward) or U (backward) packed into contiguous panels
+    P                 W's or U's rows (per block of BLOCKS) and W_hr packed into contiguous panels
 
 The time loop is serial, the batch is parallel: each thread takes blocks of 4 rows and
 walks them through all T steps, so threads never synchronise inside the loop and never
