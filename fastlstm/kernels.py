@@ -593,7 +593,7 @@ def recurrent_forward(Z, C, TC, I, M, P, b, Zr, Cr, TCr, Ir, Mr, Pr, br, lengths
 
 
 @njit(**JIT)
-def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, M, dH, dm, zero, lengths, b0, b1, cell, blocks, TW):
+def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengths, b0, b1, cell, blocks, TW):
     """Row blocks b0..b1-1 of one unit back through every step: one task of recurrent_backward."""
     T, B, G = Z.shape
     Hr = dh.shape[1]
@@ -646,8 +646,8 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, M, dH, dm, zero, le
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, M, dH, dm, Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr,
-                       Ir, Pr, Mr, dHr, dmr, zero, lengths, nchunks, dirs, cell, blocks, TW):
+def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr,
+                       Ir, Pr, dHr, dmr, zero, lengths, nchunks, dirs, cell, blocks, TW):
     """Recurrent part of the backward pass, walking t = T-1 .. 0.
 
     Z (T,B,G): gate activations in, δz_t out. dh (B,Hr): δh_{T-1} from the final state in,
@@ -656,10 +656,9 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, M, dH, dm, Zr, dh
     gradient. I: the forward's (the GRU reads h_{t-1}). P: flat, U's panels for each block
     with an h part, then W_hr's, as pack_unit packs them. δh_{t-1} = Uᵀ δz_t: for the LSTM
     all four gates add up; for the GRU the blocks [r̂ ; ẑ] and ĥn, plus z⊙δh_t.
-    With a projection (Hr < H): M (T,B,H) the forward's m_t; dH (T,B,Hr) receives δh_t
-    (zero past a row's length), for δW_hr = Σ_t δh_t m_tᵀ after the loop; dm (B,H) scratch
-    for δm_t = W_hrᵀ δh_t, which enters the cell as its δh; zero (H,) zeros. Without one
-    M, dH, dm are of width 0.
+    With a projection (Hr < H): dH (T,B,Hr) receives δh_t (zero past a row's length), for
+    δW_hr = Σ_t δh_t m_tᵀ after the loop; dm (B,H) scratch for δm_t = W_hrᵀ δh_t, which
+    enters the cell as its δh; zero (H,) zeros. Without one dH, dm are of width 0.
     probe (T,B,2) float64, or of length 0 for none: receives, after step t, the squared
     norms ‖∂E/∂h_{t-1}‖², ‖∂E/∂c_{t-1}‖² of the state that step t received. Chunks as in
     forward; dirs = 2 runs the reverse unit (the arguments ending in r) side by side, as there.
@@ -669,11 +668,10 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, M, dH, dm, Zr, dh
         c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)
         if task < nchunks:
-            _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, M, dH, dm, zero, lengths, b0, b1, cell, blocks,
-                             TW)
+            _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengths, b0, b1, cell, blocks, TW)
         else:
-            _backward_blocks(Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr, Mr, dHr, dmr, zero, lengths, b0, b1,
-                             cell, blocks, TW)
+            _backward_blocks(Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr, dHr, dmr, zero, lengths, b0, b1, cell,
+                             blocks, TW)
 
 
 @njit(**PARALLEL_JIT)

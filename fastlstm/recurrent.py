@@ -89,14 +89,14 @@ def _panels_size(blocks, D, H, Hr, a0, forward, dtype):
 
 
 def _runs(blocks, H, part):
-    """The cell's blocks with a `part` ("x": an input half, "h": a recurrent half, "dW": all),
-    consecutive ones merged where their Z columns and W rows both continue (and, for "dW",
-    they read the same part of [x ; h]): [(zc, n, wr, x, h)] in columns and rows. One BLAS
-    product per run: the LSTM's and RNN's are single runs; the GRU's input half is one run,
-    its δW three."""
+    """The cell's blocks with a `part` ("x": those with an input half, for the forward's
+    X W_xᵀ and δX; "dW": all), consecutive ones merged where their Z columns and W rows both
+    continue (and, for "dW", they read the same part of [x ; h]): [(zc, n, wr, x, h)] in
+    columns and rows. One BLAS product per run: the LSTM's and RNN's are single runs; the
+    GRU's input half is one run, its δW three."""
     out = []
     for zc, n, wr, x, h in (blk * (H, H, H, 1, 1) for blk in blocks):
-        if part == "x" and not x or part == "h" and not h:
+        if part == "x" and not x:
             continue
         if out and out[-1][0] + out[-1][1] == zc and out[-1][2] + out[-1][1] == wr and (
                 part != "dW" or out[-1][3:] == (x, h)):
@@ -268,6 +268,7 @@ class _Recurrent:
         self.training = True        # forward() drops out in training mode only (train() / eval())
         self._ws = _Workspace(self._dims, H, Hr, BLOCKS[self.CELL], self.HAS_C, self.CARRY, self.dtype,
                               self.directions, self.directions > 1 or self.dropout > 0)
+        self._x_runs, self._dW_runs = (_runs(BLOCKS[self.CELL], H, part) for part in ("x", "dW"))   # the BLAS products
         self._saved = None          # (T, B, lengths) of the forward that backward may use
         self._step_scratch = None   # step()'s buffers for one batch size
         self.flow = None            # gradient-flow probe of the last backward(record=True)
@@ -326,11 +327,11 @@ class _Recurrent:
 
     # -- forward ---------------------------------------------------------------------
 
-    def _check_state(self, name, s, B):
-        """h0, dhn (num_states, B, Hr); c0, dcn (num_states, B, H)."""
+    def _check_state(self, name, s, B, width):
+        """h0, dhn (num_states, B, Hr); c0, dcn (num_states, B, H): `width` says which."""
         if s is None:
             return None
-        return v.array(name, s, (self.num_states, B, self.hidden_size if "c" in name else self.Hr), self.dtype)
+        return v.array(name, s, (self.num_states, B, width), self.dtype)
 
     # The interface a composer (Model) builds on: check the input once, run forward and
     # backward on checked arrays into buffers it owns, read the top layer's h, step.
@@ -374,8 +375,8 @@ class _Recurrent:
         """Validate, run, and return y (T,B,H·directions), hn, cn (num_states,B,H) as new arrays."""
         x, L = self.check_input(x, lengths)
         T, B = x.shape[:2]
-        h0 = self._check_state("h0", h0, B)
-        c0 = self._check_state("c0", c0, B)
+        h0 = self._check_state("h0", h0, B, self.Hr)
+        c0 = self._check_state("c0", c0, B, self.hidden_size)
         drop = self.training and self.dropout > 0
         self.run_forward(x, h0, c0, L, self.dropout_step if drop else None)
         self.dropout_step += drop                    # each training forward draws fresh masks
@@ -434,7 +435,7 @@ class _Recurrent:
         a0, G, blocks = _tiles_from(D), self._ws.G, BLOCKS[self.CELL]
         if a0:                                                     # Z = X W_xᵀ, all steps at once
             with blas_turn():
-                for zc, n, wr, *_ in _runs(blocks, H, "x"):
+                for zc, n, wr, *_ in self._x_runs:
                     _blas.matmul(I[:T, :, :D].reshape(T * B, D), layer.W[wr:wr + n, :D].T,
                                  Z.reshape(T * B, G)[:, zc:zc + n])
         P = self._ws.panels(k % self.directions)
@@ -490,8 +491,8 @@ class _Recurrent:
             raise RuntimeError("backward() needs a forward() first; each forward() supports one backward()")
         T, B = self._saved[:2]
         dy = v.array("dy", dy, (T, B, self.output_size), self.dtype)
-        dhn = self._check_state("dhn", dhn, B)
-        dcn = self._check_state("dcn", dcn, B)
+        dhn = self._check_state("dhn", dhn, B, self.Hr)
+        dcn = self._check_state("dcn", dcn, B, self.hidden_size)
         dx = np.empty((T, B, self.input_size), self.dtype)
         dh0 = np.empty((self.num_states, B, self.Hr), self.dtype)
         dc0 = np.empty((self.num_states, B, self.hidden_size), self.dtype)
@@ -526,21 +527,21 @@ class _Recurrent:
                     dc[:] = 0 if dcn is None or not self.HAS_C else dcn[k]
                     P = ws.panels(d)                     # U's (and W_hr's), for δh_{t-1} = Uᵀ δz_t
                     pack_unit(P, self.layers[k].W, self._R(self.layers[k]), blocks, D, H, Hr, 0, False, TW)
-                    args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, I, P, ws.m(k, T, B), dH, dm))
+                    args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, I, P, dH, dm))
                 recurrent_backward(*args[0], *args[-1], ws.zero, L, _nchunks(B, dirs), dirs, self.CELL, blocks, TW)
-                for d, (Z, dh, dc, *_, I, _, M, dH, _) in enumerate(args):
+                for d, (Z, dh, dc, *_, I, _, dH, _) in enumerate(args):
                     k = l * dirs + d
                     layer = self.layers[k]
                     Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + Hr)
-                    for zc, n, wr, x, h in _runs(blocks, H, "dW"):            # δW = Σ_t δz_t I_tᵀ
+                    for zc, n, wr, x, h in self._dW_runs:                    # δW = Σ_t δz_t I_tᵀ
                         lo, hi = (0 if x else D), (D + Hr if h else D)
                         ws.add_dW(layer.dW[wr:wr + n, lo:hi], Z2[:, zc:zc + n], I2[:, lo:hi])
                     if layer.R is not None:                                     # δW_hr = Σ_t δh_t m_tᵀ
-                        ws.add_dW(layer.dR, dH.reshape(T * B, Hr), M.reshape(T * B, H))
+                        ws.add_dW(layer.dR, dH.reshape(T * B, Hr), ws.m(k, T, B).reshape(T * B, H))
                     layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
                     if dX is not None:                                          # δx_t: first D of Wᵀδz_t
                         out = dX if d == 0 else _view(ws.dXr, T, B, D)          # the reverse's in its own time
-                        for j, (zc, n, wr, *_) in enumerate(_runs(blocks, H, "x")):
+                        for j, (zc, n, wr, *_) in enumerate(self._x_runs):
                             _blas.matmul(Z2[:, zc:zc + n], layer.W[wr:wr + n, :D], out.reshape(T * B, D),
                                          accumulate=j > 0)
                         if d == 1:                                              # back to natural time, added

@@ -81,7 +81,7 @@ def test_recurrent_kernels_treat_each_row_alone(dtype, split, stack, Hr):
         out = [Z.copy(), I.copy(), C, TC]
         dh, dc = np.zeros((n, Hr), dtype), np.zeros((n, H), dtype)
         bwd = (Z, dh, dc, np.zeros((n, Hr), dtype), np.zeros((0, 0, 2)), np.ascontiguousarray(dY[:, rows]), C, TC,
-               I, Pb, M, np.zeros((T, n, Hr * (Hm > 0)), dtype), np.zeros((n, Hm), dtype))
+               I, Pb, np.zeros((T, n, Hr * (Hm > 0)), dtype), np.zeros((n, Hm), dtype))
         K.recurrent_backward(*bwd, *bwd, np.zeros(Hm, dtype), lengths[rows], 2, 1, stack.CELL, blocks, TW)
         return out + [Z, dh, dc, bwd[-2]]
 

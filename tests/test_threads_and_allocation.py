@@ -85,9 +85,9 @@ _ALLOC_SCRIPT = textwrap.dedent("""
 # NRT counts as an allocation (no data is allocated). Per layer, forward passes 4 arrays to
 # pack_unit (P, W, W_hr, the cell's blocks) and 2 x 7 + 2 to recurrent_forward (each
 # direction's buffers, a one-direction layer passing its own twice; lengths; blocks),
-# backward 4 to pack_unit and 2 x 13 + 3 to recurrent_backward: anything beyond that is a
+# backward 4 to pack_unit and 2 x 12 + 3 to recurrent_backward: anything beyond that is a
 # real allocation.
-_BOUNDARY_WRAPPERS_PER_LAYER = (4 + 16) + (4 + 29)
+_BOUNDARY_WRAPPERS_PER_LAYER = (4 + 16) + (4 + 27)
 
 
 def test_warm_forward_backward_allocates_nothing():
