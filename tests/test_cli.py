@@ -37,9 +37,11 @@ def test_train_writes_a_checkpoint_and_reports_the_figure_of_merit(tmp_path):
     assert [h["step"] for h in m.extra["history"]] == [10, 20]
 
 
-@pytest.mark.parametrize("layers", [[], ["--layers", "2", "--dropout", "0.3", "--bidirectional"]])
+@pytest.mark.parametrize("layers", [[], ["--layers", "2", "--dropout", "0.3", "--bidirectional"], ["--cell", "gru"],
+                                    ["--layers", "2", "--proj", "4"]])
 def test_resume_continues_bitwise_as_if_never_stopped(tmp_path, layers):
-    """Also with dropout, whose masks a resumed run draws again from the step count."""
+    """Also with dropout, whose masks a resumed run draws again from the step count, and
+    for a GRU (--cell gru) and an LSTM with projections (--proj)."""
     a, b, args = tmp_path / "a.ckpt", tmp_path / "b.ckpt", [*layers, *SMALL]
     assert _run("train", "--steps", "40", "--out", str(a), *args).returncode == 0
     assert _run("train", "--steps", "20", "--out", str(b), *args).returncode == 0
@@ -47,7 +49,9 @@ def test_resume_continues_bitwise_as_if_never_stopped(tmp_path, layers):
     assert r.returncode == 0, r.stderr
     ma, mb = fastlstm.load(a), fastlstm.load(b)
     assert mb.steps == 40 and np.array_equal(ma.params, mb.params)
-    assert mb.core.bidirectional == bool(layers) and mb.core.dropout == (0.3 if layers else 0)
+    assert mb.core.bidirectional == ("--bidirectional" in layers) and mb.core.dropout == (0.3 if "--dropout" in layers
+                                                                                           else 0)
+    assert mb.cell == ("gru" if "gru" in layers else "lstm") and mb.core.proj_size == (4 if "--proj" in layers else 0)
     assert all(np.array_equal(ma.optimizer.state[k], mb.optimizer.state[k]) for k in ma.optimizer.state)
 
 
@@ -192,6 +196,8 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         (("train", "--task", "adding", "--data", str(adding)), "give --task or --data, not both"),
         (("carousel", "--T", "1"), "--T must be >= 2"),
         (("carousel", "--batch", "0"), "--batch >= 1"),
+        (("train", "--cell", "gru", "--proj", "4", "--out", str(tmp_path / "g.ckpt")), "applies to the LSTM only"),
+        (("train", "--proj", "8", "--out", str(tmp_path / "p.ckpt"), *SMALL), "proj_size must be < hidden_size"),
     ]
     for argv, message in cases:
         r = _run(*argv)
