@@ -21,7 +21,8 @@
  *  - Compatibility: before 1.0 the ABI may change with the minor version (check
  *    fastlstm_version_number() against FASTLSTM_VERSION_NUMBER). fastlstm_config carries
  *    its own size, so it can grow without breaking programs compiled against it.
- *  - Models are float32 in C: every array here is float (labels int32, lengths int64).
+ *  - Models are float32 in C: every array here is float (labels int32, lengths and token
+ *    ids int64).
  *    fastlstm_load refuses a float64 checkpoint (INVALID_ARGUMENT, saying so), so every
  *    handle, and so every training, predict and step call, is float32.
  *  - Out of scope, as in any C API: a buffer shorter than the sizes the caller declares
@@ -56,7 +57,7 @@ extern "C" {
 
 /* Version of this header; fastlstm_version_number() gives the library's. */
 #define FASTLSTM_VERSION_MAJOR 0
-#define FASTLSTM_VERSION_MINOR 4
+#define FASTLSTM_VERSION_MINOR 5
 #define FASTLSTM_VERSION_PATCH 0
 #define FASTLSTM_VERSION_NUMBER (FASTLSTM_VERSION_MAJOR * 10000 + FASTLSTM_VERSION_MINOR * 100 + FASTLSTM_VERSION_PATCH)
 
@@ -119,6 +120,12 @@ typedef struct fastlstm_config {
     int64_t proj_size;     /* LSTM only: 1..hidden_size-1 projects h to proj_size units (LSTMP, PyTorch's
                             * proj_size): h, and the outputs the head reads, are proj_size wide, the
                             * cell state hidden_size; 0 (default): none */
+    /* from 0.5 */
+    int64_t vocab_size;    /* >= 1: token inputs. The model takes ids in 0..vocab_size-1 through the
+                            * *_ids functions and looks each up in an embedding E (vocab_size x
+                            * input_size) that it learns with the rest (input_size is then the
+                            * embedding's width); the float-input functions refuse it. 0 (default):
+                            * float inputs x[T][B][input_size] */
 } fastlstm_config;
 
 /* The library's version as MAJOR*10000 + MINOR*100 + PATCH; compare with
@@ -203,6 +210,35 @@ FASTLSTM_API int fastlstm_step(fastlstm_model *model, const float *x, int64_t B,
  * Returns OK, INVALID_ARGUMENT, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_reset_state(fastlstm_model *model, int64_t B);
 
+/* Token inputs (from 0.5), for a model made with vocab_size >= 1 (or loaded from a checkpoint
+ * of one): train_step, compute_gradients, predict and step with ids in place of x, each in
+ * 0..vocab_size-1; everything else as there. The float-input functions refuse such a model
+ * and these refuse the others (INVALID_ARGUMENT, saying which to call).
+ *   ids  [T][B] (train, gradients, predict) or [B] (step) int64
+ * INVALID_ARGUMENT also: an id out of range (nothing changes). */
+
+/* As fastlstm_train_step. NON_FINITE: a NaN/Inf target, a non-finite loss or gradient, or
+ * an overflowing update (what it leaves is as there).
+ * Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE. */
+FASTLSTM_API int fastlstm_train_step_ids(fastlstm_model *model, const int64_t *ids, const int64_t *lengths,
+                                         const float *targets, const int32_t *labels,
+                                         int64_t T, int64_t B, double *loss);
+
+/* As fastlstm_compute_gradients. NON_FINITE: a NaN/Inf target (the gradients are then unchanged).
+ * Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE. */
+FASTLSTM_API int fastlstm_compute_gradients_ids(fastlstm_model *model, const int64_t *ids, const int64_t *lengths,
+                                                const float *targets, const int32_t *labels,
+                                                int64_t T, int64_t B, double *loss);
+
+/* As fastlstm_predict.
+ * Returns OK, NULL_POINTER, INVALID_ARGUMENT, BUFFER_TOO_SMALL, INVALID_HANDLE. */
+FASTLSTM_API int fastlstm_predict_ids(fastlstm_model *model, const int64_t *ids, const int64_t *lengths,
+                                      int64_t T, int64_t B, float *out, int64_t out_len);
+
+/* As fastlstm_step: one id per stream.
+ * Returns OK, NULL_POINTER, INVALID_ARGUMENT, BUFFER_TOO_SMALL, INVALID_HANDLE. */
+FASTLSTM_API int fastlstm_step_ids(fastlstm_model *model, const int64_t *ids, int64_t B, float *out, int64_t out_len);
+
 /* Write a checkpoint (weights, optimizer state, configuration): the same file format that
  * Python's Model.save / fastlstm.load use. Atomic: a crash never leaves a half-written file
  * (a temporary that a killed writer left beside it is removed by the next save). Paths are
@@ -224,8 +260,12 @@ FASTLSTM_API int fastlstm_load(const char *path, fastlstm_model **out);
 FASTLSTM_API int fastlstm_param_count(fastlstm_model *model, int64_t *n);
 
 /* Copy the flat parameter or gradient array out to / in from a caller buffer of exactly
- * n = fastlstm_param_count floats (INVALID_ARGUMENT otherwise). Layout: per layer W
- * (G x (D_l + H), rows in gate order a, i, f, o) then b (G), then the head's V (O x H), bias (O).
+ * n = fastlstm_param_count floats (INVALID_ARGUMENT otherwise). Layout: for each layer (and,
+ * bidirectional, each direction, forward first) W (R x (D_l + P)), b (G) and, with proj_size,
+ * W_hr (P x H); then the head's V (O x P·dirs) and bias (O); then E (vocab_size x input_size)
+ * for token inputs. P is proj_size or H; D_l is input_size for the first layer, else P·dirs.
+ * LSTM: R = G = 4H, rows a, i, f, o. GRU: R = 3H, rows n, r, z; G = 4H: b_in, b_r, b_z, b_hn.
+ * RNN: R = G = H. (docs/derivation.md names every block.)
  * The setters refuse non-finite values (NON_FINITE) and change nothing then. */
 
 /* Returns OK, NULL_POINTER, INVALID_ARGUMENT, INVALID_HANDLE. */

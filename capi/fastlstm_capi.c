@@ -108,7 +108,7 @@ void fastlstm_config_init_sized(fastlstm_config *cfg, uint32_t size) {
 static const size_t fl_config_ends[] = {
     FL_END(num_layers), FL_END(cell), FL_END(loss), FL_END(output), FL_END(optimizer), FL_END(learning_rate),
     FL_END(momentum), FL_END(beta1), FL_END(beta2), FL_END(eps), FL_END(clip), FL_END(forget_bias), FL_END(seed),
-    FL_END(bidirectional), FL_END(dropout), FL_END(proj_size)};
+    FL_END(bidirectional), FL_END(dropout), FL_END(proj_size), FL_END(vocab_size)};
 
 /* *full = the defaults overlaid with the fields the caller's struct holds; 0 if its size
  * is one the library knows, else INVALID_ARGUMENT with the message set. */
@@ -163,13 +163,13 @@ void fastlstm_free(fastlstm_model *model) {
 int fastlstm_train_step(fastlstm_model *m, const float *x, const int64_t *lengths, const float *targets,
                         const int32_t *labels, int64_t T, int64_t B, double *loss) {
     FL_ENTER();
-    return _fl_py_train(FL_ID(m), x, lengths, targets, labels, T, B, loss, 1);
+    return _fl_py_train(FL_ID(m), x, 0, lengths, targets, labels, T, B, loss, 1);
 }
 
 int fastlstm_compute_gradients(fastlstm_model *m, const float *x, const int64_t *lengths, const float *targets,
                                const int32_t *labels, int64_t T, int64_t B, double *loss) {
     FL_ENTER();
-    return _fl_py_train(FL_ID(m), x, lengths, targets, labels, T, B, loss, 0);
+    return _fl_py_train(FL_ID(m), x, 0, lengths, targets, labels, T, B, loss, 0);
 }
 
 int fastlstm_apply_update(fastlstm_model *m) { FL_ENTER(); return _fl_py_apply(FL_ID(m)); }
@@ -177,12 +177,35 @@ int fastlstm_apply_update(fastlstm_model *m) { FL_ENTER(); return _fl_py_apply(F
 int fastlstm_predict(fastlstm_model *m, const float *x, const int64_t *lengths, int64_t T, int64_t B,
                      float *out, int64_t out_len) {
     FL_ENTER();
-    return _fl_py_predict(FL_ID(m), x, lengths, T, B, out, out_len);
+    return _fl_py_predict(FL_ID(m), x, 0, lengths, T, B, out, out_len);
 }
 
 int fastlstm_step(fastlstm_model *m, const float *x, int64_t B, float *out, int64_t out_len) {
     FL_ENTER();
-    return _fl_py_step(FL_ID(m), x, B, out, out_len);
+    return _fl_py_step(FL_ID(m), x, 0, B, out, out_len);
+}
+
+int fastlstm_train_step_ids(fastlstm_model *m, const int64_t *ids, const int64_t *lengths, const float *targets,
+                            const int32_t *labels, int64_t T, int64_t B, double *loss) {
+    FL_ENTER();
+    return _fl_py_train(FL_ID(m), ids, 1, lengths, targets, labels, T, B, loss, 1);
+}
+
+int fastlstm_compute_gradients_ids(fastlstm_model *m, const int64_t *ids, const int64_t *lengths,
+                                   const float *targets, const int32_t *labels, int64_t T, int64_t B, double *loss) {
+    FL_ENTER();
+    return _fl_py_train(FL_ID(m), ids, 1, lengths, targets, labels, T, B, loss, 0);
+}
+
+int fastlstm_predict_ids(fastlstm_model *m, const int64_t *ids, const int64_t *lengths, int64_t T, int64_t B,
+                         float *out, int64_t out_len) {
+    FL_ENTER();
+    return _fl_py_predict(FL_ID(m), ids, 1, lengths, T, B, out, out_len);
+}
+
+int fastlstm_step_ids(fastlstm_model *m, const int64_t *ids, int64_t B, float *out, int64_t out_len) {
+    FL_ENTER();
+    return _fl_py_step(FL_ID(m), ids, 1, B, out, out_len);
 }
 
 int fastlstm_reset_state(fastlstm_model *m, int64_t B) { FL_ENTER(); return _fl_py_reset(FL_ID(m), B); }

@@ -141,7 +141,8 @@ def register(ffi, lib):
                       output=SETTINGS["output"][cfg.output],
                       dtype=np.float32, forget_bias=cfg.forget_bias, seed=int(cfg.seed), optimizer=opt,
                       clip=cfg.clip if cfg.clip > 0 else None, bidirectional=bool(cfg.bidirectional),
-                      dropout=cfg.dropout, proj_size=int(cfg.proj_size))
+                      dropout=cfg.dropout, proj_size=int(cfg.proj_size),
+                      vocab_size=int(cfg.vocab_size) or None)
         except NonFiniteValue as e:                      # a NaN setting is an invalid argument
             raise ApiError(S.INVALID_ARGUMENT, f"cfg: {e}") from None
         new_handle(m, out)
@@ -156,17 +157,28 @@ def register(ffi, lib):
     def _fl_py_free(handle):
         _models.pop(handle, None)
 
-    def batch(m, x, lengths, T, B):
+    def inputs(m, x, ids, shape):
+        """The caller's inputs: token ids (shape) int64 for a model with an embedding, else
+        floats (shape + (D,)); the wrong kind for the model is refused, naming the right one."""
+        if ids != (m.vocab_size is not None):
+            raise ApiError(S.INVALID_ARGUMENT,
+                           f"this model takes token ids (vocab_size = {m.vocab_size}): call the *_ids functions"
+                           if ids == 0 else "this model takes float inputs (it has no vocab_size): call the "
+                                            "functions without _ids")
+        if ids:
+            return array(x, "ids", "int64_t", np.int64, shape)
+        return array(x, "x", "float", np.float32, shape + (m.core.input_size,))
+
+    def batch(m, x, ids, lengths, T, B):
         sizes(T=T, B=B)
-        D = m.core.input_size
-        xs = array(x, "x", "float", np.float32, (T, B, D))
+        xs = inputs(m, x, ids, (T, B))
         L = None if lengths == ffi.NULL else array(lengths, "lengths", "int64_t", np.int64, (B,))
         return xs, L
 
     @api
-    def _fl_py_train(handle, x, lengths, targets, labels, T, B, loss, apply):
+    def _fl_py_train(handle, x, ids, lengths, targets, labels, T, B, loss, apply):
         m = model(handle)
-        xs, L = batch(m, x, lengths, T, B)
+        xs, L = batch(m, x, ids, lengths, T, B)
         lead = (B,) if m.output == "last" else (T, B)
         if m.loss == "mse":
             y = array(targets, "targets", "float", np.float32, lead + (m.output_size,))
@@ -191,18 +203,18 @@ def register(ffi, lib):
         return array(out, "out", "float", np.float32, shape, writable=True)
 
     @api
-    def _fl_py_predict(handle, x, lengths, T, B, out, out_len):
+    def _fl_py_predict(handle, x, ids, lengths, T, B, out, out_len):
         m = model(handle)
-        xs, L = batch(m, x, lengths, T, B)
+        xs, L = batch(m, x, ids, lengths, T, B)
         shape = (B, m.output_size) if m.output == "last" else (T, B, m.output_size)
         dst = output(m, out, out_len, shape)
         dst[...] = m.predict(xs, L)
 
     @api
-    def _fl_py_step(handle, x, B, out, out_len):
+    def _fl_py_step(handle, x, ids, B, out, out_len):
         m = model(handle)
         sizes(B=B)
-        xs = array(x, "x", "float", np.float32, (B, m.core.input_size))
+        xs = inputs(m, x, ids, (B,))
         dst = output(m, out, out_len, (B, m.output_size))
         dst[...] = m.step(xs)
 

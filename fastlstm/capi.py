@@ -24,16 +24,17 @@ C_SOURCE = os.path.join(os.path.dirname(HEADER), "fastlstm_capi.c")
 
 # The Python implementations (fastlstm/_capi_impl.py) behind the exported C functions, each
 # declared once: cffi's cdef gets them as `extern "Python"`, the C source as prototypes.
-# Handles travel as int64 ids.
+# Handles travel as int64 ids; inputs as `const void *` with a flag: 1 for token ids
+# (int64), 0 for floats.
 _IMPLEMENTATIONS = [
     ("int", "_fl_py_create", "const fastlstm_config *, int64_t *"),
     ("int", "_fl_py_load", "const char *, int64_t *"),
     ("void", "_fl_py_free", "int64_t"),
-    ("int", "_fl_py_train", "int64_t, const float *, const int64_t *, const float *, const int32_t *, "
+    ("int", "_fl_py_train", "int64_t, const void *, int, const int64_t *, const float *, const int32_t *, "
                             "int64_t, int64_t, double *, int"),
     ("int", "_fl_py_apply", "int64_t"),
-    ("int", "_fl_py_predict", "int64_t, const float *, const int64_t *, int64_t, int64_t, float *, int64_t"),
-    ("int", "_fl_py_step", "int64_t, const float *, int64_t, float *, int64_t"),
+    ("int", "_fl_py_predict", "int64_t, const void *, int, const int64_t *, int64_t, int64_t, float *, int64_t"),
+    ("int", "_fl_py_step", "int64_t, const void *, int, int64_t, float *, int64_t"),
     ("int", "_fl_py_reset", "int64_t, int64_t"),
     ("int", "_fl_py_save", "int64_t, const char *"),
     ("int", "_fl_py_count", "int64_t, int64_t *"),

@@ -76,7 +76,17 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
             ("fastlstm_create", "bad_bidirectional"): 2, ("fastlstm_create", "dropout_1"): 2,
             ("fastlstm_create", "nan_dropout"): 2, ("fastlstm_step", "bidirectional"): 2,
             ("fastlstm_create", "proj_not_below_hidden"): 2, ("fastlstm_create", "negative_proj"): 2,
-            ("fastlstm_create", "proj_with_gru"): 2,
+            ("fastlstm_create", "proj_with_gru"): 2, ("fastlstm_create", "negative_vocab"): 2,
+            ("fastlstm_train_step", "ids_model"): 2, ("fastlstm_predict", "ids_model"): 2,
+            ("fastlstm_step", "ids_model"): 2, ("fastlstm_train_step_ids", "float_model"): 2,
+            ("fastlstm_train_step_ids", "null_ids"): 1, ("fastlstm_train_step_ids", "null_handle"): 4,
+            ("fastlstm_train_step_ids", "id_out_of_range"): 2, ("fastlstm_train_step_ids", "inf_target"): 3,
+            ("fastlstm_compute_gradients_ids", "negative_id"): 2, ("fastlstm_compute_gradients_ids", "inf_target"): 3,
+            ("fastlstm_compute_gradients_ids", "null_ids"): 1, ("fastlstm_compute_gradients_ids", "null_handle"): 4,
+            ("fastlstm_predict_ids", "id_out_of_range"): 2, ("fastlstm_predict_ids", "null_out"): 1,
+            ("fastlstm_predict_ids", "small_buffer"): 7, ("fastlstm_predict_ids", "null_handle"): 4,
+            ("fastlstm_step_ids", "id_out_of_range"): 2, ("fastlstm_step_ids", "null_ids"): 1,
+            ("fastlstm_step_ids", "small_buffer"): 7, ("fastlstm_step_ids", "null_handle"): 4,
             ("fastlstm_train_step", "null_x"): 1, ("fastlstm_train_step", "null_targets"): 1,
             ("fastlstm_train_step", "zero_T"): 2, ("fastlstm_train_step", "negative_B"): 2,
             ("fastlstm_train_step", "overflow"): 2, ("fastlstm_train_step", "bad_lengths"): 2,
@@ -112,6 +122,10 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
     assert "cannot stream" in got[("fastlstm_step", "bidirectional")][1]
     assert "proj_size must be < hidden_size" in got[("fastlstm_create", "proj_not_below_hidden")][1]
     assert "LSTM only" in got[("fastlstm_create", "proj_with_gru")][1]
+    for fn in ("train_step", "predict", "step"):
+        assert "call the *_ids functions" in got[(f"fastlstm_{fn}", "ids_model")][1]
+    assert "functions without _ids" in got[("fastlstm_train_step_ids", "float_model")][1]
+    assert "0..6" in got[("fastlstm_train_step_ids", "id_out_of_range")][1]
     documented = _documented_statuses()
     header = open(os.path.join(ROOT, "capi", "fastlstm.h")).read()
     status_functions = set(re.findall(r"FASTLSTM_API int (fastlstm_\w+)\(", header)) - {"fastlstm_version_number"}
@@ -121,10 +135,11 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
         assert statuses == fired, f"{fn}: the header lists {sorted(statuses)}, the cases fire {sorted(fired)}"
     lines = dict(line.split(maxsplit=1) for line in r.stdout.splitlines() if not line.startswith("fastlstm_"))
     assert lines["unchanged"] == "1" and lines["changed"] == "1" and lines["sgd_unchanged"] == "1"
+    assert lines["ids_unchanged"] == "1"
     a, b = map(int, lines["handles"].split())
     assert a and b and abs(a - b) > 1 << 32, f"handles {a:#x}, {b:#x} look sequential"
     assert "invalid (freed or foreign) model handle" in r.stdout
-    assert "version 400 0.4.0" in r.stdout
+    assert "version 500 0.5.0" in r.stdout
 
 
 def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():
@@ -138,10 +153,10 @@ def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():
         assert [name for _, name in found] == list(names) and [v for v, _ in found] == list(range(len(names))), kind
 
 
-@pytest.mark.parametrize("cut", ["double forget_bias;", "/* from 0.3 */", "/* from 0.4 */"])
+@pytest.mark.parametrize("cut", ["double forget_bias;", "/* from 0.3 */", "/* from 0.4 */", "/* from 0.5 */"])
 def test_a_program_built_against_an_older_smaller_config_keeps_working(lib, tmp_path, cut):
     """Headers of older versions whose fastlstm_config ends before `cut` (without forget_bias,
-    seed and the rest; 0.2's, without bidirectional and dropout): the library reads only the
+    seed and the rest; 0.2's, without bidirectional and dropout; 0.3's; 0.4's): the library reads only the
     fields that program's struct holds and takes the defaults for the rest; sizes it does not
     know are refused with a message."""
     old = tmp_path / "old"
@@ -178,30 +193,39 @@ int main(void) {
     out = _run([str(exe)]).stdout.splitlines()
     rc, size, n, p0, p3 = out[0].split()
     m = fastlstm.Model(3, 8, 2, seed=0)                       # forget_bias 1 and seed 0: the defaults
-    assert rc == "0" and int(size) <= 136 and int(n) == m.params.size   # 0.2's has ≤ 120 bytes, 0.3's 136, 0.4's 144
+    assert rc == "0" and int(size) <= 144 and int(n) == m.params.size   # 0.2's has ≤ 120 bytes, 0.3's 136, 0.4's 144, 0.5's 152
     assert np.float32(p0) == m.params[0] and np.float32(p3) == m.params[3]   # %.9g round-trips float32
     assert out[1].startswith("2 ") and "struct_size = 13" in out[1]
     assert out[2] == "2"
 
 
-def test_c_trained_model_matches_python_trained_bitwise(check, tmp_path):
+@pytest.mark.parametrize("V", [0, 11], ids=["floats", "token_ids"])
+def test_c_trained_model_matches_python_trained_bitwise(check, tmp_path, V):
+    """Training, predict and a streaming step from C equal Python's bit for bit, on float
+    inputs and on token ids (an embedding of width D)."""
     T, B, D, O, steps, seed = 7, 6, 3, 2, 5, 11
     rng = np.random.default_rng(0)
-    batches = [(rng.random((T, B, D), np.float32), rng.random((B, O), np.float32)) for _ in range(steps)]
+    x_of = (lambda: rng.integers(0, V, (T, B))) if V else (lambda: rng.random((T, B, D), np.float32))
+    batches = [(x_of(), rng.random((B, O), np.float32)) for _ in range(steps)]
     data = tmp_path / "data.bin"
     with open(data, "wb") as f:
-        f.write(struct.pack("6q", T, B, D, O, steps, seed))
+        f.write(struct.pack("7q", T, B, D, O, steps, seed, V))
         for x, y in batches:
             f.write(x.tobytes())
             f.write(y.tobytes())
     r = _run([check, "fromfile", str(data), str(tmp_path / "c.ckpt")])
     assert r.returncode == 0, r.stderr
-    c_losses = [float(line.split()[1]) for line in r.stdout.splitlines()]
-    m = fastlstm.Model(D, 16, O, 2, optimizer=fastlstm.Adam(lr=1e-2), clip=1.0, seed=seed)
+    out = {k: [float(line.split()[1]) for line in r.stdout.splitlines() if line.startswith(k + " ")]
+           for k in ("loss", "predict", "step")}
+    m = fastlstm.Model(D, 16, O, 2, optimizer=fastlstm.Adam(lr=1e-2), clip=1.0, seed=seed, vocab_size=V or None)
     py_losses = [m.train_step(x, y) for x, y in batches]
     c = fastlstm.load(tmp_path / "c.ckpt")
+    assert c.vocab_size == (V or None)
     assert np.array_equal(c.params, m.params), "C and Python training diverged"
-    assert np.allclose(c_losses, py_losses, rtol=1e-8)
+    assert np.allclose(out["loss"], py_losses, rtol=1e-8)
+    x = batches[-1][0]
+    assert np.array_equal(np.float32(out["predict"]), m.predict(x).ravel())     # %.9g round-trips float32
+    assert np.array_equal(np.float32(out["step"]), m.step(x[0]).ravel())
 
 
 def test_threads_each_with_a_model_run_concurrently(check):
@@ -273,5 +297,5 @@ def test_a_failed_start_makes_every_call_return_init_not_zero(check, tmp_path):
     exe = _compile(check.rsplit("/", 1)[0], str(src), tmp_path / "init")
     r = _run([exe], env=dict(os.environ, PYTHONPATH=str(tmp_path / "shadow")))
     first, message = r.stdout.splitlines()[:2]
-    assert first == "8 8 8 400", r.stdout
+    assert first == "8 8 8 500", r.stdout
     assert "failed to start" in message

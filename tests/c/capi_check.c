@@ -109,6 +109,44 @@ static int errors(const char *dir) {
     REPORT(fastlstm_train_step, "ok_proj", fastlstm_train_step(out, x, NULL, y, NULL, 4, 2, &loss));
     REPORT(fastlstm_step, "ok_proj", fastlstm_step(out, x, 2, o, 16));
     fastlstm_free(out);
+    fastlstm_config_init(&cfg); cfg.vocab_size = -1;
+    REPORT(fastlstm_create, "negative_vocab", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.vocab_size = 7;                   /* token ids 0..6, E (7 x 3) */
+    cfg.input_size = 3; cfg.hidden_size = 5; cfg.output_size = 2;
+    REPORT(fastlstm_create, "ok_ids", fastlstm_create(&cfg, &out));
+    int64_t ids[4 * 2] = {0, 1, 2, 3, 4, 5, 6, 0};
+    double ids_before = checksum(out);
+    REPORT(fastlstm_train_step, "ids_model", fastlstm_train_step(out, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_predict, "ids_model", fastlstm_predict(out, x, NULL, 4, 2, o, 16));
+    REPORT(fastlstm_step, "ids_model", fastlstm_step(out, x, 2, o, 16));
+    REPORT(fastlstm_train_step_ids, "float_model", fastlstm_train_step_ids(m, ids, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_train_step_ids, "null_ids", fastlstm_train_step_ids(out, NULL, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_train_step_ids, "null_handle", fastlstm_train_step_ids(NULL, ids, NULL, y, NULL, 4, 2, &loss));
+    ids[5] = 7;
+    REPORT(fastlstm_train_step_ids, "id_out_of_range", fastlstm_train_step_ids(out, ids, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_predict_ids, "id_out_of_range", fastlstm_predict_ids(out, ids, NULL, 4, 2, o, 16));
+    REPORT(fastlstm_step_ids, "id_out_of_range", fastlstm_step_ids(out, ids + 4, 2, o, 16));
+    ids[5] = -1;
+    REPORT(fastlstm_compute_gradients_ids, "negative_id", fastlstm_compute_gradients_ids(out, ids, NULL, y, NULL, 4, 2, &loss));
+    ids[5] = 5;
+    y[1] = INFINITY;
+    REPORT(fastlstm_train_step_ids, "inf_target", fastlstm_train_step_ids(out, ids, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_compute_gradients_ids, "inf_target", fastlstm_compute_gradients_ids(out, ids, NULL, y, NULL, 4, 2, &loss));
+    y[1] = 1;
+    REPORT(fastlstm_compute_gradients_ids, "null_ids", fastlstm_compute_gradients_ids(out, NULL, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_compute_gradients_ids, "null_handle", fastlstm_compute_gradients_ids(NULL, ids, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_predict_ids, "null_out", fastlstm_predict_ids(out, ids, NULL, 4, 2, NULL, 16));
+    REPORT(fastlstm_predict_ids, "small_buffer", fastlstm_predict_ids(out, ids, NULL, 4, 2, o, 3));
+    REPORT(fastlstm_predict_ids, "null_handle", fastlstm_predict_ids(NULL, ids, NULL, 4, 2, o, 16));
+    REPORT(fastlstm_step_ids, "null_ids", fastlstm_step_ids(out, NULL, 2, o, 16));
+    REPORT(fastlstm_step_ids, "small_buffer", fastlstm_step_ids(out, ids, 2, o, 3));
+    REPORT(fastlstm_step_ids, "null_handle", fastlstm_step_ids(NULL, ids, 2, o, 16));
+    printf("ids_unchanged %d\n", checksum(out) == ids_before);
+    REPORT(fastlstm_train_step_ids, "ok", fastlstm_train_step_ids(out, ids, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_compute_gradients_ids, "ok", fastlstm_compute_gradients_ids(out, ids, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_predict_ids, "ok", fastlstm_predict_ids(out, ids, NULL, 4, 2, o, 16));
+    REPORT(fastlstm_step_ids, "ok", fastlstm_step_ids(out, ids, 2, o, 16));
+    fastlstm_free(out);
     fastlstm_config_init(&cfg);
     REPORT(fastlstm_create, "ok", fastlstm_create(&cfg, &out));
     fastlstm_free(out);
@@ -295,27 +333,39 @@ static int leak(int steps) {
     return 0;
 }
 
-/* data file: int64 T, B, D, O, steps, seed; then per step x[T][B][D] and y[B][O] float32 */
+/* data file: int64 T, B, D, O, steps, seed, V; then per step the inputs (x[T][B][D] float32,
+ * or with V >= 1 token ids[T][B] int64 for an embedding of width D) and y[B][O] float32.
+ * Trains, prints each loss, then the predictions for the last inputs and one streaming step
+ * on their first time step, and saves the model to `out`. */
 static int fromfile(const char *data, const char *out) {
     FILE *f = fopen(data, "rb");
-    int64_t h[6];
+    int64_t h[7];
     if (!f || fread(h, sizeof h, 1, f) != 1) return 1;
-    int64_t T = h[0], B = h[1], D = h[2], O = h[3], steps = h[4];
+    int64_t T = h[0], B = h[1], D = h[2], O = h[3], steps = h[4], V = h[6];
     fastlstm_config cfg;
     fastlstm_config_init(&cfg);
     cfg.input_size = D; cfg.hidden_size = 16; cfg.output_size = O; cfg.num_layers = 2;
-    cfg.learning_rate = 1e-2; cfg.clip = 1.0; cfg.seed = (uint64_t)h[5];
+    cfg.learning_rate = 1e-2; cfg.clip = 1.0; cfg.seed = (uint64_t)h[5]; cfg.vocab_size = V;
     fastlstm_model *m = NULL;
     if (fastlstm_create(&cfg, &m)) return 1;
-    float *x = malloc(sizeof(float) * T * B * D), *y = malloc(sizeof(float) * B * O);
+    size_t nx = V ? (size_t)(T * B) : (size_t)(T * B * D), width = V ? sizeof(int64_t) : sizeof(float);
+    void *x = malloc(width * nx);
+    float *y = malloc(sizeof(float) * B * O), *p = malloc(sizeof(float) * B * O);
     double loss;
     for (int64_t s = 0; s < steps; s++) {
-        if (fread(x, sizeof(float), T * B * D, f) != (size_t)(T * B * D) || fread(y, sizeof(float), B * O, f) != (size_t)(B * O)) return 1;
-        if (fastlstm_train_step(m, x, NULL, y, NULL, T, B, &loss)) { fprintf(stderr, "%s\n", fastlstm_last_error()); return 1; }
+        if (fread(x, width, nx, f) != nx || fread(y, sizeof(float), B * O, f) != (size_t)(B * O)) return 1;
+        int rc = V ? fastlstm_train_step_ids(m, x, NULL, y, NULL, T, B, &loss)
+                   : fastlstm_train_step(m, x, NULL, y, NULL, T, B, &loss);
+        if (rc) { fprintf(stderr, "%s\n", fastlstm_last_error()); return 1; }
         printf("loss %.9g\n", loss);
     }
     fclose(f);
-    return fastlstm_save(m, out);
+    int rc = V ? fastlstm_predict_ids(m, x, NULL, T, B, p, B * O) : fastlstm_predict(m, x, NULL, T, B, p, B * O);
+    for (int64_t k = 0; k < B * O && !rc; k++) printf("predict %.9g\n", p[k]);
+    rc = rc ? rc : V ? fastlstm_step_ids(m, x, B, p, B * O) : fastlstm_step(m, x, B, p, B * O);
+    for (int64_t k = 0; k < B * O && !rc; k++) printf("step %.9g\n", p[k]);
+    free(x); free(y); free(p);
+    return rc ? rc : fastlstm_save(m, out);
 }
 
 static int overhead(int calls) {
