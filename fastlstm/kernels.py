@@ -17,8 +17,8 @@ Per layer the workspace holds, for one forward:
 
 The time loop is serial, the batch is parallel: each thread takes blocks of 4 rows and
 walks them through all T steps, so threads never synchronise inside the loop and never
-write to the same memory. The recurrent products run as 4-row tiles (_tile4) that keep
-their outputs in vector registers while streaming one weight panel.
+write to the same memory. The recurrent products run as tiles of 4 or 8 rows (_tile) that
+keep their outputs in vector registers while streaming one weight panel.
 """
 import numpy as np
 from llvmlite import ir
@@ -149,26 +149,30 @@ def all_finite(a):
 # two AVX-512 vectors, as the CPU has: recurrent.tile_bytes): eight vector accumulators stay
 # in registers over the whole K loop, and each k costs two vector loads of the packed weight
 # panel, four broadcasts and eight FMAs (the register-blocked outer product BLAS kernels use;
-# no horizontal sums). Each output is the same chain of FMAs over k whatever the width, so
-# both tiles give the same bits. Numba cannot keep vectors in registers by itself, so the
+# no horizontal sums). With AVX-512's 32 vector registers the tile takes two blocks, 8 rows
+# and 16 accumulators: half the panel loads per FMA, and twice the FMAs in flight to cover
+# their latency (the forward 5-20% faster; docs/performance.md). AVX2's 16 registers hold
+# only the 4-row tile. Each output is the same chain of FMAs over k whatever the tile, so
+# every tile gives the same bits. Numba cannot keep vectors in registers by itself, so the
 # tile is written in LLVM IR below.
 
 
 TILE_BYTES = (64, 128)  # the tile widths compiled: two 256-bit vectors a row (AVX2), or two 512-bit (AVX-512)
 
 
-def _make_tile4(panel_bytes):
+def _make_tile(panel_bytes):
     """The tile for panels of `panel_bytes` of columns: two vectors of panel_bytes/2 a row."""
 
     @intrinsic
-    def tile4(typingctx, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
-        return _tile4_impl(panel_bytes, C, r0, r1, r2, r3, c0, A, a0, P, K, load)
-    return tile4
+    def tile(typingctx, C, rows, c0, A, a0, P, K, load):
+        return _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, load)
+    return tile
 
 
-def _tile4_impl(panel_bytes, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
+def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, load):
     """C[r_q, c0:c0+TW] = (C[r_q, c0:c0+TW] if load else 0) + Σ_{k<K} A[r_q, a0+k] P[k, :]
-    for the four rows r_q (repeated indices are allowed: all loads come before the stores).
+    for the rows r_q of the tuple `rows` (4 or 8; repeated indices are allowed: all loads
+    come before the stores).
 
     C, A: 2-D C-contiguous; P (≥K, TW) C-contiguous, a packed weight panel. For each row and
     column the sum runs k = 0, 1, … in order with fused multiply-adds: its bits depend on
@@ -176,11 +180,12 @@ def _tile4_impl(panel_bytes, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
     """
     arrays = (C, A, P)
     if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" and a.dtype == C.dtype
-               for a in arrays):
+               for a in arrays) or not isinstance(rows, types.UniTuple):
         return None
+    nr = rows.count
 
     def codegen(context, builder, sig, args):
-        cv, r0, r1, r2, r3, c0, av, a0, pv, K, load = args
+        cv, rows_v, c0, av, a0, pv, K, load = args
         i64, i32 = ir.IntType(64), ir.IntType(32)
         elem = context.get_data_type(C.dtype)
         es = context.get_abi_sizeof(elem)
@@ -199,12 +204,12 @@ def _tile4_impl(panel_bytes, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
             return builder.inttoptr(builder.add(base, off), ty.as_pointer())
 
         Ca, Aa, Pa = (rows_of(t, v) for t, v in zip((C, A, P), (cv, av, pv)))
-        rows = (r0, r1, r2, r3)
+        rows = cgutils.unpack_tuple(builder, rows_v, nr)
         zero, undef = ir.Constant(vec, None), ir.Constant(vec, ir.Undefined)
         keep = builder.icmp_unsigned("!=", load, ir.Constant(load.type, 0))
         out = [[builder.gep(at(Ca, r, c0, vec), [ir.Constant(i64, v)]) for v in range(2)] for r in rows]
         acc = []                                                # allocas: LLVM promotes them to registers
-        for q in range(4):
+        for q in range(nr):
             for v in range(2):
                 slot = cgutils.alloca_once(builder, vec)
                 builder.store(builder.select(keep, builder.load(out[q][v], align=es), zero), slot)
@@ -215,21 +220,21 @@ def _tile4_impl(panel_bytes, C, r0, r1, r2, r3, c0, A, a0, P, K, load):
             k = loop.index
             p = at(Pa, k, ir.Constant(i64, 0), vec)
             pk = [builder.load(builder.gep(p, [ir.Constant(i64, v)]), align=es) for v in range(2)]
-            for q in range(4):
+            for q in range(nr):
                 s = builder.insert_element(undef, builder.load(builder.gep(a_row[q], [k])), ir.Constant(i32, 0))
                 s = builder.shuffle_vector(s, undef, splat)
                 for v in range(2):
                     slot = acc[2 * q + v]
                     builder.store(builder.call(fma, [s, pk[v], builder.load(slot)]), slot)
-        for q in range(4):
+        for q in range(nr):
             for v in range(2):
                 builder.store(builder.load(acc[2 * q + v]), out[q][v], align=es)
         return context.get_dummy_value()
 
-    return types.void(C, r0, r1, r2, r3, c0, A, a0, P, K, load), codegen
+    return types.void(C, rows, c0, A, a0, P, K, load), codegen
 
 
-_tile4, _tile4_wide = (_make_tile4(n) for n in TILE_BYTES)
+_tile, _tile_wide = (_make_tile(n) for n in TILE_BYTES)
 
 
 @njit(**PARALLEL_JIT)
@@ -265,19 +270,25 @@ def pack_panels(P, W, k0, transpose):
 @njit(**JIT)
 def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, load):
     """C[r, c0:c0+N] = (C[r, c0:c0+N] if load else 0) + A[r, a0:a0+K] · panels, for rows r
-    of blocks b0..b1 (4 rows each, clamped at r_hi): full panels by _tile4, the last partial
-    panel by a scalar loop with the same order of sums."""
+    of blocks b0..b1 (4 rows each, clamped at r_hi): full panels by _tile (two blocks at a
+    time with the wide tile), the last partial panel by a scalar loop with the same order
+    of sums."""
     TW = P.shape[2]
     wide = TW * C.itemsize == TILE_BYTES[1]      # the panels' width picks the tile (recurrent.tile_bytes)
     full = N // TW
     for p in range(full):
         Pp = P[p]
-        for blk in range(b0, b1):
-            ra, rb, rc, rd = _block_rows(blk, r_hi)
-            if wide:
-                _tile4_wide(C, ra, rb, rc, rd, c0 + p * TW, A, a0, Pp, K, load)
+        blk = b0
+        while blk < b1:
+            if not wide:
+                _tile(C, _block_rows(blk, r_hi), c0 + p * TW, A, a0, Pp, K, load)
+                blk += 1
+            elif blk + 1 < b1:                   # AVX-512: 8 rows, 16 of its 32 vector registers
+                _tile_wide(C, _block_rows(blk, r_hi) + _block_rows(blk + 1, r_hi), c0 + p * TW, A, a0, Pp, K, load)
+                blk += 2
             else:
-                _tile4(C, ra, rb, rc, rd, c0 + p * TW, A, a0, Pp, K, load)
+                _tile_wide(C, _block_rows(blk, r_hi), c0 + p * TW, A, a0, Pp, K, load)
+                blk += 1
     for j in range(full * TW, N):
         for r in range(r_lo, r_hi):
             s = C[r, c0 + j] if load else _like(C[r, c0 + j], 0.0)
