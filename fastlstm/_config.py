@@ -16,9 +16,9 @@ sleep when its work is done, or it spins and steals the cores from the other
   (GNU OpenMP, which then ignores the policy) lets them spin some 20 µs first, so that the
   kernels of one step that follow each other (pack, forward, copy) do not each pay a 20-50 µs
   wake-up, while the BLAS products that follow lose at most that.
-All are defaults: a value the user exported wins. The OpenMP ones bind only if fastlstm is
-imported before anything that loads OpenMP: after `import torch` Numba's threads may share
-PyTorch's GNU OpenMP and its default (spinning for milliseconds after each kernel).
+All are defaults: a value the user exported wins. The OpenMP ones bind on the runtime that
+loads after them: `own_openmp` makes that Numba's own, even after `import torch` loaded
+PyTorch's GNU OpenMP (which read its settings before fastlstm could set them).
 """
 import contextlib
 import os
@@ -59,6 +59,27 @@ BLAS_SPINS = "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.envi
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "2000")
+
+
+def own_openmp():
+    """Start Numba's thread pool now, its OpenMP layer bound to the OpenMP runtime it was
+    built against (RTLD_DEEPBIND), not to one already in the process.
+
+    Why: `import torch` first puts PyTorch's own GNU OpenMP in the global symbol scope, and
+    Numba's omppool, loaded later, would run its kernels on that runtime, which read its
+    wait policy when it loaded: its threads spin for milliseconds after each kernel and
+    steal the cores from the BLAS products that follow (a step 5-10% slower in one process
+    with PyTorch; docs/performance.md). Numba's own runtime loads here, after the
+    OMP_WAIT_POLICY and GOMP_SPINCOUNT defaults above, whatever was imported first. A no-op
+    when the pool has already started."""
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
+    try:
+        from numba.np.ufunc import parallel
+        parallel._launch_threads()
+    finally:
+        sys.setdlopenflags(flags)
+
 
 # 'reassoc' lets LLVM vectorise the dot products' reductions and 'contract' fuse
 # multiply-adds; both are fixed at compile time, so results never depend on the thread

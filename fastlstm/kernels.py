@@ -26,7 +26,9 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._config import JIT, PARALLEL_JIT
+from ._config import JIT, PARALLEL_JIT, own_openmp
+
+own_openmp()      # Numba's threads on its own OpenMP runtime, whatever the process loaded first
 
 # -- exp, σ and tanh that LLVM can vectorise ------------------------------------------
 # libm's expf/tanhf are opaque calls that keep the gate loops scalar (3x slower here).

@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 import fastlstm
 from conftest import random_problem
@@ -166,3 +167,21 @@ def test_the_products_run_on_the_private_openblas_and_fall_back_to_numpy(monkeyp
     m.forward(x, h0, c0, lengths)
     m.backward(dy, dhn, dcn)
     np.testing.assert_allclose(m.grads, private, rtol=1e-12, atol=1e-12)
+
+
+def test_the_kernels_run_on_numbas_own_openmp_even_when_torch_loaded_its_first(tmp_path):
+    """`import torch` before fastlstm puts PyTorch's GNU OpenMP in the global symbol scope;
+    Numba's thread pool must still bind to the OpenMP runtime it was built against (whose
+    wait policy fastlstm sets), not run its kernels on PyTorch's. The dynamic linker's own
+    record of the binding (LD_DEBUG) says which library GOMP_parallel came from."""
+    pytest.importorskip("torch")
+    script = ("import numpy, torch, fastlstm, numpy as np\n"
+              "fastlstm.LSTM(3, 4).forward(np.zeros((2, 1, 3), np.float32))\n")
+    out = tmp_path / "ld"
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, LD_DEBUG="bindings", LD_DEBUG_OUTPUT=str(out)))
+    assert r.returncode == 0, r.stderr
+    log = "".join(p.read_text(errors="replace") for p in tmp_path.glob("ld.*"))
+    pool = [line for line in log.splitlines() if "omppool" in line and "`GOMP_parallel'" in line]
+    assert pool, "Numba's OpenMP pool never bound GOMP_parallel (threading layer not omp?)"
+    assert all("torch" not in line.split(" to ", 1)[1] for line in pool), pool
