@@ -70,13 +70,26 @@ def local(f):
     return lambda n: elapsed(f, n)
 
 
+def _calls(run, budget):
+    """Calls that fill a block of `budget` seconds, from runs of 1, 4, 16, ... calls until one
+    takes a tenth of it: a single cold call (after setup, or an idle machine) can take 10x a
+    warm one, and a block sized by it ran a fifth as many calls as it should, all still
+    warming up (the streaming rows read 200 µs a step instead of 30)."""
+    n = 1
+    while True:
+        t = run(n)
+        if t >= budget / 10 or n >= 1 << 22:
+            return max(1, int(n * budget / max(t, 1e-9)))
+        n *= 4
+
+
 def alternate(runners, repeats, budget=0.25, settle=0.3):
     """Median seconds per call of each runner, timed in alternating blocks. Before each
     block the machine idles `settle` seconds, so that thread pools still spinning after the
     other library's block (PyTorch's OpenMP spins for a while) have gone to sleep; then
     the runner runs untimed for a fifth of the budget, so that the block starts on a machine
     back at work (after the idle, the first calls here ran up to 1.6x slower)."""
-    calls = [max(1, int(budget / max(run(1), 1e-6))) for run in runners]
+    calls = [_calls(run, budget) for run in runners]
     samples = [[] for _ in runners]
     for _ in range(repeats):
         for run, n, s in zip(runners, calls, samples):
