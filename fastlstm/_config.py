@@ -68,8 +68,8 @@ def own_openmp():
     Why: `import torch` first puts PyTorch's own GNU OpenMP in the global symbol scope, and
     Numba's omppool, loaded later, would run its kernels on that runtime, which read its
     wait policy when it loaded: its threads spin for milliseconds after each kernel and
-    steal the cores from the BLAS products that follow (a step 5-10% slower in one process
-    with PyTorch; docs/performance.md). Numba's own runtime loads here, after the
+    steal the cores from the BLAS products that follow (docs/performance.md has the
+    figures). Numba's own runtime loads here, after the
     OMP_WAIT_POLICY and GOMP_SPINCOUNT defaults above, whatever was imported first. A no-op
     when the pool has already started."""
     flags = sys.getdlopenflags()

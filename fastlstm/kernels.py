@@ -153,7 +153,7 @@ def all_finite(a):
 # panel, four broadcasts and eight FMAs (the register-blocked outer product BLAS kernels use;
 # no horizontal sums). With AVX-512's 32 vector registers the tile takes two blocks, 8 rows
 # and 16 accumulators: half the panel loads per FMA, and twice the FMAs in flight to cover
-# their latency (the forward 5-20% faster; docs/performance.md). AVX2's 16 registers hold
+# their latency (docs/performance.md has the figures). AVX2's 16 registers hold
 # only the 4-row tile. Each output is the same chain of FMAs over k whatever the tile, so
 # every tile gives the same bits. Numba cannot keep vectors in registers by itself, so the
 # tile is written in LLVM IR below.
