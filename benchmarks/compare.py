@@ -184,11 +184,12 @@ def side(lib, group, D, H, B, T, dtype):
         settings["proj_size"] = H // 2
     ours = {"lstm": fastlstm.LSTM, "gru": fastlstm.GRU}[cell](D, H, dtype=dtype, seed=0, **settings)
     S, Hout = ours.num_states, ours.output_size
+    widths = (ours.Hr, H) if cell == "lstm" else (H,)          # the state: (h, c), or h alone
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, D)).astype(dtype)
     dy = rng.standard_normal((T, B, Hout)).astype(dtype)
     if lib == "fastlstm":
-        x0, hc = x[0], [np.zeros((1, B, w), dtype) for w in ((ours.Hr, H) if cell == "lstm" else (H,))]
+        x0, hc = x[0], [np.zeros((1, B, w), dtype) for w in widths]
 
         def train():
             ours.zero_grad()                                    # as the peer's zero_grad()
@@ -200,8 +201,7 @@ def side(lib, group, D, H, B, T, dtype):
                                              **settings)
     theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.torch_state_dict().items()})
     xt, dyt = torch.tensor(x, requires_grad=group == "train"), torch.tensor(dy)
-    hc = [torch.zeros(S, B, w, dtype=xt.dtype, requires_grad=group == "train")
-          for w in ((ours.Hr, H) if cell == "lstm" else (H,))]
+    hc = [torch.zeros(S, B, w, dtype=xt.dtype, requires_grad=group == "train") for w in widths]
     state = [tuple(hc) if cell == "lstm" else hc[0]]
 
     def train():

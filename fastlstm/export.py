@@ -25,11 +25,12 @@ from . import __version__
 
 OPSET = 17
 # Per cell: ONNX's operator, our row blocks of W in ONNX's gate order (LSTM: our a, i, f, o
-# as i, o, f, c; GRU: our n, r, z as z, r, h), our blocks of b that make Wb and Rb in that
-# order (-1: zero), and the operator's attributes.
-_ONNX = {"lstm": ("LSTM", [1, 3, 2, 0], [1, 3, 2, 0], [-1] * 4, {}),
-         "rnn": ("RNN", [0], [0], [-1], {}),
-         "gru": ("GRU", [2, 1, 0], [2, 1, 0], [-1, -1, 3], {"linear_before_reset": 1})}
+# as i, o, f, c; GRU: our n, r, z as z, r, h), which are also the blocks of b that make Wb
+# (b's first blocks bias W's rows), our blocks of b that make Rb in that order (-1: zero),
+# and the operator's attributes.
+_ONNX = {"lstm": ("LSTM", [1, 3, 2, 0], [-1] * 4, {}),
+         "rnn": ("RNN", [0], [-1], {}),
+         "gru": ("GRU", [2, 1, 0], [-1, -1, 3], {"linear_before_reset": 1})}
 
 
 def _onnx():
@@ -109,7 +110,7 @@ def export_onnx(model, path, *, streaming=False):
         X, h0, c0, lens = x_vec, "h0_b", "c0_b" if lstm else None, "sequence_lens"
 
     hs, cs = [], []
-    op, rows, wb, rb, attrs = _ONNX[model.cell]
+    op, rows, rb, attrs = _ONNX[model.cell]
 
     def bias(u, blocks):                         # the blocks of u.b (-1: zeros), (len(blocks)·H,)
         b = np.concatenate([u.b.reshape(-1, H), np.zeros((1, H), u.b.dtype)])
@@ -119,7 +120,7 @@ def export_onnx(model, path, *, streaming=False):
         D = units[0].D
         W = np.stack([u.W.reshape(-1, H, D + H)[rows].reshape(-1, D + H) for u in units])
         Wn, Rn = const(f"W{l}", W[:, :, :D]), const(f"R{l}", W[:, :, D:])
-        Bn = const(f"B{l}", np.stack([np.concatenate([bias(u, wb), bias(u, rb)]) for u in units]))
+        Bn = const(f"B{l}", np.stack([np.concatenate([bias(u, rows), bias(u, rb)]) for u in units]))
         at = [const(f"l{l}", np.array([l * dirs])), const(f"l{l}_end", np.array([(l + 1) * dirs]))]
         hl = node("Slice", [h0, *at], [f"h0_{l}"])
         ins = [X, Wn, Rn, Bn, lens, hl]

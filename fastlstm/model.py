@@ -56,14 +56,12 @@ class Model:
             raise ValueError(f"proj_size applies to the LSTM only (PyTorch's proj_size); a {cell.upper()} has "
                              f"no projection: use proj_size=0")
         proj_size = v.proj_size(proj_size, H)
-        n = CELLS[cell].param_count(D, H, v.num_layers(num_layers), bidirectional, proj_size)
-        Hout = (proj_size or H) * (1 + bidirectional)   # the head reads [h_fwd ; h_bwd] when bidirectional
+        n, Hout, size = _layout(cell, D, H, v.num_layers(num_layers), bidirectional, proj_size, O, Vn)
         self.clip = None if clip is None else v.finite_float("clip", clip)
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"clip must be > 0 or None, got {clip}")
         self.cell, self.loss, self.output, self.on_nonfinite = cell, loss, output, on_nonfinite
         dtype = v.dtype_of(dtype)
-        size = _size(n, Hout, O, Vn, D)
         v.fits_in_memory("the model's parameters and gradients", 2 * size * dtype.itemsize)
         self.params, self.grads = np.zeros(size, dtype), np.zeros(size, dtype)
         extra = dict(forget_bias=forget_bias, proj_size=proj_size) if cell == "lstm" else {}
@@ -396,10 +394,14 @@ class Model:
                                     extra=extra or {}), arrays)
 
 
-def _size(n, Hout, O, vocab_size, D):
-    """The flat parameter array's length: the stack's n, the head's V (O, Hout) and bias (O),
-    and the embedding E (vocab_size, D) when there is one."""
-    return n + O * Hout + O + (vocab_size or 0) * D
+def _layout(cell, D, H, layers, bidirectional, proj_size, O, vocab_size):
+    """(n, Hout, size): the stack's parameter count n, the width Hout the head reads
+    ([h_fwd ; h_bwd] when bidirectional, each proj_size or H wide), and the flat array's
+    length: the stack, the head's V (O, Hout) and bias (O), and the embedding
+    E (vocab_size, D) when there is one."""
+    n = CELLS[cell].param_count(D, H, layers, bidirectional, proj_size)
+    Hout = (proj_size or H) * (1 + bidirectional)
+    return n, Hout, n + O * Hout + O + (vocab_size or 0) * D
 
 
 _CONFIG_KEYS = {"input_size", "hidden_size", "output_size", "num_layers", "cell", "loss", "output", "dtype",
@@ -432,8 +434,7 @@ def _checkpoint_arrays(header):
     bi, vocab = v.boolean("bidirectional", cfg.get("bidirectional", False)), cfg.get("vocab_size")
     vocab = None if vocab is None else v.positive_int("vocab_size", vocab)
     proj = v.proj_size(cfg.get("proj_size", 0), H)
-    n = _size(CELLS[cell].param_count(D, H, v.num_layers(cfg.get("num_layers", 1)), bi, proj), (proj or H) * (1 + bi),
-              O, vocab, D)
+    n = _layout(cell, D, H, v.num_layers(cfg.get("num_layers", 1)), bi, proj, O, vocab)[2]
     dtype = cfg.get("dtype", "float32")
     dtype = v.dtype_of(dtype if isinstance(dtype, str) else repr(dtype))   # only a name: never a dtype spec
     states = optim.from_config(opt).state_names

@@ -21,7 +21,8 @@ TOL = 1e-10
 
 def _torch_grads(mod, cls, m):
     """torch's parameter gradients in fastlstm's flat layout (through a twin's state dict)."""
-    twin = cls(m.input_size, m.hidden_size, m.num_layers, bidirectional=m.bidirectional, dtype=np.float64)
+    twin = cls(m.input_size, m.hidden_size, m.num_layers, bidirectional=m.bidirectional, dtype=np.float64,
+               **({"proj_size": m.proj_size} if m.proj_size else {}))
     grads = {k: p.grad.numpy().copy() for k, p in mod.named_parameters()}
     H = m.hidden_size
     for k, g in grads.items():        # a block of b in both biases has their (equal) gradient once
