@@ -87,10 +87,13 @@ def test_ctrl_c_at_random_moments_never_breaks_bitwise_resume(tmp_path):
     # a short run first compiles every kernel (a fresh clone's cache is cold), so that the
     # reference's wall time is what each interrupted run takes
     assert _run("train", *args[2:], "--steps", "2", "--out", str(tmp_path / "warm.ckpt")).returncode == 0
-    t0 = time.perf_counter()
-    r = _run("train", *args, "--out", str(tmp_path / "ref.ckpt"))
-    wall = time.perf_counter() - t0
-    assert r.returncode == 0, r.stderr
+    walls = []
+    for name in ("ref", "again"):       # the quicker of two: one slowed by a busy machine drew moments
+        t0 = time.perf_counter()         # past the end of the runs that followed (5 of 12 finished)
+        r = _run("train", *args, "--out", str(tmp_path / f"{name}.ckpt"))
+        walls.append(time.perf_counter() - t0)
+        assert r.returncode == 0, r.stderr
+    wall = min(walls)
     ref = fastlstm.load(tmp_path / "ref.ckpt")
     rng = np.random.default_rng(14)
     # start-up: before the loop, which starts at about 0.25 s on a warm cache here
