@@ -115,7 +115,9 @@ class Worker:
     def __init__(self, lib, threads):
         """lib: "fastlstm", "torch", or a process holding both, imported in that order:
         "fastlstm+torch" or "torch+fastlstm" (each side then asked for by `runner(..., side=)`)."""
-        env = dict(_PEER_ENV if lib.startswith("torch") else os.environ, NUMBA_NUM_THREADS=str(threads))
+        # Numba's pool and fastlstm's OpenBLAS both take `threads` (PyTorch: set_num_threads)
+        env = dict(_PEER_ENV if lib.startswith("torch") else os.environ, NUMBA_NUM_THREADS=str(threads),
+                   OPENBLAS_NUM_THREADS=str(threads))
         self.lib = lib
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", lib,
                                       "--threads", str(threads)], stdin=subprocess.PIPE,

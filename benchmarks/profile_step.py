@@ -3,7 +3,7 @@
     python benchmarks/profile_step.py [small medium large xlarge deepbench]
 
 Medians of warm calls (compare.py's alternate, in blocks of 0.1 s): the whole step
-(zero_grad, forward, backward), the forward (packing W, tiles, cell; from D = 512 the
+(zero_grad, forward, backward), the forward (packing W, tiles, cell; for wide layers the
 input half X W_xᵀ by BLAS first, and only U packed under "pack W"), packing W and U
 alone, δW = δZᵀ I and δX = δZ W_x (BLAS) alone; the backward is step - forward, and its
 kernel (cell backward, δh = Uᵀδz) what remains of it.
@@ -36,7 +36,7 @@ def profile(D, H, B, T):
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal((T, B, D), np.float32), rng.standard_normal((T, B, H), np.float32)
     L = np.full(B, T, np.int64)
-    G, layer, ws, a0 = 4 * H, m.layers[0], m._ws, R._tiles_from(D)
+    G, layer, ws, a0 = 4 * H, m.layers[0], m._ws, R._tiles_from(D, H)
     blocks, TW = K.BLOCKS[m.CELL], R._tile_width(np.float32)
     dx, d0 = np.empty((T, B, D), np.float32), np.empty((1, B, H), np.float32)
 

@@ -136,6 +136,19 @@ def sum_squares(g):
 
 
 @njit(**JIT)
+def add_row_sums(db, Z, s):
+    """db (G,) += Σ_i Z[i, :] for Z (N, G): δb = Σ_t δz_t. s (G,) scratch. Rows in order,
+    vectorised along them: the bits of NumPy's sum over axis 0, twice its speed at small
+    shapes (one thread: the threads cost more to wake than they save here)."""
+    s[:] = 0
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            s[j] += Z[i, j]
+    for j in range(Z.shape[1]):
+        db[j] += s[j]
+
+
+@njit(**JIT)
 def all_finite(a):
     """True if no entry of the 1-D array a is NaN or ±Inf (no temporary, unlike NumPy's).
     a - a is 0 for finite entries and NaN otherwise; the sum vectorises (no early exit)."""
@@ -239,6 +252,28 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, load):
 _tile, _tile_wide = (_make_tile(n) for n in TILE_BYTES)
 
 
+PACK_PARALLEL = 1 << 16     # panel elements from which packing pays for waking the threads (docs/performance.md)
+
+
+@njit(**JIT)
+def _pack_range(P, W, k0, transpose, lo, hi):
+    """pack_panels' work for panels lo..hi-1 (transpose) or W's rows lo..hi-1 (else)."""
+    npanel, K, TW = P.shape
+    N = W.shape[0] if transpose else W.shape[1] - k0
+    if transpose:                       # each row of W read in order, down one panel column
+        for p in range(lo, hi):
+            for m in range(TW):
+                c = p * TW + m
+                for k in range(K):
+                    P[p, k, m] = W[c, k0 + k] if c < N else 0
+    else:                               # W row by row, in order, into every panel
+        for k in range(lo, hi):
+            for p in range(npanel):
+                for m in range(TW):
+                    c = p * TW + m
+                    P[p, k, m] = W[k, k0 + c] if c < N else 0
+
+
 @njit(**PARALLEL_JIT)
 def pack_panels(P, W, k0, transpose):
     """Pack columns k0.. of W (G, ·) into panels of TW output columns, zero-padded.
@@ -250,23 +285,16 @@ def pack_panels(P, W, k0, transpose):
     Each panel is contiguous, so a tile streams it without cache-set conflicts (W's rows
     are (D+H)·itemsize bytes apart: 2-8 KiB at the benchmark shapes). W is read row by row
     in order: read across rows (a column at a time) it costs a TLB miss per element at
-    large shapes (docs/performance.md). Threads split the panels (forward)
-    or W's rows (backward): a copy, the same whatever the thread count.
+    large shapes (docs/performance.md). From PACK_PARALLEL elements threads split the
+    panels (forward) or W's rows (backward); below, one thread packs them, faster than
+    waking the others. A copy: the same whatever the thread count.
     """
-    npanel, K, TW = P.shape
-    N = W.shape[0] if transpose else W.shape[1] - k0
-    if transpose:                       # each row of W read in order, down one panel column
-        for p in prange(npanel):
-            for m in range(TW):
-                c = p * TW + m
-                for k in range(K):
-                    P[p, k, m] = W[c, k0 + k] if c < N else 0
-    else:                               # W row by row, in order, into every panel
-        for k in prange(K):
-            for p in range(npanel):
-                for m in range(TW):
-                    c = p * TW + m
-                    P[p, k, m] = W[k, k0 + c] if c < N else 0
+    n = P.shape[0] if transpose else P.shape[1]
+    if P.size < PACK_PARALLEL:
+        _pack_range(P, W, k0, transpose, 0, n)
+    else:
+        for i in prange(n):
+            _pack_range(P, W, k0, transpose, i, i + 1)
 
 
 @njit(**JIT)

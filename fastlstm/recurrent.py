@@ -2,7 +2,7 @@
 workspace, validated forward/backward, streaming steps, PyTorch interchange.
 
 The forward, z_t = W [x_t ; h_{t-1}] + b and the cell, runs in one kernel (kernels.py); for
-a wide input (D_l ≥ SPLIT_D) the input half X W_xᵀ (T·B, G) is one BLAS product first and
+a wide layer (_tiles_from) the input half X W_xᵀ (T·B, G) is one BLAS product first and
 the kernel adds b + U h_{t-1}. The backward's cell and δh_{t-1} = Uᵀ δz_t run in one
 kernel. Then big products run once per layer (fastlstm's own OpenBLAS, `_blas.py`):
              δW += δZᵀ I,  δb += Σ δZ       (R, D+H)   δW = Σ_t δz_t I_tᵀ
@@ -22,17 +22,17 @@ import numpy as np
 from . import _validate as v
 from . import _blas
 from ._config import blas_turn
-from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, TILE_BYTES, apply_dropout, block_counts, copy_hidden,
-                      copy_steps, pack_unit, panel_extent, recurrent_backward, recurrent_forward,
+from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, TILE_BYTES, add_row_sums, apply_dropout, block_counts,
+                      copy_hidden, copy_steps, pack_unit, panel_extent, recurrent_backward, recurrent_forward,
                       recurrent_step)
 
 # δW added to non-zero gradients goes in blocks of this many rows (a scratch far smaller than W).
 _DW_ROWS = 256
-# From this many inputs D_l, a layer's forward computes the input half X W_xᵀ of z for all
-# steps as one BLAS product before the time loop, and its tiles sum only U h_{t-1}: from
-# there BLAS's rate beats the tiles' by more than the extra pass over Z costs
-# (docs/performance.md), and the packed weights shrink from W to U. Below it one tile sum
-# covers all D+H columns.
+# From this many inputs D_l, or when a packed panel of all D_l + H columns would not fit in
+# L1 (_tiles_from), a layer's forward computes the input half X W_xᵀ of z for all steps as
+# one BLAS product before the time loop, and its tiles sum only U h_{t-1}: there BLAS's
+# rate beats the tiles' by more than the extra pass over Z costs (docs/performance.md), and
+# the packed weights shrink from W to U. Otherwise one tile sum covers all D+H columns.
 SPLIT_D = 512
 
 
@@ -76,6 +76,25 @@ def tile_bytes(environ=os.environ, features=None):
 TILE = tile_bytes()
 
 
+def l1d_bytes(path="/sys/devices/system/cpu/cpu0/cache"):
+    """The level-1 data cache of one core in bytes (Linux's sysfs), or 32 KiB where unknown."""
+    try:
+        for index in sorted(os.listdir(path)):
+            info = {}
+            for key in ("level", "type", "size"):
+                with open(os.path.join(path, index, key)) as f:
+                    info[key] = f.read().strip()
+            if info["level"] == "1" and info["type"] in ("Data", "Unified"):
+                size = info["size"]
+                return int(size[:-1]) * 1024 if size.endswith("K") else int(size)
+    except (OSError, ValueError, KeyError):
+        pass
+    return 32 * 1024
+
+
+L1D = l1d_bytes()
+
+
 def _tile_width(dtype):
     """TW, the columns of a packed panel: TILE bytes of `dtype` (kernels.pack_panels)."""
     return TILE // np.dtype(dtype).itemsize
@@ -106,10 +125,12 @@ def _runs(blocks, H, part):
     return [tuple(int(i) for i in r) for r in out]
 
 
-def _tiles_from(D):
-    """The first column of W the forward's tiles sum over: D when the input half is a BLAS
-    product before the time loop (D ≥ SPLIT_D), else 0 (all of [x ; h] in the tiles)."""
-    return D if D >= SPLIT_D else 0
+def _tiles_from(D, Hr):
+    """The first column of W the forward's tiles sum over: 0 (all of [x ; h] in the tiles)
+    while a fused panel, D + Hr rows of TILE bytes, fits in L1, where every row block of a
+    thread reuses it, and D < SPLIT_D; else D (the input half a BLAS product before the time
+    loop, the tiles over U's panels of Hr rows)."""
+    return D if D >= SPLIT_D or (D + Hr) * TILE > L1D else 0
 
 
 def dropout_seed_from(seed):
@@ -160,7 +181,7 @@ class _Workspace:
             dYs=tb * Hr * dirs * (dirs > 1),         # each direction's share of δY, in its own time
             dXr=tb * max(self.dims) * (dirs > 1),    # the reverse direction's δX, in its own time
             last=b * Hr * dirs * (dirs > 1),         # [h_fwd at the last step ; h_bwd at step 0]
-            P=dirs * max(max(_panels_size(blocks, D, H, Hr, _tiles_from(D), True, e) for D in self.dims),
+            P=dirs * max(max(_panels_size(blocks, D, H, Hr, _tiles_from(D, Hr), True, e) for D in self.dims),
                          _panels_size(blocks, 0, H, Hr, 0, False, e)),  # per direction; forward: W or U; backward: U
             dbs=G)
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
@@ -432,7 +453,7 @@ class _Recurrent:
         I[0, :, D:] = 0 if h0 is None else h0[k]
         if self.HAS_C:
             C[0] = 0 if c0 is None else c0[k]
-        a0, G, blocks = _tiles_from(D), self._ws.G, BLOCKS[self.CELL]
+        a0, G, blocks = _tiles_from(D, self.Hr), self._ws.G, BLOCKS[self.CELL]
         if a0:                                                     # Z = X W_xᵀ, all steps at once
             with blas_turn():
                 for zc, n, wr, *_ in self._x_runs:
@@ -538,7 +559,7 @@ class _Recurrent:
                         ws.add_dW(layer.dW[wr:wr + n, lo:hi], Z2[:, zc:zc + n], I2[:, lo:hi])
                     if layer.R is not None:                                     # δW_hr = Σ_t δh_t m_tᵀ
                         ws.add_dW(layer.dR, dH.reshape(T * B, Hr), ws.m(k, T, B).reshape(T * B, H))
-                    layer.db += np.sum(Z2, axis=0, out=ws.dbs)                  # δb = Σ_t δz_t
+                    add_row_sums(layer.db, Z2, ws.dbs)                          # δb = Σ_t δz_t
                     if dX is not None:                                          # δx_t: first D of Wᵀδz_t
                         out = dX if d == 0 else _view(ws.dXr, T, B, D)          # the reverse's in its own time
                         for j, (zc, n, wr, *_) in enumerate(self._x_runs):

@@ -51,3 +51,23 @@ def test_import_order_prints_a_row_per_shape(load):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "| tiny (8, 16, 4, 10) |" in r.stdout and ("under load" in r.stdout) == bool(load), r.stdout
+
+
+def test_scaling_prints_a_row_per_thread_count_and_names_those_left_out():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "scaling.py"), "--shape", "tiny",
+                        "--repeats", "1", "--threads", "1,2,100000"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert rows[0].endswith("| 100% | 100% |"), r.stdout
+    assert len(rows) == (2 if len(os.sched_getaffinity(0)) >= 2 else 1), r.stdout
+    assert "Left out: 100000 threads" in r.stdout, r.stdout
+
+
+def test_scaling_without_torch_prints_fastlstm_alone(tmp_path):
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch hidden by the test')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "scaling.py"), "--shape", "tiny",
+                        "--repeats", "1", "--threads", "1"], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "| 1 |" in r.stdout and "| (torch not installed) | – | 100% | – |" in r.stdout, r.stdout

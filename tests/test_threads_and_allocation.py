@@ -86,9 +86,9 @@ _ALLOC_SCRIPT = textwrap.dedent("""
 # NRT counts as an allocation (no data is allocated). Per layer, forward passes 4 arrays to
 # pack_unit (P, W, W_hr, the cell's blocks) and 2 x 7 + 2 to recurrent_forward (each
 # direction's buffers, a one-direction layer passing its own twice; lengths; blocks),
-# backward 4 to pack_unit and 2 x 12 + 3 to recurrent_backward: anything beyond that is a
-# real allocation.
-_BOUNDARY_WRAPPERS_PER_LAYER = (4 + 16) + (4 + 27)
+# backward 4 to pack_unit, 2 x 12 + 3 to recurrent_backward and 3 to add_row_sums (δb, its
+# sum and scratch): anything beyond that is a real allocation.
+_BOUNDARY_WRAPPERS_PER_LAYER = (4 + 16) + (4 + 27 + 3)
 
 
 def test_warm_forward_backward_allocates_nothing():
@@ -119,6 +119,27 @@ def test_workspace_grows_only_for_a_bigger_batch():
     assert [id(b) for b in m._ws.Z] == bufs
     m.forward(np.zeros((5, 8, 3), np.float32))
     assert [id(b) for b in m._ws.Z] != bufs
+
+
+def test_input_half_goes_to_blas_when_a_fused_panel_would_not_fit_in_l1(monkeypatch, tmp_path):
+    """The forward keeps [x ; h] in one tile sum while its packed panel ((D + H) rows of
+    TILE bytes) fits in L1, and from D = SPLIT_D; the L1 size comes from sysfs."""
+    R = fastlstm.recurrent
+    monkeypatch.setattr(R, "TILE", 128)
+    monkeypatch.setattr(R, "L1D", 48 * 1024)
+    assert R._tiles_from(32, 64) == 0 and R._tiles_from(128, 256) == 0      # 12 and 48 KiB: fused
+    assert R._tiles_from(256, 256) == 256 and R._tiles_from(512, 16) == 512  # 64 KiB; D ≥ SPLIT_D
+    monkeypatch.setattr(R, "TILE", 64)
+    monkeypatch.setattr(R, "L1D", 32 * 1024)
+    assert R._tiles_from(256, 256) == 0 and R._tiles_from(256, 257) == 256
+    for index, (level, kind, size) in enumerate((("1", "Instruction", "64K"), ("1", "Data", "48K"),
+                                                 ("2", "Unified", "2048K"))):
+        d = tmp_path / f"index{index}"
+        d.mkdir()
+        for key, value in (("level", level), ("type", kind), ("size", size)):
+            (d / key).write_text(value + "\n")
+    assert R.l1d_bytes(str(tmp_path)) == 48 * 1024
+    assert R.l1d_bytes(str(tmp_path / "missing")) == 32 * 1024
 
 
 def test_both_tile_widths_give_the_same_bits():
