@@ -879,9 +879,11 @@ def recurrent_step(h, c, x, xh, z, tc, m, params, D, H, cell, blocks):
         W = params[o:o + R * n].reshape((R, n))
         b = params[o + R * n:o + R * n + G]
         o += R * n + G
-        for r in range(B):
-            xh[r, :Dl] = x[r] if l == 0 else h[l - 1, r]
-            xh[r, Dl:n] = h[l, r]
+        for r in range(B):       # loops, not slices: here a slice copy would be a parallel region
+            for k in range(Dl):
+                xh[r, k] = x[r, k] if l == 0 else h[l - 1, r, k]
+            for k in range(Hr):
+                xh[r, Dl + k] = h[l, r, k]
         out = m if proj else h[l]
         if B * R * n >= STEP_PARALLEL:
             for u in prange((H + U - 1) // U):
