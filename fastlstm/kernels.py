@@ -138,8 +138,8 @@ def sum_squares(g):
 @njit(**JIT)
 def add_row_sums(db, Z, s):
     """db (G,) += Σ_i Z[i, :] for Z (N, G): δb = Σ_t δz_t. s (G,) scratch. Rows in order,
-    vectorised along them: the bits of NumPy's sum over axis 0, twice its speed at small
-    shapes (one thread: the threads cost more to wake than they save here)."""
+    vectorised along them: the bits of NumPy's sum over axis 0, faster (docs/performance.md).
+    One thread: split by columns, threads read Z across its rows and lose."""
     s[:] = 0
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
