@@ -206,3 +206,40 @@ def test_the_kernels_run_on_numbas_own_openmp_even_when_torch_loaded_its_first(t
     pool = [line for line in log.splitlines() if "omppool" in line and "`GOMP_parallel'" in line]
     assert pool, "Numba's OpenMP pool never bound GOMP_parallel (threading layer not omp?)"
     assert all("torch" not in line.split(" to ", 1)[1] for line in pool), pool
+
+
+_PARFOR_SCRIPT = textwrap.dedent("""
+    import numpy as np, fastlstm
+    m = fastlstm.LSTM(3, 8, seed=0, bidirectional=True, num_layers=2, dropout=0.2)
+    y, _ = m.forward(np.ones((4, 2, 3), np.float32))
+    m.backward(np.ones_like(y))
+    fastlstm.LSTM(3, 8, seed=0).step(np.ones((1, 3), np.float32), np.zeros((1, 1, 8), np.float32),
+                                     np.zeros((1, 1, 8), np.float32))
+""")
+
+
+def test_every_parallel_region_is_a_prange(tmp_path):
+    """In a parallel=True kernel Numba makes a slice copy or array expression outside the
+    prange a parallel region of its own, which wakes the threads on every call (the
+    streaming step did that for each layer and row). Numba's parallel diagnostics list the
+    source lines that became regions: each must be a prange, or sit inside one (deeper
+    indented than the prange before it), where it runs serially."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_PARALLEL_DIAGNOSTICS="1")
+    r = subprocess.run([sys.executable, "-c", _PARFOR_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    kernels = {}
+    for listing in r.stdout.split("Parallel loop listing for")[1:]:
+        name = listing.split("Function", 1)[1].split(",", 1)[0].strip()
+        lines = [line.rsplit("|", 1)[0].rstrip("-") for line in listing.split("After Optimisation", 1)[0].splitlines()
+                 if line.rstrip().endswith(tuple(f"#{i}" for i in range(100)))]
+        prange_indent = None
+        for line in lines:
+            indent = len(line) - len(line.lstrip())
+            if "prange(" in line:
+                prange_indent = indent
+            else:
+                assert prange_indent is not None and indent > prange_indent, \
+                    f"{name}: a parallel region outside any prange: {line.strip()}"
+        kernels[name] = [line.strip() for line in lines]
+    assert {"recurrent_step", "recurrent_forward", "recurrent_backward", "copy_hidden"} <= set(kernels), kernels
+    assert kernels["recurrent_step"] == ["for u in prange((H + U - 1) // U):"], kernels["recurrent_step"]
