@@ -169,9 +169,12 @@ def all_finite(a):
 # their latency (docs/performance.md has the figures). AVX2's 16 registers hold
 # only the 4-row tile. Each output is the same chain of FMAs over k whatever the tile, so
 # every tile gives the same bits. Numba cannot keep vectors in registers by itself, so the
-# tile is written in LLVM IR below.
+# tile is written in LLVM IR below. A panel (K rows of TW) is mostly larger than L1 and
+# comes from L2 for every tile; the hardware prefetcher alone leaves the FMAs waiting on it,
+# so the tile prefetches the panel PREFETCH bytes (16 rows of k) ahead into L1.
 
 
+PREFETCH = 2048        # bytes of panel ahead that the tile prefetches (docs/performance.md)
 TILE_BYTES = (64, 128)  # the tile widths compiled: two 256-bit vectors a row (AVX2), or two 512-bit (AVX-512)
 
 
@@ -208,6 +211,9 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, load):
         vec = ir.VectorType(elem, w)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
                                              f"llvm.fma.v{w}f{8 * es}")
+        i8p = ir.IntType(8).as_pointer()
+        prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                                  "llvm.prefetch.p0i8")
 
         def rows_of(aty, val):                                  # (address of [0,0], row stride)
             a = context.make_array(aty)(context, builder, val)
@@ -234,6 +240,9 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, load):
         with cgutils.for_range(builder, K) as loop:
             k = loop.index
             p = at(Pa, k, ir.Constant(i64, 0), vec)
+            for line in range(0, panel_bytes, 64):                # the panel PREFETCH bytes ahead, into L1
+                ahead = builder.add(builder.ptrtoint(p, i64), ir.Constant(i64, PREFETCH + line))
+                builder.call(prefetch, [builder.inttoptr(ahead, i8p)] + [ir.Constant(i32, n) for n in (0, 3, 1)])
             pk = [builder.load(builder.gep(p, [ir.Constant(i64, v)]), align=es) for v in range(2)]
             for q in range(nr):
                 s = builder.insert_element(undef, builder.load(builder.gep(a_row[q], [k])), ir.Constant(i32, 0))
