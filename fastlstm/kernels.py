@@ -269,12 +269,17 @@ def _pack_range(P, W, k0, transpose, lo, hi):
     """pack_panels' work for panels lo..hi-1 (transpose) or W's rows lo..hi-1 (else)."""
     npanel, K, TW = P.shape
     N = W.shape[0] if transpose else W.shape[1] - k0
-    if transpose:                       # each row of W read in order, down one panel column
+    if transpose:                       # a panel row at a time, from TW rows of W read side by side
         for p in range(lo, hi):
-            for m in range(TW):
-                c = p * TW + m
+            if (p + 1) * TW <= N:
                 for k in range(K):
-                    P[p, k, m] = W[c, k0 + k] if c < N else 0
+                    for m in range(TW):
+                        P[p, k, m] = W[p * TW + m, k0 + k]
+            else:                       # the last panel, zero-padded past W's last row
+                for k in range(K):
+                    for m in range(TW):
+                        c = p * TW + m
+                        P[p, k, m] = W[c, k0 + k] if c < N else 0
     else:                               # W row by row, in order, into every panel
         for k in range(lo, hi):
             for p in range(npanel):
@@ -292,11 +297,13 @@ def pack_panels(P, W, k0, transpose):
     else       P (ceil(H/TW), G, TW), P[p, j, n] = W[j, k0 + p·TW + n]: the backward's
                δh_{t-1} = Uᵀ δz_t with k0 = D.
     Each panel is contiguous, so a tile streams it without cache-set conflicts (W's rows
-    are (D+H)·itemsize bytes apart: 2-8 KiB at the benchmark shapes). W is read row by row
-    in order: read across rows (a column at a time) it costs a TLB miss per element at
-    large shapes (docs/performance.md). From PACK_PARALLEL elements threads split the
-    panels (forward) or W's rows (backward); below, one thread packs them, faster than
-    waking the others. A copy: the same whatever the thread count.
+    are (D+H)·itemsize bytes apart: 2-8 KiB at the benchmark shapes). Each panel row is
+    written once, whole, from the TW rows of W it takes, read side by side (twice as fast
+    as down one panel column at a time); W is never read down all its rows, a column at a
+    time, which costs a TLB miss per element at large shapes (docs/performance.md). From
+    PACK_PARALLEL elements threads split the panels (forward) or W's rows (backward);
+    below, one thread packs them, faster than waking the others. A copy: the same whatever
+    the thread count.
     """
     n = P.shape[0] if transpose else P.shape[1]
     if P.size < PACK_PARALLEL:
