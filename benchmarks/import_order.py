@@ -52,12 +52,12 @@ def main():
         run = lambda o: float(subprocess.run(                               # noqa: E731
             [sys.executable, "-c", CHILD, o, str(D), str(H), str(B), str(T), str(n)],
             capture_output=True, text=True, check=True).stdout)
-        for _ in range(rounds):                  # alternated, so that drift hits every set-up alike
-            if load:
+        for i in range(rounds):                  # alternated, each set-up in each place of a round in
+            if load:                             # turn, so that drift hits every set-up alike
                 times["idle"].append(run("fastlstm"))
                 busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             try:
-                for o in ORDERS:
+                for o in ORDERS[i % 3:] + ORDERS[:i % 3]:
                     times[o].append(run(o))
             finally:
                 if load:
