@@ -88,11 +88,13 @@ def alternate(runners, repeats, budget=0.25, settle=0.3):
     block the machine idles `settle` seconds, so that thread pools still spinning after the
     other library's block (PyTorch's OpenMP spins for a while) have gone to sleep; then
     the runner runs untimed for a fifth of the budget, so that the block starts on a machine
-    back at work (after the idle, the first calls here ran up to 1.6x slower)."""
+    back at work (after the idle, the first calls here ran up to 1.6x slower). Each repeat
+    starts with the next runner in turn, so that no runner always goes first."""
     calls = [_calls(run, budget) for run in runners]
     samples = [[] for _ in runners]
-    for _ in range(repeats):
-        for run, n, s in zip(runners, calls, samples):
+    for i in range(repeats):
+        for j in [(i + k) % len(runners) for k in range(len(runners))]:
+            run, n, s = runners[j], calls[j], samples[j]
             if settle:
                 time.sleep(settle)
                 run(max(1, n // 5))
