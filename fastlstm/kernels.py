@@ -175,6 +175,7 @@ def all_finite(a):
 
 
 PREFETCH = 2048        # bytes of panel ahead that the tile prefetches (docs/performance.md)
+FROM_C, FROM_BIAS = 1, 2   # what a tile's sum starts from: flags of its `start` (0: from zero)
 TILE_BYTES = (64, 128)  # the tile widths compiled: two 256-bit vectors a row (AVX2), or two 512-bit (AVX-512)
 
 
@@ -182,28 +183,31 @@ def _make_tile(panel_bytes):
     """The tile for panels of `panel_bytes` of columns: two vectors of panel_bytes/2 a row."""
 
     @intrinsic
-    def tile(typingctx, C, rows, c0, A, a0, P, K, load):
-        return _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, load)
+    def tile(typingctx, C, rows, c0, A, a0, P, K, bias, start):
+        return _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start)
     return tile
 
 
-def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, load):
-    """C[r_q, c0:c0+TW] = (C[r_q, c0:c0+TW] if load else 0) + Σ_{k<K} A[r_q, a0+k] P[k, :]
-    for the rows r_q of the tuple `rows` (4 or 8; repeated indices are allowed: all loads
-    come before the stores).
+def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start):
+    """C[r_q, c0:c0+TW] = s + Σ_{k<K} A[r_q, a0+k] P[k, :] for the rows r_q of the tuple
+    `rows` (4 or 8; repeated indices are allowed: all loads come before the stores), where
+    the sum starts from s = 0, C[r_q, c0:c0+TW] (start & FROM_C), C[...] + bias[c0:c0+TW]
+    (FROM_C | FROM_BIAS) or bias[c0:c0+TW] (FROM_BIAS): the bias added here, not in a pass
+    of its own, and bias unread without FROM_BIAS.
 
-    C, A: 2-D C-contiguous; P (≥K, TW) C-contiguous, a packed weight panel. For each row and
-    column the sum runs k = 0, 1, … in order with fused multiply-adds: its bits depend on
-    nothing but that row's inputs.
+    C, A: 2-D C-contiguous; P (≥K, TW) C-contiguous, a packed weight panel; bias 1-D
+    C-contiguous. For each row and column the sum runs k = 0, 1, … in order with fused
+    multiply-adds: its bits depend on nothing but that row's inputs.
     """
     arrays = (C, A, P)
     if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" and a.dtype == C.dtype
-               for a in arrays) or not isinstance(rows, types.UniTuple):
+               for a in arrays) or not isinstance(rows, types.UniTuple) or not (
+            isinstance(bias, types.Array) and bias.ndim == 1 and bias.layout == "C" and bias.dtype == C.dtype):
         return None
     nr = rows.count
 
     def codegen(context, builder, sig, args):
-        cv, rows_v, c0, av, a0, pv, K, load = args
+        cv, rows_v, c0, av, a0, pv, K, bv, start = args
         i64, i32 = ir.IntType(64), ir.IntType(32)
         elem = context.get_data_type(C.dtype)
         es = context.get_abi_sizeof(elem)
@@ -227,14 +231,23 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, load):
         Ca, Aa, Pa = (rows_of(t, v) for t, v in zip((C, A, P), (cv, av, pv)))
         rows = cgutils.unpack_tuple(builder, rows_v, nr)
         zero, undef = ir.Constant(vec, None), ir.Constant(vec, ir.Undefined)
-        keep = builder.icmp_unsigned("!=", load, ir.Constant(load.type, 0))
+        has = [builder.icmp_unsigned("!=", builder.and_(start, ir.Constant(start.type, flag)),
+                                     ir.Constant(start.type, 0)) for flag in (FROM_C, FROM_BIAS)]
         out = [[builder.gep(at(Ca, r, c0, vec), [ir.Constant(i64, v)]) for v in range(2)] for r in rows]
-        acc = []                                                # allocas: LLVM promotes them to registers
-        for q in range(nr):
-            for v in range(2):
-                slot = cgutils.alloca_once(builder, vec)
-                builder.store(builder.select(keep, builder.load(out[q][v], align=es), zero), slot)
-                acc.append(slot)
+        acc = [cgutils.alloca_once(builder, vec) for _ in range(2 * nr)]   # LLVM promotes them to registers
+        b0 = context.make_array(bias)(context, builder, bv).data
+        with builder.if_else(has[1]) as (with_bias, without):
+            with with_bias:                                     # C + b (one rounding, as z += b) or b
+                bk = [builder.load(builder.gep(builder.bitcast(builder.gep(b0, [c0]), vec.as_pointer()),
+                                               [ir.Constant(i64, v)]), align=es) for v in range(2)]
+                for q in range(nr):
+                    for v in range(2):
+                        c = builder.load(out[q][v], align=es)
+                        builder.store(builder.select(has[0], builder.fadd(c, bk[v]), bk[v]), acc[2 * q + v])
+            with without:
+                for q in range(nr):
+                    for v in range(2):
+                        builder.store(builder.select(has[0], builder.load(out[q][v], align=es), zero), acc[2 * q + v])
         a_row = [at(Aa, r, a0, elem) for r in rows]
         splat = ir.Constant(ir.VectorType(i32, w), [0] * w)
         with cgutils.for_range(builder, K) as loop:
@@ -255,7 +268,7 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, load):
                 builder.store(builder.load(acc[2 * q + v]), out[q][v], align=es)
         return context.get_dummy_value()
 
-    return types.void(C, rows, c0, A, a0, P, K, load), codegen
+    return types.void(C, rows, c0, A, a0, P, K, bias, start), codegen
 
 
 _tile, _tile_wide = (_make_tile(n) for n in TILE_BYTES)
@@ -314,11 +327,11 @@ def pack_panels(P, W, k0, transpose):
 
 
 @njit(**JIT)
-def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, load):
-    """C[r, c0:c0+N] = (C[r, c0:c0+N] if load else 0) + A[r, a0:a0+K] · panels, for rows r
-    of blocks b0..b1 (4 rows each, clamped at r_hi): full panels by _tile (two blocks at a
-    time with the wide tile), the last partial panel by a scalar loop with the same order
-    of sums."""
+def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, bias, start):
+    """C[r, c0:c0+N] = s + A[r, a0:a0+K] · panels, for rows r of blocks b0..b1 (4 rows each,
+    clamped at r_hi), the sum starting from s as `start` says (_tile: 0, C, C + bias or
+    bias, with bias indexed as C's columns): full panels by _tile (two blocks at a time with
+    the wide tile), the last partial panel by a scalar loop with the same order of sums."""
     TW = P.shape[2]
     wide = TW * C.itemsize == TILE_BYTES[1]      # the panels' width picks the tile (recurrent.tile_bytes)
     full = N // TW
@@ -327,17 +340,20 @@ def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, load):
         blk = b0
         while blk < b1:
             if not wide:
-                _tile(C, _block_rows(blk, r_hi), c0 + p * TW, A, a0, Pp, K, load)
+                _tile(C, _block_rows(blk, r_hi), c0 + p * TW, A, a0, Pp, K, bias, start)
                 blk += 1
             elif blk + 1 < b1:                   # AVX-512: 8 rows, 16 of its 32 vector registers
-                _tile_wide(C, _block_rows(blk, r_hi) + _block_rows(blk + 1, r_hi), c0 + p * TW, A, a0, Pp, K, load)
+                _tile_wide(C, _block_rows(blk, r_hi) + _block_rows(blk + 1, r_hi), c0 + p * TW, A, a0, Pp, K, bias,
+                           start)
                 blk += 2
             else:
-                _tile_wide(C, _block_rows(blk, r_hi), c0 + p * TW, A, a0, Pp, K, load)
+                _tile_wide(C, _block_rows(blk, r_hi), c0 + p * TW, A, a0, Pp, K, bias, start)
                 blk += 1
     for j in range(full * TW, N):
         for r in range(r_lo, r_hi):
-            s = C[r, c0 + j] if load else _like(C[r, c0 + j], 0.0)
+            s = C[r, c0 + j] if start & FROM_C else _like(C[r, c0 + j], 0.0)
+            if start & FROM_BIAS:
+                s = s + bias[c0 + j] if start & FROM_C else bias[c0 + j]
             for k in range(K):
                 s += A[r, a0 + k] * P[full, k, j - full * TW]
             C[r, c0 + j] = s
@@ -574,20 +590,16 @@ def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, block
     r0, r1 = 4 * b0, min(4 * b1, B)
     for t in range(T):
         Zt = Z[t]
-        for q in range(nb):
-            zc, n = blocks[q, 0] * H, blocks[q, 1] * H
-            if a0 == 0 or blocks[q, 3] == 0:    # no input half in these columns yet
-                for r in range(r0, r1):
-                    Zt[r, zc:zc + n] = b[zc:zc + n]
-            else:
+        for q in range(nb):                      # z = b (+ the input half, when BLAS made it) + the tiles' sum
+            zc, n, _, lo, K = block_span(blocks[q], D, H, Hr, a0, True)
+            fresh = a0 == 0 or blocks[q, 3] == 0 # no input half in these columns yet
+            if K > 0:                            # the tiles start their sums from b, or Z + b
+                _panel_product(Zt, zc, n, r0, r1, b0, b1, I[t], lo, _panels(P, blocks, D, H, Hr, a0, True, TW, q), K,
+                               b, FROM_BIAS if fresh else FROM_C | FROM_BIAS)
+            else:                                # nothing to sum: the bias alone
                 for r in range(r0, r1):
                     for j in range(zc, zc + n):  # a loop: outside a parfor, `+=` on slices makes a temporary
-                        Zt[r, j] += b[j]
-        for q in range(nb):
-            zc, n, _, lo, K = block_span(blocks[q], D, H, Hr, a0, True)
-            if K > 0:
-                _panel_product(Zt, zc, n, r0, r1, b0, b1, I[t], lo, _panels(P, blocks, D, H, Hr, a0, True, TW, q), K,
-                               True)
+                        Zt[r, j] = b[j] if fresh else Zt[r, j] + b[j]
         for r in range(r0, r1):
             if t >= lengths[r]:
                 C[t + 1, r, :] = C[t, r, :]
@@ -606,7 +618,7 @@ def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, block
                 rnn_cell_forward(Zt[r], I[t + 1, r, D:], H)
         if proj:                                 # h_t = W_hr m_t; a row past its length keeps h
             _panel_product(I[t + 1], D, Hr, r0, r1, b0, b1, M[t], 0, _panels(P, blocks, D, H, Hr, a0, True, TW, nb),
-                           H, False)
+                           H, b, 0)
             for r in range(r0, r1):
                 if t >= lengths[r]:
                     I[t + 1, r, D:] = I[t, r, D:]
@@ -670,7 +682,7 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengt
                 else:
                     dH[t, r, :] = 0
             _panel_product(dm, 0, H, r0, r1, b0, b1, dH[t], 0, _panels(P, blocks, D, H, Hr, 0, False, TW, nb), Hr,
-                           False)
+                           dm[0], 0)                          # (no bias: dm[0] is not read)
         for r in range(r0, r1):
             if t >= lengths[r]:
                 Zt[r, :] = 0
@@ -688,7 +700,7 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengt
             zc, n, _, _, K = block_span(blocks[q], D, H, Hr, 0, False)
             if K > 0:
                 _panel_product(dhs, 0, Hr, r0, r1, b0, b1, Zt, zc, _panels(P, blocks, D, H, Hr, 0, False, TW, q), n,
-                               not first)
+                               dhs[0], 0 if first else FROM_C)
                 first = False
         for r in range(r0, r1):
             if t < lengths[r]:
