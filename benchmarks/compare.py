@@ -2,6 +2,7 @@
 
     python benchmarks/compare.py                 # every group and shape (a few minutes)
     python benchmarks/compare.py --quick         # tiny shapes, to check that it runs
+    python benchmarks/compare.py --groups bi --shapes large,xlarge   # a part of it
 
 Per shape the two are timed alternately in blocks (JIT warm-up outside the timed region),
 each library in a worker process of its own; the "order" group also runs both in one
@@ -13,7 +14,11 @@ ratio r needs r times that fraction). Both libraries use the same number of thre
 in a worker process of its own (class Worker: in one process they would share one OpenMP
 runtime and its wait policy); this process alternates between them and runs the C ABI,
 ONNX Runtime (the exported medium model beside fastlstm's predict and PyTorch) and
-memory groups itself.
+memory groups itself. The bidirectional and GRU training rows (and the GRU's inference and
+streaming rows) are timed in one alternation with the plain LSTM's row of the same shape,
+both libraries, so that the table after the main one compares their speed ratios within
+one set of blocks: the targets ask for "at least the unidirectional LSTM's ratio", and on
+a shared machine the same row drifts by 10-20% between minutes of one run.
 """
 import os
 
@@ -138,7 +143,7 @@ class Worker:
         for `side` in a worker holding both; n -> seconds."""
         side = side or self.lib
         self.ask(f"setup {side} {group} {D} {H} {B} {T} {np.dtype(dtype).name}")
-        return lambda n: float(self.ask(f"run {side} {n}"))
+        return lambda n: float(self.ask(f"run {side} {group} {n}"))
 
     def close(self):
         self.proc.stdin.close()
@@ -146,8 +151,9 @@ class Worker:
 
 
 def serve(lib, threads):
-    """The worker's loop: lines "version", "setup LIB GROUP D H B T DTYPE", "run LIB N" on
-    stdin (LIB: a library this worker holds)."""
+    """The worker's loop: lines "version", "setup LIB GROUP D H B T DTYPE", "run LIB GROUP N"
+    on stdin (LIB: a library this worker holds; the latest setup of each LIB and GROUP is
+    kept, so that a group's runs can alternate with its base group's)."""
     if "torch" in lib:
         import torch
         torch.set_num_threads(threads)
@@ -159,10 +165,11 @@ def serve(lib, threads):
                 answer = torch.__version__ if lib == "torch" else fastlstm.__version__
             elif cmd == "setup":
                 group, dims, dtype = a[1], map(int, a[2:6]), np.dtype(a[6])
-                runs[a[0]] = local(side(a[0], group, *dims, dtype))
+                runs[a[0], group] = None                    # the old setup of this group freed first
+                runs[a[0], group] = local(side(a[0], group, *dims, dtype))
                 answer = "ok"
             else:
-                answer = repr(runs[a[0]](int(a[1])))
+                answer = repr(runs[a[0], a[1]](int(a[2])))
         except Exception as e:  # noqa: BLE001  (reported to the parent, which raises)
             answer = f"error {type(e).__name__}: {e}"
         print(answer, flush=True)
@@ -329,6 +336,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no settling")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--groups", default="train,infer,train64,stream,order,bi,dropout,gru,proj,text,onnx,capi,memory")
+    p.add_argument("--shapes", help="a comma-separated subset of the shapes (default: all of them)")
     p.add_argument("--worker", choices=["fastlstm", "torch", "fastlstm+torch", "torch+fastlstm"],
                    help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
@@ -337,6 +345,11 @@ def main(argv=None):
         return serve(args.worker, args.threads)
     threads = numba.get_num_threads()
     shapes, repeats = (QUICK, 1) if args.quick else (SHAPES, args.repeats)
+    if args.shapes:
+        unknown = set(args.shapes.split(",")) - set(shapes)
+        if unknown:
+            p.error(f"unknown shapes {sorted(unknown)}: choose from {', '.join(shapes)}")
+        shapes = {k: v for k, v in shapes.items() if k in args.shapes.split(",")}
     settle = 0.0 if args.quick else 0.3
     groups = args.groups.split(",")
     rate = matmul_rate(256 if args.quick else 2048)
@@ -349,9 +362,18 @@ def main(argv=None):
           "| of matmul | torch of matmul |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 
-    def row(group, label, name, shape, dtype, flops):
-        """One table row. A speed ratio r needs r x (torch of matmul) of the matmul rate."""
-        a, b = alternate([w.runner(group, *shape, dtype) for w in workers], repeats, settle=settle)
+    beside = []                              # (label, shape name, base's speed ratio, this row's)
+
+    def row(group, label, name, shape, dtype, flops, base=None):
+        """One table row. A speed ratio r needs r x (torch of matmul) of the matmul rate.
+        base: a group timed in the same alternation (the unidirectional LSTM beside the
+        bidirectional one, the LSTM beside the GRU), whose ratio goes to `beside`, so that
+        the two ratios compare within one set of blocks, not across minutes of drift."""
+        groups_here = [group] + ([base] if base else [])
+        t = alternate([w.runner(g, *shape, dtype) for g in groups_here for w in workers], repeats, settle=settle)
+        a, b = t[:2]
+        if base:
+            beside.append((label, name, t[3] / t[2], b / a))
         gf = flops / a / 1e9
         print(f"| {label} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | "
               f"{gf:.1f} | {gf / rate:.0%} | {flops / b / 1e9 / rate:.0%} |", flush=True)
@@ -382,7 +404,7 @@ def main(argv=None):
             w.close()
     if "bi" in groups:                       # both directions: twice a layer's work (torch.nn.LSTM(bidirectional=True))
         for name, shape in shapes.items():
-            row("bitrain", "train bidirectional", name, shape, np.float32, 2 * flops_train(*shape))
+            row("bitrain", "train bidirectional", name, shape, np.float32, 2 * flops_train(*shape), base="train")
             row("biinfer", "infer bidirectional", name, shape, np.float32, 2 * flops_train(*shape) / 3)
     if "dropout" in groups:                  # two layers, without and with dropout 0.2 (training mode)
         name = "tiny" if args.quick else "medium"
@@ -391,10 +413,11 @@ def main(argv=None):
             row(group, label, name, (D, H, B, T), np.float32, flops_train(D, H, B, T) + flops_train(H, H, B, T))
     if "gru" in groups:                      # torch.nn.GRU beside fastlstm.GRU: 3 gates' work, not 4
         for name, shape in shapes.items():
-            row("grutrain", "GRU train", name, shape, np.float32, 0.75 * flops_train(*shape))
-            row("gruinfer", "GRU infer", name, shape, np.float32, 0.75 * flops_train(*shape) / 3)
+            row("grutrain", "GRU train", name, shape, np.float32, 0.75 * flops_train(*shape), base="train")
+            row("gruinfer", "GRU infer", name, shape, np.float32, 0.75 * flops_train(*shape) / 3, base="infer")
         D, H = (8, 16) if args.quick else STREAM
-        row("grustream", "GRU stream", "B=1", (D, H, 1, 1), np.float32, 0.75 * flops_train(D, H, 1, 1) / 3)
+        row("grustream", "GRU stream", "B=1", (D, H, 1, 1), np.float32, 0.75 * flops_train(D, H, 1, 1) / 3,
+            base="stream")
     if "proj" in groups:                     # LSTMP: torch.nn.LSTM(proj_size=H/2) beside LSTM(proj_size=H/2)
         name = "tiny" if args.quick else "medium"
         D, H, B, T = (QUICK | SHAPES)[name]
@@ -402,6 +425,11 @@ def main(argv=None):
         flops = 3 * 2 * (4 * H * (D + P) + P * H) * B * T
         row("projtrain", f"train proj_size={P}", name, (D, H, B, T), np.float32, flops)
         row("projinfer", f"infer proj_size={P}", name, (D, H, B, T), np.float32, flops / 3)
+    if beside:
+        print("\n| row, timed beside its base | shape | base's speed ratio (LSTM, unidirectional) | this row's "
+              "| this / base |\n| --- | --- | ---: | ---: | ---: |")
+        for label, name, r0, r1 in beside:
+            print(f"| {label} | {name} | {r0:.2f}x | {r1:.2f}x | {r1 / r0:.2f} |", flush=True)
     if "text" in groups:
         text_rows(args.quick, repeats, settle)
     if "onnx" in groups:

@@ -16,8 +16,20 @@ def test_compare_prints_a_row_per_group():
     for group in ("| train |", "| infer |", "| train float64 |", "| stream |", "memory tiny",
                   "| train, one process, fastlstm first |", "| train, one process, numpy and torch first |",
                   "| train bidirectional |", "| train 2 layers, dropout 0.2 |", "| text task step",
-                  "| call overhead (fastlstm_param_count) |", "| stream step B=1", "| train step"):
+                  "| call overhead (fastlstm_param_count) |", "| stream step B=1", "| train step",
+                  "| row, timed beside its base |", "| GRU infer | tiny |"):
         assert group in r.stdout, r.stdout
+
+
+def test_compare_takes_a_subset_of_shapes_and_refuses_unknown_ones():
+    compare = os.path.join(ROOT, "benchmarks", "compare.py")
+    r = subprocess.run([sys.executable, compare, "--groups", "bi", "--shapes", "small", "--repeats", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "| train bidirectional | small (32, 64, 16, 50) |" in r.stdout and "medium" not in r.stdout, r.stdout
+    assert "| train bidirectional | small |" in r.stdout, r.stdout          # beside the unidirectional LSTM
+    r = subprocess.run([sys.executable, compare, "--shapes", "huge"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "unknown shapes ['huge']" in r.stderr, r.stderr
 
 
 def test_pytest_benchmark_suite_runs():
