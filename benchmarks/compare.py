@@ -346,10 +346,10 @@ def main(argv=None):
     threads = numba.get_num_threads()
     shapes, repeats = (QUICK, 1) if args.quick else (SHAPES, args.repeats)
     if args.shapes:
-        unknown = set(args.shapes.split(",")) - set(shapes)
-        if unknown:
-            p.error(f"unknown shapes {sorted(unknown)}: choose from {', '.join(shapes)}")
-        shapes = {k: v for k, v in shapes.items() if k in args.shapes.split(",")}
+        wanted = set(args.shapes.split(","))
+        if wanted - set(shapes):
+            p.error(f"unknown shapes {sorted(wanted - set(shapes))}: choose from {', '.join(shapes)}")
+        shapes = {k: v for k, v in shapes.items() if k in wanted}
     settle = 0.0 if args.quick else 0.3
     groups = args.groups.split(",")
     rate = matmul_rate(256 if args.quick else 2048)
