@@ -1,36 +1,53 @@
-"""The big products (δW, δX, the forward's input half, the head) on a private OpenBLAS.
+"""The big products (δW, δX, the forward's input half, the head) on a private OpenBLAS,
+run single-threaded in fixed row blocks on Numba's thread pool.
 
 fastlstm loads its own OpenBLAS (the scipy-openblas32 wheel, symbols prefixed `scipy_`)
-after `_config` has set OPENBLAS_THREAD_TIMEOUT, so its threads sleep as soon as a product
-ends, whatever was imported first. NumPy's OpenBLAS, which spins for a long while after
-each product unless that variable was set before NumPy loaded, never runs inside a step,
-so it cannot take the cores from the Numba kernels that follow (docs/performance.md has
-the figures). Without the wheel the products fall back to NumPy (and `_config.blas_turn`).
+with one thread, and `matmul` splits a product's output rows into blocks that Numba's
+threads take, each block one single-threaded OpenBLAS call (the kernel calls the library's
+C entry point by name, which llvmlite resolves). So one thread pool runs a whole step:
+no second pool wakes up (100 µs a wake-up on the virtual machines measured), spins or
+steals the cores from the kernels, whatever was imported first. The blocks depend on
+the product's shape and on the machine's CPU count, never on the thread count, so the
+bits are the same for any number of threads (docs/performance.md has the figures).
+Without the wheel the products fall back to NumPy (and `_config.blas_turn`).
 """
 import ctypes
 import os
 
 import numpy as np
+from numba import njit, prange, types
+
+from ._config import PARALLEL_JIT
 
 _ROW, _N, _T = 101, 111, 112        # CblasRowMajor, CblasNoTrans, CblasTrans
+_NAMES = {np.dtype(np.float32): ("scipy_cblas_sgemm", ctypes.c_float),
+          np.dtype(np.float64): ("scipy_cblas_dgemm", ctypes.c_double)}
 _gemm = None
+# Blocks of a product: as many as the machine has CPUs (a power of two, at least 4, so that
+# 1, 2, 4, ... threads share them evenly), each of at least MIN_ROWS output rows; a product
+# under SMALL multiply-adds is one call on the calling thread (waking threads costs more).
+BLOCKS = max(4, 1 << ((os.cpu_count() or 1) - 1).bit_length())
+MIN_ROWS, SMALL = 32, 1 << 19
 
 
 def _load():
-    """{dtype: cblas ?gemm} of the private OpenBLAS, or {} when the wheel is missing."""
+    """{dtype: cblas ?gemm} of the private OpenBLAS, set to one thread, its entry points
+    also made known to the kernels; {} when the wheel is missing."""
     try:
+        import llvmlite.binding as llvm
         import scipy_openblas32
     except ImportError:
         return {}
     lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"), mode=ctypes.RTLD_LOCAL)
+    lib.scipy_openblas_set_num_threads(1)       # the threads are Numba's (_gemm_blocks)
     out = {}
-    for dtype, name, real in ((np.float32, "scipy_cblas_sgemm", ctypes.c_float),
-                              (np.float64, "scipy_cblas_dgemm", ctypes.c_double)):
+    i, p = ctypes.c_int, ctypes.c_void_p
+    for dtype, (name, real) in _NAMES.items():
         f = getattr(lib, name)
-        i, p = ctypes.c_int, ctypes.c_void_p
         f.argtypes = [i, i, i, i, i, i, real, p, i, p, i, real, p, i]
         f.restype = None
-        out[np.dtype(dtype)] = f
+        llvm.add_symbol(name, ctypes.cast(f, ctypes.c_void_p).value)
+        out[dtype] = f
     return out
 
 
@@ -39,6 +56,30 @@ def available():
     if _gemm is None:
         _gemm = _load()
     return bool(_gemm)
+
+
+_i, _p = types.intc, types.intp                 # C int, and an address
+_sgemm, _dgemm = (types.ExternalFunction(name, types.void(_i, _i, _i, _i, _i, _i, real, _p, _i, _p, _i, real, _p, _i))
+                  for name, real in (("scipy_cblas_sgemm", types.float32), ("scipy_cblas_dgemm", types.float64)))
+
+
+@njit(**PARALLEL_JIT)
+def _gemm_blocks(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, nblk):
+    """C (M, N) = A B + beta C at addresses a, b, c (row-major, leading dimensions lda,
+    ldb, ldc; ta, tb: CBLAS transpose flags), es the element size (4: sgemm, 8: dgemm), as
+    nblk blocks of C's rows, one single-threaded call each: each row of C is one block's
+    work, so its bits do not depend on which thread took the block."""
+    per = (M + nblk - 1) // nblk
+    for q in prange(nblk):
+        m0 = q * per
+        m1 = min(M, m0 + per)
+        if m1 > m0:
+            ao = a + es * (m0 * lda if ta == _N else m0)     # A's rows m0.. (columns of Aᵀ with ta)
+            co = c + es * m0 * ldc
+            if es == 4:
+                _sgemm(_ROW, ta, tb, m1 - m0, N, K, np.float32(1.0), ao, lda, b, ldb, np.float32(beta), co, ldc)
+            else:
+                _dgemm(_ROW, ta, tb, m1 - m0, N, K, 1.0, ao, lda, b, ldb, beta, co, ldc)
 
 
 def _operand(a):
@@ -50,6 +91,11 @@ def _operand(a):
     if a.strides[0] == e or rows == 1:
         return _T, max(a.strides[1] // e if cols > 1 else rows, rows, 1)
     raise ValueError("a product operand needs contiguous rows or columns")
+
+
+def blocks(M, N, K):
+    """The row blocks of an (M, K) × (K, N) product: a function of the shape and BLOCKS only."""
+    return 1 if M * N * K < SMALL else max(1, min(BLOCKS, M // MIN_ROWS))
 
 
 def matmul(a, b, out, accumulate=False):
@@ -69,7 +115,11 @@ def matmul(a, b, out, accumulate=False):
     ta, lda = _operand(a)
     tb, ldb = _operand(b)
     _, ldc = _operand(out)
-    base = lambda x: x.ctypes.data               # noqa: E731
-    _gemm[out.dtype](_ROW, ta, tb, M, N, K, 1.0, base(a), lda, base(b), ldb, 1.0 if accumulate else 0.0,
-                     base(out), ldc)
+    beta, nblk = (1.0 if accumulate else 0.0), blocks(M, N, K)
+    if nblk == 1:
+        _gemm[out.dtype](_ROW, ta, tb, M, N, K, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, beta, out.ctypes.data,
+                         ldc)
+    else:
+        _gemm_blocks(out.itemsize, ta, tb, M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, beta, out.ctypes.data,
+                     ldc, nblk)
     return out

@@ -3,19 +3,20 @@
 Kernels are compiled lazily for float32 and float64 only; every array they take is
 C-contiguous, so each kernel has exactly two specialisations.
 
-Two thread pools take turns on the cores: a private OpenBLAS (`_blas.py`: the backward's big
-products after the time loop, the head) and Numba's (the recurrent kernels). Each must go to
-sleep when its work is done, or it spins and steals the cores from the other
-(docs/performance.md has the figures). So, before either pool starts:
-- OPENBLAS_THREAD_TIMEOUT=4: OpenBLAS's threads sleep at once instead of spinning for
-  2^28 cycles. An OpenBLAS reads it when it loads: fastlstm's own loads after this line,
-  whatever the user imported first. (NumPy's, loaded by an earlier `import numpy`, may spin;
-  it runs no product of a step. Without the private OpenBLAS, fastlstm's products fall back
-  to NumPy's, limited to one thread by `blas_turn` when NumPy came first.)
-- OMP_WAIT_POLICY=PASSIVE: the same for Numba's OpenMP threads; GOMP_SPINCOUNT=2000
-  (GNU OpenMP, which then ignores the policy) lets them spin some 20 µs first, so that the
-  kernels of one step that follow each other (pack, forward, copy) do not each pay a 20-50 µs
-  wake-up, while the BLAS products that follow lose at most that.
+One thread pool runs a step: Numba's. The recurrent kernels are Numba's, and the big
+products (`_blas.py`: δW, δX, the forward's input half, the head) are single-threaded calls
+of a private OpenBLAS that Numba's threads make, block by block. A second pool would take
+turns with it, and every turn costs a wake-up (about 100 µs on the virtual machines
+measured) or, while the idle pool spins, a core (docs/performance.md has the figures). So,
+before the pool starts:
+- OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=30000 (GNU OpenMP, which then ignores the
+  policy): Numba's threads spin a few hundred µs after a kernel, across the Python between
+  the kernels and products of a step, then sleep, so an idle model holds no core.
+- OPENBLAS_THREAD_TIMEOUT=4: an OpenBLAS that does start threads (NumPy's, loaded after
+  fastlstm) lets them sleep at once instead of spinning for 2^28 cycles. NumPy's, loaded
+  by an earlier `import numpy`, may spin; it runs no product of a step. Without the private
+  OpenBLAS, fastlstm's products fall back to NumPy's, limited to one thread by `blas_turn`
+  when NumPy came first.
 All are defaults: a value the user exported wins. The OpenMP ones bind on the runtime that
 loads after them: `own_openmp` makes that Numba's own, even after `import torch` loaded
 PyTorch's GNU OpenMP (which read its settings before fastlstm could set them).
@@ -58,7 +59,7 @@ if _cache:
 BLAS_SPINS = "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("GOMP_SPINCOUNT", "2000")
+os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 
 def own_openmp():

@@ -40,15 +40,18 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_bitwise_identical_whatever_the_thread_count():
-    """Numba's thread count, fastlstm's own parallelism, never changes a bit. (OpenBLAS's
-    float32 products round differently for 1 and 2 BLAS threads, so OPENBLAS_NUM_THREADS
-    or OMP_NUM_THREADS can; see the README.)"""
+    """Neither Numba's thread count (fastlstm's threads) nor OpenBLAS's changes a bit: the
+    big products are single-threaded OpenBLAS calls on row blocks fixed by the shape and the
+    machine (fastlstm._blas), whichever thread takes them. (An OpenBLAS left to its own
+    threads rounds float32 products differently for 1 and 2 of them.)"""
     out = {}
-    for n in ("1", "2"):
-        stdout = _digests(NUMBA_NUM_THREADS=n)
+    for n, blas in (("1", "2"), ("2", "1"), ("2", None)):
+        env = dict(NUMBA_NUM_THREADS=n) if blas is None else dict(NUMBA_NUM_THREADS=n, OPENBLAS_NUM_THREADS=blas,
+                                                                   OMP_NUM_THREADS=blas)
+        stdout = _digests(**env)
         assert all(line.startswith(n + " ") for line in stdout.split("\n") if line), stdout
-        out[n] = stdout.replace(n + " ", "")
-    assert out["1"] == out["2"], f"results differ between 1 and 2 threads:\n{out}"
+        out[n, blas] = stdout.replace(n + " ", "")
+    assert len(set(out.values())) == 1, f"results differ between thread counts:\n{out}"
 
 
 def _digests(**env):
@@ -164,8 +167,9 @@ def test_the_tile_width_follows_the_cpu_and_can_be_forced():
 
 def test_the_products_run_on_the_private_openblas_and_fall_back_to_numpy(monkeypatch):
     """fastlstm._blas runs the big products on its own OpenBLAS (scipy-openblas32, a
-    run-time dependency, loaded after OPENBLAS_THREAD_TIMEOUT is set); without it, NumPy's.
-    Both give the products (transposed views, strided operands, accumulation) to rounding."""
+    run-time dependency), one call per row block from Numba's threads, or one call for a
+    small product; without it, NumPy's. Both give the products (transposed views, strided
+    operands, accumulation) to rounding."""
     from fastlstm import _blas
     assert _blas.available()
     rng = np.random.default_rng(0)
@@ -173,13 +177,17 @@ def test_the_products_run_on_the_private_openblas_and_fall_back_to_numpy(monkeyp
         W = rng.standard_normal((12, 9)).astype(dtype)
         Z = rng.standard_normal((7, 12)).astype(dtype)
         I = rng.standard_normal((5, 7, 9)).astype(dtype)[:, :, :4].reshape(35, 4)   # strided rows
-        cases = [(Z, W[:, :5]), (I[:7].T, Z), (Z[:, :9], W[:9, :].T)]
+        big = rng.standard_normal((300, 130)).astype(dtype)          # products split into row blocks
+        cases = [(Z, W[:, :5]), (I[:7].T, Z), (Z[:, :9], W[:9, :].T), (big, big.T[:, :200]), (big.T, big[:, :70]),
+                 (big[:, :120], big[:200, :120].T)]
+        assert all(_blas.blocks(a.shape[0], b.shape[1], a.shape[1]) > 1 for a, b in cases[3:])
         for a, b in cases:
             out = np.zeros((a.shape[0], b.shape[1]), dtype)
             _blas.matmul(a, b, out)
-            np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+            tol = 1e-4 if dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=tol, atol=tol)
             _blas.matmul(a, b, out, accumulate=True)
-            np.testing.assert_allclose(out, 2 * (a.astype(np.float64) @ b), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(out, 2 * (a.astype(np.float64) @ b), rtol=tol, atol=tol)
     m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(6, 5, 4, 3, 2, with_lengths=True)
     m.forward(x, h0, c0, lengths)
     m.backward(dy, dhn, dcn)
