@@ -9,9 +9,10 @@ of a private OpenBLAS that Numba's threads make, block by block. A second pool w
 turns with it, and every turn costs a wake-up (about 100 µs on the virtual machines
 measured) or, while the idle pool spins, a core (docs/performance.md has the figures). So,
 before the pool starts:
-- OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=30000 (GNU OpenMP, which then ignores the
-  policy): Numba's threads spin a few hundred µs after a kernel, across the Python between
-  the kernels and products of a step, then sleep, so an idle model holds no core.
+- OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=2000 (GNU OpenMP, which then ignores the
+  policy): Numba's threads spin some 10-30 µs after a kernel, across short Python gaps,
+  then sleep. Longer spins bridged every gap of a step and made the small step 1.3x faster
+  on an idle machine, but 2.6-5x slower while another process kept a core busy.
 - OPENBLAS_THREAD_TIMEOUT=4: an OpenBLAS that does start threads (NumPy's, loaded after
   fastlstm) lets them sleep at once instead of spinning for 2^28 cycles. NumPy's, loaded
   by an earlier `import numpy`, may spin; it runs no product of a step. Without the private
@@ -59,7 +60,7 @@ if _cache:
 BLAS_SPINS = "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+os.environ.setdefault("GOMP_SPINCOUNT", "2000")
 
 
 def own_openmp():
