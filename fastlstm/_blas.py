@@ -20,8 +20,8 @@ from numba import njit, prange, types
 from ._config import PARALLEL_JIT
 
 _ROW, _N, _T = 101, 111, 112        # CblasRowMajor, CblasNoTrans, CblasTrans
-_NAMES = {np.dtype(np.float32): ("scipy_cblas_sgemm", ctypes.c_float),
-          np.dtype(np.float64): ("scipy_cblas_dgemm", ctypes.c_double)}
+_NAMES = {np.dtype(np.float32): ("scipy_cblas_sgemm", ctypes.c_float, types.float32),   # entry point, its real
+          np.dtype(np.float64): ("scipy_cblas_dgemm", ctypes.c_double, types.float64)}  # for ctypes and Numba
 _gemm = None
 # Blocks of a product: as many as the machine has CPUs (a power of two, at least 4, so that
 # 1, 2, 4, ... threads share them evenly), each of at least MIN_ROWS output rows; a product
@@ -42,7 +42,7 @@ def _load():
     lib.scipy_openblas_set_num_threads(1)       # the threads are Numba's (_gemm_blocks)
     out = {}
     i, p = ctypes.c_int, ctypes.c_void_p
-    for dtype, (name, real) in _NAMES.items():
+    for dtype, (name, real, _) in _NAMES.items():
         f = getattr(lib, name)
         f.argtypes = [i, i, i, i, i, i, real, p, i, p, i, real, p, i]
         f.restype = None
@@ -60,7 +60,7 @@ def available():
 
 _i, _p = types.intc, types.intp                 # C int, and an address
 _sgemm, _dgemm = (types.ExternalFunction(name, types.void(_i, _i, _i, _i, _i, _i, real, _p, _i, _p, _i, real, _p, _i))
-                  for name, real in (("scipy_cblas_sgemm", types.float32), ("scipy_cblas_dgemm", types.float64)))
+                  for name, _, real in _NAMES.values())
 
 
 @njit(**PARALLEL_JIT)
