@@ -6,8 +6,9 @@
 
 Per shape the two are timed alternately in blocks (JIT warm-up outside the timed region),
 each library in a worker process of its own; the "order" group also runs both in one
-process, imported fastlstm first or numpy and torch first (as most scripts do),
-medians reported. GFLOP/s counts 3 x 2 x 4H(D+H) x B x T per training step (forward, δI,
+process, imported fastlstm first or numpy and torch first (as most scripts do), the two
+processes' runners in one alternation (a table after the main one sets fastlstm's speed in
+the two orders side by side), medians reported. GFLOP/s counts 3 x 2 x 4H(D+H) x B x T per training step (forward, δI,
 δW) and a third of that for inference; "of matmul" divides by the rate of a large float32
 NumPy matmul measured in the same run ("torch of matmul": the same for PyTorch, so a speed
 ratio r needs r times that fraction). Both libraries use the same number of threads, each
@@ -363,6 +364,7 @@ def main(argv=None):
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 
     beside = []                              # (label, shape name, base's speed ratio, this row's)
+    orders = []                              # (shape name, fastlstm's speed with numpy and torch first / fastlstm first)
 
     def row(group, label, name, shape, dtype, flops, base=None):
         """One table row. A speed ratio r needs r x (torch of matmul) of the matmul rate.
@@ -391,16 +393,17 @@ def main(argv=None):
         D, H = (8, 16) if args.quick else STREAM
         row("stream", "stream", "B=1", (D, H, 1, 1), np.float32, flops_train(D, H, 1, 1) / 3)
     if "order" in groups:                    # both libraries in one process, in either import order
-        for mixed in ("fastlstm+torch", "torch+fastlstm"):
-            w = Worker(mixed, threads)
-            label = "train, one process, " + ("fastlstm first" if mixed.startswith("fastlstm") else
-                                              "numpy and torch first")
-            for name, shape in shapes.items():
-                a, b = alternate([w.runner("train", *shape, np.float32, side=lib) for lib in ("fastlstm", "torch")],
-                                 repeats, settle=settle)
+        mixed = [Worker(m, threads) for m in ("fastlstm+torch", "torch+fastlstm")]
+        labels = ("train, one process, fastlstm first", "train, one process, numpy and torch first")
+        for name, shape in shapes.items():   # the two processes' four runners in one alternation
+            t = alternate([w.runner("train", *shape, np.float32, side=lib) for w in mixed
+                           for lib in ("fastlstm", "torch")], repeats, settle=settle)
+            for label, (a, b) in zip(labels, (t[:2], t[2:])):
                 gf = flops_train(*shape) / a / 1e9
                 print(f"| {label} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | {gf:.1f} | "
                       f"{gf / rate:.0%} | {flops_train(*shape) / b / 1e9 / rate:.0%} |", flush=True)
+            orders.append((name, t[0] / t[2]))
+        for w in mixed:
             w.close()
     if "bi" in groups:                       # both directions: twice a layer's work (torch.nn.LSTM(bidirectional=True))
         for name, shape in shapes.items():
@@ -430,6 +433,11 @@ def main(argv=None):
               "| this / base |\n| --- | --- | ---: | ---: | ---: |")
         for label, name, r0, r1 in beside:
             print(f"| {label} | {name} | {r0:.2f}x | {r1:.2f}x | {r1 / r0:.2f} |", flush=True)
+    if orders:
+        print("\n| one process, timed in one alternation | shape | fastlstm's speed, numpy and torch first / fastlstm "
+              "first |\n| --- | --- | ---: |")
+        for name, r in orders:
+            print(f"| train | {name} | {r:.2f}x |", flush=True)
     if "text" in groups:
         text_rows(args.quick, repeats, settle)
     if "onnx" in groups:

@@ -274,7 +274,7 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start):
 _tile, _tile_wide = (_make_tile(n) for n in TILE_BYTES)
 
 
-PACK_PARALLEL = 1 << 16     # panel elements from which packing pays for waking the threads (docs/performance.md)
+COPY_PARALLEL = 1 << 16     # elements from which a copy (packing included) pays for waking the threads (docs/performance.md)
 
 
 @njit(**JIT)
@@ -314,12 +314,12 @@ def pack_panels(P, W, k0, transpose):
     written once, whole, from the TW rows of W it takes, read side by side (twice as fast
     as down one panel column at a time); W is never read down all its rows, a column at a
     time, which costs a TLB miss per element at large shapes (docs/performance.md). From
-    PACK_PARALLEL elements threads split the panels (forward) or W's rows (backward);
+    COPY_PARALLEL elements threads split the panels (forward) or W's rows (backward);
     below, one thread packs them, faster than waking the others. A copy: the same whatever
     the thread count.
     """
     n = P.shape[0] if transpose else P.shape[1]
-    if P.size < PACK_PARALLEL:
+    if P.size < COPY_PARALLEL:
         _pack_range(P, W, k0, transpose, 0, n)
     else:
         for i in prange(n):
@@ -743,18 +743,53 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, Zr, dhr, 
                              blocks, TW)
 
 
-@njit(**PARALLEL_JIT)
-def copy_hidden(y, I, lengths, D, reverse):
-    """y (T,B,H) = h_t taken from I[t+1,:,D:], zero past each row's length. reverse: I holds
-    a reverse direction, whose step t saw the row's step L-1-t, so y[t] = h of step L-1-t."""
+@njit(**JIT)
+def _copy_hidden_rows(y, I, lengths, D, reverse, r0, r1):
+    """copy_hidden's work for rows r0..r1-1."""
     T, B, H = y.shape
-    for r in prange(B):
+    for r in range(r0, r1):              # element loops: a slice assignment costs more than its 64-256 copies
         n = lengths[r]
         for t in range(T):
             if t < n:
-                y[t, r, :] = I[(n - t if reverse else t + 1), r, D:]
+                s = n - t if reverse else t + 1
+                for j in range(H):
+                    y[t, r, j] = I[s, r, D + j]
             else:
-                y[t, r, :] = 0
+                for j in range(H):
+                    y[t, r, j] = 0
+
+
+@njit(**PARALLEL_JIT)
+def copy_hidden(y, I, lengths, D, reverse):
+    """y (T,B,H) = h_t taken from I[t+1,:,D:], zero past each row's length. reverse: I holds
+    a reverse direction, whose step t saw the row's step L-1-t, so y[t] = h of step L-1-t.
+    One thread below COPY_PARALLEL elements, as pack_panels."""
+    B = y.shape[1]
+    if y.size < COPY_PARALLEL:
+        _copy_hidden_rows(y, I, lengths, D, reverse, 0, B)
+    else:
+        for r in prange(B):
+            _copy_hidden_rows(y, I, lengths, D, reverse, r, r + 1)
+
+
+@njit(**JIT)
+def _copy_steps_rows(dst, src, lengths, reverse, add, r0, r1):
+    """copy_steps' work for rows r0..r1-1."""
+    T, B, K = dst.shape
+    for r in range(r0, r1):              # element loops, as _copy_hidden_rows
+        n = lengths[r]
+        for t in range(T):
+            if t < n:
+                s = n - 1 - t if reverse else t
+                if add:
+                    for j in range(K):
+                        dst[t, r, j] += src[s, r, j]
+                else:
+                    for j in range(K):
+                        dst[t, r, j] = src[s, r, j]
+            elif not add:
+                for j in range(K):
+                    dst[t, r, j] = 0
 
 
 @njit(**PARALLEL_JIT)
@@ -762,19 +797,13 @@ def copy_steps(dst, src, lengths, reverse, add):
     """dst[t, r] = src[t, r] (or src[L_r-1-t, r] with reverse: each row's own steps in the
     reverse order, as the reverse direction of a bidirectional layer sees them) for
     t < L_r; add=True adds instead. Past a row's length dst is zeroed (or, adding, left).
-    dst, src (T, B, K)."""
-    T, B, K = dst.shape
-    for r in prange(B):
-        n = lengths[r]
-        for t in range(T):
-            if t < n:
-                s = n - 1 - t if reverse else t
-                if add:
-                    dst[t, r, :] += src[s, r, :]
-                else:
-                    dst[t, r, :] = src[s, r, :]
-            elif not add:
-                dst[t, r, :] = 0
+    dst, src (T, B, K). One thread below COPY_PARALLEL elements, as pack_panels."""
+    B = dst.shape[1]
+    if dst.size < COPY_PARALLEL:
+        _copy_steps_rows(dst, src, lengths, reverse, add, 0, B)
+    else:
+        for r in prange(B):
+            _copy_steps_rows(dst, src, lengths, reverse, add, r, r + 1)
 
 
 @njit(**JIT)

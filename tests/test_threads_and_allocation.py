@@ -251,3 +251,34 @@ def test_every_parallel_region_is_a_prange(tmp_path):
         kernels[name] = [line.strip() for line in lines]
     assert {"recurrent_step", "recurrent_forward", "recurrent_backward", "copy_hidden"} <= set(kernels), kernels
     assert kernels["recurrent_step"] == ["for u in prange((H + U - 1) // U):"], kernels["recurrent_step"]
+
+
+@pytest.mark.parametrize("B, K", [(5, 7), (40, 1700)])       # below and above kernels.COPY_PARALLEL
+def test_the_copies_of_steps_are_exact_serial_or_parallel(B, K):
+    """copy_hidden and copy_steps run on one thread below COPY_PARALLEL elements, on all of
+    them above: both give each row its own steps (reversed within its length for the
+    reverse direction), zeros past the length, or the sum when adding."""
+    from fastlstm.kernels import COPY_PARALLEL, copy_hidden, copy_steps
+    T, D = 11, 3
+    assert (T * B * K < COPY_PARALLEL) == (B == 5)
+    rng = np.random.default_rng(1)
+    L = rng.integers(1, T + 1, B)
+    I = rng.standard_normal((T + 1, B, D + K))
+    src, base = rng.standard_normal((T, B, K)), rng.standard_normal((T, B, K))
+    want_h, want_r, want_s, want_rs = (np.zeros((T, B, K)) for _ in range(4))
+    for r, n in enumerate(L):
+        want_h[:n, r] = I[1:n + 1, r, D:]
+        want_r[:n, r] = I[n:0:-1, r, D:]
+        want_s[:n, r] = src[:n, r]
+        want_rs[:n, r] = src[n - 1::-1, r]
+    for reverse, want in ((False, want_h), (True, want_r)):
+        y = np.full((T, B, K), np.nan)
+        copy_hidden(y, I, L, D, reverse)
+        np.testing.assert_array_equal(y, want)
+    for reverse, want in ((False, want_s), (True, want_rs)):
+        dst = np.full((T, B, K), np.nan)
+        copy_steps(dst, src, L, reverse, False)
+        np.testing.assert_array_equal(dst, want)
+        dst = base.copy()
+        copy_steps(dst, src, L, reverse, True)
+        np.testing.assert_array_equal(dst, base + want)
