@@ -17,7 +17,7 @@ import os
 import numpy as np
 from numba import njit, prange, types
 
-from ._config import PARALLEL_JIT
+from ._config import JIT, PARALLEL_JIT
 
 _ROW, _N, _T = 101, 111, 112        # CblasRowMajor, CblasNoTrans, CblasTrans
 _NAMES = {np.dtype(np.float32): ("scipy_cblas_sgemm", ctypes.c_float, types.float32),   # entry point, its real
@@ -39,7 +39,7 @@ def _load():
     except ImportError:
         return {}
     lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"), mode=ctypes.RTLD_LOCAL)
-    lib.scipy_openblas_set_num_threads(1)       # the threads are Numba's (_gemm_blocks)
+    lib.scipy_openblas_set_num_threads(1)       # the threads are Numba's (_gemm_tasks)
     out = {}
     i, p = ctypes.c_int, ctypes.c_void_p
     for dtype, (name, real, _) in _NAMES.items():
@@ -63,23 +63,56 @@ _sgemm, _dgemm = (types.ExternalFunction(name, types.void(_i, _i, _i, _i, _i, _i
                   for name, _, real in _NAMES.values())
 
 
-@njit(**PARALLEL_JIT)
-def _gemm_blocks(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, nblk):
-    """C (M, N) = A B + beta C at addresses a, b, c (row-major, leading dimensions lda,
-    ldb, ldc; ta, tb: CBLAS transpose flags), es the element size (4: sgemm, 8: dgemm), as
-    nblk blocks of C's rows, one single-threaded call each: each row of C is one block's
+@njit(**JIT)
+def _gemm_block(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, nblk, q):
+    """Block q of nblk of C (M, N) = A B + beta C at addresses a, b, c (row-major, leading
+    dimensions lda, ldb, ldc; ta, tb: CBLAS transpose flags), es the element size (4:
+    sgemm, 8: dgemm): its rows of C, one single-threaded call. Each row of C is one block's
     work, so its bits do not depend on which thread took the block."""
     per = (M + nblk - 1) // nblk
+    m0 = q * per
+    m1 = min(M, m0 + per)
+    if m1 > m0:
+        ao = a + es * (m0 * lda if ta == _N else m0)     # A's rows m0.. (columns of Aᵀ with ta)
+        co = c + es * m0 * ldc
+        if es == 4:
+            _sgemm(_ROW, ta, tb, m1 - m0, N, K, np.float32(1.0), ao, lda, b, ldb, np.float32(beta), co, ldc)
+        else:
+            _dgemm(_ROW, ta, tb, m1 - m0, N, K, 1.0, ao, lda, b, ldb, np.float64(beta), co, ldc)
+
+
+@njit(**PARALLEL_JIT)
+def _gemm_blocks(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, nblk):
+    """One product (`matmul`), its nblk blocks taken by Numba's threads."""
     for q in prange(nblk):
-        m0 = q * per
-        m1 = min(M, m0 + per)
-        if m1 > m0:
-            ao = a + es * (m0 * lda if ta == _N else m0)     # A's rows m0.. (columns of Aᵀ with ta)
-            co = c + es * m0 * ldc
-            if es == 4:
-                _sgemm(_ROW, ta, tb, m1 - m0, N, K, np.float32(1.0), ao, lda, b, ldb, np.float32(beta), co, ldc)
-            else:
-                _dgemm(_ROW, ta, tb, m1 - m0, N, K, 1.0, ao, lda, b, ldb, beta, co, ldc)
+        _gemm_block(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, nblk, q)
+
+
+@njit(**JIT)
+def _gemm_task(S, t):
+    """Task t of _gemm_tasks: the block of the product (a row of S) that holds it."""
+    i = 0
+    while t >= S[i, 13]:
+        t -= S[i, 13]
+        i += 1
+    r = S[i]
+    _gemm_block(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], t)
+
+
+@njit(**PARALLEL_JIT)
+def _gemm_tasks(S, n, serial):
+    """The products of a `plan`, rows 0..n-1 of S (·, 14) int64, each _gemm_block's first 14
+    arguments (beta 0 or 1): every block of every product a task of one parallel region
+    (serial: on the calling thread)."""
+    tasks = 0
+    for i in range(n):
+        tasks += S[i, 13]
+    if serial:
+        for t in range(tasks):
+            _gemm_task(S, t)
+    else:
+        for t in prange(tasks):
+            _gemm_task(S, t)
 
 
 def _operand(a):
@@ -98,15 +131,60 @@ def blocks(M, N, K):
     return 1 if M * N * K < SMALL else max(1, min(BLOCKS, M // MIN_ROWS))
 
 
+def plan(products, S):
+    """The products [(a, b, out, accumulate)] made ready to run together (`run`), each
+    out (M, N) = a (M, K) @ b (K, N), or out += a @ b with accumulate, as `matmul`; S an
+    int64 scratch of at least (len(products), 14) that the plan fills (a caller's own, so
+    that a step allocates nothing and two models never share one). The outputs must not
+    overlap: all blocks of all products run at once. Made before a kernel and run right
+    after it, the products start while its threads still spin: a sleeping thread costs a
+    wake-up (about 100 µs on the machines measured). The plan holds the arrays."""
+    if not available():
+        return None, products, 0, True
+    macs = 0
+    for i, (a, b, out, accumulate) in enumerate(products):
+        M, K = a.shape
+        N = b.shape[1]
+        ta, lda = _operand(a)
+        tb, ldb = _operand(b)
+        S[i] = (out.itemsize, ta, tb, M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, accumulate,
+                out.ctypes.data, _operand(out)[1], blocks(M, N, K) if M and N else 0)
+        macs += M * N * K
+    return S, products, len(products), macs < SMALL
+
+
+def run(p):
+    """Run a `plan`: on the private OpenBLAS one parallel region for every block of every
+    product (the calling thread alone under SMALL multiply-adds in all); else NumPy."""
+    S, products, n, serial = p
+    if S is None:
+        for a, b, out, accumulate in products:
+            _numpy_product(a, b, out, accumulate)
+    elif n:
+        _gemm_tasks(S, n, serial)
+
+
+def _numpy_product(a, b, out, accumulate):
+    """out = a @ b (or +=) by NumPy, without the private OpenBLAS. Adding into an out that is
+    not all zeros goes in blocks of 256 rows through a scratch far smaller than out (a
+    training step zeroes its gradients, so its δW is one product straight into them)."""
+    if not accumulate or not out.any():
+        np.matmul(a, b, out=out)
+        return
+    s = np.empty((min(256, out.shape[0]), out.shape[1]), out.dtype)
+    for j in range(0, out.shape[0], len(s)):
+        n = min(len(s), out.shape[0] - j)
+        np.matmul(a[j:j + n], b, out=s[:n])
+        out[j:j + n] += s[:n]
+
+
 def matmul(a, b, out, accumulate=False):
     """out (M, N) = a (M, K) @ b (K, N), or out += a @ b with accumulate; a and b may be
     transposed views (.T) of row-major arrays; out has contiguous rows. The private
-    OpenBLAS when it is there, else NumPy."""
+    OpenBLAS when it is there (one call on the calling thread under SMALL multiply-adds,
+    else blocks on Numba's threads), else NumPy."""
     if not available():
-        if accumulate:
-            out += a @ b
-        else:
-            np.matmul(a, b, out=out)
+        _numpy_product(a, b, out, accumulate)
         return out
     M, K = a.shape
     N = b.shape[1]

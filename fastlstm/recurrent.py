@@ -4,7 +4,8 @@ workspace, validated forward/backward, streaming steps, PyTorch interchange.
 The forward, z_t = W [x_t ; h_{t-1}] + b and the cell, runs in one kernel (kernels.py); for
 a wide layer (_tiles_from) the input half X W_xᵀ (T·B, G) is one BLAS product first and
 the kernel adds b + U h_{t-1}. The backward's cell and δh_{t-1} = Uᵀ δz_t run in one
-kernel. Then big products run once per layer (fastlstm's own OpenBLAS, `_blas.py`):
+kernel. Then big products run once per layer (fastlstm's own OpenBLAS, `_blas.py`), all
+of a layer's in one parallel region that starts as soon as the kernel ends:
              δW += δZᵀ I,  δb += Σ δZ       (R, D+H)   δW = Σ_t δz_t I_tᵀ
              δX  = δZ W_x                   (T·B, D)   first D entries of δI_t = Wᵀ δz_t
 W has R rows and Z has G columns: R = G = 4H for the LSTM (gate blocks a, i, f, o), H for
@@ -26,8 +27,6 @@ from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, TILE_BYTES, add_row
                       copy_hidden, copy_steps, pack_unit, panel_extent, recurrent_backward, recurrent_forward,
                       recurrent_step)
 
-# δW added to non-zero gradients goes in blocks of this many rows (a scratch far smaller than W).
-_DW_ROWS = 256
 # From this many inputs D_l, or when a packed panel of all D_l + H columns would not fit in
 # L1 (_tiles_from), a layer's forward computes the input half X W_xᵀ of z for all steps as
 # one BLAS product before the time loop, and its tiles sum only U h_{t-1}: there BLAS's
@@ -158,8 +157,8 @@ class _Workspace:
         self.G = block_counts(blocks)[1] * H        # Z's columns
         self.Hd = H * carry                          # the δc carry (the LSTM's), or the GRU's z⊙δh
         self.dirs, self.mixes = dirs, mixes      # mixes: layer inputs go through Xb (bidirectional or dropout)
+        self.gemms = np.zeros((5 * dirs, 14), np.int64)  # a layer's backward products (_blas.plan): ≤ 3 δW, δW_hr, δX a direction
         self.cap_tb = self.cap_b = 0
-        self.dWs = None             # δW blocks, made when first needed (add_dW)
 
     def ensure(self, T, B):
         """Grow to hold (T, B). All new buffers are made before any is replaced, so a
@@ -202,28 +201,6 @@ class _Workspace:
         return (_view(self.dh[d * B * Hr:], B, Hr), _view(self.dhs[d * B * Hr:], B, Hr),
                 _view(self.dc[d * B * Hd:], B, Hd), _view(self.dH[d * T * B * Hr:], T, B, Hr * (Hm > 0)),
                 _view(self.dm[d * B * Hm:], B, Hm))
-
-    def add_dW(self, dW, Z2, I2):
-        """dW (N, K) += Z2ᵀ I2, i.e. δW += Σ_t δz_t I_tᵀ with Z2 (T·B, N), I2 (T·B, K): views
-        (a run of the cell's blocks, _runs) whose rows or columns are contiguous.
-
-        On the private OpenBLAS one product adds straight into dW (β = 1). On NumPy's (the
-        fallback), when dW is all zeros (a training step zeroes the gradients first) one
-        product writes straight into it; otherwise blocks of _DW_ROWS rows go through a
-        scratch far smaller than W, then add in."""
-        if _blas.available():                       # dW += Z2ᵀ I2 in one product (β = 1): no scratch
-            _blas.matmul(Z2.T, I2, dW, accumulate=True)
-            return
-        if not dW.any():
-            np.matmul(Z2.T, I2, out=dW)
-            return
-        G, K = dW.shape
-        if self.dWs is None:
-            self.dWs = np.zeros(min(_DW_ROWS, self.G) * max(D + self.H for D in self.dims), self.dtype)  # ≥ any run
-        for j in range(0, G, _DW_ROWS):
-            dWs = _view(self.dWs, min(_DW_ROWS, G - j), K)
-            np.matmul(Z2[:, j:j + _DW_ROWS].T, I2, out=dWs)
-            dW[j:j + _DW_ROWS] += dWs
 
     def layer(self, l, T, B):
         """(I, Z, C, TC) of unit l as (T+1,B,D+Hr), (T,B,G), (T+1,B,Hc), (T,B,Hc)."""
@@ -539,34 +516,35 @@ class _Recurrent:
                     dYd = [_view(ws.dYs[d * T * B * Hr:], T, B, Hr) for d in range(dirs)]
                     for d in range(dirs):
                         copy_steps(dYd[d], dY[:, :, d * Hr:(d + 1) * Hr], L, d == 1, False)
-                args = []
+                args, products = [], []
                 for d in range(dirs):
                     k = l * dirs + d
+                    layer = self.layers[k]
                     I, Z, C, TC = ws.layer(k, T, B)
                     dh, dhs, dc, dH, dm = ws.carries(T, B, d)
                     dh[:] = 0 if dhn is None else dhn[k]
                     dc[:] = 0 if dcn is None or not self.HAS_C else dcn[k]
                     P = ws.panels(d)                     # U's (and W_hr's), for δh_{t-1} = Uᵀ δz_t
-                    pack_unit(P, self.layers[k].W, self._R(self.layers[k]), blocks, D, H, Hr, 0, False, TW)
+                    pack_unit(P, layer.W, self._R(layer), blocks, D, H, Hr, 0, False, TW)
                     args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, I, P, dH, dm))
-                recurrent_backward(*args[0], *args[-1], ws.zero, L, _nchunks(B, dirs), dirs, self.CELL, blocks, TW)
-                for d, (Z, dh, dc, *_, I, _, dH, _) in enumerate(args):
-                    k = l * dirs + d
-                    layer = self.layers[k]
                     Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + Hr)
-                    for zc, n, wr, x, h in self._dW_runs:                    # δW = Σ_t δz_t I_tᵀ
+                    for zc, n, wr, x, h in self._dW_runs:                    # δW += Σ_t δz_t I_tᵀ
                         lo, hi = (0 if x else D), (D + Hr if h else D)
-                        ws.add_dW(layer.dW[wr:wr + n, lo:hi], Z2[:, zc:zc + n], I2[:, lo:hi])
-                    if layer.R is not None:                                     # δW_hr = Σ_t δh_t m_tᵀ
-                        ws.add_dW(layer.dR, dH.reshape(T * B, Hr), ws.m(k, T, B).reshape(T * B, H))
-                    add_row_sums(layer.db, Z2, ws.dbs)                          # δb = Σ_t δz_t
-                    if dX is not None:                                          # δx_t: first D of Wᵀδz_t
-                        out = dX if d == 0 else _view(ws.dXr, T, B, D)          # the reverse's in its own time
-                        for j, (zc, n, wr, *_) in enumerate(self._x_runs):
-                            _blas.matmul(Z2[:, zc:zc + n], layer.W[wr:wr + n, :D], out.reshape(T * B, D),
-                                         accumulate=j > 0)
-                        if d == 1:                                              # back to natural time, added
-                            copy_steps(dX, out, L, True, True)
+                        products.append((Z2[:, zc:zc + n].T, I2[:, lo:hi], layer.dW[wr:wr + n, lo:hi], True))
+                    if layer.R is not None:                                     # δW_hr += Σ_t δh_t m_tᵀ
+                        products.append((dH.reshape(T * B, Hr).T, ws.m(k, T, B).reshape(T * B, H), layer.dR, True))
+                    if dX is not None:           # δx_t: first D of Wᵀδz_t (the reverse's in its own time)
+                        (zc, n, wr, *_), = self._x_runs                          # the input half: one run
+                        out = dX if d == 0 else _view(ws.dXr, T, B, D)
+                        products.append((Z2[:, zc:zc + n], layer.W[wr:wr + n, :D], out.reshape(T * B, D), False))
+                products = _blas.plan(products, ws.gemms)   # made now, run as soon as the kernel ends
+                recurrent_backward(*args[0], *args[-1], ws.zero, L, _nchunks(B, dirs), dirs, self.CELL, blocks, TW)
+                _blas.run(products)
+                for d, (Z, dh, dc, *_) in enumerate(args):
+                    k = l * dirs + d
+                    add_row_sums(self.layers[k].db, Z.reshape(T * B, G), ws.dbs)   # δb = Σ_t δz_t
+                    if dX is not None and d == 1:                               # back to natural time, added
+                        copy_steps(dX, _view(ws.dXr, T, B, D), L, True, True)
                     dh0[k] = dh
                     dc0[k] = dc if self.HAS_C else 0
                     if record:
