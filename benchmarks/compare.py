@@ -89,23 +89,26 @@ def _calls(run, budget):
         n *= 4
 
 
-def alternate(runners, repeats, budget=0.25, settle=0.3):
+def alternate(runners, repeats, budget=0.25, settle=0.3, samples=False):
     """Median seconds per call of each runner, timed in alternating blocks. Before each
     block the machine idles `settle` seconds, so that thread pools still spinning after the
     other library's block (PyTorch's OpenMP spins for a while) have gone to sleep; then
     the runner runs untimed for a fifth of the budget, so that the block starts on a machine
     back at work (after the idle, the first calls here ran up to 1.6x slower). Each repeat
-    starts with the next runner in turn, so that no runner always goes first."""
+    starts with the next runner in turn, so that no runner always goes first. samples=True:
+    also each runner's seconds per call in each repeat (an array, repeats x runners), for
+    ratios taken within one repeat."""
     calls = [_calls(run, budget) for run in runners]
-    samples = [[] for _ in runners]
+    per = np.zeros((repeats, len(runners)))
     for i in range(repeats):
         for j in [(i + k) % len(runners) for k in range(len(runners))]:
-            run, n, s = runners[j], calls[j], samples[j]
+            run, n = runners[j], calls[j]
             if settle:
                 time.sleep(settle)
                 run(max(1, n // 5))
-            s.append(run(n) / n)
-    return [float(np.median(s)) for s in samples]
+            per[i, j] = run(n) / n
+    medians = [float(m) for m in np.median(per, axis=0)]
+    return (medians, per) if samples else medians
 
 
 def matmul_rate(n=2048):
@@ -372,10 +375,11 @@ def main(argv=None):
         bidirectional one, the LSTM beside the GRU), whose ratio goes to `beside`, so that
         the two ratios compare within one set of blocks, not across minutes of drift."""
         groups_here = [group] + ([base] if base else [])
-        t = alternate([w.runner(g, *shape, dtype) for g in groups_here for w in workers], repeats, settle=settle)
+        t, per = alternate([w.runner(g, *shape, dtype) for g in groups_here for w in workers], repeats,
+                           settle=settle, samples=True)
         a, b = t[:2]
-        if base:
-            beside.append((label, name, t[3] / t[2], b / a))
+        if base:                             # and this / base within each repeat, for its spread
+            beside.append((label, name, t[3] / t[2], b / a, (per[:, 1] / per[:, 0]) / (per[:, 3] / per[:, 2])))
         gf = flops / a / 1e9
         print(f"| {label} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | "
               f"{gf:.1f} | {gf / rate:.0%} | {flops / b / 1e9 / rate:.0%} |", flush=True)
@@ -396,13 +400,13 @@ def main(argv=None):
         mixed = [Worker(m, threads) for m in ("fastlstm+torch", "torch+fastlstm")]
         labels = ("train, one process, fastlstm first", "train, one process, numpy and torch first")
         for name, shape in shapes.items():   # the two processes' four runners in one alternation
-            t = alternate([w.runner("train", *shape, np.float32, side=lib) for w in mixed
-                           for lib in ("fastlstm", "torch")], repeats, settle=settle)
+            t, per = alternate([w.runner("train", *shape, np.float32, side=lib) for w in mixed
+                                for lib in ("fastlstm", "torch")], repeats, settle=settle, samples=True)
             for label, (a, b) in zip(labels, (t[:2], t[2:])):
                 gf = flops_train(*shape) / a / 1e9
                 print(f"| {label} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | {gf:.1f} | "
                       f"{gf / rate:.0%} | {flops_train(*shape) / b / 1e9 / rate:.0%} |", flush=True)
-            orders.append((name, t[0] / t[2]))
+            orders.append((name, t[0] / t[2], per[:, 0] / per[:, 2]))
         for w in mixed:
             w.close()
     if "bi" in groups:                       # both directions: twice a layer's work (torch.nn.LSTM(bidirectional=True))
@@ -430,14 +434,15 @@ def main(argv=None):
         row("projinfer", f"infer proj_size={P}", name, (D, H, B, T), np.float32, flops / 3)
     if beside:
         print("\n| row, timed beside its base | shape | base's speed ratio (LSTM, unidirectional) | this row's "
-              "| this / base |\n| --- | --- | ---: | ---: | ---: |")
-        for label, name, r0, r1 in beside:
-            print(f"| {label} | {name} | {r0:.2f}x | {r1:.2f}x | {r1 / r0:.2f} |", flush=True)
+              "| this / base | in each repeat, lowest - highest |\n| --- | --- | ---: | ---: | ---: | ---: |")
+        for label, name, r0, r1, each in beside:
+            print(f"| {label} | {name} | {r0:.2f}x | {r1:.2f}x | {r1 / r0:.2f} | {each.min():.2f} - {each.max():.2f} |",
+                  flush=True)
     if orders:
         print("\n| one process, timed in one alternation | shape | fastlstm's speed, numpy and torch first / fastlstm "
-              "first |\n| --- | --- | ---: |")
-        for name, r in orders:
-            print(f"| train | {name} | {r:.2f}x |", flush=True)
+              "first | in each repeat, lowest - highest |\n| --- | --- | ---: | ---: |")
+        for name, r, each in orders:
+            print(f"| train | {name} | {r:.2f}x | {each.min():.2f} - {each.max():.2f} |", flush=True)
     if "text" in groups:
         text_rows(args.quick, repeats, settle)
     if "onnx" in groups:
