@@ -19,7 +19,9 @@ memory groups itself. The bidirectional and GRU training rows (and the GRU's inf
 streaming rows) are timed in one alternation with the plain LSTM's row of the same shape,
 both libraries, so that the table after the main one compares their speed ratios within
 one set of blocks: the targets ask for "at least the unidirectional LSTM's ratio", and on
-a shared machine the same row drifts by 10-20% between minutes of one run.
+a shared machine the same row drifts by 10-20% between minutes of one run. Those tables
+also give the lowest and highest of the ratio taken within each repeat: the spread behind
+the median.
 """
 import os
 
