@@ -744,66 +744,44 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, Zr, dhr, 
 
 
 @njit(**JIT)
-def _copy_hidden_rows(y, I, lengths, D, reverse, r0, r1):
-    """copy_hidden's work for rows r0..r1-1."""
-    T, B, H = y.shape
+def _copy_steps_rows(dst, src, lengths, reverse, add, t0, k0, r0, r1):
+    """copy_steps' work for rows r0..r1-1."""
+    T, B, K = dst.shape
     for r in range(r0, r1):              # element loops: a slice assignment costs more than its 64-256 copies
         n = lengths[r]
         for t in range(T):
             if t < n:
-                s = n - t if reverse else t + 1
-                for j in range(H):
-                    y[t, r, j] = I[s, r, D + j]
-            else:
-                for j in range(H):
-                    y[t, r, j] = 0
-
-
-@njit(**PARALLEL_JIT)
-def copy_hidden(y, I, lengths, D, reverse):
-    """y (T,B,H) = h_t taken from I[t+1,:,D:], zero past each row's length. reverse: I holds
-    a reverse direction, whose step t saw the row's step L-1-t, so y[t] = h of step L-1-t.
-    One thread below COPY_PARALLEL elements, as pack_panels."""
-    B = y.shape[1]
-    if y.size < COPY_PARALLEL:
-        _copy_hidden_rows(y, I, lengths, D, reverse, 0, B)
-    else:
-        for r in prange(B):
-            _copy_hidden_rows(y, I, lengths, D, reverse, r, r + 1)
-
-
-@njit(**JIT)
-def _copy_steps_rows(dst, src, lengths, reverse, add, r0, r1):
-    """copy_steps' work for rows r0..r1-1."""
-    T, B, K = dst.shape
-    for r in range(r0, r1):              # element loops, as _copy_hidden_rows
-        n = lengths[r]
-        for t in range(T):
-            if t < n:
-                s = n - 1 - t if reverse else t
+                s = t0 + (n - 1 - t if reverse else t)
                 if add:
                     for j in range(K):
-                        dst[t, r, j] += src[s, r, j]
+                        dst[t, r, j] += src[s, r, k0 + j]
                 else:
                     for j in range(K):
-                        dst[t, r, j] = src[s, r, j]
+                        dst[t, r, j] = src[s, r, k0 + j]
             elif not add:
                 for j in range(K):
                     dst[t, r, j] = 0
 
 
 @njit(**PARALLEL_JIT)
-def copy_steps(dst, src, lengths, reverse, add):
-    """dst[t, r] = src[t, r] (or src[L_r-1-t, r] with reverse: each row's own steps in the
-    reverse order, as the reverse direction of a bidirectional layer sees them) for
-    t < L_r; add=True adds instead. Past a row's length dst is zeroed (or, adding, left).
-    dst, src (T, B, K). One thread below COPY_PARALLEL elements, as pack_panels."""
+def copy_steps(dst, src, lengths, reverse, add, t0, k0):
+    """dst[t, r] = src[t0 + t, r, k0:k0+K] (or src[t0 + L_r-1-t, r, k0:k0+K] with reverse:
+    each row's own steps in the reverse order, as the reverse direction of a bidirectional
+    layer sees them) for t < L_r; add=True adds instead. Past a row's length dst is zeroed
+    (or, adding, left). dst (T, B, K), src (≥t0+T, B, ≥k0+K). One thread below
+    COPY_PARALLEL elements, as pack_panels."""
     B = dst.shape[1]
     if dst.size < COPY_PARALLEL:
-        _copy_steps_rows(dst, src, lengths, reverse, add, 0, B)
+        _copy_steps_rows(dst, src, lengths, reverse, add, t0, k0, 0, B)
     else:
         for r in prange(B):
-            _copy_steps_rows(dst, src, lengths, reverse, add, r, r + 1)
+            _copy_steps_rows(dst, src, lengths, reverse, add, t0, k0, r, r + 1)
+
+
+def copy_hidden(y, I, lengths, D, reverse):
+    """y (T,B,H) = h_t taken from I[t+1,:,D:], zero past each row's length. reverse: I holds
+    a reverse direction, whose step t saw the row's step L-1-t, so y[t] = h of step L-1-t."""
+    copy_steps(y, I, lengths, reverse, False, 1, D)
 
 
 @njit(**JIT)

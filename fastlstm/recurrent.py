@@ -424,7 +424,7 @@ class _Recurrent:
         D = layer.D
         I, Z, C, TC = self._ws.layer(k, T, B)
         if reverse:
-            copy_steps(I[:T, :, :D], x, L, True, False)
+            copy_steps(I[:T, :, :D], x, L, True, False, 0, 0)
         else:
             I[:T, :, :D] = x
         I[0, :, D:] = 0 if h0 is None else h0[k]
@@ -515,7 +515,7 @@ class _Recurrent:
                 if dirs > 1:               # each direction's share, in its own time, before dX (dY's buffer) is written
                     dYd = [_view(ws.dYs[d * T * B * Hr:], T, B, Hr) for d in range(dirs)]
                     for d in range(dirs):
-                        copy_steps(dYd[d], dY[:, :, d * Hr:(d + 1) * Hr], L, d == 1, False)
+                        copy_steps(dYd[d], dY, L, d == 1, False, 0, d * Hr)
                 args, products = [], []
                 for d in range(dirs):
                     k = l * dirs + d
@@ -544,7 +544,7 @@ class _Recurrent:
                     k = l * dirs + d
                     add_row_sums(self.layers[k].db, Z.reshape(T * B, G), ws.dbs)   # δb = Σ_t δz_t
                     if dX is not None and d == 1:                               # back to natural time, added
-                        copy_steps(dX, _view(ws.dXr, T, B, D), L, True, True)
+                        copy_steps(dX, _view(ws.dXr, T, B, D), L, True, True, 0, 0)
                     dh0[k] = dh
                     dc0[k] = dc if self.HAS_C else 0
                     if record:

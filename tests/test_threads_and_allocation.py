@@ -261,15 +261,15 @@ def test_every_parallel_region_is_a_prange(tmp_path):
                 assert prange_indent is not None and indent > prange_indent, \
                     f"{name}: a parallel region outside any prange: {line.strip()}"
         kernels[name] = [line.strip() for line in lines]
-    assert {"recurrent_step", "recurrent_forward", "recurrent_backward", "copy_hidden"} <= set(kernels), kernels
+    assert {"recurrent_step", "recurrent_forward", "recurrent_backward", "copy_steps"} <= set(kernels), kernels
     assert kernels["recurrent_step"] == ["for u in prange((H + U - 1) // U):"], kernels["recurrent_step"]
 
 
 @pytest.mark.parametrize("B, K", [(5, 7), (40, 1700)])       # below and above kernels.COPY_PARALLEL
 def test_the_copies_of_steps_are_exact_serial_or_parallel(B, K):
-    """copy_hidden and copy_steps run on one thread below COPY_PARALLEL elements, on all of
-    them above: both give each row its own steps (reversed within its length for the
-    reverse direction), zeros past the length, or the sum when adding."""
+    """copy_steps (and copy_hidden, which it runs) works on one thread below COPY_PARALLEL
+    elements, on all of them above: both give each row its own steps (reversed within its
+    length for the reverse direction), zeros past the length, or the sum when adding."""
     from fastlstm.kernels import COPY_PARALLEL, copy_hidden, copy_steps
     T, D = 11, 3
     assert (T * B * K < COPY_PARALLEL) == (B == 5)
@@ -289,8 +289,8 @@ def test_the_copies_of_steps_are_exact_serial_or_parallel(B, K):
         np.testing.assert_array_equal(y, want)
     for reverse, want in ((False, want_s), (True, want_rs)):
         dst = np.full((T, B, K), np.nan)
-        copy_steps(dst, src, L, reverse, False)
+        copy_steps(dst, src, L, reverse, False, 0, 0)
         np.testing.assert_array_equal(dst, want)
         dst = base.copy()
-        copy_steps(dst, src, L, reverse, True)
+        copy_steps(dst, src, L, reverse, True, 0, 0)
         np.testing.assert_array_equal(dst, base + want)
