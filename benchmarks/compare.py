@@ -368,8 +368,8 @@ def main(argv=None):
           "| of matmul | torch of matmul |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 
-    beside = []                              # (label, shape name, base's speed ratio, this row's)
-    orders = []                              # (shape name, fastlstm's speed with numpy and torch first / fastlstm first)
+    beside = []                              # (label, shape name, base's speed ratio, this row's, per repeat)
+    orders = []                              # (shape name, fastlstm's speed torch first / fastlstm first, per repeat)
 
     def row(group, label, name, shape, dtype, flops, base=None):
         """One table row. A speed ratio r needs r x (torch of matmul) of the matmul rate.

@@ -166,8 +166,9 @@ def run(p):
 
 def _numpy_product(a, b, out, accumulate):
     """out = a @ b (or +=) by NumPy, without the private OpenBLAS. Adding into an out that is
-    not all zeros goes in blocks of 256 rows through a scratch far smaller than out (a
-    training step zeroes its gradients, so its δW is one product straight into them)."""
+    not all zeros goes in blocks of 256 rows through a scratch far smaller than out, made
+    per call (this fallback only; a training step zeroes its gradients, so its δW is one
+    product straight into them)."""
     if not accumulate or not out.any():
         np.matmul(a, b, out=out)
         return

@@ -274,7 +274,7 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start):
 _tile, _tile_wide = (_make_tile(n) for n in TILE_BYTES)
 
 
-COPY_PARALLEL = 1 << 16     # elements from which a copy (packing included) pays for waking the threads (docs/performance.md)
+COPY_PARALLEL = 1 << 16     # elements from which a copy (packing too) pays for waking the threads (docs/performance.md)
 
 
 @njit(**JIT)

@@ -157,7 +157,8 @@ class _Workspace:
         self.G = block_counts(blocks)[1] * H        # Z's columns
         self.Hd = H * carry                          # the δc carry (the LSTM's), or the GRU's z⊙δh
         self.dirs, self.mixes = dirs, mixes      # mixes: layer inputs go through Xb (bidirectional or dropout)
-        self.gemms = np.zeros((5 * dirs, 14), np.int64)  # a layer's backward products (_blas.plan): ≤ 3 δW, δW_hr, δX a direction
+        self.gemms = np.zeros((5 * dirs, 14), np.int64)  # a layer's backward products (_blas.plan):
+        # per direction at most 3 δW runs (the GRU's), δW_hr and δX
         self.cap_tb = self.cap_b = 0
 
     def ensure(self, T, B):
