@@ -371,6 +371,12 @@ def main(argv=None):
     beside = []                              # (label, shape name, base's speed ratio, this row's, per repeat)
     orders = []                              # (shape name, fastlstm's speed torch first / fastlstm first, per repeat)
 
+    def print_row(label, name, shape, a, b, flops):
+        """A table row from fastlstm's (a) and PyTorch's (b) seconds per call."""
+        gf = flops / a / 1e9
+        print(f"| {label} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | "
+              f"{gf:.1f} | {gf / rate:.0%} | {flops / b / 1e9 / rate:.0%} |", flush=True)
+
     def row(group, label, name, shape, dtype, flops, base=None):
         """One table row. A speed ratio r needs r x (torch of matmul) of the matmul rate.
         base: a group timed in the same alternation (the unidirectional LSTM beside the
@@ -382,9 +388,7 @@ def main(argv=None):
         a, b = t[:2]
         if base:                             # and this / base within each repeat, for its spread
             beside.append((label, name, t[3] / t[2], b / a, (per[:, 1] / per[:, 0]) / (per[:, 3] / per[:, 2])))
-        gf = flops / a / 1e9
-        print(f"| {label} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | "
-              f"{gf:.1f} | {gf / rate:.0%} | {flops / b / 1e9 / rate:.0%} |", flush=True)
+        print_row(label, name, shape, a, b, flops)
 
     for name, shape in shapes.items():
         if "train" in groups:
@@ -405,9 +409,7 @@ def main(argv=None):
             t, per = alternate([w.runner("train", *shape, np.float32, side=lib) for w in mixed
                                 for lib in ("fastlstm", "torch")], repeats, settle=settle, samples=True)
             for label, (a, b) in zip(labels, (t[:2], t[2:])):
-                gf = flops_train(*shape) / a / 1e9
-                print(f"| {label} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | {gf:.1f} | "
-                      f"{gf / rate:.0%} | {flops_train(*shape) / b / 1e9 / rate:.0%} |", flush=True)
+                print_row(label, name, shape, a, b, flops_train(*shape))
             orders.append((name, t[0] / t[2], per[:, 0] / per[:, 2]))
         for w in mixed:
             w.close()

@@ -131,6 +131,18 @@ def blocks(M, N, K):
     return 1 if M * N * K < SMALL else max(1, min(BLOCKS, M // MIN_ROWS))
 
 
+def _spec(a, b, out, accumulate):
+    """_gemm_block's first 14 arguments for out = a @ b (+ out with accumulate): element
+    size, transpose flags, M, N, K, addresses and leading dimensions, beta (0 or 1), and
+    the blocks (0 when out is empty)."""
+    M, K = a.shape
+    N = b.shape[1]
+    ta, lda = _operand(a)
+    tb, ldb = _operand(b)
+    return (out.itemsize, ta, tb, M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, int(accumulate), out.ctypes.data,
+            _operand(out)[1], blocks(M, N, K) if M and N else 0)
+
+
 def plan(products, S):
     """The products [(a, b, out, accumulate)] made ready to run together (`run`), each
     out (M, N) = a (M, K) @ b (K, N), or out += a @ b with accumulate, as `matmul`; S an
@@ -141,15 +153,9 @@ def plan(products, S):
     wake-up (about 100 µs on the machines measured). The plan holds the arrays."""
     if not available():
         return None, products, 0, True
-    macs = 0
-    for i, (a, b, out, accumulate) in enumerate(products):
-        M, K = a.shape
-        N = b.shape[1]
-        ta, lda = _operand(a)
-        tb, ldb = _operand(b)
-        S[i] = (out.itemsize, ta, tb, M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, accumulate,
-                out.ctypes.data, _operand(out)[1], blocks(M, N, K) if M and N else 0)
-        macs += M * N * K
+    for i, product in enumerate(products):
+        S[i] = _spec(*product)
+    macs = sum(int(S[i, 3] * S[i, 4] * S[i, 5]) for i in range(len(products)))
     return S, products, len(products), macs < SMALL
 
 
@@ -187,18 +193,10 @@ def matmul(a, b, out, accumulate=False):
     if not available():
         _numpy_product(a, b, out, accumulate)
         return out
-    M, K = a.shape
-    N = b.shape[1]
-    if M == 0 or N == 0:
-        return out
-    ta, lda = _operand(a)
-    tb, ldb = _operand(b)
-    _, ldc = _operand(out)
-    beta, nblk = (1.0 if accumulate else 0.0), blocks(M, N, K)
+    spec = _spec(a, b, out, accumulate)
+    es, ta, tb, M, N, K, pa, lda, pb, ldb, beta, pc, ldc, nblk = spec
     if nblk == 1:
-        _gemm[out.dtype](_ROW, ta, tb, M, N, K, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, beta, out.ctypes.data,
-                         ldc)
-    else:
-        _gemm_blocks(out.itemsize, ta, tb, M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, beta, out.ctypes.data,
-                     ldc, nblk)
+        _gemm[out.dtype](_ROW, ta, tb, M, N, K, 1.0, pa, lda, pb, ldb, float(beta), pc, ldc)
+    elif nblk > 1:
+        _gemm_blocks(*spec)
     return out
