@@ -30,6 +30,20 @@ from ._config import JIT, PARALLEL_JIT, own_openmp
 
 own_openmp()      # Numba's threads on its own OpenMP runtime, whatever the process loaded first
 
+ALIGN = 64        # bytes: a cache line, one AVX-512 vector
+
+
+def zeros(shape, dtype):
+    """np.zeros whose data starts on an ALIGN-byte boundary, for the buffers the kernels
+    stream (parameters, gradients, workspace, optimizer state). NumPy's own start 16 bytes
+    past one as often as not, and then every other 32-byte load straddles two cache lines:
+    the streaming step's matrix-vector loop ran 1.4x slower (docs/performance.md)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(nbytes + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
 # -- exp, σ and tanh that LLVM can vectorise ------------------------------------------
 # libm's expf/tanhf are opaque calls that keep the gate loops scalar (3x slower here).
 # These are Cody-Waite range reduction, e^x = 2^n e^r with |r| ≤ ln2/2, plus a Taylor

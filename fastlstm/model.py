@@ -15,7 +15,7 @@ from . import _validate as v
 from . import checkpoint, choices, heads, optim
 from . import _blas
 from ._config import blas_turn
-from .kernels import all_finite, scatter_rows
+from .kernels import all_finite, scatter_rows, zeros
 from .recurrent import GRU, LSTM, RNN, dropout_seed_from
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU)))
@@ -63,7 +63,7 @@ class Model:
         self.cell, self.loss, self.output, self.on_nonfinite = cell, loss, output, on_nonfinite
         dtype = v.dtype_of(dtype)
         v.fits_in_memory("the model's parameters and gradients", 2 * size * dtype.itemsize)
-        self.params, self.grads = np.zeros(size, dtype), np.zeros(size, dtype)
+        self.params, self.grads = zeros(size, dtype), zeros(size, dtype)
         extra = dict(forget_bias=forget_bias, proj_size=proj_size) if cell == "lstm" else {}
         if dropout_seed is None:             # from the model's seed (the stack is given none)
             dropout_seed = dropout_seed_from(seed)
@@ -145,12 +145,12 @@ class Model:
             H, Hr, Hout, states, D = c.hidden_size, c.Hr, c.output_size, c.num_states, c.input_size
             S = 1 if self.output == "last" else T
             self._bufs = {(T, B): dict(  # one shape at a time: a new shape replaces the old
-                y=np.zeros((T, B, Hout), e), P=np.zeros((S, B, O), e), dP=np.zeros((S, B, O), e),
-                dV=np.zeros((O, Hout), e), dbias=np.zeros(O, e), dY=np.zeros((T, B, Hout), e),
-                dhn=np.zeros((states, B, Hr), e), dh0=np.zeros((states, B, Hr), e), dc0=np.zeros((states, B, H), e),
-                dlast=np.zeros((B, Hout), e),
-                x=np.zeros((T, B, D) if self.E is not None else (0, 0, D), e), dx=np.zeros((T, B, D) if
-                                                                                        self.E is not None else (0, 0, D), e))}
+                y=zeros((T, B, Hout), e), P=zeros((S, B, O), e), dP=zeros((S, B, O), e),
+                dV=zeros((O, Hout), e), dbias=zeros(O, e), dY=zeros((T, B, Hout), e),
+                dhn=zeros((states, B, Hr), e), dh0=zeros((states, B, Hr), e), dc0=zeros((states, B, H), e),
+                dlast=zeros((B, Hout), e),
+                x=zeros((T, B, D) if self.E is not None else (0, 0, D), e),
+                dx=zeros((T, B, D) if self.E is not None else (0, 0, D), e))}
         return self._bufs[(T, B)]
 
     # -- forward through the head -------------------------------------------------------

@@ -12,7 +12,7 @@ from numba import njit
 from . import _validate as v
 from . import choices
 from ._config import JIT
-from .kernels import _like, sum_squares
+from .kernels import _like, sum_squares, zeros
 
 
 @njit(**JIT)
@@ -112,7 +112,7 @@ class Optimizer:
         if self._owner is not None and self._owner() not in (None, owner):
             raise ValueError(f"this {type(self).__name__} already belongs to another model; give each "
                              f"model an optimizer of its own (e.g. fastlstm.{type(self).__name__}(lr=...))")
-        self.state = {k: np.zeros(n, dtype) for k in self.state_names}
+        self.state = {k: zeros(n, dtype) for k in self.state_names}
         self.t = 0
         self._owner = None if owner is None else weakref.ref(owner)
         return self

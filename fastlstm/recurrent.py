@@ -25,7 +25,7 @@ from . import _blas
 from ._config import blas_turn
 from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, TILE_BYTES, add_row_sums, apply_dropout, block_counts,
                       copy_hidden, copy_steps, pack_unit, panel_extent, recurrent_backward, recurrent_forward,
-                      recurrent_step)
+                      recurrent_step, zeros)
 
 # From this many inputs D_l, or when a packed panel of all D_l + H columns would not fit in
 # L1 (_tiles_from), a layer's forward computes the input half X W_xᵀ of z for all steps as
@@ -186,7 +186,7 @@ class _Workspace:
             dbs=G)
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
         v.fits_in_memory(f"the workspace for T = {T}, B = {B}", total)
-        new = {k: [np.zeros(m, e) for m in n] if isinstance(n, list) else np.zeros(n, e) for k, n in sizes.items()}
+        new = {k: [zeros(m, e) for m in n] if isinstance(n, list) else zeros(n, e) for k, n in sizes.items()}
         self.__dict__.update(new)
         self.cap_tb, self.cap_b = tb, b
 
@@ -255,7 +255,7 @@ class _Recurrent:
         n = self.param_count(D, H, layers, bidirectional, self.proj_size)
         if buffers is None:
             v.fits_in_memory("the parameters and gradients", 2 * n * self.dtype.itemsize)
-        self.params, self.grads = buffers or (np.zeros(n, self.dtype), np.zeros(n, self.dtype))
+        self.params, self.grads = buffers or (zeros(n, self.dtype), zeros(n, self.dtype))
         assert self.params.shape == self.grads.shape == (n,) and self.params.dtype == self.dtype
         # units k = l·directions + d: layer l, direction d (1: the reverse one)
         self.layers = [Layer(d, H, W, b, dW, db, R, dR) for d, (W, b, R), (dW, db, dR)
@@ -473,9 +473,9 @@ class _Recurrent:
         if self.HAS_C and np.may_share_memory(h, c):
             raise ValueError("h and c must be separate arrays; they overlap in memory")
         if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
-            self._step_scratch = (np.zeros((B, max(self.input_size, Hr) + Hr), self.dtype),
-                                  np.zeros((B, self._ws.G), self.dtype), np.zeros((2, H), self.dtype),
-                                  np.zeros((B, self._ws.Hm), self.dtype))
+            self._step_scratch = (zeros((B, max(self.input_size, Hr) + Hr), self.dtype),
+                                  zeros((B, self._ws.G), self.dtype), zeros((2, H), self.dtype),
+                                  zeros((B, self._ws.Hm), self.dtype))
         c = c if self.HAS_C else h[:, :, :0]
         if not recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL,
                               BLOCKS[self.CELL]):

@@ -126,6 +126,38 @@ def test_workspace_grows_only_for_a_bigger_batch():
     assert [id(b) for b in m._ws.Z] != bufs
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_buffers_the_kernels_stream_start_on_a_cache_line(cell):
+    """Parameters, gradients, optimizer state, every workspace buffer, the head's buffers
+    and the streaming step's scratch start on a 64-byte boundary (NumPy's own often start 16
+    bytes past one, and a vector load then straddles two cache lines). Empty ones are
+    never read."""
+    from fastlstm.kernels import ALIGN, zeros
+    for shape in [(7,), (3, 5), (2, 3, 33)]:
+        for dtype in (np.float32, np.float64, np.int64):
+            a = zeros(shape, dtype)
+            assert a.ctypes.data % ALIGN == 0 and a.shape == shape and a.dtype == dtype
+            assert a.flags.c_contiguous and a.flags.writeable and not a.any()
+    for _ in range(3):              # NumPy's alignment varies from one allocation to the next
+        m = fastlstm.Model(5, 7, 2, num_layers=2, cell=cell, bidirectional=True, seed=0)
+        x, y = np.zeros((4, 3, 5), np.float32), np.zeros((3, 2), np.float32)
+        m.train_step(x, y)
+        core = m.core
+        stream = {"lstm": fastlstm.LSTM, "gru": fastlstm.GRU}[cell](5, 7, num_layers=2, seed=0)
+        state = [np.zeros((2, 1, 7), np.float32) for _ in range(2 if cell == "lstm" else 1)]
+        stream.step(np.zeros((1, 5), np.float32), *state)
+        buffers = dict(params=m.params, grads=m.grads, **{f"optimizer.{k}": a for k, a in m.optimizer.state.items()},
+                       **{f"head.{k}": a for bufs in m._bufs.values() for k, a in bufs.items()},
+                       **{f"step scratch {i}": a for i, a in enumerate(stream._step_scratch)})
+        for k, a in vars(core._ws).items():
+            for i, b in enumerate(a if isinstance(a, list) else [a]):
+                if isinstance(b, np.ndarray) and b.dtype == core.dtype:
+                    buffers[f"workspace {k}[{i}]"] = b
+        assert len(buffers) > 20
+        misaligned = [k for k, a in buffers.items() if a.size and a.ctypes.data % ALIGN]   # empty: never read
+        assert not misaligned, misaligned
+
+
 def test_input_half_goes_to_blas_when_a_fused_panel_would_not_fit_in_l1(monkeypatch, tmp_path):
     """The forward keeps [x ; h] in one tile sum while its packed panel ((D + H) rows of
     TILE bytes) fits in L1, and from D = SPLIT_D; the L1 size comes from sysfs."""
