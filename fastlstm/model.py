@@ -354,7 +354,7 @@ class Model:
     def _zero_state(self, B):
         """Streaming state (h, c): (num_states, B, Hr) and (num_states, B, H)."""
         c = self.core
-        return np.zeros((c.num_states, B, c.Hr), self.dtype), np.zeros((c.num_states, B, c.hidden_size), self.dtype)
+        return zeros((c.num_states, B, c.Hr), self.dtype), zeros((c.num_states, B, c.hidden_size), self.dtype)
 
     def evaluate(self, x, y, lengths=None, batch_size=256):
         """Mean loss (and accuracy for xent) over a data set, in batches along B.

@@ -130,8 +130,8 @@ def test_workspace_grows_only_for_a_bigger_batch():
 def test_the_buffers_the_kernels_stream_start_on_a_cache_line(cell):
     """Parameters, gradients, optimizer state, every workspace buffer, the head's buffers
     and the streaming step's scratch start on a 64-byte boundary (NumPy's own often start 16
-    bytes past one, and a vector load then straddles two cache lines). Empty ones are
-    never read."""
+    bytes past one, and a vector load then straddles two cache lines), and so does a Model's
+    streaming state. Empty ones are never read."""
     from fastlstm.kernels import ALIGN, zeros
     for shape in [(7,), (3, 5), (2, 3, 33)]:
         for dtype in (np.float32, np.float64, np.int64):
@@ -143,12 +143,12 @@ def test_the_buffers_the_kernels_stream_start_on_a_cache_line(cell):
         x, y = np.zeros((4, 3, 5), np.float32), np.zeros((3, 2), np.float32)
         m.train_step(x, y)
         core = m.core
-        stream = {"lstm": fastlstm.LSTM, "gru": fastlstm.GRU}[cell](5, 7, num_layers=2, seed=0)
-        state = [np.zeros((2, 1, 7), np.float32) for _ in range(2 if cell == "lstm" else 1)]
-        stream.step(np.zeros((1, 5), np.float32), *state)
+        stream = fastlstm.Model(5, 7, 2, num_layers=2, cell=cell, seed=0)
+        stream.step(np.zeros((1, 5), np.float32))
         buffers = dict(params=m.params, grads=m.grads, **{f"optimizer.{k}": a for k, a in m.optimizer.state.items()},
                        **{f"head.{k}": a for bufs in m._bufs.values() for k, a in bufs.items()},
-                       **{f"step scratch {i}": a for i, a in enumerate(stream._step_scratch)})
+                       **{f"step scratch {i}": a for i, a in enumerate(stream.core._step_scratch)},
+                       **{f"streaming state {i}": a for i, a in enumerate(stream._state)})
         for k, a in vars(core._ws).items():
             for i, b in enumerate(a if isinstance(a, list) else [a]):
                 if isinstance(b, np.ndarray) and b.dtype == core.dtype:
