@@ -34,8 +34,9 @@ ALIGN = 64        # bytes: a cache line, one AVX-512 vector
 
 
 def zeros(shape, dtype):
-    """np.zeros whose data starts on an ALIGN-byte boundary, for the buffers the kernels
-    stream (parameters, gradients, workspace, optimizer state). NumPy's own start 16 bytes
+    """np.zeros whose data starts on an ALIGN-byte boundary, for every buffer the kernels
+    stream (parameters, gradients, workspace, optimizer state, the head's buffers, the
+    streaming step's scratch and a Model's streaming state). NumPy's own start 16 bytes
     past one as often as not, and then every other 32-byte load straddles two cache lines:
     the streaming step's matrix-vector loop ran 1.4x slower (docs/performance.md)."""
     dtype = np.dtype(dtype)
