@@ -20,8 +20,8 @@ from numba import njit, prange, types
 from ._config import JIT, PARALLEL_JIT
 
 _ROW, _N, _T = 101, 111, 112        # CblasRowMajor, CblasNoTrans, CblasTrans
-_NAMES = {np.dtype(np.float32): ("scipy_cblas_sgemm", ctypes.c_float, types.float32),   # entry point, its real
-          np.dtype(np.float64): ("scipy_cblas_dgemm", ctypes.c_double, types.float64)}  # for ctypes and Numba
+_NAMES = {np.dtype(np.float32): ("scipy_cblas_sgemm", types.float32),   # entry point, its real for Numba
+          np.dtype(np.float64): ("scipy_cblas_dgemm", types.float64)}
 _gemm = None
 # Blocks of a product: as many as the machine has CPUs (a power of two, at least 4, so that
 # 1, 2, 4, ... threads share them evenly), each of at least MIN_ROWS output rows; a product
@@ -32,7 +32,8 @@ MIN_ROWS, SMALL = 32, 1 << 19
 
 def _load():
     """{dtype: cblas ?gemm} of the private OpenBLAS, set to one thread, its entry points
-    also made known to the kernels; {} when the wheel is missing."""
+    made known to the kernels (which alone call them; the dict keeps the library loaded);
+    {} when the wheel is missing."""
     try:
         import llvmlite.binding as llvm
         import scipy_openblas32
@@ -41,11 +42,8 @@ def _load():
     lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"), mode=ctypes.RTLD_LOCAL)
     lib.scipy_openblas_set_num_threads(1)       # the threads are Numba's (_gemm_tasks)
     out = {}
-    i, p = ctypes.c_int, ctypes.c_void_p
-    for dtype, (name, real, _) in _NAMES.items():
+    for dtype, (name, _) in _NAMES.items():
         f = getattr(lib, name)
-        f.argtypes = [i, i, i, i, i, i, real, p, i, p, i, real, p, i]
-        f.restype = None
         llvm.add_symbol(name, ctypes.cast(f, ctypes.c_void_p).value)
         out[dtype] = f
     return out
@@ -60,7 +58,7 @@ def available():
 
 _i, _p = types.intc, types.intp                 # C int, and an address
 _sgemm, _dgemm = (types.ExternalFunction(name, types.void(_i, _i, _i, _i, _i, _i, real, _p, _i, _p, _i, real, _p, _i))
-                  for name, _, real in _NAMES.values())
+                  for name, real in _NAMES.values())
 
 
 @njit(**JIT)
@@ -194,9 +192,8 @@ def matmul(a, b, out, accumulate=False):
         _numpy_product(a, b, out, accumulate)
         return out
     spec = _spec(a, b, out, accumulate)
-    es, ta, tb, M, N, K, pa, lda, pb, ldb, beta, pc, ldc, nblk = spec
-    if nblk == 1:
-        _gemm[out.dtype](_ROW, ta, tb, M, N, K, 1.0, pa, lda, pb, ldb, float(beta), pc, ldc)
-    elif nblk > 1:
+    if spec[-1] == 1:                   # the whole product, on the calling thread
+        _gemm_block(*spec, 0)
+    elif spec[-1] > 1:
         _gemm_blocks(*spec)
     return out
