@@ -55,6 +55,13 @@ def proj_size(value, hidden_size):
     return P
 
 
+def no_projection(cell, value):
+    """A GRU's or RNN's proj_size: 0 alone (PyTorch's nn.GRU and nn.RNN refuse any other)."""
+    if positive_int("proj_size", value, minimum=0):
+        raise ValueError(f"proj_size applies to the LSTM only (PyTorch's proj_size); a {cell} has no projection: "
+                         f"use proj_size=0")
+
+
 def num_layers(value):
     """A layer count in 1..MAX_LAYERS."""
     n = positive_int("num_layers", value)
@@ -74,10 +81,22 @@ def fits_in_memory(what, nbytes):
                           f"{ram / 2**30:.1f} GiB of memory")
 
 
-def finite_float(name, value):
+def finite_float(name, value, *, gt=None, ge=None, lt=None, le=None):
+    """`value` as a finite float, within the bounds given (gt: >, ge: >=, lt: <, le: <=)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
         raise NonFiniteValue(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+    x = float(value)
+    for bound, ok, sign in ((gt, x.__gt__, ">"), (ge, x.__ge__, ">="), (lt, x.__lt__, "<"), (le, x.__le__, "<=")):
+        if bound is not None and not ok(bound):
+            raise ValueError(f"{name} must be {sign} {bound}, got {value!r}")
+    return x
+
+
+def choice(name, value, options):
+    """`value`, which must be one of the strings `options`."""
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return value
 
 
 def array(name, a, shape, dtype, *, writable=False, finite=True):

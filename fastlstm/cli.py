@@ -228,20 +228,20 @@ def _default_out(args):
 
 def _resumed_run(out, args, rng):
     """(model, source, training.Run, task name or None) continuing the checkpoint at out."""
-    from . import training
+    from . import _validate as v, training
     model, source = _resumed_source(out, args)
     extra = model.extra
     name = extra["task"]["name"] if "task" in extra else None
     old = DEFAULTS.get(name, {})                         # a checkpoint written before run states
-    r = training.Run(model, source, extra.get("batch", args.batch or old.get("batch", 1)), rng,
-                     steps=extra.get("total", args.steps or old.get("steps", 1)),
-                     eval_every=args.eval_every or old.get("eval_every"))
     try:
+        r = training.Run(model, source, v.positive_int("batch", extra.get("batch", args.batch or old.get("batch", 1))),
+                         rng, steps=v.positive_int("total", extra.get("total", args.steps or old.get("steps", 1))),
+                         eval_every=args.eval_every or old.get("eval_every"))
         if "run" in extra:
             r.load_state(extra["run"], extra.get("history", []))
         else:
             r.batches.load_state(dict(rng=extra["rng"]))
-            r.history = list(extra.get("history", []))
+            r.history = training.check_history(extra.get("history", []))
     except (KeyError, TypeError, ValueError) as e:
         raise UsageError(f"{out}: its run state is unusable ({type(e).__name__}: {e})") from None
     if args.steps is not None:                          # a longer (or shorter) run than first asked

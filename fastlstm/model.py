@@ -42,19 +42,17 @@ class Model:
                  loss="mse", output="last", dtype=np.float32, forget_bias=1.0, seed=None,
                  optimizer=None, clip=None, on_nonfinite="raise", bidirectional=False, dropout=0.0,
                  vocab_size=None, dropout_seed=None, proj_size=0):
-        if (cell not in CELLS or loss not in choices.LOSSES or output not in choices.OUTPUTS
-                or on_nonfinite not in choices.ON_NONFINITE):
-            raise ValueError(f"cell must be one of {choices.CELLS}, loss one of {choices.LOSSES}, output one of "
-                             f"{choices.OUTPUTS}, on_nonfinite one of {choices.ON_NONFINITE}; got {cell!r}, {loss!r}, "
-                             f"{output!r}, {on_nonfinite!r}")
+        for name, value, options in (("cell", cell, choices.CELLS), ("loss", loss, choices.LOSSES),
+                                     ("output", output, choices.OUTPUTS), ("on_nonfinite", on_nonfinite,
+                                                                         choices.ON_NONFINITE)):
+            v.choice(name, value, options)
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
         O = v.positive_int("output_size", output_size)
         Vn = None if vocab_size is None else v.positive_int("vocab_size", vocab_size)
         bidirectional = v.boolean("bidirectional", bidirectional)
-        if cell != "lstm" and v.positive_int("proj_size", proj_size, minimum=0):
-            raise ValueError(f"proj_size applies to the LSTM only (PyTorch's proj_size); a {cell.upper()} has "
-                             f"no projection: use proj_size=0")
+        if cell != "lstm":
+            v.no_projection(cell.upper(), proj_size)
         proj_size = v.proj_size(proj_size, H)
         n, Hout, size = _layout(cell, D, H, v.num_layers(num_layers), bidirectional, proj_size, O, Vn)
         self.clip = None if clip is None else v.finite_float("clip", clip)
@@ -427,9 +425,7 @@ def _checkpoint_arrays(header):
         raise ValueError(f"unknown model settings {sorted(set(cfg) - _CONFIG_KEYS)}")
     for part, key in ((header, "steps"), (header, "skipped_steps"), (opt, "t")):
         _count(part, key)
-    cell = cfg.get("cell", "lstm")
-    if not isinstance(cell, str) or cell not in CELLS:
-        raise ValueError(f"cell must be one of {choices.CELLS}, got {cell!r}")
+    cell = v.choice("cell", cfg.get("cell", "lstm"), choices.CELLS)
     D, H, O = (v.positive_int(k, cfg.get(k)) for k in ("input_size", "hidden_size", "output_size"))
     bi, vocab = v.boolean("bidirectional", cfg.get("bidirectional", False)), cfg.get("vocab_size")
     vocab = None if vocab is None else v.positive_int("vocab_size", vocab)

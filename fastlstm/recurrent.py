@@ -704,7 +704,8 @@ class _HiddenOnly(_Recurrent):
     """The interface of the cells whose state is h alone (RNN, GRU)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
-                 dtype=np.float32, seed=None, dropout_seed=None, buffers=None):
+                 dtype=np.float32, seed=None, dropout_seed=None, buffers=None, proj_size=0):
+        v.no_projection(type(self).__name__, proj_size)
         super().__init__(input_size, hidden_size, num_layers, dtype, 0.0, seed, buffers, bidirectional,
                          dropout, dropout_seed)
 

@@ -12,6 +12,7 @@ import tempfile
 
 import numpy as np
 
+from . import _validate as v
 from .choices import SCHEDULES
 
 
@@ -54,8 +55,10 @@ class Batches:
         return dict(rng=rng, epoch=self.epoch, pos=self.pos)
 
     def load_state(self, state):
+        epoch = v.positive_int("epoch", state.get("epoch", 0), minimum=0)
+        pos = v.positive_int("pos", state.get("pos", 0), minimum=0)
         self.rng.bit_generator.state = state["rng"]
-        self.epoch, self.pos = int(state.get("epoch", 0)), int(state.get("pos", 0))
+        self.epoch, self.pos = epoch, pos
         self._order = None
         if self.finite and self.pos:
             if not 0 < self.pos < self.per_epoch:
@@ -71,12 +74,11 @@ class Schedule:
     patience 2)."""
 
     def __init__(self, kind="constant", warmup=0, factor=0.5, patience=2, min_scale=1e-3):
-        if kind not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
-        if not (isinstance(warmup, int) and warmup >= 0) or not 0 < factor < 1 or patience < 1:
-            raise ValueError(f"warmup must be an integer >= 0, factor in (0, 1), patience >= 1; got {warmup}, "
-                             f"{factor}, {patience}")
-        self.kind, self.warmup, self.factor, self.patience, self.min_scale = kind, warmup, factor, patience, min_scale
+        self.kind = v.choice("schedule", kind, SCHEDULES)
+        self.warmup = v.positive_int("warmup", warmup, minimum=0)
+        self.factor = v.finite_float("factor", factor, gt=0, lt=1)
+        self.patience = v.positive_int("patience", patience)
+        self.min_scale = v.finite_float("min_scale", min_scale, ge=0, le=1)
         self.base_lr, self.total, self.scale, self.bad = None, None, 1.0, 0
 
     @classmethod
@@ -113,8 +115,12 @@ class Schedule:
 
     @classmethod
     def from_state(cls, st):
+        """The schedule that `state()` described, every field checked (it comes from a file)."""
         s = cls(st["kind"], st["warmup"], st["factor"], st["patience"], st["min_scale"])
-        s.base_lr, s.total, s.scale, s.bad = st["base_lr"], st["total"], st["scale"], st["bad"]
+        s.base_lr = v.finite_float("base_lr", st["base_lr"], ge=0)
+        s.total = v.positive_int("total", st["total"])
+        s.scale = v.finite_float("scale", st["scale"], ge=s.min_scale, le=1)
+        s.bad = v.positive_int("bad", st["bad"], minimum=0)
         return s
 
 
@@ -124,8 +130,8 @@ class EarlyStopping:
 
     def __init__(self, monitor, patience=None):
         self.name, self.mode = monitor
-        if patience is not None and (not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"patience must be an integer >= 1 or None, got {patience!r}")
+        if patience is not None:
+            patience = v.positive_int("patience", patience)
         self.patience, self.best, self.best_step, self.bad = patience, None, None, 0
 
     def update(self, metrics, step):
@@ -148,7 +154,12 @@ class EarlyStopping:
         return dict(best=self.best, best_step=self.best_step, bad=self.bad)
 
     def load_state(self, st):
-        self.best, self.best_step, self.bad = st["best"], st["best_step"], st["bad"]
+        best, step = st["best"], st["best_step"]
+        if (best is None) != (step is None):
+            raise ValueError(f"best and best_step must both be null or both be set, got {best!r}, {step!r}")
+        self.best = None if best is None else v.finite_float("best", best)
+        self.best_step = None if step is None else v.positive_int("best_step", step, minimum=0)
+        self.bad = v.positive_int("bad", st["bad"], minimum=0)
 
 
 class Run:
@@ -211,12 +222,29 @@ class Run:
                     loss_sum=self.loss_sum, loss_count=self.loss_count, total=self.total, eval_every=self.eval_every)
 
     def load_state(self, st, history):
+        """Continue the run that `state()` described, with its `history` (both from a
+        checkpoint, so each field is checked: a bad one raises ValueError or TypeError)."""
         self.batches.load_state(st["batches"])
         self.schedule = Schedule.from_state(st["schedule"])
         self.stopper.load_state(st["stopper"])
-        self.loss_sum, self.loss_count = float(st["loss_sum"]), int(st["loss_count"])
-        self.total, self.eval_every = int(st["total"]), int(st["eval_every"])
-        self.history = list(history)
+        self.loss_sum = v.finite_float("loss_sum", st["loss_sum"])
+        self.loss_count = v.positive_int("loss_count", st["loss_count"], minimum=0)
+        self.total, self.eval_every = v.positive_int("total", st["total"]), v.positive_int("eval_every", st["eval_every"])
+        self.history = check_history(history)
+
+
+def check_history(history):
+    """A run's history from a checkpoint: a list of rows, each an object of numbers."""
+    if not isinstance(history, list):
+        raise TypeError(f"history must be a list of rows, got {type(history).__name__}")
+    for i, row in enumerate(history):
+        if not isinstance(row, dict):
+            raise TypeError(f"history row {i} must be an object, got {type(row).__name__}")
+        v.positive_int(f"history row {i}: step", row.get("step"), minimum=0)
+        for k, val in row.items():
+            if isinstance(val, bool) or not isinstance(val, (int, float)):
+                raise TypeError(f"history row {i}: {k} must be a number, got {val!r}")
+    return list(history)
 
 
 def write_log(path, history):

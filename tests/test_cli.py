@@ -1,4 +1,5 @@
 """The command line as a user runs it: train, resume, Ctrl-C, sample, bad options."""
+import json
 import os
 import signal
 import subprocess
@@ -221,3 +222,39 @@ def test_a_checkpoint_from_before_run_states_still_resumes(tmp_path):
     assert r.returncode == 0, r.stderr
     m = fastlstm.load(out)
     assert m.steps == 30 and [h["step"] for h in m.extra["history"]] == [10, 20, 30]
+
+
+def test_a_checkpoint_whose_run_state_is_hostile_is_refused_before_any_step(tmp_path, capsys):
+    """Every field of the run state that --resume continues (batch order, schedule, early
+    stopping, running loss, history) is checked: a wrong type or an impossible value stops
+    the command with a clear error, and the checkpoint stays as it was."""
+    from fastlstm import cli
+    good = tmp_path / "good.ckpt"
+    assert cli.main(["train", "--steps", "20", "--out", str(good), *SMALL]) == 0
+    extra = fastlstm.load(good).extra
+    changes = [(("run", "schedule", "kind"), "step"), (("run", "schedule", "warmup"), -1),
+               (("run", "schedule", "factor"), 1.5), (("run", "schedule", "patience"), 0),
+               (("run", "schedule", "min_scale"), "x"), (("run", "schedule", "base_lr"), -1.0),
+               (("run", "schedule", "total"), 0), (("run", "schedule", "scale"), 2.0),
+               (("run", "schedule", "bad"), None), (("run", "stopper", "best"), "x"),
+               (("run", "stopper", "best_step"), -1), (("run", "stopper", "bad"), []),
+               (("run", "batches", "epoch"), -1), (("run", "batches", "pos"), True),
+               (("run", "loss_sum"), None), (("run", "loss_count"), -1), (("run", "total"), 0),
+               (("run", "eval_every"), 0), (("run",), None), (("batch",), "x"), (("total",), -1),
+               (("history",), "x"), (("history",), [{"loss": 1.0}]), (("history",), [{"step": 10, "lr": "x"}])]
+    bad = tmp_path / "bad.ckpt"
+    for keys, value in changes:
+        changed = json.loads(json.dumps(extra))
+        d = changed
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+        fastlstm.load(good).save(bad, extra=changed)
+        before = bad.read_bytes()
+        capsys.readouterr()
+        assert cli.main(["train", "--steps", "30", "--out", str(bad), "--resume", *SMALL]) == 2, (keys, value)
+        err = capsys.readouterr().err
+        assert err.startswith("fastlstm: error: ") and "unusable" in err, (keys, value, err)
+        assert bad.read_bytes() == before
+    assert cli.main(["train", "--steps", "30", "--out", str(good), "--resume", *SMALL]) == 0     # the control
+    assert fastlstm.load(good).steps == 30

@@ -1,6 +1,7 @@
 """Model: loss heads against finite differences, learning that converges, non-finite steps,
 checkpoints that round-trip exactly, and clear errors."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -180,8 +181,10 @@ def test_bad_inputs_and_labels_get_clear_errors():
     with pytest.raises(TypeError, match="float32"):
         r.train_step(x, np.zeros((4, 2, 2)))
     assert np.array_equal(m.params, before) and m.steps == 0
-    with pytest.raises(ValueError, match="loss one of.*got .lstm., .hinge."):
-        fastlstm.Model(3, 4, 2, loss="hinge")
+    for setting in ("cell", "loss", "output", "on_nonfinite"):
+        for bad in ("hinge", ["mse"], None):
+            with pytest.raises(ValueError, match=f"^{setting} must be one of .*, got {re.escape(repr(bad))}$"):
+                fastlstm.Model(3, 4, 2, **{setting: bad})
 
 
 def test_corrupt_truncated_and_foreign_checkpoints(tmp_path):
