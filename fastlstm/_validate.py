@@ -92,6 +92,13 @@ def finite_float(name, value, *, gt=None, ge=None, lt=None, le=None):
     return x
 
 
+def rng(seed):
+    """np.random.default_rng(seed) for a seed that is None, an integer >= 0 or a Generator."""
+    if seed is not None and not isinstance(seed, np.random.Generator):
+        positive_int("seed", seed, minimum=0)
+    return np.random.default_rng(seed)
+
+
 def choice(name, value, options):
     """`value`, which must be one of the strings `options`."""
     if not isinstance(value, str) or value not in options:

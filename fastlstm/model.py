@@ -92,7 +92,7 @@ class Model:
     def reset_parameters(self, seed=None):
         """Layers as the stack's reset_parameters; V ~ U(±1/√width) and bias 0 (torch.nn.Linear's
         bound); E ~ N(0, 1) (torch.nn.Embedding's)."""
-        rng = np.random.default_rng(seed)
+        rng = v.rng(seed)
         self.core.reset_parameters(rng)
         k = 1 / np.sqrt(self.core.output_size)
         self.V[:] = rng.uniform(-k, k, self.V.shape)
@@ -289,8 +289,8 @@ class Model:
                              f"{self.output_size}) cannot fit x of D = {d.input_size} and y of kind {d.loss} with "
                              f"{d.output_size} outputs or classes")
         epochs = v.positive_int("epochs", epochs)
-        run = training.Run(self, d, v.positive_int("batch_size", batch_size), np.random.default_rng(seed),
-                           epochs=epochs, patience=patience, schedule=schedule, shuffle=shuffle)
+        run = training.Run(self, d, v.positive_int("batch_size", batch_size), v.rng(seed),
+                           epochs=epochs, patience=patience, schedule=schedule, shuffle=v.boolean("shuffle", shuffle))
         run.eval_every = run.batches.per_epoch
         bar = tqdm(total=epochs, disable=not progress, unit="epoch", dynamic_ncols=True)
         try:

@@ -135,7 +135,7 @@ def _tiles_from(D, Hr):
 def dropout_seed_from(seed):
     """The dropout masks' key drawn from `seed` (an int, None or a Generator), so that a
     seeded run repeats its masks."""
-    return int(np.random.default_rng(seed).integers(1 << 62))
+    return int(v.rng(seed).integers(1 << 62))
 
 
 def _nchunks(B, dirs=1):
@@ -305,7 +305,7 @@ class _Recurrent:
     def reset_parameters(self, seed=None):
         """W and W_hr ~ U(-1/√H, 1/√H) (as PyTorch), b = 0 except the LSTM's forget gate: forget_bias.
         seed: an int, None, or a numpy Generator to draw from."""
-        rng = np.random.default_rng(seed)
+        rng = v.rng(seed)
         H, k = self.hidden_size, 1 / np.sqrt(self.hidden_size)
         for layer in self.layers:
             layer.W[:] = rng.uniform(-k, k, layer.W.shape)

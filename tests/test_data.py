@@ -329,6 +329,12 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
         reg.fit(x, x[0, :, :1], epochs=1, patience=2)
     with pytest.raises(ValueError, match="cannot fit x of D = 3"):
         reg.fit(np.zeros((3, 4, 3)), np.zeros((4, 1)), epochs=1)
+    before = reg.params.copy()
+    for bad, err in (({"shuffle": "yes"}, "shuffle must be True or False"), ({"seed": "a"}, "seed must be an integer"),
+                     ({"seed": -1}, "seed must be >= 0"), ({"schedule": "step"}, "schedule must be one of")):
+        with pytest.raises((TypeError, ValueError), match=err):
+            reg.fit(x, x[:, :, 0].sum(axis=0) / 4, epochs=1, progress=False, **bad)
+    assert np.array_equal(reg.params, before)
 
 
 def test_plot_draws_the_metrics_log(files, tmp_path):

@@ -185,6 +185,11 @@ def test_bad_inputs_and_labels_get_clear_errors():
         for bad in ("hinge", ["mse"], None):
             with pytest.raises(ValueError, match=f"^{setting} must be one of .*, got {re.escape(repr(bad))}$"):
                 fastlstm.Model(3, 4, 2, **{setting: bad})
+    for seed, err in (("a", TypeError), (1.5, TypeError), (True, TypeError), (-1, ValueError)):
+        with pytest.raises(err, match="seed must be"):                  # None, an int >= 0 or a Generator
+            fastlstm.Model(3, 4, 2, seed=seed)
+        with pytest.raises(err, match="seed must be"):
+            fastlstm.GRU(3, 4, seed=seed)
 
 
 def test_corrupt_truncated_and_foreign_checkpoints(tmp_path):
