@@ -14,6 +14,7 @@ path stays an OSError. So a file can cost at most what its header's configuratio
 (a deflated member at most 1032 times its compressed size, deflate's limit), whatever it
 claims.
 """
+import errno
 import json
 import os
 import re
@@ -44,6 +45,8 @@ def write(path, header, arrays):
         meta = json.dumps(dict(header, format=FORMAT, version=VERSION), allow_nan=False).encode()
     except (TypeError, ValueError) as e:
         raise ValueError(f"a checkpoint's header (extra included) must be JSON with finite numbers: {e}") from None
+    if os.path.isdir(path):                  # before a temporary is made beside it, in its parent
+        raise IsADirectoryError(errno.EISDIR, "a checkpoint needs a file name, not a folder", path)
     folder = os.path.dirname(os.path.abspath(path))
     prefix = _temp_prefix(path)
     _remove_stale(folder, prefix)

@@ -393,6 +393,11 @@ def test_a_fifo_or_a_folder_is_refused_not_waited_on(tmp_path):
     assert time.perf_counter() - t0 < 2
     with pytest.raises(FileNotFoundError):
         fastlstm.load(tmp_path / "missing.ckpt")
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="needs a file name, not a folder"):     # saving onto a folder
+        fastlstm.Model(2, 3, 1).save(folder)
+    assert sorted(os.listdir(tmp_path)) == ["pipe.ckpt", "runs"] and os.listdir(folder) == []   # no temporary
 
 
 def test_a_small_file_declaring_a_huge_model_costs_nothing(good, tmp_path):
