@@ -271,6 +271,24 @@ def _number(cell):
     return x if math.isfinite(x) else None
 
 
+def _not_a_number(cell):
+    """Why a cell that should hold a number does not: as the errors say it."""
+    try:
+        float(cell)
+    except ValueError:
+        return f"{cell!r} is not a number"
+    return f"{cell!r} is not a finite number"
+
+
+def _first_bad(path, rows, names, c):
+    """`path: line L, column C (name): why` for column c's first cell that is neither
+    missing nor a finite number (the one that made the column text), or `path: column name`."""
+    for line, r in rows:
+        if r[c].strip().lower() not in MISSING and _number(r[c]) is None:
+            return f"{path}: line {line}, column {c + 1} ({names[c]!r}): {_not_a_number(r[c])}"
+    return f"{path}: column {names[c]!r}"
+
+
 def _time(cell):
     try:
         t = _dt.datetime.fromisoformat(cell.strip())
@@ -364,7 +382,7 @@ class Series:
             if n not in names:
                 raise DataError(f"{path}: no column {n!r}; the columns are: {', '.join(names)}")
             if kinds[names.index(n)] == "text" or (n in self.targets and kinds[names.index(n)] != "number"):
-                raise DataError(f"{path}: column {n!r} is not numeric")
+                raise DataError(f"{_first_bad(path, rows, names, names.index(n))}; column {n!r} must be numeric")
         self.columns = list(dict.fromkeys(self.features + self.targets))
         self.lines = np.array([line for line, _ in rows])               # each row's line in the file
         self.times = self._times(names.index(self.time_col), rows) if self.time_col else None
@@ -427,7 +445,7 @@ class Series:
                     x = _number(cell)
                     if x is None:
                         raise DataError(f"{self.path}: line {line}, column {c + 1} ({names[c]!r}): "
-                                        f"{cell!r} is not a number")
+                                        f"{_not_a_number(cell)}")
                 out[i, j] = last[j] = x
         return out
 
