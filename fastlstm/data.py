@@ -26,6 +26,7 @@ import numpy as np
 from . import choices
 
 MISSING = {"", "na", "n/a", "nan", "null", "none"}
+MAX_CLASSES = 1 << 20        # class labels of an arrays file: far more classes than any sequence classifier has
 CHUNK = 1 << 22                  # bytes of a text file decoded at a time
 VAL_CHARS = 100_000              # held-out characters scored at each evaluation (predict scores all)
 MAX_VOCAB = 1 << 16
@@ -604,8 +605,9 @@ class Arrays:
             return np.ascontiguousarray(x, np.float64), None, self._check_lengths(lengths, N, T), None
         y = np.asarray(y)
         if y.dtype.kind in "iu" and y.shape == (N,):
-            if y.min() < 0:
-                raise DataError(f"{p}: class labels y must be >= 0, got {y.min()}")
+            if y.min() < 0 or y.max() >= MAX_CLASSES:     # (a mistake, such as ids for labels: the head
+                raise DataError(f"{p}: class labels y must lie in 0..{MAX_CLASSES - 1} (class indices 0..C-1), "
+                                f"got min {y.min()}, max {y.max()}")  # would have max + 1 outputs)
             classes = True
             y = y.astype(np.int64)
         elif y.dtype.kind == "f" and y.shape in ((N,), (N,) + y.shape[1:2]) and y.ndim <= 2:

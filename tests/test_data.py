@@ -223,6 +223,8 @@ BAD_CSV = "date,load,temp\n2024-01-01T00:00:00,1.0,2.0\n"
     ("shape.npz", None, [], "y must be integer class labels (N,) or float targets"),
     ("lengths.npz", None, [], "lengths must be integers of shape (10,)"),
     ("range.npz", None, [], "lengths must lie in 1..5"),
+    ("ids.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 1099511627776"),
+    ("wrap.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 18446744073709551615"),
     ("junk.npz", b"not a zip", [], "not a readable .npz"),
     ("keep.csv", BAD_CSV.encode(), ["--target", "load"], "would write over the data"),
 ])
@@ -232,7 +234,9 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
     arrays = {"noy.npz": dict(x=x), "nox.npz": dict(y=np.zeros(10, np.int64)),
               "booly.npz": dict(x=x, y=np.zeros(10, bool)), "shape.npz": dict(x=x, y=np.zeros((10, 2), np.int64)),
               "lengths.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.ones(10)),
-              "range.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.full(10, 6))}
+              "range.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.full(10, 6)),
+              "ids.npz": dict(x=x, y=np.array([0] * 9 + [1 << 40])),    # ids where labels belong: 2^40 + 1 classes
+              "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64))}      # -1 once cast to int64
     if content is None:
         np.savez(path, **arrays[name])
     else:
