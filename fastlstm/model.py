@@ -322,7 +322,8 @@ class Model:
         """Streaming inference: one time step x (B, D) (token ids (B,) with an embedding) for B
         independent streams, with (h, c) kept in the model between calls (a bidirectional
         model cannot stream: ValueError). Returns predictions (B, O) at this step (class
-        probabilities for xent). reset_state() starts the streams afresh."""
+        probabilities for xent). reset_state() starts the streams afresh, and so does a call
+        with another B (B fresh streams, as the C ABI's fastlstm_step)."""
         if self.E is not None:                              # ids (B,) → their embeddings (B, D)
             ids, _ = self._check_x(np.asarray(x).reshape(1, -1) if isinstance(x, np.ndarray) else x, None)
             x = self.E[ids[0]]

@@ -120,6 +120,8 @@ def test_failed_step_keeps_the_streams():
     fresh.step(x[0])
     fresh.step(x[1])
     assert np.array_equal(m.step(x[2]), fresh.step(x[2]))
+    three = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32)
+    assert np.array_equal(m.step(three), fastlstm.Model(3, 5, 1, seed=0).step(three))   # another B: fresh streams
 
 
 @pytest.mark.parametrize("opt", [lambda: fastlstm.Adam(lr=1e-2), lambda: fastlstm.SGD(lr=0.1, momentum=0.9)])
