@@ -670,10 +670,8 @@ def recurrent_forward(Z, C, TC, I, M, P, b, Zr, Cr, TCr, Ir, Mr, Pr, br, lengths
     for task in prange(dirs * nchunks):
         c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)
-        if task < nchunks:
-            _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, blocks, TW)
-        else:
-            _forward_blocks(Zr, Cr, TCr, Ir, Mr, Pr, br, lengths, D, H, a0, b0, b1, cell, blocks, TW)
+        u = (Z, C, TC, I, M, P, b) if task < nchunks else (Zr, Cr, TCr, Ir, Mr, Pr, br)   # one call site:
+        _forward_blocks(*u, lengths, D, H, a0, b0, b1, cell, blocks, TW)     # one copy of it to compile
 
 
 @njit(**JIT)
@@ -751,11 +749,9 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, Zr, dhr, 
     for task in prange(dirs * nchunks):
         c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)
-        if task < nchunks:
-            _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengths, b0, b1, cell, blocks, TW)
-        else:
-            _backward_blocks(Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr, dHr, dmr, zero, lengths, b0, b1, cell,
-                             blocks, TW)
+        u = ((Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm) if task < nchunks else
+             (Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr, dHr, dmr))
+        _backward_blocks(*u, zero, lengths, b0, b1, cell, blocks, TW)
 
 
 @njit(**JIT)
