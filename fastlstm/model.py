@@ -280,6 +280,10 @@ class Model:
         from . import data, training
         if isinstance(y, np.ndarray) and y.ndim == 1 and self.loss == "mse":
             y = y[:, None]
+        if validation is not None and (not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3)):
+            raise TypeError(f"validation must be (x, y) or (x, y, lengths), got {type(validation).__name__}"
+                            + (f" of {len(validation)} items" if isinstance(validation, (tuple, list)) else ""))
+        progress = v.boolean("progress", progress)
         d = data.Arrays("<arrays>", layout="time", _arrays=(x, y, lengths),
                         validation=None if validation is None else tuple(validation) + (None,) * (3 - len(validation)))
         if patience is not None and validation is None:

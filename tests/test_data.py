@@ -339,9 +339,12 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
         reg.fit(np.zeros((3, 4, 3)), np.zeros((4, 1)), epochs=1)
     before = reg.params.copy()
     for bad, err in (({"shuffle": "yes"}, "shuffle must be True or False"), ({"seed": "a"}, "seed must be an integer"),
-                     ({"seed": -1}, "seed must be >= 0"), ({"schedule": "step"}, "schedule must be one of")):
+                     ({"seed": -1}, "seed must be >= 0"), ({"schedule": "step"}, "schedule must be one of"),
+                     ({"validation": 5}, r"validation must be \(x, y\) or \(x, y, lengths\), got int"),
+                     ({"validation": (x,)}, "got tuple of 1 items"), ({"validation": (x, x, None, None)}, "of 4 items"),
+                     ({"progress": "x"}, "progress must be True or False")):
         with pytest.raises((TypeError, ValueError), match=err):
-            reg.fit(x, x[:, :, 0].sum(axis=0) / 4, epochs=1, progress=False, **bad)
+            reg.fit(x, x[:, :, 0].sum(axis=0) / 4, epochs=1, **{"progress": False, **bad})
     assert np.array_equal(reg.params, before)
 
 
