@@ -136,6 +136,15 @@ class UsageError(Exception):
     """A bad option or file, reported as `fastlstm: error: ...` with exit status 2."""
 
 
+def _at_least(args, **minimum):
+    """UsageError unless each option given (not None) is at least its minimum: the counts and
+    seeds that would otherwise run zero steps, or fail deep inside with NumPy's words."""
+    for name, low in minimum.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+
+
 class _Interrupt:
     """The SIGINT handler of the command line.
 
@@ -275,6 +284,8 @@ def train(args, interrupt):
 
     from . import training
 
+    _at_least(args, steps=1, epochs=1, batch=1, eval_every=1, patience=1, warmup=0, seed=0, hidden=1, layers=1,
+              embed=1, window=1, horizon=1, season=1)
     out = args.out or _default_out(args)
     stem = out[:-5] if out.endswith(".ckpt") else out
     best_out, log = stem + ".best.ckpt", stem + ".csv"
@@ -387,6 +398,7 @@ def sample(args, interrupt):
     import numpy as np
 
     import fastlstm
+    _at_least(args, seed=0)
     if not (args.temperature > 0 and np.isfinite(args.temperature)) or args.length < 0:
         raise UsageError("--temperature must be a finite number > 0 and --length >= 0")
     model = fastlstm.load(args.checkpoint)
@@ -497,6 +509,7 @@ def export(args, interrupt):
 
 def carousel(args, interrupt):
     from . import carousel as cr
+    _at_least(args, seed=0)
     if args.T < 2 or args.hidden < 1 or args.batch < 1 or args.train < 0:
         raise UsageError("--T must be >= 2, --hidden and --batch >= 1, --train >= 0")
     results = cr.run(T=args.T, hidden=args.hidden, batch=args.batch, seed=args.seed, train_steps=args.train)

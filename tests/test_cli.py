@@ -179,7 +179,7 @@ def test_bad_options_and_files_get_a_message_not_a_traceback(tmp_path):
     r = _run("sample", str(tmp_path / "bad.ckpt"))
     assert r.returncode == 2 and "not a fastlstm checkpoint (not a zip archive)" in r.stderr
     r = _run("train", "--hidden", "0", "--steps", "1", "--out", str(tmp_path / "z.ckpt"))
-    assert r.returncode == 2 and "hidden_size must be >= 1" in r.stderr
+    assert r.returncode == 2 and "--hidden must be >= 1, got 0" in r.stderr       # the option, as typed
     r = _run("train", "--task", "nope")
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
@@ -202,6 +202,13 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         (("carousel", "--batch", "0"), "--batch >= 1"),
         (("train", "--cell", "gru", "--proj", "4", "--out", str(tmp_path / "g.ckpt")), "applies to the LSTM only"),
         (("train", "--proj", "8", "--out", str(tmp_path / "p.ckpt"), *SMALL), "proj_size must be < hidden_size"),
+        (("train", "--steps", "0", "--out", str(tmp_path / "s.ckpt")), "--steps must be >= 1, got 0"),
+        (("train", "--epochs", "0", "--data", str(tmp_path / "a.csv")), "--epochs must be >= 1, got 0"),
+        (("train", "--batch", "-2", "--out", str(tmp_path / "b.ckpt")), "--batch must be >= 1, got -2"),
+        (("train", "--eval-every", "-3", "--out", str(tmp_path / "e.ckpt")), "--eval-every must be >= 1, got -3"),
+        (("train", "--seed", "-1", "--out", str(tmp_path / "r.ckpt")), "--seed must be >= 0, got -1"),
+        (("sample", str(adding), "--seed", "-1"), "--seed must be >= 0, got -1"),
+        (("carousel", "--seed", "-1"), "--seed must be >= 0, got -1"),
     ]
     for argv, message in cases:
         r = _run(*argv)
