@@ -88,6 +88,8 @@ def _parser():
     t.add_argument("--out", help="checkpoint path (default runs/NAME.ckpt; the best beside it as NAME.best.ckpt, "
                    "the metrics log as NAME.csv)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
+    t.add_argument("--overwrite", action="store_true", help="start afresh over an existing checkpoint at --out "
+                   "(without it, or --resume, an existing run is never written over)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI: mpiexec -n N python -m mpi4py -m fastlstm train --distributed")
@@ -292,6 +294,12 @@ def train(args, interrupt):
     if args.data is not None and os.path.abspath(args.data) in {os.path.abspath(p) for p in (out, best_out, log)}:
         raise UsageError(f"--out {out} would write over the data {args.data} (the checkpoint, {best_out} or the "
                          f"metrics log {log}); choose another --out")
+    if args.resume and args.overwrite:
+        raise UsageError("give --resume (continue the run at --out) or --overwrite (start afresh over it), not both")
+    kept = [p for p in (out, best_out) if os.path.exists(p)]
+    if kept and not (args.resume or args.overwrite):
+        raise UsageError(f"{kept[0]} exists: continue that run with --resume, start afresh over it with "
+                         f"--overwrite, or choose another --out")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     rng = np.random.default_rng(args.seed)
     if args.resume:

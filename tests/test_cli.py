@@ -265,3 +265,23 @@ def test_a_checkpoint_whose_run_state_is_hostile_is_refused_before_any_step(tmp_
         assert bad.read_bytes() == before
     assert cli.main(["train", "--steps", "30", "--out", str(good), "--resume", *SMALL]) == 0     # the control
     assert fastlstm.load(good).steps == 30
+
+
+def test_a_new_run_never_writes_over_an_existing_one(tmp_path, capsys):
+    """Training again with the same --out is refused unless --resume continues the run or
+    --overwrite starts afresh: a repeated command must not destroy a long run."""
+    from fastlstm import cli
+    out = tmp_path / "a.ckpt"
+    assert cli.main(["train", "--steps", "10", "--out", str(out), *SMALL]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert cli.main(["train", "--steps", "10", "--out", str(out), *SMALL]) == 2
+    assert f"{out} exists: continue that run with --resume" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    os.replace(out, tmp_path / "moved.ckpt")                     # the best checkpoint alone counts too
+    assert cli.main(["train", "--steps", "10", "--out", str(out), *SMALL]) == 2
+    assert "a.best.ckpt exists" in capsys.readouterr().err
+    assert cli.main(["train", "--steps", "10", "--out", str(out), "--resume", "--overwrite", *SMALL]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert cli.main(["train", "--steps", "20", "--out", str(out), "--overwrite", "--seed", "1", *SMALL]) == 0
+    assert fastlstm.load(out).steps == 20

@@ -244,7 +244,8 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
     out = tmp_path / "keep.ckpt"
     fastlstm.Model(2, 3, 1).save(out)
     before = out.read_bytes()
-    assert cli.main(["train", "--data", str(path), *argv, "--out", str(out), "--quiet"]) == 2
+    # --overwrite: even a run allowed to start afresh over the checkpoint leaves it alone when the data are bad
+    assert cli.main(["train", "--data", str(path), *argv, "--out", str(out), "--overwrite", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fastlstm: error: ") and str(path) in err and message in err, err
     assert out.read_bytes() == before and (content is None or path.read_bytes() == content)
