@@ -147,6 +147,16 @@ def _at_least(args, **minimum):
             raise UsageError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
 
 
+def _not_onto(out, **reads):
+    """UsageError if writing `out` would replace a file the command reads (`reads`: what it
+    is called, its path), as `predict --out` onto its own data file did."""
+    for what, src in reads.items():
+        if out is not None and src is not None and (
+                os.path.abspath(out) == os.path.abspath(src)
+                or (os.path.exists(out) and os.path.exists(src) and os.path.samefile(out, src))):
+            raise UsageError(f"{out} would write over the {what} this command reads; choose another output")
+
+
 class _Interrupt:
     """The SIGINT handler of the command line.
 
@@ -456,6 +466,7 @@ def predict(args, interrupt):
 
     import fastlstm
     from . import data
+    _not_onto(args.out, checkpoint=args.checkpoint, data=args.data)
     model = fastlstm.load(args.checkpoint)
     spec = model.extra.get("data")
     if not isinstance(spec, dict) or spec.get("kind") not in data.KINDS:
@@ -503,6 +514,7 @@ def predict(args, interrupt):
 
 def plot(args, interrupt):
     from .training import plot as draw
+    _not_onto(args.out, log=args.log)
     draw(args.log, args.out)
     print(f"fastlstm: wrote {args.out}")
     return 0
@@ -510,6 +522,7 @@ def plot(args, interrupt):
 
 def export(args, interrupt):
     import fastlstm
+    _not_onto(args.out, checkpoint=args.checkpoint)
     fastlstm.export_onnx(fastlstm.load(args.checkpoint), args.out, streaming=args.streaming)
     print(f"fastlstm: wrote {args.out} ({'one streaming step' if args.streaming else 'whole sequences'})")
     return 0

@@ -209,12 +209,19 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         (("train", "--seed", "-1", "--out", str(tmp_path / "r.ckpt")), "--seed must be >= 0, got -1"),
         (("sample", str(adding), "--seed", "-1"), "--seed must be >= 0, got -1"),
         (("carousel", "--seed", "-1"), "--seed must be >= 0, got -1"),
+        (("predict", str(adding), "--data", str(tmp_path / "a.csv"), "--out", str(tmp_path / "a.csv")),
+         "would write over the data this command reads"),                       # its own input, replaced
+        (("predict", str(adding), "--data", str(plain), "--out", str(adding)), "would write over the checkpoint"),
+        (("export", str(adding), str(adding)), "would write over the checkpoint"),
+        (("plot", str(tmp_path / "a.csv"), "--out", str(tmp_path / "a.csv")), "would write over the log"),
     ]
+    inputs = {p: p.read_bytes() for p in (adding, plain, tmp_path / "a.csv")}
     for argv, message in cases:
         r = _run(*argv)
         assert r.returncode == 2, (argv, r.returncode, r.stderr)
         assert r.stderr.startswith("fastlstm: error: ") and message in r.stderr, (argv, r.stderr)
         assert "Traceback" not in r.stderr
+    assert all(p.read_bytes() == b for p, b in inputs.items())
 
 
 def test_a_checkpoint_from_before_run_states_still_resumes(tmp_path):
