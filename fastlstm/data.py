@@ -51,11 +51,17 @@ def kind_of(path):
     return {".npz": "arrays", ".csv": "series"}.get(ext, "text")
 
 
+def _a_file(path):
+    """path, if it names a regular file; else DataError saying what it names instead."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: " + ("a folder, not a file" if os.path.isdir(path) else
+                                       "not a regular file" if os.path.exists(path) else "no such file"))
+    return path
+
+
 def open_data(path, kind=None, **settings):
     """The dataset of `path` (kind picked from its name unless given)."""
-    path = os.fsdecode(path)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
+    path = _a_file(os.fsdecode(path))
     kind = kind or kind_of(path)
     return KINDS[kind](path, **settings)
 
@@ -64,9 +70,7 @@ def from_spec(spec, path=None, check=True):
     """Rebuild the dataset a checkpoint recorded (`spec()`) from `path` or the recorded file,
     with the recorded vocabulary or standardisation. check=True (resume) insists on the file
     trained on (same size and CRC-32); check=False (predict) reads any file of that form."""
-    path = os.fsdecode(path or spec["path"])
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
+    path = _a_file(os.fsdecode(path or spec["path"]))
     return KINDS[spec["kind"]](path, **spec["settings"], _spec=dict(spec, check=check))
 
 

@@ -226,6 +226,7 @@ BAD_CSV = "date,load,temp\n2024-01-01T00:00:00,1.0,2.0\n"
     ("ids.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 1099511627776"),
     ("wrap.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 18446744073709551615"),
     ("junk.npz", b"not a zip", [], "not a readable .npz"),
+    ("folder.txt", "folder", [], "a folder, not a file"),
     ("keep.csv", BAD_CSV.encode(), ["--target", "load"], "would write over the data"),
 ])
 def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, capsys, name, content, argv, message):
@@ -239,6 +240,8 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64))}      # -1 once cast to int64
     if content is None:
         np.savez(path, **arrays[name])
+    elif content == "folder":
+        path.mkdir()
     else:
         path.write_bytes(content)
     out = tmp_path / "keep.ckpt"
@@ -248,7 +251,7 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
     assert cli.main(["train", "--data", str(path), *argv, "--out", str(out), "--overwrite", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fastlstm: error: ") and str(path) in err and message in err, err
-    assert out.read_bytes() == before and (content is None or path.read_bytes() == content)
+    assert out.read_bytes() == before and (content in (None, "folder") or path.read_bytes() == content)
 
 
 def test_resume_refuses_data_that_changed(files, tmp_path, capsys):
