@@ -301,9 +301,8 @@ def train(args, interrupt):
     out = args.out or _default_out(args)
     stem = out[:-5] if out.endswith(".ckpt") else out
     best_out, log = stem + ".best.ckpt", stem + ".csv"
-    if args.data is not None and os.path.abspath(args.data) in {os.path.abspath(p) for p in (out, best_out, log)}:
-        raise UsageError(f"--out {out} would write over the data {args.data} (the checkpoint, {best_out} or the "
-                         f"metrics log {log}); choose another --out")
+    for written in (out, best_out, log):
+        _not_onto(written, data=args.data)
     if args.resume and args.overwrite:
         raise UsageError("give --resume (continue the run at --out) or --overwrite (start afresh over it), not both")
     kept = [p for p in (out, best_out) if os.path.exists(p)]
@@ -416,9 +415,9 @@ def sample(args, interrupt):
     import numpy as np
 
     import fastlstm
-    _at_least(args, seed=0)
-    if not (args.temperature > 0 and np.isfinite(args.temperature)) or args.length < 0:
-        raise UsageError("--temperature must be a finite number > 0 and --length >= 0")
+    _at_least(args, seed=0, length=0)
+    if not (args.temperature > 0 and np.isfinite(args.temperature)):
+        raise UsageError(f"--temperature must be a finite number > 0, got {args.temperature}")
     model = fastlstm.load(args.checkpoint)
     vocab = _text_vocab(model, args.checkpoint)
     index = {ch: i for i, ch in enumerate(vocab) if ch}
@@ -530,9 +529,7 @@ def export(args, interrupt):
 
 def carousel(args, interrupt):
     from . import carousel as cr
-    _at_least(args, seed=0)
-    if args.T < 2 or args.hidden < 1 or args.batch < 1 or args.train < 0:
-        raise UsageError("--T must be >= 2, --hidden and --batch >= 1, --train >= 0")
+    _at_least(args, seed=0, T=2, hidden=1, batch=1, train=0)
     results = cr.run(T=args.T, hidden=args.hidden, batch=args.batch, seed=args.seed, train_steps=args.train)
     print(f"Gradient norm w.r.t. the state k steps before a loss at the last step (T = {args.T}, "
           f"H = {args.hidden}, {'after training' if args.train else 'untrained'}), relative to k = 1:\n")

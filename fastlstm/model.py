@@ -42,10 +42,10 @@ class Model:
                  loss="mse", output="last", dtype=np.float32, forget_bias=1.0, seed=None,
                  optimizer=None, clip=None, on_nonfinite="raise", bidirectional=False, dropout=0.0,
                  vocab_size=None, dropout_seed=None, proj_size=0):
-        for name, value, options in (("cell", cell, choices.CELLS), ("loss", loss, choices.LOSSES),
-                                     ("output", output, choices.OUTPUTS), ("on_nonfinite", on_nonfinite,
-                                                                         choices.ON_NONFINITE)):
-            v.choice(name, value, options)
+        v.choice("cell", cell, choices.CELLS)
+        v.choice("loss", loss, choices.LOSSES)
+        v.choice("output", output, choices.OUTPUTS)
+        v.choice("on_nonfinite", on_nonfinite, choices.ON_NONFINITE)
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
         O = v.positive_int("output_size", output_size)
