@@ -1,7 +1,9 @@
 """Compile flags and thread-pool settings for every Numba kernel, in one place.
 
 Kernels are compiled lazily for float32 and float64 only; every array they take is
-C-contiguous, so each kernel has exactly two specialisations.
+C-contiguous (copy_steps also takes a bidirectional layer's half of the outputs, a strided
+view), and calls between kernels pass typed values, never literals (kernels._assign), so
+each kernel has two specialisations.
 
 One thread pool runs a step: Numba's. The recurrent kernels are Numba's, and the big
 products (`_blas.py`: δW, δX, the forward's input half, the head) are single-threaded calls
@@ -90,6 +92,9 @@ FASTMATH = {"reassoc", "contract"}
 
 JIT = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 PARALLEL_JIT = dict(JIT, parallel=True)
+# Kernels that only other kernels call: no wrappers for calls from Python or C, which Numba
+# would otherwise compile for each of them (a cold start took 1.16x as long with them).
+INNER_JIT = dict(JIT, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
 _blas = None
 

@@ -7,16 +7,16 @@ count for nothing. E is the mean over the predictions that count.
 import numpy as np
 from numba import njit
 
-from ._config import JIT
+from ._config import INNER_JIT, JIT
 from .kernels import _like
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _counts(t, r, lengths, every):
     return (not every) or t < lengths[r]
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _count(S, B, lengths, every):
     """The number of (t, r) predictions that count."""
     n = 0

@@ -26,7 +26,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._config import JIT, PARALLEL_JIT, own_openmp
+from ._config import INNER_JIT, JIT, PARALLEL_JIT, own_openmp
 
 own_openmp()      # Numba's threads on its own OpenMP runtime, whatever the process loaded first
 
@@ -71,7 +71,7 @@ _ROUND64 = 6755399441055744.0        # 1.5·2^52: adding it rounds to an integer
 _ROUND32 = np.float32(12582912.0)    # 1.5·2^23
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _exp64(x):
     """e^x in float64 for any real x (clamped to [-708, 709], where e^x stays finite)."""
     x = min(max(x, -708.0), 709.0)
@@ -91,7 +91,7 @@ _E32 = tuple(np.float32(c) for c in (-87.0, 88.0, 1.4426950408889634, 0.69314575
                                      1 / 720, 1 / 5040, 2.0))
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _exp32(x):
     """e^x in float32, all arithmetic in float32 (clamped to [-87, 88])."""
     lo, hi, log2e, ln2hi, ln2lo, one, c2, c3, c4, c5, c6, c7, _ = _E32
@@ -292,7 +292,7 @@ _tile, _tile_wide = (_make_tile(n) for n in TILE_BYTES)
 COPY_PARALLEL = 1 << 16     # elements from which a copy (packing too) pays for waking the threads (docs/performance.md)
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _pack_range(P, W, k0, transpose, lo, hi):
     """pack_panels' work for panels lo..hi-1 (transpose) or W's rows lo..hi-1 (else)."""
     npanel, K, TW = P.shape
@@ -335,13 +335,13 @@ def pack_panels(P, W, k0, transpose):
     """
     n = P.shape[0] if transpose else P.shape[1]
     if P.size < COPY_PARALLEL:
-        _pack_range(P, W, k0, transpose, 0, n)
+        _pack_range(P, W, k0, transpose, np.int64(0), n)
     else:
         for i in prange(n):
-            _pack_range(P, W, k0, transpose, i, i + 1)
+            _pack_range(P, W, k0, transpose, np.int64(i), np.int64(i) + 1)
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, bias, start):
     """C[r, c0:c0+N] = s + A[r, a0:a0+K] · panels, for rows r of blocks b0..b1 (4 rows each,
     clamped at r_hi), the sum starting from s as `start` says (_tile: 0, C, C + bias or
@@ -374,7 +374,7 @@ def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, bias, start):
             C[r, c0 + j] = s
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def block_span(blk, D, H, Hr, a0, forward):
     """What a block of a cell's products covers (see BLOCKS): (first column of Z, its width,
     first row of W, first column k of [x ; h] summed, number summed), with H the cell's
@@ -406,7 +406,7 @@ def panel_extent(q, blocks, D, H, Hr, a0, forward, TW):
     return (n + TW - 1) // TW, K
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _panels(P, blocks, D, H, Hr, a0, forward, TW, q):
     """The packed panels of block q (or the projection's, q = number of blocks) inside the
     flat buffer P, (panels, K, TW), as pack_unit wrote them: one after another."""
@@ -431,10 +431,10 @@ def pack_unit(P, W, R, blocks, D, H, Hr, a0, forward, TW):
             pack_panels(_panels(P, blocks, D, H, Hr, a0, forward, TW, q), W[wr:wr + n], lo if forward else D,
                         forward)
     if Hr < H:
-        pack_panels(_panels(P, blocks, D, H, Hr, a0, forward, TW, nb), R, 0, forward)
+        pack_panels(_panels(P, blocks, D, H, Hr, a0, forward, TW, nb), R, np.int64(0), forward)
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _dot8(W, j, x, lo, hi):
     """W[j+q, lo:hi] · x[lo:hi] for q = 0..7: eight rows of W against one input row (the
     streaming step, where a block of batch rows would repeat one row). Each k-step is one
@@ -458,7 +458,7 @@ def _dot8(W, j, x, lo, hi):
     return s0, s1, s2, s3, s4, s5, s6, s7
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _dot1(w, x, lo, hi):
     """w[lo:hi] · x[lo:hi] (the rows of W past the last block of eight)."""
     ws, xs = w[lo:hi], x[lo:hi]
@@ -468,7 +468,7 @@ def _dot1(w, x, lo, hi):
     return s
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _block_rows(blk, B):
     """The four row indices of block `blk`; past the last row they repeat row B-1, so a
     short block runs the same code (and gives the same bits) as a full one."""
@@ -490,7 +490,7 @@ BLOCKS = (np.array([[0, 4, 0, 1, 1]]), np.array([[0, 1, 0, 1, 1]]),
           np.array([[0, 1, 0, 1, 0], [1, 2, 1, 1, 1], [3, 1, 0, 0, 1]]))
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def cell_forward(z, c, tc, h, c_prev, H):
     """LSTM, one row of one step: z (4H) pre-activations in, gate activations out (in place).
 
@@ -512,7 +512,7 @@ def cell_forward(z, c, tc, h, c_prev, H):
         h[k] = z[3 * H + k] * tck
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def cell_backward(z, dc, dh, dy, tc, c_prev, H):
     """LSTM, one row of one step backward: gate activations in z become δz (in place).
 
@@ -536,7 +536,7 @@ def cell_backward(z, dc, dh, dy, tc, c_prev, H):
         dc[k] = dct * f
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def gru_cell_forward(z, h, h_prev, H):
     """GRU (PyTorch's), one row of one step: z (4H) = [n̂_x ; r̂ ; ẑ ; ĥn] in, with
     n̂_x = W_in x + b_in and ĥn = W_hn h_prev + b_hn apart; out, in place, [n ; r ; z ; ĥn]:
@@ -551,7 +551,7 @@ def gru_cell_forward(z, h, h_prev, H):
         h[k] = (_like(n, 1.0) - u) * n + u * h_prev[k]
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def gru_cell_backward(z, dc, dh, dy, h_prev, H):
     """GRU backward, one row of one step: [n ; r ; z ; ĥn] in z become
     δz = [δn̂ ; δr̂ ; δẑ ; δĥn] (in place), with δh = dy + dh carried from step t+1:
@@ -572,7 +572,7 @@ def gru_cell_backward(z, dc, dh, dy, h_prev, H):
         dc[k] = dht * u
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def rnn_cell_forward(z, h, H):
     """Vanilla RNN, one row of one step: h = tanh(z), kept in z too (backward needs it)."""
     for k in range(H):
@@ -581,7 +581,7 @@ def rnn_cell_forward(z, h, H):
         h[k] = a
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def rnn_cell_backward(z, dh, dy, H):
     """Vanilla RNN backward: δz = (δy + δh carried) ⊙ (1 - h²), in place of h in z."""
     for k in range(H):
@@ -589,13 +589,24 @@ def rnn_cell_backward(z, dh, dy, H):
         z[k] = (dy[k] + dh[k]) * (_like(a, 1.0) - a * a)
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
+def _assign(dst, src):
+    """dst[:] = src for 1-D arrays of one length, element by element. Two things keep a cold
+    start short (docs/performance.md): a slice assignment from an array compiles a shape
+    check whose formatted message took 2 s to compile, and a literal argument (0, True) in
+    a call between kernels compiles the callee again for that literal (_pack_range was
+    compiled six times), so the kernels pass np.int64(0) and np.bool_ values instead."""
+    for k in range(dst.shape[0]):
+        dst[k] = src[k]
+
+
+@njit(**INNER_JIT)
 def _chunk(c, nchunks, nblk):
     """Blocks [b0, b1) of chunk c when nblk blocks are split into nchunks near-equal chunks."""
     return c * nblk // nchunks, (c + 1) * nblk // nchunks
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, blocks, TW):
     """Row blocks b0..b1-1 of one unit through every step: one task of recurrent_forward."""
     T, B, G = Z.shape
@@ -603,13 +614,14 @@ def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, block
     proj = Hr < H
     nb = blocks.shape[0]
     r0, r1 = 4 * b0, min(4 * b1, B)
+    i0, forward = np.int64(0), np.bool_(True)               # typed, not literals (_assign)
     for t in range(T):
         Zt = Z[t]
         for q in range(nb):                      # z = b (+ the input half, when BLAS made it) + the tiles' sum
-            zc, n, _, lo, K = block_span(blocks[q], D, H, Hr, a0, True)
+            zc, n, _, lo, K = block_span(blocks[q], D, H, Hr, a0, forward)
             fresh = a0 == 0 or blocks[q, 3] == 0 # no input half in these columns yet
             if K > 0:                            # the tiles start their sums from b, or Z + b
-                _panel_product(Zt, zc, n, r0, r1, b0, b1, I[t], lo, _panels(P, blocks, D, H, Hr, a0, True, TW, q), K,
+                _panel_product(Zt, zc, n, r0, r1, b0, b1, I[t], lo, _panels(P, blocks, D, H, Hr, a0, forward, TW, q), K,
                                b, FROM_BIAS if fresh else FROM_C | FROM_BIAS)
             else:                                # nothing to sum: the bias alone
                 for r in range(r0, r1):
@@ -617,11 +629,11 @@ def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, block
                         Zt[r, j] = b[j] if fresh else Zt[r, j] + b[j]
         for r in range(r0, r1):
             if t >= lengths[r]:
-                C[t + 1, r, :] = C[t, r, :]
+                _assign(C[t + 1, r], C[t, r])
                 if proj:
                     M[t, r, :] = 0
                 else:
-                    I[t + 1, r, D:] = I[t, r, D:]
+                    _assign(I[t + 1, r, D:], I[t, r, D:])
             elif cell == LSTM_CELL:
                 if proj:                         # m_t = o ⊙ tanh(c_t), projected below
                     cell_forward(Zt[r], C[t + 1, r], TC[t, r], M[t, r], C[t, r], H)
@@ -632,11 +644,11 @@ def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, block
             else:
                 rnn_cell_forward(Zt[r], I[t + 1, r, D:], H)
         if proj:                                 # h_t = W_hr m_t; a row past its length keeps h
-            _panel_product(I[t + 1], D, Hr, r0, r1, b0, b1, M[t], 0, _panels(P, blocks, D, H, Hr, a0, True, TW, nb),
-                           H, b, 0)
+            _panel_product(I[t + 1], D, Hr, r0, r1, b0, b1, M[t], i0, _panels(P, blocks, D, H, Hr, a0, forward, TW,
+                                                                                 nb), H, b, i0)
             for r in range(r0, r1):
                 if t >= lengths[r]:
-                    I[t + 1, r, D:] = I[t, r, D:]
+                    _assign(I[t + 1, r, D:], I[t, r, D:])
 
 
 @njit(**PARALLEL_JIT)
@@ -674,7 +686,7 @@ def recurrent_forward(Z, C, TC, I, M, P, b, Zr, Cr, TCr, Ir, Mr, Pr, br, lengths
         _forward_blocks(*u, lengths, D, H, a0, b0, b1, cell, blocks, TW)     # one copy of it to compile
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengths, b0, b1, cell, blocks, TW):
     """Row blocks b0..b1-1 of one unit back through every step: one task of recurrent_backward."""
     T, B, G = Z.shape
@@ -685,6 +697,7 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengt
     nb = blocks.shape[0]
     record = probe.shape[0] > 0
     r0, r1 = 4 * b0, min(4 * b1, B)
+    i0, forward = np.int64(0), np.bool_(False)              # typed, not literals (_assign)
     for t in range(T - 1, -1, -1):
         Zt = Z[t]
         if proj:                                  # δh_t, kept for δW_hr; δm_t = W_hrᵀ δh_t
@@ -694,8 +707,8 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengt
                         dH[t, r, k] = dY[t, r, k] + dh[r, k]
                 else:
                     dH[t, r, :] = 0
-            _panel_product(dm, 0, H, r0, r1, b0, b1, dH[t], 0, _panels(P, blocks, D, H, Hr, 0, False, TW, nb), Hr,
-                           dm[0], 0)                          # (no bias: dm[0] is not read)
+            _panel_product(dm, i0, H, r0, r1, b0, b1, dH[t], i0, _panels(P, blocks, D, H, Hr, i0, forward, TW, nb),
+                           Hr, dm[0], i0)                       # (no bias: dm[0] is not read)
         for r in range(r0, r1):
             if t >= lengths[r]:
                 Zt[r, :] = 0
@@ -710,10 +723,10 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengt
                 rnn_cell_backward(Zt[r], dh[r], dY[t, r], H)
         first = True
         for q in range(nb):                      # δh_{t-1} = Σ_blocks U[rows]ᵀ δz_t[cols]
-            zc, n, _, _, K = block_span(blocks[q], D, H, Hr, 0, False)
+            zc, n, _, _, K = block_span(blocks[q], D, H, Hr, i0, forward)
             if K > 0:
-                _panel_product(dhs, 0, Hr, r0, r1, b0, b1, Zt, zc, _panels(P, blocks, D, H, Hr, 0, False, TW, q), n,
-                               dhs[0], 0 if first else FROM_C)
+                _panel_product(dhs, i0, Hr, r0, r1, b0, b1, Zt, zc, _panels(P, blocks, D, H, Hr, i0, forward, TW, q),
+                               n, dhs[0], i0 if first else FROM_C)
                 first = False
         for r in range(r0, r1):
             if t < lengths[r]:
@@ -721,7 +734,7 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengt
                     for k in range(H):
                         dh[r, k] = dhs[r, k] + dc[r, k]
                 else:
-                    dh[r, :] = dhs[r, :]
+                    _assign(dh[r], dhs[r])
             if record:
                 probe[t, r, 0] = sum_squares(dh[r])
                 probe[t, r, 1] = sum_squares(dc[r])
@@ -754,7 +767,7 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, Zr, dhr, 
         _backward_blocks(*u, zero, lengths, b0, b1, cell, blocks, TW)
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _copy_steps_rows(dst, src, lengths, reverse, add, t0, k0, r0, r1):
     """copy_steps' work for rows r0..r1-1."""
     T, B, K = dst.shape
@@ -783,10 +796,10 @@ def copy_steps(dst, src, lengths, reverse, add, t0, k0):
     COPY_PARALLEL elements, as pack_panels."""
     B = dst.shape[1]
     if dst.size < COPY_PARALLEL:
-        _copy_steps_rows(dst, src, lengths, reverse, add, t0, k0, 0, B)
+        _copy_steps_rows(dst, src, lengths, reverse, add, t0, k0, np.int64(0), B)
     else:
         for r in prange(B):
-            _copy_steps_rows(dst, src, lengths, reverse, add, t0, k0, r, r + 1)
+            _copy_steps_rows(dst, src, lengths, reverse, add, t0, k0, np.int64(r), np.int64(r) + 1)
 
 
 def copy_hidden(y, I, lengths, D, reverse):
@@ -809,7 +822,7 @@ _M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _mix(z):
     """splitmix64's finaliser: a bijection of uint64 whose outputs pass as independent uniform
     bits for distinct inputs (the counter-based generator of the dropout masks)."""
@@ -848,7 +861,7 @@ def block_counts(blocks):
     return rows, cols
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _step_units(k0, w, h, c, xh, z, tc, W, b, Dl, n, cell, blocks):
     """Units k0..k0+w of one layer, every batch row: the rows of z = W [x ; h] + b that feed
     them (one _dot8 per gate and 8 units, over the block's part of [x ; h]), into
@@ -872,7 +885,7 @@ def _step_units(k0, w, h, c, xh, z, tc, W, b, Dl, n, cell, blocks):
                 for i in range(w - w % 8, w):
                     zu[zg * w + i] = b[zg * H + k0 + i] + _dot1(W[j + i], xh[r], lo, hi)
         if cell == LSTM_CELL:
-            tc[1, k0:k0 + w] = c[r, k0:k0 + w]              # c_{t-1} apart from c_t: the cell
+            _assign(tc[1, k0:k0 + w], c[r, k0:k0 + w])      # c_{t-1} apart from c_t: the cell
             cell_forward(zu, c[r, k0:k0 + w], tc[0, k0:k0 + w], h[r, k0:k0 + w], tc[1, k0:k0 + w], w)
         elif cell == GRU_CELL:                              # then vectorises
             gru_cell_forward(zu, h[r, k0:k0 + w], xh[r, Dl + k0:Dl + k0 + w], w)
@@ -880,18 +893,18 @@ def _step_units(k0, w, h, c, xh, z, tc, W, b, Dl, n, cell, blocks):
             rnn_cell_forward(zu, h[r, k0:k0 + w], w)
 
 
-@njit(**JIT)
+@njit(**INNER_JIT)
 def _project(h, R, m):
     """h (B,Hr) = m (B,H) R (Hr,H)ᵀ: a projection's h_t = W_hr m_t, eight rows of R at a time."""
     B, Hr = h.shape
     H = m.shape[1]
     for r in range(B):
         for j in range(0, Hr - 7, 8):
-            s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(R, j, m[r], 0, H)
+            s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(R, j, m[r], np.int64(0), H)
             for i, si in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):
                 h[r, j + i] = si
         for j in range(Hr - Hr % 8, Hr):
-            h[r, j] = _dot1(R[j], m[r], 0, H)
+            h[r, j] = _dot1(R[j], m[r], np.int64(0), H)
 
 
 @njit(**PARALLEL_JIT)

@@ -1,5 +1,6 @@
 """Results do not depend on the thread count; a warm forward+backward allocates nothing."""
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -261,26 +262,50 @@ def test_the_kernels_run_on_numbas_own_openmp_even_when_torch_loaded_its_first(t
 
 
 _PARFOR_SCRIPT = textwrap.dedent("""
-    import numpy as np, fastlstm
+    import json, numba, numpy as np, fastlstm
+    from fastlstm import _blas, heads, kernels, optim
     m = fastlstm.LSTM(3, 8, seed=0, bidirectional=True, num_layers=2, dropout=0.2)
     y, _ = m.forward(np.ones((4, 2, 3), np.float32))
     m.backward(np.ones_like(y))
     fastlstm.LSTM(3, 8, seed=0).step(np.ones((1, 3), np.float32), np.zeros((1, 1, 8), np.float32),
                                      np.zeros((1, 1, 8), np.float32))
+    fastlstm.Model(3, 8, 2, loss="xent", seed=0).train_step(np.ones((4, 2, 3), np.float32), np.zeros(2, np.int64))
+    compiled = {f"{mod.__name__}.{name}": [[str(a) for a in sig] for sig in f.signatures]
+                for mod in (kernels, _blas, heads, optim) for name, f in vars(mod).items()
+                if isinstance(f, numba.core.registry.CPUDispatcher) and f.__module__ == mod.__name__}
+    print("COMPILED", json.dumps(compiled))
 """)
 
 
-def test_every_parallel_region_is_a_prange(tmp_path):
+@pytest.fixture(scope="module")
+def cold_compile(tmp_path_factory):
+    """A first forward, backward, streaming step and Model step from an empty Numba cache,
+    with Numba's parallel diagnostics: its stdout."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp("cache")), NUMBA_PARALLEL_DIAGNOSTICS="1")
+    r = subprocess.run([sys.executable, "-c", _PARFOR_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_each_kernel_is_compiled_once_for_its_array_types(cold_compile):
+    """A first run compiles each kernel once per set of array types: a literal argument in a
+    call between kernels (0, True) or prange's unsigned index compiled the callee again
+    (_pack_range six times), a third of a cold start (docs/performance.md)."""
+    compiled = json.loads(cold_compile.split("COMPILED ", 1)[1].splitlines()[0])
+    assert compiled["fastlstm.kernels._pack_range"] and compiled["fastlstm._blas._gemm_block"], compiled
+    for name, sigs in compiled.items():
+        arrays = {tuple(a for a in sig if a.startswith("array")) for sig in sigs}
+        assert len(sigs) == len(arrays), f"{name} compiled for scalar types apart: {sigs}"
+
+
+def test_every_parallel_region_is_a_prange(cold_compile):
     """In a parallel=True kernel Numba makes a slice copy or array expression outside the
     prange a parallel region of its own, which wakes the threads on every call (the
     streaming step did that for each layer and row). Numba's parallel diagnostics list the
     source lines that became regions: each must be a prange, or sit inside one (deeper
     indented than the prange before it), where it runs serially."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_PARALLEL_DIAGNOSTICS="1")
-    r = subprocess.run([sys.executable, "-c", _PARFOR_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
     kernels = {}
-    for listing in r.stdout.split("Parallel loop listing for")[1:]:
+    for listing in cold_compile.split("Parallel loop listing for")[1:]:
         name = listing.split("Function", 1)[1].split(",", 1)[0].strip()
         lines = [line.rsplit("|", 1)[0].rstrip("-") for line in listing.split("After Optimisation", 1)[0].splitlines()
                  if re.search(r"\|\s*#\d+\s*$", line)]
