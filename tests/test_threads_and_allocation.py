@@ -262,7 +262,16 @@ def test_the_kernels_run_on_numbas_own_openmp_even_when_torch_loaded_its_first(t
 
 
 _PARFOR_SCRIPT = textwrap.dedent("""
-    import json, numba, numpy as np, fastlstm
+    import json, numba, numpy as np
+    from numba.core import event
+    compiling = []
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            compiling.append(ev.data["dispatcher"].py_func.__qualname__)
+        def on_end(self, ev):
+            pass
+    event.register("numba:compile", Listener())
+    import fastlstm
     from fastlstm import _blas, heads, kernels, optim
     m = fastlstm.LSTM(3, 8, seed=0, bidirectional=True, num_layers=2, dropout=0.2)
     y, _ = m.forward(np.ones((4, 2, 3), np.float32))
@@ -274,24 +283,45 @@ _PARFOR_SCRIPT = textwrap.dedent("""
                 for mod in (kernels, _blas, heads, optim) for name, f in vars(mod).items()
                 if isinstance(f, numba.core.registry.CPUDispatcher) and f.__module__ == mod.__name__}
     print("COMPILED", json.dumps(compiled))
+    print("COMPILING", json.dumps(compiling))
 """)
 
 
-@pytest.fixture(scope="module")
-def cold_compile(tmp_path_factory):
-    """A first forward, backward, streaming step and Model step from an empty Numba cache,
-    with Numba's parallel diagnostics: its stdout."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp("cache")), NUMBA_PARALLEL_DIAGNOSTICS="1")
+def _run_script(cache):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), NUMBA_PARALLEL_DIAGNOSTICS="1")
     r = subprocess.run([sys.executable, "-c", _PARFOR_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+def _printed(stdout, key):
+    return json.loads(stdout.split(key + " ", 1)[1].splitlines()[0])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def cold_compile(cache):
+    """A first forward, backward, streaming step and Model step from an empty Numba cache,
+    with Numba's parallel diagnostics: its stdout."""
+    return _run_script(cache)
+
+
+def test_a_second_process_compiles_nothing(cold_compile, cache):
+    """The README's promise: the first run compiles the kernels, and Numba's cache gives them
+    to every later process (none of them compiles again)."""
+    assert "recurrent_forward" in _printed(cold_compile, "COMPILING")
+    assert _printed(_run_script(cache), "COMPILING") == []
 
 
 def test_each_kernel_is_compiled_once_for_its_array_types(cold_compile):
     """A first run compiles each kernel once per set of array types: a literal argument in a
     call between kernels (0, True) or prange's unsigned index compiled the callee again
     (_pack_range six times), a third of a cold start (docs/performance.md)."""
-    compiled = json.loads(cold_compile.split("COMPILED ", 1)[1].splitlines()[0])
+    compiled = _printed(cold_compile, "COMPILED")
     assert compiled["fastlstm.kernels._pack_range"] and compiled["fastlstm._blas._gemm_block"], compiled
     for name, sigs in compiled.items():
         arrays = {tuple(a for a in sig if a.startswith("array")) for sig in sigs}
