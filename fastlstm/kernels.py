@@ -774,17 +774,18 @@ def _copy_steps_rows(dst, src, lengths, reverse, add, t0, k0, r0, r1):
     for r in range(r0, r1):              # element loops: a slice assignment costs more than its 64-256 copies
         n = lengths[r]
         for t in range(T):
+            d = dst[t, r]                # on 1-D views the loops vectorise: 2x faster than on dst[t, r, j]
             if t < n:
-                s = t0 + (n - 1 - t if reverse else t)
+                x = src[t0 + (n - 1 - t if reverse else t), r, k0:k0 + K]
                 if add:
                     for j in range(K):
-                        dst[t, r, j] += src[s, r, k0 + j]
+                        d[j] += x[j]
                 else:
                     for j in range(K):
-                        dst[t, r, j] = src[s, r, k0 + j]
+                        d[j] = x[j]
             elif not add:
                 for j in range(K):
-                    dst[t, r, j] = 0
+                    d[j] = 0
 
 
 @njit(**PARALLEL_JIT)

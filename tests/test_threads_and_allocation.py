@@ -261,7 +261,7 @@ def test_the_kernels_run_on_numbas_own_openmp_even_when_torch_loaded_its_first(t
     assert all("torch" not in line.split(" to ", 1)[1] for line in pool), pool
 
 
-_PARFOR_SCRIPT = textwrap.dedent("""
+_FIRST_RUN_SCRIPT = textwrap.dedent("""
     import json, numba, numpy as np
     from numba.core import event
     compiling = []
@@ -289,7 +289,7 @@ _PARFOR_SCRIPT = textwrap.dedent("""
 
 def _run_script(cache):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), NUMBA_PARALLEL_DIAGNOSTICS="1")
-    r = subprocess.run([sys.executable, "-c", _PARFOR_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-c", _FIRST_RUN_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
