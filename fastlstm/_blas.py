@@ -17,7 +17,7 @@ import os
 import numpy as np
 from numba import njit, prange, types
 
-from ._config import INNER_JIT, JIT, PARALLEL_JIT
+from ._config import JIT, PARALLEL_JIT
 
 _ROW, _N, _T = 101, 111, 112        # CblasRowMajor, CblasNoTrans, CblasTrans
 _NAMES = {np.dtype(np.float32): ("scipy_cblas_sgemm", types.float32),   # entry point, its real for Numba
@@ -86,7 +86,7 @@ def _gemm_blocks(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, nblk):
         _gemm_block(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, nblk, q)
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _gemm_task(S, t):
     """Task t of _gemm_tasks: the block of the product (a row of S) that holds it."""
     i = 0

@@ -92,9 +92,6 @@ FASTMATH = {"reassoc", "contract"}
 
 JIT = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 PARALLEL_JIT = dict(JIT, parallel=True)
-# Kernels that only other kernels call: no wrappers for calls from Python or C, which Numba
-# would otherwise compile for each of them (a cold start took 1.16x as long with them).
-INNER_JIT = dict(JIT, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
 _blas = None
 

@@ -7,16 +7,16 @@ count for nothing. E is the mean over the predictions that count.
 import numpy as np
 from numba import njit
 
-from ._config import INNER_JIT, JIT
+from ._config import JIT
 from .kernels import _like
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _counts(t, r, lengths, every):
     return (not every) or t < lengths[r]
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _count(S, B, lengths, every):
     """The number of (t, r) predictions that count."""
     n = 0

@@ -26,7 +26,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._config import INNER_JIT, JIT, PARALLEL_JIT, own_openmp
+from ._config import JIT, PARALLEL_JIT, own_openmp
 
 own_openmp()      # Numba's threads on its own OpenMP runtime, whatever the process loaded first
 
@@ -71,7 +71,7 @@ _ROUND64 = 6755399441055744.0        # 1.5·2^52: adding it rounds to an integer
 _ROUND32 = np.float32(12582912.0)    # 1.5·2^23
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _exp64(x):
     """e^x in float64 for any real x (clamped to [-708, 709], where e^x stays finite)."""
     x = min(max(x, -708.0), 709.0)
@@ -91,7 +91,7 @@ _E32 = tuple(np.float32(c) for c in (-87.0, 88.0, 1.4426950408889634, 0.69314575
                                      1 / 720, 1 / 5040, 2.0))
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _exp32(x):
     """e^x in float32, all arithmetic in float32 (clamped to [-87, 88])."""
     lo, hi, log2e, ln2hi, ln2lo, one, c2, c3, c4, c5, c6, c7, _ = _E32
@@ -292,7 +292,7 @@ _tile, _tile_wide = (_make_tile(n) for n in TILE_BYTES)
 COPY_PARALLEL = 1 << 16     # elements from which a copy (packing too) pays for waking the threads (docs/performance.md)
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _pack_range(P, W, k0, transpose, lo, hi):
     """pack_panels' work for panels lo..hi-1 (transpose) or W's rows lo..hi-1 (else)."""
     npanel, K, TW = P.shape
@@ -341,7 +341,7 @@ def pack_panels(P, W, k0, transpose):
             _pack_range(P, W, k0, transpose, np.int64(i), np.int64(i) + 1)
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, bias, start):
     """C[r, c0:c0+N] = s + A[r, a0:a0+K] · panels, for rows r of blocks b0..b1 (4 rows each,
     clamped at r_hi), the sum starting from s as `start` says (_tile: 0, C, C + bias or
@@ -374,7 +374,7 @@ def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, bias, start):
             C[r, c0 + j] = s
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def block_span(blk, D, H, Hr, a0, forward):
     """What a block of a cell's products covers (see BLOCKS): (first column of Z, its width,
     first row of W, first column k of [x ; h] summed, number summed), with H the cell's
@@ -406,7 +406,7 @@ def panel_extent(q, blocks, D, H, Hr, a0, forward, TW):
     return (n + TW - 1) // TW, K
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _panels(P, blocks, D, H, Hr, a0, forward, TW, q):
     """The packed panels of block q (or the projection's, q = number of blocks) inside the
     flat buffer P, (panels, K, TW), as pack_unit wrote them: one after another."""
@@ -434,7 +434,7 @@ def pack_unit(P, W, R, blocks, D, H, Hr, a0, forward, TW):
         pack_panels(_panels(P, blocks, D, H, Hr, a0, forward, TW, nb), R, np.int64(0), forward)
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _dot8(W, j, x, lo, hi):
     """W[j+q, lo:hi] · x[lo:hi] for q = 0..7: eight rows of W against one input row (the
     streaming step, where a block of batch rows would repeat one row). Each k-step is one
@@ -458,7 +458,7 @@ def _dot8(W, j, x, lo, hi):
     return s0, s1, s2, s3, s4, s5, s6, s7
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _dot1(w, x, lo, hi):
     """w[lo:hi] · x[lo:hi] (the rows of W past the last block of eight)."""
     ws, xs = w[lo:hi], x[lo:hi]
@@ -468,7 +468,7 @@ def _dot1(w, x, lo, hi):
     return s
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _block_rows(blk, B):
     """The four row indices of block `blk`; past the last row they repeat row B-1, so a
     short block runs the same code (and gives the same bits) as a full one."""
@@ -490,7 +490,7 @@ BLOCKS = (np.array([[0, 4, 0, 1, 1]]), np.array([[0, 1, 0, 1, 1]]),
           np.array([[0, 1, 0, 1, 0], [1, 2, 1, 1, 1], [3, 1, 0, 0, 1]]))
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def cell_forward(z, c, tc, h, c_prev, H):
     """LSTM, one row of one step: z (4H) pre-activations in, gate activations out (in place).
 
@@ -512,7 +512,7 @@ def cell_forward(z, c, tc, h, c_prev, H):
         h[k] = z[3 * H + k] * tck
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def cell_backward(z, dc, dh, dy, tc, c_prev, H):
     """LSTM, one row of one step backward: gate activations in z become δz (in place).
 
@@ -536,7 +536,7 @@ def cell_backward(z, dc, dh, dy, tc, c_prev, H):
         dc[k] = dct * f
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def gru_cell_forward(z, h, h_prev, H):
     """GRU (PyTorch's), one row of one step: z (4H) = [n̂_x ; r̂ ; ẑ ; ĥn] in, with
     n̂_x = W_in x + b_in and ĥn = W_hn h_prev + b_hn apart; out, in place, [n ; r ; z ; ĥn]:
@@ -551,7 +551,7 @@ def gru_cell_forward(z, h, h_prev, H):
         h[k] = (_like(n, 1.0) - u) * n + u * h_prev[k]
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def gru_cell_backward(z, dc, dh, dy, h_prev, H):
     """GRU backward, one row of one step: [n ; r ; z ; ĥn] in z become
     δz = [δn̂ ; δr̂ ; δẑ ; δĥn] (in place), with δh = dy + dh carried from step t+1:
@@ -572,7 +572,7 @@ def gru_cell_backward(z, dc, dh, dy, h_prev, H):
         dc[k] = dht * u
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def rnn_cell_forward(z, h, H):
     """Vanilla RNN, one row of one step: h = tanh(z), kept in z too (backward needs it)."""
     for k in range(H):
@@ -581,7 +581,7 @@ def rnn_cell_forward(z, h, H):
         h[k] = a
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def rnn_cell_backward(z, dh, dy, H):
     """Vanilla RNN backward: δz = (δy + δh carried) ⊙ (1 - h²), in place of h in z."""
     for k in range(H):
@@ -589,7 +589,7 @@ def rnn_cell_backward(z, dh, dy, H):
         z[k] = (dy[k] + dh[k]) * (_like(a, 1.0) - a * a)
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _assign(dst, src):
     """dst[:] = src for 1-D arrays of one length, element by element. Two things keep a cold
     start short (docs/performance.md): a slice assignment from an array compiles a shape
@@ -600,13 +600,13 @@ def _assign(dst, src):
         dst[k] = src[k]
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _chunk(c, nchunks, nblk):
     """Blocks [b0, b1) of chunk c when nblk blocks are split into nchunks near-equal chunks."""
     return c * nblk // nchunks, (c + 1) * nblk // nchunks
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, blocks, TW):
     """Row blocks b0..b1-1 of one unit through every step: one task of recurrent_forward."""
     T, B, G = Z.shape
@@ -686,7 +686,7 @@ def recurrent_forward(Z, C, TC, I, M, P, b, Zr, Cr, TCr, Ir, Mr, Pr, br, lengths
         _forward_blocks(*u, lengths, D, H, a0, b0, b1, cell, blocks, TW)     # one copy of it to compile
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengths, b0, b1, cell, blocks, TW):
     """Row blocks b0..b1-1 of one unit back through every step: one task of recurrent_backward."""
     T, B, G = Z.shape
@@ -767,7 +767,7 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, Zr, dhr, 
         _backward_blocks(*u, zero, lengths, b0, b1, cell, blocks, TW)
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _copy_steps_rows(dst, src, lengths, reverse, add, t0, k0, r0, r1):
     """copy_steps' work for rows r0..r1-1."""
     T, B, K = dst.shape
@@ -823,7 +823,7 @@ _M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _mix(z):
     """splitmix64's finaliser: a bijection of uint64 whose outputs pass as independent uniform
     bits for distinct inputs (the counter-based generator of the dropout masks)."""
@@ -862,7 +862,7 @@ def block_counts(blocks):
     return rows, cols
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _step_units(k0, w, h, c, xh, z, tc, W, b, Dl, n, cell, blocks):
     """Units k0..k0+w of one layer, every batch row: the rows of z = W [x ; h] + b that feed
     them (one _dot8 per gate and 8 units, over the block's part of [x ; h]), into
@@ -894,7 +894,7 @@ def _step_units(k0, w, h, c, xh, z, tc, W, b, Dl, n, cell, blocks):
             rnn_cell_forward(zu, h[r, k0:k0 + w], w)
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _project(h, R, m):
     """h (B,Hr) = m (B,H) R (Hr,H)ᵀ: a projection's h_t = W_hr m_t, eight rows of R at a time."""
     B, Hr = h.shape

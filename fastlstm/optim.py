@@ -11,7 +11,7 @@ from numba import njit
 
 from . import _validate as v
 from . import choices
-from ._config import INNER_JIT, JIT
+from ._config import JIT
 from .kernels import _like, sum_squares, zeros
 
 
@@ -21,7 +21,7 @@ def scale(g, s):
         g[k] *= s
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _sgd_at(p, g, velocity, lr, momentum, k):
     vk = momentum * velocity[k] + g[k]
     return vk, p[k] - lr * vk
@@ -45,7 +45,7 @@ def sgd_update(p, g, velocity, lr, momentum):
     return True
 
 
-@njit(**INNER_JIT)
+@njit(**JIT)
 def _adam_at(p, g, m, v, lr, beta1, beta2, eps, c1, c2, k):
     mk = beta1 * m[k] + (1.0 - beta1) * g[k]
     vk = beta2 * v[k] + (1.0 - beta2) * g[k] * g[k]
