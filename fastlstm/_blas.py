@@ -110,7 +110,7 @@ def _gemm_tasks(S, n, serial):
             _gemm_task(S, t)
     else:
         for t in prange(tasks):
-            _gemm_task(S, np.int64(t))      # prange's index is unsigned: one specialisation (kernels._assign)
+            _gemm_task(S, np.int64(t))      # prange's index is unsigned (kernels' docstring)
 
 
 def _operand(a):

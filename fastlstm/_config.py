@@ -2,7 +2,7 @@
 
 Kernels are compiled lazily for float32 and float64 only; every array they take is
 C-contiguous (copy_steps also takes a bidirectional layer's half of the outputs, a strided
-view), and calls between kernels pass typed values, never literals (kernels._assign), so
+view), and calls between kernels pass typed values, never literals (kernels' docstring), so
 each kernel has two specialisations.
 
 One thread pool runs a step: Numba's. The recurrent kernels are Numba's, and the big

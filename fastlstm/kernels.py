@@ -19,6 +19,11 @@ The time loop is serial, the batch is parallel: each thread takes blocks of 4 ro
 walks them through all T steps, so threads never synchronise inside the loop and never
 write to the same memory. The recurrent products run as tiles of 4 or 8 rows (_tile) that
 keep their outputs in vector registers while streaming one weight panel.
+
+Calls between kernels pass typed values (np.int64(0), np.bool_(True), np.int64(i) for a
+prange index), never literals: Numba compiles a callee again for each literal argument and
+for prange's unsigned index (_pack_range was compiled six times), a third of a cold start
+(docs/performance.md). Array copies are element loops (_assign), for the same reason.
 """
 import numpy as np
 from llvmlite import ir
@@ -591,11 +596,8 @@ def rnn_cell_backward(z, dh, dy, H):
 
 @njit(**JIT)
 def _assign(dst, src):
-    """dst[:] = src for 1-D arrays of one length, element by element. Two things keep a cold
-    start short (docs/performance.md): a slice assignment from an array compiles a shape
-    check whose formatted message took 2 s to compile, and a literal argument (0, True) in
-    a call between kernels compiles the callee again for that literal (_pack_range was
-    compiled six times), so the kernels pass np.int64(0) and np.bool_ values instead."""
+    """dst[:] = src for 1-D arrays of one length, element by element: a slice assignment
+    from an array compiles a shape check whose formatted message took 2 s of a cold start."""
     for k in range(dst.shape[0]):
         dst[k] = src[k]
 
@@ -614,7 +616,7 @@ def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, block
     proj = Hr < H
     nb = blocks.shape[0]
     r0, r1 = 4 * b0, min(4 * b1, B)
-    i0, forward = np.int64(0), np.bool_(True)               # typed, not literals (_assign)
+    i0, forward = np.int64(0), np.bool_(True)               # typed, not literals (see the module's docstring)
     for t in range(T):
         Zt = Z[t]
         for q in range(nb):                      # z = b (+ the input half, when BLAS made it) + the tiles' sum
@@ -697,7 +699,7 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengt
     nb = blocks.shape[0]
     record = probe.shape[0] > 0
     r0, r1 = 4 * b0, min(4 * b1, B)
-    i0, forward = np.int64(0), np.bool_(False)              # typed, not literals (_assign)
+    i0, forward = np.int64(0), np.bool_(False)              # typed, not literals (see the module's docstring)
     for t in range(T - 1, -1, -1):
         Zt = Z[t]
         if proj:                                  # δh_t, kept for δW_hr; δm_t = W_hrᵀ δh_t
@@ -781,8 +783,7 @@ def _copy_steps_rows(dst, src, lengths, reverse, add, t0, k0, r0, r1):
                     for j in range(K):
                         d[j] += x[j]
                 else:
-                    for j in range(K):
-                        d[j] = x[j]
+                    _assign(d, x)
             elif not add:
                 for j in range(K):
                     d[j] = 0
