@@ -50,7 +50,10 @@ def write(path, header, arrays):
     folder = os.path.dirname(os.path.abspath(path))
     prefix = _temp_prefix(path)
     _remove_stale(folder, prefix)
-    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=".tmp", dir=folder)
+    except OSError as e:                     # name the checkpoint, not the temporary
+        raise type(e)(e.errno, f"cannot write a checkpoint in {folder}: {e.strerror}", path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{_HEADER: np.frombuffer(meta, np.uint8)}, **arrays)

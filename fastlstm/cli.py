@@ -290,6 +290,19 @@ def _new_run(args, rng):
     return model, source, r, args.task
 
 
+def _writable_folder(out):
+    """Make out's folder, and refuse a run whose checkpoint could not be written there
+    before a step is spent on it (a read-only or pseudo file system, say)."""
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".fastlstm-probe-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write the run's files in {folder} (--out {out}): {e.strerror}") from None
+
+
 def train(args, interrupt):
     import numpy as np
     from tqdm import tqdm
@@ -309,7 +322,7 @@ def train(args, interrupt):
     if kept and not (args.resume or args.overwrite):
         raise UsageError(f"{kept[0]} exists: continue that run with --resume, start afresh over it with "
                          f"--overwrite, or choose another --out")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    _writable_folder(out)
     rng = np.random.default_rng(args.seed)
     if args.resume:
         model, source, r, name = _resumed_run(out, args, rng)

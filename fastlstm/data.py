@@ -313,8 +313,11 @@ def _columns(names, arg, path, what):
         elif item.isdigit() and 1 <= int(item) <= len(names):
             out.append(names[int(item) - 1])
         else:
+            sep = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None)
             raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: {', '.join(names)} "
-                            f"(by name, or by number from 1)")
+                            f"(by name, or by number from 1)"
+                            + (f"; the header looks {sep!r}-separated, and fastlstm reads comma-separated "
+                               f"values" if sep else ""))
     if not out:
         raise DataError(f"{path}: {what} names no column")
     return out
@@ -595,9 +598,10 @@ class Arrays:
         labels, False for float targets, None without y (predict)."""
         p = self.path
         if not isinstance(x, np.ndarray) or x.ndim != 3 or x.dtype.kind not in "fiu":
-            raise DataError(f"{p}: x must be a numeric array of 3 dimensions ((N, T, D) with --layout batch, "
-                            f"(T, N, D) with --layout time), got {getattr(x, 'shape', None)} "
-                            f"{getattr(x, 'dtype', type(x).__name__)}")
+            want = ("(T, N, D)" if self.layout == "time" else       # Model.fit's arrays are time-major
+                    "(N, T, D)" + (", or (T, N, D) with --layout time" if p != "<arrays>" else ""))
+            got = f"shape {x.shape} dtype {x.dtype}" if isinstance(x, np.ndarray) else f"a {type(x).__name__}"
+            raise DataError(f"{p}: x must be a numeric array {want}, got {got}")
         x = x.transpose(1, 0, 2) if self.layout == "batch" else x
         T, N, D = x.shape
         if min(T, N, D) < 1:

@@ -52,6 +52,9 @@ def export_onnx(model, path, *, streaming=False):
     one node with direction="bidirectional"; a model with an embedding takes int64 token ids
     x (T, B) (streaming: (B,)) and gathers E's rows first; dropout is a training matter and
     leaves no trace."""
+    from .model import Model
+    if not isinstance(model, Model):           # a bare LSTM stack has no head to export
+        raise TypeError(f"export_onnx takes a fastlstm.Model, got {type(model).__name__}")
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
     if model.dtype != np.float32:

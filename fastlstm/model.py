@@ -278,6 +278,8 @@ class Model:
         from tqdm import tqdm
 
         from . import data, training
+        if y is None:
+            raise TypeError("fit needs targets y: (N,) class labels or (N, O) values for the N sequences of x")
         if isinstance(y, np.ndarray) and y.ndim == 1 and self.loss == "mse":
             y = y[:, None]
         if validation is not None and (not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3)):
@@ -329,7 +331,9 @@ class Model:
         probabilities for xent). reset_state() starts the streams afresh, and so does a call
         with another B (B fresh streams, as the C ABI's fastlstm_step)."""
         if self.E is not None:                              # ids (B,) → their embeddings (B, D)
-            ids, _ = self._check_x(np.asarray(x).reshape(1, -1) if isinstance(x, np.ndarray) else x, None)
+            if isinstance(x, np.ndarray) and x.ndim != 1:
+                raise ValueError(f"x must be token ids of shape (B,) (one per stream), got {x.shape}")
+            ids, _ = self._check_x(x[None] if isinstance(x, np.ndarray) else x, None)
             x = self.E[ids[0]]
         B = x.shape[0] if isinstance(x, np.ndarray) and x.ndim == 2 else None
         state = self._state

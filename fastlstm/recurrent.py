@@ -243,6 +243,10 @@ class _Recurrent:
         layers = v.num_layers(num_layers)
         self.dtype = v.dtype_of(dtype)
         self.forget_bias = v.finite_float("forget_bias", forget_bias)
+        big = float(np.finfo(self.dtype).max)
+        if abs(self.forget_bias) > big:                  # would be stored as ±inf
+            raise ValueError(f"forget_bias must fit in {self.dtype} (|b| <= {big:.4g}), "
+                             f"got {forget_bias!r}")
         self.dropout = v.finite_float("dropout", dropout)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")

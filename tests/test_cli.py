@@ -215,6 +215,9 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         (("predict", str(adding), "--data", str(plain), "--out", str(adding)), "would write over the checkpoint"),
         (("export", str(adding), str(adding)), "would write over the checkpoint"),
         (("plot", str(tmp_path / "a.csv"), "--out", str(tmp_path / "a.csv")), "would write over the log"),
+        # refused before the first step, not when the first checkpoint is due: /proc takes no files
+        (("train", "--steps", "2", "--out", "/proc/fastlstm-run.ckpt", *SMALL),
+         "cannot write the run's files in /proc (--out /proc/fastlstm-run.ckpt)"),
     ]
     inputs = {p: p.read_bytes() for p in (adding, plain, tmp_path / "a.csv")}
     for argv, message in cases:

@@ -214,6 +214,8 @@ BAD_CSV = "date,load,temp\n2024-01-01T00:00:00,1.0,2.0\n"
      "line 2, column 1 ('a'): missing value (nothing earlier to carry forward)"),
     ("nocol.csv", BAD_CSV.encode(), ["--target", "nope"],
      "--target 'nope' is not a column; the columns are: date, load, temp"),
+    ("semicolon.csv", b"load;temp\n1;2\n3;4\n", ["--target", "load"],
+     "the columns are: load;temp (by name, or by number from 1); the header looks ';'-separated"),
     ("short.csv", (BAD_CSV * 1).encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{i},1\n".encode() for i in range(20)),
      ["--target", "load", "--window", "15", "--horizon", "3"], "window + horizon = 18 rows, longer than the training part"),
     ("noy.npz", None, [], "no array 'y' (the file holds: x)"),
@@ -221,6 +223,8 @@ BAD_CSV = "date,load,temp\n2024-01-01T00:00:00,1.0,2.0\n"
     ("booly.npz", None, [], "y must be integer class labels (N,) or float targets (N,) or (N, O) for N = 10 "
      "sequences, got shape (10,) dtype bool"),
     ("shape.npz", None, [], "y must be integer class labels (N,) or float targets"),
+    ("scalar.npz", None, [], "x must be a numeric array (N, T, D), or (T, N, D) with --layout time, got shape () "
+     "dtype float32"),
     ("lengths.npz", None, [], "lengths must be integers of shape (10,)"),
     ("range.npz", None, [], "lengths must lie in 1..5"),
     ("ids.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 1099511627776"),
@@ -233,7 +237,7 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
     path = tmp_path / name
     x = np.zeros((10, 5, 2), np.float32)
     arrays = {"noy.npz": dict(x=x), "nox.npz": dict(y=np.zeros(10, np.int64)),
-              "booly.npz": dict(x=x, y=np.zeros(10, bool)), "shape.npz": dict(x=x, y=np.zeros((10, 2), np.int64)),
+              "booly.npz": dict(x=x, y=np.zeros(10, bool)), "scalar.npz": dict(x=np.float32(3), y=np.zeros(10, np.int64)), "shape.npz": dict(x=x, y=np.zeros((10, 2), np.int64)),
               "lengths.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.ones(10)),
               "range.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.full(10, 6)),
               "ids.npz": dict(x=x, y=np.array([0] * 9 + [1 << 40])),    # ids where labels belong: 2^40 + 1 classes
@@ -349,6 +353,12 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
                      ({"progress": "x"}, "progress must be True or False")):
         with pytest.raises((TypeError, ValueError), match=err):
             reg.fit(x, x[:, :, 0].sum(axis=0) / 4, epochs=1, **{"progress": False, **bad})
+    with pytest.raises(TypeError, match=r"fit needs targets y"):
+        reg.fit(x, None, epochs=1, progress=False)
+    with pytest.raises(fastlstm.data.DataError, match=r"x must be a numeric array \(T, N, D\), got a list$"):
+        reg.fit(x.tolist(), x[0, :, :1], epochs=1, progress=False)
+    with pytest.raises(fastlstm.data.DataError, match=r"x must be a numeric array \(T, N, D\), got shape \(12, 400\)"):
+        reg.fit(x[:, :, 0], x[0, :, :1], epochs=1, progress=False)
     assert np.array_equal(reg.params, before)
 
 

@@ -118,6 +118,7 @@ def test_backward_needs_its_own_forward(setup):
     ((3, 4), dict(dtype=np.float16), TypeError, "float32 or float64"),
     ((3, 4), dict(dtype="int32"), TypeError, "float32 or float64"),
     ((3, 4), dict(forget_bias=np.nan), ValueError, "forget_bias must be a finite"),
+    ((3, 4), dict(forget_bias=1e300), ValueError, r"forget_bias must fit in float32 \(\|b\| <= 3.403e\+38\)"),
 ])
 def test_bad_constructor_arguments(args, kwargs, exc, match):
     with pytest.raises(exc, match=match):

@@ -144,6 +144,8 @@ def test_a_bidirectional_model_under_onnx_runtime_equals_predict(tmp_path, cell,
     assert outs["hn"].shape == (2 * layers, B, 5) and np.abs(outs["hn"] - hn).max() <= 1e-5
     with pytest.raises(ValueError, match="cannot stream"):
         fastlstm.export_onnx(m, tmp_path / "no.onnx", streaming=True)
+    with pytest.raises(TypeError, match=f"export_onnx takes a fastlstm.Model, got {type(m.core).__name__}$"):
+        fastlstm.export_onnx(m.core, tmp_path / "no.onnx")
 
 
 def test_an_embedding_model_takes_token_ids_in_both_graphs(tmp_path):

@@ -253,6 +253,11 @@ def test_bad_inputs_are_clear_errors_and_change_nothing():
         e.train_step(np.zeros((3, 2, 4), np.float32), ids)
     with pytest.raises(TypeError, match="integer ndarray of ids"):
         e.step(np.zeros(2, np.float32))
+    e.reset_state(2)
+    state = [s.copy() for s in e._state]
+    with pytest.raises(ValueError, match=r"token ids of shape \(B,\) \(one per stream\), got \(2, 2\)"):
+        e.step(np.zeros((2, 2), np.int64))                   # not four streams
+    assert all(np.array_equal(a, b) for a, b in zip(state, e._state))
     assert np.array_equal(e.params, kept) and np.array_equal(m.params, before) and e.steps == 0
     e.train_step(ids, ids)                                   # the next valid call works
     assert e.steps == 1

@@ -228,6 +228,10 @@ def test_corrupt_truncated_and_foreign_checkpoints(tmp_path):
         fastlstm.load(tmp_path / "short.ckpt")
     with pytest.raises(FileNotFoundError):
         fastlstm.load(tmp_path / "missing.ckpt")
+    missing = tmp_path / "no" / "m.ckpt"                  # the error names the file asked for, not a temporary
+    with pytest.raises(FileNotFoundError, match=re.escape(f"cannot write a checkpoint in {missing.parent}: ")
+                       + ".*" + re.escape(f"'{missing}'")):
+        m.save(missing)
     assert np.array_equal(fastlstm.load(good).params, m.params)
 
 
