@@ -108,7 +108,7 @@ typedef struct fastlstm_config {
     double beta1, beta2;   /* Adam, in [0, 1); defaults 0.9, 0.999 */
     double eps;            /* Adam, > 0; default 1e-8 */
     double clip;           /* max global gradient norm; 0 = no clipping (default) */
-    double forget_bias;    /* LSTM forget-gate bias at initialisation; default 1 */
+    double forget_bias;    /* LSTM forget-gate bias at initialisation, |b| <= FLT_MAX; default 1 */
     uint64_t seed;         /* initialisation seed; default 0 */
     /* from 0.3 */
     int32_t bidirectional; /* 1: a reverse direction beside every layer (PyTorch's semantics; the

@@ -71,6 +71,7 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
             ("fastlstm_create", "zero_hidden"): 2, ("fastlstm_create", "bad_loss"): 2,
             ("fastlstm_create", "bad_lr"): 2, ("fastlstm_create", "nan_lr"): 2, ("fastlstm_create", "nan_eps"): 2,
             ("fastlstm_create", "nan_momentum"): 2, ("fastlstm_create", "nan_forget_bias"): 2,
+            ("fastlstm_create", "huge_forget_bias"): 2,
             ("fastlstm_create", "nan_clip"): 2, ("fastlstm_create", "negative_clip"): 2,
             ("fastlstm_create", "huge_layers"): 2, ("fastlstm_create", "beyond_memory"): 2,
             ("fastlstm_create", "bad_bidirectional"): 2, ("fastlstm_create", "dropout_1"): 2,

@@ -70,6 +70,8 @@ static int errors(const char *dir) {
     REPORT(fastlstm_create, "nan_momentum", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.forget_bias = NAN;
     REPORT(fastlstm_create, "nan_forget_bias", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.forget_bias = 1e300;          /* inf once stored in float32 */
+    REPORT(fastlstm_create, "huge_forget_bias", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.clip = NAN;
     REPORT(fastlstm_create, "nan_clip", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.clip = -1;
