@@ -16,7 +16,7 @@ from . import checkpoint, choices, heads, optim
 from . import _blas
 from ._config import blas_turn
 from .kernels import all_finite, scatter_rows, zeros
-from .recurrent import GRU, LSTM, RNN, dropout_seed_from
+from .recurrent import GRU, LSTM, RNN, dropout_seed_from, one_call_at_a_time
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU)))
 
@@ -68,6 +68,7 @@ class Model:
         self.core = CELLS[cell](input_size, hidden_size, num_layers, dtype=dtype, bidirectional=bidirectional,
                                 dropout=dropout, dropout_seed=dropout_seed,
                                 buffers=(self.params[:n], self.grads[:n]), **extra)
+        self._lock = self.core._lock         # one lock for the model and its stack: they share buffers
         o = n + O * Hout
         self.V, self.bias = self.params[n:o].reshape(O, Hout), self.params[o:o + O]
         self.dV, self.dbias = self.grads[n:o].reshape(O, Hout), self.grads[o:o + O]
@@ -89,6 +90,7 @@ class Model:
     def dtype(self):
         return self.params.dtype
 
+    @one_call_at_a_time
     def reset_parameters(self, seed=None):
         """Layers as the stack's reset_parameters; V ~ U(±1/√width) and bias 0 (torch.nn.Linear's
         bound); E ~ N(0, 1) (torch.nn.Embedding's)."""
@@ -196,6 +198,7 @@ class Model:
 
     # -- training -------------------------------------------------------------------------
 
+    @one_call_at_a_time
     def compute_gradients(self, x, y, lengths=None, record=False):
         """Zero the gradients, then forward, loss and backward: fills `grads`; returns the loss.
 
@@ -236,6 +239,7 @@ class Model:
             scatter_rows(self.dE, x, dx)                          # δE[id] += δx_t, no one-hot
         return float(loss)
 
+    @one_call_at_a_time
     def apply_gradients(self, loss=0.0):
         """Clip `grads` by global norm and take one optimizer step, unless the loss or a
         gradient is not finite: then raise NonFiniteError (or skip), leaving params and
@@ -256,6 +260,7 @@ class Model:
             raise NonFiniteError(f"{why}; the model was not updated")
         return False
 
+    @one_call_at_a_time
     def train_step(self, x, y, lengths=None):
         """One step on a batch: x (T, B, D); y as the loss needs; lengths (B,) or None.
         Returns the loss before the update."""
@@ -263,6 +268,7 @@ class Model:
         self.apply_gradients(loss)
         return loss
 
+    @one_call_at_a_time
     def fit(self, x, y, lengths=None, *, epochs, batch_size=32, validation=None, shuffle=True, seed=None,
             patience=None, schedule=None, progress=True):
         """Train on arrays in memory, Keras-style: x (T, N, D), y as train_step takes it for N
@@ -313,6 +319,7 @@ class Model:
 
     # -- inference --------------------------------------------------------------------------
 
+    @one_call_at_a_time
     def predict(self, x, lengths=None):
         """Predictions (B, O) for output="last" or (T, B, O) for "every" (zero past lengths):
         values for mse, class probabilities for xent. A new array."""
@@ -324,6 +331,7 @@ class Model:
             P[np.arange(T)[:, None] >= L[None, :]] = 0
         return P[0] if self.output == "last" else P
 
+    @one_call_at_a_time
     def step(self, x):
         """Streaming inference: one time step x (B, D) (token ids (B,) with an embedding) for B
         independent streams, with (h, c) kept in the model between calls (a bidirectional
@@ -354,6 +362,7 @@ class Model:
             P += self.bias
         return P
 
+    @one_call_at_a_time
     def reset_state(self, batch_size=1):
         """Zero the streaming state (h, c) for batch_size streams."""
         self._state = self._zero_state(v.positive_int("batch_size", batch_size))
@@ -363,6 +372,7 @@ class Model:
         c = self.core
         return zeros((c.num_states, B, c.Hr), self.dtype), zeros((c.num_states, B, c.hidden_size), self.dtype)
 
+    @one_call_at_a_time
     def evaluate(self, x, y, lengths=None, batch_size=256):
         """Mean loss (and accuracy for xent) over a data set, in batches along B.
         Returns {"loss": float[, "accuracy": float]}."""
@@ -389,6 +399,7 @@ class Model:
 
     # -- checkpoints --------------------------------------------------------------------------
 
+    @one_call_at_a_time
     def save(self, path, extra=None):
         """Write weights, optimizer state, configuration and `extra` (a dict, standard JSON:
         finite numbers only) atomically."""

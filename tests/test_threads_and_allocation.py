@@ -381,3 +381,48 @@ def test_the_copies_of_steps_are_exact_serial_or_parallel(B, K):
         dst = base.copy()
         copy_steps(dst, src, L, reverse, True, 0, 0)
         np.testing.assert_array_equal(dst, base + want)
+
+
+def _in_threads(work, n=2):
+    """Run work(i) in n threads at once; re-raise the first exception any of them met."""
+    import threading
+    errors, start = [], threading.Barrier(n)
+
+    def run(i):
+        try:
+            start.wait()
+            work(i)
+        except BaseException as e:      # noqa: BLE001  (reported below)
+            errors.append(e)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def test_calls_on_one_model_from_several_threads_take_turns():
+    """The kernels release the GIL and a model's calls share its workspace: two threads
+    training, predicting or streaming with one model must give what the same calls give one
+    after another (before the model's lock, one of two threads training together raised a
+    TypeError and the weights were neither run's)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((30, 16, 4)).astype(np.float32), rng.standard_normal((16, 1)).astype(np.float32)
+    shared, serial = (fastlstm.Model(4, 32, 1, seed=0, optimizer=fastlstm.SGD(lr=0.01)) for _ in range(2))
+    _in_threads(lambda i: [shared.train_step(x, y) for _ in range(15)])
+    for _ in range(30):
+        serial.train_step(x, y)                                  # every step the same batch: order-free
+    assert shared.steps == 30 and np.array_equal(shared.params, serial.params)
+    xs = [rng.standard_normal((30, 16, 4)).astype(np.float32) for _ in range(2)]
+    want = [serial.predict(xi) for xi in xs]
+    got = [[], []]
+    _in_threads(lambda i: got[i].extend(serial.predict(xs[i]) for _ in range(15)))
+    assert all(np.array_equal(p, want[i]) for i in range(2) for p in got[i])
+    lstm = fastlstm.LSTM(4, 32, 2, seed=0)
+    states = [[np.zeros((2, 16, 32), np.float32) for _ in range(2)] for _ in range(3)]
+    _in_threads(lambda i: [lstm.step(xs[i][t], *states[i]) for t in range(30)])
+    for t in range(30):
+        lstm.step(xs[1][t], *states[2])
+    assert np.array_equal(states[1][0], states[2][0]) and np.array_equal(states[1][1], states[2][1])
