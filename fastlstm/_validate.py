@@ -114,7 +114,7 @@ def array(name, a, shape, dtype, *, writable=False, finite=True):
     if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
     if a.shape != shape and _mismatch(shape, a.shape):      # equal tuples: the fast case
-        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
         raise ValueError(f"{name} must have shape {want}, got {a.shape}")
     if a.dtype is not dtype and a.dtype != dtype:           # `is`: the common case, fast
         raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype} "

@@ -16,7 +16,7 @@ from . import checkpoint, choices, heads, optim
 from . import _blas
 from ._config import blas_turn
 from .kernels import all_finite, scatter_rows, zeros
-from .recurrent import GRU, LSTM, RNN, dropout_seed_from, one_call_at_a_time
+from .recurrent import GRU, LSTM, RNN, dropout_seed_from, flat, one_call_at_a_time
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU)))
 
@@ -36,7 +36,11 @@ class Model:
     norm or None. on_nonfinite: "raise" (NonFiniteError) or "skip" (count it, change nothing).
     bidirectional, dropout, proj_size (the LSTM's only): as the layer stacks take them;
     vocab_size: token ids in, through an embedding E (vocab_size, input_size).
+    params, grads: the flat arrays (`m.params = new` copies new in); V (O, width), bias (O,),
+    E and their gradients dV, dbias, dE: views into them.
     """
+    params, grads = flat("params", copy_in=True), flat("grads", copy_in=True)
+    V, bias, E, dV, dbias, dE = (flat(name) for name in ("V", "bias", "E", "dV", "dbias", "dE"))
 
     def __init__(self, input_size, hidden_size, output_size, num_layers=1, *, cell="lstm",
                  loss="mse", output="last", dtype=np.float32, forget_bias=1.0, seed=None,
@@ -61,7 +65,7 @@ class Model:
         self.cell, self.loss, self.output, self.on_nonfinite = cell, loss, output, on_nonfinite
         dtype = v.dtype_of(dtype)
         v.fits_in_memory("the model's parameters and gradients", 2 * size * dtype.itemsize)
-        self.params, self.grads = zeros(size, dtype), zeros(size, dtype)
+        self._params, self._grads = zeros(size, dtype), zeros(size, dtype)
         extra = dict(forget_bias=forget_bias, proj_size=proj_size) if cell == "lstm" else {}
         if dropout_seed is None:             # from the model's seed (the stack is given none)
             dropout_seed = dropout_seed_from(seed)
@@ -70,12 +74,12 @@ class Model:
                                 buffers=(self.params[:n], self.grads[:n]), **extra)
         self._lock = self.core._lock         # one lock for the model and its stack: they share buffers
         o = n + O * Hout
-        self.V, self.bias = self.params[n:o].reshape(O, Hout), self.params[o:o + O]
-        self.dV, self.dbias = self.grads[n:o].reshape(O, Hout), self.grads[o:o + O]
+        self._V, self._bias = self.params[n:o].reshape(O, Hout), self.params[o:o + O]
+        self._dV, self._dbias = self.grads[n:o].reshape(O, Hout), self.grads[o:o + O]
         # token inputs: the embedding E (vocab_size, D) after the head; x holds ids (T, B)
         self.vocab_size = Vn
-        self.E = self.params[o + O:].reshape(Vn, D) if Vn else None
-        self.dE = self.grads[o + O:].reshape(Vn, D) if Vn else None
+        self._E = self.params[o + O:].reshape(Vn, D) if Vn else None
+        self._dE = self.grads[o + O:].reshape(Vn, D) if Vn else None
         self.training = True      # train_step drops out (dropout > 0) in training mode; see eval()
         self.output_size, self.seed, self.forget_bias = O, seed, forget_bias
         self.reset_parameters(seed)

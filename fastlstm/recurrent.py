@@ -15,6 +15,7 @@ of blocks).
 """
 import functools
 import math
+import operator
 import os
 import threading
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, TILE_BYTES, add_row
 SPLIT_D = 512
 
 
-@dataclass
+@dataclass(frozen=True)
 class Layer:
     """Views of one layer into the flat arrays.
 
@@ -65,6 +66,25 @@ def one_call_at_a_time(method):
         with self._lock:
             return method(self, *args, **kwargs)
     return in_turn
+
+
+def flat(name, copy_in=False):
+    """The property `name` of a model: its flat params or grads (copy_in), or a view into
+    them (a Model's V, bias, E and their gradients). The layers and the kernels hold views of
+    the buffers, and rebinding the name would leave them behind, silently: so assigning
+    copies the values in, checked as any input (copy_in), or is refused."""
+    slot = "_" + name
+
+    def assign(self, value):
+        if value is getattr(self, slot):             # `m.V += d` sets the name to its own array
+            return
+        if not copy_in:
+            raise AttributeError(f"{name} is a view into the model's flat parameters or gradients: assign into "
+                                 f"it ({name}[...] = values), not over it")
+        with self._lock:
+            buf = getattr(self, slot)
+            buf[...] = v.array(name, value, buf.shape, buf.dtype)
+    return property(operator.attrgetter(slot), assign)
 
 
 def _view(buf, *shape):
@@ -234,13 +254,14 @@ class _Recurrent:
 
     Parameters live in one flat array `params`, gradients in `grads` (same layout); per
     layer, `layers[k].W` (R, D_k+Hr), `layers[k].b` (G) and `layers[k].R` (Hr, H) (a
-    projection's W_hr, or None) are views into them.
+    projection's W_hr, or None) are views into them (`m.params = new` copies new in).
     Subclasses set CELL (kernel cell kind; kernels.BLOCKS[CELL] gives R and G), HAS_C (a
     cell state), CARRY (the backward's second carry: the LSTM's δc, the GRU's z⊙δh),
     TORCH_BLOCK (our row block q is PyTorch's block TORCH_BLOCK[q]) and TORCH_BIAS (per
     block of b: PyTorch's block of bias_ih, and of bias_hh, that add up to it; -1 none).
     """
     CELL = HAS_C = CARRY = TORCH_BLOCK = TORCH_BIAS = None
+    params, grads = flat("params", copy_in=True), flat("grads", copy_in=True)
 
     @classmethod
     def _counts(cls, H):
@@ -274,7 +295,7 @@ class _Recurrent:
         n = self.param_count(D, H, layers, bidirectional, self.proj_size)
         if buffers is None:
             v.fits_in_memory("the parameters and gradients", 2 * n * self.dtype.itemsize)
-        self.params, self.grads = buffers or (zeros(n, self.dtype), zeros(n, self.dtype))
+        self._params, self._grads = buffers or (zeros(n, self.dtype), zeros(n, self.dtype))
         assert self.params.shape == self.grads.shape == (n,) and self.params.dtype == self.dtype
         # units k = l·directions + d: layer l, direction d (1: the reverse one)
         self.layers = [Layer(d, H, W, b, dW, db, R, dR) for d, (W, b, R), (dW, db, dR)

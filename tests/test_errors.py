@@ -142,3 +142,36 @@ def test_bad_state_dict_is_refused_and_changes_nothing():
         with pytest.raises(exc, match=match):
             m.load_torch_state_dict(sd)
         _assert_unchanged(m, snap)
+
+
+def test_assigning_the_flat_arrays_copies_in_and_views_cannot_be_rebound():
+    """`m.params = new` used to rebind the name and leave the layers' views (and the kernels)
+    on the old buffer: the model silently kept its weights. Now it copies new in, checked as
+    any input, and the views refuse to be rebound."""
+    m = fastlstm.Model(3, 4, 2, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    other = fastlstm.Model(3, 4, 2, seed=1)
+    buffer = m.params
+    m.params = other.params
+    assert m.params is buffer and np.array_equal(m.predict(x), other.predict(x))
+    assert np.array_equal(m.core.layers[0].W, other.core.layers[0].W)
+    m.core.params = np.zeros_like(m.core.params)               # the stack's share of the same buffer
+    assert not m.params[:m.core.params.size].any() and np.array_equal(m.V, other.V)
+    kept = m.params.copy()
+    for bad, exc, match in ((m.params[:-1], ValueError, r"params must have shape \(\d+,\)"),
+                            (m.params.astype(np.float64), TypeError, "params must have dtype float32"),
+                            (np.full_like(m.params, np.nan), ValueError, "params must be finite"),
+                            ([0.0] * m.params.size, TypeError, "params must be a numpy.ndarray")):
+        with pytest.raises(exc, match=match):
+            m.params = bad
+    assert np.array_equal(m.params, kept)
+    m.grads = np.ones_like(m.grads)
+    assert m.dV.all() and m.core.layers[0].dW.all()
+    m.dV += 1                                                   # in place, then set to itself: allowed
+    m.params += 0
+    assert (m.grads[m.core.params.size:m.core.params.size + m.dV.size] == 2).all() and m.params is buffer
+    for view in ("V", "bias", "dV", "dbias", "E"):
+        with pytest.raises(AttributeError, match=f"{view} is a view into the model's flat parameters"):
+            setattr(m, view, np.zeros(1, np.float32))
+    with pytest.raises(AttributeError, match="cannot assign to field 'W'"):
+        m.core.layers[0].W = np.zeros((16, 7), np.float32)
