@@ -449,14 +449,17 @@ def sample(args, interrupt):
     model.reset_state(1)
     for ch in args.prime or "\n":
         p = feed(index.get(ch, 0))
-    out = [args.prime]
+    out = sys.stdout                   # each character as it comes: a long sample shows at once, and
+    out.write(args.prime)              # Ctrl-C (which ends the process) keeps what was written
     for _ in range(args.length):
-        logp = np.log(np.maximum(p.astype(np.float64), 1e-30)) / args.temperature
-        q = np.exp(logp - logp.max())
+        logp = np.log(np.maximum(p.astype(np.float64), 1e-30))
+        with np.errstate(over="ignore"):                  # a tiny temperature: -inf, exp 0, the argmax
+            q = np.exp((logp - logp.max()) / args.temperature)
         k = rng.choice(len(q), p=q / q.sum())
-        out.append(vocab[k] or "\ufffd")
+        out.write(vocab[k] or "\ufffd")
+        out.flush()
         p = feed(k)
-    print("".join(out))
+    out.write("\n")
     return 0
 
 

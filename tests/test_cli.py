@@ -170,6 +170,9 @@ def test_sample_generates_text_from_a_text_checkpoint(tmp_path):
     r = _run("sample", str(out), "--length", "50", "--prime", "def ")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("def ") and len(r.stdout.rstrip("\n")) >= 50
+    greedy = [_run("sample", str(out), "--length", "30", "--temperature", "1e-300", "--seed", s) for s in "12"]
+    assert all(g.returncode == 0 for g in greedy), greedy[0].stderr        # was "Probabilities contain NaN"
+    assert greedy[0].stdout == greedy[1].stdout and len(greedy[0].stdout) > 30   # the argmax at every step
 
 
 def test_bad_options_and_files_get_a_message_not_a_traceback(tmp_path):
