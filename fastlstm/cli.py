@@ -36,7 +36,16 @@ DATA_DEFAULTS = {
 }
 
 
-def _parser():
+# The options that make a run what it is: a new run records them as resolved (defaults
+# filled in), and --resume refuses any typed with another value, which it would ignore.
+RUN_OPTIONS = ("kind", "target", "features", "window", "horizon", "season", "fill", "layout", "val_fraction",
+               "hidden", "layers", "cell", "bidirectional", "proj", "dropout", "embed", "epochs", "batch", "lr",
+               "schedule", "warmup", "optimizer", "momentum", "clip", "T", "dtype", "seed", "eval_every", "patience")
+
+
+def _parser(typed_only=False):
+    """The command line's parser; typed_only: train's defaults left out, so that parsing
+    gives only the options typed."""
     p = argparse.ArgumentParser(prog="fastlstm", description="A compact, fast LSTM training engine.")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train on your data (--data) or a built-in task (default: the adding problem)",
@@ -126,6 +135,9 @@ def _parser():
     s.add_argument("--prime", default="The ")
     s.add_argument("--temperature", type=float, default=0.8)
     s.add_argument("--seed", type=int, default=0)
+    if typed_only:
+        for action in t._actions:
+            action.default = argparse.SUPPRESS
     return p
 
 
@@ -265,9 +277,29 @@ def _resumed_run(out, args, rng):
             r.history = training.check_history(extra.get("history", []))
     except (KeyError, TypeError, ValueError) as e:
         raise UsageError(f"{out}: its run state is unusable ({type(e).__name__}: {e})") from None
+    _same_options(out, model, args)
     if args.steps is not None:                          # a longer (or shorter) run than first asked
         r.total = r.schedule.total = args.steps
     return model, source, r, name
+
+
+def _same_options(out, model, args):
+    """UsageError if an option typed with --resume differs from the run's: its record (runs
+    since 0.6), else what its model says."""
+    c, options = model.core, model.extra.get("options", {})
+    if not isinstance(options, dict):
+        raise UsageError(f"{out}: its record of the run's options is unusable (a JSON {type(options).__name__})")
+    run = dict(dict(hidden=c.hidden_size, layers=c.num_layers, cell=model.cell, bidirectional=c.bidirectional,
+                    proj=c.proj_size, dropout=c.dropout, dtype=str(model.dtype)), **options)
+    if model.vocab_size:
+        run.setdefault("embed", c.input_size)
+    differ = [f"--{k.replace('_', '-')} {args.typed[k]} (the run's: {'not set' if run[k] is None else run[k]})"
+              for k in RUN_OPTIONS
+              if k in args.typed and k in run and args.typed[k] != run[k]]
+    if differ:
+        raise UsageError(f"--resume continues the run in {out} as it was set up, and these options differ from "
+                         f"it: {', '.join(differ)}. Leave them out (--steps may change), or start a new run with "
+                         f"--overwrite or another --out")
 
 
 def _new_run(args, rng):
@@ -334,6 +366,8 @@ def train(args, interrupt):
         source.tokens = model.vocab_size is not None        # a text checkpoint from before embeddings: one-hot
     record = dict(data=source.spec()) if hasattr(source, "spec") else \
         dict(task=dict(name=name, T=getattr(source, "T", None)))
+    record["options"] = (model.extra.get("options", {}) if args.resume else
+                         {k: getattr(args, k) for k in RUN_OPTIONS})
 
     step, lead, stop = model.train_step, True, lambda: interrupt.requested
     if args.distributed:
@@ -568,6 +602,8 @@ def main(argv=None, *, restore_handler=True):
         previous = signal.signal(signal.SIGINT, interrupt)
     try:
         args = _parser().parse_args(argv)
+        if args.command == "train":
+            args.typed = vars(_parser(typed_only=True).parse_args(argv))
         status = {"train": train, "predict": predict, "plot": plot, "sample": sample, "export": export,
                   "carousel": carousel}[args.command](args, interrupt)
         return 130 if interrupt.requested else status

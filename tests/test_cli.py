@@ -56,6 +56,28 @@ def test_resume_continues_bitwise_as_if_never_stopped(tmp_path, layers):
     assert all(np.array_equal(ma.optimizer.state[k], mb.optimizer.state[k]) for k in ma.optimizer.state)
 
 
+def test_resume_refuses_options_that_would_change_the_run(tmp_path):
+    """--resume used to ignore a typed --hidden, --lr, --T…: the run went on as it was, saying
+    nothing. Options typed again with the run's values (the same command plus --resume) pass."""
+    out = tmp_path / "r.ckpt"
+    args = ["--out", str(out), *SMALL, "--seed", "3", "--clip", "0"]
+    assert _run("train", "--steps", "2", *args).returncode == 0
+    assert _run("train", "--steps", "3", "--resume", *args).returncode == 0
+    kept = out.read_bytes()
+    for typed, said in ((["--hidden", "16"], "--hidden 16 (the run's: 8)"),
+                        (["--lr", "0.5", "--cell", "gru"], "--cell gru (the run's: lstm), --lr 0.5 (the run's: 0.01)"),
+                        (["--T", "20", "--seed", "4"], "--T 20 (the run's: 12), --seed 4 (the run's: 3)"),
+                        (["--epochs", "3"], "--epochs 3 (the run's: not set)")):
+        r = _run("train", "--steps", "5", "--resume", "--out", str(out), *typed)
+        assert r.returncode == 2 and f"these options differ from it: {said}." in r.stderr, r.stderr
+    assert out.read_bytes() == kept
+    m = fastlstm.load(out)                                   # a checkpoint from before the record: its model
+    m.extra.pop("options")
+    m.save(out, extra=m.extra)
+    r = _run("train", "--steps", "5", "--resume", "--out", str(out), "--hidden", "16", "--lr", "0.5")
+    assert r.returncode == 2 and "differ from it: --hidden 16 (the run's: 8)." in r.stderr, r.stderr
+
+
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     out = tmp_path / "i.ckpt"
     p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", "--steps", "1000000", "--out", str(out),
@@ -262,7 +284,8 @@ def test_a_checkpoint_whose_run_state_is_hostile_is_refused_before_any_step(tmp_
                (("run", "batches", "epoch"), -1), (("run", "batches", "pos"), True),
                (("run", "loss_sum"), None), (("run", "loss_count"), -1), (("run", "total"), 0),
                (("run", "eval_every"), 0), (("run",), None), (("batch",), "x"), (("total",), -1),
-               (("history",), "x"), (("history",), [{"loss": 1.0}]), (("history",), [{"step": 10, "lr": "x"}])]
+               (("history",), "x"), (("history",), [{"loss": 1.0}]), (("history",), [{"step": 10, "lr": "x"}]),
+               (("options",), "x"), (("options",), [1])]
     bad = tmp_path / "bad.ckpt"
     for keys, value in changes:
         changed = json.loads(json.dumps(extra))
