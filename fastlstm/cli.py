@@ -529,6 +529,9 @@ def predict(args, interrupt):
     if d.kind == "series":
         if args.backtest:
             origins = np.arange(0, len(d.values) - d.window - d.horizon + 1)
+            if not len(origins):
+                raise UsageError(f"{args.data}: {len(d.values)} rows; a backtest needs at least window + horizon "
+                                 f"= {d.window + d.horizon}")
             pred, true = d.forecast(model, origins), d.actual(origins)
             m = d.scores(model, origins)
             stamp = (lambda i: data.iso(d.times[i])) if d.times is not None else (lambda i: d.lines[i])

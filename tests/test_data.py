@@ -84,6 +84,11 @@ def test_series_beats_the_naive_forecast_and_predict_speaks_the_data_units(files
     assert r.returncode == 0 and "backtest over 1150 windows" in r.stderr, r.stderr
     lines = bt.read_text().split()
     assert lines[0] == "origin,time,step,load_forecast,load_actual" and len(lines) == 1 + 1150 * 3
+    short = tmp_path / "short.csv"                               # fewer rows than one window and its horizon
+    short.write_text("\n".join(files["series"].read_text().splitlines()[:51]) + "\n")
+    r = _run("predict", str(out), "--data", str(short), "--backtest")
+    assert r.returncode == 2 and "short.csv: 50 rows; a backtest needs at least window + horizon = 51" in r.stderr, \
+        r.stderr                                                 # it reported a skill over 0 windows
 
 
 def test_text_file_trains_below_the_unigram_entropy_and_samples(files, tmp_path):
