@@ -93,6 +93,10 @@ def test_gru_flow_probe_reads_the_identity_path():
 def test_gru_errors():
     with pytest.raises(TypeError):
         fastlstm.GRU(3, 4, forget_bias=1.0)
+    with pytest.raises(ValueError, match="forget_bias applies to the LSTM only; a GRU has no forget gate, got 2.0"):
+        fastlstm.Model(3, 4, 1, cell="gru", forget_bias=2.0)          # it was ignored
+    g = fastlstm.Model(3, 4, 1, cell="gru")
+    assert fastlstm.Model(**g.config()).config() == g.config()       # its config (forget_bias 0) rebuilds it
     m = fastlstm.GRU(3, 4, bidirectional=True)
     with pytest.raises(ValueError, match="bidirectional stack cannot stream"):
         m.step(np.zeros((1, 3), np.float32), np.zeros((2, 1, 4), np.float32))
