@@ -302,10 +302,34 @@ def _same_options(out, model, args):
                          f"--overwrite or another --out")
 
 
+# Where each option that belongs to some runs only applies: built-in tasks by name, --data by
+# kind ("data": any). Typed for another run, it is refused rather than ignored.
+APPLIES = dict(target="series", features="series", window="series", horizon="series", season="series",
+               fill="series", layout="arrays", val_fraction="data", embed="text", T="adding text")
+
+
+def _applies(args):
+    """UsageError for an option typed where it does nothing (APPLIES; --momentum without SGD)."""
+    where = {"data", args.kind} if args.data is not None else {args.task or "adding"}
+    for k, kinds in APPLIES.items():
+        if k in args.typed and not where & set(kinds.split()):
+            on = [p for x in kinds.split() for p in {"adding": ["--task adding"], "data": ["--data"],
+                  "text": ["--task text", "--data text"]}.get(x, [f"--data {x}"])]
+            on = ", ".join(on[:-1]) + " or " + on[-1] if len(on) > 1 else on[0]
+            raise UsageError(f"--{k.replace('_', '-')} applies to {on} only; this run is "
+                             + (f"--data {args.kind}" if args.data is not None else f"--task {args.task or 'adding'}"))
+    if "momentum" in args.typed and args.optimizer != "sgd":
+        raise UsageError(f"--momentum applies to --optimizer sgd only; this run's optimizer is {args.optimizer}")
+
+
 def _new_run(args, rng):
     """(model, source, training.Run, task name or None) of a new run from the options."""
     import fastlstm
     from . import training
+    if args.data is not None:
+        from . import data
+        args.kind = args.kind or data.kind_of(args.data)
+    _applies(args)
     source = _source(args)
     if args.bidirectional and hasattr(source, "vocab_size"):
         raise UsageError("--bidirectional on text: a next-character model that reads the text backwards too "

@@ -240,6 +240,13 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         (("predict", str(adding), "--data", str(plain), "--out", str(adding)), "would write over the checkpoint"),
         (("export", str(adding), str(adding)), "would write over the checkpoint"),
         (("plot", str(tmp_path / "a.csv"), "--out", str(tmp_path / "a.csv")), "would write over the log"),
+        # options for other runs, which a run used to ignore
+        (("train", "--task", "digits", "--T", "20", "--out", str(tmp_path / "d.ckpt")),
+         "--T applies to --task adding, --task text or --data text only; this run is --task digits"),
+        (("train", "--window", "3", "--val-fraction", "0.5", "--out", str(tmp_path / "w.ckpt")),
+         "--window applies to --data series only; this run is --task adding"),
+        (("train", "--momentum", "0.5", "--out", str(tmp_path / "m.ckpt")),
+         "--momentum applies to --optimizer sgd only; this run's optimizer is adam"),
         # refused before the first step, not when the first checkpoint is due: /proc takes no files
         (("train", "--steps", "2", "--out", "/proc/fastlstm-run.ckpt", *SMALL),
          "cannot write the run's files in /proc (--out /proc/fastlstm-run.ckpt)"),
