@@ -115,7 +115,8 @@ typedef struct fastlstm_config {
                             * model then takes whole sequences only: fastlstm_step returns
                             * INVALID_ARGUMENT); 0 (default) or 1 */
     double dropout;        /* p in [0, 1) on the outputs of every layer but the last, in training
-                            * steps only (predict and step never drop); default 0 */
+                            * steps only (predict and step never drop), so nothing with
+                            * num_layers = 1; default 0 */
     /* from 0.4 */
     int64_t proj_size;     /* LSTM only: 1..hidden_size-1 projects h to proj_size units (LSTMP, PyTorch's
                             * proj_size): h, and the outputs the head reads, are proj_size wide, the

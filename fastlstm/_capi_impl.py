@@ -8,6 +8,7 @@ import math
 import os
 import secrets
 import types
+import warnings
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from .model import Model, NonFiniteError, load
 S = types.SimpleNamespace()    # status codes: S.OK, S.NULL_POINTER, ..., S.INTERNAL
 SETTINGS = {}                  # "cell", "loss", "output", "optimizer" -> names by value: ("lstm", "rnn")
 _MAX_BYTES = 1 << 46                     # no single buffer beyond 64 TiB: sizes that overflow
+# The Python API warns (as PyTorch) about dropout on one layer; a C library prints nothing of
+# its own accord, and the header says it instead.
+warnings.filterwarnings("ignore", "dropout drops the outputs", UserWarning)
 
 _models = {}                             # handle id -> Model
 _issued = set()                          # every id ever handed out: none is reused

@@ -318,6 +318,9 @@ def _applies(args):
             on = ", ".join(on[:-1]) + " or " + on[-1] if len(on) > 1 else on[0]
             raise UsageError(f"--{k.replace('_', '-')} applies to {on} only; this run is "
                              + (f"--data {args.kind}" if args.data is not None else f"--task {args.task or 'adding'}"))
+    if args.dropout and (args.layers or 1) == 1:
+        raise UsageError(f"--dropout applies between layers (to the outputs of every layer but the last): it needs "
+                         f"--layers 2 or more, got --dropout {args.dropout} with one layer")
     if "momentum" in args.typed and args.optimizer != "sgd":
         raise UsageError(f"--momentum applies to --optimizer sgd only; this run's optimizer is {args.optimizer}")
 

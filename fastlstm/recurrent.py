@@ -18,6 +18,7 @@ import math
 import operator
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numba
@@ -286,6 +287,10 @@ class _Recurrent:
         self.dropout = v.finite_float("dropout", dropout)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        if self.dropout and layers == 1:            # PyTorch's warning, for PyTorch's reason
+            warnings.warn(f"dropout drops the outputs of every layer but the last, so with num_layers=1 it does "
+                          f"nothing (dropout={self.dropout})", UserWarning,
+                          stacklevel=3 if buffers is None else 4)     # the user's line, or Model()'s caller's
         self.input_size, self.hidden_size, self.num_layers = D, H, layers
         self.bidirectional = v.boolean("bidirectional", bidirectional)
         self.directions = 1 + bidirectional

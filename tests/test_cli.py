@@ -247,6 +247,8 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
          "--window applies to --data series only; this run is --task adding"),
         (("train", "--momentum", "0.5", "--out", str(tmp_path / "m.ckpt")),
          "--momentum applies to --optimizer sgd only; this run's optimizer is adam"),
+        (("train", "--dropout", "0.3", "--out", str(tmp_path / "p.ckpt")),
+         "--dropout applies between layers (to the outputs of every layer but the last): it needs --layers 2"),
         # refused before the first step, not when the first checkpoint is due: /proc takes no files
         (("train", "--steps", "2", "--out", "/proc/fastlstm-run.ckpt", *SMALL),
          "cannot write the run's files in /proc (--out /proc/fastlstm-run.ckpt)"),

@@ -240,6 +240,14 @@ def test_bad_inputs_are_clear_errors_and_change_nothing():
             fastlstm.LSTM(3, 5, 2, dropout=p)
     with pytest.raises(ValueError, match="dropout must be a finite number"):
         fastlstm.Model(3, 5, 2, dropout=float("nan"))
+    for make in (lambda: fastlstm.GRU(3, 5, dropout=0.2), lambda: fastlstm.Model(3, 5, 2, dropout=0.2)):
+        with pytest.warns(UserWarning, match=r"with num_layers=1 it does nothing \(dropout=0.2\)") as seen:
+            make()                                           # PyTorch's warning: one layer drops nothing
+        assert seen[0].filename == __file__                  # pointing at the caller's line
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastlstm.Model(3, 5, 2, 2, dropout=0.2)
     with pytest.raises(TypeError, match="bidirectional must be True or False"):
         fastlstm.Model(3, 5, 2, bidirectional="yes")
     e = fastlstm.Model(4, 5, 3, vocab_size=6, loss="xent", output="every", seed=0)
