@@ -213,17 +213,20 @@ def _settings(args):
 
 
 def _source(args):
-    """The dataset or built-in task of a new run, with args completed by their defaults."""
+    """The dataset or built-in task of a new run, with args completed by their defaults (and
+    the options typed for other kinds of runs refused: _applies)."""
     if args.data is not None:
         if args.task is not None:
             raise UsageError("give --task or --data, not both")
         from . import data
         args.kind = args.kind or data.kind_of(args.data)
+        _applies(args)
         for k, val in DATA_DEFAULTS[args.kind].items():
             if getattr(args, k) is None and not (k == "epochs" and args.steps is not None):
                 setattr(args, k, val)
         return data.open_data(args.data, args.kind, **_settings(args))
     args.task = args.task or "adding"
+    _applies(args)
     for k, val in DEFAULTS[args.task].items():
         if getattr(args, k) is None:
             setattr(args, k, val)
@@ -284,8 +287,8 @@ def _resumed_run(out, args, rng):
 
 
 def _same_options(out, model, args):
-    """UsageError if an option typed with --resume differs from the run's: its record (runs
-    since 0.6), else what its model says."""
+    """UsageError if an option typed with --resume differs from the run's: the options its
+    checkpoint records, and what its model says (all an older checkpoint has)."""
     c, options = model.core, model.extra.get("options", {})
     if not isinstance(options, dict):
         raise UsageError(f"{out}: its record of the run's options is unusable (a JSON {type(options).__name__})")
@@ -310,14 +313,14 @@ APPLIES = dict(target="series", features="series", window="series", horizon="ser
 
 def _applies(args):
     """UsageError for an option typed where it does nothing (APPLIES; --momentum without SGD)."""
-    where = {"data", args.kind} if args.data is not None else {args.task or "adding"}
+    where = {"data", args.kind} if args.data is not None else {args.task}
     for k, kinds in APPLIES.items():
         if k in args.typed and not where & set(kinds.split()):
             on = [p for x in kinds.split() for p in {"adding": ["--task adding"], "data": ["--data"],
                   "text": ["--task text", "--data text"]}.get(x, [f"--data {x}"])]
             on = ", ".join(on[:-1]) + " or " + on[-1] if len(on) > 1 else on[0]
             raise UsageError(f"--{k.replace('_', '-')} applies to {on} only; this run is "
-                             + (f"--data {args.kind}" if args.data is not None else f"--task {args.task or 'adding'}"))
+                             + (f"--data {args.kind}" if args.data is not None else f"--task {args.task}"))
     if args.dropout and (args.layers or 1) == 1:
         raise UsageError(f"--dropout applies between layers (to the outputs of every layer but the last): it needs "
                          f"--layers 2 or more, got --dropout {args.dropout} with one layer")
@@ -329,10 +332,6 @@ def _new_run(args, rng):
     """(model, source, training.Run, task name or None) of a new run from the options."""
     import fastlstm
     from . import training
-    if args.data is not None:
-        from . import data
-        args.kind = args.kind or data.kind_of(args.data)
-    _applies(args)
     source = _source(args)
     if args.bidirectional and hasattr(source, "vocab_size"):
         raise UsageError("--bidirectional on text: a next-character model that reads the text backwards too "
