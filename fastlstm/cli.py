@@ -355,7 +355,7 @@ def _writable_folder(out):
     folder = os.path.dirname(os.path.abspath(out))
     try:
         os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".fastlstm-probe-"):
+        with tempfile.TemporaryFile(dir=folder):        # nameless where it can be: a Ctrl-C leaves nothing
             pass
     except OSError as e:
         raise UsageError(f"cannot write the run's files in {folder} (--out {out}): {e.strerror}") from None
