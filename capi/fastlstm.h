@@ -31,9 +31,11 @@
  *    library reads inputs in place (no copies) and writes outputs into caller buffers whose
  *    length in elements the caller passes. Sizes are int64_t.
  *  - Sequences are time-major: x[T][B][D] (T steps, B sequences, D inputs).
- *  - Threads: a model handle must be used by one thread at a time. Different handles may
- *    be used from different threads at once (their kernels then run in parallel). The
- *    version, status-string and last-error functions may be called from any thread.
+ *  - Threads: calls on one model handle from several threads take turns, each call whole,
+ *    in an order the threads decide (a compute_gradients / apply_update pair is two
+ *    calls). Different handles may be used from different threads at once (their kernels
+ *    then run in parallel). The version, status-string and last-error functions may be
+ *    called from any thread.
  *  - fork(): a child process must not call fastlstm if the parent already has (the
  *    embedded interpreter and its OpenMP thread pool do not survive fork); exec() first.
  *  - Numba compiles fastlstm's kernels on first use and caches them on disk: in the

@@ -234,6 +234,13 @@ def test_threads_each_with_a_model_run_concurrently(check):
     assert r.returncode == 0 and "threads 4 failed 0" in r.stdout, r.stdout + r.stderr
 
 
+def test_threads_sharing_one_model_take_turns(check):
+    """Four threads train one handle together: each call is whole, so the weights equal the
+    same number of steps made on one thread (the same batch every step)."""
+    r = _run([check, "shared", "4"])
+    assert r.returncode == 0 and "shared 4 failed 0 equal 1" in r.stdout, r.stdout + r.stderr
+
+
 def test_a_long_loop_does_not_grow_memory(check):
     r = _run([check, "leak", "3000"])
     assert r.returncode == 0, r.stderr

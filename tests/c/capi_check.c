@@ -302,6 +302,45 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+static fastlstm_model *shared_model;
+static float shared_x[20 * 16 * 3], shared_y[32];
+
+static void *shared_worker(void *arg) {
+    (void)arg;
+    double loss;
+    for (int s = 0; s < 25; s++)
+        if (fastlstm_train_step(shared_model, shared_x, NULL, shared_y, NULL, 20, 16, &loss) != FASTLSTM_OK) {
+            fprintf(stderr, "shared: %s\n", fastlstm_last_error());
+            return (void *)1;
+        }
+    return NULL;
+}
+
+/* n threads train one handle on the same batch, 25 steps each; the calls take turns, so the
+ * weights equal 25 n steps made on one thread (the same batch every step: order-free). */
+static int shared(int n) {
+    for (int k = 0; k < 20 * 16 * 3; k++) shared_x[k] = (float)((k * 37 % 101) / 101.0);
+    for (int k = 0; k < 32; k++) shared_y[k] = 0.5f;
+    shared_model = small_model(7);
+    fastlstm_model *serial = small_model(7);
+    pthread_t t[64];
+    for (int i = 0; i < n; i++) pthread_create(&t[i], NULL, shared_worker, NULL);
+    int bad = 0;
+    for (int i = 0; i < n; i++) { void *r; pthread_join(t[i], &r); bad += r != NULL; }
+    double loss;
+    for (int s = 0; s < 25 * n; s++) fastlstm_train_step(serial, shared_x, NULL, shared_y, NULL, 20, 16, &loss);
+    int64_t np_ = 0;
+    fastlstm_param_count(serial, &np_);
+    float *a = malloc(sizeof(float) * np_), *b = malloc(sizeof(float) * np_);
+    fastlstm_get_params(shared_model, a, np_);
+    fastlstm_get_params(serial, b, np_);
+    printf("shared %d failed %d equal %d\n", n, bad, memcmp(a, b, sizeof(float) * np_) == 0);
+    free(a); free(b);
+    fastlstm_free(shared_model);
+    fastlstm_free(serial);
+    return bad != 0;
+}
+
 static int threads(int n) {
     pthread_t t[64];
     for (int i = 0; i < n; i++) pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)(i + 1));
@@ -403,6 +442,7 @@ int main(int argc, char **argv) {
     if (argc < 2) return 2;
     if (!strcmp(argv[1], "errors")) return errors(argv[2]);
     if (!strcmp(argv[1], "threads")) return threads(atoi(argv[2]));
+    if (!strcmp(argv[1], "shared")) return shared(atoi(argv[2]));
     if (!strcmp(argv[1], "leak")) return leak(atoi(argv[2]));
     if (!strcmp(argv[1], "fromfile")) return fromfile(argv[2], argv[3]);
     if (!strcmp(argv[1], "overhead")) return overhead(atoi(argv[2]));
