@@ -83,6 +83,27 @@ def own_openmp():
         parallel._launch_threads()
     finally:
         sys.setdlopenflags(flags)
+    import numba
+    if numba.threading_layer() == "omp":
+        os.register_at_fork(after_in_child=_forked)
+
+
+# True in a child that fork() made from a process whose OpenMP pool had started: GNU
+# OpenMP's threads do not survive fork, and Numba kills such a child (SIGTERM) at its first
+# parallel kernel. Every public call refuses first, with a way out (not_forked).
+FORKED = False
+
+
+def _forked():
+    global FORKED
+    FORKED = True
+
+
+def not_forked():
+    """RuntimeError in a forked child (FORKED), instead of Numba's SIGTERM."""
+    raise RuntimeError("fastlstm cannot run in a process that fork() made from one where it had started its "
+                       "threads (GNU OpenMP's threads do not survive fork): start worker processes with "
+                       "multiprocessing.get_context('spawn') or 'forkserver', or import fastlstm in the child only")
 
 
 # 'reassoc' lets LLVM vectorise the dot products' reductions and 'contract' fuse

@@ -426,3 +426,36 @@ def test_calls_on_one_model_from_several_threads_take_turns():
     for t in range(30):
         lstm.step(xs[1][t], *states[2])
     assert np.array_equal(states[1][0], states[2][0]) and np.array_equal(states[1][1], states[2][1])
+
+
+_PARENT = {}
+
+
+def _predict_in_child(q):
+    """The parent's model (a forked child has it), or one made here (a spawned child)."""
+    m = _PARENT.get("model") or fastlstm.Model(3, 4, 1, seed=0)
+    try:
+        m.predict(np.zeros((5, 2, 3), np.float32))
+        q.put("ran")
+    except RuntimeError as e:
+        q.put(str(e))
+
+
+def test_a_forked_child_gets_an_error_it_can_act_on_not_a_kill():
+    """GNU OpenMP's threads do not survive fork(): Numba killed a forked child (SIGTERM, exit
+    -15) at its first parallel kernel. The child's calls now raise RuntimeError saying what
+    to do; a spawned child runs as usual (the C ABI's header covers fork() for C)."""
+    import multiprocessing as mp
+    _PARENT["model"] = fastlstm.Model(3, 4, 1, seed=0)
+    _PARENT["model"].predict(np.zeros((5, 2, 3), np.float32))          # the parent's pool has run
+    try:
+        for method, want in (("fork", "multiprocessing.get_context('spawn')"), ("spawn", "ran")):
+            ctx = mp.get_context(method)
+            q = ctx.Queue()
+            p = ctx.Process(target=_predict_in_child, args=(q,))
+            p.start()
+            p.join(120)
+            assert p.exitcode == 0, (method, p.exitcode)
+            assert want in q.get(timeout=10), method
+    finally:
+        _PARENT.clear()
