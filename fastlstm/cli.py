@@ -305,22 +305,22 @@ def _same_options(out, model, args):
                          f"--overwrite or another --out")
 
 
-# Where each option that belongs to some runs only applies: built-in tasks by name, --data by
-# kind ("data": any). Typed for another run, it is refused rather than ignored.
-APPLIES = dict(target="series", features="series", window="series", horizon="series", season="series",
-               fill="series", layout="arrays", val_fraction="data", embed="text", T="adding text")
+# The runs that an option belongs to (a built-in task, any --data, or --data of a kind). Typed
+# for another run, it is refused rather than ignored.
+_SERIES = ("--data series",)
+APPLIES = dict(target=_SERIES, features=_SERIES, window=_SERIES, horizon=_SERIES, season=_SERIES, fill=_SERIES,
+               layout=("--data arrays",), val_fraction=("--data",), embed=("--task text", "--data text"),
+               T=("--task adding", "--task text", "--data text"))
 
 
 def _applies(args):
     """UsageError for an option typed where it does nothing (APPLIES; --momentum without SGD)."""
-    where = {"data", args.kind} if args.data is not None else {args.task}
-    for k, kinds in APPLIES.items():
-        if k in args.typed and not where & set(kinds.split()):
-            on = [p for x in kinds.split() for p in {"adding": ["--task adding"], "data": ["--data"],
-                  "text": ["--task text", "--data text"]}.get(x, [f"--data {x}"])]
-            on = ", ".join(on[:-1]) + " or " + on[-1] if len(on) > 1 else on[0]
-            raise UsageError(f"--{k.replace('_', '-')} applies to {on} only; this run is "
-                             + (f"--data {args.kind}" if args.data is not None else f"--task {args.task}"))
+    run = f"--data {args.kind}" if args.data is not None else f"--task {args.task}"
+    mine = {run, "--data"} if args.data is not None else {run}
+    for k, places in APPLIES.items():
+        if k in args.typed and not mine & set(places):
+            on = ", ".join(places[:-1]) + " or " + places[-1] if len(places) > 1 else places[0]
+            raise UsageError(f"--{k.replace('_', '-')} applies to {on} only; this run is {run}")
     if args.dropout and (args.layers or 1) == 1:
         raise UsageError(f"--dropout applies between layers (to the outputs of every layer but the last): it needs "
                          f"--layers 2 or more, got --dropout {args.dropout} with one layer")

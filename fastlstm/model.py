@@ -57,10 +57,10 @@ class Model:
         bidirectional = v.boolean("bidirectional", bidirectional)
         if cell != "lstm":
             v.no_projection(cell.upper(), proj_size)
-            if v.finite_float("forget_bias", forget_bias) not in (0.0, 1.0):   # the default, and the 0 that
+            # 1 is the default; 0 is what such a model's config() reports, so that it loads again
+            if v.finite_float("forget_bias", forget_bias) not in (0.0, 1.0):
                 raise ValueError(f"forget_bias applies to the LSTM only; {'an' if cell == 'rnn' else 'a'} "
-                                 f"{cell.upper()} has no forget gate, got "
-                                 f"{forget_bias!r}")                     # its config() says (so it loads)
+                                 f"{cell.upper()} has no forget gate, got {forget_bias!r}")
         proj_size = v.proj_size(proj_size, H)
         n, Hout, size = _layout(cell, D, H, v.num_layers(num_layers), bidirectional, proj_size, O, Vn)
         self.clip = None if clip is None else v.finite_float("clip", clip)

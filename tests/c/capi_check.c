@@ -279,17 +279,28 @@ static int errors(const char *dir) {
     return 0;
 }
 
+/* The threads' batch: x (20, 16, 3), y (16, 2) for small_model. */
+static void fill_batch(float *x, float *y) {
+    for (int k = 0; k < 20 * 16 * 3; k++) x[k] = (float)((k * 37 % 101) / 101.0);
+    for (int k = 0; k < 32; k++) y[k] = 0.5f;
+}
+
+/* n training steps of m on fill_batch's batch; 1 (and the error on stderr) if one fails. */
+static int train_steps(fastlstm_model *m, const float *x, const float *y, int n) {
+    double loss;
+    for (int s = 0; s < n; s++)
+        if (fastlstm_train_step(m, x, NULL, y, NULL, 20, 16, &loss) != FASTLSTM_OK) {
+            fprintf(stderr, "thread: %s\n", fastlstm_last_error());
+            return 1;
+        }
+    return 0;
+}
+
 static void *worker(void *arg) {
     fastlstm_model *m = small_model((uint64_t)(uintptr_t)arg);
     float x[20 * 16 * 3], y[16 * 2];
-    for (int k = 0; k < 20 * 16 * 3; k++) x[k] = (float)((k * 37 % 101) / 101.0);
-    for (int k = 0; k < 32; k++) y[k] = 0.5f;
-    double loss;
-    for (int s = 0; s < 50; s++)
-        if (fastlstm_train_step(m, x, NULL, y, NULL, 20, 16, &loss) != FASTLSTM_OK) {
-            fprintf(stderr, "thread: %s\n", fastlstm_last_error());
-            return (void *)1;
-        }
+    fill_batch(x, y);
+    if (train_steps(m, x, y, 50)) return (void *)1;
     fastlstm_free(m);
     fastlstm_model *big = model(64, 256, 1, (uint64_t)(uintptr_t)arg);   /* a parallel stream step */
     float o[1];
@@ -307,28 +318,20 @@ static float shared_x[20 * 16 * 3], shared_y[32];
 
 static void *shared_worker(void *arg) {
     (void)arg;
-    double loss;
-    for (int s = 0; s < 25; s++)
-        if (fastlstm_train_step(shared_model, shared_x, NULL, shared_y, NULL, 20, 16, &loss) != FASTLSTM_OK) {
-            fprintf(stderr, "shared: %s\n", fastlstm_last_error());
-            return (void *)1;
-        }
-    return NULL;
+    return train_steps(shared_model, shared_x, shared_y, 25) ? (void *)1 : NULL;
 }
 
 /* n threads train one handle on the same batch, 25 steps each; the calls take turns, so the
  * weights equal 25 n steps made on one thread (the same batch every step: order-free). */
 static int shared(int n) {
-    for (int k = 0; k < 20 * 16 * 3; k++) shared_x[k] = (float)((k * 37 % 101) / 101.0);
-    for (int k = 0; k < 32; k++) shared_y[k] = 0.5f;
+    fill_batch(shared_x, shared_y);
     shared_model = small_model(7);
     fastlstm_model *serial = small_model(7);
     pthread_t t[64];
     for (int i = 0; i < n; i++) pthread_create(&t[i], NULL, shared_worker, NULL);
     int bad = 0;
     for (int i = 0; i < n; i++) { void *r; pthread_join(t[i], &r); bad += r != NULL; }
-    double loss;
-    for (int s = 0; s < 25 * n; s++) fastlstm_train_step(serial, shared_x, NULL, shared_y, NULL, 20, 16, &loss);
+    bad += train_steps(serial, shared_x, shared_y, 25 * n);
     int64_t np_ = 0;
     fastlstm_param_count(serial, &np_);
     float *a = malloc(sizeof(float) * np_), *b = malloc(sizeof(float) * np_);
