@@ -15,7 +15,7 @@ import ctypes
 import os
 
 import numpy as np
-from numba import njit, prange, types
+from numba import get_num_threads, njit, prange, types
 
 from ._config import JIT, PARALLEL_JIT
 
@@ -98,10 +98,13 @@ def _gemm_task(S, t):
 
 
 @njit(**PARALLEL_JIT)
-def _gemm_tasks(S, n, serial):
+def _gemm_tasks(S, n, serial, threads):
     """The products of a `plan`, rows 0..n-1 of S (·, 14) int64, each _gemm_block's first 14
     arguments (beta 0 or 1): every block of every product a task of one parallel region
-    (serial: on the calling thread)."""
+    (serial: on the calling thread). Thread s of `threads` (Numba's count) takes tasks s,
+    s + threads, s + 2·threads, ...: an equal share of each product's blocks. prange deals
+    out contiguous ranges, which gave one thread all of δW's blocks and the other δX's (half
+    as much work), and the step waited for the first (docs/performance.md)."""
     tasks = 0
     for i in range(n):
         tasks += S[i, 13]
@@ -109,8 +112,12 @@ def _gemm_tasks(S, n, serial):
         for t in range(tasks):
             _gemm_task(S, t)
     else:
-        for t in prange(tasks):
-            _gemm_task(S, np.int64(t))      # prange's index is unsigned (kernels' docstring)
+        threads = min(threads, tasks)
+        for s in prange(threads):
+            t = np.int64(s)                 # prange's index is unsigned (kernels' docstring)
+            while t < tasks:
+                _gemm_task(S, t)
+                t += threads
 
 
 def _operand(a):
@@ -165,7 +172,7 @@ def run(p):
         for a, b, out, accumulate in products:
             _numpy_product(a, b, out, accumulate)
     elif n:
-        _gemm_tasks(S, n, serial)
+        _gemm_tasks(S, n, serial, get_num_threads())
 
 
 def _numpy_product(a, b, out, accumulate):
