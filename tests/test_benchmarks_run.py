@@ -45,7 +45,8 @@ def test_profile_step_prints_every_phase():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "small"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    for phase in ("step", "forward", "pack W", "backward", "pack U", "backward kernel", "δW", "δX"):
+    for phase in ("step", "forward kernel", "input half", "pack W, U", "backward kernel", "δW and δX", "δb", "copies",
+                  "the rest"):
         assert f"  {phase} " in r.stdout, r.stdout
 
 
