@@ -97,27 +97,30 @@ def _gemm_task(S, t):
     _gemm_block(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], t)
 
 
+@njit(**JIT)
+def _gemm_share(S, s, threads, tasks):
+    """Thread s's share of a plan's `tasks` (_gemm_tasks): tasks s, s + threads, s + 2·threads, ..."""
+    for t in range(s, tasks, threads):
+        _gemm_task(S, t)
+
+
 @njit(**PARALLEL_JIT)
 def _gemm_tasks(S, n, serial, threads):
     """The products of a `plan`, rows 0..n-1 of S (·, 14) int64, each _gemm_block's first 14
     arguments (beta 0 or 1): every block of every product a task of one parallel region
-    (serial: on the calling thread). Thread s of `threads` (Numba's count) takes tasks s,
-    s + threads, s + 2·threads, ...: an equal share of each product's blocks. prange deals
-    out contiguous ranges, which gave one thread all of δW's blocks and the other δX's (half
-    as much work), and the step waited for the first (docs/performance.md)."""
-    tasks = 0
+    (serial: on the calling thread). Thread s of `threads` (Numba's count) takes the share
+    _gemm_share deals it: every threads-th task, so an equal share of each product's blocks.
+    prange deals out contiguous ranges, which gave one thread all of δW's blocks and the
+    other δX's (half as much work), and the step waited for the first (docs/performance.md)."""
+    tasks = np.int64(0)                 # typed, not a literal: _gemm_share compiles once
     for i in range(n):
         tasks += S[i, 13]
     if serial:
-        for t in range(tasks):
-            _gemm_task(S, t)
+        _gemm_share(S, np.int64(0), np.int64(1), tasks)
     else:
         threads = min(threads, tasks)
         for s in prange(threads):
-            t = np.int64(s)                 # prange's index is unsigned (kernels' docstring)
-            while t < tasks:
-                _gemm_task(S, t)
-                t += threads
+            _gemm_share(S, np.int64(s), threads, tasks)     # prange's index is unsigned (kernels' docstring)
 
 
 def _operand(a):

@@ -243,6 +243,34 @@ def test_the_products_run_on_the_private_openblas_and_fall_back_to_numpy(monkeyp
     np.testing.assert_allclose(m.grads, 2 * private, rtol=1e-12, atol=1e-12)
 
 
+def test_each_thread_takes_a_share_of_every_product_of_a_plan():
+    """A backward's products run as one region (_blas.run); thread s of n takes tasks s,
+    s + n, ... (_gemm_share), so each thread gets blocks of every product. Dealt out in
+    contiguous ranges, one thread took all of δW and the other all of δX."""
+    from fastlstm import _blas
+    rng = np.random.default_rng(0)
+    Z, I, W = (rng.standard_normal(s).astype(np.float32) for s in ((400, 256), (400, 160), (256, 160)))
+    products = [(Z.T, I, np.zeros((256, 160), np.float32), False), (Z, W[:, :32], np.zeros((400, 32), np.float32), False)]
+    S, _, n, serial = _blas.plan(products, np.zeros((2, 14), np.int64))
+    assert not serial and all(S[i, 13] >= 2 for i in range(n))
+    tasks, threads = int(S[:n, 13].sum()), 2
+    _blas._gemm_share(S, 0, threads, tasks)                  # thread 0's share alone
+    t = 0
+    for i, (a, b, out, _) in enumerate(products):
+        M, nblk = out.shape[0], S[i, 13]
+        per = -(-M // nblk)
+        done = []
+        for q in range(nblk):
+            rows = slice(q * per, min(M, (q + 1) * per))
+            if t % threads == 0:
+                np.testing.assert_allclose(out[rows], a[rows].astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+                done.append(q)
+            else:
+                assert not out[rows].any()
+            t += 1
+        assert 0 < len(done) < nblk                            # a share of this product, not all of it or none
+
+
 def test_the_kernels_run_on_numbas_own_openmp_even_when_torch_loaded_its_first(tmp_path):
     """`import torch` before fastlstm puts PyTorch's GNU OpenMP in the global symbol scope;
     Numba's thread pool must still bind to the OpenMP runtime it was built against (whose
