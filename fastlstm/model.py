@@ -413,11 +413,23 @@ class Model:
         finite numbers only) atomically."""
         if extra is not None and not isinstance(extra, dict):
             raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
+        checkpoint.write(path, *self._checkpoint(extra or {}))
+
+    def _checkpoint(self, extra):
+        """(header, arrays) of a checkpoint: what `save` writes and `_restore` rebuilds from."""
         arrays = {"params": self.params}
         arrays.update({f"optimizer.{k}": a for k, a in self.optimizer.state.items()})
-        checkpoint.write(path, dict(model=self.config(), optimizer=self.optimizer.config(),
-                                    steps=self.steps, skipped_steps=self.skipped_steps,
-                                    extra=extra or {}), arrays)
+        return dict(model=self.config(), optimizer=self.optimizer.config(), steps=self.steps,
+                    skipped_steps=self.skipped_steps, extra=extra), arrays
+
+    @one_call_at_a_time
+    def __reduce__(self):
+        """pickle and copy.deepcopy: what `save` writes (with `extra`), and the seed, the
+        gradients, the training mode and the streaming state. A forward awaiting its backward
+        is not carried: the copy's first call starts afresh."""
+        header, arrays = self._checkpoint(self.extra)
+        return _unpickle, (header, dict(arrays, grads=self.grads), dict(seed=self.seed, training=self.training,
+                                                                        state=self._state))
 
 
 def _layout(cell, D, H, layers, bidirectional, proj_size, O, vocab_size):
@@ -475,17 +487,34 @@ def load(path):
     configuration before anything is built; a missing or unreadable path raises OSError."""
     header, arrays = checkpoint.read(path, _checkpoint_arrays)
     try:
-        opt = optim.from_config(header["optimizer"])
-        model = Model(**header["model"], optimizer=opt)
-        for name, a in [("params", model.params)] + [(f"optimizer.{k}", s) for k, s in opt.state.items()]:
-            if not all_finite(arrays[name]):
-                raise ValueError(f"{name} holds non-finite values")
-            a[:] = arrays[name]
-        opt.check_state()
-        opt.t = header["optimizer"]["t"]
-        model.steps, model.skipped_steps = header["steps"], header["skipped_steps"]
-        model.extra = header.get("extra", {})
+        return _restore(header, arrays)
     except (KeyError, TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{os.fsdecode(path)}: inconsistent fastlstm checkpoint: "
                                          f"{type(e).__name__}: {e}") from e
+
+
+def _restore(header, arrays):
+    """A Model from a checkpoint's header and arrays (Model._checkpoint), its values checked."""
+    opt = optim.from_config(header["optimizer"])
+    model = Model(**header["model"], optimizer=opt)
+    for name, a in [("params", model.params)] + [(f"optimizer.{k}", s) for k, s in opt.state.items()]:
+        if not all_finite(arrays[name]):
+            raise ValueError(f"{name} holds non-finite values")
+        a[:] = arrays[name]
+    opt.check_state()
+    opt.t = header["optimizer"]["t"]
+    model.steps, model.skipped_steps = header["steps"], header["skipped_steps"]
+    model.extra = header.get("extra", {})
+    return model
+
+
+def _unpickle(header, arrays, rest):
+    """Model.__reduce__'s inverse: the checkpoint's part, then what only a copy carries."""
+    model = _restore(header, arrays)
+    model.grads[:] = arrays["grads"]
+    model.seed, model.training = rest["seed"], rest["training"]
+    if rest["state"] is not None:            # into aligned buffers, as the kernels stream them
+        model._state = model._zero_state(rest["state"][0].shape[1])
+        for mine, theirs in zip(model._state, rest["state"]):
+            mine[...] = theirs
     return model

@@ -91,6 +91,17 @@ def flat(name, copy_in=False):
     return property(operator.attrgetter(slot), assign)
 
 
+def _unpickle(cls, settings, params, grads, state):
+    """_Recurrent.__reduce__'s inverse: the stack made anew, its arrays and counters copied in."""
+    with warnings.catch_warnings():              # the original's construction gave any warning
+        warnings.simplefilter("ignore")
+        stack = cls(**settings)
+    for name, mine, theirs in (("params", stack.params, params), ("grads", stack.grads, grads)):
+        mine[:] = v.array(name, theirs, mine.shape, mine.dtype, finite=False)
+    stack.training, stack.dropout_step = state["training"], state["dropout_step"]
+    return stack
+
+
 def _view(buf, *shape):
     return buf[:math.prod(shape)].reshape(shape)
 
@@ -364,6 +375,19 @@ class _Recurrent:
             if self.HAS_C:
                 layer.b[2 * H:3 * H] = self.forget_bias
         self._saved = None
+
+    @one_call_at_a_time
+    def __reduce__(self):
+        """pickle and copy.deepcopy: the settings, parameters, gradients, training mode and
+        dropout step. The copy owns its buffers (a Model's stack copies alone), and a forward
+        awaiting its backward is not carried: the copy's backward() needs a forward of its own."""
+        settings = dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                        bidirectional=self.bidirectional, dropout=self.dropout, dtype=self.dtype.name,
+                        dropout_seed=self.dropout_seed)
+        if self.HAS_C:                                   # the LSTM's own settings
+            settings.update(forget_bias=self.forget_bias, proj_size=self.proj_size)
+        return _unpickle, (type(self), settings, self.params, self.grads,
+                           dict(training=self.training, dropout_step=self.dropout_step))
 
     def __repr__(self):
         return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "

@@ -291,3 +291,31 @@ def test_a_warm_bidirectional_dropout_embedding_step_allocates_no_array():
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] <= peaks[0] + 8192 and peaks[1] < T * 36 * H * 4 // 3, peaks      # threadpoolctl's objects vary
+
+
+@pytest.mark.parametrize("make", [lambda: fastlstm.LSTM(3, 6, 2, proj_size=4, bidirectional=True, dropout=0.4, seed=1),
+                                  lambda: fastlstm.GRU(3, 6, 2, dropout=0.4, dtype=np.float64, seed=1),
+                                  lambda: fastlstm.RNN(3, 6, seed=1)])
+def test_a_copy_of_a_stack_runs_as_the_original_and_owns_its_buffers(make):
+    """copy.deepcopy and pickle of LSTM, GRU and RNN: the same settings, parameters, gradients
+    and dropout step (so the next training forward draws the same masks); a forward awaiting
+    its backward stays behind."""
+    import copy
+    import pickle
+    for copier in (copy.deepcopy, lambda a: pickle.loads(pickle.dumps(a))):
+        m = make()
+        x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(m.dtype)
+        y = m.forward(x)[0]
+        m.backward(np.ones_like(y))
+        m.forward(x)                              # awaiting its backward
+        c = copier(m)
+        assert repr(c) == repr(m) and (c.dropout, c.dropout_seed) == (m.dropout, m.dropout_seed)
+        assert c.dropout_step == m.dropout_step == 2 * (m.dropout > 0)
+        assert np.array_equal(c.params, m.params) and np.array_equal(c.grads, m.grads)
+        assert not np.shares_memory(c.params, m.params)
+        with pytest.raises(RuntimeError, match="needs a forward"):
+            c.backward(np.ones_like(y))
+        assert np.array_equal(c.forward(x)[0], m.forward(x)[0])   # the same masks
+    model = fastlstm.Model(3, 6, 1, cell="gru", seed=0)
+    alone = copy.deepcopy(model.core)             # a Model's stack, copied alone, owns its buffers
+    assert np.array_equal(alone.params, model.core.params) and not np.shares_memory(alone.params, model.params)

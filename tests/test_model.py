@@ -146,6 +146,49 @@ def test_save_load_continue_is_bitwise_the_same_trajectory(tmp_path, opt):
         assert np.array_equal(a.optimizer.state[k], c.optimizer.state[k])
 
 
+@pytest.mark.parametrize("settings", [dict(cell="lstm", num_layers=2, dropout=0.3, proj_size=3),
+                                      dict(cell="gru", bidirectional=True, loss="xent", output="every"),
+                                      dict(cell="rnn", vocab_size=7, optimizer=fastlstm.SGD(lr=0.1, momentum=0.9))])
+def test_a_copy_of_a_model_is_whole_and_its_own(settings):
+    """copy.deepcopy and pickle carry everything a model holds, the copy trains bit for bit
+    as the original would, and neither sees the other's changes afterwards."""
+    import copy
+    import pickle
+    rng = np.random.default_rng(0)
+    if settings.get("vocab_size"):
+        x, every = rng.integers(0, 7, (6, 4)), False
+    else:
+        x, every = rng.standard_normal((6, 4, 3)).astype(np.float32), settings.get("output") == "every"
+    y = (rng.integers(0, 4, (6, 4) if every else (4,)) if settings.get("loss") == "xent"
+         else rng.standard_normal((4, 4)).astype(np.float32))
+    for copier in (copy.deepcopy, lambda a: pickle.loads(pickle.dumps(a))):
+        m = fastlstm.Model(3, 5, 4, seed=2, clip=1.0, **copy.deepcopy(settings))
+        m.train_step(x, y)
+        if not m.core.bidirectional:
+            m.step(x[0])                          # a streaming state to carry
+        m.compute_gradients(x, y)                # gradients not yet applied
+        m.extra = {"note": "mid-run"}
+        c = copier(m.eval())
+        assert c.config() == m.config() and (c.seed, c.steps, c.extra, c.training) == (m.seed, 1, m.extra, False)
+        for name in ("params", "grads"):
+            assert np.array_equal(getattr(c, name), getattr(m, name))
+            assert not np.shares_memory(getattr(c, name), getattr(m, name))
+        assert c.optimizer.config() == m.optimizer.config()
+        for k, s in m.optimizer.state.items():
+            assert np.array_equal(c.optimizer.state[k], s)
+        for k in range(len(m.core.layers)):       # the copy's layer views are into its own params
+            assert np.shares_memory(c.core.layers[k].W, c.params)
+        if not m.core.bidirectional:
+            assert np.array_equal(c.step(x[1]), m.step(x[1]))
+        c.train(), m.train()
+        for _ in range(2):                        # dropout masks, the optimizer's moments, clipping
+            c.train_step(x, y)
+            m.train_step(x, y)
+        assert np.array_equal(c.params, m.params) and c.optimizer.t == m.optimizer.t
+        c.params = c.params + 1                   # and each is its own afterwards
+        assert not np.array_equal(c.params, m.params)
+
+
 def test_nonfinite_step_is_refused_and_changes_nothing():
     m = fastlstm.Model(2, 4, 1, seed=0)
     x, y, _ = tasks.Adding(T=6, test_size=4).batch(np.random.default_rng(0), 4)
