@@ -96,7 +96,7 @@ if __name__ == "__main__":
     names = [a for a in args if a != "--float64"] or list(SHAPES)
     bad = [n for n in names if n not in SHAPES]
     if bad:
-        sys.exit(__doc__.split("\n\n")[1] + f"\nshapes: {' '.join(SHAPES)}")
+        sys.exit(__doc__.split("\n\n")[1] + f"\nunknown shape {' '.join(bad)}; the shapes: {' '.join(SHAPES)}")
     seconds = dict.fromkeys(PHASES, 0.0)
     timed(seconds)
     for name in names:
