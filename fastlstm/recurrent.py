@@ -209,6 +209,7 @@ class _Workspace:
         self.gemms = np.zeros((5 * dirs, 14), np.int64)  # a layer's backward products (_blas.plan):
         # per direction at most 3 δW runs (the GRU's), δW_hr and δX
         self.cap_tb = self.cap_b = 0
+        self._views, self._views_tb = {}, None       # _cached
 
     def ensure(self, T, B):
         """Grow to hold (T, B). All new buffers are made before any is replaced, so a
@@ -238,6 +239,17 @@ class _Workspace:
         new = {k: [zeros(m, e) for m in n] if isinstance(n, list) else zeros(n, e) for k, n in sizes.items()}
         self.__dict__.update(new)
         self.cap_tb, self.cap_b = tb, b
+        self._views_tb = None                        # views of the old buffers: made anew
+
+    def _cached(self, key, T, B, make):
+        """The views `make()` gives for (T, B), made once while (T, B) and the buffers stay:
+        a step asks for each several times, and making one costs about a microsecond."""
+        if self._views_tb != (T, B):
+            self._views, self._views_tb = {}, (T, B)
+        views = self._views.get(key)
+        if views is None:
+            views = self._views[key] = make()
+        return views
 
     def panels(self, d=0):
         """Direction d's share of the flat buffer for packed weights (kernels.pack_unit)."""
@@ -248,19 +260,21 @@ class _Workspace:
         """Direction d's buffers for the backward: δh carry, δh scratch (B, Hr), δc carry
         (B, H), and the projection's δh_t (T, B, Hr) and δm scratch (B, H) (width 0 without)."""
         H, Hr, Hd, Hm = self.H, self.Hr, self.Hd, self.Hm
-        return (_view(self.dh[d * B * Hr:], B, Hr), _view(self.dhs[d * B * Hr:], B, Hr),
-                _view(self.dc[d * B * Hd:], B, Hd), _view(self.dH[d * T * B * Hr:], T, B, Hr * (Hm > 0)),
-                _view(self.dm[d * B * Hm:], B, Hm))
+        return self._cached(("carries", d), T, B, lambda: (
+            _view(self.dh[d * B * Hr:], B, Hr), _view(self.dhs[d * B * Hr:], B, Hr),
+            _view(self.dc[d * B * Hd:], B, Hd), _view(self.dH[d * T * B * Hr:], T, B, Hr * (Hm > 0)),
+            _view(self.dm[d * B * Hm:], B, Hm)))
 
     def layer(self, l, T, B):
         """(I, Z, C, TC) of unit l as (T+1,B,D+Hr), (T,B,G), (T+1,B,Hc), (T,B,Hc)."""
         D, Hr, Hc = self.dims[l], self.Hr, self.Hc
-        return (_view(self.I[l], T + 1, B, D + Hr), _view(self.Z[l], T, B, self.G),
-                _view(self.C[l], T + 1, B, Hc), _view(self.TC[l], T, B, Hc))
+        return self._cached(("layer", l), T, B, lambda: (
+            _view(self.I[l], T + 1, B, D + Hr), _view(self.Z[l], T, B, self.G),
+            _view(self.C[l], T + 1, B, Hc), _view(self.TC[l], T, B, Hc)))
 
     def m(self, l, T, B):
         """M of unit l, (T,B,H): m_t = o ⊙ tanh(c_t) with a projection (width 0 without)."""
-        return _view(self.M[l], T, B, self.Hm)
+        return self._cached(("m", l), T, B, lambda: _view(self.M[l], T, B, self.Hm))
 
 
 class _Recurrent:

@@ -127,6 +127,34 @@ def test_workspace_grows_only_for_a_bigger_batch():
     assert [id(b) for b in m._ws.Z] != bufs
 
 
+@pytest.mark.parametrize("make", [lambda: fastlstm.LSTM(3, 5, 2, proj_size=2, seed=0),
+                                  lambda: fastlstm.GRU(3, 5, 2, bidirectional=True, dropout=0.3, seed=0)])
+def test_one_stack_through_shapes_that_grow_and_shrink_gives_a_fresh_stacks_bits(make):
+    """The workspace keeps its views for the last (T, B) (_Workspace._cached): a forward and
+    backward at each shape in turn, growing the buffers and going back, equal those of a
+    fresh stack at that shape."""
+    m = make()
+    rng = np.random.default_rng(0)
+    for T, B in [(4, 2), (4, 2), (7, 5), (4, 2), (3, 6), (7, 5)]:
+        x = rng.standard_normal((T, B, 3)).astype(np.float32)
+        fresh = make()
+        fresh.dropout_step = m.dropout_step              # the same dropout masks
+        outs = []
+        for s in (m, fresh):
+            s.zero_grad()
+            y = s.forward(x, lengths=np.arange(B) % T + 1)[0]
+            outs.append((y, *s.backward(np.ones_like(y)), s.grads.copy()))
+        for a, b in zip(*outs):
+            b = b if isinstance(b, np.ndarray) else np.concatenate([u.ravel() for u in b])
+            a = a if isinstance(a, np.ndarray) else np.concatenate([u.ravel() for u in a])
+            assert np.array_equal(a, b), (T, B)
+    ws = m._ws                                           # grown for another shape, the same
+    before = ws.layer(0, 4, 2)                           # (T, B) gets views of the new buffers
+    ws.ensure(40, 50)
+    after = ws.layer(0, 4, 2)
+    assert np.shares_memory(after[0], ws.I[0]) and not np.shares_memory(before[0], ws.I[0])
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_the_buffers_the_kernels_stream_start_on_a_cache_line(cell):
     """Parameters, gradients, optimizer state, every workspace buffer, the head's buffers
