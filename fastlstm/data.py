@@ -268,21 +268,25 @@ def _check_fingerprint(path, spec):
 
 # -- CSV time series -----------------------------------------------------------------------
 
-def _number(cell):
+def _parse(cell):
+    """A cell's number as CSV files write them, or None. Python's float() also reads '1_000'
+    (a thousand) and digits of other scripts ('١٢'); no CSV writer means those as numbers."""
+    if not cell.isascii() or "_" in cell:
+        return None
     try:
-        x = float(cell)
+        return float(cell)
     except ValueError:
         return None
-    return x if math.isfinite(x) else None
+
+
+def _number(cell):
+    x = _parse(cell)
+    return x if x is not None and math.isfinite(x) else None
 
 
 def _not_a_number(cell):
     """Why a cell that should hold a number does not: as the errors say it."""
-    try:
-        float(cell)
-    except ValueError:
-        return f"{cell!r} is not a number"
-    return f"{cell!r} is not a finite number"
+    return f"{cell!r} is not a number" if _parse(cell) is None else f"{cell!r} is not a finite number"
 
 
 def _first_bad(path, rows, names, c):
