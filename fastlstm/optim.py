@@ -120,6 +120,11 @@ class Optimizer:
     def config(self):
         return dict(name=self.name, t=self.t, **self.hyper())
 
+    def __getstate__(self):
+        """pickle and copy.deepcopy: a copy belongs to no model (a Model copied whole brings
+        its optimizer along, bound to the copy); given to a model, it starts afresh there."""
+        return {k: v for k, v in self.__dict__.items() if k != "_owner"}
+
     def step(self, params, grads):
         """One update of params from grads, in place, with t counted; False (and nothing
         changed) when the update would make a parameter or a state value non-finite."""

@@ -187,6 +187,9 @@ def test_a_copy_of_a_model_is_whole_and_its_own(settings):
         assert np.array_equal(c.params, m.params) and c.optimizer.t == m.optimizer.t
         c.params = c.params + 1                   # and each is its own afterwards
         assert not np.array_equal(c.params, m.params)
+    opt = copier(m.optimizer)                     # an optimizer copied alone belongs to no model
+    assert opt.config() == m.optimizer.config()
+    assert fastlstm.Model(3, 5, 4, optimizer=opt, **{k: v for k, v in settings.items() if k != "optimizer"}).optimizer is opt
 
 
 def test_nonfinite_step_is_refused_and_changes_nothing():
