@@ -239,7 +239,7 @@ class _Workspace:
         new = {k: [zeros(m, e) for m in n] if isinstance(n, list) else zeros(n, e) for k, n in sizes.items()}
         self.__dict__.update(new)
         self.cap_tb, self.cap_b = tb, b
-        self._views_tb = None                        # views of the old buffers: made anew
+        self._views, self._views_tb = {}, None       # views of the old buffers: let them go
 
     def _cached(self, key, T, B, make):
         """The views `make()` gives for (T, B), made once while (T, B) and the buffers stay:
