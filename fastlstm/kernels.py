@@ -157,9 +157,8 @@ def sum_squares(g):
 
 @njit(**JIT)
 def add_row_sums(db, Z, s):
-    """db (G,) += Σ_i Z[i, :] for Z (N, G): δb = Σ_t δz_t. s (G,) scratch. Rows in order,
-    vectorised along them: the bits of NumPy's sum over axis 0, faster (docs/performance.md).
-    One thread: split by columns, threads read Z across its rows and lose."""
+    """db (G,) += Σ_i Z[i, :] for Z (N, G): δb from the backward's per-block sums. s (G,)
+    scratch. Rows in order, vectorised along them: the bits of NumPy's sum over axis 0."""
     s[:] = 0
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
@@ -689,7 +688,20 @@ def recurrent_forward(Z, C, TC, I, M, P, b, Zr, Cr, TCr, Ir, Mr, Pr, br, lengths
 
 
 @njit(**JIT)
-def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengths, b0, b1, cell, blocks, TW):
+def _add_rows(s, Zt, r0, r1):
+    """s (G,) += Σ_{r0 ≤ r < r1} Zt[r]: a block's δz_t rows (at most 4; a row past its
+    length is zero) into the block's δb sum; a full block in one pass over s."""
+    if r1 - r0 == 4:
+        for j in range(s.shape[0]):
+            s[j] += (Zt[r0, j] + Zt[r0 + 1, j]) + (Zt[r0 + 2, j] + Zt[r0 + 3, j])
+    else:
+        for r in range(r0, r1):
+            for j in range(s.shape[0]):
+                s[j] += Zt[r, j]
+
+
+@njit(**JIT)
+def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, lengths, b0, b1, cell, blocks, TW):
     """Row blocks b0..b1-1 of one unit back through every step: one task of recurrent_backward."""
     T, B, G = Z.shape
     Hr = dh.shape[1]
@@ -700,6 +712,8 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengt
     record = probe.shape[0] > 0
     r0, r1 = 4 * b0, min(4 * b1, B)
     i0, forward = np.int64(0), np.bool_(False)              # typed, not literals (see the module's docstring)
+    for blk in range(b0, b1):
+        dbp[blk, :] = 0
     for t in range(T - 1, -1, -1):
         Zt = Z[t]
         if proj:                                  # δh_t, kept for δW_hr; δm_t = W_hrᵀ δh_t
@@ -723,6 +737,8 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengt
                 gru_cell_backward(Zt[r], dc[r], dh[r], dY[t, r], I[t, r, D:], H)
             else:
                 rnn_cell_backward(Zt[r], dh[r], dY[t, r], H)
+        for blk in range(b0, b1):                # δb's share of each block, while δz_t is in L1
+            _add_rows(dbp[blk], Zt, 4 * blk, min(4 * blk + 4, B))
         first = True
         for q in range(nb):                      # δh_{t-1} = Σ_blocks U[rows]ᵀ δz_t[cols]
             zc, n, _, _, K = block_span(blocks[q], D, H, Hr, i0, forward)
@@ -743,8 +759,8 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, zero, lengt
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr,
-                       Ir, Pr, dHr, dmr, zero, lengths, nchunks, dirs, cell, blocks, TW):
+def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, Zr, dhr, dcr, dhsr, prober, dYr, Cr,
+                       TCr, Ir, Pr, dHr, dmr, dbpr, zero, lengths, nchunks, dirs, cell, blocks, TW):
     """Recurrent part of the backward pass, walking t = T-1 .. 0.
 
     Z (T,B,G): gate activations in, δz_t out. dh (B,Hr): δh_{T-1} from the final state in,
@@ -756,6 +772,9 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, Zr, dhr, 
     With a projection (Hr < H): dH (T,B,Hr) receives δh_t (zero past a row's length), for
     δW_hr = Σ_t δh_t m_tᵀ after the loop; dm (B,H) scratch for δm_t = W_hrᵀ δh_t, which
     enters the cell as its δh; zero (H,) zeros. Without one dH, dm are of width 0.
+    dbp ((B+3)//4, G) receives each 4-row block's Σ_t δz_t (δb = Σ_blocks dbp, added after
+    the kernel by add_row_sums): summed while δz_t is in L1, not from Z after the loop,
+    which read all of Z back from memory (docs/performance.md).
     probe (T,B,2) float64, or of length 0 for none: receives, after step t, the squared
     norms ‖∂E/∂h_{t-1}‖², ‖∂E/∂c_{t-1}‖² of the state that step t received. Chunks as in
     forward; dirs = 2 runs the reverse unit (the arguments ending in r) side by side, as there.
@@ -764,8 +783,8 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, Zr, dhr, 
     for task in prange(dirs * nchunks):
         c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)
-        u = ((Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm) if task < nchunks else
-             (Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr, dHr, dmr))
+        u = ((Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp) if task < nchunks else
+             (Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr, dHr, dmr, dbpr))
         _backward_blocks(*u, zero, lengths, b0, b1, cell, blocks, TW)
 
 

@@ -233,7 +233,7 @@ class _Workspace:
             last=b * Hr * dirs * (dirs > 1),         # [h_fwd at the last step ; h_bwd at step 0]
             P=dirs * max(max(_panels_size(blocks, D, H, Hr, _tiles_from(D, Hr), True, e) for D in self.dims),
                          _panels_size(blocks, 0, H, Hr, 0, False, e)),  # per direction; forward: W or U; backward: U
-            dbs=G)
+            dbp=dirs * ((b + 3) // 4) * G, dbs=G)            # δb per 4-row block, per direction; their sum
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
         v.fits_in_memory(f"the workspace for T = {T}, B = {B}", total)
         new = {k: [zeros(m, e) for m in n] if isinstance(n, list) else zeros(n, e) for k, n in sizes.items()}
@@ -258,12 +258,13 @@ class _Workspace:
 
     def carries(self, T, B, d):
         """Direction d's buffers for the backward: δh carry, δh scratch (B, Hr), δc carry
-        (B, H), and the projection's δh_t (T, B, Hr) and δm scratch (B, H) (width 0 without)."""
-        H, Hr, Hd, Hm = self.H, self.Hr, self.Hd, self.Hm
+        (B, H), the projection's δh_t (T, B, Hr) and δm scratch (B, H) (width 0 without),
+        and δb per block of 4 rows ((B+3)//4, G)."""
+        H, Hr, Hd, Hm, G, nblk = self.H, self.Hr, self.Hd, self.Hm, self.G, (B + 3) // 4
         return self._cached(("carries", d), T, B, lambda: (
             _view(self.dh[d * B * Hr:], B, Hr), _view(self.dhs[d * B * Hr:], B, Hr),
             _view(self.dc[d * B * Hd:], B, Hd), _view(self.dH[d * T * B * Hr:], T, B, Hr * (Hm > 0)),
-            _view(self.dm[d * B * Hm:], B, Hm)))
+            _view(self.dm[d * B * Hm:], B, Hm), _view(self.dbp[d * nblk * G:], nblk, G)))
 
     def layer(self, l, T, B):
         """(I, Z, C, TC) of unit l as (T+1,B,D+Hr), (T,B,G), (T+1,B,Hc), (T,B,Hc)."""
@@ -619,12 +620,12 @@ class _Recurrent:
                     k = l * dirs + d
                     layer = self.layers[k]
                     I, Z, C, TC = ws.layer(k, T, B)
-                    dh, dhs, dc, dH, dm = ws.carries(T, B, d)
+                    dh, dhs, dc, dH, dm, dbp = ws.carries(T, B, d)
                     dh[:] = 0 if dhn is None else dhn[k]
                     dc[:] = 0 if dcn is None or not self.HAS_C else dcn[k]
                     P = ws.panels(d)                     # U's (and W_hr's), for δh_{t-1} = Uᵀ δz_t
                     pack_unit(P, layer.W, self._R(layer), blocks, D, H, Hr, 0, False, TW)
-                    args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, I, P, dH, dm))
+                    args.append((Z, dh, dc, dhs, probes[d], dYd[d], C, TC, I, P, dH, dm, dbp))
                     Z2, I2 = Z.reshape(T * B, G), I[:T].reshape(T * B, D + Hr)
                     for zc, n, wr, x, h in self._dW_runs:                    # δW += Σ_t δz_t I_tᵀ
                         lo, hi = (0 if x else D), (D + Hr if h else D)
@@ -638,9 +639,9 @@ class _Recurrent:
                 products = _blas.plan(products, ws.gemms)   # made now, run as soon as the kernel ends
                 recurrent_backward(*args[0], *args[-1], ws.zero, L, _nchunks(B, dirs), dirs, self.CELL, blocks, TW)
                 _blas.run(products)
-                for d, (Z, dh, dc, *_) in enumerate(args):
+                for d, (_, dh, dc, *_, dbp) in enumerate(args):
                     k = l * dirs + d
-                    add_row_sums(self.layers[k].db, Z.reshape(T * B, G), ws.dbs)   # δb = Σ_t δz_t
+                    add_row_sums(self.layers[k].db, dbp, ws.dbs)   # δb = Σ_t δz_t, the blocks' sums in order
                     if dX is not None and d == 1:                               # back to natural time, added
                         copy_steps(dX, _view(ws.dXr, T, B, D), L, True, True, 0, 0)
                     dh0[k] = dh

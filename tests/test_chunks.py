@@ -81,9 +81,12 @@ def test_recurrent_kernels_treat_each_row_alone(dtype, split, stack, Hr):
         out = [Z.copy(), I.copy(), C, TC]
         dh, dc = np.zeros((n, Hr), dtype), np.zeros((n, H), dtype)
         bwd = (Z, dh, dc, np.zeros((n, Hr), dtype), np.zeros((0, 0, 2)), np.ascontiguousarray(dY[:, rows]), C, TC,
-               I, Pb, np.zeros((T, n, Hr * (Hm > 0)), dtype), np.zeros((n, Hm), dtype))
+               I, Pb, np.zeros((T, n, Hr * (Hm > 0)), dtype), np.zeros((n, Hm), dtype),
+               np.zeros(((n + 3) // 4, G), dtype))
         K.recurrent_backward(*bwd, *bwd, np.zeros(Hm, dtype), lengths[rows], 2, 1, stack.CELL, blocks, TW)
-        return out + [Z, dh, dc, bwd[-2]]
+        dbp = bwd[-1]                      # each 4-row block's Σ_t δz_t: together, δb
+        assert np.allclose(dbp.sum(axis=0), Z.sum(axis=(0, 1), dtype=np.float64), rtol=1e-5, atol=1e-5)
+        return out + [Z, dh, dc, bwd[-3]]
 
     full = run(list(range(B)))
     for r in (0, 5, 10):
