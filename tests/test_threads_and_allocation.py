@@ -133,6 +133,8 @@ def test_one_stack_through_shapes_that_grow_and_shrink_gives_a_fresh_stacks_bits
     """The workspace keeps its views for the last (T, B) (_Workspace._cached): a forward and
     backward at each shape in turn, growing the buffers and going back, equal those of a
     fresh stack at that shape."""
+    def flat(u):                                         # an array, or a tuple of them (dh0, dc0)
+        return u if isinstance(u, np.ndarray) else np.concatenate([a.ravel() for a in u])
     m = make()
     rng = np.random.default_rng(0)
     for T, B in [(4, 2), (4, 2), (7, 5), (4, 2), (3, 6), (7, 5)]:
@@ -145,9 +147,7 @@ def test_one_stack_through_shapes_that_grow_and_shrink_gives_a_fresh_stacks_bits
             y = s.forward(x, lengths=np.arange(B) % T + 1)[0]
             outs.append((y, *s.backward(np.ones_like(y)), s.grads.copy()))
         for a, b in zip(*outs):
-            b = b if isinstance(b, np.ndarray) else np.concatenate([u.ravel() for u in b])
-            a = a if isinstance(a, np.ndarray) else np.concatenate([u.ravel() for u in a])
-            assert np.array_equal(a, b), (T, B)
+            assert np.array_equal(flat(a), flat(b)), (T, B)
     ws = m._ws                                           # grown for another shape, the same
     before = ws.layer(0, 4, 2)                           # (T, B) gets views of the new buffers
     ws.ensure(40, 50)
