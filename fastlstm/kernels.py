@@ -298,26 +298,35 @@ COPY_PARALLEL = 1 << 16     # elements from which a copy (packing too) pays for 
 
 @njit(**JIT)
 def _pack_range(P, W, k0, transpose, lo, hi):
-    """pack_panels' work for panels lo..hi-1 (transpose) or W's rows lo..hi-1 (else)."""
+    """pack_panels' work for panels lo..hi-1 (transpose) or W's rows lo..hi-1 (else). TW is
+    a multiple of 8 (TILE_BYTES over the itemsize)."""
     npanel, K, TW = P.shape
     N = W.shape[0] if transpose else W.shape[1] - k0
-    if transpose:                       # a panel row at a time, from TW rows of W read side by side
+    if transpose:                       # 8 rows of W read side by side into 8 columns of a panel
         for p in range(lo, hi):
-            if (p + 1) * TW <= N:
-                for k in range(K):
-                    for m in range(TW):
-                        P[p, k, m] = W[p * TW + m, k0 + k]
-            else:                       # the last panel, zero-padded past W's last row
-                for k in range(K):
-                    for m in range(TW):
-                        c = p * TW + m
-                        P[p, k, m] = W[c, k0 + k] if c < N else 0
-    else:                               # W row by row, in order, into every panel
+            for m0 in range(0, TW, 8):
+                r = p * TW + m0
+                if r + 8 <= N:          # explicit stores: the loop over all TW rows ran 1.4-3x slower
+                    w0, w1, w2, w3 = W[r, k0:k0 + K], W[r + 1, k0:k0 + K], W[r + 2, k0:k0 + K], W[r + 3, k0:k0 + K]
+                    w4, w5, w6, w7 = W[r + 4, k0:k0 + K], W[r + 5, k0:k0 + K], W[r + 6, k0:k0 + K], W[r + 7, k0:k0 + K]
+                    for k in range(K):
+                        q = P[p, k, m0:m0 + 8]
+                        q[0], q[1], q[2], q[3] = w0[k], w1[k], w2[k], w3[k]
+                        q[4], q[5], q[6], q[7] = w4[k], w5[k], w6[k], w7[k]
+                else:                   # the last rows, zero-padded past W's last row
+                    for k in range(K):
+                        for m in range(8):
+                            P[p, k, m0 + m] = W[r + m, k0 + k] if r + m < N else 0
+    else:                               # W row by row, in order, a panel's TW columns at a time
+        full = min(N // TW, npanel)
         for k in range(lo, hi):
-            for p in range(npanel):
+            w = W[k, k0:]
+            for p in range(full):
+                _assign(P[p, k], w[p * TW:(p + 1) * TW])
+            for p in range(full, npanel):
                 for m in range(TW):
                     c = p * TW + m
-                    P[p, k, m] = W[k, k0 + c] if c < N else 0
+                    P[p, k, m] = w[c] if c < N else 0
 
 
 @njit(**PARALLEL_JIT)
@@ -329,10 +338,11 @@ def pack_panels(P, W, k0, transpose):
     else       P (ceil(H/TW), G, TW), P[p, j, n] = W[j, k0 + p·TW + n]: the backward's
                δh_{t-1} = Uᵀ δz_t with k0 = D.
     Each panel is contiguous, so a tile streams it without cache-set conflicts (W's rows
-    are (D+H)·itemsize bytes apart: 2-8 KiB at the benchmark shapes). Each panel row is
-    written once, whole, from the TW rows of W it takes, read side by side (twice as fast
-    as down one panel column at a time); W is never read down all its rows, a column at a
-    time, which costs a TLB miss per element at large shapes (docs/performance.md). From
+    are (D+H)·itemsize bytes apart: 2-8 KiB at the benchmark shapes). transpose: 8 rows of
+    W read side by side fill 8 columns of a panel, a panel row at a time; else each row of
+    W is copied in order, TW contiguous values into each panel. W is never read down all
+    its rows, a column at a time, which costs a TLB miss per element at large shapes
+    (docs/performance.md has the variants measured). From
     COPY_PARALLEL elements threads split the panels (forward) or W's rows (backward);
     below, one thread packs them, faster than waking the others. A copy: the same whatever
     the thread count.

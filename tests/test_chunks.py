@@ -96,6 +96,24 @@ def test_recurrent_kernels_treat_each_row_alone(dtype, split, stack, Hr):
                 f"row {r}: {name} differs alone"
 
 
+@pytest.mark.parametrize("dtype,TW", [(np.float32, 16), (np.float32, 32), (np.float64, 8), (np.float64, 16)])
+@pytest.mark.parametrize("rows,cols,k0", [(148, 42, 5), (40, 3, 0), (520, 300, 44)])   # the last: threads
+def test_packed_panels_hold_the_weights_in_their_layout(dtype, TW, rows, cols, k0):
+    """pack_panels against its definition: transpose, P[p, k, n] = W[p·TW + n, k0 + k];
+    else P[p, j, n] = W[j, k0 + p·TW + n]; zero past W's edge (partial panels, and a panel
+    of 8 columns wholly past it: 148 = 9·16 + 4 rows). The last shape is big enough
+    (COPY_PARALLEL) to split the panels or rows between threads."""
+    W = np.random.default_rng(0).standard_normal((rows, cols)).astype(dtype)
+    for transpose, N, K_ in ((True, rows, cols - k0), (False, cols - k0, rows)):
+        npanel = -(-N // TW)
+        padded = np.zeros((npanel * TW, K_), dtype)
+        padded[:N] = W[:, k0:] if transpose else W[:, k0:].T
+        want = padded.reshape(npanel, TW, K_).transpose(0, 2, 1)      # (panels, K, TW)
+        P = np.full((npanel, K_, TW), np.nan, dtype)
+        K.pack_panels(P, W, k0, transpose)
+        assert np.array_equal(P, want), f"transpose={transpose}"
+
+
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
 @pytest.mark.parametrize("T,B,D,H,L", [(7, 3, 4, 6, 2),        # serial: below kernels.STEP_PARALLEL
                                        (3, 8, 40, 100, 2)])    # parallel; H = 64 + 36 units
