@@ -306,7 +306,7 @@ def _pack_range(P, W, k0, transpose, lo, hi):
         for p in range(lo, hi):
             for m0 in range(0, TW, 8):
                 r = p * TW + m0
-                if r + 8 <= N:          # explicit stores: the loop over all TW rows ran 1.4-3x slower
+                if r + 8 <= N:          # 8 explicit stores: up to 3x faster than a loop over TW rows
                     w0, w1, w2, w3 = W[r, k0:k0 + K], W[r + 1, k0:k0 + K], W[r + 2, k0:k0 + K], W[r + 3, k0:k0 + K]
                     w4, w5, w6, w7 = W[r + 4, k0:k0 + K], W[r + 5, k0:k0 + K], W[r + 6, k0:k0 + K], W[r + 7, k0:k0 + K]
                     for k in range(K):
