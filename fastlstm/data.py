@@ -182,8 +182,9 @@ class Text:
         n_val = int(round(n * self.val_fraction))
         self.n_train = n - n_val
         if _training(_spec) and (self.n_train < self.T + 1 or n_val < self.T + 1):
-            raise DataError(f"{path}: {n} characters leave {self.n_train} for training and {n_val} held out; "
-                            f"each part needs at least T + 1 = {self.T + 1} (lower --T or change --val-fraction)")
+            count = f"{n} character{'' if n == 1 else 's'}"
+            raise DataError(f"{path}: too short: of its {count}, {self.n_train} would go to training and {n_val} "
+                            f"be held out; each part needs at least T + 1 = {self.T + 1} (lower --T or change --val-fraction)")
         if _spec is not None:
             vocab = np.array([ord(c) for c in _spec["vocab"][1:]], np.uint32)
         else:

@@ -238,6 +238,8 @@ BAD_CSV = "date,load,temp\n2024-01-01T00:00:00,1.0,2.0\n"
     ("range.npz", None, [], "lengths must lie in 1..5"),
     ("ids.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 1099511627776"),
     ("wrap.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 18446744073709551615"),
+    ("tiny.txt", b"a", [], "too short: of its 1 character, 1 would go to training and 0 be held out; each part "
+     "needs at least T + 1 = 101"),
     ("junk.npz", b"not a zip", [], "not a readable .npz"),
     ("folder.txt", "folder", [], "a folder, not a file"),
     ("keep.csv", BAD_CSV.encode(), ["--target", "load"], "would write over the data"),
