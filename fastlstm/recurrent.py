@@ -706,10 +706,10 @@ class _Recurrent:
         want = {f"{n}{suffix}" for _, suffix in names for n in kinds}
         got = set(state_dict)
         if got != want:
+            proj = f" with proj_size={self.proj_size}" if self.proj_size else " without projections" * self.HAS_C
             raise KeyError(f"state dict keys do not match a {self.num_layers}-layer "
-                           f"{'bidirectional ' if self.bidirectional else ''}{type(self).__name__} "
-                           + (f"with proj_size={self.proj_size}" if self.proj_size else "without projections")
-                           + f": missing {sorted(want - got)}, unexpected {sorted(got - want)}")
+                           f"{'bidirectional ' if self.bidirectional else ''}{type(self).__name__}{proj}"
+                           f": missing {sorted(want - got)}, unexpected {sorted(got - want)}")
         new = self.params.copy()
         views = self._layer_views(new)
         for k, suffix in names:
