@@ -96,6 +96,9 @@ def clip_by_global_norm(grads, max_norm):
     return norm
 
 
+_RANGE = {}                   # dtype: (largest finite value, smallest normal one), as Python floats
+
+
 class Optimizer:
     """An update rule with hyperparameters and state arrays shaped like the parameters.
 
@@ -104,11 +107,13 @@ class Optimizer:
     another size."""
     name = None
     state_names = ()
+    positive = ()             # the hyperparameters that must stay > 0 in the parameters' dtype
     _owner = None
 
     def bind(self, n, dtype, owner=None):
         """Allocate zeroed state for n parameters of `owner`, the model that takes it
         (None: arrays of the caller's own, as in the tests of the update rules)."""
+        self.hyper_in(dtype)
         if self._owner is not None and self._owner() not in (None, owner):
             raise ValueError(f"this {type(self).__name__} already belongs to another model; give each "
                              f"model an optimizer of its own (e.g. fastlstm.{type(self).__name__}(lr=...))")
@@ -119,6 +124,22 @@ class Optimizer:
 
     def config(self):
         return dict(name=self.name, t=self.t, **self.hyper())
+
+    def hyper_in(self, dtype):
+        """The hyperparameters as the update uses them, in the parameters' dtype; ValueError
+        for one that dtype cannot hold (lr=1e300 is inf in float32, eps=1e-50 is 0), which
+        would otherwise surface as a refused update with a misleading reason."""
+        dtype, out = np.dtype(dtype), {}
+        if dtype not in _RANGE:
+            _RANGE[dtype] = float(np.finfo(dtype).max), float(np.finfo(dtype).tiny)
+        big, tiny = _RANGE[dtype]
+        for name, x in self.hyper().items():     # compared as Python floats: a step makes this call
+            if abs(x) > big or (name in self.positive and x < tiny):
+                with np.errstate(over="ignore", under="ignore"):
+                    raise ValueError(f"{type(self).__name__}'s {name}={x!r} is {dtype.type(x)} in {dtype.name}, "
+                                     f"the parameters' dtype; give a value from {tiny:.3g} to {big:.3g}")
+            out[name] = dtype.type(x)
+        return out
 
     def __getstate__(self):
         """pickle and copy.deepcopy: a copy belongs to no model (a Model copied whole brings
@@ -144,6 +165,7 @@ class SGD(Optimizer):
     """SGD with optional momentum: velocity = momentum·velocity + g; p -= lr·velocity."""
     name = "sgd"
     state_names = ("velocity",)
+    positive = ("lr",)
 
     def __init__(self, lr=0.01, momentum=0.0):
         self.lr = v.finite_float("lr", lr)
@@ -155,14 +177,15 @@ class SGD(Optimizer):
         return dict(lr=self.lr, momentum=self.momentum)
 
     def _update(self, params, grads, t):
-        dt = params.dtype.type
-        return sgd_update(params, grads, self.state["velocity"], dt(self.lr), dt(self.momentum))
+        h = self.hyper_in(params.dtype)
+        return sgd_update(params, grads, self.state["velocity"], h["lr"], h["momentum"])
 
 
 class Adam(Optimizer):
     """Adam with bias correction."""
     name = "adam"
     state_names = ("m", "v")
+    positive = ("lr", "eps")
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         self.lr, self.beta1, self.beta2, self.eps = (
@@ -174,9 +197,9 @@ class Adam(Optimizer):
         return dict(lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps)
 
     def _update(self, params, grads, t):
-        dt = params.dtype.type
-        return adam_update(params, grads, self.state["m"], self.state["v"], dt(self.lr), dt(self.beta1),
-                           dt(self.beta2), dt(self.eps), t, float(np.finfo(params.dtype).max))
+        h = self.hyper_in(params.dtype)
+        return adam_update(params, grads, self.state["m"], self.state["v"], h["lr"], h["beta1"], h["beta2"],
+                           h["eps"], t, float(np.finfo(params.dtype).max))
 
     def check_state(self):
         """Refuse moments no Adam run can produce (v < 0: √v would be NaN)."""

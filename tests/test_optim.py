@@ -57,3 +57,33 @@ def test_clipping_by_global_norm():
 def test_bad_hyperparameters(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("make,name,becomes", [
+    (lambda: fastlstm.Adam(lr=1e300), "lr", "inf"), (lambda: fastlstm.Adam(eps=1e-50), "eps", "0.0"),
+    (lambda: fastlstm.SGD(lr=1e-60), "lr", "0.0"), (lambda: fastlstm.SGD(lr=1e39), "lr", "inf")])
+def test_a_hyperparameter_the_dtype_cannot_hold_is_refused_not_a_misleading_nonfinite_step(tmp_path, make, name,
+                                                                                          becomes):
+    """lr=1e300 is inf in float32 and eps=1e-50 is 0: refused when the optimizer meets a
+    float32 model, when such a value is set later (at the step, which changes nothing), and
+    in a checkpoint; float64 holds them."""
+    message = f"{name}=.* is {becomes} in float32"
+    with pytest.raises(ValueError, match=message):
+        fastlstm.Model(2, 3, 1, optimizer=make())
+    fastlstm.Model(2, 3, 1, dtype=np.float64, optimizer=make())
+    m = fastlstm.Model(2, 3, 1, optimizer=type(make())(), seed=0)
+    x, y = np.ones((3, 2, 2), np.float32), np.ones((2, 1), np.float32)
+    m.train_step(x, y)
+    m.save(tmp_path / "good.ckpt")
+    setattr(m.optimizer, name, getattr(make(), name))
+    before = (m.params.copy(), [s.copy() for s in m.optimizer.state.values()], m.optimizer.t, m.steps)
+    with pytest.raises(ValueError, match=message):
+        m.train_step(x, y)
+    after = (m.params, list(m.optimizer.state.values()), m.optimizer.t, m.steps)
+    assert np.array_equal(before[0], after[0]) and all(map(np.array_equal, before[1], after[1]))
+    assert before[2:] == after[2:] and m.skipped_steps == 0
+    with pytest.raises(fastlstm.CheckpointError, match=message):
+        m.save(tmp_path / "bad.ckpt") or fastlstm.load(tmp_path / "bad.ckpt")
+    setattr(m.optimizer, name, getattr(fastlstm.load(tmp_path / "good.ckpt").optimizer, name))
+    m.train_step(x, y)
+    assert m.steps == 2

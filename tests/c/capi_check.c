@@ -66,6 +66,10 @@ static int errors(const char *dir) {
     REPORT(fastlstm_create, "nan_lr", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.eps = NAN;
     REPORT(fastlstm_create, "nan_eps", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.learning_rate = 1e300;        /* inf once stored in float32 */
+    REPORT(fastlstm_create, "huge_lr", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.eps = 1e-50;                  /* 0 once stored in float32 */
+    REPORT(fastlstm_create, "tiny_eps", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.optimizer = FASTLSTM_OPTIMIZER_SGD; cfg.momentum = NAN;
     REPORT(fastlstm_create, "nan_momentum", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.forget_bias = NAN;
