@@ -96,7 +96,7 @@ def clip_by_global_norm(grads, max_norm):
     return norm
 
 
-_RANGE = {}                   # dtype: (largest finite value, smallest normal one), as Python floats
+_RANGE = {}                   # dtype: (largest finite value, smallest non-zero one), as Python floats
 
 
 class Optimizer:
@@ -131,10 +131,10 @@ class Optimizer:
         would otherwise surface as a refused update with a misleading reason."""
         dtype, out = np.dtype(dtype), {}
         if dtype not in _RANGE:
-            _RANGE[dtype] = float(np.finfo(dtype).max), float(np.finfo(dtype).tiny)
+            _RANGE[dtype] = float(np.finfo(dtype).max), float(np.finfo(dtype).smallest_subnormal)
         big, tiny = _RANGE[dtype]
         for name, x in self.hyper().items():     # compared as Python floats: a step makes this call
-            if abs(x) > big or (name in self.positive and x < tiny):
+            if abs(x) > big or (name in self.positive and x <= tiny / 2):   # past the range, or 0 there
                 with np.errstate(over="ignore", under="ignore"):
                     raise ValueError(f"{type(self).__name__}'s {name}={x!r} is {dtype.type(x)} in {dtype.name}, "
                                      f"the parameters' dtype; give a value from {tiny:.3g} to {big:.3g}")
