@@ -399,6 +399,12 @@ class Series:
         self.columns = list(dict.fromkeys(self.features + self.targets))
         self.lines = np.array([line for line, _ in rows])               # each row's line in the file
         self.times = self._times(names.index(self.time_col), rows) if self.time_col else None
+        if self.times is not None and len(rows) > 1 and not np.median(np.diff(self.times)) > 0:
+            c = names.index(self.time_col)            # a forecast is dated a median step after the last row
+            (l0, r0), (l1, r1) = rows[0], rows[-1]
+            raise DataError(f"{path}: column {c + 1} ({self.time_col!r}) does not run forward in time (line {l0}: "
+                            f"{r0[c]!r}, line {l1}: {r1[c]!r}; the median step is not > 0): sort the rows "
+                            f"oldest first")
         values = self._values(names, kinds, rows)                       # (rows, columns) in data units
         n = len(values)
         self.n_train = n - int(round(n * self.val_fraction))
@@ -413,17 +419,35 @@ class Series:
             self.mean, self.std = np.array(_spec["mean"]), np.array(_spec["std"])
         else:
             train = values[:self.n_train]
-            self.mean = train.mean(axis=0)
-            std = train.std(axis=0)
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.mean = train.mean(axis=0)
+                std = train.std(axis=0)
             self.std = np.where(std > 0, std, 1.0)
         self.values = values
-        self.z = (values - self.mean) / self.std
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.z = (values - self.mean) / self.std
+        self._check_scale(names, path)
         self._f = [self.columns.index(c) for c in self.features]
         self._t = [self.columns.index(c) for c in self.targets]
         self.input_size, self.output_size = len(self.features), self.horizon * len(self.targets)
         self.size = max(0, self.n_train - need + 1)                     # training windows
         self.val_origins = np.arange(max(0, self.n_train - self.window), n - need + 1)
         self._cache = {}
+
+    def _check_scale(self, names, path):
+        """Refuse a cell too far from its column's scale for float32 once standardised (1e300
+        in a column of ones), or one that makes the training rows' mean or standard deviation
+        overflow: it would reach the model as ±inf or silently as 0."""
+        big = float(np.finfo(np.float32).max)
+        for j, col in enumerate(self.columns):
+            stats_ok = np.isfinite(self.mean[j]) and np.isfinite(self.std[j])
+            bad = np.flatnonzero(~(np.abs(self.z[:, j]) <= big)) if stats_ok else \
+                [int(np.argmax(np.abs(self.values[:self.n_train, j])))]
+            if len(bad):
+                i, c = bad[0], names.index(col)
+                raise DataError(f"{path}: line {self.lines[i]}, column {c + 1} ({col!r}): {self.values[i, j]:g} is "
+                                f"too large for the column's scale (the training rows' mean {self.mean[j]:.3g}, "
+                                f"standard deviation {self.std[j]:.3g}); fix the value or leave the column out")
 
     def _times(self, c, rows):
         """Column c of the rows as seconds since the epoch (a naive time is taken as UTC)."""
@@ -651,13 +675,26 @@ class Arrays:
         T, _, D = self.x.shape
         dtype = np.dtype(dtype)
         if dtype not in self._xd:
-            self._xd = {dtype: self.x.astype(dtype)}
+            self._xd = {dtype: self._cast("x", self.x, dtype, "(t, n, d)")}
+            if self.y is not None and not self.classes:
+                self._cast("y", self.y, dtype, "(n, o)")
         if self._buf is None or self._buf.shape[1] != len(rows) or self._buf.dtype != dtype:
             self._buf = np.empty((T, len(rows), D), dtype)
         np.take(self._xd[dtype], rows, axis=1, out=self._buf, mode="clip")
         L = None if self.lengths is None else self.lengths[rows]
         y = None if self.y is None else self.y[rows] if self.classes else self.y[rows].astype(dtype)
         return self._buf, y, L
+
+    def _cast(self, name, a, dtype, where):
+        """a in the model's dtype; DataError at the first value that dtype cannot hold (1e300
+        in float32), which would reach the model as inf."""
+        with np.errstate(over="ignore"):
+            out = a.astype(dtype)
+        if not np.isfinite(out).all():
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
+            raise DataError(f"{self.path}: {name} holds {a[bad]:g} at {where} = {bad}, beyond {dtype.name}'s range "
+                            f"(rescale it, or train in float64)")
+        return out
 
     def predict(self, model, rows=None):
         """Class probabilities (N, C) or values (N, O) for `rows` (default: every row)."""

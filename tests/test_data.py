@@ -227,6 +227,20 @@ BAD_CSV = "date,load,temp\n2024-01-01T00:00:00,1.0,2.0\n"
      "the columns are: load;temp (by name, or by number from 1); the header looks ';'-separated"),
     ("short.csv", (BAD_CSV * 1).encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{i},1\n".encode() for i in range(20)),
      ["--target", "load", "--window", "15", "--horizon", "3"], "window + horizon = 18 rows, longer than the training part"),
+    ("far.csv", "date,load\n".encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{1e300 if i == 20 else i % 3}\n".encode()
+                                              for i in range(24)), ["--target", "load", "--window", "3"],
+     "line 22, column 2 ('load'): 1e+300 is too large for the column's scale (the training rows' mean 0.947, "
+     "standard deviation 0.825)"),
+    ("overflow_std.csv", "date,load\n".encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{1e200 if i == 2 else 1}\n".encode()
+                                                         for i in range(24)), ["--target", "load", "--window", "3"],
+     "line 4, column 2 ('load'): 1e+200 is too large for the column's scale (the training rows' mean 5.26e+198, "
+     "standard deviation inf)"),
+    ("newest_first.csv", "date,load\n".encode() + b"".join(f"2024-01-02T{23 - i:02d}:00:00,{i}\n".encode()
+                                                         for i in range(24)), ["--target", "load", "--window", "3"],
+     "column 1 ('date') does not run forward in time (line 2: '2024-01-02T23:00:00', line 25: "
+     "'2024-01-02T00:00:00'; the median step is not > 0): sort the rows oldest first"),
+    ("bigx.npz", None, [], "x holds 1e+300 at (t, n, d) = (0, 0, 0), beyond float32's range"),
+    ("bigy.npz", None, [], "y holds 1e+300 at (n, o) = (9, 0), beyond float32's range"),
     ("noy.npz", None, [], "no array 'y' (the file holds: x)"),
     ("nox.npz", None, [], "no array 'x' (the file holds: y)"),
     ("booly.npz", None, [], "y must be integer class labels (N,) or float targets (N,) or (N, O) for N = 10 "
@@ -252,7 +266,9 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "lengths.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.ones(10)),
               "range.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.full(10, 6)),
               "ids.npz": dict(x=x, y=np.array([0] * 9 + [1 << 40])),    # ids where labels belong: 2^40 + 1 classes
-              "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64))}      # -1 once cast to int64
+              "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64)),
+              "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.zeros(10, np.int64)),    # inf in float32
+              "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300])}      # -1 once cast to int64
     if content is None:
         np.savez(path, **arrays[name])
     elif content == "folder":
@@ -406,3 +422,14 @@ def test_the_readme_data_commands_run_as_written(tmp_path):
                  "probabilities.csv", "curves.png"):
         assert (tmp_path / name).exists(), name
     assert len((tmp_path / "next.csv").read_text().split()) == 25
+
+
+def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path):
+    """Local time at a clock change repeats an hour (or steps back within it): the series
+    still runs forward, so it trains; only a file whose median step is not > 0 is refused."""
+    hours = list(range(24)) + [1] + list(range(2, 24))            # 01:00 twice, as at the autumn change
+    rows = [f"2024-10-{27 + (k >= 24):02d}T{h:02d}:00:00,{k % 5}" for k, h in enumerate(hours)]
+    path = tmp_path / "dst.csv"
+    path.write_text("date,load\n" + "\n".join(rows) + "\n")
+    assert cli.main(["train", "--data", str(path), "--target", "load", "--window", "3", "--steps", "2", "--quiet",
+                     "--out", str(tmp_path / "run.ckpt")]) == 0
