@@ -218,7 +218,7 @@ class Text:
             at += count
         counts = counts[1:]
         p = counts[counts > 0] / self.n_train
-        self.unigram_bpc = float(-(p * np.log2(p)).sum())
+        self.unigram_bpc = float(-(p * np.log2(p)).sum()) + 0.0   # + 0.0: one character scores 0, not -0
         self.size = max(0, (self.n_train - 1) // self.T)     # non-overlapping training windows
         n_windows = max(0, min((n_val - 1) // self.T, max(1, VAL_CHARS // self.T)))
         self.val_starts = self.n_train + np.arange(n_windows) * self.T

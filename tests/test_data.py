@@ -433,3 +433,10 @@ def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path):
     path.write_text("date,load\n" + "\n".join(rows) + "\n")
     assert cli.main(["train", "--data", str(path), "--target", "load", "--window", "3", "--steps", "2", "--quiet",
                      "--out", str(tmp_path / "run.ckpt")]) == 0
+
+
+def test_a_text_of_one_character_has_zero_unigram_bits_not_minus_zero(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("a" * 500)
+    bpc = data.Text(str(path), T=10).unigram_bpc
+    assert bpc == 0 and np.copysign(1.0, bpc) == 1.0 and f"{bpc:.4f}" == "0.0000"
