@@ -184,7 +184,8 @@ class Text:
         if _training(_spec) and (self.n_train < self.T + 1 or n_val < self.T + 1):
             count = f"{n} character{'' if n == 1 else 's'}"
             raise DataError(f"{path}: too short: of its {count}, {self.n_train} would go to training and {n_val} "
-                            f"be held out; each part needs at least T + 1 = {self.T + 1} (lower --T or change --val-fraction)")
+                            f"be held out; each part needs at least T + 1 = {self.T + 1} (lower --T or change "
+                            f"--val-fraction)")
         if _spec is not None:
             vocab = np.array([ord(c) for c in _spec["vocab"][1:]], np.uint32)
         else:

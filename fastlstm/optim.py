@@ -199,7 +199,7 @@ class Adam(Optimizer):
     def _update(self, params, grads, t):
         h = self.hyper_in(params.dtype)
         return adam_update(params, grads, self.state["m"], self.state["v"], h["lr"], h["beta1"], h["beta2"],
-                           h["eps"], t, float(np.finfo(params.dtype).max))
+                           h["eps"], t, _RANGE[params.dtype][0])
 
     def check_state(self):
         """Refuse moments no Adam run can produce (v < 0: √v would be NaN)."""

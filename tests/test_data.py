@@ -200,6 +200,12 @@ def test_ctrl_c_then_resume_is_bitwise_with_schedule_early_stopping_and_data_ord
 BAD_CSV = "date,load,temp\n2024-01-01T00:00:00,1.0,2.0\n"
 
 
+def _hourly(values, hours=None):
+    """A CSV of one day's hours (in the order given) with a load column."""
+    hours = range(len(values)) if hours is None else hours
+    return ("date,load\n" + "".join(f"2024-01-02T{h:02d}:00:00,{v}\n" for h, v in zip(hours, values))).encode()
+
+
 @pytest.mark.parametrize("name, content, argv, message", [
     ("empty.txt", b"", [], "the file is empty"),
     ("bin.txt", b"ab\x00cd", [], "not a text file (a NUL byte at line 1, column 3)"),
@@ -227,16 +233,13 @@ BAD_CSV = "date,load,temp\n2024-01-01T00:00:00,1.0,2.0\n"
      "the columns are: load;temp (by name, or by number from 1); the header looks ';'-separated"),
     ("short.csv", (BAD_CSV * 1).encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{i},1\n".encode() for i in range(20)),
      ["--target", "load", "--window", "15", "--horizon", "3"], "window + horizon = 18 rows, longer than the training part"),
-    ("far.csv", "date,load\n".encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{1e300 if i == 20 else i % 3}\n".encode()
-                                              for i in range(24)), ["--target", "load", "--window", "3"],
+    ("far.csv", _hourly([1e300 if i == 20 else i % 3 for i in range(24)]), ["--target", "load", "--window", "3"],
      "line 22, column 2 ('load'): 1e+300 is too large for the column's scale (the training rows' mean 0.947, "
      "standard deviation 0.825)"),
-    ("overflow_std.csv", "date,load\n".encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{1e200 if i == 2 else 1}\n".encode()
-                                                         for i in range(24)), ["--target", "load", "--window", "3"],
+    ("overflow_std.csv", _hourly([1e200 if i == 2 else 1 for i in range(24)]), ["--target", "load", "--window", "3"],
      "line 4, column 2 ('load'): 1e+200 is too large for the column's scale (the training rows' mean 5.26e+198, "
      "standard deviation inf)"),
-    ("newest_first.csv", "date,load\n".encode() + b"".join(f"2024-01-02T{23 - i:02d}:00:00,{i}\n".encode()
-                                                         for i in range(24)), ["--target", "load", "--window", "3"],
+    ("newest_first.csv", _hourly(range(24), hours=range(23, -1, -1)), ["--target", "load", "--window", "3"],
      "column 1 ('date') does not run forward in time (line 2: '2024-01-02T23:00:00', line 25: "
      "'2024-01-02T00:00:00'; the median step is not > 0): sort the rows oldest first"),
     ("bigx.npz", None, [], "x holds 1e+300 at (t, n, d) = (0, 0, 0), beyond float32's range"),
