@@ -7,6 +7,7 @@ datasets of `fastlstm.data` share.
 """
 import numpy as np
 
+from . import _validate as v
 from .data import char_windows
 
 
@@ -29,7 +30,9 @@ class Adding:
         self.test = self.batch(np.random.default_rng(seed), test_size)
 
     def batch(self, rng, B, dtype=np.float32):
-        T, rows = self.T, np.arange(B)
+        T, rows = self.T, np.arange(B)        # x, and rng.random's float64 values for it
+        v.fits_in_memory(f"a batch of the adding problem (T = {T}, B = {B})",
+                         T * B * (2 * np.dtype(dtype).itemsize + 8))
         x = np.zeros((T, B, 2), dtype)
         x[:, :, 0] = rng.random((T, B))
         first, second = rng.integers(0, T // 2, B), rng.integers(T // 2, T, B)

@@ -249,6 +249,10 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
          "--momentum applies to --optimizer sgd only; this run's optimizer is adam"),
         (("train", "--dropout", "0.3", "--out", str(tmp_path / "p.ckpt")),
          "--dropout applies between layers (to the outputs of every layer but the last): it needs --layers 2"),
+        # sizes and settings the machine or the dtype cannot hold, refused before they are built
+        (("train", "--T", "1000000000", "--out", str(tmp_path / "t.ckpt")),     # 15 TiB: more than any machine
+         "a batch of the adding problem (T = 1000000000, B = 1000) would need 14901.2 GiB, more than this machine's"),
+        (("train", "--lr", "1e300", "--out", str(tmp_path / "l.ckpt")), "Adam's lr=1e+300 is inf in float32"),
         # refused before the first step, not when the first checkpoint is due: /proc takes no files
         (("train", "--steps", "2", "--out", "/proc/fastlstm-run.ckpt", *SMALL),
          "cannot write the run's files in /proc (--out /proc/fastlstm-run.ckpt)"),
