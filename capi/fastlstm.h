@@ -105,10 +105,10 @@ typedef struct fastlstm_config {
     int32_t loss;          /* FASTLSTM_LOSS_*; default MSE */
     int32_t output;        /* FASTLSTM_OUTPUT_*; default LAST */
     int32_t optimizer;     /* FASTLSTM_OPTIMIZER_*; default ADAM */
-    double learning_rate;  /* in [FLT_MIN, FLT_MAX] (a float32 the models hold); default 1e-3 */
+    double learning_rate;  /* > 0 and <= FLT_MAX (0 or inf in float32 is refused); default 1e-3 */
     double momentum;       /* SGD, in [0, 1); default 0 */
     double beta1, beta2;   /* Adam, in [0, 1); defaults 0.9, 0.999 */
-    double eps;            /* Adam, in [FLT_MIN, FLT_MAX]; default 1e-8 */
+    double eps;            /* Adam, > 0 and <= FLT_MAX (as learning_rate); default 1e-8 */
     double clip;           /* max global gradient norm; 0 = no clipping (default) */
     double forget_bias;    /* LSTM forget-gate bias at initialisation, |b| <= FLT_MAX; default 1 */
     uint64_t seed;         /* initialisation seed; default 0 */

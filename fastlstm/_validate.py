@@ -129,11 +129,18 @@ def array(name, a, shape, dtype, *, writable=False, finite=True):
     return a
 
 
+def first_nonfinite(a):
+    """The index (a tuple of ints) of the first NaN or ±Inf in `a`, or None."""
+    if a.size and not np.isfinite(a).all():
+        return tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+    return None
+
+
 def nonfinite(name, a):
     """Raise NonFiniteValue for the first NaN or ±Inf in `a`, if it holds one."""
-    if a.size and not np.isfinite(a).all():
-        bad = np.argwhere(~np.isfinite(a))[0]
-        raise NonFiniteValue(f"{name} must be finite; found {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    bad = first_nonfinite(a)
+    if bad is not None:
+        raise NonFiniteValue(f"{name} must be finite; found {a[bad]} at index {bad}")
 
 
 def _mismatch(want, got):

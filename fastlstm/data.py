@@ -23,6 +23,7 @@ import zlib
 
 import numpy as np
 
+from . import _validate as v
 from . import choices
 
 MISSING = {"", "na", "n/a", "nan", "null", "none"}
@@ -533,7 +534,7 @@ class Series:
         return m
 
     def metrics(self, model):
-        return {k: v for k, v in self.scores(model, self.val_origins).items() if math.isfinite(v)}
+        return {k: s for k, s in self.scores(model, self.val_origins).items() if math.isfinite(s)}
 
     def next_forecast(self, model):
         """(timestamps or None, (horizon, targets)) for the `horizon` rows after the file's end."""
@@ -636,8 +637,8 @@ class Arrays:
         T, N, D = x.shape
         if min(T, N, D) < 1:
             raise DataError(f"{p}: x has an empty dimension: (T, N, D) = {x.shape}")
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        bad = v.first_nonfinite(x) if x.dtype.kind == "f" else None
+        if bad is not None:
             raise DataError(f"{p}: x holds {x[bad]} at (t, n, d) = {bad}")
         if y is None:                                # predict: a file without targets
             return np.ascontiguousarray(x, np.float64), None, self._check_lengths(lengths, N, T), None
@@ -691,8 +692,8 @@ class Arrays:
         in float32), which would reach the model as inf."""
         with np.errstate(over="ignore"):
             out = a.astype(dtype)
-        if not np.isfinite(out).all():
-            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
+        bad = v.first_nonfinite(out)
+        if bad is not None:
             raise DataError(f"{self.path}: {name} holds {a[bad]:g} at {where} = {bad}, beyond {dtype.name}'s range "
                             f"(rescale it, or train in float64)")
         return out

@@ -99,6 +99,13 @@ def clip_by_global_norm(grads, max_norm):
 _RANGE = {}                   # dtype: (largest finite value, smallest non-zero one), as Python floats
 
 
+def _range(dtype):
+    """(largest finite value, smallest non-zero one) of dtype, as Python floats (a step asks)."""
+    if dtype not in _RANGE:
+        _RANGE[dtype] = float(np.finfo(dtype).max), float(np.finfo(dtype).smallest_subnormal)
+    return _RANGE[dtype]
+
+
 class Optimizer:
     """An update rule with hyperparameters and state arrays shaped like the parameters.
 
@@ -130,9 +137,7 @@ class Optimizer:
         for one that dtype cannot hold (lr=1e300 is inf in float32, eps=1e-50 is 0), which
         would otherwise surface as a refused update with a misleading reason."""
         dtype, out = np.dtype(dtype), {}
-        if dtype not in _RANGE:
-            _RANGE[dtype] = float(np.finfo(dtype).max), float(np.finfo(dtype).smallest_subnormal)
-        big, tiny = _RANGE[dtype]
+        big, tiny = _range(dtype)
         for name, x in self.hyper().items():     # compared as Python floats: a step makes this call
             if abs(x) > big or (name in self.positive and x <= tiny / 2):   # past the range, or 0 there
                 with np.errstate(over="ignore", under="ignore"):
@@ -199,7 +204,7 @@ class Adam(Optimizer):
     def _update(self, params, grads, t):
         h = self.hyper_in(params.dtype)
         return adam_update(params, grads, self.state["m"], self.state["v"], h["lr"], h["beta1"], h["beta2"],
-                           h["eps"], t, _RANGE[params.dtype][0])
+                           h["eps"], t, _range(params.dtype)[0])
 
     def check_state(self):
         """Refuse moments no Adam run can produce (v < 0: √v would be NaN)."""

@@ -30,9 +30,9 @@ class Adding:
         self.test = self.batch(np.random.default_rng(seed), test_size)
 
     def batch(self, rng, B, dtype=np.float32):
-        T, rows = self.T, np.arange(B)        # x, and rng.random's float64 values for it
-        v.fits_in_memory(f"a batch of the adding problem (T = {T}, B = {B})",
-                         T * B * (2 * np.dtype(dtype).itemsize + 8))
+        T, rows = self.T, np.arange(B)
+        v.fits_in_memory(f"a batch of the adding problem (T = {T}, B = {B})",      # x, and rng.random's
+                         T * B * (2 * np.dtype(dtype).itemsize + 8))              # float64 values for it
         x = np.zeros((T, B, 2), dtype)
         x[:, :, 0] = rng.random((T, B))
         first, second = rng.integers(0, T // 2, B), rng.integers(T // 2, T, B)

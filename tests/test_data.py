@@ -269,9 +269,9 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "lengths.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.ones(10)),
               "range.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.full(10, 6)),
               "ids.npz": dict(x=x, y=np.array([0] * 9 + [1 << 40])),    # ids where labels belong: 2^40 + 1 classes
-              "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64)),
+              "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64)),      # -1 once cast to int64
               "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.zeros(10, np.int64)),    # inf in float32
-              "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300])}      # -1 once cast to int64
+              "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300])}
     if content is None:
         np.savez(path, **arrays[name])
     elif content == "folder":
