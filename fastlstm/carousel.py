@@ -11,6 +11,7 @@ import numpy as np
 
 from .model import Model
 from .tasks import Adding
+from .training import save_figure
 
 MODELS = (("RNN", "rnn", None), ("LSTM f-bias 0", "lstm", 0.0), ("LSTM f-bias 1", "lstm", 1.0),
           ("GRU", "gru", None))
@@ -100,6 +101,6 @@ def plot(results, T, path):
     ax.set_title(f"Gradient flow over T = {T} steps")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, 120)
     plt.close(fig)
 

@@ -14,12 +14,13 @@ path stays an OSError. So a file can cost at most what its header's configuratio
 (a deflated member at most 1032 times its compressed size, deflate's limit), whatever it
 claims.
 """
+import contextlib
 import errno
 import json
 import os
 import re
+import secrets
 import stat
-import tempfile
 import zipfile
 
 import numpy as np
@@ -38,30 +39,44 @@ class CheckpointError(ValueError):
 
 def write(path, header, arrays):
     """Write header (a dict, standard JSON: no NaN/Inf) and arrays (name -> ndarray) to
-    path, atomically: a temporary file in the same folder, flushed to disk, then renamed
-    over path. Temporaries left by writers that died (SIGKILL) are removed first."""
-    path = os.fsdecode(path)
+    path, atomically (atomic_file)."""
     try:
         meta = json.dumps(dict(header, format=FORMAT, version=VERSION), allow_nan=False).encode()
     except (TypeError, ValueError) as e:
         raise ValueError(f"a checkpoint's header (extra included) must be JSON with finite numbers: {e}") from None
+    with atomic_file(path, "a checkpoint") as f:
+        np.savez(f, **{_HEADER: np.frombuffer(meta, np.uint8)}, **arrays)
+
+
+@contextlib.contextmanager
+def atomic_file(path, what, text=False):
+    """A new file object for path's whole contents (binary, or UTF-8 text with newline=""),
+    written atomically: into a temporary in path's folder, created as any new file is
+    (mode 0o666 less the umask), flushed to disk and renamed over path when the block ends,
+    removed if it raises. So a failure (a full disk, a Ctrl-C) leaves path as it was,
+    never half written, and an OSError names path and `what` it is, not the temporary.
+    Temporaries left by writers that died (SIGKILL) are removed first."""
+    path = os.fsdecode(path)
     if os.path.isdir(path):                  # before a temporary is made beside it, in its parent
-        raise IsADirectoryError(errno.EISDIR, "a checkpoint needs a file name, not a folder", path)
+        raise IsADirectoryError(errno.EISDIR, f"{what} needs a file name, not a folder", path)
     folder = os.path.dirname(os.path.abspath(path))
     prefix = _temp_prefix(path)
     _remove_stale(folder, prefix)
+    tmp = os.path.join(folder, f"{prefix}{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=".tmp", dir=folder)
-    except OSError as e:                     # name the checkpoint, not the temporary
-        raise type(e)(e.errno, f"cannot write a checkpoint in {folder}: {e.strerror}", path) from None
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write {what} in {folder}: {e.strerror}", path) from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{_HEADER: np.frombuffer(meta, np.uint8)}, **arrays)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") if text else os.fdopen(fd, "wb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # a full disk, say
+            raise type(e)(e.errno, f"cannot write {what}: {e.strerror}", path) from None
         raise
     try:
         dfd = os.open(folder, os.O_RDONLY)

@@ -524,16 +524,15 @@ def sample(args, interrupt):
 
 
 def _write_rows(path, header, rows):
-    """CSV rows to `path`, or printed when path is None."""
+    """CSV rows to `path` (atomically: a failure leaves it as it was), or printed when path is None."""
+    import contextlib
     import csv
-    f = open(path, "w", newline="") if path else sys.stdout
-    try:
+
+    from .checkpoint import atomic_file
+    with atomic_file(path, "the predictions", text=True) if path else contextlib.nullcontext(sys.stdout) as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
-    finally:
-        if path:
-            f.close()
 
 
 def predict(args, interrupt):

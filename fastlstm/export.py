@@ -22,6 +22,7 @@ linear_before_reset=1 is PyTorch's: r multiplies R_h h + Rb_h). Needs the `onnx`
 import numpy as np
 
 from . import __version__
+from .checkpoint import atomic_file
 
 OPSET = 17
 # Per cell: ONNX's operator, our row blocks of W in ONNX's gate order (LSTM: our a, i, f, o
@@ -171,5 +172,6 @@ def export_onnx(model, path, *, streaming=False):
     proto.doc_string = (f"fastlstm {model.cell} model: {model.config()}; "
                         + ("one streaming step" if streaming else "whole sequences"))
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, path)
+    with atomic_file(path, "the ONNX model") as f:       # onnx.save would take the temporary's fd for a path
+        f.write(proto.SerializeToString())
     return proto

@@ -8,11 +8,11 @@ the checkpoint, so that a resumed run continues bitwise as if it had never stopp
 import csv
 import math
 import os
-import tempfile
 
 import numpy as np
 
 from . import _validate as v
+from .checkpoint import atomic_file
 from .choices import SCHEDULES
 
 
@@ -250,17 +250,21 @@ def check_history(history):
 def write_log(path, history):
     """The history as CSV (step, epoch, seconds, train_loss, lr, every metric), replaced atomically."""
     names = list(dict.fromkeys(k for row in history for k in row))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.DictWriter(f, names)
-            w.writeheader()
-            w.writerows(history)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path, "the metrics log", text=True) as f:
+        w = csv.DictWriter(f, names)
+        w.writeheader()
+        w.writerows(history)
+
+
+def save_figure(fig, path, dpi):
+    """A matplotlib figure to path, atomically, in the format its extension names (PNG
+    without one): the name given, never one with an extension added."""
+    fmt = os.path.splitext(path)[1][1:].lower() or "png"
+    if fmt not in fig.canvas.get_supported_filetypes():
+        raise ValueError(f"{path}: a plot is written as PNG, PDF, SVG or another format matplotlib knows "
+                         f"by its extension, not .{fmt}")
+    with atomic_file(path, "the plot") as f:
+        fig.savefig(f, format=fmt, dpi=dpi)
 
 
 def plot(log, out):
@@ -297,5 +301,5 @@ def plot(log, out):
             ax.legend(fontsize=8)
     fig.suptitle(os.path.basename(log))
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, 100)
     plt.close(fig)

@@ -335,3 +335,46 @@ def test_a_new_run_never_writes_over_an_existing_one(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert cli.main(["train", "--steps", "20", "--out", str(out), "--overwrite", "--seed", "1", *SMALL]) == 0
     assert fastlstm.load(out).steps == 20
+
+
+def _disk_full_at(limit):
+    """A preexec_fn: the child may write files of at most `limit` bytes, as on a disk that
+    fills up (Python ignores SIGXFSZ, so a write past it raises EFBIG)."""
+    import resource
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_write_that_fails_names_its_file_and_leaves_it_as_it_was(tmp_path):
+    """A full disk during a checkpoint, the metrics log, predictions, an ONNX model or a
+    plot: status 2, an error naming the file, the file as it was (not half written, not
+    truncated) and no temporary left beside it. Files are made as any new file is, under
+    the umask (they were 0600 when written through mkstemp)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 6, 2)).astype(np.float32)
+    np.savez(tmp_path / "seq.npz", x=x, y=(x[:, :, 0].sum(1) > 0).astype(np.int64))
+    ckpt, log = tmp_path / "seq.ckpt", tmp_path / "seq.csv"
+    r = _run("train", "--data", str(tmp_path / "seq.npz"), "--steps", "4", "--eval-every", "2", "--hidden", "4",
+             "--quiet", "--out", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask
+    assert (ckpt.stat().st_mode & 0o777, log.stat().st_mode & 0o777) == (mode, mode)
+    outs = {"predictions": tmp_path / "p.csv", "ONNX model": tmp_path / "m.onnx", "plot": tmp_path / "c.png"}
+    commands = {"predictions": ["predict", str(ckpt), "--data", str(tmp_path / "seq.npz"), "--out"],
+                "ONNX model": ["export", str(ckpt)], "plot": ["plot", str(log), "--out"]}
+    for what, path in outs.items():
+        path.write_bytes(b"an earlier result")
+        p = subprocess.run([sys.executable, "-m", "fastlstm", *commands[what], str(path)], capture_output=True,
+                           text=True, timeout=300, preexec_fn=_disk_full_at(16))
+        assert p.returncode == 2 and f"cannot write the {what}: File too large: '{path}'" in p.stderr, p.stderr
+        assert path.read_bytes() == b"an earlier result", what
+    kept = ckpt.read_bytes(), log.read_bytes()
+    p = subprocess.run([sys.executable, "-m", "fastlstm", "train", "--data", str(tmp_path / "seq.npz"), "--steps",
+                        "8", "--eval-every", "2", "--hidden", "4", "--quiet", "--out", str(ckpt), "--resume"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=_disk_full_at(2048))
+    assert p.returncode == 2 and f"cannot write a checkpoint: File too large: '{ckpt}'" in p.stderr, p.stderr
+    assert (ckpt.read_bytes(), log.read_bytes()) == kept
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")], os.listdir(tmp_path)
