@@ -276,7 +276,7 @@ class Model:
         self.apply_gradients(loss)
         return loss
 
-    @one_call_at_a_time
+    @one_call_at_a_time(interruptible=True)
     def fit(self, x, y, lengths=None, *, epochs, batch_size=32, validation=None, shuffle=True, seed=None,
             patience=None, schedule=None, progress=True):
         """Train on arrays in memory, Keras-style: x (T, N, D), y as train_step takes it for N
@@ -327,7 +327,7 @@ class Model:
 
     # -- inference --------------------------------------------------------------------------
 
-    @one_call_at_a_time
+    @one_call_at_a_time(interruptible=True)
     def predict(self, x, lengths=None):
         """Predictions (B, O) for output="last" or (T, B, O) for "every" (zero past lengths):
         values for mse, class probabilities for xent. A new array."""
@@ -339,7 +339,7 @@ class Model:
             P[np.arange(T)[:, None] >= L[None, :]] = 0
         return P[0] if self.output == "last" else P
 
-    @one_call_at_a_time
+    @one_call_at_a_time(interruptible=True)
     def step(self, x):
         """Streaming inference: one time step x (B, D) (token ids (B,) with an embedding) for B
         independent streams, with (h, c) kept in the model between calls (a bidirectional
@@ -380,7 +380,7 @@ class Model:
         c = self.core
         return zeros((c.num_states, B, c.Hr), self.dtype), zeros((c.num_states, B, c.hidden_size), self.dtype)
 
-    @one_call_at_a_time
+    @one_call_at_a_time(interruptible=True)
     def evaluate(self, x, y, lengths=None, batch_size=256):
         """Mean loss (and accuracy for xent) over a data set, in batches along B.
         Returns {"loss": float[, "accuracy": float]}."""
@@ -407,7 +407,7 @@ class Model:
 
     # -- checkpoints --------------------------------------------------------------------------
 
-    @one_call_at_a_time
+    @one_call_at_a_time(interruptible=True)
     def save(self, path, extra=None):
         """Write weights, optimizer state, configuration and `extra` (a dict, standard JSON:
         finite numbers only) atomically."""
@@ -422,7 +422,7 @@ class Model:
         return dict(model=self.config(), optimizer=self.optimizer.config(), steps=self.steps,
                     skipped_steps=self.skipped_steps, extra=extra), arrays
 
-    @one_call_at_a_time
+    @one_call_at_a_time(interruptible=True)
     def __reduce__(self):
         """pickle and copy.deepcopy: what `save` writes (with `extra`), and the seed, the
         gradients, the training mode and the streaming state. A forward awaiting its backward

@@ -4,6 +4,7 @@ the wrong error or cost gigabytes) and checks that it now gets a clear error and
 nothing."""
 import json
 import os
+import signal
 import struct
 import time
 import tracemalloc
@@ -440,3 +441,99 @@ def test_settings_a_header_leaves_out_take_their_defaults(good, tmp_path):
     m = fastlstm.load(p)
     assert m.dtype == np.float32 and m.core.num_layers == 1
     assert np.array_equal(m.params, fastlstm.load(good).params)
+
+
+# -- Ctrl-C in the middle of a call ------------------------------------------------------------
+
+def _kernels_that_signal(monkeypatch):
+    """Wrap every kernel (Numba dispatcher) and BLAS call that Python makes, in every module
+    that makes them, so that the n-th call of an armed run raises SIGINT as it returns: as
+    a Ctrl-C during that kernel does, whose KeyboardInterrupt Python raises at the first
+    bytecode after the kernel (which released the GIL) returns. Returns the arming list
+    [n, calls so far]."""
+    import numba
+
+    from fastlstm import _blas, heads, kernels, model, optim, recurrent
+    armed = [0, 0]
+
+    def wrap(f):
+        def call(*args, **kwargs):
+            out = f(*args, **kwargs)
+            armed[1] += 1
+            if armed[1] == armed[0]:
+                signal.raise_signal(signal.SIGINT)
+            return out
+        return call
+    for mod in (recurrent, model, heads, optim, kernels):
+        for name, f in list(vars(mod).items()):
+            if isinstance(f, numba.core.dispatcher.Dispatcher):
+                monkeypatch.setattr(mod, name, wrap(f))
+    monkeypatch.setattr(_blas, "matmul", wrap(_blas.matmul))
+    return armed
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_ctrl_c_during_any_kernel_of_a_step_leaves_a_model_of_whole_steps(monkeypatch, cell):
+    """A Ctrl-C during the update kernel used to raise right after it, before the step was
+    counted: params one step ahead of `steps` and Adam's t (3 of 30 interrupts of a training
+    loop at H = 256). Now it takes effect when the step under way ends, whichever kernel it
+    came in: KeyboardInterrupt, and a model bitwise that of two whole steps (params, Adam's
+    moments and t, steps, the dropout counter); the next step goes on as if nothing had
+    happened. Interrupted in fit, a model is that of its whole steps so far; interrupted in
+    a layer's forward or backward, the call completes."""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # Python's own
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((7, 5, 3)).astype(np.float32), rng.standard_normal((5, 2)).astype(np.float32))
+               for _ in range(3)]
+
+    def model():
+        return fastlstm.Model(3, 16, 2, 2, cell=cell, dropout=0.3, clip=1.0, optimizer=fastlstm.Adam(lr=1e-2), seed=0)
+    ref, states = model(), []
+    for x, y in batches:
+        ref.train_step(x, y)
+        states.append(_state(ref) + (ref.core.dropout_step,))
+    armed = _kernels_that_signal(monkeypatch)
+    m = model()
+    m.train_step(*batches[0])
+    before = armed[1]
+    m.train_step(*batches[1])
+    per_step = armed[1] - before                     # the Python calls of kernels a step makes
+    assert per_step > 10
+    for n in range(1, per_step + 1):
+        m = model()
+        m.train_step(*batches[0])
+        armed[:] = [armed[1] + n, armed[1]]
+        with pytest.raises(KeyboardInterrupt):
+            m.train_step(*batches[1])
+        assert _same(m, states[1][:4]) and m.core.dropout_step == states[1][4], f"interrupted after kernel {n}"
+        m.train_step(*batches[2])
+        assert _same(m, states[2][:4]) and m.core.dropout_step == states[2][4], f"interrupted after kernel {n}"
+    xs, ys = rng.standard_normal((7, 40, 3)).astype(np.float32), rng.standard_normal((40, 2)).astype(np.float32)
+    ref, fitted = model(), []                                # fit: 5 steps of 8 an epoch
+    whole = ref.train_step
+    ref.train_step = lambda *a: (whole(*a), fitted.append(_state(ref)))[0]
+    ref.fit(xs, ys, epochs=1, batch_size=8, seed=0, progress=False)
+    for n in (per_step // 2, 2 * per_step + 3, 4 * per_step - 1):
+        m = model()
+        armed[:] = [armed[1] + n, armed[1]]
+        with pytest.raises(KeyboardInterrupt):
+            m.fit(xs, ys, epochs=1, batch_size=8, seed=0, progress=False)
+        assert m.steps >= 1 and _same(m, fitted[m.steps - 1]), f"fit interrupted after kernel {n}"
+    layer = fastlstm.LSTM(3, 8, 2, dropout=0.5, seed=0)
+    x = batches[0][0]
+    y_ref, _ = layer.forward(x)
+    layer.zero_grad()
+    dx_ref, _ = layer.backward(np.ones_like(y_ref))
+    g_ref = layer.grads.copy()
+    for phase in ("forward", "backward"):
+        layer = fastlstm.LSTM(3, 8, 2, dropout=0.5, seed=0)
+        layer.zero_grad()
+        if phase == "backward":
+            layer.forward(x)
+        armed[:] = [armed[1] + 1, armed[1]]
+        with pytest.raises(KeyboardInterrupt):
+            layer.forward(x) if phase == "forward" else layer.backward(np.ones_like(y_ref))
+        if phase == "forward":
+            assert layer.dropout_step == 1
+            layer.backward(np.ones_like(y_ref))
+        assert np.array_equal(layer.grads, g_ref), phase
