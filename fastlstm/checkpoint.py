@@ -55,12 +55,24 @@ def atomic_file(path, what, text=False):
     (mode 0o666 less the umask), flushed to disk and renamed over path when the block ends,
     removed if it raises. So a failure (a full disk, a Ctrl-C) leaves path as it was,
     never half written, and an OSError names path and `what` it is, not the temporary.
-    Temporaries left by writers that died (SIGKILL) are removed first."""
+    Temporaries left by writers that died (SIGKILL) are removed first. A symbolic link's
+    target is written (the link stays); a path that is no regular file (/dev/stdout, a
+    FIFO) is written in place, as open() would: a rename would replace the device."""
     path = os.fsdecode(path)
-    if os.path.isdir(path):                  # before a temporary is made beside it, in its parent
+    try:
+        kind = stat.S_IFMT(os.stat(path).st_mode)      # through links, /dev/stdout's to a pipe too
+    except OSError:
+        kind = None                                    # none yet (or unreadable: the write says)
+    if kind == stat.S_IFDIR:                 # before a temporary is made beside it, in its parent
         raise IsADirectoryError(errno.EISDIR, f"{what} needs a file name, not a folder", path)
-    folder = os.path.dirname(os.path.abspath(path))
-    prefix = _temp_prefix(path)
+    opened = dict(mode="w", newline="", encoding="utf-8") if text else dict(mode="wb")
+    if kind not in (None, stat.S_IFREG):
+        with _naming(path, what), open(path, **opened) as f:
+            yield f
+        return
+    target = os.path.realpath(path)
+    folder = os.path.dirname(target)
+    prefix = _temp_prefix(target)
     _remove_stale(folder, prefix)
     tmp = os.path.join(folder, f"{prefix}{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
@@ -68,15 +80,14 @@ def atomic_file(path, what, text=False):
     except OSError as e:
         raise type(e)(e.errno, f"cannot write {what} in {folder}: {e.strerror}", path) from None
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") if text else os.fdopen(fd, "wb") as f:
+        with _naming(path, what), os.fdopen(fd, **opened) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # a full disk, say
-            raise type(e)(e.errno, f"cannot write {what}: {e.strerror}", path) from None
+            os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
     try:
         dfd = os.open(folder, os.O_RDONLY)
@@ -84,6 +95,18 @@ def atomic_file(path, what, text=False):
         os.close(dfd)
     except OSError:
         pass  # some filesystems cannot fsync a directory; the rename itself is atomic
+
+
+@contextlib.contextmanager
+def _naming(path, what):
+    """An OSError without a file name (a full disk: "[Errno 28] No space left on device")
+    raised again naming path and what it is."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None or e.filename is not None:
+            raise
+        raise type(e)(e.errno, f"cannot write {what}: {e.strerror}", path) from None
 
 
 def _temp_prefix(path):

@@ -374,6 +374,12 @@ def train(args, interrupt):
     best_out, log = stem + ".best.ckpt", stem + ".csv"
     for written in (out, best_out, log):
         _not_onto(written, data=args.data)
+        if os.path.isdir(written):
+            raise UsageError(f"--out {out}: {written} is a folder; give a checkpoint's file name, such as "
+                             f"{os.path.join(written, 'run.ckpt')}")
+        if os.path.exists(written) and not os.path.isfile(written):     # /dev/null: the others would land in /dev
+            raise UsageError(f"--out {out}: {written} is not a regular file (a device, a FIFO); a run writes its "
+                             f"checkpoint, NAME.best.ckpt and NAME.csv as files in one folder")
     if args.resume and args.overwrite:
         raise UsageError("give --resume (continue the run at --out) or --overwrite (start afresh over it), not both")
     kept = [p for p in (out, best_out) if os.path.exists(p)]

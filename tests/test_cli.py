@@ -378,3 +378,34 @@ def test_a_write_that_fails_names_its_file_and_leaves_it_as_it_was(tmp_path):
     assert p.returncode == 2 and f"cannot write a checkpoint: File too large: '{ckpt}'" in p.stderr, p.stderr
     assert (ckpt.read_bytes(), log.read_bytes()) == kept
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")], os.listdir(tmp_path)
+
+
+def test_outputs_through_links_and_devices_are_written_there_not_replaced(tmp_path):
+    """The atomic write renames a temporary over the path; for `--out /dev/stdout` (a link
+    to a pipe here) that would have replaced the link (as root, in /dev), so a path that
+    is no regular file is written in place, and a link's target is written, the link
+    kept. A run's --out must be a file's name: /dev/null or a folder is refused."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 6, 2)).astype(np.float32)
+    data = tmp_path / "seq.npz"
+    np.savez(data, x=x, y=(x[:, :, 0].sum(1) > 0).astype(np.int64))
+    ckpt = tmp_path / "seq.ckpt"
+    assert _run("train", "--data", str(data), "--steps", "2", "--hidden", "4", "--quiet", "--out", str(ckpt)).returncode == 0
+    stdout_was_link = os.path.islink("/dev/stdout")
+    r = _run("predict", str(ckpt), "--data", str(data), "--out", "/dev/stdout")
+    assert r.returncode == 0 and r.stdout.startswith("row,p0,p1,class\n0,") and r.stdout.count("\n") == 41, r.stderr
+    assert os.path.islink("/dev/stdout") == stdout_was_link
+    link, target = tmp_path / "link.csv", tmp_path / "target.csv"
+    link.symlink_to(target.name)
+    assert _run("predict", str(ckpt), "--data", str(data), "--out", str(link)).returncode == 0
+    assert link.is_symlink() and target.read_text() == r.stdout
+    os.mkfifo(tmp_path / "fifo.csv")
+    with subprocess.Popen(["cat", str(tmp_path / "fifo.csv")], stdout=subprocess.PIPE, text=True) as reader:
+        assert _run("predict", str(ckpt), "--data", str(data), "--out", str(tmp_path / "fifo.csv")).returncode == 0
+        assert reader.communicate(timeout=60)[0] == r.stdout
+    for out, said in (("/dev/null", "/dev/null is not a regular file"),
+                      (str(tmp_path), f"{tmp_path} is a folder; give a checkpoint's file name, such as "
+                                      f"{tmp_path / 'run.ckpt'}")):
+        r = _run("train", "--steps", "2", "--out", out, "--overwrite", *SMALL)
+        assert r.returncode == 2 and said in r.stderr, r.stderr
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
