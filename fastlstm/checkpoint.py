@@ -84,7 +84,10 @@ def atomic_file(path, what, text=False):
             yield f
             f.flush()
             os.fsync(f.fileno())
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError as e:             # named by the temporary: say the file's name
+                raise type(e)(e.errno, f"cannot write {what}: {e.strerror}", path) from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -8,6 +8,7 @@ reach in an RNN and two LSTMs.
 Only the standard library loads before main() has installed its Ctrl-C handler
 (`_Interrupt`); NumPy, Numba and the kernels load after it."""
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -348,15 +349,20 @@ def _new_run(args, rng):
     return model, source, r, args.task
 
 
-def _writable_folder(out):
+def _writable_folder(out, *files):
     """Make out's folder, and refuse a run whose checkpoint could not be written there
-    before a step is spent on it (a read-only or pseudo file system, say)."""
+    before a step is spent on it (a read-only or pseudo file system, say, or `files`'
+    names too long for it)."""
     import tempfile
     folder = os.path.dirname(os.path.abspath(out))
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):        # nameless where it can be: a Ctrl-C leaves nothing
             pass
+        longest = max(files, key=lambda f: len(os.fsencode(os.path.basename(f))))
+        if len(os.fsencode(os.path.basename(longest))) > os.pathconf(folder, "PC_NAME_MAX"):
+            raise OSError(errno.ENAMETOOLONG, f"{os.path.basename(longest)!r} is longer than the "
+                          f"{os.pathconf(folder, 'PC_NAME_MAX')} bytes a file name may have there")
     except OSError as e:
         raise UsageError(f"cannot write the run's files in {folder} (--out {out}): {e.strerror}") from None
 
@@ -386,7 +392,7 @@ def train(args, interrupt):
     if kept and not (args.resume or args.overwrite):
         raise UsageError(f"{kept[0]} exists: continue that run with --resume, start afresh over it with "
                          f"--overwrite, or choose another --out")
-    _writable_folder(out)
+    _writable_folder(out, out, best_out, log)
     rng = np.random.default_rng(args.seed)
     if args.resume:
         model, source, r, name = _resumed_run(out, args, rng)

@@ -256,6 +256,8 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         # refused before the first step, not when the first checkpoint is due: /proc takes no files
         (("train", "--steps", "2", "--out", "/proc/fastlstm-run.ckpt", *SMALL),
          "cannot write the run's files in /proc (--out /proc/fastlstm-run.ckpt)"),
+        (("train", "--steps", "2", "--out", str(tmp_path / ("n" * 250 + ".ckpt")), *SMALL),   # its .best.ckpt: 260 bytes
+         f"'{'n' * 250}.best.ckpt' is longer than the 255 bytes a file name may have there"),
     ]
     inputs = {p: p.read_bytes() for p in (adding, plain, tmp_path / "a.csv")}
     for argv, message in cases:

@@ -278,7 +278,11 @@ def test_corrupt_truncated_and_foreign_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(f"cannot write a checkpoint in {missing.parent}: ")
                        + ".*" + re.escape(f"'{missing}'")):
         m.save(missing)
+    long = tmp_path / ("m" * 300)                         # renaming the temporary fails: the file is named
+    with pytest.raises(OSError, match=re.escape("cannot write a checkpoint: File name too long: ") + f"'{long}'"):
+        m.save(long)
     assert np.array_equal(fastlstm.load(good).params, m.params)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
