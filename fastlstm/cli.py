@@ -109,7 +109,7 @@ def _parser(typed_only=False):
                         "per character.")
     pr.add_argument("checkpoint")
     pr.add_argument("--data", required=True, metavar="PATH")
-    pr.add_argument("--out", metavar="CSV", help="write the predictions here (default: print them)")
+    pr.add_argument("--out", metavar="CSV", help="write the predictions here (default, or -: print them)")
     pr.add_argument("--backtest", action="store_true", help="series: one forecast from every window of the file")
     pl = sub.add_parser("plot", help="draw the curves of a metrics log (runs/NAME.csv)")
     pl.add_argument("log")
@@ -552,6 +552,7 @@ def predict(args, interrupt):
 
     import fastlstm
     from . import data
+    args.out = None if args.out == "-" else args.out
     _not_onto(args.out, checkpoint=args.checkpoint, data=args.data)
     model = fastlstm.load(args.checkpoint)
     spec = model.extra.get("data")

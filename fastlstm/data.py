@@ -336,6 +336,9 @@ def read_csv(path):
     with its line number. Ragged rows and bad UTF-8 are refused with their place."""
     with open(path, "rb") as f:
         raw = f.read()
+    if b"\0" in raw:                                     # before decoding: a .npz fails that first
+        raise DataError(f"{path}: not a CSV file (it holds NUL bytes"
+                        + ("; it is a zip archive, such as a .npz)" if raw.startswith(b"PK\x03\x04") else ")"))
     try:
         text = raw.decode("utf-8-sig")                   # a spreadsheet's byte-order mark is not a name
     except UnicodeDecodeError as e:
@@ -343,8 +346,6 @@ def read_csv(path):
         raise DataError(f"{path}: invalid UTF-8 at line {line}, column {col}") from None
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
-    if "\0" in text:
-        raise DataError(f"{path}: not a CSV file (it holds NUL bytes)")
     reader = csv.reader(io.StringIO(text, newline=""))
     names = [n.strip() for n in next(reader)]
     if len(set(names)) != len(names) or "" in names:

@@ -84,6 +84,8 @@ def test_series_beats_the_naive_forecast_and_predict_speaks_the_data_units(files
     assert r.returncode == 0 and "backtest over 1150 windows" in r.stderr, r.stderr
     lines = bt.read_text().split()
     assert lines[0] == "origin,time,step,load_forecast,load_actual" and len(lines) == 1 + 1150 * 3
+    r = _run("predict", str(out), "--data", str(files["series"]), "--backtest", "--out", "-")   # - is stdout
+    assert r.returncode == 0 and r.stdout.split() == lines and not os.path.exists("-"), r.stderr
     short = tmp_path / "short.csv"                               # fewer rows than one window and its horizon
     short.write_text("\n".join(files["series"].read_text().splitlines()[:51]) + "\n")
     r = _run("predict", str(out), "--data", str(short), "--backtest")
@@ -258,6 +260,8 @@ def _hourly(values, hours=None):
     ("tiny.txt", b"a", [], "too short: of its 1 character, 1 would go to training and 0 be held out; each part "
      "needs at least T + 1 = 101"),
     ("junk.npz", b"not a zip", [], "not a readable .npz"),
+    ("archive.csv", None, ["--target", "load"], "not a CSV file (it holds NUL bytes; it is a zip archive, such as a "
+     ".npz)"),                                                   # it said "invalid UTF-8 at line 1, column 16"
     ("folder.txt", "folder", [], "a folder, not a file"),
     ("keep.csv", BAD_CSV.encode(), ["--target", "load"], "would write over the data"),
 ])
@@ -271,9 +275,10 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "ids.npz": dict(x=x, y=np.array([0] * 9 + [1 << 40])),    # ids where labels belong: 2^40 + 1 classes
               "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64)),      # -1 once cast to int64
               "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.zeros(10, np.int64)),    # inf in float32
-              "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300])}
+              "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300]), "archive.csv": dict(x=x)}
     if content is None:
-        np.savez(path, **arrays[name])
+        with open(path, "wb") as f:                              # the name as given (archive.csv: no .npz added)
+            np.savez(f, **arrays[name])
     elif content == "folder":
         path.mkdir()
     else:
