@@ -288,7 +288,11 @@ class Model:
         stopping: epochs without a new best) and schedule "plateau" follow. schedule: None
         (constant), "cosine", "plateau" or a `fastlstm.training.Schedule`. Returns the history,
         {"epoch": [...], "step": [...], "loss": [...], "lr": [...], "val_loss": [...], ...}, one
-        entry per epoch; the weights are those of the last epoch."""
+        entry per epoch; the weights are those of the last epoch.
+
+        Each call trains `epochs` more epochs from where the model is (as Keras's fit): its
+        epochs count from 1, its schedule spans its own steps, `step` goes on from the
+        model's `steps`, and the optimizer's lr is as it was given afterwards."""
         from tqdm import tqdm
 
         from . import data, training
@@ -322,6 +326,7 @@ class Model:
                     bar.set_postfix({k: f"{val:.4g}" for k, val in row.items() if k in ("train_loss", "val_loss")})
         finally:
             bar.close()
+            self.optimizer.lr = run.schedule.base_lr          # the schedule's last rate is not the next call's
         names = list(dict.fromkeys(k for row in run.history for k in row if k != "seconds"))
         return {("loss" if k == "train_loss" else k): [row.get(k) for row in run.history] for k in names}
 

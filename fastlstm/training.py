@@ -165,29 +165,32 @@ class EarlyStopping:
 class Run:
     """A model, a dataset (or built-in task) and everything a run carries between steps.
 
-    total: the step count to reach (from steps, or epochs × batches per epoch for finite data,
-    whichever is smaller). Each `step()` sets the learning rate, draws a batch, runs
-    `step_fn` (Model.train_step, or DataParallel's) and adds the loss to the running mean that
-    the next evaluation reports as train_loss."""
+    start: the model's steps when the run began (0 for `fastlstm train`'s runs; a model that
+    `Model.fit` trains again goes on from where it was). total: the step count to reach
+    (steps, or start + epochs × batches per epoch for finite data, whichever is smaller).
+    The schedule, the evaluations and the epochs count from start. Each `step()` sets the
+    learning rate, draws a batch, runs `step_fn` (Model.train_step, or DataParallel's) and
+    adds the loss to the running mean that the next evaluation reports as train_loss."""
 
     def __init__(self, model, data, batch_size, rng, *, steps=None, epochs=None, eval_every=None, patience=None,
                  schedule=None, warmup=0, shuffle=True):
-        self.model, self.data = model, data
+        self.model, self.data, self.start = model, data, model.steps
         self.batches = Batches(data, batch_size, rng, shuffle)
         if epochs is not None and not self.batches.finite:
             raise ValueError("epochs need finite data (--data); a built-in task counts steps")
-        totals = [t for t in (steps, epochs * self.batches.per_epoch if epochs is not None else None) if t is not None]
+        totals = [t for t in (steps, self.start + epochs * self.batches.per_epoch if epochs is not None else None)
+                  if t is not None]
         if not totals:
             raise ValueError("give steps or epochs")
         self.total = min(totals)
         self.eval_every = eval_every or min(self.batches.per_epoch or 500, 500)
         self.schedule = Schedule.of(schedule, warmup)
-        self.schedule.start(model.optimizer.lr, self.total)
+        self.schedule.start(model.optimizer.lr, self.total - self.start)
         self.stopper = EarlyStopping(data.monitor, patience)
         self.loss_sum, self.loss_count, self.history = 0.0, 0, []
 
     def step(self, step_fn):
-        self.model.optimizer.lr = self.schedule.lr(self.model.steps)
+        self.model.optimizer.lr = self.schedule.lr(self.model.steps - self.start)
         x, y, lengths = self.batches.next(self.model.dtype)
         loss = step_fn(x, y, lengths)
         self.loss_sum += loss
@@ -197,7 +200,7 @@ class Run:
     @property
     def due(self):
         s = self.model.steps
-        return s % self.eval_every == 0 or s == self.total
+        return (s - self.start) % self.eval_every == 0 or s == self.total
 
     @property
     def done(self):
@@ -206,7 +209,7 @@ class Run:
     def evaluate(self, seconds):
         """Score the validation set; returns (history row, whether it is a new best)."""
         m = self.data.metrics(self.model)
-        row = dict(step=self.model.steps, epoch=round(self.model.steps / self.batches.per_epoch, 3)
+        row = dict(step=self.model.steps, epoch=round((self.model.steps - self.start) / self.batches.per_epoch, 3)
                    if self.batches.finite else None, seconds=round(seconds, 2),
                    train_loss=self.loss_sum / self.loss_count if self.loss_count else None,
                    lr=self.model.optimizer.lr, **m)
@@ -219,7 +222,8 @@ class Run:
 
     def state(self):
         return dict(batches=self.batches.state(), schedule=self.schedule.state(), stopper=self.stopper.state(),
-                    loss_sum=self.loss_sum, loss_count=self.loss_count, total=self.total, eval_every=self.eval_every)
+                    loss_sum=self.loss_sum, loss_count=self.loss_count, total=self.total, eval_every=self.eval_every,
+                    start=self.start)
 
     def load_state(self, st, history):
         """Continue the run that `state()` described, with its `history` (both from a
@@ -230,6 +234,9 @@ class Run:
         self.loss_sum = v.finite_float("loss_sum", st["loss_sum"])
         self.loss_count = v.positive_int("loss_count", st["loss_count"], minimum=0)
         self.total, self.eval_every = v.positive_int("total", st["total"]), v.positive_int("eval_every", st["eval_every"])
+        self.start = v.positive_int("start", st.get("start", 0), minimum=0)      # absent before fit could continue
+        if self.start > self.model.steps:
+            raise ValueError(f"start {self.start} is past the model's {self.model.steps} steps")
         self.history = check_history(history)
 
 

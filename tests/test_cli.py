@@ -298,7 +298,7 @@ def test_a_checkpoint_whose_run_state_is_hostile_is_refused_before_any_step(tmp_
                (("run", "stopper", "best_step"), -1), (("run", "stopper", "bad"), []),
                (("run", "batches", "epoch"), -1), (("run", "batches", "pos"), True),
                (("run", "loss_sum"), None), (("run", "loss_count"), -1), (("run", "total"), 0),
-               (("run", "eval_every"), 0), (("run",), None), (("batch",), "x"), (("total",), -1),
+               (("run", "eval_every"), 0), (("run", "start"), -1), (("run", "start"), 21), (("run",), None), (("batch",), "x"), (("total",), -1),
                (("history",), "x"), (("history",), [{"loss": 1.0}]), (("history",), [{"step": 10, "lr": "x"}]),
                (("options",), "x"), (("options",), [1])]
     bad = tmp_path / "bad.ckpt"

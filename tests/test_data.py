@@ -373,6 +373,14 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
     h2 = m2.fit(x[:, :300], y[:300], epochs=100, batch_size=32, validation=(x[:, 300:], y[300:]), patience=2,
                 schedule="cosine", seed=0, progress=False)
     assert len(h2["epoch"]) < 100
+    # fit again: `epochs` more (it trained none, returning {}, or fewer, counting from step 0),
+    # its own cosine from lr down again (it started from the last call's final rate)
+    again = fastlstm.Model(2, 16, 2, loss="xent", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
+    first = again.fit(x[:, :300], y[:300], epochs=3, batch_size=32, schedule="cosine", seed=0, progress=False)
+    second = again.fit(x[:, :300], y[:300], epochs=3, batch_size=32, schedule="cosine", seed=1, progress=False)
+    assert first["step"] == [9, 18, 27] and second["step"] == [36, 45, 54] and again.steps == again.optimizer.t == 54
+    assert first["epoch"] == second["epoch"] == [1.0, 2.0, 3.0] and first["lr"] == second["lr"]
+    assert again.optimizer.lr == 1e-2 and second["loss"][-1] < first["loss"][0]
     reg = fastlstm.Model(2, 8, 1, seed=0)
     h3 = reg.fit(x, x[:, :, 0].sum(axis=0) / 4, epochs=3, progress=False)
     assert set(h3) == {"step", "epoch", "loss", "lr"}
