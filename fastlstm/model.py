@@ -276,6 +276,31 @@ class Model:
         self.apply_gradients(loss)
         return loss
 
+    def _column(self, y):
+        """A 1-D float y (N,) as the (N, 1) targets of a one-output mse model (fit, evaluate)."""
+        if (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind == "f" and self.loss == "mse"
+                and self.output_size == 1):
+            return y[:, None]
+        return y
+
+    def _fits(self, d):
+        """ValueError saying how the data `d` (data.Arrays) and this model disagree, if they do."""
+        O = self.output_size
+        if d.input_size != self.core.input_size:
+            why = f"x has D = {d.input_size} inputs a step, and this model takes {self.core.input_size}"
+        elif d.loss != self.loss:
+            why = (f"y holds integers (class labels: loss 'xent'), and this model's loss is 'mse': give float "
+                   f"targets (y.astype(np.float32)), or build the model with loss='xent'" if self.loss == "mse" else
+                   f"y holds floats (targets: loss 'mse'), and this model's loss is 'xent': give integer class "
+                   f"labels 0..{O - 1}, or build the model with loss='mse'")
+        elif d.output_size > O:
+            why = (f"y's class labels reach {d.output_size - 1} (validation included), and this model has {O} "
+                   f"classes, labels 0..{O - 1}" if self.loss == "xent" else
+                   f"y has {d.output_size} targets a sequence, and this model predicts {O}")
+        else:
+            return
+        raise ValueError(f"fit: {why}")
+
     @one_call_at_a_time(interruptible=True)
     def fit(self, x, y, lengths=None, *, epochs, batch_size=32, validation=None, shuffle=True, seed=None,
             patience=None, schedule=None, progress=True):
@@ -298,8 +323,7 @@ class Model:
         from . import data, training
         if y is None:
             raise TypeError("fit needs targets y: (N,) class labels or (N, O) values for the N sequences of x")
-        if isinstance(y, np.ndarray) and y.ndim == 1 and self.loss == "mse":
-            y = y[:, None]
+        y = self._column(y)
         if validation is not None and (not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3)):
             raise TypeError(f"validation must be (x, y) or (x, y, lengths), got {type(validation).__name__}"
                             + (f" of {len(validation)} items" if isinstance(validation, (tuple, list)) else ""))
@@ -308,10 +332,7 @@ class Model:
                         validation=None if validation is None else tuple(validation) + (None,) * (3 - len(validation)))
         if patience is not None and validation is None:
             raise ValueError("patience (early stopping) follows the validation loss: pass validation=(x, y)")
-        if d.loss != self.loss or d.output_size > self.output_size or d.input_size != self.core.input_size:
-            raise ValueError(f"this model ({self.loss}, input_size {self.core.input_size}, output_size "
-                             f"{self.output_size}) cannot fit x of D = {d.input_size} and y of kind {d.loss} with "
-                             f"{d.output_size} outputs or classes")
+        self._fits(d)
         epochs = v.positive_int("epochs", epochs)
         run = training.Run(self, d, v.positive_int("batch_size", batch_size), v.rng(seed),
                            epochs=epochs, patience=patience, schedule=schedule, shuffle=v.boolean("shuffle", shuffle))
@@ -392,7 +413,7 @@ class Model:
         batch_size = v.positive_int("batch_size", batch_size)
         x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
-        y = self._check_y(y, T, B)
+        y = self._check_y(self._column(y), T, B)
         total = correct = count = 0.0
         for b0 in range(0, B, batch_size):
             b1 = min(B, b0 + batch_size)

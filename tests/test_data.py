@@ -3,6 +3,7 @@
 a clear error with their place; resume stays bitwise; Model.fit."""
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -386,8 +387,20 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
     assert set(h3) == {"step", "epoch", "loss", "lr"}
     with pytest.raises(ValueError, match="patience .* follows the validation loss"):
         reg.fit(x, x[0, :, :1], epochs=1, patience=2)
-    with pytest.raises(ValueError, match="cannot fit x of D = 3"):
+    with pytest.raises(ValueError, match="fit: x has D = 3 inputs a step, and this model takes 2"):
         reg.fit(np.zeros((3, 4, 3)), np.zeros((4, 1)), epochs=1)
+    # data and model that disagree: said how (it was "cannot fit ... y of kind xent with 3 outputs or classes",
+    # and integer targets for an mse model read "must be integer class labels (N,) ... got shape (400, 1)")
+    for m, data, said in ((model, (x, np.full(400, 2)), "fit: y's class labels reach 2 (validation included), and "
+                                                          "this model has 2 classes, labels 0..1"),
+                          (model, (x, y.astype(np.float32)), "fit: y holds floats (targets: loss 'mse'), and this "
+                                                             "model's loss is 'xent': give integer class labels 0..1"),
+                          (reg, (x, y), "fit: y holds integers (class labels: loss 'xent'), and this model's loss is "
+                                        "'mse': give float targets")):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            m.fit(*data, epochs=1, progress=False)
+    target = x[:, :, 0].sum(axis=0) / 4                            # (N,): as fit, evaluate takes it for one output
+    assert reg.evaluate(x, target) == reg.evaluate(x, target[:, None])
     before = reg.params.copy()
     for bad, err in (({"shuffle": "yes"}, "shuffle must be True or False"), ({"seed": "a"}, "seed must be an integer"),
                      ({"seed": -1}, "seed must be >= 0"), ({"schedule": "step"}, "schedule must be one of"),
