@@ -133,7 +133,8 @@ def _parser(typed_only=False):
     s = sub.add_parser("sample", help="generate text from a checkpoint of text (--data or the text task)")
     s.add_argument("checkpoint")
     s.add_argument("--length", type=int, default=300)
-    s.add_argument("--prime", default="The ")
+    s.add_argument("--prime", help="the text to start from (default: 'The ' when the vocabulary has its "
+                                   "characters, else nothing)")
     s.add_argument("--temperature", type=float, default=0.8)
     s.add_argument("--seed", type=int, default=0)
     if typed_only:
@@ -506,6 +507,8 @@ def sample(args, interrupt):
     model = fastlstm.load(args.checkpoint)
     vocab = _text_vocab(model, args.checkpoint)
     index = {ch: i for i, ch in enumerate(vocab) if ch}
+    if args.prime is None:                 # an untyped default must not fail on a text without a capital T
+        args.prime = "The " if set("The ") <= set(index) else ""
     bad = sorted(set(args.prime) - set(index))
     if bad:
         raise UsageError(f"--prime has characters the model's vocabulary lacks: {bad!r}")

@@ -120,6 +120,10 @@ def test_a_generated_text_trains_below_its_unigram_entropy(tmp_path, capsys):
     assert h["val_bpc"] < h["unigram_bpc"] - 0.7, h          # spelling is learnt: far below the letters' entropy
     vocab = fastlstm.load(out).extra["data"]["vocab"]          # the unknown, the 14 letters and the space:
     assert vocab[0] == "" and len(vocab) == 16 and "\n" not in vocab     # the final newline is held out
+    capsys.readouterr()                    # no capital T here: sample without --prime starts from nothing
+    assert cli.main(["sample", str(out), "--length", "40", "--seed", "0"]) == 0   # (it failed on --prime 'The ')
+    text = capsys.readouterr().out
+    assert len(text) == 41 and text[-1] == "\n" and set(text[:-1]) <= set(vocab) | {"\ufffd"}, text
 
 
 def test_arrays_beat_the_majority_class_and_predict_gives_probabilities(files, tmp_path):
