@@ -441,6 +441,8 @@ def train(args, interrupt):
         f"{model.params.size} parameters, batch {r.batches.B}{per_epoch}, {r.total} steps, "
         f"{model.optimizer.name} lr {r.schedule.base_lr} ({r.schedule.kind})"
         + (f", baseline {source.baseline:.3f}" if hasattr(source, "baseline") else ""))
+    if getattr(source, "note", None):
+        say(f"fastlstm: note: {source.note}")
     start, t0, seen = model.steps, time.perf_counter(), 0
     bar = tqdm(total=r.total, initial=start, disable=args.quiet, unit="step", dynamic_ncols=True)
     ema, solved = None, False
@@ -545,7 +547,7 @@ def _write_rows(path, header, rows):
 
     from .checkpoint import atomic_file
     with atomic_file(path, "the predictions", text=True) if path else contextlib.nullcontext(sys.stdout) as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")           # not the csv module's \r\n: awk, cut and pandas expect \n
         w.writerow(header)
         w.writerows(rows)
 

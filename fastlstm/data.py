@@ -402,12 +402,20 @@ class Series:
         self.columns = list(dict.fromkeys(self.features + self.targets))
         self.lines = np.array([line for line, _ in rows])               # each row's line in the file
         self.times = self._times(names.index(self.time_col), rows) if self.time_col else None
-        if self.times is not None and len(rows) > 1 and not np.median(np.diff(self.times)) > 0:
-            c = names.index(self.time_col)            # a forecast is dated a median step after the last row
-            (l0, r0), (l1, r1) = rows[0], rows[-1]
-            raise DataError(f"{path}: column {c + 1} ({self.time_col!r}) does not run forward in time (line {l0}: "
-                            f"{r0[c]!r}, line {l1}: {r1[c]!r}; the median step is not > 0): sort the rows "
-                            f"oldest first")
+        self.note = None
+        steps = np.diff(self.times) if self.times is not None else np.zeros(0)
+        # Back in time: refused (shuffled rows, newest first), except by at most an hour, as local
+        # time at an autumn clock change goes (02:30 then 02:00 again, half-hourly).
+        newest_first = len(steps) > 0 and np.median(steps) < 0
+        back = np.flatnonzero(steps < (0 if newest_first else -3600))
+        if len(back):
+            c, (l0, r0), (l1, r1) = names.index(self.time_col), rows[back[0]], rows[back[0] + 1]
+            raise DataError(f"{path}: line {l1}, column {c + 1} ({self.time_col!r}): {r1[c]!r} goes back in time "
+                            f"from line {l0}'s {r0[c]!r}: sort the rows oldest first")
+        if len(steps) and np.median(steps) == 0:       # dates on hourly rows, say: a forecast, dated a
+            self.note = (f"column {self.time_col!r} repeats its times (the median step between rows is 0), "
+                         f"so forecasts are numbered by step, not dated")   # median step on, would repeat them
+            self.time_col = self.times = None
         values = self._values(names, kinds, rows)                       # (rows, columns) in data units
         n = len(values)
         self.n_train = n - int(round(n * self.val_fraction))

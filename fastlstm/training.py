@@ -258,7 +258,7 @@ def write_log(path, history):
     """The history as CSV (step, epoch, seconds, train_loss, lr, every metric), replaced atomically."""
     names = list(dict.fromkeys(k for row in history for k in row))
     with atomic_file(path, "the metrics log", text=True) as f:
-        w = csv.DictWriter(f, names)
+        w = csv.DictWriter(f, names, lineterminator="\n")
         w.writeheader()
         w.writerows(history)
 

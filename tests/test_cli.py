@@ -364,6 +364,7 @@ def test_a_write_that_fails_names_its_file_and_leaves_it_as_it_was(tmp_path):
     os.umask(umask)
     mode = 0o666 & ~umask
     assert (ckpt.stat().st_mode & 0o777, log.stat().st_mode & 0o777) == (mode, mode)
+    assert b"\r" not in log.read_bytes()            # lines end in \n, not the csv module's \r\n
     outs = {"predictions": tmp_path / "p.csv", "ONNX model": tmp_path / "m.onnx", "plot": tmp_path / "c.png"}
     commands = {"predictions": ["predict", str(ckpt), "--data", str(tmp_path / "seq.npz"), "--out"],
                 "ONNX model": ["export", str(ckpt)], "plot": ["plot", str(log), "--out"]}

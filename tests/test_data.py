@@ -247,8 +247,11 @@ def _hourly(values, hours=None):
      "line 4, column 2 ('load'): 1e+200 is too large for the column's scale (the training rows' mean 5.26e+198, "
      "standard deviation inf)"),
     ("newest_first.csv", _hourly(range(24), hours=range(23, -1, -1)), ["--target", "load", "--window", "3"],
-     "column 1 ('date') does not run forward in time (line 2: '2024-01-02T23:00:00', line 25: "
-     "'2024-01-02T00:00:00'; the median step is not > 0): sort the rows oldest first"),
+     "line 3, column 1 ('date'): '2024-01-02T22:00:00' goes back in time from line 2's '2024-01-02T23:00:00': "
+     "sort the rows oldest first"),
+    ("shuffled.csv", _hourly(range(24), hours=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 20, 21, 22, 23, 12, 13, 14, 15,
+                                               16, 17, 18, 19]), ["--target", "load", "--window", "3"],
+     "line 18, column 1 ('date'): '2024-01-02T12:00:00' goes back in time from line 17's '2024-01-02T23:00:00'"),
     ("bigx.npz", None, [], "x holds 1e+300 at (t, n, d) = (0, 0, 0), beyond float32's range"),
     ("bigy.npz", None, [], "y holds 1e+300 at (n, o) = (9, 0), beyond float32's range"),
     ("noy.npz", None, [], "no array 'y' (the file holds: x)"),
@@ -457,15 +460,30 @@ def test_the_readme_data_commands_run_as_written(tmp_path):
     assert len((tmp_path / "next.csv").read_text().split()) == 25
 
 
-def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path):
-    """Local time at a clock change repeats an hour (or steps back within it): the series
-    still runs forward, so it trains; only a file whose median step is not > 0 is refused."""
-    hours = list(range(24)) + [1] + list(range(2, 24))            # 01:00 twice, as at the autumn change
-    rows = [f"2024-10-{27 + (k >= 24):02d}T{h:02d}:00:00,{k % 5}" for k, h in enumerate(hours)]
+def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path, capsys):
+    """Local time at a clock change repeats an hour, half-hourly rows step back within it
+    (02:30, then 02:00 again): the series still runs forward, so it trains; rows that go
+    back further, or newest first, are refused (test_bad_data_...). Dates on hourly rows
+    (a median step of 0) train too, their forecasts numbered by step, with a note: they
+    were refused as not running forward in time, though sorted."""
+    minutes = [h * 60 + m for h in range(4) for m in (0, 30)]
+    minutes = minutes[:6] + [120, 150] + minutes[6:]              # 02:00 and 02:30 twice
+    rows = [f"2024-10-27T{t // 60:02d}:{t % 60:02d}:00,{k % 5}" for k, t in enumerate(minutes * 3)]
+    rows = [r.replace("27T", f"{27 + k // len(minutes)}T") for k, r in enumerate(rows)]
     path = tmp_path / "dst.csv"
     path.write_text("date,load\n" + "\n".join(rows) + "\n")
     assert cli.main(["train", "--data", str(path), "--target", "load", "--window", "3", "--steps", "2", "--quiet",
                      "--out", str(tmp_path / "run.ckpt")]) == 0
+    days = tmp_path / "days.csv"
+    days.write_text("date,load\n" + "".join(f"2024-10-{1 + k // 24:02d},{k % 7}\n" for k in range(240)))
+    capsys.readouterr()
+    assert cli.main(["train", "--data", str(days), "--target", "load", "--window", "3", "--steps", "2",
+                     "--out", str(tmp_path / "dayrun.ckpt")]) == 0
+    assert ("note: column 'date' repeats its times (the median step between rows is 0), so forecasts are numbered "
+            "by step, not dated") in capsys.readouterr().out
+    assert cli.main(["predict", str(tmp_path / "dayrun.ckpt"), "--data", str(days)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("step,load\n1,"), out
 
 
 def test_a_text_of_one_character_has_zero_unigram_bits_not_minus_zero(tmp_path):
