@@ -402,6 +402,8 @@ class Series:
         self.columns = list(dict.fromkeys(self.features + self.targets))
         self.lines = np.array([line for line, _ in rows])               # each row's line in the file
         self.times = self._times(names.index(self.time_col), rows) if self.time_col else None
+        self.tz = (_dt.datetime.fromisoformat(rows[-1][1][names.index(self.time_col)].strip()).tzinfo
+                   if self.time_col else None)             # the last row's offset dates the output
         self.note = None
         steps = np.diff(self.times) if self.times is not None else np.zeros(0)
         # Back in time: refused (shuffled rows, newest first), except by at most an hour, as local
@@ -574,9 +576,11 @@ def _mae(a, b):
     return float(np.mean(np.abs(a - b)))
 
 
-def iso(t):
-    """An ISO timestamp (UTC) from seconds since the epoch."""
-    return _dt.datetime.fromtimestamp(float(t), _dt.timezone.utc).replace(tzinfo=None).isoformat()
+def iso(t, tz=None):
+    """An ISO timestamp from seconds since the epoch: in tz (a datetime.tzinfo, written with
+    its offset, as the file's times had it), or naive UTC."""
+    t = _dt.datetime.fromtimestamp(float(t), tz or _dt.timezone.utc)
+    return (t if tz else t.replace(tzinfo=None)).isoformat()
 
 
 # -- arrays --------------------------------------------------------------------------------

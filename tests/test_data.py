@@ -474,6 +474,13 @@ def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path, ca
     path.write_text("date,load\n" + "\n".join(rows) + "\n")
     assert cli.main(["train", "--data", str(path), "--target", "load", "--window", "3", "--steps", "2", "--quiet",
                      "--out", str(tmp_path / "run.ckpt")]) == 0
+    aware = tmp_path / "aware.csv"                                # the file's offset dates the forecasts
+    aware.write_text("date,load\n" + "".join(f"2024-10-01T{h:02d}:00:00+02:00,{h % 5}\n" for h in range(24)))
+    assert cli.main(["train", "--data", str(aware), "--target", "load", "--window", "3", "--steps", "2", "--quiet",
+                     "--out", str(tmp_path / "awarerun.ckpt")]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(tmp_path / "awarerun.ckpt"), "--data", str(aware)]) == 0
+    assert capsys.readouterr().out.startswith("time,load\n2024-10-02T00:00:00+02:00,")   # was 2024-10-01T22:00:00
     days = tmp_path / "days.csv"
     days.write_text("date,load\n" + "".join(f"2024-10-{1 + k // 24:02d},{k % 7}\n" for k in range(240)))
     capsys.readouterr()
