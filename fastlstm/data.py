@@ -616,8 +616,9 @@ class Arrays:
             order = np.random.default_rng(self.seed).permutation(N)
             n_val = int(round(N * self.val_fraction))
             if n_val < 1 or n_val >= N:
-                raise DataError(f"{path}: {N} rows cannot be split into training and validation parts at "
-                                f"--val-fraction {self.val_fraction}")
+                raise DataError(f"{path}: {N} sequence{'s' * (N != 1)} cannot be split into training and "
+                                f"validation parts at --val-fraction {self.val_fraction} (it holds out "
+                                f"{n_val}); each part needs at least one")
             self.val_rows, self.train_rows = np.sort(order[:n_val]), order[n_val:]
         else:                                        # predict, or Model.fit without validation
             self.val_rows, self.train_rows = np.arange(0), np.arange(N)

@@ -268,6 +268,8 @@ def _hourly(values, hours=None):
     ("tiny.txt", b"a", [], "too short: of its 1 character, 1 would go to training and 0 be held out; each part "
      "needs at least T + 1 = 101"),
     ("junk.npz", b"not a zip", [], "not a readable .npz"),
+    ("one.npz", None, [], "1 sequence cannot be split into training and validation parts at --val-fraction 0.2 "
+     "(it holds out 0); each part needs at least one"),
     ("archive.csv", None, ["--target", "load"], "not a CSV file (it holds NUL bytes; it is a zip archive, such as a "
      ".npz)"),                                                   # it said "invalid UTF-8 at line 1, column 16"
     ("folder.txt", "folder", [], "a folder, not a file"),
@@ -283,7 +285,8 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "ids.npz": dict(x=x, y=np.array([0] * 9 + [1 << 40])),    # ids where labels belong: 2^40 + 1 classes
               "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64)),      # -1 once cast to int64
               "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.zeros(10, np.int64)),    # inf in float32
-              "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300]), "archive.csv": dict(x=x)}
+              "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300]), "archive.csv": dict(x=x),
+              "one.npz": dict(x=x[:1], y=np.zeros(1, np.int64))}
     if content is None:
         with open(path, "wb") as f:                              # the name as given (archive.csv: no .npz added)
             np.savez(f, **arrays[name])
