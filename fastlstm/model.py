@@ -293,10 +293,10 @@ class Model:
                    f"targets (y.astype(np.float32)), or build the model with loss='xent'" if self.loss == "mse" else
                    f"y holds floats (targets: loss 'mse'), and this model's loss is 'xent': give integer class "
                    f"labels 0..{O - 1}, or build the model with loss='mse'")
-        elif d.output_size > O:
+        elif d.output_size > O or (self.loss == "mse" and d.output_size != O):
             why = (f"y's class labels reach {d.output_size - 1} (validation included), and this model has {O} "
                    f"classes, labels 0..{O - 1}" if self.loss == "xent" else
-                   f"y has {d.output_size} targets a sequence, and this model predicts {O}")
+                   f"y has {d.output_size} target{'s' * (d.output_size != 1)} a sequence, and this model predicts {O}")
         else:
             return
         raise ValueError(f"fit: {why}")

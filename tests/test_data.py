@@ -406,7 +406,9 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
                           (model, (x, y.astype(np.float32)), "fit: y holds floats (targets: loss 'mse'), and this "
                                                              "model's loss is 'xent': give integer class labels 0..1"),
                           (reg, (x, y), "fit: y holds integers (class labels: loss 'xent'), and this model's loss is "
-                                        "'mse': give float targets")):
+                                        "'mse': give float targets"),
+                          (fastlstm.Model(2, 8, 3, seed=0), (x, x[0]), "fit: y has 2 targets a sequence, and this "
+                                                                       "model predicts 3")):   # it failed at a step
         with pytest.raises(ValueError, match=re.escape(said)):
             m.fit(*data, epochs=1, progress=False)
     target = x[:, :, 0].sum(axis=0) / 4                            # (N,): as fit, evaluate takes it for one output
