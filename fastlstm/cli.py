@@ -284,7 +284,7 @@ def _resumed_run(out, args, rng):
         raise UsageError(f"{out}: its run state is unusable ({type(e).__name__}: {e})") from None
     _same_options(out, model, args)
     if args.steps is not None:                          # a longer (or shorter) run than first asked
-        r.total = r.schedule.total = args.steps
+        r.total, r.schedule.total = args.steps, args.steps - r.start
     return model, source, r, name
 
 
