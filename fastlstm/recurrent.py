@@ -88,7 +88,7 @@ _holding = False    # a held call is under way (the main thread's; calls it make
 
 def _sigint_held(method, *args, **kwargs):
     """method(*args, **kwargs) with SIGINT's Python handler (KeyboardInterrupt) held back
-    until it returns, then run once if a SIGINT came. Why: the kernels release the GIL, and
+    until it returns, then run for each SIGINT that came. Why: the kernels release the GIL, and
     Python runs its handler at the first bytecode after one returns; so a Ctrl-C during the
     update kernel raised right after it, before the step was counted (params one step ahead
     of `steps` and Adam's t, for 3 of 30 interrupts of a training loop at H = 256), and one
@@ -105,8 +105,8 @@ def _sigint_held(method, *args, **kwargs):
     finally:
         _holding = False
         _signal.signal(_signal.SIGINT, previous)
-        if came:
-            previous(_signal.SIGINT, came[-1])
+        for frame in came:                  # each: a handler may count them (the CLI's second stops)
+            previous(_signal.SIGINT, frame)
 
 
 def flat(name, copy_in=False):
