@@ -108,11 +108,17 @@ def choice(name, value, options):
 
 def array(name, a, shape, dtype, *, writable=False, finite=True):
     """Check that `a` is an ndarray of `shape` (leading None entries match anything), `dtype`,
-    C-contiguous and finite (and writable, for output buffers). Returns it unchanged.
+    C-contiguous and finite (and writable, for output buffers). Returns it (a subclass as a
+    plain ndarray view of the same memory).
     finite=False leaves the scan for NaN/Inf to a kernel that does it anyway (the streaming
     step, where these checks are a fifth of the call); `nonfinite` then names the culprit."""
-    if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if type(a) is not np.ndarray:
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+        if np.ma.is_masked(a):       # the kernels would read the values under the mask
+            raise ValueError(f"{name} is a masked array with masked entries, and fastlstm reads the values "
+                             f"under its mask: pad with lengths, or pass {name}.filled(0)")
+        a = a.view(np.ndarray)       # a subclass's data (a masked array's, a memmap's): what Numba takes
     if a.shape != shape and _mismatch(shape, a.shape):      # equal tuples: the fast case
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
         raise ValueError(f"{name} must have shape {want}, got {a.shape}")

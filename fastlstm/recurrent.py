@@ -601,11 +601,12 @@ class _Recurrent:
         if B < 1:
             raise ValueError("x must have at least one batch row")
         H, Hr = self.hidden_size, self.Hr
-        state = (("h", h), ("c", c)) if self.HAS_C else (("h", h),)
-        for name, s in state:
-            v.array(name, s, (self.num_layers, B, Hr if name == "h" else H), self.dtype, writable=True, finite=False)
-        if self.HAS_C and np.may_share_memory(h, c):
-            raise ValueError("h and c must be separate arrays; they overlap in memory")
+        h = v.array("h", h, (self.num_layers, B, Hr), self.dtype, writable=True, finite=False)
+        if self.HAS_C:
+            c = v.array("c", c, (self.num_layers, B, H), self.dtype, writable=True, finite=False)
+            if np.may_share_memory(h, c):
+                raise ValueError("h and c must be separate arrays; they overlap in memory")
+        state = (("x", x), ("h", h), ("c", c)) if self.HAS_C else (("x", x), ("h", h))
         if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
             self._step_scratch = (zeros((B, max(self.input_size, Hr) + Hr), self.dtype),
                                   zeros((B, self._ws.G), self.dtype), zeros((2, H), self.dtype),
@@ -613,8 +614,8 @@ class _Recurrent:
         c = c if self.HAS_C else h[:, :, :0]
         if not recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL,
                               BLOCKS[self.CELL]):
-            for name, s in (("x", x),) + state:      # the kernel found NaN/Inf and wrote nothing
-                v.nonfinite(name, s)
+            for name, a in state:                    # the kernel found NaN/Inf and wrote nothing
+                v.nonfinite(name, a)
         return h[-1]
 
     # -- backward --------------------------------------------------------------------

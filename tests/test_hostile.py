@@ -548,3 +548,24 @@ def test_ctrl_c_during_any_kernel_of_a_step_leaves_a_model_of_whole_steps(monkey
     finally:
         signal.signal(signal.SIGINT, previous)
     assert seen == [2, 2] and _same(m, states[1][:4])
+
+
+def test_ndarray_subclasses_are_read_as_their_data_and_a_mask_is_refused(tmp_path):
+    """A masked array reached Numba, which raised NumbaTypeError ('Unsupported array type:
+    numpy.ma.MaskedArray') from deep inside; one with masked entries would have been read
+    under its mask. Now a subclass (masked array, memmap) is read as its data, in place
+    for the streaming state, and masked entries are refused by name."""
+    m = fastlstm.Model(3, 8, 2, seed=0)
+    x, _ = _batch()
+    want = m.predict(x)
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=x.shape)
+    mm[:] = x
+    assert np.array_equal(m.predict(np.ma.masked_array(x)), want) and np.array_equal(m.predict(mm), want)
+    with pytest.raises(ValueError, match=r"x is a masked array with masked entries.*pass x.filled\(0\)"):
+        m.predict(np.ma.masked_array(x, mask=x > 1))
+    lstm = fastlstm.LSTM(3, 8, seed=0)
+    h, c = np.ma.masked_array(np.zeros((1, 4, 8), np.float32)), np.zeros((1, 4, 8), np.float32)
+    h2, c2 = np.zeros((1, 4, 8), np.float32), np.zeros((1, 4, 8), np.float32)
+    lstm.step(x[0], h, c)
+    lstm.step(x[0], h2, c2)
+    assert np.array_equal(h.data, h2) and np.array_equal(c, c2) and h2.any()
