@@ -59,6 +59,8 @@ def atomic_file(path, what, text=False):
     target is written (the link stays); a path that is no regular file (/dev/stdout, a
     FIFO) is written in place, as open() would: a rename would replace the device."""
     path = os.fsdecode(path)
+    if not path:                             # realpath('') is the working folder: a rename over it
+        raise FileNotFoundError(errno.ENOENT, f"{what} needs a file name", path)
     try:
         kind = stat.S_IFMT(os.stat(path).st_mode)      # through links, /dev/stdout's to a pipe too
     except OSError:

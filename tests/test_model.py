@@ -278,6 +278,8 @@ def test_corrupt_truncated_and_foreign_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(f"cannot write a checkpoint in {missing.parent}: ")
                        + ".*" + re.escape(f"'{missing}'")):
         m.save(missing)
+    with pytest.raises(FileNotFoundError, match="a checkpoint needs a file name"):
+        m.save("")                                        # it made a temporary beside the working folder
     long = tmp_path / ("m" * 300)                         # renaming the temporary fails: the file is named
     with pytest.raises(OSError, match=re.escape("cannot write a checkpoint: File name too long: ") + f"'{long}'"):
         m.save(long)
