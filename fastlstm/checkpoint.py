@@ -58,6 +58,8 @@ def atomic_file(path, what, text=False):
     Temporaries left by writers that died (SIGKILL) are removed first. A symbolic link's
     target is written (the link stays); a path that is no regular file (/dev/stdout, a
     FIFO) is written in place, as open() would: a rename would replace the device."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"the path of {what} must be a str, bytes or os.PathLike, got {type(path).__name__}")
     path = os.fsdecode(path)
     if not path:                             # realpath('') is the working folder: a rename over it
         raise FileNotFoundError(errno.ENOENT, f"{what} needs a file name", path)

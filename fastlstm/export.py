@@ -22,6 +22,7 @@ linear_before_reset=1 is PyTorch's: r multiplies R_h h + Rb_h). Needs the `onnx`
 import numpy as np
 
 from . import __version__
+from . import _validate as v
 from .checkpoint import atomic_file
 
 OPSET = 17
@@ -56,6 +57,7 @@ def export_onnx(model, path, *, streaming=False):
     from .model import Model
     if not isinstance(model, Model):           # a bare LSTM stack has no head to export
         raise TypeError(f"export_onnx takes a fastlstm.Model, got {type(model).__name__}")
+    streaming = v.boolean("streaming", streaming)         # "no" is truthy: it wrote the streaming graph
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
     if model.dtype != np.float32:

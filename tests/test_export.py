@@ -146,6 +146,11 @@ def test_a_bidirectional_model_under_onnx_runtime_equals_predict(tmp_path, cell,
         fastlstm.export_onnx(m, tmp_path / "no.onnx", streaming=True)
     with pytest.raises(TypeError, match=f"export_onnx takes a fastlstm.Model, got {type(m.core).__name__}$"):
         fastlstm.export_onnx(m.core, tmp_path / "no.onnx")
+    with pytest.raises(TypeError, match="streaming must be True or False, got 'no'"):   # it wrote the streaming graph
+        fastlstm.export_onnx(m, tmp_path / "no.onnx", streaming="no")
+    with pytest.raises(TypeError, match="the path of the ONNX model must be a str, bytes or os.PathLike, got int"):
+        fastlstm.export_onnx(m, 5)
+    assert not (tmp_path / "no.onnx").exists()
 
 
 def test_an_embedding_model_takes_token_ids_in_both_graphs(tmp_path):
