@@ -83,7 +83,9 @@ def fits_in_memory(what, nbytes):
 
 def finite_float(name, value, *, gt=None, ge=None, lt=None, le=None):
     """`value` as a finite float, within the bounds given (gt: >, ge: >=, lt: <, le: <=)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):     # "1" is no number: not NaN either
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    if not np.isfinite(value):
         raise NonFiniteValue(f"{name} must be a finite number, got {value!r}")
     x = float(value)
     for bound, ok, sign in ((gt, x.__gt__, ">"), (ge, x.__ge__, ">="), (lt, x.__lt__, "<"), (le, x.__le__, "<=")):

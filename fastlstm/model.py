@@ -113,7 +113,7 @@ class Model:
     def train(self, mode=True):
         """Training mode (train_step drops out) or, with mode=False, evaluation mode (it does
         not). predict, evaluate and step never drop out. Returns self."""
-        self.training = bool(mode)
+        self.training = v.boolean("mode", mode)     # "no" is truthy
         return self
 
     def eval(self):
@@ -212,6 +212,7 @@ class Model:
 
         Parameters are not touched (a distributed driver sums `grads` across ranks, then
         calls apply_gradients). record=True fills core.flow (see LSTM.backward)."""
+        record = v.boolean("record", record)
         x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
         y = self._check_y(y, T, B)

@@ -395,7 +395,7 @@ class _Recurrent:
 
     def train(self, mode=True):
         """Training mode (dropout applies) or, with mode=False, evaluation mode; returns self."""
-        self.training = bool(mode)
+        self.training = v.boolean("mode", mode)     # "no" is truthy
         return self
 
     def eval(self):
@@ -622,6 +622,7 @@ class _Recurrent:
 
     @one_call_at_a_time
     def _backward_public(self, dy, dhn, dcn, record):
+        record = v.boolean("record", record)
         if self._saved is None:
             raise RuntimeError("backward() needs a forward() first; each forward() supports one backward()")
         T, B = self._saved[:2]

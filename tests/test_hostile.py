@@ -569,3 +569,21 @@ def test_ndarray_subclasses_are_read_as_their_data_and_a_mask_is_refused(tmp_pat
     lstm.step(x[0], h, c)
     lstm.step(x[0], h2, c2)
     assert np.array_equal(h.data, h2) and np.array_equal(c, c2) and h2.any()
+
+
+def test_flags_and_numbers_of_the_wrong_type_are_refused_not_taken_as_truthy():
+    """train("no"), backward(record="no") and export_onnx(streaming="no") took a truthy
+    string as True; a string where a number belongs raised NonFiniteValue (an error about
+    NaN) instead of TypeError."""
+    m, lstm = fastlstm.Model(3, 4, 2, seed=0), fastlstm.LSTM(3, 4, seed=0)
+    x, y = _batch()
+    for call, said in ((lambda: m.train("no"), "mode must be True or False, got 'no'"),
+                       (lambda: lstm.train(0), "mode must be True or False, got 0"),
+                       (lambda: m.compute_gradients(x, y, record="yes"), "record must be True or False, got 'yes'"),
+                       (lambda: (lstm.forward(x), lstm.backward(np.zeros((6, 4, 4), np.float32), record="no")),
+                        "record must be True or False, got 'no'"),
+                       (lambda: fastlstm.LSTM(3, 4, forget_bias="1"), "forget_bias must be a finite number, got '1'"),
+                       (lambda: fastlstm.Adam(lr="0.1"), "lr must be a finite number, got '0.1'")):
+        with pytest.raises(TypeError, match=said):
+            call()
+    assert m.training and lstm.training and not m.grads.any()
