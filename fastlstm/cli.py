@@ -591,6 +591,7 @@ def predict(args, interrupt):
             rows = [[data.iso(times[k], d.tz) if times is not None else k + 1, *fmt(pred[k])] for k in range(d.horizon)]
             _write_rows(args.out, ["time" if times is not None else "step", *d.targets], rows)
     elif d.kind == "arrays":
+        model._fits(d, args.data)            # before a row is written: D, and y's labels or width
         p = d.predict(model)
         cols = [f"p{k}" for k in range(p.shape[1])] + ["class"] if d.classes else [f"y{k}" for k in range(p.shape[1])]
         rows = [[n, *fmt(p[n]), *([int(p[n].argmax())] if d.classes else [])] for n in range(len(p))]

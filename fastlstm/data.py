@@ -624,6 +624,9 @@ class Arrays:
             self.val_rows, self.train_rows = np.arange(0), np.arange(N)
         self.x, self.y, self.lengths = x, y, lengths                  # x time-major (T, N, D)
         self.size, self.input_size = len(self.train_rows), x.shape[2]
+        if _spec and y is not None and classes != _spec["classes"]:      # predict: the checkpoint's kind
+            raise DataError(f"{path}: y holds {'class labels' if classes else 'float targets'}, and the checkpoint "
+                            f"was trained on {'class labels' if _spec['classes'] else 'float targets'}")
         self.classes = _spec["classes"] if _spec else classes
         self.loss = "xent" if self.classes else "mse"
         if _spec:

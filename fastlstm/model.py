@@ -284,9 +284,11 @@ class Model:
             return y[:, None]
         return y
 
-    def _fits(self, d):
-        """ValueError saying how the data `d` (data.Arrays) and this model disagree, if they do."""
+    def _fits(self, d, who="fit"):
+        """ValueError, beginning with `who`, saying how the data `d` (data.Arrays) and this
+        model disagree, if they do (fit, and `fastlstm predict` on arrays)."""
         O = self.output_size
+        seen = d.output_size if d.y is None else (int(d.y.max()) + 1 if d.classes else d.y.shape[-1])
         if d.input_size != self.core.input_size:
             why = f"x has D = {d.input_size} inputs a step, and this model takes {self.core.input_size}"
         elif d.loss != self.loss:
@@ -294,13 +296,13 @@ class Model:
                    f"targets (y.astype(np.float32)), or build the model with loss='xent'" if self.loss == "mse" else
                    f"y holds floats (targets: loss 'mse'), and this model's loss is 'xent': give integer class "
                    f"labels 0..{O - 1}, or build the model with loss='mse'")
-        elif d.output_size > O or (self.loss == "mse" and d.output_size != O):
-            why = (f"y's class labels reach {d.output_size - 1} (validation included), and this model has {O} "
-                   f"classes, labels 0..{O - 1}" if self.loss == "xent" else
-                   f"y has {d.output_size} target{'s' * (d.output_size != 1)} a sequence, and this model predicts {O}")
+        elif seen > O or (self.loss == "mse" and seen != O):
+            why = (f"y's class labels reach {seen - 1}{' (validation included)' * (who == 'fit')}, and this "
+                   f"model has {O} classes, labels 0..{O - 1}" if self.loss == "xent" else
+                   f"y has {seen} target{'s' * (seen != 1)} a sequence, and this model predicts {O}")
         else:
             return
-        raise ValueError(f"fit: {why}")
+        raise ValueError(f"{who}: {why}")
 
     @one_call_at_a_time(interruptible=True)
     def fit(self, x, y, lengths=None, *, epochs, batch_size=32, validation=None, shuffle=True, seed=None,

@@ -139,6 +139,18 @@ def test_arrays_beat_the_majority_class_and_predict_gives_probabilities(files, t
     assert r.returncode == 0 and "accuracy" in r.stderr, r.stderr
     p = np.loadtxt(preds, delimiter=",", skiprows=1)
     assert p.shape == (600, 6) and np.allclose(p[:, 1:5].sum(axis=1), 1, atol=1e-4)
+    # arrays the checkpoint's model cannot take: said before a row is written (D read "x must have
+    # shape (*, *, 3), got (8, 10, 4)", time-major; labels failed after the rows; float y crashed)
+    x = np.load(files["arrays"])["x"]
+    for name, arrays, said in (("d.npz", dict(x=np.zeros(x.shape[:2] + (x.shape[2] + 1,), np.float32)),
+                                f"x has D = {x.shape[2] + 1} inputs a step, and this model takes {x.shape[2]}"),
+                               ("y.npz", dict(x=x, y=np.full(len(x), 9)), "y's class labels reach 9, and this model "
+                                                                         "has 4 classes, labels 0..3"),
+                               ("f.npz", dict(x=x, y=np.zeros((len(x), 2), np.float32)),
+                                "y holds float targets, and the checkpoint was trained on class labels")):
+        np.savez(tmp_path / name, **arrays)
+        r = _run("predict", str(out), "--data", str(tmp_path / name))
+        assert r.returncode == 2 and said in r.stderr and not r.stdout, (name, r.stderr)
 
 
 def test_digits_as_npz_in_time_layout(tmp_path):
