@@ -84,14 +84,11 @@ def atomic_file(path, what, text=False):
     except OSError as e:
         raise type(e)(e.errno, f"cannot write {what} in {folder}: {e.strerror}", path) from None
     try:
-        with _naming(path, what), os.fdopen(fd, **opened) as f:
+        with _naming(path, what, tmp), os.fdopen(fd, **opened) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-            try:
-                os.replace(tmp, target)
-            except OSError as e:             # named by the temporary: say the file's name
-                raise type(e)(e.errno, f"cannot write {what}: {e.strerror}", path) from None
+            os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -105,13 +102,13 @@ def atomic_file(path, what, text=False):
 
 
 @contextlib.contextmanager
-def _naming(path, what):
-    """An OSError without a file name (a full disk: "[Errno 28] No space left on device")
-    raised again naming path and what it is."""
+def _naming(path, what, temporary=None):
+    """An OSError without a file name (a full disk: "[Errno 28] No space left on device"),
+    or naming the temporary (a rename that failed), raised again naming path and what it is."""
     try:
         yield
     except OSError as e:
-        if e.errno is None or e.filename is not None:
+        if e.errno is None or e.filename not in (None, temporary):
             raise
         raise type(e)(e.errno, f"cannot write {what}: {e.strerror}", path) from None
 

@@ -360,10 +360,11 @@ def _writable_folder(out, *files):
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):        # nameless where it can be: a Ctrl-C leaves nothing
             pass
-        longest = max(files, key=lambda f: len(os.fsencode(os.path.basename(f))))
-        if len(os.fsencode(os.path.basename(longest))) > os.pathconf(folder, "PC_NAME_MAX"):
-            raise OSError(errno.ENAMETOOLONG, f"{os.path.basename(longest)!r} is longer than the "
-                          f"{os.pathconf(folder, 'PC_NAME_MAX')} bytes a file name may have there")
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+        for name in (os.path.basename(f) for f in files):
+            if len(os.fsencode(name)) > name_max:
+                raise OSError(errno.ENAMETOOLONG, f"{name!r} is longer than the {name_max} bytes a file name "
+                              f"may have there")
     except OSError as e:
         raise UsageError(f"cannot write the run's files in {folder} (--out {out}): {e.strerror}") from None
 

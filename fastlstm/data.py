@@ -408,13 +408,13 @@ class Series:
         steps = np.diff(self.times) if self.times is not None else np.zeros(0)
         # Back in time: refused (shuffled rows, newest first), except by at most an hour, as local
         # time at an autumn clock change goes (02:30 then 02:00 again, half-hourly).
-        newest_first = len(steps) > 0 and np.median(steps) < 0
-        back = np.flatnonzero(steps < (0 if newest_first else -3600))
+        median = np.median(steps) if len(steps) else np.nan          # one row: neither test below holds
+        back = np.flatnonzero(steps < (0 if median < 0 else -3600))   # newest first: any step back
         if len(back):
             c, (l0, r0), (l1, r1) = names.index(self.time_col), rows[back[0]], rows[back[0] + 1]
             raise DataError(f"{path}: line {l1}, column {c + 1} ({self.time_col!r}): {r1[c]!r} goes back in time "
                             f"from line {l0}'s {r0[c]!r}: sort the rows oldest first")
-        if len(steps) and np.median(steps) == 0:       # dates on hourly rows, say: a forecast, dated a
+        if median == 0:                                # dates on hourly rows, say: a forecast, dated a
             self.note = (f"column {self.time_col!r} repeats its times (the median step between rows is 0), "
                          f"so forecasts are numbered by step, not dated")   # median step on, would repeat them
             self.time_col = self.times = None
