@@ -11,7 +11,7 @@ import numpy as np
 
 from .model import Model
 from .tasks import Adding
-from .training import save_figure
+from .training import pyplot, save_figure
 
 MODELS = (("RNN", "rnn", None), ("LSTM f-bias 0", "lstm", 0.0), ("LSTM f-bias 1", "lstm", 1.0),
           ("GRU", "gru", None))
@@ -82,12 +82,7 @@ def table(results, T):
 
 def plot(results, T, path):
     """Gradient norms against distance (log scale) as a PNG; needs matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise RuntimeError("the plot needs matplotlib: pip install 'fastlstm[plot]'") from e
+    plt = pyplot()
     k = np.arange(1, T + 1)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, (flow, _) in results.items():

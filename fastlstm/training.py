@@ -263,6 +263,17 @@ def write_log(path, history):
         w.writerows(history)
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only), or RuntimeError naming the extra."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise RuntimeError("plot needs matplotlib: pip install 'fastlstm[plot]'") from e
+    return plt
+
+
 def save_figure(fig, path, dpi):
     """A matplotlib figure to path, atomically, in the format its extension names (PNG
     without one): the name given, never one with an extension added."""
@@ -277,12 +288,7 @@ def save_figure(fig, path, dpi):
 def plot(log, out):
     """Curves of a metrics log: train loss, every validation metric, and the learning rate,
     against the step (needs matplotlib, the `plot` extra)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise RuntimeError("plot needs matplotlib: pip install 'fastlstm[plot]'") from e
+    plt = pyplot()
     try:
         with open(log, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
