@@ -537,6 +537,16 @@ def test_ctrl_c_during_any_kernel_of_a_step_leaves_a_model_of_whole_steps(monkey
             assert layer.dropout_step == 1
             layer.backward(np.ones_like(y_ref))
         assert np.array_equal(layer.grads, g_ref), phase
+    # predict and evaluate stop at once: at the first kernel's end, not after all of theirs
+    xs_eval, ys_eval = np.repeat(batches[0][0], 80, axis=1), np.repeat(batches[0][1], 80, axis=0)   # 400 rows
+    for call in (lambda: m.predict(xs_eval), lambda: m.evaluate(xs_eval, ys_eval, batch_size=50)):
+        before = armed[1]
+        call()
+        whole = armed[1] - before
+        armed[:] = [{armed[1] + 1}, armed[1]]
+        with pytest.raises(KeyboardInterrupt):
+            call()
+        assert whole > 1 and armed[1] == min(armed[0]), whole          # no kernel ran after the first
     # two Ctrl-Cs in one step reach a handler of the user's twice, after it (the command
     # line's stops at the second)
     m, seen = model(), []
