@@ -84,7 +84,6 @@ def export_onnx(model, path, *, streaming=False):
         nodes.append(helper.make_node(op, ins, outs, **attrs))
         return outs[0] if len(outs) == 1 else outs
 
-    const("axis0", np.array([0]))
     x_type, x_dims = (TensorProto.INT64, []) if tokens else (f32, [core.input_size])   # token ids, or vectors
     if tokens:                                                                 # x_t = E[id_t]
         node("Gather", [const("E", model.E.copy()), "x"], ["x_vec"], axis=0)
@@ -94,7 +93,7 @@ def export_onnx(model, path, *, streaming=False):
                   helper.make_tensor_value_info("h", f32, [Lyr, "B", H])]
         if lstm:
             inputs.append(helper.make_tensor_value_info("c", f32, [Lyr, "B", H]))
-        X = node("Unsqueeze", [x_vec, "axis0"], ["x_seq"])
+        X = node("Unsqueeze", [x_vec, const("axis0", np.array([0]))], ["x_seq"])
         h0, c0, lens = "h", "c" if lstm else None, ""
     else:
         inputs = [helper.make_tensor_value_info("x", x_type, ["T", "B", *x_dims]),
@@ -156,7 +155,7 @@ def export_onnx(model, path, *, streaming=False):
         steps = node("Range", [const("start", np.array(0, np.int32)), node("Cast", [node("Squeeze", [T], ["T0"])], ["Ti"],
                      to=TensorProto.INT32), const("step", np.array(1, np.int32))], ["steps"])
         live = node("Less", [node("Unsqueeze", [steps, const("axis1", np.array([1]))], ["steps_col"]),
-                             node("Unsqueeze", ["sequence_lens", "axis0"], ["lens_row"])], ["live"])
+                             node("Unsqueeze", ["sequence_lens", const("axis0", np.array([0]))], ["lens_row"])], ["live"])
         mask = node("Cast", [node("Unsqueeze", [live, const("axis2", np.array([2]))], ["live3"])], ["mask"], to=f32)
         P = node("Mul", [P, mask], ["masked"])
     node("Identity", [P], ["predictions"])

@@ -100,6 +100,17 @@ def test_an_exported_file_loads_checks_and_records_opset_and_producer(tmp_path):
     assert dims == ["T", "B", 3]                       # dynamic T and B
 
 
+@pytest.mark.parametrize("output,streaming", [("last", False), ("every", False), ("every", True)])
+def test_every_initializer_is_read_by_a_node_or_is_an_input(tmp_path, output, streaming):
+    # An unread initializer is dead weight that ONNX Runtime warns about at every load
+    m = _model("lstm", 2, "mse", output)
+    fastlstm.export_onnx(m, tmp_path / "m.onnx", streaming=streaming)
+    g = onnx.load(str(tmp_path / "m.onnx")).graph
+    read = {name for n in g.node for name in n.input} | {i.name for i in g.input}
+    assert [i.name for i in g.initializer if i.name not in read] == []
+    assert len({i.name for i in g.initializer}) == len(g.initializer)
+
+
 def test_what_onnx_runtime_cannot_run_is_refused_with_a_reason(tmp_path):
     m = fastlstm.Model(3, 5, 4, dtype=np.float64)
     with pytest.raises(ValueError, match="float32 only"):
