@@ -14,6 +14,7 @@ the RNN; the GRU's R = 3H rows [n ; r ; z] feed G = 4H columns [n̂_x ; r̂ ; �
 of blocks).
 """
 import _signal
+import collections.abc
 import functools
 import math
 import operator
@@ -740,6 +741,9 @@ class _Recurrent:
         architecture. Every key, shape and value is checked before anything is written."""
         H, Hr = self.hidden_size, self.Hr
         R = self._counts(H)[0]
+        if not isinstance(state_dict, collections.abc.Mapping):
+            raise TypeError(f"a state dict maps names to tensors (torch_module.state_dict()), got "
+                            f"{type(state_dict).__name__}")
         names = self._torch_names()
         kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") + (("weight_hr",) if self.proj_size else ())
         want = {f"{n}{suffix}" for _, suffix in names for n in kinds}
@@ -748,7 +752,7 @@ class _Recurrent:
             proj = f" with proj_size={self.proj_size}" if self.proj_size else " without projections" * self.HAS_C
             raise KeyError(f"state dict keys do not match a {self.num_layers}-layer "
                            f"{'bidirectional ' if self.bidirectional else ''}{type(self).__name__}{proj}"
-                           f": missing {sorted(want - got)}, unexpected {sorted(got - want)}")
+                           f": missing {sorted(want - got)}, unexpected {sorted(got - want, key=repr)}")
         new = self.params.copy()
         views = self._layer_views(new)
         for k, suffix in names:

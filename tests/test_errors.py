@@ -135,6 +135,7 @@ def test_bad_state_dict_is_refused_and_changes_nothing():
         (dict(good, weight_hh_l1=good["weight_hh_l1"][:, :2]), ValueError, r"weight_hh_l1 must have shape \(12, 3\)"),
         (dict(good, bias_ih_l1=_with(good["bias_ih_l1"], 3, np.nan)), ValueError, "bias_ih_l1 must hold finite"),
         (dict(good, weight_ih_l0=good["weight_ih_l0"].astype(int)), ValueError, "weight_ih_l0 must hold finite"),
+        (dict(good, **{"1": good["bias_hh_l1"]}) | {2: None}, KeyError, r"unexpected \['1', 2\]"),   # mixed key types
     ]
     for sd, exc, match in cases:
         # a bad entry in layer 1 must not leave layer 0 half-loaded
@@ -142,6 +143,10 @@ def test_bad_state_dict_is_refused_and_changes_nothing():
         with pytest.raises(exc, match=match):
             m.load_torch_state_dict(sd)
         _assert_unchanged(m, snap)
+    for not_a_dict in (list(good), [1, 2], list(good.items()), None):
+        with pytest.raises(TypeError, match="a state dict maps names to tensors"):
+            m.load_torch_state_dict(not_a_dict)
+    _assert_unchanged(m, snap)
 
 
 def test_assigning_the_flat_arrays_copies_in_and_views_cannot_be_rebound():
