@@ -8,6 +8,7 @@ reach in an RNN and two LSTMs.
 Only the standard library loads before main() has installed its Ctrl-C handler
 (`_Interrupt`); NumPy, Numba and the kernels load after it."""
 import argparse
+import contextlib
 import errno
 import os
 import signal
@@ -238,6 +239,8 @@ def _source(args):
 def _resumed_source(out, args):
     """(model, dataset or task) from the checkpoint at out, written by `fastlstm train`."""
     import fastlstm
+    if not os.path.exists(out):
+        raise UsageError(f"--resume: there is no run at --out {out} to continue (start one without --resume)")
     model = fastlstm.load(out)
     run = model.extra
     if "data" in run and isinstance(run["data"], dict):
@@ -369,7 +372,42 @@ def _writable_folder(out, *files):
         raise UsageError(f"cannot write the run's files in {folder} (--out {out}): {e.strerror}") from None
 
 
+@contextlib.contextmanager
+def _only_writer(out, lock):
+    """Hold `lock` (a file beside the checkpoint) while a run writes to out: a second `fastlstm
+    train` onto the same --out, started before the first had written a checkpoint or given
+    --resume or --overwrite, would write its checkpoints and log over the other's in turn.
+    An advisory flock, so a run killed outright frees it; the file goes when the run ends."""
+    import fcntl
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        raise UsageError(f"cannot create {lock}, the lock of --out {out}: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise UsageError(f"another fastlstm train{f' (pid {pid})' if pid.isdigit() else ''} is writing "
+                             f"{out}: wait for it to end, or give another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):       # unlinked while held: no one locks a name we drop
+                os.unlink(lock)
+    finally:
+        os.close(fd)
+
+
 def train(args, interrupt):
+    with contextlib.ExitStack() as held:
+        return _train(args, interrupt, held)
+
+
+def _train(args, interrupt, held):
+    """train's body; `held` keeps the run's lock until it returns."""
     import numpy as np
     from tqdm import tqdm
 
@@ -379,7 +417,7 @@ def train(args, interrupt):
               embed=1, window=1, horizon=1, season=1)
     out = args.out or _default_out(args)
     stem = out[:-5] if out.endswith(".ckpt") else out
-    best_out, log = stem + ".best.ckpt", stem + ".csv"
+    best_out, log, lock = stem + ".best.ckpt", stem + ".csv", stem + ".lock"
     for written in (out, best_out, log):
         _not_onto(written, data=args.data)
         if os.path.isdir(written):
@@ -394,7 +432,7 @@ def train(args, interrupt):
     if kept and not (args.resume or args.overwrite):
         raise UsageError(f"{kept[0]} exists: continue that run with --resume, start afresh over it with "
                          f"--overwrite, or choose another --out")
-    _writable_folder(out, out, best_out, log)
+    _writable_folder(out, out, best_out, log, lock)
     rng = np.random.default_rng(args.seed)
     if args.resume:
         model, source, r, name = _resumed_run(out, args, rng)
@@ -419,6 +457,14 @@ def train(args, interrupt):
         if lead:
             print(f"fastlstm: {dp.size} ranks, {dp.threads} threads each, batch {args.batch} split "
                   f"into shards of about {args.batch // dp.size}", flush=True)
+    refused = None
+    if lead:                                                 # rank 0 writes the run's files
+        try:
+            held.enter_context(_only_writer(out, lock))
+        except UsageError as e:
+            refused = e
+    if dp.any(refused is not None) if args.distributed else refused:      # every rank stops, not rank 0 alone
+        raise refused or UsageError(f"rank 0 cannot take the lock of --out {out}")
 
     def save(path=out):
         if lead:

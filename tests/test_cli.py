@@ -339,6 +339,51 @@ def test_a_new_run_never_writes_over_an_existing_one(tmp_path, capsys):
     assert fastlstm.load(out).steps == 20
 
 
+def _holding_the_lock(out, *args):
+    """A `fastlstm train --out out ...` process, returned once it holds the run's lock."""
+    lock = out.with_suffix(".lock")
+    p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", "--out", str(out), *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (lock.exists() and lock.read_text().strip() == str(p.pid)):
+        if p.poll() is not None or time.time() > deadline:
+            p.kill()
+            pytest.fail(f"the run never took its lock: {p.stderr.read()}")
+        time.sleep(0.05)
+    return p
+
+
+def test_a_second_run_onto_the_same_out_is_refused_while_the_first_writes(tmp_path):
+    """Two runs started onto one --out before either had written a checkpoint (or with
+    --resume, --overwrite) wrote their checkpoints and logs over each other's in turn. The
+    second is refused while the first runs; the lock goes with the first (a stale lock file
+    left by a killed run blocks nothing)."""
+    out, lock = tmp_path / "a.ckpt", tmp_path / "a.lock"
+    for first_args, second in [((*SMALL, "--eval-every", "1000000"), [[], ["--overwrite"]]),   # no checkpoint yet
+                               (("--resume", "--quiet"), [["--resume"]])]:                    # a resumed run
+        first = _holding_the_lock(out, "--steps", "1000000", *first_args)
+        try:
+            for how in second:
+                r = _run("train", "--out", str(out), *how, "--quiet")
+                assert r.returncode == 2, r.stderr
+                assert f"another fastlstm train (pid {first.pid}) is writing {out}" in r.stderr, r.stderr
+            assert first.poll() is None                                      # the first runs on
+            first.send_signal(signal.SIGINT)
+            assert first.wait(120) == 130
+        finally:
+            first.kill()
+        assert not lock.exists() and fastlstm.load(out).steps > 0
+    lock.write_text("12345\n")                                     # as a run killed with SIGKILL leaves it
+    r = _run("train", "--steps", "10", "--out", str(out), "--overwrite", *SMALL)
+    assert r.returncode == 0, r.stderr
+    assert not lock.exists() and fastlstm.load(out).steps == 10
+
+
+def test_resume_without_a_run_to_continue_says_so(tmp_path):
+    r = _run("train", "--out", str(tmp_path / "none.ckpt"), "--resume", "--quiet")
+    assert r.returncode == 2 and f"there is no run at --out {tmp_path / 'none.ckpt'} to continue" in r.stderr
+
+
 def _disk_full_at(limit):
     """A preexec_fn: the child may write files of at most `limit` bytes, as on a disk that
     fills up (Python ignores SIGXFSZ, so a write past it raises EFBIG)."""
