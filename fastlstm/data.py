@@ -346,12 +346,13 @@ def read_csv(path):
         raise DataError(f"{path}: invalid UTF-8 at line {line}, column {col}") from None
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    names = [n.strip() for n in next(reader)]
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records = _records(reader, path)
+    names = [n.strip() for n in next(records)]
     if len(set(names)) != len(names) or "" in names:
         raise DataError(f"{path}: line 1: the header needs distinct, non-empty column names, got {names}")
     rows = []
-    for row in reader:
+    for row in records:
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(names):
@@ -365,6 +366,21 @@ def read_csv(path):
         kinds.append("number" if first is not None and _number(first) is not None else
                      "time" if first is not None and _time(first) is not None else "text")
     return names, kinds, rows
+
+
+def _records(reader, path):
+    """reader's records, a malformed one (a quote never closed, text after a closing quote)
+    refused at its line: the lenient reader took the rest of the file as one cell."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            if "unexpected end of data" in str(e):
+                raise DataError(f"{path}: line {start}: a quoted cell opened on this line is never closed") from None
+            raise DataError(f"{path}: line {reader.line_num}: {e}") from None
 
 
 class Series:
