@@ -777,6 +777,13 @@ def _full(lengths, N, T):
 
 def _read_npz(path, need_y=True):
     try:
+        with open(path, "rb") as f:                       # np.load takes a .npy or a pickle too
+            head = f.read(6)
+        if head == b"\x93NUMPY":
+            raise DataError(f"{path}: a .npy file holds one array; arrays come as an .npz of x and y "
+                            f"(np.savez(path, x=x, y=y))")
+        if not head.startswith(b"PK\x03\x04"):
+            raise DataError(f"{path}: not an .npz file (a zip archive of arrays, as np.savez writes)")
         with np.load(path, allow_pickle=False) as z:
             names = list(z.files)
             for need in ("x", "y") if need_y else ("x",):
@@ -785,7 +792,7 @@ def _read_npz(path, need_y=True):
             return z["x"], z["y"] if "y" in names else None, z["lengths"] if "lengths" in names else None
     except DataError:
         raise
-    except (ValueError, OSError, EOFError, KeyError) as e:
+    except Exception as e:          # a hostile archive fails in zipfile, zlib, NumPy's header parser (tokenize)...
         raise DataError(f"{path}: not a readable .npz of arrays ({type(e).__name__}: {e})") from None
 
 

@@ -283,7 +283,9 @@ def _hourly(values, hours=None):
     ("wrap.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 18446744073709551615"),
     ("tiny.txt", b"a", [], "too short: of its 1 character, 1 would go to training and 0 be held out; each part "
      "needs at least T + 1 = 101"),
-    ("junk.npz", b"not a zip", [], "not a readable .npz"),
+    ("junk.npz", b"not a zip", [], "not an .npz file (a zip archive of arrays, as np.savez writes)"),
+    ("one.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }" + b" " * 53
+     + b"\n" + bytes(8), ["--kind", "arrays"], "a .npy file holds one array; arrays come as an .npz of x and y"),
     ("one.npz", None, [], "1 sequence cannot be split into training and validation parts at --val-fraction 0.2 "
      "(it holds out 0); each part needs at least one"),
     ("archive.csv", None, ["--target", "load"], "not a CSV file (it holds NUL bytes; it is a zip archive, such as a "
@@ -318,6 +320,30 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("fastlstm: error: ") and str(path) in err and message in err, err
     assert out.read_bytes() == before and (content in (None, "folder") or path.read_bytes() == content)
+
+
+def test_a_damaged_npz_is_a_data_error_whatever_the_damage(tmp_path):
+    """A cut or corrupted archive used to escape as BadZipFile, tokenize's TokenError (NumPy
+    parses each member's header) or NotImplementedError: a traceback. 200 damaged copies, of
+    a stored and of a compressed archive, must each be refused by name, or read whole."""
+    rng = np.random.default_rng(0)
+    arrays = dict(x=rng.standard_normal((20, 6, 3)).astype(np.float32), y=rng.integers(0, 3, 20))
+    path = tmp_path / "d.npz"
+    for save in (np.savez, np.savez_compressed):
+        with open(path, "wb") as f:
+            save(f, **arrays)
+        good, read = path.read_bytes(), 0
+        for _ in range(100):
+            b = bytearray(good)
+            for j in rng.integers(0, len(b), rng.integers(1, 6)):
+                b[j] = rng.integers(0, 256)
+            path.write_bytes(bytes(b[:rng.integers(4, len(b))] if rng.random() < 0.2 else b))
+            try:
+                data.open_data(str(path))
+                read += 1
+            except data.DataError as e:
+                assert str(path) in str(e)
+        assert read < 10                                      # the damage was real
 
 
 def test_resume_refuses_data_that_changed(files, tmp_path, capsys):
