@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -188,6 +189,7 @@ class _Interrupt:
     def __init__(self):
         self.deferred = self.requested = False
         self.saved = None                    # (path, step) of the last checkpoint written
+        self.lock = None                     # the run's lock file, once held (_only_writer)
 
     def defer(self):
         self.deferred = True
@@ -199,6 +201,9 @@ class _Interrupt:
             return
         if not self.deferred:
             os.write(2, b"\nfastlstm: interrupted; no checkpoint was written\n")
+            if self.lock:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.lock)
             os._exit(130)
         raise KeyboardInterrupt
 
@@ -377,21 +382,26 @@ def _only_writer(out, lock):
     """Hold `lock` (a file beside the checkpoint) while a run writes to out: a second `fastlstm
     train` onto the same --out, started before the first had written a checkpoint or given
     --resume or --overwrite, would write its checkpoints and log over the other's in turn.
-    An advisory flock, so a run killed outright frees it; the file goes when the run ends."""
+    An advisory flock, so a run killed outright frees it; the file goes when the run ends.
+    A file of that name that is not such a lock is left alone, and the run refused."""
     import fcntl
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as e:
         raise UsageError(f"cannot create {lock}, the lock of --out {out}: {e.strerror}") from None
     try:
+        held = _LOCK.fullmatch(os.pread(fd, 64, 0))
+        if os.fstat(fd).st_size and not held:
+            raise UsageError(f"{lock} exists and is not a fastlstm lock; a run onto --out {out} keeps its lock "
+                             f"there: move that file, or give another --out")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            raise UsageError(f"another fastlstm train{f' (pid {pid})' if pid.isdigit() else ''} is writing "
-                             f"{out}: wait for it to end, or give another --out") from None
+            pid = f" (pid {held[1].decode()})" if held else ""
+            raise UsageError(f"another fastlstm train{pid} is writing {out}: wait for it to end, "
+                             f"or give another --out") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"fastlstm train {os.getpid()}\n".encode(), 0)
         try:
             yield
         finally:
@@ -399,6 +409,9 @@ def _only_writer(out, lock):
                 os.unlink(lock)
     finally:
         os.close(fd)
+
+
+_LOCK = re.compile(rb"fastlstm train (\d+)\n|")        # a run's lock file: its pid, or empty while it starts
 
 
 def train(args, interrupt):
@@ -418,11 +431,12 @@ def _train(args, interrupt, held):
     out = args.out or _default_out(args)
     stem = out[:-5] if out.endswith(".ckpt") else out
     best_out, log, lock = stem + ".best.ckpt", stem + ".csv", stem + ".lock"
-    for written in (out, best_out, log):
+    for written in (out, best_out, log, lock):
         _not_onto(written, data=args.data)
         if os.path.isdir(written):
             raise UsageError(f"--out {out}: {written} is a folder; give a checkpoint's file name, such as "
-                             f"{os.path.join(written, 'run.ckpt')}")
+                             f"{os.path.join(written, 'run.ckpt')}" if written == out else
+                             f"--out {out}: {written}, where the run would write, is a folder")
         if os.path.exists(written) and not os.path.isfile(written):     # /dev/null: the others would land in /dev
             raise UsageError(f"--out {out}: {written} is not a regular file (a device, a FIFO); a run writes its "
                              f"checkpoint, NAME.best.ckpt and NAME.csv as files in one folder")
@@ -461,6 +475,7 @@ def _train(args, interrupt, held):
     if lead:                                                 # rank 0 writes the run's files
         try:
             held.enter_context(_only_writer(out, lock))
+            interrupt.lock = lock                        # os._exit before the loop leaves no lock file
         except UsageError as e:
             refused = e
     if dp.any(refused is not None) if args.distributed else refused:      # every rank stops, not rank 0 alone

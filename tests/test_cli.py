@@ -345,7 +345,7 @@ def _holding_the_lock(out, *args):
     p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", "--out", str(out), *args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (lock.exists() and lock.read_text().strip() == str(p.pid)):
+    while not (lock.exists() and lock.read_text() == f"fastlstm train {p.pid}\n"):
         if p.poll() is not None or time.time() > deadline:
             p.kill()
             pytest.fail(f"the run never took its lock: {p.stderr.read()}")
@@ -373,10 +373,14 @@ def test_a_second_run_onto_the_same_out_is_refused_while_the_first_writes(tmp_pa
         finally:
             first.kill()
         assert not lock.exists() and fastlstm.load(out).steps > 0
-    lock.write_text("12345\n")                                     # as a run killed with SIGKILL leaves it
+    lock.write_text("fastlstm train 12345\n")                      # as a run killed with SIGKILL leaves it
     r = _run("train", "--steps", "10", "--out", str(out), "--overwrite", *SMALL)
     assert r.returncode == 0, r.stderr
     assert not lock.exists() and fastlstm.load(out).steps == 10
+    lock.write_text("notes of mine\n")                              # a file of that name that is no lock
+    r = _run("train", "--steps", "10", "--out", str(out), "--overwrite", *SMALL)
+    assert r.returncode == 2 and f"{lock} exists and is not a fastlstm lock" in r.stderr, r.stderr
+    assert lock.read_text() == "notes of mine\n" and fastlstm.load(out).steps == 10
 
 
 def test_resume_without_a_run_to_continue_says_so(tmp_path):

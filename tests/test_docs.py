@@ -1,9 +1,12 @@
 """The documentation resolves inside the repository: every Markdown link in README.md and
 docs/ points at a file that exists (and, with an anchor, at a heading that exists), and
-every repository path named in backticks exists."""
+every repository path named in backticks exists, and the Python examples of the README
+and the guide run as written."""
 import glob
 import os
 import re
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
@@ -54,13 +57,14 @@ def test_no_document_points_outside_the_repository():
         assert "DESIGN.md" not in text and "CAPI_NOTES" not in text and "../shared" not in text, doc
 
 
-def test_the_readme_python_examples_run_as_written(tmp_path, monkeypatch):
-    """The README's Python blocks, pasted one after the other into a fresh folder, run
-    (the second trains the adding problem for 1000 steps, as it says)."""
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+@pytest.mark.parametrize("doc", ["README.md", "docs/guide.md"])
+def test_the_python_examples_run_as_written(tmp_path, monkeypatch, doc):
+    """Each document's Python blocks, pasted one after the other into a fresh folder, run
+    (each trains the adding problem for 1000 steps, as it says, and saves it)."""
+    text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)
     scope = {}
-    exec(compile("\n".join(blocks), "README.md", "exec"), scope)
+    exec(compile("\n".join(blocks), doc, "exec"), scope)
     assert (tmp_path / "adding.ckpt").exists() and scope["model"].steps == 1000
