@@ -358,7 +358,7 @@ def _new_run(args, rng):
     return model, source, r, args.task
 
 
-def _writable_folder(out, *files):
+def _writable_folder(out, *files, option="--out", what="the run's files"):
     """Make out's folder, and refuse a run whose checkpoint could not be written there
     before a step is spent on it (a read-only or pseudo file system, say, or `files`'
     names too long for it)."""
@@ -374,7 +374,7 @@ def _writable_folder(out, *files):
                 raise OSError(errno.ENAMETOOLONG, f"{name!r} is longer than the {name_max} bytes a file name "
                               f"may have there")
     except OSError as e:
-        raise UsageError(f"cannot write the run's files in {folder} (--out {out}): {e.strerror}") from None
+        raise UsageError(f"cannot write {what} in {folder} ({option} {out}): {e.strerror}") from None
 
 
 @contextlib.contextmanager
@@ -428,11 +428,16 @@ def _train(args, interrupt, held):
 
     _at_least(args, steps=1, epochs=1, batch=1, eval_every=1, patience=1, warmup=0, seed=0, hidden=1, layers=1,
               embed=1, window=1, horizon=1, season=1)
+    if args.out == "":
+        raise UsageError("--out is empty; give a checkpoint's file name, or leave --out out for runs/NAME.ckpt")
     out = args.out or _default_out(args)
     stem = out[:-5] if out.endswith(".ckpt") else out
     best_out, log, lock = stem + ".best.ckpt", stem + ".csv", stem + ".lock"
     for written in (out, best_out, log, lock):
-        _not_onto(written, data=args.data)
+        try:
+            _not_onto(written, data=args.data)
+        except UsageError as e:             # the log, say: --out load.ckpt writes load.csv
+            raise UsageError(f"--out {out}: {e}" if written != out else str(e)) from None
         if os.path.isdir(written):
             raise UsageError(f"--out {out}: {written} is a folder; give a checkpoint's file name, such as "
                              f"{os.path.join(written, 'run.ckpt')}" if written == out else
@@ -689,11 +694,17 @@ def export(args, interrupt):
 def carousel(args, interrupt):
     from . import carousel as cr
     _at_least(args, seed=0, T=2, hidden=1, batch=1, train=0)
+    if args.plot is not None:                  # before the measurement, which can take minutes
+        if not args.plot or os.path.isdir(args.plot):
+            raise UsageError(f"--plot {args.plot!r} is {'a folder' if args.plot else 'empty'}; give a PNG file name")
+        _writable_folder(args.plot, args.plot, option="--plot", what="the plot")
+        from .training import pyplot
+        pyplot()
     results = cr.run(T=args.T, hidden=args.hidden, batch=args.batch, seed=args.seed, train_steps=args.train)
     print(f"Gradient norm w.r.t. the state k steps before a loss at the last step (T = {args.T}, "
           f"H = {args.hidden}, {'after training' if args.train else 'untrained'}), relative to k = 1:\n")
     print(cr.table(results, args.T))
-    if args.plot:
+    if args.plot is not None:
         cr.plot(results, args.T, args.plot)
         print(f"\nplot written to {args.plot}")
     return 0

@@ -154,3 +154,14 @@ def test_carousel_command_prints_the_table_and_plots(tmp_path):
     assert "GRU mean z" in r.stdout
     if png is not None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_plot_that_cannot_be_written_is_refused_before_the_measurement(tmp_path, capsys):
+    """--plot onto a folder, an empty name or a pseudo file system failed only after the
+    table was computed (minutes at a large T), and an empty name was silently ignored."""
+    from fastlstm import cli
+    for plot, said in ((str(tmp_path), "is a folder; give a PNG file name"), ("", "--plot '' is empty"),
+                       ("/proc/flow.png", "cannot write the plot in /proc (--plot /proc/flow.png)")):
+        assert cli.main(["carousel", "--T", "30", "--hidden", "8", "--plot", plot]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and said in err, err

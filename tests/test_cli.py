@@ -239,6 +239,9 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
          "would write over the data this command reads"),                       # its own input, replaced
         (("predict", str(adding), "--data", str(plain), "--out", str(adding)), "would write over the checkpoint"),
         (("export", str(adding), str(adding)), "would write over the checkpoint"),
+        (("train", "--data", str(tmp_path / "a.csv"), "--target", "step", "--out", str(adding), "--overwrite"),
+         f"--out {adding}: {tmp_path / 'a.csv'} would write over the data"),     # the run's log
+        (("train", "--out", ""), "--out is empty"),                            # it trained into runs/adding.ckpt
         (("plot", str(tmp_path / "a.csv"), "--out", str(tmp_path / "a.csv")), "would write over the log"),
         # options for other runs, which a run used to ignore
         (("train", "--task", "digits", "--T", "20", "--out", str(tmp_path / "d.ckpt")),
