@@ -619,7 +619,7 @@ class Arrays:
         x, y, lengths, classes = self._check(*(_arrays if _arrays is not None else _read_npz(path, _training(_spec))))
         N = x.shape[1]
         if validation is not None:                  # Model.fit: the validation rows follow the training rows
-            xv, yv, Lv, vclasses = self._check(*validation)
+            xv, yv, Lv, vclasses = self._check(*validation, p=f"{path}'s validation")
             if xv.shape[0] != x.shape[0] or xv.shape[2] != x.shape[2] or classes != vclasses:
                 raise ValueError(f"validation must be like the training data: x (T, B, D) with T = {x.shape[0]} "
                                  f"and D = {x.shape[2]} (pad with lengths), and targets of the same kind; got x "
@@ -657,13 +657,14 @@ class Arrays:
                 self.train_mean = y[self.train_rows].mean(axis=0)
         self._buf, self._xd = None, {}
 
-    def _check(self, x, y, lengths):
+    def _check(self, x, y, lengths, p=None):
         """(x as (T, N, D) float64, y, lengths, classes) checked: classes is True for integer
-        labels, False for float targets, None without y (predict)."""
-        p = self.path
+        labels, False for float targets, None without y (predict). p: what errors name
+        (default: the file)."""
+        p = p or self.path
         if not isinstance(x, np.ndarray) or x.ndim != 3 or x.dtype.kind not in "fiu":
             want = ("(T, N, D)" if self.layout == "time" else       # Model.fit's arrays are time-major
-                    "(N, T, D)" + (", or (T, N, D) with --layout time" if p != "<arrays>" else ""))
+                    "(N, T, D)" + (", or (T, N, D) with --layout time" if p != "fit" else ""))
             got = f"shape {x.shape} dtype {x.dtype}" if isinstance(x, np.ndarray) else f"a {type(x).__name__}"
             raise DataError(f"{p}: x must be a numeric array {want}, got {got}")
         x = x.transpose(1, 0, 2) if self.layout == "batch" else x
@@ -674,7 +675,7 @@ class Arrays:
         if bad is not None:
             raise DataError(f"{p}: x holds {x[bad]} at (t, n, d) = {bad}")
         if y is None:                                # predict: a file without targets
-            return np.ascontiguousarray(x, np.float64), None, self._check_lengths(lengths, N, T), None
+            return np.ascontiguousarray(x, np.float64), None, self._check_lengths(lengths, N, T, p), None
         y = np.asarray(y)
         if y.dtype.kind in "iu" and y.shape == (N,):
             if y.min() < 0 or y.max() >= MAX_CLASSES:     # (a mistake, such as ids for labels: the head
@@ -690,17 +691,17 @@ class Arrays:
         else:
             raise DataError(f"{p}: y must be integer class labels (N,) or float targets (N,) or (N, O) for "
                             f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}")
-        return np.ascontiguousarray(x, np.float64), y, self._check_lengths(lengths, N, T), classes
+        return np.ascontiguousarray(x, np.float64), y, self._check_lengths(lengths, N, T, p), classes
 
-    def _check_lengths(self, lengths, N, T):
+    def _check_lengths(self, lengths, N, T, p):
         if lengths is None:
             return None
         lengths = np.asarray(lengths)
         if lengths.dtype.kind not in "iu" or lengths.shape != (N,):
-            raise DataError(f"{self.path}: lengths must be integers of shape ({N},), got shape {lengths.shape} "
+            raise DataError(f"{p}: lengths must be integers of shape ({N},), got shape {lengths.shape} "
                             f"dtype {lengths.dtype}")
         if N and (lengths.min() < 1 or lengths.max() > T):
-            raise DataError(f"{self.path}: lengths must lie in 1..{T}, got min {lengths.min()}, max {lengths.max()}")
+            raise DataError(f"{p}: lengths must lie in 1..{T}, got min {lengths.min()}, max {lengths.max()}")
         return lengths.astype(np.int64)
 
     def take(self, index, dtype=np.float32, rows=None):

@@ -331,7 +331,7 @@ class Model:
             raise TypeError(f"validation must be (x, y) or (x, y, lengths), got {type(validation).__name__}"
                             + (f" of {len(validation)} items" if isinstance(validation, (tuple, list)) else ""))
         progress = v.boolean("progress", progress)
-        d = data.Arrays("<arrays>", layout="time", _arrays=(x, y, lengths),
+        d = data.Arrays("fit", layout="time", _arrays=(x, y, lengths),
                         validation=None if validation is None else tuple(validation) + (None,) * (3 - len(validation)))
         if patience is not None and validation is None:
             raise ValueError("patience (early stopping) follows the validation loss: pass validation=(x, y)")

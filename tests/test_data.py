@@ -453,6 +453,12 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
                                                                        "model predicts 3")):   # it failed at a step
         with pytest.raises(ValueError, match=re.escape(said)):
             m.fit(*data, epochs=1, progress=False)
+    # bad validation arrays are named as such (they read "fit: x holds nan", sending users to the training x)
+    for val, said in (((x * np.nan, y), "fit's validation: x holds nan at (t, n, d) = (0, 0, 0)"),
+                      ((x, y, np.zeros(400, int)), "fit's validation: lengths must lie in 1..12"),
+                      ((x, y, np.ones(3, int)), "fit's validation: lengths must be integers of shape (400,)")):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            model.fit(x, y, epochs=1, validation=val, progress=False)
     target = x[:, :, 0].sum(axis=0) / 4                            # (N,): as fit, evaluate takes it for one output
     assert reg.evaluate(x, target) == reg.evaluate(x, target[:, None])
     before = reg.params.copy()
