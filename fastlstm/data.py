@@ -658,9 +658,10 @@ class Arrays:
         self._buf, self._xd = None, {}
 
     def _check(self, x, y, lengths, p=None):
-        """(x as (T, N, D) float64, y, lengths, classes) checked: classes is True for integer
-        labels, False for float targets, None without y (predict). p: what errors name
-        (default: the file)."""
+        """(x as (T, N, D) C-contiguous float32 or float64, y, lengths, classes) checked: classes
+        is True for integer labels, False for float targets, None without y (predict). p: what
+        errors name (default: the file). x is not copied when it is so already (Model.fit's
+        float32 arrays): a float64 copy held 2x the data, and its cast 1x more."""
         p = p or self.path
         if not isinstance(x, np.ndarray) or x.ndim != 3 or x.dtype.kind not in "fiu":
             want = ("(T, N, D)" if self.layout == "time" else       # Model.fit's arrays are time-major
@@ -675,7 +676,7 @@ class Arrays:
         if bad is not None:
             raise DataError(f"{p}: x holds {x[bad]} at (t, n, d) = {bad}")
         if y is None:                                # predict: a file without targets
-            return np.ascontiguousarray(x, np.float64), None, self._check_lengths(lengths, N, T, p), None
+            return _floats(x), None, self._check_lengths(lengths, N, T, p), None
         y = np.asarray(y)
         if y.dtype.kind in "iu" and y.shape == (N,):
             if y.min() < 0 or y.max() >= MAX_CLASSES:     # (a mistake, such as ids for labels: the head
@@ -691,7 +692,7 @@ class Arrays:
         else:
             raise DataError(f"{p}: y must be integer class labels (N,) or float targets (N,) or (N, O) for "
                             f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}")
-        return np.ascontiguousarray(x, np.float64), y, self._check_lengths(lengths, N, T, p), classes
+        return _floats(x), y, self._check_lengths(lengths, N, T, p), classes
 
     def _check_lengths(self, lengths, N, T, p):
         if lengths is None:
@@ -725,7 +726,7 @@ class Arrays:
         """a in the model's dtype; DataError at the first value that dtype cannot hold (1e300
         in float32), which would reach the model as inf."""
         with np.errstate(over="ignore"):
-            out = a.astype(dtype)
+            out = a.astype(dtype, copy=False)
         bad = v.first_nonfinite(out)
         if bad is not None:
             raise DataError(f"{self.path}: {name} holds {a[bad]:g} at {where} = {bad}, beyond {dtype.name}'s range "
@@ -766,6 +767,11 @@ class Arrays:
         return dict(kind=self.kind, path=os.path.abspath(self.path), fingerprint=self.fingerprint,
                     settings=dict(layout=self.layout, val_fraction=self.val_fraction, seed=self.seed),
                     settings_out=self.output_size, classes=self.classes)
+
+
+def _floats(x):
+    """x as a C-contiguous float32 or float64 array, a copy only where it must be."""
+    return np.ascontiguousarray(x, x.dtype if x.dtype in (np.float32, np.float64) else np.float64)
 
 
 def _cat(a, b, axis):
