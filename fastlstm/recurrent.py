@@ -772,6 +772,15 @@ class _Recurrent:
         self._saved = None
 
 
+def _pair(h_name, h, c_name, c):
+    """(h, c) from h and c, or from h = (h, c), a pair as PyTorch passes an LSTM's state."""
+    if not isinstance(h, tuple):
+        return h, c
+    if len(h) != 2 or c is not None:
+        raise TypeError(f"give the state as {h_name}=({h_name}, {c_name}), a pair, or as {h_name} and {c_name}; got "
+                        + (f"a pair and {c_name} too (lengths goes by keyword: lengths=...)" if c is not None
+                           else f"a tuple of {len(h)}"))
+    return h
 def _as_array(sd, key, shape):
     t = sd[key]
     if hasattr(t, "detach"):                      # a torch tensor, without importing torch
@@ -813,7 +822,10 @@ class LSTM(_Recurrent):
         zero and its state is frozen, so hn, cn are the states at its last real step
         (PyTorch's packed sequences). Returns y (T, B, Hr), (hn (num_layers, B, Hr), cn
         (num_layers, B, H)), as new arrays (with num_layers·2 and 2Hr when bidirectional).
+        The state may come as one pair, h0 = (h0, c0), as PyTorch takes it and as forward
+        returns it: `y2, state = lstm.forward(x2, state)` carries it on.
         """
+        h0, c0 = _pair("h0", h0, "c0", c0)
         y, hn, cn = self._forward_public(x, h0, c0, lengths)
         return y, (hn, cn)
 
@@ -826,8 +838,9 @@ class LSTM(_Recurrent):
         record=True fills `flow` with the gradient-flow probe: per layer and step t,
         flow["dh"][l, t] = ‖∂E/∂h_{t-1}‖ and flow["dc"][l, t] = ‖∂E/∂c_{t-1}‖ (norms over
         the batch of the gradient w.r.t. the state that step t received), and
-        flow["forget"][l, t] the mean forget gate at step t.
+        flow["forget"][l, t] the mean forget gate at step t. dhn may be the pair (dhn, dcn).
         """
+        dhn, dcn = _pair("dhn", dhn, "dcn", dcn)
         dx, dh0, dc0 = self._backward_public(dy, dhn, dcn, record)
         return dx, (dh0, dc0)
 

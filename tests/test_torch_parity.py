@@ -1,4 +1,6 @@
 """Parity with torch.nn.LSTM in float64 through the state-dict interchange."""
+import re
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,25 @@ def test_state_dict_round_trip_and_gate_order():
             for k in back if k.startswith("bias_hh")}
     for k, b in bias.items():
         assert np.allclose(back[f"bias_ih_{k[-2:]}"], b, rtol=0, atol=1e-15)
+
+
+def test_the_state_passes_as_a_pair_as_torch_takes_it_and_carries_across_chunks():
+    """forward(x, (h0, c0)) as torch.nn.LSTM takes it, and as forward returns the state: a
+    sequence run in two chunks, the state carried, equals torch's whole run and our own."""
+    m, x, h0, c0, _, dy, dhn, dcn = random_problem(8, 3, 4, 5, 2)
+    t = _torch_lstm(m)
+    yt, (hnt, cnt) = t(torch.tensor(x), (torch.tensor(h0), torch.tensor(c0)))
+    y1, state = m.forward(x[:5], (h0, c0))
+    y2, (hn, cn) = m.forward(x[5:], state)
+    assert np.abs(np.concatenate([y1, y2]) - yt.detach().numpy()).max() <= TOL
+    assert np.abs(hn - hnt.detach().numpy()).max() <= TOL and np.abs(cn - cnt.detach().numpy()).max() <= TOL
+    m.forward(x, h0, c0)
+    separate = m.backward(dy, dhn, dcn)
+    m.forward(x, (h0, c0))
+    paired = m.backward(dy, (dhn, dcn))
+    assert all(np.array_equal(a, b) for a, b in zip((separate[0], *separate[1]), (paired[0], *paired[1])))
+    lengths = np.full(3, 8)
+    for bad, said in (((x, (h0, c0), lengths), "got a pair and c0 too (lengths goes by keyword"),
+                      ((x, (h0,)), "a tuple of 1"), ((x, (h0, c0, c0)), "a tuple of 3")):
+        with pytest.raises(TypeError, match=re.escape(said)):
+            m.forward(*bad)
