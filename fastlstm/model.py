@@ -128,7 +128,8 @@ class Model:
                     dropout_seed=l.dropout_seed, vocab_size=self.vocab_size, proj_size=l.proj_size)
 
     def __repr__(self):
-        return f"Model({', '.join(f'{k}={v!r}' for k, v in self.config().items())}, params={self.params.size})"
+        return (f"Model({', '.join(f'{k}={v!r}' for k, v in self.config().items())}, optimizer={self.optimizer!r}, "
+                f"params={self.params.size})")
 
     # -- inputs ------------------------------------------------------------------------
 

@@ -132,6 +132,9 @@ class Optimizer:
     def config(self):
         return dict(name=self.name, t=self.t, **self.hyper())
 
+    def __repr__(self):                # the call that makes a fresh one: Adam(lr=0.001, ...)
+        return f"{type(self).__name__}({', '.join(f'{k}={x!r}' for k, x in self.hyper().items())})"
+
     def hyper_in(self, dtype):
         """The hyperparameters as the update uses them, in the parameters' dtype; ValueError
         for one that dtype cannot hold (lr=1e300 is inf in float32, eps=1e-50 is 0), which

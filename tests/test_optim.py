@@ -87,3 +87,11 @@ def test_a_hyperparameter_the_dtype_cannot_hold_is_refused_not_a_misleading_nonf
     setattr(m.optimizer, name, getattr(fastlstm.load(tmp_path / "good.ckpt").optimizer, name))
     m.train_step(x, y)
     assert m.steps == 2
+
+
+def test_an_optimizer_reads_as_the_call_that_makes_it_and_a_model_shows_its_optimizer():
+    for opt in (fastlstm.Adam(lr=0.01, beta2=0.99), fastlstm.SGD(lr=0.5, momentum=0.9)):
+        again = eval(repr(opt), {"Adam": fastlstm.Adam, "SGD": fastlstm.SGD})
+        assert type(again) is type(opt) and again.hyper() == opt.hyper()
+    m = fastlstm.Model(2, 3, 1, optimizer=fastlstm.SGD(lr=0.5))
+    assert "optimizer=SGD(lr=0.5, momentum=0.0)" in repr(m)
