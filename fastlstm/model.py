@@ -358,13 +358,22 @@ class Model:
     # -- inference --------------------------------------------------------------------------
 
     @one_call_at_a_time(interruptible=True)
-    def predict(self, x, lengths=None):
+    def predict(self, x, lengths=None, batch_size=None):
         """Predictions (B, O) for output="last" or (T, B, O) for "every" (zero past lengths):
-        values for mse, class probabilities for xent. A new array."""
+        values for mse, class probabilities for xent. A new array. batch_size: rows per
+        forward (None: all B at once); the model's workspace grows to the largest forward it
+        has run and stays, so a bound keeps a large B from holding T·B·4H of memory after
+        the call. Chunked results agree with whole ones to rounding (a product's blocking
+        may follow B)."""
         x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
-        buf, _ = self._forward_head(x, L)
-        P = self._predictions(buf["P"].copy())
+        S = v.positive_int("batch_size", batch_size) if batch_size is not None else B
+        P = np.empty((1 if self.output == "last" else T, B, self.output_size), self.dtype)
+        for b0 in range(0, B, S):
+            b1 = min(B, b0 + S)
+            xb, Lb = (x, L) if S >= B else (np.ascontiguousarray(x[:, b0:b1]), np.ascontiguousarray(L[b0:b1]))
+            P[:, b0:b1] = self._forward_head(xb, Lb)[0]["P"]
+        P = self._predictions(P)
         if self.output == "every":
             P[np.arange(T)[:, None] >= L[None, :]] = 0
         return P[0] if self.output == "last" else P

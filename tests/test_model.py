@@ -104,6 +104,27 @@ def test_predict_and_step_agree(loss):
     assert last.predict(x).shape == (2, 2)
 
 
+@pytest.mark.parametrize("loss,output,settings", [("xent", "last", {}), ("mse", "every", {"num_layers": 2}),
+                                                   ("mse", "last", {"cell": "gru", "bidirectional": True}),
+                                                   ("xent", "every", {"vocab_size": 7})])
+def test_predict_in_batches_bounds_the_workspace_and_agrees_with_one_forward(loss, output, settings):
+    """predict(x, batch_size=S) runs S rows a forward, as evaluate does, so a large B does not
+    leave the model holding a workspace of T·B rows; the rows come out in place."""
+    m = fastlstm.Model(5 if "vocab_size" not in settings else 4, 16, 3, loss=loss, output=output, seed=0, **settings)
+    rng = np.random.default_rng(0)
+    T, B = 9, 1000
+    x = rng.integers(0, 7, (T, B)) if "vocab_size" in settings else rng.standard_normal((T, B, 5)).astype(np.float32)
+    L = rng.integers(1, T + 1, B)
+    batched = m.predict(x, L, batch_size=64)
+    assert m.core._ws.cap_b == 64 and m.core._ws.cap_tb == T * 64
+    each = [m.predict(np.ascontiguousarray(x[:, b:b + 64]), L[b:b + 64]) for b in range(0, B, 64)]
+    assert np.array_equal(batched, np.concatenate(each, axis=0 if output == "last" else 1))
+    assert np.allclose(batched, m.predict(x, L), rtol=0, atol=1e-6)
+    for bad, err in ((0, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="batch_size"):
+            m.predict(x, L, batch_size=bad)
+
+
 def test_failed_step_keeps_the_streams():
     m = fastlstm.Model(3, 5, 1, seed=0)
     x = np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32)
