@@ -844,8 +844,9 @@ class LSTM(_Recurrent):
         dx, dh0, dc0 = self._backward_public(dy, dhn, dcn, record)
         return dx, (dh0, dc0)
 
-    def step(self, x, h, c):
-        """Streaming inference: advance the state (h, c) by one time step x (B, D), in place.
+    def step(self, x, h, c=None):
+        """Streaming inference: advance the state (h, c) by one time step x (B, D), in place
+        (h may be the pair (h, c)).
 
         h (num_layers, B, Hr), c (num_layers, B, H) writable; returns h[-1], the top layer's
         output (B, Hr), a view.
@@ -853,6 +854,8 @@ class LSTM(_Recurrent):
         enough to pay for waking them): the fast path for online inference. Does not touch
         what backward() would use.
         """
+        if type(h) is tuple:
+            h, c = _pair("h", h, "c", c)
         return self.advance(x, h, c)
 
 

@@ -88,6 +88,10 @@ def test_the_state_passes_as_a_pair_as_torch_takes_it_and_carries_across_chunks(
     m.forward(x, (h0, c0))
     paired = m.backward(dy, (dhn, dcn))
     assert all(np.array_equal(a, b) for a, b in zip((separate[0], *separate[1]), (paired[0], *paired[1])))
+    h, c, h2, c2 = h0.copy(), c0.copy(), h0.copy(), c0.copy()
+    for t in range(8):                                                # the streaming step too
+        assert np.array_equal(m.step(x[t], (h, c)), m.step(x[t], h2, c2))
+    assert np.abs(h - hnt.detach().numpy()).max() <= TOL and np.array_equal(c, c2)
     lengths = np.full(3, 8)
     for bad, said in (((x, (h0, c0), lengths), "got a pair and c0 too (lengths goes by keyword"),
                       ((x, (h0,)), "a tuple of 1"), ((x, (h0, c0, c0)), "a tuple of 3")):
