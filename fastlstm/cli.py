@@ -595,12 +595,14 @@ def sample(args, interrupt):
         p = feed(index.get(ch, 0))
     out = sys.stdout                   # each character as it comes: a long sample shows at once, and
     out.write(args.prime)              # Ctrl-C (which ends the process) keeps what was written
-    for _ in range(args.length):
+    unknown = [k for k, ch in enumerate(vocab) if not ch]   # id 0 of --data text: a character unseen in
+    for _ in range(args.length):                           # training, never one to write (it printed U+FFFD)
         logp = np.log(np.maximum(p.astype(np.float64), 1e-30))
+        logp[unknown] = -np.inf
         with np.errstate(over="ignore"):                  # a tiny temperature: -inf, exp 0, the argmax
             q = np.exp((logp - logp.max()) / args.temperature)
         k = rng.choice(len(q), p=q / q.sum())
-        out.write(vocab[k] or "\ufffd")
+        out.write(vocab[k])
         out.flush()
         p = feed(k)
     out.write("\n")

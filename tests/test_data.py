@@ -568,3 +568,20 @@ def test_a_text_of_one_character_has_zero_unigram_bits_not_minus_zero(tmp_path):
     path.write_text("a" * 500)
     bpc = data.Text(str(path), T=10).unigram_bpc
     assert bpc == 0 and np.copysign(1.0, bpc) == 1.0 and f"{bpc:.4f}" == "0.0000"
+
+
+def test_sample_never_writes_the_unknown_character(tmp_path, capsys):
+    """Id 0 of a text model stands for a character unseen in training; sampling drew it from
+    an untrained model and printed U+FFFD. Now only the text's characters come out, at any
+    temperature (a greedy one whose argmax is id 0 included)."""
+    path, out = tmp_path / "ab.txt", tmp_path / "ab.ckpt"
+    path.write_text("ab\n" * 400)
+    assert cli.main(["train", "--data", str(path), "--steps", "1", "--T", "10", "--quiet", "--out", str(out)]) == 0
+    m = fastlstm.load(out)
+    m.bias[0] = 50                                      # the head all but certain of the unknown character
+    m.save(out, extra=m.extra)
+    for temperature in ("5", "1", "1e-300"):
+        capsys.readouterr()
+        assert cli.main(["sample", str(out), "--length", "300", "--temperature", temperature, "--prime", ""]) == 0
+        text = capsys.readouterr().out
+        assert len(text) == 301 and set(text) <= set("ab\n"), repr(text[:40])
