@@ -114,7 +114,14 @@ def main(argv=None):
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     if args.command == "build":
-        print(build(args.dir, args.verbose))
+        import cffi
+        try:
+            print(build(args.dir, args.verbose))
+        except OSError as e:
+            p.error(f"cannot write the library into {args.dir}: {e.strerror} ({e.filename})")
+        except cffi.VerificationError as e:          # no compiler, no Python headers: a message, not a traceback
+            p.error(f"compiling the library failed: {e}. It needs a C compiler (cc, or $CC) and Python's headers "
+                    f"(python3-dev on Debian)")
     if args.cflags or args.libs:
         print(flags(args.dir, args.cflags, args.libs))
     if not (args.command or args.cflags or args.libs):

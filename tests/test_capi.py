@@ -144,6 +144,18 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
     assert "version 500 0.5.0" in r.stdout
 
 
+def test_a_build_that_cannot_compile_or_write_says_why_without_a_traceback(tmp_path):
+    """No compiler, or a folder that takes no files: `python -m fastlstm.capi build` raised
+    cffi's VerificationError or an OSError with a traceback."""
+    cmd = [sys.executable, "-m", "fastlstm.capi", "build", "--out"]
+    for out, env, said in ((tmp_path / "lib", dict(os.environ, CC="/nonexistent/cc"),
+                            "compiling the library failed: CompileError"),
+                           ("/proc/fastlstm-lib", None, "cannot write the library into /proc/fastlstm-lib")):
+        r = _run([*cmd, str(out)], env=env)
+        assert r.returncode == 2 and f"python -m fastlstm.capi: error: {said}" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+
+
 def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():
     """capi/fastlstm.h is where the C side's constants are written; the library reads them
     from it (cffi parses the #defines), and they must name fastlstm.choices in order."""
