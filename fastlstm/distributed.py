@@ -32,7 +32,7 @@ class DataParallel:
     """
 
     def __init__(self, model, comm=None, check_every=100, set_threads=True):
-        from mpi4py import MPI
+        MPI = _mpi()
         self.MPI = MPI
         self.comm = comm or MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -86,10 +86,20 @@ class DataParallel:
                                 f"checksums {sums}")
 
 
+def _mpi():
+    """mpi4py's MPI, or RuntimeError naming the extra (a traceback of ModuleNotFoundError before)."""
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise RuntimeError("--distributed (DataParallel) needs mpi4py: pip install 'fastlstm[mpi]', then launch "
+                           "the ranks with mpiexec -n N python -m mpi4py -m fastlstm train --distributed ...") from e
+    return MPI
+
+
 def _share_cores(comm):
     """Give this rank cores // (ranks on this node) threads for Numba and BLAS."""
     import numba
-    from mpi4py import MPI
+    MPI = _mpi()
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     n = max(1, (os.cpu_count() or 1) // local.Get_size())
     local.Free()

@@ -464,3 +464,14 @@ def test_outputs_through_links_and_devices_are_written_there_not_replaced(tmp_pa
         r = _run("train", "--steps", "2", "--out", out, "--overwrite", *SMALL)
         assert r.returncode == 2 and said in r.stderr, r.stderr
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_distributed_without_mpi4py_names_the_extra(tmp_path):
+    """--distributed in an environment without mpi4py ended in a ModuleNotFoundError traceback."""
+    out = tmp_path / "d.ckpt"
+    code = ("import sys; sys.modules['mpi4py'] = None\n"          # import mpi4py now fails as if not installed
+            "from fastlstm import cli\n"
+            f"sys.exit(cli.main(['train', '--distributed', '--steps', '2', '--quiet', '--out', {str(out)!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--distributed (DataParallel) needs mpi4py: pip install 'fastlstm[mpi]'" in r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
