@@ -174,7 +174,9 @@ def _not_onto(out, **reads):
 
 
 class _Interrupt:
-    """The SIGINT handler of the command line.
+    """The SIGINT and SIGTERM handler of the command line (SIGTERM, which a scheduler or
+    `kill` sends before it kills a job, is a Ctrl-C; the exit status is 128 + the signal's
+    number: 130 for SIGINT, 143 for SIGTERM).
 
     Until training starts it ends the process at once (exit status 130, a message on
     stderr): nothing is saved yet. A KeyboardInterrupt raised there would land inside
@@ -186,25 +188,31 @@ class _Interrupt:
     passes through (resume is bitwise). A second Ctrl-C stops at once; the last checkpoint
     written stays as it was. `saved` says what is on disk, for main()'s last message."""
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self):
         self.deferred = self.requested = False
         self.saved = None                    # (path, step) of the last checkpoint written
         self.lock = None                     # the run's lock file, once held (_only_writer)
+        self.status = 130                    # 128 + the first signal's number
 
     def defer(self):
         self.deferred = True
 
     def __call__(self, signum, frame):
+        if not self.requested:
+            self.status = 128 + signum
+        what = b"" if signum == signal.SIGINT else b" (SIGTERM)"
         if self.deferred and not self.requested:
             self.requested = True            # os.write: a print here could re-enter stderr's buffer
-            os.write(2, b"\nfastlstm: stopping after this step (Ctrl-C again to stop at once)\n")
+            os.write(2, b"\nfastlstm: stopping after this step%s (Ctrl-C again to stop at once)\n" % what)
             return
         if not self.deferred:
-            os.write(2, b"\nfastlstm: interrupted; no checkpoint was written\n")
+            os.write(2, b"\nfastlstm: interrupted%s; no checkpoint was written\n" % what)
             if self.lock:
                 with contextlib.suppress(OSError):
                     os.unlink(self.lock)
-            os._exit(130)
+            os._exit(self.status)
         raise KeyboardInterrupt
 
 
@@ -542,7 +550,7 @@ def _train(args, interrupt, held):
     wall = time.perf_counter() - t0
     if interrupt.requested:
         say(f"fastlstm: interrupted at step {model.steps}; checkpoint saved to {out} (continue with --resume)")
-        return 130
+        return interrupt.status
     m = r.history[-1] if r.history and r.history[-1]["step"] == model.steps else dict(source.metrics(model))
     why = ("solved" if solved or (hasattr(source, "solved") and source.solved(m)) else
            f"stopped early: no better {r.stopper.name} in {r.stopper.patience} evaluations" if r.stopper.stop else
@@ -714,21 +722,22 @@ def carousel(args, interrupt):
 
 def main(argv=None, *, restore_handler=True):
     """Run a command; returns the exit status: 0, 2 for bad options or files (a
-    `fastlstm: error:` line, never a traceback), 130 when interrupted (Ctrl-C).
+    `fastlstm: error:` line, never a traceback), 130 when interrupted (Ctrl-C), 143 when
+    terminated (SIGTERM).
 
     restore_handler=False (the `fastlstm` command itself) ignores SIGINT once the command
     is done instead of restoring Python's handler, which would raise KeyboardInterrupt
     while the process exits."""
-    interrupt, previous = _Interrupt(), None
+    interrupt, previous = _Interrupt(), {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, interrupt)
+        previous = {s: signal.signal(s, interrupt) for s in _Interrupt.SIGNALS}
     try:
         args = _parser().parse_args(argv)
         if args.command == "train":
             args.typed = vars(_parser(typed_only=True).parse_args(argv))
         status = {"train": train, "predict": predict, "plot": plot, "sample": sample, "export": export,
                   "carousel": carousel}[args.command](args, interrupt)
-        return 130 if interrupt.requested else status
+        return interrupt.status if interrupt.requested else status
     except BrokenPipeError:                  # `fastlstm predict ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing left to flush at exit
         return 0
@@ -736,15 +745,15 @@ def main(argv=None, *, restore_handler=True):
         kept = (f"the checkpoint {interrupt.saved[0]} (step {interrupt.saved[1]}) is kept"
                 if interrupt.saved else "no checkpoint was written")
         print(f"\nfastlstm: interrupted; {kept}", file=sys.stderr)
-        return 130
+        return interrupt.status
     except (UsageError, ValueError, TypeError, OSError, RuntimeError, ArithmeticError, MemoryError) as e:
         # bad options, files or data: a message, not a traceback (NonFiniteError is an ArithmeticError)
         kept = f" (the checkpoint {interrupt.saved[0]} holds step {interrupt.saved[1]})" if interrupt.saved else ""
         print(f"fastlstm: error: {e}{kept}", file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous if restore_handler else signal.SIG_IGN)
+        for s, handler in previous.items():
+            signal.signal(s, handler if restore_handler or s != signal.SIGINT else signal.SIG_IGN)
 
 
 def run():

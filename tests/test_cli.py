@@ -78,7 +78,10 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path):
     assert r.returncode == 2 and "differ from it: --hidden 16 (the run's: 8)." in r.stderr, r.stderr
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig, status):
+    """SIGTERM (a scheduler's, or `kill`'s) is a Ctrl-C with status 143: it ended the run
+    at once, without a checkpoint of the steps since the last evaluation."""
     out = tmp_path / "i.ckpt"
     p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", "--steps", "1000000", "--out", str(out),
                           "--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "1000000"],
@@ -87,12 +90,12 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         # Interrupt only once steps are being made (the progress bar on stderr shows loss=),
         # however long Numba's first compilation takes on a busy machine.
         seen = _read_until(p, "loss=")
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         stdout, stderr = p.communicate(timeout=120)
         stderr = seen + stderr
     finally:
         p.kill()
-    assert p.returncode == 130, stderr
+    assert p.returncode == status, stderr
     assert "interrupted at step" in stdout and "--resume" in stdout
     assert "Traceback" not in stderr
     assert fastlstm.load(out).steps > 0
@@ -150,6 +153,34 @@ def test_ctrl_c_at_random_moments_never_breaks_bitwise_resume(tmp_path):
         outcomes.append("resumed")
     assert outcomes.count("resumed") + outcomes.count("no file") >= 8, outcomes
     assert "no file" in outcomes and "resumed" in outcomes, outcomes
+
+
+def test_sigterm_resumes_bitwise_and_before_training_writes_nothing(tmp_path):
+    args = ["--steps", "1500", "--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "500", "--full"]
+    assert _run("train", *args, "--quiet", "--out", str(tmp_path / "ref.ckpt")).returncode == 0
+    out = tmp_path / "t.ckpt"
+    p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *args, "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _read_until(p, "loss=")
+        p.send_signal(signal.SIGTERM)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 143 and "stopping after this step (SIGTERM)" in stderr, stderr
+    steps = fastlstm.load(out).steps
+    assert 0 < steps < 1500 and f"interrupted at step {steps}" in stdout
+    assert _run("train", *args, "--quiet", "--out", str(out), "--resume").returncode == 0
+    ref, m = fastlstm.load(tmp_path / "ref.ckpt"), fastlstm.load(out)
+    assert m.steps == ref.steps == 1500 and np.array_equal(m.params, ref.params)
+    p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *args, "--out", str(tmp_path / "early.ckpt")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.15)                                                 # in start-up: imports, task, model
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 143 and "Traceback" not in stderr, stderr
+    assert "interrupted (SIGTERM); no checkpoint was written" in stderr or "interrupted at step" in stdout, stderr
+    assert not (tmp_path / "early.lock").exists()
 
 
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
