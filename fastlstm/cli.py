@@ -408,6 +408,11 @@ def _only_writer(out, lock):
             pid = f" (pid {held[1].decode()})" if held else ""
             raise UsageError(f"another fastlstm train{pid} is writing {out}: wait for it to end, "
                              f"or give another --out") from None
+        except OSError as e:            # a file system without locks (some network and FUSE ones): run unlocked
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            print(f"fastlstm: note: the file system of --out {out} takes no locks ({e.strerror}), so a second run "
+                  f"onto it would not be refused", file=sys.stderr)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"fastlstm train {os.getpid()}\n".encode(), 0)
         try:

@@ -417,6 +417,20 @@ def test_a_second_run_onto_the_same_out_is_refused_while_the_first_writes(tmp_pa
     assert lock.read_text() == "notes of mine\n" and fastlstm.load(out).steps == 10
 
 
+def test_a_file_system_without_locks_runs_unlocked_and_says_so(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+    from fastlstm import cli
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "n.ckpt"
+    assert cli.main(["train", "--steps", "10", "--out", str(out), *SMALL]) == 0
+    assert "takes no locks (No locks available), so a second run onto it would not be refused" in capsys.readouterr().err
+    assert fastlstm.load(out).steps == 10 and not (tmp_path / "n.lock").exists()
+
+
 def test_resume_without_a_run_to_continue_says_so(tmp_path):
     r = _run("train", "--out", str(tmp_path / "none.ckpt"), "--resume", "--quiet")
     assert r.returncode == 2 and f"there is no run at --out {tmp_path / 'none.ckpt'} to continue" in r.stderr
