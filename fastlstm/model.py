@@ -369,10 +369,8 @@ class Model:
         T, B = x.shape[:2]
         S = v.positive_int("batch_size", batch_size) if batch_size is not None else B
         P = np.empty((1 if self.output == "last" else T, B, self.output_size), self.dtype)
-        for b0 in range(0, B, S):
-            b1 = min(B, b0 + S)
-            xb, Lb = (x, L) if S >= B else (np.ascontiguousarray(x[:, b0:b1]), np.ascontiguousarray(L[b0:b1]))
-            P[:, b0:b1] = self._forward_head(xb, Lb)[0]["P"]
+        for rows, xb, Lb in _row_blocks(S, x, L):
+            P[:, rows] = self._forward_head(xb, Lb)[0]["P"]
         P = self._predictions(P)
         if self.output == "every":
             P[np.arange(T)[:, None] >= L[None, :]] = 0
@@ -428,13 +426,10 @@ class Model:
         T, B = x.shape[:2]
         y = self._check_y(self._column(y), T, B)
         total = correct = count = 0.0
-        for b0 in range(0, B, batch_size):
-            b1 = min(B, b0 + batch_size)
-            xb = np.ascontiguousarray(x[:, b0:b1])
-            yb, Lb = np.ascontiguousarray(y[:, b0:b1]), np.ascontiguousarray(L[b0:b1])
+        for _, xb, Lb, yb in _row_blocks(batch_size, x, L, y):
             buf, _ = self._forward_head(xb, Lb)
             loss, right = self._loss(buf, yb, Lb)
-            n = (b1 - b0) if self.output == "last" else int(Lb.sum())
+            n = len(Lb) if self.output == "last" else int(Lb.sum())
             n *= self.output_size if self.loss == "mse" else 1
             total += loss * n
             count += n
@@ -469,6 +464,16 @@ class Model:
         header, arrays = self._checkpoint(self.extra)
         return _unpickle, (header, dict(arrays, grads=self.grads), dict(seed=self.seed, training=self.training,
                                                                         state=self._state))
+
+
+def _row_blocks(size, x, L, *more):
+    """(rows, x[:, rows], L[rows], each of `more`'s [:, rows]) for blocks of `size` batch rows,
+    as C-contiguous arrays (views where they already are: one block is x itself)."""
+    B = x.shape[1]
+    for b0 in range(0, B, size):
+        rows = slice(b0, min(B, b0 + size))
+        yield (rows, np.ascontiguousarray(x[:, rows]), np.ascontiguousarray(L[rows]),
+               *(np.ascontiguousarray(a[:, rows]) for a in more))
 
 
 def _layout(cell, D, H, layers, bidirectional, proj_size, O, vocab_size):

@@ -781,6 +781,8 @@ def _pair(h_name, h, c_name, c):
                         + (f"a pair and {c_name} too (lengths goes by keyword: lengths=...)" if c is not None
                            else f"a tuple of {len(h)}"))
     return h
+
+
 def _as_array(sd, key, shape):
     t = sd[key]
     if hasattr(t, "detach"):                      # a torch tensor, without importing torch
@@ -854,9 +856,7 @@ class LSTM(_Recurrent):
         enough to pay for waking them): the fast path for online inference. Does not touch
         what backward() would use.
         """
-        if type(h) is tuple:
-            h, c = _pair("h", h, "c", c)
-        return self.advance(x, h, c)
+        return self.advance(x, *_pair("h", h, "c", c))
 
 
 class _HiddenOnly(_Recurrent):
