@@ -78,6 +78,11 @@ def build(out_dir=DEFAULT_DIR, verbose=False):
     from . import __version__
     if not (os.path.exists(HEADER) and os.path.exists(C_SOURCE)):
         raise RuntimeError(f"{HEADER} or {C_SOURCE} not found: build the C ABI from a source checkout of fastlstm")
+    try:
+        import setuptools  # noqa: F401  (cffi compiles through it; Python 3.12 dropped distutils)
+    except Exception as e:      # ImportError, or a broken install: cffi would raise a bare Exception
+        raise RuntimeError(f"cffi compiles the library through setuptools, which this Python cannot import ({e}): "
+                           f"pip install setuptools") from None
     ffi = cffi.FFI()
     ffi.cdef(_header_declarations() + _cdef_implementations())
     ffi.embedding_api("")
@@ -119,6 +124,8 @@ def main(argv=None):
             print(build(args.dir, args.verbose))
         except OSError as e:
             p.error(f"cannot write the library into {args.dir}: {e.strerror} ({e.filename})")
+        except RuntimeError as e:                     # no source checkout, no setuptools
+            p.error(str(e))
         except cffi.VerificationError as e:          # no compiler, no Python headers: a message, not a traceback
             p.error(f"compiling the library failed: {e}. It needs a C compiler (cc, or $CC) and Python's headers "
                     f"(python3-dev on Debian)")

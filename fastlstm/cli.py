@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from . import choices
+from . import __version__, choices
 
 # Defaults per task: tuned so that each reaches its figure of merit on 2 cores within minutes.
 DEFAULTS = {
@@ -50,6 +50,7 @@ def _parser(typed_only=False):
     """The command line's parser; typed_only: train's defaults left out, so that parsing
     gives only the options typed."""
     p = argparse.ArgumentParser(prog="fastlstm", description="A compact, fast LSTM training engine.")
+    p.add_argument("--version", action="version", version=f"fastlstm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train on your data (--data) or a built-in task (default: the adding problem)",
                        description="Train an LSTM on a file of your own (--data) or a built-in task, with a "

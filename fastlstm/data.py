@@ -311,6 +311,12 @@ def _time(cell):
     return t.timestamp()
 
 
+def _separator_hint(names):
+    """What to say when a header of one name holds another separator (a spreadsheet's ';')."""
+    sep = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None)
+    return f"; the header looks {sep!r}-separated, and fastlstm reads comma-separated values" if sep else ""
+
+
 def _columns(names, arg, path, what):
     """Column names from "a,b" or 1-based indices "2,3"."""
     out = []
@@ -320,11 +326,8 @@ def _columns(names, arg, path, what):
         elif item.isdigit() and 1 <= int(item) <= len(names):
             out.append(names[int(item) - 1])
         else:
-            sep = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None)
             raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: {', '.join(names)} "
-                            f"(by name, or by number from 1)"
-                            + (f"; the header looks {sep!r}-separated, and fastlstm reads comma-separated "
-                               f"values" if sep else ""))
+                            f"(by name, or by number from 1)" + _separator_hint(names))
     if not out:
         raise DataError(f"{path}: {what} names no column")
     return out
@@ -356,7 +359,8 @@ def read_csv(path):
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(names):
-            raise DataError(f"{path}: line {reader.line_num}: {len(row)} cells, the header has {len(names)}")
+            raise DataError(f"{path}: line {reader.line_num}: {len(row)} cells, the header has {len(names)}"
+                            + _separator_hint(names))
         rows.append((reader.line_num, row))
     if not rows:
         raise DataError(f"{path}: no data rows under the header")

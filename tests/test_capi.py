@@ -145,8 +145,8 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
 
 
 def test_a_build_that_cannot_compile_or_write_says_why_without_a_traceback(tmp_path):
-    """No compiler, or a folder that takes no files: `python -m fastlstm.capi build` raised
-    cffi's VerificationError or an OSError with a traceback."""
+    """No compiler, a folder that takes no files, or no setuptools: `python -m fastlstm.capi
+    build` raised cffi's VerificationError, an OSError or cffi's Exception with a traceback."""
     cmd = [sys.executable, "-m", "fastlstm.capi", "build", "--out"]
     for out, env, said in ((tmp_path / "lib", dict(os.environ, CC="/nonexistent/cc"),
                             "compiling the library failed: CompileError"),
@@ -154,6 +154,11 @@ def test_a_build_that_cannot_compile_or_write_says_why_without_a_traceback(tmp_p
         r = _run([*cmd, str(out)], env=env)
         assert r.returncode == 2 and f"python -m fastlstm.capi: error: {said}" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
+    # Python >= 3.12 has no distutils, and a venv no setuptools (a dependency there): cffi raised a bare Exception
+    hide = "import sys; sys.modules['setuptools'] = None; from fastlstm.capi import main; sys.exit(main(sys.argv[1:]))"
+    r = _run([sys.executable, "-c", hide, "build", "--out", str(tmp_path / "lib")])
+    assert r.returncode == 2 and "error: cffi compiles the library through setuptools, which this Python cannot " \
+        "import" in r.stderr and "pip install setuptools" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():

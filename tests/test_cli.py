@@ -38,6 +38,20 @@ def test_train_writes_a_checkpoint_and_reports_the_figure_of_merit(tmp_path):
     assert [h["step"] for h in m.extra["history"]] == [10, 20]
 
 
+def test_version_is_written_once_and_every_place_that_shows_it_agrees():
+    """`fastlstm --version`, the installed package's metadata (pyproject reads
+    fastlstm.__version__) and the C header's FASTLSTM_VERSION_* give one version."""
+    import importlib.metadata
+    import re
+    from pathlib import Path
+    r = _run("--version")
+    assert r.returncode == 0 and r.stdout == f"fastlstm {fastlstm.__version__}\n"
+    assert importlib.metadata.version("fastlstm") == fastlstm.__version__
+    header = (Path(__file__).parents[1] / "capi" / "fastlstm.h").read_text()
+    parts = [re.search(rf"#define FASTLSTM_VERSION_{k} (\d+)", header).group(1) for k in ("MAJOR", "MINOR", "PATCH")]
+    assert ".".join(parts) == fastlstm.__version__
+
+
 @pytest.mark.parametrize("layers", [[], ["--layers", "2", "--dropout", "0.3", "--bidirectional"], ["--cell", "gru"],
                                     ["--layers", "2", "--proj", "4"]])
 def test_resume_continues_bitwise_as_if_never_stopped(tmp_path, layers):

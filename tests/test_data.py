@@ -254,6 +254,8 @@ def _hourly(values, hours=None):
      "line 3: ',' expected after '\"'"),
     ("semicolon.csv", b"load;temp\n1;2\n3;4\n", ["--target", "load"],
      "the columns are: load;temp (by name, or by number from 1); the header looks ';'-separated"),
+    ("decimal_comma.csv", b"load;temp\n1,5;2\n3,25;4\n", ["--target", "load"],
+     "line 2: 2 cells, the header has 1; the header looks ';'-separated, and fastlstm reads comma-separated values"),
     ("short.csv", (BAD_CSV * 1).encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{i},1\n".encode() for i in range(20)),
      ["--target", "load", "--window", "15", "--horizon", "3"], "window + horizon = 18 rows, longer than the training part"),
     ("far.csv", _hourly([1e300 if i == 20 else i % 3 for i in range(24)]), ["--target", "load", "--window", "3"],
