@@ -168,7 +168,10 @@ def export_onnx(model, path, *, streaming=False):
         node("Concat", cs, [c_out], axis=0)
         outputs.append(helper.make_tensor_value_info(c_out, f32, [Lyr, "B", H]))
     graph = helper.make_graph(nodes, "fastlstm_step" if streaming else "fastlstm", inputs, outputs, inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+    opsets = [helper.make_opsetid("", OPSET)]
+    # the least IR version opset 17 needs (8), not the newest this onnx writes (14 in 1.23),
+    # which ONNX Runtime releases older than the onnx package refuse (1.23.2 reads up to 11)
+    proto = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
                               producer_name="fastlstm", producer_version=__version__)
     proto.doc_string = (f"fastlstm {model.cell} model: {model.config()}; "
                         + ("one streaming step" if streaming else "whole sequences"))

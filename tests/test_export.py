@@ -88,13 +88,14 @@ def test_the_streaming_graph_step_by_step_equals_model_step(tmp_path, cell, loss
         assert np.abs(outs["predictions"] - m.step(x)).max() <= 1e-5, f"step {t}"
 
 
-def test_an_exported_file_loads_checks_and_records_opset_and_producer(tmp_path):
+def test_an_exported_file_loads_checks_and_records_opset_ir_version_and_producer(tmp_path):
     m = _model("lstm", 2, "xent", "last")
     fastlstm.export_onnx(m, tmp_path / "m.onnx")
     proto = onnx.load(str(tmp_path / "m.onnx"))
     onnx.checker.check_model(proto, full_check=True)
     assert proto.producer_name == "fastlstm" and proto.producer_version == fastlstm.__version__
     assert [o.version for o in proto.opset_import if o.domain == ""] == [17]
+    assert proto.ir_version == 8     # opset 17's least, so that runtimes older than the onnx package load it
     assert [n.op_type for n in proto.graph.node].count("LSTM") == 2
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["T", "B", 3]                       # dynamic T and B
