@@ -17,10 +17,13 @@ import sys
 import sysconfig
 import tempfile
 
-HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "capi", "fastlstm.h")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# capi/ of a source checkout, or its copy that an installed wheel carries (pyproject's package-dir)
+_SOURCES = next((d for d in (os.path.join(os.path.dirname(_HERE), "capi"), os.path.join(_HERE, "_capi_src"))
+                 if os.path.exists(os.path.join(d, "fastlstm.h"))), os.path.join(os.path.dirname(_HERE), "capi"))
+HEADER = os.path.join(_SOURCES, "fastlstm.h")
+C_SOURCE = os.path.join(_SOURCES, "fastlstm_capi.c")
 DEFAULT_DIR = os.path.join("build", "capi")
-
-C_SOURCE = os.path.join(os.path.dirname(HEADER), "fastlstm_capi.c")
 
 # The Python implementations (fastlstm/_capi_impl.py) behind the exported C functions, each
 # declared once: cffi's cdef gets them as `extern "Python"`, the C source as prototypes.
@@ -77,7 +80,7 @@ def build(out_dir=DEFAULT_DIR, verbose=False):
 
     from . import __version__
     if not (os.path.exists(HEADER) and os.path.exists(C_SOURCE)):
-        raise RuntimeError(f"{HEADER} or {C_SOURCE} not found: build the C ABI from a source checkout of fastlstm")
+        raise RuntimeError(f"{HEADER} or {C_SOURCE} not found: reinstall fastlstm, or build from a source checkout")
     try:
         import setuptools  # noqa: F401  (cffi compiles through it; Python 3.12 dropped distutils)
     except Exception as e:      # ImportError, or a broken install: cffi would raise a bare Exception

@@ -161,6 +161,32 @@ def test_a_build_that_cannot_compile_or_write_says_why_without_a_traceback(tmp_p
         "import" in r.stderr and "pip install setuptools" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_an_installed_wheel_carries_the_sources_the_builder_needs(tmp_path):
+    """`pip install .` (not -e) used to leave capi/ behind: the builder then said to use a
+    source checkout. The wheel now carries the header and the C source as fastlstm/_capi_src,
+    and the builder run from the installed package finds them there."""
+    src = tmp_path / "src"                                  # a copy: the build writes build/ beside it
+    for part in ("fastlstm", "capi"):
+        shutil.copytree(os.path.join(ROOT, part), src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, part), src)
+    r = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(src)],
+             timeout=600)
+    assert r.returncode == 0, r.stderr
+    wheel, = (tmp_path / "dist").glob("fastlstm-*.whl")
+    r = _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
+              str(wheel)], timeout=600)
+    assert r.returncode == 0, r.stderr
+    where = "import fastlstm.capi as c; print(c.HEADER); print(c.C_SOURCE)"
+    r = subprocess.run([sys.executable, "-c", where], capture_output=True, text=True, cwd=tmp_path,
+                       env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")))
+    header, source = r.stdout.split()
+    assert header == str(tmp_path / "site" / "fastlstm" / "_capi_src" / "fastlstm.h"), r.stderr
+    for path, name in ((header, "fastlstm.h"), (source, "fastlstm_capi.c")):
+        with open(path, "rb") as a, open(os.path.join(ROOT, "capi", name), "rb") as b:
+            assert a.read() == b.read()
+
+
 def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():
     """capi/fastlstm.h is where the C side's constants are written; the library reads them
     from it (cffi parses the #defines), and they must name fastlstm.choices in order."""
