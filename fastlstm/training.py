@@ -287,8 +287,8 @@ def save_figure(fig, path, dpi):
 
 def plot(log, out):
     """Curves of a metrics log: train loss, every validation metric, and the learning rate,
-    against the step (needs matplotlib, the `plot` extra)."""
-    plt = pyplot()
+    against the step (needs matplotlib, the `plot` extra; the log is read first, so that a
+    wrong file is said to be one with or without it)."""
     try:
         with open(log, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
@@ -299,6 +299,7 @@ def plot(log, out):
         step = np.array([float(r["step"]) for r in rows])
     except (ValueError, TypeError, csv.Error) as e:       # UnicodeDecodeError is a ValueError
         raise ValueError(f"{log}: not a fastlstm metrics log ({e})") from None
+    plt = pyplot()
     panels = [("loss", [k for k in cols if k in ("train_loss", "val_loss")]),
               ("validation", [k for k in cols if k not in ("train_loss", "val_loss", "lr") and "skill" not in k]),
               ("skill (1 - RMSE / baseline's)", [k for k in cols if "skill" in k]),
