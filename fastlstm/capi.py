@@ -18,9 +18,9 @@ import sysconfig
 import tempfile
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-# capi/ of a source checkout, or its copy that an installed wheel carries (pyproject's package-dir)
-_SOURCES = next((d for d in (os.path.join(os.path.dirname(_HERE), "capi"), os.path.join(_HERE, "_capi_src"))
-                 if os.path.exists(os.path.join(d, "fastlstm.h"))), os.path.join(os.path.dirname(_HERE), "capi"))
+# capi/ of a source checkout, or else its copy that an installed wheel carries (pyproject's package-dir)
+_CHECKOUT, _WHEEL = os.path.join(os.path.dirname(_HERE), "capi"), os.path.join(_HERE, "_capi_src")
+_SOURCES = next((d for d in (_CHECKOUT, _WHEEL) if os.path.exists(os.path.join(d, "fastlstm.h"))), _CHECKOUT)
 HEADER = os.path.join(_SOURCES, "fastlstm.h")
 C_SOURCE = os.path.join(_SOURCES, "fastlstm_capi.c")
 DEFAULT_DIR = os.path.join("build", "capi")
