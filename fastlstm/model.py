@@ -7,6 +7,7 @@ interface (check_input, run_forward, last_hidden, hidden_into, run_backward, adv
 The head reads h_t (every step) or h at each row's last real step
 (last), and its δ enters the layers as δy (every) or δhn of the top layer (last).
 """
+import math
 import os
 
 import numpy as np
@@ -152,14 +153,14 @@ class Model:
         if (T, B) not in self._bufs:
             c, O, e = self.core, self.output_size, self.dtype
             H, Hr, Hout, states, D = c.hidden_size, c.Hr, c.output_size, c.num_states, c.input_size
-            S = 1 if self.output == "last" else T
-            self._bufs = {(T, B): dict(  # one shape at a time: a new shape replaces the old
-                y=zeros((T, B, Hout), e), P=zeros((S, B, O), e), dP=zeros((S, B, O), e),
-                dV=zeros((O, Hout), e), dbias=zeros(O, e), dY=zeros((T, B, Hout), e),
-                dhn=zeros((states, B, Hr), e), dh0=zeros((states, B, Hr), e), dc0=zeros((states, B, H), e),
-                dlast=zeros((B, Hout), e),
-                x=zeros((T, B, D) if self.E is not None else (0, 0, D), e),
-                dx=zeros((T, B, D) if self.E is not None else (0, 0, D), e))}
+            S, TE = (1 if self.output == "last" else T), (T if self.E is not None else 0)
+            shapes = dict(y=(T, B, Hout), P=(S, B, O), dP=(S, B, O), dV=(O, Hout), dbias=(O,), dY=(T, B, Hout),
+                          dhn=(states, B, Hr), dh0=(states, B, Hr), dc0=(states, B, H), dlast=(B, Hout),
+                          x=(TE, B, D), dx=(TE, B, D))
+            v.fits_in_memory(f"the head's buffers for T = {T}, B = {B}",
+                             sum(math.prod(s) for s in shapes.values()) * np.dtype(e).itemsize)
+            # one shape at a time: a new shape replaces the old
+            self._bufs = {(T, B): {k: zeros(s, e) for k, s in shapes.items()}}
         return self._bufs[(T, B)]
 
     # -- forward through the head -------------------------------------------------------
@@ -189,6 +190,7 @@ class Model:
         """Forward through the layers (ids embedded first) and the head's product; step: the
         dropout masks' step, None for none."""
         T, B = x.shape[:2]
+        self.core._ws.ensure(T, B)          # the workspace first: its memory check names it
         buf = self._buffers(T, B)
         if self.E is not None:
             np.take(self.E, x, axis=0, out=buf["x"], mode="clip")  # x_t = E[id_t] (ids checked; "raise" would buffer)
@@ -415,6 +417,8 @@ class Model:
     def _zero_state(self, B):
         """Streaming state (h, c): (num_states, B, Hr) and (num_states, B, H)."""
         c = self.core
+        v.fits_in_memory(f"the streaming state for B = {B}",
+                         c.num_states * B * (c.Hr + c.hidden_size) * self.dtype.itemsize)
         return zeros((c.num_states, B, c.Hr), self.dtype), zeros((c.num_states, B, c.hidden_size), self.dtype)
 
     @one_call_at_a_time(interruptible=True)

@@ -75,6 +75,31 @@ def test_a_forward_too_big_for_memory_fails_and_the_next_valid_call_works():
     assert np.array_equal(lstm.forward(x)[0], y_fresh)
 
 
+def test_a_model_names_the_buffers_that_would_not_fit_and_keeps_working():
+    """A Model's own buffers beyond the machine's memory are refused with the same message
+    as the workspace's (NumPy's "Unable to allocate" came before): the head's predictions
+    for a million classes at every step, the streaming state of 10¹² streams, and the
+    workspace of a batch too long, checked before the head's buffers are made."""
+    rng = np.random.default_rng(0)
+    m = fastlstm.Model(1, 4, 1 << 20, loss="xent", output="every", seed=0)
+    x, y = rng.standard_normal((3, 2, 1)).astype(np.float32), rng.integers(0, 1 << 20, (3, 2))
+    m.train_step(x, y)
+    before = _state(m)
+    with pytest.raises(MemoryError, match=r"the head's buffers for T = 100, B = 100 would need [\d.]+ GiB, "
+                                          r"more than this machine's"):
+        m.train_step(np.zeros((100, 100, 1), np.float32), np.zeros((100, 100), np.int64))
+    assert _same(m, before)
+    with pytest.raises(MemoryError, match=r"the streaming state for B = 1000000000000 would need"):
+        m.reset_state(10 ** 12)
+    m.train_step(x, y)
+    assert m.steps == 2 and m.step(x[0]).shape == (2, 1 << 20)
+    small = fastlstm.Model(1, 64, 1, seed=0)
+    small.train_step(*_batch(D=1, O=1))
+    with pytest.raises(MemoryError, match="the workspace for T = 25000, B = 1000"):
+        small.train_step(np.zeros((25000, 1000, 1), np.float32), np.zeros((1000, 1), np.float32))
+    assert list(small._bufs) == [(6, 4)]          # the head's buffers of the last good step, kept
+
+
 def test_an_allocation_that_fails_midway_changes_nothing(monkeypatch):
     """The workspace makes every new buffer before it replaces any: a MemoryError on the
     third allocation leaves the old buffers and the saved forward in place."""
