@@ -683,7 +683,10 @@ class Arrays:
             return _floats(x), None, self._check_lengths(lengths, N, T, p), None
         y = np.asarray(y)
         if y.dtype.kind in "iu" and y.shape == (N,):
-            if y.min() < 0 or y.max() >= MAX_CLASSES:     # (a mistake, such as ids for labels: the head
+            if y.min() < 0:
+                n = int(np.argmax(y < 0))
+                raise DataError(f"{p}: class labels y are indices 0..C-1, and sequence {n} has label {y[n]}")
+            if y.max() >= MAX_CLASSES:                   # (a mistake, such as ids for labels: the head
                 raise DataError(f"{p}: class labels y must lie in 0..{MAX_CLASSES - 1} (class indices 0..C-1), "
                                 f"got min {y.min()}, max {y.max()}")  # would have max + 1 outputs)
             classes = True

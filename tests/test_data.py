@@ -283,6 +283,7 @@ def _hourly(values, hours=None):
     ("range.npz", None, [], "lengths must lie in 1..5"),
     ("ids.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 1099511627776"),
     ("wrap.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 18446744073709551615"),
+    ("negative.npz", None, [], "class labels y are indices 0..C-1, and sequence 3 has label -1"),
     ("tiny.txt", b"a", [], "too short: of its 1 character, 1 would go to training and 0 be held out; each part "
      "needs at least T + 1 = 101"),
     ("junk.npz", b"not a zip", [], "not an .npz file (a zip archive of arrays, as np.savez writes)"),
@@ -304,6 +305,7 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "range.npz": dict(x=x, y=np.zeros(10, np.int64), lengths=np.full(10, 6)),
               "ids.npz": dict(x=x, y=np.array([0] * 9 + [1 << 40])),    # ids where labels belong: 2^40 + 1 classes
               "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64)),      # -1 once cast to int64
+              "negative.npz": dict(x=x, y=np.array([0, 1, 0, -1, 1, 0, -1, 0, 1, 0])),   # -1 for "no label"
               "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.zeros(10, np.int64)),    # inf in float32
               "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300]), "archive.csv": dict(x=x),
               "one.npz": dict(x=x[:1], y=np.zeros(1, np.int64))}
