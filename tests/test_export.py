@@ -1,6 +1,7 @@
 """ONNX export, checked by ONNX Runtime: the sequence graph equals Model.predict (and the
 layer stack's final states), the streaming graph called step by step equals Model.step,
-and the files pass onnx.checker after a round trip through onnx.load."""
+and the files pass onnx.checker after a round trip through onnx.load. "lstmp" is the LSTM
+with projections (proj_size 3 of H = 5), which the export writes as Scan nodes."""
 import itertools
 import subprocess
 import sys
@@ -13,11 +14,13 @@ import fastlstm
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-CASES = list(itertools.product(["lstm", "rnn", "gru"], [1, 2, 3], ["mse", "xent"], ["last", "every"], [False, True]))
+CELLS = ["lstm", "rnn", "gru", "lstmp"]
+CASES = list(itertools.product(CELLS, [1, 2, 3], ["mse", "xent"], ["last", "every"], [False, True]))
 
 
-def _model(cell, layers, loss, output, seed=1):
-    m = fastlstm.Model(3, 5, 4, layers, cell=cell, loss=loss, output=output, seed=seed)
+def _model(cell, layers, loss="mse", output="last", seed=1, **settings):
+    proj = dict(cell="lstm", proj_size=3) if cell == "lstmp" else dict(cell=cell)
+    m = fastlstm.Model(3, 5, 4, layers, loss=loss, output=output, seed=seed, **proj, **settings)
     m.params[:] = np.random.default_rng(seed).uniform(-0.5, 0.5, m.params.size)   # not just the init
     return m
 
@@ -43,23 +46,23 @@ def test_onnx_runtime_equals_predict(tmp_path, cell, layers, loss, output, with_
     assert outs["predictions"].shape == want.shape
     assert np.abs(outs["predictions"] - want).max() <= 1e-5
     states = m.core.forward(x, lengths=lengths)[1]
-    hn, cn = states if cell == "lstm" else (states, None)
-    assert np.abs(outs["hn"] - hn).max() <= 1e-5
-    if cell == "lstm":
-        assert np.abs(outs["cn"] - cn).max() <= 1e-5
+    hn, cn = states if m.cell == "lstm" else (states, None)
+    assert outs["hn"].shape == hn.shape and np.abs(outs["hn"] - hn).max() <= 1e-5
+    if m.cell == "lstm":
+        assert outs["cn"].shape == cn.shape and np.abs(outs["cn"] - cn).max() <= 1e-5
 
 
-@pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_initial_states_are_optional_inputs(tmp_path, cell):
     m = _model(cell, 2, "mse", "last")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 3, 3)).astype(np.float32)
-    h0 = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    h0 = rng.standard_normal((2, 3, m.core.Hr)).astype(np.float32)
     c0 = rng.standard_normal((2, 3, 5)).astype(np.float32)
     fastlstm.export_onnx(m, tmp_path / "m.onnx")
     s = _session(tmp_path / "m.onnx")
     feed = {"x": x, "sequence_lens": np.full(3, 6, np.int32), "h0": h0}
-    if cell == "lstm":
+    if m.cell == "lstm":
         feed["c0"] = c0
         y, (hn, cn) = m.core.forward(x, h0, c0)
     else:
@@ -69,19 +72,19 @@ def test_initial_states_are_optional_inputs(tmp_path, cell):
     assert np.abs(outs["predictions"] - (hn[-1] @ m.V.T + m.bias)).max() <= 1e-5
 
 
-@pytest.mark.parametrize("cell,loss", [("lstm", "mse"), ("lstm", "xent"), ("rnn", "mse"), ("rnn", "xent"), ("gru", "mse"), ("gru", "xent")])
+@pytest.mark.parametrize("cell,loss", list(itertools.product(CELLS, ["mse", "xent"])))
 def test_the_streaming_graph_step_by_step_equals_model_step(tmp_path, cell, loss):
     m = _model(cell, 2, loss, "every")
     fastlstm.export_onnx(m, tmp_path / "step.onnx", streaming=True)
     s = _session(tmp_path / "step.onnx")
     rng = np.random.default_rng(0)
     B = 3
-    h = np.zeros((2, B, 5), np.float32)
+    h = np.zeros((2, B, m.core.Hr), np.float32)
     c = np.zeros((2, B, 5), np.float32)
     m.reset_state(B)
     for t in range(8):
         x = rng.standard_normal((B, 3)).astype(np.float32)
-        feed = {"x": x, "h": h} | ({"c": c} if cell == "lstm" else {})
+        feed = {"x": x, "h": h} | ({"c": c} if m.cell == "lstm" else {})
         outs = dict(zip([o.name for o in s.get_outputs()], s.run(None, feed)))
         h = outs["h_out"]
         c = outs.get("c_out", c)
@@ -99,15 +102,21 @@ def test_an_exported_file_loads_checks_and_records_opset_ir_version_and_producer
     assert [n.op_type for n in proto.graph.node].count("LSTM") == 2
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["T", "B", 3]                       # dynamic T and B
+    fastlstm.export_onnx(_model("lstmp", 2, bidirectional=True), tmp_path / "p.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "p.onnx")).graph.node]
+    assert ops.count("Scan") == 4 and ops.count("ReverseSequence") == 4 and "LSTM" not in ops
 
 
-@pytest.mark.parametrize("output,streaming", [("last", False), ("every", False), ("every", True)])
-def test_every_initializer_is_read_by_a_node_or_is_an_input(tmp_path, output, streaming):
+@pytest.mark.parametrize("cell,output,streaming", list(itertools.product(
+    ["lstm", "lstmp"], ["last", "every"], [False, True])))
+def test_every_initializer_is_read_by_a_node_or_is_an_input(tmp_path, cell, output, streaming):
     # An unread initializer is dead weight that ONNX Runtime warns about at every load
-    m = _model("lstm", 2, "mse", output)
+    m = _model(cell, 2, "mse", output, bidirectional=cell == "lstmp" and not streaming)
     fastlstm.export_onnx(m, tmp_path / "m.onnx", streaming=streaming)
     g = onnx.load(str(tmp_path / "m.onnx")).graph
+    bodies = [a.g for n in g.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]   # Scan's cells
     read = {name for n in g.node for name in n.input} | {i.name for i in g.input}
+    read |= {name for b in bodies for n in b.node for name in n.input}
     assert [i.name for i in g.initializer if i.name not in read] == []
     assert len({i.name for i in g.initializer}) == len(g.initializer)
 
@@ -137,12 +146,12 @@ def test_fastlstm_export_from_the_command_line(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("fastlstm: error:")
 
 
-@pytest.mark.parametrize("cell,layers,output", list(itertools.product(["lstm", "rnn", "gru"], [1, 2, 3], ["last", "every"])))
+@pytest.mark.parametrize("cell,layers,output", list(itertools.product(CELLS, [1, 2, 3], ["last", "every"])))
 def test_a_bidirectional_model_under_onnx_runtime_equals_predict(tmp_path, cell, layers, output):
-    """One node with direction="bidirectional" per layer; ONNX Runtime runs the reverse
-    direction over each row's own length, as fastlstm does, so padding never leaks in."""
-    m = fastlstm.Model(3, 5, 4, layers, cell=cell, output=output, bidirectional=True, seed=1)
-    m.params[:] = np.random.default_rng(1).uniform(-0.5, 0.5, m.params.size)
+    """One node with direction="bidirectional" per layer (projected: a Scan per direction,
+    the reverse one between two ReverseSequence); ONNX Runtime runs the reverse direction
+    over each row's own length, as fastlstm does, so padding never leaks in."""
+    m = _model(cell, layers, output=output, bidirectional=True)
     rng = np.random.default_rng(layers)
     T, B = 9, 5
     x = rng.standard_normal((T, B, 3)).astype(np.float32)
@@ -152,8 +161,8 @@ def test_a_bidirectional_model_under_onnx_runtime_equals_predict(tmp_path, cell,
     outs = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"x": x, "sequence_lens": lengths.astype(np.int32)})))
     assert np.abs(outs["predictions"] - m.predict(x, lengths)).max() <= 1e-5
     states = m.core.forward(x, lengths=lengths)[1]
-    hn = states[0] if cell == "lstm" else states
-    assert outs["hn"].shape == (2 * layers, B, 5) and np.abs(outs["hn"] - hn).max() <= 1e-5
+    hn = states[0] if m.cell == "lstm" else states
+    assert outs["hn"].shape == (2 * layers, B, m.core.Hr) and np.abs(outs["hn"] - hn).max() <= 1e-5
     with pytest.raises(ValueError, match="cannot stream"):
         fastlstm.export_onnx(m, tmp_path / "no.onnx", streaming=True)
     with pytest.raises(TypeError, match=f"export_onnx takes a fastlstm.Model, got {type(m.core).__name__}$"):
@@ -165,8 +174,9 @@ def test_a_bidirectional_model_under_onnx_runtime_equals_predict(tmp_path, cell,
     assert not (tmp_path / "no.onnx").exists()
 
 
-def test_an_embedding_model_takes_token_ids_in_both_graphs(tmp_path):
-    m = fastlstm.Model(4, 6, 7, 2, loss="xent", output="every", vocab_size=7, dropout=0.3, seed=2)
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_an_embedding_model_takes_token_ids_in_both_graphs(tmp_path, proj_size):
+    m = fastlstm.Model(4, 6, 7, 2, loss="xent", output="every", vocab_size=7, dropout=0.3, seed=2, proj_size=proj_size)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 7, (8, 3))
     fastlstm.export_onnx(m, tmp_path / "e.onnx")
@@ -175,7 +185,7 @@ def test_an_embedding_model_takes_token_ids_in_both_graphs(tmp_path):
     assert np.abs(out - m.predict(ids)).max() <= 1e-5
     fastlstm.export_onnx(m, tmp_path / "es.onnx", streaming=True)
     s = _session(tmp_path / "es.onnx")
-    h, c = np.zeros((2, 3, 6), np.float32), np.zeros((2, 3, 6), np.float32)
+    h, c = np.zeros((2, 3, m.core.Hr), np.float32), np.zeros((2, 3, 6), np.float32)
     m.reset_state(3)
     for t in range(8):
         p, h, c = s.run(["predictions", "h_out", "c_out"], {"x": ids[t], "h": h, "c": c})

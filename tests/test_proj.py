@@ -131,6 +131,3 @@ def test_projection_errors():
     m = fastlstm.LSTM(3, 10, proj_size=4)
     with pytest.raises(KeyError, match="with proj_size=4"):
         m.load_torch_state_dict(fastlstm.LSTM(3, 10).torch_state_dict())
-    pytest.importorskip("onnx")
-    with pytest.raises(ValueError, match="no projection"):
-        fastlstm.export_onnx(fastlstm.Model(3, 10, 1, proj_size=4), "unused.onnx")
