@@ -59,7 +59,7 @@ extern "C" {
 
 /* Version of this header; fastlstm_version_number() gives the library's. */
 #define FASTLSTM_VERSION_MAJOR 0
-#define FASTLSTM_VERSION_MINOR 5
+#define FASTLSTM_VERSION_MINOR 6
 #define FASTLSTM_VERSION_PATCH 0
 #define FASTLSTM_VERSION_NUMBER (FASTLSTM_VERSION_MAJOR * 10000 + FASTLSTM_VERSION_MINOR * 100 + FASTLSTM_VERSION_PATCH)
 
@@ -85,6 +85,7 @@ extern "C" {
 #define FASTLSTM_OUTPUT_EVERY 1  /* one prediction per step (padded steps ignored) */
 #define FASTLSTM_OPTIMIZER_ADAM 0
 #define FASTLSTM_OPTIMIZER_SGD  1
+#define FASTLSTM_OPTIMIZER_ADAMW 2   /* from 0.6: Adam with decoupled weight decay (PyTorch's AdamW) */
 
 /* A model: LSTM (or GRU, or RNN) layers, a dense output head, a loss and an optimizer. Opaque. */
 typedef struct fastlstm_model fastlstm_model;
@@ -129,6 +130,11 @@ typedef struct fastlstm_config {
                             * input_size) that it learns with the rest (input_size is then the
                             * embedding's width); the float-input functions refuse it. 0 (default):
                             * float inputs x[T][B][input_size] */
+    /* from 0.6 */
+    double weight_decay;   /* >= 0; default 0 (also for ADAMW: set it, PyTorch's AdamW takes 0.01).
+                            * SGD and ADAM add weight_decay * w to the gradient (L2, PyTorch's
+                            * weight_decay); ADAMW shrinks w by learning_rate * weight_decay each step,
+                            * apart from the gradient, and needs that product < 1 */
 } fastlstm_config;
 
 /* The library's version as MAJOR*10000 + MINOR*100 + PATCH; compare with

@@ -108,7 +108,7 @@ void fastlstm_config_init_sized(fastlstm_config *cfg, uint32_t size) {
 static const size_t fl_config_ends[] = {
     FL_END(num_layers), FL_END(cell), FL_END(loss), FL_END(output), FL_END(optimizer), FL_END(learning_rate),
     FL_END(momentum), FL_END(beta1), FL_END(beta2), FL_END(eps), FL_END(clip), FL_END(forget_bias), FL_END(seed),
-    FL_END(bidirectional), FL_END(dropout), FL_END(proj_size), FL_END(vocab_size)};
+    FL_END(bidirectional), FL_END(dropout), FL_END(proj_size), FL_END(vocab_size), FL_END(weight_decay)};
 
 /* *full = the defaults overlaid with the fields the caller's struct holds; 0 if its size
  * is one the library knows, else INVALID_ARGUMENT with the message set. */

@@ -138,8 +138,9 @@ def register(ffi, lib):
         if cfg.bidirectional not in (0, 1):
             raise ApiError(S.INVALID_ARGUMENT, f"cfg->bidirectional must be 0 or 1, got {cfg.bidirectional}")
         try:
-            opt = (optim.Adam(cfg.learning_rate, cfg.beta1, cfg.beta2, cfg.eps)
-                   if SETTINGS["optimizer"][cfg.optimizer] == "adam" else optim.SGD(cfg.learning_rate, cfg.momentum))
+            name = SETTINGS["optimizer"][cfg.optimizer]
+            opt = (optim.SGD(cfg.learning_rate, cfg.momentum, cfg.weight_decay) if name == "sgd" else
+                   optim.OPTIMIZERS[name](cfg.learning_rate, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay))
             m = Model(int(cfg.input_size), int(cfg.hidden_size), int(cfg.output_size), int(cfg.num_layers),
                       cell=SETTINGS["cell"][cfg.cell], loss=SETTINGS["loss"][cfg.loss],
                       output=SETTINGS["output"][cfg.output],

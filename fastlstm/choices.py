@@ -6,7 +6,7 @@ Imports nothing: the command line reads it before NumPy and Numba load."""
 CELLS = ("lstm", "rnn", "gru")
 LOSSES = ("mse", "xent")
 OUTPUTS = ("last", "every")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "adamw")
 DTYPES = ("float32", "float64")
 ON_NONFINITE = ("raise", "skip")
 SCHEDULES = ("constant", "cosine", "plateau")

@@ -43,7 +43,8 @@ DATA_DEFAULTS = {
 # filled in), and --resume refuses any typed with another value, which it would ignore.
 RUN_OPTIONS = ("kind", "target", "features", "window", "horizon", "season", "fill", "layout", "val_fraction",
                "hidden", "layers", "cell", "bidirectional", "proj", "dropout", "embed", "epochs", "batch", "lr",
-               "schedule", "warmup", "optimizer", "momentum", "clip", "T", "dtype", "seed", "eval_every", "patience")
+               "schedule", "warmup", "optimizer", "momentum", "weight_decay", "clip", "T", "dtype", "seed", "eval_every",
+               "patience")
 
 
 def _parser(typed_only=False):
@@ -91,6 +92,8 @@ def _parser(typed_only=False):
     t.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
     t.add_argument("--optimizer", choices=choices.OPTIMIZERS, default="adam")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    t.add_argument("--weight-decay", type=float, help="weight decay: L2 on the gradient for adam and sgd (PyTorch's "
+                   "weight_decay; default 0), decoupled for adamw (default 0.01)")
     t.add_argument("--clip", type=float, help="max global gradient norm (0: no clipping)")
     t.add_argument("--T", type=int, help="sequence length (adding, text, --data text)")
     t.add_argument("--dtype", choices=choices.DTYPES, default="float32")
@@ -312,7 +315,8 @@ def _same_options(out, model, args):
     if not isinstance(options, dict):
         raise UsageError(f"{out}: its record of the run's options is unusable (a JSON {type(options).__name__})")
     run = dict(dict(hidden=c.hidden_size, layers=c.num_layers, cell=model.cell, bidirectional=c.bidirectional,
-                    proj=c.proj_size, dropout=c.dropout, dtype=str(model.dtype)), **options)
+                    proj=c.proj_size, dropout=c.dropout, dtype=str(model.dtype),
+                    weight_decay=getattr(model.optimizer, "weight_decay", 0.0)), **options)
     if model.vocab_size:
         run.setdefault("embed", c.input_size)
     differ = [f"--{k.replace('_', '-')} {args.typed[k]} (the run's: {'not set' if run[k] is None else run[k]})"
@@ -355,8 +359,10 @@ def _new_run(args, rng):
     if args.bidirectional and hasattr(source, "vocab_size"):
         raise UsageError("--bidirectional on text: a next-character model that reads the text backwards too "
                          "sees the next character it must predict; train it unidirectional")
-    opt = (fastlstm.Adam(lr=args.lr) if args.optimizer == "adam"
-           else fastlstm.SGD(lr=args.lr, momentum=args.momentum))
+    if args.weight_decay is None:                       # each optimizer's own default, recorded as such
+        args.weight_decay = 0.01 if args.optimizer == "adamw" else 0.0
+    sgd = dict(momentum=args.momentum) if args.optimizer == "sgd" else {}
+    opt = fastlstm.optim.OPTIMIZERS[args.optimizer](lr=args.lr, weight_decay=args.weight_decay, **sgd)
     vocab = getattr(source, "vocab_size", None)          # text: token ids through an embedding
     model = fastlstm.Model(args.embed if vocab else source.input_size, args.hidden, source.output_size,
                            args.layers, cell=args.cell, loss=source.loss, output=source.output, dtype=args.dtype,
@@ -521,6 +527,7 @@ def _train(args, interrupt, held):
         f"{f', embedding {model.vocab_size}x{model.core.input_size}' if model.vocab_size else ''}, "
         f"{model.params.size} parameters, batch {r.batches.B}{per_epoch}, {r.total} steps, "
         f"{model.optimizer.name} lr {r.schedule.base_lr} ({r.schedule.kind})"
+        + (f", weight decay {model.optimizer.weight_decay}" if model.optimizer.weight_decay else "")
         + (f", baseline {source.baseline:.3f}" if hasattr(source, "baseline") else ""))
     if getattr(source, "note", None):
         say(f"fastlstm: note: {source.note}")

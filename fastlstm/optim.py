@@ -22,68 +22,80 @@ def scale(g, s):
 
 
 @njit(**JIT)
-def _sgd_at(p, g, velocity, lr, momentum, k):
-    vk = momentum * velocity[k] + g[k]
+def _grad(p, g, l2, k):
+    """g + λ·p, the gradient with L2 weight decay λ (PyTorch's weight_decay; g itself for 0)."""
+    return g[k] if l2 == 0 else g[k] + l2 * p[k]
+
+
+@njit(**JIT)
+def _sgd_at(p, g, velocity, lr, momentum, l2, k):
+    vk = momentum * velocity[k] + _grad(p, g, l2, k)
     return vk, p[k] - lr * vk
 
 
 @njit(**JIT)
-def sgd_update(p, g, velocity, lr, momentum):
-    """velocity = momentum·velocity + g;  p -= lr·velocity   (plain SGD when momentum = 0).
+def sgd_update(p, g, velocity, lr, momentum, l2):
+    """velocity = momentum·velocity + (g + λp);  p -= lr·velocity   (plain SGD when momentum =
+    0; λ = l2, PyTorch's weight_decay).
 
     Two passes over the same arithmetic: the first only checks that every new value is
     finite; if one is not, it returns False and nothing is written, so an overflowing step
     leaves parameters and state as they were."""
     ok = True
     for k in range(p.size):                 # checked as stored (in p's dtype)
-        vk, pk = _sgd_at(p, g, velocity, lr, momentum, k)
+        vk, pk = _sgd_at(p, g, velocity, lr, momentum, l2, k)
         ok &= np.isfinite(_like(p[0], vk)) & np.isfinite(_like(p[0], pk))
     if not ok:
         return False
     for k in range(p.size):
-        velocity[k], p[k] = _sgd_at(p, g, velocity, lr, momentum, k)
+        velocity[k], p[k] = _sgd_at(p, g, velocity, lr, momentum, l2, k)
     return True
 
 
 @njit(**JIT)
-def _adam_at(p, g, m, v, lr, beta1, beta2, eps, c1, c2, k):
-    mk = beta1 * m[k] + (1.0 - beta1) * g[k]
-    vk = beta2 * v[k] + (1.0 - beta2) * g[k] * g[k]
-    return mk, vk, p[k] - lr * (mk / c1) / (np.sqrt(vk / c2) + eps)
+def _adam_at(p, g, m, v, lr, beta1, beta2, eps, c1, c2, l2, keep, k):
+    gk = _grad(p, g, l2, k)
+    mk = beta1 * m[k] + (1.0 - beta1) * gk
+    vk = beta2 * v[k] + (1.0 - beta2) * gk * gk
+    pk = p[k] if keep == 1 else p[k] * keep
+    return mk, vk, pk - lr * (mk / c1) / (np.sqrt(vk / c2) + eps)
 
 
 @njit(**JIT)
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, limit):
-    """Adam (Kingma & Ba 2015) at step t ≥ 1, with bias correction:
-    m = β1 m + (1-β1) g;  v = β2 v + (1-β2) g²;  p -= lr · m̂ / (√v̂ + ε).
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, limit, l2, keep):
+    """Adam (Kingma & Ba 2015) at step t ≥ 1, with bias correction, on g + λ p (l2 = λ:
+    PyTorch's Adam weight_decay) and from p·keep (keep = 1 - lr·λ: AdamW's decoupled decay,
+    Loshchilov & Hutter 2019, as PyTorch's AdamW); l2 = 0 and keep = 1 for neither:
+    m = β1 m + (1-β1) g;  v = β2 v + (1-β2) g²;  p = p·keep - lr · m̂ / (√v̂ + ε).
 
     False, nothing written, if any new value would exceed `limit`, the largest finite value
     of p's dtype, in which the state is stored (the update's arithmetic runs in float64).
     A check pass in p's dtype bounds the new values first, without the square root and the
-    division: |p_new| ≤ |p| + lr·|m_new|/(c1·ε). Only when a bound is not finite or reaches
+    division: |p_new| ≤ |keep·p| + lr·|m_new|/(c1·ε). Only when a bound is not finite or reaches
     the limit does a second pass decide exactly (the check pass costs about half an update)."""
     c1 = 1.0 - beta1 ** t
     c2 = 1.0 - beta2 ** t
     x = p[0]
     b1, b2, a1, a2 = _like(x, beta1), _like(x, beta2), _like(x, 1.0 - beta1), _like(x, 1.0 - beta2)
-    bound = _like(x, lr / (c1 * eps))
+    bound, lx, kx = _like(x, lr / (c1 * eps)), _like(x, l2), _like(x, abs(keep))
     s = _like(x, 0.0)
     worst = _like(x, 0.0)
     for k in range(p.size):
-        mk = b1 * m[k] + a1 * g[k]
-        vk = b2 * v[k] + (a2 * g[k]) * g[k]
-        wk = abs(p[k]) + bound * abs(mk)
+        gk = _grad(p, g, lx, k)
+        mk = b1 * m[k] + a1 * gk
+        vk = b2 * v[k] + (a2 * gk) * gk
+        wk = kx * abs(p[k]) + bound * abs(mk)
         s += (wk - wk) + (vk - vk)                  # NaN if a bound is NaN or ±Inf
         worst = max(worst, max(wk, vk))
     if not (s == 0 and worst <= limit):
         ok = True
         for k in range(p.size):
-            mk, vk, pk = _adam_at(p, g, m, v, lr, beta1, beta2, eps, c1, c2, k)
+            mk, vk, pk = _adam_at(p, g, m, v, lr, beta1, beta2, eps, c1, c2, l2, keep, k)
             ok &= (abs(mk) <= limit) & (vk <= limit) & (abs(pk) <= limit)   # NaN compares False
         if not ok:
             return False
     for k in range(p.size):
-        m[k], v[k], p[k] = _adam_at(p, g, m, v, lr, beta1, beta2, eps, c1, c2, k)
+        m[k], v[k], p[k] = _adam_at(p, g, m, v, lr, beta1, beta2, eps, c1, c2, l2, keep, k)
     return True
 
 
@@ -169,45 +181,63 @@ class Optimizer:
         """Refuse state values that no run of this rule can produce (used by load)."""
 
 
+def _weight_decay(value):
+    """weight_decay λ as a finite float >= 0."""
+    wd = v.finite_float("weight_decay", value)
+    if wd < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {value}")
+    return wd
+
+
 class SGD(Optimizer):
-    """SGD with optional momentum: velocity = momentum·velocity + g; p -= lr·velocity."""
+    """SGD with optional momentum and weight decay, as PyTorch's SGD:
+    velocity = momentum·velocity + (g + weight_decay·p); p -= lr·velocity."""
     name = "sgd"
     state_names = ("velocity",)
     positive = ("lr",)
 
-    def __init__(self, lr=0.01, momentum=0.0):
+    def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0):
         self.lr = v.finite_float("lr", lr)
         self.momentum = v.finite_float("momentum", momentum)
+        self.weight_decay = _weight_decay(weight_decay)
         if self.lr <= 0 or not 0 <= self.momentum < 1:
             raise ValueError(f"SGD needs lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}")
 
     def hyper(self):
-        return dict(lr=self.lr, momentum=self.momentum)
+        return dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def _update(self, params, grads, t):
         h = self.hyper_in(params.dtype)
-        return sgd_update(params, grads, self.state["velocity"], h["lr"], h["momentum"])
+        return sgd_update(params, grads, self.state["velocity"], h["lr"], h["momentum"], h["weight_decay"])
 
 
 class Adam(Optimizer):
-    """Adam with bias correction."""
+    """Adam with bias correction; weight_decay adds λ·p to the gradient (L2), as PyTorch's
+    Adam does. AdamW decays the weights apart from the gradient instead."""
     name = "adam"
     state_names = ("m", "v")
     positive = ("lr", "eps")
+    decoupled = False
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         self.lr, self.beta1, self.beta2, self.eps = (
             v.finite_float(n, x) for n, x in (("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps)))
+        self.weight_decay = _weight_decay(weight_decay)
         if self.lr <= 0 or not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or self.eps <= 0:
-            raise ValueError(f"Adam needs lr > 0, 0 <= beta1, beta2 < 1 and eps > 0, got {self.hyper()}")
+            raise ValueError(f"{type(self).__name__} needs lr > 0, 0 <= beta1, beta2 < 1 and eps > 0, "
+                             f"got {self.hyper()}")
+        if self.decoupled and self.lr * self.weight_decay >= 1:
+            raise ValueError(f"AdamW shrinks the weights by lr·weight_decay each step, which must be < 1, got "
+                             f"lr={lr}, weight_decay={weight_decay}")
 
     def hyper(self):
-        return dict(lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps)
+        return dict(lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps, weight_decay=self.weight_decay)
 
     def _update(self, params, grads, t):
-        h = self.hyper_in(params.dtype)
+        h, wd = self.hyper_in(params.dtype), self.weight_decay
+        l2, keep = (0.0, 1.0 - self.lr * wd) if self.decoupled else (h["weight_decay"], 1.0)
         return adam_update(params, grads, self.state["m"], self.state["v"], h["lr"], h["beta1"], h["beta2"],
-                           h["eps"], t, _range(params.dtype)[0])
+                           h["eps"], t, _range(params.dtype)[0], l2, keep)
 
     def check_state(self):
         """Refuse moments no Adam run can produce (v < 0: √v would be NaN)."""
@@ -215,7 +245,17 @@ class Adam(Optimizer):
             raise ValueError("Adam's second moment v must be >= 0")
 
 
-OPTIMIZERS = dict(zip(choices.OPTIMIZERS, (Adam, SGD)))
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as PyTorch's AdamW:
+    p ← p·(1 - lr·weight_decay), then Adam's step on g. PyTorch's default weight_decay 0.01."""
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, beta1, beta2, eps, weight_decay)
+
+
+OPTIMIZERS = dict(zip(choices.OPTIMIZERS, (Adam, SGD, AdamW)))
 
 
 def from_config(cfg):
@@ -228,13 +268,14 @@ def from_config(cfg):
 
 
 def of(optimizer):
-    """The optimizer a Model was given: an Optimizer, a name ("adam", "sgd": defaults) or
+    """The optimizer a Model was given: an Optimizer, a name ("adam", "sgd", "adamw": defaults) or
     None (Adam(lr=1e-3))."""
     if optimizer is None:
         return Adam()
     if isinstance(optimizer, str) and optimizer in OPTIMIZERS:
         return OPTIMIZERS[optimizer]()
     if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a fastlstm optimizer (fastlstm.Adam(...), fastlstm.SGD(...)) "
+        raise TypeError(f"optimizer must be a fastlstm optimizer (fastlstm.Adam(...), fastlstm.AdamW(...), "
+                        f"fastlstm.SGD(...)) "
                         f"or one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     return optimizer

@@ -37,6 +37,12 @@ def check(lib):
     return _compile(lib, os.path.join(ROOT, "tests", "c", "capi_check.c"), lib / "capi_check")
 
 
+def _version_number():
+    """FASTLSTM_VERSION_NUMBER of this fastlstm: MAJOR*10000 + MINOR*100 + PATCH."""
+    major, minor, patch = map(int, fastlstm.__version__.split("."))
+    return major * 10000 + minor * 100 + patch
+
+
 def _run(args, timeout=300, env=None):
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -72,6 +78,8 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
             ("fastlstm_create", "bad_lr"): 2, ("fastlstm_create", "nan_lr"): 2, ("fastlstm_create", "nan_eps"): 2,
             ("fastlstm_create", "huge_lr"): 2, ("fastlstm_create", "tiny_eps"): 2,
             ("fastlstm_create", "nan_momentum"): 2, ("fastlstm_create", "nan_forget_bias"): 2,
+            ("fastlstm_create", "negative_weight_decay"): 2, ("fastlstm_create", "nan_weight_decay"): 2,
+            ("fastlstm_create", "adamw_decay_too_big"): 2,
             ("fastlstm_create", "huge_forget_bias"): 2,
             ("fastlstm_create", "nan_clip"): 2, ("fastlstm_create", "negative_clip"): 2,
             ("fastlstm_create", "huge_layers"): 2, ("fastlstm_create", "beyond_memory"): 2,
@@ -124,6 +132,8 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
     assert "cannot stream" in got[("fastlstm_step", "bidirectional")][1]
     assert "proj_size must be < hidden_size" in got[("fastlstm_create", "proj_not_below_hidden")][1]
     assert "LSTM only" in got[("fastlstm_create", "proj_with_gru")][1]
+    assert "weight_decay must be >= 0" in got[("fastlstm_create", "negative_weight_decay")][1]
+    assert "lr·weight_decay" in got[("fastlstm_create", "adamw_decay_too_big")][1]
     for fn in ("train_step", "predict", "step"):
         assert "call the *_ids functions" in got[(f"fastlstm_{fn}", "ids_model")][1]
     assert "functions without _ids" in got[("fastlstm_train_step_ids", "float_model")][1]
@@ -141,7 +151,7 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
     a, b = map(int, lines["handles"].split())
     assert a and b and abs(a - b) > 1 << 32, f"handles {a:#x}, {b:#x} look sequential"
     assert "invalid (freed or foreign) model handle" in r.stdout
-    assert "version 500 0.5.0" in r.stdout
+    assert f"version {_version_number()} {fastlstm.__version__}" in r.stdout
 
 
 def test_a_build_that_cannot_compile_or_write_says_why_without_a_traceback(tmp_path):
@@ -198,10 +208,11 @@ def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():
         assert [name for _, name in found] == list(names) and [v for v, _ in found] == list(range(len(names))), kind
 
 
-@pytest.mark.parametrize("cut", ["double forget_bias;", "/* from 0.3 */", "/* from 0.4 */", "/* from 0.5 */"])
+@pytest.mark.parametrize("cut", ["double forget_bias;", "/* from 0.3 */", "/* from 0.4 */", "/* from 0.5 */",
+                                 "/* from 0.6 */"])
 def test_a_program_built_against_an_older_smaller_config_keeps_working(lib, tmp_path, cut):
     """Headers of older versions whose fastlstm_config ends before `cut` (without forget_bias,
-    seed and the rest; 0.2's, without bidirectional and dropout; 0.3's; 0.4's): the library reads only the
+    seed and the rest; 0.2's, without bidirectional and dropout; 0.3's; 0.4's; 0.5's): the library reads only the
     fields that program's struct holds and takes the defaults for the rest; sizes it does not
     know are refused with a message."""
     old = tmp_path / "old"
@@ -238,10 +249,47 @@ int main(void) {
     out = _run([str(exe)]).stdout.splitlines()
     rc, size, n, p0, p3 = out[0].split()
     m = fastlstm.Model(3, 8, 2, seed=0)                       # forget_bias 1 and seed 0: the defaults
-    assert rc == "0" and int(size) <= 144 and int(n) == m.params.size   # 0.2's has ≤ 120 bytes, 0.3's 136, 0.4's 144, 0.5's 152
+    assert rc == "0" and int(size) <= 152 and int(n) == m.params.size   # 0.2's has ≤ 120 bytes, 0.3's 136, 0.4's 144, 0.5's 152, 0.6's 160
     assert np.float32(p0) == m.params[0] and np.float32(p3) == m.params[3]   # %.9g round-trips float32
     assert out[1].startswith("2 ") and "struct_size = 13" in out[1]
     assert out[2] == "2"
+
+
+@pytest.mark.parametrize("optimizer,wd", [("SGD", 0.05), ("ADAM", 0.05), ("ADAMW", 0.05), ("ADAMW", 0.0)])
+def test_weight_decay_and_adamw_from_c_train_as_in_python(lib, tmp_path, optimizer, wd):
+    """cfg.weight_decay (0.6) with each optimizer: the C-trained weights equal Python's bit for
+    bit, and the checkpoint names the optimizer and its weight decay."""
+    src, exe, ckpt = tmp_path / "wd.c", tmp_path / "wd", tmp_path / "wd.ckpt"
+    src.write_text(f'''#include <stdio.h>
+#include "fastlstm.h"
+int main(void) {{
+    fastlstm_config c; fastlstm_config_init(&c);
+    c.input_size = 2; c.hidden_size = 8; c.output_size = 1; c.seed = 3; c.learning_rate = 0.05;
+    c.optimizer = FASTLSTM_OPTIMIZER_{optimizer}; c.weight_decay = {wd}; c.momentum = 0.5;
+    fastlstm_model *m = 0; double loss;
+    if (fastlstm_create(&c, &m)) {{ puts(fastlstm_last_error()); return 1; }}
+    float x[5 * 3 * 2], y[3];
+    for (int i = 0; i < 30; i++) x[i] = (float)((i * 7 % 11) / 11.0 - 0.5);
+    for (int i = 0; i < 3; i++) y[i] = (float)(i / 3.0);
+    for (int s = 0; s < 4; s++) if (fastlstm_train_step(m, x, 0, y, 0, 5, 3, &loss)) return 2;
+    return fastlstm_save(m, "{ckpt}") ? 3 : 0;
+}}
+''')
+    r = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f"-I{lib}", "-o", str(exe), str(src),
+                        *capi.flags(str(lib), False, True).split()], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = _run([str(exe)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    kind = {"SGD": fastlstm.SGD, "ADAM": fastlstm.Adam, "ADAMW": fastlstm.AdamW}[optimizer]
+    opt = kind(lr=0.05, weight_decay=wd, **({"momentum": 0.5} if optimizer == "SGD" else {}))
+    m = fastlstm.Model(2, 8, 1, seed=3, optimizer=opt)
+    x = (np.arange(30) * 7 % 11 / 11.0 - 0.5).astype(np.float32).reshape(5, 3, 2)
+    y = (np.arange(3) / 3.0).astype(np.float32).reshape(3, 1)
+    for _ in range(4):
+        m.train_step(x, y)
+    c = fastlstm.load(ckpt)
+    assert type(c.optimizer) is kind and c.optimizer.weight_decay == wd
+    assert np.array_equal(c.params, m.params)
 
 
 @pytest.mark.parametrize("V", [0, 11], ids=["floats", "token_ids"])
@@ -349,5 +397,5 @@ def test_a_failed_start_makes_every_call_return_init_not_zero(check, tmp_path):
     exe = _compile(check.rsplit("/", 1)[0], str(src), tmp_path / "init")
     r = _run([exe], env=dict(os.environ, PYTHONPATH=str(tmp_path / "shadow")))
     first, message = r.stdout.splitlines()[:2]
-    assert first == "8 8 8 500", r.stdout
+    assert first == f"8 8 8 {_version_number()}", r.stdout
     assert "failed to start" in message

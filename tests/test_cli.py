@@ -81,7 +81,8 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path):
     for typed, said in ((["--hidden", "16"], "--hidden 16 (the run's: 8)"),
                         (["--lr", "0.5", "--cell", "gru"], "--cell gru (the run's: lstm), --lr 0.5 (the run's: 0.01)"),
                         (["--T", "20", "--seed", "4"], "--T 20 (the run's: 12), --seed 4 (the run's: 3)"),
-                        (["--epochs", "3"], "--epochs 3 (the run's: not set)")):
+                        (["--epochs", "3"], "--epochs 3 (the run's: not set)"),
+                        (["--weight-decay", "0.1"], "--weight-decay 0.1 (the run's: 0.0)")):
         r = _run("train", "--steps", "5", "--resume", "--out", str(out), *typed)
         assert r.returncode == 2 and f"these options differ from it: {said}." in r.stderr, r.stderr
     assert out.read_bytes() == kept
@@ -90,6 +91,24 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path):
     m.save(out, extra=m.extra)
     r = _run("train", "--steps", "5", "--resume", "--out", str(out), "--hidden", "16", "--lr", "0.5")
     assert r.returncode == 2 and "differ from it: --hidden 16 (the run's: 8)." in r.stderr, r.stderr
+    r = _run("train", "--steps", "5", "--resume", "--out", str(out), "--weight-decay", "0.1")
+    assert r.returncode == 2 and "--weight-decay 0.1 (the run's: 0.0)" in r.stderr, r.stderr   # from its optimizer
+
+
+def test_weight_decay_and_adamw_from_the_command_line(tmp_path):
+    """--optimizer adamw takes PyTorch's default weight decay (0.01), --weight-decay sets it
+    for any optimizer, the checkpoint's optimizer carries it and the run's record names it."""
+    for typed, kind, wd in (([], fastlstm.Adam, 0.0), (["--optimizer", "adamw"], fastlstm.AdamW, 0.01),
+                            (["--optimizer", "sgd", "--weight-decay", "0.001"], fastlstm.SGD, 0.001)):
+        out = tmp_path / f"{len(typed)}.ckpt"
+        r = _run("train", "--steps", "3", "--out", str(out), *SMALL, *typed)
+        assert r.returncode == 0, r.stderr
+        m = fastlstm.load(out)
+        assert type(m.optimizer) is kind and m.optimizer.weight_decay == wd == m.extra["options"]["weight_decay"]
+    for typed, said in ((["--weight-decay", "-1"], "weight_decay must be >= 0, got -1.0"),
+                        (["--optimizer", "adamw", "--lr", "0.5", "--weight-decay", "2"], "which must be < 1")):
+        r = _run("train", "--steps", "3", "--out", str(tmp_path / "bad.ckpt"), *SMALL, *typed)
+        assert r.returncode == 2 and said in r.stderr and not (tmp_path / "bad.ckpt").exists(), r.stderr
 
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastlstm
-from fastlstm import optim
+from fastlstm import checkpoint, optim
 
 
 def test_sgd_with_momentum_matches_hand_computation():
@@ -90,8 +90,81 @@ def test_a_hyperparameter_the_dtype_cannot_hold_is_refused_not_a_misleading_nonf
 
 
 def test_an_optimizer_reads_as_the_call_that_makes_it_and_a_model_shows_its_optimizer():
-    for opt in (fastlstm.Adam(lr=0.01, beta2=0.99), fastlstm.SGD(lr=0.5, momentum=0.9)):
-        again = eval(repr(opt), {"Adam": fastlstm.Adam, "SGD": fastlstm.SGD})
+    for opt in (fastlstm.Adam(lr=0.01, beta2=0.99), fastlstm.SGD(lr=0.5, momentum=0.9),
+                fastlstm.AdamW(lr=0.01, weight_decay=0.1)):
+        again = eval(repr(opt), {"Adam": fastlstm.Adam, "SGD": fastlstm.SGD, "AdamW": fastlstm.AdamW})
         assert type(again) is type(opt) and again.hyper() == opt.hyper()
     m = fastlstm.Model(2, 3, 1, optimizer=fastlstm.SGD(lr=0.5))
-    assert "optimizer=SGD(lr=0.5, momentum=0.0)" in repr(m)
+    assert "optimizer=SGD(lr=0.5, momentum=0.0, weight_decay=0.0)" in repr(m)
+
+
+@pytest.mark.parametrize("ours,theirs", [
+    (lambda: fastlstm.SGD(lr=0.1, momentum=0.9, weight_decay=0.05), lambda p: ("SGD", dict(lr=0.1, momentum=0.9,
+                                                                                          weight_decay=0.05))),
+    (lambda: fastlstm.SGD(lr=0.1, weight_decay=0.05), lambda p: ("SGD", dict(lr=0.1, weight_decay=0.05))),
+    (lambda: fastlstm.Adam(lr=0.01, weight_decay=0.1), lambda p: ("Adam", dict(lr=0.01, weight_decay=0.1))),
+    (lambda: fastlstm.AdamW(lr=0.01, weight_decay=0.1), lambda p: ("AdamW", dict(lr=0.01, weight_decay=0.1))),
+    (lambda: fastlstm.AdamW(lr=0.01), lambda p: ("AdamW", dict(lr=0.01)))],          # both default to 0.01
+    ids=["sgd_momentum", "sgd", "adam_l2", "adamw", "adamw_default"])
+def test_weight_decay_and_adamw_match_torch_optim_in_float64(ours, theirs):
+    """PyTorch's semantics: SGD and Adam add weight_decay·p to the gradient (L2), AdamW
+    shrinks p by lr·weight_decay before Adam's step (decoupled)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(50)
+    pt = torch.tensor(p.copy(), requires_grad=True)
+    name, kw = theirs(pt)
+    o, ot = ours().bind(50, np.float64), getattr(torch.optim, name)([pt], **kw)
+    for _ in range(20):
+        g = rng.standard_normal(50)
+        assert o.step(p, g)
+        pt.grad = torch.tensor(g)
+        ot.step()
+    assert np.abs(p - pt.detach().numpy()).max() <= 1e-13
+
+
+def test_zero_weight_decay_is_bitwise_the_plain_update():
+    rng = np.random.default_rng(1)
+    for plain, decayed in ((fastlstm.Adam(lr=0.01), fastlstm.Adam(lr=0.01, weight_decay=0.0)),
+                           (fastlstm.Adam(lr=0.01), fastlstm.AdamW(lr=0.01, weight_decay=0.0)),
+                           (fastlstm.SGD(lr=0.1, momentum=0.5), fastlstm.SGD(lr=0.1, momentum=0.5, weight_decay=0))):
+        p, q = (rng.standard_normal(40).astype(np.float32) for _ in range(2))
+        q[:] = p
+        a, b = plain.bind(40, np.float32), decayed.bind(40, np.float32)
+        for _ in range(5):
+            g = rng.standard_normal(40).astype(np.float32)
+            a.step(p, g)
+            b.step(q, g)
+        assert np.array_equal(p, q) and all(np.array_equal(a.state[k], b.state[k]) for k in a.state)
+
+
+def test_weight_decay_pulls_unused_weights_towards_zero_and_survives_a_checkpoint(tmp_path):
+    m = fastlstm.Model(2, 6, 1, optimizer=fastlstm.AdamW(lr=0.05, weight_decay=0.5), seed=0)
+    x = np.zeros((4, 3, 2), np.float32)                   # x = 0: W_x's gradient is 0, decay alone moves it
+    before = np.abs(m.core.layers[0].W[:, :2]).sum()
+    for _ in range(10):
+        m.train_step(x, np.ones((3, 1), np.float32))
+    assert np.abs(m.core.layers[0].W[:, :2]).sum() == pytest.approx(before * (1 - 0.05 * 0.5) ** 10, rel=1e-5)
+    m.save(tmp_path / "m.ckpt")
+    c = fastlstm.load(tmp_path / "m.ckpt")
+    assert type(c.optimizer) is fastlstm.AdamW and c.optimizer.weight_decay == 0.5
+    m.train_step(x, np.ones((3, 1), np.float32))
+    c.train_step(x, np.ones((3, 1), np.float32))
+    assert np.array_equal(c.params, m.params)
+    header, arrays = checkpoint.read(tmp_path / "m.ckpt")     # a checkpoint from before 0.6: no weight_decay
+    header["optimizer"] = {k: x for k, x in header["optimizer"].items() if k != "weight_decay"}
+    header["optimizer"]["name"] = "adam"
+    checkpoint.write(tmp_path / "old.ckpt", {k: x for k, x in header.items() if k not in ("format", "version")},
+                     arrays)
+    old = fastlstm.load(tmp_path / "old.ckpt")
+    assert type(old.optimizer) is fastlstm.Adam and old.optimizer.weight_decay == 0.0
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: fastlstm.SGD(weight_decay=-0.1), "weight_decay must be >= 0"),
+    (lambda: fastlstm.Adam(weight_decay=float("inf")), "weight_decay must be a finite number"),
+    (lambda: fastlstm.AdamW(lr=0.1, weight_decay=10), "lr·weight_decay each step, which must be < 1")])
+def test_bad_weight_decay_is_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+    assert fastlstm.Model(2, 4, 1, optimizer="adamw").optimizer.weight_decay == 0.01    # PyTorch's default

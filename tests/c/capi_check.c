@@ -72,6 +72,12 @@ static int errors(const char *dir) {
     REPORT(fastlstm_create, "tiny_eps", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.optimizer = FASTLSTM_OPTIMIZER_SGD; cfg.momentum = NAN;
     REPORT(fastlstm_create, "nan_momentum", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.weight_decay = -1;
+    REPORT(fastlstm_create, "negative_weight_decay", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.optimizer = FASTLSTM_OPTIMIZER_ADAMW; cfg.weight_decay = NAN;
+    REPORT(fastlstm_create, "nan_weight_decay", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.optimizer = FASTLSTM_OPTIMIZER_ADAMW; cfg.weight_decay = 1000;   /* lr·λ = 1 */
+    REPORT(fastlstm_create, "adamw_decay_too_big", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.forget_bias = NAN;
     REPORT(fastlstm_create, "nan_forget_bias", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.forget_bias = 1e300;          /* inf once stored in float32 */
