@@ -316,7 +316,7 @@ def _same_options(out, model, args):
         raise UsageError(f"{out}: its record of the run's options is unusable (a JSON {type(options).__name__})")
     run = dict(dict(hidden=c.hidden_size, layers=c.num_layers, cell=model.cell, bidirectional=c.bidirectional,
                     proj=c.proj_size, dropout=c.dropout, dtype=str(model.dtype),
-                    weight_decay=getattr(model.optimizer, "weight_decay", 0.0)), **options)
+                    weight_decay=model.optimizer.weight_decay), **options)
     if model.vocab_size:
         run.setdefault("embed", c.input_size)
     differ = [f"--{k.replace('_', '-')} {args.typed[k]} (the run's: {'not set' if run[k] is None else run[k]})"
@@ -359,10 +359,11 @@ def _new_run(args, rng):
     if args.bidirectional and hasattr(source, "vocab_size"):
         raise UsageError("--bidirectional on text: a next-character model that reads the text backwards too "
                          "sees the next character it must predict; train it unidirectional")
-    if args.weight_decay is None:                       # each optimizer's own default, recorded as such
-        args.weight_decay = 0.01 if args.optimizer == "adamw" else 0.0
-    sgd = dict(momentum=args.momentum) if args.optimizer == "sgd" else {}
-    opt = fastlstm.optim.OPTIMIZERS[args.optimizer](lr=args.lr, weight_decay=args.weight_decay, **sgd)
+    settings = dict(momentum=args.momentum) if args.optimizer == "sgd" else {}
+    if args.weight_decay is not None:
+        settings["weight_decay"] = args.weight_decay
+    opt = fastlstm.optim.OPTIMIZERS[args.optimizer](lr=args.lr, **settings)
+    args.weight_decay = opt.weight_decay          # untyped: the optimizer's own default, recorded as such
     vocab = getattr(source, "vocab_size", None)          # text: token ids through an embedding
     model = fastlstm.Model(args.embed if vocab else source.input_size, args.hidden, source.output_size,
                            args.layers, cell=args.cell, loss=source.loss, output=source.output, dtype=args.dtype,

@@ -181,14 +181,6 @@ class Optimizer:
         """Refuse state values that no run of this rule can produce (used by load)."""
 
 
-def _weight_decay(value):
-    """weight_decay λ as a finite float >= 0."""
-    wd = v.finite_float("weight_decay", value)
-    if wd < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {value}")
-    return wd
-
-
 class SGD(Optimizer):
     """SGD with optional momentum and weight decay, as PyTorch's SGD:
     velocity = momentum·velocity + (g + weight_decay·p); p -= lr·velocity."""
@@ -199,7 +191,7 @@ class SGD(Optimizer):
     def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0):
         self.lr = v.finite_float("lr", lr)
         self.momentum = v.finite_float("momentum", momentum)
-        self.weight_decay = _weight_decay(weight_decay)
+        self.weight_decay = v.finite_float("weight_decay", weight_decay, ge=0)
         if self.lr <= 0 or not 0 <= self.momentum < 1:
             raise ValueError(f"SGD needs lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}")
 
@@ -222,7 +214,7 @@ class Adam(Optimizer):
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         self.lr, self.beta1, self.beta2, self.eps = (
             v.finite_float(n, x) for n, x in (("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps)))
-        self.weight_decay = _weight_decay(weight_decay)
+        self.weight_decay = v.finite_float("weight_decay", weight_decay, ge=0)
         if self.lr <= 0 or not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or self.eps <= 0:
             raise ValueError(f"{type(self).__name__} needs lr > 0, 0 <= beta1, beta2 < 1 and eps > 0, "
                              f"got {self.hyper()}")
