@@ -519,6 +519,8 @@ def _train(args, interrupt, held):
         if lead:
             print(text, flush=True)
 
+    # every buffer a step uses, made now: a batch too big for memory is refused before the run starts
+    model.reserve(source.T, -(-r.batches.B // dp.size) if args.distributed else r.batches.B)
     what = f"task {name}" if "task" in record else f"{source.kind} {record['data']['path']}"
     per_epoch = f", {r.batches.per_epoch} steps an epoch" if r.batches.finite else ""
     say(f"fastlstm: {what}, {model.core.num_layers}x{model.core.hidden_size} "

@@ -16,6 +16,7 @@ column, before any model or checkpoint is touched.
 """
 import csv
 import datetime as _dt
+import difflib
 import io
 import math
 import os
@@ -399,6 +400,7 @@ class Series:
     def __init__(self, path, *, target, features=None, window=50, horizon=1, val_fraction=0.2, season=None,
                  fill=None, _spec=None):
         self.path, self.window, self.horizon = path, int(window), int(horizon)
+        self.T = self.window                                          # a training batch's steps
         self.val_fraction, self.season, self.fill = float(val_fraction), season, fill
         if self.window < 1 or self.horizon < 1 or not 0 < self.val_fraction < 1 or (season is not None and season < 1):
             raise DataError(f"--window and --horizon must be >= 1, --season >= 1 and --val-fraction in (0, 1); "
@@ -643,7 +645,7 @@ class Arrays:
         else:                                        # predict, or Model.fit without validation
             self.val_rows, self.train_rows = np.arange(0), np.arange(N)
         self.x, self.y, self.lengths = x, y, lengths                  # x time-major (T, N, D)
-        self.size, self.input_size = len(self.train_rows), x.shape[2]
+        self.size, self.T, self.input_size = len(self.train_rows), x.shape[0], x.shape[2]
         if _spec and y is not None and classes != _spec["classes"]:      # predict: the checkpoint's kind
             raise DataError(f"{path}: y holds {'class labels' if classes else 'float targets'}, and the checkpoint "
                             f"was trained on {'class labels' if _spec['classes'] else 'float targets'}")
@@ -803,6 +805,13 @@ def _read_npz(path, need_y=True):
             for need in ("x", "y") if need_y else ("x",):
                 if need not in names:
                     raise DataError(f"{path}: no array {need!r} (the file holds: {', '.join(names) or 'nothing'})")
+            # an array no one reads is refused, not skipped: a misspelt `lengths` would train on the padding
+            extra = [name for name in names if name not in ("x", "y", "lengths")]
+            if extra:
+                close = difflib.get_close_matches(extra[0], ("lengths",), n=1, cutoff=0.6)
+                raise DataError(f"{path}: arrays fastlstm does not read: {', '.join(map(repr, extra))}"
+                                + (f" (did you mean {close[0]!r}?)" if close else "")
+                                + "; an .npz holds x, y and optionally lengths")
             return z["x"], z["y"] if "y" in names else None, z["lengths"] if "lengths" in names else None
     except DataError:
         raise

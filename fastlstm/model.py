@@ -190,8 +190,7 @@ class Model:
         """Forward through the layers (ids embedded first) and the head's product; step: the
         dropout masks' step, None for none."""
         T, B = x.shape[:2]
-        self.core._ws.ensure(T, B)          # the workspace first: its memory check names it
-        buf = self._buffers(T, B)
+        buf = self._reserve(T, B)
         if self.E is not None:
             np.take(self.E, x, axis=0, out=buf["x"], mode="clip")  # x_t = E[id_t] (ids checked; "raise" would buffer)
             x = buf["x"]
@@ -408,6 +407,17 @@ class Model:
         else:
             P += self.bias
         return P
+
+    @one_call_at_a_time
+    def reserve(self, T, B):
+        """Make the buffers a step of T steps and B rows uses (the layers' workspace, the
+        head's), checking first that they fit in memory: a run too big for the machine fails
+        here, before it starts, and not at its first step."""
+        self._reserve(v.positive_int("T", T), v.positive_int("B", B))
+
+    def _reserve(self, T, B):
+        self.core.reserve(T, B)             # the workspace first: its memory check names it
+        return self._buffers(T, B)
 
     @one_call_at_a_time
     def reset_state(self, batch_size=1):

@@ -250,11 +250,11 @@ class _Workspace:
         self._views, self._views_tb = {}, None       # _cached
 
     def ensure(self, T, B):
-        """Grow to hold (T, B). All new buffers are made before any is replaced, so a
+        """Grow to hold (T, B); True if it grew. All new buffers are made before any is replaced, so a
         failed allocation (MemoryError) leaves the workspace, and the forward it holds, as
         it was."""
         if T * B <= self.cap_tb and B <= self.cap_b:
-            return
+            return False
         tb, b, H, Hr, G, Hc, e = (max(T * B, self.cap_tb), max(B, self.cap_b), self.H, self.Hr, self.G, self.Hc,
                                   self.dtype)
         blocks, Hm, dirs = self.blocks, self.Hm, self.dirs
@@ -278,6 +278,7 @@ class _Workspace:
         self.__dict__.update(new)
         self.cap_tb, self.cap_b = tb, b
         self._views, self._views_tb = {}, None       # views of the old buffers: let them go
+        return True
 
     def _cached(self, key, T, B, make):
         """The views `make()` gives for (T, B), made once while (T, B) and the buffers stay:
@@ -450,6 +451,14 @@ class _Recurrent:
     @one_call_at_a_time
     def zero_grad(self):
         self.grads[:] = 0
+
+    @one_call_at_a_time
+    def reserve(self, T, B):
+        """Grow the workspace to hold a forward and backward of T steps and B rows now, after
+        checking that it fits in memory, instead of at the first call of that size. Growing
+        lets go of a forward that waits for its backward."""
+        if self._ws.ensure(v.positive_int("T", T), v.positive_int("B", B)):
+            self._saved = None
 
     # -- forward ---------------------------------------------------------------------
 

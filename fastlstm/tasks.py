@@ -94,7 +94,7 @@ class Digits:
     """scikit-learn's load_digits(): 1797 8x8 images read row by row as 8 steps of 8
     features (scaled to [0, 1]); 10 classes at the last step. Figure of merit: test
     accuracy on a fixed 20% split. Needs scikit-learn (the `digits` extra)."""
-    name, loss, output, input_size, output_size = "digits", "xent", "last", 8, 10
+    name, loss, output, input_size, output_size, T = "digits", "xent", "last", 8, 10, 8
     monitor = ("test_accuracy", "max")
 
     def __init__(self, seed=1234):

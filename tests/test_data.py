@@ -284,6 +284,9 @@ def _hourly(values, hours=None):
     ("ids.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 1099511627776"),
     ("wrap.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 18446744073709551615"),
     ("negative.npz", None, [], "class labels y are indices 0..C-1, and sequence 3 has label -1"),
+    ("typo.npz", None, [], "arrays fastlstm does not read: 'lenghts' (did you mean 'lengths'?); an .npz holds x, y "
+     "and optionally lengths"),                                  # it trained on the padding, lengths unread
+    ("extra.npz", None, [], "arrays fastlstm does not read: 'meta'; an .npz holds x, y and optionally lengths"),
     ("tiny.txt", b"a", [], "too short: of its 1 character, 1 would go to training and 0 be held out; each part "
      "needs at least T + 1 = 101"),
     ("junk.npz", b"not a zip", [], "not an .npz file (a zip archive of arrays, as np.savez writes)"),
@@ -306,6 +309,8 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "ids.npz": dict(x=x, y=np.array([0] * 9 + [1 << 40])),    # ids where labels belong: 2^40 + 1 classes
               "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64)),      # -1 once cast to int64
               "negative.npz": dict(x=x, y=np.array([0, 1, 0, -1, 1, 0, -1, 0, 1, 0])),   # -1 for "no label"
+              "typo.npz": dict(x=x, y=np.zeros(10, np.int64), lenghts=np.full(10, 3)),
+              "extra.npz": dict(x=x, y=np.zeros(10, np.int64), meta=np.zeros(3)),
               "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.zeros(10, np.int64)),    # inf in float32
               "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300]), "archive.csv": dict(x=x),
               "one.npz": dict(x=x[:1], y=np.zeros(1, np.int64))}

@@ -89,6 +89,12 @@ def test_a_model_names_the_buffers_that_would_not_fit_and_keeps_working():
                                           r"more than this machine's"):
         m.train_step(np.zeros((100, 100, 1), np.float32), np.zeros((100, 100), np.int64))
     assert _same(m, before)
+    with pytest.raises(MemoryError, match=r"the head's buffers for T = 100, B = 100 would need"):
+        m.reserve(100, 100)                        # the same check, asked for before a run
+    for T, B, error in ((0, 4, ValueError), (3, 2.0, TypeError), (3, True, TypeError)):
+        with pytest.raises(error, match="T must be|B must be"):
+            m.reserve(T, B)
+    assert _same(m, before)
     with pytest.raises(MemoryError, match=r"the streaming state for B = 1000000000000 would need"):
         m.reset_state(10 ** 12)
     m.train_step(x, y)
@@ -97,6 +103,8 @@ def test_a_model_names_the_buffers_that_would_not_fit_and_keeps_working():
     small.train_step(*_batch(D=1, O=1))
     with pytest.raises(MemoryError, match="the workspace for T = 25000, B = 1000"):
         small.train_step(np.zeros((25000, 1000, 1), np.float32), np.zeros((1000, 1), np.float32))
+    with pytest.raises(MemoryError, match="the workspace for T = 25000, B = 1000"):
+        small.reserve(25000, 1000)
     assert list(small._bufs) == [(6, 4)]          # the head's buffers of the last good step, kept
 
 

@@ -132,6 +132,24 @@ def test_workspace_grows_only_for_a_bigger_batch():
     assert [id(b) for b in m._ws.Z] != bufs
 
 
+def test_reserve_makes_the_workspace_a_first_call_would_make():
+    """reserve(T, B) grows the workspace as a forward of (T, B) would, so that call makes
+    nothing; a reserve within it keeps a forward's saved state, one that grows it lets it go."""
+    rng = np.random.default_rng(0)
+    m, fresh = fastlstm.LSTM(3, 4, 2, seed=0), fastlstm.LSTM(3, 4, 2, seed=0)
+    m.reserve(6, 5)
+    bufs = [id(b) for b in m._ws.Z]
+    x, dy = rng.standard_normal((6, 5, 3), np.float32), rng.standard_normal((6, 5, 4), np.float32)
+    y = m.forward(x)[0]
+    assert [id(b) for b in m._ws.Z] == bufs and np.array_equal(y, fresh.forward(x)[0])
+    m.reserve(2, 5)                                # within: the forward stays for its backward
+    assert np.array_equal(m.backward(dy)[0], fresh.backward(dy)[0])
+    m.forward(x)
+    m.reserve(6, 6)                                # grown: the saved forward is gone, and backward says so
+    with pytest.raises(RuntimeError, match="needs a forward"):
+        m.backward(dy)
+
+
 @pytest.mark.parametrize("make", [lambda: fastlstm.LSTM(3, 5, 2, proj_size=2, seed=0),
                                   lambda: fastlstm.GRU(3, 5, 2, bidirectional=True, dropout=0.3, seed=0)])
 def test_one_stack_through_shapes_that_grow_and_shrink_gives_a_fresh_stacks_bits(make):
