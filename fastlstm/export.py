@@ -77,10 +77,16 @@ def export_onnx(model, path, *, streaming=False):
     Lyr, H, Hr, O, dirs = core.num_states, core.hidden_size, core.Hr, model.output_size, core.directions
     tokens = model.vocab_size is not None
     f32 = TensorProto.FLOAT
-    nodes, inits = [], []
+    nodes, inits, made = [], [], {}
 
     def const(name, a):
-        inits.append(numpy_helper.from_array(np.array(a, order="C"), name))    # (0-d stays 0-d)
+        """An initializer, made once: a second call with the same name and value reuses it."""
+        a = np.array(a, order="C")                                          # (0-d stays 0-d)
+        if name in made:
+            assert np.array_equal(made[name], a) and made[name].dtype == a.dtype, name
+        else:
+            made[name] = a
+            inits.append(numpy_helper.from_array(a, name))
         return name
 
     def node(op, ins, outs, into=nodes, **attrs):
@@ -168,8 +174,9 @@ def export_onnx(model, path, *, streaming=False):
                  [f"{p}hn", f"{p}cn", f"{p}Y"], body=graph, num_scan_inputs=1 + bool(live3))
             ys.append(f"{p}Y" if d == 0 else node("ReverseSequence", [f"{p}Y", "lens64"], [f"{p}Yn"], batch_axis=1,
                                                   time_axis=0))
-        for name, kind in ((f"Yh{l}", "hn"), (f"Yc{l}", "cn")):      # ("axis0": made with x_seq or live3)
-            node("Concat", [node("Unsqueeze", [f"l{l}d{d}_{kind}", "axis0"], [f"l{l}d{d}_{kind}1"])
+        axis0 = const("axis0", np.array([0]))
+        for name, kind in ((f"Yh{l}", "hn"), (f"Yc{l}", "cn")):
+            node("Concat", [node("Unsqueeze", [f"l{l}d{d}_{kind}", axis0], [f"l{l}d{d}_{kind}1"])
                             for d in range(dirs)], [name], axis=0)
         return ys[0] if dirs == 1 else node("Concat", ys, [f"y{l}"], axis=2)
 
