@@ -411,8 +411,14 @@ class Series:
         names, kinds, rows = read_csv(path)
         self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
         self.targets = _columns(names, target, path, "--target") if isinstance(target, str) else list(target)
+        notes = []
         if features is None:
             self.features = [n for n, k in zip(names, kinds) if k == "number"]
+            text = [n for n, k in zip(names, kinds) if k == "text"]
+            if text:                                  # said, as a column the user counted on may be among them
+                notes.append(f"the features are {', '.join(map(repr, self.features))}; "
+                             f"{', '.join(map(repr, text))} hold{'s' * (len(text) == 1)} text and "
+                             f"{'is' if len(text) == 1 else 'are'} left out")
         else:
             self.features = _columns(names, features, path, "--features") if isinstance(features, str) \
                 else list(features)
@@ -426,7 +432,6 @@ class Series:
         self.times = self._times(names.index(self.time_col), rows) if self.time_col else None
         self.tz = (_dt.datetime.fromisoformat(rows[-1][1][names.index(self.time_col)].strip()).tzinfo
                    if self.time_col else None)             # the last row's offset dates the output
-        self.note = None
         steps = np.diff(self.times) if self.times is not None else np.zeros(0)
         # Back in time: refused (shuffled rows, newest first), except by at most an hour, as local
         # time at an autumn clock change goes (02:30 then 02:00 again, half-hourly).
@@ -437,9 +442,10 @@ class Series:
             raise DataError(f"{path}: line {l1}, column {c + 1} ({self.time_col!r}): {r1[c]!r} goes back in time "
                             f"from line {l0}'s {r0[c]!r}: sort the rows oldest first")
         if median == 0:                                # dates on hourly rows, say: a forecast, dated a
-            self.note = (f"column {self.time_col!r} repeats its times (the median step between rows is 0), "
+            notes.append(f"column {self.time_col!r} repeats its times (the median step between rows is 0), "
                          f"so forecasts are numbered by step, not dated")   # median step on, would repeat them
             self.time_col = self.times = None
+        self.note = "; ".join(notes) or None
         values = self._values(names, kinds, rows)                       # (rows, columns) in data units
         n = len(values)
         self.n_train = n - int(round(n * self.val_fraction))

@@ -572,6 +572,23 @@ def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path, ca
     assert out.startswith("step,load\n1,"), out
 
 
+def test_text_columns_left_out_of_the_default_features_are_named(tmp_path, capsys):
+    """The features default to the numeric columns; a text column among them was left out
+    without a word, though the user may have counted on it. The run names the features and
+    what it left out, beside any other note; --features naming it is refused."""
+    path = tmp_path / "sites.csv"
+    path.write_text("date,site,load,kind\n" + "".join(f"2024-10-{1 + k // 24:02d},A{k % 2},{k % 7},x\n"
+                                                      for k in range(240)))
+    assert cli.main(["train", "--data", str(path), "--target", "load", "--window", "3", "--steps", "2",
+                     "--out", str(tmp_path / "run.ckpt")]) == 0
+    out = capsys.readouterr().out
+    assert ("note: the features are 'load'; 'site', 'kind' hold text and are left out; column 'date' repeats "
+            "its times") in out, out
+    assert data.Series(str(path), target="load", features="load").note.startswith("column 'date' repeats")
+    with pytest.raises(data.DataError, match=r"line 2, column 2 \('site'\).*column 'site' must be numeric"):
+        data.Series(str(path), target="load", features="load,site")
+
+
 def test_a_text_of_one_character_has_zero_unigram_bits_not_minus_zero(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("a" * 500)
