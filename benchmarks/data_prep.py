@@ -12,6 +12,7 @@ Text load: `fastlstm.data.Text` on a file of --text-mb MB (CPython's pydoc_data.
 repeated), in a fresh process: seconds, and the process's peak resident memory, beside its memory before the
 load (after importing fastlstm and NumPy).
 """
+import argparse
 import os
 import subprocess
 import sys
@@ -89,8 +90,12 @@ def text_load(mb):
 
 
 def main():
-    quick = "--quick" in sys.argv
-    mb = float(sys.argv[sys.argv.index("--text-mb") + 1]) if "--text-mb" in sys.argv else (2 if quick else 100)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small data, few steps (the test suite's)")
+    p.add_argument("--text-mb", type=float, help="the size of the text file loaded (default 100, or 2 with --quick)")
+    args = p.parse_args()
+    quick = args.quick
+    mb = args.text_mb if args.text_mb is not None else (2 if quick else 100)
     print("| data | loop step ms | train_step ms | difference | batch draw ms | draw share |\n"
           "| --- | ---: | ---: | ---: | ---: | ---: |")
     share("adding (T=100, B=64, H=64)", Adding(T=100), fastlstm.Model(2, 64, 1, seed=0), 64, quick)

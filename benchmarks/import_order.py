@@ -7,6 +7,7 @@ and, with --load, the same while a second process keeps one core busy (a shared 
 Prints one row per shape: the median step in each set-up, and each against fastlstm first
 (with --load: against fastlstm first on an idle machine, measured in the same round).
 """
+import argparse
 import os
 import subprocess
 import sys
@@ -38,8 +39,17 @@ ORDERS = ("fastlstm", "numpy", "torch")
 def main():
     sys.path.insert(0, HERE)
     from compare import QUICK, SHAPES
-    quick, load = "--quick" in sys.argv, "--load" in sys.argv
-    names = [a for a in sys.argv[1:] if not a.startswith("--")] or (["tiny"] if quick else list(SHAPES))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("shapes", nargs="*", metavar="shape",
+                   help=f"shapes of compare.py (default: all of {', '.join(SHAPES)})")
+    p.add_argument("--quick", action="store_true", help="the tiny shape, one round (the test suite's)")
+    p.add_argument("--load", action="store_true", help="also while a second process keeps one core busy")
+    args = p.parse_args()
+    if set(args.shapes) - set(SHAPES | QUICK):
+        p.error(f"unknown shape {' '.join(sorted(set(args.shapes) - set(SHAPES | QUICK)))}; the shapes: "
+                f"{' '.join(SHAPES | QUICK)}")
+    quick, load = args.quick, args.load
+    names = args.shapes or (["tiny"] if quick else list(SHAPES))
     rounds = 1 if quick else 3
     under, vs = (" under load", "idle fastlstm first") if load else ("", "fastlstm first")
     cols = [f"fastlstm first ms{under}", f"numpy first ms{under}", f"numpy, torch first ms{under}",

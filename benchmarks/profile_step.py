@@ -16,7 +16,7 @@ import os
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # before NumPy (see fastlstm/_config.py)
 
-import sys  # noqa: E402
+import argparse  # noqa: E402
 import time  # noqa: E402
 
 import numba  # noqa: E402
@@ -91,12 +91,15 @@ def profile(D, H, B, T, dtype, seconds, rounds=7, budget=0.3):
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    dtype = np.float64 if "--float64" in args else np.float32
-    names = [a for a in args if a != "--float64"] or list(SHAPES)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("shapes", nargs="*", metavar="shape", help=f"default: all of {', '.join(SHAPES)}")
+    p.add_argument("--float64", action="store_true", help="float64 steps (default float32)")
+    args = p.parse_args()
+    dtype = np.float64 if args.float64 else np.float32
+    names = args.shapes or list(SHAPES)
     bad = [n for n in names if n not in SHAPES]
     if bad:
-        sys.exit(__doc__.split("\n\n")[1] + f"\nunknown shape {' '.join(bad)}; the shapes: {' '.join(SHAPES)}")
+        p.error(f"unknown shape {' '.join(bad)}; the shapes: {' '.join(SHAPES)}")
     seconds = dict.fromkeys(PHASES, 0.0)
     timed(seconds)
     for name in names:

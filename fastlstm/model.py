@@ -294,8 +294,8 @@ class Model:
         if d.input_size != self.core.input_size:
             why = f"x has D = {d.input_size} inputs a step, and this model takes {self.core.input_size}"
         elif d.loss != self.loss:
-            why = (f"y holds integers (class labels: loss 'xent'), and this model's loss is 'mse': give float "
-                   f"targets (y.astype(np.float32)), or build the model with loss='xent'" if self.loss == "mse" else
+            why = ("y holds integers (class labels: loss 'xent'), and this model's loss is 'mse': give float "
+                   "targets (y.astype(np.float32)), or build the model with loss='xent'" if self.loss == "mse" else
                    f"y holds floats (targets: loss 'mse'), and this model's loss is 'xent': give integer class "
                    f"labels 0..{O - 1}, or build the model with loss='mse'")
         elif seen > O or (self.loss == "mse" and seen != O):

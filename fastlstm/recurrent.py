@@ -299,7 +299,7 @@ class _Workspace:
         """Direction d's buffers for the backward: δh carry, δh scratch (B, Hr), δc carry
         (B, H), the projection's δh_t (T, B, Hr) and δm scratch (B, H) (width 0 without),
         and δb per block of 4 rows ((B+3)//4, G)."""
-        H, Hr, Hd, Hm, G, nblk = self.H, self.Hr, self.Hd, self.Hm, self.G, (B + 3) // 4
+        Hr, Hd, Hm, G, nblk = self.Hr, self.Hd, self.Hm, self.G, (B + 3) // 4
         return self._cached(("carries", d), T, B, lambda: (
             _view(self.dh[d * B * Hr:], B, Hr), _view(self.dhs[d * B * Hr:], B, Hr),
             _view(self.dc[d * B * Hd:], B, Hd), _view(self.dH[d * T * B * Hr:], T, B, Hr * (Hm > 0)),

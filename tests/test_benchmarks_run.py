@@ -50,7 +50,7 @@ def test_profile_step_prints_every_phase():
         assert f"  {phase} " in r.stdout, r.stdout
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "small", "huge"],
                        capture_output=True, text=True, timeout=600)
-    assert r.returncode == 1 and "unknown shape huge;" in r.stderr and "small" not in r.stdout, r.stderr
+    assert r.returncode == 2 and "unknown shape huge;" in r.stderr and "small" not in r.stdout, r.stderr
 
 
 def test_data_prep_prints_the_step_shares_and_the_text_load():

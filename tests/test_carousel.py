@@ -1,5 +1,4 @@
 """The constant error carousel, tested with the gradient-flow probe of the backward kernels."""
-import os
 import subprocess
 import sys
 

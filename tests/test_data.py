@@ -469,16 +469,16 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
         reg.fit(np.zeros((3, 4, 3)), np.zeros((4, 1)), epochs=1)
     # data and model that disagree: said how (it was "cannot fit ... y of kind xent with 3 outputs or classes",
     # and integer targets for an mse model read "must be integer class labels (N,) ... got shape (400, 1)")
-    for m, data, said in ((model, (x, np.full(400, 2)), "fit: y's class labels reach 2 (validation included), and "
-                                                          "this model has 2 classes, labels 0..1"),
-                          (model, (x, y.astype(np.float32)), "fit: y holds floats (targets: loss 'mse'), and this "
-                                                             "model's loss is 'xent': give integer class labels 0..1"),
-                          (reg, (x, y), "fit: y holds integers (class labels: loss 'xent'), and this model's loss is "
-                                        "'mse': give float targets"),
-                          (fastlstm.Model(2, 8, 3, seed=0), (x, x[0]), "fit: y has 2 targets a sequence, and this "
-                                                                       "model predicts 3")):   # it failed at a step
+    for m, arrays, said in ((model, (x, np.full(400, 2)), "fit: y's class labels reach 2 (validation included), and "
+                                                            "this model has 2 classes, labels 0..1"),
+                            (model, (x, y.astype(np.float32)), "fit: y holds floats (targets: loss 'mse'), and this "
+                                                               "model's loss is 'xent': give integer class labels 0..1"),
+                            (reg, (x, y), "fit: y holds integers (class labels: loss 'xent'), and this model's loss is "
+                                          "'mse': give float targets"),
+                            (fastlstm.Model(2, 8, 3, seed=0), (x, x[0]), "fit: y has 2 targets a sequence, and this "
+                                                                         "model predicts 3")):   # it failed at a step
         with pytest.raises(ValueError, match=re.escape(said)):
-            m.fit(*data, epochs=1, progress=False)
+            m.fit(*arrays, epochs=1, progress=False)
     # bad validation arrays are named as such (they read "fit: x holds nan", sending users to the training x)
     for val, said in (((x * np.nan, y), "fit's validation: x holds nan at (t, n, d) = (0, 0, 0)"),
                       ((x, y, np.zeros(400, int)), "fit's validation: lengths must lie in 1..12"),

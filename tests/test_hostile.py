@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastlstm
-from fastlstm import CheckpointError, checkpoint
+from fastlstm import CheckpointError
 
 
 def _batch(T=6, B=4, D=3, O=2, seed=0):

@@ -1,5 +1,4 @@
 """Results do not depend on the thread count; a warm forward+backward allocates nothing."""
-import hashlib
 import json
 import os
 import re
