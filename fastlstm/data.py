@@ -628,7 +628,10 @@ class Arrays:
             raise DataError(f"--layout must be batch or time and --val-fraction in (0, 1); got {layout!r}, "
                             f"{val_fraction}")
         self.fingerprint = None if _arrays is not None else _check_fingerprint(path, _spec)
-        x, y, lengths, classes = self._check(*(_arrays if _arrays is not None else _read_npz(path, _training(_spec))))
+        arrays, unread = (_arrays, []) if _arrays is not None else _read_npz(path, _training(_spec))
+        x, y, lengths, classes = self._check(*arrays)
+        self.note = (f"{', '.join(map(repr, unread))} in the file {'is' if len(unread) == 1 else 'are'} not read "
+                     f"(an .npz holds x, y and optionally lengths)") if unread else None
         N = x.shape[1]
         if validation is not None:                  # Model.fit: the validation rows follow the training rows
             xv, yv, Lv, vclasses = self._check(*validation, p=f"{path}'s validation")
@@ -811,14 +814,15 @@ def _read_npz(path, need_y=True):
             for need in ("x", "y") if need_y else ("x",):
                 if need not in names:
                     raise DataError(f"{path}: no array {need!r} (the file holds: {', '.join(names) or 'nothing'})")
-            # an array no one reads is refused, not skipped: a misspelt `lengths` would train on the padding
-            extra = [name for name in names if name not in ("x", "y", "lengths")]
-            if extra:
-                close = difflib.get_close_matches(extra[0], ("lengths",), n=1, cutoff=0.6)
-                raise DataError(f"{path}: arrays fastlstm does not read: {', '.join(map(repr, extra))}"
-                                + (f" (did you mean {close[0]!r}?)" if close else "")
-                                + "; an .npz holds x, y and optionally lengths")
-            return z["x"], z["y"] if "y" in names else None, z["lengths"] if "lengths" in names else None
+            # other arrays (a mean and scale kept beside the data, say) are left unread with a note; a
+            # near miss of `lengths` is refused: read as absent, the run would train on the padding
+            unread = [name for name in names if name not in ("x", "y", "lengths")]
+            if "lengths" not in names:
+                for name in unread:
+                    if difflib.get_close_matches(name, ("lengths",), n=1, cutoff=0.6):
+                        raise DataError(f"{path}: an array {name!r} and no 'lengths': did you mean 'lengths'? "
+                                        f"(an .npz holds x, y and optionally lengths; rename it, or drop it)")
+            return (z["x"], z["y"] if "y" in names else None, z["lengths"] if "lengths" in names else None), unread
     except DataError:
         raise
     except Exception as e:          # a hostile archive fails in zipfile, zlib, NumPy's header parser (tokenize)...

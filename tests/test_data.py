@@ -284,9 +284,8 @@ def _hourly(values, hours=None):
     ("ids.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 1099511627776"),
     ("wrap.npz", None, [], "class labels y must lie in 0..1048575 (class indices 0..C-1), got min 0, max 18446744073709551615"),
     ("negative.npz", None, [], "class labels y are indices 0..C-1, and sequence 3 has label -1"),
-    ("typo.npz", None, [], "arrays fastlstm does not read: 'lenghts' (did you mean 'lengths'?); an .npz holds x, y "
-     "and optionally lengths"),                                  # it trained on the padding, lengths unread
-    ("extra.npz", None, [], "arrays fastlstm does not read: 'meta'; an .npz holds x, y and optionally lengths"),
+    ("typo.npz", None, [], "an array 'lenghts' and no 'lengths': did you mean 'lengths'? (an .npz holds x, y and "
+     "optionally lengths"),                                      # it trained on the padding, lengths unread
     ("tiny.txt", b"a", [], "too short: of its 1 character, 1 would go to training and 0 be held out; each part "
      "needs at least T + 1 = 101"),
     ("junk.npz", b"not a zip", [], "not an .npz file (a zip archive of arrays, as np.savez writes)"),
@@ -310,7 +309,6 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64)),      # -1 once cast to int64
               "negative.npz": dict(x=x, y=np.array([0, 1, 0, -1, 1, 0, -1, 0, 1, 0])),   # -1 for "no label"
               "typo.npz": dict(x=x, y=np.zeros(10, np.int64), lenghts=np.full(10, 3)),
-              "extra.npz": dict(x=x, y=np.zeros(10, np.int64), meta=np.zeros(3)),
               "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.zeros(10, np.int64)),    # inf in float32
               "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300]), "archive.csv": dict(x=x),
               "one.npz": dict(x=x[:1], y=np.zeros(1, np.int64))}
@@ -570,6 +568,21 @@ def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path, ca
     assert cli.main(["predict", str(tmp_path / "dayrun.ckpt"), "--data", str(days)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("step,load\n1,"), out
+
+
+def test_arrays_an_npz_holds_beside_x_y_and_lengths_are_named_in_a_note(tmp_path, capsys):
+    """A mean and scale saved beside the data are left unread, and the run says so (they
+    were skipped without a word); a near miss of `lengths` is refused (test_bad_data_...)."""
+    x = np.random.default_rng(0).standard_normal((20, 5, 2)).astype(np.float32)
+    y, L = np.zeros(20, np.int64), np.full(20, 5)
+    for arrays, note in ((dict(mean=np.zeros(2), scale=np.ones(2)), "'mean', 'scale' in the file are not read"),
+                         (dict(lengths=L, lenghts=L), "'lenghts' in the file is not read")):
+        path = tmp_path / "kept.npz"
+        np.savez(path, x=x, y=y, **arrays)
+        assert cli.main(["train", "--data", str(path), "--steps", "1", "--out", str(tmp_path / "k.ckpt"),
+                         "--overwrite"]) == 0
+        assert f"fastlstm: note: {note} (an .npz holds x, y and optionally lengths)" in capsys.readouterr().out
+    assert cli.main(["predict", str(tmp_path / "k.ckpt"), "--data", str(path)]) == 0
 
 
 def test_text_columns_left_out_of_the_default_features_are_named(tmp_path, capsys):
