@@ -520,7 +520,8 @@ def _train(args, interrupt, held):
             print(text, flush=True)
 
     # every buffer a step uses, made now: a batch too big for memory is refused before the run starts
-    model.reserve(source.T, -(-r.batches.B // dp.size) if args.distributed else r.batches.B)
+    rows = dp.rows(r.batches.B) if args.distributed else slice(0, r.batches.B)    # this rank's share
+    model.reserve(source.T, rows.stop - rows.start)
     what = f"task {name}" if "task" in record else f"{source.kind} {record['data']['path']}"
     per_epoch = f", {r.batches.per_epoch} steps an epoch" if r.batches.finite else ""
     say(f"fastlstm: {what}, {model.core.num_layers}x{model.core.hidden_size} "

@@ -631,7 +631,7 @@ class Arrays:
         arrays, unread = (_arrays, []) if _arrays is not None else _read_npz(path, _training(_spec))
         x, y, lengths, classes = self._check(*arrays)
         self.note = (f"{', '.join(map(repr, unread))} in the file {'is' if len(unread) == 1 else 'are'} not read "
-                     f"(an .npz holds x, y and optionally lengths)") if unread else None
+                     f"({NPZ_HOLDS})") if unread else None
         N = x.shape[1]
         if validation is not None:                  # Model.fit: the validation rows follow the training rows
             xv, yv, Lv, vclasses = self._check(*validation, p=f"{path}'s validation")
@@ -800,6 +800,9 @@ def _full(lengths, N, T):
     return np.full(N, T, np.int64) if lengths is None else lengths
 
 
+NPZ_HOLDS = "an .npz holds x, y and optionally lengths"
+
+
 def _read_npz(path, need_y=True):
     try:
         with open(path, "rb") as f:                       # np.load takes a .npy or a pickle too
@@ -821,7 +824,7 @@ def _read_npz(path, need_y=True):
                 for name in unread:
                     if difflib.get_close_matches(name, ("lengths",), n=1, cutoff=0.6):
                         raise DataError(f"{path}: an array {name!r} and no 'lengths': did you mean 'lengths'? "
-                                        f"(an .npz holds x, y and optionally lengths; rename it, or drop it)")
+                                        f"({NPZ_HOLDS}; rename it, or drop it)")
             return (z["x"], z["y"] if "y" in names else None, z["lengths"] if "lengths" in names else None), unread
     except DataError:
         raise

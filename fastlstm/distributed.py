@@ -44,13 +44,17 @@ class DataParallel:
         model.optimizer.t = self.comm.bcast(model.optimizer.t, root=0)
         model.steps = self.comm.bcast(model.steps, root=0)
 
+    def rows(self, B):
+        """This rank's rows (a slice) of a global batch of B rows."""
+        if B < self.size:
+            raise ValueError(f"a batch of {B} rows cannot be split over {self.size} ranks")
+        return slice(*_shard_bounds(B, self.size, self.rank))
+
     def shard(self, x, y, lengths=None):
         """This rank's rows of a global batch: (x, y, lengths, weight), weight = its share of
         the batch's predictions (each rank's loss is a mean over its own predictions)."""
-        T, B = x.shape[:2]
-        if B < self.size:
-            raise ValueError(f"a batch of {B} rows cannot be split over {self.size} ranks")
-        rows = slice(*_shard_bounds(B, self.size, self.rank))
+        B = x.shape[1]
+        rows = self.rows(B)
         L = None if lengths is None else np.asarray(lengths)
         if self.model.output == "last" or L is None:
             weight = (rows.stop - rows.start) / B

@@ -416,7 +416,7 @@ class Model:
         self._reserve(v.positive_int("T", T), v.positive_int("B", B))
 
     def _reserve(self, T, B):
-        self.core.reserve(T, B)             # the workspace first: its memory check names it
+        self.core._reserve(T, B)            # the workspace first: its memory check names it
         return self._buffers(T, B)
 
     @one_call_at_a_time

@@ -457,7 +457,11 @@ class _Recurrent:
         """Grow the workspace to hold a forward and backward of T steps and B rows now, after
         checking that it fits in memory, instead of at the first call of that size. Growing
         lets go of a forward that waits for its backward."""
-        if self._ws.ensure(v.positive_int("T", T), v.positive_int("B", B)):
+        self._reserve(v.positive_int("T", T), v.positive_int("B", B))
+
+    def _reserve(self, T, B):
+        """reserve on checked T, B, under a lock already held (a Model's step)."""
+        if self._ws.ensure(T, B):
             self._saved = None
 
     # -- forward ---------------------------------------------------------------------
