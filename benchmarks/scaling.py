@@ -20,6 +20,7 @@ import datetime  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 
+import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -61,9 +62,10 @@ def main(argv=None):
         libs = ("fastlstm", "torch")
     except ImportError:
         libs = ("fastlstm",)
-    t1 = None
+    t1, versions = None, None
     for n in run:
         workers = [Worker(lib, n) for lib in libs]
+        versions = versions or ", ".join(f"{w.lib} {w.version}" for w in workers)
         try:
             times = alternate([w.runner("train", *shape, np.float32) for w in workers], args.repeats,
                               settle=0.0 if quick else 0.3)
@@ -77,6 +79,8 @@ def main(argv=None):
         else:
             peer = f"(torch not installed) | – | {eff[0]} | –"
         print(f"| {n} | {ours * 1e3:.3f} | {peer} |", flush=True)
+    if versions:
+        print(f"\n{versions}, NumPy {np.__version__}, Numba {numba.__version__}, Python {platform.python_version()}.")
     if skipped:
         print(f"\nLeft out: {', '.join(map(str, skipped))} threads (this process may use {n_cores} cores).")
     if run and run[0] != 1:

@@ -1,5 +1,6 @@
 """The benchmark tools keep working (on tiny shapes; timings are not asserted)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -77,6 +78,7 @@ def test_scaling_prints_a_row_per_thread_count_and_names_those_left_out():
     assert rows[0].endswith("| 100% | 100% |"), r.stdout
     assert len(rows) == (2 if len(os.sched_getaffinity(0)) >= 2 else 1), r.stdout
     assert "Left out: 100000 threads" in r.stdout, r.stdout
+    assert re.search(r"^fastlstm [\w.]+, torch [\w.+]+, NumPy [\w.]+, Numba [\w.]+, Python [\w.]+\.$", r.stdout, re.M), r.stdout
 
 
 def test_scaling_without_torch_prints_fastlstm_alone(tmp_path):
