@@ -113,9 +113,19 @@ def _pieces(path):
             start, tail = start + cut, block[cut:]
 
 
+def _refuse_utf16(path, head, hint=""):
+    """DataError when the file's first bytes are a UTF-16 byte-order mark (Windows' and
+    spreadsheets' "Unicode text"): said plainly, rather than as its NUL bytes."""
+    if bytes(head[:2]) in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(f"{path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); "
+                        f"fastlstm reads UTF-8: save it as UTF-8{hint}")
+
+
 def _characters(path, start, piece):
     """The characters of one piece: the bytes themselves (uint8) when all are ASCII, the
     fast and common case, else uint32 code points; DataError for a NUL byte or invalid UTF-8."""
+    if start == 0:
+        _refuse_utf16(path, piece[:2].tobytes())
     nul = np.flatnonzero(piece == 0) if piece.size else ()
     if len(nul):
         line, col = _where(path, start + int(nul[0]))
@@ -340,6 +350,7 @@ def read_csv(path):
     with its line number. Ragged rows and bad UTF-8 are refused with their place."""
     with open(path, "rb") as f:
         raw = f.read()
+    _refuse_utf16(path, raw, ' (a spreadsheet\'s "CSV UTF-8")')
     if b"\0" in raw:                                     # before decoding: a .npz fails that first
         raise DataError(f"{path}: not a CSV file (it holds NUL bytes"
                         + ("; it is a zip archive, such as a .npz)" if raw.startswith(b"PK\x03\x04") else ")"))

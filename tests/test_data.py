@@ -229,7 +229,12 @@ def _hourly(values, hours=None):
     ("empty.txt", b"", [], "the file is empty"),
     ("bin.txt", b"ab\x00cd", [], "not a text file (a NUL byte at line 1, column 3)"),
     ("bad.txt", "héllo\nwörld ".encode() + b"\xff!!", [], "invalid UTF-8 at line 2, column 7"),
+    ("utf16.txt", "hello\n".encode("utf-16"), [], "the file is UTF-16 (it starts with a UTF-16 byte-order mark); "
+     "fastlstm reads UTF-8: save it as UTF-8"),                  # it said "a NUL byte at line 1, column 3"
     ("empty.csv", b"", ["--target", "load"], "the file is empty"),
+    ("utf16.csv", "load,temp\n1,2\n".encode("utf-16-be").join([b"\xfe\xff", b""]), ["--target", "load"],
+     "the file is UTF-16 (it starts with a UTF-16 byte-order mark); fastlstm reads UTF-8: save it as UTF-8 "
+     "(a spreadsheet's \"CSV UTF-8\")"),                         # Excel's "Unicode Text"; it said "NUL bytes"
     ("ragged.csv", (BAD_CSV + "2024-01-01T01:00:00,1.0\n").encode(), ["--target", "load"],
      "line 3: 2 cells, the header has 3"),
     ("text.csv", (BAD_CSV + "2024-01-01T01:00:00,1.5,2\n2024-01-01T02:00:00,abc,2\n").encode(),
