@@ -836,7 +836,19 @@ def _read_npz(path, need_y=True):
                     if difflib.get_close_matches(name, ("lengths",), n=1, cutoff=0.6):
                         raise DataError(f"{path}: an array {name!r} and no 'lengths': did you mean 'lengths'? "
                                         f"({NPZ_HOLDS}; rename it, or drop it)")
-            return (z["x"], z["y"] if "y" in names else None, z["lengths"] if "lengths" in names else None), unread
+            arrays = []
+            for name in ("x", "y", "lengths"):
+                try:
+                    arrays.append(z[name] if name in names else None)
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    # np.savez keeps a list of sequences of different lengths as an object array
+                    fix = ("pad the sequences to one length T and give their lengths as 'lengths'" if name == "x"
+                           else "save it as a numeric array")
+                    raise DataError(f"{path}: array {name!r} holds Python objects (np.savez saves a list of "
+                                    f"arrays of different shapes so), which fastlstm does not unpickle: {fix}") from None
+            return tuple(arrays), unread
     except DataError:
         raise
     except Exception as e:          # a hostile archive fails in zipfile, zlib, NumPy's header parser (tokenize)...

@@ -293,6 +293,10 @@ def _hourly(values, hours=None):
      "optionally lengths"),                                      # it trained on the padding, lengths unread
     ("tiny.txt", b"a", [], "too short: of its 1 character, 1 would go to training and 0 be held out; each part "
      "needs at least T + 1 = 101"),
+    ("ragged.npz", None, [], "array 'x' holds Python objects (np.savez saves a list of arrays of different shapes "
+     "so), which fastlstm does not unpickle: pad the sequences to one length T and give their lengths as 'lengths'"),
+    ("objecty.npz", None, [], "array 'y' holds Python objects (np.savez saves a list of arrays of different shapes "
+     "so), which fastlstm does not unpickle: save it as a numeric array"),
     ("junk.npz", b"not a zip", [], "not an .npz file (a zip archive of arrays, as np.savez writes)"),
     ("one.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }" + b" " * 53
      + b"\n" + bytes(8), ["--kind", "arrays"], "a .npy file holds one array; arrays come as an .npz of x and y"),
@@ -316,7 +320,9 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "typo.npz": dict(x=x, y=np.zeros(10, np.int64), lenghts=np.full(10, 3)),
               "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.zeros(10, np.int64)),    # inf in float32
               "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300]), "archive.csv": dict(x=x),
-              "one.npz": dict(x=x[:1], y=np.zeros(1, np.int64))}
+              "one.npz": dict(x=x[:1], y=np.zeros(1, np.int64)),
+              "ragged.npz": dict(x=np.array([x[0], x[1, :3]], dtype=object), y=np.zeros(2, np.int64)),
+              "objecty.npz": dict(x=x, y=np.array([np.zeros(2), np.zeros(3)] * 5, dtype=object))}
     if content is None:
         with open(path, "wb") as f:                              # the name as given (archive.csv: no .npz added)
             np.savez(f, **arrays[name])
