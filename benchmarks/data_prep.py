@@ -1,7 +1,7 @@
 """What your own data costs: the share of a training step spent preparing its batch, and
-the time and memory to load a large text file (no PyTorch needed).
+the time and memory to load a large text file and a large CSV series (no PyTorch needed).
 
-    python benchmarks/data_prep.py [--text-mb 100] [--quick]
+    python benchmarks/data_prep.py [--text-mb 100] [--csv-rows 1000000] [--quick]
 
 Step share: medians of warm calls (compare.py's alternate) of one step of `fastlstm
 train`'s loop (schedule, batch draw by training.Batches, train_step, progress bar) and of
@@ -10,7 +10,9 @@ loop's step, at the built-in adding shape (T = 100, B = 64, H = 64), a CSV serie
 (B = 32, H = 64) and a text file (T = 100, B = 32, H = 256, one-hot input).
 Text load: `fastlstm.data.Text` on a file of --text-mb MB (CPython's pydoc_data.topics
 repeated), in a fresh process: seconds, and the process's peak resident memory, beside its memory before the
-load (after importing fastlstm and NumPy).
+load (after importing fastlstm and NumPy). CSV load: `fastlstm.data.Series` on a file of
+--csv-rows rows (an ISO time column and five numeric columns, as a logger writes them), the
+same way.
 """
 import argparse
 import os
@@ -66,11 +68,22 @@ def hwm():                 # the peak resident memory (kB); ru_maxrss would carr
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
 base = hwm()
 t0 = time.perf_counter()
-t = data.Text(sys.argv[1], T=100)
+if sys.argv[2] == "text":
+    t = data.Text(sys.argv[1], T=100)
+    more = f"{len(t.ids)} {len(t.vocab)} {t.ids.nbytes / 2**20:.0f}"
+else:
+    s = data.Series(sys.argv[1], target="load", window=100)
+    more = f"{len(s.values)}"
 wall = time.perf_counter() - t0
 peak = hwm()
-print(f"{wall:.2f} {base / 1024:.0f} {peak / 1024:.0f} {len(t.ids)} {len(t.vocab)} {t.ids.nbytes / 2**20:.0f}")
+print(f"{wall:.2f} {base / 1024:.0f} {peak / 1024:.0f} {more}")
 """
+
+
+def load(path, kind):
+    """(seconds, MB before, peak MB, *details) of loading path in a fresh process."""
+    return subprocess.run([sys.executable, "-c", LOAD, path, kind], capture_output=True, text=True,
+                          check=True).stdout.split()
 
 
 def text_load(mb):
@@ -82,17 +95,34 @@ def text_load(mb):
             for _ in range(max(1, int(mb * 2**20 / len(block)))):
                 f.write(block)
         size = os.path.getsize(path) / 2**20
-        out = subprocess.run([sys.executable, "-c", LOAD, path], capture_output=True, text=True, check=True).stdout
-        wall, base, peak, n, vocab, ids = out.split()
+        wall, base, peak, n, vocab, ids = load(path, "text")
     print(f"\nText load: {size:.0f} MB file ({int(n):,} characters, vocabulary {vocab}): {wall} s; the process's "
           f"peak resident memory {peak} MB, {base} MB before the load (the ids: {ids} MB; the file is "
           f"read in 4 MB pieces: the rest is the pieces being decoded)")
+
+
+def csv_load(rows):
+    rng = np.random.default_rng(0)
+    t = np.datetime64("2020-01-01T00:00") + np.arange(rows).astype("timedelta64[m]")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "big.csv")
+        with open(path, "w") as f:
+            f.write("time,load,temp,a,b,c\n")
+            for i in range(0, rows, 100000):
+                v = rng.standard_normal((min(100000, rows - i), 5))
+                f.writelines(f"{s},{a:.4f},{b:.3f},{c:.3f},{e:.3f},{g:.3f}\n"
+                             for s, (a, b, c, e, g) in zip(np.datetime_as_string(t[i:i + len(v)]), v))
+        size = os.path.getsize(path) / 2**20
+        wall, base, peak, n = load(path, "series")
+    print(f"\nCSV load: {size:.0f} MB file ({int(n):,} rows, a time column and five numbers): {wall} s; the "
+          f"process's peak resident memory {peak} MB, {base} MB before the load")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small data, few steps (the test suite's)")
     p.add_argument("--text-mb", type=float, help="the size of the text file loaded (default 100, or 2 with --quick)")
+    p.add_argument("--csv-rows", type=int, help="the rows of the CSV loaded (default 1000000, or 20000 with --quick)")
     args = p.parse_args()
     quick = args.quick
     mb = args.text_mb if args.text_mb is not None else (2 if quick else 100)
@@ -112,6 +142,7 @@ def main():
         share("text (T=100, B=32, H=256)", t, fastlstm.Model(t.input_size, 256, t.output_size, loss="xent",
                                                              output="every", seed=0), 32, quick)
     text_load(mb)
+    csv_load(args.csv_rows if args.csv_rows is not None else (20000 if quick else 1000000))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ import difflib
 import io
 import math
 import os
+import re
 import zlib
+from itertools import repeat
 
 import numpy as np
 
@@ -303,12 +305,12 @@ def _not_a_number(cell):
     return f"{cell!r} is not a number" if _parse(cell) is None else f"{cell!r} is not a finite number"
 
 
-def _first_bad(path, rows, names, c):
+def _first_bad(path, lines, cols, names, c):
     """`path: line L, column C (name): why` for column c's first cell that is neither
     missing nor a finite number (the one that made the column text), or `path: column name`."""
-    for line, r in rows:
-        if r[c].strip().lower() not in MISSING and _number(r[c]) is None:
-            return f"{path}: line {line}, column {c + 1} ({names[c]!r}): {_not_a_number(r[c])}"
+    for line, cell in zip(lines, cols[c]):
+        if cell.strip().lower() not in MISSING and _number(cell) is None:
+            return f"{path}: line {line}, column {c + 1} ({names[c]!r}): {_not_a_number(cell)}"
     return f"{path}: column {names[c]!r}"
 
 
@@ -320,6 +322,42 @@ def _time(cell):
     if t.tzinfo is None:
         t = t.replace(tzinfo=_dt.timezone.utc)
     return t.timestamp()
+
+
+_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)?)?")
+
+
+def _all_numbers(cells):
+    """A column's cells (strings) as float64 when every one is a finite number that `_number`
+    reads, else None. NumPy converts as float() does, in one call rather than a Python call a
+    cell; '1_000' and other scripts' digits, which float() reads and `_parse` refuses, send
+    the column to the cell-by-cell path, as does any missing or non-finite value."""
+    joined = "".join(cells)
+    if not joined.isascii() or "_" in joined:
+        return None
+    try:
+        a = np.array(cells, dtype=np.float64)
+    except ValueError:                               # a missing value, a word
+        return None
+    return a if np.isfinite(a).all() else None      # 'nan' is a missing value, 'inf' refused: cell by cell
+
+
+def _all_times(cells):
+    """A column's cells as `_time` reads them, seconds since the epoch, when every one is a
+    date or time without an offset, else None. fromisoformat, then NumPy's datetime64 for the
+    naive times as UTC: the same float, µs / 10⁶ rounded once, as datetime.timestamp() gives
+    (exact while |µs| < 2⁵³, some 285 years either side of 1970)."""
+    cells = [c.strip() for c in cells]
+    try:
+        t = [_dt.datetime.fromisoformat(c) for c in cells]      # what is a time: fromisoformat decides
+    except ValueError:
+        return None
+    if not cells or any(x.tzinfo is not None for x in t):
+        return None
+    # NumPy parses strings 30x faster than it converts datetime objects, but reads some forms
+    # fromisoformat reads otherwise ('20240101' as a year): only the extended form goes to it
+    us = np.array(cells if all(map(_ISO.fullmatch, cells)) else t, dtype="datetime64[us]").astype(np.int64)
+    return us / 1e6 if np.abs(us).max() < 1 << 53 else None
 
 
 def _separator_hint(names):
@@ -345,9 +383,10 @@ def _columns(names, arg, path, what):
 
 
 def read_csv(path):
-    """(names, kinds, rows) of a CSV with a header: kinds[c] is "number", "time" or "text"
-    (from the column's first present cell); rows are lists of cells, blank lines dropped, each
-    with its line number. Ragged rows and bad UTF-8 are refused with their place."""
+    """(names, kinds, lines, cols) of a CSV with a header: cols[c] is column c's cells (str)
+    and lines (rows,) each row's line in the file, blank rows dropped; kinds[c] is "number",
+    "time" or "text" (from the column's first present cell). Ragged rows and bad UTF-8 are
+    refused with their place."""
     with open(path, "rb") as f:
         raw = f.read()
     _refuse_utf16(path, raw, ' (a spreadsheet\'s "CSV UTF-8")')
@@ -361,27 +400,52 @@ def read_csv(path):
         raise DataError(f"{path}: invalid UTF-8 at line {line}, column {col}") from None
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    records = _records(reader, path)
-    names = [n.strip() for n in next(records)]
+    plain = '"' not in text and "\r" not in text.replace("\r\n", "")    # no quoted cells, no \r line ends
+    if plain:                                            # the csv module's records, by str methods
+        split = text.replace("\r\n", "\n").split("\n")
+        records = ((i, line.split(",") if line else []) for i, line in enumerate(split, 1))
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        records = ((reader.line_num, row) for row in _records(reader, path))
+    names = [n.strip() for n in next(records)[1]]
     if len(set(names)) != len(names) or "" in names:
         raise DataError(f"{path}: line 1: the header needs distinct, non-empty column names, got {names}")
-    rows = []
-    for row in records:
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(names):
-            raise DataError(f"{path}: line {reader.line_num}: {len(row)} cells, the header has {len(names)}"
-                            + _separator_hint(names))
-        rows.append((reader.line_num, row))
-    if not rows:
+    lines, cols = _plain_columns(split, len(names)) if plain else (None, None)
+    if cols is None:
+        rows = []
+        for line, row in records:
+            if not row or not "".join(row).strip():       # blank, or only separators
+                continue
+            if len(row) != len(names):
+                raise DataError(f"{path}: line {line}: {len(row)} cells, the header has {len(names)}"
+                                + _separator_hint(names))
+            rows.append((line, row))
+        lines = np.array([line for line, _ in rows], np.int64)
+        cols = [[r[c] for _, r in rows] for c in range(len(names))]
+    if not len(lines):
         raise DataError(f"{path}: no data rows under the header")
     kinds = []
-    for c in range(len(names)):
-        first = next((r[c] for _, r in rows if r[c].strip().lower() not in MISSING), None)
+    for col in cols:
+        first = next((x for x in col if x.strip().lower() not in MISSING), None)
         kinds.append("number" if first is not None and _number(first) is not None else
                      "time" if first is not None and _time(first) is not None else "text")
-    return names, kinds, rows
+    return names, kinds, lines, cols
+
+
+def _plain_columns(split, n):
+    """(lines, cols) of the lines after the header when each holds n cells and none is blank
+    (final empty lines aside): all cells in one list, split once, each column a slice of it,
+    with no list a row for the garbage collector to walk (docs/performance.md has the
+    figures). Else (None, None): the rows are read one by one."""
+    end = len(split)
+    while end > 1 and not split[end - 1]:
+        end -= 1
+    body = split[1:end]
+    if not body or set(map(str.count, body, repeat(","))) != {n - 1} or \
+            not all(map(str.strip, map(str.replace, body, repeat(","), repeat("")))):
+        return None, None
+    cells = ",".join(body).split(",")
+    return np.arange(2, len(body) + 2), [cells[c::n] for c in range(n)]
 
 
 def _records(reader, path):
@@ -419,7 +483,7 @@ class Series:
         if fill not in (None, "ffill", "zero"):
             raise DataError(f"--fill must be ffill or zero, got {fill!r}")
         self.fingerprint = _check_fingerprint(path, _spec)
-        names, kinds, rows = read_csv(path)
+        names, kinds, lines, cols = read_csv(path)
         self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
         self.targets = _columns(names, target, path, "--target") if isinstance(target, str) else list(target)
         notes = []
@@ -437,11 +501,12 @@ class Series:
             if n not in names:
                 raise DataError(f"{path}: no column {n!r}; the columns are: {', '.join(names)}")
             if kinds[names.index(n)] == "text" or (n in self.targets and kinds[names.index(n)] != "number"):
-                raise DataError(f"{_first_bad(path, rows, names, names.index(n))}; column {n!r} must be numeric")
+                raise DataError(f"{_first_bad(path, lines, cols, names, names.index(n))}; column {n!r} must be numeric")
         self.columns = list(dict.fromkeys(self.features + self.targets))
-        self.lines = np.array([line for line, _ in rows])               # each row's line in the file
-        self.times = self._times(names.index(self.time_col), rows) if self.time_col else None
-        self.tz = (_dt.datetime.fromisoformat(rows[-1][1][names.index(self.time_col)].strip()).tzinfo
+        self.lines = lines                                              # each row's line in the file
+        tc = names.index(self.time_col) if self.time_col else None
+        self.times = self._times(tc, lines, cols[tc]) if self.time_col else None
+        self.tz = (_dt.datetime.fromisoformat(cols[tc][-1].strip()).tzinfo
                    if self.time_col else None)             # the last row's offset dates the output
         steps = np.diff(self.times) if self.times is not None else np.zeros(0)
         # Back in time: refused (shuffled rows, newest first), except by at most an hour, as local
@@ -449,15 +514,15 @@ class Series:
         median = np.median(steps) if len(steps) else np.nan          # one row: neither test below holds
         back = np.flatnonzero(steps < (0 if median < 0 else -3600))   # newest first: any step back
         if len(back):
-            c, (l0, r0), (l1, r1) = names.index(self.time_col), rows[back[0]], rows[back[0] + 1]
-            raise DataError(f"{path}: line {l1}, column {c + 1} ({self.time_col!r}): {r1[c]!r} goes back in time "
-                            f"from line {l0}'s {r0[c]!r}: sort the rows oldest first")
+            i = back[0]
+            raise DataError(f"{path}: line {lines[i + 1]}, column {tc + 1} ({self.time_col!r}): {cols[tc][i + 1]!r} "
+                            f"goes back in time from line {lines[i]}'s {cols[tc][i]!r}: sort the rows oldest first")
         if median == 0:                                # dates on hourly rows, say: a forecast, dated a
             notes.append(f"column {self.time_col!r} repeats its times (the median step between rows is 0), "
                          f"so forecasts are numbered by step, not dated")   # median step on, would repeat them
             self.time_col = self.times = None
         self.note = "; ".join(notes) or None
-        values = self._values(names, kinds, rows)                       # (rows, columns) in data units
+        values = self._values(names, kinds, lines, cols)                # (rows, columns) in data units
         n = len(values)
         self.n_train = n - int(round(n * self.val_fraction))
         need = self.window + self.horizon
@@ -501,25 +566,38 @@ class Series:
                                 f"too large for the column's scale (the training rows' mean {self.mean[j]:.3g}, "
                                 f"standard deviation {self.std[j]:.3g}); fix the value or leave the column out")
 
-    def _times(self, c, rows):
-        """Column c of the rows as seconds since the epoch (a naive time is taken as UTC)."""
-        out = np.empty(len(rows))
-        for i, (line, r) in enumerate(rows):
-            t = _time(r[c])
-            if t is None:
-                raise DataError(f"{self.path}: line {line}, column {c + 1}: {r[c]!r} is not a date or time")
-            out[i] = t
-        return out
+    def _times(self, c, lines, cells):
+        """Column c's cells as seconds since the epoch (a naive time is taken as UTC)."""
+        fast = _all_times(cells)
+        if fast is not None:
+            return fast
+        return np.array([self._time_at(line, c, cell) for line, cell in zip(lines, cells)], np.float64)
 
-    def _values(self, names, kinds, rows):
+    def _time_at(self, line, c, cell):
+        t = _time(cell)
+        if t is None:
+            raise DataError(f"{self.path}: line {line}, column {c + 1}: {cell!r} is not a date or time")
+        return t
+
+    def _values(self, names, kinds, lines, cols):
+        """(rows, columns) of self.columns in data units. A column of numbers or times alone is
+        converted at once; the others go cell by cell, row after row (so the first bad cell
+        named is the first in the file), filling missing values as --fill says."""
         idx = [names.index(n) for n in self.columns]
-        out = np.empty((len(rows), len(idx)))
+        out = np.empty((len(lines), len(idx)))
+        slow = []
+        for j, c in enumerate(idx):
+            fast = (_all_times if kinds[c] == "time" else _all_numbers)(cols[c])
+            if fast is None:
+                slow.append((j, c))
+            else:
+                out[:, j] = fast
         last = [None] * len(idx)
-        for i, (line, r) in enumerate(rows):
-            for j, c in enumerate(idx):
-                cell = r[c]
+        for i, line in enumerate(lines) if slow else ():
+            for j, c in slow:
+                cell = cols[c][i]
                 if kinds[c] == "time":
-                    x = self._times(c, [(line, r)])[0]
+                    x = self._time_at(line, c, cell)
                 elif cell.strip().lower() in MISSING:
                     if self.fill == "zero":
                         x = 0.0

@@ -54,11 +54,12 @@ def test_profile_step_prints_every_phase():
     assert r.returncode == 2 and "unknown shape huge;" in r.stderr and "small" not in r.stdout, r.stderr
 
 
-def test_data_prep_prints_the_step_shares_and_the_text_load():
+def test_data_prep_prints_the_step_shares_and_the_text_and_csv_loads():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "data_prep.py"), "--quick"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    for row in ("| adding (T=100", "| series (window 100", "| text (T=100", "Text load: 2 MB file"):
+    for row in ("| adding (T=100", "| series (window 100", "| text (T=100", "Text load: 2 MB file",
+                "CSV load: 1 MB file (20,000 rows, a time column and five numbers)"):
         assert row in r.stdout, r.stdout
 
 

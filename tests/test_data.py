@@ -387,6 +387,43 @@ def test_missing_values_filled_when_asked(tmp_path):
     assert s.values.tolist() == [[5, 1], [6, 0], [0, 3], [8, 4]] and s.features == ["b"]
 
 
+def test_a_column_read_at_once_equals_the_cell_by_cell_reading(tmp_path):
+    """Plain files are split by str methods and converted a column at a time (NumPy), quoted
+    ones and those with blank lines go through the csv module and row by row: every way gives
+    float(cell) and datetime.timestamp() to the bit, and each row its line in the file."""
+    import csv
+    rng = np.random.default_rng(0)
+    n = 500
+    t0 = [dt.datetime(1900, 3, 1, 0, 0, 0, 250000), dt.datetime(2200, 1, 1, 23, 59, 59, 999999)]
+    times = [[(t + dt.timedelta(seconds=int(k) * 3607, microseconds=int(u))).isoformat(sep=s)
+              for k, u in zip(range(n), rng.integers(0, 10**6, n))] for t, s in zip(t0, "T ")]
+    times[1] = [c[:19] if i % 3 else c for i, c in enumerate(times[1])]        # some without microseconds
+    # the basic form: fromisoformat reads it from Python 3.11, NumPy does not ('20240101' as a year);
+    # with an offset (Python 3.10) the column goes cell by cell
+    form = "%Y%m%dT%H%M" if sys.version_info >= (3, 11) else "%Y-%m-%dT%H:%M:%S+05:30"
+    basic = [f"{(dt.datetime(2024, 1, 1) + dt.timedelta(hours=i)):{form}}" for i in range(n)]
+    nums = [[f"{v:.{int(p)}g}" for v, p in zip(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 9, n),
+                                                 rng.integers(1, 18, n))] for _ in range(2)]
+    cols = {"time": times[0], "stamp": times[1], "day": basic, "a": nums[0], "b": nums[1]}
+    names = list(cols)
+    rows = list(zip(*cols.values()))
+    plain, quoted, blank = tmp_path / "plain.csv", tmp_path / "quoted.csv", tmp_path / "blank.csv"
+    plain.write_text(",".join(names) + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    with open(quoted, "w", newline="") as f:
+        csv.writer(f, quoting=csv.QUOTE_ALL).writerows([names, *rows])
+    blank.write_text(",".join(names) + "\n" + "".join(",".join(r) + "\n" + "\n" * (i == 7) for i, r in enumerate(rows)))
+    read = [data.Series(str(p), target="a", features="stamp,day,a,b", window=5, val_fraction=0.2)
+            for p in (plain, quoted, blank)]
+    want = np.column_stack([[data._time(c) for c in cols[k]] for k in ("stamp", "day")]
+                           + [[float(c) for c in cols[k]] for k in ("a", "b")])
+    want_times = np.array([data._time(c) for c in cols["time"]])
+    for s in read:
+        assert s.values.view(np.int64).tolist() == want.view(np.int64).tolist()
+        assert s.times.view(np.int64).tolist() == want_times.view(np.int64).tolist()
+    assert read[0].lines.tolist() == read[1].lines.tolist() == list(range(2, n + 2))
+    assert read[2].lines.tolist() == list(range(2, 10)) + list(range(11, n + 3))
+
+
 def test_text_is_decoded_in_pieces_that_never_split_a_character(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "CHUNK", 7)
     text = "ünïcödé → ∑ 日本語 text\nline two: ça va? 🙂\n" * 40
