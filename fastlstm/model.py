@@ -91,7 +91,8 @@ class Model:
         self.optimizer = optim.of(optimizer).bind(size, dtype, self)
         self.steps = 0            # training steps applied
         self.skipped_steps = 0    # steps refused for a non-finite loss or gradient
-        self._bufs = {}
+        self._bufs = {}           # the head's buffers, {(T, B): views of _flat} for the last (T, B)
+        self._flat = {}
         self._state = None        # streaming (h, c), see step()
         self.extra = {}           # what a checkpoint carried besides the model
 
@@ -149,7 +150,10 @@ class Model:
         return y.astype(np.int64).reshape((1, B) if self.output == "last" else (T, B))
 
     def _buffers(self, T, B):
-        """Head buffers for this (T, B), kept so that a steady state allocates nothing."""
+        """The head's buffers for this (T, B): views of flat buffers (`_flat`) that grow to the
+        largest size asked for and never shrink, as the layers' workspace does, so that
+        batches of other shapes in turn (training steps, then `evaluate` in chunks) allocate
+        nothing once each shape has run. Every buffer is written whole before it is read."""
         if (T, B) not in self._bufs:
             c, O, e = self.core, self.output_size, self.dtype
             H, Hr, Hout, states, D = c.hidden_size, c.Hr, c.output_size, c.num_states, c.input_size
@@ -157,10 +161,11 @@ class Model:
             shapes = dict(y=(T, B, Hout), P=(S, B, O), dP=(S, B, O), dV=(O, Hout), dbias=(O,), dY=(T, B, Hout),
                           dhn=(states, B, Hr), dh0=(states, B, Hr), dc0=(states, B, H), dlast=(B, Hout),
                           x=(TE, B, D), dx=(TE, B, D))
-            v.fits_in_memory(f"the head's buffers for T = {T}, B = {B}",
-                             sum(math.prod(s) for s in shapes.values()) * np.dtype(e).itemsize)
-            # one shape at a time: a new shape replaces the old
-            self._bufs = {(T, B): {k: zeros(s, e) for k, s in shapes.items()}}
+            sizes = {k: math.prod(s) for k, s in shapes.items()}
+            grow = {k: n for k, n in sizes.items() if k not in self._flat or self._flat[k].size < n}
+            v.fits_in_memory(f"the head's buffers for T = {T}, B = {B}", sum(grow.values()) * np.dtype(e).itemsize)
+            self._flat.update({k: zeros(n, e) for k, n in grow.items()})     # all made before any is replaced
+            self._bufs = {(T, B): {k: self._flat[k][:sizes[k]].reshape(s) for k, s in shapes.items()}}
         return self._bufs[(T, B)]
 
     # -- forward through the head -------------------------------------------------------

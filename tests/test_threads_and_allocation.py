@@ -177,6 +177,43 @@ def test_one_stack_through_shapes_that_grow_and_shrink_gives_a_fresh_stacks_bits
     assert np.shares_memory(after[0], ws.I[0]) and not np.shares_memory(before[0], ws.I[0])
 
 
+@pytest.mark.parametrize("settings", [dict(cell="gru", bidirectional=True, loss="xent", output="last"),
+                                      dict(vocab_size=11, proj_size=3, loss="mse", output="every"),
+                                      dict(num_layers=2, dropout=0.3, loss="xent", output="every")])
+def test_the_heads_buffers_grow_never_shrink_and_give_fresh_buffers_bits(settings):
+    """Training steps and `evaluate` and `predict` in chunks of other shapes, in turn: once
+    each shape has run, the head's flat buffers stay the same arrays (nothing allocated), and
+    every result equals that of a model whose head buffers were made afresh for the call."""
+    import copy
+    rng = np.random.default_rng(0)
+    tokens = "vocab_size" in settings
+    every, xent = settings["output"] == "every", settings["loss"] == "xent"
+    m = fastlstm.Model(3, 5, 4, seed=0, **settings)
+    fresh = copy.deepcopy(m)
+
+    def batch(T, B):
+        x = rng.integers(0, 11, (T, B)) if tokens else rng.standard_normal((T, B, 3)).astype(np.float32)
+        lead = (T, B) if every else (B,)
+        y = rng.integers(0, 4, lead) if xent else rng.standard_normal(lead + (4,)).astype(np.float32)
+        return x, y, rng.integers(1, T + 1, B)
+
+    calls = [("train_step", batch(6, 4)), ("evaluate", batch(9, 7)), ("train_step", batch(6, 4)),
+             ("predict", batch(3, 10)[::2]), ("train_step", batch(2, 9)), ("evaluate", batch(9, 7))]
+    ids = None
+    for cycle in range(2):
+        for name, (x, y_or_lengths, *rest) in calls:
+            args = (x, y_or_lengths, *rest) if name != "predict" else (x, y_or_lengths)
+            kw = {} if name == "train_step" else dict(batch_size=3)
+            fresh._bufs, fresh._flat = {}, {}                    # as a first call would find them
+            a, b = getattr(m, name)(*args, **kw), getattr(fresh, name)(*args, **kw)
+            for u, w in zip(*[[r] if not isinstance(r, dict) else list(r.values()) for r in (a, b)]):
+                assert np.array_equal(u, w), (cycle, name)
+            assert np.array_equal(m.params, fresh.params), (cycle, name)
+        if cycle == 0:
+            ids = {k: id(a) for k, a in m._flat.items()}
+    assert {k: id(a) for k, a in m._flat.items()} == ids        # the second round made nothing
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_the_buffers_the_kernels_stream_start_on_a_cache_line(cell):
     """Parameters, gradients, optimizer state, every workspace buffer, the head's buffers
