@@ -127,7 +127,7 @@ def _characters(path, start, piece):
     """The characters of one piece: the bytes themselves (uint8) when all are ASCII, the
     fast and common case, else uint32 code points; DataError for a NUL byte or invalid UTF-8."""
     if start == 0:
-        _refuse_utf16(path, piece[:2].tobytes())
+        _refuse_utf16(path, piece)
     nul = np.flatnonzero(piece == 0) if piece.size else ()
     if len(nul):
         line, col = _where(path, start + int(nul[0]))
@@ -400,9 +400,10 @@ def read_csv(path):
         raise DataError(f"{path}: invalid UTF-8 at line {line}, column {col}") from None
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
-    plain = '"' not in text and "\r" not in text.replace("\r\n", "")    # no quoted cells, no \r line ends
+    unix = text.replace("\r\n", "\n")
+    plain = '"' not in unix and "\r" not in unix        # no quoted cells, no \r line ends
     if plain:                                            # the csv module's records, by str methods
-        split = text.replace("\r\n", "\n").split("\n")
+        split = unix.split("\n")
         records = ((i, line.split(",") if line else []) for i, line in enumerate(split, 1))
     else:
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -505,7 +506,7 @@ class Series:
         self.columns = list(dict.fromkeys(self.features + self.targets))
         self.lines = lines                                              # each row's line in the file
         tc = names.index(self.time_col) if self.time_col else None
-        self.times = self._times(tc, lines, cols[tc]) if self.time_col else None
+        self.times = times = self._times(tc, lines, cols[tc]) if self.time_col else None
         self.tz = (_dt.datetime.fromisoformat(cols[tc][-1].strip()).tzinfo
                    if self.time_col else None)             # the last row's offset dates the output
         steps = np.diff(self.times) if self.times is not None else np.zeros(0)
@@ -522,7 +523,7 @@ class Series:
                          f"so forecasts are numbered by step, not dated")   # median step on, would repeat them
             self.time_col = self.times = None
         self.note = "; ".join(notes) or None
-        values = self._values(names, kinds, lines, cols)                # (rows, columns) in data units
+        values = self._values(names, kinds, lines, cols, {tc: times})   # (rows, columns) in data units
         n = len(values)
         self.n_train = n - int(round(n * self.val_fraction))
         need = self.window + self.horizon
@@ -579,15 +580,16 @@ class Series:
             raise DataError(f"{self.path}: line {line}, column {c + 1}: {cell!r} is not a date or time")
         return t
 
-    def _values(self, names, kinds, lines, cols):
+    def _values(self, names, kinds, lines, cols, parsed):
         """(rows, columns) of self.columns in data units. A column of numbers or times alone is
         converted at once; the others go cell by cell, row after row (so the first bad cell
-        named is the first in the file), filling missing values as --fill says."""
+        named is the first in the file), filling missing values as --fill says. parsed: the
+        columns already converted, {column: values} (the time column's seconds)."""
         idx = [names.index(n) for n in self.columns]
         out = np.empty((len(lines), len(idx)))
         slow = []
         for j, c in enumerate(idx):
-            fast = (_all_times if kinds[c] == "time" else _all_numbers)(cols[c])
+            fast = parsed[c] if c in parsed else (_all_times if kinds[c] == "time" else _all_numbers)(cols[c])
             if fast is None:
                 slow.append((j, c))
             else:
