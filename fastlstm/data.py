@@ -40,6 +40,13 @@ class DataError(ValueError):
     """Data that cannot be used, with the file and, where it has them, the line and column."""
 
 
+def _check_settings(*checks):
+    """DataError naming the first setting out of its range; checks are (ok, "--name", "rule", value)."""
+    for ok, name, rule, value in checks:
+        if not ok:
+            raise DataError(f"{name} must be {rule}, got {value!r}")
+
+
 def fingerprint(path):
     """(size, CRC-32) of a file, read in chunks: resume checks that the data did not change."""
     crc, size = 0, 0
@@ -91,7 +98,8 @@ def _where(path, offset):
     with open(path, "rb") as f:
         head = f.read(offset)
     line_start = head.rfind(b"\n") + 1
-    return head.count(b"\n") + 1, len(head[line_start:].decode("utf-8", "replace")) + 1
+    line = head[line_start:] if line_start else head.removeprefix(BOM)   # the mark is no column
+    return head.count(b"\n") + 1, len(line.decode("utf-8", "replace")) + 1
 
 
 def _pieces(path):
@@ -115,6 +123,9 @@ def _pieces(path):
             start, tail = start + cut, block[cut:]
 
 
+BOM = b"\xef\xbb\xbf"                                # UTF-8's byte-order mark
+
+
 def _refuse_utf16(path, head, hint=""):
     """DataError when the file's first bytes are a UTF-16 byte-order mark (Windows' and
     spreadsheets' "Unicode text"): said plainly, rather than as its NUL bytes."""
@@ -128,6 +139,8 @@ def _characters(path, start, piece):
     fast and common case, else uint32 code points; DataError for a NUL byte or invalid UTF-8."""
     if start == 0:
         _refuse_utf16(path, piece)
+        if bytes(piece[:3]) == BOM:                 # Notepad's UTF-8 byte-order mark: not a character
+            piece, start = piece[3:], 3
     nul = np.flatnonzero(piece == 0) if piece.size else ()
     if len(nul):
         line, col = _where(path, start + int(nul[0]))
@@ -183,8 +196,8 @@ class Text:
 
     def __init__(self, path, *, T=100, val_fraction=0.1, _spec=None):
         self.path, self.T, self.val_fraction = path, int(T), float(val_fraction)
-        if self.T < 1 or not 0 < self.val_fraction < 1:
-            raise DataError(f"--T must be >= 1 and --val-fraction in (0, 1), got {T}, {val_fraction}")
+        _check_settings((self.T >= 1, "--T", ">= 1", T), (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)",
+                                                           val_fraction))
         self.fingerprint = _check_fingerprint(path, _spec)
         if os.path.getsize(path) == 0:
             raise DataError(f"{path}: the file is empty")
@@ -379,6 +392,9 @@ def _columns(names, arg, path, what):
                             f"(by name, or by number from 1)" + _separator_hint(names))
     if not out:
         raise DataError(f"{path}: {what} names no column")
+    twice = next((n for i, n in enumerate(out) if n in out[:i]), None)
+    if twice is not None:                          # by name and by number, say: two equal inputs or outputs
+        raise DataError(f"{path}: {what} names column {twice!r} twice")
     return out
 
 
@@ -478,11 +494,10 @@ class Series:
         self.path, self.window, self.horizon = path, int(window), int(horizon)
         self.T = self.window                                          # a training batch's steps
         self.val_fraction, self.season, self.fill = float(val_fraction), season, fill
-        if self.window < 1 or self.horizon < 1 or not 0 < self.val_fraction < 1 or (season is not None and season < 1):
-            raise DataError(f"--window and --horizon must be >= 1, --season >= 1 and --val-fraction in (0, 1); "
-                            f"got {window}, {horizon}, {season}, {val_fraction}")
-        if fill not in (None, "ffill", "zero"):
-            raise DataError(f"--fill must be ffill or zero, got {fill!r}")
+        _check_settings((self.window >= 1, "--window", ">= 1", window), (self.horizon >= 1, "--horizon", ">= 1", horizon),
+                        (season is None or season >= 1, "--season", ">= 1", season),
+                        (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)", val_fraction),
+                        (fill in (None, "ffill", "zero"), "--fill", "ffill or zero", fill))
         self.fingerprint = _check_fingerprint(path, _spec)
         names, kinds, lines, cols = read_csv(path)
         self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
@@ -533,6 +548,9 @@ class Series:
         if _training(_spec) and n - self.n_train < self.horizon:
             raise DataError(f"{path}: the validation part ({n - self.n_train} rows) is shorter than the "
                             f"horizon ({self.horizon}); raise --val-fraction")
+        if _training(_spec) and self.season and self.season > self.n_train:
+            raise DataError(f"{path}: --season {self.season} is longer than the training part ({self.n_train} of {n} "
+                            f"rows): the seasonal naive forecast needs a season of rows before the validation part")
         if _spec is not None:
             self.mean, self.std = np.array(_spec["mean"]), np.array(_spec["std"])
         else:
@@ -657,10 +675,12 @@ class Series:
             k = np.arange(self.horizon)
             back = self.season * ((k + self.season) // self.season)    # whole seasons back from t + k
             rows = origins[:, None] + self.window + k[None, :] - back[None, :]
-            ok = (rows >= 0).all(axis=1)
-            seasonal = self.values[:, self._t][np.maximum(rows, 0)]
+            ok = (rows >= 0).all(axis=1)           # a backtest's first season has no seasonal forecast:
+            seasonal = self.values[:, self._t][np.maximum(rows, 0)]    # both sides over the windows that do
             m["seasonal_rmse"] = _rmse(seasonal[ok], true[ok]) if ok.any() else float("nan")
-            m["seasonal_skill"] = 1 - m["val_rmse"] / m["seasonal_rmse"] if m["seasonal_rmse"] > 0 else 0.0
+            model_rmse = _rmse(pred[ok], true[ok]) if ok.any() else float("nan")
+            m["seasonal_skill"] = (1 - model_rmse / m["seasonal_rmse"] if m["seasonal_rmse"] > 0 else
+                                   0.0 if m["seasonal_rmse"] == 0 else float("nan"))
         return m
 
     def metrics(self, model):
@@ -715,9 +735,8 @@ class Arrays:
     def __init__(self, path, *, layout="batch", val_fraction=0.2, seed=0, _spec=None, _arrays=None,
                  validation=None):
         self.path, self.layout, self.val_fraction, self.seed = path, layout, float(val_fraction), int(seed)
-        if layout not in ("batch", "time") or not 0 < self.val_fraction < 1:
-            raise DataError(f"--layout must be batch or time and --val-fraction in (0, 1); got {layout!r}, "
-                            f"{val_fraction}")
+        _check_settings((layout in ("batch", "time"), "--layout", "batch or time", layout),
+                        (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)", val_fraction))
         self.fingerprint = None if _arrays is not None else _check_fingerprint(path, _spec)
         arrays, unread = (_arrays, []) if _arrays is not None else _read_npz(path, _training(_spec))
         x, y, lengths, classes = self._check(*arrays)

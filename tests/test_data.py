@@ -306,6 +306,11 @@ def _hourly(values, hours=None):
      ".npz)"),                                                   # it said "invalid UTF-8 at line 1, column 16"
     ("folder.txt", "folder", [], "a folder, not a file"),
     ("keep.csv", BAD_CSV.encode(), ["--target", "load"], "would write over the data"),
+    ("season.csv", _hourly(range(24)), ["--target", "load", "--window", "3", "--season", "20"],
+     "--season 20 is longer than the training part (19 of 24 rows)"),   # it reported seasonal_skill 0.0000
+    ("twice.csv", BAD_CSV.encode(), ["--target", "load,2"], "--target names column 'load' twice"),
+    ("features_twice.csv", BAD_CSV.encode(), ["--target", "load", "--features", "temp,load,temp"],
+     "--features names column 'temp' twice"),
 ])
 def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, capsys, name, content, argv, message):
     path = tmp_path / name
@@ -387,6 +392,24 @@ def test_missing_values_filled_when_asked(tmp_path):
     assert s.values.tolist() == [[5, 1], [6, 0], [0, 3], [8, 4]] and s.features == ["b"]
 
 
+def test_a_backtests_seasonal_skill_compares_both_forecasts_over_the_same_windows(files):
+    """A backtest's windows of the first season have no seasonal naive forecast; the
+    seasonal skill used to set the model's RMSE over every window against the seasonal
+    RMSE over the later ones."""
+    s = data.Series(str(files["series"]), target="load", window=12, horizon=2, season=24)
+    model = fastlstm.Model(s.input_size, 8, s.output_size, seed=0)
+    origins = np.arange(0, 200)
+    m = s.scores(model, origins)
+    pred, true = s.forecast(model, origins), s.actual(origins)
+    later = origins[origins + 12 - 24 >= 0]                      # origin + window + k - season >= 0 at k = 0
+    load = s.values[:, s.columns.index("load")]
+    seasonal = np.stack([load[later + 12 + k - 24] for k in range(2)], axis=1)[:, :, None]
+    rmse = lambda a, b: np.sqrt(np.mean((a - b) ** 2))          # noqa: E731
+    assert len(later) == 188 and m["seasonal_rmse"] == pytest.approx(rmse(seasonal, true[later]), rel=1e-12)
+    assert m["seasonal_skill"] == pytest.approx(1 - rmse(pred[later], true[later]) / m["seasonal_rmse"], rel=1e-12)
+    assert m["val_rmse"] == pytest.approx(rmse(pred, true), rel=1e-12)      # the model's own RMSE: every window
+
+
 def test_a_column_read_at_once_equals_the_cell_by_cell_reading(tmp_path):
     """Plain files are split by str methods and converted a column at a time (NumPy), quoted
     ones and those with blank lines go through the csv module and row by row: every way gives
@@ -435,6 +458,23 @@ def test_text_is_decoded_in_pieces_that_never_split_a_character(tmp_path, monkey
     path.write_bytes(b"\n".join(lines[:5]) + "\nçà".encode() + b"\xc3(" + text.encode())
     with pytest.raises(data.DataError, match=r"invalid UTF-8 at line 6, column 3 "):
         data.Text(str(path), T=8)
+
+
+@pytest.mark.parametrize("chunk", [7, data.CHUNK])
+def test_a_utf8_byte_order_mark_is_not_read_as_a_character(tmp_path, monkeypatch, chunk):
+    """Notepad starts a UTF-8 file with EF BB BF; it became U+FEFF, a character of the
+    vocabulary that the model learnt to predict at the start of the file."""
+    monkeypatch.setattr(data, "CHUNK", chunk)
+    text = "ünïcödé → ∑ text\nline two\n" * 40
+    plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
+    plain.write_text(text, encoding="utf-8")
+    marked.write_text(text, encoding="utf-8-sig")
+    assert marked.read_bytes()[:3] == b"\xef\xbb\xbf"
+    a, b = data.Text(str(plain), T=8), data.Text(str(marked), T=8)
+    assert a.vocab == b.vocab and "\ufeff" not in b.vocab and np.array_equal(a.ids, b.ids)
+    marked.write_bytes(b"\xef\xbb\xbfab\x00")
+    with pytest.raises(data.DataError, match=r"a NUL byte at line 1, column 3\)"):   # columns as an editor shows them
+        data.Text(str(marked), T=1)
 
 
 def test_batches_visit_every_example_once_an_epoch_and_resume_mid_epoch():
