@@ -126,8 +126,29 @@ class Optimizer:
     another size."""
     name = None
     state_names = ()
+    hyper_names = ()
     positive = ()             # the hyperparameters that must stay > 0 in the parameters' dtype
     _owner = None
+
+    def __setattr__(self, name, value):
+        """A hyperparameter set later (opt.lr = 0.01, as a schedule of one's own does) is
+        checked as the constructor checks it, and left as it was when refused: lr=nan or
+        lr=-1 would otherwise train silently wrong or fail at the next step for another reason."""
+        if name in self.hyper_names:
+            self._set(**{name: value})
+        else:
+            object.__setattr__(self, name, value)
+
+    def _set(self, **values):
+        """Set hyperparameters, each a finite number, then check them together (_rules);
+        nothing changes when one is refused."""
+        h = {k: self.__dict__[k] for k in self.hyper_names if k in self.__dict__}
+        h.update({k: v.finite_float(k, x, ge=0 if k == "weight_decay" else None) for k, x in values.items()})
+        self._rules(h)
+        self.__dict__.update(h)
+
+    def hyper(self):
+        return {k: self.__dict__[k] for k in self.hyper_names}
 
     def bind(self, n, dtype, owner=None):
         """Allocate zeroed state for n parameters of `owner`, the model that takes it
@@ -186,17 +207,16 @@ class SGD(Optimizer):
     velocity = momentum·velocity + (g + weight_decay·p); p -= lr·velocity."""
     name = "sgd"
     state_names = ("velocity",)
+    hyper_names = ("lr", "momentum", "weight_decay")
     positive = ("lr",)
 
     def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0):
-        self.lr = v.finite_float("lr", lr)
-        self.momentum = v.finite_float("momentum", momentum)
-        self.weight_decay = v.finite_float("weight_decay", weight_decay, ge=0)
-        if self.lr <= 0 or not 0 <= self.momentum < 1:
-            raise ValueError(f"SGD needs lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}")
+        self._set(lr=lr, momentum=momentum, weight_decay=weight_decay)
 
-    def hyper(self):
-        return dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+    @staticmethod
+    def _rules(h):
+        if h["lr"] <= 0 or not 0 <= h["momentum"] < 1:
+            raise ValueError(f"SGD needs lr > 0 and 0 <= momentum < 1, got {h}")
 
     def _update(self, params, grads, t):
         h = self.hyper_in(params.dtype)
@@ -208,22 +228,19 @@ class Adam(Optimizer):
     Adam does. AdamW decays the weights apart from the gradient instead."""
     name = "adam"
     state_names = ("m", "v")
+    hyper_names = ("lr", "beta1", "beta2", "eps", "weight_decay")
     positive = ("lr", "eps")
     decoupled = False
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        self.lr, self.beta1, self.beta2, self.eps = (
-            v.finite_float(n, x) for n, x in (("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps)))
-        self.weight_decay = v.finite_float("weight_decay", weight_decay, ge=0)
-        if self.lr <= 0 or not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or self.eps <= 0:
-            raise ValueError(f"{type(self).__name__} needs lr > 0, 0 <= beta1, beta2 < 1 and eps > 0, "
-                             f"got {self.hyper()}")
-        if self.decoupled and self.lr * self.weight_decay >= 1:
-            raise ValueError(f"AdamW shrinks the weights by lr·weight_decay each step, which must be < 1, got "
-                             f"lr={lr}, weight_decay={weight_decay}")
+        self._set(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
 
-    def hyper(self):
-        return dict(lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps, weight_decay=self.weight_decay)
+    def _rules(self, h):
+        if h["lr"] <= 0 or not (0 <= h["beta1"] < 1 and 0 <= h["beta2"] < 1) or h["eps"] <= 0:
+            raise ValueError(f"{type(self).__name__} needs lr > 0, 0 <= beta1, beta2 < 1 and eps > 0, got {h}")
+        if self.decoupled and h["lr"] * h["weight_decay"] >= 1:
+            raise ValueError(f"AdamW shrinks the weights by lr·weight_decay each step, which must be < 1, got "
+                             f"lr={h['lr']}, weight_decay={h['weight_decay']}")
 
     def _update(self, params, grads, t):
         h, wd = self.hyper_in(params.dtype), self.weight_decay

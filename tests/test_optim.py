@@ -1,4 +1,6 @@
 """Optimizer steps against hand-computed updates; clipping against its definition."""
+import re
+
 import numpy as np
 import pytest
 
@@ -168,3 +170,26 @@ def test_bad_weight_decay_is_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
     assert fastlstm.Model(2, 4, 1, optimizer="adamw").optimizer.weight_decay == 0.01    # PyTorch's default
+
+
+@pytest.mark.parametrize("kind, name, value, error, match", [
+    (fastlstm.Adam, "lr", float("nan"), ValueError, "lr must be a finite number, got nan"),
+    (fastlstm.Adam, "lr", -1.0, ValueError, "Adam needs lr > 0"),           # it trained uphill, silently
+    (fastlstm.Adam, "lr", "0.1", TypeError, "lr must be a finite number, got '0.1'"),
+    (fastlstm.Adam, "beta2", 1.0, ValueError, "0 <= beta1, beta2 < 1"),
+    (fastlstm.AdamW, "lr", 200.0, ValueError, "lr·weight_decay each step, which must be < 1"),
+    (fastlstm.SGD, "momentum", 1.5, ValueError, "SGD needs lr > 0 and 0 <= momentum < 1"),
+    (fastlstm.SGD, "weight_decay", -1.0, ValueError, "weight_decay must be >= 0, got -1.0")])
+def test_a_hyperparameter_set_later_is_checked_as_the_constructor_checks_it(kind, name, value, error, match):
+    """opt.lr = nan was taken, and the next step failed saying the update overflowed
+    ("lower the learning rate"); opt.lr = -1 trained uphill without a word."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 4, 3)).astype(np.float32), rng.standard_normal((4, 1)).astype(np.float32)
+    m = fastlstm.Model(3, 4, 1, optimizer=kind(lr=1e-3), seed=0)
+    m.train_step(x, y)
+    before = repr(m.optimizer)
+    with pytest.raises(error, match=re.escape(match)):
+        setattr(m.optimizer, name, value)
+    assert repr(m.optimizer) == before                   # as it was
+    m.optimizer.lr = 0.02                                # and a good value is taken
+    assert m.optimizer.lr == 0.02 and np.isfinite(m.train_step(x, y))
