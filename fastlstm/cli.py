@@ -199,6 +199,7 @@ class _Interrupt:
         self.saved = None                    # (path, step) of the last checkpoint written
         self.lock = None                     # the run's lock file, once held (_only_writer)
         self.status = 130                    # 128 + the first signal's number
+        self.trains = False                  # only `train` writes checkpoints: the others say nothing of them
 
     def defer(self):
         self.deferred = True
@@ -212,7 +213,7 @@ class _Interrupt:
             os.write(2, b"\nfastlstm: stopping after this step%s (Ctrl-C again to stop at once)\n" % what)
             return
         if not self.deferred:
-            os.write(2, b"\nfastlstm: interrupted%s; no checkpoint was written\n" % what)
+            os.write(2, b"\nfastlstm: interrupted%s%s\n" % (what, b"; no checkpoint was written" * self.trains))
             if self.lock:
                 with contextlib.suppress(OSError):
                     os.unlink(self.lock)
@@ -746,6 +747,7 @@ def main(argv=None, *, restore_handler=True):
     is done instead of restoring Python's handler, which would raise KeyboardInterrupt
     while the process exits."""
     interrupt, previous = _Interrupt(), {}
+    interrupt.trains = list(sys.argv[1:] if argv is None else argv)[:1] == ["train"]   # before parsing, for a signal then
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, interrupt) for s in _Interrupt.SIGNALS}
     try:
@@ -759,9 +761,9 @@ def main(argv=None, *, restore_handler=True):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing left to flush at exit
         return 0
     except KeyboardInterrupt:
-        kept = (f"the checkpoint {interrupt.saved[0]} (step {interrupt.saved[1]}) is kept"
-                if interrupt.saved else "no checkpoint was written")
-        print(f"\nfastlstm: interrupted; {kept}", file=sys.stderr)
+        kept = (f"; the checkpoint {interrupt.saved[0]} (step {interrupt.saved[1]}) is kept" if interrupt.saved else
+                "; no checkpoint was written" if interrupt.trains else "")
+        print(f"\nfastlstm: interrupted{kept}", file=sys.stderr)
         return interrupt.status
     except (UsageError, ValueError, TypeError, OSError, RuntimeError, ArithmeticError, MemoryError) as e:
         # bad options, files or data: a message, not a traceback (NonFiniteError is an ArithmeticError)

@@ -259,6 +259,15 @@ def test_sample_generates_text_from_a_text_checkpoint(tmp_path):
     greedy = [_run("sample", str(out), "--length", "30", "--temperature", "1e-300", "--seed", s) for s in "12"]
     assert all(g.returncode == 0 for g in greedy), greedy[0].stderr        # was "Probabilities contain NaN"
     assert greedy[0].stdout == greedy[1].stdout and len(greedy[0].stdout) > 30   # the argmax at every step
+    p = subprocess.Popen([sys.executable, "-m", "fastlstm", "sample", str(out), "--length", "100000000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert len(p.stdout.read(100)) == 100                       # sampling
+        p.send_signal(signal.SIGTERM)
+        _, stderr = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 143 and stderr.strip() == "fastlstm: interrupted (SIGTERM)", stderr   # no checkpoint to speak of
 
 
 def test_bad_options_and_files_get_a_message_not_a_traceback(tmp_path):
