@@ -799,7 +799,8 @@ def _pair(h_name, h, c_name, c):
 def _as_array(sd, key, shape):
     t = sd[key]
     if hasattr(t, "detach"):                      # a torch tensor, without importing torch
-        t = t.detach().cpu().numpy()
+        t = t.detach().cpu()
+        t = (t.double() if t.is_floating_point() else t).numpy()   # bfloat16 has no NumPy dtype; widening is exact
     a = np.asarray(t)
     if a.shape != shape:
         raise ValueError(f"{key} must have shape {shape}, got {a.shape}")

@@ -80,6 +80,18 @@ def test_bidirectional_equals_torch_with_packed_sequences(cell, layers, init, wi
     assert np.abs(back.params - m.params).max() <= 1e-15
 
 
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_half_precision_torch_weights_load_as_their_exact_values(half):
+    """A bfloat16 module's state dict raised torch's "Got unsupported ScalarType BFloat16"
+    (NumPy has no such dtype); it loads now, each weight widened exactly, as float16 ones do."""
+    for cls, tcls in ((fastlstm.LSTM, torch.nn.LSTM), (fastlstm.GRU, torch.nn.GRU), (fastlstm.RNN, torch.nn.RNN)):
+        t = tcls(3, 8, 2).to(half)
+        m, ref = cls(3, 8, 2, dtype=np.float64), cls(3, 8, 2, dtype=np.float64)
+        m.load_torch_state_dict(t.state_dict())
+        ref.load_torch_state_dict({k: v.float().numpy() for k, v in t.state_dict().items()})
+        assert np.array_equal(m.params, ref.params) and np.abs(m.params).max() > 0
+
+
 @pytest.mark.parametrize("output,layers", [("last", 1), ("last", 2), ("every", 2)])
 def test_embedding_bidirectional_model_equals_torch(output, layers):
     """nn.Embedding + nn.LSTM(bidirectional=True) + nn.Linear: the loss, every gradient
