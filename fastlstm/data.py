@@ -32,6 +32,7 @@ from . import choices
 MISSING = {"", "na", "n/a", "nan", "null", "none"}
 MAX_CLASSES = 1 << 20        # class labels of an arrays file: far more classes than any sequence classifier has
 CHUNK = 1 << 22                  # bytes of a text file decoded at a time
+CSV_BLOCK = 1 << 16              # lines of a plain CSV split into cells at a time
 VAL_CHARS = 100_000              # held-out characters scored at each evaluation (predict scores all)
 MAX_VOCAB = 1 << 16
 
@@ -344,7 +345,10 @@ def _all_numbers(cells):
     """A column's cells (strings) as float64 when every one is a finite number that `_number`
     reads, else None. NumPy converts as float() does, in one call rather than a Python call a
     cell; '1_000' and other scripts' digits, which float() reads and `_parse` refuses, send
-    the column to the cell-by-cell path, as does any missing or non-finite value."""
+    the column to the cell-by-cell path, as does any missing or non-finite value. An array
+    is a column read_csv converted already."""
+    if isinstance(cells, np.ndarray):
+        return cells
     joined = "".join(cells)
     if not joined.isascii() or "_" in joined:
         return None
@@ -399,8 +403,9 @@ def _columns(names, arg, path, what):
 
 
 def read_csv(path):
-    """(names, kinds, lines, cols) of a CSV with a header: cols[c] is column c's cells (str)
-    and lines (rows,) each row's line in the file, blank rows dropped; kinds[c] is "number",
+    """(names, kinds, lines, cols) of a CSV with a header: cols[c] is column c's cells (str),
+    or their float64 values where a plain file's column holds finite numbers alone, and
+    lines (rows,) each row's line in the file, blank rows dropped; kinds[c] is "number",
     "time" or "text" (from the column's first present cell). Ragged rows and bad UTF-8 are
     refused with their place."""
     with open(path, "rb") as f:
@@ -414,12 +419,13 @@ def read_csv(path):
     except UnicodeDecodeError as e:
         line, col = _where(path, e.start)
         raise DataError(f"{path}: invalid UTF-8 at line {line}, column {col}") from None
+    del raw                                              # the copies a load holds at once bound its memory
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
     unix = text.replace("\r\n", "\n")
     plain = '"' not in unix and "\r" not in unix        # no quoted cells, no \r line ends
     if plain:                                            # the csv module's records, by str methods
-        split = unix.split("\n")
+        split, text, unix = unix.split("\n"), None, None
         records = ((i, line.split(",") if line else []) for i, line in enumerate(split, 1))
     else:
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -443,6 +449,9 @@ def read_csv(path):
         raise DataError(f"{path}: no data rows under the header")
     kinds = []
     for col in cols:
+        if isinstance(col, np.ndarray):                 # finite numbers already
+            kinds.append("number")
+            continue
         first = next((x for x in col if x.strip().lower() not in MISSING), None)
         kinds.append("number" if first is not None and _number(first) is not None else
                      "time" if first is not None and _time(first) is not None else "text")
@@ -451,8 +460,10 @@ def read_csv(path):
 
 def _plain_columns(split, n):
     """(lines, cols) of the lines after the header when each holds n cells and none is blank
-    (final empty lines aside): all cells in one list, split once, each column a slice of it,
-    with no list a row for the garbage collector to walk (docs/performance.md has the
+    (final empty lines aside), split by str methods with no list a row for the garbage
+    collector to walk. CSV_BLOCK lines at a time become one list of cells, each column a
+    slice of it; a column whose cells are all finite numbers so far is kept as float64
+    (_all_numbers), not as strings of some 60 bytes a cell (docs/performance.md has the
     figures). Else (None, None): the rows are read one by one."""
     end = len(split)
     while end > 1 and not split[end - 1]:
@@ -461,8 +472,19 @@ def _plain_columns(split, n):
     if not body or set(map(str.count, body, repeat(","))) != {n - 1} or \
             not all(map(str.strip, map(str.replace, body, repeat(","), repeat("")))):
         return None, None
-    cells = ",".join(body).split(",")
-    return np.arange(2, len(body) + 2), [cells[c::n] for c in range(n)]
+    values = [[] for _ in range(n)]                     # a column's float64 blocks, None once it is not numbers
+    cols = [None] * n                                    # then its cells
+    for b0 in range(0, len(body), CSV_BLOCK):
+        cells = ",".join(body[b0:b0 + CSV_BLOCK]).split(",")
+        for c in range(n):
+            a = None if values[c] is None else _all_numbers(cells[c::n])
+            if a is not None:
+                values[c].append(a)
+                continue
+            if values[c] is not None:                    # the earlier blocks' cells, read again
+                cols[c], values[c] = [line.split(",")[c] for line in body[:b0]], None
+            cols[c].extend(cells[c::n])
+    return np.arange(2, len(body) + 2), [np.concatenate(v) if v is not None else col for v, col in zip(values, cols)]
 
 
 def _records(reader, path):

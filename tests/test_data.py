@@ -447,6 +447,30 @@ def test_a_column_read_at_once_equals_the_cell_by_cell_reading(tmp_path):
     assert read[2].lines.tolist() == list(range(2, 10)) + list(range(11, n + 3))
 
 
+@pytest.mark.parametrize("block", [7, data.CSV_BLOCK])
+def test_a_plain_csv_read_in_blocks_equals_the_row_by_row_reading(tmp_path, monkeypatch, block):
+    """A plain file's columns are converted CSV_BLOCK lines at a time and kept as numbers
+    while they are numbers: a missing value or a word in a later block sends its column back
+    to the cells of every block, and the values, the filled gaps and the first bad cell's
+    place are those of the row-by-row reading (quoted cells take that path)."""
+    monkeypatch.setattr(data, "CSV_BLOCK", block)
+    rng = np.random.default_rng(1)
+    n = 100
+    a, b, c = ([f"{v:.6g}" for v in rng.standard_normal(n)] for _ in range(3))
+    b[60] = b[61] = ""                                   # gaps in a later block
+    c[90] = "n/a" if block == 7 else c[90]
+    rows = [f"{i},{x},{y},{z}" for i, (x, y, z) in enumerate(zip(a, b, c))]
+    plain, quoted = tmp_path / "plain.csv", tmp_path / "quoted.csv"
+    plain.write_text("step,a,b,c\n" + "\n".join(rows) + "\n")
+    quoted.write_text('"step",a,b,c\n' + "\n".join(rows) + "\n")
+    got, want = (data.Series(str(p), target="a", features="a,b,c", window=3, fill="ffill") for p in (plain, quoted))
+    assert np.array_equal(got.values, want.values) and got.lines.tolist() == want.lines.tolist()
+    assert got.values[61, 1] == float(b[59])                             # carried forward
+    plain.write_text("step,a,b,c\n" + "\n".join(rows[:80] + ["80,1,2,abc"] + rows[81:]) + "\n")
+    with pytest.raises(data.DataError, match=r"line 82, column 4 \('c'\): 'abc' is not a number"):
+        data.Series(str(plain), target="a", features="a,b,c", window=3, fill="ffill")
+
+
 def test_text_is_decoded_in_pieces_that_never_split_a_character(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "CHUNK", 7)
     text = "ünïcödé → ∑ 日本語 text\nline two: ça va? 🙂\n" * 40
