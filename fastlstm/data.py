@@ -164,7 +164,8 @@ UNICODE = 0x110000
 def _distinct(chars):
     """The distinct code points of _characters' output, sorted (uint32)."""
     seen = np.zeros(128 if chars.dtype == np.uint8 else UNICODE, bool)
-    seen[chars] = True
+    for b0, b1 in _batches(len(chars), 1 << 18):         # an index array becomes intp: 8 bytes each
+        seen[chars[b0:b1]] = True
     return np.flatnonzero(seen).astype(np.uint32)
 
 
@@ -240,8 +241,9 @@ class Text:
         at = 0
         counts = np.zeros(len(self.vocab), np.int64)
         for (start, piece), (_, _, count, _) in zip(_pieces(path), pieces):
-            ids = self.ids[at:at + count]
-            np.take(self._table, _characters(path, start, piece), out=ids, mode="clip")
+            ids, chars = self.ids[at:at + count], _characters(path, start, piece)
+            for b0, b1 in _batches(count, 1 << 18):          # np.take makes its indices intp: 8 bytes each
+                np.take(self._table, chars[b0:b1], out=ids[b0:b1], mode="clip")
             for b0, b1 in _batches(max(0, min(count, self.n_train - at)), 1 << 20):
                 counts += np.bincount(ids[b0:b1], minlength=len(self.vocab))
             at += count
