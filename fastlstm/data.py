@@ -842,8 +842,12 @@ class Arrays:
             classes = False
             y = y.reshape(N, -1).astype(np.float64)
         else:
+            swapped = "" if not y.ndim or y.shape[0] != T or T == N else (   # the commonest mistake: x's axes
+                f"; y has a row for each of x's T = {T} steps: " + (
+                    "x is time-major (T, N, D) here; for x of shape (N, T, D) pass np.swapaxes(x, 0, 1)"
+                    if self.layout == "time" else "an x saved as (T, N, D) takes --layout time"))
             raise DataError(f"{p}: y must be integer class labels (N,) or float targets (N,) or (N, O) for "
-                            f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}")
+                            f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}{swapped}")
         return _floats(x), y, self._check_lengths(lengths, N, T, p), classes
 
     def _check_lengths(self, lengths, N, T, p):

@@ -137,6 +137,10 @@ class Model:
 
     def _check_y(self, y, T, B):
         lead = (B,) if self.output == "last" else (T, B)
+        if self.output == "last" and isinstance(y, np.ndarray) and y.ndim and y.shape[0] == T != B:
+            raise ValueError(f"y must have shape {lead + (self.output_size,) * (self.loss == 'mse')}, got {y.shape}: "
+                             f"a row for each of x's T = {T} steps; x is time-major (T, B, D), so for x of shape "
+                             f"(B, T, D) pass np.swapaxes(x, 0, 1)")            # Keras's layout, the commonest mistake
         if self.loss == "mse":
             y = v.array("y", y, lead + (self.output_size,), self.dtype)
             return y.reshape((1,) + y.shape if self.output == "last" else y.shape)

@@ -298,6 +298,8 @@ def _hourly(values, hours=None):
     ("objecty.npz", None, [], "array 'y' holds Python objects (np.savez saves a list of arrays of different shapes "
      "so), which fastlstm does not unpickle: save it as a numeric array"),
     ("junk.npz", b"not a zip", [], "not an .npz file (a zip archive of arrays, as np.savez writes)"),
+    ("timemajor.npz", None, [], "got shape (10,) dtype int64; y has a row for each of x's T = 10 steps: an x saved "
+     "as (T, N, D) takes --layout time"),
     ("one.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }" + b" " * 53
      + b"\n" + bytes(8), ["--kind", "arrays"], "a .npy file holds one array; arrays come as an .npz of x and y"),
     ("one.npz", None, [], "1 sequence cannot be split into training and validation parts at --val-fraction 0.2 "
@@ -326,6 +328,7 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.zeros(10, np.int64)),    # inf in float32
               "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300]), "archive.csv": dict(x=x),
               "one.npz": dict(x=x[:1], y=np.zeros(1, np.int64)),
+              "timemajor.npz": dict(x=x.transpose(1, 0, 2).copy(), y=np.zeros(10, np.int64)),   # (T, N, D)
               "ragged.npz": dict(x=np.array([x[0], x[1, :3]], dtype=object), y=np.zeros(2, np.int64)),
               "objecty.npz": dict(x=x, y=np.array([np.zeros(2), np.zeros(3)] * 5, dtype=object))}
     if content is None:

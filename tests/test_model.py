@@ -249,6 +249,15 @@ def test_bad_inputs_and_labels_get_clear_errors():
         r.train_step(x, np.zeros((2, 2), np.float32))
     with pytest.raises(TypeError, match="float32"):
         r.train_step(x, np.zeros((4, 2, 2)))
+    # x given batch-major, as Keras takes it: y has a row for each step, and the error says why
+    keras = np.zeros((2, 4, 3), np.float32)                       # (B, T, D) for B = 2, T = 4
+    for model, y in ((m, np.array([0, 1])), (fastlstm.Model(3, 4, 1, seed=0), np.zeros((2, 1), np.float32))):
+        for call in (model.train_step, model.evaluate):
+            with pytest.raises(ValueError, match=r"a row for each of x's T = 2 steps; x is time-major \(T, B, D\), "
+                                                 r"so for x of shape \(B, T, D\) pass np.swapaxes\(x, 0, 1\)"):
+                call(keras, y)
+    with pytest.raises(ValueError, match=r"for x of shape \(N, T, D\) pass np.swapaxes\(x, 0, 1\)"):
+        m.fit(keras, np.array([0, 1]), epochs=1, progress=False)
     assert np.array_equal(m.params, before) and m.steps == 0
     for setting in ("cell", "loss", "output", "on_nonfinite"):
         for bad in ("hinge", ["mse"], None):
