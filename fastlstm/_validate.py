@@ -116,7 +116,10 @@ def array(name, a, shape, dtype, *, writable=False, finite=True):
     step, where these checks are a fifth of the call); `nonfinite` then names the culprit."""
     if type(a) is not np.ndarray:
         if not isinstance(a, np.ndarray):
-            raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+            how = (f"{name}.detach().numpy()" if hasattr(a, "detach") else           # a torch tensor
+                   f"np.asarray({name}, np.{np.dtype(dtype)})" if isinstance(a, (list, tuple)) else None)
+            raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}"
+                            + (f" (pass {how})" if how else ""))
         if np.ma.is_masked(a):       # the kernels would read the values under the mask
             raise ValueError(f"{name} is a masked array with masked entries, and fastlstm reads the values "
                              f"under its mask: pad with lengths, or pass {name}.filled(0)")

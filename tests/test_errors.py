@@ -33,7 +33,8 @@ def _with(a, idx, value):
 
 
 BAD_FORWARD = [
-    ("x as a list", lambda x, h0: dict(x=x.tolist()), TypeError, "numpy.ndarray"),
+    ("x as a list", lambda x, h0: dict(x=x.tolist()), TypeError,
+     r"x must be a numpy.ndarray, got list \(pass np.asarray\(x, np.float64\)\)"),
     ("x 2-D", lambda x, h0: dict(x=x[0].copy()), ValueError, r"shape \(\*, \*, 2\)"),
     ("x wrong D", lambda x, h0: dict(x=np.zeros((5, 3, 3))), ValueError, r"got \(5, 3, 3\)"),
     ("x float32", lambda x, h0: dict(x=x.astype(np.float32)), TypeError, "dtype float64, got float32"),

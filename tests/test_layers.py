@@ -92,6 +92,12 @@ def test_half_precision_torch_weights_load_as_their_exact_values(half):
         assert np.array_equal(m.params, ref.params) and np.abs(m.params).max() > 0
 
 
+def test_a_torch_tensor_given_for_an_array_is_told_how_to_convert():
+    m = fastlstm.Model(3, 4, 1, seed=0)
+    with pytest.raises(TypeError, match=r"x must be a numpy.ndarray, got Tensor \(pass x.detach\(\).numpy\(\)\)"):
+        m.predict(torch.zeros(5, 2, 3))
+
+
 @pytest.mark.parametrize("output,layers", [("last", 1), ("last", 2), ("every", 2)])
 def test_embedding_bidirectional_model_equals_torch(output, layers):
     """nn.Embedding + nn.LSTM(bidirectional=True) + nn.Linear: the loss, every gradient
