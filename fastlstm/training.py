@@ -71,14 +71,17 @@ class Schedule:
     steps, times "constant" (1), "cosine" (from 1 down to min_scale at the last step) or
     "plateau" (halved, by `factor`, after `patience` evaluations without a new best of the
     monitored metric, down to min_scale; PyTorch's ReduceLROnPlateau with factor 0.5 and
-    patience 2)."""
+    patience 2). min_scale in (0, 1]: unlike PyTorch's eta_min it cannot be 0, as the
+    optimizers refuse a rate of 0."""
 
     def __init__(self, kind="constant", warmup=0, factor=0.5, patience=2, min_scale=1e-3):
         self.kind = v.choice("schedule", kind, SCHEDULES)
         self.warmup = v.positive_int("warmup", warmup, minimum=0)
         self.factor = v.finite_float("factor", factor, gt=0, lt=1)
         self.patience = v.positive_int("patience", patience)
-        self.min_scale = v.finite_float("min_scale", min_scale, ge=0, le=1)
+        self.min_scale = v.finite_float("min_scale", min_scale, le=1)
+        if self.min_scale <= 0:            # a rate of 0 ended a cosine fit at its last step, with the optimizer's error
+            raise ValueError(f"min_scale must be > 0 (the optimizers take a learning rate > 0), got {min_scale!r}")
         self.base_lr, self.total, self.scale, self.bad = None, None, 1.0, 0
 
     @classmethod

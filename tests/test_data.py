@@ -533,6 +533,9 @@ def test_schedules():
     assert p.lr(50) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="schedule must be one of"):
         training.Schedule("step")
+    # min_scale=0 (PyTorch's eta_min) was taken, and a cosine fit failed at its last step, on a rate of 0
+    with pytest.raises(ValueError, match=r"min_scale must be > 0 \(the optimizers take a learning rate > 0\), got 0"):
+        training.Schedule("cosine", min_scale=0)
 
 
 def test_fit_reads_float32_arrays_in_place_and_other_dtypes_once():
