@@ -32,6 +32,7 @@ from . import choices
 MISSING = {"", "na", "n/a", "nan", "null", "none"}
 MAX_CLASSES = 1 << 20        # class labels of an arrays file: far more classes than any sequence classifier has
 CHUNK = 1 << 22                  # bytes of a text file decoded at a time
+INDEX_BLOCK = 1 << 18            # characters used as indices at a time: NumPy widens an index array to intp (8 bytes each)
 CSV_BLOCK = 1 << 16              # lines of a plain CSV split into cells at a time
 VAL_CHARS = 100_000              # held-out characters scored at each evaluation (predict scores all)
 MAX_VOCAB = 1 << 16
@@ -164,7 +165,7 @@ UNICODE = 0x110000
 def _distinct(chars):
     """The distinct code points of _characters' output, sorted (uint32)."""
     seen = np.zeros(128 if chars.dtype == np.uint8 else UNICODE, bool)
-    for b0, b1 in _batches(len(chars), 1 << 18):         # an index array becomes intp: 8 bytes each
+    for b0, b1 in _batches(len(chars), INDEX_BLOCK):
         seen[chars[b0:b1]] = True
     return np.flatnonzero(seen).astype(np.uint32)
 
@@ -242,9 +243,9 @@ class Text:
         counts = np.zeros(len(self.vocab), np.int64)
         for (start, piece), (_, _, count, _) in zip(_pieces(path), pieces):
             ids, chars = self.ids[at:at + count], _characters(path, start, piece)
-            for b0, b1 in _batches(count, 1 << 18):          # np.take makes its indices intp: 8 bytes each
+            for b0, b1 in _batches(count, INDEX_BLOCK):
                 np.take(self._table, chars[b0:b1], out=ids[b0:b1], mode="clip")
-            for b0, b1 in _batches(max(0, min(count, self.n_train - at)), 1 << 20):
+            for b0, b1 in _batches(max(0, min(count, self.n_train - at)), INDEX_BLOCK):
                 counts += np.bincount(ids[b0:b1], minlength=len(self.vocab))
             at += count
         counts = counts[1:]

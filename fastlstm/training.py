@@ -193,7 +193,9 @@ class Run:
         self.loss_sum, self.loss_count, self.history = 0.0, 0, []
 
     def step(self, step_fn):
-        self.model.optimizer.lr = self.schedule.lr(self.model.steps - self.start)
+        lr = self.schedule.lr(self.model.steps - self.start)
+        if lr != self.model.optimizer.lr:          # the assignment is checked (5 µs): only when the rate moves
+            self.model.optimizer.lr = lr
         x, y, lengths = self.batches.next(self.model.dtype)
         loss = step_fn(x, y, lengths)
         self.loss_sum += loss
