@@ -41,11 +41,25 @@ def write(path, header, arrays):
     """Write header (a dict, standard JSON: no NaN/Inf) and arrays (name -> ndarray) to
     path, atomically (atomic_file)."""
     try:
+        _string_keys(header)
         meta = json.dumps(dict(header, format=FORMAT, version=VERSION), allow_nan=False).encode()
     except (TypeError, ValueError) as e:
         raise ValueError(f"a checkpoint's header (extra included) must be JSON with finite numbers: {e}") from None
     with atomic_file(path, "a checkpoint") as f:
         np.savez(f, **{_HEADER: np.frombuffer(meta, np.uint8)}, **arrays)
+
+
+def _string_keys(o):
+    """TypeError for a dict key that is not a string: JSON would write {1: 2} as {"1": 2}, and
+    the checkpoint would load with another `extra` than the one saved."""
+    if isinstance(o, dict):
+        for k, x in o.items():
+            if not isinstance(k, str):
+                raise TypeError(f"keys must be strings, got {k!r} (JSON would bring it back as a string)")
+            _string_keys(x)
+    elif isinstance(o, (list, tuple)):
+        for x in o:
+            _string_keys(x)
 
 
 @contextlib.contextmanager

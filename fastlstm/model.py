@@ -88,7 +88,8 @@ class Model:
         self.training = True      # train_step drops out (dropout > 0) in training mode; see eval()
         self.output_size, self.seed, self.forget_bias = O, seed, forget_bias
         self.reset_parameters(seed)
-        self.optimizer = optim.of(optimizer).bind(size, dtype, self)
+        self._optimizer = None
+        self.optimizer = optimizer
         self.steps = 0            # training steps applied
         self.skipped_steps = 0    # steps refused for a non-finite loss or gradient
         self._bufs = {}           # the head's buffers, {(T, B): views of _flat} for the last (T, B)
@@ -99,6 +100,24 @@ class Model:
     @property
     def dtype(self):
         return self.params.dtype
+
+    @property
+    def optimizer(self):
+        """The update rule, bound to this model (its state is this model's moments)."""
+        return self._optimizer
+
+    @optimizer.setter
+    @one_call_at_a_time
+    def optimizer(self, optimizer):
+        """`model.optimizer = fastlstm.SGD(lr=0.1)` swaps the rule, as Keras's compile does: it
+        takes what the constructor takes and starts afresh (t = 0, zero state); the one it
+        replaces is free for another model. Refused (TypeError, ValueError), nothing changes."""
+        old = self._optimizer
+        if optimizer is old and old is not None:
+            return                                      # m.optimizer = m.optimizer keeps its moments
+        self._optimizer = optim.of(optimizer).bind(self.params.size, self.dtype, self)
+        if old is not None:
+            old._owner = None
 
     @one_call_at_a_time
     def reset_parameters(self, seed=None):
@@ -466,7 +485,7 @@ class Model:
 
     @one_call_at_a_time(interruptible=True)
     def save(self, path, extra=None):
-        """Write weights, optimizer state, configuration and `extra` (a dict, standard JSON:
+        """Write weights, optimizer state, configuration and `extra` (a dict, standard JSON: string keys,
         finite numbers only) atomically."""
         if extra is not None and not isinstance(extra, dict):
             raise TypeError(f"extra must be a dict, got {type(extra).__name__}")

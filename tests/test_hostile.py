@@ -48,6 +48,37 @@ def test_an_optimizer_given_to_a_second_model_is_refused_not_a_segfault():
     assert b.optimizer is opt and opt.state["m"].size == b.params.size and opt.t == 0
 
 
+def test_an_optimizer_assigned_later_is_bound_to_the_model_and_starts_afresh(tmp_path):
+    """model.optimizer = fastlstm.SGD(lr=0.1), as Keras's compile swaps one, raised
+    AttributeError ('SGD' object has no attribute 'state') at the next step."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 3, 2)).astype(np.float32), rng.standard_normal((3, 1)).astype(np.float32)
+    a = fastlstm.Model(2, 4, 1, seed=0)
+    for _ in range(3):
+        a.train_step(x, y)
+    adam = a.optimizer
+    a.optimizer = fastlstm.SGD(lr=0.1, momentum=0.9)
+    b = fastlstm.Model(2, 4, 1, optimizer=fastlstm.SGD(lr=0.1, momentum=0.9))
+    b.params = a.params
+    for _ in range(2):                          # the same steps as a model built with SGD
+        assert a.train_step(x, y) == b.train_step(x, y)
+    assert np.array_equal(a.params, b.params) and a.optimizer.t == 2
+    assert fastlstm.Model(2, 4, 1, optimizer=adam).optimizer is adam    # the one replaced is free
+    a.optimizer = a.optimizer                   # the same one again keeps its moments
+    assert a.optimizer.t == 2 and a.optimizer.state["velocity"].any()
+    before = _state(a)
+    for bad, error in (("rmsprop", TypeError), (fastlstm.SGD, TypeError), (b.optimizer, ValueError),
+                       (fastlstm.Adam(lr=1e300), ValueError)):         # inf in float32
+        with pytest.raises(error):
+            a.optimizer = bad
+        assert _same(a, before) and isinstance(a.optimizer, fastlstm.SGD)
+    a.optimizer = "adamw"
+    assert isinstance(a.optimizer, fastlstm.AdamW) and np.isfinite(a.train_step(x, y))
+    path = str(tmp_path / "swapped.ckpt")
+    a.save(path)
+    assert isinstance(fastlstm.load(path).optimizer, fastlstm.AdamW)
+
+
 def test_an_update_on_arrays_of_another_size_is_refused():
     opt = fastlstm.SGD(lr=0.1).bind(3, np.float32)
     with pytest.raises(ValueError, match="3 entries for 5 parameters"):
@@ -198,7 +229,12 @@ def test_small_misuses_get_clear_errors(tmp_path):
         m.save(tmp_path / "nan.ckpt", extra={"a": float("nan")})
     with pytest.raises(TypeError, match="extra must be a dict"):
         m.save(tmp_path / "list.ckpt", extra=[1, 2])
+    for keyed in ({1: 2}, {"a": [{"b": 1, None: 2}]}):       # JSON would bring them back as strings
+        with pytest.raises(ValueError, match="keys must be strings"):
+            m.save(tmp_path / "keys.ckpt", extra=keyed)
     assert os.listdir(tmp_path) == []
+    m.save(tmp_path / "nested.ckpt", extra={"a": [{"b": [1, 2.5, "c", None, True]}]})
+    assert fastlstm.load(tmp_path / "nested.ckpt").extra == {"a": [{"b": [1, 2.5, "c", None, True]}]}
 
 
 # -- 2. temporaries left by a killed writer ---------------------------------------------------
