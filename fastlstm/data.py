@@ -753,13 +753,16 @@ class Arrays:
     """Labelled sequences from a .npz: `x` (N, T, D) (layout "batch") or (T, N, D) ("time"),
     `y` integer class labels (N,) (classification: cross-entropy at each row's last step) or
     float targets (N,) or (N, O) (regression: MSE), optional `lengths` (N,) in 1..T. A seeded
-    split holds out `val_fraction` of the rows."""
-    kind, output = "arrays", "last"
+    split holds out `val_fraction` of the rows. Model.fit of an output="every" model gives
+    output="every": y then holds a target per step, time-major as x, labels (T, N) or values
+    (T, N) or (T, N, O), and steps past a row's length count for nothing."""
+    kind = "arrays"
     monitor = ("val_loss", "min")
 
     def __init__(self, path, *, layout="batch", val_fraction=0.2, seed=0, _spec=None, _arrays=None,
-                 validation=None):
+                 validation=None, output="last"):
         self.path, self.layout, self.val_fraction, self.seed = path, layout, float(val_fraction), int(seed)
+        self.output = output
         _check_settings((layout in ("batch", "time"), "--layout", "batch or time", layout),
                         (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)", val_fraction))
         self.fingerprint = None if _arrays is not None else _check_fingerprint(path, _spec)
@@ -774,7 +777,7 @@ class Arrays:
                 raise ValueError(f"validation must be like the training data: x (T, B, D) with T = {x.shape[0]} "
                                  f"and D = {x.shape[2]} (pad with lengths), and targets of the same kind; got x "
                                  f"{xv.shape}")
-            x, y = _cat(x, xv, 1), _cat(y, yv, 0)
+            x, y = _cat(x, xv, 1), _cat(y, yv, self._n_axis)
             lengths = None if lengths is None and Lv is None else _cat(
                 _full(lengths, N, x.shape[0]), _full(Lv, xv.shape[1], x.shape[0]), 0)
             self.val_rows, self.train_rows = np.arange(N, x.shape[1]), np.arange(N)
@@ -798,14 +801,34 @@ class Arrays:
         if _spec:
             self.output_size = int(_spec["settings_out"])
         else:
-            self.output_size = int(y.max()) + 1 if self.classes else y.shape[1]
+            self.output_size = int(y.max()) + 1 if self.classes else y.shape[-1]
         if y is not None and self.size:
+            train, val = self._counted(self.train_rows), self._counted(self.val_rows)
             if self.classes:
-                train_counts = np.bincount(y[self.train_rows], minlength=self.output_size)
-                self.majority = float(np.mean(y[self.val_rows] == train_counts.argmax())) if len(self.val_rows) else 0.0
+                train_counts = np.bincount(train, minlength=self.output_size)
+                self.majority = float(np.mean(val == train_counts.argmax())) if len(val) else 0.0
             else:
-                self.train_mean = y[self.train_rows].mean(axis=0)
+                self.train_mean = train.mean(axis=0)
         self._buf, self._xd = None, {}
+
+    @property
+    def _n_axis(self):
+        """y's axis of sequences: 0 for a target per sequence, 1 for a target per step (T, N, ...)."""
+        return int(self.output == "every")
+
+    def _rows(self, a, rows):
+        """a's entries for sequences `rows` (a shaped as y)."""
+        return a[:, rows] if self.output == "every" else a[rows]
+
+    def _counted(self, rows, a=None):
+        """The targets of `rows` that count, (n,) labels or (n, O) values, from y or from `a`,
+        shaped as y's rows (predictions): every row's, or with a target per step those at
+        steps within the row's length."""
+        a = self._rows(self.y, rows) if a is None else a
+        if self.output == "last":
+            return a
+        L = np.full(len(rows), self.T) if self.lengths is None else self.lengths[rows]
+        return a[np.arange(self.T)[:, None] < L[None, :]]
 
     def _check(self, x, y, lengths, p=None):
         """(x as (T, N, D) C-contiguous float32 or float64, y, lengths, classes) checked: classes
@@ -828,20 +851,28 @@ class Arrays:
         if y is None:                                # predict: a file without targets
             return _floats(x), None, self._check_lengths(lengths, N, T, p), None
         y = np.asarray(y)
-        if y.dtype.kind in "iu" and y.shape == (N,):
+        lead = (T, N) if self.output == "every" else (N,)
+        if y.dtype.kind in "iu" and y.shape == lead:
             if y.min() < 0:
-                n = int(np.argmax(y < 0))
-                raise DataError(f"{p}: class labels y are indices 0..C-1, and sequence {n} has label {y[n]}")
+                *t, n = map(int, np.unravel_index(np.argmax(y < 0), y.shape))
+                raise DataError(f"{p}: class labels y are indices 0..C-1, and sequence {n} has label "
+                                f"{y[(*t, n)]}" + "".join(f" at step {t}" for t in t))
             if y.max() >= MAX_CLASSES:                   # (a mistake, such as ids for labels: the head
                 raise DataError(f"{p}: class labels y must lie in 0..{MAX_CLASSES - 1} (class indices 0..C-1), "
                                 f"got min {y.min()}, max {y.max()}")  # would have max + 1 outputs)
             classes = True
             y = y.astype(np.int64)
-        elif y.dtype.kind == "f" and y.shape in ((N,), (N,) + y.shape[1:2]) and y.ndim <= 2:
+        elif y.dtype.kind == "f" and y.shape[:len(lead)] == lead and y.ndim <= len(lead) + 1:
             if not np.isfinite(y).all():
                 raise DataError(f"{p}: y holds NaN or infinite values")
             classes = False
-            y = y.reshape(N, -1).astype(np.float64)
+            y = y.reshape(lead + (-1,)).astype(np.float64)
+        elif self.output == "every":
+            raise DataError(f"{p}: this model predicts at every step (output='every'), so y holds a target per "
+                            f"step, time-major as x: integer class labels (T, N) or float targets (T, N) or "
+                            f"(T, N, O), with T = {T} steps and N = {N} sequences; got shape {y.shape} dtype "
+                            f"{y.dtype}" + ("; for y of shape (N, T, ...) pass np.swapaxes(y, 0, 1)"
+                                            if y.shape[:2] == (N, T) != (T, N) else ""))
         else:
             swapped = "" if not y.ndim or y.shape[0] != T or T == N else (   # the commonest mistake: x's axes
                 f"; y has a row for each of x's T = {T} steps: " + (
@@ -871,13 +902,13 @@ class Arrays:
         if dtype not in self._xd:
             self._xd = {dtype: self._cast("x", self.x, dtype, "(t, n, d)")}
             if self.y is not None and not self.classes:
-                self._cast("y", self.y, dtype, "(n, o)")
+                self._cast("y", self.y, dtype, "(t, n, o)" if self._n_axis else "(n, o)")
         if self._buf is None or self._buf.shape[1] != len(rows) or self._buf.dtype != dtype:
             self._buf = np.empty((T, len(rows), D), dtype)
         np.take(self._xd[dtype], rows, axis=1, out=self._buf, mode="clip")
         L = None if self.lengths is None else self.lengths[rows]
-        y = None if self.y is None else self.y[rows] if self.classes else self.y[rows].astype(dtype)
-        return self._buf, y, L
+        y = None if self.y is None else self._rows(self.y, rows)
+        return self._buf, y if y is None or self.classes else np.ascontiguousarray(y, dtype), L
 
     def _cast(self, name, a, dtype, where):
         """a in the model's dtype; DataError at the first value that dtype cannot hold (1e300
@@ -891,12 +922,13 @@ class Arrays:
         return out
 
     def predict(self, model, rows=None):
-        """Class probabilities (N, C) or values (N, O) for `rows` (default: every row)."""
+        """Class probabilities (N, C) or values (N, O) for `rows` (default: every row); (T, N, ·)
+        with a target per step."""
         rows = np.arange(self.x.shape[1]) if rows is None else rows
-        out = np.empty((len(rows), self.output_size))
+        out = np.empty((self.T,) * self._n_axis + (len(rows), self.output_size))
         for b0, b1 in _batches(len(rows), 256):
             x, _, L = self.take(None, model.dtype, rows[b0:b1])
-            out[b0:b1] = model.predict(x, L)
+            out[(slice(None),) * self._n_axis + (slice(b0, b1),)] = model.predict(x, L)
         return out
 
     def metrics(self, model, rows=None):
@@ -905,17 +937,19 @@ class Arrays:
         rows = self.val_rows if rows is None else rows
         if not len(rows):
             return {}
-        total = correct = 0.0
+        total = correct = count = 0.0
         for b0, b1 in _batches(len(rows), 256):
             x, y, L = self.take(None, model.dtype, rows[b0:b1])
             r = model.evaluate(x, y, L)
-            total += r["loss"] * (b1 - b0)
-            correct += r.get("accuracy", 0.0) * (b1 - b0)
-        m = {"val_loss": total / len(rows)}
+            n = (b1 - b0) if self.output == "last" else (x.shape[0] * (b1 - b0) if L is None else int(L.sum()))
+            total += r["loss"] * n                          # each batch's mean, weighted by the targets it had
+            correct += r.get("accuracy", 0.0) * n
+            count += n
+        m = {"val_loss": total / count}
         if self.classes:
-            m.update(val_accuracy=correct / len(rows), majority=self.majority)
+            m.update(val_accuracy=correct / count, majority=self.majority)
         else:
-            pred, true = self.predict(model, rows), self.y[rows]
+            pred, true = self._counted(rows, self.predict(model, rows)), self._counted(rows)
             m.update(val_rmse=_rmse(pred, true), val_mae=_mae(pred, true),
                      mean_rmse=_rmse(np.broadcast_to(self.train_mean, true.shape), true))
         return m

@@ -355,13 +355,15 @@ class Model:
 
         from . import data, training
         if y is None:
-            raise TypeError("fit needs targets y: (N,) class labels or (N, O) values for the N sequences of x")
+            raise TypeError("fit needs targets y: " + ("(T, N) class labels or (T, N, O) values, a target per step"
+                                                        if self.output == "every" else
+                                                        "(N,) class labels or (N, O) values") + " for the N sequences of x")
         y = self._column(y)
         if validation is not None and (not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3)):
             raise TypeError(f"validation must be (x, y) or (x, y, lengths), got {type(validation).__name__}"
                             + (f" of {len(validation)} items" if isinstance(validation, (tuple, list)) else ""))
         progress = v.boolean("progress", progress)
-        d = data.Arrays("fit", layout="time", _arrays=(x, y, lengths),
+        d = data.Arrays("fit", layout="time", _arrays=(x, y, lengths), output=self.output,
                         validation=None if validation is None else tuple(validation) + (None,) * (3 - len(validation)))
         if patience is not None and validation is None:
             raise ValueError("patience (early stopping) follows the validation loss: pass validation=(x, y)")

@@ -620,6 +620,57 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
     assert np.array_equal(reg.params, before)
 
 
+def test_model_fit_trains_a_model_with_a_target_per_step():
+    """fit took only a target per sequence: an output="every" model's per-step y was refused,
+    telling its user to swap x's axes. y per step is time-major as x, (T, N) labels or (T, N, O)
+    values; steps past a row's length count for nothing, in the loss and in the metrics."""
+    rng = np.random.default_rng(0)
+    T, N = 10, 480
+    x = rng.standard_normal((T, N, 2)).astype(np.float32)
+    L = rng.integers(3, T + 1, N)
+    delayed = np.concatenate([np.zeros((1, N)), x[:-1, :, 0]]) > 0          # the sign one step back
+    labels = delayed.astype(np.int64)
+    padded = np.arange(T)[:, None] >= L[None, :]
+    split = [tuple(np.ascontiguousarray(a[rows] if a.ndim == 1 else a[:, rows]) for a in (x, labels, L))
+             for rows in (slice(0, 400), slice(400, N))]
+    model = fastlstm.Model(2, 16, 2, loss="xent", output="every", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
+    h = model.fit(*split[0], epochs=12, batch_size=32, validation=split[1], seed=0, progress=False)
+    assert h["val_accuracy"][-1] > 0.95 and h["loss"][-1] < h["loss"][0] / 3
+    r = model.evaluate(*split[1])                   # the history's metrics are over the counted steps
+    assert h["val_loss"][-1] == pytest.approx(r["loss"], rel=1e-12)
+    assert h["val_accuracy"][-1] == pytest.approx(r["accuracy"], rel=1e-12)
+    counted = labels[:, 400:][~padded[:, 400:]]
+    assert h["majority"][-1] == pytest.approx(np.mean(counted == np.bincount(labels[:, :400][~padded[:, :400]]).argmax()))
+    other = np.where(padded, rng.integers(0, 2, (T, N)), labels)           # padding's labels change nothing
+    twin = fastlstm.Model(2, 16, 2, loss="xent", output="every", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
+    twin.fit(x[:, :400], other[:, :400], L[:400], epochs=2, batch_size=32, seed=0, progress=False)
+    again = fastlstm.Model(2, 16, 2, loss="xent", output="every", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
+    again.fit(*split[0], epochs=2, batch_size=32, seed=0, progress=False)
+    assert np.array_equal(twin.params, again.params)
+    # values: (T, N) for one output, or (T, N, O); RMSE, MAE and the mean's RMSE over counted steps
+    values = np.stack([delayed, ~delayed], axis=-1).astype(np.float32)
+    reg = fastlstm.Model(2, 16, 2, output="every", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
+    h = reg.fit(x[:, :400], values[:, :400], L[:400], epochs=3, validation=(x[:, 400:], values[:, 400:], L[400:]),
+                seed=0, progress=False)
+    keep = ~padded[:, 400:]
+    error = (reg.predict(split[1][0], L[400:]) - values[:, 400:])[keep]
+    assert h["val_rmse"][-1] == pytest.approx(np.sqrt(np.mean(error ** 2)), rel=1e-6)
+    assert h["val_mae"][-1] == pytest.approx(np.mean(np.abs(error)), rel=1e-6)
+    mean = values[:, :400][~padded[:, :400]].mean(axis=0)
+    assert h["mean_rmse"][-1] == pytest.approx(np.sqrt(np.mean((values[:, 400:][keep] - mean) ** 2)), rel=1e-6)
+    one = fastlstm.Model(2, 8, 1, output="every", seed=0)
+    assert set(one.fit(x, delayed.astype(np.float32), L, epochs=1, progress=False)) == {"step", "epoch", "loss", "lr"}
+    with pytest.raises(ValueError, match=re.escape("output='every'), so y holds a target per step, time-major as x")
+                       + ".*got shape \\(480, 10\\).*pass np.swapaxes\\(y, 0, 1\\)"):
+        model.fit(x, labels.T.copy(), L, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=re.escape("got shape (480,)")):
+        model.fit(x, labels[0], L, epochs=1, progress=False)
+    negative = labels.copy()
+    negative[7, 5] = -1
+    with pytest.raises(ValueError, match=re.escape("sequence 5 has label -1 at step 7")):
+        model.fit(x, negative, L, epochs=1, progress=False)
+
+
 def test_plot_draws_the_metrics_log(files, tmp_path):
     pytest.importorskip("matplotlib", reason="the plot extra")
     out = tmp_path / "s.ckpt"
