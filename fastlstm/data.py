@@ -755,14 +755,15 @@ class Arrays:
     float targets (N,) or (N, O) (regression: MSE), optional `lengths` (N,) in 1..T. A seeded
     split holds out `val_fraction` of the rows. Model.fit of an output="every" model gives
     output="every": y then holds a target per step, time-major as x, labels (T, N) or values
-    (T, N) or (T, N, O), and steps past a row's length count for nothing."""
+    (T, N) or (T, N, O), and steps past a row's length count for nothing. Model.fit of a model
+    with an embedding gives tokens=vocab_size: x then holds token ids (T, N)."""
     kind = "arrays"
     monitor = ("val_loss", "min")
 
     def __init__(self, path, *, layout="batch", val_fraction=0.2, seed=0, _spec=None, _arrays=None,
-                 validation=None, output="last"):
+                 validation=None, output="last", tokens=None):
         self.path, self.layout, self.val_fraction, self.seed = path, layout, float(val_fraction), int(seed)
-        self.output = output
+        self.output, self.tokens = output, tokens
         _check_settings((layout in ("batch", "time"), "--layout", "batch or time", layout),
                         (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)", val_fraction))
         self.fingerprint = None if _arrays is not None else _check_fingerprint(path, _spec)
@@ -773,10 +774,10 @@ class Arrays:
         N = x.shape[1]
         if validation is not None:                  # Model.fit: the validation rows follow the training rows
             xv, yv, Lv, vclasses = self._check(*validation, p=f"{path}'s validation")
-            if xv.shape[0] != x.shape[0] or xv.shape[2] != x.shape[2] or classes != vclasses:
-                raise ValueError(f"validation must be like the training data: x (T, B, D) with T = {x.shape[0]} "
-                                 f"and D = {x.shape[2]} (pad with lengths), and targets of the same kind; got x "
-                                 f"{xv.shape}")
+            if xv.shape[0] != x.shape[0] or xv.shape[2:] != x.shape[2:] or classes != vclasses:
+                raise ValueError(f"validation must be like the training data: x " + (
+                    f"(T, B) with T = {x.shape[0]}" if tokens else f"(T, B, D) with T = {x.shape[0]} and D = "
+                    f"{x.shape[2]}") + f" (pad with lengths), and targets of the same kind; got x {xv.shape}")
             x, y = _cat(x, xv, 1), _cat(y, yv, self._n_axis)
             lengths = None if lengths is None and Lv is None else _cat(
                 _full(lengths, N, x.shape[0]), _full(Lv, xv.shape[1], x.shape[0]), 0)
@@ -792,7 +793,8 @@ class Arrays:
         else:                                        # predict, or Model.fit without validation
             self.val_rows, self.train_rows = np.arange(0), np.arange(N)
         self.x, self.y, self.lengths = x, y, lengths                  # x time-major (T, N, D)
-        self.size, self.T, self.input_size = len(self.train_rows), x.shape[0], x.shape[2]
+        self.size, self.T = len(self.train_rows), x.shape[0]
+        self.input_size = None if tokens else x.shape[2]             # ids: the model's embedding gives D
         if _spec and y is not None and classes != _spec["classes"]:      # predict: the checkpoint's kind
             raise DataError(f"{path}: y holds {'class labels' if classes else 'float targets'}, and the checkpoint "
                             f"was trained on {'class labels' if _spec['classes'] else 'float targets'}")
@@ -836,11 +838,15 @@ class Arrays:
         errors name (default: the file). x is not copied when it is so already (Model.fit's
         float32 arrays): a float64 copy held 2x the data, and its cast 1x more."""
         p = p or self.path
+        if self.tokens:
+            return self._check_targets(self._check_ids(x, p), y, lengths, p)
         if not isinstance(x, np.ndarray) or x.ndim != 3 or x.dtype.kind not in "fiu":
             want = ("(T, N, D)" if self.layout == "time" else       # Model.fit's arrays are time-major
                     "(N, T, D)" + (", or (T, N, D) with --layout time" if p != "fit" else ""))
             got = f"shape {x.shape} dtype {x.dtype}" if isinstance(x, np.ndarray) else f"a {type(x).__name__}"
-            raise DataError(f"{p}: x must be a numeric array {want}, got {got}")
+            ids = (" (token ids (T, N) need a model with an embedding: vocab_size=...)"
+                   if p == "fit" and isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype.kind in "iu" else "")
+            raise DataError(f"{p}: x must be a numeric array {want}, got {got}{ids}")
         x = x.transpose(1, 0, 2) if self.layout == "batch" else x
         T, N, D = x.shape
         if min(T, N, D) < 1:
@@ -848,8 +854,26 @@ class Arrays:
         bad = v.first_nonfinite(x) if x.dtype.kind == "f" else None
         if bad is not None:
             raise DataError(f"{p}: x holds {x[bad]} at (t, n, d) = {bad}")
+        return self._check_targets(_floats(x), y, lengths, p)
+
+    def _check_ids(self, x, p):
+        """Token ids x (T, N) in 0..tokens-1, as int64 (Model.fit of a model with an embedding)."""
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype.kind not in "iu":
+            got = f"shape {x.shape} dtype {x.dtype}" if isinstance(x, np.ndarray) else f"a {type(x).__name__}"
+            raise DataError(f"{p}: this model embeds tokens, so x holds integer token ids (T, N), got {got}")
+        if min(x.shape) < 1:
+            raise DataError(f"{p}: x has an empty dimension: (T, N) = {x.shape}")
+        if x.min() < 0 or x.max() >= self.tokens:
+            t, n = map(int, np.unravel_index(np.argmax((x < 0) | (x >= self.tokens)), x.shape))
+            raise DataError(f"{p}: token ids must lie in 0..{self.tokens - 1} (the model's vocab_size is "
+                            f"{self.tokens}), and x[{t}, {n}] is {x[t, n]}")
+        return np.ascontiguousarray(x, np.int64)
+
+    def _check_targets(self, x, y, lengths, p):
+        """(x, y, lengths, classes) with y and lengths checked against x's (T, N)."""
+        T, N = x.shape[:2]
         if y is None:                                # predict: a file without targets
-            return _floats(x), None, self._check_lengths(lengths, N, T, p), None
+            return x, None, self._check_lengths(lengths, N, T, p), None
         y = np.asarray(y)
         lead = (T, N) if self.output == "every" else (N,)
         if y.dtype.kind in "iu" and y.shape == lead:
@@ -880,7 +904,7 @@ class Arrays:
                     if self.layout == "time" else "an x saved as (T, N, D) takes --layout time"))
             raise DataError(f"{p}: y must be integer class labels (N,) or float targets (N,) or (N, O) for "
                             f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}{swapped}")
-        return _floats(x), y, self._check_lengths(lengths, N, T, p), classes
+        return x, y, self._check_lengths(lengths, N, T, p), classes
 
     def _check_lengths(self, lengths, N, T, p):
         if lengths is None:
@@ -894,18 +918,18 @@ class Arrays:
         return lengths.astype(np.int64)
 
     def take(self, index, dtype=np.float32, rows=None):
-        """x (T, B, D) in a buffer reused while B stays, y, lengths of training examples
-        `index` (or of `rows` of the whole array)."""
+        """x (T, B, D) (token ids (T, B)) in a buffer reused while B stays, y, lengths of
+        training examples `index` (or of `rows` of the whole array)."""
         rows = self.train_rows[np.asarray(index)] if rows is None else rows
-        T, _, D = self.x.shape
         dtype = np.dtype(dtype)
         if dtype not in self._xd:
-            self._xd = {dtype: self._cast("x", self.x, dtype, "(t, n, d)")}
+            self._xd = {dtype: self.x if self.tokens else self._cast("x", self.x, dtype, "(t, n, d)")}
             if self.y is not None and not self.classes:
                 self._cast("y", self.y, dtype, "(t, n, o)" if self._n_axis else "(n, o)")
-        if self._buf is None or self._buf.shape[1] != len(rows) or self._buf.dtype != dtype:
-            self._buf = np.empty((T, len(rows), D), dtype)
-        np.take(self._xd[dtype], rows, axis=1, out=self._buf, mode="clip")
+        x = self._xd[dtype]
+        if self._buf is None or self._buf.shape[1] != len(rows) or self._buf.dtype != x.dtype:
+            self._buf = np.empty((x.shape[0], len(rows)) + x.shape[2:], x.dtype)
+        np.take(x, rows, axis=1, out=self._buf, mode="clip")
         L = None if self.lengths is None else self.lengths[rows]
         y = None if self.y is None else self._rows(self.y, rows)
         return self._buf, y if y is None or self.classes else np.ascontiguousarray(y, dtype), L

@@ -319,7 +319,7 @@ class Model:
         model disagree, if they do (fit, and `fastlstm predict` on arrays)."""
         O = self.output_size
         seen = d.output_size if d.y is None else (int(d.y.max()) + 1 if d.classes else d.y.shape[-1])
-        if d.input_size != self.core.input_size:
+        if d.input_size not in (None, self.core.input_size):          # None: token ids, embedded
             why = f"x has D = {d.input_size} inputs a step, and this model takes {self.core.input_size}"
         elif d.loss != self.loss:
             why = ("y holds integers (class labels: loss 'xent'), and this model's loss is 'mse': give float "
@@ -363,7 +363,7 @@ class Model:
             raise TypeError(f"validation must be (x, y) or (x, y, lengths), got {type(validation).__name__}"
                             + (f" of {len(validation)} items" if isinstance(validation, (tuple, list)) else ""))
         progress = v.boolean("progress", progress)
-        d = data.Arrays("fit", layout="time", _arrays=(x, y, lengths), output=self.output,
+        d = data.Arrays("fit", layout="time", _arrays=(x, y, lengths), output=self.output, tokens=self.vocab_size,
                         validation=None if validation is None else tuple(validation) + (None,) * (3 - len(validation)))
         if patience is not None and validation is None:
             raise ValueError("patience (early stopping) follows the validation loss: pass validation=(x, y)")

@@ -671,6 +671,33 @@ def test_model_fit_trains_a_model_with_a_target_per_step():
         model.fit(x, negative, L, epochs=1, progress=False)
 
 
+def test_model_fit_trains_a_model_with_an_embedding_on_token_ids():
+    """fit refused the token ids (T, N) that a model with vocab_size takes everywhere else
+    ("x must be a numeric array (T, N, D)")."""
+    rng = np.random.default_rng(0)
+    V, T, N = 12, 8, 300
+    ids = rng.integers(0, V, (T, N))
+    nxt = (ids + 3) % V                                         # a target per step, from the id
+    lm = fastlstm.Model(6, 16, V, loss="xent", output="every", vocab_size=V, optimizer=fastlstm.Adam(lr=2e-2),
+                        seed=0)
+    xv, yv = np.ascontiguousarray(ids[:, 250:]), np.ascontiguousarray(nxt[:, 250:])
+    h = lm.fit(ids[:, :250], nxt[:, :250], epochs=15, validation=(xv, yv), seed=0, progress=False)
+    assert h["val_accuracy"][-1] > 0.95 and h["val_loss"][-1] == pytest.approx(lm.evaluate(xv, yv)["loss"], rel=1e-12)
+    parity = fastlstm.Model(6, 16, 2, loss="xent", vocab_size=V, seed=0)      # a label per sequence, with lengths
+    L = rng.integers(1, T + 1, N)
+    assert np.isfinite(parity.fit(ids, ids[0] % 2, L, epochs=1, progress=False)["loss"][0])
+    for x, said in ((np.full((T, N), V), f"token ids must lie in 0..{V - 1} (the model's vocab_size is {V}), and "
+                                         f"x[0, 0] is {V}"),
+                    (ids[..., None].astype(np.float32), "this model embeds tokens, so x holds integer token ids "
+                                                        "(T, N), got shape (8, 300, 1) dtype float32")):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            parity.fit(x, ids[0] % 2, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=re.escape("validation must be like the training data: x (T, B) with T = 8")):
+        parity.fit(ids, ids[0] % 2, epochs=1, validation=(ids[:4], ids[0] % 2), progress=False)
+    with pytest.raises(ValueError, match=re.escape("(token ids (T, N) need a model with an embedding: vocab_size=...)")):
+        fastlstm.Model(6, 16, 2, loss="xent").fit(ids, ids[0] % 2, epochs=1, progress=False)
+
+
 def test_plot_draws_the_metrics_log(files, tmp_path):
     pytest.importorskip("matplotlib", reason="the plot extra")
     out = tmp_path / "s.ckpt"
