@@ -380,10 +380,23 @@ def _all_times(cells):
     return us / 1e6 if np.abs(us).max() < 1 << 53 else None
 
 
-def _separator_hint(names):
-    """What to say when a header of one name holds another separator (a spreadsheet's ';')."""
+def _looks_numeric(cell):
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return any(c.isdigit() for c in cell)          # not a column named "nan" or "inf"
+
+
+def _header_hint(names):
+    """What to say when a header of one name holds another separator (a spreadsheet's ';'),
+    or when the first line is numbers: a file without a header."""
     sep = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None)
-    return f"; the header looks {sep!r}-separated, and fastlstm reads comma-separated values" if sep else ""
+    if sep:
+        return f"; the header looks {sep!r}-separated, and fastlstm reads comma-separated values"
+    if all(map(_looks_numeric, names)):
+        return "; the first line looks like data, not a header: a CSV series begins with a line of column names"
+    return ""
 
 
 def _columns(names, arg, path, what):
@@ -396,7 +409,7 @@ def _columns(names, arg, path, what):
             out.append(names[int(item) - 1])
         else:
             raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: {', '.join(names)} "
-                            f"(by name, or by number from 1)" + _separator_hint(names))
+                            f"(by name, or by number from 1)" + _header_hint(names))
     if not out:
         raise DataError(f"{path}: {what} names no column")
     twice = next((n for i, n in enumerate(out) if n in out[:i]), None)
@@ -444,7 +457,7 @@ def read_csv(path):
                 continue
             if len(row) != len(names):
                 raise DataError(f"{path}: line {line}: {len(row)} cells, the header has {len(names)}"
-                                + _separator_hint(names))
+                                + _header_hint(names))
             rows.append((line, row))
         lines = np.array([line for line, _ in rows], np.int64)
         cols = [[r[c] for _, r in rows] for c in range(len(names))]
@@ -528,6 +541,9 @@ class Series:
         self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
         self.targets = _columns(names, target, path, "--target") if isinstance(target, str) else list(target)
         notes = []
+        if all(map(_looks_numeric, names)):           # columns chosen by number: the first row would go unsaid
+            notes.append(f"line 1, the header, is all numbers ({', '.join(names)}): if the file has no header, "
+                         f"its first row was read as one (add a line of column names)")
         if features is None:
             self.features = [n for n, k in zip(names, kinds) if k == "number"]
             text = [n for n, k in zip(names, kinds) if k == "text"]

@@ -798,6 +798,24 @@ def test_text_columns_left_out_of_the_default_features_are_named(tmp_path, capsy
         data.Series(str(path), target="load", features="load,site")
 
 
+def test_a_csv_without_a_header_is_said(tmp_path):
+    """A CSV of numbers alone: --target by name listed numbers as its columns without a word
+    of why, and by number it trained with the first row taken as the header, unsaid."""
+    path = tmp_path / "plain.csv"
+    path.write_text("".join(f"{np.sin(k / 5):.4f},{k % 7}\n" for k in range(200)))
+    with pytest.raises(data.DataError, match=re.escape("'load' is not a column; the columns are: 0.0000, 0 (by name, "
+                                                       "or by number from 1); the first line looks like data, not a "
+                                                       "header: a CSV series begins with a line of column names")):
+        data.Series(str(path), target="load")
+    assert data.Series(str(path), target="1").note == ("line 1, the header, is all numbers (0.0000, 0): if the file has "
+                                                       "no header, its first row was read as one (add a line of "
+                                                       "column names)")
+    path.write_text("2023,2024\n" + "".join(f"{k},{k + 1}\n" for k in range(200)))     # years can name columns
+    assert data.Series(str(path), target="2024").note.startswith("line 1, the header, is all numbers (2023, 2024)")
+    path.write_text("nan,inf\n" + "".join(f"{k},{k + 1}\n" for k in range(200)))
+    assert data.Series(str(path), target="inf").note is None
+
+
 def test_a_text_of_one_character_has_zero_unigram_bits_not_minus_zero(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("a" * 500)
