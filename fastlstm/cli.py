@@ -344,7 +344,10 @@ def _applies(args):
     for k, places in APPLIES.items():
         if k in args.typed and not mine & set(places):
             on = ", ".join(places[:-1]) + " or " + places[-1] if len(places) > 1 else places[0]
-            raise UsageError(f"--{k.replace('_', '-')} applies to {on} only; this run is {run}")
+            kind = next((p.split()[-1] for p in places if p.startswith("--data ")), None)
+            guessed = (f" (its kind from the file's name; --kind {kind} reads {args.data} as {kind})"
+                       if kind and args.data is not None and "kind" not in args.typed else "")
+            raise UsageError(f"--{k.replace('_', '-')} applies to {on} only; this run is {run}{guessed}")
     if args.dropout and (args.layers or 1) == 1:
         raise UsageError(f"--dropout applies between layers (to the outputs of every layer but the last): it needs "
                          f"--layers 2 or more, got --dropout {args.dropout} with one layer")
