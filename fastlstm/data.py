@@ -777,7 +777,7 @@ class Arrays:
     monitor = ("val_loss", "min")
 
     def __init__(self, path, *, layout="batch", val_fraction=0.2, seed=0, _spec=None, _arrays=None,
-                 validation=None, output="last", tokens=None):
+                 validation=None, output="last", tokens=None, holdout=None):
         self.path, self.layout, self.val_fraction, self.seed = path, layout, float(val_fraction), int(seed)
         self.output, self.tokens = output, tokens
         _check_settings((layout in ("batch", "time"), "--layout", "batch or time", layout),
@@ -798,6 +798,12 @@ class Arrays:
             lengths = None if lengths is None and Lv is None else _cat(
                 _full(lengths, N, x.shape[0]), _full(Lv, xv.shape[1], x.shape[0]), 0)
             self.val_rows, self.train_rows = np.arange(N, x.shape[1]), np.arange(N)
+        elif holdout is not None:                   # Model.fit's validation_split: the last rows, as Keras's
+            n_train = int(N * (1 - holdout))
+            if not 0 < n_train < N:
+                raise DataError(f"{path}: {N} sequence{'s' * (N != 1)} cannot be split into training and "
+                                f"validation parts at validation_split={holdout}; each part needs at least one")
+            self.val_rows, self.train_rows = np.arange(n_train, N), np.arange(n_train)
         elif _training(_spec) and _arrays is None:
             order = np.random.default_rng(self.seed).permutation(N)
             n_val = int(round(N * self.val_fraction))

@@ -335,15 +335,17 @@ class Model:
         raise ValueError(f"{who}: {why}")
 
     @one_call_at_a_time(interruptible=True)
-    def fit(self, x, y, lengths=None, *, epochs, batch_size=32, validation=None, shuffle=True, seed=None,
-            patience=None, schedule=None, progress=True):
+    def fit(self, x, y, lengths=None, *, epochs, batch_size=32, validation=None, validation_split=None, shuffle=True,
+            seed=None, patience=None, schedule=None, progress=True):
         """Train on arrays in memory, Keras-style: x (T, N, D), y as train_step takes it for N
         sequences ((N,) labels or (N, O) values), lengths (N,) or None.
 
         Each epoch visits the N sequences in batches of batch_size (in a fresh seeded order
         with shuffle; the last N mod batch_size wait for the next epoch), then scores
-        `validation` = (x, y) or (x, y, lengths) (same T and D), whose loss `patience` (early
-        stopping: epochs without a new best) and schedule "plateau" follow. schedule: None
+        `validation` = (x, y) or (x, y, lengths) (same T and D), or the last `validation_split`
+        (a fraction in (0, 1)) of the N sequences, held out before shuffling, as Keras's
+        validation_split; `patience` (early stopping: epochs without a new best) and schedule
+        "plateau" follow its loss. schedule: None
         (constant), "cosine", "plateau" or a `fastlstm.training.Schedule`. Returns the history,
         {"epoch": [...], "step": [...], "loss": [...], "lr": [...], "val_loss": [...], ...}, one
         entry per epoch; the weights are those of the last epoch.
@@ -362,11 +364,17 @@ class Model:
         if validation is not None and (not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3)):
             raise TypeError(f"validation must be (x, y) or (x, y, lengths), got {type(validation).__name__}"
                             + (f" of {len(validation)} items" if isinstance(validation, (tuple, list)) else ""))
+        if validation_split is not None:
+            if validation is not None:
+                raise ValueError("give validation=(x, y) or validation_split, not both")
+            validation_split = v.finite_float("validation_split", validation_split, gt=0, lt=1)
         progress = v.boolean("progress", progress)
         d = data.Arrays("fit", layout="time", _arrays=(x, y, lengths), output=self.output, tokens=self.vocab_size,
-                        validation=None if validation is None else tuple(validation) + (None,) * (3 - len(validation)))
-        if patience is not None and validation is None:
-            raise ValueError("patience (early stopping) follows the validation loss: pass validation=(x, y)")
+                        validation=None if validation is None else tuple(validation) + (None,) * (3 - len(validation)),
+                        holdout=validation_split)
+        if patience is not None and validation is None and validation_split is None:
+            raise ValueError("patience (early stopping) follows the validation loss: pass validation=(x, y) "
+                             "or validation_split")
         self._fits(d)
         epochs = v.positive_int("epochs", epochs)
         run = training.Run(self, d, v.positive_int("batch_size", batch_size), v.rng(seed),

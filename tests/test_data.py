@@ -568,6 +568,20 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
     h2 = m2.fit(x[:, :300], y[:300], epochs=100, batch_size=32, validation=(x[:, 300:], y[300:]), patience=2,
                 schedule="cosine", seed=0, progress=False)
     assert len(h2["epoch"]) < 100
+    # validation_split (Keras's): the last rows, held out before shuffling; the same run as validation=
+    split = fastlstm.Model(2, 16, 2, loss="xent", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
+    assert split.fit(x, y, epochs=15, batch_size=32, validation_split=0.25, seed=0, progress=False) == h
+    assert np.array_equal(split.params, model.params)
+    for bad, said in ((0, "validation_split must be > 0, got 0"), (1.0, "validation_split must be < 1"),
+                      ("0.2", "validation_split must be a finite number")):
+        with pytest.raises((TypeError, ValueError), match=said):
+            split.fit(x, y, epochs=1, validation_split=bad, progress=False)
+    with pytest.raises(ValueError, match=re.escape("give validation=(x, y) or validation_split, not both")):
+        split.fit(x, y, epochs=1, validation_split=0.2, validation=(x, y), progress=False)
+    with pytest.raises(ValueError, match="2 sequences cannot be split into training and validation parts at "
+                                         "validation_split=0.6; each part needs at least one"):
+        split.fit(x[:, :2], y[:2], epochs=1, validation_split=0.6, progress=False)
+    assert np.array_equal(split.params, model.params)
     # fit again: `epochs` more (it trained none, returning {}, or fewer, counting from step 0),
     # its own cosine from lr down again (it started from the last call's final rate)
     again = fastlstm.Model(2, 16, 2, loss="xent", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
