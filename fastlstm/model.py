@@ -352,7 +352,8 @@ class Model:
 
         Each call trains `epochs` more epochs from where the model is (as Keras's fit): its
         epochs count from 1, its schedule spans its own steps, `step` goes on from the
-        model's `steps`, and the optimizer's lr is as it was given afterwards."""
+        model's `steps`, and the optimizer's lr is as it was given afterwards. It trains in
+        training mode (dropout on) whatever the model's mode, which it leaves as it was."""
         from tqdm import tqdm
 
         from . import data, training
@@ -381,6 +382,7 @@ class Model:
                            epochs=epochs, patience=patience, schedule=schedule, shuffle=v.boolean("shuffle", shuffle))
         run.eval_every = run.batches.per_epoch
         bar = tqdm(total=epochs, disable=not progress, unit="epoch", dynamic_ncols=True)
+        mode, self.training = self.training, True       # dropout on, as Keras's fit, even after eval()
         try:
             while not run.done:
                 run.step(self.train_step)
@@ -390,6 +392,7 @@ class Model:
                     bar.set_postfix({k: f"{val:.4g}" for k, val in row.items() if k in ("train_loss", "val_loss")})
         finally:
             bar.close()
+            self.training = mode
             self.optimizer.lr = run.schedule.base_lr          # the schedule's last rate is not the next call's
         names = list(dict.fromkeys(k for row in run.history for k in row if k != "seconds"))
         return {("loss" if k == "train_loss" else k): [row.get(k) for row in run.history] for k in names}

@@ -582,6 +582,16 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
                                          "validation_split=0.6; each part needs at least one"):
         split.fit(x[:, :2], y[:2], epochs=1, validation_split=0.6, progress=False)
     assert np.array_equal(split.params, model.params)
+    # fit drops out whatever the model's mode (after eval() it trained without dropout, unsaid) and keeps the mode
+    fits = []
+    for mode in (True, False):
+        m = fastlstm.Model(2, 8, 2, 2, loss="xent", dropout=0.5, seed=0).train(mode)
+        m.fit(x, y, epochs=1, seed=0, progress=False)
+        fits.append(m.params)
+        assert m.training is mode
+    plain = fastlstm.Model(2, 8, 2, 2, loss="xent", seed=0)
+    plain.fit(x, y, epochs=1, seed=0, progress=False)
+    assert np.array_equal(fits[0], fits[1]) and not np.array_equal(fits[0], plain.params)
     # fit again: `epochs` more (it trained none, returning {}, or fewer, counting from step 0),
     # its own cosine from lr down again (it started from the last call's final rate)
     again = fastlstm.Model(2, 16, 2, loss="xent", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
