@@ -147,6 +147,15 @@ def first_nonfinite(a):
     return None
 
 
+def padded_hint(where, L, output):
+    """What to add where a target at index `where` (t, b, ...) is not finite and its step is
+    padding (past lengths[b]): it counts for nothing, yet NaN there is refused as anywhere."""
+    if output != "every" or where is None or where[0] < L[where[1]]:
+        return ""
+    return (f", a padded step (lengths[{where[1]}] = {L[where[1]]}): padded targets count for nothing but must be "
+            f"finite, so pad with 0")
+
+
 def nonfinite(name, a):
     """Raise NonFiniteValue for the first NaN or ±Inf in `a`, if it holds one."""
     bad = first_nonfinite(a)

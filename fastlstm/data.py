@@ -909,8 +909,13 @@ class Arrays:
             classes = True
             y = y.astype(np.int64)
         elif y.dtype.kind == "f" and y.shape[:len(lead)] == lead and y.ndim <= len(lead) + 1:
-            if not np.isfinite(y).all():
-                raise DataError(f"{p}: y holds NaN or infinite values")
+            bad = v.first_nonfinite(y)
+            if bad is not None:
+                L = self._check_lengths(lengths, N, T, p)
+                where = (f"sequence {bad[0]}" if len(bad) == 1 else
+                         f"({'t, ' * (len(lead) == 2)}n{', o' * (y.ndim > len(lead))}) = {bad}")
+                raise DataError(f"{p}: y holds {y[bad]} at {where}"
+                                + v.padded_hint(bad, np.full(N, T) if L is None else L, self.output))
             classes = False
             y = y.reshape(lead + (-1,)).astype(np.float64)
         elif self.output == "every":

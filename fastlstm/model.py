@@ -154,14 +154,17 @@ class Model:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def _check_y(self, y, T, B):
+    def _check_y(self, y, T, B, L):
         lead = (B,) if self.output == "last" else (T, B)
         if self.output == "last" and isinstance(y, np.ndarray) and y.ndim and y.shape[0] == T != B:
             raise ValueError(f"y must have shape {lead + (self.output_size,) * (self.loss == 'mse')}, got {y.shape}: "
                              f"a row for each of x's T = {T} steps; x is time-major (T, B, D), so for x of shape "
                              f"(B, T, D) pass np.swapaxes(x, 0, 1)")            # Keras's layout, the commonest mistake
         if self.loss == "mse":
-            y = v.array("y", y, lead + (self.output_size,), self.dtype)
+            try:
+                y = v.array("y", y, lead + (self.output_size,), self.dtype)
+            except v.NonFiniteValue as e:
+                raise v.NonFiniteValue(f"{e}{v.padded_hint(v.first_nonfinite(y), L, self.output)}") from None
             return y.reshape((1,) + y.shape if self.output == "last" else y.shape)
         if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu":
             raise TypeError(f"y must be an integer ndarray of class labels, got "
@@ -245,7 +248,7 @@ class Model:
         record = v.boolean("record", record)
         x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
-        y = self._check_y(y, T, B)
+        y = self._check_y(y, T, B, L)
         self.grads[:] = 0
         with np.errstate(over="ignore", invalid="ignore"):   # apply_gradients checks finiteness
             return self._gradients(x, y, L, T, B, record)
@@ -479,7 +482,7 @@ class Model:
         batch_size = v.positive_int("batch_size", batch_size)
         x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
-        y = self._check_y(self._column(y), T, B)
+        y = self._check_y(self._column(y), T, B, L)
         total = correct = count = 0.0
         for _, xb, Lb, yb in _row_blocks(batch_size, x, L, y):
             buf, _ = self._forward_head(xb, Lb)

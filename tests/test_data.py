@@ -689,6 +689,17 @@ def test_model_fit_trains_a_model_with_a_target_per_step():
         model.fit(x, labels.T.copy(), L, epochs=1, progress=False)
     with pytest.raises(ValueError, match=re.escape("got shape (480,)")):
         model.fit(x, labels[0], L, epochs=1, progress=False)
+    gap = values.copy()                              # NaN padding (pandas' habit): where, and what to pad with
+    t, n = np.argwhere(padded)[0]
+    gap[t, n] = np.nan
+    for fit_or_step, kind in ((lambda: reg.fit(x, gap, L, epochs=1, progress=False), "fit: y holds nan at (t, n, o)"),
+                              (lambda: reg.train_step(x, gap, L), "y must be finite; found nan at index")):
+        with pytest.raises(ValueError, match=re.escape(f"{kind}") + ".*" + re.escape(
+                f", a padded step (lengths[{n}] = {L[n]}): padded targets count for nothing but must be finite, "
+                f"so pad with 0")):
+            fit_or_step()
+    with pytest.raises(ValueError, match=re.escape("fit: y holds nan at (n, o) = (3, 0)")):
+        fastlstm.Model(2, 4, 1, seed=0).fit(x, np.where(np.arange(N) == 3, np.nan, 1.0), epochs=1, progress=False)
     negative = labels.copy()
     negative[7, 5] = -1
     with pytest.raises(ValueError, match=re.escape("sequence 5 has label -1 at step 7")):
