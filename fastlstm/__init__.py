@@ -12,13 +12,14 @@ _PUBLIC = {"LSTM": "recurrent", "RNN": "recurrent", "GRU": "recurrent", "Model":
            "load": "model", "SGD": "optim", "Adam": "optim", "AdamW": "optim", "CheckpointError": "checkpoint",
            "export_onnx": "export"}
 __all__ = [*_PUBLIC, "optim", "__version__"]
+_MODULES = ("optim", "recurrent", "model", "checkpoint", "kernels", "heads", "tasks", "carousel", "distributed", "capi",
+            "export", "data", "training")
 
 
 def __getattr__(name):
     if name in _PUBLIC:
         value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
-    elif name in ("optim", "recurrent", "model", "checkpoint", "kernels", "heads", "tasks", "carousel",
-                  "distributed", "capi", "export"):
+    elif name in _MODULES:
         value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module 'fastlstm' has no attribute {name!r}")

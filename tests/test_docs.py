@@ -70,3 +70,21 @@ def test_the_python_examples_run_as_written(tmp_path, monkeypatch, doc):
     scope = {}
     exec(compile("\n".join(blocks), doc, "exec"), scope)
     assert (tmp_path / "adding.ckpt").exists() and scope["model"].steps == 1000
+
+
+def test_every_fastlstm_name_the_docs_use_resolves_after_a_plain_import():
+    """`fastlstm.data` and `fastlstm.training`, as the guide names them, raised
+    AttributeError after `import fastlstm` alone (the package loads its modules on first use,
+    and those two were not in its list)."""
+    import subprocess
+    import sys
+    names = set()
+    for doc in DOCS:
+        text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+        names |= set(re.findall(r"\bfastlstm\.([A-Za-z_]\w*)(?:\.(\w+))?", text))
+    names = {(a, b) for a, b in names if a not in ("h", "so")}      # the C header and library
+    assert {("data", ""), ("training", "")} <= names
+    code = "import fastlstm\n" + "".join(f"getattr(fastlstm, {a!r})" + (f".{b}" if b and b[0].isupper() else "") + "\n"
+                                         for a, b in sorted(names))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=300)
+    assert r.returncode == 0, r.stderr
