@@ -19,6 +19,7 @@ import datetime as _dt
 import difflib
 import io
 import math
+import numbers
 import os
 import re
 import zlib
@@ -40,6 +41,20 @@ MAX_VOCAB = 1 << 16
 
 class DataError(ValueError):
     """Data that cannot be used, with the file and, where it has them, the line and column."""
+
+
+def _integer(name, value):
+    """An integer setting given from Python as from the command line: 2.5, True or "5" are
+    refused (TypeError), not truncated or parsed."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def _fraction(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
 
 
 def _check_settings(*checks):
@@ -76,6 +91,8 @@ def open_data(path, kind=None, **settings):
     """The dataset of `path` (kind picked from its name unless given)."""
     path = _a_file(os.fsdecode(path))
     kind = kind or kind_of(path)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     return KINDS[kind](path, **settings)
 
 
@@ -198,7 +215,7 @@ class Text:
     kind, loss, output, monitor = "text", "xent", "every", ("val_bpc", "min")
 
     def __init__(self, path, *, T=100, val_fraction=0.1, _spec=None):
-        self.path, self.T, self.val_fraction = path, int(T), float(val_fraction)
+        self.path, self.T, self.val_fraction = path, _integer("--T", T), _fraction("--val-fraction", val_fraction)
         _check_settings((self.T >= 1, "--T", ">= 1", T), (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)",
                                                            val_fraction))
         self.fingerprint = _check_fingerprint(path, _spec)
@@ -400,9 +417,19 @@ def _header_hint(names):
 
 
 def _columns(names, arg, path, what):
-    """Column names from "a,b" or 1-based indices "2,3"."""
+    """Column names from "a,b" or 1-based indices "2,3", or from a list of names and indices
+    (Python's, and a checkpoint's names)."""
+    if isinstance(arg, numbers.Integral) and not isinstance(arg, bool):
+        arg = [arg]
+    if isinstance(arg, str):
+        items = [s.strip() for s in arg.split(",") if s.strip()]
+    elif isinstance(arg, (list, tuple)) and all(isinstance(a, (str, numbers.Integral)) and not isinstance(a, bool)
+                                               for a in arg):
+        items = [a if isinstance(a, str) else str(int(a)) for a in arg]
+    else:
+        raise TypeError(f"{what} must be column names or numbers, as a string \"a,b\" or a list, got {arg!r}")
     out = []
-    for item in [s.strip() for s in arg.split(",") if s.strip()]:
+    for item in items:
         if item in names:
             out.append(item)
         elif item.isdigit() and 1 <= int(item) <= len(names):
@@ -529,9 +556,10 @@ class Series:
 
     def __init__(self, path, *, target, features=None, window=50, horizon=1, val_fraction=0.2, season=None,
                  fill=None, _spec=None):
-        self.path, self.window, self.horizon = path, int(window), int(horizon)
+        self.path, self.window, self.horizon = path, _integer("--window", window), _integer("--horizon", horizon)
         self.T = self.window                                          # a training batch's steps
-        self.val_fraction, self.season, self.fill = float(val_fraction), season, fill
+        self.val_fraction, self.fill = _fraction("--val-fraction", val_fraction), fill
+        self.season = season = None if season is None else _integer("--season", season)
         _check_settings((self.window >= 1, "--window", ">= 1", window), (self.horizon >= 1, "--horizon", ">= 1", horizon),
                         (season is None or season >= 1, "--season", ">= 1", season),
                         (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)", val_fraction),
@@ -539,7 +567,7 @@ class Series:
         self.fingerprint = _check_fingerprint(path, _spec)
         names, kinds, lines, cols = read_csv(path)
         self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
-        self.targets = _columns(names, target, path, "--target") if isinstance(target, str) else list(target)
+        self.targets = _columns(names, target, path, "--target")
         notes = []
         if all(map(_looks_numeric, names)):           # columns chosen by number: the first row would go unsaid
             notes.append(f"line 1, the header, is all numbers ({', '.join(names)}): if the file has no header, "
@@ -552,8 +580,7 @@ class Series:
                              f"{', '.join(map(repr, text))} hold{'s' * (len(text) == 1)} text and "
                              f"{'is' if len(text) == 1 else 'are'} left out")
         else:
-            self.features = _columns(names, features, path, "--features") if isinstance(features, str) \
-                else list(features)
+            self.features = _columns(names, features, path, "--features")
         for n in self.targets + self.features:
             if n not in names:
                 raise DataError(f"{path}: no column {n!r}; the columns are: {', '.join(names)}")
@@ -778,7 +805,8 @@ class Arrays:
 
     def __init__(self, path, *, layout="batch", val_fraction=0.2, seed=0, _spec=None, _arrays=None,
                  validation=None, output="last", tokens=None, holdout=None):
-        self.path, self.layout, self.val_fraction, self.seed = path, layout, float(val_fraction), int(seed)
+        self.path, self.layout, self.seed = path, layout, _integer("--seed", seed)
+        self.val_fraction = _fraction("--val-fraction", val_fraction)
         self.output, self.tokens = output, tokens
         _check_settings((layout in ("batch", "time"), "--layout", "batch or time", layout),
                         (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)", val_fraction))

@@ -851,6 +851,31 @@ def test_a_csv_without_a_header_is_said(tmp_path):
     assert data.Series(str(path), target="inf").note is None
 
 
+def test_the_python_data_api_checks_its_settings_as_the_command_line_does(tmp_path):
+    """From Python, window=2.5 trained on windows of 2, "5" was parsed, True read as 1,
+    target=1 raised "'int' object is not iterable", a list of targets skipped the checks of
+    "a,b" (a column named twice), and open_data(kind="image") raised KeyError."""
+    csv = write_series(tmp_path / "load.csv", n=300)
+    (tmp_path / "notes.txt").write_text("abc " * 500)
+    for make, error, said in (
+            (lambda: data.Series(str(csv), target="load", window=2.5), TypeError, "--window must be an integer, got float 2.5"),
+            (lambda: data.Series(str(csv), target="load", window="5"), TypeError, "--window must be an integer, got str '5'"),
+            (lambda: data.Series(str(csv), target="load", horizon=True), TypeError, "--horizon must be an integer"),
+            (lambda: data.Series(str(csv), target="load", season=24.0), TypeError, "--season must be an integer"),
+            (lambda: data.Series(str(csv), target="load", val_fraction="0.2"), TypeError, "--val-fraction must be a number"),
+            (lambda: data.Series(str(csv), target=["load", "load"]), ValueError, "--target names column 'load' twice"),
+            (lambda: data.Series(str(csv), target=[2, "nope"]), ValueError, "--target 'nope' is not a column"),
+            (lambda: data.Series(str(csv), target=1.0), TypeError, "--target must be column names or numbers"),
+            (lambda: data.Text(str(tmp_path / "notes.txt"), T=1.5), TypeError, "--T must be an integer, got float 1.5"),
+            (lambda: data.open_data(str(csv), kind="image"), ValueError, "kind must be one of text, series, arrays")):
+        with pytest.raises(error, match=re.escape(said)):
+            make()
+    for target in ("load", 2, [2], ["load"], ("load",)):
+        assert data.Series(str(csv), target=target, features=[3, "load"]).targets == ["load"]
+    assert data.Series(str(csv), target="load", features=(3, "load")).features == ["temp", "load"]
+    assert data.Series(str(csv), target="load", window=np.int64(5)).window == 5
+
+
 def test_a_text_of_one_character_has_zero_unigram_bits_not_minus_zero(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("a" * 500)
