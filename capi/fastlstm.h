@@ -100,7 +100,7 @@ typedef struct fastlstm_config {
     uint32_t struct_size;  /* sizeof(fastlstm_config) of the caller's header; set by fastlstm_config_init */
     int64_t input_size;    /* D >= 1 */
     int64_t hidden_size;   /* H >= 1 */
-    int64_t output_size;   /* O >= 1: outputs (mse) or classes (xent) */
+    int64_t output_size;   /* O >= 1: outputs (mse), or O >= 2 classes (xent) */
     int64_t num_layers;    /* >= 1 */
     int32_t cell;          /* FASTLSTM_CELL_*; default LSTM */
     int32_t loss;          /* FASTLSTM_LOSS_*; default MSE */

@@ -854,6 +854,9 @@ class Arrays:
             self.output_size = int(_spec["settings_out"])
         else:
             self.output_size = int(y.max()) + 1 if self.classes else y.shape[-1]
+            if self.classes and self.output_size < 2 and _arrays is None:      # (fit: the model says it)
+                raise DataError(f"{path}: y's class labels are all 0, one class: a classifier needs two or more "
+                                f"(labels 0..C-1), or float targets for regression")
         if y is not None and self.size:
             train, val = self._counted(self.train_rows), self._counted(self.val_rows)
             if self.classes:

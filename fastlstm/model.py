@@ -54,6 +54,9 @@ class Model:
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
         O = v.positive_int("output_size", output_size)
+        if loss == "xent" and O < 2:            # softmax over one class is 1: a loss of 0, no gradient, ever
+            raise ValueError("loss 'xent' needs output_size >= 2 classes (the softmax of one class is always 1, so "
+                             "nothing would train); for a yes/no label give output_size=2")
         Vn = None if vocab_size is None else v.positive_int("vocab_size", vocab_size)
         bidirectional = v.boolean("bidirectional", bidirectional)
         if cell != "lstm":

@@ -75,6 +75,7 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
     got = {(fn, case): (int(rc), rest[0] if rest else "") for fn, case, rc, *rest in rows}
     want = {("fastlstm_create", "null_cfg"): 1, ("fastlstm_create", "null_out"): 1,
             ("fastlstm_create", "zero_hidden"): 2, ("fastlstm_create", "bad_loss"): 2,
+            ("fastlstm_create", "xent_one_class"): 2,
             ("fastlstm_create", "bad_lr"): 2, ("fastlstm_create", "nan_lr"): 2, ("fastlstm_create", "nan_eps"): 2,
             ("fastlstm_create", "huge_lr"): 2, ("fastlstm_create", "tiny_eps"): 2,
             ("fastlstm_create", "nan_momentum"): 2, ("fastlstm_create", "nan_forget_bias"): 2,

@@ -276,6 +276,8 @@ def _hourly(values, hours=None):
                                                16, 17, 18, 19]), ["--target", "load", "--window", "3"],
      "line 18, column 1 ('date'): '2024-01-02T12:00:00' goes back in time from line 17's '2024-01-02T23:00:00'"),
     ("bigx.npz", None, [], "x holds 1e+300 at (t, n, d) = (0, 0, 0), beyond float32's range"),
+    ("oneclass.npz", None, [], "y's class labels are all 0, one class: a classifier needs two or more (labels "
+     "0..C-1), or float targets for regression"),           # it trained a model of one class, at a loss of 0
     ("bigy.npz", None, [], "y holds 1e+300 at (n, o) = (9, 0), beyond float32's range"),
     ("noy.npz", None, [], "no array 'y' (the file holds: x)"),
     ("nox.npz", None, [], "no array 'x' (the file holds: y)"),
@@ -325,7 +327,8 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64)),      # -1 once cast to int64
               "negative.npz": dict(x=x, y=np.array([0, 1, 0, -1, 1, 0, -1, 0, 1, 0])),   # -1 for "no label"
               "typo.npz": dict(x=x, y=np.zeros(10, np.int64), lenghts=np.full(10, 3)),
-              "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.zeros(10, np.int64)),    # inf in float32
+              "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.arange(10) % 2),    # inf in float32
+              "oneclass.npz": dict(x=x, y=np.zeros(10, np.int64)),
               "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300]), "archive.csv": dict(x=x),
               "one.npz": dict(x=x[:1], y=np.zeros(1, np.int64)),
               "timemajor.npz": dict(x=x.transpose(1, 0, 2).copy(), y=np.zeros(10, np.int64)),   # (T, N, D)

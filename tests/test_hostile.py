@@ -79,6 +79,14 @@ def test_an_optimizer_assigned_later_is_bound_to_the_model_and_starts_afresh(tmp
     assert isinstance(fastlstm.load(path).optimizer, fastlstm.AdamW)
 
 
+def test_a_classifier_of_one_class_is_refused():
+    """loss="xent" with output_size=1 trained at a loss of 0 with no gradient, ever (the
+    softmax of one class is 1), and a .npz whose labels are all 0 trained such a model."""
+    with pytest.raises(ValueError, match=r"loss 'xent' needs output_size >= 2 classes .*give output_size=2"):
+        fastlstm.Model(2, 4, 1, loss="xent")
+    assert fastlstm.Model(2, 4, 1).loss == "mse"
+
+
 def test_an_update_on_arrays_of_another_size_is_refused():
     opt = fastlstm.SGD(lr=0.1).bind(3, np.float32)
     with pytest.raises(ValueError, match="3 entries for 5 parameters"):

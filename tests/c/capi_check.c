@@ -60,6 +60,8 @@ static int errors(const char *dir) {
     REPORT(fastlstm_create, "zero_hidden", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.loss = 7;
     REPORT(fastlstm_create, "bad_loss", fastlstm_create(&cfg, &out));
+    fastlstm_config_init(&cfg); cfg.loss = FASTLSTM_LOSS_XENT; cfg.output_size = 1;     /* one class learns nothing */
+    REPORT(fastlstm_create, "xent_one_class", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.learning_rate = -1;
     REPORT(fastlstm_create, "bad_lr", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.learning_rate = NAN;
