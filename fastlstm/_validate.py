@@ -62,6 +62,29 @@ def no_projection(cell, value):
                          f"use proj_size=0")
 
 
+# PyTorch's constructor arguments that fastlstm's stacks do not take, with the value that
+# PyTorch's code may state (its default, which is fastlstm's way too) and why another is refused
+TORCH_ONLY = dict(
+    batch_first=(False, "fastlstm's stacks are time-major, x (T, B, D): for batch-first x pass "
+                        "np.ascontiguousarray(np.swapaxes(x, 0, 1))"),
+    bias=(True, "fastlstm's layers always have their biases"),
+    device=("cpu", "fastlstm runs on the CPU, on NumPy arrays"),
+    nonlinearity=("tanh", "fastlstm.RNN is the tanh RNN"))
+
+
+def torch_only(owner, kwargs, takes=("batch_first", "bias", "device")):
+    """Keyword arguments beyond a stack's own: PyTorch's (TORCH_ONLY, those `takes` names)
+    pass at the value fastlstm has anyway and are refused otherwise, with why; any other is
+    refused as Python refuses an unknown keyword, under the class's own name."""
+    for k, value in kwargs.items():
+        if k not in takes:
+            raise TypeError(f"{owner}() got an unexpected keyword argument {k!r}")
+        same, why = TORCH_ONLY[k]
+        value = str(value) if k == "device" else value          # torch.device("cpu") as "cpu"
+        if not (type(value) is type(same) and value == same):
+            raise ValueError(f"{owner}(): {k}={value!r} is not supported: {why}")
+
+
 def num_layers(value):
     """A layer count in 1..MAX_LAYERS."""
     n = positive_int("num_layers", value)

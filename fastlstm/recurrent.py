@@ -820,13 +820,17 @@ class LSTM(_Recurrent):
     TORCH_BIAS = ((2, 2), (0, 0), (1, 1), (3, 3))
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
-                 proj_size=0, dtype=np.float32, forget_bias=1.0, seed=None, dropout_seed=None, buffers=None):
+                 proj_size=0, dtype=np.float32, forget_bias=1.0, seed=None, dropout_seed=None, buffers=None,
+                 **torch_only):
         """bidirectional: a reverse direction beside each layer (PyTorch's semantics and
         layouts). dropout: p in [0, 1), on the outputs of every layer but the last, in
         training mode. proj_size: P in 1..H-1 for projections (LSTMP, PyTorch's proj_size):
         h_t = W_hr (o_t ⊙ tanh c_t) is P wide, the recurrence and the outputs use it; 0 for
         none. buffers: optional (params, grads) flat arrays of size `param_count(...)` for
-        the stack to live in (a Model puts the layers and its head in one flat array)."""
+        the stack to live in (a Model puts the layers and its head in one flat array).
+        PyTorch's batch_first=False, bias=True and device="cpu" are taken (fastlstm's way);
+        other values are refused with why."""
+        v.torch_only(type(self).__name__, torch_only)
         super().__init__(input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers,
                          bidirectional, dropout, dropout_seed, proj_size)
 
@@ -876,8 +880,11 @@ class LSTM(_Recurrent):
 class _HiddenOnly(_Recurrent):
     """The interface of the cells whose state is h alone (RNN, GRU)."""
 
+    TORCH_TAKES = ("batch_first", "bias", "device")
+
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
-                 dtype=np.float32, seed=None, dropout_seed=None, buffers=None, proj_size=0):
+                 dtype=np.float32, seed=None, dropout_seed=None, buffers=None, proj_size=0, **torch_only):
+        v.torch_only(type(self).__name__, torch_only, self.TORCH_TAKES)
         v.no_projection(type(self).__name__, proj_size)
         super().__init__(input_size, hidden_size, num_layers, dtype, 0.0, seed, buffers, bidirectional,
                          dropout, dropout_seed)
@@ -908,6 +915,7 @@ class RNN(_HiddenOnly):
     gradient is multiplied by Uᵀ diag(1 - h²) at every step back in time.
     """
     CELL, HAS_C, CARRY, TORCH_BLOCK, TORCH_BIAS = RNN_CELL, False, False, np.array([0]), ((0, 0),)
+    TORCH_TAKES = _HiddenOnly.TORCH_TAKES + ("nonlinearity",)
 
 
 class GRU(_HiddenOnly):
