@@ -59,7 +59,7 @@ extern "C" {
 
 /* Version of this header; fastlstm_version_number() gives the library's. */
 #define FASTLSTM_VERSION_MAJOR 0
-#define FASTLSTM_VERSION_MINOR 6
+#define FASTLSTM_VERSION_MINOR 7
 #define FASTLSTM_VERSION_PATCH 0
 #define FASTLSTM_VERSION_NUMBER (FASTLSTM_VERSION_MAJOR * 10000 + FASTLSTM_VERSION_MINOR * 100 + FASTLSTM_VERSION_PATCH)
 
@@ -285,6 +285,16 @@ FASTLSTM_API int fastlstm_set_params(fastlstm_model *model, const float *in, int
 FASTLSTM_API int fastlstm_get_grads(fastlstm_model *model, float *out, int64_t n);
 /* Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_set_grads(fastlstm_model *model, const float *in, int64_t n);
+
+/* From 0.7: the optimizer's learning rate, read into *lr or set, for a schedule of the
+ * caller's own (warm-up, decay) between training steps. A rate set must be > 0 and hold in
+ * float32 (<= FLT_MAX, and not 0 there), as cfg->learning_rate; for ADAMW, lr * weight_decay
+ * must stay < 1. A refused rate changes nothing. Checkpoints keep the rate last set. */
+
+/* Returns OK, NULL_POINTER, INVALID_HANDLE. */
+FASTLSTM_API int fastlstm_get_learning_rate(fastlstm_model *model, double *lr);
+/* Returns OK, INVALID_ARGUMENT, INVALID_HANDLE. */
+FASTLSTM_API int fastlstm_set_learning_rate(fastlstm_model *model, double lr);
 
 #ifdef __cplusplus
 }

@@ -242,6 +242,23 @@ def register(ffi, lib):
         n[0] = m.params.size
 
     @api
+    def _fl_py_lr(handle, out, lr, into_model):
+        m = model(handle)
+        if not into_model:
+            need(out, "lr")
+            out[0] = m.optimizer.lr
+            return
+        opt, old = m.optimizer, m.optimizer.lr
+        try:
+            opt.lr = lr                      # checked as the constructor checks it (finite, > 0)
+            opt.hyper_in(m.dtype)            # and held by float32: 1e300 would be inf at the next step
+        except NonFiniteValue as e:
+            raise ApiError(S.INVALID_ARGUMENT, str(e)) from None
+        except ValueError:
+            object.__setattr__(opt, "lr", old)
+            raise
+
+    @api
     def _fl_py_copy(handle, buf, n, grads, into_model):
         m = model(handle)
         flat = m.grads if grads else m.params

@@ -124,6 +124,10 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
         want.update({(f"fastlstm_{fn}", "wrong_n"): 2, (f"fastlstm_{fn}", "null_in"): 1,
                      (f"fastlstm_{fn}", "null_handle"): 4})
     want.update({("fastlstm_set_params", "nan_params"): 3, ("fastlstm_set_grads", "nan_grads"): 3})
+    want.update({("fastlstm_get_learning_rate", "null_lr"): 1, ("fastlstm_get_learning_rate", "null_handle"): 4,
+                 ("fastlstm_set_learning_rate", "null_handle"): 4})
+    want.update({("fastlstm_set_learning_rate", case): 2
+                 for case in ("nan", "negative", "zero", "inf_in_float32", "zero_in_float32")})
     want.update({key: 0 for key in got if key[1].startswith("ok")})
     assert set(got) == set(want), set(got) ^ set(want)
     for key, code in want.items():
@@ -148,6 +152,8 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
         assert statuses == fired, f"{fn}: the header lists {sorted(statuses)}, the cases fire {sorted(fired)}"
     lines = dict(line.split(maxsplit=1) for line in r.stdout.splitlines() if not line.startswith("fastlstm_"))
     assert lines["unchanged"] == "1" and lines["changed"] == "1" and lines["sgd_unchanged"] == "1"
+    assert lines["lr_unchanged"] == "1"
+    assert "is inf in float32" in got[("fastlstm_set_learning_rate", "inf_in_float32")][1]
     assert lines["ids_unchanged"] == "1"
     a, b = map(int, lines["handles"].split())
     assert a and b and abs(a - b) > 1 << 32, f"handles {a:#x}, {b:#x} look sequential"
@@ -291,6 +297,43 @@ int main(void) {{
     c = fastlstm.load(ckpt)
     assert type(c.optimizer) is kind and c.optimizer.weight_decay == wd
     assert np.array_equal(c.params, m.params)
+
+
+def test_a_learning_rate_schedule_from_c_trains_as_in_python(lib, tmp_path):
+    """fastlstm_set_learning_rate (0.7) between steps, a decay of the caller's own: the
+    weights equal Python's with the same rates bit for bit, and the checkpoint keeps the last."""
+    src, exe, ckpt = tmp_path / "lr.c", tmp_path / "lr", tmp_path / "lr.ckpt"
+    src.write_text(f'''#include <stdio.h>
+#include "fastlstm.h"
+int main(void) {{
+    fastlstm_config c; fastlstm_config_init(&c);
+    c.input_size = 2; c.hidden_size = 8; c.output_size = 1; c.seed = 3; c.learning_rate = 0.05;
+    fastlstm_model *m = 0; double loss, lr = 0;
+    if (fastlstm_create(&c, &m)) {{ puts(fastlstm_last_error()); return 1; }}
+    float x[5 * 3 * 2], y[3];
+    for (int i = 0; i < 30; i++) x[i] = (float)((i * 7 % 11) / 11.0 - 0.5);
+    for (int i = 0; i < 3; i++) y[i] = (float)(i / 3.0);
+    for (int s = 0; s < 4; s++) {{
+        if (fastlstm_set_learning_rate(m, 0.05 / (1 + s))) return 2;
+        if (fastlstm_train_step(m, x, 0, y, 0, 5, 3, &loss)) return 3;
+    }}
+    if (fastlstm_get_learning_rate(m, &lr) || lr != 0.05 / 4) return 4;
+    return fastlstm_save(m, "{ckpt}") ? 5 : 0;
+}}
+''')
+    r = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f"-I{lib}", "-o", str(exe), str(src),
+                        *capi.flags(str(lib), False, True).split()], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = _run([str(exe)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = fastlstm.Model(2, 8, 1, seed=3, optimizer=fastlstm.Adam(lr=0.05))
+    x = (np.arange(30) * 7 % 11 / 11.0 - 0.5).astype(np.float32).reshape(5, 3, 2)
+    y = (np.arange(3) / 3.0).astype(np.float32).reshape(3, 1)
+    for s in range(4):
+        m.optimizer.lr = 0.05 / (1 + s)
+        m.train_step(x, y)
+    c = fastlstm.load(ckpt)
+    assert np.array_equal(c.params, m.params) and c.optimizer.lr == 0.05 / 4 and c.optimizer.t == 4
 
 
 @pytest.mark.parametrize("V", [0, 11], ids=["floats", "token_ids"])

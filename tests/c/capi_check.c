@@ -240,6 +240,19 @@ static int errors(const char *dir) {
     REPORT(fastlstm_save, "unwritable", fastlstm_save(m, "/proc/fastlstm-cannot-write-here.ckpt"));
     REPORT(fastlstm_save, "null_path", fastlstm_save(m, NULL));
     REPORT(fastlstm_save, "null_handle", fastlstm_save(NULL, "x.ckpt"));
+    double lr = 0, lr_after = 0;
+    REPORT(fastlstm_get_learning_rate, "ok", fastlstm_get_learning_rate(m, &lr));
+    REPORT(fastlstm_get_learning_rate, "null_lr", fastlstm_get_learning_rate(m, NULL));
+    REPORT(fastlstm_get_learning_rate, "null_handle", fastlstm_get_learning_rate(NULL, &lr));
+    REPORT(fastlstm_set_learning_rate, "nan", fastlstm_set_learning_rate(m, NAN));
+    REPORT(fastlstm_set_learning_rate, "negative", fastlstm_set_learning_rate(m, -1e-3));
+    REPORT(fastlstm_set_learning_rate, "zero", fastlstm_set_learning_rate(m, 0));
+    REPORT(fastlstm_set_learning_rate, "inf_in_float32", fastlstm_set_learning_rate(m, 1e300));
+    REPORT(fastlstm_set_learning_rate, "zero_in_float32", fastlstm_set_learning_rate(m, 1e-300));
+    REPORT(fastlstm_set_learning_rate, "null_handle", fastlstm_set_learning_rate(NULL, 0.1));
+    REPORT(fastlstm_set_learning_rate, "ok", fastlstm_set_learning_rate(m, 1e-3));
+    fastlstm_get_learning_rate(m, &lr_after);
+    printf("lr_unchanged %d\n", lr == lr_after && lr == 1e-3);
     printf("unchanged %d\n", checksum(m) == before);
 
     /* an update whose result overflows (SGD lr 10, gradients 3e38) is refused whole */
