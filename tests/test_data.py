@@ -808,7 +808,7 @@ def test_arrays_an_npz_holds_beside_x_y_and_lengths_are_named_in_a_note(tmp_path
     """A mean and scale saved beside the data are left unread, and the run says so (they
     were skipped without a word); a near miss of `lengths` is refused (test_bad_data_...)."""
     x = np.random.default_rng(0).standard_normal((20, 5, 2)).astype(np.float32)
-    y, L = np.zeros(20, np.int64), np.full(20, 5)
+    y, L = np.arange(20) % 2, np.full(20, 5)
     for arrays, note in ((dict(mean=np.zeros(2), scale=np.ones(2)), "'mean', 'scale' in the file are not read"),
                          (dict(lengths=L, lenghts=L), "'lenghts' in the file is not read")):
         path = tmp_path / "kept.npz"
