@@ -751,9 +751,17 @@ class _Recurrent:
     @one_call_at_a_time
     def load_torch_state_dict(self, state_dict):
         """Take parameters from a PyTorch state dict (tensors or arrays) of the same
-        architecture. Every key, shape and value is checked before anything is written."""
+        architecture, or from the torch module itself, whose settings the weights do not
+        show are then checked too (nn.RNN's nonlinearity). Every key, shape and value is
+        checked before anything is written."""
         H, Hr = self.hidden_size, self.Hr
         R = self._counts(H)[0]
+        if callable(getattr(state_dict, "state_dict", None)):        # a torch.nn module
+            module = state_dict
+            if getattr(module, "nonlinearity", "tanh") != "tanh":
+                raise ValueError(f"this {type(module).__name__} has nonlinearity={module.nonlinearity!r}; "
+                                 f"fastlstm's {type(self).__name__} is the tanh RNN")
+            state_dict = module.state_dict()
         if not isinstance(state_dict, collections.abc.Mapping):
             raise TypeError(f"a state dict maps names to tensors (torch_module.state_dict()), got "
                             f"{type(state_dict).__name__}")

@@ -113,6 +113,20 @@ def test_rnn_matches_torch(with_lengths, forward_mode):
         assert d <= 1e-10, f"{name}: max |ours - torch| = {d:.3g}"
 
 
+def test_a_torch_module_loads_and_a_relu_rnn_is_refused():
+    """A relu nn.RNN's state dict has a tanh RNN's keys and shapes, so it loaded unnoticed;
+    given the module itself, its nonlinearity is checked (and nothing changes when refused)."""
+    torch = pytest.importorskip("torch")
+    ours = fastlstm.RNN(3, 4, 2, dtype=np.float64, seed=0)
+    before = ours.params.copy()
+    with pytest.raises(ValueError, match="this RNN has nonlinearity='relu'; fastlstm's RNN is the tanh RNN"):
+        ours.load_torch_state_dict(torch.nn.RNN(3, 4, 2, nonlinearity="relu"))
+    assert np.array_equal(ours.params, before)
+    tanh = torch.nn.RNN(3, 4, 2, dtype=torch.float64)
+    ours.load_torch_state_dict(tanh)
+    assert np.array_equal(ours.torch_state_dict()["weight_hh_l1"], tanh.weight_hh_l1.detach().numpy())
+
+
 def test_rnn_step_matches_forward_and_odd_sizes_work():
     m, x, h0, _, dy, _ = _problem(5, 3, 3, 5, 2)                 # H = 5: odd G
     y, hn = m.forward(x, h0)
