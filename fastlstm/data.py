@@ -956,7 +956,9 @@ class Arrays:
                             f"{y.dtype}" + ("; for y of shape (N, T, ...) pass np.swapaxes(y, 0, 1)"
                                             if y.shape[:2] == (N, T) != (T, N) else ""))
         else:
-            swapped = "" if not y.ndim or y.shape[0] != T or T == N else (   # the commonest mistake: x's axes
+            column = ("; for labels with a last axis of 1 pass y[..., 0]"
+                      if y.dtype.kind in "iu" and y.shape == lead + (1,) else "")
+            swapped = column if not y.ndim or y.shape[0] != T or T == N else (   # the commonest mistake: x's axes
                 f"; y has a row for each of x's T = {T} steps: " + (
                     "x is time-major (T, N, D) here; for x of shape (N, T, D) pass np.swapaxes(x, 0, 1)"
                     if self.layout == "time" else "an x saved as (T, N, D) takes --layout time"))

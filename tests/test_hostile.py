@@ -4,6 +4,7 @@ the wrong error or cost gigabytes) and checks that it now gets a clear error and
 nothing."""
 import json
 import os
+import re
 import signal
 import struct
 import time
@@ -85,6 +86,16 @@ def test_a_classifier_of_one_class_is_refused():
     with pytest.raises(ValueError, match=r"loss 'xent' needs output_size >= 2 classes .*give output_size=2"):
         fastlstm.Model(2, 4, 1, loss="xent")
     assert fastlstm.Model(2, 4, 1).loss == "mse"
+
+
+def test_labels_with_a_last_axis_of_1_say_how_to_drop_it():
+    """Keras's sparse labels come as (N, 1); the error said only the shapes."""
+    x, y = np.zeros((5, 4, 3), np.float32), np.array([[0], [1], [0], [1]])
+    m = fastlstm.Model(3, 8, 2, loss="xent")
+    for call in (lambda: m.train_step(x, y), lambda: m.evaluate(x, y), lambda: m.fit(x, y, epochs=1, progress=False),
+                 lambda: fastlstm.Model(3, 8, 2, loss="xent", output="every").train_step(x, np.repeat(y[None], 5, 0))):
+        with pytest.raises(ValueError, match=re.escape("; for labels with a last axis of 1 pass y[..., 0]")):
+            call()
 
 
 def test_an_update_on_arrays_of_another_size_is_refused():
