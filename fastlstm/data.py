@@ -421,19 +421,21 @@ def _columns(names, arg, path, what):
     (Python's, and a checkpoint's names)."""
     if isinstance(arg, numbers.Integral) and not isinstance(arg, bool):
         arg = [arg]
-    if isinstance(arg, str):
+    typed = isinstance(arg, str)                 # typed: "2" is column 2 unless a column has that name
+    if typed:
         items = [s.strip() for s in arg.split(",") if s.strip()]
     elif isinstance(arg, (list, tuple)) and all(isinstance(a, (str, numbers.Integral)) and not isinstance(a, bool)
                                                for a in arg):
-        items = [a if isinstance(a, str) else str(int(a)) for a in arg]
+        items = list(arg)                        # a list: strings are names (a checkpoint's), integers numbers
     else:
         raise TypeError(f"{what} must be column names or numbers, as a string \"a,b\" or a list, got {arg!r}")
     out = []
     for item in items:
-        if item in names:
+        number = None if isinstance(item, str) and not (typed and item.isdigit()) else int(item)
+        if isinstance(item, str) and item in names:
             out.append(item)
-        elif item.isdigit() and 1 <= int(item) <= len(names):
-            out.append(names[int(item) - 1])
+        elif number is not None and 1 <= number <= len(names):
+            out.append(names[number - 1])
         else:
             raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: {', '.join(names)} "
                             f"(by name, or by number from 1)" + _header_hint(names))

@@ -877,6 +877,8 @@ def test_the_python_data_api_checks_its_settings_as_the_command_line_does(tmp_pa
         assert data.Series(str(csv), target=target, features=[3, "load"]).targets == ["load"]
     assert data.Series(str(csv), target="load", features=(3, "load")).features == ["temp", "load"]
     assert data.Series(str(csv), target="load", window=np.int64(5)).window == 5
+    with pytest.raises(ValueError, match=re.escape("--target '2' is not a column")):   # in a list, a name alone:
+        data.Series(str(csv), target=["2"])       # a checkpoint's column "2" must not become another file's 2nd
 
 
 def test_a_text_of_one_character_has_zero_unigram_bits_not_minus_zero(tmp_path):
