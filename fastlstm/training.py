@@ -302,6 +302,8 @@ def plot(log, out):
         cols = {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
                 for k in rows[0] if k not in ("step", "epoch", "seconds")}
         step = np.array([float(r["step"]) for r in rows])
+        if not cols:
+            raise ValueError("no column of values to draw beside step, epoch and seconds")
     except (ValueError, TypeError, csv.Error) as e:       # UnicodeDecodeError is a ValueError
         raise ValueError(f"{log}: not a fastlstm metrics log ({e})") from None
     plt = pyplot()

@@ -287,6 +287,8 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
     assert _run("train", "--steps", "2", "--out", str(adding), *SMALL).returncode == 0
     plain = tmp_path / "plain.ckpt"
     fastlstm.Model(2, 4, 1).save(plain)
+    bare_log = tmp_path / "bare.csv"
+    bare_log.write_text("step,epoch\n1,0.5\n")
     cases = [
         (("sample", str(adding)), "is not a checkpoint of text"),
         (("sample", str(adding), "--temperature", "0"), "--temperature must be"),
@@ -295,6 +297,8 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         (("train", "--resume", "--out", str(plain)), "not written by `fastlstm train`"),
         (("predict", str(adding), "--data", str(adding)), "was not trained with --data"),
         (("plot", str(adding), "--out", str(tmp_path / "p.png")), "not a fastlstm metrics log"),
+        (("plot", str(bare_log), "--out", str(tmp_path / "p.png")),            # matplotlib's "Number of columns"
+         "not a fastlstm metrics log (no column of values to draw beside step, epoch and seconds)"),
         (("train", "--task", "adding", "--data", str(adding)), "give --task or --data, not both"),
         (("carousel", "--T", "1"), "--T must be >= 2"),
         (("carousel", "--batch", "0"), "--batch must be >= 1, got 0"),
