@@ -729,8 +729,8 @@ def carousel(args, interrupt):
         if not args.plot or os.path.isdir(args.plot):
             raise UsageError(f"--plot {args.plot!r} is {'a folder' if args.plot else 'empty'}; give a PNG file name")
         _writable_folder(args.plot, args.plot, option="--plot", what="the plot")
-        from .training import pyplot
-        pyplot()
+        from .training import figure_format
+        figure_format(args.plot)                # matplotlib there, and a format it writes
     results = cr.run(T=args.T, hidden=args.hidden, batch=args.batch, seed=args.seed, train_steps=args.train)
     print(f"Gradient norm w.r.t. the state k steps before a loss at the last step (T = {args.T}, "
           f"H = {args.hidden}, {'after training' if args.train else 'untrained'}), relative to k = 1:\n")

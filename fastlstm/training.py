@@ -279,13 +279,22 @@ def pyplot():
     return plt
 
 
+def figure_format(path):
+    """The format path's extension names (PNG without one), or ValueError for one matplotlib
+    does not write: checked before a plot's data are made (the carousel's take minutes)."""
+    pyplot()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    fmt = os.path.splitext(path)[1][1:].lower() or "png"
+    if fmt not in FigureCanvasAgg.get_supported_filetypes():
+        raise ValueError(f"{path}: a plot is written as PNG, PDF, SVG or another format matplotlib knows "
+                         f"by its extension, not .{fmt}")
+    return fmt
+
+
 def save_figure(fig, path, dpi):
     """A matplotlib figure to path, atomically, in the format its extension names (PNG
     without one): the name given, never one with an extension added."""
-    fmt = os.path.splitext(path)[1][1:].lower() or "png"
-    if fmt not in fig.canvas.get_supported_filetypes():
-        raise ValueError(f"{path}: a plot is written as PNG, PDF, SVG or another format matplotlib knows "
-                         f"by its extension, not .{fmt}")
+    fmt = figure_format(path)
     with atomic_file(path, "the plot") as f:
         fig.savefig(f, format=fmt, dpi=dpi)
 

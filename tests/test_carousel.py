@@ -160,7 +160,8 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_measurement(tmp_pat
     table was computed (minutes at a large T), and an empty name was silently ignored."""
     from fastlstm import cli
     for plot, said in ((str(tmp_path), "is a folder; give a PNG file name"), ("", "--plot '' is empty"),
-                       ("/proc/flow.png", "cannot write the plot in /proc (--plot /proc/flow.png)")):
+                       ("/proc/flow.png", "cannot write the plot in /proc (--plot /proc/flow.png)"),
+                       (str(tmp_path / "flow.txt"), "a plot is written as PNG, PDF, SVG or another format")):
         assert cli.main(["carousel", "--T", "30", "--hidden", "8", "--plot", plot]) == 2
         out, err = capsys.readouterr()
         assert out == "" and said in err, err
