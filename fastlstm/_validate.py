@@ -58,8 +58,8 @@ def proj_size(value, hidden_size):
 def no_projection(cell, value):
     """A GRU's or RNN's proj_size: 0 alone (PyTorch's nn.GRU and nn.RNN refuse any other)."""
     if positive_int("proj_size", value, minimum=0):
-        raise ValueError(f"proj_size applies to the LSTM only (PyTorch's proj_size); a {cell} has no projection: "
-                         f"use proj_size=0")
+        raise ValueError(f"proj_size applies to the LSTM only (PyTorch's proj_size); {'an' if cell == 'RNN' else 'a'} "
+                         f"{cell} has no projection: use proj_size=0")
 
 
 # PyTorch's constructor arguments that fastlstm's stacks do not take, with the value that
