@@ -1,9 +1,8 @@
 """The command line: `fastlstm train` runs the main job on your own data (`--data`) or a
 built-in task; `fastlstm predict` forecasts, classifies or scores a file with a checkpoint;
 `fastlstm plot` draws a metrics log; `fastlstm sample` generates text from a checkpoint of
-text; `fastlstm export`
-writes a checkpoint's model as ONNX; `fastlstm carousel` measures how far back gradients
-reach in an RNN and two LSTMs.
+text; `fastlstm export` writes a checkpoint's model as ONNX; `fastlstm carousel` measures
+how far back gradients reach in an RNN, two LSTMs and a GRU.
 
 Only the standard library loads before main() has installed its Ctrl-C handler
 (`_Interrupt`); NumPy, Numba and the kernels load after it."""
@@ -120,9 +119,9 @@ def _parser(typed_only=False):
     pl = sub.add_parser("plot", help="draw the curves of a metrics log (runs/NAME.csv)")
     pl.add_argument("log")
     pl.add_argument("--out", required=True, metavar="PNG")
-    c = sub.add_parser("carousel", help="gradient flow: RNN vs LSTM (forget bias 0 and 1)",
+    c = sub.add_parser("carousel", help="gradient flow: RNN vs LSTM (forget bias 0 and 1) vs GRU",
                        description="Compare how far back the gradient of a loss at the last step "
-                       "reaches in an RNN, an LSTM with forget bias 0 and one with forget bias 1.")
+                       "reaches in an RNN, an LSTM with forget bias 0, one with forget bias 1, and a GRU.")
     c.add_argument("--T", type=int, default=200, help="sequence length")
     c.add_argument("--hidden", type=int, default=64)
     c.add_argument("--batch", type=int, default=32)
