@@ -28,10 +28,17 @@ def dtype_of(dtype):
     return dt
 
 
-def positive_int(name, value, minimum=1):
-    """`value` as an int ≥ minimum; bools and non-integers are refused."""
+def integer(name, value):
+    """`value` as an int; bools, floats (2.5, 2.0) and strings ("5") are refused, not truncated
+    or parsed."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def positive_int(name, value, minimum=1):
+    """`value` as an int ≥ minimum; bools and non-integers are refused."""
+    value = integer(name, value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
@@ -72,7 +79,7 @@ TORCH_ONLY = dict(
     nonlinearity=("tanh", "fastlstm.RNN is the tanh RNN"))
 
 
-def torch_only(owner, kwargs, takes=("batch_first", "bias", "device")):
+def torch_only(owner, kwargs, takes):
     """Keyword arguments beyond a stack's own: PyTorch's (TORCH_ONLY, those `takes` names)
     pass at the value fastlstm has anyway and are refused otherwise, with why; any other is
     refused as Python refuses an unknown keyword, under the class's own name."""
@@ -172,11 +179,18 @@ def first_nonfinite(a):
 
 def padded_hint(where, L, output):
     """What to add where a target at index `where` (t, b, ...) is not finite and its step is
-    padding (past lengths[b]): it counts for nothing, yet NaN there is refused as anywhere."""
-    if output != "every" or where is None or where[0] < L[where[1]]:
+    padding (past lengths[b]; L None: no padding): it counts for nothing, yet NaN there is
+    refused as anywhere."""
+    if output != "every" or where is None or L is None or where[0] < L[where[1]]:
         return ""
     return (f", a padded step (lengths[{where[1]}] = {L[where[1]]}): padded targets count for nothing but must be "
             f"finite, so pad with 0")
+
+
+def last_axis_hint(y, lead):
+    """What to add where labels should be `lead`-shaped and have a last axis of 1 besides
+    (Keras's sparse labels, (N, 1))."""
+    return "; for labels with a last axis of 1 pass y[..., 0]" if y.shape == lead + (1,) else ""
 
 
 def nonfinite(name, a):

@@ -43,14 +43,6 @@ class DataError(ValueError):
     """Data that cannot be used, with the file and, where it has them, the line and column."""
 
 
-def _integer(name, value):
-    """An integer setting given from Python as from the command line: 2.5, True or "5" are
-    refused (TypeError), not truncated or parsed."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    return int(value)
-
-
 def _fraction(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
@@ -215,7 +207,7 @@ class Text:
     kind, loss, output, monitor = "text", "xent", "every", ("val_bpc", "min")
 
     def __init__(self, path, *, T=100, val_fraction=0.1, _spec=None):
-        self.path, self.T, self.val_fraction = path, _integer("--T", T), _fraction("--val-fraction", val_fraction)
+        self.path, self.T, self.val_fraction = path, v.integer("--T", T), _fraction("--val-fraction", val_fraction)
         _check_settings((self.T >= 1, "--T", ">= 1", T), (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)",
                                                            val_fraction))
         self.fingerprint = _check_fingerprint(path, _spec)
@@ -558,10 +550,10 @@ class Series:
 
     def __init__(self, path, *, target, features=None, window=50, horizon=1, val_fraction=0.2, season=None,
                  fill=None, _spec=None):
-        self.path, self.window, self.horizon = path, _integer("--window", window), _integer("--horizon", horizon)
+        self.path, self.window, self.horizon = path, v.integer("--window", window), v.integer("--horizon", horizon)
         self.T = self.window                                          # a training batch's steps
         self.val_fraction, self.fill = _fraction("--val-fraction", val_fraction), fill
-        self.season = season = None if season is None else _integer("--season", season)
+        self.season = season = None if season is None else v.integer("--season", season)
         _check_settings((self.window >= 1, "--window", ">= 1", window), (self.horizon >= 1, "--horizon", ">= 1", horizon),
                         (season is None or season >= 1, "--season", ">= 1", season),
                         (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)", val_fraction),
@@ -807,7 +799,7 @@ class Arrays:
 
     def __init__(self, path, *, layout="batch", val_fraction=0.2, seed=0, _spec=None, _arrays=None,
                  validation=None, output="last", tokens=None, holdout=None):
-        self.path, self.layout, self.seed = path, layout, _integer("--seed", seed)
+        self.path, self.layout, self.seed = path, layout, v.integer("--seed", seed)
         self.val_fraction = _fraction("--val-fraction", val_fraction)
         self.output, self.tokens = output, tokens
         _check_settings((layout in ("batch", "time"), "--layout", "batch or time", layout),
@@ -947,8 +939,7 @@ class Arrays:
                 L = self._check_lengths(lengths, N, T, p)
                 where = (f"sequence {bad[0]}" if len(bad) == 1 else
                          f"({'t, ' * (len(lead) == 2)}n{', o' * (y.ndim > len(lead))}) = {bad}")
-                raise DataError(f"{p}: y holds {y[bad]} at {where}"
-                                + v.padded_hint(bad, np.full(N, T) if L is None else L, self.output))
+                raise DataError(f"{p}: y holds {y[bad]} at {where}{v.padded_hint(bad, L, self.output)}")
             classes = False
             y = y.reshape(lead + (-1,)).astype(np.float64)
         elif self.output == "every":
@@ -958,8 +949,7 @@ class Arrays:
                             f"{y.dtype}" + ("; for y of shape (N, T, ...) pass np.swapaxes(y, 0, 1)"
                                             if y.shape[:2] == (N, T) != (T, N) else ""))
         else:
-            column = ("; for labels with a last axis of 1 pass y[..., 0]"
-                      if y.dtype.kind in "iu" and y.shape == lead + (1,) else "")
+            column = v.last_axis_hint(y, lead) if y.dtype.kind in "iu" else ""
             swapped = column if not y.ndim or y.shape[0] != T or T == N else (   # the commonest mistake: x's axes
                 f"; y has a row for each of x's T = {T} steps: " + (
                     "x is time-major (T, N, D) here; for x of shape (N, T, D) pass np.swapaxes(x, 0, 1)"

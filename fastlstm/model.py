@@ -173,8 +173,7 @@ class Model:
             raise TypeError(f"y must be an integer ndarray of class labels, got "
                             f"{getattr(y, 'dtype', type(y).__name__)}")
         if y.shape != lead:
-            raise ValueError(f"y must have shape {lead}, got {y.shape}"
-                             + ("; for labels with a last axis of 1 pass y[..., 0]" if y.shape == lead + (1,) else ""))
+            raise ValueError(f"y must have shape {lead}, got {y.shape}{v.last_axis_hint(y, lead)}")
         if y.size and (y.min() < 0 or y.max() >= self.output_size):
             raise ValueError(f"class labels must lie in 0..{self.output_size - 1}, got min {y.min()}, max {y.max()}")
         return y.astype(np.int64).reshape((1, B) if self.output == "last" else (T, B))

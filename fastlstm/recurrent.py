@@ -330,6 +330,7 @@ class _Recurrent:
     block of b: PyTorch's block of bias_ih, and of bias_hh, that add up to it; -1 none).
     """
     CELL = HAS_C = CARRY = TORCH_BLOCK = TORCH_BIAS = None
+    TORCH_TAKES = ("batch_first", "bias", "device")     # PyTorch's arguments taken at fastlstm's value (v.torch_only)
     params, grads = flat("params", copy_in=True), flat("grads", copy_in=True)
 
     @classmethod
@@ -838,7 +839,7 @@ class LSTM(_Recurrent):
         the stack to live in (a Model puts the layers and its head in one flat array).
         PyTorch's batch_first=False, bias=True and device="cpu" are taken (fastlstm's way);
         other values are refused with why."""
-        v.torch_only(type(self).__name__, torch_only)
+        v.torch_only(type(self).__name__, torch_only, self.TORCH_TAKES)
         super().__init__(input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers,
                          bidirectional, dropout, dropout_seed, proj_size)
 
@@ -887,8 +888,6 @@ class LSTM(_Recurrent):
 
 class _HiddenOnly(_Recurrent):
     """The interface of the cells whose state is h alone (RNN, GRU)."""
-
-    TORCH_TAKES = ("batch_first", "bias", "device")
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
                  dtype=np.float32, seed=None, dropout_seed=None, buffers=None, proj_size=0, **torch_only):
