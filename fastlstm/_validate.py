@@ -4,17 +4,33 @@ Each raises ValueError or TypeError with a message that says what was expected a
 """
 import numbers
 import os
+import threading
 
 import numpy as np
 
 from . import choices
-from .kernels import all_finite
+from .kernels import COPY_PARALLEL, all_finite, all_finite_runs
 
 DTYPES = tuple(np.dtype(d) for d in choices.DTYPES)
 
 
 class NonFiniteValue(ValueError):
     """An input array holds NaN or ±Inf."""
+
+
+_runs = threading.local()      # all_finite_runs' scratch, one per Python thread (the kernels drop the GIL)
+
+
+def is_finite(a):
+    """True if the 1-D array `a` holds no NaN or ±Inf: from COPY_PARALLEL entries on the
+    threads, in a scratch that grows only for a longer array (no allocation in a step)."""
+    if a.size < COPY_PARALLEL:
+        return all_finite(a)
+    runs = -(-a.size // COPY_PARALLEL)
+    ok = getattr(_runs, "ok", None)
+    if ok is None or ok.size < runs:
+        ok = _runs.ok = np.empty(runs, np.bool_)
+    return all_finite_runs(a, ok)
 
 
 def dtype_of(dtype):
@@ -165,7 +181,7 @@ def array(name, a, shape, dtype, *, writable=False, finite=True):
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray({name}))")
     if writable and not flags.writeable:
         raise ValueError(f"{name} is read-only; an output buffer must be writable")
-    if finite and a.dtype.kind == "f" and a.size and not all_finite(a.reshape(-1)):
+    if finite and a.dtype.kind == "f" and a.size and not is_finite(a.reshape(-1)):
         nonfinite(name, a)
     return a
 

@@ -296,6 +296,54 @@ _tile, _tile_wide = (_make_tile(n) for n in TILE_BYTES)
 COPY_PARALLEL = 1 << 16     # elements from which a copy (packing too) pays for waking the threads (docs/performance.md)
 
 
+# A step's passes over whole arrays (checking x and δy, copying x into I, zeroing the
+# gradients) are memory-bound: one core's bandwidth made them a fixed 4.5 ms of a large
+# step at 1 and at 16 threads alike (docs/performance.md). From COPY_PARALLEL elements the
+# threads split them in runs of COPY_PARALLEL; below, one thread does it.
+
+@njit(**PARALLEL_JIT)
+def all_finite_runs(a, ok):
+    """all_finite for a 1-D array a of at least COPY_PARALLEL entries, on the threads: run q
+    of COPY_PARALLEL entries writes ok[q] (ok: bool, at least that many runs; scratch, so
+    that no reduction array is allocated)."""
+    n = a.size
+    runs = (n + COPY_PARALLEL - 1) // COPY_PARALLEL
+    for q in prange(runs):
+        lo = np.int64(q) * COPY_PARALLEL
+        ok[q] = all_finite(a[lo:min(n, lo + COPY_PARALLEL)])      # a view: its loop vectorises
+    for q in range(runs):
+        if not ok[q]:
+            return False
+    return True
+
+
+@njit(**PARALLEL_JIT)
+def fill_zero(a):
+    """a[:] = 0 for a 1-D array, on the threads from COPY_PARALLEL entries."""
+    n = a.size
+    if n < COPY_PARALLEL:
+        for k in range(n):              # a loop: outside a prange, `a[:] = 0` is a parallel region
+            a[k] = 0
+        return
+    for q in prange((n + COPY_PARALLEL - 1) // COPY_PARALLEL):
+        lo = np.int64(q) * COPY_PARALLEL
+        a[lo:min(n, lo + COPY_PARALLEL)] = 0
+
+
+@njit(**PARALLEL_JIT)
+def copy_rows(dst, src):
+    """dst[t, r, :K] = src[t, r] for dst (T, B, ≥K) C-contiguous and src (T, B, K), on the
+    threads from COPY_PARALLEL elements. (dst whole, not its slice: on a contiguous row the
+    copy vectorises.)"""
+    T, B, K = src.shape
+    if src.size < COPY_PARALLEL:
+        for i in range(T * B):
+            _assign(dst[i // B, i % B, :K], src[i // B, i % B])
+    else:
+        for i in prange(T * B):
+            _assign(dst[i // B, i % B, :K], src[i // B, i % B])
+
+
 @njit(**JIT)
 def _pack_range(P, W, k0, transpose, lo, hi):
     """pack_panels' work for panels lo..hi-1 (transpose) or W's rows lo..hi-1 (else). TW is

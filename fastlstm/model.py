@@ -16,7 +16,7 @@ from . import _validate as v
 from . import checkpoint, choices, heads, optim
 from . import _blas
 from ._config import blas_turn
-from .kernels import all_finite, scatter_rows, zeros
+from .kernels import all_finite, fill_zero, scatter_rows, zeros
 from .recurrent import GRU, LSTM, RNN, dropout_seed_from, flat, one_call_at_a_time
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU)))
@@ -252,7 +252,7 @@ class Model:
         x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
         y = self._check_y(y, T, B, L)
-        self.grads[:] = 0
+        fill_zero(self.grads)
         with np.errstate(over="ignore", invalid="ignore"):   # apply_gradients checks finiteness
             return self._gradients(x, y, L, T, B, record)
 

@@ -30,8 +30,8 @@ from . import _validate as v
 from . import _blas, _config
 from ._config import blas_turn
 from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, TILE_BYTES, add_row_sums, apply_dropout, block_counts,
-                      copy_hidden, copy_steps, pack_unit, panel_extent, recurrent_backward, recurrent_forward,
-                      recurrent_step, zeros)
+                      copy_hidden, copy_rows, copy_steps, fill_zero, pack_unit, panel_extent, recurrent_backward,
+                      recurrent_forward, recurrent_step, zeros)
 
 # From this many inputs D_l, or when a packed panel of all D_l + H columns would not fit in
 # L1 (_tiles_from), a layer's forward computes the input half X W_xᵀ of z for all steps as
@@ -451,7 +451,7 @@ class _Recurrent:
 
     @one_call_at_a_time
     def zero_grad(self):
-        self.grads[:] = 0
+        fill_zero(self.grads)
 
     @one_call_at_a_time
     def reserve(self, T, B):
@@ -568,7 +568,9 @@ class _Recurrent:
         I, Z, C, TC = self._ws.layer(k, T, B)
         if reverse:
             copy_steps(I[:T, :, :D], x, L, True, False, 0, 0)
-        else:
+        elif x.flags.c_contiguous:          # the first layer's x (or a gathered Xb): on the threads
+            copy_rows(I[:T], x)
+        else:                               # the layer below's h, a view: NumPy's copy is as fast
             I[:T, :, :D] = x
         I[0, :, D:] = 0 if h0 is None else h0[k]
         if self.HAS_C:

@@ -96,9 +96,10 @@ _ALLOC_SCRIPT = textwrap.dedent("""
 # pack_unit (P, W, W_hr, the cell's blocks) and 2 x 7 + 2 to recurrent_forward (each
 # direction's buffers, a one-direction layer passing its own twice; lengths; blocks),
 # backward 4 to pack_unit, 2 x 13 + 3 to recurrent_backward, 1 to _blas._gemm_tasks (the
-# plan of its products) and 3 to add_row_sums (δb, the blocks' sums and scratch): anything
-# beyond that is a real allocation.
+# plan of its products) and 3 to add_row_sums (δb, the blocks' sums and scratch); the first
+# layer's forward 2 more to copy_rows (I, x): anything beyond that is a real allocation.
 _BOUNDARY_WRAPPERS_PER_LAYER = (4 + 16) + (4 + 29 + 1 + 3)
+_BOUNDARY_WRAPPERS_FIRST_LAYER = 2
 
 
 def test_warm_forward_backward_allocates_nothing():
@@ -111,7 +112,7 @@ def test_warm_forward_backward_allocates_nothing():
     peaks = []
     for line in r.stdout.split("\n")[:4]:
         nrt, nrt_mi, peak = map(int, line.split())
-        expected = 2 * _BOUNDARY_WRAPPERS_PER_LAYER
+        expected = 2 * _BOUNDARY_WRAPPERS_PER_LAYER + _BOUNDARY_WRAPPERS_FIRST_LAYER
         assert nrt == nrt_mi == expected, f"Numba allocated {nrt} times in a warm step, expected {expected}"
         peaks.append(peak)
     # Views and small objects only: the same few KiB for a 9x larger batch, below one (T,B,H)
@@ -574,3 +575,36 @@ def test_a_forked_child_gets_an_error_it_can_act_on_not_a_kill():
             assert want in q.get(timeout=10), method
     finally:
         _PARENT.clear()
+
+
+def test_long_arrays_on_the_threads_give_the_same_results():
+    """From COPY_PARALLEL entries the finiteness checks, x's copy into the workspace and
+    zero_grad run on the threads: the same y, bit for bit, as the two halves of the batch
+    below that size (each row's bits in the recurrent kernels depend on that row alone; δx,
+    a BLAS product blocked by the shape, need not be), every NaN or Inf found wherever it
+    lies, and every gradient zeroed."""
+    from fastlstm.kernels import COPY_PARALLEL
+    T, B, D, H = 16, 64, 80, 8            # x: 81,920 entries, each half 40,960
+    assert T * B * D >= COPY_PARALLEL > T * B * D // 2
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((T, B, D)).astype(np.float32), rng.standard_normal((T, B, H)).astype(np.float32)
+    m = fastlstm.LSTM(D, H, seed=1)
+    y, _ = m.forward(x)
+    for half in (slice(0, B // 2), slice(B // 2, B)):
+        assert np.array_equal(m.forward(np.ascontiguousarray(x[:, half]))[0], y[:, half])
+    for where, value in (((0, 0, 0), np.nan), ((15, 63, 7), np.inf), ((12, 51, 6), -np.inf)):
+        bad = x.copy()
+        bad[where] = value
+        with pytest.raises(ValueError, match=re.escape(f"found {value} at index {where}")):
+            m.forward(bad)
+        m.forward(x)
+        bad = dy.copy()
+        bad[where] = value
+        with pytest.raises(ValueError, match=re.escape(f"found {value} at index {where}")):
+            m.backward(bad)
+        m.backward(dy)                    # the forward still waits for its backward
+    big = fastlstm.LSTM(100, 100)         # 80,400 gradients
+    assert big.grads.size >= COPY_PARALLEL
+    big.grads[:] = 1.5
+    big.zero_grad()
+    assert not big.grads.any()
