@@ -101,11 +101,29 @@ def torch_only(owner, kwargs, takes):
     refused as Python refuses an unknown keyword, under the class's own name."""
     for k, value in kwargs.items():
         if k not in takes:
-            raise TypeError(f"{owner}() got an unexpected keyword argument {k!r}")
+            unexpected(owner, {k: value}, {})
         same, why = TORCH_ONLY[k]
         value = str(value) if k == "device" else value          # torch.device("cpu") as "cpu"
         if not (type(value) is type(same) and value == same):
             raise ValueError(f"{owner}(): {k}={value!r} is not supported: {why}")
+
+
+# Keras's fit arguments that Model.fit does not take, with what to pass instead
+KERAS_FIT = dict(
+    validation_data="fastlstm's fit calls it validation=(x, y) or (x, y, lengths)",
+    verbose="fastlstm's fit shows a progress bar unless progress=False",
+    callbacks="fastlstm's fit takes patience= (early stopping) and schedule= (the learning rate); "
+              "for anything else, loop over model.train_step",
+    initial_epoch="each call of fit trains on from where the model is, its epochs counted from 1",
+    sample_weight="fastlstm weighs every sequence alike",
+    class_weight="fastlstm weighs every class alike")
+
+
+def unexpected(owner, kwargs, hints):
+    """Refuse the first of `kwargs` as Python refuses an unknown keyword, adding what to
+    pass instead where `hints` knows it."""
+    k = next(iter(kwargs))
+    raise TypeError(f"{owner}() got an unexpected keyword argument {k!r}" + (f": {hints[k]}" if k in hints else ""))
 
 
 def num_layers(value):

@@ -342,7 +342,7 @@ class Model:
 
     @one_call_at_a_time(interruptible=True)
     def fit(self, x, y, lengths=None, *, epochs, batch_size=32, validation=None, validation_split=None, shuffle=True,
-            seed=None, patience=None, schedule=None, progress=True):
+            seed=None, patience=None, schedule=None, progress=True, **keras):
         """Train on arrays in memory, Keras-style: x (T, N, D), y as train_step takes it for N
         sequences ((N,) labels or (N, O) values), lengths (N,) or None.
 
@@ -363,6 +363,8 @@ class Model:
         from tqdm import tqdm
 
         from . import data, training
+        if keras:
+            v.unexpected("Model.fit", keras, v.KERAS_FIT)
         if y is None:
             raise TypeError("fit needs targets y: " + ("(T, N) class labels or (T, N, O) values, a target per step"
                                                         if self.output == "every" else

@@ -635,7 +635,14 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
                      ({"seed": -1}, "seed must be >= 0"), ({"schedule": "step"}, "schedule must be one of"),
                      ({"validation": 5}, r"validation must be \(x, y\) or \(x, y, lengths\), got int"),
                      ({"validation": (x,)}, "got tuple of 1 items"), ({"validation": (x, x, None, None)}, "of 4 items"),
-                     ({"progress": "x"}, "progress must be True or False")):
+                     ({"progress": "x"}, "progress must be True or False"),
+                     # Keras's names get what fastlstm calls them (they got Python's bare TypeError)
+                     ({"validation_data": (x, y)}, r"fit\(\) got an unexpected keyword argument 'validation_data': "
+                                                   r"fastlstm's fit calls it validation=\(x, y\)"),
+                     ({"verbose": 0}, "'verbose': fastlstm's fit shows a progress bar unless progress=False"),
+                     ({"callbacks": []}, "'callbacks': fastlstm's fit takes patience= .* loop over model.train_step"),
+                     ({"class_weight": {0: 1}}, "'class_weight': fastlstm weighs every class alike"),
+                     ({"batchsize": 8}, "unexpected keyword argument 'batchsize'$")):
         with pytest.raises((TypeError, ValueError), match=err):
             reg.fit(x, x[:, :, 0].sum(axis=0) / 4, epochs=1, **{"progress": False, **bad})
     with pytest.raises(TypeError, match=r"fit needs targets y"):
