@@ -54,6 +54,19 @@ def test_profile_step_prints_every_phase():
     assert r.returncode == 2 and "unknown shape huge;" in r.stderr and "small" not in r.stdout, r.stderr
 
 
+def test_unit_split_gives_the_same_bits_as_the_row_split():
+    """The unit-split forward (a design measured, not adopted) computes each z with the same
+    tile as recurrent_forward: the same bits, whatever its chunk count."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "unit_split.py"), "small"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "  same bits: True" in r.stdout and "  rows (fastlstm) " in r.stdout, r.stdout
+    assert re.search(r"  units, \d+ chunks +\d+\.\d+ ms", r.stdout), r.stdout
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "unit_split.py"), "huge"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "unknown shape huge;" in r.stderr, r.stderr
+
+
 def test_data_prep_prints_the_step_shares_and_the_text_and_csv_loads():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "data_prep.py"), "--quick"],
                        capture_output=True, text=True, timeout=600)
