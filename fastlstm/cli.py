@@ -40,10 +40,10 @@ DATA_DEFAULTS = {
 
 # The options that make a run what it is: a new run records them as resolved (defaults
 # filled in), and --resume refuses any typed with another value, which it would ignore.
-RUN_OPTIONS = ("kind", "target", "features", "window", "horizon", "season", "fill", "layout", "val_fraction",
-               "hidden", "layers", "cell", "bidirectional", "proj", "dropout", "embed", "epochs", "batch", "lr",
-               "schedule", "warmup", "optimizer", "momentum", "weight_decay", "clip", "T", "dtype", "seed", "eval_every",
-               "patience")
+RUN_OPTIONS = ("kind", "target", "features", "window", "horizon", "season", "fill", "layout", "output",
+               "val_fraction", "hidden", "layers", "cell", "bidirectional", "proj", "dropout", "embed", "epochs",
+               "batch", "lr", "schedule", "warmup", "optimizer", "momentum", "weight_decay", "clip", "T", "dtype",
+               "seed", "eval_every", "patience")
 
 
 def _parser(typed_only=False):
@@ -69,6 +69,9 @@ def _parser(typed_only=False):
     t.add_argument("--fill", choices=("ffill", "zero"), help="series: fill missing values (default: refuse them)")
     t.add_argument("--layout", choices=("batch", "time"), default="batch",
                    help="arrays: x is (N, T, D) (batch, the default) or (T, N, D) (time)")
+    t.add_argument("--output", choices=("last", "every"), default="last",
+                   help="arrays: a target per sequence (last, the default: y (N,) or (N, O)) or per step "
+                        "(every: y (N, T) or (N, T, O), laid out as x; past a row's length not counted)")
     t.add_argument("--val-fraction", type=float, help="held-out share (text 0.1: the end; series 0.2: the "
                    "end, in time order; arrays 0.2: seeded)")
     t.add_argument("--hidden", type=int, help="hidden units per layer")
@@ -229,7 +232,7 @@ def _settings(args):
             raise UsageError("--data with a CSV series needs --target COLUMN (the column to forecast)")
         return dict(target=args.target, features=args.features, window=args.window, horizon=args.horizon,
                     val_fraction=args.val_fraction, season=args.season, fill=args.fill)
-    return dict(layout=args.layout, val_fraction=args.val_fraction, seed=args.seed)
+    return dict(layout=args.layout, val_fraction=args.val_fraction, seed=args.seed, output=args.output)
 
 
 def _source(args):
@@ -332,8 +335,8 @@ def _same_options(out, model, args):
 # for another run, it is refused rather than ignored.
 _SERIES = ("--data series",)
 APPLIES = dict(target=_SERIES, features=_SERIES, window=_SERIES, horizon=_SERIES, season=_SERIES, fill=_SERIES,
-               layout=("--data arrays",), val_fraction=("--data",), embed=("--task text", "--data text"),
-               T=("--task adding", "--task text", "--data text"))
+               layout=("--data arrays",), output=("--data arrays",), val_fraction=("--data",),
+               embed=("--task text", "--data text"), T=("--task adding", "--task text", "--data text"))
 
 
 def _applies(args):
@@ -689,12 +692,18 @@ def predict(args, interrupt):
             _write_rows(args.out, ["time" if times is not None else "step", *d.targets], rows)
     elif d.kind == "arrays":
         model._fits(d, args.data)            # before a row is written: D, and y's labels or width
-        p = d.predict(model)
-        cols = [f"p{k}" for k in range(p.shape[1])] + ["class"] if d.classes else [f"y{k}" for k in range(p.shape[1])]
-        rows = [[n, *fmt(p[n]), *([int(p[n].argmax())] if d.classes else [])] for n in range(len(p))]
-        _write_rows(args.out, ["row", *cols], rows)
+        p = d.predict(model)                 # (N, O), or (T, N, O) with a target per step
+        O = p.shape[-1]
+        cols = [f"p{k}" for k in range(O)] + ["class"] if d.classes else [f"y{k}" for k in range(O)]
+        row = lambda q: [*fmt(q), *([int(q.argmax())] if d.classes else [])]      # noqa: E731
+        if d.output == "every":              # a row per (sequence, step) within its length
+            L = np.full(p.shape[1], d.T) if d.lengths is None else d.lengths
+            _write_rows(args.out, ["row", "step", *cols], ([n, t, *row(p[t, n])] for n in range(p.shape[1])
+                                                           for t in range(L[n])))
+        else:
+            _write_rows(args.out, ["row", *cols], ([n, *row(p[n])] for n in range(len(p))))
         if d.y is not None:
-            m = d.metrics(model, np.arange(len(p)))
+            m = d.metrics(model, np.arange(d.x.shape[1]))
             print("fastlstm: over every row of the file: " + ", ".join(
                 f"{k.removeprefix('val_')} {v:.4f}" for k, v in m.items() if k.startswith("val_")), file=sys.stderr)
     else:

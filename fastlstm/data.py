@@ -803,6 +803,7 @@ class Arrays:
         self.val_fraction = _fraction("--val-fraction", val_fraction)
         self.output, self.tokens = output, tokens
         _check_settings((layout in ("batch", "time"), "--layout", "batch or time", layout),
+                        (output in ("last", "every"), "--output", "last or every", output),
                         (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)", val_fraction))
         self.fingerprint = None if _arrays is not None else _check_fingerprint(path, _spec)
         arrays, unread = (_arrays, []) if _arrays is not None else _read_npz(path, _training(_spec))
@@ -922,26 +923,39 @@ class Arrays:
         if y is None:                                # predict: a file without targets
             return x, None, self._check_lengths(lengths, N, T, p), None
         y = np.asarray(y)
+        given = y.shape
+        swap = self.output == "every" and self.layout == "batch" and y.ndim >= 2
+        if swap:                                     # (N, T, ...) as x: time-major, as the model takes it
+            y = np.swapaxes(y, 0, 1)
         lead = (T, N) if self.output == "every" else (N,)
         if y.dtype.kind in "iu" and y.shape == lead:
-            if y.min() < 0:
-                *t, n = map(int, np.unravel_index(np.argmax(y < 0), y.shape))
+            L = self._check_lengths(lengths, N, T, p)
+            pad = None if L is None or self.output == "last" else np.arange(T)[:, None] >= L[None, :]
+            real = y if pad is None else np.where(pad, 0, y)  # a label past a row's length counts for nothing
+            if real.min() < 0:                           # (PyTorch pads with ignore_index -100)
+                *t, n = map(int, np.unravel_index(np.argmax(real < 0), y.shape))
                 raise DataError(f"{p}: class labels y are indices 0..C-1, and sequence {n} has label "
                                 f"{y[(*t, n)]}" + "".join(f" at step {t}" for t in t))
-            if y.max() >= MAX_CLASSES:                   # (a mistake, such as ids for labels: the head
+            if real.max() >= MAX_CLASSES:                # (a mistake, such as ids for labels: the head
                 raise DataError(f"{p}: class labels y must lie in 0..{MAX_CLASSES - 1} (class indices 0..C-1), "
-                                f"got min {y.min()}, max {y.max()}")  # would have max + 1 outputs)
+                                f"got min {real.min()}, max {real.max()}")  # would have max + 1 outputs)
             classes = True
-            y = y.astype(np.int64)
+            y = real.astype(np.int64)
         elif y.dtype.kind == "f" and y.shape[:len(lead)] == lead and y.ndim <= len(lead) + 1:
             bad = v.first_nonfinite(y)
             if bad is not None:
                 L = self._check_lengths(lengths, N, T, p)
+                at = (bad[1], bad[0], *bad[2:]) if swap else bad          # as the file holds it
                 where = (f"sequence {bad[0]}" if len(bad) == 1 else
-                         f"({'t, ' * (len(lead) == 2)}n{', o' * (y.ndim > len(lead))}) = {bad}")
+                         f"({'n, t' if swap else 't, n' if len(lead) == 2 else 'n'}{', o' * (y.ndim > len(lead))}) "
+                         f"= {at}")
                 raise DataError(f"{p}: y holds {y[bad]} at {where}{v.padded_hint(bad, L, self.output)}")
             classes = False
             y = y.reshape(lead + (-1,)).astype(np.float64)
+        elif self.output == "every" and self.layout == "batch":
+            raise DataError(f"{p}: with --output every, y holds a target per step, laid out as x: integer class "
+                            f"labels (N, T) or float targets (N, T) or (N, T, O), with N = {N} sequences and "
+                            f"T = {T} steps; got shape {given} dtype {y.dtype}")
         elif self.output == "every":
             raise DataError(f"{p}: this model predicts at every step (output='every'), so y holds a target per "
                             f"step, time-major as x: integer class labels (T, N) or float targets (T, N) or "
@@ -954,6 +968,9 @@ class Arrays:
                 f"; y has a row for each of x's T = {T} steps: " + (
                     "x is time-major (T, N, D) here; for x of shape (N, T, D) pass np.swapaxes(x, 0, 1)"
                     if self.layout == "time" else "an x saved as (T, N, D) takes --layout time"))
+            if T != N and y.shape[:2] == ((T, N) if self.layout == "time" else (N, T)):    # a target per step
+                swapped = "; a target per step " + ("needs a model built with output='every'" if p == "fit"
+                                                    else "takes --output every")
             raise DataError(f"{p}: y must be integer class labels (N,) or float targets (N,) or (N, O) for "
                             f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}{swapped}")
         return x, y, self._check_lengths(lengths, N, T, p), classes
@@ -1032,7 +1049,8 @@ class Arrays:
 
     def spec(self):
         return dict(kind=self.kind, path=os.path.abspath(self.path), fingerprint=self.fingerprint,
-                    settings=dict(layout=self.layout, val_fraction=self.val_fraction, seed=self.seed),
+                    settings=dict(layout=self.layout, val_fraction=self.val_fraction, seed=self.seed,
+                                  output=self.output),
                     settings_out=self.output_size, classes=self.classes)
 
 

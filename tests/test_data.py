@@ -153,6 +153,65 @@ def test_arrays_beat_the_majority_class_and_predict_gives_probabilities(files, t
         assert r.returncode == 2 and said in r.stderr and not r.stdout, (name, r.stderr)
 
 
+def test_arrays_with_a_target_per_step_train_and_predict_from_the_command_line(tmp_path, capsys):
+    """--output every: y (N, T) labels or (N, T, O) values laid out as x (or time-major with
+    --layout time); steps past a row's length count for nothing, and predict writes a row a
+    step within each length. (The command line took a target per sequence alone, and said
+    of y (N, T) only that it must be (N,) or (N, O).)"""
+    rng = np.random.default_rng(0)
+    N, T = 600, 12
+    x = rng.standard_normal((N, T, 1)).astype(np.float32)
+    L = rng.integers(6, T + 1, N)
+    y = np.zeros((N, T), np.int64)
+    y[:, 2:] = x[:, :-2, 0] > 0                                  # the sign two steps back
+    y[np.arange(T)[None, :] >= L[:, None]] = 7                   # past the length: not a class, not counted
+    np.savez(tmp_path / "seq.npz", x=x, y=y, lengths=L)
+    out = tmp_path / "every.ckpt"
+    assert cli.main(["train", "--data", str(tmp_path / "seq.npz"), "--output", "every", "--hidden", "16",
+                     "--epochs", "25", "--quiet", "--out", str(out)]) == 0
+    m = fastlstm.load(out)
+    assert m.output == "every" and m.output_size == 2
+    best = max(history(out), key=lambda h: h["val_accuracy"])
+    assert best["val_accuracy"] > 0.95 > best["majority"] + 0.2, best
+    preds = tmp_path / "p.csv"
+    np.savez(tmp_path / "new.npz", x=x[:5], lengths=L[:5])
+    assert cli.main(["predict", str(out), "--data", str(tmp_path / "new.npz"), "--out", str(preds)]) == 0
+    p = np.loadtxt(preds, delimiter=",", skiprows=1)
+    assert open(preds).readline() == "row,step,p0,p1,class\n"
+    assert [(int(n), int(t)) for n, t in p[:, :2]] == [(n, t) for n in range(5) for t in range(L[n])]
+    direct = m.predict(np.ascontiguousarray(x[:5].transpose(1, 0, 2)), L[:5])
+    assert np.allclose(p[:, 2:4], [direct[t, n] for n in range(5) for t in range(L[n])], atol=1e-5)
+    capsys.readouterr()
+    assert cli.main(["predict", str(out), "--data", str(tmp_path / "seq.npz"), "--out", str(preds)]) == 0
+    assert "accuracy 0.9" in capsys.readouterr().err
+    # values (N, T, O), and time-major with --layout time: the same run as the same values laid out (N, T, O)
+    v = np.cumsum(x, axis=1)[:, :, [0, 0]] * [1.0, -1.0]
+    np.savez(tmp_path / "vb.npz", x=x, y=v, lengths=L)
+    np.savez(tmp_path / "vt.npz", x=x.transpose(1, 0, 2), y=v.transpose(1, 0, 2), lengths=L)
+    for name, layout in (("vb", "batch"), ("vt", "time")):
+        assert cli.main(["train", "--data", str(tmp_path / f"{name}.npz"), "--output", "every", "--layout", layout,
+                         "--hidden", "8", "--epochs", "2", "--quiet", "--out", str(tmp_path / name)]) == 0
+    assert np.array_equal(fastlstm.load(tmp_path / "vb").params, fastlstm.load(tmp_path / "vt").params)
+    # what each mistake says
+    capsys.readouterr()
+    y[3, 1] = -1                                                 # a counted step's label
+    np.savez(tmp_path / "neg.npz", x=x, y=y, lengths=L)
+    for argv, said in ((["--data", str(tmp_path / "seq.npz")], "got shape (600, 12) dtype int64; a target per step "
+                                                               "takes --output every"),
+                       (["--data", str(tmp_path / "neg.npz"), "--output", "every"],
+                        "class labels y are indices 0..C-1, and sequence 3 has label -1 at step 1"),
+                       (["--data", str(tmp_path / "new.npz"), "--output", "every"], "no array 'y'"),
+                       (["--task", "adding", "--output", "every"], "--output applies to --data arrays only")):
+        assert cli.main(["train", *argv, "--quiet", "--out", str(tmp_path / "bad")]) == 2
+        assert said in capsys.readouterr().err, argv
+    np.savez(tmp_path / "short.npz", x=x, y=y[:, :5])
+    assert cli.main(["train", "--data", str(tmp_path / "short.npz"), "--output", "every", "--quiet", "--out",
+                     str(tmp_path / "bad")]) == 2
+    assert ("with --output every, y holds a target per step, laid out as x: integer class labels (N, T) or float "
+            "targets (N, T) or (N, T, O), with N = 600 sequences and T = 12 steps; got shape (600, 5)"
+            in capsys.readouterr().err)
+
+
 def test_digits_as_npz_in_time_layout(tmp_path):
     sklearn = pytest.importorskip("sklearn.datasets", reason="the digits extra")
     d = sklearn.load_digits()
@@ -675,12 +734,12 @@ def test_model_fit_trains_a_model_with_a_target_per_step():
     assert h["val_accuracy"][-1] == pytest.approx(r["accuracy"], rel=1e-12)
     counted = labels[:, 400:][~padded[:, 400:]]
     assert h["majority"][-1] == pytest.approx(np.mean(counted == np.bincount(labels[:, :400][~padded[:, :400]]).argmax()))
-    other = np.where(padded, rng.integers(0, 2, (T, N)), labels)           # padding's labels change nothing
+    other = np.where(padded, rng.integers(-100, 9, (T, N)), labels)        # padding's labels change nothing,
     twin = fastlstm.Model(2, 16, 2, loss="xent", output="every", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
     twin.fit(x[:, :400], other[:, :400], L[:400], epochs=2, batch_size=32, seed=0, progress=False)
     again = fastlstm.Model(2, 16, 2, loss="xent", output="every", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
     again.fit(*split[0], epochs=2, batch_size=32, seed=0, progress=False)
-    assert np.array_equal(twin.params, again.params)
+    assert np.array_equal(twin.params, again.params)   # PyTorch's ignore_index -100 and labels beyond the classes too
     # values: (T, N) for one output, or (T, N, O); RMSE, MAE and the mean's RMSE over counted steps
     values = np.stack([delayed, ~delayed], axis=-1).astype(np.float32)
     reg = fastlstm.Model(2, 16, 2, output="every", optimizer=fastlstm.Adam(lr=1e-2), seed=0)
