@@ -40,10 +40,10 @@ DATA_DEFAULTS = {
 
 # The options that make a run what it is: a new run records them as resolved (defaults
 # filled in), and --resume refuses any typed with another value, which it would ignore.
-RUN_OPTIONS = ("kind", "target", "features", "window", "horizon", "season", "fill", "layout", "output",
-               "val_fraction", "hidden", "layers", "cell", "bidirectional", "proj", "dropout", "embed", "epochs",
-               "batch", "lr", "schedule", "warmup", "optimizer", "momentum", "weight_decay", "clip", "T", "dtype",
-               "seed", "eval_every", "patience")
+RUN_OPTIONS = ("kind", "target", "features", "window", "horizon", "season", "fill", "sep", "decimal", "layout",
+               "output", "val_fraction", "hidden", "layers", "cell", "bidirectional", "proj", "dropout", "embed",
+               "epochs", "batch", "lr", "schedule", "warmup", "optimizer", "momentum", "weight_decay", "clip", "T",
+               "dtype", "seed", "eval_every", "patience")
 
 
 def _parser(typed_only=False):
@@ -67,6 +67,10 @@ def _parser(typed_only=False):
     t.add_argument("--horizon", type=int, default=1, help="series: steps ahead to forecast (default 1)")
     t.add_argument("--season", type=int, help="series: the season's length in rows, for the seasonal naive forecast")
     t.add_argument("--fill", choices=("ffill", "zero"), help="series: fill missing values (default: refuse them)")
+    t.add_argument("--sep", default=",", help="series: the character between cells (default ','; ';' or tab as a "
+                   "spreadsheet may write them)")
+    t.add_argument("--decimal", choices=(".", ","), default=".", metavar=".|,", help="series: the decimal mark "
+                   "(default '.'; ',' with --sep ';')")
     t.add_argument("--layout", choices=("batch", "time"), default="batch",
                    help="arrays: x is (N, T, D) (batch, the default) or (T, N, D) (time)")
     t.add_argument("--output", choices=("last", "every"), default="last",
@@ -231,7 +235,8 @@ def _settings(args):
         if not args.target:
             raise UsageError("--data with a CSV series needs --target COLUMN (the column to forecast)")
         return dict(target=args.target, features=args.features, window=args.window, horizon=args.horizon,
-                    val_fraction=args.val_fraction, season=args.season, fill=args.fill)
+                    val_fraction=args.val_fraction, season=args.season, fill=args.fill, sep=args.sep,
+                    decimal=args.decimal)
     return dict(layout=args.layout, val_fraction=args.val_fraction, seed=args.seed, output=args.output)
 
 
@@ -335,6 +340,7 @@ def _same_options(out, model, args):
 # for another run, it is refused rather than ignored.
 _SERIES = ("--data series",)
 APPLIES = dict(target=_SERIES, features=_SERIES, window=_SERIES, horizon=_SERIES, season=_SERIES, fill=_SERIES,
+               sep=_SERIES, decimal=_SERIES,
                layout=("--data arrays",), output=("--data arrays",), val_fraction=("--data",),
                embed=("--task text", "--data text"), T=("--task adding", "--task text", "--data text"))
 

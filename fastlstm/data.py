@@ -35,6 +35,7 @@ MAX_CLASSES = 1 << 20        # class labels of an arrays file: far more classes 
 CHUNK = 1 << 22                  # bytes of a text file decoded at a time
 INDEX_BLOCK = 1 << 18            # characters used as indices at a time: NumPy widens an index array to intp (8 bytes each)
 CSV_BLOCK = 1 << 16              # lines of a plain CSV split into cells at a time
+SEP_NAMES = {"\t": "tab"}        # a separator by the name a command line can type
 VAL_CHARS = 100_000              # held-out characters scored at each evaluation (predict scores all)
 MAX_VOCAB = 1 << 16
 
@@ -47,6 +48,21 @@ def _fraction(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     return float(value)
+
+
+def _separators(sep, decimal):
+    """(sep, decimal) checked: sep one character that no number or quoted cell holds ("tab"
+    for a tab), decimal "." or "," and not sep."""
+    sep = {v: k for k, v in SEP_NAMES.items()}.get(sep, sep)
+    if not isinstance(sep, str) or len(sep) != 1 or sep.isalnum() or sep in '"\r\n.+-_':
+        raise DataError(f"--sep must be one character that no number holds, such as ',', ';', '|' or 'tab', "
+                        f"got {sep!r}")
+    if decimal not in (".", ","):
+        raise DataError(f"--decimal must be '.' or ',', got {decimal!r}")
+    if decimal == sep:
+        raise DataError(f"--decimal {decimal!r} is the separator too: with decimal commas the cells are "
+                        f"separated by another character, such as --sep ';'")
+    return sep, decimal
 
 
 def _check_settings(*checks):
@@ -328,7 +344,10 @@ def _number(cell):
 
 def _not_a_number(cell):
     """Why a cell that should hold a number does not: as the errors say it."""
-    return f"{cell!r} is not a number" if _parse(cell) is None else f"{cell!r} is not a finite number"
+    if _parse(cell) is not None:
+        return f"{cell!r} is not a finite number"
+    comma = "," in cell and _number(cell.replace(",", ".")) is not None
+    return f"{cell!r} is not a number" + (" (a decimal comma: pass --decimal ,)" if comma else "")
 
 
 def _first_bad(path, lines, cols, names, c):
@@ -397,18 +416,19 @@ def _looks_numeric(cell):
     return any(c.isdigit() for c in cell)          # not a column named "nan" or "inf"
 
 
-def _header_hint(names):
+def _header_hint(names, sep=","):
     """What to say when a header of one name holds another separator (a spreadsheet's ';'),
     or when the first line is numbers: a file without a header."""
-    sep = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None)
-    if sep:
-        return f"; the header looks {sep!r}-separated, and fastlstm reads comma-separated values"
+    other = next((c for c in ";\t|," if len(names) == 1 and c != sep and c in names[0]), None)
+    if other:
+        return (f"; the header looks {other!r}-separated, and the cells were split at {sep!r}: pass "
+                f"--sep {SEP_NAMES.get(other, other)!r}" + (" (and --decimal , for decimal commas)" if other == ";" else ""))
     if all(map(_looks_numeric, names)):
         return "; the first line looks like data, not a header: a CSV series begins with a line of column names"
     return ""
 
 
-def _columns(names, arg, path, what):
+def _columns(names, arg, path, what, sep=","):
     """Column names from "a,b" or 1-based indices "2,3", or from a list of names and indices
     (Python's, and a checkpoint's names)."""
     if isinstance(arg, numbers.Integral) and not isinstance(arg, bool):
@@ -430,7 +450,7 @@ def _columns(names, arg, path, what):
             out.append(names[number - 1])
         else:
             raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: {', '.join(names)} "
-                            f"(by name, or by number from 1)" + _header_hint(names))
+                            f"(by name, or by number from 1)" + _header_hint(names, sep))
     if not out:
         raise DataError(f"{path}: {what} names no column")
     twice = next((n for i, n in enumerate(out) if n in out[:i]), None)
@@ -439,12 +459,14 @@ def _columns(names, arg, path, what):
     return out
 
 
-def read_csv(path):
-    """(names, kinds, lines, cols) of a CSV with a header: cols[c] is column c's cells (str),
-    or their float64 values where a plain file's column holds finite numbers alone, and
-    lines (rows,) each row's line in the file, blank rows dropped; kinds[c] is "number",
-    "time" or "text" (from the column's first present cell). Ragged rows and bad UTF-8 are
-    refused with their place."""
+def read_csv(path, sep=",", decimal="."):
+    """(names, kinds, lines, cols) of a CSV with a header, its cells separated by `sep`:
+    cols[c] is column c's cells (str), or their float64 values where a plain file's column
+    holds finite numbers alone, and lines (rows,) each row's line in the file, blank rows
+    dropped; kinds[c] is "number", "time" or "text" (from the column's first present cell).
+    decimal=",": a column whose first present cell is a number with a decimal comma has its
+    commas read as points (a spreadsheet's "3,14" with sep ";"). Ragged rows and bad UTF-8
+    are refused with their place."""
     with open(path, "rb") as f:
         raw = f.read()
     _refuse_utf16(path, raw, ' (a spreadsheet\'s "CSV UTF-8")')
@@ -463,14 +485,14 @@ def read_csv(path):
     plain = '"' not in unix and "\r" not in unix        # no quoted cells, no \r line ends
     if plain:                                            # the csv module's records, by str methods
         split, text, unix = unix.split("\n"), None, None
-        records = ((i, line.split(",") if line else []) for i, line in enumerate(split, 1))
+        records = ((i, line.split(sep) if line else []) for i, line in enumerate(split, 1))
     else:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
         records = ((reader.line_num, row) for row in _records(reader, path))
     names = [n.strip() for n in next(records)[1]]
     if len(set(names)) != len(names) or "" in names:
         raise DataError(f"{path}: line 1: the header needs distinct, non-empty column names, got {names}")
-    lines, cols = _plain_columns(split, len(names)) if plain else (None, None)
+    lines, cols = _plain_columns(split, len(names), sep) if plain else (None, None)
     if cols is None:
         rows = []
         for line, row in records:
@@ -478,12 +500,14 @@ def read_csv(path):
                 continue
             if len(row) != len(names):
                 raise DataError(f"{path}: line {line}: {len(row)} cells, the header has {len(names)}"
-                                + _header_hint(names))
+                                + _header_hint(names, sep))
             rows.append((line, row))
         lines = np.array([line for line, _ in rows], np.int64)
         cols = [[r[c] for _, r in rows] for c in range(len(names))]
     if not len(lines):
         raise DataError(f"{path}: no data rows under the header")
+    if decimal == ",":
+        cols = [_points(col) for col in cols]
     kinds = []
     for col in cols:
         if isinstance(col, np.ndarray):                 # finite numbers already
@@ -495,7 +519,18 @@ def read_csv(path):
     return names, kinds, lines, cols
 
 
-def _plain_columns(split, n):
+def _points(col):
+    """A column's cells with their decimal commas as points, when its first present cell
+    then reads as a number; else (text, times, floats already) the column as it is."""
+    if isinstance(col, np.ndarray):
+        return col
+    first = next((x for x in col if x.strip().lower() not in MISSING), None)
+    if first is None or _number(first.replace(",", ".")) is None:
+        return col
+    return [x.replace(",", ".") for x in col]
+
+
+def _plain_columns(split, n, sep):
     """(lines, cols) of the lines after the header when each holds n cells and none is blank
     (final empty lines aside), split by str methods with no list a row for the garbage
     collector to walk. CSV_BLOCK lines at a time become one list of cells, each column a
@@ -506,20 +541,20 @@ def _plain_columns(split, n):
     while end > 1 and not split[end - 1]:
         end -= 1
     body = split[1:end]
-    if not body or set(map(str.count, body, repeat(","))) != {n - 1} or \
-            not all(map(str.strip, map(str.replace, body, repeat(","), repeat("")))):
+    if not body or set(map(str.count, body, repeat(sep))) != {n - 1} or \
+            not all(map(str.strip, map(str.replace, body, repeat(sep), repeat("")))):
         return None, None
     values = [[] for _ in range(n)]                     # a column's float64 blocks, None once it is not numbers
     cols = [None] * n                                    # then its cells
     for b0 in range(0, len(body), CSV_BLOCK):
-        cells = ",".join(body[b0:b0 + CSV_BLOCK]).split(",")
+        cells = sep.join(body[b0:b0 + CSV_BLOCK]).split(sep)
         for c in range(n):
             a = None if values[c] is None else _all_numbers(cells[c::n])
             if a is not None:
                 values[c].append(a)
                 continue
             if values[c] is not None:                    # the earlier blocks' cells, read again
-                cols[c], values[c] = [line.split(",")[c] for line in body[:b0]], None
+                cols[c], values[c] = [line.split(sep)[c] for line in body[:b0]], None
             cols[c].extend(cells[c::n])
     return np.arange(2, len(body) + 2), [np.concatenate(v) if v is not None else col for v, col in zip(values, cols)]
 
@@ -545,11 +580,12 @@ class Series:
     last step. The last `val_fraction` of rows is validation, in time order; the mean and
     standard deviation of every column come from the training rows alone. Metrics are in the
     data's units: RMSE and MAE beside the naive forecast (the last observed value) and, with
-    `season`, the seasonal naive one (the value one season earlier)."""
+    `season`, the seasonal naive one (the value one season earlier). `sep` separates the
+    cells (one character; "tab" names a tab), `decimal` is "." or "," (read_csv)."""
     kind, loss, output, monitor = "series", "mse", "last", ("val_rmse", "min")
 
     def __init__(self, path, *, target, features=None, window=50, horizon=1, val_fraction=0.2, season=None,
-                 fill=None, _spec=None):
+                 fill=None, sep=",", decimal=".", _spec=None):
         self.path, self.window, self.horizon = path, v.integer("--window", window), v.integer("--horizon", horizon)
         self.T = self.window                                          # a training batch's steps
         self.val_fraction, self.fill = _fraction("--val-fraction", val_fraction), fill
@@ -558,10 +594,11 @@ class Series:
                         (season is None or season >= 1, "--season", ">= 1", season),
                         (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)", val_fraction),
                         (fill in (None, "ffill", "zero"), "--fill", "ffill or zero", fill))
+        self.sep, self.decimal = _separators(sep, decimal)
         self.fingerprint = _check_fingerprint(path, _spec)
-        names, kinds, lines, cols = read_csv(path)
+        names, kinds, lines, cols = read_csv(path, self.sep, self.decimal)
         self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
-        self.targets = _columns(names, target, path, "--target")
+        self.targets = _columns(names, target, path, "--target", self.sep)
         notes = []
         if all(map(_looks_numeric, names)):           # columns chosen by number: the first row would go unsaid
             notes.append(f"line 1, the header, is all numbers ({', '.join(names)}): if the file has no header, "
@@ -574,7 +611,7 @@ class Series:
                              f"{', '.join(map(repr, text))} hold{'s' * (len(text) == 1)} text and "
                              f"{'is' if len(text) == 1 else 'are'} left out")
         else:
-            self.features = _columns(names, features, path, "--features")
+            self.features = _columns(names, features, path, "--features", self.sep)
         for n in self.targets + self.features:
             if n not in names:
                 raise DataError(f"{path}: no column {n!r}; the columns are: {', '.join(names)}")
@@ -765,7 +802,7 @@ class Series:
         return dict(kind=self.kind, path=os.path.abspath(self.path), fingerprint=self.fingerprint,
                     settings=dict(target=self.targets, features=self.features, window=self.window,
                                   horizon=self.horizon, val_fraction=self.val_fraction, season=self.season,
-                                  fill=self.fill),
+                                  fill=self.fill, sep=self.sep, decimal=self.decimal),
                     mean=self.mean.tolist(), std=self.std.tolist(), time_col=self.time_col)
 
 

@@ -319,7 +319,11 @@ def _hourly(values, hours=None):
     ("semicolon.csv", b"load;temp\n1;2\n3;4\n", ["--target", "load"],
      "the columns are: load;temp (by name, or by number from 1); the header looks ';'-separated"),
     ("decimal_comma.csv", b"load;temp\n1,5;2\n3,25;4\n", ["--target", "load"],
-     "line 2: 2 cells, the header has 1; the header looks ';'-separated, and fastlstm reads comma-separated values"),
+     "line 2: 2 cells, the header has 1; the header looks ';'-separated, and the cells were split at ',': pass "
+     "--sep ';' (and --decimal , for decimal commas)"),
+    ("decimal_only.csv", b"load;temp\n1,5;2\n3,25;4\n", ["--target", "load", "--sep", ";"],
+     "line 2, column 1 ('load'): '1,5' is not a number (a decimal comma: pass --decimal ,)"),
+
     ("short.csv", (BAD_CSV * 1).encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{i},1\n".encode() for i in range(20)),
      ["--target", "load", "--window", "15", "--horizon", "3"], "window + horizon = 18 rows, longer than the training part"),
     ("far.csv", _hourly([1e300 if i == 20 else i % 3 for i in range(24)]), ["--target", "load", "--window", "3"],
@@ -446,6 +450,39 @@ def test_resume_refuses_data_that_changed(files, tmp_path, capsys):
     assert cli.main([*args[:-5], "--steps", "6", "--resume", "--quiet", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "not the file this checkpoint was trained on" in err and out.read_bytes() == before, err
+
+
+def test_a_spreadsheets_csv_with_semicolons_and_decimal_commas_or_tabs_reads_as_the_plain_one(files, tmp_path):
+    """--sep ';' --decimal , (a European spreadsheet's export) and --sep tab read the same
+    numbers as the comma-separated file: the same run, bit for bit, and predict reads the
+    file as the checkpoint recorded. Quoted cells (the csv module's path) read alike."""
+    src = files["series"].read_text()
+    (tmp_path / "semi.csv").write_text(src.replace(",", ";").replace(".", ","))
+    (tmp_path / "tabs.tsv").write_text(src.replace(",", "\t"))
+    lines = src.split("\n")                   # a quoted cell on each row: the csv module's reader
+    (tmp_path / "quoted.csv").write_text("\n".join([lines[0].replace(",", ";")] + [f'"{c.split(";")[0]}";' + ";".join(
+        c.split(";")[1:]) for c in (line.replace(",", ";").replace(".", ",") for line in lines[1:] if line)]) + "\n")
+    common = ["--target", "load", "--window", "24", "--epochs", "2", "--hidden", "8", "--quiet"]
+    runs = {"plain": [str(files["series"])], "semi": [str(tmp_path / "semi.csv"), "--sep", ";", "--decimal", ","],
+            "tabs": [str(tmp_path / "tabs.tsv"), "--kind", "series", "--sep", "tab"],
+            "quoted": [str(tmp_path / "quoted.csv"), "--sep", ";", "--decimal", ","]}
+    for name, argv in runs.items():
+        assert cli.main(["train", "--data", *argv, *common, "--out", str(tmp_path / "runs" / name)]) == 0, name
+    params = [fastlstm.load(tmp_path / "runs" / name).params for name in runs]
+    assert all(np.array_equal(params[0], p) for p in params[1:])
+    for name in ("plain", "semi"):
+        assert cli.main(["predict", str(tmp_path / "runs" / name), "--data", runs[name][0], "--out",
+                         str(tmp_path / f"{name}.out")]) == 0
+    assert (tmp_path / "plain.out").read_text() == (tmp_path / "semi.out").read_text()
+    d = data.open_data(tmp_path / "semi.csv", kind="series", target="load", sep=";", decimal=",")
+    assert d.spec()["settings"]["sep"] == ";" and d.columns == ["load", "temp"]
+    for settings, said in ((dict(sep="ab"), "--sep must be one character that no number holds, such as ',', ';', "
+                                            "'|' or 'tab', got 'ab'"),
+                           (dict(sep="."), "got '.'"), (dict(sep=1), "got 1"),
+                           (dict(decimal=","), "--decimal ',' is the separator too"),
+                           (dict(sep=";", decimal="·"), "--decimal must be '.' or ',', got '·'")):
+        with pytest.raises(data.DataError, match=re.escape(said)):
+            data.open_data(files["series"], kind="series", target="load", **settings)
 
 
 def test_missing_values_filled_when_asked(tmp_path):
