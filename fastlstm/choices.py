@@ -11,3 +11,4 @@ DTYPES = ("float32", "float64")
 ON_NONFINITE = ("raise", "skip")
 SCHEDULES = ("constant", "cosine", "plateau")
 DATA_KINDS = ("text", "series", "arrays")
+SEPARATORS = {"tab": "\t"}          # a CSV's cell separator by the name a command line can type

@@ -60,20 +60,20 @@ def _parser(typed_only=False):
     t.add_argument("--data", metavar="PATH", help="your own data: a UTF-8 text file, a CSV with a header row, "
                    "or a .npz with x, y (and lengths)")
     t.add_argument("--kind", choices=choices.DATA_KINDS, help="the kind of --data (default: from the "
-                   "file's name: .csv series, .npz arrays, anything else text)")
+                   "file's name: .csv or .tsv series, .npz arrays, anything else text)")
     t.add_argument("--target", help="series: the column(s) to forecast, by name or number from 1 (a,b)")
     t.add_argument("--features", help="series: the input columns (default: every numeric column)")
     t.add_argument("--window", type=int, default=50, help="series: steps in (default 50)")
     t.add_argument("--horizon", type=int, default=1, help="series: steps ahead to forecast (default 1)")
     t.add_argument("--season", type=int, help="series: the season's length in rows, for the seasonal naive forecast")
     t.add_argument("--fill", choices=("ffill", "zero"), help="series: fill missing values (default: refuse them)")
-    t.add_argument("--sep", default=",", help="series: the character between cells (default ','; ';' or tab as a "
-                   "spreadsheet may write them)")
+    t.add_argument("--sep", type=lambda s: choices.SEPARATORS.get(s, s), help="series: the character between cells (default: a tab in a .tsv, else ','; ';' "
+                   "or 'tab' as a spreadsheet may write them)")
     t.add_argument("--decimal", choices=(".", ","), default=".", metavar=".|,", help="series: the decimal mark "
                    "(default '.'; ',' with --sep ';')")
     t.add_argument("--layout", choices=("batch", "time"), default="batch",
                    help="arrays: x is (N, T, D) (batch, the default) or (T, N, D) (time)")
-    t.add_argument("--output", choices=("last", "every"), default="last",
+    t.add_argument("--output", choices=choices.OUTPUTS, default="last",
                    help="arrays: a target per sequence (last, the default: y (N,) or (N, O)) or per step "
                         "(every: y (N, T) or (N, T, O), laid out as x; past a row's length not counted)")
     t.add_argument("--val-fraction", type=float, help="held-out share (text 0.1: the end; series 0.2: the "
@@ -252,7 +252,10 @@ def _source(args):
         for k, val in DATA_DEFAULTS[args.kind].items():
             if getattr(args, k) is None and not (k == "epochs" and args.steps is not None):
                 setattr(args, k, val)
-        return data.open_data(args.data, args.kind, **_settings(args))
+        d = data.open_data(args.data, args.kind, **_settings(args))
+        if args.kind == "series":
+            args.sep = d.sep                  # recorded as read: a .tsv's tab
+        return d
     args.task = args.task or "adding"
     _applies(args)
     for k, val in DEFAULTS[args.task].items():

@@ -35,7 +35,6 @@ MAX_CLASSES = 1 << 20        # class labels of an arrays file: far more classes 
 CHUNK = 1 << 22                  # bytes of a text file decoded at a time
 INDEX_BLOCK = 1 << 18            # characters used as indices at a time: NumPy widens an index array to intp (8 bytes each)
 CSV_BLOCK = 1 << 16              # lines of a plain CSV split into cells at a time
-SEP_NAMES = {"\t": "tab"}        # a separator by the name a command line can type
 VAL_CHARS = 100_000              # held-out characters scored at each evaluation (predict scores all)
 MAX_VOCAB = 1 << 16
 
@@ -53,7 +52,7 @@ def _fraction(name, value):
 def _separators(sep, decimal):
     """(sep, decimal) checked: sep one character that no number or quoted cell holds ("tab"
     for a tab), decimal "." or "," and not sep."""
-    sep = {v: k for k, v in SEP_NAMES.items()}.get(sep, sep)
+    sep = choices.SEPARATORS.get(sep, sep)
     if not isinstance(sep, str) or len(sep) != 1 or sep.isalnum() or sep in '"\r\n.+-_':
         raise DataError(f"--sep must be one character that no number holds, such as ',', ';', '|' or 'tab', "
                         f"got {sep!r}")
@@ -82,9 +81,9 @@ def fingerprint(path):
 
 
 def kind_of(path):
-    """The kind a file's name suggests: arrays (.npz), series (.csv), else text."""
+    """The kind a file's name suggests: arrays (.npz), series (.csv, .tsv), else text."""
     ext = os.path.splitext(path)[1].lower()
-    return {".npz": "arrays", ".csv": "series"}.get(ext, "text")
+    return {".npz": "arrays", ".csv": "series", ".tsv": "series"}.get(ext, "text")
 
 
 def _a_file(path):
@@ -421,8 +420,9 @@ def _header_hint(names, sep=","):
     or when the first line is numbers: a file without a header."""
     other = next((c for c in ";\t|," if len(names) == 1 and c != sep and c in names[0]), None)
     if other:
-        return (f"; the header looks {other!r}-separated, and the cells were split at {sep!r}: pass "
-                f"--sep {SEP_NAMES.get(other, other)!r}" + (" (and --decimal , for decimal commas)" if other == ";" else ""))
+        name = next((k for k, c in choices.SEPARATORS.items() if c == other), other)
+        return (f"; the header looks {other!r}-separated, and the cells were split at {sep!r}: pass --sep {name!r}"
+                + (" (and --decimal , for decimal commas)" if other == ";" else ""))
     if all(map(_looks_numeric, names)):
         return "; the first line looks like data, not a header: a CSV series begins with a line of column names"
     return ""
@@ -581,11 +581,12 @@ class Series:
     standard deviation of every column come from the training rows alone. Metrics are in the
     data's units: RMSE and MAE beside the naive forecast (the last observed value) and, with
     `season`, the seasonal naive one (the value one season earlier). `sep` separates the
-    cells (one character; "tab" names a tab), `decimal` is "." or "," (read_csv)."""
+    cells (one character; "tab" names a tab; default: a tab for a .tsv, else a comma),
+    `decimal` is "." or "," (read_csv)."""
     kind, loss, output, monitor = "series", "mse", "last", ("val_rmse", "min")
 
     def __init__(self, path, *, target, features=None, window=50, horizon=1, val_fraction=0.2, season=None,
-                 fill=None, sep=",", decimal=".", _spec=None):
+                 fill=None, sep=None, decimal=".", _spec=None):
         self.path, self.window, self.horizon = path, v.integer("--window", window), v.integer("--horizon", horizon)
         self.T = self.window                                          # a training batch's steps
         self.val_fraction, self.fill = _fraction("--val-fraction", val_fraction), fill
@@ -594,7 +595,8 @@ class Series:
                         (season is None or season >= 1, "--season", ">= 1", season),
                         (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)", val_fraction),
                         (fill in (None, "ffill", "zero"), "--fill", "ffill or zero", fill))
-        self.sep, self.decimal = _separators(sep, decimal)
+        tsv = os.fspath(path).lower().endswith(".tsv")
+        self.sep, self.decimal = _separators(("\t" if tsv else ",") if sep is None else sep, decimal)
         self.fingerprint = _check_fingerprint(path, _spec)
         names, kinds, lines, cols = read_csv(path, self.sep, self.decimal)
         self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
@@ -840,7 +842,7 @@ class Arrays:
         self.val_fraction = _fraction("--val-fraction", val_fraction)
         self.output, self.tokens = output, tokens
         _check_settings((layout in ("batch", "time"), "--layout", "batch or time", layout),
-                        (output in ("last", "every"), "--output", "last or every", output),
+                        (output in choices.OUTPUTS, "--output", " or ".join(choices.OUTPUTS), output),
                         (0 < self.val_fraction < 1, "--val-fraction", "in (0, 1)", val_fraction))
         self.fingerprint = None if _arrays is not None else _check_fingerprint(path, _spec)
         arrays, unread = (_arrays, []) if _arrays is not None else _read_npz(path, _training(_spec))

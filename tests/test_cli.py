@@ -325,7 +325,7 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
          "--T applies to --task adding, --task text or --data text only; this run is --task digits"),
         (("train", "--window", "3", "--val-fraction", "0.5", "--out", str(tmp_path / "w.ckpt")),
          "--window applies to --data series only; this run is --task adding"),
-        (("train", "--data", str(plain), "--target", "x", "--out", str(tmp_path / "k.ckpt")),   # a .tsv, say
+        (("train", "--data", str(plain), "--target", "x", "--out", str(tmp_path / "k.ckpt")),   # a .dat, say
          f"--target applies to --data series only; this run is --data text (its kind from the file's name; "
          f"--kind series reads {plain} as series)"),
         (("train", "--data", str(tmp_path / "a.csv"), "--target", "step", "--val-fraction", "1.5", "--out",

@@ -465,6 +465,7 @@ def test_a_spreadsheets_csv_with_semicolons_and_decimal_commas_or_tabs_reads_as_
     common = ["--target", "load", "--window", "24", "--epochs", "2", "--hidden", "8", "--quiet"]
     runs = {"plain": [str(files["series"])], "semi": [str(tmp_path / "semi.csv"), "--sep", ";", "--decimal", ","],
             "tabs": [str(tmp_path / "tabs.tsv"), "--kind", "series", "--sep", "tab"],
+            "tsv": [str(tmp_path / "tabs.tsv")],                                  # a .tsv: a series, tab-separated
             "quoted": [str(tmp_path / "quoted.csv"), "--sep", ";", "--decimal", ","]}
     for name, argv in runs.items():
         assert cli.main(["train", "--data", *argv, *common, "--out", str(tmp_path / "runs" / name)]) == 0, name
