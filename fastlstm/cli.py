@@ -330,7 +330,9 @@ def _same_options(out, model, args):
                     weight_decay=model.optimizer.weight_decay), **options)
     if model.vocab_size:
         run.setdefault("embed", c.input_size)
-    differ = [f"--{k.replace('_', '-')} {args.typed[k]} (the run's: {'not set' if run[k] is None else run[k]})"
+    named = {c: name for name, c in choices.SEPARATORS.items()}            # a tab, said as the option types it
+    differ = [f"--{k.replace('_', '-')} {named.get(args.typed[k], args.typed[k])} (the run's: "
+              f"{'not set' if run[k] is None else named.get(run[k], run[k])})"
               for k in RUN_OPTIONS
               if k in args.typed and k in run and args.typed[k] != run[k]]
     if differ:

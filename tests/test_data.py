@@ -452,7 +452,7 @@ def test_resume_refuses_data_that_changed(files, tmp_path, capsys):
     assert "not the file this checkpoint was trained on" in err and out.read_bytes() == before, err
 
 
-def test_a_spreadsheets_csv_with_semicolons_and_decimal_commas_or_tabs_reads_as_the_plain_one(files, tmp_path):
+def test_semicolons_and_decimal_commas_or_tabs_read_as_the_plain_csv(files, tmp_path, capsys):
     """--sep ';' --decimal , (a European spreadsheet's export) and --sep tab read the same
     numbers as the comma-separated file: the same run, bit for bit, and predict reads the
     file as the checkpoint recorded. Quoted cells (the csv module's path) read alike."""
@@ -475,6 +475,12 @@ def test_a_spreadsheets_csv_with_semicolons_and_decimal_commas_or_tabs_reads_as_
         assert cli.main(["predict", str(tmp_path / "runs" / name), "--data", runs[name][0], "--out",
                          str(tmp_path / f"{name}.out")]) == 0
     assert (tmp_path / "plain.out").read_text() == (tmp_path / "semi.out").read_text()
+    capsys.readouterr()                      # --resume compares the separator read, a .tsv's tab as typed
+    assert cli.main(["train", "--data", *runs["tsv"], *common, "--out", str(tmp_path / "runs" / "tsv"), "--resume",
+                     "--sep", "tab"]) == 0
+    assert cli.main(["train", "--data", *runs["tsv"], *common, "--out", str(tmp_path / "runs" / "tsv"), "--resume",
+                     "--sep", ";"]) == 2
+    assert "differ from it: --sep ; (the run's: tab)." in capsys.readouterr().err
     d = data.open_data(tmp_path / "semi.csv", kind="series", target="load", sep=";", decimal=",")
     assert d.spec()["settings"]["sep"] == ";" and d.columns == ["load", "temp"]
     for settings, said in ((dict(sep="ab"), "--sep must be one character that no number holds, such as ',', ';', "
