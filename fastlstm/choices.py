@@ -12,3 +12,4 @@ ON_NONFINITE = ("raise", "skip")
 SCHEDULES = ("constant", "cosine", "plateau")
 DATA_KINDS = ("text", "series", "arrays")
 SEPARATORS = {"tab": "\t"}          # a CSV's cell separator by the name a command line can type
+DECIMALS = (".", ",")                # a CSV's decimal mark

@@ -67,10 +67,10 @@ def _parser(typed_only=False):
     t.add_argument("--horizon", type=int, default=1, help="series: steps ahead to forecast (default 1)")
     t.add_argument("--season", type=int, help="series: the season's length in rows, for the seasonal naive forecast")
     t.add_argument("--fill", choices=("ffill", "zero"), help="series: fill missing values (default: refuse them)")
-    t.add_argument("--sep", type=lambda s: choices.SEPARATORS.get(s, s), help="series: the character between cells (default: a tab in a .tsv, else ','; ';' "
-                   "or 'tab' as a spreadsheet may write them)")
-    t.add_argument("--decimal", choices=(".", ","), default=".", metavar=".|,", help="series: the decimal mark "
-                   "(default '.'; ',' with --sep ';')")
+    t.add_argument("--sep", type=lambda s: choices.SEPARATORS.get(s, s), help="series: the character between "
+                   "cells (default: a tab in a .tsv, else ','; ';' or 'tab' as a spreadsheet may write them)")
+    t.add_argument("--decimal", choices=choices.DECIMALS, default=".", metavar="|".join(choices.DECIMALS),
+                   help="series: the decimal mark (default '.'; ',' with --sep ';')")
     t.add_argument("--layout", choices=("batch", "time"), default="batch",
                    help="arrays: x is (N, T, D) (batch, the default) or (T, N, D) (time)")
     t.add_argument("--output", choices=choices.OUTPUTS, default="last",

@@ -56,7 +56,7 @@ def _separators(sep, decimal):
     if not isinstance(sep, str) or len(sep) != 1 or sep.isalnum() or sep in '"\r\n.+-_':
         raise DataError(f"--sep must be one character that no number holds, such as ',', ';', '|' or 'tab', "
                         f"got {sep!r}")
-    if decimal not in (".", ","):
+    if decimal not in choices.DECIMALS:
         raise DataError(f"--decimal must be '.' or ',', got {decimal!r}")
     if decimal == sep:
         raise DataError(f"--decimal {decimal!r} is the separator too: with decimal commas the cells are "
