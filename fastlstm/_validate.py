@@ -101,7 +101,7 @@ def torch_only(owner, kwargs, takes):
     refused as Python refuses an unknown keyword, under the class's own name."""
     for k, value in kwargs.items():
         if k not in takes:
-            unexpected(owner, {k: value}, {})
+            unexpected(owner, k)
         same, why = TORCH_ONLY[k]
         value = str(value) if k == "device" else value          # torch.device("cpu") as "cpu"
         if not (type(value) is type(same) and value == same):
@@ -119,11 +119,10 @@ KERAS_FIT = dict(
     class_weight="fastlstm weighs every class alike")
 
 
-def unexpected(owner, kwargs, hints):
-    """Refuse the first of `kwargs` as Python refuses an unknown keyword, adding what to
-    pass instead where `hints` knows it."""
-    k = next(iter(kwargs))
-    raise TypeError(f"{owner}() got an unexpected keyword argument {k!r}" + (f": {hints[k]}" if k in hints else ""))
+def unexpected(owner, k, hints=None):
+    """Refuse keyword argument k as Python refuses an unknown keyword, adding what to pass
+    instead where `hints` knows it."""
+    raise TypeError(f"{owner}() got an unexpected keyword argument {k!r}" + (f": {hints[k]}" if hints and k in hints else ""))
 
 
 def num_layers(value):

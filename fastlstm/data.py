@@ -506,28 +506,18 @@ def read_csv(path, sep=",", decimal="."):
         cols = [[r[c] for _, r in rows] for c in range(len(names))]
     if not len(lines):
         raise DataError(f"{path}: no data rows under the header")
-    if decimal == ",":
-        cols = [_points(col) for col in cols]
     kinds = []
-    for col in cols:
+    for c, col in enumerate(cols):
         if isinstance(col, np.ndarray):                 # finite numbers already
             kinds.append("number")
             continue
         first = next((x for x in col if x.strip().lower() not in MISSING), None)
+        if decimal == "," and first is not None and _number(first.replace(",", ".")) is not None:
+            cols[c] = [x.replace(",", ".") for x in col]     # a number with a decimal comma: the column's
+            first = first.replace(",", ".")                     # commas read as points
         kinds.append("number" if first is not None and _number(first) is not None else
                      "time" if first is not None and _time(first) is not None else "text")
     return names, kinds, lines, cols
-
-
-def _points(col):
-    """A column's cells with their decimal commas as points, when its first present cell
-    then reads as a number; else (text, times, floats already) the column as it is."""
-    if isinstance(col, np.ndarray):
-        return col
-    first = next((x for x in col if x.strip().lower() not in MISSING), None)
-    if first is None or _number(first.replace(",", ".")) is None:
-        return col
-    return [x.replace(",", ".") for x in col]
 
 
 def _plain_columns(split, n, sep):
@@ -916,8 +906,8 @@ class Arrays:
         a = self._rows(self.y, rows) if a is None else a
         if self.output == "last":
             return a
-        L = np.full(len(rows), self.T) if self.lengths is None else self.lengths[rows]
-        return a[np.arange(self.T)[:, None] < L[None, :]]
+        L = None if self.lengths is None else self.lengths[rows]
+        return a[_within(self.T, _full(L, len(rows), self.T))]
 
     def _check(self, x, y, lengths, p=None):
         """(x as (T, N, D) C-contiguous float32 or float64, y, lengths, classes) checked: classes
@@ -969,9 +959,9 @@ class Arrays:
         lead = (T, N) if self.output == "every" else (N,)
         if y.dtype.kind in "iu" and y.shape == lead:
             L = self._check_lengths(lengths, N, T, p)
-            pad = None if L is None or self.output == "last" else np.arange(T)[:, None] >= L[None, :]
-            real = y if pad is None else np.where(pad, 0, y)  # a label past a row's length counts for nothing
-            if real.min() < 0:                           # (PyTorch pads with ignore_index -100)
+            # a label past a row's length counts for nothing (PyTorch pads with ignore_index -100)
+            real = y if L is None or self.output == "last" else np.where(_within(T, L), y, 0)
+            if real.min() < 0:
                 *t, n = map(int, np.unravel_index(np.argmax(real < 0), y.shape))
                 raise DataError(f"{p}: class labels y are indices 0..C-1, and sequence {n} has label "
                                 f"{y[(*t, n)]}" + "".join(f" at step {t}" for t in t))
@@ -981,9 +971,9 @@ class Arrays:
             classes = True
             y = real.astype(np.int64)
         elif y.dtype.kind == "f" and y.shape[:len(lead)] == lead and y.ndim <= len(lead) + 1:
+            L = self._check_lengths(lengths, N, T, p)
             bad = v.first_nonfinite(y)
             if bad is not None:
-                L = self._check_lengths(lengths, N, T, p)
                 at = (bad[1], bad[0], *bad[2:]) if swap else bad          # as the file holds it
                 where = (f"sequence {bad[0]}" if len(bad) == 1 else
                          f"({'n, t' if swap else 't, n' if len(lead) == 2 else 'n'}{', o' * (y.ndim > len(lead))}) "
@@ -1012,7 +1002,7 @@ class Arrays:
                                                     else "takes --output every")
             raise DataError(f"{p}: y must be integer class labels (N,) or float targets (N,) or (N, O) for "
                             f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}{swapped}")
-        return x, y, self._check_lengths(lengths, N, T, p), classes
+        return x, y, L, classes
 
     def _check_lengths(self, lengths, N, T, p):
         if lengths is None:
@@ -1104,6 +1094,11 @@ def _cat(a, b, axis):
 
 def _full(lengths, N, T):
     return np.full(N, T, np.int64) if lengths is None else lengths
+
+
+def _within(T, L):
+    """(T, N) bool: step t lies within row n's length L[n]."""
+    return np.arange(T)[:, None] < L[None, :]
 
 
 NPZ_HOLDS = "an .npz holds x, y and optionally lengths"

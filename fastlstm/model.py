@@ -364,7 +364,7 @@ class Model:
 
         from . import data, training
         if keras:
-            v.unexpected("Model.fit", keras, v.KERAS_FIT)
+            v.unexpected("Model.fit", next(iter(keras)), v.KERAS_FIT)
         if y is None:
             raise TypeError("fit needs targets y: " + ("(T, N) class labels or (T, N, O) values, a target per step"
                                                         if self.output == "every" else
