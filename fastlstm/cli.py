@@ -651,14 +651,15 @@ def sample(args, interrupt):
     return 0
 
 
-def _write_rows(path, header, rows):
-    """CSV rows to `path` (atomically: a failure leaves it as it was), or printed when path is None."""
+def _write_rows(path, header, rows, sep=","):
+    """CSV rows to `path` (atomically: a failure leaves it as it was), or printed when path is None;
+    their cells separated by `sep`."""
     import contextlib
     import csv
 
     from .checkpoint import atomic_file
     with atomic_file(path, "the predictions", text=True) if path else contextlib.nullcontext(sys.stdout) as f:
-        w = csv.writer(f, lineterminator="\n")           # not the csv module's \r\n: awk, cut and pandas expect \n
+        w = csv.writer(f, delimiter=sep, lineterminator="\n")   # not the csv module's \r\n: awk, cut and pandas expect \n
         w.writerow(header)
         w.writerows(rows)
 
@@ -680,7 +681,8 @@ def predict(args, interrupt):
     if hasattr(d, "tokens"):
         d.tokens = model.vocab_size is not None
     fmt = lambda a: [f"{v:.6g}" for v in a]                    # noqa: E731
-    if d.kind == "series":
+    if d.kind == "series":                   # in the data's own dialect, to open where the data opens
+        fmt = lambda a: [f"{v:.6g}".replace(".", d.decimal) for v in a]        # noqa: E731
         if args.backtest:
             origins = np.arange(0, len(d.values) - d.window - d.horizon + 1)
             if not len(origins):
@@ -694,13 +696,13 @@ def predict(args, interrupt):
                     for n, i in enumerate(origins) for k in range(d.horizon)]
             header = ["origin", "time" if d.times is not None else "line", "step",   # origin: the last row in
                       *[f"{c}_{w}" for c in d.targets for w in ("forecast", "actual")]]
-            _write_rows(args.out, header, rows)
+            _write_rows(args.out, header, rows, d.sep)
             print(f"fastlstm: backtest over {len(origins)} windows: " + ", ".join(
                 f"{k.removeprefix('val_')} {v:.4f}" for k, v in m.items() if np.isfinite(v)), file=sys.stderr)
         else:
             times, pred = d.next_forecast(model)
             rows = [[data.iso(times[k], d.tz) if times is not None else k + 1, *fmt(pred[k])] for k in range(d.horizon)]
-            _write_rows(args.out, ["time" if times is not None else "step", *d.targets], rows)
+            _write_rows(args.out, ["time" if times is not None else "step", *d.targets], rows, d.sep)
     elif d.kind == "arrays":
         model._fits(d, args.data)            # before a row is written: D, and y's labels or width
         p = d.predict(model)                 # (N, O), or (T, N, O) with a target per step

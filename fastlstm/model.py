@@ -89,7 +89,7 @@ class Model:
         self._E = self.params[o + O:].reshape(Vn, D) if Vn else None
         self._dE = self.grads[o + O:].reshape(Vn, D) if Vn else None
         self.training = True      # train_step drops out (dropout > 0) in training mode; see eval()
-        self.output_size, self.seed, self.forget_bias = O, seed, forget_bias
+        self.output_size, self.seed, self.forget_bias = O, seed, self.core.forget_bias   # a GRU's or RNN's is 0
         self.reset_parameters(seed)
         self._optimizer = None
         self.optimizer = optimizer
@@ -292,7 +292,7 @@ class Model:
         norm = optim.clip_by_global_norm(self.grads, self.clip)
         if not (np.isfinite(loss) and np.isfinite(norm)):
             why = (f"non-finite {'loss' if not np.isfinite(loss) else 'gradient'} "
-                   f"(loss {loss}, gradient norm {norm})")
+                   f"(loss {loss}, gradient norm {norm}: lower the learning rate or set clip)")
         elif not self.optimizer.step(self.params, self.grads):
             why = (f"the {self.optimizer.name} update would make parameters or optimizer state "
                    f"non-finite (overflow in {self.dtype}; gradient norm {norm:.3g}: scale the "

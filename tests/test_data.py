@@ -455,7 +455,7 @@ def test_resume_refuses_data_that_changed(files, tmp_path, capsys):
 def test_semicolons_and_decimal_commas_or_tabs_read_as_the_plain_csv(files, tmp_path, capsys):
     """--sep ';' --decimal , (a European spreadsheet's export) and --sep tab read the same
     numbers as the comma-separated file: the same run, bit for bit, and predict reads the
-    file as the checkpoint recorded. Quoted cells (the csv module's path) read alike."""
+    file as the checkpoint recorded and writes in its dialect. Quoted cells (the csv module's path) read alike."""
     src = files["series"].read_text()
     (tmp_path / "semi.csv").write_text(src.replace(",", ";").replace(".", ","))
     (tmp_path / "tabs.tsv").write_text(src.replace(",", "\t"))
@@ -471,10 +471,14 @@ def test_semicolons_and_decimal_commas_or_tabs_read_as_the_plain_csv(files, tmp_
         assert cli.main(["train", "--data", *argv, *common, "--out", str(tmp_path / "runs" / name)]) == 0, name
     params = [fastlstm.load(tmp_path / "runs" / name).params for name in runs]
     assert all(np.array_equal(params[0], p) for p in params[1:])
-    for name in ("plain", "semi"):
-        assert cli.main(["predict", str(tmp_path / "runs" / name), "--data", runs[name][0], "--out",
-                         str(tmp_path / f"{name}.out")]) == 0
-    assert (tmp_path / "plain.out").read_text() == (tmp_path / "semi.out").read_text()
+    for name in ("plain", "semi", "tsv"):
+        for k, more in enumerate(([], ["--backtest"])):
+            assert cli.main(["predict", str(tmp_path / "runs" / name), "--data", runs[name][0], *more, "--out",
+                             str(tmp_path / f"{name}{k}.out")]) == 0
+    for k in (0, 1):                         # predictions in the data's own dialect, to open where it opens
+        plain = (tmp_path / f"plain{k}.out").read_text()
+        assert "." in plain and (tmp_path / f"tsv{k}.out").read_text() == plain.replace(",", "\t")
+        assert (tmp_path / f"semi{k}.out").read_text() == plain.replace(",", ";").replace(".", ",")
     capsys.readouterr()                      # --resume compares the separator read, a .tsv's tab as typed
     assert cli.main(["train", "--data", *runs["tsv"], *common, "--out", str(tmp_path / "runs" / "tsv"), "--resume",
                      "--sep", "tab"]) == 0

@@ -191,6 +191,7 @@ def test_a_copy_of_a_model_is_whole_and_its_own(settings):
         m.extra = {"note": "mid-run"}
         c = copier(m.eval())
         assert c.config() == m.config() and (c.seed, c.steps, c.extra, c.training) == (m.seed, 1, m.extra, False)
+        assert c.forget_bias == m.forget_bias == c.config()["forget_bias"]   # a GRU's or RNN's 0, as config says
         for name in ("params", "grads"):
             assert np.array_equal(getattr(c, name), getattr(m, name))
             assert not np.shares_memory(getattr(c, name), getattr(m, name))
@@ -220,9 +221,11 @@ def test_nonfinite_step_is_refused_and_changes_nothing():
     good = m.params.copy()
     m.V[:] = 3e38                           # finite weights whose products overflow to inf
     params, state = m.params.copy(), {k: s.copy() for k, s in m.optimizer.state.items()}
-    with pytest.raises(fastlstm.NonFiniteError, match="not updated"):
+    with pytest.raises(fastlstm.NonFiniteError,
+                       match=r"non-finite gradient .*: lower the learning rate or set clip\); the model was not updated"):
         m.train_step(x, y)
     assert np.array_equal(m.params, params) and m.steps == 1 and m.skipped_steps == 1
+    assert not np.isfinite(m.grads).all()         # grads keeps the refused step's, to look at
     assert all(np.array_equal(state[k], m.optimizer.state[k]) for k in state)
     m.on_nonfinite = "skip"
     m.train_step(x, y)
