@@ -18,19 +18,24 @@ class NonFiniteValue(ValueError):
     """An input array holds NaN or ±Inf."""
 
 
-_runs = threading.local()      # all_finite_runs' scratch, one per Python thread (the kernels drop the GIL)
+_runs = threading.local()      # run_flags' scratch, one per Python thread (the kernels drop the GIL)
+
+
+def run_flags(n, run=COPY_PARALLEL):
+    """A bool scratch with a flag for each run of `run` entries of an n-entry array (the
+    kernels that split whole arrays among the threads write each run's verdict there): one
+    per Python thread, grown only for a longer array, so no allocation in a step."""
+    runs = -(-n // run)
+    ok = getattr(_runs, "ok", None)
+    if ok is None or ok.size < runs:
+        ok = _runs.ok = np.empty(runs, np.bool_)
+    return ok
 
 
 def is_finite(a):
     """True if the 1-D array `a` holds no NaN or ±Inf: from COPY_PARALLEL entries on the
-    threads, in a scratch that grows only for a longer array (no allocation in a step)."""
-    if a.size < COPY_PARALLEL:
-        return all_finite(a)
-    runs = -(-a.size // COPY_PARALLEL)
-    ok = getattr(_runs, "ok", None)
-    if ok is None or ok.size < runs:
-        ok = _runs.ok = np.empty(runs, np.bool_)
-    return all_finite_runs(a, ok)
+    threads."""
+    return all_finite(a) if a.size < COPY_PARALLEL else all_finite_runs(a, run_flags(a.size))
 
 
 def dtype_of(dtype):

@@ -43,6 +43,35 @@ def test_adam_matches_hand_computation():
     assert np.allclose(np.abs(q), [lr, lr, 0], rtol=1e-4)
 
 
+@pytest.mark.parametrize("make,huge", [(lambda: fastlstm.Adam(lr=1e-2, eps=1e-30), True),
+                                       (lambda: fastlstm.AdamW(lr=1e-2, eps=1e-30), True),
+                                       (lambda: fastlstm.Adam(lr=1e-2, weight_decay=0.1), False)])
+def test_a_long_update_on_the_threads_has_the_bits_of_short_ones_and_refuses_whole(make, huge):
+    """From UPDATE_RUN parameters Adam's passes split among the threads in runs: the bits of
+    the same update made on pieces below that size (one thread each), the exact check
+    taking over in the run whose cheap bound overflows, and a value that would overflow in
+    the last run refusing the whole update, with nothing written."""
+    n, piece = 3 * optim.UPDATE_RUN + 5, optim.UPDATE_RUN // 2
+    rng = np.random.default_rng(0)
+    p, g = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    if huge:      # |p| + lr|m|/(c1 ε) = 3e38 + 1e38 overflows in float32; p - lr·m̂/√v̂ does not
+        p[optim.UPDATE_RUN + 7], g[optim.UPDATE_RUN + 7] = 3e38, 1e10
+    whole, pieces = make().bind(n, np.float32), [make().bind(len(p[k:k + piece]), np.float32)
+                                                for k in range(0, n, piece)]
+    q = p.copy()
+    for step in range(3):
+        assert whole.step(p, g)
+        for o, k in zip(pieces, range(0, n, piece)):
+            assert o.step(q[k:k + piece], g[k:k + piece])
+    assert np.isfinite(p).all() and np.array_equal(p, q)
+    assert all(np.array_equal(whole.state[name][k:k + piece], o.state[name])
+               for name in whole.state for o, k in zip(pieces, range(0, n, piece)))
+    g[-1] = 1e30                                  # v = (1 - β2)·g² = 1e57 would overflow float32
+    before = [a.copy() for a in (p, *whole.state.values())]
+    assert not whole.step(p, g) and whole.t == 3
+    assert all(np.array_equal(a, b) for a, b in zip(before, (p, *whole.state.values())))
+
+
 def test_clipping_by_global_norm():
     g = np.array([3.0, 4.0, 0.0])                                      # ‖g‖ = 5
     assert optim.clip_by_global_norm(g, 10.0) == 5.0 and np.array_equal(g, [3.0, 4.0, 0.0])

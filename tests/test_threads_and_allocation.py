@@ -26,8 +26,9 @@ _SCRIPT = textwrap.dedent("""
         m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(9, 23, 6, 37, 2, dtype, with_lengths=True, cls=cls)
         y, s = m.forward(x, h0, c0, lengths) if lstm else m.forward(x, h0, lengths)
         ds = m.backward(dy, dhn, dcn) if lstm else m.backward(dy, dhn)
+        assert fastlstm.Adam(lr=1e-2).bind(m.params.size, dtype).step(m.params, m.grads)   # in runs from 8,192
         h = hashlib.sha256()
-        for a in (y, *s, *ds[1], ds[0], m.grads) if lstm else (y, s, *ds, m.grads):
+        for a in (y, *s, *ds[1], ds[0], m.grads, m.params) if lstm else (y, s, *ds, m.grads, m.params):
             h.update(a.tobytes())
         print(numba.get_num_threads(), h.hexdigest())
         m, x, h0, c0, *_ = random_problem(2, 8, 40, 100, 2, dtype, cls=cls)  # step(): serial and parallel
@@ -40,10 +41,11 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_bitwise_identical_whatever_the_thread_count():
-    """Neither Numba's thread count (fastlstm's threads) nor OpenBLAS's changes a bit: the
-    big products are single-threaded OpenBLAS calls on row blocks fixed by the shape and the
-    machine (fastlstm._blas), whichever thread takes them. (An OpenBLAS left to its own
-    threads rounds float32 products differently for 1 and 2 of them.)"""
+    """Neither Numba's thread count (fastlstm's threads) nor OpenBLAS's changes a bit (an
+    Adam step included): the big products are single-threaded OpenBLAS calls on row blocks
+    fixed by the shape and the machine (fastlstm._blas), whichever thread takes them. (An
+    OpenBLAS left to its own threads rounds float32 products differently for 1 and 2 of
+    them.)"""
     out = {}
     for n, blas in (("1", "2"), ("2", "1"), ("2", None)):
         env = dict(NUMBA_NUM_THREADS=n) if blas is None else dict(NUMBA_NUM_THREADS=n, OPENBLAS_NUM_THREADS=blas,
