@@ -113,7 +113,8 @@ def torch_only(owner, kwargs, takes):
             raise ValueError(f"{owner}(): {k}={value!r} is not supported: {why}")
 
 
-# Keras's fit arguments that Model.fit does not take, with what to pass instead
+# Keras's fit arguments (and the command line's options) that Model.fit does not take, with
+# what to pass instead
 KERAS_FIT = dict(
     validation_data="fastlstm's fit calls it validation=(x, y) or (x, y, lengths)",
     verbose="fastlstm's fit shows a progress bar unless progress=False",
@@ -121,7 +122,11 @@ KERAS_FIT = dict(
               "for anything else, loop over model.train_step",
     initial_epoch="each call of fit trains on from where the model is, its epochs counted from 1",
     sample_weight="fastlstm weighs every sequence alike",
-    class_weight="fastlstm weighs every class alike")
+    class_weight="fastlstm weighs every class alike",
+    warmup="pass schedule=fastlstm.training.Schedule('cosine', warmup=N) (or 'constant', 'plateau')",
+    steps="fit counts epochs; for a number of steps, loop over model.train_step",
+    lr="the optimizer holds it: Model(..., optimizer=fastlstm.Adam(lr=...)), or model.optimizer.lr = ...")
+KERAS_FIT["learning_rate"] = KERAS_FIT["lr"]
 
 
 def unexpected(owner, k, hints=None):

@@ -749,6 +749,8 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
                      ({"verbose": 0}, "'verbose': fastlstm's fit shows a progress bar unless progress=False"),
                      ({"callbacks": []}, "'callbacks': fastlstm's fit takes patience= .* loop over model.train_step"),
                      ({"class_weight": {0: 1}}, "'class_weight': fastlstm weighs every class alike"),
+                     ({"warmup": 10}, r"'warmup': pass schedule=fastlstm\.training\.Schedule\('cosine', warmup=N\)"),
+                     ({"learning_rate": 0.1}, r"'learning_rate': the optimizer holds it: .*model\.optimizer\.lr = "),
                      ({"batchsize": 8}, "unexpected keyword argument 'batchsize'$")):
         with pytest.raises((TypeError, ValueError), match=err):
             reg.fit(x, x[:, :, 0].sum(axis=0) / 4, epochs=1, **{"progress": False, **bad})
