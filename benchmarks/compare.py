@@ -16,7 +16,8 @@ in a worker process of its own (class Worker: in one process they would share on
 runtime and its wait policy); this process alternates between them and runs the C ABI,
 ONNX Runtime (the exported medium model beside fastlstm's predict and PyTorch) and
 memory groups itself. The bidirectional and GRU training rows (and the GRU's inference and
-streaming rows) are timed in one alternation with the plain LSTM's row of the same shape,
+streaming rows, and the adam group's step followed by an Adam update, beside
+torch.optim.Adam) are timed in one alternation with the plain LSTM's row of the same shape,
 both libraries, so that the table after the main one compares their speed ratios within
 one set of blocks: the targets ask for "at least the unidirectional LSTM's ratio", and on
 a shared machine the same row drifts by 10-20% between minutes of one run. Those tables
@@ -187,7 +188,7 @@ VARIANTS = {"bitrain": ("train", dict(bidirectional=True)), "biinfer": ("infer",
             "train2": ("train", dict(num_layers=2)), "train2drop": ("train", dict(num_layers=2, dropout=0.2)),
             "grutrain": ("train", dict(cell="gru")), "gruinfer": ("infer", dict(cell="gru")),
             "grustream": ("stream", dict(cell="gru")), "projtrain": ("train", dict(proj_size="H/2")),
-            "projinfer": ("infer", dict(proj_size="H/2"))}
+            "projinfer": ("infer", dict(proj_size="H/2")), "adamtrain": ("train", dict(adam=True))}
 
 
 def side(lib, group, D, H, B, T, dtype):
@@ -196,7 +197,7 @@ def side(lib, group, D, H, B, T, dtype):
     training mode. Imports torch only for torch."""
     group, settings = VARIANTS.get(group, (group, {}))
     settings = dict(settings)
-    cell = settings.pop("cell", "lstm")
+    cell, adam = settings.pop("cell", "lstm"), settings.pop("adam", False)     # adam: an update after each step
     if settings.get("proj_size") == "H/2":
         settings["proj_size"] = H // 2
     ours = {"lstm": fastlstm.LSTM, "gru": fastlstm.GRU}[cell](D, H, dtype=dtype, seed=0, **settings)
@@ -208,10 +209,14 @@ def side(lib, group, D, H, B, T, dtype):
     if lib == "fastlstm":
         x0, hc = x[0], [np.zeros((1, B, w), dtype) for w in widths]
 
+        opt = fastlstm.Adam(lr=1e-6).bind(ours.params.size, dtype) if adam else None
+
         def train():
             ours.zero_grad()                                    # as the peer's zero_grad()
             ours.forward(x)
             ours.backward(dy)
+            if opt:
+                opt.step(ours.params, ours.grads)
         return {"train": train, "infer": lambda: ours.forward(x), "stream": lambda: ours.step(x0, *hc)}[group]
     import torch
     theirs = getattr(torch.nn, cell.upper())(D, H, dtype=torch.float32 if dtype == np.float32 else torch.float64,
@@ -221,10 +226,14 @@ def side(lib, group, D, H, B, T, dtype):
     hc = [torch.zeros(S, B, w, dtype=xt.dtype, requires_grad=group == "train") for w in widths]
     state = [tuple(hc) if cell == "lstm" else hc[0]]
 
+    opt = torch.optim.Adam(theirs.parameters(), lr=1e-6) if adam else None   # its default implementation
+
     def train():
         theirs.zero_grad()
         y, _ = theirs(xt, state[0])
         y.backward(dyt)
+        if opt:
+            opt.step()
 
     def infer():
         with torch.no_grad():
@@ -341,7 +350,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no settling")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--groups", default="train,infer,train64,stream,order,bi,dropout,gru,proj,text,onnx,capi,memory")
+    p.add_argument("--groups", default="train,infer,train64,stream,order,bi,dropout,gru,adam,proj,text,onnx,capi,memory")
     p.add_argument("--shapes", help="a comma-separated subset of the shapes (default: all of them)")
     p.add_argument("--worker", choices=["fastlstm", "torch", "fastlstm+torch", "torch+fastlstm"],
                    help=argparse.SUPPRESS)
@@ -429,6 +438,9 @@ def main(argv=None):
         D, H = (8, 16) if args.quick else STREAM
         row("grustream", "GRU stream", "B=1", (D, H, 1, 1), np.float32, 0.75 * flops_train(D, H, 1, 1) / 3,
             base="stream")
+    if "adam" in groups:                     # a training step and an update, as a run takes it (torch.optim.Adam)
+        for name, shape in shapes.items():
+            row("adamtrain", "train + Adam update", name, shape, np.float32, flops_train(*shape), base="train")
     if "proj" in groups:                     # LSTMP: torch.nn.LSTM(proj_size=H/2) beside LSTM(proj_size=H/2)
         name = "tiny" if args.quick else "medium"
         D, H, B, T = (QUICK | SHAPES)[name]
