@@ -22,14 +22,15 @@ _runs = threading.local()      # run_flags' scratch, one per Python thread (the 
 
 
 def run_flags(n, run=COPY_PARALLEL):
-    """A bool scratch with a flag for each run of `run` entries of an n-entry array (the
-    kernels that split whole arrays among the threads write each run's verdict there): one
-    per Python thread, grown only for a longer array, so no allocation in a step."""
+    """A bool scratch of one flag for each run of `run` entries of an n-entry array (the
+    kernels that split whole arrays among the threads write each run's verdict there): a
+    view of one buffer per Python thread, grown only for a longer array, so no allocation
+    in a step."""
     runs = -(-n // run)
     ok = getattr(_runs, "ok", None)
     if ok is None or ok.size < runs:
         ok = _runs.ok = np.empty(runs, np.bool_)
-    return ok
+    return ok[:runs]
 
 
 def is_finite(a):

@@ -12,4 +12,5 @@ ON_NONFINITE = ("raise", "skip")
 SCHEDULES = ("constant", "cosine", "plateau")
 DATA_KINDS = ("text", "series", "arrays")
 SEPARATORS = {"tab": "\t"}          # a CSV's cell separator by the name a command line can type
+SEPARATOR_NAMES = {c: name for name, c in SEPARATORS.items()}      # and that name, to say it as typed
 DECIMALS = (".", ",")                # a CSV's decimal mark

@@ -330,7 +330,7 @@ def _same_options(out, model, args):
                     weight_decay=model.optimizer.weight_decay), **options)
     if model.vocab_size:
         run.setdefault("embed", c.input_size)
-    named = {c: name for name, c in choices.SEPARATORS.items()}            # a tab, said as the option types it
+    named = choices.SEPARATOR_NAMES                                           # a tab, said as the option types it
     differ = [f"--{k.replace('_', '-')} {named.get(args.typed[k], args.typed[k])} (the run's: "
               f"{'not set' if run[k] is None else named.get(run[k], run[k])})"
               for k in RUN_OPTIONS
@@ -680,9 +680,9 @@ def predict(args, interrupt):
     d = data.from_spec(spec, args.data, check=False)
     if hasattr(d, "tokens"):
         d.tokens = model.vocab_size is not None
-    fmt = lambda a: [f"{v:.6g}" for v in a]                    # noqa: E731
-    if d.kind == "series":                   # in the data's own dialect, to open where the data opens
-        fmt = lambda a: [f"{v:.6g}".replace(".", d.decimal) for v in a]        # noqa: E731
+    mark = d.decimal if d.kind == "series" else "."        # a series in its own dialect, to open where it opens
+    fmt = lambda a: [f"{v:.6g}".replace(".", mark) for v in a]                 # noqa: E731
+    if d.kind == "series":
         if args.backtest:
             origins = np.arange(0, len(d.values) - d.window - d.horizon + 1)
             if not len(origins):

@@ -420,7 +420,7 @@ def _header_hint(names, sep=","):
     or when the first line is numbers: a file without a header."""
     other = next((c for c in ";\t|," if len(names) == 1 and c != sep and c in names[0]), None)
     if other:
-        name = next((k for k, c in choices.SEPARATORS.items() if c == other), other)
+        name = choices.SEPARATOR_NAMES.get(other, other)
         return (f"; the header looks {other!r}-separated, and the cells were split at {sep!r}: pass --sep {name!r}"
                 + (" (and --decimal , for decimal commas)" if other == ";" else ""))
     if all(map(_looks_numeric, names)):

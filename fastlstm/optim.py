@@ -149,7 +149,7 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, t, limit, l2, keep):
     if p.size < UPDATE_RUN:
         return adam_update(p, g, m, v, lr, beta1, beta2, eps, t, limit, l2, keep)
     c1, c2 = bias_corrections(beta1, beta2, t)
-    ok = run_flags(p.size, UPDATE_RUN)[:-(-p.size // UPDATE_RUN)]
+    ok = run_flags(p.size, UPDATE_RUN)
     adam_runs(p, g, m, v, lr, beta1, beta2, eps, c1, c2, l2, keep, ok, False)
     if not ok.all() and not _adam_exact(p, g, m, v, lr, beta1, beta2, eps, c1, c2, limit, l2, keep):
         return False
