@@ -690,7 +690,7 @@ def predict(args, interrupt):
                                  f"= {d.window + d.horizon}")
             pred, true = d.forecast(model, origins), d.actual(origins)
             m = d.scores(model, origins)
-            stamp = (lambda i: data.iso(d.times[i], d.tz)) if d.times is not None else (lambda i: d.lines[i])
+            stamp = (lambda i: d.stamp(d.times[i])) if d.times is not None else (lambda i: d.lines[i])
             rows = [[stamp(i + d.window - 1), stamp(i + d.window + k), k + 1,
                      *fmt(np.column_stack([pred[n, k], true[n, k]]).ravel())]
                     for n, i in enumerate(origins) for k in range(d.horizon)]
@@ -701,7 +701,7 @@ def predict(args, interrupt):
                 f"{k.removeprefix('val_')} {v:.4f}" for k, v in m.items() if np.isfinite(v)), file=sys.stderr)
         else:
             times, pred = d.next_forecast(model)
-            rows = [[data.iso(times[k], d.tz) if times is not None else k + 1, *fmt(pred[k])] for k in range(d.horizon)]
+            rows = [[d.stamp(times[k]) if times is not None else k + 1, *fmt(pred[k])] for k in range(d.horizon)]
             _write_rows(args.out, ["time" if times is not None else "step", *d.targets], rows, d.sep)
     elif d.kind == "arrays":
         model._fits(d, args.data)            # before a row is written: D, and y's labels or width

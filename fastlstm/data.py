@@ -614,7 +614,8 @@ class Series:
         tc = names.index(self.time_col) if self.time_col else None
         self.times = times = self._times(tc, lines, cols[tc]) if self.time_col else None
         self.tz = (_dt.datetime.fromisoformat(cols[tc][-1].strip()).tzinfo
-                   if self.time_col else None)             # the last row's offset dates the output
+                   if self.time_col else None)             # the last row's offset dates the output,
+        self.form = time_form(cols[tc][-1]) if self.time_col else None     # written as that row is
         steps = np.diff(self.times) if self.times is not None else np.zeros(0)
         # Back in time: refused (shuffled rows, newest first), except by at most an hour, as local
         # time at an autumn clock change goes (02:30 then 02:00 again, half-hourly).
@@ -790,6 +791,10 @@ class Series:
         gap = np.median(np.diff(self.times[-min(n, self.window + 1):])) if n > 1 else 0.0
         return self.times[-1] + gap * np.arange(1, self.horizon + 1), pred
 
+    def stamp(self, t):
+        """A time (seconds since the epoch) as the file writes its times."""
+        return iso(t, self.tz, self.form)
+
     def spec(self):
         return dict(kind=self.kind, path=os.path.abspath(self.path), fingerprint=self.fingerprint,
                     settings=dict(target=self.targets, features=self.features, window=self.window,
@@ -806,11 +811,37 @@ def _mae(a, b):
     return float(np.mean(np.abs(a - b)))
 
 
-def iso(t, tz=None):
+_FORM = re.compile(r"[0-9]{4}-?[0-9]{2}-?[0-9]{2}(?:([Tt ])[0-9]{2}(?::?([0-9]{2})(?::?([0-9]{2})(?:[.,]([0-9]+))?)?)?)?")
+_SPECS = ("hours", "minutes", "seconds", "milliseconds", "microseconds")
+
+
+def time_form(cell):
+    """How a time column writes its times, read from one cell: (separator of date and time or
+    None for a bare date, the precision as an index into _SPECS, whether UTC is written 'Z')."""
+    cell = cell.strip()
+    m = _FORM.match(cell)
+    if m is None:
+        return "T", 2, False
+    sep, minutes, seconds, fraction = m.groups()
+    spec = (0 if minutes is None else 1 if seconds is None else 2 if fraction is None
+            else 3 if len(fraction) <= 3 else 4)
+    return sep and sep.upper(), spec, cell[-1:] in "Zz"
+
+
+def iso(t, tz=None, form=("T", 2, False)):
     """An ISO timestamp from seconds since the epoch: in tz (a datetime.tzinfo, written with
-    its offset, as the file's times had it), or naive UTC."""
+    its offset, as the file's times had it), or naive UTC; in the form `time_form` read from
+    the file, with more precision where t needs it (a bare date's column dates a forecast
+    that falls within a day with its time)."""
+    sep, spec, z = form
     t = _dt.datetime.fromtimestamp(float(t), tz or _dt.timezone.utc)
-    return (t if tz else t.replace(tzinfo=None)).isoformat()
+    t = t if tz else t.replace(tzinfo=None)
+    need = (4 if t.microsecond % 1000 else 3 if t.microsecond else 2 if t.second else 1 if t.minute
+            else 0 if t.hour else -1)
+    if sep is None and need < 0:
+        return t.date().isoformat()
+    s = t.isoformat(sep=sep or "T", timespec=_SPECS[max(spec, need, 1 if sep is None else 0)])
+    return s[:-6] + "Z" if z and s.endswith("+00:00") else s
 
 
 # -- arrays --------------------------------------------------------------------------------

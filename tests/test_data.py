@@ -920,6 +920,27 @@ def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path, ca
     assert out.startswith("step,load\n1,"), out
 
 
+@pytest.mark.parametrize("form, origin, forecast", [
+    ("{d} {h:02d}:00", "2024-03-01 02:00", "2024-03-03 00:00"),          # a spreadsheet's: space, minutes
+    ("{d}T{h:02d}:00:00Z", "2024-03-01T02:00:00Z", "2024-03-03T00:00:00Z"),
+    ("{d}T{h:02d}:00:00.000", "2024-03-01T02:00:00.000", "2024-03-03T00:00:00.000"),
+    ("{d}", "2024-03-03", "2024-04-18")])                                 # daily rows: dates
+def test_forecasts_are_dated_in_the_form_the_file_writes_its_times(tmp_path, capsys, form, origin, forecast):
+    """predict writes times as the file's last row does (they came out as
+    2024-03-03T00:00:00 whatever the file wrote): the separator, the precision, a Z."""
+    step = dt.timedelta(days=1) if form == "{d}" else dt.timedelta(hours=1)
+    stamps = [dt.datetime(2024, 3, 1) + k * step for k in range(48)]
+    path = tmp_path / "series.csv"
+    path.write_text("time,load\n" + "".join(f"{form.format(d=t.date().isoformat(), h=t.hour)},{k % 5}\n"
+                                            for k, t in enumerate(stamps)))
+    assert cli.main(["train", "--data", str(path), "--target", "load", "--window", "3", "--horizon", "2", "--steps",
+                     "2", "--quiet", "--out", str(tmp_path / "run.ckpt")]) == 0
+    for more, first in ((["--backtest"], origin), ([], forecast)):   # a backtest's first origin: the window's end
+        capsys.readouterr()
+        assert cli.main(["predict", str(tmp_path / "run.ckpt"), "--data", str(path), *more]) == 0
+        assert capsys.readouterr().out.splitlines()[1].startswith(first + ",")
+
+
 def test_arrays_an_npz_holds_beside_x_y_and_lengths_are_named_in_a_note(tmp_path, capsys):
     """A mean and scale saved beside the data are left unread, and the run says so (they
     were skipped without a word); a near miss of `lengths` is refused (test_bad_data_...)."""
