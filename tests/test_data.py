@@ -920,9 +920,12 @@ def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path, ca
     assert out.startswith("step,load\n1,"), out
 
 
+Z = "Z" if sys.version_info >= (3, 11) else "+00:00"     # fromisoformat reads a Z from Python 3.11
+
+
 @pytest.mark.parametrize("form, origin, forecast", [
     ("{d} {h:02d}:00", "2024-03-01 02:00", "2024-03-03 00:00"),          # a spreadsheet's: space, minutes
-    ("{d}T{h:02d}:00:00Z", "2024-03-01T02:00:00Z", "2024-03-03T00:00:00Z"),
+    ("{d}T{h:02d}:00:00" + Z, "2024-03-01T02:00:00" + Z, "2024-03-03T00:00:00" + Z),
     ("{d}T{h:02d}:00:00.000", "2024-03-01T02:00:00.000", "2024-03-03T00:00:00.000"),
     ("{d}", "2024-03-03", "2024-04-18")])                                 # daily rows: dates
 def test_forecasts_are_dated_in_the_form_the_file_writes_its_times(tmp_path, capsys, form, origin, forecast):
