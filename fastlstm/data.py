@@ -470,9 +470,10 @@ def read_csv(path, sep=",", decimal="."):
     with open(path, "rb") as f:
         raw = f.read()
     _refuse_utf16(path, raw, ' (a spreadsheet\'s "CSV UTF-8")')
-    if b"\0" in raw:                                     # before decoding: a .npz fails that first
-        raise DataError(f"{path}: not a CSV file (it holds NUL bytes"
-                        + ("; it is a zip archive, such as a .npz)" if raw.startswith(b"PK\x03\x04") else ")"))
+    nul = raw.find(b"\0")                               # before decoding: a .npz fails that first
+    if nul >= 0:
+        raise DataError(f"{path}: not a CSV file (" + ("it is a zip archive, such as a .npz)"
+                        if raw.startswith(b"PK\x03\x04") else "a NUL byte at line {}, column {})".format(*_where(path, nul))))
     try:
         text = raw.decode("utf-8-sig")                   # a spreadsheet's byte-order mark is not a name
     except UnicodeDecodeError as e:
@@ -682,12 +683,12 @@ class Series:
         fast = _all_times(cells)
         if fast is not None:
             return fast
-        return np.array([self._time_at(line, c, cell) for line, cell in zip(lines, cells)], np.float64)
+        return np.array([self._time_at(line, c, self.time_col, cell) for line, cell in zip(lines, cells)], np.float64)
 
-    def _time_at(self, line, c, cell):
+    def _time_at(self, line, c, name, cell):
         t = _time(cell)
         if t is None:
-            raise DataError(f"{self.path}: line {line}, column {c + 1}: {cell!r} is not a date or time")
+            raise DataError(f"{self.path}: line {line}, column {c + 1} ({name!r}): {cell!r} is not a date or time")
         return t
 
     def _values(self, names, kinds, lines, cols, parsed):
@@ -709,7 +710,7 @@ class Series:
             for j, c in slow:
                 cell = cols[c][i]
                 if kinds[c] == "time":
-                    x = self._time_at(line, c, cell)
+                    x = self._time_at(line, c, names[c], cell)
                 elif cell.strip().lower() in MISSING:
                     if self.fill == "zero":
                         x = 0.0

@@ -369,8 +369,11 @@ def _hourly(values, hours=None):
      + b"\n" + bytes(8), ["--kind", "arrays"], "a .npy file holds one array; arrays come as an .npz of x and y"),
     ("one.npz", None, [], "1 sequence cannot be split into training and validation parts at --val-fraction 0.2 "
      "(it holds out 0); each part needs at least one"),
-    ("archive.csv", None, ["--target", "load"], "not a CSV file (it holds NUL bytes; it is a zip archive, such as a "
-     ".npz)"),                                                   # it said "invalid UTF-8 at line 1, column 16"
+    ("archive.csv", None, ["--target", "load"], "not a CSV file (it is a zip archive, such as a .npz)"),
+    ("nul.csv", (BAD_CSV + "2024-01-01T01:00:00,1.\0,2\n").encode(), ["--target", "load"],
+     "not a CSV file (a NUL byte at line 3, column 23)"),        # it said "it holds NUL bytes", not where
+    ("badtime.csv", (BAD_CSV + "2024-01-01T01:00,1,2\n2024-01-01T25:00,1,2\n").encode(), ["--target", "load"],
+     "line 4, column 1 ('date'): '2024-01-01T25:00' is not a date or time"),      # the column's name was left out
     ("folder.txt", "folder", [], "a folder, not a file"),
     ("keep.csv", BAD_CSV.encode(), ["--target", "load"], "would write over the data"),
     ("season.csv", _hourly(range(24)), ["--target", "load", "--window", "3", "--season", "20"],
