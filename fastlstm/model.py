@@ -20,6 +20,7 @@ from .kernels import all_finite, fill_zero, scatter_rows, zeros
 from .recurrent import GRU, LSTM, RNN, dropout_seed_from, flat, one_call_at_a_time
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU)))
+ONE_HOT = " (of one-hot rows: y.argmax(-1))"   # the hint for Keras's one-hot targets given to a classifier
 
 
 class NonFiniteError(FloatingPointError):
@@ -170,8 +171,9 @@ class Model:
                 raise v.NonFiniteValue(f"{e}{v.padded_hint(v.first_nonfinite(y), L, self.output)}") from None
             return y.reshape((1,) + y.shape if self.output == "last" else y.shape)
         if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu":
+            onehot = isinstance(y, np.ndarray) and y.shape == lead + (self.output_size,)
             raise TypeError(f"y must be an integer ndarray of class labels, got "
-                            f"{getattr(y, 'dtype', type(y).__name__)}")
+                            f"{getattr(y, 'dtype', type(y).__name__)}{ONE_HOT * onehot}")
         if y.shape != lead:
             raise ValueError(f"y must have shape {lead}, got {y.shape}{v.last_axis_hint(y, lead)}")
         if y.size and (y.min() < 0 or y.max() >= self.output_size):
@@ -328,10 +330,11 @@ class Model:
         if d.input_size not in (None, self.core.input_size):          # None: token ids, embedded
             why = f"x has D = {d.input_size} inputs a step, and this model takes {self.core.input_size}"
         elif d.loss != self.loss:
+            onehot = ONE_HOT * (d.y is not None and d.y.ndim > 1 and d.y.shape[-1] == O)
             why = ("y holds integers (class labels: loss 'xent'), and this model's loss is 'mse': give float "
                    "targets (y.astype(np.float32)), or build the model with loss='xent'" if self.loss == "mse" else
                    f"y holds floats (targets: loss 'mse'), and this model's loss is 'xent': give integer class "
-                   f"labels 0..{O - 1}, or build the model with loss='mse'")
+                   f"labels 0..{O - 1}{onehot}, or build the model with loss='mse'")
         elif seen > O or (self.loss == "mse" and seen != O):
             why = (f"y's class labels reach {seen - 1}{' (validation included)' * (who == 'fit')}, and this "
                    f"model has {O} classes, labels 0..{O - 1}" if self.loss == "xent" else

@@ -725,7 +725,9 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
     for m, arrays, said in ((model, (x, np.full(400, 2)), "fit: y's class labels reach 2 (validation included), and "
                                                             "this model has 2 classes, labels 0..1"),
                             (model, (x, y.astype(np.float32)), "fit: y holds floats (targets: loss 'mse'), and this "
-                                                               "model's loss is 'xent': give integer class labels 0..1"),
+                                                               "model's loss is 'xent': give integer class labels 0..1, "),
+                            (model, (x, np.eye(2, dtype=np.float32)[y]), "labels 0..1 (of one-hot rows: y.argmax(-1)), "
+                                                                         "or build"),       # Keras's one-hot targets
                             (reg, (x, y), "fit: y holds integers (class labels: loss 'xent'), and this model's loss is "
                                           "'mse': give float targets"),
                             (fastlstm.Model(2, 8, 3, seed=0), (x, x[0]), "fit: y has 2 targets a sequence, and this "

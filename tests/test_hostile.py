@@ -98,6 +98,20 @@ def test_labels_with_a_last_axis_of_1_say_how_to_drop_it():
             call()
 
 
+def test_one_hot_targets_for_a_classifier_say_how_to_make_labels():
+    """Keras's categorical targets come as one-hot float rows; the error said only that y
+    must hold integer labels (train_step, evaluate) or targets for loss 'mse' (fit)."""
+    x, y = np.zeros((5, 4, 3), np.float32), np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
+    m = fastlstm.Model(3, 8, 2, loss="xent")
+    for call, err in ((m.train_step, TypeError), (m.evaluate, TypeError),
+                      (lambda x, y: m.fit(x, y, epochs=1, progress=False), ValueError)):
+        with pytest.raises(err, match=re.escape("(of one-hot rows: y.argmax(-1))")):
+            call(x, y)
+    with pytest.raises(TypeError) as e:                     # float labels of the right shape: no such hint
+        m.train_step(x, y[:, 0])
+    assert "one-hot" not in str(e.value)
+
+
 def test_an_update_on_arrays_of_another_size_is_refused():
     opt = fastlstm.SGD(lr=0.1).bind(3, np.float32)
     with pytest.raises(ValueError, match="3 entries for 5 parameters"):
