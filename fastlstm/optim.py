@@ -186,6 +186,7 @@ class Optimizer:
     state_names = ()
     hyper_names = ()
     positive = ()             # the hyperparameters that must stay > 0 in the parameters' dtype
+    fractions = ()            # those in [0, 1): a moment's decay
     _owner = None
 
     def __setattr__(self, name, value):
@@ -202,8 +203,15 @@ class Optimizer:
         nothing changes when one is refused."""
         h = {k: self.__dict__[k] for k in self.hyper_names if k in self.__dict__}
         h.update({k: v.finite_float(k, x, ge=0 if k == "weight_decay" else None) for k, x in values.items()})
+        for k in values:                 # the one refused is named, with the rule
+            if k in self.positive and h[k] <= 0 or k in self.fractions and not 0 <= h[k] < 1:
+                raise ValueError(f"{type(self).__name__}'s {k} must be "
+                                 f"{'> 0' if k in self.positive else 'in [0, 1)'}, got {h[k]!r}")
         self._rules(h)
         self.__dict__.update(h)
+
+    def _rules(self, h):
+        """Rules that tie hyperparameters together (AdamW's lr·weight_decay < 1)."""
 
     def hyper(self):
         return {k: self.__dict__[k] for k in self.hyper_names}
@@ -266,15 +274,10 @@ class SGD(Optimizer):
     name = "sgd"
     state_names = ("velocity",)
     hyper_names = ("lr", "momentum", "weight_decay")
-    positive = ("lr",)
+    positive, fractions = ("lr",), ("momentum",)
 
     def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0):
         self._set(lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-    @staticmethod
-    def _rules(h):
-        if h["lr"] <= 0 or not 0 <= h["momentum"] < 1:
-            raise ValueError(f"SGD needs lr > 0 and 0 <= momentum < 1, got {h}")
 
     def _update(self, params, grads, t):
         h = self.hyper_in(params.dtype)
@@ -287,15 +290,13 @@ class Adam(Optimizer):
     name = "adam"
     state_names = ("m", "v")
     hyper_names = ("lr", "beta1", "beta2", "eps", "weight_decay")
-    positive = ("lr", "eps")
+    positive, fractions = ("lr", "eps"), ("beta1", "beta2")
     decoupled = False
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         self._set(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
 
     def _rules(self, h):
-        if h["lr"] <= 0 or not (0 <= h["beta1"] < 1 and 0 <= h["beta2"] < 1) or h["eps"] <= 0:
-            raise ValueError(f"{type(self).__name__} needs lr > 0, 0 <= beta1, beta2 < 1 and eps > 0, got {h}")
         if self.decoupled and h["lr"] * h["weight_decay"] >= 1:
             raise ValueError(f"AdamW shrinks the weights by lr·weight_decay each step, which must be < 1, got "
                              f"lr={h['lr']}, weight_decay={h['weight_decay']}")

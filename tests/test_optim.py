@@ -82,8 +82,8 @@ def test_clipping_by_global_norm():
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: fastlstm.SGD(lr=0), "lr > 0"), (lambda: fastlstm.SGD(momentum=1.0), "momentum < 1"),
-    (lambda: fastlstm.Adam(lr=-1), "lr > 0"), (lambda: fastlstm.Adam(beta2=1.0), "beta2"),
+    (lambda: fastlstm.SGD(lr=0), "lr must be > 0"), (lambda: fastlstm.SGD(momentum=1.0), "momentum must be in"),
+    (lambda: fastlstm.Adam(lr=-1), "lr must be > 0"), (lambda: fastlstm.Adam(beta2=1.0), "beta2"),
     (lambda: fastlstm.Adam(lr=float("nan")), "finite")])
 def test_bad_hyperparameters(make, match):
     with pytest.raises(ValueError, match=match):
@@ -203,11 +203,12 @@ def test_bad_weight_decay_is_refused(make, match):
 
 @pytest.mark.parametrize("kind, name, value, error, match", [
     (fastlstm.Adam, "lr", float("nan"), ValueError, "lr must be a finite number, got nan"),
-    (fastlstm.Adam, "lr", -1.0, ValueError, "Adam needs lr > 0"),           # it trained uphill, silently
+    (fastlstm.Adam, "lr", -1.0, ValueError, "Adam's lr must be > 0, got -1.0"),           # it trained uphill, silently
     (fastlstm.Adam, "lr", "0.1", TypeError, "lr must be a finite number, got '0.1'"),
-    (fastlstm.Adam, "beta2", 1.0, ValueError, "0 <= beta1, beta2 < 1"),
+    (fastlstm.Adam, "beta2", 1.0, ValueError, "Adam's beta2 must be in [0, 1), got 1.0"),
     (fastlstm.AdamW, "lr", 200.0, ValueError, "lr·weight_decay each step, which must be < 1"),
-    (fastlstm.SGD, "momentum", 1.5, ValueError, "SGD needs lr > 0 and 0 <= momentum < 1"),
+    (fastlstm.SGD, "momentum", 1.5, ValueError, "SGD's momentum must be in [0, 1), got 1.5"),   # it said all the
+    (fastlstm.AdamW, "eps", 0.0, ValueError, "AdamW's eps must be > 0, got 0.0"),     # rules and every value
     (fastlstm.SGD, "weight_decay", -1.0, ValueError, "weight_decay must be >= 0, got -1.0")])
 def test_a_hyperparameter_set_later_is_checked_as_the_constructor_checks_it(kind, name, value, error, match):
     """opt.lr = nan was taken, and the next step failed saying the update overflowed
