@@ -3,7 +3,7 @@
 The public names load on first use (PEP 562), so that `fastlstm train` can install its
 Ctrl-C handler before NumPy, Numba and the kernels load: an interrupt at any moment of
 start-up then ends with a message, never a traceback."""
-import importlib
+from importlib import import_module as _import_module
 
 from . import _config  # noqa: F401  (sets Numba's environment before numba is imported)
 
@@ -18,9 +18,9 @@ _MODULES = ("optim", "recurrent", "model", "checkpoint", "kernels", "heads", "ta
 
 def __getattr__(name):
     if name in _PUBLIC:
-        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        value = getattr(_import_module(f".{_PUBLIC[name]}", __name__), name)
     elif name in _MODULES:
-        value = importlib.import_module(f".{name}", __name__)
+        value = _import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module 'fastlstm' has no attribute {name!r}")
     globals()[name] = value

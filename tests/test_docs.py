@@ -88,3 +88,14 @@ def test_every_fastlstm_name_the_docs_use_resolves_after_a_plain_import():
                                          for a, b in sorted(names))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_plain_import_shows_the_public_names_alone():
+    """dir(fastlstm) listed `importlib`, the lazy loader's helper, among the public names."""
+    import subprocess
+    import sys
+
+    import fastlstm
+    code = "import fastlstm; print(' '.join(n for n in dir(fastlstm) if not n.startswith('_')))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=300)
+    assert r.stdout.split() == sorted(n for n in fastlstm.__all__ if not n.startswith("_")), r.stderr
