@@ -304,6 +304,10 @@ def plot(log, out):
     against the step (needs matplotlib, the `plot` extra; the log is read first, so that a
     wrong file is said to be one with or without it)."""
     try:
+        with open(log, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":
+                raise ValueError("a zip archive, such as a checkpoint; a run's metrics log is the .csv "
+                                 "beside its checkpoint")
         with open(log, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         if not rows or "step" not in rows[0]:

@@ -296,7 +296,8 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         (("train", "--task", "digits", "--resume", "--out", str(adding)), "trained on task 'adding'"),
         (("train", "--resume", "--out", str(plain)), "not written by `fastlstm train`"),
         (("predict", str(adding), "--data", str(adding)), "was not trained with --data"),
-        (("plot", str(adding), "--out", str(tmp_path / "p.png")), "not a fastlstm metrics log"),
+        (("plot", str(adding), "--out", str(tmp_path / "p.png")), "not a fastlstm metrics log (a zip archive, such "
+         "as a checkpoint; a run's metrics log is the .csv beside its checkpoint)"),  # it quoted UTF-8's decoding error
         (("plot", str(bare_log), "--out", str(tmp_path / "p.png")),            # matplotlib's "Number of columns"
          "not a fastlstm metrics log (no column of values to draw beside step, epoch and seconds)"),
         (("train", "--task", "adding", "--data", str(adding)), "give --task or --data, not both"),
