@@ -552,19 +552,17 @@ def _train(args, interrupt, held):
         + (f", baseline {source.baseline:.3f}" if hasattr(source, "baseline") else ""))
     if getattr(source, "note", None):
         say(f"fastlstm: note: {source.note}")
-    start, t0, rate = model.steps, time.perf_counter(), None   # rate: sequences a second, an average
+    start, t0, speed = model.steps, time.perf_counter(), training.Throughput()
     bar = tqdm(total=r.total, initial=start, disable=args.quiet, unit="step", dynamic_ncols=True)
     ema, solved = None, False
     interrupt.defer()
     try:
         while not r.done and not stop():
-            t_step = time.perf_counter()         # evaluations and checkpoints are not steps
+            t_step = time.perf_counter()
             loss = r.step(step)
-            now = r.batches.B / (time.perf_counter() - t_step)
-            if model.steps > start + 1:          # the first step compiles the kernels (20 s cold), no rate of it
-                rate = now if rate is None else 0.9 * rate + 0.1 * now
+            speed.add(r.batches.B, time.perf_counter() - t_step)
             ema = loss if ema is None else 0.95 * ema + 0.05 * loss
-            bar.set_postfix(loss=f"{ema:.4f}", seq_s=f"{rate or 0:.0f}", refresh=False)
+            bar.set_postfix(loss=f"{ema:.4f}", seq_s=f"{speed.rate or 0:.0f}", refresh=False)
             bar.update(1)                           # redraws at most every 0.1 s (tqdm's mininterval)
             if r.due:
                 m, improved = r.evaluate(time.perf_counter() - t0)

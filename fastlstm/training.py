@@ -165,6 +165,23 @@ class EarlyStopping:
         self.bad = v.positive_int("bad", st["bad"], minimum=0)
 
 
+class Throughput:
+    """Sequences a second for `fastlstm train`'s progress bar: a moving average of each
+    step's own rate (`add` takes a step's sequences and seconds), from the second step on:
+    the first compiles the kernels, 20-30 s on a cold cache. What runs between steps
+    (evaluations, checkpoints) is not a step's time."""
+
+    def __init__(self, keep=0.9):
+        self.keep, self.rate, self.first = keep, None, True
+
+    def add(self, sequences, seconds):
+        now = sequences / max(seconds, 1e-9)
+        if self.first:
+            self.first = False
+        else:
+            self.rate = now if self.rate is None else self.keep * self.rate + (1 - self.keep) * now
+
+
 class Run:
     """A model, a dataset (or built-in task) and everything a run carries between steps.
 
