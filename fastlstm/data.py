@@ -472,8 +472,9 @@ def read_csv(path, sep=",", decimal="."):
     _refuse_utf16(path, raw, ' (a spreadsheet\'s "CSV UTF-8")')
     nul = raw.find(b"\0")                               # before decoding: a .npz fails that first
     if nul >= 0:
-        raise DataError(f"{path}: not a CSV file (" + ("it is a zip archive, such as a .npz)"
-                        if raw.startswith(b"PK\x03\x04") else "a NUL byte at line {}, column {})".format(*_where(path, nul))))
+        what = ("it is a zip archive, such as a .npz" if raw.startswith(b"PK\x03\x04") else
+                "a NUL byte at line {}, column {}".format(*_where(path, nul)))
+        raise DataError(f"{path}: not a CSV file ({what})")
     try:
         text = raw.decode("utf-8-sig")                   # a spreadsheet's byte-order mark is not a name
     except UnicodeDecodeError as e:
@@ -812,7 +813,9 @@ def _mae(a, b):
     return float(np.mean(np.abs(a - b)))
 
 
-_FORM = re.compile(r"[0-9]{4}-?[0-9]{2}-?[0-9]{2}(?:([Tt ])[0-9]{2}(?::?([0-9]{2})(?::?([0-9]{2})(?:[.,]([0-9]+))?)?)?)?")
+_FORM = re.compile(r"[0-9]{4}-?[0-9]{2}-?[0-9]{2}"              # the date, then: the separator and hours,
+                   r"(?:([Tt ])[0-9]{2}(?::?([0-9]{2})"            # minutes,
+                   r"(?::?([0-9]{2})(?:[.,]([0-9]+))?)?)?)?")      # seconds and a fraction
 _SPECS = ("hours", "minutes", "seconds", "milliseconds", "microseconds")
 
 
