@@ -237,6 +237,11 @@ def last_axis_hint(y, lead):
     return "; for labels with a last axis of 1 pass y[..., 0]" if y.shape == lead + (1,) else ""
 
 
+def bool_hint(y):
+    """What to add where labels came as booleans (a comparison's result, y = x.sum(...) > 0)."""
+    return "; for booleans as labels 0 and 1 pass y.astype(np.int64)" if getattr(y, "dtype", None) == bool else ""
+
+
 def nonfinite(name, a):
     """Raise NonFiniteValue for the first NaN or ±Inf in `a`, if it holds one."""
     bad = first_nonfinite(a)

@@ -1025,7 +1025,7 @@ class Arrays:
                             f"step, time-major as x: integer class labels (T, N) or float targets (T, N) or "
                             f"(T, N, O), with T = {T} steps and N = {N} sequences; got shape {y.shape} dtype "
                             f"{y.dtype}" + ("; for y of shape (N, T, ...) pass np.swapaxes(y, 0, 1)"
-                                            if y.shape[:2] == (N, T) != (T, N) else ""))
+                                            if y.shape[:2] == (N, T) != (T, N) else "") + v.bool_hint(y))
         else:
             column = v.last_axis_hint(y, lead) if y.dtype.kind in "iu" else ""
             swapped = column if not y.ndim or y.shape[0] != T or T == N else (   # the commonest mistake: x's axes
@@ -1036,7 +1036,7 @@ class Arrays:
                 swapped = "; a target per step " + ("needs a model built with output='every'" if p == "fit"
                                                     else "takes --output every")
             raise DataError(f"{p}: y must be integer class labels (N,) or float targets (N,) or (N, O) for "
-                            f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}{swapped}")
+                            f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}{swapped}{v.bool_hint(y)}")
         return x, y, L, classes
 
     def _check_lengths(self, lengths, N, T, p):

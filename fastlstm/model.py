@@ -173,7 +173,7 @@ class Model:
         if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu":
             onehot = isinstance(y, np.ndarray) and y.shape == lead + (self.output_size,)
             raise TypeError(f"y must be an integer ndarray of class labels, got "
-                            f"{getattr(y, 'dtype', type(y).__name__)}{ONE_HOT * onehot}")
+                            f"{getattr(y, 'dtype', type(y).__name__)}{ONE_HOT * onehot}{v.bool_hint(y)}")
         if y.shape != lead:
             raise ValueError(f"y must have shape {lead}, got {y.shape}{v.last_axis_hint(y, lead)}")
         if y.size and (y.min() < 0 or y.max() >= self.output_size):

@@ -345,7 +345,7 @@ def _hourly(values, hours=None):
     ("noy.npz", None, [], "no array 'y' (the file holds: x)"),
     ("nox.npz", None, [], "no array 'x' (the file holds: y)"),
     ("booly.npz", None, [], "y must be integer class labels (N,) or float targets (N,) or (N, O) for N = 10 "
-     "sequences, got shape (10,) dtype bool"),
+     "sequences, got shape (10,) dtype bool; for booleans as labels 0 and 1 pass y.astype(np.int64)"),
     ("shape.npz", None, [], "y must be integer class labels (N,) or float targets"),
     ("scalar.npz", None, [], "x must be a numeric array (N, T, D), or (T, N, D) with --layout time, got shape () "
      "dtype float32"),

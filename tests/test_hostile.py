@@ -112,6 +112,18 @@ def test_one_hot_targets_for_a_classifier_say_how_to_make_labels():
     assert "one-hot" not in str(e.value)
 
 
+def test_boolean_labels_say_how_to_make_integers():
+    """y = x.sum(...) > 0 gives booleans; the errors said only that y must hold integers."""
+    x, y = np.zeros((5, 4, 3), np.float32), np.array([True, False, True, False])
+    m, every = fastlstm.Model(3, 8, 2, loss="xent"), fastlstm.Model(3, 8, 2, loss="xent", output="every")
+    for call in (lambda: m.train_step(x, y), lambda: m.evaluate(x, y), lambda: m.fit(x, y, epochs=1, progress=False),
+                 lambda: every.fit(x, np.repeat(y[None], 5, 0), epochs=1, progress=False)):
+        with pytest.raises((TypeError, ValueError), match=re.escape("; for booleans as labels 0 and 1 pass "
+                                                                   "y.astype(np.int64)")):
+            call()
+    m.fit(x, y.astype(np.int64), epochs=1, progress=False)      # as the message says
+
+
 def test_an_update_on_arrays_of_another_size_is_refused():
     opt = fastlstm.SGD(lr=0.1).bind(3, np.float32)
     with pytest.raises(ValueError, match="3 entries for 5 parameters"):
