@@ -31,6 +31,8 @@ _MAX_HEADER_BYTES = 64 << 20         # the JSON header (config, optimizer, extra
 _MAX_MEMBERS = 64
 _DEFLATE_RATIO = 1032                # deflate never inflates one byte to more than this
 _NPY_HEADER_MAX = 10000              # numpy's own bound for a .npy header
+ZIP = b"PK\x03\x04"                  # a zip archive's first bytes (.npz files, checkpoints)
+_EMPTY_ZIP = b"PK\x05\x06"           # an empty zip archive's
 
 
 class CheckpointError(ValueError):
@@ -174,7 +176,7 @@ def read(path, arrays_for=None):
         magic = f.read(4)
         if magic == b"\x93NUM":
             raise CheckpointError(f"{path}: not a fastlstm checkpoint (a bare .npy array)")
-        if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        if magic not in (ZIP, _EMPTY_ZIP):
             raise CheckpointError(f"{path}: not a fastlstm checkpoint (not a zip archive)")
         f.seek(0)
         try:

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import _validate as v
 from . import choices
+from .checkpoint import ZIP
 
 MISSING = {"", "na", "n/a", "nan", "null", "none"}
 MAX_CLASSES = 1 << 20        # class labels of an arrays file: far more classes than any sequence classifier has
@@ -472,7 +473,7 @@ def read_csv(path, sep=",", decimal="."):
     _refuse_utf16(path, raw, ' (a spreadsheet\'s "CSV UTF-8")')
     nul = raw.find(b"\0")                               # before decoding: a .npz fails that first
     if nul >= 0:
-        what = ("it is a zip archive, such as a .npz" if raw.startswith(b"PK\x03\x04") else
+        what = ("it is a zip archive, such as a .npz" if raw.startswith(ZIP) else
                 "a NUL byte at line {}, column {}".format(*_where(path, nul)))
         raise DataError(f"{path}: not a CSV file ({what})")
     try:
@@ -1146,7 +1147,7 @@ def _read_npz(path, need_y=True):
         if head == b"\x93NUMPY":
             raise DataError(f"{path}: a .npy file holds one array; arrays come as an .npz of x and y "
                             f"(np.savez(path, x=x, y=y))")
-        if not head.startswith(b"PK\x03\x04"):
+        if not head.startswith(ZIP):
             raise DataError(f"{path}: not an .npz file (a zip archive of arrays, as np.savez writes)")
         with np.load(path, allow_pickle=False) as z:
             names = list(z.files)

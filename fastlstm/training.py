@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from . import _validate as v
-from .checkpoint import atomic_file
+from .checkpoint import ZIP, atomic_file
 from .choices import SCHEDULES
 
 
@@ -322,7 +322,7 @@ def plot(log, out):
     wrong file is said to be one with or without it)."""
     try:
         with open(log, "rb") as f:
-            if f.read(4) == b"PK\x03\x04":
+            if f.read(4) == ZIP:
                 raise ValueError("a zip archive, such as a checkpoint; a run's metrics log is the .csv "
                                  "beside its checkpoint")
         with open(log, newline="", encoding="utf-8") as f:
