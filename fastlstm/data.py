@@ -833,11 +833,11 @@ def time_form(cell):
     return sep and sep.upper(), spec, cell[-1:] in "Zz"
 
 
-def iso(t, tz=None, form=("T", 2, False)):
+def iso(t, tz, form):
     """An ISO timestamp from seconds since the epoch: in tz (a datetime.tzinfo, written with
-    its offset, as the file's times had it), or naive UTC; in the form `time_form` read from
-    the file, with more precision where t needs it (a bare date's column dates a forecast
-    that falls within a day with its time)."""
+    its offset, as the file's times had it) or, with None, naive UTC; in the form
+    `time_form` read from the file, with more precision where t needs it (a bare date's
+    column dates a forecast that falls within a day with its time)."""
     sep, spec, z = form
     t = _dt.datetime.fromtimestamp(float(t), tz or _dt.timezone.utc)
     t = t if tz else t.replace(tzinfo=None)
