@@ -8,8 +8,10 @@ Per shape the two are timed alternately in blocks (JIT warm-up outside the timed
 each library in a worker process of its own; the "order" group also runs both in one
 process, imported fastlstm first or numpy and torch first (as most scripts do), the two
 processes' runners in one alternation (a table after the main one sets fastlstm's speed in
-the two orders side by side), medians reported. GFLOP/s counts 3 x 2 x 4H(D+H) x B x T per training step (forward, δI,
-δW) and a third of that for inference; "of matmul" divides by the rate of a large float32
+the two orders side by side), medians reported. The streaming step is timed beside
+torch.nn.LSTM on a one-step sequence and beside torch.nn.LSTMCell, PyTorch's one-step
+module (the GRU's beside nn.GRU and nn.GRUCell). GFLOP/s counts 3 x 2 x 4H(D+H) x B x T
+per training step (forward, δI, δW) and a third of that for inference; "of matmul" divides by the rate of a large float32
 NumPy matmul measured in the same run ("torch of matmul": the same for PyTorch, so a speed
 ratio r needs r times that fraction). Both libraries use the same number of threads, each
 in a worker process of its own (class Worker: in one process they would share one OpenMP
@@ -183,8 +185,11 @@ def serve(lib, threads):
 
 
 # group -> (base group, stack settings): bidirectional, two layers with and without dropout,
-# the GRU (cell: torch.nn.GRU beside fastlstm.GRU), projections to H/2 (proj_size)
-VARIANTS = {"bitrain": ("train", dict(bidirectional=True)), "biinfer": ("infer", dict(bidirectional=True)),
+# the GRU (cell: torch.nn.GRU beside fastlstm.GRU), projections to H/2 (proj_size), and the
+# streaming step beside PyTorch's one-step modules (peer="cell": torch.nn.LSTMCell or GRUCell,
+# under torch.inference_mode; the "stream" rows call torch.nn.LSTM on a sequence of one step)
+VARIANTS = {"streamcell": ("stream", dict(peer="cell")), "grustreamcell": ("stream", dict(cell="gru", peer="cell")),
+            "bitrain": ("train", dict(bidirectional=True)), "biinfer": ("infer", dict(bidirectional=True)),
             "train2": ("train", dict(num_layers=2)), "train2drop": ("train", dict(num_layers=2, dropout=0.2)),
             "grutrain": ("train", dict(cell="gru")), "gruinfer": ("infer", dict(cell="gru")),
             "grustream": ("stream", dict(cell="gru")), "projtrain": ("train", dict(proj_size="H/2")),
@@ -198,6 +203,7 @@ def side(lib, group, D, H, B, T, dtype):
     group, settings = VARIANTS.get(group, (group, {}))
     settings = dict(settings)
     cell, adam = settings.pop("cell", "lstm"), settings.pop("adam", False)     # adam: an update after each step
+    peer = settings.pop("peer", "stack")
     if settings.get("proj_size") == "H/2":
         settings["proj_size"] = H // 2
     ours = {"lstm": fastlstm.LSTM, "gru": fastlstm.GRU}[cell](D, H, dtype=dtype, seed=0, **settings)
@@ -219,9 +225,20 @@ def side(lib, group, D, H, B, T, dtype):
                 opt.step(ours.params, ours.grads)
         return {"train": train, "infer": lambda: ours.forward(x), "stream": lambda: ours.step(x0, *hc)}[group]
     import torch
-    theirs = getattr(torch.nn, cell.upper())(D, H, dtype=torch.float32 if dtype == np.float32 else torch.float64,
-                                             **settings)
-    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.torch_state_dict().items()})
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    sd = {k: torch.from_numpy(v) for k, v in ours.torch_state_dict().items()}
+    if peer == "cell":                  # PyTorch's one-step module, the faster of its two ways to take a step
+        one = getattr(torch.nn, cell.upper() + "Cell")(D, H, dtype=tdtype)
+        one.load_state_dict({k[:-3]: v for k, v in sd.items()})                  # weight_ih_l0 -> weight_ih
+        x1, hc1 = torch.tensor(x[0]), [torch.zeros(B, w, dtype=tdtype) for w in widths]
+        state1 = [tuple(hc1) if cell == "lstm" else hc1[0]]         # (h, c), or h: what the cell returns
+
+        def cell_step():
+            with torch.inference_mode():
+                state1[0] = one(x1, state1[0])
+        return cell_step
+    theirs = getattr(torch.nn, cell.upper())(D, H, dtype=tdtype, **settings)
+    theirs.load_state_dict(sd)
     xt, dyt = torch.tensor(x, requires_grad=group == "train"), torch.tensor(dy)
     hc = [torch.zeros(S, B, w, dtype=xt.dtype, requires_grad=group == "train") for w in widths]
     state = [tuple(hc) if cell == "lstm" else hc[0]]
@@ -411,6 +428,7 @@ def main(argv=None):
     if "stream" in groups:
         D, H = (8, 16) if args.quick else STREAM
         row("stream", "stream", "B=1", (D, H, 1, 1), np.float32, flops_train(D, H, 1, 1) / 3)
+        row("streamcell", "stream, torch.nn.LSTMCell", "B=1", (D, H, 1, 1), np.float32, flops_train(D, H, 1, 1) / 3)
     if "order" in groups:                    # both libraries in one process, in either import order
         mixed = [Worker(m, threads) for m in ("fastlstm+torch", "torch+fastlstm")]
         labels = ("train, one process, fastlstm first", "train, one process, numpy and torch first")
@@ -438,6 +456,8 @@ def main(argv=None):
         D, H = (8, 16) if args.quick else STREAM
         row("grustream", "GRU stream", "B=1", (D, H, 1, 1), np.float32, 0.75 * flops_train(D, H, 1, 1) / 3,
             base="stream")
+        row("grustreamcell", "GRU stream, torch.nn.GRUCell", "B=1", (D, H, 1, 1), np.float32,
+            0.75 * flops_train(D, H, 1, 1) / 3, base="streamcell")
     if "adam" in groups:                     # a training step and an update, as a run takes it (torch.optim.Adam)
         for name, shape in shapes.items():
             row("adamtrain", "train + Adam update", name, shape, np.float32, flops_train(*shape), base="train")

@@ -44,10 +44,13 @@ def test_infer(benchmark, shape, impl):
     _run(benchmark, f"infer {shape} {shapes[shape]}", side(impl, "infer", *shapes[shape], np.float32))
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_stream(benchmark, impl):
+@pytest.mark.parametrize("impl,group", [("fastlstm", "stream"), ("torch", "stream"), ("torch", "streamcell")],
+                         ids=["fastlstm", "torch-LSTM", "torch-LSTMCell"])
+def test_stream(benchmark, impl, group):
+    """One step at B = 1; PyTorch's as torch.nn.LSTM on a one-step sequence and as
+    torch.nn.LSTMCell, its faster one-step module."""
     D, H = (8, 16) if shapes is QUICK else STREAM
-    _run(benchmark, f"stream B=1 D={D} H={H}", side(impl, "stream", D, H, 1, 1, np.float32))
+    _run(benchmark, f"stream B=1 D={D} H={H}", side(impl, group, D, H, 1, 1, np.float32))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ def test_compare_prints_a_row_per_group():
                   "| train, one process, fastlstm first |", "| train, one process, numpy and torch first |",
                   "| train bidirectional |", "| train 2 layers, dropout 0.2 |", "| text task step",
                   "| call overhead (fastlstm_param_count) |", "| stream step B=1", "| train step",
-                  "| row, timed beside its base |", "| GRU infer | tiny |"):
+                  "| row, timed beside its base |", "| GRU infer | tiny |",
+                  "| stream, torch.nn.LSTMCell | B=1 (8, 16, 1, 1) |", "| GRU stream, torch.nn.GRUCell | B=1 |"):
         assert group in r.stdout, r.stdout
 
 
@@ -39,7 +40,7 @@ def test_pytest_benchmark_suite_runs():
                         os.path.join(ROOT, "benchmarks"), "--benchmark-disable"],
                        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "11 passed" in r.stdout, r.stdout
+    assert "12 passed" in r.stdout, r.stdout
 
 
 def test_profile_step_prints_every_phase():
