@@ -94,8 +94,6 @@ def no_projection(cell, value):
 # PyTorch's constructor arguments that fastlstm's stacks do not take, with the value that
 # PyTorch's code may state (its default, which is fastlstm's way too) and why another is refused
 TORCH_ONLY = dict(
-    batch_first=(False, "fastlstm's stacks are time-major, x (T, B, D): for batch-first x pass "
-                        "np.ascontiguousarray(np.swapaxes(x, 0, 1))"),
     bias=(True, "fastlstm's layers always have their biases"),
     device=("cpu", "fastlstm runs on the CPU, on NumPy arrays"),
     nonlinearity=("tanh", "fastlstm.RNN is the tanh RNN"))
@@ -255,8 +253,9 @@ def _mismatch(want, got):
     return len(want) != len(got) or want[k:] != got[k:]
 
 
-def lengths(a, B, T):
-    """Sequence lengths (B,) of any integer dtype, each in 1..T, as int64 (a copy)."""
+def lengths(a, B, T, t_axis=0):
+    """Sequence lengths (B,) of any integer dtype, each in 1..T, as int64 (a copy); T is
+    x.shape[t_axis] (1 for batch-first x)."""
     if a is None:
         return np.full(B, T, dtype=np.int64)
     a = np.asarray(a)
@@ -265,5 +264,5 @@ def lengths(a, B, T):
     if a.shape != (B,):
         raise ValueError(f"lengths must have shape ({B},) (one per batch row), got {a.shape}")
     if B and (a.min() < 1 or a.max() > T):
-        raise ValueError(f"lengths must lie in 1..{T} (T = x.shape[0]), got min {a.min()}, max {a.max()}")
+        raise ValueError(f"lengths must lie in 1..{T} (T = x.shape[{t_axis}]), got min {a.min()}, max {a.max()}")
     return a.astype(np.int64)

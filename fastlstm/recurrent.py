@@ -319,7 +319,9 @@ class _Workspace:
 
 class _Recurrent:
     """A stack of recurrent layers, time-major: x (T, B, D) → y (T, B, Hr), with h Hr = H wide,
-    or P = proj_size with a projection (the LSTM's).
+    or P = proj_size with a projection (the LSTM's). With batch_first (PyTorch's) the public
+    forward and backward take and give x, y, dy, dx as (B, T, ·), through a transposed copy;
+    the kernels, the workspace and a Model's calls stay time-major.
 
     Parameters live in one flat array `params`, gradients in `grads` (same layout); per
     layer, `layers[k].W` (R, D_k+Hr), `layers[k].b` (G) and `layers[k].R` (Hr, H) (a
@@ -330,7 +332,7 @@ class _Recurrent:
     block of b: PyTorch's block of bias_ih, and of bias_hh, that add up to it; -1 none).
     """
     CELL = HAS_C = CARRY = TORCH_BLOCK = TORCH_BIAS = None
-    TORCH_TAKES = ("batch_first", "bias", "device")     # PyTorch's arguments taken at fastlstm's value (v.torch_only)
+    TORCH_TAKES = ("bias", "device")     # PyTorch's arguments taken at fastlstm's value (v.torch_only)
     params, grads = flat("params", copy_in=True), flat("grads", copy_in=True)
 
     @classmethod
@@ -340,7 +342,7 @@ class _Recurrent:
         return int(rows) * H, int(cols) * H
 
     def __init__(self, input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers,
-                 bidirectional=False, dropout=0.0, dropout_seed=None, proj_size=0):
+                 bidirectional=False, dropout=0.0, dropout_seed=None, proj_size=0, batch_first=False):
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
         self._lock = threading.RLock()                # see one_call_at_a_time
@@ -362,6 +364,7 @@ class _Recurrent:
                           stacklevel=3 if buffers is None else 4)     # the user's line, or Model()'s caller's
         self.input_size, self.hidden_size, self.num_layers = D, H, layers
         self.bidirectional = v.boolean("bidirectional", bidirectional)
+        self.batch_first = v.boolean("batch_first", batch_first)
         self.directions = 1 + bidirectional
         self.output_size = Hr * self.directions      # y's width: [forward ; reverse]
         self.num_states = layers * self.directions    # hn's rows: layer-major, direction-minor (PyTorch's)
@@ -438,7 +441,7 @@ class _Recurrent:
         awaiting its backward is not carried: the copy's backward() needs a forward of its own."""
         settings = dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
                         bidirectional=self.bidirectional, dropout=self.dropout, dtype=self.dtype.name,
-                        dropout_seed=self.dropout_seed)
+                        dropout_seed=self.dropout_seed, batch_first=self.batch_first)
         if self.HAS_C:                                   # the LSTM's own settings
             settings.update(forget_bias=self.forget_bias, proj_size=self.proj_size)
         return _unpickle, (type(self), settings, self.params, self.grads,
@@ -447,6 +450,7 @@ class _Recurrent:
     def __repr__(self):
         return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
                 f"num_layers={self.num_layers}, " + (f"proj_size={self.proj_size}, " if self.proj_size else "")
+                + ("batch_first=True, " if self.batch_first else "")
                 + f"dtype={self.dtype}, params={self.params.size})")
 
     @one_call_at_a_time
@@ -478,12 +482,19 @@ class _Recurrent:
 
     def check_input(self, x, lengths):
         """x (T, B, D) checked (shape, dtype, contiguity, finiteness; T, B ≥ 1) and lengths
-        as int64 (B,) in 1..T (all T for None): the one check of a sequence batch."""
+        as int64 (B,) in 1..T (all T for None): the one check of a sequence batch. With
+        batch_first x comes as (B, T, D) and goes on as its time-major copy."""
         x = v.array("x", x, (None, None, self.input_size), self.dtype)
-        T, B = x.shape[:2]
-        if T < 1 or B < 1:
+        if min(x.shape[:2]) < 1:
             raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
-        return x, v.lengths(lengths, B, T)
+        x = self._swap(x)
+        T, B = x.shape[:2]
+        return x, v.lengths(lengths, B, T, int(self.batch_first))
+
+    def _swap(self, a):
+        """a (T, B, ·) as (B, T, ·), or back, C-contiguous, for a batch_first stack; else a
+        itself."""
+        return np.ascontiguousarray(a.swapaxes(0, 1)) if self.batch_first else a
 
     def last_hidden(self):
         """The top layer's h at each row's last real step (B, H) after run_forward: a view
@@ -525,7 +536,7 @@ class _Recurrent:
         hn = np.empty((self.num_states, B, self.Hr), self.dtype)
         cn = np.empty((self.num_states, B, self.hidden_size), self.dtype)
         self._outputs(y, hn, cn)
-        return y, hn, cn
+        return self._swap(y), hn, cn
 
     def run_forward(self, x, h0, c0, L, step=None):
         """Forward on checked inputs, leaving everything backward needs in the workspace.
@@ -643,14 +654,15 @@ class _Recurrent:
         if self._saved is None:
             raise RuntimeError("backward() needs a forward() first; each forward() supports one backward()")
         T, B = self._saved[:2]
-        dy = v.array("dy", dy, (T, B, self.output_size), self.dtype)
+        dy = self._swap(v.array("dy", dy, (B, T, self.output_size) if self.batch_first else (T, B, self.output_size),
+                                self.dtype))
         dhn = self._check_state("dhn", dhn, B, self.Hr)
         dcn = self._check_state("dcn", dcn, B, self.hidden_size)
         dx = np.empty((T, B, self.input_size), self.dtype)
         dh0 = np.empty((self.num_states, B, self.Hr), self.dtype)
         dc0 = np.empty((self.num_states, B, self.hidden_size), self.dtype)
         self.run_backward(dy, dhn, dcn, dx, dh0, dc0, record)
-        return dx, dh0, dc0
+        return self._swap(dx), dh0, dc0
 
     def run_backward(self, dy, dhn, dcn, dx, dh0, dc0, record=False):
         """Backward of the last run_forward on checked inputs into the given outputs
@@ -821,7 +833,7 @@ def _as_array(sd, key, shape):
 
 
 class LSTM(_Recurrent):
-    """A stack of LSTM layers, like torch.nn.LSTM (time-major; projections with proj_size).
+    """A stack of LSTM layers, like torch.nn.LSTM (time-major, or batch_first; projections with proj_size).
 
     layers[k].W (4H, D_k+Hr) has rows in gate order a, i, f, o (a = PyTorch's g) and
     columns [x | h]; layers[k].b (4H,); layers[k].R (P, H) the projection W_hr or None.
@@ -831,28 +843,30 @@ class LSTM(_Recurrent):
     TORCH_BIAS = ((2, 2), (0, 0), (1, 1), (3, 3))
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
-                 proj_size=0, dtype=np.float32, forget_bias=1.0, seed=None, dropout_seed=None, buffers=None,
-                 **torch_only):
+                 proj_size=0, batch_first=False, dtype=np.float32, forget_bias=1.0, seed=None, dropout_seed=None,
+                 buffers=None, **torch_only):
         """bidirectional: a reverse direction beside each layer (PyTorch's semantics and
         layouts). dropout: p in [0, 1), on the outputs of every layer but the last, in
         training mode. proj_size: P in 1..H-1 for projections (LSTMP, PyTorch's proj_size):
         h_t = W_hr (o_t ⊙ tanh c_t) is P wide, the recurrence and the outputs use it; 0 for
         none. buffers: optional (params, grads) flat arrays of size `param_count(...)` for
         the stack to live in (a Model puts the layers and its head in one flat array).
-        PyTorch's batch_first=False, bias=True and device="cpu" are taken (fastlstm's way);
-        other values are refused with why."""
+        batch_first: x, y, dy and dx are (B, T, ·) (PyTorch's batch_first; the states stay
+        (num_layers, B, ·)). PyTorch's bias=True and device="cpu" are taken (fastlstm's
+        way); other values are refused with why."""
         v.torch_only(type(self).__name__, torch_only, self.TORCH_TAKES)
         super().__init__(input_size, hidden_size, num_layers, dtype, forget_bias, seed, buffers,
-                         bidirectional, dropout, dropout_seed, proj_size)
+                         bidirectional, dropout, dropout_seed, proj_size, batch_first)
 
     def forward(self, x, h0=None, c0=None, lengths=None):
         """Run the stack over a sequence batch.
 
-        x (T, B, D); h0 (num_layers, B, Hr), c0 (num_layers, B, H) or None for zeros;
-        lengths (B,) integers in 1..T or None (all T). Past its length a row's outputs are
-        zero and its state is frozen, so hn, cn are the states at its last real step
-        (PyTorch's packed sequences). Returns y (T, B, Hr), (hn (num_layers, B, Hr), cn
-        (num_layers, B, H)), as new arrays (with num_layers·2 and 2Hr when bidirectional).
+        x (T, B, D) (B, T, D with batch_first); h0 (num_layers, B, Hr), c0 (num_layers, B, H)
+        or None for zeros; lengths (B,) integers in 1..T or None (all T). Past its length a
+        row's outputs are zero and its state is frozen, so hn, cn are the states at its last
+        real step (PyTorch's packed sequences). Returns y (T, B, Hr) ((B, T, Hr) with
+        batch_first), (hn (num_layers, B, Hr), cn (num_layers, B, H)), as new arrays (with
+        num_layers·2 and 2Hr when bidirectional).
         The state may come as one pair, h0 = (h0, c0), as PyTorch takes it and as forward
         returns it: `y2, state = lstm.forward(x2, state)` carries it on.
         """
@@ -863,8 +877,8 @@ class LSTM(_Recurrent):
     def backward(self, dy, dhn=None, dcn=None, record=False):
         """Gradients of the last forward; parameter gradients accumulate into `grads`.
 
-        dy (T, B, Hr) the loss's gradient w.r.t. y; dhn, dcn as hn, cn, or None.
-        Returns dx (T, B, D), (dh0, dc0) shaped as h0, c0, as new arrays.
+        dy (T, B, Hr) the loss's gradient w.r.t. y (laid out as y); dhn, dcn as hn, cn, or None.
+        Returns dx (T, B, D) (laid out as x), (dh0, dc0) shaped as h0, c0, as new arrays.
         Each forward supports one backward (backward overwrites the saved gates with δz).
         record=True fills `flow` with the gradient-flow probe: per layer and step t,
         flow["dh"][l, t] = ‖∂E/∂h_{t-1}‖ and flow["dc"][l, t] = ‖∂E/∂c_{t-1}‖ (norms over
@@ -892,21 +906,23 @@ class _HiddenOnly(_Recurrent):
     """The interface of the cells whose state is h alone (RNN, GRU)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
-                 dtype=np.float32, seed=None, dropout_seed=None, buffers=None, proj_size=0, **torch_only):
+                 batch_first=False, dtype=np.float32, seed=None, dropout_seed=None, buffers=None, proj_size=0,
+                 **torch_only):
         v.torch_only(type(self).__name__, torch_only, self.TORCH_TAKES)
         v.no_projection(type(self).__name__, proj_size)
         super().__init__(input_size, hidden_size, num_layers, dtype, 0.0, seed, buffers, bidirectional,
-                         dropout, dropout_seed)
+                         dropout, dropout_seed, batch_first=batch_first)
 
     def forward(self, x, h0=None, lengths=None):
-        """x (T, B, D), h0 (num_layers, B, H) or None, lengths as for LSTM.
-        Returns y (T, B, H), hn (num_layers, B, H)."""
+        """x (T, B, D) (B, T, D with batch_first), h0 (num_layers, B, H) or None, lengths as
+        for LSTM. Returns y (T, B, H) (laid out as x), hn (num_layers, B, H)."""
         y, hn, _ = self._forward_public(x, h0, None, lengths)
         return y, hn
 
     def backward(self, dy, dhn=None, record=False):
-        """Returns dx (T, B, D), dh0 (num_layers, B, H); grads accumulate. record as for LSTM
-        (an RNN: flow["dc"] stays zero and flow["forget"] NaN; a GRU: flow["dc"] is the norm
+        """dy laid out as y. Returns dx (laid out as x), dh0 (num_layers, B, H); grads
+        accumulate. record as for LSTM (an RNN: flow["dc"] stays zero and flow["forget"] NaN;
+        a GRU: flow["dc"] is the norm
         of z⊙δh, the share of ∂E/∂h_{t-1} that the identity path carries, and
         flow["forget"] the mean update gate z, the share of h_{t-1} kept)."""
         dx, dh0, _ = self._backward_public(dy, dhn, None, record)
@@ -928,7 +944,7 @@ class RNN(_HiddenOnly):
 
 
 class GRU(_HiddenOnly):
-    """A stack of GRU layers, like torch.nn.GRU (time-major; PyTorch's formulation):
+    """A stack of GRU layers, like torch.nn.GRU (time-major, or batch_first; PyTorch's formulation):
     r = σ(W_ir x + W_hr h + b_r), z = σ(W_iz x + W_hz h + b_z),
     n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h' = (1 - z) ⊙ n + z ⊙ h.
 

@@ -127,9 +127,6 @@ def test_bad_constructor_arguments(args, kwargs, exc, match):
 
 
 @pytest.mark.parametrize("cls,kwargs,exc,match", [
-    (fastlstm.LSTM, dict(batch_first=True), ValueError,
-     r"LSTM\(\): batch_first=True is not supported: fastlstm's stacks are time-major, x \(T, B, D\): for "
-     r"batch-first x pass np.ascontiguousarray\(np.swapaxes\(x, 0, 1\)\)"),
     (fastlstm.GRU, dict(bias=False), ValueError, r"GRU\(\): bias=False is not supported: fastlstm's layers always"),
     (fastlstm.RNN, dict(nonlinearity="relu"), ValueError, r"RNN\(\): nonlinearity='relu' is not supported: "
                                                           r"fastlstm.RNN is the tanh RNN"),
@@ -138,7 +135,7 @@ def test_bad_constructor_arguments(args, kwargs, exc, match):
     (fastlstm.RNN, dict(hiden_size=4), TypeError, r"^RNN\(\) got an unexpected keyword argument 'hiden_size'"),
 ])
 def test_pytorchs_constructor_arguments_pass_at_fastlstms_way_and_are_refused_otherwise(cls, kwargs, exc, match):
-    """batch_first=True, bias=False or nonlinearity='relu' raised Python's bare TypeError, and
+    """bias=False or nonlinearity='relu' raised Python's bare TypeError, and
     an RNN's or a GRU's named `_HiddenOnly.__init__()`."""
     with pytest.raises(exc, match=match):
         cls(3, 4, **kwargs)

@@ -80,6 +80,72 @@ def test_bidirectional_equals_torch_with_packed_sequences(cell, layers, init, wi
     assert np.abs(back.params - m.params).max() <= 1e-15
 
 
+@pytest.mark.parametrize("cell,bidirectional,proj", [("lstm", False, 0), ("lstm", True, 2), ("gru", True, 0),
+                                                     ("rnn", False, 0)])
+def test_batch_first_equals_torchs_batch_first(cell, bidirectional, proj):
+    """batch_first=True (PyTorch's): x, y, dy and dx are (B, T, ·), the states (layers, B, ·)
+    as ever. Against torch's batch_first modules with packed sequences, to 1e-10, and bit for
+    bit the time-major stack's results with their first two axes swapped."""
+    T, B, D, H, layers = 6, 4, 3, 5, 2
+    rng = np.random.default_rng(7)
+    cls, tcls = {"lstm": (fastlstm.LSTM, torch.nn.LSTM), "rnn": (fastlstm.RNN, torch.nn.RNN),
+                 "gru": (fastlstm.GRU, torch.nn.GRU)}[cell]
+    kw = dict(bidirectional=bidirectional, dtype=np.float64, seed=0, **({"proj_size": proj} if proj else {}))
+    m, tm = cls(D, H, layers, batch_first=True, **kw), cls(D, H, layers, **kw)
+    assert "batch_first=True" in repr(m) and "batch_first" not in repr(tm)
+    m.params[:] = tm.params[:] = rng.uniform(-0.5, 0.5, m.params.size)
+    t = tcls(D, H, layers, batch_first=True, bidirectional=bidirectional, **({"proj_size": proj} if proj else {}))
+    t = t.double()
+    t.load_state_dict({k: torch.from_numpy(v) for k, v in m.torch_state_dict().items()})
+    x = rng.standard_normal((B, T, D))
+    L = np.array([T, 2, 5, 1])
+    xt = torch.tensor(x, requires_grad=True)
+    out, state = t(pack_padded_sequence(xt, torch.tensor(L), batch_first=True, enforce_sorted=False))
+    yt = pad_packed_sequence(out, batch_first=True, total_length=T)[0]
+    y, state_m = m.forward(x, lengths=L)
+    states_t, states_m = (state, state_m) if cell == "lstm" else ((state,), (state_m,))
+    Hr = proj or H
+    assert y.shape == (B, T, Hr * (1 + bidirectional)) and y.flags.c_contiguous
+    assert states_m[0].shape == (layers * (1 + bidirectional), B, Hr)
+    assert np.abs(yt.detach().numpy() - y).max() <= TOL
+    for a, b in zip(states_t, states_m):
+        assert np.abs(a.detach().numpy() - b).max() <= TOL
+    dy = rng.standard_normal(y.shape) * (np.arange(T)[None, :, None] < L[:, None, None])
+    (yt * torch.tensor(dy)).sum().backward()
+    m.zero_grad()
+    dx = m.backward(dy)[0]
+    assert dx.shape == x.shape and dx.flags.c_contiguous
+    assert np.abs(xt.grad.numpy() - dx).max() <= TOL
+    assert np.abs(_torch_grads(t, cls, m) - m.grads).max() <= TOL
+    swap = lambda a: np.ascontiguousarray(a.swapaxes(0, 1))      # noqa: E731
+    y2, state2 = tm.forward(swap(x), lengths=L)
+    tm.zero_grad()
+    dx2 = tm.backward(swap(dy))[0]
+    assert np.array_equal(swap(y2), y) and np.array_equal(swap(dx2), dx) and np.array_equal(tm.grads, m.grads)
+    assert all(np.array_equal(a, b) for a, b in zip(state2 if cell == "lstm" else (state2,), states_m))
+
+
+def test_batch_first_shapes_are_checked_as_given():
+    """A batch_first stack reads x as (B, T, D): its lengths run to x.shape[1], and dy must be
+    (B, T, ·); each refusal names the shape the caller gave and changes nothing."""
+    m = fastlstm.LSTM(3, 4, batch_first=True, seed=0)
+    x = np.zeros((2, 5, 3), np.float32)                       # B = 2 rows of T = 5 steps
+    with pytest.raises(ValueError, match=r"lengths must lie in 1..5 \(T = x.shape\[1\]\), got min 1, max 6"):
+        m.forward(x, lengths=[1, 6])
+    with pytest.raises(ValueError, match=r"lengths must have shape \(2,\)"):
+        m.forward(x, lengths=[1, 2, 3, 4, 5])
+    with pytest.raises(ValueError, match=r"x must have at least one step and one batch row, got shape \(0, 5, 3\)"):
+        m.forward(np.zeros((0, 5, 3), np.float32))
+    y, _ = m.forward(x, lengths=[5, 3])
+    before = m.grads.copy()
+    with pytest.raises(ValueError, match=r"dy must have shape \(2, 5, 4\), got \(5, 2, 4\)"):
+        m.backward(np.zeros((5, 2, 4), np.float32))
+    assert np.array_equal(m.grads, before)
+    assert m.backward(np.ones_like(y))[0].shape == (2, 5, 3)
+    with pytest.raises(TypeError, match="batch_first must be True or False, got 1"):
+        fastlstm.GRU(3, 4, batch_first=1)
+
+
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
 def test_half_precision_torch_weights_load_as_their_exact_values(half):
     """A bfloat16 module's state dict raised torch's "Got unsupported ScalarType BFloat16"
@@ -313,9 +379,9 @@ def test_a_warm_bidirectional_dropout_embedding_step_allocates_no_array():
 
 @pytest.mark.parametrize("make", [lambda: fastlstm.LSTM(3, 6, 2, proj_size=4, bidirectional=True, dropout=0.4, seed=1),
                                   lambda: fastlstm.GRU(3, 6, 2, dropout=0.4, dtype=np.float64, seed=1),
-                                  lambda: fastlstm.RNN(3, 6, seed=1)])
+                                  lambda: fastlstm.RNN(3, 6, batch_first=True, seed=1)])
 def test_a_copy_of_a_stack_runs_as_the_original_and_owns_its_buffers(make):
-    """copy.deepcopy and pickle of LSTM, GRU and RNN: the same settings, parameters, gradients
+    """copy.deepcopy and pickle of LSTM, GRU and RNN (batch_first): the same settings, parameters, gradients
     and dropout step (so the next training forward draws the same masks); a forward awaiting
     its backward stays behind."""
     import copy
