@@ -59,7 +59,7 @@ extern "C" {
 
 /* Version of this header; fastlstm_version_number() gives the library's. */
 #define FASTLSTM_VERSION_MAJOR 0
-#define FASTLSTM_VERSION_MINOR 7
+#define FASTLSTM_VERSION_MINOR 8
 #define FASTLSTM_VERSION_PATCH 0
 #define FASTLSTM_VERSION_NUMBER (FASTLSTM_VERSION_MAJOR * 10000 + FASTLSTM_VERSION_MINOR * 100 + FASTLSTM_VERSION_PATCH)
 
@@ -79,6 +79,8 @@ extern "C" {
 #define FASTLSTM_CELL_LSTM   0
 #define FASTLSTM_CELL_RNN    1
 #define FASTLSTM_CELL_GRU    2   /* from 0.4: PyTorch's GRU (gates r, z, n; b_hn inside r ⊙ (·)) */
+#define FASTLSTM_CELL_RNN_RELU 3 /* from 0.8: the RNN with ReLU, h = max(W [x ; h] + b, 0) (PyTorch's
+                                  * nn.RNN(nonlinearity="relu")); FASTLSTM_CELL_RNN is the tanh one */
 #define FASTLSTM_LOSS_MSE    0   /* regression: float targets */
 #define FASTLSTM_LOSS_XENT   1   /* classification: int32 labels, softmax cross-entropy */
 #define FASTLSTM_OUTPUT_LAST  0  /* one prediction per sequence, at its last real step */

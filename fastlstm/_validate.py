@@ -95,8 +95,7 @@ def no_projection(cell, value):
 # PyTorch's code may state (its default, which is fastlstm's way too) and why another is refused
 TORCH_ONLY = dict(
     bias=(True, "fastlstm's layers always have their biases"),
-    device=("cpu", "fastlstm runs on the CPU, on NumPy arrays"),
-    nonlinearity=("tanh", "fastlstm.RNN is the tanh RNN"))
+    device=("cpu", "fastlstm runs on the CPU, on NumPy arrays"))
 
 
 def torch_only(owner, kwargs, takes):

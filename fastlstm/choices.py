@@ -3,7 +3,8 @@ these, the command line offers them, and capi/fastlstm.h numbers them in the sam
 (FASTLSTM_CELL_LSTM = 0, ...; tests/test_capi.py checks that the two agree).
 
 Imports nothing: the command line reads it before NumPy and Numba load."""
-CELLS = ("lstm", "rnn", "gru")
+CELLS = ("lstm", "rnn", "gru", "rnn_relu")     # rnn: tanh; rnn_relu: torch.nn.RNN(nonlinearity="relu")
+CELL_NAMES = {"lstm": "LSTM", "rnn": "RNN", "gru": "GRU", "rnn_relu": "ReLU RNN"}    # as messages name them
 LOSSES = ("mse", "xent")
 OUTPUTS = ("last", "every")
 OPTIMIZERS = ("adam", "sgd", "adamw")

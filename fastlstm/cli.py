@@ -80,7 +80,8 @@ def _parser(typed_only=False):
                    "end, in time order; arrays 0.2: seeded)")
     t.add_argument("--hidden", type=int, help="hidden units per layer")
     t.add_argument("--layers", type=int, help="recurrent layers")
-    t.add_argument("--cell", choices=choices.CELLS, default="lstm", help="LSTM, GRU, or a vanilla tanh RNN to compare")
+    t.add_argument("--cell", choices=choices.CELLS, default="lstm",
+                   help="LSTM, GRU, or a vanilla RNN to compare (rnn: tanh; rnn_relu: ReLU)")
     t.add_argument("--bidirectional", action="store_true", help="a reverse direction beside every layer")
     t.add_argument("--proj", type=int, default=0, metavar="P", help="LSTM: project h to P < hidden units "
                    "(LSTMP, PyTorch's proj_size; default 0, none)")
@@ -542,7 +543,7 @@ def _train(args, interrupt, held):
     what = f"task {name}" if "task" in record else f"{source.kind} {record['data']['path']}"
     per_epoch = f", {r.batches.per_epoch} steps an epoch" if r.batches.finite else ""
     say(f"fastlstm: {what}, {model.core.num_layers}x{model.core.hidden_size} "
-        f"{'bidirectional ' if model.core.bidirectional else ''}{model.cell.upper()}"
+        f"{'bidirectional ' if model.core.bidirectional else ''}{choices.CELL_NAMES[model.cell]}"
         f"{f' projected to {model.core.proj_size}' if model.core.proj_size else ''}"
         f"{f' (dropout {model.core.dropout})' if model.core.dropout else ''}"
         f"{f', embedding {model.vocab_size}x{model.core.input_size}' if model.vocab_size else ''}, "

@@ -38,6 +38,7 @@ OPSET = 17
 # and the operator's attributes.
 _ONNX = {"lstm": ("LSTM", [1, 3, 2, 0], [-1] * 4, {}),
          "rnn": ("RNN", [0], [-1], {}),
+         "rnn_relu": ("RNN", [0], [-1], {"activations": ["Relu"]}),       # per direction (doubled below)
          "gru": ("GRU", [2, 1, 0], [-1, -1, 3], {"linear_before_reset": 1})}
 
 
@@ -122,6 +123,7 @@ def export_onnx(model, path, *, streaming=False):
 
     hs, cs = [], []
     op, rows, rb, attrs = _ONNX[model.cell]
+    attrs = {k: a * dirs if isinstance(a, list) else a for k, a in attrs.items()}      # one per direction
     live3 = None
     if not streaming and (core.proj_size or model.output == "every"):     # (T, B, 1): t within row b's length
         T = node("Slice", [shape_x, const("zero", np.array([0])), "one"], ["T"])

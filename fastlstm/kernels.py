@@ -538,8 +538,9 @@ def _block_rows(blk, B):
     return r0, min(r0 + 1, B - 1), min(r0 + 2, B - 1), min(r0 + 3, B - 1)
 
 
-# Cell kinds: the recurrence and its products are shared; only the cell differs.
-LSTM_CELL, RNN_CELL, GRU_CELL = 0, 1, 2
+# Cell kinds: the recurrence and its products are shared; only the cell differs (the two
+# RNNs only in their nonlinearity, tanh or ReLU).
+LSTM_CELL, RNN_CELL, GRU_CELL, RNN_RELU_CELL = 0, 1, 2, 3
 
 # What each cell's products are made of, in blocks of H: rows (zc, n, wr, x, h) say that
 # Z's columns zc..zc+n receive W's rows wr..wr+n times x (if x) and h_{t-1} (if h). The
@@ -549,7 +550,7 @@ LSTM_CELL, RNN_CELL, GRU_CELL = 0, 1, 2
 # and once against h. The blocks order the columns so that the input half [n̂_x ; r̂ ; ẑ]
 # and the recurrent half [r̂ ; ẑ ; ĥn] are each contiguous in Z.
 BLOCKS = (np.array([[0, 4, 0, 1, 1]]), np.array([[0, 1, 0, 1, 1]]),
-          np.array([[0, 1, 0, 1, 0], [1, 2, 1, 1, 1], [3, 1, 0, 0, 1]]))
+          np.array([[0, 1, 0, 1, 0], [1, 2, 1, 1, 1], [3, 1, 0, 0, 1]]), np.array([[0, 1, 0, 1, 1]]))
 
 
 @njit(**JIT)
@@ -635,20 +636,25 @@ def gru_cell_backward(z, dc, dh, dy, h_prev, H):
 
 
 @njit(**JIT)
-def rnn_cell_forward(z, h, H):
-    """Vanilla RNN, one row of one step: h = tanh(z), kept in z too (backward needs it)."""
+def rnn_cell_forward(z, h, H, relu):
+    """Vanilla RNN, one row of one step: h = tanh(z), or max(z, 0) with relu, kept in z too
+    (backward needs it). relu(NaN) stays NaN, as PyTorch's."""
     for k in range(H):
-        a = tanh(z[k])
+        a = (_like(z[k], 0.0) if z[k] <= 0 else z[k]) if relu else tanh(z[k])
         z[k] = a
         h[k] = a
 
 
 @njit(**JIT)
-def rnn_cell_backward(z, dh, dy, H):
-    """Vanilla RNN backward: δz = (δy + δh carried) ⊙ (1 - h²), in place of h in z."""
+def rnn_cell_backward(z, dh, dy, H, relu):
+    """Vanilla RNN backward: δz = (δy + δh carried) ⊙ (1 - h²), or ⊙ [h > 0] with relu (where
+    PyTorch's ReLU passes its gradient), in place of h in z."""
     for k in range(H):
         a = z[k]
-        z[k] = (dy[k] + dh[k]) * (_like(a, 1.0) - a * a)
+        if relu:
+            z[k] = dy[k] + dh[k] if a > 0 else _like(a, 0.0)
+        else:
+            z[k] = (dy[k] + dh[k]) * (_like(a, 1.0) - a * a)
 
 
 @njit(**JIT)
@@ -701,7 +707,7 @@ def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, block
             elif cell == GRU_CELL:
                 gru_cell_forward(Zt[r], I[t + 1, r, D:], I[t, r, D:], H)
             else:
-                rnn_cell_forward(Zt[r], I[t + 1, r, D:], H)
+                rnn_cell_forward(Zt[r], I[t + 1, r, D:], H, cell == RNN_RELU_CELL)
         if proj:                                 # h_t = W_hr m_t; a row past its length keeps h
             _panel_product(I[t + 1], D, Hr, r0, r1, b0, b1, M[t], i0, _panels(P, blocks, D, H, Hr, a0, forward, TW,
                                                                                  nb), H, b, i0)
@@ -794,7 +800,7 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, 
             elif cell == GRU_CELL:
                 gru_cell_backward(Zt[r], dc[r], dh[r], dY[t, r], I[t, r, D:], H)
             else:
-                rnn_cell_backward(Zt[r], dh[r], dY[t, r], H)
+                rnn_cell_backward(Zt[r], dh[r], dY[t, r], H, cell == RNN_RELU_CELL)
         for blk in range(b0, b1):                # δb's share of each block, while δz_t is in L1
             _add_rows(dbp[blk], Zt, 4 * blk, min(4 * blk + 4, B))
         first = True
@@ -969,7 +975,7 @@ def _step_units(k0, w, h, c, xh, z, tc, W, b, Dl, n, cell, blocks):
         elif cell == GRU_CELL:                              # then vectorises
             gru_cell_forward(zu, h[r, k0:k0 + w], xh[r, Dl + k0:Dl + k0 + w], w)
         else:
-            rnn_cell_forward(zu, h[r, k0:k0 + w], w)
+            rnn_cell_forward(zu, h[r, k0:k0 + w], w, cell == RNN_RELU_CELL)
 
 
 @njit(**JIT)

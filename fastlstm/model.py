@@ -19,7 +19,7 @@ from ._config import blas_turn
 from .kernels import all_finite, fill_zero, scatter_rows, zeros
 from .recurrent import GRU, LSTM, RNN, dropout_seed_from, flat, one_call_at_a_time
 
-CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU)))
+CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU, RNN)))     # cell -> its stack ("rnn_relu": RNN's ReLU)
 ONE_HOT = " (of one-hot rows: y.argmax(-1))"   # the hint for Keras's one-hot targets given to a classifier
 
 
@@ -29,7 +29,7 @@ class NonFiniteError(FloatingPointError):
 
 class Model:
     """LSTM layers (cell="lstm", the default), GRU layers (cell="gru") or vanilla RNN layers
-    (cell="rnn") + dense head.
+    (cell="rnn": tanh; cell="rnn_relu": ReLU, torch.nn.RNN(nonlinearity="relu")) + dense head.
 
     loss: "mse" (regression, float targets (B, O) or (T, B, O)) or "xent" (softmax
     cross-entropy, integer labels (B,) or (T, B) in 0..O-1). output: "last" (one prediction
@@ -61,11 +61,12 @@ class Model:
         Vn = None if vocab_size is None else v.positive_int("vocab_size", vocab_size)
         bidirectional = v.boolean("bidirectional", bidirectional)
         if cell != "lstm":
-            v.no_projection(cell.upper(), proj_size)
+            name = CELLS[cell].__name__
+            v.no_projection(name, proj_size)
             # 1 is the default; 0 is what such a model's config() reports, so that it loads again
             if v.finite_float("forget_bias", forget_bias) not in (0.0, 1.0):
-                raise ValueError(f"forget_bias applies to the LSTM only; {'an' if cell == 'rnn' else 'a'} "
-                                 f"{cell.upper()} has no forget gate, got {forget_bias!r}")
+                raise ValueError(f"forget_bias applies to the LSTM only; {'an' if name == 'RNN' else 'a'} "
+                                 f"{name} has no forget gate, got {forget_bias!r}")
         proj_size = v.proj_size(proj_size, H)
         n, Hout, size = _layout(cell, D, H, v.num_layers(num_layers), bidirectional, proj_size, O, Vn)
         self.clip = None if clip is None else v.finite_float("clip", clip)
@@ -75,7 +76,8 @@ class Model:
         dtype = v.dtype_of(dtype)
         v.fits_in_memory("the model's parameters and gradients", 2 * size * dtype.itemsize)
         self._params, self._grads = zeros(size, dtype), zeros(size, dtype)
-        extra = dict(forget_bias=forget_bias, proj_size=proj_size) if cell == "lstm" else {}
+        extra = (dict(forget_bias=forget_bias, proj_size=proj_size) if cell == "lstm" else
+                 dict(nonlinearity="relu") if cell == "rnn_relu" else {})
         if dropout_seed is None:             # from the model's seed (the stack is given none)
             dropout_seed = dropout_seed_from(seed)
         self.core = CELLS[cell](input_size, hidden_size, num_layers, dtype=dtype, bidirectional=bidirectional,

@@ -29,9 +29,9 @@ import numpy as np
 from . import _validate as v
 from . import _blas, _config
 from ._config import blas_turn
-from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, TILE_BYTES, add_row_sums, apply_dropout, block_counts,
-                      copy_hidden, copy_rows, copy_steps, fill_zero, pack_unit, panel_extent, recurrent_backward,
-                      recurrent_forward, recurrent_step, zeros)
+from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, TILE_BYTES, add_row_sums, apply_dropout,
+                      block_counts, copy_hidden, copy_rows, copy_steps, fill_zero, pack_unit, panel_extent,
+                      recurrent_backward, recurrent_forward, recurrent_step, zeros)
 
 # From this many inputs D_l, or when a packed panel of all D_l + H columns would not fit in
 # L1 (_tiles_from), a layer's forward computes the input half X W_xᵀ of z for all steps as
@@ -332,6 +332,7 @@ class _Recurrent:
     block of b: PyTorch's block of bias_ih, and of bias_hh, that add up to it; -1 none).
     """
     CELL = HAS_C = CARRY = TORCH_BLOCK = TORCH_BIAS = None
+    OWN_SETTINGS = ()           # a subclass's own constructor settings, which __reduce__ carries
     TORCH_TAKES = ("bias", "device")     # PyTorch's arguments taken at fastlstm's value (v.torch_only)
     params, grads = flat("params", copy_in=True), flat("grads", copy_in=True)
 
@@ -442,8 +443,7 @@ class _Recurrent:
         settings = dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
                         bidirectional=self.bidirectional, dropout=self.dropout, dtype=self.dtype.name,
                         dropout_seed=self.dropout_seed, batch_first=self.batch_first)
-        if self.HAS_C:                                   # the LSTM's own settings
-            settings.update(forget_bias=self.forget_bias, proj_size=self.proj_size)
+        settings.update({k: getattr(self, k) for k in self.OWN_SETTINGS})
         return _unpickle, (type(self), settings, self.params, self.grads,
                            dict(training=self.training, dropout_step=self.dropout_step))
 
@@ -451,6 +451,7 @@ class _Recurrent:
         return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
                 f"num_layers={self.num_layers}, " + (f"proj_size={self.proj_size}, " if self.proj_size else "")
                 + ("batch_first=True, " if self.batch_first else "")
+                + ("nonlinearity='relu', " if self.CELL == RNN_RELU_CELL else "")
                 + f"dtype={self.dtype}, params={self.params.size})")
 
     @one_call_at_a_time
@@ -773,9 +774,11 @@ class _Recurrent:
         R = self._counts(H)[0]
         if callable(getattr(state_dict, "state_dict", None)):        # a torch.nn module
             module = state_dict
-            if getattr(module, "nonlinearity", "tanh") != "tanh":
-                raise ValueError(f"this {type(module).__name__} has nonlinearity={module.nonlinearity!r}; "
-                                 f"fastlstm's {type(self).__name__} is the tanh RNN")
+            mine = getattr(self, "nonlinearity", "tanh")
+            if getattr(module, "nonlinearity", "tanh") != mine:
+                raise ValueError(f"this {type(module).__name__} has nonlinearity={module.nonlinearity!r} and this "
+                                 f"fastlstm.{type(self).__name__} {mine!r}: make it with "
+                                 f"nonlinearity={module.nonlinearity!r}")
             state_dict = module.state_dict()
         if not isinstance(state_dict, collections.abc.Mapping):
             raise TypeError(f"a state dict maps names to tensors (torch_module.state_dict()), got "
@@ -841,6 +844,7 @@ class LSTM(_Recurrent):
     """
     CELL, HAS_C, CARRY, TORCH_BLOCK = LSTM_CELL, True, True, np.array([2, 0, 1, 3])
     TORCH_BIAS = ((2, 2), (0, 0), (1, 1), (3, 3))
+    OWN_SETTINGS = ("forget_bias", "proj_size")
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False, dropout=0.0,
                  proj_size=0, batch_first=False, dtype=np.float32, forget_bias=1.0, seed=None, dropout_seed=None,
@@ -902,6 +906,9 @@ class LSTM(_Recurrent):
         return self.advance(x, *_pair("h", h, "c", c))
 
 
+NONLINEARITIES = ("tanh", "relu")      # torch.nn.RNN's
+
+
 class _HiddenOnly(_Recurrent):
     """The interface of the cells whose state is h alone (RNN, GRU)."""
 
@@ -934,13 +941,21 @@ class _HiddenOnly(_Recurrent):
 
 
 class RNN(_HiddenOnly):
-    """A stack of vanilla tanh RNN layers, like torch.nn.RNN: h_t = tanh(W [x_t; h_{t-1}] + b).
+    """A stack of vanilla RNN layers, like torch.nn.RNN: h_t = tanh(W [x_t; h_{t-1}] + b), or
+    with nonlinearity="relu" h_t = max(W [x_t; h_{t-1}] + b, 0).
 
     The same buffers, kernels and checks as LSTM, with G = H and no cell state: here the
-    gradient is multiplied by Uᵀ diag(1 - h²) at every step back in time.
+    gradient is multiplied by Uᵀ diag(1 - h²) (ReLU: Uᵀ diag([h > 0])) at every step back in
+    time.
     """
     CELL, HAS_C, CARRY, TORCH_BLOCK, TORCH_BIAS = RNN_CELL, False, False, np.array([0]), ((0, 0),)
-    TORCH_TAKES = _HiddenOnly.TORCH_TAKES + ("nonlinearity",)
+    OWN_SETTINGS = ("nonlinearity",)
+
+    def __init__(self, input_size, hidden_size, num_layers=1, *, nonlinearity="tanh", **settings):
+        """nonlinearity: "tanh" (the default) or "relu", as torch.nn.RNN's; the rest as GRU's."""
+        self.nonlinearity = v.choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        self.CELL = RNN_RELU_CELL if nonlinearity == "relu" else RNN_CELL
+        super().__init__(input_size, hidden_size, num_layers, **settings)
 
 
 class GRU(_HiddenOnly):

@@ -88,6 +88,7 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
             ("fastlstm_create", "nan_dropout"): 2, ("fastlstm_step", "bidirectional"): 2,
             ("fastlstm_create", "proj_not_below_hidden"): 2, ("fastlstm_create", "negative_proj"): 2,
             ("fastlstm_create", "proj_with_gru"): 2, ("fastlstm_create", "negative_vocab"): 2,
+            ("fastlstm_create", "unknown_cell"): 2,
             ("fastlstm_train_step", "ids_model"): 2, ("fastlstm_predict", "ids_model"): 2,
             ("fastlstm_step", "ids_model"): 2, ("fastlstm_train_step_ids", "float_model"): 2,
             ("fastlstm_train_step_ids", "null_ids"): 1, ("fastlstm_train_step_ids", "null_handle"): 4,
@@ -137,6 +138,9 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
     assert "cannot stream" in got[("fastlstm_step", "bidirectional")][1]
     assert "proj_size must be < hidden_size" in got[("fastlstm_create", "proj_not_below_hidden")][1]
     assert "LSTM only" in got[("fastlstm_create", "proj_with_gru")][1]
+    assert "cfg->cell = 4 is not a FASTLSTM_CELL_ constant" in got[("fastlstm_create", "unknown_cell")][1]
+    relu = fastlstm.load(tmp_path / "relu.ckpt")             # FASTLSTM_CELL_RNN_RELU: the ReLU RNN
+    assert relu.cell == "rnn_relu" and relu.core.nonlinearity == "relu" and relu.steps == 1
     assert "weight_decay must be >= 0" in got[("fastlstm_create", "negative_weight_decay")][1]
     assert "lr·weight_decay" in got[("fastlstm_create", "adamw_decay_too_big")][1]
     for fn in ("train_step", "predict", "step"):

@@ -53,20 +53,21 @@ def test_version_is_written_once_and_every_place_that_shows_it_agrees():
 
 
 @pytest.mark.parametrize("layers", [[], ["--layers", "2", "--dropout", "0.3", "--bidirectional"], ["--cell", "gru"],
-                                    ["--layers", "2", "--proj", "4"]])
+                                    ["--layers", "2", "--proj", "4"], ["--cell", "rnn_relu"]])
 def test_resume_continues_bitwise_as_if_never_stopped(tmp_path, layers):
     """Also with dropout, whose masks a resumed run draws again from the step count, and
-    for a GRU (--cell gru) and an LSTM with projections (--proj)."""
+    for a GRU (--cell gru), an LSTM with projections (--proj) and a ReLU RNN."""
     a, b, args = tmp_path / "a.ckpt", tmp_path / "b.ckpt", [*layers, *SMALL]
     assert _run("train", "--steps", "40", "--out", str(a), *args).returncode == 0
     assert _run("train", "--steps", "20", "--out", str(b), *args).returncode == 0
     r = _run("train", "--steps", "40", "--out", str(b), "--resume", *args)
     assert r.returncode == 0, r.stderr
+    assert ("ReLU RNN" in r.stdout + r.stderr) == ("rnn_relu" in layers), r.stdout + r.stderr
     ma, mb = fastlstm.load(a), fastlstm.load(b)
     assert mb.steps == 40 and np.array_equal(ma.params, mb.params)
     assert mb.core.bidirectional == ("--bidirectional" in layers) and mb.core.dropout == (0.3 if "--dropout" in layers
                                                                                            else 0)
-    assert mb.cell == ("gru" if "gru" in layers else "lstm") and mb.core.proj_size == (4 if "--proj" in layers else 0)
+    assert mb.cell == (layers[1] if "--cell" in layers else "lstm") and mb.core.proj_size == (4 if "--proj" in layers else 0)
     assert all(np.array_equal(ma.optimizer.state[k], mb.optimizer.state[k]) for k in ma.optimizer.state)
 
 

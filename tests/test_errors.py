@@ -128,14 +128,13 @@ def test_bad_constructor_arguments(args, kwargs, exc, match):
 
 @pytest.mark.parametrize("cls,kwargs,exc,match", [
     (fastlstm.GRU, dict(bias=False), ValueError, r"GRU\(\): bias=False is not supported: fastlstm's layers always"),
-    (fastlstm.RNN, dict(nonlinearity="relu"), ValueError, r"RNN\(\): nonlinearity='relu' is not supported: "
-                                                          r"fastlstm.RNN is the tanh RNN"),
+    (fastlstm.RNN, dict(nonlinearity="sigmoid"), ValueError, r"nonlinearity must be one of \('tanh', 'relu'\)"),
     (fastlstm.LSTM, dict(device="cuda"), ValueError, r"device='cuda' is not supported: fastlstm runs on the CPU"),
     (fastlstm.GRU, dict(nonlinearity="tanh"), TypeError, r"^GRU\(\) got an unexpected keyword argument 'nonlinearity'"),
     (fastlstm.RNN, dict(hiden_size=4), TypeError, r"^RNN\(\) got an unexpected keyword argument 'hiden_size'"),
 ])
 def test_pytorchs_constructor_arguments_pass_at_fastlstms_way_and_are_refused_otherwise(cls, kwargs, exc, match):
-    """bias=False or nonlinearity='relu' raised Python's bare TypeError, and
+    """bias=False raised Python's bare TypeError, and
     an RNN's or a GRU's named `_HiddenOnly.__init__()`."""
     with pytest.raises(exc, match=match):
         cls(3, 4, **kwargs)

@@ -14,7 +14,7 @@ import fastlstm
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-CELLS = ["lstm", "rnn", "gru", "lstmp"]
+CELLS = ["lstm", "rnn", "gru", "lstmp", "rnn_relu"]
 CASES = list(itertools.product(CELLS, [1, 2, 3], ["mse", "xent"], ["last", "every"], [False, True]))
 
 

@@ -34,15 +34,17 @@ def _torch_grads(mod, cls, m):
 
 
 @pytest.mark.parametrize("cell,layers,init,with_lengths",
-                         list(itertools.product(["lstm", "rnn", "gru"], [1, 2, 3], [False, True], [False, True])))
+                         list(itertools.product(["lstm", "rnn", "gru", "rnn_relu"], [1, 2, 3], [False, True],
+                                                [False, True])))
 def test_bidirectional_equals_torch_with_packed_sequences(cell, layers, init, with_lengths):
     T, B, D, H = 7, 5, 3, 4
     rng = np.random.default_rng(layers + 10 * init)
     cls, tcls = {"lstm": (fastlstm.LSTM, torch.nn.LSTM), "rnn": (fastlstm.RNN, torch.nn.RNN),
-                 "gru": (fastlstm.GRU, torch.nn.GRU)}[cell]
-    m = cls(D, H, layers, bidirectional=True, dtype=np.float64, seed=0)
+                 "gru": (fastlstm.GRU, torch.nn.GRU), "rnn_relu": (fastlstm.RNN, torch.nn.RNN)}[cell]
+    relu = dict(nonlinearity="relu") if cell == "rnn_relu" else {}
+    m = cls(D, H, layers, bidirectional=True, dtype=np.float64, seed=0, **relu)
     m.params[:] = rng.uniform(-0.5, 0.5, m.params.size)
-    t = tcls(D, H, layers, bidirectional=True).double()
+    t = tcls(D, H, layers, bidirectional=True, **relu).double()
     t.load_state_dict({k: torch.from_numpy(v) for k, v in m.torch_state_dict().items()})   # ours -> torch
     x = rng.standard_normal((T, B, D))
     L = rng.integers(1, T + 1, B) if with_lengths else np.full(B, T)
@@ -54,6 +56,7 @@ def test_bidirectional_equals_torch_with_packed_sequences(cell, layers, init, wi
                    (tuple(st) if cell == "lstm" else st[0]) if init else None)
     yt = pad_packed_sequence(out, total_length=T)[0]
     states_t = state if cell == "lstm" else (state,)
+    cell = "rnn" if cell == "rnn_relu" else cell
     if cell == "lstm":
         y, states = m.forward(x, h0, c0, L)
     else:

@@ -169,7 +169,7 @@ def test_save_load_continue_is_bitwise_the_same_trajectory(tmp_path, opt):
 
 @pytest.mark.parametrize("settings", [dict(cell="lstm", num_layers=2, dropout=0.3, proj_size=3),
                                       dict(cell="gru", bidirectional=True, loss="xent", output="every"),
-                                      dict(cell="rnn", vocab_size=7, optimizer=fastlstm.SGD(lr=0.1, momentum=0.9))])
+                                      dict(cell="rnn_relu", vocab_size=7, optimizer=fastlstm.SGD(lr=0.1, momentum=0.9))])
 def test_a_copy_of_a_model_is_whole_and_its_own(settings):
     """copy.deepcopy and pickle carry everything a model holds, the copy trains bit for bit
     as the original would, and neither sees the other's changes afterwards."""

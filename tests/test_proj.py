@@ -121,7 +121,7 @@ def test_projection_errors():
             fastlstm.Model(3, 10, 1, proj_size=bad)
     with pytest.raises(TypeError, match="proj_size must be an integer"):
         fastlstm.LSTM(3, 10, proj_size=2.5)
-    for cell in ("gru", "rnn"):
+    for cell in ("gru", "rnn", "rnn_relu"):
         with pytest.raises(ValueError, match="proj_size applies to the LSTM only"):
             fastlstm.Model(3, 10, 1, cell=cell, proj_size=4)
     for cls in (fastlstm.GRU, fastlstm.RNN):                    # PyTorch's nn.GRU and nn.RNN: 0 alone

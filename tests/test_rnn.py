@@ -1,14 +1,14 @@
-"""The vanilla RNN: the same kernels and checks as the LSTM, against a reference, finite
-differences and torch.nn.RNN."""
+"""The vanilla RNN, tanh and ReLU: the same kernels and checks as the LSTM, against a
+reference, finite differences and torch.nn.RNN."""
 import numpy as np
 import pytest
 
 import fastlstm
 
 
-def _problem(T, B, D, H, L, seed=0, with_lengths=False):
+def _problem(T, B, D, H, L, seed=0, with_lengths=False, nonlinearity="tanh"):
     rng = np.random.default_rng(seed)
-    m = fastlstm.RNN(D, H, L, dtype=np.float64, seed=seed)
+    m = fastlstm.RNN(D, H, L, dtype=np.float64, seed=seed, nonlinearity=nonlinearity)
     m.params[:] = rng.uniform(-0.6, 0.6, m.params.size)
     x = rng.standard_normal((T, B, D))
     h0 = rng.standard_normal((L, B, H)) * 0.5
@@ -17,7 +17,8 @@ def _problem(T, B, D, H, L, seed=0, with_lengths=False):
 
 
 def _reference(m, x, h0, lengths, dy, dhn):
-    """h_t = tanh(W [x_t; h_{t-1}] + b), line by line; returns y, hn, dx, dh0, grads."""
+    """h_t = tanh(W [x_t; h_{t-1}] + b) (or max(·, 0)), line by line; returns y, hn, dx, dh0, grads."""
+    relu = m.nonlinearity == "relu"
     T, B, _ = x.shape
     lengths = np.full(B, T) if lengths is None else lengths
     grads = np.zeros_like(m.params)
@@ -31,7 +32,8 @@ def _reference(m, x, h0, lengths, dy, dhn):
             h = h0[l, r]
             for t in range(lengths[r]):
                 I = np.concatenate([inp[t, r], h])
-                h = np.tanh(layer.W @ I + layer.b)
+                z = layer.W @ I + layer.b
+                h = np.maximum(z, 0) if relu else np.tanh(z)
                 y[t, r] = h
                 tape.append((r, t, I, h))
             hn[l, r] = h
@@ -44,7 +46,7 @@ def _reference(m, x, h0, lengths, dy, dhn):
         for r in range(B):
             dh = dhn[l, r].copy()
             for (_, t, I, h) in [s for s in tape if s[0] == r][::-1]:
-                dz = (dh + d_out[t, r]) * (1 - h ** 2)
+                dz = (dh + d_out[t, r]) * ((h > 0) if relu else (1 - h ** 2))
                 dWs[l] += np.outer(dz, I)
                 dbs[l] += dz
                 dI = layer.W.T @ dz
@@ -54,10 +56,11 @@ def _reference(m, x, h0, lengths, dy, dhn):
     return out, hn, d_out, dh0, grads
 
 
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("T,B,D,H,L,with_lengths", [(1, 1, 1, 1, 1, False), (6, 5, 3, 4, 1, True),
                                                     (5, 7, 2, 3, 2, True), (4, 9, 4, 5, 3, False)])
-def test_rnn_matches_reference(T, B, D, H, L, with_lengths):
-    m, x, h0, lengths, dy, dhn = _problem(T, B, D, H, L, with_lengths=with_lengths)
+def test_rnn_matches_reference(T, B, D, H, L, with_lengths, nonlinearity):
+    m, x, h0, lengths, dy, dhn = _problem(T, B, D, H, L, with_lengths=with_lengths, nonlinearity=nonlinearity)
     y_r, hn_r, dx_r, dh0_r, g_r = _reference(m, x, h0, lengths, dy, dhn)
     y, hn = m.forward(x, h0, lengths)
     dx, dh0 = m.backward(dy, dhn)
@@ -65,8 +68,11 @@ def test_rnn_matches_reference(T, B, D, H, L, with_lengths):
         assert np.max(np.abs(a - b)) <= 1e-12, f"{name}: {np.max(np.abs(a - b)):.3g}"
 
 
-def test_rnn_finite_differences():
-    m, x, h0, lengths, dy, dhn = _problem(4, 3, 2, 3, 2, seed=4, with_lengths=True)
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_finite_differences(nonlinearity):
+    m, x, h0, lengths, dy, dhn = _problem(4, 3, 2, 3, 2, seed=4, with_lengths=True, nonlinearity=nonlinearity)
+    if nonlinearity == "relu":         # some units off: the test would pass for a ReLU that never cuts
+        assert 0 < (m.step(np.ascontiguousarray(x[0]), h0.copy()) > 0).mean() < 1
 
     def loss():
         y, hn = m.forward(x, h0, lengths)
@@ -86,12 +92,13 @@ def test_rnn_finite_differences():
         assert rel <= 1e-6, f"d{name}: relative error {rel:.2e}"
 
 
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_rnn_matches_torch(with_lengths, forward_mode):
+def test_rnn_matches_torch(with_lengths, forward_mode, nonlinearity):
     torch = pytest.importorskip("torch")
     T, B, D, H, L = 7, 5, 3, 4, 2
-    m, x, h0, lengths, dy, dhn = _problem(T, B, D, H, L, with_lengths=with_lengths)
-    t = torch.nn.RNN(D, H, L, dtype=torch.float64)
+    m, x, h0, lengths, dy, dhn = _problem(T, B, D, H, L, with_lengths=with_lengths, nonlinearity=nonlinearity)
+    t = torch.nn.RNN(D, H, L, dtype=torch.float64, nonlinearity=nonlinearity)
     t.load_state_dict({k: torch.from_numpy(v) for k, v in m.torch_state_dict().items()})
     xt, h0t = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
     if with_lengths:
@@ -103,7 +110,7 @@ def test_rnn_matches_torch(with_lengths, forward_mode):
     ((yt * torch.tensor(dy)).sum() + (hnt * torch.tensor(dhn)).sum()).backward()
     y, hn = m.forward(x, h0, lengths)
     dx, dh0 = m.backward(dy, dhn)
-    g = fastlstm.RNN(D, H, L, dtype=np.float64)
+    g = fastlstm.RNN(D, H, L, dtype=np.float64, nonlinearity=nonlinearity)
     sd = {k: p.grad for k, p in t.named_parameters()}
     sd.update({f"bias_hh_l{k}": torch.zeros(H, dtype=torch.float64) for k in range(L)})
     g.load_torch_state_dict(sd)
@@ -113,28 +120,34 @@ def test_rnn_matches_torch(with_lengths, forward_mode):
         assert d <= 1e-10, f"{name}: max |ours - torch| = {d:.3g}"
 
 
-def test_a_torch_module_loads_and_a_relu_rnn_is_refused():
+def test_a_torch_module_loads_and_another_nonlinearity_is_refused():
     """A relu nn.RNN's state dict has a tanh RNN's keys and shapes, so it loaded unnoticed;
-    given the module itself, its nonlinearity is checked (and nothing changes when refused)."""
+    given the module itself, its nonlinearity is checked both ways (and nothing changes when
+    refused)."""
     torch = pytest.importorskip("torch")
-    ours = fastlstm.RNN(3, 4, 2, dtype=np.float64, seed=0)
-    before = ours.params.copy()
-    with pytest.raises(ValueError, match="this RNN has nonlinearity='relu'; fastlstm's RNN is the tanh RNN"):
-        ours.load_torch_state_dict(torch.nn.RNN(3, 4, 2, nonlinearity="relu"))
-    assert np.array_equal(ours.params, before)
-    tanh = torch.nn.RNN(3, 4, 2, dtype=torch.float64)
-    ours.load_torch_state_dict(tanh)
-    assert np.array_equal(ours.torch_state_dict()["weight_hh_l1"], tanh.weight_hh_l1.detach().numpy())
+    for mine, theirs in (("tanh", "relu"), ("relu", "tanh")):
+        ours = fastlstm.RNN(3, 4, 2, dtype=np.float64, seed=0, nonlinearity=mine)
+        before = ours.params.copy()
+        with pytest.raises(ValueError, match=f"this RNN has nonlinearity='{theirs}' and this fastlstm.RNN '{mine}': "
+                                             f"make it with nonlinearity='{theirs}'"):
+            ours.load_torch_state_dict(torch.nn.RNN(3, 4, 2, nonlinearity=theirs))
+        assert np.array_equal(ours.params, before)
+        same = torch.nn.RNN(3, 4, 2, dtype=torch.float64, nonlinearity=mine)
+        ours.load_torch_state_dict(same)
+        assert np.array_equal(ours.torch_state_dict()["weight_hh_l1"], same.weight_hh_l1.detach().numpy())
+    with pytest.raises(ValueError, match=r"nonlinearity must be one of \('tanh', 'relu'\), got 'sigmoid'"):
+        fastlstm.RNN(3, 4, nonlinearity="sigmoid")
 
 
-def test_rnn_step_matches_forward_and_odd_sizes_work():
-    m, x, h0, _, dy, _ = _problem(5, 3, 3, 5, 2)                 # H = 5: odd G
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_step_matches_forward_and_odd_sizes_work(nonlinearity):
+    m, x, h0, _, dy, _ = _problem(5, 3, 3, 5, 2, nonlinearity=nonlinearity)          # H = 5: odd G
     y, hn = m.forward(x, h0)
     h = h0.copy()
     for t in range(5):
         assert np.max(np.abs(m.step(np.ascontiguousarray(x[t]), h) - y[t])) <= 1e-13
     assert np.max(np.abs(h - hn)) <= 1e-13
-    m, x, h0, _, dy, _ = _problem(2, 3, 100, 300, 1)             # the parallel step: 300 = 4·64 + 44
+    m, x, h0, _, dy, _ = _problem(2, 3, 100, 300, 1, nonlinearity=nonlinearity)   # the parallel step: 300 = 4·64 + 44
     y, hn = m.forward(x, h0)
     h = h0.copy()
     for t in range(2):

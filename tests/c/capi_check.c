@@ -117,6 +117,17 @@ static int errors(const char *dir) {
     REPORT(fastlstm_train_step, "ok_gru", fastlstm_train_step(out, x, NULL, y, NULL, 4, 2, &loss));
     REPORT(fastlstm_step, "ok_gru", fastlstm_step(out, x, 2, o, 16));
     fastlstm_free(out);
+    fastlstm_config_init(&cfg); cfg.cell = FASTLSTM_CELL_RNN_RELU;
+    cfg.input_size = 3; cfg.hidden_size = 5; cfg.output_size = 2;
+    REPORT(fastlstm_create, "ok_rnn_relu", fastlstm_create(&cfg, &out));
+    REPORT(fastlstm_train_step, "ok_rnn_relu", fastlstm_train_step(out, x, NULL, y, NULL, 4, 2, &loss));
+    REPORT(fastlstm_step, "ok_rnn_relu", fastlstm_step(out, x, 2, o, 16));
+    char relu_path[1024];
+    snprintf(relu_path, sizeof relu_path, "%s/relu.ckpt", dir);       /* the Python test reads its cell */
+    REPORT(fastlstm_save, "ok_rnn_relu", fastlstm_save(out, relu_path));
+    fastlstm_free(out);
+    fastlstm_config_init(&cfg); cfg.cell = 4;
+    REPORT(fastlstm_create, "unknown_cell", fastlstm_create(&cfg, &out));
     fastlstm_config_init(&cfg); cfg.proj_size = 3; cfg.num_layers = 2;
     cfg.input_size = 3; cfg.hidden_size = 5; cfg.output_size = 2;
     REPORT(fastlstm_create, "ok_proj", fastlstm_create(&cfg, &out));
