@@ -768,17 +768,17 @@ class _Recurrent:
     def load_torch_state_dict(self, state_dict):
         """Take parameters from a PyTorch state dict (tensors or arrays) of the same
         architecture, or from the torch module itself, whose settings the weights do not
-        show are then checked too (nn.RNN's nonlinearity). Every key, shape and value is
+        show are then checked too (nn.RNN's nonlinearity, batch_first). Every key, shape and value is
         checked before anything is written."""
         H, Hr = self.hidden_size, self.Hr
         R = self._counts(H)[0]
         if callable(getattr(state_dict, "state_dict", None)):        # a torch.nn module
             module = state_dict
-            mine = getattr(self, "nonlinearity", "tanh")
-            if getattr(module, "nonlinearity", "tanh") != mine:
-                raise ValueError(f"this {type(module).__name__} has nonlinearity={module.nonlinearity!r} and this "
-                                 f"fastlstm.{type(self).__name__} {mine!r}: make it with "
-                                 f"nonlinearity={module.nonlinearity!r}")
+            for name, default in (("nonlinearity", "tanh"), ("batch_first", False)):
+                theirs, mine = getattr(module, name, default), getattr(self, name, default)
+                if theirs != mine:
+                    raise ValueError(f"this {type(module).__name__} has {name}={theirs!r} and this "
+                                     f"fastlstm.{type(self).__name__} {mine!r}: make it with {name}={theirs!r}")
             state_dict = module.state_dict()
         if not isinstance(state_dict, collections.abc.Mapping):
             raise TypeError(f"a state dict maps names to tensors (torch_module.state_dict()), got "

@@ -128,6 +128,22 @@ def test_batch_first_equals_torchs_batch_first(cell, bidirectional, proj):
     assert all(np.array_equal(a, b) for a, b in zip(state2 if cell == "lstm" else (state2,), states_m))
 
 
+def test_a_torch_modules_batch_first_must_be_the_stacks():
+    """The weights do not show batch_first: a time-major stack loaded from a batch-first
+    module would take its callers' (B, T, D) as (T, B, D), without a word when B = T."""
+    t = torch.nn.GRU(3, 4, batch_first=True)
+    ours = fastlstm.GRU(3, 4, seed=0)
+    before = ours.params.copy()
+    with pytest.raises(ValueError, match="this GRU has batch_first=True and this fastlstm.GRU False: make it with "
+                                         "batch_first=True"):
+        ours.load_torch_state_dict(t)
+    assert np.array_equal(ours.params, before)
+    ours.load_torch_state_dict(t.state_dict())                  # the weights alone, as asked
+    same = fastlstm.GRU(3, 4, batch_first=True)
+    same.load_torch_state_dict(t)
+    assert np.array_equal(same.params, ours.params)
+
+
 def test_batch_first_shapes_are_checked_as_given():
     """A batch_first stack reads x as (B, T, D): its lengths run to x.shape[1], and dy must be
     (B, T, ·); each refusal names the shape the caller gave and changes nothing."""
