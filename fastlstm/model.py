@@ -61,7 +61,7 @@ class Model:
         Vn = None if vocab_size is None else v.positive_int("vocab_size", vocab_size)
         bidirectional = v.boolean("bidirectional", bidirectional)
         if cell != "lstm":
-            name = CELLS[cell].__name__
+            name = choices.CELL_NAMES[cell]
             v.no_projection(name, proj_size)
             # 1 is the default; 0 is what such a model's config() reports, so that it loads again
             if v.finite_float("forget_bias", forget_bias) not in (0.0, 1.0):
