@@ -20,9 +20,10 @@ _SCRIPT = textwrap.dedent("""
     for cls, dtype, split_d in ((fastlstm.LSTM, np.float32, 512), (fastlstm.LSTM, np.float64, 512),
                                 (fastlstm.LSTM, np.float32, 1), (fastlstm.LSTM, np.float64, 1),
                                 (fastlstm.GRU, np.float32, 512), (fastlstm.GRU, np.float32, 1),
-                                (functools.partial(fastlstm.LSTM, proj_size=19), np.float32, 1)):
+                                (functools.partial(fastlstm.LSTM, proj_size=19), np.float32, 1),
+                                (functools.partial(fastlstm.RNN, nonlinearity="relu"), np.float32, 1)):
         fastlstm.recurrent.SPLIT_D = split_d        # 1: every layer's input half by BLAS first
-        lstm = cls is not fastlstm.GRU
+        lstm = getattr(cls, "func", cls) is fastlstm.LSTM
         m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(9, 23, 6, 37, 2, dtype, with_lengths=True, cls=cls)
         y, s = m.forward(x, h0, c0, lengths) if lstm else m.forward(x, h0, lengths)
         ds = m.backward(dy, dhn, dcn) if lstm else m.backward(dy, dhn)
