@@ -229,7 +229,7 @@ def side(lib, group, D, H, B, T, dtype):
     sd = {k: torch.from_numpy(v) for k, v in ours.torch_state_dict().items()}
     if peer == "cell":                  # PyTorch's one-step module, the faster of its two ways to take a step
         one = getattr(torch.nn, cell.upper() + "Cell")(D, H, dtype=tdtype)
-        one.load_state_dict({k[:-3]: v for k, v in sd.items()})                  # weight_ih_l0 -> weight_ih
+        one.load_state_dict({k: torch.from_numpy(v) for k, v in ours.torch_state_dict(cell=True).items()})
         x1, hc1 = torch.tensor(x[0]), [torch.zeros(B, w, dtype=tdtype) for w in widths]
         state1 = [tuple(hc1) if cell == "lstm" else hc1[0]]         # (h, c), or h: what the cell returns
 

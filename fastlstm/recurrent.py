@@ -740,14 +740,24 @@ class _Recurrent:
         return [(k, f"_l{k // self.directions}" + ("_reverse" if k % self.directions else ""))
                 for k in range(self.num_states)]
 
+    def _cell_keys(self):
+        """Whether torch.nn.LSTMCell's / GRUCell's / RNNCell's names (weight_ih, ..., without
+        _l0) can stand for this stack's: one layer, one direction, no projection."""
+        return self.num_states == 1 and not self.proj_size
+
     @one_call_at_a_time(interruptible=True)
-    def torch_state_dict(self):
+    def torch_state_dict(self, cell=False):
         """Parameters under torch.nn.LSTM's / GRU's / RNN's names (NumPy arrays, in PyTorch's
         gate order: i, f, g, o for the LSTM, r, z, n for the GRU; the reverse direction's as
         `..._reverse`). Each block of b goes to bias_ih where PyTorch has one there, else to
         bias_hh (the GRU's b_hn); the other is zero (PyTorch adds the two). A projection's
         W_hr is `weight_hr_l{k}`. Load into torch with {k: torch.from_numpy(v) for k, v in
-        sd.items()}."""
+        sd.items()}. cell=True: under torch.nn.LSTMCell's / GRUCell's / RNNCell's names
+        (weight_ih, weight_hh, bias_ih, bias_hh), for a one-layer unidirectional stack
+        without projection."""
+        if v.boolean("cell", cell) and not self._cell_keys():
+            raise ValueError(f"torch's cell modules hold one layer of one direction without projection; this is "
+                             f"{self!r}")
         H, Hr, sd = self.hidden_size, self.Hr, {}
         R = self._counts(H)[0]
         inv = np.argsort(self.TORCH_BLOCK)
@@ -762,20 +772,23 @@ class _Recurrent:
             sd[f"bias_ih{suffix}"], sd[f"bias_hh{suffix}"] = bias["ih"].reshape(R), bias["hh"].reshape(R)
             if layer.R is not None:
                 sd[f"weight_hr{suffix}"] = layer.R.copy()
-        return sd
+        return {k[:-3]: a for k, a in sd.items()} if cell else sd          # weight_ih_l0 -> weight_ih
 
     @one_call_at_a_time
     def load_torch_state_dict(self, state_dict):
         """Take parameters from a PyTorch state dict (tensors or arrays) of the same
         architecture, or from the torch module itself, whose settings the weights do not
-        show are then checked too (nn.RNN's nonlinearity, batch_first). Every key, shape and value is
-        checked before anything is written."""
+        show are then checked too (nn.RNN's nonlinearity, batch_first). A one-layer
+        unidirectional stack without projection also takes torch.nn.LSTMCell's / GRUCell's
+        / RNNCell's (keys without _l0). Every key, shape and value is checked before anything
+        is written."""
         H, Hr = self.hidden_size, self.Hr
         R = self._counts(H)[0]
         if callable(getattr(state_dict, "state_dict", None)):        # a torch.nn module
             module = state_dict
             for name, default in (("nonlinearity", "tanh"), ("batch_first", False)):
-                theirs, mine = getattr(module, name, default), getattr(self, name, default)
+                mine = getattr(self, name, default)
+                theirs = getattr(module, name, mine)          # a cell module has no time axis: no batch_first
                 if theirs != mine:
                     raise ValueError(f"this {type(module).__name__} has {name}={theirs!r} and this "
                                      f"fastlstm.{type(self).__name__} {mine!r}: make it with {name}={theirs!r}")
@@ -786,6 +799,8 @@ class _Recurrent:
         names = self._torch_names()
         kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") + (("weight_hr",) if self.proj_size else ())
         want = {f"{n}{suffix}" for _, suffix in names for n in kinds}
+        if self._cell_keys() and set(state_dict) == set(kinds):          # a cell module's: weight_ih -> weight_ih_l0
+            state_dict = {f"{k}_l0": t for k, t in state_dict.items()}
         got = set(state_dict)
         if got != want:
             proj = f" with proj_size={self.proj_size}" if self.proj_size else " without projections" * self.HAS_C

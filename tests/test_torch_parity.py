@@ -97,3 +97,34 @@ def test_the_state_passes_as_a_pair_as_torch_takes_it_and_carries_across_chunks(
                       ((x, (h0,)), "a tuple of 1"), ((x, (h0, c0, c0)), "a tuple of 3")):
         with pytest.raises(TypeError, match=re.escape(said)):
             m.forward(*bad)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn_relu"])
+def test_torchs_cell_modules_interchange_with_a_one_layer_stack(cell):
+    """torch.nn.LSTMCell / GRUCell / RNNCell, PyTorch's one-step modules, hold the weights of
+    a one-layer unidirectional stack under keys without _l0: loaded either way, the stack's
+    step runs as the cell, state for state. A stack of another shape refuses them."""
+    cls, tcls = {"lstm": (fastlstm.LSTM, torch.nn.LSTMCell), "gru": (fastlstm.GRU, torch.nn.GRUCell),
+                 "rnn": (fastlstm.RNN, torch.nn.RNNCell), "rnn_relu": (fastlstm.RNN, torch.nn.RNNCell)}[cell]
+    kw = dict(nonlinearity="relu") if cell == "rnn_relu" else {}
+    rng = np.random.default_rng(3)
+    m = cls(3, 5, dtype=np.float64, seed=0, **kw)
+    m.params[:] = rng.uniform(-0.5, 0.5, m.params.size)
+    c = tcls(3, 5, dtype=torch.float64, **kw)
+    c.load_state_dict({k: torch.from_numpy(v) for k, v in m.torch_state_dict(cell=True).items()})
+    back = cls(3, 5, dtype=np.float64, batch_first=True, **kw)         # a cell has no time axis to disagree on
+    back.load_torch_state_dict(c)
+    assert np.array_equal(back.params, m.params)
+    lstm = cell == "lstm"
+    state = [np.zeros((1, 2, 5)) for _ in range(1 + lstm)]
+    st = tuple(torch.zeros(2, 5, dtype=torch.float64) for _ in range(1 + lstm))
+    for _ in range(4):
+        x = rng.standard_normal((2, 3))
+        h = m.step(x, *state)
+        st = c(torch.tensor(x), st if lstm else st[0])
+        st = st if lstm else (st,)
+        assert np.abs(h - st[0].detach().numpy()).max() <= 1e-12
+    with pytest.raises(ValueError, match=r"torch's cell modules hold one layer of one direction without projection"):
+        cls(3, 5, 2, **kw).torch_state_dict(cell=True)
+    with pytest.raises(KeyError, match=r"missing \['bias_hh_l0', .*unexpected \['bias_hh', "):
+        cls(3, 5, bidirectional=True, **kw).load_torch_state_dict(c.state_dict())
