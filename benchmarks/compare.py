@@ -226,7 +226,6 @@ def side(lib, group, D, H, B, T, dtype):
         return {"train": train, "infer": lambda: ours.forward(x), "stream": lambda: ours.step(x0, *hc)}[group]
     import torch
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
-    sd = {k: torch.from_numpy(v) for k, v in ours.torch_state_dict().items()}
     if peer == "cell":                  # PyTorch's one-step module, the faster of its two ways to take a step
         one = getattr(torch.nn, cell.upper() + "Cell")(D, H, dtype=tdtype)
         one.load_state_dict({k: torch.from_numpy(v) for k, v in ours.torch_state_dict(cell=True).items()})
@@ -238,7 +237,7 @@ def side(lib, group, D, H, B, T, dtype):
                 state1[0] = one(x1, state1[0])
         return cell_step
     theirs = getattr(torch.nn, cell.upper())(D, H, dtype=tdtype, **settings)
-    theirs.load_state_dict(sd)
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.torch_state_dict().items()})
     xt, dyt = torch.tensor(x, requires_grad=group == "train"), torch.tensor(dy)
     hc = [torch.zeros(S, B, w, dtype=xt.dtype, requires_grad=group == "train") for w in widths]
     state = [tuple(hc) if cell == "lstm" else hc[0]]
