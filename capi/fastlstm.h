@@ -67,7 +67,7 @@ extern "C" {
 #define FASTLSTM_OK                     0
 #define FASTLSTM_ERROR_NULL_POINTER     1   /* a required pointer argument was NULL */
 #define FASTLSTM_ERROR_INVALID_ARGUMENT 2   /* a size, shape, label or setting out of range */
-#define FASTLSTM_ERROR_NON_FINITE       3   /* NaN/Inf in an input, or a non-finite loss or gradient */
+#define FASTLSTM_ERROR_NON_FINITE       3   /* NaN/Inf in an input, or a result that would not be finite */
 #define FASTLSTM_ERROR_INVALID_HANDLE   4   /* a freed or foreign model handle */
 #define FASTLSTM_ERROR_IO               5   /* a file could not be read or written */
 #define FASTLSTM_ERROR_BAD_CHECKPOINT   6   /* a truncated, corrupt, foreign or wrong-version file */
@@ -214,6 +214,8 @@ FASTLSTM_API int fastlstm_predict(fastlstm_model *model, const float *x, const i
 /* Streaming inference: one time step x [B][D] for B independent streams whose state (h, c)
  * the model keeps between calls; out [B][O] receives this step's predictions. A call with
  * another B starts B fresh streams. A bidirectional model cannot stream (INVALID_ARGUMENT).
+ * NON_FINITE: a NaN/Inf in x, or a step whose new state would not be finite (a ReLU RNN's h
+ * or an LSTM's c grown past the float range); the state stays as it was.
  * Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, BUFFER_TOO_SMALL, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_step(fastlstm_model *model, const float *x, int64_t B, float *out, int64_t out_len);
 
@@ -246,8 +248,8 @@ FASTLSTM_API int fastlstm_compute_gradients_ids(fastlstm_model *model, const int
 FASTLSTM_API int fastlstm_predict_ids(fastlstm_model *model, const int64_t *ids, const int64_t *lengths,
                                       int64_t T, int64_t B, float *out, int64_t out_len);
 
-/* As fastlstm_step: one id per stream.
- * Returns OK, NULL_POINTER, INVALID_ARGUMENT, BUFFER_TOO_SMALL, INVALID_HANDLE. */
+/* As fastlstm_step: one id per stream. NON_FINITE: a step that would overflow the state, as there.
+ * Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, BUFFER_TOO_SMALL, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_step_ids(fastlstm_model *model, const int64_t *ids, int64_t B, float *out, int64_t out_len);
 
 /* Write a checkpoint (weights, optimizer state, configuration): the same file format that

@@ -18,6 +18,11 @@ class NonFiniteValue(ValueError):
     """An input array holds NaN or ±Inf."""
 
 
+class NonFiniteError(FloatingPointError):
+    """A step's result would not be finite (a training step's loss, gradient or update; a
+    streaming step's new state): nothing was changed. fastlstm.NonFiniteError."""
+
+
 _runs = threading.local()      # run_flags' scratch, one per Python thread (the kernels drop the GIL)
 
 

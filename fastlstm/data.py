@@ -360,13 +360,14 @@ def _first_bad(path, lines, cols, names, c):
 
 
 def _time(cell):
+    """(seconds since the epoch, whether the cell gives a UTC offset; a time without one is
+    taken as UTC), or None for a cell that is not an ISO date or time."""
     try:
         t = _dt.datetime.fromisoformat(cell.strip())
     except ValueError:
         return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
-    return t.timestamp()
+    aware = t.tzinfo is not None
+    return (t if aware else t.replace(tzinfo=_dt.timezone.utc)).timestamp(), aware
 
 
 _ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)?)?")
@@ -614,6 +615,7 @@ class Series:
                 raise DataError(f"{_first_bad(path, lines, cols, names, names.index(n))}; column {n!r} must be numeric")
         self.columns = list(dict.fromkeys(self.features + self.targets))
         self.lines = lines                                              # each row's line in the file
+        self._aware = {}                        # per time column: (has a UTC offset, line, cell) of its first
         tc = names.index(self.time_col) if self.time_col else None
         self.times = times = self._times(tc, lines, cols[tc]) if self.time_col else None
         self.tz = (_dt.datetime.fromisoformat(cols[tc][-1].strip()).tzinfo
@@ -688,10 +690,17 @@ class Series:
         return np.array([self._time_at(line, c, self.time_col, cell) for line, cell in zip(lines, cells)], np.float64)
 
     def _time_at(self, line, c, name, cell):
+        """Column c's cell at `line` in seconds; the column's first cell read sets whether its
+        times give a UTC offset, as pandas refuses a column that mixes them."""
         t = _time(cell)
         if t is None:
             raise DataError(f"{self.path}: line {line}, column {c + 1} ({name!r}): {cell!r} is not a date or time")
-        return t
+        first = self._aware.setdefault(c, (t[1], line, cell))
+        if t[1] != first[0]:
+            raise DataError(f"{self.path}: line {line}, column {c + 1} ({name!r}): {cell!r} "
+                            f"{'has no' if first[0] else 'has a'} UTC offset, and line {first[1]}'s {first[2]!r} "
+                            f"{'has one' if first[0] else 'none'}: give every time of a column an offset, or none")
+        return t[0]
 
     def _values(self, names, kinds, lines, cols, parsed):
         """(rows, columns) of self.columns in data units. A column of numbers or times alone is
@@ -879,7 +888,7 @@ class Arrays:
         if validation is not None:                  # Model.fit: the validation rows follow the training rows
             xv, yv, Lv, vclasses = self._check(*validation, p=f"{path}'s validation")
             if xv.shape[0] != x.shape[0] or xv.shape[2:] != x.shape[2:] or classes != vclasses:
-                raise ValueError(f"validation must be like the training data: x " + (
+                raise ValueError("validation must be like the training data: x " + (
                     f"(T, B) with T = {x.shape[0]}" if tokens else f"(T, B, D) with T = {x.shape[0]} and D = "
                     f"{x.shape[2]}") + f" (pad with lengths), and targets of the same kind; got x {xv.shape}")
             x, y = _cat(x, xv, 1), _cat(y, yv, self._n_axis)
@@ -951,6 +960,12 @@ class Arrays:
         errors name (default: the file). x is not copied when it is so already (Model.fit's
         float32 arrays): a float64 copy held 2x the data, and its cast 1x more."""
         p = p or self.path
+        if isinstance(x, (list, tuple)):            # Model.fit's x as nested lists, as Keras's fit takes it (as y)
+            try:
+                x = np.asarray(x)
+            except ValueError:                      # ragged: NumPy refuses an inhomogeneous shape
+                raise DataError(f"{p}: x is a list of sequences of different shapes: pad them to one length T "
+                                f"as an array (T, N, D) and give each one's length in lengths") from None
         if self.tokens:
             return self._check_targets(self._check_ids(x, p), y, lengths, p)
         if not isinstance(x, np.ndarray) or x.ndim != 3 or x.dtype.kind not in "fiu":

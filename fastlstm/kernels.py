@@ -992,25 +992,44 @@ def _project(h, R, m):
             h[r, j] = _dot1(R[j], m[r], np.int64(0), H)
 
 
+STEP_DONE, STEP_BAD_INPUT, STEP_OVERFLOW = 0, 1, 2      # recurrent_step's verdicts
+
+
+@njit(**JIT)
+def _copy_state(a, b):
+    """b[:] = a for two (L, B, K) arrays (a streaming state and its copy), as loops: a slice
+    assignment here would be a parallel region."""
+    for l in range(a.shape[0]):
+        for r in range(a.shape[1]):
+            for k in range(a.shape[2]):
+                b[l, r, k] = a[l, r, k]
+
+
 @njit(**PARALLEL_JIT)
-def recurrent_step(h, c, x, xh, z, tc, m, params, D, H, cell, blocks):
+def recurrent_step(h, c, x, xh, z, tc, m, kept, params, D, H, cell, blocks):
     """One time step of every layer, for streaming inference (small B).
 
     h (L,B,Hr), c (L,B,H): the state, updated in place (c of width 0 for the RNN and GRU;
     Hr = H, or P with a projection); x (B,D) the input; xh (B, max(D,Hr)+Hr), z (B,G),
-    tc (2,H) scratch, m (B,H) scratch for m_t with a projection; params the flat array
+    tc (2,H) scratch, m (B,H) scratch for m_t with a projection, kept (h.size + c.size,)
+    scratch for the state as it was; params the flat array
     (per layer W (R, D_l+Hr) then b (G), with R, G from the cell's blocks, then W_hr
     (Hr, H) with a projection). W is read once per batch row (meant for small B).
     Each layer runs as tasks of STEP_UNITS hidden units (_step_units), which share nothing,
     in parallel from STEP_PARALLEL multiply-adds (below it, waking a thread costs more
     than it saves). The tasks, not the threads, fix the arithmetic: the same bits serial
     or parallel, whatever the thread count. Agrees with recurrent_forward to rounding.
-    Returns False, having written nothing, if x, h or c holds NaN or ±Inf (the caller's
-    argument check, done here where it costs no extra call); True otherwise.
+    Returns STEP_BAD_INPUT, having written nothing, if x, h or c holds NaN or ±Inf (the
+    caller's argument check, done here where it costs no extra call); STEP_OVERFLOW if the
+    new state would (inputs or weights large enough: a ReLU RNN's h grows without bound),
+    having put the state back as it was; STEP_DONE otherwise.
     """
     if not (all_finite(x.reshape(x.size)) and all_finite(h.reshape(h.size))
             and (c.size == 0 or all_finite(c.reshape(c.size)))):
-        return False
+        return STEP_BAD_INPUT
+    kept_h, kept_c = kept[:h.size].reshape(h.shape), kept[h.size:h.size + c.size].reshape(c.shape)
+    _copy_state(h, kept_h)
+    _copy_state(c, kept_c)
     L, B, Hr = h.shape
     proj = Hr < H
     R, G = block_counts(blocks)
@@ -1038,4 +1057,8 @@ def recurrent_step(h, c, x, xh, z, tc, m, params, D, H, cell, blocks):
         if proj:
             _project(h[l], params[o:o + Hr * H].reshape((Hr, H)), m)
             o += Hr * H
-    return True
+    if all_finite(h.reshape(h.size)) and (c.size == 0 or all_finite(c.reshape(c.size))):
+        return STEP_DONE
+    _copy_state(kept_h, h)
+    _copy_state(kept_c, c)
+    return STEP_OVERFLOW

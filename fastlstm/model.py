@@ -16,15 +16,12 @@ from . import _validate as v
 from . import checkpoint, choices, heads, optim
 from . import _blas
 from ._config import blas_turn
+from ._validate import NonFiniteError  # noqa: F401  (fastlstm.NonFiniteError; raised here and by the stacks)
 from .kernels import all_finite, fill_zero, scatter_rows, zeros
 from .recurrent import GRU, LSTM, RNN, dropout_seed_from, flat, one_call_at_a_time
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU, RNN)))     # cell -> its stack ("rnn_relu": RNN's ReLU)
 ONE_HOT = " (of one-hot rows: y.argmax(-1))"   # the hint for Keras's one-hot targets given to a classifier
-
-
-class NonFiniteError(FloatingPointError):
-    """A training step produced a non-finite loss or gradient; the model was not updated."""
 
 
 class Model:
@@ -437,7 +434,8 @@ class Model:
         independent streams, with (h, c) kept in the model between calls (a bidirectional
         model cannot stream: ValueError). Returns predictions (B, O) at this step (class
         probabilities for xent). reset_state() starts the streams afresh, and so does a call
-        with another B (B fresh streams, as the C ABI's fastlstm_step)."""
+        with another B (B fresh streams, as the C ABI's fastlstm_step). A step whose new
+        state would not be finite raises NonFiniteError and keeps the state as it was."""
         if self.E is not None:                              # ids (B,) → their embeddings (B, D)
             if isinstance(x, np.ndarray) and x.ndim != 1:
                 raise ValueError(f"x must be token ids of shape (B,) (one per stream), got {x.shape}")

@@ -29,9 +29,9 @@ import numpy as np
 from . import _validate as v
 from . import _blas, _config
 from ._config import blas_turn
-from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, TILE_BYTES, add_row_sums, apply_dropout,
-                      block_counts, copy_hidden, copy_rows, copy_steps, fill_zero, pack_unit, panel_extent,
-                      recurrent_backward, recurrent_forward, recurrent_step, zeros)
+from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, STEP_BAD_INPUT, STEP_OVERFLOW,
+                      TILE_BYTES, add_row_sums, apply_dropout, block_counts, copy_hidden, copy_rows, copy_steps,
+                      fill_zero, pack_unit, panel_extent, recurrent_backward, recurrent_forward, recurrent_step, zeros)
 
 # From this many inputs D_l, or when a packed panel of all D_l + H columns would not fit in
 # L1 (_tiles_from), a layer's forward computes the input half X W_xᵀ of z for all steps as
@@ -435,24 +435,32 @@ class _Recurrent:
                 layer.b[2 * H:3 * H] = self.forget_bias
         self._saved = None
 
+    # the constructor's defaults of the settings below; __repr__ shows those that differ
+    DEFAULTS = dict(bidirectional=False, dropout=0.0, batch_first=False, forget_bias=1.0, proj_size=0,
+                    nonlinearity="tanh")
+
+    def _settings(self):
+        """The constructor's settings that rebuild this stack (dropout_seed as drawn)."""
+        settings = dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                        bidirectional=self.bidirectional, dropout=self.dropout, dtype=self.dtype.name,
+                        dropout_seed=self.dropout_seed, batch_first=self.batch_first)
+        settings.update({k: getattr(self, k) for k in self.OWN_SETTINGS})
+        return settings
+
     @one_call_at_a_time(interruptible=True)
     def __reduce__(self):
         """pickle and copy.deepcopy: the settings, parameters, gradients, training mode and
         dropout step. The copy owns its buffers (a Model's stack copies alone), and a forward
         awaiting its backward is not carried: the copy's backward() needs a forward of its own."""
-        settings = dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
-                        bidirectional=self.bidirectional, dropout=self.dropout, dtype=self.dtype.name,
-                        dropout_seed=self.dropout_seed, batch_first=self.batch_first)
-        settings.update({k: getattr(self, k) for k in self.OWN_SETTINGS})
-        return _unpickle, (type(self), settings, self.params, self.grads,
+        return _unpickle, (type(self), self._settings(), self.params, self.grads,
                            dict(training=self.training, dropout_step=self.dropout_step))
 
     def __repr__(self):
-        return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-                f"num_layers={self.num_layers}, " + (f"proj_size={self.proj_size}, " if self.proj_size else "")
-                + ("batch_first=True, " if self.batch_first else "")
-                + ("nonlinearity='relu', " if self.CELL == RNN_RELU_CELL else "")
-                + f"dtype={self.dtype}, params={self.params.size})")
+        """The sizes, every setting that differs from its default (PyTorch's way), dtype and size."""
+        settings = self._settings()
+        shown = [f"{k}={settings[k]!r}" for k in ("input_size", "hidden_size", "num_layers")]
+        shown += [f"{k}={settings[k]!r}" for k in settings if k in self.DEFAULTS and settings[k] != self.DEFAULTS[k]]
+        return f"{type(self).__name__}({', '.join(shown)}, dtype={self.dtype}, params={self.params.size})"
 
     @one_call_at_a_time
     def zero_grad(self):
@@ -639,12 +647,18 @@ class _Recurrent:
         if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
             self._step_scratch = (zeros((B, max(self.input_size, Hr) + Hr), self.dtype),
                                   zeros((B, self._ws.G), self.dtype), zeros((2, H), self.dtype),
-                                  zeros((B, self._ws.Hm), self.dtype))
+                                  zeros((B, self._ws.Hm), self.dtype),
+                                  zeros(self.num_layers * B * (Hr + H * self.HAS_C), self.dtype))
         c = c if self.HAS_C else h[:, :, :0]
-        if not recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL,
-                              BLOCKS[self.CELL]):
+        verdict = recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL,
+                                 BLOCKS[self.CELL])
+        if verdict == STEP_BAD_INPUT:
             for name, a in state:                    # the kernel found NaN/Inf and wrote nothing
                 v.nonfinite(name, a)
+        elif verdict == STEP_OVERFLOW:
+            raise v.NonFiniteError(f"this step's new state would not be finite in {self.dtype}: inputs or weights "
+                                   f"this large overflow the cell (a ReLU RNN's h grows without bound); the state "
+                                   f"was left as it was")
         return h[-1]
 
     # -- backward --------------------------------------------------------------------
@@ -798,21 +812,27 @@ class _Recurrent:
                             f"{type(state_dict).__name__}")
         names = self._torch_names()
         kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") + (("weight_hr",) if self.proj_size else ())
-        want = {f"{n}{suffix}" for _, suffix in names for n in kinds}
-        if self._cell_keys() and set(state_dict) == set(kinds):          # a cell module's: weight_ih -> weight_ih_l0
-            state_dict = {f"{k}_l0": t for k, t in state_dict.items()}
-        got = set(state_dict)
+        want, got = {f"{n}{suffix}" for _, suffix in names for n in kinds}, set(state_dict)
+        cell = self._cell_keys() and got and got <= set(kinds)        # a cell module's names, without _l0
+        if cell:
+            want = set(kinds)
         if got != want:
             proj = f" with proj_size={self.proj_size}" if self.proj_size else " without projections" * self.HAS_C
+            missing = sorted(want - got)
+            why = ("; fastlstm's layers always have their biases (a module made with bias=False has none: "
+                   "give zeros for them)" if all(k.startswith("bias_") for k in missing)
+                   else "; torch's cell modules' names (without _l0) fit only a one-layer unidirectional stack "
+                   "without projection" if got and got <= set(kinds) else "")
             raise KeyError(f"state dict keys do not match a {self.num_layers}-layer "
                            f"{'bidirectional ' if self.bidirectional else ''}{type(self).__name__}{proj}"
-                           f": missing {sorted(want - got)}, unexpected {sorted(got - want, key=repr)}")
+                           f"{' (torch cell module names)' if cell else ''}: missing {missing}, "
+                           f"unexpected {sorted(got - want, key=repr)}{why}")
         new = self.params.copy()
         views = self._layer_views(new)
         for k, suffix in names:
             Wk, bk, Rk = views[k]
             D = self.layers[k].D
-            a = {n: _as_array(state_dict, f"{n}{suffix}", shape)
+            a = {n: _as_array(state_dict, n if cell else f"{n}{suffix}", shape)       # a cell's: without _l0
                  for n, shape in (("weight_ih", (R, D)), ("weight_hh", (R, Hr)), ("bias_ih", (R,)), ("bias_hh", (R,)),
                                   ("weight_hr", (Hr, H))) if n in kinds}
             W = np.concatenate([a["weight_ih"], a["weight_hh"]], axis=1)
@@ -916,7 +936,8 @@ class LSTM(_Recurrent):
         output (B, Hr), a view.
         One kernel call for all layers (no workspace; threads only where the layer is big
         enough to pay for waking them): the fast path for online inference. Does not touch
-        what backward() would use.
+        what backward() would use. A step whose new state would not be finite raises
+        NonFiniteError, the state left as it was.
         """
         return self.advance(x, *_pair("h", h, "c", c))
 
@@ -951,7 +972,8 @@ class _HiddenOnly(_Recurrent):
         return dx, dh0
 
     def step(self, x, h):
-        """Streaming inference: advance h (num_layers, B, H) by one step x (B, D), in place."""
+        """Streaming inference: advance h (num_layers, B, H) by one step x (B, D), in place
+        (as LSTM.step: a step that would overflow h raises NonFiniteError, h as it was)."""
         return self.advance(x, h, None)
 
 

@@ -112,6 +112,7 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
             ("fastlstm_predict", "zero_T"): 2, ("fastlstm_predict", "nan_x"): 3, ("fastlstm_predict", "null_handle"): 4,
             ("fastlstm_step", "zero_B"): 2, ("fastlstm_step", "null_x"): 1, ("fastlstm_step", "small_buffer"): 7,
             ("fastlstm_step", "nan_x"): 3, ("fastlstm_step", "null_handle"): 4,
+            ("fastlstm_step", "overflowing_state"): 3, ("fastlstm_step_ids", "overflowing_state"): 3,
             ("fastlstm_reset_state", "zero_B"): 2, ("fastlstm_reset_state", "null_handle"): 4,
             ("fastlstm_param_count", "null_n"): 1, ("fastlstm_param_count", "null_handle"): 4,
             ("fastlstm_load", "missing"): 5, ("fastlstm_load", "garbage"): 6, ("fastlstm_load", "null_path"): 1,
@@ -136,6 +137,8 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
         assert bool(got[key][1]) == (code != 0), f"{key} must carry a message exactly when it fails"
     assert "float32" in got[("fastlstm_load", "float64")][1]
     assert "cannot stream" in got[("fastlstm_step", "bidirectional")][1]
+    for fn in ("fastlstm_step", "fastlstm_step_ids"):         # (the ReLU RNN's h; the state kept: test_model)
+        assert "new state would not be finite" in got[(fn, "overflowing_state")][1]
     assert "proj_size must be < hidden_size" in got[("fastlstm_create", "proj_not_below_hidden")][1]
     assert "LSTM only" in got[("fastlstm_create", "proj_with_gru")][1]
     assert "cfg->cell = 4 is not a FASTLSTM_CELL_ constant" in got[("fastlstm_create", "unknown_cell")][1]

@@ -374,6 +374,11 @@ def _hourly(values, hours=None):
      "not a CSV file (a NUL byte at line 3, column 23)"),        # it said "it holds NUL bytes", not where
     ("badtime.csv", (BAD_CSV + "2024-01-01T01:00,1,2\n2024-01-01T25:00,1,2\n").encode(), ["--target", "load"],
      "line 4, column 1 ('date'): '2024-01-01T25:00' is not a date or time"),      # the column's name was left out
+    ("mixedzone.csv", (BAD_CSV + "2024-01-01T02:00:00+01:00,1,2\n").encode(), ["--target", "load"],
+     "line 3, column 1 ('date'): '2024-01-01T02:00:00+01:00' has a UTC offset, and line 2's '2024-01-01T00:00:00' "
+     "none: give every time of a column an offset, or none"),          # it read the naive times as UTC, silently
+    ("mixedzone2.csv", b"date,load\n2024-01-01T00:00Z,1\n2024-01-01T01:00,1\n", ["--target", "load"],
+     "line 3, column 1 ('date'): '2024-01-01T01:00' has no UTC offset, and line 2's '2024-01-01T00:00Z' has one"),
     ("folder.txt", "folder", [], "a folder, not a file"),
     ("keep.csv", BAD_CSV.encode(), ["--target", "load"], "would write over the data"),
     ("season.csv", _hourly(range(24)), ["--target", "load", "--window", "3", "--season", "20"],
@@ -553,9 +558,9 @@ def test_a_column_read_at_once_equals_the_cell_by_cell_reading(tmp_path):
     blank.write_text(",".join(names) + "\n" + "".join(",".join(r) + "\n" + "\n" * (i == 7) for i, r in enumerate(rows)))
     read = [data.Series(str(p), target="a", features="stamp,day,a,b", window=5, val_fraction=0.2)
             for p in (plain, quoted, blank)]
-    want = np.column_stack([[data._time(c) for c in cols[k]] for k in ("stamp", "day")]
+    want = np.column_stack([[data._time(c)[0] for c in cols[k]] for k in ("stamp", "day")]
                            + [[float(c) for c in cols[k]] for k in ("a", "b")])
-    want_times = np.array([data._time(c) for c in cols["time"]])
+    want_times = np.array([data._time(c)[0] for c in cols["time"]])
     for s in read:
         assert s.values.view(np.int64).tolist() == want.view(np.int64).tolist()
         assert s.times.view(np.int64).tolist() == want_times.view(np.int64).tolist()
@@ -683,6 +688,25 @@ def test_fit_reads_float32_arrays_in_place_and_other_dtypes_once():
         assert xb.dtype == dtype and np.array_equal(xb, x[:, :64].astype(dtype)) and np.array_equal(yb, y[:64])
 
 
+def test_fit_takes_nested_lists_for_x_as_for_y_and_refuses_ragged_ones():
+    """fit converted a list y but refused a list x ("got a list"); Keras's fit takes both. A
+    list gives the same run as its array, and a ragged one says how to pad it."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((6, 8, 2)), rng.standard_normal((8, 1))
+    runs = [fastlstm.Model(2, 4, 1, seed=0) for _ in range(2)]
+    runs[0].fit(x, y, epochs=2, batch_size=4, seed=0, progress=False)
+    runs[1].fit(x.tolist(), y.tolist(), epochs=2, batch_size=4, seed=0, progress=False,
+                validation=(x.tolist(), y.tolist()))
+    assert np.array_equal(runs[0].params, runs[1].params)
+    before = runs[1].params.copy()
+    with pytest.raises(data.DataError, match=r"^fit: x is a list of sequences of different shapes: pad them to "
+                                             r"one length T as an array \(T, N, D\) and give each one's length"):
+        runs[1].fit([[[1.0, 2.0]], [[1.0, 2.0], [3.0, 4.0]]], [[1.0]], epochs=1, progress=False)
+    assert np.array_equal(runs[1].params, before)
+    ids = fastlstm.Model(4, 8, 3, vocab_size=10, loss="xent", seed=0)                # token ids as lists
+    assert np.isfinite(ids.fit([[1, 2, 3], [4, 5, 6]], [0, 1, 2], epochs=1, progress=False)["loss"][0])
+
+
 def test_model_fit_on_arrays_with_validation_and_early_stopping():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((12, 400, 2)).astype(np.float32)
@@ -776,8 +800,8 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
             reg.fit(x, x[:, :, 0].sum(axis=0) / 4, epochs=1, **{"progress": False, **bad})
     with pytest.raises(TypeError, match=r"fit needs targets y"):
         reg.fit(x, None, epochs=1, progress=False)
-    with pytest.raises(fastlstm.data.DataError, match=r"x must be a numeric array \(T, N, D\), got a list$"):
-        reg.fit(x.tolist(), x[0, :, :1], epochs=1, progress=False)
+    with pytest.raises(fastlstm.data.DataError, match=r"x must be a numeric array \(T, N, D\), got a dict$"):
+        reg.fit({"x": x}, x[0, :, :1], epochs=1, progress=False)          # (lists are taken, as Keras takes them)
     with pytest.raises(fastlstm.data.DataError, match=r"x must be a numeric array \(T, N, D\), got shape \(12, 400\)"):
         reg.fit(x[:, :, 0], x[0, :, :1], epochs=1, progress=False)
     assert np.array_equal(reg.params, before)

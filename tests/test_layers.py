@@ -165,6 +165,17 @@ def test_batch_first_shapes_are_checked_as_given():
         fastlstm.GRU(3, 4, batch_first=1)
 
 
+def test_a_stacks_repr_shows_every_setting_that_differs_from_its_default():
+    """As PyTorch's repr: the sizes, then each non-default setting (a bidirectional or dropout
+    stack must not print as a plain one), then dtype and size."""
+    assert repr(fastlstm.LSTM(3, 5)) == "LSTM(input_size=3, hidden_size=5, num_layers=1, dtype=float32, params=180)"
+    m = fastlstm.LSTM(3, 5, 2, bidirectional=True, dropout=0.25, batch_first=True, forget_bias=0.0, proj_size=2)
+    assert repr(m) == ("LSTM(input_size=3, hidden_size=5, num_layers=2, bidirectional=True, dropout=0.25, "
+                       f"batch_first=True, forget_bias=0.0, proj_size=2, dtype=float32, params={m.params.size})")
+    assert "nonlinearity='relu'" in repr(fastlstm.RNN(3, 5, nonlinearity="relu"))
+    assert "nonlinearity" not in repr(fastlstm.RNN(3, 5)) and "bidirectional" not in repr(fastlstm.GRU(3, 5))
+
+
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
 def test_half_precision_torch_weights_load_as_their_exact_values(half):
     """A bfloat16 module's state dict raised torch's "Got unsupported ScalarType BFloat16"

@@ -145,6 +145,32 @@ def test_failed_step_keeps_the_streams():
     assert np.array_equal(m.step(three), fastlstm.Model(3, 5, 1, seed=0).step(three))   # another B: fresh streams
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_step_that_would_overflow_the_state_is_refused_and_keeps_it(layers):
+    """A ReLU RNN's h grows without bound: the step that took it past float32's range wrote
+    ±Inf into the streaming state, and every later step then failed with "h must be finite",
+    an array the caller never passed. Now that step raises NonFiniteError and the state (of
+    every layer) is as it was; a stack's step keeps the caller's h so too."""
+    m = fastlstm.Model(2, 4, 1, layers, cell="rnn_relu", seed=0)
+    m.params[:] = 10.0
+    x = np.ones((3, 2), np.float32)
+    with pytest.raises(fastlstm.NonFiniteError, match="new state would not be finite in float32"):
+        for _ in range(100):
+            before = [s.copy() for s in m._state] if m._state is not None else None
+            m.step(x)
+    assert before is not None and all(np.array_equal(a, b) for a, b in zip(before, m._state))
+    assert np.isfinite(m._state[0]).all() and 1e30 < m._state[0].max()
+    m.reset_state(3)
+    assert np.isfinite(m.step(x)).all()                     # the next call works
+    r = fastlstm.RNN(2, 4, layers, nonlinearity="relu")
+    r.params[:] = 10.0
+    h = np.full((layers, 1, 4), 1e37, np.float32)             # 10 · 4 · 1e37 > float32 max
+    kept = h.copy()
+    with pytest.raises(fastlstm.NonFiniteError):
+        r.step(np.ones((1, 2), np.float32), h)
+    assert np.array_equal(h, kept)
+
+
 @pytest.mark.parametrize("opt", [lambda: fastlstm.Adam(lr=1e-2), lambda: fastlstm.SGD(lr=0.1, momentum=0.9)])
 def test_save_load_continue_is_bitwise_the_same_trajectory(tmp_path, opt):
     task = tasks.Adding(T=10, test_size=10)

@@ -126,5 +126,14 @@ def test_torchs_cell_modules_interchange_with_a_one_layer_stack(cell):
         assert np.abs(h - st[0].detach().numpy()).max() <= 1e-12
     with pytest.raises(ValueError, match=r"torch's cell modules hold one layer of one direction without projection"):
         cls(3, 5, 2, **kw).torch_state_dict(cell=True)
-    with pytest.raises(KeyError, match=r"missing \['bias_hh_l0', .*unexpected \['bias_hh', "):
+    with pytest.raises(KeyError, match=r"missing \['bias_hh_l0', .*unexpected \['bias_hh', .*; torch's cell "
+                                       r"modules' names \(without _l0\) fit only a one-layer unidirectional stack"):
         cls(3, 5, bidirectional=True, **kw).load_torch_state_dict(c.state_dict())
+    weights = {k: t for k, t in c.state_dict().items() if k.startswith("weight_")}       # as bias=False gives
+    with pytest.raises(KeyError, match=r"\(torch cell module names\): missing \['bias_hh', 'bias_ih'\], "
+                                       r"unexpected \[\]; fastlstm's layers always have their biases"):
+        back.load_torch_state_dict(weights)
+    weights["weight_ih"] = torch.zeros(1, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^weight_ih must have shape"):                # the key as given
+        back.load_torch_state_dict(dict(weights, bias_ih=c.bias_ih, bias_hh=c.bias_hh))
+    assert np.array_equal(back.params, m.params)

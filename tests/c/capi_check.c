@@ -33,6 +33,21 @@ static double checksum(fastlstm_model *m) {
     return s;
 }
 
+/* Steps until one fails: a ReLU RNN whose parameters are all 1e20 overflows h by its second
+ * step. Returns that step's status. */
+static int overflowing(fastlstm_model *mod, const float *x, const int64_t *ids) {
+    int64_t n = 0;
+    fastlstm_param_count(mod, &n);
+    float *p = malloc((size_t)n * sizeof *p), o[16];
+    for (int64_t k = 0; k < n; k++) p[k] = 1e20f;
+    fastlstm_set_params(mod, p, n);
+    free(p);
+    int rc = FASTLSTM_OK;
+    for (int k = 0; k < 5 && rc == FASTLSTM_OK; k++)
+        rc = ids ? fastlstm_step_ids(mod, ids, 2, o, 16) : fastlstm_step(mod, x, 2, o, 16);
+    return rc;
+}
+
 /* One line per case: "function case status message" (message only on failure). */
 #define REPORT(fn, name, call) do { int rc_ = (call); \
     printf("%s %s %d %s\n", #fn, name, rc_, rc_ ? fastlstm_last_error() : ""); } while (0)
@@ -125,6 +140,7 @@ static int errors(const char *dir) {
     char relu_path[1024];
     snprintf(relu_path, sizeof relu_path, "%s/relu.ckpt", dir);       /* the Python test reads its cell */
     REPORT(fastlstm_save, "ok_rnn_relu", fastlstm_save(out, relu_path));
+    REPORT(fastlstm_step, "overflowing_state", overflowing(out, x, NULL));
     fastlstm_free(out);
     fastlstm_config_init(&cfg); cfg.cell = 4;
     REPORT(fastlstm_create, "unknown_cell", fastlstm_create(&cfg, &out));
@@ -171,6 +187,11 @@ static int errors(const char *dir) {
     REPORT(fastlstm_compute_gradients_ids, "ok", fastlstm_compute_gradients_ids(out, ids, NULL, y, NULL, 4, 2, &loss));
     REPORT(fastlstm_predict_ids, "ok", fastlstm_predict_ids(out, ids, NULL, 4, 2, o, 16));
     REPORT(fastlstm_step_ids, "ok", fastlstm_step_ids(out, ids, 2, o, 16));
+    fastlstm_free(out);
+    fastlstm_config_init(&cfg); cfg.vocab_size = 7; cfg.cell = FASTLSTM_CELL_RNN_RELU;
+    cfg.input_size = 3; cfg.hidden_size = 5; cfg.output_size = 2;
+    out = configured(&cfg);
+    REPORT(fastlstm_step_ids, "overflowing_state", overflowing(out, NULL, ids));
     fastlstm_free(out);
     fastlstm_config_init(&cfg);
     REPORT(fastlstm_create, "ok", fastlstm_create(&cfg, &out));
