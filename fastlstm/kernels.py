@@ -995,16 +995,6 @@ def _project(h, R, m):
 STEP_DONE, STEP_BAD_INPUT, STEP_OVERFLOW = 0, 1, 2      # recurrent_step's verdicts
 
 
-@njit(**JIT)
-def _copy_state(a, b):
-    """b[:] = a for two (L, B, K) arrays (a streaming state and its copy), as loops: a slice
-    assignment here would be a parallel region."""
-    for l in range(a.shape[0]):
-        for r in range(a.shape[1]):
-            for k in range(a.shape[2]):
-                b[l, r, k] = a[l, r, k]
-
-
 @njit(**PARALLEL_JIT)
 def recurrent_step(h, c, x, xh, z, tc, m, kept, params, D, H, cell, blocks):
     """One time step of every layer, for streaming inference (small B).
@@ -1024,12 +1014,12 @@ def recurrent_step(h, c, x, xh, z, tc, m, kept, params, D, H, cell, blocks):
     new state would (inputs or weights large enough: a ReLU RNN's h grows without bound),
     having put the state back as it was; STEP_DONE otherwise.
     """
-    if not (all_finite(x.reshape(x.size)) and all_finite(h.reshape(h.size))
-            and (c.size == 0 or all_finite(c.reshape(c.size)))):
+    hf, cf = h.reshape(h.size), c.reshape(c.size) if c.size else kept[:0]       # (c of width 0: not contiguous)
+    if not (all_finite(x.reshape(x.size)) and all_finite(hf) and (c.size == 0 or all_finite(cf))):
         return STEP_BAD_INPUT
-    kept_h, kept_c = kept[:h.size].reshape(h.shape), kept[h.size:h.size + c.size].reshape(c.shape)
-    _copy_state(h, kept_h)
-    _copy_state(c, kept_c)
+    kept_h, kept_c = kept[:h.size], kept[h.size:h.size + c.size]
+    _assign(kept_h, hf)
+    _assign(kept_c, cf)
     L, B, Hr = h.shape
     proj = Hr < H
     R, G = block_counts(blocks)
@@ -1057,8 +1047,8 @@ def recurrent_step(h, c, x, xh, z, tc, m, kept, params, D, H, cell, blocks):
         if proj:
             _project(h[l], params[o:o + Hr * H].reshape((Hr, H)), m)
             o += Hr * H
-    if all_finite(h.reshape(h.size)) and (c.size == 0 or all_finite(c.reshape(c.size))):
+    if all_finite(hf) and (c.size == 0 or all_finite(cf)):
         return STEP_DONE
-    _copy_state(kept_h, h)
-    _copy_state(kept_c, c)
+    _assign(hf, kept_h)
+    _assign(cf, kept_c)
     return STEP_OVERFLOW
