@@ -813,16 +813,17 @@ class _Recurrent:
         names = self._torch_names()
         kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") + (("weight_hr",) if self.proj_size else ())
         want, got = {f"{n}{suffix}" for _, suffix in names for n in kinds}, set(state_dict)
-        cell = self._cell_keys() and got and got <= set(kinds)        # a cell module's names, without _l0
+        cell_names = bool(got & set(kinds)) and not got & want           # a cell module's names, without _l0
+        cell = self._cell_keys() and cell_names
         if cell:
             want = set(kinds)
         if got != want:
             proj = f" with proj_size={self.proj_size}" if self.proj_size else " without projections" * self.HAS_C
             missing = sorted(want - got)
             why = ("; fastlstm's layers always have their biases (a module made with bias=False has none: "
-                   "give zeros for them)" if all(k.startswith("bias_") for k in missing)
+                   "give zeros for them)" if missing and all(k.startswith("bias_") for k in missing)
                    else "; torch's cell modules' names (without _l0) fit only a one-layer unidirectional stack "
-                   "without projection" if got and got <= set(kinds) else "")
+                   "without projection" if cell_names and not cell else "")
             raise KeyError(f"state dict keys do not match a {self.num_layers}-layer "
                            f"{'bidirectional ' if self.bidirectional else ''}{type(self).__name__}{proj}"
                            f"{' (torch cell module names)' if cell else ''}: missing {missing}, "
