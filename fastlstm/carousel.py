@@ -3,7 +3,8 @@
 For each model the backward kernels record (backward(record=True)) the norm of the gradient
 with respect to the state each step receives, ‖∂E/∂h_{t-1}‖ and ‖∂E/∂c_{t-1}‖; here they are
 listed against the distance from the loss, k = T - t steps back. Along the cell state the
-only factor per step is f (δc_{t-1} = δc_t ⊙ f_t); the RNN multiplies by Uᵀ diag(1 - h²).
+only factor per step is f (δc_{t-1} = δc_t ⊙ f_t); the RNN multiplies by Uᵀ diag(1 - h²),
+the ReLU RNN by Uᵀ diag([h > 0]).
 The GRU's carousel is its z-gated identity path, δh_{t-1} = z_t ⊙ δh_t + Uᵀ δz_t: its rows
 give ‖∂E/∂h‖ and the mean update gate z.
 """
@@ -13,8 +14,8 @@ from .model import Model
 from .tasks import Adding
 from .training import pyplot, save_figure
 
-MODELS = (("RNN", "rnn", None), ("LSTM f-bias 0", "lstm", 0.0), ("LSTM f-bias 1", "lstm", 1.0),
-          ("GRU", "gru", None))
+MODELS = (("RNN", "rnn", None), ("ReLU RNN", "rnn_relu", None), ("LSTM f-bias 0", "lstm", 0.0),
+          ("LSTM f-bias 1", "lstm", 1.0), ("GRU", "gru", None))
 
 
 def _columns(name):

@@ -63,6 +63,32 @@ def test_rnn_gradient_decays_no_slower_than_its_bound():
     assert np.all(np.isnan(m.flow["forget"][0]))
 
 
+def test_relu_rnn_gradient_decays_no_slower_than_its_bound_and_an_identity_u_carries_it():
+    """The ReLU RNN: ∂E/∂h_{t-1} = Uᵀ (∂E/∂h_t ⊙ [h_t > 0]), so each step back multiplies the
+    norm by at most σ_max(U) (0.5 here). With U = I and every unit active (b > 0, W_x = 0:
+    Le et al.'s IRNN) the path is an identity and carries the norm unchanged, as the
+    LSTM's cell state does with f = 1."""
+    T, B, D, H = 60, 4, 3, 8
+    x = np.random.default_rng(1).standard_normal((T, B, D))
+    m = fastlstm.RNN(D, H, nonlinearity="relu", dtype=np.float64, seed=1)
+    U = m.layers[0].W[:, D:]
+    U *= 0.5 / np.linalg.norm(U, 2)
+    y, _ = m.forward(x)
+    dy = np.zeros_like(y)
+    dy[-1] = 1.0
+    m.backward(dy, record=True)
+    dh = m.flow["dh"][0]
+    assert np.all(dh[:-1] <= 0.5 * dh[1:] * (1 + 1e-12) + 1e-300) and dh[0] < 0.5 ** 20 * dh[-1]
+    m.layers[0].W[:] = 0
+    m.layers[0].W[:, D:] = np.eye(H)                # U = I, W_x = 0
+    m.layers[0].b[:] = 0.1                          # every h_t = 0.1 t > 0
+    y, _ = m.forward(x)
+    assert np.all(y > 0)
+    m.backward(dy, record=True)
+    assert np.allclose(m.flow["dh"][0], m.flow["dh"][0][-1], rtol=1e-12, atol=0)
+    assert np.all(np.isnan(m.flow["forget"][0]))
+
+
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_probe_equals_the_gradients_the_ordinary_backward_returns(with_lengths):
     """‖∂E/∂h_{t-1}‖, ‖∂E/∂c_{t-1}‖ from the probe equal the norms of dh0, dc0 that plain
@@ -150,7 +176,7 @@ def test_carousel_command_prints_the_table_and_plots(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "| 20 |" in r.stdout and "LSTM f-bias 1 ‖∂E/∂c‖" in r.stdout and "RNN ‖∂E/∂h‖" in r.stdout
-    assert "GRU mean z" in r.stdout
+    assert "GRU mean z" in r.stdout and "ReLU RNN ‖∂E/∂h‖" in r.stdout
     if png is not None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
