@@ -215,7 +215,7 @@ FASTLSTM_API int fastlstm_predict(fastlstm_model *model, const float *x, const i
  * the model keeps between calls; out [B][O] receives this step's predictions. A call with
  * another B starts B fresh streams. A bidirectional model cannot stream (INVALID_ARGUMENT).
  * NON_FINITE: a NaN/Inf in x, or a step whose new state would not be finite (a ReLU RNN's h
- * or an LSTM's c grown past the float range); the state stays as it was.
+ * grown past the float range, or any cell's with weights near it); the state stays as it was.
  * Returns OK, NULL_POINTER, INVALID_ARGUMENT, NON_FINITE, BUFFER_TOO_SMALL, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_step(fastlstm_model *model, const float *x, int64_t B, float *out, int64_t out_len);
 

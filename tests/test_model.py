@@ -169,6 +169,13 @@ def test_a_step_that_would_overflow_the_state_is_refused_and_keeps_it(layers):
     with pytest.raises(fastlstm.NonFiniteError):
         r.step(np.ones((1, 2), np.float32), h)
     assert np.array_equal(h, kept)
+    for cls in (fastlstm.LSTM, fastlstm.GRU, fastlstm.RNN):   # weights near float32's range: any cell's gates
+        m = cls(2, 4, layers)                                # overflow (inf - inf), the new state is NaN
+        m.params[:] = 3e38
+        state = [np.full((layers, 1, 4), 0.5, np.float32) for _ in range(1 + (cls is fastlstm.LSTM))]
+        with pytest.raises(fastlstm.NonFiniteError, match="would not be finite"):
+            m.step(np.array([[2, -2]], np.float32), *state)
+        assert all(np.all(s == 0.5) for s in state)
 
 
 @pytest.mark.parametrize("opt", [lambda: fastlstm.Adam(lr=1e-2), lambda: fastlstm.SGD(lr=0.1, momentum=0.9)])
