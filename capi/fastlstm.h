@@ -30,7 +30,8 @@
  *  - Arrays are dense, C order (row-major), float32 unless said, owned by the caller; the
  *    library reads inputs in place (no copies) and writes outputs into caller buffers whose
  *    length in elements the caller passes. Sizes are int64_t.
- *  - Sequences are time-major: x[T][B][D] (T steps, B sequences, D inputs).
+ *  - Sequences are time-major: x[T][B][D] (T steps, B sequences, D inputs), also for a
+ *    checkpoint of a Model made with batch_first in Python.
  *  - Threads: calls on one model handle from several threads take turns, each call whole,
  *    in an order the threads decide (a compute_gradients / apply_update pair is two
  *    calls). Different handles may be used from different threads at once (their kernels

@@ -122,6 +122,7 @@ def register(ffi, lib):
         while h == 0 or h in _issued:        # random 63-bit ids: a guessed or stale pointer
             h = secrets.randbits(63) & ~0xF  # is almost surely no live model
         _issued.add(h)
+        m._batch_major = False               # C passes x[T][B][D] (the header's layout), whatever batch_first says
         _models[h] = m
         out[0] = h
 

@@ -271,6 +271,9 @@ def _resumed_source(out, args):
     if not os.path.exists(out):
         raise UsageError(f"--resume: there is no run at --out {out} to continue (start one without --resume)")
     model = fastlstm.load(out)
+    if model.batch_first:                    # not one of fastlstm train's, which are time-major as its batches
+        raise UsageError(f"--resume: {out} holds a batch_first model (made in Python); the command line "
+                         f"continues its own runs")
     run = model.extra
     if "data" in run and isinstance(run["data"], dict):
         from . import data

@@ -17,6 +17,7 @@ column, before any model or checkpoint is touched.
 import csv
 import datetime as _dt
 import difflib
+import functools
 import io
 import math
 import numbers
@@ -42,6 +43,16 @@ MAX_VOCAB = 1 << 16
 
 class DataError(ValueError):
     """Data that cannot be used, with the file and, where it has them, the line and column."""
+
+
+def _time_major(method):
+    """For a data set's method that hands `model` time-major batches (metrics, forecasts,
+    predictions): the model takes them so, whatever its batch_first (Model.time_major)."""
+    @functools.wraps(method)
+    def run(self, model, *args, **kwargs):
+        with model.time_major():
+            return method(self, model, *args, **kwargs)
+    return run
 
 
 def _fraction(name, value):
@@ -290,6 +301,7 @@ class Text:
     def take(self, index, dtype=np.float32):
         return self.windows(np.asarray(index) * self.T, dtype)
 
+    @_time_major
     def metrics(self, model, starts=None):
         """Bits per character over the held-out windows (the first VAL_CHARS characters)."""
         starts = self.val_starts if starts is None else starts
@@ -756,6 +768,7 @@ class Series:
     def take(self, index, dtype=np.float32):
         return self.windows(np.asarray(index), dtype)
 
+    @_time_major
     def forecast(self, model, origins):
         """Forecasts (len(origins), horizon, targets) in the data's units."""
         out = np.empty((len(origins), self.horizon, len(self._t)))
@@ -790,6 +803,7 @@ class Series:
     def metrics(self, model):
         return {k: s for k, s in self.scores(model, self.val_origins).items() if math.isfinite(s)}
 
+    @_time_major
     def next_forecast(self, model):
         """(timestamps or None, (horizon, targets)) for the `horizon` rows after the file's end."""
         n = len(self.values)
@@ -865,15 +879,17 @@ class Arrays:
     `y` integer class labels (N,) (classification: cross-entropy at each row's last step) or
     float targets (N,) or (N, O) (regression: MSE), optional `lengths` (N,) in 1..T. A seeded
     split holds out `val_fraction` of the rows. Model.fit of an output="every" model gives
-    output="every": y then holds a target per step, time-major as x, labels (T, N) or values
-    (T, N) or (T, N, O), and steps past a row's length count for nothing. Model.fit of a model
-    with an embedding gives tokens=vocab_size: x then holds token ids (T, N)."""
+    output="every": y then holds a target per step, laid out as x, labels (T, N) or values
+    (T, N) or (T, N, O) (or (N, T, ...) with layout "batch"), and steps past a row's length
+    count for nothing. Model.fit of a model with an embedding gives tokens=vocab_size: x then
+    holds token ids (T, N) (or (N, T)). Model.fit gives the layout of the model's batch_first."""
     kind = "arrays"
     monitor = ("val_loss", "min")
 
     def __init__(self, path, *, layout="batch", val_fraction=0.2, seed=0, _spec=None, _arrays=None,
                  validation=None, output="last", tokens=None, holdout=None):
         self.path, self.layout, self.seed = path, layout, v.integer("--seed", seed)
+        self._fit = _arrays is not None                 # Model.fit's arrays: errors speak of its arguments
         self.val_fraction = _fraction("--val-fraction", val_fraction)
         self.output, self.tokens = output, tokens
         _check_settings((layout in ("batch", "time"), "--layout", "batch or time", layout),
@@ -965,15 +981,17 @@ class Arrays:
                 x = np.asarray(x)
             except ValueError:                      # ragged: NumPy refuses an inhomogeneous shape
                 raise DataError(f"{p}: x is a list of sequences of different shapes: pad them to one length T "
-                                f"as an array (T, N, D) and give each one's length in lengths") from None
+                                f"as an array {'(T, N, D)' if self.layout == 'time' else '(N, T, D)'} and give "
+                                f"each one's length in lengths") from None
         if self.tokens:
             return self._check_targets(self._check_ids(x, p), y, lengths, p)
         if not isinstance(x, np.ndarray) or x.ndim != 3 or x.dtype.kind not in "fiu":
-            want = ("(T, N, D)" if self.layout == "time" else       # Model.fit's arrays are time-major
-                    "(N, T, D)" + (", or (T, N, D) with --layout time" if p != "fit" else ""))
+            want = ("(T, N, D)" if self.layout == "time" else       # Model.fit's: as the model's batch_first
+                    "(N, T, D)" + (", or (T, N, D) with --layout time" if not self._fit else ""))
             got = f"shape {x.shape} dtype {x.dtype}" if isinstance(x, np.ndarray) else f"a {type(x).__name__}"
-            ids = (" (token ids (T, N) need a model with an embedding: vocab_size=...)"
-                   if p == "fit" and isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype.kind in "iu" else "")
+            ids = (f" (token ids {'(T, N)' if self.layout == 'time' else '(N, T)'} need a model with an embedding: "
+                   f"vocab_size=...)"
+                   if self._fit and isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype.kind in "iu" else "")
             raise DataError(f"{p}: x must be a numeric array {want}, got {got}{ids}")
         x = x.transpose(1, 0, 2) if self.layout == "batch" else x
         T, N, D = x.shape
@@ -985,17 +1003,19 @@ class Arrays:
         return self._check_targets(_floats(x), y, lengths, p)
 
     def _check_ids(self, x, p):
-        """Token ids x (T, N) in 0..tokens-1, as int64 (Model.fit of a model with an embedding)."""
+        """Token ids x (T, N) (layout "time") or (N, T) in 0..tokens-1, as time-major int64
+        (Model.fit of a model with an embedding)."""
+        axes = "(T, N)" if self.layout == "time" else "(N, T)"
         if not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype.kind not in "iu":
             got = f"shape {x.shape} dtype {x.dtype}" if isinstance(x, np.ndarray) else f"a {type(x).__name__}"
-            raise DataError(f"{p}: this model embeds tokens, so x holds integer token ids (T, N), got {got}")
+            raise DataError(f"{p}: this model embeds tokens, so x holds integer token ids {axes}, got {got}")
         if min(x.shape) < 1:
-            raise DataError(f"{p}: x has an empty dimension: (T, N) = {x.shape}")
+            raise DataError(f"{p}: x has an empty dimension: {axes} = {x.shape}")
         if x.min() < 0 or x.max() >= self.tokens:
-            t, n = map(int, np.unravel_index(np.argmax((x < 0) | (x >= self.tokens)), x.shape))
+            i, j = map(int, np.unravel_index(np.argmax((x < 0) | (x >= self.tokens)), x.shape))
             raise DataError(f"{p}: token ids must lie in 0..{self.tokens - 1} (the model's vocab_size is "
-                            f"{self.tokens}), and x[{t}, {n}] is {x[t, n]}")
-        return np.ascontiguousarray(x, np.int64)
+                            f"{self.tokens}), and x[{i}, {j}] is {x[i, j]}")
+        return np.ascontiguousarray(x if self.layout == "time" else x.T, np.int64)
 
     def _check_targets(self, x, y, lengths, p):
         """(x, y, lengths, classes) with y and lengths checked against x's (T, N)."""
@@ -1033,7 +1053,8 @@ class Arrays:
             classes = False
             y = y.reshape(lead + (-1,)).astype(np.float64)
         elif self.output == "every" and self.layout == "batch":
-            raise DataError(f"{p}: with --output every, y holds a target per step, laid out as x: integer class "
+            raise DataError(f"{p}: with {'output=' + repr('every') if self._fit else '--output every'}, y holds a "
+                            f"target per step, laid out as x: integer class "
                             f"labels (N, T) or float targets (N, T) or (N, T, O), with N = {N} sequences and "
                             f"T = {T} steps; got shape {given} dtype {y.dtype}")
         elif self.output == "every":
@@ -1047,9 +1068,11 @@ class Arrays:
             swapped = column if not y.ndim or y.shape[0] != T or T == N else (   # the commonest mistake: x's axes
                 f"; y has a row for each of x's T = {T} steps: " + (
                     "x is time-major (T, N, D) here; for x of shape (N, T, D) pass np.swapaxes(x, 0, 1)"
-                    if self.layout == "time" else "an x saved as (T, N, D) takes --layout time"))
+                    + (" (or make the model with batch_first=True)" if self._fit else "") if self.layout == "time"
+                    else "this model is batch_first, so x is (N, T, D): for x of shape (T, N, D) pass "
+                    "np.swapaxes(x, 0, 1)" if self._fit else "an x saved as (T, N, D) takes --layout time"))
             if T != N and y.shape[:2] == ((T, N) if self.layout == "time" else (N, T)):    # a target per step
-                swapped = "; a target per step " + ("needs a model built with output='every'" if p == "fit"
+                swapped = "; a target per step " + ("needs a model built with output='every'" if self._fit
                                                     else "takes --output every")
             raise DataError(f"{p}: y must be integer class labels (N,) or float targets (N,) or (N, O) for "
                             f"N = {N} sequences, got shape {y.shape} dtype {y.dtype}{swapped}{v.bool_hint(y)}")
@@ -1094,6 +1117,7 @@ class Arrays:
                             f"(rescale it, or train in float64)")
         return out
 
+    @_time_major
     def predict(self, model, rows=None):
         """Class probabilities (N, C) or values (N, O) for `rows` (default: every row); (T, N, ·)
         with a target per step."""
@@ -1104,6 +1128,7 @@ class Arrays:
             out[(slice(None),) * self._n_axis + (slice(b0, b1),)] = model.predict(x, L)
         return out
 
+    @_time_major
     def metrics(self, model, rows=None):
         """The loss (and accuracy, or RMSE and MAE) over `rows` (default: the validation rows;
         none there, as in Model.fit without validation: no metrics)."""

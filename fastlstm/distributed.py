@@ -51,17 +51,19 @@ class DataParallel:
         return slice(*_shard_bounds(B, self.size, self.rank))
 
     def shard(self, x, y, lengths=None):
-        """This rank's rows of a global batch: (x, y, lengths, weight), weight = its share of
-        the batch's predictions (each rank's loss is a mean over its own predictions)."""
-        B = x.shape[1]
+        """This rank's rows of a global batch, x (T, B, ·) or a batch_first model's (B, T, ·):
+        (x, y, lengths, weight), weight = its share of the batch's predictions (each rank's
+        loss is a mean over its own predictions)."""
+        b = int(not self.model._batch_major)      # the batch axis: 0 for a batch_first model's x
+        B = x.shape[b]
         rows = self.rows(B)
         L = None if lengths is None else np.asarray(lengths)
         if self.model.output == "last" or L is None:
             weight = (rows.stop - rows.start) / B
         else:
             weight = float(L[rows].sum()) / float(L.sum())
-        ys = y[rows] if self.model.output == "last" else y[:, rows]
-        return (np.ascontiguousarray(x[:, rows]), np.ascontiguousarray(ys),
+        ys = y[rows] if self.model.output == "last" else y[(slice(None),) * b + (rows,)]
+        return (np.ascontiguousarray(x[(slice(None),) * b + (rows,)]), np.ascontiguousarray(ys),
                 None if L is None else np.ascontiguousarray(L[rows]), weight)
 
     def train_step(self, x, y, lengths=None):

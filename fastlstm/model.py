@@ -7,6 +7,7 @@ interface (check_input, run_forward, last_hidden, hidden_into, run_backward, adv
 The head reads h_t (every step) or h at each row's last real step
 (last), and its δ enters the layers as δy (every) or δhn of the top layer (last).
 """
+import contextlib
 import math
 import os
 
@@ -34,7 +35,10 @@ class Model:
     optimizer: an optim.SGD / optim.Adam (default Adam(lr=1e-3)). clip: max global gradient
     norm or None. on_nonfinite: "raise" (NonFiniteError) or "skip" (count it, change nothing).
     bidirectional, dropout, proj_size (the LSTM's only): as the layer stacks take them;
-    vocab_size: token ids in, through an embedding E (vocab_size, input_size).
+    vocab_size: token ids in, through an embedding E (vocab_size, input_size). batch_first:
+    the Python calls take x (B, T, D) (ids (B, T)), per-step y (B, T[, O]) and give per-step
+    predictions (B, T, O), as PyTorch's batch_first and Keras's arrays; the C ABI, the
+    command line and ONNX stay time-major.
     params, grads: the flat arrays (`m.params = new` copies new in); V (O, width), bias (O,),
     E and their gradients dV, dbias, dE: views into them.
     """
@@ -44,7 +48,7 @@ class Model:
     def __init__(self, input_size, hidden_size, output_size, num_layers=1, *, cell="lstm",
                  loss="mse", output="last", dtype=np.float32, forget_bias=1.0, seed=None,
                  optimizer=None, clip=None, on_nonfinite="raise", bidirectional=False, dropout=0.0,
-                 vocab_size=None, dropout_seed=None, proj_size=0):
+                 vocab_size=None, dropout_seed=None, proj_size=0, batch_first=False):
         v.choice("cell", cell, choices.CELLS)
         v.choice("loss", loss, choices.LOSSES)
         v.choice("output", output, choices.OUTPUTS)
@@ -70,6 +74,8 @@ class Model:
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"clip must be > 0 or None, got {clip}")
         self.cell, self.loss, self.output, self.on_nonfinite = cell, loss, output, on_nonfinite
+        self.batch_first = v.boolean("batch_first", batch_first)
+        self._batch_major = self.batch_first    # the layout the public calls take now (see time_major)
         dtype = v.dtype_of(dtype)
         v.fits_in_memory("the model's parameters and gradients", 2 * size * dtype.itemsize)
         self._params, self._grads = zeros(size, dtype), zeros(size, dtype)
@@ -149,7 +155,8 @@ class Model:
                     num_layers=l.num_layers, cell=self.cell, loss=self.loss, output=self.output,
                     dtype=str(self.dtype), forget_bias=l.forget_bias, clip=self.clip,
                     on_nonfinite=self.on_nonfinite, bidirectional=l.bidirectional, dropout=l.dropout,
-                    dropout_seed=l.dropout_seed, vocab_size=self.vocab_size, proj_size=l.proj_size)
+                    dropout_seed=l.dropout_seed, vocab_size=self.vocab_size, proj_size=l.proj_size,
+                    batch_first=self.batch_first)
 
     def __repr__(self):
         return (f"Model({', '.join(f'{k}={v!r}' for k, v in self.config().items())}, optimizer={self.optimizer!r}, "
@@ -158,11 +165,19 @@ class Model:
     # -- inputs ------------------------------------------------------------------------
 
     def _check_y(self, y, T, B, L):
+        """y checked against x's (T, B) (time-major, as _check_x gives them): (B,) or (B, O)
+        for output "last"; (T, B) or (T, B, O) for "every", or with batch_first (B, T[, O]),
+        checked as given and returned as a time-major copy."""
+        if self._batch_major and self.output == "every" and isinstance(y, np.ndarray):
+            y = self._per_step_y(y, T, B, L)
         lead = (B,) if self.output == "last" else (T, B)
         if self.output == "last" and isinstance(y, np.ndarray) and y.ndim and y.shape[0] == T != B:
             raise ValueError(f"y must have shape {lead + (self.output_size,) * (self.loss == 'mse')}, got {y.shape}: "
-                             f"a row for each of x's T = {T} steps; x is time-major (T, B, D), so for x of shape "
-                             f"(B, T, D) pass np.swapaxes(x, 0, 1)")            # Keras's layout, the commonest mistake
+                             f"a row for each of x's T = {T} steps; " + (
+                                 "this model is batch_first, so x is (B, T, D): for x of shape (T, B, D) pass "
+                                 "np.swapaxes(x, 0, 1)" if self._batch_major else
+                                 "x is time-major (T, B, D), so for x of shape (B, T, D) pass np.swapaxes(x, 0, 1) "
+                                 "(or make the model with batch_first=True)"))   # the commonest mistake
         if self.loss == "mse":
             try:
                 y = v.array("y", y, lead + (self.output_size,), self.dtype)
@@ -178,6 +193,18 @@ class Model:
         if y.size and (y.min() < 0 or y.max() >= self.output_size):
             raise ValueError(f"class labels must lie in 0..{self.output_size - 1}, got min {y.min()}, max {y.max()}")
         return y.astype(np.int64).reshape((1, B) if self.output == "last" else (T, B))
+
+    def _per_step_y(self, y, T, B, L):
+        """A batch_first model's targets per step, (B, T) or (B, T, O), checked for shape and
+        finiteness as given (so errors name the caller's indices), as a time-major copy."""
+        want = (B, T) + ((self.output_size,) if self.loss == "mse" else ())
+        if y.shape != want:
+            raise ValueError(f"y must have shape {want} (batch_first: a target per row and step), got {y.shape}")
+        bad = v.first_nonfinite(y) if y.dtype.kind == "f" else None
+        if bad is not None:
+            raise v.NonFiniteValue(f"y must be finite; found {y[bad]} at index {bad}"
+                                   f"{v.padded_hint((bad[1], bad[0]) + bad[2:], L, self.output)}")
+        return self._swapped(y, "y_tm")
 
     def _buffers(self, T, B):
         """The head's buffers for this (T, B): views of flat buffers (`_flat`) that grow to the
@@ -209,17 +236,48 @@ class Model:
 
     def _check_x(self, x, lengths):
         """x and lengths checked: floats (T, B, D), or token ids (T, B) in 0..vocab_size-1 for a
-        model with an embedding."""
+        model with an embedding; with batch_first (B, T, D) or (B, T), checked as given and
+        returned as a time-major copy."""
+        bm = self._batch_major
         if self.E is None:
-            return self.core.check_input(x, lengths)
+            return self.core.check_input(x, lengths, bm, lambda a: self._swapped(a, "x_tm"))
+        layout = "(B, T)" if bm else "(T, B)"
         if not isinstance(x, np.ndarray) or x.dtype.kind not in "iu":
-            raise TypeError(f"this model embeds tokens: x must be an integer ndarray of ids (T, B), got "
+            raise TypeError(f"this model embeds tokens: x must be an integer ndarray of ids {layout}, got "
                             f"{getattr(x, 'dtype', type(x).__name__)}")
         if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-            raise ValueError(f"x must be token ids of shape (T, B) with T, B >= 1, got {x.shape}")
+            raise ValueError(f"x must be token ids of shape {layout} with T, B >= 1, got {x.shape}")
         if x.min() < 0 or x.max() >= self.vocab_size:
             raise ValueError(f"token ids must lie in 0..{self.vocab_size - 1}, got min {x.min()}, max {x.max()}")
-        return x.astype(np.int64, copy=False), v.lengths(lengths, x.shape[1], x.shape[0])
+        T, B = x.shape[::-1] if bm else x.shape
+        L = v.lengths(lengths, B, T, int(bm))
+        x = x.astype(np.int64, copy=False)
+        return (self._swapped(x, "x_tm") if bm else x), L
+
+    def _swapped(self, a, name):
+        """a (B, T, ...) as (T, B, ...): a C-contiguous copy in a buffer kept under `name`
+        (grown, never shrunk, as the head's), so that a warm batch_first step allocates no
+        array for it."""
+        buf = self._flat.get(name)
+        if buf is None or buf.size < a.size or buf.dtype != a.dtype:
+            v.fits_in_memory(f"the time-major copy of {name[0]}", a.size * a.dtype.itemsize)
+            buf = self._flat[name] = zeros(a.size, a.dtype)
+        out = buf[:a.size].reshape(a.shape[1::-1] + a.shape[2:])
+        out[...] = a.swapaxes(0, 1)
+        return out
+
+    @contextlib.contextmanager
+    def time_major(self):
+        """`with model.time_major():` the calls inside take and give time-major arrays,
+        whatever batch_first says: for batches that come so (the built-in tasks', fastlstm's
+        own data sets' and fit's loop use it). It holds the model's lock, so calls from other
+        threads wait until it ends."""
+        with self._lock:
+            kept, self._batch_major = self._batch_major, False
+            try:
+                yield self
+            finally:
+                self._batch_major = kept
 
     def _forward_head(self, x, L, step=None):
         """Forward through the layers (ids embedded first) and the head's product; step: the
@@ -308,7 +366,8 @@ class Model:
 
     @one_call_at_a_time
     def train_step(self, x, y, lengths=None):
-        """One step on a batch: x (T, B, D); y as the loss needs; lengths (B,) or None.
+        """One step on a batch: x (T, B, D) ((B, T, D) with batch_first); y as the loss needs;
+        lengths (B,) or None.
         Returns the loss before the update."""
         loss = self.compute_gradients(x, y, lengths)
         self.apply_gradients(loss)
@@ -345,8 +404,9 @@ class Model:
     @one_call_at_a_time(interruptible=True)
     def fit(self, x, y, lengths=None, *, epochs, batch_size=32, validation=None, validation_split=None, shuffle=True,
             seed=None, patience=None, schedule=None, progress=True, **keras):
-        """Train on arrays in memory, Keras-style: x (T, N, D), y as train_step takes it for N
-        sequences ((N,) labels or (N, O) values), lengths (N,) or None.
+        """Train on arrays in memory, Keras-style: x (T, N, D) ((N, T, D) with batch_first), y
+        as train_step takes it for N sequences ((N,) labels or (N, O) values), lengths (N,) or
+        None.
 
         Each epoch visits the N sequences in batches of batch_size (in a fresh seeded order
         with shuffle; the last N mod batch_size wait for the next epoch), then scores
@@ -380,7 +440,8 @@ class Model:
                 raise ValueError("give validation=(x, y) or validation_split, not both")
             validation_split = v.finite_float("validation_split", validation_split, gt=0, lt=1)
         progress = v.boolean("progress", progress)
-        d = data.Arrays("fit", layout="time", _arrays=(x, y, lengths), output=self.output, tokens=self.vocab_size,
+        d = data.Arrays("fit", layout="batch" if self._batch_major else "time", _arrays=(x, y, lengths),
+                        output=self.output, tokens=self.vocab_size,
                         validation=None if validation is None else tuple(validation) + (None,) * (3 - len(validation)),
                         holdout=validation_split)
         if patience is not None and validation is None and validation_split is None:
@@ -394,12 +455,14 @@ class Model:
         bar = tqdm(total=epochs, disable=not progress, unit="epoch", dynamic_ncols=True)
         mode, self.training = self.training, True       # dropout on, as Keras's fit, even after eval()
         try:
-            while not run.done:
-                run.step(self.train_step)
-                if run.due:
-                    row, _ = run.evaluate(0.0)
-                    bar.update(1)
-                    bar.set_postfix({k: f"{val:.4g}" for k, val in row.items() if k in ("train_loss", "val_loss")})
+            with self.time_major():                      # the batches and the metrics below are time-major
+                while not run.done:
+                    run.step(self.train_step)
+                    if run.due:
+                        row, _ = run.evaluate(0.0)
+                        bar.update(1)
+                        bar.set_postfix({k: f"{val:.4g}" for k, val in row.items()
+                                         if k in ("train_loss", "val_loss")})
         finally:
             bar.close()
             self.training = mode
@@ -411,7 +474,8 @@ class Model:
 
     @one_call_at_a_time(interruptible=True)
     def predict(self, x, lengths=None, batch_size=None):
-        """Predictions (B, O) for output="last" or (T, B, O) for "every" (zero past lengths):
+        """Predictions (B, O) for output="last" or (T, B, O) for "every" ((B, T, O) with
+        batch_first; zero past lengths):
         values for mse, class probabilities for xent. A new array. batch_size: rows per
         forward (None: all B at once); the model's workspace grows to the largest forward it
         has run and stays, so a bound keeps a large B from holding T·B·4H of memory after
@@ -424,9 +488,10 @@ class Model:
         for rows, xb, Lb in _row_blocks(S, x, L):
             P[:, rows] = self._forward_head(xb, Lb)[0]["P"]
         P = self._predictions(P)
-        if self.output == "every":
-            P[np.arange(T)[:, None] >= L[None, :]] = 0
-        return P[0] if self.output == "last" else P
+        if self.output == "last":
+            return P[0]
+        P[np.arange(T)[:, None] >= L[None, :]] = 0
+        return np.ascontiguousarray(P.swapaxes(0, 1)) if self._batch_major else P
 
     @one_call_at_a_time(interruptible=True)
     def step(self, x):
@@ -554,7 +619,7 @@ def _layout(cell, D, H, layers, bidirectional, proj_size, O, vocab_size):
 
 _CONFIG_KEYS = {"input_size", "hidden_size", "output_size", "num_layers", "cell", "loss", "output", "dtype",
                 "forget_bias", "clip", "on_nonfinite", "bidirectional", "dropout", "dropout_seed", "vocab_size",
-                "proj_size"}
+                "proj_size", "batch_first"}
 
 
 def _count(part, key):
@@ -578,6 +643,7 @@ def _checkpoint_arrays(header):
     cell = v.choice("cell", cfg.get("cell", "lstm"), choices.CELLS)
     D, H, O = (v.positive_int(k, cfg.get(k)) for k in ("input_size", "hidden_size", "output_size"))
     bi, vocab = v.boolean("bidirectional", cfg.get("bidirectional", False)), cfg.get("vocab_size")
+    v.boolean("batch_first", cfg.get("batch_first", False))
     vocab = None if vocab is None else v.positive_int("vocab_size", vocab)
     proj = v.proj_size(cfg.get("proj_size", 0), H)
     n = _layout(cell, D, H, v.num_layers(cfg.get("num_layers", 1)), bi, proj, O, vocab)[2]

@@ -489,16 +489,19 @@ class _Recurrent:
     # The interface a composer (Model) builds on: check the input once, run forward and
     # backward on checked arrays into buffers it owns, read the top layer's h, step.
 
-    def check_input(self, x, lengths):
+    def check_input(self, x, lengths, batch_first=None, time_major=None):
         """x (T, B, D) checked (shape, dtype, contiguity, finiteness; T, B ≥ 1) and lengths
         as int64 (B,) in 1..T (all T for None): the one check of a sequence batch. With
-        batch_first x comes as (B, T, D) and goes on as its time-major copy."""
+        batch_first (the stack's, or the composer's) x comes as (B, T, D) and goes on as its
+        time-major copy, made by time_major(x) (the composer's buffer) or a new array."""
+        bf = self.batch_first if batch_first is None else batch_first
         x = v.array("x", x, (None, None, self.input_size), self.dtype)
         if min(x.shape[:2]) < 1:
             raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
-        x = self._swap(x)
+        if bf:
+            x = time_major(x) if time_major else np.ascontiguousarray(x.swapaxes(0, 1))
         T, B = x.shape[:2]
-        return x, v.lengths(lengths, B, T, int(self.batch_first))
+        return x, v.lengths(lengths, B, T, int(bf))
 
     def _swap(self, a):
         """a (T, B, ·) as (B, T, ·), or back, C-contiguous, for a batch_first stack; else a

@@ -372,6 +372,21 @@ def test_c_trained_model_matches_python_trained_bitwise(check, tmp_path, V):
     assert np.array_equal(np.float32(out["step"]), m.step(x[0]).ravel())
 
 
+def test_a_batch_first_checkpoint_takes_time_major_x_from_c(check, tmp_path):
+    """The header's x is [T][B][D] whatever the checkpoint: a Model made with batch_first in
+    Python predicts from C as it does in Python under model.time_major()."""
+    T, B, D, O = 5, 3, 4, 2
+    m = fastlstm.Model(D, 8, O, batch_first=True, seed=0)
+    m.save(tmp_path / "bf.ckpt")
+    x = np.random.default_rng(0).standard_normal((T, B, D), dtype=np.float32)
+    x.tofile(tmp_path / "x.bin")
+    r = _run([check, "predictfile", str(tmp_path / "bf.ckpt"), str(tmp_path / "x.bin"), *map(str, (T, B, D, O))])
+    assert r.returncode == 0, r.stderr
+    got = np.array([float(line.split()[1]) for line in r.stdout.splitlines()]).reshape(B, O)
+    with m.time_major():
+        assert np.array_equal(got.astype(np.float32), m.predict(x))
+
+
 def test_threads_each_with_a_model_run_concurrently(check):
     r = _run([check, "threads", "4"])
     assert r.returncode == 0 and "threads 4 failed 0" in r.stdout, r.stdout + r.stderr

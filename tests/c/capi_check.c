@@ -469,6 +469,23 @@ static int fromfile(const char *data, const char *out) {
     return rc ? rc : fastlstm_save(m, out);
 }
 
+/* Loads `ckpt` and prints its predictions for x[T][B][D] read from `data` (float32), in the
+ * header's time-major layout whatever the checkpoint's batch_first. */
+static int predictfile(const char *ckpt, const char *data, int64_t T, int64_t B, int64_t D, int64_t O) {
+    fastlstm_model *m = NULL;
+    FILE *f = fopen(data, "rb");
+    float *x = malloc(sizeof(float) * T * B * D), *p = malloc(sizeof(float) * B * O);
+    if (!f || fread(x, sizeof(float), T * B * D, f) != (size_t)(T * B * D)) return 1;
+    fclose(f);
+    int rc = fastlstm_load(ckpt, &m);
+    rc = rc ? rc : fastlstm_predict(m, x, NULL, T, B, p, B * O);
+    if (rc) fprintf(stderr, "%s\n", fastlstm_last_error());
+    for (int64_t k = 0; k < B * O && !rc; k++) printf("predict %.9g\n", p[k]);
+    fastlstm_free(m);
+    free(x); free(p);
+    return rc;
+}
+
 static int overhead(int calls) {
     fastlstm_model *m = small_model(4);
     float x[3] = {0.1f, 0.2f, 0.3f}, o[2];
@@ -506,6 +523,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "leak")) return leak(atoi(argv[2]));
     if (!strcmp(argv[1], "fromfile")) return fromfile(argv[2], argv[3]);
     if (!strcmp(argv[1], "overhead")) return overhead(atoi(argv[2]));
+    if (!strcmp(argv[1], "predictfile"))
+        return predictfile(argv[2], argv[3], atoll(argv[4]), atoll(argv[5]), atoll(argv[6]), atoll(argv[7]));
     if (!strcmp(argv[1], "startup")) return startup();
     return 2;
 }
