@@ -388,16 +388,19 @@ def test_bad_inputs_are_clear_errors_and_change_nothing():
     assert r.returncode == 2 and "sees the next character" in r.stderr, r.stderr
 
 
-def test_a_warm_bidirectional_dropout_embedding_step_allocates_no_array():
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_a_warm_bidirectional_dropout_embedding_step_allocates_no_array(batch_first):
     """tracemalloc sees only interpreter objects in a warm Model.train_step: the same few KiB
-    for a 9x larger batch, far below one (T, B, H) buffer."""
+    for a 9x larger batch, far below one (T, B, H) buffer. A batch_first model's ids and
+    targets go time-major through buffers it keeps."""
     import tracemalloc
     T, H, peaks = 20, 32, []
     for B in (4, 36):
         m = fastlstm.Model(8, H, 3, 2, bidirectional=True, dropout=0.3, vocab_size=50, loss="xent",
-                           output="every", seed=0)
+                           output="every", seed=0, batch_first=batch_first)
         rng = np.random.default_rng(0)
-        ids, y = rng.integers(0, 50, (T, B)), rng.integers(0, 3, (T, B))
+        shape = (B, T) if batch_first else (T, B)
+        ids, y = rng.integers(0, 50, shape), rng.integers(0, 3, shape)
         m.train_step(ids, y)
         m.train_step(ids, y)
         tracemalloc.start()
