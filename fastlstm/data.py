@@ -1065,12 +1065,14 @@ class Arrays:
                                             if y.shape[:2] == (N, T) != (T, N) else "") + v.bool_hint(y))
         else:
             column = v.last_axis_hint(y, lead) if y.dtype.kind in "iu" else ""
-            swapped = column if not y.ndim or y.shape[0] != T or T == N else (   # the commonest mistake: x's axes
-                f"; y has a row for each of x's T = {T} steps: " + (
-                    "x is time-major (T, N, D) here; for x of shape (N, T, D) pass np.swapaxes(x, 0, 1)"
-                    + (" (or make the model with batch_first=True)" if self._fit else "") if self.layout == "time"
-                    else "this model is batch_first, so x is (N, T, D): for x of shape (T, N, D) pass "
-                    "np.swapaxes(x, 0, 1)" if self._fit else "an x saved as (T, N, D) takes --layout time"))
+            if self.layout == "time":
+                fix = ("x is time-major (T, N, D) here; for x of shape (N, T, D) pass np.swapaxes(x, 0, 1)"
+                       + (" (or make the model with batch_first=True)" if self._fit else ""))
+            else:
+                fix = ("this model is batch_first, so x is (N, T, D): for x of shape (T, N, D) pass "
+                       "np.swapaxes(x, 0, 1)" if self._fit else "an x saved as (T, N, D) takes --layout time")
+            swapped = (column if not y.ndim or y.shape[0] != T or T == N    # the commonest mistake: x's axes
+                       else f"; y has a row for each of x's T = {T} steps: {fix}")
             if T != N and y.shape[:2] == ((T, N) if self.layout == "time" else (N, T)):    # a target per step
                 swapped = "; a target per step " + ("needs a model built with output='every'" if self._fit
                                                     else "takes --output every")
