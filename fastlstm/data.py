@@ -46,8 +46,9 @@ class DataError(ValueError):
 
 
 def _time_major(method):
-    """For a data set's method that hands `model` time-major batches (metrics, forecasts,
-    predictions): the model takes them so, whatever its batch_first (Model.time_major)."""
+    """For a data set's or built-in task's method that hands `model` time-major batches
+    (metrics, forecasts, predictions): the model takes them so, whatever its batch_first
+    (Model.time_major)."""
     @functools.wraps(method)
     def run(self, model, *args, **kwargs):
         with model.time_major():

@@ -499,14 +499,13 @@ class _Recurrent:
         if min(x.shape[:2]) < 1:
             raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
         if bf:
-            x = time_major(x) if time_major else np.ascontiguousarray(x.swapaxes(0, 1))
+            x = (time_major or _transposed)(x)
         T, B = x.shape[:2]
         return x, v.lengths(lengths, B, T, int(bf))
 
     def _swap(self, a):
-        """a (T, B, ·) as (B, T, ·), or back, C-contiguous, for a batch_first stack; else a
-        itself."""
-        return np.ascontiguousarray(a.swapaxes(0, 1)) if self.batch_first else a
+        """a (T, B, ·) as (B, T, ·), or back, for a batch_first stack; else a itself."""
+        return _transposed(a) if self.batch_first else a
 
     def last_hidden(self):
         """The top layer's h at each row's last real step (B, H) after run_forward: a view
@@ -848,6 +847,11 @@ class _Recurrent:
                 bk[q * H:(q + 1) * H] = (ih[i] if i >= 0 else 0) + (hh[j] if j >= 0 else 0)
         self.params[:] = new
         self._saved = None
+
+
+def _transposed(a):
+    """a (T, B, ·) as a new C-contiguous (B, T, ·), or back."""
+    return np.ascontiguousarray(a.swapaxes(0, 1))
 
 
 def _pair(h_name, h, c_name, c):
