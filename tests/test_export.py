@@ -52,6 +52,22 @@ def test_onnx_runtime_equals_predict(tmp_path, cell, layers, loss, output, with_
         assert outs["cn"].shape == cn.shape and np.abs(outs["cn"] - cn).max() <= 1e-5
 
 
+@pytest.mark.parametrize("output", ["last", "every"])
+def test_a_batch_first_models_graph_stays_time_major(tmp_path, output):
+    """The README's promise: ONNX's x is (T, B, D) whatever batch_first, so a batch_first
+    model's graph equals its time-major predictions (model.time_major())."""
+    m = _model("lstm", 2, output=output, batch_first=True)
+    T, B = 9, 5
+    x = np.random.default_rng(0).standard_normal((T, B, 3)).astype(np.float32)
+    fastlstm.export_onnx(m, tmp_path / "m.onnx")
+    got = _session(tmp_path / "m.onnx").run(["predictions"], {"x": x, "sequence_lens": np.full(B, T, np.int32)})[0]
+    with m.time_major():
+        want = m.predict(x)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5
+    assert np.array_equal(np.swapaxes(want, 0, 1) if output == "every" else want,
+                          m.predict(np.ascontiguousarray(np.swapaxes(x, 0, 1))))
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_initial_states_are_optional_inputs(tmp_path, cell):
     m = _model(cell, 2, "mse", "last")
