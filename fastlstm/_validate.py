@@ -202,7 +202,9 @@ def array(name, a, shape, dtype, *, writable=False, finite=True):
         a = a.view(np.ndarray)       # a subclass's data (a masked array's, a memmap's): what Numba takes
     if a.shape != shape and _mismatch(shape, a.shape):      # equal tuples: the fast case
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-        raise ValueError(f"{name} must have shape {want}, got {a.shape}")
+        one = (f" (for a last axis of 1 pass {name}[..., None])"
+               if shape[-1] == 1 and a.ndim == len(shape) - 1 and not _mismatch(shape[:-1], a.shape) else "")
+        raise ValueError(f"{name} must have shape {want}, got {a.shape}{one}")
     if a.dtype is not dtype and a.dtype != dtype:           # `is`: the common case, fast
         raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype} "
                         f"(convert with {name}.astype(np.{np.dtype(dtype)}))")

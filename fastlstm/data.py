@@ -993,7 +993,9 @@ class Arrays:
             ids = (f" (token ids {'(T, N)' if self.layout == 'time' else '(N, T)'} need a model with an embedding: "
                    f"vocab_size=...)"
                    if self._fit and isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype.kind in "iu" else "")
-            raise DataError(f"{p}: x must be a numeric array {want}, got {got}{ids}")
+            one = (f" (for one feature a step, {'pass' if self._fit else 'save'} x[..., None], of D = 1)"
+                   if isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype.kind == "f" else "")
+            raise DataError(f"{p}: x must be a numeric array {want}, got {got}{ids}{one}")
         x = x.transpose(1, 0, 2) if self.layout == "batch" else x
         T, N, D = x.shape
         if min(T, N, D) < 1:

@@ -293,7 +293,13 @@ class Adam(Optimizer):
     positive, fractions = ("lr", "eps"), ("beta1", "beta2")
     decoupled = False
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, *, betas=None):
+        if betas is not None:               # PyTorch's spelling: betas=(beta1, beta2)
+            if (beta1, beta2) != (0.9, 0.999):
+                raise TypeError("give betas=(beta1, beta2) or beta1 and beta2, not both")
+            if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+                raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+            beta1, beta2 = betas
         self._set(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
 
     def _rules(self, h):
@@ -319,8 +325,8 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
-        super().__init__(lr, beta1, beta2, eps, weight_decay)
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, *, betas=None):
+        super().__init__(lr, beta1, beta2, eps, weight_decay, betas=betas)
 
 
 OPTIMIZERS = dict(zip(choices.OPTIMIZERS, (Adam, SGD, AdamW)))

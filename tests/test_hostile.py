@@ -98,6 +98,27 @@ def test_labels_with_a_last_axis_of_1_say_how_to_drop_it():
             call()
 
 
+def test_one_feature_a_step_without_its_axis_says_how_to_add_it(tmp_path):
+    """A univariate series comes as (T, N) or (N, T); the errors said only the shapes."""
+    x, y = np.zeros((5, 4), np.float32), np.array([0, 1, 0, 1])
+    m, reg = fastlstm.Model(1, 8, 2, loss="xent"), fastlstm.Model(1, 8, 1)
+    for call in (lambda: m.train_step(x, y), lambda: m.predict(x), lambda: m.step(x[0]),
+                 lambda: reg.train_step(x[..., None], np.zeros(4, np.float32))):     # (B,) targets of O = 1
+        with pytest.raises(ValueError, match=r"\(for a last axis of 1 pass (x|y)\[\.\.\., None\]\)"):
+            call()
+    for call in (lambda: m.fit(x, y, epochs=1, progress=False),
+                 lambda: fastlstm.Model(1, 8, 2, loss="xent", batch_first=True).fit(x.T, y, epochs=1, progress=False)):
+        with pytest.raises(ValueError, match=re.escape("(for one feature a step, pass x[..., None], of D = 1)")):
+            call()
+    np.savez(tmp_path / "a.npz", x=x.T, y=y)
+    with pytest.raises(ValueError, match=re.escape("(for one feature a step, save x[..., None], of D = 1)")):
+        fastlstm.data.Arrays(str(tmp_path / "a.npz"))
+    m.fit(x[..., None], y, epochs=1, progress=False)            # as the message says
+    with pytest.raises(ValueError) as e:                        # a 2-D x of another width: no such hint
+        fastlstm.Model(3, 8, 2, loss="xent").train_step(x, y)
+    assert "None" not in str(e.value)
+
+
 def test_one_hot_targets_for_a_classifier_say_how_to_make_labels():
     """Keras's categorical targets come as one-hot float rows; the error said only that y
     must hold integer labels (train_step, evaluate) or targets for loss 'mse' (fit)."""

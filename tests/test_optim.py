@@ -135,8 +135,10 @@ def test_an_optimizer_reads_as_the_call_that_makes_it_and_a_model_shows_its_opti
     (lambda: fastlstm.SGD(lr=0.1, weight_decay=0.05), lambda p: ("SGD", dict(lr=0.1, weight_decay=0.05))),
     (lambda: fastlstm.Adam(lr=0.01, weight_decay=0.1), lambda p: ("Adam", dict(lr=0.01, weight_decay=0.1))),
     (lambda: fastlstm.AdamW(lr=0.01, weight_decay=0.1), lambda p: ("AdamW", dict(lr=0.01, weight_decay=0.1))),
-    (lambda: fastlstm.AdamW(lr=0.01), lambda p: ("AdamW", dict(lr=0.01)))],          # both default to 0.01
-    ids=["sgd_momentum", "sgd", "adam_l2", "adamw", "adamw_default"])
+    (lambda: fastlstm.AdamW(lr=0.01), lambda p: ("AdamW", dict(lr=0.01))),           # both default to 0.01
+    (lambda: fastlstm.Adam(lr=0.01, betas=(0.8, 0.99)), lambda p: ("Adam", dict(lr=0.01, betas=(0.8, 0.99)))),
+    (lambda: fastlstm.AdamW(lr=0.01, betas=[0.5, 0.9]), lambda p: ("AdamW", dict(lr=0.01, betas=(0.5, 0.9))))],
+    ids=["sgd_momentum", "sgd", "adam_l2", "adamw", "adamw_default", "adam_betas", "adamw_betas"])
 def test_weight_decay_and_adamw_match_torch_optim_in_float64(ours, theirs):
     """PyTorch's semantics: SGD and Adam add weight_decay·p to the gradient (L2), AdamW
     shrinks p by lr·weight_decay before Adam's step (decoupled)."""
@@ -152,6 +154,16 @@ def test_weight_decay_and_adamw_match_torch_optim_in_float64(ours, theirs):
         pt.grad = torch.tensor(g)
         ot.step()
     assert np.abs(p - pt.detach().numpy()).max() <= 1e-13
+
+
+def test_betas_are_pytorchs_spelling_of_beta1_and_beta2():
+    assert fastlstm.Adam(betas=(0.8, 0.99)).hyper() == fastlstm.Adam(beta1=0.8, beta2=0.99).hyper()
+    for kw, err in ((dict(betas=(0.8, 0.99), beta2=0.9), "not both"), (dict(betas=0.9), "must be a pair"),
+                    (dict(betas=(0.9, 0.99, 0.999)), "must be a pair")):
+        with pytest.raises(TypeError, match=err):
+            fastlstm.Adam(**kw)
+    with pytest.raises(ValueError, match=r"Adam's beta2 must be in \[0, 1\), got 1.0"):
+        fastlstm.Adam(betas=(0.9, 1.0))
 
 
 def test_zero_weight_decay_is_bitwise_the_plain_update():
