@@ -326,12 +326,22 @@ def plot(log, out):
                 raise ValueError("a zip archive, such as a checkpoint; a run's metrics log is the .csv "
                                  "beside its checkpoint")
         with open(log, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or "step" not in rows[0]:
+            reader = csv.reader(f)
+            names = next(reader, [])
+            rows = [(reader.line_num, r) for r in reader if r]        # blank lines skipped, as DictReader does
+        if not rows or "step" not in names:
             raise ValueError("no rows, or no step column")
-        cols = {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
-                for k in rows[0] if k not in ("step", "epoch", "seconds")}
-        step = np.array([float(r["step"]) for r in rows])
+        table = np.full((len(rows), len(names)), np.nan)         # write_log leaves a metric not taken empty
+        for i, (line, r) in enumerate(rows):
+            if len(r) != len(names):
+                raise ValueError(f"line {line} has {len(r)} fields, and the header {len(names)}")
+            for j, (k, x) in enumerate(zip(names, r)):
+                try:
+                    table[i, j] = float(x) if x or k == "step" else np.nan
+                except ValueError:
+                    raise ValueError(f"line {line}, column {j + 1} ({k!r}): {x!r} is not a number") from None
+        cols = {k: table[:, j] for j, k in enumerate(names) if k not in ("step", "epoch", "seconds")}
+        step = table[:, names.index("step")]
         if not cols:
             raise ValueError("no column of values to draw beside step, epoch and seconds")
     except (ValueError, TypeError, csv.Error) as e:       # UnicodeDecodeError is a ValueError

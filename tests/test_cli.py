@@ -290,6 +290,8 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
     fastlstm.Model(2, 4, 1).save(plain)
     bare_log = tmp_path / "bare.csv"
     bare_log.write_text("step,epoch\n1,0.5\n")
+    (tmp_path / "typo.csv").write_text("step,train_loss,lr\n1,0.5,0.01\n\n2,0.4O,0.01\n")
+    (tmp_path / "long.csv").write_text("step,train_loss\n1,0.5\n2,0.4,9\n")
     cases = [
         (("sample", str(adding)), "is not a checkpoint of text"),
         (("sample", str(adding), "--temperature", "0"), "--temperature must be"),
@@ -301,6 +303,10 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
          "as a checkpoint; a run's metrics log is the .csv beside its checkpoint)"),  # it quoted UTF-8's decoding error
         (("plot", str(bare_log), "--out", str(tmp_path / "p.png")),            # matplotlib's "Number of columns"
          "not a fastlstm metrics log (no column of values to draw beside step, epoch and seconds)"),
+        (("plot", str(tmp_path / "typo.csv"), "--out", str(tmp_path / "p.png")),    # it quoted float()'s error
+         "not a fastlstm metrics log (line 4, column 2 ('train_loss'): '0.4O' is not a number)"),
+        (("plot", str(tmp_path / "long.csv"), "--out", str(tmp_path / "p.png")),    # the 9 was dropped silently
+         "not a fastlstm metrics log (line 3 has 3 fields, and the header 2)"),
         (("train", "--task", "adding", "--data", str(adding)), "give --task or --data, not both"),
         (("carousel", "--T", "1"), "--T must be >= 2"),
         (("carousel", "--batch", "0"), "--batch must be >= 1, got 0"),
