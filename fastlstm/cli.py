@@ -46,6 +46,20 @@ RUN_OPTIONS = ("kind", "target", "features", "window", "horizon", "season", "fil
                "dtype", "seed", "eval_every", "patience")
 
 
+def _reading_options(p, run=None):
+    """How to read a file: train's options, or predict's (run: what predict says of its
+    defaults, the checkpoint's reading of its own file)."""
+    fill, sep, decimal, layout = ((run,) * 4 if run else ("refuse them", "a tab in a .tsv, else ','", "'.'", "batch"))
+    p.add_argument("--fill", choices=("ffill", "zero"), help=f"series: fill missing values (default: {fill})")
+    p.add_argument("--sep", type=lambda s: choices.SEPARATORS.get(s, s), help=f"series: the character between "
+                   f"cells (default: {sep}; ';' or 'tab' as a spreadsheet may write them)")
+    p.add_argument("--decimal", choices=choices.DECIMALS, default=None if run else ".",
+                   metavar="|".join(choices.DECIMALS), help=f"series: the decimal mark (default: {decimal}; ',' "
+                   f"with --sep ';')")
+    p.add_argument("--layout", choices=("batch", "time"), default=None if run else "batch",
+                   help=f"arrays: x is (N, T, D) (batch) or (T, N, D) (time) (default: {layout})")
+
+
 def _parser(typed_only=False):
     """The command line's parser; typed_only: train's defaults left out, so that parsing
     gives only the options typed."""
@@ -66,13 +80,7 @@ def _parser(typed_only=False):
     t.add_argument("--window", type=int, default=50, help="series: steps in (default 50)")
     t.add_argument("--horizon", type=int, default=1, help="series: steps ahead to forecast (default 1)")
     t.add_argument("--season", type=int, help="series: the season's length in rows, for the seasonal naive forecast")
-    t.add_argument("--fill", choices=("ffill", "zero"), help="series: fill missing values (default: refuse them)")
-    t.add_argument("--sep", type=lambda s: choices.SEPARATORS.get(s, s), help="series: the character between "
-                   "cells (default: a tab in a .tsv, else ','; ';' or 'tab' as a spreadsheet may write them)")
-    t.add_argument("--decimal", choices=choices.DECIMALS, default=".", metavar="|".join(choices.DECIMALS),
-                   help="series: the decimal mark (default '.'; ',' with --sep ';')")
-    t.add_argument("--layout", choices=("batch", "time"), default="batch",
-                   help="arrays: x is (N, T, D) (batch, the default) or (T, N, D) (time)")
+    _reading_options(t)
     t.add_argument("--output", choices=choices.OUTPUTS, default="last",
                    help="arrays: a target per sequence (last, the default: y (N,) or (N, O)) or per step "
                         "(every: y (N, T) or (N, T, O), laid out as x; past a row's length not counted)")
@@ -124,6 +132,7 @@ def _parser(typed_only=False):
     pr.add_argument("--data", required=True, metavar="PATH")
     pr.add_argument("--out", metavar="CSV", help="write the predictions here (default, or -: print them)")
     pr.add_argument("--backtest", action="store_true", help="series: one forecast from every window of the file")
+    _reading_options(pr, run="as the run read its own file")
     pl = sub.add_parser("plot", help="draw the curves of a metrics log (runs/NAME.csv)")
     pl.add_argument("log")
     pl.add_argument("--out", required=True, metavar="PNG")
@@ -682,7 +691,12 @@ def predict(args, interrupt):
         raise UsageError(f"{args.checkpoint} was not trained with --data, so it has no data format to read")
     if args.backtest and spec["kind"] != "series":
         raise UsageError("--backtest is for series")
-    d = data.from_spec(spec, args.data, check=False)
+    reading = {k: getattr(args, k) for k in ("fill", "sep", "decimal", "layout") if getattr(args, k) is not None}
+    for k in reading:                        # this file read otherwise than the run read its own
+        if k not in spec["settings"]:
+            raise UsageError(f"--{k} applies to a checkpoint trained on {'series' if k != 'layout' else 'arrays'}; "
+                             f"{args.checkpoint} was trained on {spec['kind']}")
+    d = data.from_spec(dict(spec, settings=dict(spec["settings"], **reading)), args.data, check=False)
     if hasattr(d, "tokens"):
         d.tokens = model.vocab_size is not None
     mark = d.decimal if d.kind == "series" else "."        # a series in its own dialect, to open where it opens

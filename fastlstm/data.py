@@ -173,9 +173,10 @@ def _refuse_utf16(path, head, hint=""):
                         f"fastlstm reads UTF-8: save it as UTF-8{hint}")
 
 
-def _characters(path, start, piece):
+def _characters(path, start, piece, new=True):
     """The characters of one piece: the bytes themselves (uint8) when all are ASCII, the
-    fast and common case, else uint32 code points; DataError for a NUL byte or invalid UTF-8."""
+    fast and common case, else uint32 code points; DataError for a NUL byte or invalid UTF-8.
+    new: a new run's file, whose kind --kind may change (predict's is the checkpoint's)."""
     if start == 0:
         _refuse_utf16(path, piece)
         if bytes(piece[:3]) == BOM:                 # Notepad's UTF-8 byte-order mark: not a character
@@ -183,8 +184,9 @@ def _characters(path, start, piece):
     nul = np.flatnonzero(piece == 0) if piece.size else ()
     if len(nul):
         line, col = _where(path, start + int(nul[0]))
-        raise DataError(f"{path}: not a text file (a NUL byte at line {line}, column {col}); "
-                        "pass --kind arrays for a .npz, or --kind series for a CSV")
+        raise DataError(f"{path}: not a text file (a NUL byte at line {line}, column {col}); " +
+                        ("pass --kind arrays for a .npz, or --kind series for a CSV" if new else
+                         "the checkpoint is a model of text, which reads UTF-8 text files"))
     if not piece.size or piece.max() < 128:
         return piece
     try:
@@ -243,7 +245,7 @@ class Text:
             raise DataError(f"{path}: the file is empty")
         pieces = []                                  # (byte start, byte stop, characters, distinct code points)
         for start, piece in _pieces(path):
-            chars = _characters(path, start, piece)
+            chars = _characters(path, start, piece, _spec is None)
             pieces.append((start, start + piece.size, chars.size, _distinct(chars)))
         n = sum(p[2] for p in pieces)
         n_val = int(round(n * self.val_fraction))
@@ -355,20 +357,25 @@ def _number(cell):
     return x if x is not None and math.isfinite(x) else None
 
 
-def _not_a_number(cell):
-    """Why a cell that should hold a number does not: as the errors say it."""
+def _not_a_number(cell, sep):
+    """Why a cell that should hold a number does not: as the errors say it. A comma in a
+    ','-separated file's (quoted) number may be a thousands separator as well as a decimal
+    comma, and --decimal , needs another separator."""
     if _parse(cell) is not None:
         return f"{cell!r} is not a finite number"
-    comma = "," in cell and _number(cell.replace(",", ".")) is not None
-    return f"{cell!r} is not a number" + (" (a decimal comma: pass --decimal ,)" if comma else "")
+    if "," not in cell or _number(cell.replace(",", ".", 1)) is None:
+        return f"{cell!r} is not a number"
+    return f"{cell!r} is not a number" + (" (a decimal comma: pass --decimal ,)" if sep != "," else
+                                          " (a comma in a number: write the column without thousands separators, "
+                                          "or, for decimal commas, the file ';'-separated with --sep ';' --decimal ,)")
 
 
-def _first_bad(path, lines, cols, names, c):
+def _first_bad(path, lines, cols, names, c, sep):
     """`path: line L, column C (name): why` for column c's first cell that is neither
     missing nor a finite number (the one that made the column text), or `path: column name`."""
     for line, cell in zip(lines, cols[c]):
         if cell.strip().lower() not in MISSING and _number(cell) is None:
-            return f"{path}: line {line}, column {c + 1} ({names[c]!r}): {_not_a_number(cell)}"
+            return f"{path}: line {line}, column {c + 1} ({names[c]!r}): {_not_a_number(cell, sep)}"
     return f"{path}: column {names[c]!r}"
 
 
@@ -605,6 +612,7 @@ class Series:
         tsv = os.fspath(path).lower().endswith(".tsv")
         self.sep, self.decimal = _separators(("\t" if tsv else ",") if sep is None else sep, decimal)
         self.fingerprint = _check_fingerprint(path, _spec)
+        self._new = _spec is None                 # its options typed now, not a run's (predict, --resume)
         names, kinds, lines, cols = read_csv(path, self.sep, self.decimal)
         self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
         self.targets = _columns(names, target, path, "--target", self.sep)
@@ -625,7 +633,8 @@ class Series:
             if n not in names:
                 raise DataError(f"{path}: no column {n!r}; the columns are: {', '.join(names)}")
             if kinds[names.index(n)] == "text" or (n in self.targets and kinds[names.index(n)] != "number"):
-                raise DataError(f"{_first_bad(path, lines, cols, names, names.index(n))}; column {n!r} must be numeric")
+                raise DataError(f"{_first_bad(path, lines, cols, names, names.index(n), self.sep)}; "
+                                f"column {n!r} must be numeric")
         self.columns = list(dict.fromkeys(self.features + self.targets))
         self.lines = lines                                              # each row's line in the file
         self._aware = {}                        # per time column: (has a UTC offset, line, cell) of its first
@@ -742,14 +751,16 @@ class Series:
                         x = last[j]
                     else:
                         why = ("nothing earlier to carry forward" if self.fill == "ffill" else
-                               "pass --fill ffill or --fill zero to fill missing values")
+                               "pass --fill ffill or --fill zero to fill missing values" if self._new else
+                               "the run was trained without --fill, which refuses them: fill them in the "
+                               "file, or train a run with --fill ffill or --fill zero")
                         raise DataError(f"{self.path}: line {line}, column {c + 1} ({names[c]!r}): "
                                         f"missing value ({why})")
                 else:
                     x = _number(cell)
                     if x is None:
                         raise DataError(f"{self.path}: line {line}, column {c + 1} ({names[c]!r}): "
-                                        f"{_not_a_number(cell)}")
+                                        f"{_not_a_number(cell, self.sep)}")
                 out[i, j] = last[j] = x
         return out
 

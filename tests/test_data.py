@@ -94,6 +94,54 @@ def test_series_beats_the_naive_forecast_and_predict_speaks_the_data_units(files
         r.stderr                                                 # it reported a skill over 0 windows
 
 
+def test_predict_reads_a_file_written_otherwise_than_the_runs_with_the_reading_options(tmp_path, capsys):
+    """--sep, --decimal, --fill and --layout read predict's file otherwise than the run read
+    its own (a spreadsheet's ';' and decimal commas, a gap, time-major arrays); the errors
+    pointed at them, and predict took none of them."""
+    series, out = write_series(tmp_path / "load.csv", n=200), str(tmp_path / "run.ckpt")
+    assert cli.main(["train", "--data", str(series), "--target", "load", "--window", "24", "--steps", "2",
+                     "--quiet", "--out", out]) == 0
+
+    def predict(path, *options):
+        capsys.readouterr()
+        status = cli.main(["predict", out, "--data", str(path), *options])
+        return status, capsys.readouterr()
+    status, plain = predict(series)
+    assert status == 0
+    rows = series.read_text().splitlines()
+    semi = tmp_path / "semi.csv"                    # Excel's export in a decimal-comma locale
+    semi.write_text("\n".join(r.replace(",", ";").replace(".", ",") for r in rows) + "\n")
+    status, said = predict(semi)
+    assert status == 2 and "pass --sep ';' (and --decimal , for decimal commas)" in said.err, said.err
+    status, said = predict(semi, "--sep", ";", "--decimal", ",")
+    assert status == 0 and said.out == plain.out.replace(",", ";").replace(".", ","), said   # in the file's dialect
+    gap = tmp_path / "gap.csv"
+    gap.write_text("\n".join(rows[:-2] + [rows[-2].split(",")[0] + ",," + rows[-2].split(",")[2], rows[-1]]) + "\n")
+    status, said = predict(gap)
+    assert status == 2 and (f"line {len(rows) - 1}, column 2 ('load'): missing value (the run was trained without "
+                            f"--fill, which refuses them: fill them in the file, or train a run with --fill ffill "
+                            f"or --fill zero)") in said.err, said.err      # it said "pass --fill", which predict refused
+    assert predict(gap, "--fill", "ffill")[0] == 0
+    status, said = predict(series, "--layout", "time")
+    assert status == 2 and f"--layout applies to a checkpoint trained on arrays; {out} was trained on series" in said.err
+
+    arrays, out = write_arrays(tmp_path / "seq.npz", N=40, T=6), str(tmp_path / "arrays.ckpt")
+    assert cli.main(["train", "--data", str(arrays), "--steps", "2", "--quiet", "--out", out]) == 0
+    status, plain = predict(arrays)
+    a = np.load(arrays)
+    np.savez(tmp_path / "tm.npz", x=a["x"].transpose(1, 0, 2), y=a["y"], lengths=a["lengths"])
+    status, said = predict(tmp_path / "tm.npz", "--layout", "time")
+    assert status == 0 and said.out == plain.out, said.err
+    status, said = predict(arrays, "--sep", ";")
+    assert status == 2 and "--sep applies to a checkpoint trained on series" in said.err
+    text, out = tmp_path / "notes.txt", str(tmp_path / "text.ckpt")
+    text.write_text("the cat sat on the mat\n" * 20)
+    assert cli.main(["train", "--data", str(text), "--T", "8", "--steps", "2", "--quiet", "--out", out]) == 0
+    status, said = predict(arrays)                  # it said "pass --kind arrays", which predict refused
+    assert status == 2 and ("seq.npz: not a text file (a NUL byte at line 1, column 6); the checkpoint is a model "
+                            "of text, which reads UTF-8 text files") in said.err, said.err
+
+
 def test_text_file_trains_below_the_unigram_entropy_and_samples(files, tmp_path):
     out = tmp_path / "topics.ckpt"
     r = _run("train", "--data", str(files["text"]), "--steps", "300", "--hidden", "128", "--eval-every", "150",
@@ -323,6 +371,9 @@ def _hourly(values, hours=None):
      "--sep ';' (and --decimal , for decimal commas)"),
     ("decimal_only.csv", b"load;temp\n1,5;2\n3,25;4\n", ["--target", "load", "--sep", ";"],
      "line 2, column 1 ('load'): '1,5' is not a number (a decimal comma: pass --decimal ,)"),
+    ("thousands.csv", b'load,temp\n"1,500",2\n"3,250",4\n', ["--target", "load"],     # --decimal , would be refused
+     "line 2, column 1 ('load'): '1,500' is not a number (a comma in a number: write the column without thousands "
+     "separators, or, for decimal commas, the file ';'-separated with --sep ';' --decimal ,)"),
 
     ("short.csv", (BAD_CSV * 1).encode() + b"".join(f"2024-01-02T{i:02d}:00:00,{i},1\n".encode() for i in range(20)),
      ["--target", "load", "--window", "15", "--horizon", "3"], "window + horizon = 18 rows, longer than the training part"),
