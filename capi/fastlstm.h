@@ -265,7 +265,7 @@ FASTLSTM_API int fastlstm_save(fastlstm_model *model, const char *path);
  * foreign, a wrong version, values out of range, sizes that do not match its
  * configuration); checked before anything is built, so a hostile file costs at most what
  * its configuration implies. INVALID_ARGUMENT: a float64 model (the C ABI runs float32;
- * convert it in Python with fastlstm.Model(..., dtype=np.float32) and set its params).
+ * save a float32 copy in Python: fastlstm.load(path).astype("float32").save(path32)).
  * Returns OK, NULL_POINTER, IO, BAD_CHECKPOINT, INVALID_ARGUMENT. */
 FASTLSTM_API int fastlstm_load(const char *path, fastlstm_model **out);
 

@@ -147,11 +147,13 @@ def _parser(typed_only=False):
                    help="first train each model on the adding problem at T for up to STEPS steps")
     c.add_argument("--plot", metavar="PNG", help="also write a plot (needs matplotlib)")
     e = sub.add_parser("export", help="write a checkpoint's model as an ONNX graph",
-                       description="Write the model of a checkpoint as ONNX's own LSTM/RNN operators "
+                       description="Write the model of a checkpoint as ONNX's own LSTM/GRU/RNN operators "
                        "(opset 17), checked by onnx.checker. Needs the onnx extra.")
     e.add_argument("checkpoint")
     e.add_argument("out", help="the .onnx file to write")
     e.add_argument("--streaming", action="store_true", help="a one-step graph whose state goes in and comes out")
+    e.add_argument("--float32", action="store_true", help="export a float32 copy of a float64 model (ONNX "
+                   "Runtime's recurrent operators run float32 only)")
     s = sub.add_parser("sample", help="generate text from a checkpoint of text (--data or the text task)")
     s.add_argument("checkpoint")
     s.add_argument("--length", type=int, default=300)
@@ -757,8 +759,11 @@ def plot(args, interrupt):
 def export(args, interrupt):
     import fastlstm
     _not_onto(args.out, checkpoint=args.checkpoint)
-    fastlstm.export_onnx(fastlstm.load(args.checkpoint), args.out, streaming=args.streaming)
-    print(f"fastlstm: wrote {args.out} ({'one streaming step' if args.streaming else 'whole sequences'})")
+    model = fastlstm.load(args.checkpoint)
+    cast = args.float32 and model.dtype != "float32"
+    fastlstm.export_onnx(model.astype("float32") if cast else model, args.out, streaming=args.streaming)
+    print(f"fastlstm: wrote {args.out} ({'one streaming step' if args.streaming else 'whole sequences'}"
+          f"{', a float32 copy of the float64 model' if cast else ''})")
     return 0
 
 

@@ -70,7 +70,7 @@ def export_onnx(model, path, *, streaming=False):
     if model.dtype != np.float32:
         raise ValueError(f"this model is {model.dtype}; ONNX Runtime's recurrent operators run float32 "
                          "only, so the export would not run there. Export a float32 copy: "
-                         "m32 = fastlstm.Model(..., dtype=np.float32); m32.params[:] = model.params")
+                         "export_onnx(model.astype(np.float32), path), or fastlstm export CKPT OUT --float32")
     core, lstm = model.core, model.cell == "lstm"
     if streaming and core.bidirectional:
         raise ValueError("a bidirectional model cannot stream (its reverse direction needs each whole sequence); "

@@ -8,6 +8,7 @@ The head reads h_t (every step) or h at each row's last real step
 (last), and its δ enters the layers as δy (every) or δhn of the top layer (last).
 """
 import contextlib
+import copy
 import math
 import os
 
@@ -148,6 +149,23 @@ class Model:
 
     def eval(self):
         return self.train(False)
+
+    @one_call_at_a_time(interruptible=True)
+    def astype(self, dtype):
+        """A copy of the model in `dtype` (float32 or float64; PyTorch's model.float() and
+        .double()): parameters and optimizer state cast, everything else as `save` keeps it
+        (the streaming state and gradients start afresh). Casting to float32 refuses a value
+        beyond float32's range (ValueError), and leaves this model as it is."""
+        dtype = v.dtype_of(dtype)
+        header, arrays = self._checkpoint(self.extra)
+        for name, a in arrays.items():
+            big = np.abs(a).max(initial=0) if dtype.itemsize < a.dtype.itemsize else 0
+            if big > np.finfo(dtype).max:
+                raise ValueError(f"{name} holds {big:.6g}, beyond {dtype}'s range (at most {np.finfo(dtype).max:.6g})")
+        model = _restore(dict(header, model=dict(header["model"], dtype=dtype.name), extra=copy.deepcopy(self.extra)),
+                         {k: a.astype(dtype) for k, a in arrays.items()})
+        model.seed, model.training = self.seed, self.training
+        return model
 
     def config(self):
         l = self.core

@@ -160,6 +160,15 @@ def test_fastlstm_export_from_the_command_line(tmp_path):
     assert r.returncode == 0 and (tmp_path / "s.onnx").exists(), r.stderr
     r = run("export", str(tmp_path / "missing.ckpt"), str(out))
     assert r.returncode == 2 and r.stderr.startswith("fastlstm: error:")
+    r = run("train", "--steps", "3", "--T", "12", "--hidden", "8", "--batch", "8", "--quiet", "--dtype", "float64",
+            "--out", str(tmp_path / "d.ckpt"))
+    assert r.returncode == 0, r.stderr
+    r = run("export", str(tmp_path / "d.ckpt"), str(tmp_path / "d.onnx"))
+    assert r.returncode == 2 and "fastlstm export CKPT OUT --float32" in r.stderr, r.stderr
+    r = run("export", str(tmp_path / "d.ckpt"), str(tmp_path / "d.onnx"), "--float32")
+    assert r.returncode == 0 and "a float32 copy of the float64 model" in r.stdout, r.stderr
+    got = _session(tmp_path / "d.onnx").run(["predictions"], {"x": x, "sequence_lens": np.full(4, 12, np.int32)})[0]
+    assert np.abs(got - fastlstm.load(tmp_path / "d.ckpt").predict(x.astype(np.float64))).max() <= 1e-5
 
 
 @pytest.mark.parametrize("cell,layers,output", list(itertools.product(CELLS, [1, 2, 3], ["last", "every"])))

@@ -247,6 +247,43 @@ def test_a_copy_of_a_model_is_whole_and_its_own(settings):
     assert fastlstm.Model(3, 5, 4, optimizer=opt, **{k: v for k, v in settings.items() if k != "optimizer"}).optimizer is opt
 
 
+@pytest.mark.parametrize("settings", [dict(cell="lstm", num_layers=2, proj_size=3, bidirectional=True),
+                                      dict(cell="gru", loss="xent", output="every", vocab_size=7)])
+def test_astype_is_a_copy_in_the_other_dtype_that_trains_on(settings):
+    """model.astype(np.float32) of a float64 model (PyTorch's model.float()): the parameters
+    and optimizer state cast, the settings, counts and extra kept; it predicts as the
+    original to float32's rounding and trains on. A value beyond float32's range is refused,
+    and the original is left as it was."""
+    rng = np.random.default_rng(0)
+    tokens = "vocab_size" in settings
+    x = rng.integers(0, 7, (6, 4)) if tokens else rng.standard_normal((6, 4, 3))
+    y = rng.integers(0, 4, (6, 4)) if settings.get("loss") == "xent" else rng.standard_normal((4, 4))
+    m = fastlstm.Model(3, 5, 4, seed=2, dtype=np.float64, optimizer=fastlstm.Adam(lr=1e-2), **settings)
+    for _ in range(3):
+        m.train_step(x, y)
+    m.extra = {"note": ["mid-run"]}
+    c = m.eval().astype(np.float32)
+    assert c.dtype == np.float32 and c.config() == dict(m.config(), dtype="float32")
+    assert (c.steps, c.optimizer.t, c.seed, c.training, c.extra) == (3, 3, 2, False, m.extra)
+    assert np.array_equal(c.params, m.params.astype(np.float32))
+    for k, a in m.optimizer.state.items():
+        assert c.optimizer.state[k].dtype == np.float32 and np.array_equal(c.optimizer.state[k], a.astype(np.float32))
+    x32 = x if tokens else x.astype(np.float32)
+    assert np.abs(c.predict(x32) - m.predict(x)).max() < 1e-5
+    c.extra["note"].append("the copy's")                     # each its own
+    assert m.extra == {"note": ["mid-run"]}
+    c.train(), c.train_step(x32, y if y.dtype.kind == "i" else y.astype(np.float32))
+    back = c.astype("float64")
+    assert back.dtype == np.float64 and np.array_equal(back.params, c.params.astype(np.float64))
+    before = m.params.copy()
+    m.params[0] = 1e300
+    with pytest.raises(ValueError, match=r"params holds 1e\+300, beyond float32's range"):
+        m.astype(np.float32)
+    assert m.params[0] == 1e300 and np.array_equal(m.params[1:], before[1:])
+    with pytest.raises(TypeError, match="dtype must be float32 or float64, got int32"):
+        m.astype(np.int32)
+
+
 def test_nonfinite_step_is_refused_and_changes_nothing():
     m = fastlstm.Model(2, 4, 1, seed=0)
     x, y, _ = tasks.Adding(T=6, test_size=4).batch(np.random.default_rng(0), 4)
