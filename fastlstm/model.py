@@ -186,8 +186,9 @@ class Model:
         """y checked against x's (T, B) (time-major, as _check_x gives them): (B,) or (B, O)
         for output "last"; (T, B) or (T, B, O) for "every", or with batch_first (B, T[, O]),
         checked as given and returned as a time-major copy."""
-        if self._batch_major and self.output == "every" and isinstance(y, np.ndarray):
-            y = self._per_step_y(y, T, B, L)
+        swapped = self._batch_major and self.output == "every" and isinstance(y, np.ndarray)
+        if swapped:
+            y = self._per_step_y(y, T, B, L)             # scanned for NaN there, as given
         lead = (B,) if self.output == "last" else (T, B)
         if self.output == "last" and isinstance(y, np.ndarray) and y.ndim and y.shape[0] == T != B:
             raise ValueError(f"y must have shape {lead + (self.output_size,) * (self.loss == 'mse')}, got {y.shape}: "
@@ -198,7 +199,7 @@ class Model:
                                  "(or make the model with batch_first=True)"))   # the commonest mistake
         if self.loss == "mse":
             try:
-                y = v.array("y", y, lead + (self.output_size,), self.dtype)
+                y = v.array("y", y, lead + (self.output_size,), self.dtype, finite=not swapped)
             except v.NonFiniteValue as e:
                 raise v.NonFiniteValue(f"{e}{v.padded_hint(v.first_nonfinite(y), L, self.output)}") from None
             return y.reshape((1,) + y.shape if self.output == "last" else y.shape)
