@@ -390,6 +390,7 @@ def _time(cell):
     return (t if aware else t.replace(tzinfo=_dt.timezone.utc)).timestamp(), aware
 
 
+_DATE_LIKE = re.compile(r"[0-9]{1,4}[/.][0-9]{1,2}[/.][0-9]{1,4}\b")     # 01/31/2024, 31.01.2024, 2024/01/31
 _ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)?)?")
 
 
@@ -624,9 +625,15 @@ class Series:
             self.features = [n for n, k in zip(names, kinds) if k == "number"]
             text = [n for n, k in zip(names, kinds) if k == "text"]
             if text:                                  # said, as a column the user counted on may be among them
+                dated = next(((n, c) for n in text for c in cols[names.index(n)][:1] if _DATE_LIKE.match(c.strip())),
+                             None)
                 notes.append(f"the features are {', '.join(map(repr, self.features))}; "
                              f"{', '.join(map(repr, text))} hold{'s' * (len(text) == 1)} text and "
-                             f"{'is' if len(text) == 1 else 'are'} left out")
+                             f"{'is' if len(text) == 1 else 'are'} left out" + (
+                                 f" (column {dated[0]!r}: {dated[1].strip()!r} is not an ISO 8601 time, such as "
+                                 f"2024-01-31 or 2024-01-31 05:00, which would date the forecasts)"
+                                 if dated and not self.time_col
+                                 else ""))
         else:
             self.features = _columns(names, features, path, "--features", self.sep)
         for n in self.targets + self.features:

@@ -1069,6 +1069,11 @@ def test_text_columns_left_out_of_the_default_features_are_named(tmp_path, capsy
     assert data.Series(str(path), target="load", features="load").note.startswith("column 'date' repeats")
     with pytest.raises(data.DataError, match=r"line 2, column 2 \('site'\).*column 'site' must be numeric"):
         data.Series(str(path), target="load", features="load,site")
+    us = tmp_path / "us.csv"                    # dates a spreadsheet wrote in a locale's form: not ISO 8601
+    us.write_text("when,load\n" + "".join(f"10/{1 + k // 24:02d}/2024 {k % 24:02d}:00,{k % 7}\n" for k in range(240)))
+    assert data.Series(str(us), target="load").note == (
+        "the features are 'load'; 'when' holds text and is left out (column 'when': '10/01/2024 00:00' is not an "
+        "ISO 8601 time, such as 2024-01-31 or 2024-01-31 05:00, which would date the forecasts)")
 
 
 def test_a_csv_without_a_header_is_said(tmp_path):
