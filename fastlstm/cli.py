@@ -467,6 +467,18 @@ def _only_writer(out, lock):
 _LOCK = re.compile(rb"fastlstm train (\d+)\n|")        # a run's lock file: its pid, or empty while it starts
 
 
+def _number(v):
+    """A metric as the command line prints it: 4 decimals, or, below 1e-3, 4 significant
+    digits (Keras's rule), where 4 decimals would print an lr of 1e-5 or an RMSE in small
+    units as 0.0000."""
+    return f"{v:.4f}" if v == 0 or not abs(v) < 1e-3 else f"{v:.4e}"
+
+
+def _metrics(m):
+    """A metrics row (training.Run's history) as `name value, ...`."""
+    return ", ".join(f"{k} {_number(v)}" for k, v in m.items() if k not in ("step", "epoch", "seconds"))
+
+
 def train(args, interrupt):
     with contextlib.ExitStack() as held:
         return _train(args, interrupt, held)
@@ -577,14 +589,12 @@ def _train(args, interrupt, held):
             loss = r.step(step)
             speed.add(r.batches.B, time.perf_counter() - t_step)
             ema = loss if ema is None else 0.95 * ema + 0.05 * loss
-            bar.set_postfix(loss=f"{ema:.4f}", seq_s=f"{speed.rate or 0:.0f}", refresh=False)
+            bar.set_postfix(loss=_number(ema), seq_s=f"{speed.rate or 0:.0f}", refresh=False)
             bar.update(1)                           # redraws at most every 0.1 s (tqdm's mininterval)
             if r.due:
                 m, improved = r.evaluate(time.perf_counter() - t0)
                 if lead:
-                    bar.write(f"step {model.steps}: " + ", ".join(
-                        f"{k} {val:.4f}" for k, val in m.items() if k not in ("step", "epoch", "seconds"))
-                        + (" (best)" if improved else ""))
+                    bar.write(f"step {model.steps}: {_metrics(m)}" + (" (best)" if improved else ""))
                 save()
                 if improved:
                     save(best_out)
@@ -605,10 +615,8 @@ def _train(args, interrupt, held):
     why = ("solved" if solved or (hasattr(source, "solved") and source.solved(m)) else
            f"stopped early: no better {r.stopper.name} in {r.stopper.patience} evaluations" if r.stopper.stop else
            "not solved yet" if hasattr(source, "solved") else "done")
-    say(f"fastlstm: {model.steps - start} steps in {wall:.1f} s; "
-        + ", ".join(f"{k} {val:.4f}" for k, val in m.items() if k not in ("step", "epoch", "seconds"))
-        + f"; {why}; checkpoint {out}"
-        + (f", best {r.stopper.name} {r.stopper.best:.4f} at step {r.stopper.best_step} in {best_out}"
+    say(f"fastlstm: {model.steps - start} steps in {wall:.1f} s; {_metrics(m)}; {why}; checkpoint {out}"
+        + (f", best {r.stopper.name} {_number(r.stopper.best)} at step {r.stopper.best_step} in {best_out}"
            if r.stopper.best is not None else "") + f"; log {log}")
     return 0
 
@@ -719,7 +727,7 @@ def predict(args, interrupt):
                       *[f"{c}_{w}" for c in d.targets for w in ("forecast", "actual")]]
             _write_rows(args.out, header, rows, d.sep)
             print(f"fastlstm: backtest over {len(origins)} windows: " + ", ".join(
-                f"{k.removeprefix('val_')} {v:.4f}" for k, v in m.items() if np.isfinite(v)), file=sys.stderr)
+                f"{k.removeprefix('val_')} {_number(v)}" for k, v in m.items() if np.isfinite(v)), file=sys.stderr)
         else:
             times, pred = d.next_forecast(model)
             rows = [[d.stamp(times[k]) if times is not None else k + 1, *fmt(pred[k])] for k in range(d.horizon)]
@@ -739,7 +747,7 @@ def predict(args, interrupt):
         if d.y is not None:
             m = d.metrics(model, np.arange(d.x.shape[1]))
             print("fastlstm: over every row of the file: " + ", ".join(
-                f"{k.removeprefix('val_')} {v:.4f}" for k, v in m.items() if k.startswith("val_")), file=sys.stderr)
+                f"{k.removeprefix('val_')} {_number(v)}" for k, v in m.items() if k.startswith("val_")), file=sys.stderr)
     else:
         m = d.score_all(model)
         _write_rows(args.out, ["characters", "bpc"], [[m["characters"], f"{m['bpc']:.6g}"]])

@@ -1076,6 +1076,20 @@ def test_text_columns_left_out_of_the_default_features_are_named(tmp_path, capsy
         "ISO 8601 time, such as 2024-01-31 or 2024-01-31 05:00, which would date the forecasts)")
 
 
+def test_metrics_below_a_thousandth_print_their_digits(tmp_path, capsys):
+    """A series in small units (1e-6) printed every RMSE and MAE as 0.0000, and an lr of
+    1e-5 as lr 0.0000: below 1e-3 the command line prints 4 significant digits, as Keras."""
+    path = tmp_path / "small.csv"
+    path.write_text("a\n" + "".join(f"{1e-6 * (2 + np.sin(k / 4)):.6e}\n" for k in range(300)))
+    assert cli.main(["train", "--data", str(path), "--target", "a", "--window", "10", "--steps", "3", "--lr", "1e-5",
+                     "--quiet", "--out", str(tmp_path / "run.ckpt")]) == 0
+    out = capsys.readouterr().out
+    last = out.splitlines()[-1]
+    rmse = history(tmp_path / "run.ckpt")[-1]["val_rmse"]
+    assert 1e-8 < rmse < 1e-5 and f"val_rmse {rmse:.4e}" in last and "lr 1.0000e-05" in last, out
+    assert "train_loss 0." in last or "train_loss 1." in last                      # 4 decimals above 1e-3
+
+
 def test_a_csv_without_a_header_is_said(tmp_path):
     """A CSV of numbers alone: --target by name listed numbers as its columns without a word
     of why, and by number it trained with the first row taken as the header, unsaid."""
