@@ -225,13 +225,13 @@ def first_nonfinite(a):
     return None
 
 
-def padded_hint(where, L, output):
-    """What to add where a target at index `where` (t, b, ...) is not finite and its step is
-    padding (past lengths[b]; L None: no padding): it counts for nothing, yet NaN there is
-    refused as anywhere."""
-    if output != "every" or where is None or L is None or where[0] < L[where[1]]:
+def padded_hint(where, L, what="targets"):
+    """What to add where a value of a step at index `where` (t, b, ...) is not finite and the
+    step is padding (past lengths[b]; L None: no padding): it counts for nothing, yet NaN
+    there is refused as anywhere (an input's NaN would reach δW as 0 · NaN)."""
+    if where is None or L is None or where[0] < L[where[1]]:
         return ""
-    return (f", a padded step (lengths[{where[1]}] = {L[where[1]]}): padded targets count for nothing but must be "
+    return (f", a padded step (lengths[{where[1]}] = {L[where[1]]}): padded {what} count for nothing but must be "
             f"finite, so pad with 0")
 
 

@@ -1019,8 +1019,9 @@ class Arrays:
         if min(T, N, D) < 1:
             raise DataError(f"{p}: x has an empty dimension: (T, N, D) = {x.shape}")
         bad = v.first_nonfinite(x) if x.dtype.kind == "f" else None
-        if bad is not None:
-            raise DataError(f"{p}: x holds {x[bad]} at (t, n, d) = {bad}")
+        if bad is not None:                          # named as the file or the caller holds it
+            L = self._check_lengths(lengths, N, T, p)
+            raise DataError(f"{p}: x holds {x[bad]} at {self._at(bad, 't, n, d')}{v.padded_hint(bad, L, 'inputs')}")
         return self._check_targets(_floats(x), y, lengths, p)
 
     def _check_ids(self, x, p):
@@ -1066,11 +1067,10 @@ class Arrays:
             L = self._check_lengths(lengths, N, T, p)
             bad = v.first_nonfinite(y)
             if bad is not None:
-                at = (bad[1], bad[0], *bad[2:]) if swap else bad          # as the file holds it
                 where = (f"sequence {bad[0]}" if len(bad) == 1 else
-                         f"({'n, t' if swap else 't, n' if len(lead) == 2 else 'n'}{', o' * (y.ndim > len(lead))}) "
-                         f"= {at}")
-                raise DataError(f"{p}: y holds {y[bad]} at {where}{v.padded_hint(bad, L, self.output)}")
+                         self._at(bad, ("t, n" if len(lead) == 2 else "n") + ", o" * (y.ndim > len(lead))))
+                hint = v.padded_hint(bad, L) if self.output == "every" else ""
+                raise DataError(f"{p}: y holds {y[bad]} at {where}{hint}")
             classes = False
             y = y.reshape(lead + (-1,)).astype(np.float64)
         elif self.output == "every" and self.layout == "batch":
@@ -1118,9 +1118,9 @@ class Arrays:
         rows = self.train_rows[np.asarray(index)] if rows is None else rows
         dtype = np.dtype(dtype)
         if dtype not in self._xd:
-            self._xd = {dtype: self.x if self.tokens else self._cast("x", self.x, dtype, "(t, n, d)")}
+            self._xd = {dtype: self.x if self.tokens else self._cast("x", self.x, dtype, "t, n, d")}
             if self.y is not None and not self.classes:
-                self._cast("y", self.y, dtype, "(t, n, o)" if self._n_axis else "(n, o)")
+                self._cast("y", self.y, dtype, "t, n, o" if self._n_axis else "n, o")
         x = self._xd[dtype]
         if self._buf is None or self._buf.shape[1] != len(rows) or self._buf.dtype != x.dtype:
             self._buf = np.empty((x.shape[0], len(rows)) + x.shape[2:], x.dtype)
@@ -1129,16 +1129,23 @@ class Arrays:
         y = None if self.y is None else self._rows(self.y, rows)
         return self._buf, y if y is None or self.classes else np.ascontiguousarray(y, dtype), L
 
-    def _cast(self, name, a, dtype, where):
+    def _cast(self, name, a, dtype, axes):
         """a in the model's dtype; DataError at the first value that dtype cannot hold (1e300
         in float32), which would reach the model as inf."""
         with np.errstate(over="ignore"):
             out = a.astype(dtype, copy=False)
         bad = v.first_nonfinite(out)
         if bad is not None:
-            raise DataError(f"{self.path}: {name} holds {a[bad]:g} at {where} = {bad}, beyond {dtype.name}'s range "
-                            f"(rescale it, or train in float64)")
+            raise DataError(f"{self.path}: {name} holds {a[bad]:g} at {self._at(bad, axes)}, beyond {dtype.name}'s "
+                            f"range (rescale it, or train in float64)")
         return out
+
+    def _at(self, index, axes):
+        """'(axes) = index' for an index into a time-major array ("t, n, ..."), named as the
+        file or the caller holds it: (n, t, ...) in layout "batch"."""
+        if self.layout == "batch" and axes.startswith("t, n"):
+            index, axes = (index[1], index[0], *index[2:]), "n, t" + axes[4:]
+        return f"({axes}) = {tuple(int(i) for i in index)}"
 
     @_time_major
     def predict(self, model, rows=None):

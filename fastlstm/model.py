@@ -201,7 +201,8 @@ class Model:
             try:
                 y = v.array("y", y, lead + (self.output_size,), self.dtype, finite=not swapped)
             except v.NonFiniteValue as e:
-                raise v.NonFiniteValue(f"{e}{v.padded_hint(v.first_nonfinite(y), L, self.output)}") from None
+                every = self.output == "every"
+                raise v.NonFiniteValue(f"{e}{v.padded_hint(v.first_nonfinite(y), L) if every else ''}") from None
             return y.reshape((1,) + y.shape if self.output == "last" else y.shape)
         if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu":
             onehot = isinstance(y, np.ndarray) and y.shape == lead + (self.output_size,)
@@ -222,7 +223,7 @@ class Model:
         bad = v.first_nonfinite(y) if y.dtype.kind == "f" else None
         if bad is not None:
             raise v.NonFiniteValue(f"y must be finite; found {y[bad]} at index {bad}"
-                                   f"{v.padded_hint((bad[1], bad[0]) + bad[2:], L, self.output)}")
+                                   f"{v.padded_hint((bad[1], bad[0]) + bad[2:], L)}")
         return self._swapped(y, "y_tm")
 
     def _buffers(self, T, B):

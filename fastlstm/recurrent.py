@@ -495,7 +495,15 @@ class _Recurrent:
         batch_first (the stack's, or the composer's) x comes as (B, T, D) and goes on as its
         time-major copy, made by time_major(x) (the composer's buffer) or a new array."""
         bf = self.batch_first if batch_first is None else batch_first
-        x = v.array("x", x, (None, None, self.input_size), self.dtype)
+        try:
+            x = v.array("x", x, (None, None, self.input_size), self.dtype)
+        except v.NonFiniteValue as e:              # at a padded step: said so, with what to pad with
+            bad = v.first_nonfinite(x)
+            try:
+                L = v.lengths(lengths, x.shape[1 - int(bf)], x.shape[int(bf)], int(bf))
+            except (TypeError, ValueError):
+                L = None
+            raise v.NonFiniteValue(f"{e}{v.padded_hint(bad[1::-1] if bf else bad, L, 'inputs')}") from None
         if min(x.shape[:2]) < 1:
             raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
         if bf:

@@ -389,7 +389,7 @@ def _hourly(values, hours=None):
     ("shuffled.csv", _hourly(range(24), hours=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 20, 21, 22, 23, 12, 13, 14, 15,
                                                16, 17, 18, 19]), ["--target", "load", "--window", "3"],
      "line 18, column 1 ('date'): '2024-01-02T12:00:00' goes back in time from line 17's '2024-01-02T23:00:00'"),
-    ("bigx.npz", None, [], "x holds 1e+300 at (t, n, d) = (0, 0, 0), beyond float32's range"),
+    ("bigx.npz", None, [], "x holds 1e+300 at (n, t, d) = (3, 1, 0), beyond float32's range"),   # as the file holds it
     ("oneclass.npz", None, [], "y's class labels are all 0, one class: a classifier needs two or more (labels "
      "0..C-1), or float targets for regression"),           # it trained a model of one class, at a loss of 0
     ("bigy.npz", None, [], "y holds 1e+300 at (n, o) = (9, 0), beyond float32's range"),
@@ -449,7 +449,8 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "wrap.npz": dict(x=x, y=np.array([0] * 9 + [2**64 - 1], np.uint64)),      # -1 once cast to int64
               "negative.npz": dict(x=x, y=np.array([0, 1, 0, -1, 1, 0, -1, 0, 1, 0])),   # -1 for "no label"
               "typo.npz": dict(x=x, y=np.zeros(10, np.int64), lenghts=np.full(10, 3)),
-              "bigx.npz": dict(x=np.full((10, 5, 2), 1e300), y=np.arange(10) % 2),    # inf in float32
+              "bigx.npz": dict(x=np.where(np.arange(100).reshape(10, 5, 2) == 32, 1e300, 0.0),  # inf in float32,
+                               y=np.arange(10) % 2),                                         # at x[3, 1, 0]
               "oneclass.npz": dict(x=x, y=np.zeros(10, np.int64)),
               "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300]), "archive.csv": dict(x=x),
               "one.npz": dict(x=x[:1], y=np.zeros(1, np.int64)),
@@ -911,6 +912,19 @@ def test_model_fit_trains_a_model_with_a_target_per_step():
         with pytest.raises(ValueError, match=re.escape(f"{kind}") + ".*" + re.escape(
                 f", a padded step (lengths[{n}] = {L[n]}): padded targets count for nothing but must be finite, "
                 f"so pad with 0")):
+            fit_or_step()
+    xgap = x.copy()                                  # NaN-padded inputs: the same (0 · NaN would reach δW)
+    xgap[t, n, 1] = np.nan
+    for fit_or_step, kind in ((lambda: reg.fit(xgap, values, L, epochs=1, progress=False), "fit: x holds nan at "
+                               f"(t, n, d) = ({t}, {n}, 1)"),
+                              (lambda: reg.train_step(xgap, values, L), f"x must be finite; found nan at index "
+                               f"({t}, {n}, 1)"),
+                              (lambda: reg.predict(xgap, L), f"x must be finite; found nan at index ({t}, {n}, 1)"),
+                              (lambda: fastlstm.Model(2, 16, 2, output="every", batch_first=True).fit(
+                                  xgap.transpose(1, 0, 2), values.transpose(1, 0, 2), L, epochs=1, progress=False),
+                               f"fit: x holds nan at (n, t, d) = ({n}, {t}, 1)")):
+        with pytest.raises(ValueError, match=re.escape(f"{kind}, a padded step (lengths[{n}] = {L[n]}): padded inputs "
+                                                       f"count for nothing but must be finite, so pad with 0")):
             fit_or_step()
     with pytest.raises(ValueError, match=re.escape("fit: y holds nan at (n, o) = (3, 0)")):
         fastlstm.Model(2, 4, 1, seed=0).fit(x, np.where(np.arange(N) == 3, np.nan, 1.0), epochs=1, progress=False)
