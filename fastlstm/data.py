@@ -625,15 +625,13 @@ class Series:
             self.features = [n for n, k in zip(names, kinds) if k == "number"]
             text = [n for n, k in zip(names, kinds) if k == "text"]
             if text:                                  # said, as a column the user counted on may be among them
-                dated = next(((n, c) for n in text for c in cols[names.index(n)][:1] if _DATE_LIKE.match(c.strip())),
-                             None)
+                dated = next(((n, c.strip()) for n in text for c in cols[names.index(n)][:1]
+                              if _DATE_LIKE.match(c.strip()) and not self.time_col), None)   # a locale's dates
                 notes.append(f"the features are {', '.join(map(repr, self.features))}; "
                              f"{', '.join(map(repr, text))} hold{'s' * (len(text) == 1)} text and "
-                             f"{'is' if len(text) == 1 else 'are'} left out" + (
-                                 f" (column {dated[0]!r}: {dated[1].strip()!r} is not an ISO 8601 time, such as "
-                                 f"2024-01-31 or 2024-01-31 05:00, which would date the forecasts)"
-                                 if dated and not self.time_col
-                                 else ""))
+                             f"{'is' if len(text) == 1 else 'are'} left out" +
+                             (f" (column {dated[0]!r}: {dated[1]!r} is not an ISO 8601 time, such as 2024-01-31 "
+                              f"or 2024-01-31 05:00, which would date the forecasts)" if dated else ""))
         else:
             self.features = _columns(names, features, path, "--features", self.sep)
         for n in self.targets + self.features:
