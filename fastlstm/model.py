@@ -464,9 +464,12 @@ class Model:
                         output=self.output, tokens=self.vocab_size,
                         validation=None if validation is None else tuple(validation) + (None,) * (3 - len(validation)),
                         holdout=validation_split)
-        if patience is not None and validation is None and validation_split is None:
-            raise ValueError("patience (early stopping) follows the validation loss: pass validation=(x, y) "
-                             "or validation_split")
+        if validation is None and validation_split is None:
+            plateau = getattr(schedule, "kind", schedule) == "plateau"     # as Keras's ReduceLROnPlateau
+            for what, given in (("patience (early stopping)", patience is not None),
+                                ("schedule 'plateau' (it halves the rate)", plateau)):
+                if given:
+                    raise ValueError(f"{what} follows the validation loss: pass validation=(x, y) or validation_split")
         self._fits(d)
         epochs = v.positive_int("epochs", epochs)
         run = training.Run(self, d, v.positive_int("batch_size", batch_size), v.rng(seed),

@@ -809,6 +809,10 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
     assert set(h3) == {"step", "epoch", "loss", "lr"}
     with pytest.raises(ValueError, match="patience .* follows the validation loss"):
         reg.fit(x, x[0, :, :1], epochs=1, patience=2)
+    for plateau in ("plateau", training.Schedule("plateau", warmup=2)):    # it trained at a constant rate
+        with pytest.raises(ValueError, match=re.escape("schedule 'plateau' (it halves the rate) follows the "
+                                                       "validation loss: pass validation=(x, y) or validation_split")):
+            reg.fit(x, x[0, :, :1], epochs=1, schedule=plateau)
     with pytest.raises(ValueError, match="fit: x has D = 3 inputs a step, and this model takes 2"):
         reg.fit(np.zeros((3, 4, 3)), np.zeros((4, 1)), epochs=1)
     # data and model that disagree: said how (it was "cannot fit ... y of kind xent with 3 outputs or classes",
