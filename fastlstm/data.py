@@ -93,10 +93,24 @@ def fingerprint(path):
     return [size, crc]
 
 
+# Formats people reach for that fastlstm does not read: what each is, and what to save it as
+_SHEET = ("a spreadsheet workbook", "save the sheet as CSV (Save As, CSV UTF-8)")
+_TABLE = ("a pandas or Arrow table", "write it as CSV (df.to_csv(path, index=False))")
+_ARRAYS = "save the arrays as an .npz of x and y (np.savez(path, x=x, y=y))"
+FOREIGN = {".xlsx": _SHEET, ".xls": _SHEET, ".ods": _SHEET, ".parquet": _TABLE, ".feather": _TABLE,
+           ".h5": ("an HDF5 file", _ARRAYS), ".hdf5": ("an HDF5 file", _ARRAYS),
+           ".pkl": ("a pickle", _ARRAYS), ".pickle": ("a pickle", _ARRAYS)}
+
+
 def kind_of(path):
-    """The kind a file's name suggests: arrays (.npz), series (.csv, .tsv), else text."""
+    """The kind a file's name suggests: arrays (.npz, and .npy, which the arrays reader
+    explains), series (.csv, .tsv), else text; DataError for a format in FOREIGN."""
     ext = os.path.splitext(path)[1].lower()
-    return {".npz": "arrays", ".csv": "series", ".tsv": "series"}.get(ext, "text")
+    if ext in FOREIGN:
+        what, todo = FOREIGN[ext]
+        raise DataError(f"{path}: {what}, which fastlstm does not read: {todo} (or give --kind to read it as "
+                        f"text, a series or arrays anyway)")
+    return {".npz": "arrays", ".npy": "arrays", ".csv": "series", ".tsv": "series"}.get(ext, "text")
 
 
 def _a_file(path):
@@ -305,21 +319,35 @@ class Text:
         return self.windows(np.asarray(index) * self.T, dtype)
 
     @_time_major
+    def _nats(self, model, starts, T):
+        """The model's summed cross-entropy (nats) over the windows of T at `starts`."""
+        total = 0.0
+        for b0, b1 in _batches(len(starts), 64):
+            if T == self.T:
+                x, y, _ = self.windows(starts[b0:b1], model.dtype)
+            else:
+                x, y, _ = char_windows(self.ids, starts[b0:b1], T, len(self.vocab), model.dtype, self.tokens)
+            total += model.evaluate(x, y)["loss"] * y.size
+        return total
+
     def metrics(self, model, starts=None):
         """Bits per character over the held-out windows (the first VAL_CHARS characters)."""
         starts = self.val_starts if starts is None else starts
-        total = 0.0
-        for b0, b1 in _batches(len(starts), 64):
-            x, y, _ = self.windows(starts[b0:b1], model.dtype)
-            total += model.evaluate(x, y)["loss"] * y.size
-        return {"val_bpc": total / (len(starts) * self.T) / math.log(2), "unigram_bpc": self.unigram_bpc}
+        return {"val_bpc": self._nats(model, starts, self.T) / (len(starts) * self.T) / math.log(2),
+                "unigram_bpc": self.unigram_bpc}
 
     def score_all(self, model):
-        """Bits per character of the model over the whole file (for `fastlstm predict`)."""
+        """Bits per character of the model over the whole file (for `fastlstm predict`): every
+        character but the first, each predicted from those before it in its window of T, the
+        last window shorter."""
         n = len(self.ids)
-        starts = np.arange((n - 1) // self.T) * self.T
-        m = self.metrics(model, starts)
-        return {"bpc": m["val_bpc"], "characters": int(len(starts) * self.T)}
+        if n < 2:
+            raise DataError(f"{self.path}: {n} character{'s' * (n != 1)}; a score needs two or more (the first is "
+                            f"what the second is predicted from)")
+        full, rest = divmod(n - 1, self.T)
+        nats = self._nats(model, np.arange(full) * self.T, self.T) + (
+            self._nats(model, np.array([full * self.T]), rest) if rest else 0.0)
+        return {"bpc": nats / (n - 1) / math.log(2), "characters": n - 1}
 
     def spec(self):
         return dict(kind=self.kind, path=os.path.abspath(self.path), fingerprint=self.fingerprint,

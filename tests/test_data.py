@@ -156,6 +156,32 @@ def test_text_file_trains_below_the_unigram_entropy_and_samples(files, tmp_path)
     assert 2.0 < float(r.stdout.split()[1].split(",")[1]) < h[-1]["unigram_bpc"]
 
 
+def test_predict_scores_every_character_of_a_text_file(tmp_path, capsys):
+    """predict's bits per character count every character but the first: windows of T, the
+    last one shorter. It dropped the tail past the last whole window, and a file shorter
+    than T + 1 characters failed with "float division by zero"."""
+    text, out = tmp_path / "notes.txt", str(tmp_path / "text.ckpt")
+    text.write_text("the cat sat on the mat; " * 20)
+    assert cli.main(["train", "--data", str(text), "--T", "8", "--steps", "3", "--quiet", "--out", out]) == 0
+    model, vocab = fastlstm.load(out), fastlstm.load(out).extra["data"]["vocab"]
+    for chars in ("the cat sat on the mat; the dog", "the c", "th"):          # 31: 3 windows of 8 and one of 6
+        (tmp_path / "score.txt").write_text(chars)
+        capsys.readouterr()
+        assert cli.main(["predict", out, "--data", str(tmp_path / "score.txt")]) == 0
+        header, row = capsys.readouterr().out.split()
+        ids = np.array([vocab.index(c) if c in vocab[1:] else 0 for c in chars])     # 0: unknown ("d")
+        nats = 0.0
+        for a in range(0, len(ids) - 1, 8):                  # each window from its own zero state, as predict
+            x, y = ids[a:a + 8][:len(ids) - 1 - a], ids[a + 1:a + 9]
+            p = model.predict(x[:, None], batch_size=None)[:, 0]                  # (T', V) probabilities
+            nats -= np.log(p[np.arange(len(y)), y]).sum()
+        assert header == "characters,bpc" and row.split(",")[0] == str(len(chars) - 1)
+        assert float(row.split(",")[1]) == pytest.approx(nats / (len(chars) - 1) / np.log(2), rel=1e-5), chars
+    (tmp_path / "score.txt").write_text("t")
+    assert cli.main(["predict", out, "--data", str(tmp_path / "score.txt")]) == 2
+    assert "score.txt: 1 character; a score needs two or more" in capsys.readouterr().err
+
+
 def test_a_generated_text_trains_below_its_unigram_entropy(tmp_path, capsys):
     rng = np.random.default_rng(0)
     words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "its", "bed"]
@@ -437,6 +463,9 @@ def _hourly(values, hours=None):
     ("twice.csv", BAD_CSV.encode(), ["--target", "load,2"], "--target names column 'load' twice"),
     ("features_twice.csv", BAD_CSV.encode(), ["--target", "load", "--features", "temp,load,temp"],
      "--features names column 'temp' twice"),
+    ("book.xlsx", b"PK\x03\x04\x14\x00\x06\x00", [], "book.xlsx: a spreadsheet workbook, which fastlstm does not "
+     "read: save the sheet as CSV (Save As, CSV UTF-8)"),     # read as text: a NUL byte, and "pass --kind series"
+    ("x.npy", b"\x93NUMPY\x01\x00", [], "x.npy: a .npy file holds one array; arrays come as an .npz of x and y"),
 ])
 def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, capsys, name, content, argv, message):
     path = tmp_path / name
