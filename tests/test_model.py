@@ -120,6 +120,11 @@ def test_predict_in_batches_bounds_the_workspace_and_agrees_with_one_forward(los
     each = [m.predict(np.ascontiguousarray(x[:, b:b + 64]), L[b:b + 64]) for b in range(0, B, 64)]
     assert np.array_equal(batched, np.concatenate(each, axis=0 if output == "last" else 1))
     assert np.allclose(batched, m.predict(x, L), rtol=0, atol=1e-6)
+    if output == "every":                     # a step past a row's length has no prediction: 0, not the bias
+        m.bias[:] = 0.5
+        padded = np.arange(T)[:, None] >= L[None, :]
+        p = m.predict(x, L)
+        assert np.all(p[padded] == 0) and np.all(p[~padded] != 0)
     for bad, err in ((0, ValueError), (1.5, TypeError), (True, TypeError)):
         with pytest.raises(err, match="batch_size"):
             m.predict(x, L, batch_size=bad)
