@@ -117,8 +117,8 @@ def register(ffi, lib):
     def new_handle(m, out):
         need(out, "out")
         if m.dtype != np.float32:
-            raise ApiError(S.INVALID_ARGUMENT, f"the C API runs float32 models; this one is {m.dtype} (save a "
-                                               f"float32 copy in Python: fastlstm.load(path).astype('float32').save(path32))")
+            raise ApiError(S.INVALID_ARGUMENT, f"the C API runs float32 models; this one is {m.dtype} (save a float32 "
+                                               f"copy in Python: fastlstm.load(path).astype('float32').save(path32))")
         h = 0
         while h == 0 or h in _issued:        # random 63-bit ids: a guessed or stale pointer
             h = secrets.randbits(63) & ~0xF  # is almost surely no live model

@@ -746,8 +746,9 @@ def predict(args, interrupt):
             _write_rows(args.out, ["row", *cols], ([n, *row(p[n])] for n in range(len(p))))
         if d.y is not None:
             m = d.metrics(model, np.arange(d.x.shape[1]))
-            print("fastlstm: over every row of the file: " + ", ".join(
-                f"{k.removeprefix('val_')} {_number(v)}" for k, v in m.items() if k.startswith("val_")), file=sys.stderr)
+            print("fastlstm: over every row of the file: " + ", ".join(f"{k.removeprefix('val_')} {_number(v)}"
+                                                                   for k, v in m.items() if k.startswith("val_")),
+                  file=sys.stderr)
     else:
         m = d.score_all(model)
         _write_rows(args.out, ["characters", "bpc"], [[m["characters"], f"{m['bpc']:.6g}"]])

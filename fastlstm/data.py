@@ -385,25 +385,29 @@ def _number(cell):
     return x if x is not None and math.isfinite(x) else None
 
 
-def _not_a_number(cell, sep):
-    """Why a cell that should hold a number does not: as the errors say it. A comma in a
-    ','-separated file's (quoted) number may be a thousands separator as well as a decimal
-    comma, and --decimal , needs another separator."""
+def _not_a_number(cell, sep, decimal):
+    """Why a cell that should hold a number does not: as the errors say it. A decimal comma
+    says --decimal , (in a ','-separated file, where that option is refused, how to write it
+    instead); a thousands separator ('1,234.5', '1.234,5' with decimal commas) says to drop it."""
     if _parse(cell) is not None:
         return f"{cell!r} is not a finite number"
-    if "," not in cell or _number(cell.replace(",", ".", 1)) is None:
-        return f"{cell!r} is not a number"
-    return f"{cell!r} is not a number" + (" (a decimal comma: pass --decimal ,)" if sep != "," else
-                                          " (a comma in a number: write the column without thousands separators, "
-                                          "or, for decimal commas, the file ';'-separated with --sep ';' --decimal ,)")
+    why, c = f"{cell!r} is not a number", cell.strip()
+    if decimal == "." and c.count(",") == 1 and "." not in c and _number(c.replace(",", ".")) is not None:
+        return why + (" (a decimal comma: pass --decimal ,)" if sep != "," else
+                      " (a comma in a number: write the column without thousands separators, or, for decimal "
+                      "commas, the file ';'-separated with --sep ';' --decimal ,)")
+    mark = "," if decimal == "." else "."
+    if mark in c and _number(c.replace(mark, "").replace(",", ".")) is not None:
+        return why + f" (a thousands separator {mark!r}: write the column without them)"
+    return why
 
 
-def _first_bad(path, lines, cols, names, c, sep):
+def _first_bad(path, lines, cols, names, c, sep, decimal):
     """`path: line L, column C (name): why` for column c's first cell that is neither
     missing nor a finite number (the one that made the column text), or `path: column name`."""
     for line, cell in zip(lines, cols[c]):
         if cell.strip().lower() not in MISSING and _number(cell) is None:
-            return f"{path}: line {line}, column {c + 1} ({names[c]!r}): {_not_a_number(cell, sep)}"
+            return f"{path}: line {line}, column {c + 1} ({names[c]!r}): {_not_a_number(cell, sep, decimal)}"
     return f"{path}: column {names[c]!r}"
 
 
@@ -666,7 +670,7 @@ class Series:
             if n not in names:
                 raise DataError(f"{path}: no column {n!r}; the columns are: {', '.join(names)}")
             if kinds[names.index(n)] == "text" or (n in self.targets and kinds[names.index(n)] != "number"):
-                raise DataError(f"{_first_bad(path, lines, cols, names, names.index(n), self.sep)}; "
+                raise DataError(f"{_first_bad(path, lines, cols, names, names.index(n), self.sep, self.decimal)}; "
                                 f"column {n!r} must be numeric")
         self.columns = list(dict.fromkeys(self.features + self.targets))
         self.lines = lines                                              # each row's line in the file
@@ -793,7 +797,7 @@ class Series:
                     x = _number(cell)
                     if x is None:
                         raise DataError(f"{self.path}: line {line}, column {c + 1} ({names[c]!r}): "
-                                        f"{_not_a_number(cell, self.sep)}")
+                                        f"{_not_a_number(cell, self.sep, self.decimal)}")
                 out[i, j] = last[j] = x
         return out
 

@@ -397,6 +397,12 @@ def _hourly(values, hours=None):
      "--sep ';' (and --decimal , for decimal commas)"),
     ("decimal_only.csv", b"load;temp\n1,5;2\n3,25;4\n", ["--target", "load", "--sep", ";"],
      "line 2, column 1 ('load'): '1,5' is not a number (a decimal comma: pass --decimal ,)"),
+    ("us_thousands.csv", b"load;temp\n1,500.5;2\n3,250.25;4\n", ["--target", "load", "--sep", ";"],
+     "line 2, column 1 ('load'): '1,500.5' is not a number (a thousands separator ',': write the column without "
+     "them)"),
+    ("eu_thousands.csv", b"load;temp\n1.500,5;2\n3.250,25;4\n", ["--target", "load", "--sep", ";", "--decimal", ","],
+     "line 2, column 1 ('load'): '1.500,5' is not a number (a thousands separator '.': write the column without "
+     "them)"),
     ("thousands.csv", b'load,temp\n"1,500",2\n"3,250",4\n', ["--target", "load"],     # --decimal , would be refused
      "line 2, column 1 ('load'): '1,500' is not a number (a comma in a number: write the column without thousands "
      "separators, or, for decimal commas, the file ';'-separated with --sep ';' --decimal ,)"),
