@@ -252,15 +252,25 @@ def _settings(args):
     return dict(layout=args.layout, val_fraction=args.val_fraction, seed=args.seed, output=args.output)
 
 
-def _source(args):
-    """The dataset or built-in task of a new run, with args completed by their defaults (and
-    the options typed for other kinds of runs refused: _applies)."""
+def _run_kind(args):
+    """A new run's kind settled (--data's, from --kind or the file's name; or --task's) and
+    the options typed for other kinds of runs refused (_applies): what the options alone
+    decide, said before anything about --out or the data."""
     if args.data is not None:
         if args.task is not None:
             raise UsageError("give --task or --data, not both")
         from . import data
         args.kind = args.kind or data.kind_of(args.data)
-        _applies(args)
+    else:
+        args.task = args.task or "adding"
+    _applies(args)
+
+
+def _source(args):
+    """The dataset or built-in task of a new run, with args completed by their defaults."""
+    _run_kind(args)
+    if args.data is not None:
+        from . import data
         for k, val in DATA_DEFAULTS[args.kind].items():
             if getattr(args, k) is None and not (k == "epochs" and args.steps is not None):
                 setattr(args, k, val)
@@ -268,8 +278,6 @@ def _source(args):
         if args.kind == "series":
             args.sep = d.sep                  # recorded as read: a .tsv's tab
         return d
-    args.task = args.task or "adding"
-    _applies(args)
     for k, val in DEFAULTS[args.task].items():
         if getattr(args, k) is None:
             setattr(args, k, val)
@@ -512,6 +520,8 @@ def _train(args, interrupt, held):
                              f"checkpoint, NAME.best.ckpt and NAME.csv as files in one folder")
     if args.resume and args.overwrite:
         raise UsageError("give --resume (continue the run at --out) or --overwrite (start afresh over it), not both")
+    if not args.resume:
+        _run_kind(args)                      # an option typed where it does nothing: said before --out's state
     kept = [p for p in (out, best_out) if os.path.exists(p)]
     if kept and not (args.resume or args.overwrite):
         raise UsageError(f"{kept[0]} exists: continue that run with --resume, start afresh over it with "

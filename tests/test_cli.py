@@ -342,6 +342,9 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
          "--momentum applies to --optimizer sgd only; this run's optimizer is adam"),
         (("train", "--dropout", "0.3", "--out", str(tmp_path / "p.ckpt")),
          "--dropout applies between layers (to the outputs of every layer but the last): it needs --layers 2"),
+        (("train", "--window", "3", "--out", str(adding)),          # onto a run: the option first, as when there
+         "--window applies to --data series only; this run is --task adding"),    # is none (it said "exists")
+        (("train", "--momentum", "0.5", "--out", str(adding)), "--momentum applies to --optimizer sgd only"),
         # sizes and settings the machine or the dtype cannot hold, refused before they are built
         (("train", "--T", "1000000000", "--out", str(tmp_path / "t.ckpt")),     # 15 TiB: more than any machine
          "a batch of the adding problem (T = 1000000000, B = 1000) would need 14901.2 GiB, more than this machine's"),
