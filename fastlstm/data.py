@@ -645,7 +645,6 @@ class Series:
         tsv = os.fspath(path).lower().endswith(".tsv")
         self.sep, self.decimal = _separators(("\t" if tsv else ",") if sep is None else sep, decimal)
         self.fingerprint = _check_fingerprint(path, _spec)
-        self._new = _spec is None                 # its options typed now, not a run's (predict, --resume)
         names, kinds, lines, cols = read_csv(path, self.sep, self.decimal)
         self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
         self.targets = _columns(names, target, path, "--target", self.sep)
@@ -788,9 +787,7 @@ class Series:
                         x = last[j]
                     else:
                         why = ("nothing earlier to carry forward" if self.fill == "ffill" else
-                               "pass --fill ffill or --fill zero to fill missing values" if self._new else
-                               "the run was trained without --fill, which refuses them: fill them in the "
-                               "file, or train a run with --fill ffill or --fill zero")
+                               "pass --fill ffill or --fill zero to fill missing values")
                         raise DataError(f"{self.path}: line {line}, column {c + 1} ({names[c]!r}): "
                                         f"missing value ({why})")
                 else:

@@ -118,9 +118,8 @@ def test_predict_reads_a_file_written_otherwise_than_the_runs_with_the_reading_o
     gap = tmp_path / "gap.csv"
     gap.write_text("\n".join(rows[:-2] + [rows[-2].split(",")[0] + ",," + rows[-2].split(",")[2], rows[-1]]) + "\n")
     status, said = predict(gap)
-    assert status == 2 and (f"line {len(rows) - 1}, column 2 ('load'): missing value (the run was trained without "
-                            f"--fill, which refuses them: fill them in the file, or train a run with --fill ffill "
-                            f"or --fill zero)") in said.err, said.err      # it said "pass --fill", which predict refused
+    assert status == 2 and (f"line {len(rows) - 1}, column 2 ('load'): missing value (pass --fill ffill or --fill "
+                            f"zero to fill missing values)") in said.err, said.err      # an option predict now takes
     assert predict(gap, "--fill", "ffill")[0] == 0
     status, said = predict(series, "--layout", "time")
     assert status == 2 and f"--layout applies to a checkpoint trained on arrays; {out} was trained on series" in said.err
