@@ -9,6 +9,7 @@ Only the standard library loads before main() has installed its Ctrl-C handler
 import argparse
 import contextlib
 import errno
+import math
 import os
 import re
 import signal
@@ -183,6 +184,23 @@ def _at_least(args, **minimum):
         value = getattr(args, name)
         if value is not None and value < low:
             raise UsageError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+
+
+REAL = {  # option: (its range as said, the test), for the real-valued options of every command
+    "lr": ("a finite number > 0", lambda v: v > 0), "temperature": ("a finite number > 0", lambda v: v > 0),
+    "clip": ("a finite number >= 0 (0: no clipping)", lambda v: v >= 0),
+    "weight_decay": ("a finite number >= 0", lambda v: v >= 0),
+    "dropout": ("in [0, 1)", lambda v: 0 <= v < 1), "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "val_fraction": ("in (0, 1)", lambda v: 0 < v < 1)}
+
+
+def _real(args, *names):
+    """UsageError unless each real-valued option given (not None) is a finite number in its
+    range (REAL): said with the counts (_at_least), before anything about --out or the data."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and REAL[name][1](value)):
+            raise UsageError(f"--{name.replace('_', '-')} must be {REAL[name][0]}, got {value}")
 
 
 def _not_onto(out, **reads):
@@ -501,6 +519,7 @@ def _train(args, interrupt, held):
 
     _at_least(args, steps=1, epochs=1, batch=1, eval_every=1, patience=1, warmup=0, seed=0, hidden=1, layers=1,
               embed=1, window=1, horizon=1, season=1)
+    _real(args, "lr", "clip", "weight_decay", "dropout", "momentum", "val_fraction")
     if args.out == "":
         raise UsageError("--out is empty; give a checkpoint's file name, or leave --out out for runs/NAME.ckpt")
     out = args.out or _default_out(args)
@@ -647,8 +666,7 @@ def sample(args, interrupt):
 
     import fastlstm
     _at_least(args, seed=0, length=0)
-    if not (args.temperature > 0 and np.isfinite(args.temperature)):
-        raise UsageError(f"--temperature must be a finite number > 0, got {args.temperature}")
+    _real(args, "temperature")
     model = fastlstm.load(args.checkpoint)
     vocab = _text_vocab(model, args.checkpoint)
     index = {ch: i for i, ch in enumerate(vocab) if ch}

@@ -106,7 +106,7 @@ def test_weight_decay_and_adamw_from_the_command_line(tmp_path):
         assert r.returncode == 0, r.stderr
         m = fastlstm.load(out)
         assert type(m.optimizer) is kind and m.optimizer.weight_decay == wd == m.extra["options"]["weight_decay"]
-    for typed, said in ((["--weight-decay", "-1"], "weight_decay must be >= 0, got -1.0"),
+    for typed, said in ((["--weight-decay", "-1"], "--weight-decay must be a finite number >= 0, got -1.0"),
                         (["--optimizer", "adamw", "--lr", "0.5", "--weight-decay", "2"], "which must be < 1")):
         r = _run("train", "--steps", "3", "--out", str(tmp_path / "bad.ckpt"), *SMALL, *typed)
         assert r.returncode == 2 and said in r.stderr and not (tmp_path / "bad.ckpt").exists(), r.stderr
@@ -296,6 +296,14 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         (("sample", str(adding)), "is not a checkpoint of text"),
         (("sample", str(adding), "--temperature", "0"), "--temperature must be"),
         (("sample", str(adding), "--temperature", "nan"), "--temperature must be"),
+        # real-valued options: said as the counts are, before --out's state (they came after "exists")
+        *((("train", "--out", str(adding), *typed), said) for typed, said in (
+            (("--lr", "-1"), "--lr must be a finite number > 0, got -1.0"),
+            (("--lr", "inf"), "--lr must be a finite number > 0, got inf"),
+            (("--clip", "nan"), "--clip must be a finite number >= 0 (0: no clipping), got nan"),
+            (("--dropout", "1", "--layers", "2"), "--dropout must be in [0, 1), got 1.0"),
+            (("--optimizer", "sgd", "--momentum", "-0.5"), "--momentum must be in [0, 1), got -0.5"),
+            (("--weight-decay", "-1"), "--weight-decay must be a finite number >= 0, got -1.0"))),
         (("train", "--task", "digits", "--resume", "--out", str(adding)), "trained on task 'adding'"),
         (("train", "--resume", "--out", str(plain)), "not written by `fastlstm train`"),
         (("predict", str(adding), "--data", str(adding)), "was not trained with --data"),
