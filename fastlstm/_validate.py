@@ -55,6 +55,17 @@ def dtype_of(dtype):
     return dt
 
 
+def cast(arrays, dtype):
+    """{name: array} cast to the model dtype `dtype` (astype's copies), or ValueError naming
+    the first array that holds a value beyond dtype's range (float64 → float32 would give ±Inf)."""
+    top = np.finfo(dtype).max
+    for name, a in arrays.items():
+        big = np.abs(a).max(initial=0) if dtype.itemsize < a.dtype.itemsize else 0
+        if big > top:
+            raise ValueError(f"{name} holds {big:.6g}, beyond {dtype}'s range (at most {top:.6g})")
+    return {name: a.astype(dtype) for name, a in arrays.items()}
+
+
 def integer(name, value):
     """`value` as an int; bools, floats (2.5, 2.0) and strings ("5") are refused, not truncated
     or parsed."""

@@ -455,6 +455,17 @@ class _Recurrent:
         return _unpickle, (type(self), self._settings(), self.params, self.grads,
                            dict(training=self.training, dropout_step=self.dropout_step))
 
+    @one_call_at_a_time
+    def astype(self, dtype):
+        """A copy of the stack in `dtype` (float32 or float64; PyTorch's .float() and
+        .double()): the parameters cast, the settings, training mode and dropout step kept,
+        the gradients zero. Casting to float32 refuses a value beyond float32's range
+        (ValueError), and leaves this stack as it is."""
+        dtype = v.dtype_of(dtype)
+        params = v.cast(dict(params=self.params), dtype)["params"]
+        return _unpickle(type(self), dict(self._settings(), dtype=dtype.name), params, np.zeros_like(params),
+                         dict(training=self.training, dropout_step=self.dropout_step))
+
     def __repr__(self):
         """The sizes, every setting that differs from its default (PyTorch's way), dtype and size."""
         settings = self._settings()

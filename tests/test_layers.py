@@ -410,6 +410,36 @@ def test_a_warm_bidirectional_dropout_embedding_step_allocates_no_array(batch_fi
     assert peaks[1] <= peaks[0] + 8192 and peaks[1] < T * 36 * H * 4 // 3, peaks      # threadpoolctl's objects vary
 
 
+@pytest.mark.parametrize("make", [
+    lambda dt: fastlstm.LSTM(3, 6, 2, proj_size=4, bidirectional=True, dropout=0.4, dtype=dt, seed=1),
+    lambda dt: fastlstm.GRU(3, 6, 2, dropout=0.4, batch_first=True, dtype=dt, seed=1),
+    lambda dt: fastlstm.RNN(3, 6, nonlinearity="relu", dtype=dt, seed=1)])
+def test_astype_copies_a_stack_into_the_other_dtype(make):
+    """stack.astype(np.float32) (PyTorch's .float()): the settings, training mode and dropout
+    step kept (the same masks next), the parameters cast, the gradients zero; it runs as the
+    original to float32's rounding, and back to float64 exactly. A value beyond float32's
+    range is refused, and the stack is left as it was."""
+    m = make(np.float64)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    m.backward(np.ones_like(m.forward(x)[0]))
+    c = m.astype(np.float32)
+    assert repr(c) == repr(m).replace("float64", "float32") and c.dtype == np.float32
+    assert (c.training, c.dropout_step, c.dropout_seed) == (m.training, m.dropout_step, m.dropout_seed)
+    assert np.array_equal(c.params, m.params.astype(np.float32)) and not c.grads.any() and m.grads.any()
+    assert np.abs(c.forward(x.astype(np.float32))[0] - m.forward(x)[0]).max() < 1e-5   # the same masks
+    c.backward(np.ones_like(c.forward(x.astype(np.float32))[0]))
+    assert c.grads.any() and np.isfinite(c.grads).all()
+    back = c.eval().astype("float64")
+    assert back.dtype == np.float64 and not back.training and np.array_equal(back.params, c.params)
+    m.params[3] = -1e300
+    before = m.params.copy()
+    with pytest.raises(ValueError, match=r"params holds 1e\+300, beyond float32's range"):
+        m.astype(np.float32)
+    assert np.array_equal(m.params, before)
+    with pytest.raises(TypeError, match="dtype must be float32 or float64, got float16"):
+        m.astype(np.float16)
+
+
 @pytest.mark.parametrize("make", [lambda: fastlstm.LSTM(3, 6, 2, proj_size=4, bidirectional=True, dropout=0.4, seed=1),
                                   lambda: fastlstm.GRU(3, 6, 2, dropout=0.4, dtype=np.float64, seed=1),
                                   lambda: fastlstm.RNN(3, 6, batch_first=True, seed=1)])
