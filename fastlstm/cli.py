@@ -496,8 +496,9 @@ _LOCK = re.compile(rb"fastlstm train (\d+)\n|")        # a run's lock file: its 
 def _number(v):
     """A metric as the command line prints it: 4 decimals, or, below 1e-3, 4 significant
     digits (Keras's rule), where 4 decimals would print an lr of 1e-5 or an RMSE in small
-    units as 0.0000."""
-    return f"{v:.4f}" if v == 0 or not abs(v) < 1e-3 else f"{v:.4e}"
+    units as 0.0000; so too from 1e9, where they would print an RMSE in large units as
+    three hundred digits."""
+    return f"{v:.4f}" if v == 0 or 1e-3 <= abs(v) < 1e9 or not math.isfinite(v) else f"{v:.4e}"
 
 
 def _metrics(m):

@@ -713,6 +713,8 @@ class Series:
             with np.errstate(over="ignore", invalid="ignore"):
                 self.mean = train.mean(axis=0)
                 std = train.std(axis=0)
+                odd = ~((1e-150 < std) & (std < 1e150)) & np.isfinite(self.mean)
+                std[odd] = [_scaled_rms(train[:, j] - self.mean[j]) for j in np.flatnonzero(odd)]
             self.std = np.where(std > 0, std, 1.0)
         self.values = values
         with np.errstate(over="ignore", invalid="ignore"):
@@ -875,8 +877,16 @@ class Series:
                     mean=self.mean.tolist(), std=self.std.tolist(), time_col=self.time_col)
 
 
+def _scaled_rms(d):
+    """sqrt(mean(d²)) with d scaled by its largest |value| first, as LAPACK's nrm2: squares
+    of 1e-160 underflow to 0 (a column of such values read as constant) and of 1e300
+    overflow, where the scaled ones keep every digit."""
+    top = np.abs(d).max(initial=0)
+    return float(top * np.sqrt(np.mean((d / top) ** 2))) if 0 < top < np.inf else float(top)
+
+
 def _rmse(a, b):
-    return float(np.sqrt(np.mean((a - b) ** 2)))
+    return _scaled_rms(a - b)
 
 
 def _mae(a, b):

@@ -2,6 +2,7 @@
 `fastlstm predict`, on data the tests make and on data that ships offline; bad data get
 a clear error with their place; resume stays bitwise; Model.fit."""
 import datetime as dt
+import math
 import os
 import re
 import signal
@@ -411,9 +412,9 @@ def _hourly(values, hours=None):
     ("far.csv", _hourly([1e300 if i == 20 else i % 3 for i in range(24)]), ["--target", "load", "--window", "3"],
      "line 22, column 2 ('load'): 1e+300 is too large for the column's scale (the training rows' mean 0.947, "
      "standard deviation 0.825)"),
-    ("overflow_std.csv", _hourly([1e200 if i == 2 else 1 for i in range(24)]), ["--target", "load", "--window", "3"],
-     "line 4, column 2 ('load'): 1e+200 is too large for the column's scale (the training rows' mean 5.26e+198, "
-     "standard deviation inf)"),
+    ("overflow_mean.csv", _hourly([1.5e308 if i in (2, 3) else 1 for i in range(24)]),
+     ["--target", "load", "--window", "3"], "line 4, column 2 ('load'): 1.5e+308 is too large for the column's scale "
+     "(the training rows' mean inf, standard deviation inf)"),
     ("newest_first.csv", _hourly(range(24), hours=range(23, -1, -1)), ["--target", "load", "--window", "3"],
      "line 3, column 1 ('date'): '2024-01-02T22:00:00' goes back in time from line 2's '2024-01-02T23:00:00': "
      "sort the rows oldest first"),
@@ -1140,6 +1141,31 @@ def test_metrics_below_a_thousandth_print_their_digits(tmp_path, capsys):
     rmse = history(tmp_path / "run.ckpt")[-1]["val_rmse"]
     assert 1e-8 < rmse < 1e-5 and f"val_rmse {rmse:.4e}" in last and "lr 1.0000e-05" in last, out
     assert "train_loss 0." in last or "train_loss 1." in last                      # 4 decimals above 1e-3
+
+
+def test_a_series_in_any_units_trains_as_in_units_of_one(tmp_path, capsys):
+    """Columns of 1e-170 and of 1e300 standardise and score as a column of ones does (the
+    standard deviation and the RMSE over values scaled by their largest, as LAPACK's
+    norms). The squares of 1e-170 underflowed to 0: the column read as constant, was
+    standardised with 1 (the model saw zeros), and every RMSE read 0 (skill 1.0); at
+    1e-160 the standard deviation was off in its fourth digit. Those of 1e300 overflowed
+    and the run was refused. Metrics in large units print in 4 significant digits, as in
+    small ones, not as three hundred."""
+    runs = {}
+    for scale in (1.0, 1e-170, 1e300):
+        path = tmp_path / f"{scale:g}.csv"
+        path.write_text("a,b\n" + "".join(f"{scale * math.sin(k / 5)!r},{scale * math.cos(k / 5)!r}\n" for k in range(400)))
+        assert cli.main(["train", "--data", str(path), "--target", "a", "--window", "10", "--steps", "120",
+                         "--eval-every", "120", "--quiet", "--out", str(tmp_path / f"run{scale:g}.ckpt")]) == 0
+        runs[scale] = history(tmp_path / f"run{scale:g}.ckpt")[-1], capsys.readouterr().out.splitlines()[-1]
+    one = runs[1.0][0]
+    assert one["skill"] > 0.5, one
+    for scale in (1e-170, 1e300):
+        h, last = runs[scale]
+        assert h["skill"] == pytest.approx(one["skill"], rel=1e-4), (scale, h, one)
+        for k in ("val_rmse", "val_mae", "naive_rmse", "naive_mae"):
+            assert h[k] == pytest.approx(scale * one[k], rel=1e-4), (scale, k, h, one)
+        assert f"val_rmse {h['val_rmse']:.4e}," in last, last
 
 
 def test_a_csv_without_a_header_is_said(tmp_path):
