@@ -187,6 +187,15 @@ def _refuse_utf16(path, head, hint=""):
                         f"fastlstm reads UTF-8: save it as UTF-8{hint}")
 
 
+def _not_utf8(path, at, e, hint=""):
+    """DataError for the UnicodeDecodeError e at byte `at` of the file: where, and what to do
+    (a file saved as Latin-1 or Windows' cp1252 is the usual case)."""
+    line, col = _where(path, at)
+    return DataError(f"{path}: invalid UTF-8 at line {line}, column {col} (byte {at}: {e.reason}); fastlstm "
+                     f"reads UTF-8: save the file as UTF-8{hint} (one from Windows or a spreadsheet may be in "
+                     f"cp1252 or Latin-1)")
+
+
 def _characters(path, start, piece, new=True):
     """The characters of one piece: the bytes themselves (uint8) when all are ASCII, the
     fast and common case, else uint32 code points; DataError for a NUL byte or invalid UTF-8.
@@ -206,9 +215,7 @@ def _characters(path, start, piece, new=True):
     try:
         s = piece.tobytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        line, col = _where(path, start + e.start)
-        raise DataError(f"{path}: invalid UTF-8 at line {line}, column {col} (byte "
-                        f"{start + e.start}: {e.reason})") from None
+        raise _not_utf8(path, start + e.start, e) from None
     return np.frombuffer(s.encode("utf-32-le"), "<u4")
 
 
@@ -533,8 +540,7 @@ def read_csv(path, sep=",", decimal="."):
     try:
         text = raw.decode("utf-8-sig")                   # a spreadsheet's byte-order mark is not a name
     except UnicodeDecodeError as e:
-        line, col = _where(path, e.start)
-        raise DataError(f"{path}: invalid UTF-8 at line {line}, column {col}") from None
+        raise _not_utf8(path, e.start, e, ' (a spreadsheet\'s "CSV UTF-8")') from None
     del raw                                              # the copies a load holds at once bound its memory
     if not text.strip():
         raise DataError(f"{path}: the file is empty")

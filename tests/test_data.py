@@ -362,6 +362,12 @@ def _hourly(values, hours=None):
     ("empty.txt", b"", [], "the file is empty"),
     ("bin.txt", b"ab\x00cd", [], "not a text file (a NUL byte at line 1, column 3)"),
     ("bad.txt", "héllo\nwörld ".encode() + b"\xff!!", [], "invalid UTF-8 at line 2, column 7"),
+    ("cp1252.txt", "caf\xe9 au lait".encode("cp1252"), [], "invalid UTF-8 at line 1, column 4 (byte 3: invalid "
+     "continuation byte); fastlstm reads UTF-8: save the file as UTF-8 (one from Windows or a spreadsheet may be in "
+     "cp1252 or Latin-1)"),
+    ("cp1252.csv", "load,city\n1,K\xf6ln\n".encode("cp1252"), ["--target", "load"], "invalid UTF-8 at line 2, "
+     "column 4 (byte 13: invalid start byte); fastlstm reads UTF-8: save the file as UTF-8 (a spreadsheet's \"CSV "
+     "UTF-8\")"),
     ("utf16.txt", "hello\n".encode("utf-16"), [], "the file is UTF-16 (it starts with a UTF-16 byte-order mark); "
      "fastlstm reads UTF-8: save it as UTF-8"),                  # it said "a NUL byte at line 1, column 3"
     ("empty.csv", b"", ["--target", "load"], "the file is empty"),
