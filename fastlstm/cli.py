@@ -800,7 +800,8 @@ def export(args, interrupt):
     model = fastlstm.load(args.checkpoint)
     cast = args.float32 and model.dtype != "float32"
     fastlstm.export_onnx(model.astype("float32") if cast else model, args.out, streaming=args.streaming)
-    print(f"fastlstm: wrote {args.out} ({'one streaming step' if args.streaming else 'whole sequences'}"
+    layout = "x (B, T, ·), batch first" if model.batch_first else "x (T, B, ·), time-major"
+    print(f"fastlstm: wrote {args.out} ({'one streaming step' if args.streaming else 'whole sequences of ' + layout}"
           f"{', a float32 copy of the float64 model' if cast else ''})")
     return 0
 

@@ -6,7 +6,9 @@
 The sequence graph takes x (T, B, D) float32 and sequence_lens (B,) int32, with T and B
 dynamic, and optionally h0 (num_layers, B, Hr) and c0 (num_layers, B, H), which default
 to zeros. It gives predictions ((B, O) for output="last", (T, B, O) for "every", zero past
-each length) and the final states hn, cn. Each layer is one ONNX `LSTM`, `GRU` or `RNN`
+each length) and the final states hn, cn. A batch_first model's graph takes x (B, T, D)
+and gives (B, T, O), as the model does (a Transpose at each end; the states stay
+(num_layers, B, ·), as PyTorch's). Each layer is one ONNX `LSTM`, `GRU` or `RNN`
 node. The head is MatMul + Add, with Softmax for xent. "last" reads the top layer's Y_h,
 which ONNX defines as h at each row's last real step.
 
@@ -95,9 +97,11 @@ def export_onnx(model, path, *, streaming=False):
         return outs[0] if len(outs) == 1 else outs
 
     x_type, x_dims = (TensorProto.INT64, []) if tokens else (f32, [core.input_size])   # token ids, or vectors
+    swap = model.batch_first and not streaming             # x (B, T, ·) in, time-major within, as Model does
+    x_in = node("Transpose", ["x"], ["x_tm"], perm=[1, 0, 2][:2 + (not tokens)]) if swap else "x"
     if tokens:                                                                 # x_t = E[id_t]
-        node("Gather", [const("E", model.E.copy()), "x"], ["x_vec"], axis=0)
-    x_vec = "x_vec" if tokens else "x"
+        node("Gather", [const("E", model.E.copy()), x_in], ["x_vec"], axis=0)
+    x_vec = "x_vec" if tokens else x_in
     if streaming:
         inputs = [helper.make_tensor_value_info("x", x_type, ["B", *x_dims]),
                   helper.make_tensor_value_info("h", f32, [Lyr, "B", Hr])]
@@ -106,13 +110,13 @@ def export_onnx(model, path, *, streaming=False):
         X = node("Unsqueeze", [x_vec, const("axis0", np.array([0]))], ["x_seq"])
         h0, c0, lens = "h", "c" if lstm else None, ""
     else:
-        inputs = [helper.make_tensor_value_info("x", x_type, ["T", "B", *x_dims]),
+        inputs = [helper.make_tensor_value_info("x", x_type, ["B", "T"][::1 if swap else -1] + x_dims),
                   helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, ["B"]),
                   helper.make_tensor_value_info("h0", f32, [Lyr, "B", Hr])]
         if lstm:
             inputs.append(helper.make_tensor_value_info("c0", f32, [Lyr, "B", H]))
         # h0, c0 are optional: zeros of shape (layers, 1, width) by default, expanded to B
-        shape_x = node("Shape", ["x"], ["shape_x"])
+        shape_x = node("Shape", [x_in], ["shape_x"])
         B = node("Slice", [shape_x, const("one", np.array([1])), const("two", np.array([2]))], ["B"])
         for name, width in (("h0", Hr), ("c0", H))[:1 + lstm]:
             const(name, np.zeros((Lyr, 1, width), np.float32))
@@ -216,10 +220,12 @@ def export_onnx(model, path, *, streaming=False):
     P = node("Softmax", [z], ["probs"], axis=-1) if model.loss == "xent" else z
     if model.output == "every" and not streaming:                                         # zero past lengths
         P = node("Mul", [P, node("Cast", [live3], ["mask"], to=f32)], ["masked"])
+        if swap:
+            P = node("Transpose", [P], ["masked_bt"], perm=[1, 0, 2])
     node("Identity", [P], ["predictions"])
     h_out, c_out = ("h_out", "c_out") if streaming else ("hn", "cn")
     node("Concat", hs, [h_out], axis=0)
-    pred_shape = ["T", "B", O] if model.output == "every" and not streaming else ["B", O]
+    pred_shape = (["B", "T"][::1 if swap else -1] + [O]) if model.output == "every" and not streaming else ["B", O]
     outputs = [helper.make_tensor_value_info("predictions", f32, pred_shape),
                helper.make_tensor_value_info(h_out, f32, [Lyr, "B", Hr])]
     if lstm:

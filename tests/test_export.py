@@ -52,20 +52,28 @@ def test_onnx_runtime_equals_predict(tmp_path, cell, layers, loss, output, with_
         assert outs["cn"].shape == cn.shape and np.abs(outs["cn"] - cn).max() <= 1e-5
 
 
-@pytest.mark.parametrize("output", ["last", "every"])
-def test_a_batch_first_models_graph_stays_time_major(tmp_path, output):
-    """The README's promise: ONNX's x is (T, B, D) whatever batch_first, so a batch_first
-    model's graph equals its time-major predictions (model.time_major())."""
-    m = _model("lstm", 2, output=output, batch_first=True)
-    T, B = 9, 5
-    x = np.random.default_rng(0).standard_normal((T, B, 3)).astype(np.float32)
-    fastlstm.export_onnx(m, tmp_path / "m.onnx")
-    got = _session(tmp_path / "m.onnx").run(["predictions"], {"x": x, "sequence_lens": np.full(B, T, np.int32)})[0]
-    with m.time_major():
-        want = m.predict(x)
-    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5
-    assert np.array_equal(np.swapaxes(want, 0, 1) if output == "every" else want,
-                          m.predict(np.ascontiguousarray(np.swapaxes(x, 0, 1))))
+@pytest.mark.parametrize("output,tokens", [("last", False), ("every", False), ("every", True)])
+def test_a_batch_first_models_graph_takes_its_layout(tmp_path, output, tokens):
+    """A batch_first model's graph takes x (B, T, D) (token ids (B, T)) and gives (B, T, O)
+    per step, as the model's predict does and as PyTorch's export of a batch_first module
+    does; the states stay (layers, B, ·). It took (T, B, D) whatever the setting, so a
+    Keras user's (B, T, D) batch ran with B and T swapped, or was refused."""
+    m = _model("lstm", 2, "xent" if tokens else "mse", output, batch_first=True,
+               **(dict(vocab_size=7) if tokens else {}))
+    B, T = 5, 9
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 7, (B, T)) if tokens else rng.standard_normal((B, T, 3)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B)
+    proto = fastlstm.export_onnx(m, tmp_path / "m.onnx")
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in proto.graph.input[:1]]
+    assert dims == [["B", "T"] + [3] * (not tokens)]
+    got = _session(tmp_path / "m.onnx").run(["predictions", "hn"], {"x": x, "sequence_lens": lengths.astype(np.int32)})
+    want = m.predict(x, lengths)
+    assert got[0].shape == want.shape and np.abs(got[0] - want).max() <= 1e-5
+    with m.time_major():                                  # the same model, time-major: the same numbers
+        assert np.array_equal(m.predict(np.ascontiguousarray(np.swapaxes(x, 0, 1)), lengths),
+                              np.swapaxes(want, 0, 1) if output == "every" else want)
+    assert got[1].shape == (2, B, 5)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -151,8 +159,12 @@ def test_fastlstm_export_from_the_command_line(tmp_path):
     r = run("train", "--steps", "3", "--T", "12", "--hidden", "8", "--batch", "8", "--quiet", "--out", str(ckpt))
     assert r.returncode == 0, r.stderr
     r = run("export", str(ckpt), str(out))
-    assert r.returncode == 0 and str(out) in r.stdout, r.stderr
+    assert r.returncode == 0 and f"{out} (whole sequences of x (T, B, ·), time-major)" in r.stdout, r.stderr
     m = fastlstm.load(ckpt)
+    bf = fastlstm.Model(2, 8, 1, batch_first=True)                     # one made in Python: its own layout, said
+    bf.save(tmp_path / "bf.ckpt")
+    r = run("export", str(tmp_path / "bf.ckpt"), str(tmp_path / "bf.onnx"))
+    assert r.returncode == 0 and "whole sequences of x (B, T, ·), batch first" in r.stdout, r.stderr
     x = np.random.default_rng(0).random((12, 4, 2), np.float32)
     got = _session(out).run(["predictions"], {"x": x, "sequence_lens": np.full(4, 12, np.int32)})[0]
     assert np.abs(got - m.predict(x)).max() <= 1e-5
