@@ -60,9 +60,8 @@ def export_onnx(model, path, *, streaming=False):
     model: a float64 model (ONNX Runtime's recurrent operators run float32 only), and the
     streaming graph of a bidirectional model (which cannot stream). A bidirectional layer is
     one node with direction="bidirectional" (with projections: a Scan per direction); a
-    model with an embedding takes int64 token ids
-    x (T, B) (streaming: (B,)) and gathers E's rows first; dropout is a training matter and
-    leaves no trace."""
+    model with an embedding takes int64 token ids x (T, B) (batch_first: (B, T); streaming:
+    (B,)) and gathers E's rows first; dropout is a training matter and leaves no trace."""
     from .model import Model
     if not isinstance(model, Model):           # a bare LSTM stack has no head to export
         raise TypeError(f"export_onnx takes a fastlstm.Model, got {type(model).__name__}")
