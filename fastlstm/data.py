@@ -885,8 +885,8 @@ class Series:
 
 def _scaled_rms(d):
     """sqrt(mean(d²)) with d scaled by its largest |value| first, as LAPACK's nrm2: squares
-    of 1e-160 underflow to 0 (a column of such values read as constant) and of 1e300
-    overflow, where the scaled ones keep every digit."""
+    of 1e-170 underflow to 0 (a column of such values read as constant, its RMSE as 0) and
+    of 1e300 overflow, where the scaled ones keep every digit."""
     top = np.abs(d).max(initial=0)
     return float(top * np.sqrt(np.mean((d / top) ** 2))) if 0 < top < np.inf else float(top)
 
