@@ -1,4 +1,6 @@
 """Bad input gets a clear error, and a failed call leaves the model exactly as it was."""
+import re
+
 import numpy as np
 import pytest
 
@@ -165,6 +167,30 @@ def test_bad_state_dict_is_refused_and_changes_nothing():
         with pytest.raises(TypeError, match="a state dict maps names to tensors"):
             m.load_torch_state_dict(not_a_dict)
     _assert_unchanged(m, snap)
+
+
+def test_another_cells_state_dict_is_named_as_such():
+    """An nn.GRU's weights given to fastlstm.LSTM of the same hidden size said only
+    "weight_ih_l0 must have shape (32, 4), got (24, 4)"; now it names the cell they fit
+    (the same for cell modules' names). Another hidden size is a shape mismatch, as before."""
+    rng = np.random.default_rng(0)
+
+    def sd(H, rows, prefix="_l0"):                       # a torch module's of `rows` blocks of H
+        return {f"weight_ih{prefix}": rng.standard_normal((rows * H, 4)), f"weight_hh{prefix}": rng.standard_normal(
+            (rows * H, H)), f"bias_ih{prefix}": np.zeros(rows * H), f"bias_hh{prefix}": np.zeros(rows * H)}
+    for mine, rows, said in (
+            (fastlstm.LSTM(4, 8), 3, "weight_ih has 24 rows, 3 × hidden_size 8: a GRU's weights, and this is an LSTM "
+                                     "(32 rows); load them into fastlstm.GRU"),
+            (fastlstm.GRU(4, 8), 4, "an LSTM's weights, and this is a GRU (24 rows); load them into fastlstm.LSTM"),
+            (fastlstm.RNN(4, 8), 4, "an LSTM's weights, and this is an RNN (8 rows)"),
+            (fastlstm.GRU(4, 8), 1, "an RNN's weights, and this is a GRU")):
+        before = mine.params.copy()
+        for prefix in ("_l0", ""):                                     # a stack's names, a cell module's
+            with pytest.raises(ValueError, match=re.escape(said)):
+                mine.load_torch_state_dict(sd(8, rows, prefix))
+        assert np.array_equal(mine.params, before)
+    with pytest.raises(ValueError, match=re.escape("weight_ih_l0 must have shape (32, 4), got (24, 4)")):
+        fastlstm.LSTM(4, 8).load_torch_state_dict(sd(6, 4))    # an LSTM of 6 units: 24 rows too
 
 
 def test_assigning_the_flat_arrays_copies_in_and_views_cannot_be_rebound():

@@ -104,7 +104,8 @@ def test_gru_errors():
         fastlstm.GRU(3, 4, dropout=1.0)
     g = fastlstm.GRU(3, 4)
     before = g.params.copy()
-    with pytest.raises(ValueError, match=r"weight_ih_l0 must have shape \(12, 3\), got \(16, 3\)"):
+    with pytest.raises(ValueError, match=r"weight_ih has 16 rows, 4 × hidden_size 4: an LSTM's weights, and this "
+                                         r"is a GRU \(12 rows\); load them into fastlstm.LSTM"):
         g.load_torch_state_dict(fastlstm.LSTM(3, 4).torch_state_dict())     # an LSTM's: 4 gates
     with pytest.raises(KeyError, match="2-layer GRU: missing"):           # no projection to speak of
         fastlstm.GRU(3, 4, 2).load_torch_state_dict(g.torch_state_dict())
