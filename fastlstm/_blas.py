@@ -23,10 +23,12 @@ _ROW, _N, _T = 101, 111, 112        # CblasRowMajor, CblasNoTrans, CblasTrans
 _NAMES = {np.dtype(np.float32): ("scipy_cblas_sgemm", types.float32),   # entry point, its real for Numba
           np.dtype(np.float64): ("scipy_cblas_dgemm", types.float64)}
 _gemm = None
-# Blocks of a product: as many as the machine has CPUs (a power of two, at least 4, so that
+# Blocks of a product: as many as the machine has CPUs (a power of two, at least 2, so that
 # 1, 2, 4, ... threads share them evenly), each of at least MIN_ROWS output rows; a product
 # under SMALL multiply-adds is one call on the calling thread (waking threads costs more).
-BLOCKS = max(4, 1 << ((os.cpu_count() or 1) - 1).bit_length())
+# Each block packs the whole other operand again: on 2 CPUs two blocks made δW 3–5% faster
+# than four at the small to DeepBench shapes (docs/performance.md, thirty-third run).
+BLOCKS = max(2, 1 << ((os.cpu_count() or 1) - 1).bit_length())
 MIN_ROWS, SMALL = 32, 1 << 19
 
 
