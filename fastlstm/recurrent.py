@@ -849,9 +849,11 @@ class _Recurrent:
                            f"{'bidirectional ' if self.bidirectional else ''}{type(self).__name__}{proj}"
                            f"{' (torch cell module names)' if cell else ''}: missing {missing}, "
                            f"unexpected {sorted(got - want, key=repr)}{why}")
-        ih, hh = (getattr(state_dict[n if cell else n + names[0][1]], "shape", (None, None))
+        ih, hh = (tuple(getattr(state_dict[n if cell else n + names[0][1]], "shape", ()))
                   for n in ("weight_ih", "weight_hh"))
-        owner = {H: "an RNN", 3 * H: "a GRU", 4 * H: "an LSTM"}.get(ih[0]) if ih[0] != R and hh[1:] == (H,) else None
+        matrices = len(ih) == len(hh) == 2          # else _as_array below says what shape it wants
+        owner = ({H: "an RNN", 3 * H: "a GRU", 4 * H: "an LSTM"}.get(ih[0])
+                 if matrices and ih[0] != R and hh[1] == H else None)
         if owner:                         # another cell's weights, of this hidden size: said as such
             raise ValueError(f"weight_ih has {ih[0]} rows, {ih[0] // H} × hidden_size {H}: {owner}'s weights, and "
                              f"this is {'a' if self.CELL == GRU_CELL else 'an'} {type(self).__name__} ({R} rows); "

@@ -155,6 +155,8 @@ def test_bad_state_dict_is_refused_and_changes_nothing():
         (dict(good, weight_hh_l1=good["weight_hh_l1"][:, :2]), ValueError, r"weight_hh_l1 must have shape \(12, 3\)"),
         (dict(good, bias_ih_l1=_with(good["bias_ih_l1"], 3, np.nan)), ValueError, "bias_ih_l1 must hold finite"),
         (dict(good, weight_ih_l0=good["weight_ih_l0"].astype(int)), ValueError, "weight_ih_l0 must hold finite"),
+        (dict(good, weight_ih_l0=np.float64(1.0)), ValueError, r"weight_ih_l0 must have shape \(12, 2\), got \(\)"),
+        (dict(good, weight_hh_l0=[1.0]), ValueError, r"weight_hh_l0 must have shape \(12, 3\), got \(1,\)"),
         (dict(good, **{"1": good["bias_hh_l1"]}) | {2: None}, KeyError, r"unexpected \['1', 2\]"),   # mixed key types
     ]
     for sd, exc, match in cases:
