@@ -521,9 +521,13 @@ class Model:
         with another B (B fresh streams, as the C ABI's fastlstm_step). A step whose new
         state would not be finite raises NonFiniteError and keeps the state as it was."""
         if self.E is not None:                              # ids (B,) → their embeddings (B, D)
-            if isinstance(x, np.ndarray) and x.ndim != 1:
+            if not (isinstance(x, np.ndarray) and x.dtype.kind in "iu"):
+                raise TypeError(f"this model embeds tokens: x must be an integer ndarray of token ids (B,), one per "
+                                f"stream, got {getattr(x, 'dtype', type(x).__name__)}")
+            if x.ndim != 1 or x.size == 0:
                 raise ValueError(f"x must be token ids of shape (B,) (one per stream), got {x.shape}")
-            ids, _ = self._check_x(x[None] if isinstance(x, np.ndarray) else x, None)
+            # one step as _check_x reads x: (B, 1) batch_first, else (1, B)
+            ids, _ = self._check_x(x[:, None] if self._batch_major else x[None], None)
             x = self.E[ids[0]]
         B = x.shape[0] if isinstance(x, np.ndarray) and x.ndim == 2 else None
         state = self._state

@@ -38,8 +38,8 @@ def _swap(a):
 @pytest.mark.parametrize("output,loss,vocab", [("last", "mse", None), ("every", "mse", None), ("last", "xent", 11),
                                                ("every", "xent", None), ("every", "mse", 11)])
 def test_a_batch_first_model_runs_bit_for_bit_as_the_time_major_one(tmp_path, output, loss, vocab):
-    """train_step, predict, evaluate and fit (with validation) on (B, T, ·) arrays give the
-    time-major model's losses, weights and predictions to the bit; a checkpoint and a copy
+    """train_step, predict, evaluate, fit (with validation) and step on (B, T, ·) arrays give
+    the time-major model's losses, weights and predictions to the bit; a checkpoint and a copy
     keep the setting."""
     tm, bm, x, y = _pair(output, loss, vocab, dropout=0.25)
     xb, yb = _swap(x), (_swap(y) if output == "every" else y)
@@ -52,6 +52,9 @@ def test_a_batch_first_model_runs_bit_for_bit_as_the_time_major_one(tmp_path, ou
     h = tm.fit(x, y, LENGTHS, epochs=2, batch_size=2, seed=0, progress=False, validation=(x, y, LENGTHS))
     hb = bm.fit(xb, yb, LENGTHS, epochs=2, batch_size=2, seed=0, progress=False, validation=(xb, yb, LENGTHS))
     assert h == hb and np.array_equal(tm.params, bm.params)
+    for t in range(T):                     # streaming takes one step of B streams in either layout
+        assert np.array_equal(tm.step(x[t]), bm.step(x[t]))
+    assert bm.step(x[0]).shape == (B, y.shape[-1] if loss == "mse" else 3)
     bm.save(tmp_path / "bf.ckpt")
     pb = bm.predict(xb, LENGTHS)
     for again in (fastlstm.load(tmp_path / "bf.ckpt"), copy.deepcopy(bm)):

@@ -373,8 +373,10 @@ def test_bad_inputs_are_clear_errors_and_change_nothing():
         e.predict(ids - 1)
     with pytest.raises(TypeError, match="integer ndarray of ids"):
         e.train_step(np.zeros((3, 2, 4), np.float32), ids)
-    with pytest.raises(TypeError, match="integer ndarray of ids"):
+    with pytest.raises(TypeError, match=r"integer ndarray of token ids \(B,\), one per stream, got float32"):
         e.step(np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match=r"token ids of shape \(B,\) \(one per stream\), got \(0,\)"):
+        e.step(np.zeros(0, np.int64))
     e.reset_state(2)
     state = [s.copy() for s in e._state]
     with pytest.raises(ValueError, match=r"token ids of shape \(B,\) \(one per stream\), got \(2, 2\)"):
