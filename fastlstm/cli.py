@@ -553,13 +553,14 @@ def _train(args, interrupt, held):
         interrupt.saved = (out, model.steps)
     else:
         model, source, r, name = _new_run(args, rng)
-    args.batch = r.batches.B
     if hasattr(source, "tokens"):
         source.tokens = model.vocab_size is not None        # a text checkpoint from before embeddings: one-hot
     record = dict(data=source.spec()) if hasattr(source, "spec") else \
         dict(task=dict(name=name, T=getattr(source, "T", None)))
     record["options"] = (model.extra.get("options", {}) if args.resume else
                          {k: getattr(args, k) for k in RUN_OPTIONS})
+    args.batch = r.batches.B        # after the record: a batch cut to the data's size is recorded as asked,
+                                    # so that the same command with --resume continues the run
 
     step, lead, stop = model.train_step, True, lambda: interrupt.requested
     if args.distributed:

@@ -96,6 +96,22 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path):
     assert r.returncode == 2 and "--weight-decay 0.1 (the run's: 0.0)" in r.stderr, r.stderr   # from its optimizer
 
 
+def test_the_same_command_resumes_a_run_whose_batch_was_cut_to_the_data(tmp_path):
+    """--batch 8 on 7 training sequences runs batch 7. The run recorded 7, and the same
+    command with --resume was refused ("--batch 8 (the run's: 7)"); it records what was
+    asked now, and another --batch is still refused."""
+    data, out = tmp_path / "few.npz", tmp_path / "few.ckpt"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.standard_normal((9, 5, 2)), y=rng.integers(0, 2, 9))
+    args = ["train", "--data", str(data), "--batch", "8", "--hidden", "4", "--out", str(out), "--quiet"]
+    r = _run(*args, "--steps", "2")
+    assert r.returncode == 0 and "batch 7, 1 steps an epoch" in r.stdout, r.stdout + r.stderr
+    r = _run(*args, "--steps", "3", "--resume")
+    assert r.returncode == 0 and fastlstm.load(out).steps == 3, r.stderr
+    r = _run(*args[:4], "7", *args[5:], "--steps", "4", "--resume")
+    assert r.returncode == 2 and "--batch 7 (the run's: 8)" in r.stderr, r.stderr
+
+
 def test_weight_decay_and_adamw_from_the_command_line(tmp_path):
     """--optimizer adamw takes PyTorch's default weight decay (0.01), --weight-decay sets it
     for any optimizer, the checkpoint's optimizer carries it and the run's record names it."""
