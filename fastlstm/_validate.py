@@ -189,10 +189,22 @@ def rng(seed):
 
 
 def choice(name, value, options):
-    """`value`, which must be one of the strings `options`."""
+    """`value`, which must be one of the strings `options`; the error names the option meant
+    when the value is one in capitals ('LSTM', Keras's 'Adam') or another library's name for
+    it (choices.FOREIGN_NAMES: Keras's 'categorical_crossentropy')."""
     if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+        raise ValueError(f"{name} must be one of {options}, got {value!r}{meant(value, options)}")
     return value
+
+
+def meant(value, options):
+    """" (fastlstm's name for it: 'xent')" when `value` names one of `options` in other
+    words (capitals, spaces, choices.FOREIGN_NAMES), else ""."""
+    if not isinstance(value, str):
+        return ""
+    key = value.strip().lower()
+    key = choices.FOREIGN_NAMES.get(key.replace("-", "_").replace(" ", "_"), key)
+    return f" (fastlstm's name for it: {key!r})" if key in options else ""
 
 
 def array(name, a, shape, dtype, *, writable=False, finite=True):

@@ -15,3 +15,8 @@ DATA_KINDS = ("text", "series", "arrays")
 SEPARATORS = {"tab": "\t"}          # a CSV's cell separator by the name a command line can type
 SEPARATOR_NAMES = {c: name for name, c in SEPARATORS.items()}      # and that name, to say it as typed
 DECIMALS = (".", ",")                # a CSV's decimal mark
+# Other libraries' names for a setting, said back with fastlstm's (a hint in the error, not an alias)
+FOREIGN_NAMES = {"mean_squared_error": "mse", "mseloss": "mse",
+                 "categorical_crossentropy": "xent", "sparse_categorical_crossentropy": "xent",
+                 "crossentropy": "xent", "cross_entropy": "xent", "crossentropyloss": "xent",
+                 "all": "every", "sequence": "every", "simplernn": "rnn"}

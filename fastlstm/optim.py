@@ -351,5 +351,5 @@ def of(optimizer):
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastlstm optimizer (fastlstm.Adam(...), fastlstm.AdamW(...), "
                         f"fastlstm.SGD(...)) "
-                        f"or one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+                        f"or one of {sorted(OPTIMIZERS)}, got {optimizer!r}{v.meant(optimizer, OPTIMIZERS)}")
     return optimizer

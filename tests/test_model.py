@@ -341,6 +341,13 @@ def test_bad_inputs_and_labels_get_clear_errors():
         for bad in ("hinge", ["mse"], None):
             with pytest.raises(ValueError, match=f"^{setting} must be one of .*, got {re.escape(repr(bad))}$"):
                 fastlstm.Model(3, 4, 2, **{setting: bad})
+    # a name in capitals, or Keras's or PyTorch's, is said back with fastlstm's
+    for setting, bad, meant in (("cell", "LSTM", "lstm"), ("cell", "SimpleRNN", "rnn"), ("output", "all", "every"),
+                                ("loss", "sparse_categorical_crossentropy", "xent"), ("loss", "MSELoss", "mse")):
+        with pytest.raises(ValueError, match=f"got {bad!r} \\(fastlstm's name for it: {meant!r}\\)$"):
+            fastlstm.Model(3, 4, 2, **{setting: bad})
+    with pytest.raises(TypeError, match=r"got 'Adam' \(fastlstm's name for it: 'adam'\)$"):
+        fastlstm.Model(3, 4, 2, optimizer="Adam")
     for seed, err in (("a", TypeError), (1.5, TypeError), (True, TypeError), (-1, ValueError)):
         with pytest.raises(err, match="seed must be"):                  # None, an int >= 0 or a Generator
             fastlstm.Model(3, 4, 2, seed=seed)
