@@ -197,6 +197,15 @@ def choice(name, value, options):
     return value
 
 
+def unknown(what, names, known):
+    """ValueError for settings a checkpoint holds that this fastlstm does not know (from a
+    newer one, most likely)."""
+    extra = sorted(set(names) - set(known))
+    if extra:
+        from . import __version__
+        raise ValueError(f"unknown {what} {extra} (written by a newer fastlstm? this is {__version__})")
+
+
 def meant(value, options):
     """" (fastlstm's name for it: 'xent')" when `value` names one of `options` in other
     words (capitals, spaces, choices.FOREIGN_NAMES), else ""."""

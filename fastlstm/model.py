@@ -659,8 +659,7 @@ def _checkpoint_arrays(header):
     for name, part in (("model", cfg), ("optimizer", opt), ("extra", header.get("extra", {}))):
         if not isinstance(part, dict):
             raise TypeError(f"{name} must be a JSON object, got {type(part).__name__}")
-    if set(cfg) - _CONFIG_KEYS:
-        raise ValueError(f"unknown model settings {sorted(set(cfg) - _CONFIG_KEYS)}")
+    v.unknown("model settings", cfg, _CONFIG_KEYS)
     for part, key in ((header, "steps"), (header, "skipped_steps"), (opt, "t")):
         _count(part, key)
     cell = v.choice("cell", cfg.get("cell", "lstm"), choices.CELLS)

@@ -338,6 +338,7 @@ def from_config(cfg):
     name, _ = cfg.pop("name"), cfg.pop("t", 0)
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    v.unknown(f"{name} settings", cfg, OPTIMIZERS[name]().hyper())
     return OPTIMIZERS[name](**cfg)
 
 

@@ -578,6 +578,26 @@ def test_settings_a_header_leaves_out_take_their_defaults(good, tmp_path):
     assert np.array_equal(m.params, fastlstm.load(good).params)
 
 
+def test_settings_this_fastlstm_does_not_know_are_refused_as_a_newer_ones(good, tmp_path):
+    """A setting a later version may add (a model's, an optimizer's) is refused, not
+    dropped: the model would not be the one saved. The error says so in those words (the
+    optimizer's was Python's "__init__() got an unexpected keyword argument")."""
+    def model_setting(h):
+        h["model"]["layer_norm"] = True
+        return h
+
+    def optimizer_setting(h):
+        h["optimizer"]["amsgrad"] = True
+        return h
+    for change, said in ((model_setting, r"unknown model settings \['layer_norm'\]"),
+                         (optimizer_setting, r"unknown adam settings \['amsgrad'\]")):
+        p = tmp_path / "newer.ckpt"
+        p.write_bytes(_with_header(good, change))
+        with pytest.raises(CheckpointError, match=said + rf" \(written by a newer fastlstm\? this is "
+                                                         rf"{re.escape(fastlstm.__version__)}\)"):
+            fastlstm.load(p)
+
+
 # -- Ctrl-C in the middle of a call ------------------------------------------------------------
 
 def _kernels_that_signal(monkeypatch):
