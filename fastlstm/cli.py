@@ -45,6 +45,7 @@ RUN_OPTIONS = ("kind", "target", "features", "window", "horizon", "season", "fil
                "output", "val_fraction", "hidden", "layers", "cell", "bidirectional", "proj", "dropout", "embed",
                "epochs", "batch", "lr", "schedule", "warmup", "optimizer", "momentum", "weight_decay", "clip", "T",
                "dtype", "seed", "eval_every", "patience")
+MAY_CHANGE = ("epochs",)        # with --steps (not among them): where the run ends, which --resume may move
 
 
 def _reading_options(p, run=None):
@@ -99,8 +100,8 @@ def _parser(typed_only=False):
     t.add_argument("--embed", type=int, default=EMBED, help=f"text: the width of the characters' embedding "
                    f"(default {EMBED})")
     t.add_argument("--steps", type=int, help="training steps in all (a resumed run counts those done)")
-    t.add_argument("--epochs", type=int, help="passes over --data (default per kind; with --steps, whichever "
-                   "comes first)")
+    t.add_argument("--epochs", type=int, help="passes over --data in all (default per kind; with --steps, "
+                   "whichever comes first; a resumed run counts those done)")
     t.add_argument("--batch", type=int, help="sequences per step")
     t.add_argument("--lr", type=float, help="learning rate")
     t.add_argument("--schedule", choices=choices.SCHEDULES, default="constant",
@@ -355,8 +356,11 @@ def _resumed_run(out, args, rng):
     except (KeyError, TypeError, ValueError) as e:
         raise UsageError(f"{out}: its run state is unusable ({type(e).__name__}: {e})") from None
     _same_options(out, model, args)
-    if args.steps is not None:                          # a longer (or shorter) run than first asked
-        r.total, r.schedule.total = args.steps, args.steps - r.start
+    if args.steps is not None or args.epochs is not None:   # a longer (or shorter) run than first asked
+        try:
+            r.end_at(args.steps, args.epochs)
+        except ValueError as e:
+            raise UsageError(f"--epochs: {e}") from None
     return model, source, r, name
 
 
@@ -375,11 +379,11 @@ def _same_options(out, model, args):
     differ = [f"--{k.replace('_', '-')} {named.get(args.typed[k], args.typed[k])} (the run's: "
               f"{'not set' if run[k] is None else named.get(run[k], run[k])})"
               for k in RUN_OPTIONS
-              if k in args.typed and k in run and args.typed[k] != run[k]]
+              if k in args.typed and k in run and args.typed[k] != run[k] and k not in MAY_CHANGE]
     if differ:
         raise UsageError(f"--resume continues the run in {out} as it was set up, and these options differ from "
-                         f"it: {', '.join(differ)}. Leave them out (--steps may change), or start a new run with "
-                         f"--overwrite or another --out")
+                         f"it: {', '.join(differ)}. Leave them out (--steps and --epochs may change), or start a "
+                         f"new run with --overwrite or another --out")
 
 
 # The runs that an option belongs to (a built-in task, any --data, or --data of a kind). Typed
@@ -557,7 +561,8 @@ def _train(args, interrupt, held):
         source.tokens = model.vocab_size is not None        # a text checkpoint from before embeddings: one-hot
     record = dict(data=source.spec()) if hasattr(source, "spec") else \
         dict(task=dict(name=name, T=getattr(source, "T", None)))
-    record["options"] = (model.extra.get("options", {}) if args.resume else
+    record["options"] = (dict(model.extra.get("options", {}), **{k: getattr(args, k) for k in MAY_CHANGE
+                                                                   if k in args.typed}) if args.resume else
                          {k: getattr(args, k) for k in RUN_OPTIONS})
     args.batch = r.batches.B        # after the record: a batch cut to the data's size is recorded as asked,
                                     # so that the same command with --resume continues the run

@@ -196,6 +196,17 @@ class Run:
                  schedule=None, warmup=0, shuffle=True):
         self.model, self.data, self.start = model, data, model.steps
         self.batches = Batches(data, batch_size, rng, shuffle)
+        self.schedule = Schedule.of(schedule, warmup)
+        self.end_at(steps, epochs)
+        self.eval_every = eval_every or min(self.batches.per_epoch or 500, 500)
+        self.schedule.start(model.optimizer.lr, self.total - self.start)
+        self.stopper = EarlyStopping(data.monitor, patience)
+        self.loss_sum, self.loss_count, self.history = 0.0, 0, []
+
+    def end_at(self, steps=None, epochs=None):
+        """End the run at `steps`, or at start + epochs × batches per epoch, whichever comes
+        first (ValueError for neither, or epochs of a built-in task); the schedule's end
+        moves with it (a cosine decays to its floor there)."""
         if epochs is not None and not self.batches.finite:
             raise ValueError("epochs need finite data (--data); a built-in task counts steps")
         totals = [t for t in (steps, self.start + epochs * self.batches.per_epoch if epochs is not None else None)
@@ -203,11 +214,7 @@ class Run:
         if not totals:
             raise ValueError("give steps or epochs")
         self.total = min(totals)
-        self.eval_every = eval_every or min(self.batches.per_epoch or 500, 500)
-        self.schedule = Schedule.of(schedule, warmup)
-        self.schedule.start(model.optimizer.lr, self.total - self.start)
-        self.stopper = EarlyStopping(data.monitor, patience)
-        self.loss_sum, self.loss_count, self.history = 0.0, 0, []
+        self.schedule.total = self.total - self.start
 
     def step(self, step_fn):
         lr = self.schedule.lr(self.model.steps - self.start)

@@ -82,7 +82,7 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path):
     for typed, said in ((["--hidden", "16"], "--hidden 16 (the run's: 8)"),
                         (["--lr", "0.5", "--cell", "gru"], "--cell gru (the run's: lstm), --lr 0.5 (the run's: 0.01)"),
                         (["--T", "20", "--seed", "4"], "--T 20 (the run's: 12), --seed 4 (the run's: 3)"),
-                        (["--epochs", "3"], "--epochs 3 (the run's: not set)"),
+                        (["--batch", "4", "--epochs", "3"], "--batch 4 (the run's: 8)"),   # --epochs may change
                         (["--weight-decay", "0.1"], "--weight-decay 0.1 (the run's: 0.0)")):
         r = _run("train", "--steps", "5", "--resume", "--out", str(out), *typed)
         assert r.returncode == 2 and f"these options differ from it: {said}." in r.stderr, r.stderr
@@ -113,6 +113,31 @@ def test_the_same_command_resumes_a_run_whose_batch_was_cut_to_the_data(tmp_path
     assert [h["step"] for h in fastlstm.load(out).extra["history"]] == [2, 3]
     r = _run(*args[:4], "7", *args[5:], "--steps", "4", "--resume")
     assert r.returncode == 2 and "--batch 7 (the run's: 8)" in r.stderr, r.stderr
+
+
+def test_resume_moves_the_end_by_epochs_as_by_steps(tmp_path):
+    """`--epochs 2`, then the same command with `--resume --epochs 4`, ends where a run of
+    4 epochs does, bit for bit (it was refused: "--epochs 4 (the run's: 2)"), and records
+    the new end, so that the same command resumes it again. A built-in task counts steps."""
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.standard_normal((50, 5, 2)), y=rng.integers(0, 2, 50))     # 40 to train: 5 steps an epoch
+    args = ["train", "--data", str(data), "--batch", "8", "--hidden", "4", "--quiet"]
+    a, b = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    for run in (["--epochs", "2", "--out", str(a)], ["--epochs", "4", "--out", str(a), "--resume"],
+                ["--epochs", "4", "--out", str(b)], ["--epochs", "4", "--out", str(a), "--resume"]):
+        r = _run(*args, *run)
+        assert r.returncode == 0, r.stderr
+    ma, mb = fastlstm.load(a), fastlstm.load(b)
+    assert ma.steps == mb.steps == 20 and np.array_equal(ma.params, mb.params)
+    assert ma.extra["options"]["epochs"] == 4 and ma.extra["history"] == [
+        dict(h, seconds=ma.extra["history"][i]["seconds"]) for i, h in enumerate(mb.extra["history"])]
+    r = _run(*args, "--epochs", "5", "--steps", "22", "--out", str(a), "--resume")    # whichever comes first
+    assert r.returncode == 0 and fastlstm.load(a).steps == 22, r.stderr
+    task = tmp_path / "t.ckpt"
+    assert _run("train", "--out", str(task), *SMALL, "--steps", "2").returncode == 0
+    r = _run("train", "--out", str(task), "--epochs", "3", "--resume")
+    assert r.returncode == 2 and "--epochs: epochs need finite data (--data); a built-in task counts steps" in r.stderr
 
 
 def test_weight_decay_and_adamw_from_the_command_line(tmp_path):
