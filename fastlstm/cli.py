@@ -241,6 +241,13 @@ class _Interrupt:
     def defer(self):
         self.deferred = True
 
+    def reader_gone(self):
+        """The reader of stdout or stderr went away (`fastlstm train | head`): stop after the
+        step under way, as on Ctrl-C, with status 141 (128 + SIGPIPE, as a shell reports a
+        process that a closed pipe ended)."""
+        if not self.requested:
+            self.requested, self.status = True, 128 + signal.SIGPIPE
+
     def __call__(self, signum, frame):
         if not self.requested:
             self.status = 128 + signum
@@ -256,6 +263,37 @@ class _Interrupt:
                     os.unlink(self.lock)
             os._exit(self.status)
         raise KeyboardInterrupt
+
+
+class _Pipe:
+    """The training loop's stdout or stderr. A write after the reader went away raises no
+    BrokenPipeError, which would end the run between an evaluation and its checkpoint (with
+    status 0 and nothing said): it asks the loop to stop (reader_gone), and the stream's
+    descriptor goes to /dev/null, so that nothing written later, nor Python's flush at exit,
+    fails."""
+
+    def __init__(self, stream, interrupt):
+        self.stream, self.interrupt, self.gone = stream, interrupt, False
+
+    def _guard(self, call, *a):
+        if not self.gone:
+            try:
+                return call(*a)
+            except BrokenPipeError:
+                self.gone = True
+                self.interrupt.reader_gone()
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+    def write(self, text):
+        self._guard(self.stream.write, text)
+        return len(text)
+
+    def flush(self):
+        self._guard(self.stream.flush)
+
+    def __getattr__(self, name):                 # isatty, encoding, ... as the stream's
+        return getattr(self.stream, name)
 
 
 def _settings(args):
@@ -574,9 +612,15 @@ def _train(args, interrupt, held):
         step, lead = dp.train_step, dp.rank == 0
         stop = lambda: dp.any(interrupt.requested)          # noqa: E731  (every rank stops at one step)
         args.quiet = args.quiet or not lead
+    out_stream, err_stream = _Pipe(sys.stdout, interrupt), _Pipe(sys.stderr, interrupt)
+
+    def say(text, file=out_stream):
         if lead:
-            print(f"fastlstm: {dp.size} ranks, {dp.threads} threads each, batch {args.batch} split "
-                  f"into shards of about {args.batch // dp.size}", flush=True)
+            print(text, file=file, flush=True)
+
+    if args.distributed:
+        say(f"fastlstm: {dp.size} ranks, {dp.threads} threads each, batch {args.batch} split "
+            f"into shards of about {args.batch // dp.size}")
     refused = None
     if lead:                                                 # rank 0 writes the run's files
         try:
@@ -595,10 +639,6 @@ def _train(args, interrupt, held):
                 training.write_log(log, r.history)
                 interrupt.saved = (out, model.steps)
 
-    def say(text):
-        if lead:
-            print(text, flush=True)
-
     # every buffer a step uses, made now: a batch too big for memory is refused before the run starts
     rows = dp.rows(r.batches.B) if args.distributed else slice(0, r.batches.B)    # this rank's share
     model.reserve(source.T, rows.stop - rows.start)
@@ -616,7 +656,7 @@ def _train(args, interrupt, held):
     if getattr(source, "note", None):
         say(f"fastlstm: note: {source.note}")
     start, t0, speed = model.steps, time.perf_counter(), training.Throughput()
-    bar = tqdm(total=r.total, initial=start, disable=args.quiet, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=r.total, initial=start, disable=args.quiet, unit="step", dynamic_ncols=True, file=err_stream)
     ema, solved = None, False
     interrupt.defer()
     try:
@@ -630,7 +670,7 @@ def _train(args, interrupt, held):
             if r.due:
                 m, improved = r.evaluate(time.perf_counter() - t0)
                 if lead:
-                    bar.write(f"step {model.steps}: {_metrics(m)}" + (" (best)" if improved else ""))
+                    bar.write(f"step {model.steps}: {_metrics(m)}" + (" (best)" if improved else ""), file=out_stream)
                 save()
                 if improved:
                     save(best_out)
@@ -645,7 +685,9 @@ def _train(args, interrupt, held):
         dp.comm.Barrier()        # no rank exits (mpi4py aborts the job on status 130) during rank 0's save
     wall = time.perf_counter() - t0
     if interrupt.requested:
-        say(f"fastlstm: interrupted at step {model.steps}; checkpoint saved to {out} (continue with --resume)")
+        why = "the reader of its output went away" if interrupt.status == 128 + signal.SIGPIPE else "interrupted"
+        say(f"fastlstm: {why} at step {model.steps}; checkpoint saved to {out} (continue with --resume)",
+            file=out_stream if not out_stream.gone else err_stream)
         return interrupt.status
     m = r.history[-1] if r.history and r.history[-1]["step"] == model.steps else dict(source.metrics(model))
     why = ("solved" if solved or (hasattr(source, "solved") and source.solved(m)) else
@@ -834,7 +876,8 @@ def carousel(args, interrupt):
 def main(argv=None, *, restore_handler=True):
     """Run a command; returns the exit status: 0, 2 for bad options or files (a
     `fastlstm: error:` line, never a traceback), 130 when interrupted (Ctrl-C), 143 when
-    terminated (SIGTERM).
+    terminated (SIGTERM), 141 for a run whose output's reader went away (_Pipe; for the
+    other commands that reader has what it wanted: 0).
 
     restore_handler=False (the `fastlstm` command itself) ignores SIGINT once the command
     is done instead of restoring Python's handler, which would raise KeyboardInterrupt

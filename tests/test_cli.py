@@ -261,6 +261,39 @@ def test_sigterm_resumes_bitwise_and_before_training_writes_nothing(tmp_path):
     assert not (tmp_path / "early.lock").exists()
 
 
+@pytest.mark.parametrize("pipe", ["stdout", "stderr"])
+def test_a_reader_that_goes_away_stops_the_run_as_ctrl_c_does(tmp_path, pipe):
+    """`fastlstm train | head -1` (or `2>&1 | head`): the first write after the reader went
+    away raised BrokenPipeError, which main() took for a `predict | head`: the run ended
+    between an evaluation and its checkpoint, with status 0 and nothing said. Now the run
+    stops after the step under way, writes its checkpoint, says so on the other stream
+    and exits with 141 (128 + SIGPIPE); --resume continues it bitwise."""
+    args = ["--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "50"]
+    out = tmp_path / "p.ckpt"
+    quiet = ["--quiet"] if pipe == "stdout" else []              # stderr: the progress bar is the writer
+    p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *args, *quiet, "--steps", "1000000", "--out",
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        reader, other = (p.stdout, p.stderr) if pipe == "stdout" else (p.stderr, p.stdout)
+        assert reader.read(1)                                    # the run is under way; its reader leaves
+        reader.close()
+        said = other.read()
+        p.wait(timeout=300)
+    finally:
+        p.kill()
+    assert p.returncode == 141, said
+    steps = fastlstm.load(out).steps
+    assert steps > 0 and f"the reader of its output went away at step {steps}; checkpoint saved" in said, said
+    assert "Traceback" not in said
+    ref = tmp_path / "ref.ckpt"
+    end = str(steps + 50 - steps % 50)
+    for run in (["--out", str(out), "--resume"], ["--out", str(ref)]):
+        r = _run("train", *args, "--quiet", "--steps", end, *run)
+        assert r.returncode == 0, r.stderr
+    m, ref = fastlstm.load(out), fastlstm.load(ref)
+    assert m.steps == ref.steps == int(end) and np.array_equal(m.params, ref.params)
+
+
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
     """Steps of ~0.3 s: a second SIGINT, sent once the first one's message is out, lands
     inside the step the first one let finish; the run stops there (at the next return
