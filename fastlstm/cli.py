@@ -273,6 +273,8 @@ class _Pipe:
     fails."""
 
     def __init__(self, stream, interrupt):
+        if stream is None:                       # started with the descriptor closed (`>&-`): Python's None
+            stream = open(os.devnull, "w")
         self.stream, self.interrupt, self.gone = stream, interrupt, False
 
     def _guard(self, call, *a):
@@ -736,7 +738,7 @@ def sample(args, interrupt):
     model.reset_state(1)
     for ch in args.prime or "\n":
         p = feed(index.get(ch, 0))
-    out = sys.stdout                   # each character as it comes: a long sample shows at once, and
+    out = _stdout_open("the sample")   # each character as it comes: a long sample shows at once, and
     out.write(args.prime)              # Ctrl-C (which ends the process) keeps what was written
     unknown = [k for k, ch in enumerate(vocab) if not ch]   # id 0 of --data text: a character unseen in
     for _ in range(args.length):                           # training, never one to write (it printed U+FFFD)
@@ -752,6 +754,14 @@ def sample(args, interrupt):
     return 0
 
 
+def _stdout_open(what):
+    """sys.stdout, or UsageError when the process started with it closed (`>&-`: Python's None)."""
+    if sys.stdout is None:
+        raise UsageError(f"standard output is closed (the command ran with >&-): {what} would go there"
+                         + ("; give --out FILE" if what == "the predictions" else ""))
+    return sys.stdout
+
+
 def _write_rows(path, header, rows, sep=","):
     """CSV rows to `path` (atomically: a failure leaves it as it was), or printed when path is None;
     their cells separated by `sep`."""
@@ -759,6 +769,8 @@ def _write_rows(path, header, rows, sep=","):
     import csv
 
     from .checkpoint import atomic_file
+    if not path:
+        _stdout_open("the predictions")
     with atomic_file(path, "the predictions", text=True) if path else contextlib.nullcontext(sys.stdout) as f:
         w = csv.writer(f, delimiter=sep, lineterminator="\n")   # not the csv module's \r\n: awk, cut and pandas expect \n
         w.writerow(header)

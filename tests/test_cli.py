@@ -294,6 +294,27 @@ def test_a_reader_that_goes_away_stops_the_run_as_ctrl_c_does(tmp_path, pipe):
     assert m.steps == ref.steps == int(end) and np.array_equal(m.params, ref.params)
 
 
+def test_a_run_started_with_its_output_closed_trains_and_the_others_say_why_they_cannot(tmp_path):
+    """`fastlstm train ... 2>&-` (or `>&-`): Python has no sys.stderr (sys.stdout), and the
+    run ended at its progress bar with status 1. A run needs no reader: it trains and
+    writes its files. predict and sample, whose output is the point, say so (status 2;
+    predict said 'argument 1 must have a "write" method')."""
+    out, text = tmp_path / "c.ckpt", tmp_path / "c.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 20)
+
+    def closed(fd, *args):
+        return subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=fd == 1, text=True,
+                              timeout=300, pass_fds=(), preexec_fn=lambda: os.close(fd))
+    for fd in (1, 2):
+        r = closed(fd, "train", "--data", str(text), "--steps", "3", "--T", "8", "--hidden", "8", "--out", str(out),
+                   "--overwrite")
+        assert r.returncode == 0 and fastlstm.load(out).steps == 3, r.stderr
+    r = closed(1, "sample", str(out), "--length", "5")
+    assert r.returncode == 2 and "standard output is closed (the command ran with >&-): the sample" in r.stderr
+    r = closed(1, "predict", str(out), "--data", str(text))
+    assert r.returncode == 2 and "the predictions would go there; give --out FILE" in r.stderr, r.stderr
+
+
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
     """Steps of ~0.3 s: a second SIGINT, sent once the first one's message is out, lands
     inside the step the first one let finish; the run stops there (at the next return
