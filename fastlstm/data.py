@@ -116,8 +116,10 @@ def kind_of(path):
 def _a_file(path):
     """path, if it names a regular file; else DataError saying what it names instead."""
     if not os.path.isfile(path):
+        saved = "; fastlstm reads data from a file (more than once, and --resume checks it): save it to one"
         raise DataError(f"{path}: " + ("a folder, not a file" if os.path.isdir(path) else
-                                       "not a regular file" if os.path.exists(path) else "no such file"))
+                                       "not a regular file (a pipe or a device)" + saved if os.path.exists(path) else
+                                       "standard input is not read" + saved if path == "-" else "no such file"))
     return path
 
 

@@ -515,6 +515,18 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
     assert out.read_bytes() == before and (content in (None, "folder") or path.read_bytes() == content)
 
 
+def test_data_on_standard_input_or_a_pipe_is_refused_with_what_to_do(tmp_path, capsys):
+    """`cat notes.txt | fastlstm train --data -` said only "-: no such file", and a FIFO
+    "not a regular file"; both now say to save the data to a file (a run reads it more
+    than once). The FIFO, which has no writer, is not waited on."""
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    for given, said in (("-", "-: standard input is not read"), (str(fifo), "pipe.txt: not a regular file (a pipe")):
+        assert cli.main(["train", "--data", given, "--quiet", "--out", str(tmp_path / "x.ckpt")]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "fastlstm reads data from a file (more than once" in err, err
+
+
 def test_a_damaged_npz_is_a_data_error_whatever_the_damage(tmp_path):
     """A cut or corrupted archive used to escape as BadZipFile, tokenize's TokenError (NumPy
     parses each member's header) or NotImplementedError: a traceback. 200 damaged copies, of
