@@ -215,9 +215,11 @@ def _not_onto(out, **reads):
 
 
 class _Interrupt:
-    """The SIGINT and SIGTERM handler of the command line (SIGTERM, which a scheduler or
-    `kill` sends before it kills a job, is a Ctrl-C; the exit status is 128 + the signal's
-    number: 130 for SIGINT, 143 for SIGTERM).
+    """The SIGINT, SIGTERM and SIGHUP handler of the command line (SIGTERM, which a scheduler
+    or `kill` sends before it kills a job, and SIGHUP, which a closed terminal or a dropped
+    ssh session sends, are a Ctrl-C; the exit status is 128 + the signal's number: 130 for
+    SIGINT, 143 for SIGTERM, 129 for SIGHUP). A SIGHUP that the process inherited as
+    ignored (`nohup fastlstm train`) stays ignored (handled()).
 
     Until training starts it ends the process at once (exit status 130, a message on
     stderr): nothing is saved yet. A KeyboardInterrupt raised there would land inside
@@ -229,7 +231,13 @@ class _Interrupt:
     passes through (resume is bitwise). A second Ctrl-C stops at once; the last checkpoint
     written stays as it was. `saved` says what is on disk, for main()'s last message."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    NAMES = {signal.SIGTERM: b" (SIGTERM)", signal.SIGHUP: b" (SIGHUP: the terminal went away)"}
+
+    @classmethod
+    def handled(cls):
+        """The signals to handle: SIGNALS, less SIGHUP when it is ignored (nohup)."""
+        return [s for s in cls.SIGNALS if s != signal.SIGHUP or signal.getsignal(s) != signal.SIG_IGN]
 
     def __init__(self):
         self.deferred = self.requested = False
@@ -251,7 +259,7 @@ class _Interrupt:
     def __call__(self, signum, frame):
         if not self.requested:
             self.status = 128 + signum
-        what = b"" if signum == signal.SIGINT else b" (SIGTERM)"
+        what = self.NAMES.get(signum, b"")
         if self.deferred and not self.requested:
             self.requested = True            # os.write: a print here could re-enter stderr's buffer
             os.write(2, b"\nfastlstm: stopping after this step%s (Ctrl-C again to stop at once)\n" % what)
@@ -266,9 +274,10 @@ class _Interrupt:
 
 
 class _Pipe:
-    """The training loop's stdout or stderr. A write after the reader went away raises no
-    BrokenPipeError, which would end the run between an evaluation and its checkpoint (with
-    status 0 and nothing said): it asks the loop to stop (reader_gone), and the stream's
+    """The training loop's stdout or stderr. A write after the reader went away (a closed
+    pipe; a terminal gone, EIO) raises no BrokenPipeError or OSError, which would end the
+    run between an evaluation and its checkpoint (a closed pipe with status 0 and nothing
+    said): it asks the loop to stop (reader_gone), and the stream's
     descriptor goes to /dev/null, so that nothing written later, nor Python's flush at exit,
     fails."""
 
@@ -281,7 +290,9 @@ class _Pipe:
         if not self.gone:
             try:
                 return call(*a)
-            except BrokenPipeError:
+            except OSError as e:
+                if not (isinstance(e, BrokenPipeError) or e.errno == errno.EIO):   # EIO: a terminal gone
+                    raise
                 self.gone = True
                 self.interrupt.reader_gone()
                 with contextlib.suppress(OSError, ValueError):
@@ -888,7 +899,7 @@ def carousel(args, interrupt):
 def main(argv=None, *, restore_handler=True):
     """Run a command; returns the exit status: 0, 2 for bad options or files (a
     `fastlstm: error:` line, never a traceback), 130 when interrupted (Ctrl-C), 143 when
-    terminated (SIGTERM), 141 for a run whose output's reader went away (_Pipe; for the
+    terminated (SIGTERM), 129 on SIGHUP, 141 for a run whose output's reader went away (_Pipe; for the
     other commands that reader has what it wanted: 0).
 
     restore_handler=False (the `fastlstm` command itself) ignores SIGINT once the command
@@ -897,7 +908,7 @@ def main(argv=None, *, restore_handler=True):
     interrupt, previous = _Interrupt(), {}
     interrupt.trains = list(sys.argv[1:] if argv is None else argv)[:1] == ["train"]   # before parsing, for a signal then
     if threading.current_thread() is threading.main_thread():
-        previous = {s: signal.signal(s, interrupt) for s in _Interrupt.SIGNALS}
+        previous = {s: signal.signal(s, interrupt) for s in _Interrupt.handled()}
     try:
         args = _parser().parse_args(argv)
         if args.command == "train":

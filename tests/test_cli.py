@@ -261,6 +261,35 @@ def test_sigterm_resumes_bitwise_and_before_training_writes_nothing(tmp_path):
     assert not (tmp_path / "early.lock").exists()
 
 
+def test_sighup_saves_and_resumes_bitwise_unless_nohup_ignores_it(tmp_path):
+    """A closed terminal or a dropped ssh session sends SIGHUP, whose default ended the run
+    at once, losing the steps since its last checkpoint. It is a Ctrl-C now (status 129).
+    Under `nohup`, which starts the process with SIGHUP ignored, it stays ignored."""
+    args = ["--steps", "1500", "--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "500", "--full"]
+    out, ref = tmp_path / "h.ckpt", tmp_path / "ref.ckpt"
+    assert _run("train", *args, "--quiet", "--out", str(ref)).returncode == 0
+
+    def started(out, ignore=False):
+        p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *args, "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignore else None)
+        _read_until(p, "loss=")
+        p.send_signal(signal.SIGHUP)
+        try:
+            return p, p.communicate(timeout=300)
+        finally:
+            p.kill()
+    p, (stdout, stderr) = started(out)
+    assert p.returncode == 129 and "stopping after this step (SIGHUP: the terminal went away)" in stderr, stderr
+    steps = fastlstm.load(out).steps
+    assert 0 < steps < 1500 and f"interrupted at step {steps}" in stdout
+    assert _run("train", *args, "--quiet", "--out", str(out), "--resume").returncode == 0
+    assert np.array_equal(fastlstm.load(out).params, fastlstm.load(ref).params)
+    p, (stdout, stderr) = started(tmp_path / "nohup.ckpt", ignore=True)
+    assert p.returncode == 0 and fastlstm.load(tmp_path / "nohup.ckpt").steps == 1500, stderr
+    assert np.array_equal(fastlstm.load(tmp_path / "nohup.ckpt").params, fastlstm.load(ref).params)
+
+
 @pytest.mark.parametrize("pipe", ["stdout", "stderr"])
 def test_a_reader_that_goes_away_stops_the_run_as_ctrl_c_does(tmp_path, pipe):
     """`fastlstm train | head -1` (or `2>&1 | head`): the first write after the reader went
