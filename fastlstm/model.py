@@ -11,6 +11,7 @@ import contextlib
 import copy
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -471,7 +472,8 @@ class Model:
         run = training.Run(self, d, v.positive_int("batch_size", batch_size), v.rng(seed),
                            epochs=epochs, patience=patience, schedule=schedule, shuffle=v.boolean("shuffle", shuffle))
         run.eval_every = run.batches.per_epoch
-        bar = tqdm(total=epochs, disable=not progress, unit="epoch", dynamic_ncols=True)
+        # no bar without a sys.stderr (pythonw, a service, 2>&-): tqdm would raise AttributeError at its first write
+        bar = tqdm(total=epochs, disable=not progress or sys.stderr is None, unit="epoch", dynamic_ncols=True)
         mode, self.training = self.training, True       # dropout on, as Keras's fit, even after eval()
         try:
             with self.time_major():                      # the batches and the metrics below are time-major

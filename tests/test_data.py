@@ -793,6 +793,17 @@ def test_fit_reads_float32_arrays_in_place_and_other_dtypes_once():
         assert xb.dtype == dtype and np.array_equal(xb, x[:, :64].astype(dtype)) and np.array_equal(yb, y[:64])
 
 
+def test_fit_without_a_stderr_trains_without_its_bar(monkeypatch):
+    """Under pythonw, a service or `2>&-`, sys.stderr is None, and fit's progress bar (on by
+    default) raised AttributeError at its first write. It trains as with progress=False."""
+    x = np.random.default_rng(0).standard_normal((5, 24, 2), dtype=np.float32)
+    y = (x[:, :, 0].sum(axis=0) > 0).astype(np.int64)
+    a, b = (fastlstm.Model(2, 4, 2, loss="xent", seed=0) for _ in range(2))
+    quiet = b.fit(x, y, epochs=2, batch_size=8, seed=0, progress=False)
+    monkeypatch.setattr(sys, "stderr", None)
+    assert a.fit(x, y, epochs=2, batch_size=8, seed=0) == quiet and np.array_equal(a.params, b.params)
+
+
 def test_fit_takes_nested_lists_for_x_as_for_y_and_refuses_ragged_ones():
     """fit converted a list y but refused a list x ("got a list"); Keras's fit takes both. A
     list gives the same run as its array, and a ragged one says how to pad it."""
