@@ -870,8 +870,7 @@ class Series:
         pred = model.predict(x).reshape(self.horizon, -1) * self.std[self._t] + self.mean[self._t]
         if self.times is None:
             return None, pred
-        gap = np.median(np.diff(self.times[-min(n, self.window + 1):])) if n > 1 else 0.0
-        return self.times[-1] + gap * np.arange(1, self.horizon + 1), pred
+        return times_after(self.times[-min(n, self.window + 1):], self.horizon, self.tz), pred
 
     def stamp(self, t):
         """A time (seconds since the epoch) as the file writes its times."""
@@ -883,6 +882,44 @@ class Series:
                                   horizon=self.horizon, val_fraction=self.val_fraction, season=self.season,
                                   fill=self.fill, sep=self.sep, decimal=self.decimal),
                     mean=self.mean.tolist(), std=self.std.tolist(), time_col=self.time_col)
+
+
+def times_after(times, horizon, tz=None):
+    """The `horizon` times (seconds since the epoch) after the rows' times[-1], continuing
+    their calendar as pandas infers a frequency: k months apart when every step is k months
+    on one day of the month, or on each month's last day (monthly, quarterly, yearly rows:
+    a median step of 31 days dated the third forecast of monthly rows the 4th); weekdays
+    only when the rows are daily and never on a weekend (business days); else one median
+    step apart. tz: the rows' UTC offset (None: naive times, read as UTC)."""
+    t = np.asarray(times, np.float64)
+    ahead = np.arange(1, horizon + 1)
+    if len(t) < 2:
+        return t[-1] + 0.0 * ahead
+    d = [_dt.datetime.fromtimestamp(x, tz or _dt.timezone.utc) for x in t]
+    last, clock = d[-1], {x.timetz() for x in d}
+    months = {(b.year - a.year) * 12 + b.month - a.month for a, b in zip(d, d[1:])}
+    if len(clock) == 1 and len(months) == 1 and (k := months.pop()) >= 1:
+        ends = all(x.day == _month_days(x.year, x.month) for x in d)
+        if ends or len({x.day for x in d}) == 1:
+            out = []
+            for j in ahead:
+                y, m = divmod(last.month - 1 + k * int(j), 12)
+                y, m = last.year + y, m + 1
+                out.append(last.replace(year=y, month=m, day=_month_days(y, m) if ends else last.day).timestamp())
+            return np.array(out)
+    gap = np.median(np.diff(t))
+    if gap == 86400 and len(clock) == 1 and len(d) >= 5 and all(x.weekday() < 5 for x in d):
+        out, x = [], last
+        while len(out) < horizon:
+            x += _dt.timedelta(days=1)
+            if x.weekday() < 5:
+                out.append(x.timestamp())
+        return np.array(out)
+    return t[-1] + gap * ahead
+
+
+def _month_days(year, month):
+    return (_dt.date(year + month // 12, month % 12 + 1, 1) - _dt.timedelta(days=1)).day
 
 
 def _scaled_rms(d):

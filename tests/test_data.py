@@ -1121,6 +1121,38 @@ def test_forecasts_are_dated_in_the_form_the_file_writes_its_times(tmp_path, cap
         assert capsys.readouterr().out.splitlines()[1].startswith(first + ",")
 
 
+@pytest.mark.parametrize("rows, then", [
+    (["2024-10-01", "2024-11-01", "2024-12-01"], ["2025-01-01", "2025-02-01", "2025-03-01"]),      # monthly
+    (["2024-11-30", "2024-12-31", "2025-01-31"], ["2025-02-28", "2025-03-31", "2025-04-30"]),      # month ends
+    (["2024-01-15", "2024-04-15", "2024-07-15", "2024-10-15"], ["2025-01-15", "2025-04-15"]),      # quarterly
+    (["2022-06-01T12:00", "2023-06-01T12:00", "2024-06-01T12:00"], ["2025-06-01T12:00"]),          # yearly
+    (["2024-01-01T00:00+02:00", "2024-02-01T00:00+02:00"], ["2024-03-01T00:00+02:00"]),            # an offset
+    ([f"2024-03-{d:02d}" for d in (4, 5, 6, 7, 8, 11, 12, 13, 14, 15)], ["2024-03-18", "2024-03-19"]),  # weekdays
+    ([f"2024-03-{d:02d}" for d in range(4, 17)], ["2024-03-17", "2024-03-18"]),                    # every day
+    (["2024-03-31T00:00", "2024-03-31T01:00"], ["2024-03-31T02:00", "2024-03-31T03:00"])])         # hourly
+def test_forecasts_continue_the_calendar_of_the_rows(rows, then):
+    """Monthly rows were dated one median step (31 days) apart: 2025-01-01, 2025-02-01,
+    2025-03-04. Rows k months apart continue by months, on their day or at month ends, and
+    weekday-only daily rows skip the weekend, as pandas infers a frequency."""
+    parse = [dt.datetime.fromisoformat(r) for r in rows]
+    tz = parse[-1].tzinfo
+    seconds = [(p if p.tzinfo else p.replace(tzinfo=dt.timezone.utc)).timestamp() for p in parse]
+    want = [dt.datetime.fromisoformat(r) for r in then]
+    want = [(w if w.tzinfo else w.replace(tzinfo=dt.timezone.utc)).timestamp() for w in want]
+    assert data.times_after(seconds, len(then), tz).tolist() == want
+
+
+def test_monthly_rows_get_monthly_forecast_dates(tmp_path, capsys):
+    path = tmp_path / "monthly.csv"
+    path.write_text("month,sales\n" + "".join(f"{2020 + i // 12}-{i % 12 + 1:02d}-01,{100 + i % 7}\n" for i in range(48)))
+    assert cli.main(["train", "--data", str(path), "--target", "sales", "--window", "12", "--horizon", "4", "--steps",
+                     "2", "--quiet", "--out", str(tmp_path / "m.ckpt")]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(tmp_path / "m.ckpt"), "--data", str(path)]) == 0
+    dates = [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert dates == ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01"]
+
+
 def test_arrays_an_npz_holds_beside_x_y_and_lengths_are_named_in_a_note(tmp_path, capsys):
     """A mean and scale saved beside the data are left unread, and the run says so (they
     were skipped without a word); a near miss of `lengths` is refused (test_bad_data_...)."""
