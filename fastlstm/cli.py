@@ -870,10 +870,24 @@ def export(args, interrupt):
     _not_onto(args.out, checkpoint=args.checkpoint)
     model = fastlstm.load(args.checkpoint)
     cast = args.float32 and model.dtype != "float32"
-    fastlstm.export_onnx(model.astype("float32") if cast else model, args.out, streaming=args.streaming)
+    spec = model.extra.get("data")
+    series = isinstance(spec, dict) and spec.get("kind") == "series"
+    if series:                                   # the graph standardises, as `fastlstm predict` does
+        from .data import series_scale
+        try:
+            scale = series_scale(spec)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise UsageError(f"{args.checkpoint}: its record of the series' standardisation is unusable "
+                             f"({type(e).__name__}: {e})") from None
+    fastlstm.export_onnx(model.astype("float32") if cast else model, args.out, streaming=args.streaming,
+                         scale=scale if series else None)
     layout = "x (B, T, ·), batch first" if model.batch_first else "x (T, B, ·), time-major"
+    units = (f"; x: the window's {', '.join(spec['settings']['features'])} in the data's units, predictions: "
+             f"{spec['settings']['horizon']} rows of {', '.join(spec['settings']['target'])} in theirs" if series else
+             "; x: token ids of the checkpoint's vocabulary, fastlstm.load(CKPT).extra['data']['vocab']"
+             if model.vocab_size and isinstance(spec, dict) else "")
     print(f"fastlstm: wrote {args.out} ({'one streaming step' if args.streaming else 'whole sequences of ' + layout}"
-          f"{', a float32 copy of the float64 model' if cast else ''})")
+          f"{', a float32 copy of the float64 model' if cast else ''}{units})")
     return 0
 
 

@@ -728,8 +728,7 @@ class Series:
         with np.errstate(over="ignore", invalid="ignore"):
             self.z = (values - self.mean) / self.std
         self._check_scale(names, path)
-        self._f = [self.columns.index(c) for c in self.features]
-        self._t = [self.columns.index(c) for c in self.targets]
+        self._f, self._t = _places(self.columns, self.features, self.targets)
         self.input_size, self.output_size = len(self.features), self.horizon * len(self.targets)
         self.size = max(0, self.n_train - need + 1)                     # training windows
         self.val_origins = np.arange(max(0, self.n_train - self.window), n - need + 1)
@@ -882,6 +881,23 @@ class Series:
                                   horizon=self.horizon, val_fraction=self.val_fraction, season=self.season,
                                   fill=self.fill, sep=self.sep, decimal=self.decimal),
                     mean=self.mean.tolist(), std=self.std.tolist(), time_col=self.time_col)
+
+
+def _places(columns, features, targets):
+    """The features' and the targets' indices among the columns a series standardises."""
+    return [columns.index(c) for c in features], [columns.index(c) for c in targets]
+
+
+def series_scale(spec):
+    """(mean_x, std_x, mean_y, std_y) of a series run (its checkpoint's Series.spec()): the
+    features' standardisation, and the targets' for each of the horizon's rows, in the
+    model's output order (horizon, targets), so that x_std = (x - mean_x) / std_x and a
+    forecast in the data's units is P · std_y + mean_y (export_onnx's `scale`)."""
+    st = spec["settings"]
+    columns = list(dict.fromkeys(st["features"] + st["target"]))
+    f, t = _places(columns, st["features"], st["target"])
+    mean, std = np.asarray(spec["mean"], np.float64), np.asarray(spec["std"], np.float64)
+    return mean[f], std[f], np.tile(mean[t], st["horizon"]), np.tile(std[t], st["horizon"])
 
 
 def times_after(times, horizon, tz=None):

@@ -52,7 +52,22 @@ def _onnx():
     return onnx
 
 
-def export_onnx(model, path, *, streaming=False):
+def _scale(scale, D, O):
+    """scale's four vectors as float32, checked: finite, of sizes D, D, O, O, the stds > 0."""
+    if not isinstance(scale, (tuple, list)) or len(scale) != 4:
+        raise TypeError("scale must be (mean_x, std_x, mean_y, std_y)")
+    out = []
+    for name, a, k in zip(("mean_x", "std_x", "mean_y", "std_y"), scale, (D, D, O, O)):
+        a = np.asarray(a, np.float64)
+        if a.shape != (k,) or not np.isfinite(a).all() or np.abs(a).max(initial=0) > np.finfo(np.float32).max:
+            raise ValueError(f"scale's {name} must be {k} finite float32 numbers, got shape {a.shape}")
+        if name.startswith("std") and not (a > 0).all():
+            raise ValueError(f"scale's {name} must be > 0")
+        out.append(a.astype(np.float32))
+    return out
+
+
+def export_onnx(model, path, *, streaming=False, scale=None):
     """Write `model` (a fastlstm.Model) to `path` as an ONNX graph (opset 17), checked with
     onnx.checker. Returns the onnx.ModelProto.
 
@@ -61,7 +76,12 @@ def export_onnx(model, path, *, streaming=False):
     streaming graph of a bidirectional model (which cannot stream). A bidirectional layer is
     one node with direction="bidirectional" (with projections: a Scan per direction); a
     model with an embedding takes int64 token ids x (T, B) (batch_first: (B, T); streaming:
-    (B,)) and gathers E's rows first; dropout is a training matter and leaves no trace."""
+    (B,)) and gathers E's rows first; dropout is a training matter and leaves no trace.
+
+    scale = (mean_x (D,), std_x (D,), mean_y (O,), std_y (O,)): the graph takes x in its own
+    units and gives predictions in theirs, (x - mean_x) / std_x in and P · std_y + mean_y
+    out, for an mse model on vectors (a `fastlstm train --data` series: `fastlstm export`
+    passes its standardisation, data.Series.scale)."""
     from .model import Model
     if not isinstance(model, Model):           # a bare LSTM stack has no head to export
         raise TypeError(f"export_onnx takes a fastlstm.Model, got {type(model).__name__}")
@@ -78,6 +98,10 @@ def export_onnx(model, path, *, streaming=False):
                          "export the sequence graph (streaming=False)")
     Lyr, H, Hr, O, dirs = core.num_states, core.hidden_size, core.Hr, model.output_size, core.directions
     tokens = model.vocab_size is not None
+    if scale is not None:
+        if tokens or model.loss != "mse":
+            raise ValueError("scale applies to an mse model on vectors (token ids and class probabilities have no units)")
+        scale = _scale(scale, core.input_size, O)
     f32 = TensorProto.FLOAT
     nodes, inits, made = [], [], {}
 
@@ -97,7 +121,9 @@ def export_onnx(model, path, *, streaming=False):
 
     x_type, x_dims = (TensorProto.INT64, []) if tokens else (f32, [core.input_size])   # token ids, or vectors
     swap = model.batch_first and not streaming             # x (B, T, ·) in, time-major within, as Model does
-    x_in = node("Transpose", ["x"], ["x_tm"], perm=[1, 0, 2][:2 + (not tokens)]) if swap else "x"
+    x_raw = node("Div", [node("Sub", ["x", const("mean_x", scale[0])], ["x_centred"]), const("std_x", scale[1])],
+                 ["x_scaled"]) if scale else "x"
+    x_in = node("Transpose", [x_raw], ["x_tm"], perm=[1, 0, 2][:2 + (not tokens)]) if swap else x_raw
     if tokens:                                                                 # x_t = E[id_t]
         node("Gather", [const("E", model.E.copy()), x_in], ["x_vec"], axis=0)
     x_vec = "x_vec" if tokens else x_in
@@ -217,6 +243,9 @@ def export_onnx(model, path, *, streaming=False):
     z = node("Add", [node("MatMul", [top, const("Vt", model.V.T.copy())], ["hV"]), const("bias", model.bias.copy())],
              ["logits" if model.loss == "xent" else "values"])
     P = node("Softmax", [z], ["probs"], axis=-1) if model.loss == "xent" else z
+    if scale:                                                                             # in y's units
+        P = node("Add", [node("Mul", [P, const("std_y", scale[3])], ["P_scaled"]), const("mean_y", scale[2])],
+                 ["in_units"])
     if model.output == "every" and not streaming:                                         # zero past lengths
         P = node("Mul", [P, node("Cast", [live3], ["mask"], to=f32)], ["masked"])
         if swap:

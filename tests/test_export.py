@@ -183,6 +183,36 @@ def test_fastlstm_export_from_the_command_line(tmp_path):
     assert np.abs(got - fastlstm.load(tmp_path / "d.ckpt").predict(x.astype(np.float64))).max() <= 1e-5
 
 
+def test_a_series_runs_graph_takes_and_gives_the_datas_units(tmp_path, capsys):
+    """A `--data` series model reads standardised features and gives standardised targets;
+    its ONNX graph did too, and nothing said so: fed the file's values, it forecast
+    garbage. `fastlstm export` now puts the run's standardisation in the graph, so that
+    the window's values in their units give the forecast `fastlstm predict` gives."""
+    from fastlstm import cli, data
+    path, ckpt, out = tmp_path / "load.csv", tmp_path / "run.ckpt", tmp_path / "run.onnx"
+    rng = np.random.default_rng(0)
+    hours = np.arange(200)
+    path.write_text("time,temp,load\n" + "".join(
+        f"2024-01-{1 + h // 24:02d}T{h % 24:02d}:00,{15 + 5 * np.sin(h / 4) + rng.normal():.3f},"
+        f"{900 + 300 * np.sin(h / 4 + 1) + 20 * rng.normal():.2f}\n" for h in hours))
+    assert cli.main(["train", "--data", str(path), "--target", "load,temp", "--features", "temp,load",
+                     "--window", "24", "--horizon", "3", "--steps", "30", "--quiet", "--out", str(ckpt)]) == 0
+    assert cli.main(["export", str(ckpt), str(out)]) == 0
+    assert ("x: the window's temp, load in the data's units, predictions: 3 rows of load, temp in theirs"
+            in capsys.readouterr().out)
+    m = fastlstm.load(ckpt)
+    d = data.from_spec(m.extra["data"], str(path))
+    _, want = d.next_forecast(m)                                          # (horizon, targets), the data's units
+    window = np.loadtxt(path, delimiter=",", skiprows=1, usecols=(1, 2), dtype=np.float32)[-24:]
+    got = _session(out).run(["predictions"], {"x": window[:, None, :], "sequence_lens": np.array([24], np.int32)})[0]
+    assert np.allclose(got.reshape(3, 2), want, rtol=1e-4), (got, want)
+    assert abs(want).min() > 10                                           # in units: loads near 900, temps near 15
+    with pytest.raises(ValueError, match="scale applies to an mse model on vectors"):
+        fastlstm.export_onnx(fastlstm.Model(2, 4, 3, loss="xent"), tmp_path / "x.onnx", scale=(0, 1, 0, 1))
+    with pytest.raises(ValueError, match="scale's std_x must be > 0"):
+        fastlstm.export_onnx(m, tmp_path / "x.onnx", scale=(np.zeros(2), np.zeros(2), np.zeros(6), np.ones(6)))
+
+
 @pytest.mark.parametrize("cell,layers,output", list(itertools.product(CELLS, [1, 2, 3], ["last", "every"])))
 def test_a_bidirectional_model_under_onnx_runtime_equals_predict(tmp_path, cell, layers, output):
     """One node with direction="bidirectional" per layer (projected: a Scan per direction,
