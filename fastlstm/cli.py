@@ -273,6 +273,15 @@ class _Interrupt:
         raise KeyboardInterrupt
 
 
+def _to_devnull(stream):
+    """Point stream's descriptor at /dev/null: its reader went away, and what is still
+    written (or left in its buffer for Python's flush at exit) must not fail."""
+    with contextlib.suppress(OSError, ValueError):
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+
+
 class _Pipe:
     """The training loop's stdout or stderr. A write after the reader went away (a closed
     pipe; a terminal gone, EIO) raises no BrokenPipeError or OSError, which would end the
@@ -295,8 +304,7 @@ class _Pipe:
                     raise
                 self.gone = True
                 self.interrupt.reader_gone()
-                with contextlib.suppress(OSError, ValueError):
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+                _to_devnull(self.stream)
 
     def write(self, text):
         self._guard(self.stream.write, text)
@@ -871,7 +879,7 @@ def export(args, interrupt):
     model = fastlstm.load(args.checkpoint)
     cast = args.float32 and model.dtype != "float32"
     spec = model.extra.get("data")
-    series = isinstance(spec, dict) and spec.get("kind") == "series"
+    series, scale = isinstance(spec, dict) and spec.get("kind") == "series", None
     if series:                                   # the graph standardises, as `fastlstm predict` does
         from .data import series_scale
         try:
@@ -880,7 +888,7 @@ def export(args, interrupt):
             raise UsageError(f"{args.checkpoint}: its record of the series' standardisation is unusable "
                              f"({type(e).__name__}: {e})") from None
     fastlstm.export_onnx(model.astype("float32") if cast else model, args.out, streaming=args.streaming,
-                         scale=scale if series else None)
+                         scale=scale)
     layout = "x (B, T, ·), batch first" if model.batch_first else "x (T, B, ·), time-major"
     units = (f"; x: the window's {', '.join(spec['settings']['features'])} in the data's units, predictions: "
              f"{spec['settings']['horizon']} rows of {', '.join(spec['settings']['target'])} in theirs" if series else
@@ -931,7 +939,7 @@ def main(argv=None, *, restore_handler=True):
                   "carousel": carousel}[args.command](args, interrupt)
         return interrupt.status if interrupt.requested else status
     except BrokenPipeError:                  # `fastlstm predict ... | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing left to flush at exit
+        _to_devnull(sys.stdout)                                          # nothing left to flush at exit
         return 0
     except KeyboardInterrupt:
         kept = (f"; the checkpoint {interrupt.saved[0]} (step {interrupt.saved[1]}) is kept" if interrupt.saved else

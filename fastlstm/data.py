@@ -679,7 +679,7 @@ class Series:
             if kinds[names.index(n)] == "text" or (n in self.targets and kinds[names.index(n)] != "number"):
                 raise DataError(f"{_first_bad(path, lines, cols, names, names.index(n), self.sep, self.decimal)}; "
                                 f"column {n!r} must be numeric")
-        self.columns = list(dict.fromkeys(self.features + self.targets))
+        self.columns, self._f, self._t = _standardised(self.features, self.targets)
         self.lines = lines                                              # each row's line in the file
         self._aware = {}                        # per time column: (has a UTC offset, line, cell) of its first
         tc = names.index(self.time_col) if self.time_col else None
@@ -728,7 +728,6 @@ class Series:
         with np.errstate(over="ignore", invalid="ignore"):
             self.z = (values - self.mean) / self.std
         self._check_scale(names, path)
-        self._f, self._t = _places(self.columns, self.features, self.targets)
         self.input_size, self.output_size = len(self.features), self.horizon * len(self.targets)
         self.size = max(0, self.n_train - need + 1)                     # training windows
         self.val_origins = np.arange(max(0, self.n_train - self.window), n - need + 1)
@@ -883,9 +882,11 @@ class Series:
                     mean=self.mean.tolist(), std=self.std.tolist(), time_col=self.time_col)
 
 
-def _places(columns, features, targets):
-    """The features' and the targets' indices among the columns a series standardises."""
-    return [columns.index(c) for c in features], [columns.index(c) for c in targets]
+def _standardised(features, targets):
+    """The columns a series standardises (its features, then the targets not among them),
+    and the features' and the targets' indices among them."""
+    columns = list(dict.fromkeys(features + targets))
+    return columns, [columns.index(c) for c in features], [columns.index(c) for c in targets]
 
 
 def series_scale(spec):
@@ -894,8 +895,7 @@ def series_scale(spec):
     model's output order (horizon, targets), so that x_std = (x - mean_x) / std_x and a
     forecast in the data's units is P · std_y + mean_y (export_onnx's `scale`)."""
     st = spec["settings"]
-    columns = list(dict.fromkeys(st["features"] + st["target"]))
-    f, t = _places(columns, st["features"], st["target"])
+    _, f, t = _standardised(st["features"], st["target"])
     mean, std = np.asarray(spec["mean"], np.float64), np.asarray(spec["std"], np.float64)
     return mean[f], std[f], np.tile(mean[t], st["horizon"]), np.tile(std[t], st["horizon"])
 
@@ -909,8 +909,8 @@ def times_after(times, horizon, tz=None):
     step apart. tz: the rows' UTC offset (None: naive times, read as UTC)."""
     t = np.asarray(times, np.float64)
     ahead = np.arange(1, horizon + 1)
-    if len(t) < 2:
-        return t[-1] + 0.0 * ahead
+    if len(t) < 2:                                 # one row: no step to continue
+        return np.full(horizon, t[-1])
     d = [_dt.datetime.fromtimestamp(x, tz or _dt.timezone.utc) for x in t]
     last, clock = d[-1], {x.timetz() for x in d}
     months = {(b.year - a.year) * 12 + b.month - a.month for a, b in zip(d, d[1:])}

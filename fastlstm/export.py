@@ -81,7 +81,7 @@ def export_onnx(model, path, *, streaming=False, scale=None):
     scale = (mean_x (D,), std_x (D,), mean_y (O,), std_y (O,)): the graph takes x in its own
     units and gives predictions in theirs, (x - mean_x) / std_x in and P · std_y + mean_y
     out, for an mse model on vectors (a `fastlstm train --data` series: `fastlstm export`
-    passes its standardisation, data.Series.scale)."""
+    passes its standardisation, data.series_scale)."""
     from .model import Model
     if not isinstance(model, Model):           # a bare LSTM stack has no head to export
         raise TypeError(f"export_onnx takes a fastlstm.Model, got {type(model).__name__}")
