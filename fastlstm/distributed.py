@@ -18,6 +18,10 @@ class RanksDiverged(RuntimeError):
     """The ranks' parameters are no longer identical."""
 
 
+class RankFailed(RuntimeError):
+    """Another rank's part of a step failed (it raised its own error); no rank updated."""
+
+
 def _shard_bounds(B, size, rank):
     return rank * B // size, (rank + 1) * B // size
 
@@ -68,14 +72,31 @@ class DataParallel:
 
     def train_step(self, x, y, lengths=None):
         """One synchronous step on a global batch (the same on every rank). Returns the
-        global batch's mean loss (the same on every rank: the weighted shard losses summed)."""
+        global batch's mean loss (the same on every rank: the weighted shard losses summed).
+
+        A step fails on every rank or on none, and then no rank updates: the whole batch is
+        checked first, so a bad row raises the same error on every rank, with its index in
+        the batch (not in a shard); a failure in one rank's part alone (out of memory, a
+        Ctrl-C that reached it) is shared before the gradients are: that rank raises its
+        error, the others RankFailed. Either way every rank stays in step for the next call."""
         m = self.model
+        xt, L = m._check_x(x, lengths, lambda a: a.swapaxes(0, 1))    # a batch_first x: its shape, not a copy
+        m._check_y(y, *xt.shape[:2], L)
         xs, ys, Ls, weight = self.shard(x, y, lengths)
-        loss = m.compute_gradients(xs, ys, Ls) * weight
+        try:
+            loss, failed = m.compute_gradients(xs, ys, Ls) * weight, None
+        except BaseException as e:              # shared with the other ranks, then raised again below
+            loss, failed = 0.0, e
+        parts = self.comm.allgather((loss, None if failed is None else f"{type(failed).__name__}: {failed}"))
+        if failed is not None:
+            raise failed
+        why = [(r, w) for r, (_, w) in enumerate(parts) if w]
+        if why:
+            raise RankFailed(f"rank {why[0][0]}'s part of the step failed ({why[0][1]}); no rank updated the model")
+        loss = sum(p[0] for p in parts)        # in rank order: the same bits on every rank
         m.grads *= m.dtype.type(weight)
         self.comm.Allreduce(self.MPI.IN_PLACE, m.grads, op=self.MPI.SUM)
-        loss = self.comm.allreduce(loss, op=self.MPI.SUM)
-        m.apply_gradients()      # the gradients decide: a NaN anywhere reaches every rank alike
+        m.apply_gradients(loss)      # the same loss and gradients on every rank: all apply, or all refuse
         if self.check_every and m.steps % self.check_every == 0:
             self.check_identical()
         return loss

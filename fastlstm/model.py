@@ -251,13 +251,14 @@ class Model:
         self.core.hidden_into(buf["y"])
         return buf["y"].reshape(T * B, -1)
 
-    def _check_x(self, x, lengths):
+    def _check_x(self, x, lengths, time_major=None):
         """x and lengths checked: floats (T, B, D), or token ids (T, B) in 0..vocab_size-1 for a
         model with an embedding; with batch_first (B, T, D) or (B, T), checked as given and
-        returned as a time-major copy."""
+        returned time-major by time_major(x) (default: a copy in the model's buffer)."""
         bm = self._batch_major
+        time_major = time_major or (lambda a: self._swapped(a, "x_tm"))
         if self.E is None:
-            return self.core.check_input(x, lengths, bm, lambda a: self._swapped(a, "x_tm"))
+            return self.core.check_input(x, lengths, bm, time_major)
         layout = "(B, T)" if bm else "(T, B)"
         if not isinstance(x, np.ndarray) or x.dtype.kind not in "iu":
             raise TypeError(f"this model embeds tokens: x must be an integer ndarray of ids {layout}, got "
@@ -269,7 +270,7 @@ class Model:
         T, B = x.shape[::-1] if bm else x.shape
         L = v.lengths(lengths, B, T, int(bm))
         x = x.astype(np.int64, copy=False)
-        return (self._swapped(x, "x_tm") if bm else x), L
+        return (time_major(x) if bm else x), L
 
     def _swapped(self, a, name):
         """a (B, T, ...) as (T, B, ...): a C-contiguous copy in a buffer kept under `name`

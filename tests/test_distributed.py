@@ -76,6 +76,63 @@ def test_two_ranks_with_half_batches_equal_one_rank_with_the_whole(tmp_path, cas
     assert np.allclose(np.load(tmp_path / "losses.npy"), losses, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_a_failed_step_fails_on_every_rank_and_the_next_one_trains(tmp_path, batch_first):
+    """A NaN in rank 1's rows raised on rank 1 alone, at its shard's index (2, 2, 1); rank 0
+    went on into the all-reduce, where rank 1's next step met it: rank 1 trained on a sum of
+    two different batches' gradients and rank 0 waited forever. Now the whole batch is
+    checked on every rank (the same error, at the batch's index), and a failure of one
+    rank's part (here MemoryError) is shared before the gradients are: that rank raises it,
+    the others RankFailed. No rank updates, and the next steps equal one process's."""
+    job = _script(tmp_path, f"""
+        import numpy as np, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import fastlstm
+        from fastlstm.distributed import DataParallel, RankFailed
+        from test_distributed import _batches
+        bf = {batch_first!r}
+        m = fastlstm.Model(3, 5, 3, 2, dtype=np.float64, seed=1, loss="mse", output="last", batch_first=bf)
+        dp = DataParallel(m, check_every=1)
+        swap = (lambda a: np.ascontiguousarray(a.swapaxes(0, 1))) if bf else (lambda a: a)
+        batches = [(swap(x), np.ones((8, 3)), L) for x, _, L in _batches("last", steps=3)]
+        bad = batches[0][0].copy()
+        bad[(6, 2, 1) if bf else (2, 6, 1)] = np.nan            # row 6: rank 1's shard
+        said = []
+        try:
+            dp.train_step(bad, *batches[0][1:])
+        except ValueError as e:
+            said.append(f"{{type(e).__name__}}: {{e}}")
+        real = m.compute_gradients
+        if dp.rank == 1:
+            def fail(*a, **k):
+                m.compute_gradients = real
+                raise MemoryError("no room for the workspace")
+            m.compute_gradients = fail
+        try:
+            dp.train_step(*batches[0])
+        except (MemoryError, RankFailed) as e:
+            said.append(f"{{type(e).__name__}}: {{e}}")
+        losses = [dp.train_step(*b) for b in batches]
+        print(f"rank {{dp.rank}} | " + " | ".join(said), flush=True)
+        if dp.rank == 0:
+            np.save({str(tmp_path / "params.npy")!r}, m.params)
+            np.save({str(tmp_path / "losses.npy")!r}, losses)
+    """)
+    r = _mpi(2, sys.executable, "-m", "mpi4py", job, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = dict(line.split(" | ", 1) for line in r.stdout.splitlines() if line.startswith("rank"))
+    where = "(6, 2, 1)" if batch_first else "(2, 6, 1)"
+    for rank in ("rank 0", "rank 1"):
+        assert said[rank].startswith(f"NonFiniteValue: x must be finite; found nan at index {where}"), said
+    assert said["rank 1"].endswith("MemoryError: no room for the workspace"), said
+    assert said["rank 0"].endswith("RankFailed: rank 1's part of the step failed (MemoryError: no room for the "
+                                   "workspace); no rank updated the model"), said
+    single = fastlstm.Model(3, 5, 3, 2, dtype=np.float64, seed=1, loss="mse", output="last")
+    losses = [single.train_step(x, np.ones((8, 3)), L) for x, _, L in _batches("last", steps=3)]
+    assert np.max(np.abs(np.load(tmp_path / "params.npy") - single.params)) <= 1e-12
+    assert np.allclose(np.load(tmp_path / "losses.npy"), losses, rtol=1e-12, atol=0)
+
+
 def test_a_failing_rank_aborts_the_whole_job_quickly(tmp_path):
     job = _script(tmp_path, """
         from mpi4py import MPI
