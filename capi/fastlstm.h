@@ -60,7 +60,7 @@ extern "C" {
 
 /* Version of this header; fastlstm_version_number() gives the library's. */
 #define FASTLSTM_VERSION_MAJOR 0
-#define FASTLSTM_VERSION_MINOR 8
+#define FASTLSTM_VERSION_MINOR 9
 #define FASTLSTM_VERSION_PATCH 0
 #define FASTLSTM_VERSION_NUMBER (FASTLSTM_VERSION_MAJOR * 10000 + FASTLSTM_VERSION_MINOR * 100 + FASTLSTM_VERSION_PATCH)
 
@@ -300,6 +300,16 @@ FASTLSTM_API int fastlstm_set_grads(fastlstm_model *model, const float *in, int6
 FASTLSTM_API int fastlstm_get_learning_rate(fastlstm_model *model, double *lr);
 /* Returns OK, INVALID_ARGUMENT, INVALID_HANDLE. */
 FASTLSTM_API int fastlstm_set_learning_rate(fastlstm_model *model, double lr);
+
+/* From 0.9: data parallelism with dropout. A driver that splits each batch among processes
+ * (capi/examples/mpi_train.c) passes each its part to fastlstm_compute_gradients; first_row
+ * says at which row of the whole batch the part begins, so that each row draws the dropout
+ * mask it draws in the whole batch (as Python's DataParallel does). Without it every part's
+ * rows count from 0, and the parts' rows share their masks. It applies to
+ * fastlstm_compute_gradients and fastlstm_compute_gradients_ids, stays until set again, and
+ * is not kept in checkpoints; 0 (the default) for a whole batch. 0 <= first_row < 2^62.
+ * Returns OK, INVALID_ARGUMENT, INVALID_HANDLE. */
+FASTLSTM_API int fastlstm_set_first_row(fastlstm_model *model, int64_t first_row);
 
 #ifdef __cplusplus
 }

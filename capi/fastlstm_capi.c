@@ -217,3 +217,4 @@ int fastlstm_get_grads(fastlstm_model *m, float *out, int64_t n) { FL_ENTER(); r
 int fastlstm_set_grads(fastlstm_model *m, const float *in, int64_t n) { FL_ENTER(); return _fl_py_copy(FL_ID(m), (float *)in, n, 1, 1); }
 int fastlstm_get_learning_rate(fastlstm_model *m, double *lr) { FL_ENTER(); return _fl_py_lr(FL_ID(m), lr, 0, 0); }
 int fastlstm_set_learning_rate(fastlstm_model *m, double lr) { FL_ENTER(); return _fl_py_lr(FL_ID(m), NULL, lr, 1); }
+int fastlstm_set_first_row(fastlstm_model *m, int64_t first_row) { FL_ENTER(); return _fl_py_first_row(FL_ID(m), first_row); }

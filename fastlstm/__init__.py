@@ -7,7 +7,7 @@ from importlib import import_module as _import_module
 
 from . import _config  # noqa: F401  (sets Numba's environment before numba is imported)
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 _PUBLIC = {"LSTM": "recurrent", "RNN": "recurrent", "GRU": "recurrent", "Model": "model", "NonFiniteError": "model",
            "load": "model", "SGD": "optim", "Adam": "optim", "AdamW": "optim", "CheckpointError": "checkpoint",
            "export_onnx": "export"}

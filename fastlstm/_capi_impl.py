@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from . import checkpoint, optim
-from ._validate import NonFiniteValue
+from ._validate import MAX_ROW, NonFiniteValue, positive_int
 from .kernels import all_finite
 from .model import Model, NonFiniteError, load
 
@@ -26,6 +26,7 @@ _MAX_BYTES = 1 << 46                     # no single buffer beyond 64 TiB: sizes
 warnings.filterwarnings("ignore", "dropout drops the outputs", UserWarning)
 
 _models = {}                             # handle id -> Model
+_first_rows = {}                         # handle id -> fastlstm_set_first_row's row, where set
 _issued = set()                          # every id ever handed out: none is reused
 
 
@@ -163,6 +164,7 @@ def register(ffi, lib):
     @ffi.def_extern(name="_fl_py_free", onerror=_on_error)
     def _fl_py_free(handle):
         _models.pop(handle, None)
+        _first_rows.pop(handle, None)
 
     def inputs(m, x, ids, shape):
         """The caller's inputs: token ids (shape) int64 for a model with an embedding, else
@@ -194,7 +196,7 @@ def register(ffi, lib):
         if apply:
             value = m.train_step(xs, y, L)
         else:
-            value = m.compute_gradients(xs, y, L)
+            value = m.compute_gradients(xs, y, L, first_row=_first_rows.get(handle, 0))
         if loss != ffi.NULL:
             loss[0] = value
 
@@ -259,6 +261,11 @@ def register(ffi, lib):
         except ValueError:
             object.__setattr__(opt, "lr", old)
             raise
+
+    @api
+    def _fl_py_first_row(handle, first_row):
+        model(handle)
+        _first_rows[handle] = positive_int("first_row", first_row, minimum=0, below=MAX_ROW)
 
     @api
     def _fl_py_copy(handle, buf, n, grads, into_model):

@@ -74,12 +74,17 @@ def integer(name, value):
     return int(value)
 
 
-def positive_int(name, value, minimum=1):
-    """`value` as an int ≥ minimum; bools and non-integers are refused."""
+def positive_int(name, value, minimum=1, below=None):
+    """`value` as an int ≥ minimum (and < below, if given); bools and non-integers are refused."""
     value = integer(name, value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if below is not None and value >= below:
+        raise ValueError(f"{name} must be < {below}, got {value}")
     return int(value)
+
+
+MAX_ROW = 1 << 62       # a batch row's index: far past any batch, and row + B stays in int64
 
 
 def boolean(name, value):

@@ -43,6 +43,7 @@ _IMPLEMENTATIONS = [
     ("int", "_fl_py_count", "int64_t, int64_t *"),
     ("int", "_fl_py_copy", "int64_t, float *, int64_t, int, int"),
     ("int", "_fl_py_lr", "int64_t, double *, double, int"),
+    ("int", "_fl_py_first_row", "int64_t, int64_t"),
 ]
 # C functions of the source that the Python side calls.
 _C_HELPERS = "void _fl_set_ready(void);\nvoid _fl_set_error(const char *);\n"

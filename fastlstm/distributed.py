@@ -42,11 +42,28 @@ class DataParallel:
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.model, self.check_every = model, check_every
         self.threads = _share_cores(self.comm) if set_threads else None   # None: as the process has it
+        self._same_model_everywhere()
         self.comm.Bcast(model.params, root=0)
         for state in model.optimizer.state.values():
             self.comm.Bcast(state, root=0)
         model.optimizer.t = self.comm.bcast(model.optimizer.t, root=0)
         model.steps = self.comm.bcast(model.steps, root=0)
+        model.core.dropout_seed = self.comm.bcast(model.core.dropout_seed, root=0)   # a seed=None model's too
+
+    def _same_model_everywhere(self):
+        """ValueError on every rank unless every rank's model has rank 0's configuration and
+        optimizer (a model of other sizes made the broadcast fail inside MPI, and one with
+        another loss or optimizer trained on silently, each rank its own way)."""
+        m = self.model
+        mine = dict(m.config(), optimizer=dict(m.optimizer.config(), t=None), params=m.params.size,
+                    dropout_seed=None)                       # rank 0's seed and step count are sent to all
+        theirs = self.comm.allgather(mine)
+        differ = [f"rank {r}: " + ", ".join(f"{k}={c[k]!r} (rank 0: {theirs[0][k]!r})"
+                                            for k in c if c[k] != theirs[0][k])
+                  for r, c in enumerate(theirs) if c != theirs[0]]
+        if differ:
+            raise ValueError("DataParallel needs the same model on every rank (the same arguments to Model and "
+                             "its optimizer); " + "; ".join(differ))
 
     def rows(self, B):
         """This rank's rows (a slice) of a global batch of B rows."""
@@ -84,7 +101,7 @@ class DataParallel:
         m._check_y(y, *xt.shape[:2], L)
         xs, ys, Ls, weight = self.shard(x, y, lengths)
         try:
-            loss, failed = m.compute_gradients(xs, ys, Ls) * weight, None
+            loss, failed = m.compute_gradients(xs, ys, Ls, first_row=self.rows(xt.shape[1]).start) * weight, None
         except BaseException as e:              # shared with the other ranks, then raised again below
             loss, failed = 0.0, e
         parts = self.comm.allgather((loss, None if failed is None else f"{type(failed).__name__}: {failed}"))

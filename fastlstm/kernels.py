@@ -917,16 +917,17 @@ def _mix(z):
 
 
 @njit(**PARALLEL_JIT)
-def apply_dropout(X, seed, step, layer, p):
+def apply_dropout(X, seed, step, layer, p, row0):
     """X (T,B,K) *= m/(1-p) in place, with m = 0 where u < p and 1 elsewhere, and u uniform in
-    [0, 1) from a counter-based generator keyed by (seed, step, layer, t, r, j): the same
-    mask for the forward and the backward of a step, whatever the thread count."""
+    [0, 1) from a counter-based generator keyed by (seed, step, layer, t, row0 + r, j): the
+    same mask for the forward and the backward of a step, whatever the thread count, and
+    for a batch's row whichever part of the batch (row0: the part's first row) it comes in."""
     T, B, K = X.shape
     keep = 1.0 / (1.0 - p)
     key = _mix(_mix(_mix(np.uint64(seed)) ^ np.uint64(step)) ^ np.uint64(layer))
     for r in prange(B):
         for t in range(T):
-            base = _mix(_mix(key ^ np.uint64(t)) ^ np.uint64(r))
+            base = _mix(_mix(key ^ np.uint64(t)) ^ np.uint64(row0 + r))
             for j in range(K):
                 u = np.float64(_mix(base + np.uint64(j) * _GOLDEN) >> _S11) * 2.0 ** -53
                 X[t, r, j] = X[t, r, j] * keep if u >= p else 0

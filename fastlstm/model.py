@@ -297,15 +297,15 @@ class Model:
             finally:
                 self._batch_major = kept
 
-    def _forward_head(self, x, L, step=None):
+    def _forward_head(self, x, L, step=None, row0=0):
         """Forward through the layers (ids embedded first) and the head's product; step: the
-        dropout masks' step, None for none."""
+        dropout masks' step, None for none; row0: x's first row in the batch (the masks' key)."""
         T, B = x.shape[:2]
         buf = self._reserve(T, B)
         if self.E is not None:
             np.take(self.E, x, axis=0, out=buf["x"], mode="clip")  # x_t = E[id_t] (ids checked; "raise" would buffer)
             x = buf["x"]
-        self.core.run_forward(x, None, None, L, step)
+        self.core.run_forward(x, None, None, L, step, row0)
         Y = self._head_input(T, B, buf)
         with blas_turn():
             _blas.matmul(Y, self.V.T, buf["P"].reshape(-1, self.output_size))
@@ -320,22 +320,25 @@ class Model:
     # -- training -------------------------------------------------------------------------
 
     @one_call_at_a_time
-    def compute_gradients(self, x, y, lengths=None, record=False):
+    def compute_gradients(self, x, y, lengths=None, record=False, first_row=0):
         """Zero the gradients, then forward, loss and backward: fills `grads`; returns the loss.
 
         Parameters are not touched (a distributed driver sums `grads` across ranks, then
-        calls apply_gradients). record=True fills core.flow (see LSTM.backward)."""
+        calls apply_gradients). record=True fills core.flow (see LSTM.backward). first_row:
+        the row of the whole batch that x's first row is, when x is a part of it (a
+        DataParallel shard), so that dropout draws each row the whole batch's mask."""
         record = v.boolean("record", record)
+        first_row = v.positive_int("first_row", first_row, minimum=0, below=v.MAX_ROW)
         x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
         y = self._check_y(y, T, B, L)
         fill_zero(self.grads)
         with np.errstate(over="ignore", invalid="ignore"):   # apply_gradients checks finiteness
-            return self._gradients(x, y, L, T, B, record)
+            return self._gradients(x, y, L, T, B, record, first_row)
 
-    def _gradients(self, x, y, L, T, B, record):
+    def _gradients(self, x, y, L, T, B, record, row0=0):
         drop = self.training and self.core.dropout > 0
-        buf, Y = self._forward_head(x, L, self.steps if drop else None)     # masks keyed by the step
+        buf, Y = self._forward_head(x, L, self.steps if drop else None, row0)     # masks keyed by the step and row
         loss, _ = self._loss(buf, y, L)
         dP2 = buf["dP"].reshape(-1, self.output_size)
         with blas_turn():

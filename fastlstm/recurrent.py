@@ -568,24 +568,25 @@ class _Recurrent:
         self._outputs(y, hn, cn)
         return self._swap(y), hn, cn
 
-    def run_forward(self, x, h0, c0, L, step=None):
+    def run_forward(self, x, h0, c0, L, step=None, row0=0):
         """Forward on checked inputs, leaving everything backward needs in the workspace.
         step: None (no dropout), or the step whose dropout masks drop the inputs of every
-        layer above the first (the backward applies the same)."""
+        layer above the first (the backward applies the same); row0: the batch row that x's
+        first row is (a data-parallel shard's), which keys the masks with the step."""
         T, B = x.shape[:2]
         self._ws.ensure(T, B)
         self._saved = None
         X, dirs = x, self.directions
         for l in range(self.num_layers):
             if l > 0:
-                X = self._layer_input(l, T, B, L, step)
+                X = self._layer_input(l, T, B, L, step, row0)
             units = [self._unit_input(l * dirs + d, X, h0, c0, L, T, B, d == 1) for d in range(dirs)]
             D, H, a0 = self._dims[l * dirs], self.hidden_size, units[0][-1]     # (I's width says Hr)
             recurrent_forward(*units[0][:-1], *units[-1][:-1], L, D, H, a0, _nchunks(B, dirs), dirs, self.CELL,
                               BLOCKS[self.CELL], _tile_width(self.dtype))
-        self._saved = (T, B, L, step)
+        self._saved = (T, B, L, step, row0)
 
-    def _layer_input(self, l, T, B, L, step):
+    def _layer_input(self, l, T, B, L, step, row0):
         """Layer l's input (T, B, H·directions) in natural time: the outputs of layer l-1, a
         view when nothing mixes them, else gathered into Xb and dropped out."""
         below = [(self._ws.layer(k, T, B)[0], self.layers[k].D) for k in range((l - 1) * self.directions,
@@ -597,7 +598,7 @@ class _Recurrent:
         for d, (I, D) in enumerate(below):
             copy_hidden(Xb[:, :, d * H:(d + 1) * H] if self.directions > 1 else Xb, I, L, D, d == 1)
         if step is not None:
-            apply_dropout(Xb, self.dropout_seed, step, l - 1, self.dropout)
+            apply_dropout(Xb, self.dropout_seed, step, l - 1, self.dropout, row0)
         return Xb
 
     def _unit_input(self, k, x, h0, c0, L, T, B, reverse):
@@ -703,7 +704,7 @@ class _Recurrent:
     def run_backward(self, dy, dhn, dcn, dx, dh0, dc0, record=False):
         """Backward of the last run_forward on checked inputs into the given outputs
         (dx may be None); parameter gradients accumulate into grads. dy (T,B,Hr·directions)."""
-        T, B, L, step = self._saved
+        T, B, L, step, row0 = self._saved
         self._saved = None
         ws, H, Hr, G, dirs, blocks = self._ws, self.hidden_size, self.Hr, self._ws.G, self.directions, BLOCKS[self.CELL]
         TW = _tile_width(self.dtype)
@@ -753,7 +754,7 @@ class _Recurrent:
                     if record:
                         self.flow["dh"][k], self.flow["dc"][k] = np.sqrt(probes[d].sum(axis=1)).T
                 if l > 0 and step is not None:
-                    apply_dropout(dX, self.dropout_seed, step, l - 1, self.dropout)   # the forward's mask
+                    apply_dropout(dX, self.dropout_seed, step, l - 1, self.dropout, row0)   # the forward's mask
                 dY = dX
 
     def _forget_means(self, T, B, L):

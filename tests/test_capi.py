@@ -130,6 +130,8 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
                  ("fastlstm_set_learning_rate", "null_handle"): 4})
     want.update({("fastlstm_set_learning_rate", case): 2
                  for case in ("nan", "negative", "zero", "inf_in_float32", "zero_in_float32")})
+    want.update({("fastlstm_set_first_row", "negative"): 2, ("fastlstm_set_first_row", "huge"): 2,
+                 ("fastlstm_set_first_row", "null_handle"): 4})
     want.update({key: 0 for key in got if key[1].startswith("ok")})
     assert set(got) == set(want), set(got) ^ set(want)
     for key, code in want.items():
@@ -304,6 +306,44 @@ int main(void) {{
     c = fastlstm.load(ckpt)
     assert type(c.optimizer) is kind and c.optimizer.weight_decay == wd
     assert np.array_equal(c.params, m.params)
+
+
+def test_a_part_of_a_batch_from_c_draws_the_whole_batchs_dropout_masks(lib, tmp_path):
+    """fastlstm_set_first_row (0.9): gradients of rows 4..7 of a batch with first_row = 4
+    equal Python's compute_gradients(..., first_row=4) bit for bit, and differ from those
+    drawn with the rows counted from 0 (the masks a data-parallel rank drew before)."""
+    src, exe = tmp_path / "rows.c", tmp_path / "rows"
+    src.write_text(f'''#include <stdio.h>
+#include "fastlstm.h"
+int main(void) {{
+    fastlstm_config c; fastlstm_config_init(&c);
+    c.input_size = 2; c.hidden_size = 8; c.output_size = 1; c.num_layers = 2; c.dropout = 0.5; c.seed = 3;
+    fastlstm_model *m = 0; double loss; int64_t n;
+    if (fastlstm_create(&c, &m) || fastlstm_param_count(m, &n) || n > 2000) return 1;
+    float x[5 * 4 * 2], y[4], g[2000];
+    for (int i = 0; i < 40; i++) x[i] = (float)((i * 7 % 11) / 11.0 - 0.5);
+    for (int i = 0; i < 4; i++) y[i] = (float)(i / 4.0);
+    for (int first = 0; first <= 4; first += 4) {{
+        if (fastlstm_set_first_row(m, first) || fastlstm_compute_gradients(m, x, 0, y, 0, 5, 4, &loss)
+            || fastlstm_get_grads(m, g, n)) {{ puts(fastlstm_last_error()); return 2; }}
+        fwrite(g, sizeof(float), (size_t)n, stdout);
+    }}
+    return 0;
+}}
+''')
+    r = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f"-I{lib}", "-o", str(exe), str(src),
+                        *capi.flags(str(lib), False, True).split()], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe)], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    from_0, from_4 = np.frombuffer(r.stdout, np.float32).reshape(2, -1)
+    m = fastlstm.Model(2, 8, 1, 2, dropout=0.5, seed=3)
+    x = (np.arange(40) * 7 % 11 / 11.0 - 0.5).astype(np.float32).reshape(5, 4, 2)
+    y = (np.arange(4) / 4.0).astype(np.float32).reshape(4, 1)
+    m.compute_gradients(x, y, first_row=4)
+    assert np.array_equal(from_4, m.grads)
+    m.compute_gradients(x, y)
+    assert np.array_equal(from_0, m.grads) and not np.array_equal(from_0, from_4)
 
 
 def test_a_learning_rate_schedule_from_c_trains_as_in_python(lib, tmp_path):

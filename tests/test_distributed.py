@@ -41,7 +41,10 @@ def _batches(output, steps=6, T=8, B=8, D=3, O=3, seed=0):
     return out
 
 
-CASES = {"last": dict(loss="mse", output="last"), "every": dict(loss="xent", output="every")}
+CASES = {"last": dict(loss="mse", output="last"), "every": dict(loss="xent", output="every"),
+         # each rank's rows draw the whole batch's dropout masks (rank 1's rows drew rank 0's: its
+         # shard's rows were keyed from 0, so the two halves of a batch shared their masks)
+         "dropout": dict(loss="mse", output="last", dropout=0.4)}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -59,7 +62,7 @@ def test_two_ranks_with_half_batches_equal_one_rank_with_the_whole(tmp_path, cas
         m = fastlstm.Model(3, 5, 3, 2, dtype=np.float64, seed=1, clip=0.5,
                            optimizer=fastlstm.Adam(lr=1e-2), **CASES[{case!r}])
         dp = DataParallel(m, check_every=2)
-        losses = [dp.train_step(x, y, L) for x, y, L in _batches({case!r})]
+        losses = [dp.train_step(x, y, L) for x, y, L in _batches(CASES[{case!r}]["output"])]
         dp.check_identical()
         if dp.rank == 0:
             np.save({str(tmp_path / "params.npy")!r}, m.params)
@@ -69,11 +72,67 @@ def test_two_ranks_with_half_batches_equal_one_rank_with_the_whole(tmp_path, cas
     assert r.returncode == 0, r.stdout + r.stderr
     single = fastlstm.Model(3, 5, 3, 2, dtype=np.float64, seed=1, clip=0.5,
                             optimizer=fastlstm.Adam(lr=1e-2), **CASES[case])
-    losses = [single.train_step(x, y, L) for x, y, L in _batches(case)]
+    losses = [single.train_step(x, y, L) for x, y, L in _batches(CASES[case]["output"])]
     d = np.max(np.abs(np.load(tmp_path / "params.npy") - single.params))
     assert d <= 1e-12, f"2 ranks vs 1: max |difference| {d:.3g}"
     # train_step returns the global batch's mean loss (what the progress bar shows), not a shard's
     assert np.allclose(np.load(tmp_path / "losses.npy"), losses, rtol=1e-12, atol=0)
+
+
+def _random_case(seed):
+    """A random model (cell, layers, bidirectional, dropout, projections, token ids, output,
+    loss, batch_first, optimizer, clip) and three batches for it, lengths or none."""
+    rng = np.random.default_rng(seed)
+    cell, layers = str(rng.choice(["lstm", "gru", "rnn", "rnn_relu"])), int(rng.integers(1, 4))
+    kw = dict(cell=cell, num_layers=layers, bidirectional=bool(rng.random() < 0.4),
+              dropout=float(rng.choice([0.0, 0.3])) if layers > 1 else 0.0,
+              proj_size=int(rng.integers(1, 4)) if cell == "lstm" and rng.random() < 0.3 else 0,
+              output=str(rng.choice(["last", "every"])), loss=str(rng.choice(["mse", "xent"])),
+              batch_first=bool(rng.random() < 0.5), dtype=np.float64, seed=seed,
+              optimizer=str(rng.choice(["adam", "sgd"])), clip=float(rng.choice([0.5, 1e9])),
+              vocab_size=int(rng.integers(3, 9)) if rng.random() < 0.3 else None)
+    D, H, O, T, B = (int(rng.integers(a, b)) for a, b in ((1, 5), (4, 8), (2, 4), (1, 7), (2, 9)))
+    batches = []
+    for _ in range(3):
+        x = rng.integers(0, kw["vocab_size"], (T, B)) if kw["vocab_size"] else rng.standard_normal((T, B, D))
+        lengths = rng.integers(1, T + 1, B) if rng.random() < 0.7 else None
+        lead = (B,) if kw["output"] == "last" else (T, B)
+        y = rng.standard_normal(lead + (O,)) if kw["loss"] == "mse" else rng.integers(0, O, lead)
+        if kw["batch_first"]:
+            x = np.ascontiguousarray(x.swapaxes(0, 1))
+            y = np.ascontiguousarray(y.swapaxes(0, 1)) if kw["output"] == "every" else y
+        batches.append((x, y, lengths))
+    return (D, H, O), kw, batches
+
+
+def test_random_models_train_on_two_ranks_as_in_one_process(tmp_path):
+    """32 random models (_random_case). A batch_first model's per-step targets were refused
+    ("y must be C-contiguous") by an early version of the whole-batch check."""
+    job = _script(tmp_path, f"""
+        import numpy as np, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import fastlstm
+        from fastlstm.distributed import DataParallel
+        from test_distributed import _random_case
+        out = {{}}
+        for seed in range(32):
+            sizes, kw, batches = _random_case(seed)
+            m = fastlstm.Model(*sizes, **kw)
+            dp = DataParallel(m, check_every=1, set_threads=False)
+            out[f"loss{{seed}}"] = [dp.train_step(*b) for b in batches]
+            out[f"params{{seed}}"] = m.params
+        if dp.rank == 0:
+            np.savez({str(tmp_path / "out.npz")!r}, **out)
+    """)
+    r = _mpi(2, sys.executable, "-m", "mpi4py", job, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = np.load(tmp_path / "out.npz")
+    for seed in range(32):
+        sizes, kw, batches = _random_case(seed)
+        m = fastlstm.Model(*sizes, **kw)
+        losses = [m.train_step(*b) for b in batches]
+        assert np.max(np.abs(got[f"params{seed}"] - m.params)) <= 1e-10, (seed, kw)
+        assert np.allclose(got[f"loss{seed}"], losses, rtol=1e-10, atol=0), (seed, kw)
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
@@ -113,14 +172,14 @@ def test_a_failed_step_fails_on_every_rank_and_the_next_one_trains(tmp_path, bat
         except (MemoryError, RankFailed) as e:
             said.append(f"{{type(e).__name__}}: {{e}}")
         losses = [dp.train_step(*b) for b in batches]
-        print(f"rank {{dp.rank}} | " + " | ".join(said), flush=True)
+        open(f"{tmp_path}/said{{dp.rank}}.txt", "w").write(" | ".join(said))      # not print: the ranks' lines interleave
         if dp.rank == 0:
             np.save({str(tmp_path / "params.npy")!r}, m.params)
             np.save({str(tmp_path / "losses.npy")!r}, losses)
     """)
     r = _mpi(2, sys.executable, "-m", "mpi4py", job, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
-    said = dict(line.split(" | ", 1) for line in r.stdout.splitlines() if line.startswith("rank"))
+    said = {f"rank {k}": (tmp_path / f"said{k}.txt").read_text() for k in (0, 1)}
     where = "(6, 2, 1)" if batch_first else "(2, 6, 1)"
     for rank in ("rank 0", "rank 1"):
         assert said[rank].startswith(f"NonFiniteValue: x must be finite; found nan at index {where}"), said
@@ -131,6 +190,41 @@ def test_a_failed_step_fails_on_every_rank_and_the_next_one_trains(tmp_path, bat
     losses = [single.train_step(x, np.ones((8, 3)), L) for x, _, L in _batches("last", steps=3)]
     assert np.max(np.abs(np.load(tmp_path / "params.npy") - single.params)) <= 1e-12
     assert np.allclose(np.load(tmp_path / "losses.npy"), losses, rtol=1e-12, atol=0)
+
+
+def test_ranks_with_different_models_are_refused_on_every_rank(tmp_path):
+    """Other sizes on one rank failed inside MPI's broadcast ("message sizes do not match"),
+    and another loss or optimizer trained on silently, each rank its own way. And a model
+    made with seed=None draws its own dropout seed on each rank: rank 0's is sent to all."""
+    job = _script(tmp_path, """
+        import numpy as np
+        import fastlstm
+        from fastlstm.distributed import DataParallel
+        from mpi4py import MPI
+        r = MPI.COMM_WORLD.Get_rank()
+        try:
+            DataParallel(fastlstm.Model(3, 5 + r, 3, loss=("mse", "xent")[r], seed=0,
+                                        optimizer=(fastlstm.Adam(lr=1e-2), fastlstm.SGD(lr=1e-2))[r]))
+        except ValueError as e:
+            open(f"%s/said{r}.txt", "w").write(str(e))
+        m = fastlstm.Model(3, 5, 3, 2, dropout=0.5)
+        dp = DataParallel(m)
+        seeds = dp.comm.allgather(m.core.dropout_seed)
+        x, y = np.ones((4, 4, 3), np.float32), np.ones((4, 3), np.float32)
+        dp.train_step(x, y)
+        dp.check_identical()
+        if r == 0:
+            print("seeds", len(set(seeds)), flush=True)
+    """ % tmp_path)
+    r = _mpi(2, sys.executable, "-m", "mpi4py", job)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for k in (0, 1):
+        assert (tmp_path / f"said{k}.txt").read_text() == (
+            "DataParallel needs the same model on every rank (the same arguments to Model and its optimizer); "
+            "rank 1: hidden_size=6 (rank 0: 5), loss='xent' (rank 0: 'mse'), optimizer={'name': 'sgd', 't': None, "
+            "'lr': 0.01, 'momentum': 0.0, 'weight_decay': 0.0} (rank 0: {'name': 'adam', 't': None, 'lr': 0.01, "
+            "'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-08, 'weight_decay': 0.0}), params=261 (rank 0: 198)")
+    assert "seeds 1" in r.stdout
 
 
 def test_a_failing_rank_aborts_the_whole_job_quickly(tmp_path):

@@ -259,7 +259,7 @@ def test_the_kept_fraction_is_one_minus_p_within_three_sigma():
     from fastlstm.kernels import apply_dropout
     for p in (0.1, 0.5, 0.9):
         X = np.ones((50, 300, 64))
-        apply_dropout(X, 7, 3, 1, p)
+        apply_dropout(X, 7, 3, 1, p, 0)
         kept, n = (X != 0).mean(), X.size
         assert abs(kept - (1 - p)) <= 3 * np.sqrt(p * (1 - p) / n), (p, kept)
         assert np.allclose(X[X != 0], 1 / (1 - p))
@@ -298,6 +298,37 @@ _THREADS = textwrap.dedent("""
         m.train_step(x, rng.standard_normal((23, 2)).astype(np.float32), rng.integers(1, 10, 23))
     print(numba.get_num_threads(), hashlib.sha256(m.params.tobytes()).hexdigest())
 """)
+
+
+@pytest.mark.parametrize("output", ["last", "every"])
+def test_parts_of_a_batch_with_first_row_give_the_whole_batchs_gradients(output):
+    """The masks are keyed by the row: a part of the batch with first_row = its first row
+    draws the whole batch's masks, so the parts' gradients, weighted by their share of the
+    predictions, sum to the whole batch's (a data-parallel step). Counted from row 0, the
+    second part drew the first part's masks. A bad first_row is refused and changes nothing."""
+    rng = np.random.default_rng(4)
+    m = fastlstm.Model(3, 6, 2, 3, dropout=0.5, dtype=np.float64, seed=2, output=output)
+    x, L = rng.standard_normal((7, 6, 3)), np.array([7, 3, 5, 7, 1, 6])
+    y = rng.standard_normal((6, 2) if output == "last" else (7, 6, 2))
+    m.compute_gradients(x, y, L)
+    whole = m.grads.copy()
+    summed = {}
+    for first in (0, 3):            # the second part's first_row: counted from 0, or its row in the batch
+        total = 0
+        for r0, fr in ((0, 0), (3, first)):
+            rows = slice(r0, r0 + 3)
+            ys = y[rows] if output == "last" else y[:, rows]
+            share = 0.5 if output == "last" else L[rows].sum() / L.sum()
+            m.compute_gradients(x[:, rows].copy(), ys.copy(), L[rows], first_row=fr)
+            total = total + share * m.grads
+        summed[first] = total
+    assert np.max(np.abs(summed[3] - whole)) <= 1e-12 * np.max(np.abs(whole))
+    assert np.max(np.abs(summed[0] - whole)) > 1e-3 * np.max(np.abs(whole))
+    before = m.params.copy(), m.grads.copy(), m.steps
+    for bad, exc in ((-1, ValueError), (1.5, TypeError), ("3", TypeError), (1 << 62, ValueError), (1 << 70, ValueError)):
+        with pytest.raises(exc, match="first_row"):
+            m.compute_gradients(x, y, L, first_row=bad)
+    assert np.array_equal(m.params, before[0]) and np.array_equal(m.grads, before[1]) and m.steps == before[2]
 
 
 def test_dropout_and_bidirectional_steps_are_bitwise_the_same_at_1_and_2_threads():

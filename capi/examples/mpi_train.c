@@ -32,6 +32,7 @@ int main(int argc, char **argv) {
     cfg.learning_rate = 1e-2; cfg.clip = 1.0; cfg.seed = 0;          /* same seed: same start */
     fastlstm_model *m = NULL;
     CHECK(fastlstm_create(&cfg, &m));
+    CHECK(fastlstm_set_first_row(m, b0));     /* with cfg.dropout, each row draws its mask in the whole batch */
     int64_t n;
     CHECK(fastlstm_param_count(m, &n));
     float *g = malloc(sizeof(float) * n), *x = malloc(sizeof(float) * T * B * 2), *y = malloc(sizeof(float) * B);

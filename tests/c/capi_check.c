@@ -283,6 +283,10 @@ static int errors(const char *dir) {
     REPORT(fastlstm_set_learning_rate, "zero_in_float32", fastlstm_set_learning_rate(m, 1e-300));
     REPORT(fastlstm_set_learning_rate, "null_handle", fastlstm_set_learning_rate(NULL, 0.1));
     REPORT(fastlstm_set_learning_rate, "ok", fastlstm_set_learning_rate(m, 1e-3));
+    REPORT(fastlstm_set_first_row, "negative", fastlstm_set_first_row(m, -1));
+    REPORT(fastlstm_set_first_row, "huge", fastlstm_set_first_row(m, INT64_MAX));
+    REPORT(fastlstm_set_first_row, "null_handle", fastlstm_set_first_row(NULL, 4));
+    REPORT(fastlstm_set_first_row, "ok", fastlstm_set_first_row(m, 0));
     fastlstm_get_learning_rate(m, &lr_after);
     printf("lr_unchanged %d\n", lr == lr_after && lr == 1e-3);
     printf("unchanged %d\n", checksum(m) == before);
