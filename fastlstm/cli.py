@@ -630,6 +630,11 @@ def _train(args, interrupt, held):
     if args.distributed:
         from .distributed import DataParallel
         dp = DataParallel(model)
+        # every rank must draw the same batches: a stale copy of the data on one host trained on
+        # a mix of two data sets, and its own evaluations could stop one rank alone (a hang)
+        dp.agree("every rank must read the same data (the same file contents and settings) with the same seed",
+                 dict({k: x for k, x in (record.get("data") or record["task"]).items() if k != "path"},
+                      seed=args.seed))
         step, lead = dp.train_step, dp.rank == 0
         stop = lambda: dp.any(interrupt.requested)          # noqa: E731  (every rank stops at one step)
         args.quiet = args.quiet or not lead

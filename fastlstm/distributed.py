@@ -55,15 +55,20 @@ class DataParallel:
         optimizer (a model of other sizes made the broadcast fail inside MPI, and one with
         another loss or optimizer trained on silently, each rank its own way)."""
         m = self.model
-        mine = dict(m.config(), optimizer=dict(m.optimizer.config(), t=None), params=m.params.size,
-                    dropout_seed=None)                       # rank 0's seed and step count are sent to all
+        self.agree("DataParallel needs the same model on every rank (the same arguments to Model and its optimizer)",
+                   dict(m.config(), optimizer=dict(m.optimizer.config(), t=None), params=m.params.size,
+                        dropout_seed=None))                  # rank 0's seed and step count are sent to all
+
+    def agree(self, what, mine):
+        """ValueError(what; rank r: key=value (rank 0: value), ...) on every rank unless every
+        rank's dict `mine` equals rank 0's."""
         theirs = self.comm.allgather(mine)
-        differ = [f"rank {r}: " + ", ".join(f"{k}={c[k]!r} (rank 0: {theirs[0][k]!r})"
-                                            for k in c if c[k] != theirs[0][k])
+        differ = [f"rank {r}: " + ", ".join(f"{k}={c.get(k)!r} (rank 0: {theirs[0].get(k)!r})"
+                                            for k in [*c, *(k for k in theirs[0] if k not in c)]
+                                            if c.get(k) != theirs[0].get(k))
                   for r, c in enumerate(theirs) if c != theirs[0]]
         if differ:
-            raise ValueError("DataParallel needs the same model on every rank (the same arguments to Model and "
-                             "its optimizer); " + "; ".join(differ))
+            raise ValueError(f"{what}; " + "; ".join(differ))
 
     def rows(self, B):
         """This rank's rows (a slice) of a global batch of B rows."""

@@ -273,6 +273,32 @@ def test_distributed_checkpoint_loads_and_continues_in_one_process(tmp_path):
     assert fastlstm.load(out).steps == 30
 
 
+def test_ranks_that_read_different_data_are_refused_before_training(tmp_path):
+    """`--data s.csv` from two folders (mpiexec's -wdir for each rank), as on two hosts with
+    their own copies: one stale copy made the ranks draw batches from two data sets, and its
+    own evaluations could stop one rank alone. Every rank now says what differs; the same
+    copies train."""
+    for d, rows in (("a", 300), ("b", 301), ("c", 300)):
+        (tmp_path / d).mkdir()
+        v = np.sin(np.arange(rows) / 5)
+        (tmp_path / d / "s.csv").write_text("v\n" + "".join(f"{x:.4f}\n" for x in v))
+
+    def run(a, b):
+        cmd = [sys.executable, "-m", "mpi4py", "-m", "fastlstm", "train", "--distributed", "--data", "s.csv",
+               "--target", "v", "--window", "10", "--steps", "4", "--quiet", "--out", str(tmp_path / "run.ckpt"),
+               "--overwrite"]
+        return _mpi(1, "-wdir", str(tmp_path / a), *cmd, ":", "-n", "1", "-wdir", str(tmp_path / b), *cmd)
+
+    r = run("a", "b")
+    assert r.returncode != 0 and r.stderr.count(
+        "fastlstm: error: every rank must read the same data (the same file contents and settings) with the same "
+        "seed; rank 1: fingerprint=[") == 2, r.stdout + r.stderr
+    assert not (tmp_path / "run.ckpt").exists()
+    r = run("a", "c")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert fastlstm.load(tmp_path / "run.ckpt").steps == 4
+
+
 def test_c_driver_allreduces_gradients_between_ranks(tmp_path):
     mpicc = shutil.which("mpicc", path=os.path.dirname(sys.executable)) or shutil.which("mpicc")
     if mpicc is None or shutil.which("gcc") is None:
