@@ -31,8 +31,8 @@ class DataParallel:
 
     model: the same configuration and seed on every rank (rank 0's parameters and optimizer
     state are broadcast at the start). check_every: steps between parameter-checksum
-    comparisons (0: never). Threads: each rank uses cores // (ranks on its node) threads
-    for Numba and BLAS, so that ranks sharing a machine do not oversubscribe it.
+    comparisons (0: never). Threads: each rank uses its share of the CPUs it may run on
+    (_share_cores) for Numba and BLAS, so that ranks sharing a machine do not oversubscribe it.
     """
 
     def __init__(self, model, comm=None, check_every=100, set_threads=True):
@@ -146,13 +146,24 @@ def _mpi():
 
 
 def _share_cores(comm):
-    """Give this rank cores // (ranks on this node) threads for Numba and BLAS."""
+    """Give this rank its share of the CPUs it may run on (its affinity: taskset, a cgroup's
+    cpuset, mpiexec -bind-to), each CPU shared evenly among the ranks of this node that may
+    run on it: cores // ranks when none is bound, its own cores when each is bound to its
+    own. (cores // ranks alone gave 2 ranks in a 4-CPU Slurm allocation of a 64-core node 32
+    threads each, which Numba cut to the 4 CPUs each could see: 8 threads on 4 CPUs.)"""
     import numba
     MPI = _mpi()
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    n = max(1, (os.cpu_count() or 1) // local.Get_size())
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    n = _share(mine, local.allgather(mine))
     local.Free()
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     from threadpoolctl import threadpool_limits
     threadpool_limits(n, user_api="blas")
     return n
+
+
+def _share(mine, sets):
+    """Threads for a rank that may run on the CPUs `mine`, the node's ranks on `sets`
+    (its own among them): each CPU counts 1 / (the ranks that may run on it); at least 1."""
+    return max(1, int(sum(1 / sum(cpu in s for s in sets) for cpu in mine) + 1e-9))

@@ -299,6 +299,25 @@ def test_ranks_that_read_different_data_are_refused_before_training(tmp_path):
     assert fastlstm.load(tmp_path / "run.ckpt").steps == 4
 
 
+def test_ranks_share_the_cpus_they_may_run_on():
+    """Threads per rank from the ranks' CPU affinities (taskset, a cgroup's cpuset,
+    mpiexec -bind-to), not from the machine's CPU count: 2 ranks in a 4-CPU allocation of a
+    64-core node took 32 threads each (Numba cut them to the 4 CPUs: 8 threads on 4 CPUs)."""
+    from fastlstm.distributed import _share
+    alloc = set(range(4))
+    assert _share(alloc, [alloc, alloc]) == 2                                 # unbound, in an allocation
+    halves = [set(range(0, 8)), set(range(8, 16))]
+    assert [_share(s, halves) for s in halves] == [8, 8]                      # bound to a socket each
+    assert [_share({c}, [{0}, {1}, {2}]) for c in range(3)] == [1, 1, 1]      # bound to a core each
+    assert _share({0, 1}, [{0, 1}] * 3) == 1                                  # more ranks than CPUs: 1 each
+    assert _share(set(range(6)), [set(range(6)), set(range(3))]) == 4         # 3 CPUs alone, 3 shared
+    r = subprocess.run([MPIEXEC, "-n", "1", sys.executable, "-c",       # as `taskset -c 0 mpiexec ...`
+                        "import numba, fastlstm; from fastlstm.distributed import DataParallel; "
+                        "dp = DataParallel(fastlstm.Model(2, 4, 1, seed=0)); print(dp.threads, numba.get_num_threads())"],
+                       capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+    assert r.returncode == 0 and r.stdout.split() == ["1", "1"], r.stdout + r.stderr
+
+
 def test_c_driver_allreduces_gradients_between_ranks(tmp_path):
     mpicc = shutil.which("mpicc", path=os.path.dirname(sys.executable)) or shutil.which("mpicc")
     if mpicc is None or shutil.which("gcc") is None:
