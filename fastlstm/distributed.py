@@ -109,12 +109,19 @@ class DataParallel:
             loss, failed = m.compute_gradients(xs, ys, Ls, first_row=self.rows(xt.shape[1]).start) * weight, None
         except BaseException as e:              # shared with the other ranks, then raised again below
             loss, failed = 0.0, e
-        parts = self.comm.allgather((loss, None if failed is None else f"{type(failed).__name__}: {failed}"))
+        drops = m.training and m.core.dropout > 0
+        parts = self.comm.allgather((loss, None if failed is None else f"{type(failed).__name__}: {failed}", drops))
         if failed is not None:
             raise failed
-        why = [(r, w) for r, (_, w) in enumerate(parts) if w]
+        why = [(r, w) for r, (_, w, _) in enumerate(parts) if w]
         if why:
             raise RankFailed(f"rank {why[0][0]}'s part of the step failed ({why[0][1]}); no rank updated the model")
+        if len({p[2] for p in parts}) > 1:      # model.eval() on one rank alone: its part without dropout
+            evals = [r for r, p in enumerate(parts) if not p[2]]
+            raise ValueError(f"the model is in eval mode on rank{'s' * (len(evals) > 1)} "
+                             f"{', '.join(map(str, evals))} and in training mode on the others, so only some "
+                             f"ranks dropped out; call model.train() (or model.eval()) on every rank. No rank "
+                             f"updated the model")
         loss = sum(p[0] for p in parts)        # in rank order: the same bits on every rank
         m.grads *= m.dtype.type(weight)
         self.comm.Allreduce(self.MPI.IN_PLACE, m.grads, op=self.MPI.SUM)

@@ -194,8 +194,10 @@ def test_a_failed_step_fails_on_every_rank_and_the_next_one_trains(tmp_path, bat
 
 def test_ranks_with_different_models_are_refused_on_every_rank(tmp_path):
     """Other sizes on one rank failed inside MPI's broadcast ("message sizes do not match"),
-    and another loss or optimizer trained on silently, each rank its own way. And a model
-    made with seed=None draws its own dropout seed on each rank: rank 0's is sent to all."""
+    and another loss or optimizer trained on silently, each rank its own way. A model made
+    with seed=None draws its own dropout seed on each rank: rank 0's is sent to all. And a
+    model in eval mode on one rank alone (dropout off there) is refused at the step, which
+    updates no rank."""
     job = _script(tmp_path, """
         import numpy as np
         import fastlstm
@@ -211,11 +213,19 @@ def test_ranks_with_different_models_are_refused_on_every_rank(tmp_path):
         dp = DataParallel(m)
         seeds = dp.comm.allgather(m.core.dropout_seed)
         x, y = np.ones((4, 4, 3), np.float32), np.ones((4, 3), np.float32)
+        if r == 0:
+            m.eval()
+        try:
+            dp.train_step(x, y)
+        except ValueError as e:
+            open(f"%s/mode{r}.txt", "w").write(str(e))
+        assert m.steps == 0
+        m.train()
         dp.train_step(x, y)
         dp.check_identical()
         if r == 0:
-            print("seeds", len(set(seeds)), flush=True)
-    """ % tmp_path)
+            print("seeds", len(set(seeds)), "steps", m.steps, flush=True)
+    """ % (tmp_path, tmp_path))
     r = _mpi(2, sys.executable, "-m", "mpi4py", job)
     assert r.returncode == 0, r.stdout + r.stderr
     for k in (0, 1):
@@ -224,7 +234,11 @@ def test_ranks_with_different_models_are_refused_on_every_rank(tmp_path):
             "rank 1: hidden_size=6 (rank 0: 5), loss='xent' (rank 0: 'mse'), optimizer={'name': 'sgd', 't': None, "
             "'lr': 0.01, 'momentum': 0.0, 'weight_decay': 0.0} (rank 0: {'name': 'adam', 't': None, 'lr': 0.01, "
             "'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-08, 'weight_decay': 0.0}), params=261 (rank 0: 198)")
-    assert "seeds 1" in r.stdout
+    assert "seeds 1 steps 1" in r.stdout
+    for k in (0, 1):
+        assert (tmp_path / f"mode{k}.txt").read_text() == (
+            "the model is in eval mode on rank 0 and in training mode on the others, so only some ranks dropped "
+            "out; call model.train() (or model.eval()) on every rank. No rank updated the model")
 
 
 def test_a_failing_rank_aborts_the_whole_job_quickly(tmp_path):
