@@ -109,8 +109,8 @@ class DataParallel:
             loss, failed = m.compute_gradients(xs, ys, Ls, first_row=self.rows(xt.shape[1]).start) * weight, None
         except BaseException as e:              # shared with the other ranks, then raised again below
             loss, failed = 0.0, e
-        drops = m.training and m.core.dropout > 0
-        parts = self.comm.allgather((loss, None if failed is None else f"{type(failed).__name__}: {failed}", drops))
+        parts = self.comm.allgather((loss, None if failed is None else f"{type(failed).__name__}: {failed}",
+                                     m._drops_out))
         if failed is not None:
             raise failed
         why = [(r, w) for r, (_, w, _) in enumerate(parts) if w]

@@ -151,6 +151,11 @@ class Model:
     def eval(self):
         return self.train(False)
 
+    @property
+    def _drops_out(self):
+        """Whether a training step drops out: training mode and dropout > 0."""
+        return self.training and self.core.dropout > 0
+
     @one_call_at_a_time(interruptible=True)
     def astype(self, dtype):
         """A copy of the model in `dtype` (float32 or float64; PyTorch's model.float() and
@@ -337,8 +342,7 @@ class Model:
             return self._gradients(x, y, L, T, B, record, first_row)
 
     def _gradients(self, x, y, L, T, B, record, row0=0):
-        drop = self.training and self.core.dropout > 0
-        buf, Y = self._forward_head(x, L, self.steps if drop else None, row0)     # masks keyed by the step and row
+        buf, Y = self._forward_head(x, L, self.steps if self._drops_out else None, row0)  # masks keyed by step and row
         loss, _ = self._loss(buf, y, L)
         dP2 = buf["dP"].reshape(-1, self.output_size)
         with blas_turn():
