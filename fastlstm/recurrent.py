@@ -33,13 +33,6 @@ from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, STEP
                       TILE_BYTES, add_row_sums, apply_dropout, block_counts, copy_hidden, copy_rows, copy_steps,
                       fill_zero, pack_unit, panel_extent, recurrent_backward, recurrent_forward, recurrent_step, zeros)
 
-# From this many inputs D_l, or when a packed panel of all D_l + H columns would not fit in
-# L1 (_tiles_from), a layer's forward computes the input half X W_xᵀ of z for all steps as
-# one BLAS product before the time loop, and its tiles sum only U h_{t-1}: there BLAS's
-# rate beats the tiles' by more than the extra pass over Z costs (docs/performance.md), and
-# the packed weights shrink from W to U. Otherwise one tile sum covers all D+H columns.
-SPLIT_D = 512
-
 
 @dataclass(frozen=True)
 class Layer:
@@ -159,6 +152,11 @@ def tile_bytes(environ=os.environ, features=None):
     return TILE_BYTES[1] if features.get("avx512f") else TILE_BYTES[0]
 
 
+def _host_cpu():
+    from llvmlite import binding
+    return binding.get_host_cpu_name()
+
+
 TILE = tile_bytes()
 
 
@@ -178,7 +176,25 @@ def l1d_bytes(path="/sys/devices/system/cpu/cpu0/cache"):
     return 32 * 1024
 
 
+def fused_limits(cpu, l1d):
+    """(FUSED_PANEL, SPLIT_D) for the CPU LLVM names `cpu` with an L1 data cache of `l1d`
+    bytes. From SPLIT_D inputs D_l, or when a packed panel of all D_l + H columns (D_l + Hr
+    rows of TILE bytes) exceeds FUSED_PANEL bytes, a layer's forward computes the input half
+    X W_xᵀ of z for all steps as one BLAS product before the time loop, and its tiles sum
+    only U h_{t-1} (_tiles_from): there BLAS's rate beats the tiles' by more than the extra
+    pass over Z costs, and the packed weights shrink from W to U. Otherwise one tile sum
+    covers all D+H columns. Most CPUs: the panel in L1, where every row block of a thread
+    rereads it each step, and D < 512. AMD Zen 4 ("znver4") runs a 512-bit FMA as two
+    256-bit halves, so its tiles read their panel at half the bytes a cycle of a full-width
+    AVX-512 core and L2 keeps up: one pass wins up to 256 KiB panels, whatever D
+    (docs/performance.md has the figures of each CPU)."""
+    if cpu == "znver4":
+        return 256 * 1024, math.inf
+    return l1d, 512
+
+
 L1D = l1d_bytes()
+FUSED_PANEL, SPLIT_D = fused_limits(_host_cpu(), L1D)
 
 
 def _tile_width(dtype):
@@ -213,10 +229,10 @@ def _runs(blocks, H, part):
 
 def _tiles_from(D, Hr):
     """The first column of W the forward's tiles sum over: 0 (all of [x ; h] in the tiles)
-    while a fused panel, D + Hr rows of TILE bytes, fits in L1, where every row block of a
-    thread reuses it, and D < SPLIT_D; else D (the input half a BLAS product before the time
-    loop, the tiles over U's panels of Hr rows)."""
-    return D if D >= SPLIT_D or (D + Hr) * TILE > L1D else 0
+    while a fused panel, D + Hr rows of TILE bytes, is at most FUSED_PANEL bytes and
+    D < SPLIT_D; else D (the input half a BLAS product before the time loop, the tiles over
+    U's panels of Hr rows). See fused_limits."""
+    return D if D >= SPLIT_D or (D + Hr) * TILE > FUSED_PANEL else 0
 
 
 def dropout_seed_from(seed):

@@ -250,17 +250,26 @@ def test_the_buffers_the_kernels_stream_start_on_a_cache_line(cell):
         assert not misaligned, misaligned
 
 
-def test_input_half_goes_to_blas_when_a_fused_panel_would_not_fit_in_l1(monkeypatch, tmp_path):
+def test_input_half_goes_to_blas_when_a_fused_panel_would_not_fit(monkeypatch, tmp_path):
     """The forward keeps [x ; h] in one tile sum while its packed panel ((D + H) rows of
-    TILE bytes) fits in L1, and from D = SPLIT_D; the L1 size comes from sysfs."""
+    TILE bytes) is at most FUSED_PANEL bytes and D < SPLIT_D: L1 and 512 on most CPUs (the
+    L1 size from sysfs), 256 KiB and no bound on D on AMD Zen 4."""
     R = fastlstm.recurrent
+    assert R.fused_limits("skylake-avx512", 48 * 1024) == (48 * 1024, 512)
+    assert R.fused_limits("znver3", 32 * 1024) == (32 * 1024, 512)
     monkeypatch.setattr(R, "TILE", 128)
-    monkeypatch.setattr(R, "L1D", 48 * 1024)
+    monkeypatch.setattr(R, "SPLIT_D", 512)
+    monkeypatch.setattr(R, "FUSED_PANEL", 48 * 1024)
     assert R._tiles_from(32, 64) == 0 and R._tiles_from(128, 256) == 0      # 12 and 48 KiB: fused
     assert R._tiles_from(256, 256) == 256 and R._tiles_from(512, 16) == 512  # 64 KiB; D ≥ SPLIT_D
     monkeypatch.setattr(R, "TILE", 64)
-    monkeypatch.setattr(R, "L1D", 32 * 1024)
+    monkeypatch.setattr(R, "FUSED_PANEL", 32 * 1024)
     assert R._tiles_from(256, 256) == 0 and R._tiles_from(256, 257) == 256
+    FUSED_PANEL, SPLIT_D = R.fused_limits("znver4", 32 * 1024)
+    monkeypatch.setattr(R, "TILE", 128)
+    monkeypatch.setattr(R, "FUSED_PANEL", FUSED_PANEL)
+    monkeypatch.setattr(R, "SPLIT_D", SPLIT_D)
+    assert R._tiles_from(1024, 1024) == 0 and R._tiles_from(1024, 1025) == 1024  # 256 KiB, whatever D
     for index, (level, kind, size) in enumerate((("1", "Instruction", "64K"), ("1", "Data", "48K"),
                                                  ("2", "Unified", "2048K"))):
         d = tmp_path / f"index{index}"
@@ -274,8 +283,9 @@ def test_input_half_goes_to_blas_when_a_fused_panel_would_not_fit_in_l1(monkeypa
 def test_both_tile_widths_give_the_same_bits():
     """The recurrent products' tile is 64 bytes wide (two AVX2 vectors a row) or 128 (two
     AVX-512 vectors), chosen from the CPU (recurrent.tile_bytes); forcing each gives the same
-    bits: every output is the same chain of FMAs over k. H = 37 leaves partial panels in
-    both."""
+    bits where both sum a layer's input half in the same place (the script's layers: all in
+    the tiles, or all by BLAS first): every output is the same chain of FMAs over k. H = 37
+    leaves partial panels in both."""
     out = {width: _digests(FASTLSTM_TILE_BYTES=width) for width in ("64", "128")}
     assert out["64"] == out["128"], out
 
