@@ -1020,11 +1020,15 @@ class Arrays:
         N = x.shape[1]
         if validation is not None:                  # Model.fit: the validation rows follow the training rows
             xv, yv, Lv, vclasses = self._check(*validation, p=f"{path}'s validation")
-            if xv.shape[0] != x.shape[0] or xv.shape[2:] != x.shape[2:] or classes != vclasses:
-                raise ValueError("validation must be like the training data: x " + (
-                    f"(T, B) with T = {x.shape[0]}" if tokens else f"(T, B, D) with T = {x.shape[0]} and D = "
-                    f"{x.shape[2]}") + f" (pad with lengths), and targets of the same kind; got x {xv.shape}")
-            x, y = _cat(x, xv, 1), _cat(y, yv, self._n_axis)
+            n = self._n_axis
+            if (xv.shape[0] != x.shape[0] or xv.shape[2:] != x.shape[2:] or classes != vclasses
+                    or yv.shape[:n] + yv.shape[n + 1:] != y.shape[:n] + y.shape[n + 1:]):
+                dims = ("(B, T" if self.layout == "batch" else "(T, B") + (")" if tokens else ", D)")
+                raise ValueError(f"validation must be like the training data: x {dims} with T = {x.shape[0]}" + (
+                    "" if tokens else f" and D = {x.shape[2]}") + " (pad with lengths), and targets of the same kind "
+                    f"and shape but for the number of sequences; got x {np.shape(validation[0])} and targets "
+                    f"{np.shape(validation[1])} against x {np.shape(arrays[0])} and targets {np.shape(arrays[1])}")
+            x, y = _cat(x, xv, 1), _cat(y, yv, n)
             lengths = None if lengths is None and Lv is None else _cat(
                 _full(lengths, N, x.shape[0]), _full(Lv, xv.shape[1], x.shape[0]), 0)
             self.val_rows, self.train_rows = np.arange(N, x.shape[1]), np.arange(N)

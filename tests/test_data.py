@@ -849,6 +849,18 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
     with pytest.raises(ValueError, match="2 sequences cannot be split into training and validation parts at "
                                          "validation_split=0.6; each part needs at least one"):
         split.fit(x[:, :2], y[:2], epochs=1, validation_split=0.6, progress=False)
+    # validation targets of another width: NumPy's concatenate error ("all the input array dimensions
+    # except for the concatenation axis must match exactly") came out of fit
+    r = rng.standard_normal((400, 3)).astype(np.float32)
+    for bf, xv, yv, got in ((False, x[:, 300:], r[300:, :2], "got x (12, 100, 2) and targets (100, 2) against x (12, "
+                                                            "300, 2) and targets (300, 3)"),
+                            (True, x[:, 300:].swapaxes(0, 1), r[300:, 0], "x (B, T, D) with T = 12 and D = 2")):
+        m = fastlstm.Model(2, 16, 3, batch_first=bf, seed=0)
+        before = m.params.copy()
+        with pytest.raises(ValueError, match=re.escape(got)):
+            m.fit(x[:, :300].swapaxes(0, 1) if bf else x[:, :300], r[:300], epochs=1, validation=(xv, yv),
+                  progress=False)
+        assert np.array_equal(m.params, before) and m.steps == 0
     assert np.array_equal(split.params, model.params)
     # fit drops out whatever the model's mode (after eval() it trained without dropout, unsaid) and keeps the mode
     fits = []
