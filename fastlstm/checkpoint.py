@@ -159,6 +159,17 @@ def _alive(pid):
     return True
 
 
+def open_regular(path):
+    """path opened for reading in binary, or None where it names something else than a regular
+    file: a device (/dev/zero never ends), a FIFO (opened without blocking: with no writer it
+    would hang the caller), a folder."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
 def read(path, arrays_for=None):
     """(header dict, {name: ndarray}) from a checkpoint, or CheckpointError saying why not.
 
@@ -167,12 +178,10 @@ def read(path, arrays_for=None):
     if arrays_for is None:
         from .model import _checkpoint_arrays as arrays_for
     path = os.fsdecode(path)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))   # a FIFO must not block
-    st = os.fstat(fd)                                                 # OSError stays itself
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
+    f = open_regular(path)                                            # OSError stays itself
+    if f is None:
         raise CheckpointError(f"{path}: not a fastlstm checkpoint (not a regular file)")
-    with os.fdopen(fd, "rb") as f:
+    with f:
         magic = f.read(4)
         if magic == b"\x93NUM":
             raise CheckpointError(f"{path}: not a fastlstm checkpoint (a bare .npy array)")
@@ -180,7 +189,7 @@ def read(path, arrays_for=None):
             raise CheckpointError(f"{path}: not a fastlstm checkpoint (not a zip archive)")
         f.seek(0)
         try:
-            return _read_zip(f, st.st_size, arrays_for)
+            return _read_zip(f, os.fstat(f.fileno()).st_size, arrays_for)
         except CheckpointError as e:
             raise CheckpointError(f"{path}: {e}") from None
         except MemoryError:

@@ -6,13 +6,14 @@ the training loss since the last evaluation, the history), and `state()` gives i
 the checkpoint, so that a resumed run continues bitwise as if it had never stopped.
 """
 import csv
+import io
 import math
 import os
 
 import numpy as np
 
 from . import _validate as v
-from .checkpoint import ZIP, atomic_file
+from .checkpoint import ZIP, atomic_file, open_regular
 from .choices import SCHEDULES
 
 
@@ -328,14 +329,17 @@ def plot(log, out):
     against the step (needs matplotlib, the `plot` extra; the log is read first, so that a
     wrong file is said to be one with or without it)."""
     try:
-        with open(log, "rb") as f:
-            if f.read(4) == ZIP:
-                raise ValueError("a zip archive, such as a checkpoint; a run's metrics log is the .csv "
-                                 "beside its checkpoint")
-        with open(log, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            names = next(reader, [])
-            rows = [(reader.line_num, r) for r in reader if r]        # blank lines skipped, as DictReader does
+        f = open_regular(log)
+        if f is None:
+            raise ValueError("not a regular file: a folder, a pipe or a device")
+        with f:
+            data = f.read()
+        if data[:4] == ZIP:
+            raise ValueError("a zip archive, such as a checkpoint; a run's metrics log is the .csv "
+                             "beside its checkpoint")
+        reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+        names = next(reader, [])
+        rows = [(reader.line_num, r) for r in reader if r]            # blank lines skipped, as DictReader does
         if not rows or "step" not in names:
             raise ValueError("no rows, or no step column")
         table = np.full((len(rows), len(names)), np.nan)         # write_log leaves a metric not taken empty

@@ -419,6 +419,8 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
     bare_log.write_text("step,epoch\n1,0.5\n")
     (tmp_path / "typo.csv").write_text("step,train_loss,lr\n1,0.5,0.01\n\n2,0.4O,0.01\n")
     (tmp_path / "long.csv").write_text("step,train_loss\n1,0.5\n2,0.4,9\n")
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
     cases = [
         (("sample", str(adding)), "is not a checkpoint of text"),
         (("sample", str(adding), "--temperature", "0"), "--temperature must be"),
@@ -442,6 +444,11 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
          "not a fastlstm metrics log (line 4, column 2 ('train_loss'): '0.4O' is not a number)"),
         (("plot", str(tmp_path / "long.csv"), "--out", str(tmp_path / "p.png")),    # the 9 was dropped silently
          "not a fastlstm metrics log (line 3 has 3 fields, and the header 2)"),
+        # a log that is no file: /dev/zero, read as one endless line until the memory ran out; a FIFO
+        # with no writer, whose open blocked for ever; a folder
+        *((("plot", log, "--out", str(tmp_path / "p.png")),
+           f"{log}: not a fastlstm metrics log (not a regular file: a folder, a pipe or a device)")
+          for log in ("/dev/zero", str(fifo), str(tmp_path))),
         (("train", "--task", "adding", "--data", str(adding)), "give --task or --data, not both"),
         (("carousel", "--T", "1"), "--T must be >= 2"),
         (("carousel", "--batch", "0"), "--batch must be >= 1, got 0"),
