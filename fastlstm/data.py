@@ -505,10 +505,10 @@ def _columns(names, arg, path, what, sep=","):
         items = list(arg)                        # a list: strings are names (a checkpoint's), integers numbers
     else:
         raise TypeError(f"{what} must be column names or numbers, as a string \"a,b\" or a list, got {arg!r}")
-    out = []
+    out, known = [], set(names)                  # sets: a file may have 100,000 columns
     for item in items:
         number = None if isinstance(item, str) and not (typed and item.isdigit()) else int(item)
-        if isinstance(item, str) and item in names:
+        if isinstance(item, str) and item in known:
             out.append(item)
         elif number is not None and 1 <= number <= len(names):
             out.append(names[number - 1])
@@ -517,7 +517,12 @@ def _columns(names, arg, path, what, sep=","):
                             f"(by name, or by number from 1)" + _header_hint(names, sep))
     if not out:
         raise DataError(f"{path}: {what} names no column")
-    twice = next((n for i, n in enumerate(out) if n in out[:i]), None)
+    seen, twice = set(), None
+    for n in out:
+        if n in seen:
+            twice = n
+            break
+        seen.add(n)
     if twice is not None:                          # by name and by number, say: two equal inputs or outputs
         raise DataError(f"{path}: {what} names column {twice!r} twice")
     return out
@@ -654,6 +659,7 @@ class Series:
         self.sep, self.decimal = _separators(("\t" if tsv else ",") if sep is None else sep, decimal)
         self.fingerprint = _check_fingerprint(path, _spec)
         names, kinds, lines, cols = read_csv(path, self.sep, self.decimal)
+        at = {n: c for c, n in enumerate(names)}                      # names.index, in O(1) for wide files
         self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
         self.targets = _columns(names, target, path, "--target", self.sep)
         notes = []
@@ -664,7 +670,7 @@ class Series:
             self.features = [n for n, k in zip(names, kinds) if k == "number"]
             text = [n for n, k in zip(names, kinds) if k == "text"]
             if text:                                  # said, as a column the user counted on may be among them
-                dated = next(((n, c.strip()) for n in text for c in cols[names.index(n)][:1]
+                dated = next(((n, c.strip()) for n in text for c in cols[at[n]][:1]
                               if _DATE_LIKE.match(c.strip()) and not self.time_col), None)   # a locale's dates
                 notes.append(f"the features are {', '.join(map(repr, self.features))}; "
                              f"{', '.join(map(repr, text))} hold{'s' * (len(text) == 1)} text and "
@@ -673,16 +679,17 @@ class Series:
                               f"or 2024-01-31 05:00, which would date the forecasts)" if dated else ""))
         else:
             self.features = _columns(names, features, path, "--features", self.sep)
+        targets = set(self.targets)
         for n in self.targets + self.features:
-            if n not in names:
+            if n not in at:
                 raise DataError(f"{path}: no column {n!r}; the columns are: {', '.join(names)}")
-            if kinds[names.index(n)] == "text" or (n in self.targets and kinds[names.index(n)] != "number"):
-                raise DataError(f"{_first_bad(path, lines, cols, names, names.index(n), self.sep, self.decimal)}; "
+            if kinds[at[n]] == "text" or (n in targets and kinds[at[n]] != "number"):
+                raise DataError(f"{_first_bad(path, lines, cols, names, at[n], self.sep, self.decimal)}; "
                                 f"column {n!r} must be numeric")
         self.columns, self._f, self._t = _standardised(self.features, self.targets)
         self.lines = lines                                              # each row's line in the file
         self._aware = {}                        # per time column: (has a UTC offset, line, cell) of its first
-        tc = names.index(self.time_col) if self.time_col else None
+        tc = at[self.time_col] if self.time_col else None
         self.times = times = self._times(tc, lines, cols[tc]) if self.time_col else None
         self.tz = (_dt.datetime.fromisoformat(cols[tc][-1].strip()).tzinfo
                    if self.time_col else None)             # the last row's offset dates the output,
@@ -773,7 +780,8 @@ class Series:
         converted at once; the others go cell by cell, row after row (so the first bad cell
         named is the first in the file), filling missing values as --fill says. parsed: the
         columns already converted, {column: values} (the time column's seconds)."""
-        idx = [names.index(n) for n in self.columns]
+        at = {n: c for c, n in enumerate(names)}
+        idx = [at[n] for n in self.columns]
         out = np.empty((len(lines), len(idx)))
         slow = []
         for j, c in enumerate(idx):
@@ -886,7 +894,8 @@ def _standardised(features, targets):
     """The columns a series standardises (its features, then the targets not among them),
     and the features' and the targets' indices among them."""
     columns = list(dict.fromkeys(features + targets))
-    return columns, [columns.index(c) for c in features], [columns.index(c) for c in targets]
+    at = {c: j for j, c in enumerate(columns)}
+    return columns, [at[c] for c in features], [at[c] for c in targets]
 
 
 def series_scale(spec):

@@ -1308,3 +1308,33 @@ def test_sample_never_writes_the_unknown_character(tmp_path, capsys):
         assert cli.main(["sample", str(out), "--length", "300", "--temperature", temperature, "--prime", ""]) == 0
         text = capsys.readouterr().out
         assert len(text) == 301 and set(text) <= set("ab\n"), repr(text[:40])
+
+
+def test_a_series_of_100000_columns_opens_in_one_pass(tmp_path):
+    """Each column was looked up by scanning the header's names (names.index, `in` a list),
+    so opening a CSV took time in the square of its width: 100,000 columns ran past 100 s.
+    The names are dictionaries and sets now; the subprocess's timeout stands for "it hangs".
+    The features keep the order given, a checkpoint's list of names included."""
+    C = 100_000
+    v = np.random.default_rng(0).integers(0, 9, (8, C))
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"c{i}" for i in range(C)) + "\n" + "\n".join(",".join(map(str, r)) for r in v) + "\n")
+    np.save(tmp_path / "v.npy", v)
+    script = f"""if True:
+        import numpy as np
+        from fastlstm import data
+        v = np.load({str(tmp_path / "v.npy")!r})
+        d = data.open_data({str(path)!r}, target="c{C - 1}", window=2, val_fraction=0.25)
+        assert d.input_size == {C} and d.columns == [f"c{{i}}" for i in range({C})] and d._t == [{C - 1}]
+        train = v[:6]
+        std = np.where(train.std(axis=0) > 0, train.std(axis=0), 1.0)
+        assert np.allclose(d.z, (v - train.mean(axis=0)) / std)
+        backwards = [f"c{{i}}" for i in reversed(range({C}))]             # as a checkpoint lists them
+        d = data.open_data({str(path)!r}, target="c0", features=backwards, window=2, val_fraction=0.25)
+        assert d.columns == backwards and d._f == list(range({C})) and d._t == [{C - 1}]
+        d = data.open_data({str(path)!r}, target=backwards, features=["c0"], window=2, val_fraction=0.25)
+        assert d.output_size == {C} and d.input_size == 1                  # every column a target
+        print("ok")
+    """
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
