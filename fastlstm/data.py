@@ -479,6 +479,13 @@ def _looks_numeric(cell):
     return any(c.isdigit() for c in cell)          # not a column named "nan" or "inf"
 
 
+def _listed(names, most=12, quote=False):
+    """names joined by commas (repr'd with quote), the first `most` of a longer list and how
+    many more: a wide file's header would fill the screen."""
+    names = [repr(n) if quote else n for n in names]
+    return ", ".join(names[:most]) + (f", … and {len(names) - most} more" if len(names) > most else "")
+
+
 def _header_hint(names, sep=","):
     """What to say when a header of one name holds another separator (a spreadsheet's ';'),
     or when the first line is numbers: a file without a header."""
@@ -513,7 +520,7 @@ def _columns(names, arg, path, what, sep=","):
         elif number is not None and 1 <= number <= len(names):
             out.append(names[number - 1])
         else:
-            raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: {', '.join(names)} "
+            raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: {_listed(names)} "
                             f"(by name, or by number from 1)" + _header_hint(names, sep))
     if not out:
         raise DataError(f"{path}: {what} names no column")
@@ -664,7 +671,7 @@ class Series:
         self.targets = _columns(names, target, path, "--target", self.sep)
         notes = []
         if all(map(_looks_numeric, names)):           # columns chosen by number: the first row would go unsaid
-            notes.append(f"line 1, the header, is all numbers ({', '.join(names)}): if the file has no header, "
+            notes.append(f"line 1, the header, is all numbers ({_listed(names)}): if the file has no header, "
                          f"its first row was read as one (add a line of column names)")
         if features is None:
             self.features = [n for n, k in zip(names, kinds) if k == "number"]
@@ -672,8 +679,8 @@ class Series:
             if text:                                  # said, as a column the user counted on may be among them
                 dated = next(((n, c.strip()) for n in text for c in cols[at[n]][:1]
                               if _DATE_LIKE.match(c.strip()) and not self.time_col), None)   # a locale's dates
-                notes.append(f"the features are {', '.join(map(repr, self.features))}; "
-                             f"{', '.join(map(repr, text))} hold{'s' * (len(text) == 1)} text and "
+                notes.append(f"the features are {_listed(self.features, quote=True)}; "
+                             f"{_listed(text, quote=True)} hold{'s' * (len(text) == 1)} text and "
                              f"{'is' if len(text) == 1 else 'are'} left out" +
                              (f" (column {dated[0]!r}: {dated[1]!r} is not an ISO 8601 time, such as 2024-01-31 "
                               f"or 2024-01-31 05:00, which would date the forecasts)" if dated else ""))
@@ -682,7 +689,7 @@ class Series:
         targets = set(self.targets)
         for n in self.targets + self.features:
             if n not in at:
-                raise DataError(f"{path}: no column {n!r}; the columns are: {', '.join(names)}")
+                raise DataError(f"{path}: no column {n!r}; the columns are: {_listed(names)}")
             if kinds[at[n]] == "text" or (n in targets and kinds[at[n]] != "number"):
                 raise DataError(f"{_first_bad(path, lines, cols, names, at[n], self.sep, self.decimal)}; "
                                 f"column {n!r} must be numeric")
