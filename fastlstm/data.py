@@ -567,8 +567,13 @@ def read_csv(path, sep=",", decimal="."):
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
         records = ((reader.line_num, row) for row in _records(reader, path))
     names = [n.strip() for n in next(records)[1]]
-    if len(set(names)) != len(names) or "" in names:
-        raise DataError(f"{path}: line 1: the header needs distinct, non-empty column names, got {names}")
+    seen = {}
+    for c, n in enumerate(names):
+        if not n or n in seen:
+            raise DataError(f"{path}: line 1: the header needs distinct, non-empty column names, and column {c + 1} "
+                            + (f"repeats column {seen[n] + 1}'s name {n!r}" if n else "has none")
+                            + f" (the header: {_listed(names, quote=True)})")
+        seen[n] = c
     lines, cols = _plain_columns(split, len(names), sep) if plain else (None, None)
     if cols is None:
         rows = []

@@ -392,6 +392,12 @@ def _hourly(values, hours=None):
      "line 2, column 1 ('a'): missing value (nothing earlier to carry forward)"),
     ("nocol.csv", BAD_CSV.encode(), ["--target", "nope"],
      "--target 'nope' is not a column; the columns are: date, load, temp"),
+    ("twice.csv", b"load,temp,load\n1,2,3\n", ["--target", "load"],      # it gave the header alone
+     "line 1: the header needs distinct, non-empty column names, and column 3 repeats column 1's name 'load' "
+     "(the header: 'load', 'temp', 'load')"),
+    ("unnamed.csv", b"load,,temp\n1,2,3\n", ["--target", "load"],
+     "line 1: the header needs distinct, non-empty column names, and column 2 has none (the header: 'load', '', "
+     "'temp')"),
     ("unclosed.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5,2\n2024-01-01T02:00:00,1,2\n',
      ["--target", "load"], "line 3: a quoted cell opened on this line is never closed"),
     ("afterquote.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5"0,2\n', ["--target", "load"],
