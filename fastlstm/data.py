@@ -720,7 +720,7 @@ class Series:
                          f"so forecasts are numbered by step, not dated")   # median step on, would repeat them
             self.time_col = self.times = None
         self.note = "; ".join(notes) or None
-        values = self._values(names, kinds, lines, cols, {tc: times})   # (rows, columns) in data units
+        values = self._values(names, at, kinds, lines, cols, {tc: times})   # (rows, columns) in data units
         n = len(values)
         self.n_train = n - int(round(n * self.val_fraction))
         need = self.window + self.horizon
@@ -787,12 +787,12 @@ class Series:
                             f"{'has one' if first[0] else 'none'}: give every time of a column an offset, or none")
         return t[0]
 
-    def _values(self, names, kinds, lines, cols, parsed):
+    def _values(self, names, at, kinds, lines, cols, parsed):
         """(rows, columns) of self.columns in data units. A column of numbers or times alone is
         converted at once; the others go cell by cell, row after row (so the first bad cell
-        named is the first in the file), filling missing values as --fill says. parsed: the
-        columns already converted, {column: values} (the time column's seconds)."""
-        at = {n: c for c, n in enumerate(names)}
+        named is the first in the file), filling missing values as --fill says. at: each
+        name's column; parsed: the columns already converted, {column: values} (the time
+        column's seconds)."""
         idx = [at[n] for n in self.columns]
         out = np.empty((len(lines), len(idx)))
         slow = []
