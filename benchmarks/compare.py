@@ -10,7 +10,9 @@ process, imported fastlstm first or numpy and torch first (as most scripts do), 
 processes' runners in one alternation (a table after the main one sets fastlstm's speed in
 the two orders side by side), medians reported. The streaming step is timed beside
 torch.nn.LSTM on a one-step sequence and beside torch.nn.LSTMCell, PyTorch's one-step
-module (the GRU's beside nn.GRU and nn.GRUCell). GFLOP/s counts 3 x 2 x 4H(D+H) x B x T
+module (the GRU's beside nn.GRU and nn.GRUCell), back to back and paced (a step every PACE
+seconds, asleep in between, as a stream fed in real time takes them; only the steps
+timed). GFLOP/s counts 3 x 2 x 4H(D+H) x B x T
 per training step (forward, δI, δW) and a third of that for inference; "of matmul" divides by the rate of a large float32
 NumPy matmul measured in the same run ("torch of matmul": the same for PyTorch, so a speed
 ratio r needs r times that fraction). Both libraries use the same number of threads, each
@@ -74,11 +76,25 @@ def elapsed(f, calls):
     return time.perf_counter() - t
 
 
-def local(f):
-    """A runner (n -> seconds for n calls) for a function of this process, warmed up."""
+def paced(f, calls, pace):
+    """Seconds inside `calls` calls of f, each made after `pace` seconds asleep: a stream fed
+    in real time (a sensor's samples, audio frames), where every call finds the machine
+    idle, not another call just finished."""
+    total = 0.0
+    for _ in range(calls):
+        time.sleep(pace)
+        t = time.perf_counter()
+        f()
+        total += time.perf_counter() - t
+    return total
+
+
+def local(f, pace=0.0):
+    """A runner (n -> seconds for n calls) for a function of this process, warmed up; with
+    `pace`, the calls are paced (paced) and only their own time counts."""
     f()
     f()                                                         # compile, grow buffers, warm caches
-    return lambda n: elapsed(f, n)
+    return (lambda n: paced(f, n, pace)) if pace else (lambda n: elapsed(f, n))
 
 
 def _calls(run, budget):
@@ -175,7 +191,8 @@ def serve(lib, threads):
             elif cmd == "setup":
                 group, dims, dtype = a[1], map(int, a[2:6]), np.dtype(a[6])
                 runs[a[0], group] = None                    # the old setup of this group freed first
-                runs[a[0], group] = local(side(a[0], group, *dims, dtype))
+                runs[a[0], group] = local(side(a[0], group, *dims, dtype),
+                                          VARIANTS.get(group, (None, {}))[1].get("pace", 0.0))
                 answer = "ok"
             else:
                 answer = repr(runs[a[0], a[1]](int(a[2])))
@@ -187,13 +204,16 @@ def serve(lib, threads):
 # group -> (base group, stack settings): bidirectional, two layers with and without dropout,
 # the GRU (cell: torch.nn.GRU beside fastlstm.GRU), projections to H/2 (proj_size), and the
 # streaming step beside PyTorch's one-step modules (peer="cell": torch.nn.LSTMCell or GRUCell,
-# under torch.inference_mode; the "stream" rows call torch.nn.LSTM on a sequence of one step)
+# under torch.inference_mode; the "stream" rows call torch.nn.LSTM on a sequence of one step),
+# each also paced, one step every PACE seconds, as a stream fed in real time takes them
+PACE = 1e-3
 VARIANTS = {"streamcell": ("stream", dict(peer="cell")), "grustreamcell": ("stream", dict(cell="gru", peer="cell")),
             "bitrain": ("train", dict(bidirectional=True)), "biinfer": ("infer", dict(bidirectional=True)),
             "train2": ("train", dict(num_layers=2)), "train2drop": ("train", dict(num_layers=2, dropout=0.2)),
             "grutrain": ("train", dict(cell="gru")), "gruinfer": ("infer", dict(cell="gru")),
             "grustream": ("stream", dict(cell="gru")), "projtrain": ("train", dict(proj_size="H/2")),
-            "projinfer": ("infer", dict(proj_size="H/2")), "adamtrain": ("train", dict(adam=True))}
+            "projinfer": ("infer", dict(proj_size="H/2")), "adamtrain": ("train", dict(adam=True)),
+            "pacedstream": ("stream", dict(pace=PACE)), "pacedstreamcell": ("stream", dict(peer="cell", pace=PACE))}
 
 
 def side(lib, group, D, H, B, T, dtype):
@@ -204,6 +224,7 @@ def side(lib, group, D, H, B, T, dtype):
     settings = dict(settings)
     cell, adam = settings.pop("cell", "lstm"), settings.pop("adam", False)     # adam: an update after each step
     peer = settings.pop("peer", "stack")
+    settings.pop("pace", None)                                  # serve() paces the calls
     if settings.get("proj_size") == "H/2":
         settings["proj_size"] = H // 2
     ours = {"lstm": fastlstm.LSTM, "gru": fastlstm.GRU}[cell](D, H, dtype=dtype, seed=0, **settings)
@@ -402,14 +423,16 @@ def main(argv=None):
         print(f"| {label} | {name} {shape} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x | "
               f"{gf:.1f} | {gf / rate:.0%} | {flops / b / 1e9 / rate:.0%} |", flush=True)
 
-    def row(group, label, name, shape, dtype, flops, base=None):
+    def row(group, label, name, shape, dtype, flops, base=None, budget=0.25):
         """One table row. A speed ratio r needs r x (torch of matmul) of the matmul rate.
         base: a group timed in the same alternation (the unidirectional LSTM beside the
         bidirectional one, the LSTM beside the GRU), whose ratio goes to `beside`, so that
-        the two ratios compare within one set of blocks, not across minutes of drift."""
+        the two ratios compare within one set of blocks, not across minutes of drift.
+        budget: seconds of calls a block times (a paced row's calls take a twentieth of
+        its blocks' time)."""
         groups_here = [group] + ([base] if base else [])
         t, per = alternate([w.runner(g, *shape, dtype) for g in groups_here for w in workers], repeats,
-                           settle=settle, samples=True)
+                           budget=budget, settle=settle, samples=True)
         a, b = t[:2]
         if base:                             # and this / base within each repeat, for its spread
             beside.append((label, name, t[3] / t[2], b / a, (per[:, 1] / per[:, 0]) / (per[:, 3] / per[:, 2])))
@@ -428,6 +451,9 @@ def main(argv=None):
         D, H = (8, 16) if args.quick else STREAM
         row("stream", "stream", "B=1", (D, H, 1, 1), np.float32, flops_train(D, H, 1, 1) / 3)
         row("streamcell", "stream, torch.nn.LSTMCell", "B=1", (D, H, 1, 1), np.float32, flops_train(D, H, 1, 1) / 3)
+        for group, peer in (("pacedstream", ""), ("pacedstreamcell", ", torch.nn.LSTMCell")):
+            row(group, f"stream, a step every {PACE * 1e3:g} ms{peer}", "B=1", (D, H, 1, 1), np.float32,
+                flops_train(D, H, 1, 1) / 3, budget=0.0125)
     if "order" in groups:                    # both libraries in one process, in either import order
         mixed = [Worker(m, threads) for m in ("fastlstm+torch", "torch+fastlstm")]
         labels = ("train, one process, fastlstm first", "train, one process, numpy and torch first")

@@ -935,6 +935,8 @@ def apply_dropout(X, seed, step, layer, p, row0):
 
 STEP_UNITS = 64            # hidden units per task of the streaming step
 STEP_PARALLEL = 1 << 17    # B·R·(D+H) multiply-adds per layer from which threads pay off (docs/performance.md)
+STEP_PARALLEL_ASLEEP = 1 << 22   # the same when the step must wake them first (recurrent_step's `awake`)
+STEP_AWAKE = 20e-6         # seconds after a step within which the threads still spin
 
 
 @njit(**JIT)
@@ -997,7 +999,7 @@ STEP_DONE, STEP_BAD_INPUT, STEP_OVERFLOW = 0, 1, 2      # recurrent_step's verdi
 
 
 @njit(**PARALLEL_JIT)
-def recurrent_step(h, c, x, xh, z, tc, m, kept, params, D, H, cell, blocks):
+def recurrent_step(h, c, x, xh, z, tc, m, kept, params, D, H, cell, blocks, awake):
     """One time step of every layer, for streaming inference (small B).
 
     h (L,B,Hr), c (L,B,H): the state, updated in place (c of width 0 for the RNN and GRU;
@@ -1007,9 +1009,12 @@ def recurrent_step(h, c, x, xh, z, tc, m, kept, params, D, H, cell, blocks):
     (per layer W (R, D_l+Hr) then b (G), with R, G from the cell's blocks, then W_hr
     (Hr, H) with a projection). W is read once per batch row (meant for small B).
     Each layer runs as tasks of STEP_UNITS hidden units (_step_units), which share nothing,
-    in parallel from STEP_PARALLEL multiply-adds (below it, waking a thread costs more
-    than it saves). The tasks, not the threads, fix the arithmetic: the same bits serial
-    or parallel, whatever the thread count. Agrees with recurrent_forward to rounding.
+    in parallel from STEP_PARALLEL multiply-adds while the threads are `awake`, still
+    spinning after the previous step (the caller knows: the last step ended less than
+    STEP_AWAKE seconds ago), and from STEP_PARALLEL_ASLEEP when they sleep (a stream fed
+    in real time: waking them costs 20-110 µs, more than they save below it). The tasks,
+    not the threads, fix the arithmetic: the same bits serial or parallel, whatever the
+    thread count. Agrees with recurrent_forward to rounding.
     Returns STEP_BAD_INPUT, having written nothing, if x, h or c holds NaN or ±Inf (the
     caller's argument check, done here where it costs no extra call); STEP_OVERFLOW if the
     new state would (inputs or weights large enough: a ReLU RNN's h grows without bound),
@@ -1039,7 +1044,7 @@ def recurrent_step(h, c, x, xh, z, tc, m, kept, params, D, H, cell, blocks):
             for k in range(Hr):
                 xh[r, Dl + k] = h[l, r, k]
         out = m if proj else h[l]
-        if B * R * n >= STEP_PARALLEL:
+        if B * R * n >= (STEP_PARALLEL if awake else STEP_PARALLEL_ASLEEP):
             for u in prange((H + U - 1) // U):
                 _step_units(u * U, min(U, H - u * U), out, c[l], xh, z, tc, W, b, Dl, n, cell, blocks)
         else:

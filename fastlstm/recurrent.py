@@ -20,6 +20,7 @@ import math
 import operator
 import os
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -29,9 +30,10 @@ import numpy as np
 from . import _validate as v
 from . import _blas, _config
 from ._config import blas_turn
-from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, STEP_BAD_INPUT, STEP_OVERFLOW,
-                      TILE_BYTES, add_row_sums, apply_dropout, block_counts, copy_hidden, copy_rows, copy_steps,
-                      fill_zero, pack_unit, panel_extent, recurrent_backward, recurrent_forward, recurrent_step, zeros)
+from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, STEP_AWAKE, STEP_BAD_INPUT,
+                      STEP_OVERFLOW, TILE_BYTES, add_row_sums, apply_dropout, block_counts, copy_hidden, copy_rows,
+                      copy_steps, fill_zero, pack_unit, panel_extent, recurrent_backward, recurrent_forward,
+                      recurrent_step, zeros)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,11 @@ def _host_cpu():
 
 
 TILE = tile_bytes()
+
+# When this process's last streaming step ended (time.perf_counter()). Numba's threads spin
+# some tens of µs after a kernel, then sleep (_config.py): a step that comes later than
+# STEP_AWAKE after the last one runs on the calling thread alone (kernels.recurrent_step).
+_last_step = [-math.inf]
 
 
 def l1d_bytes(path="/sys/devices/system/cpu/cpu0/cache"):
@@ -688,8 +695,10 @@ class _Recurrent:
                                   zeros((B, self._ws.Hm), self.dtype),
                                   zeros(self.num_layers * B * (Hr + H * self.HAS_C), self.dtype))
         c = c if self.HAS_C else h[:, :, :0]
+        awake = time.perf_counter() - _last_step[0] < STEP_AWAKE        # a stream fed in real time: serial
         verdict = recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL,
-                                 BLOCKS[self.CELL])
+                                 BLOCKS[self.CELL], awake)
+        _last_step[0] = time.perf_counter()
         if verdict == STEP_BAD_INPUT:
             for name, a in state:                    # the kernel found NaN/Inf and wrote nothing
                 v.nonfinite(name, a)

@@ -15,6 +15,7 @@ from conftest import random_problem
 _SCRIPT = textwrap.dedent("""
     import functools, hashlib, numpy as np, numba, sys
     import fastlstm.recurrent
+    fastlstm.recurrent.STEP_AWAKE = float("inf")    # every step() on the threads, however long since the last
     sys.path.insert(0, {tests!r})
     from conftest import random_problem
     for cls, dtype, split_d in ((fastlstm.LSTM, np.float32, 512), (fastlstm.LSTM, np.float64, 512),
@@ -621,3 +622,33 @@ def test_long_arrays_on_the_threads_give_the_same_results():
     big.grads[:] = 1.5
     big.zero_grad()
     assert not big.grads.any()
+
+
+@pytest.mark.parametrize("cls", [fastlstm.LSTM, fastlstm.GRU])
+def test_a_streaming_step_takes_the_threads_only_while_they_are_awake(cls, monkeypatch):
+    """A streaming step within STEP_AWAKE of the last one runs its tasks on the threads,
+    which still spin; a later one (a stream fed in real time: they sleep, and waking them
+    took longer than the serial step) on the calling thread, up to STEP_PARALLEL_ASLEEP
+    multiply-adds a layer. Both give the same bits."""
+    from fastlstm import recurrent
+    from fastlstm.kernels import STEP_PARALLEL, STEP_PARALLEL_ASLEEP
+    awake, kernel = [], recurrent.recurrent_step
+    monkeypatch.setattr(recurrent, "recurrent_step", lambda *a: (awake.append(a[-1]), kernel(*a))[1])
+    rng = np.random.default_rng(0)
+    m = cls(40, 100, 2, seed=0)
+    B = 8
+    assert STEP_PARALLEL <= B * 300 * 140 < B * 400 * 140 < STEP_PARALLEL_ASLEEP   # a layer's multiply-adds
+    xs = rng.standard_normal((3, B, 40)).astype(np.float32)
+    finals = []
+    for window in (0.0, np.inf):         # never awake (serial), always awake (parallel)
+        monkeypatch.setattr(recurrent, "STEP_AWAKE", window)
+        h, c = np.zeros((2, B, 100), np.float32), np.zeros((2, B, 100), np.float32)
+        for x in xs:
+            m.step(x, h, c) if cls is fastlstm.LSTM else m.step(x, h)
+        finals.append(h.tobytes() + c.tobytes())
+    assert awake == [False] * 3 + [True] * 3
+    assert finals[0] == finals[1]
+    monkeypatch.setattr(recurrent, "STEP_AWAKE", 20e-6)
+    monkeypatch.setattr(recurrent, "_last_step", [-np.inf])   # no step yet: the threads are not spinning for one
+    m.step(xs[0], h, c) if cls is fastlstm.LSTM else m.step(xs[0], h)
+    assert awake[-1] is False
