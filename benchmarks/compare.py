@@ -213,7 +213,8 @@ VARIANTS = {"streamcell": ("stream", dict(peer="cell")), "grustreamcell": ("stre
             "grutrain": ("train", dict(cell="gru")), "gruinfer": ("infer", dict(cell="gru")),
             "grustream": ("stream", dict(cell="gru")), "projtrain": ("train", dict(proj_size="H/2")),
             "projinfer": ("infer", dict(proj_size="H/2")), "adamtrain": ("train", dict(adam=True)),
-            "pacedstream": ("stream", dict(pace=PACE)), "pacedstreamcell": ("stream", dict(peer="cell", pace=PACE))}
+            "pacedstream": ("stream", dict(pace=PACE)), "pacedstreamcell": ("stream", dict(peer="cell", pace=PACE)),
+            "grupacedstream": ("stream", dict(cell="gru", pace=PACE))}
 
 
 def side(lib, group, D, H, B, T, dtype):
@@ -483,6 +484,8 @@ def main(argv=None):
             base="stream")
         row("grustreamcell", "GRU stream, torch.nn.GRUCell", "B=1", (D, H, 1, 1), np.float32,
             0.75 * flops_train(D, H, 1, 1) / 3, base="streamcell")
+        row("grupacedstream", f"GRU stream, a step every {PACE * 1e3:g} ms", "B=1", (D, H, 1, 1), np.float32,
+            0.75 * flops_train(D, H, 1, 1) / 3, base="pacedstream", budget=0.0125)
     if "adam" in groups:                     # a training step and an update, as a run takes it (torch.optim.Adam)
         for name, shape in shapes.items():
             row("adamtrain", "train + Adam update", name, shape, np.float32, flops_train(*shape), base="train")
