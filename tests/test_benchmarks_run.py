@@ -19,7 +19,9 @@ def test_compare_prints_a_row_per_group():
                   "| train bidirectional |", "| train 2 layers, dropout 0.2 |", "| text task step",
                   "| call overhead (fastlstm_param_count) |", "| stream step B=1", "| train step",
                   "| row, timed beside its base |", "| GRU infer | tiny |",
-                  "| stream, torch.nn.LSTMCell | B=1 (8, 16, 1, 1) |", "| GRU stream, torch.nn.GRUCell | B=1 |"):
+                  "| stream, torch.nn.LSTMCell | B=1 (8, 16, 1, 1) |", "| GRU stream, torch.nn.GRUCell | B=1 |",
+                  "| stream, a step every 1 ms | B=1", "| stream, a step every 1 ms, torch.nn.LSTMCell | B=1",
+                  "| GRU stream, a step every 1 ms | B=1"):
         assert group in r.stdout, r.stdout
 
 
