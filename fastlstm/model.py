@@ -302,15 +302,16 @@ class Model:
             finally:
                 self._batch_major = kept
 
-    def _forward_head(self, x, L, step=None, row0=0):
+    def _forward_head(self, x, L, step=None, row0=0, inference=False):
         """Forward through the layers (ids embedded first) and the head's product; step: the
-        dropout masks' step, None for none; row0: x's first row in the batch (the masks' key)."""
+        dropout masks' step, None for none; row0: x's first row in the batch (the masks' key);
+        inference: no backward follows (core.run_forward)."""
         T, B = x.shape[:2]
         buf = self._reserve(T, B)
         if self.E is not None:
             np.take(self.E, x, axis=0, out=buf["x"], mode="clip")  # x_t = E[id_t] (ids checked; "raise" would buffer)
             x = buf["x"]
-        self.core.run_forward(x, None, None, L, step, row0)
+        self.core.run_forward(x, None, None, L, step, row0, inference)
         Y = self._head_input(T, B, buf)
         with blas_turn():
             _blas.matmul(Y, self.V.T, buf["P"].reshape(-1, self.output_size))
@@ -515,7 +516,7 @@ class Model:
         S = v.positive_int("batch_size", batch_size) if batch_size is not None else B
         P = np.empty((1 if self.output == "last" else T, B, self.output_size), self.dtype)
         for rows, xb, Lb in _row_blocks(S, x, L):
-            P[:, rows] = self._forward_head(xb, Lb)[0]["P"]
+            P[:, rows] = self._forward_head(xb, Lb, inference=True)[0]["P"]
         P = self._predictions(P)
         if self.output == "last":
             return P[0]
@@ -591,7 +592,7 @@ class Model:
         y = self._check_y(self._column(y), T, B, L)
         total = correct = count = 0.0
         for _, xb, Lb, yb in _row_blocks(batch_size, x, L, y):
-            buf, _ = self._forward_head(xb, Lb)
+            buf, _ = self._forward_head(xb, Lb, inference=True)
             loss, right = self._loss(buf, yb, Lb)
             n = len(Lb) if self.output == "last" else int(Lb.sum())
             n *= self.output_size if self.loss == "mse" else 1

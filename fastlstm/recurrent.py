@@ -30,10 +30,10 @@ import numpy as np
 from . import _validate as v
 from . import _blas, _config
 from ._config import blas_turn
-from .kernels import (BLOCKS, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, STEP_AWAKE, STEP_BAD_INPUT,
-                      STEP_OVERFLOW, TILE_BYTES, add_row_sums, apply_dropout, block_counts, copy_hidden, copy_rows,
-                      copy_steps, fill_zero, pack_unit, panel_extent, recurrent_backward, recurrent_forward,
-                      recurrent_step, zeros)
+from .kernels import (BLOCKS, COPY_PARALLEL, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, STEP_AWAKE,
+                      STEP_BAD_INPUT, STEP_OVERFLOW, TILE_BYTES, add_row_sums, apply_dropout, block_counts,
+                      copy_hidden, copy_rows, copy_steps, fill_zero, pack_unit, panel_extent, recurrent_backward,
+                      recurrent_forward, recurrent_step, zeros)
 
 
 @dataclass(frozen=True)
@@ -252,6 +252,21 @@ def _nchunks(B, dirs=1):
     """Tasks per direction to split the (B+3)//4 row blocks over (the threads shared by the
     directions that run side by side): any value gives the same bits."""
     return max(1, min(numba.get_num_threads() // dirs, (B + 3) // 4))
+
+
+def _alone(kernel, *args):
+    """kernel(*args) with Numba's parallel regions as teams of one thread, the caller. For an
+    inference forward of one task whose threads sleep (nothing in the call has woken them):
+    a region of the whole pool would wake a thread with nothing to do, and the region ends
+    only when it has checked in, 100 µs later on the virtual machines measured
+    (docs/performance.md, thirty-sixth run). Training keeps the pool's region: there it
+    wakes the threads beside the caller's own task, for the products after the backward."""
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(threads)
 
 
 class _Workspace:
@@ -591,11 +606,13 @@ class _Recurrent:
         self._outputs(y, hn, cn)
         return self._swap(y), hn, cn
 
-    def run_forward(self, x, h0, c0, L, step=None, row0=0):
+    def run_forward(self, x, h0, c0, L, step=None, row0=0, inference=False):
         """Forward on checked inputs, leaving everything backward needs in the workspace.
         step: None (no dropout), or the step whose dropout masks drop the inputs of every
         layer above the first (the backward applies the same); row0: the batch row that x's
-        first row is (a data-parallel shard's), which keys the masks with the step."""
+        first row is (a data-parallel shard's), which keys the masks with the step.
+        inference: no backward follows (Model.predict, evaluate), so a layer of one task
+        (one direction, B ≤ 4) whose threads are asleep runs as a team of one (_alone)."""
         T, B = x.shape[:2]
         self._ws.ensure(T, B)
         self._saved = None
@@ -605,8 +622,13 @@ class _Recurrent:
                 X = self._layer_input(l, T, B, L, step, row0)
             units = [self._unit_input(l * dirs + d, X, h0, c0, L, T, B, d == 1) for d in range(dirs)]
             D, H, a0 = self._dims[l * dirs], self.hidden_size, units[0][-1]     # (I's width says Hr)
-            recurrent_forward(*units[0][:-1], *units[-1][:-1], L, D, H, a0, _nchunks(B, dirs), dirs, self.CELL,
-                              BLOCKS[self.CELL], _tile_width(self.dtype))
+            nc = _nchunks(B, dirs)
+            args = (*units[0][:-1], *units[-1][:-1], L, D, H, a0, nc, dirs, self.CELL, BLOCKS[self.CELL],
+                    _tile_width(self.dtype))
+            if inference and nc * dirs == 1 and units[0][5].size < COPY_PARALLEL and X.size < COPY_PARALLEL:
+                _alone(recurrent_forward, *args)  # one task, and W packed, x copied and checked by one thread
+            else:
+                recurrent_forward(*args)
         self._saved = (T, B, L, step, row0)
 
     def _layer_input(self, l, T, B, L, step, row0):

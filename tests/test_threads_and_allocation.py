@@ -652,3 +652,33 @@ def test_a_streaming_step_takes_the_threads_only_while_they_are_awake(cls, monke
     monkeypatch.setattr(recurrent, "_last_step", [-np.inf])   # no step yet: the threads are not spinning for one
     m.step(xs[0], h, c) if cls is fastlstm.LSTM else m.step(xs[0], h)
     assert awake[-1] is False
+
+
+def test_an_inference_forward_of_one_task_runs_in_a_team_of_one(monkeypatch):
+    """Model.predict and evaluate of a small model on up to 4 rows (one task: one block of
+    rows, one direction) run each layer's forward in a team of one thread: a region of the
+    pool would wake a sleeping thread with nothing to do. Training, more rows, two
+    directions, or a layer whose W was packed on the threads keep the pool. The bits and
+    Numba's thread count stay as they were."""
+    import numba
+    from fastlstm import recurrent
+    teams, alone = [], recurrent._alone
+    monkeypatch.setattr(recurrent, "_alone", lambda kernel, *a: alone(
+        lambda *b: (teams.append(numba.get_num_threads()), kernel(*b))[1], *a))
+    rng = np.random.default_rng(0)
+    small = fastlstm.Model(8, 32, 3, num_layers=2, loss="xent", seed=0)
+    x = rng.standard_normal((20, 6, 8)).astype(np.float32)
+    x1, x4, y4 = np.ascontiguousarray(x[:, :1]), np.ascontiguousarray(x[:, :4]), np.zeros(4, np.int64)
+    threads = numba.get_num_threads()
+    calls = [(lambda: small.predict(x1), 2), (lambda: small.evaluate(x4, y4), 2), (lambda: small.train_step(x4, y4), 0),
+             (lambda: small.predict(x), 2 if recurrent._nchunks(6) == 1 else 0),
+             (lambda: fastlstm.Model(8, 32, 3, bidirectional=True, seed=0).predict(x1), 0),
+             (lambda: fastlstm.Model(64, 256, 3, seed=0).predict(np.tile(x1, 8)), 0)]      # W: 327,680 packed
+    for call, layers in calls:
+        teams.clear()
+        call()
+        assert teams == [1] * layers
+        assert numba.get_num_threads() == threads
+    p = small.predict(x1)
+    monkeypatch.setattr(recurrent, "_alone", lambda kernel, *a: kernel(*a))
+    assert np.array_equal(small.predict(x1), p)
