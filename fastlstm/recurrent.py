@@ -625,7 +625,8 @@ class _Recurrent:
             nc = _nchunks(B, dirs)
             args = (*units[0][:-1], *units[-1][:-1], L, D, H, a0, nc, dirs, self.CELL, BLOCKS[self.CELL],
                     _tile_width(self.dtype))
-            if inference and nc * dirs == 1 and units[0][5].size < COPY_PARALLEL and X.size < COPY_PARALLEL:
+            packed = units[0][5]                 # P of _unit_input's (Z, C, TC, I, M, P, b, a0)
+            if inference and nc * dirs == 1 and packed.size < COPY_PARALLEL and X.size < COPY_PARALLEL:
                 _alone(recurrent_forward, *args)  # one task, and W packed, x copied and checked by one thread
             else:
                 recurrent_forward(*args)
