@@ -23,6 +23,7 @@ import math
 import numbers
 import os
 import re
+import sys
 import zlib
 from itertools import repeat
 
@@ -420,11 +421,17 @@ def _first_bad(path, lines, cols, names, c, sep, decimal):
     return f"{path}: column {names[c]!r}"
 
 
+if sys.version_info >= (3, 11):
+    _fromisoformat = _dt.datetime.fromisoformat
+else:   # 3.10's reads only what its isoformat writes (no 'Z', no '20240131'): 3.11's, backported
+    from backports.datetime_fromisoformat import datetime_fromisoformat as _fromisoformat
+
+
 def _time(cell):
     """(seconds since the epoch, whether the cell gives a UTC offset; a time without one is
     taken as UTC), or None for a cell that is not an ISO date or time."""
     try:
-        t = _dt.datetime.fromisoformat(cell.strip())
+        t = _fromisoformat(cell.strip())
     except ValueError:
         return None
     aware = t.tzinfo is not None
@@ -460,7 +467,7 @@ def _all_times(cells):
     (exact while |µs| < 2⁵³, some 285 years either side of 1970)."""
     cells = [c.strip() for c in cells]
     try:
-        t = [_dt.datetime.fromisoformat(c) for c in cells]      # what is a time: fromisoformat decides
+        t = [_fromisoformat(c) for c in cells]      # what is a time: fromisoformat decides
     except ValueError:
         return None
     if not cells or any(x.tzinfo is not None for x in t):
@@ -703,7 +710,7 @@ class Series:
         self._aware = {}                        # per time column: (has a UTC offset, line, cell) of its first
         tc = at[self.time_col] if self.time_col else None
         self.times = times = self._times(tc, lines, cols[tc]) if self.time_col else None
-        self.tz = (_dt.datetime.fromisoformat(cols[tc][-1].strip()).tzinfo
+        self.tz = (_fromisoformat(cols[tc][-1].strip()).tzinfo
                    if self.time_col else None)             # the last row's offset dates the output,
         self.form = time_form(cols[tc][-1]) if self.time_col else None     # written as that row is
         steps = np.diff(self.times) if self.times is not None else np.zeros(0)

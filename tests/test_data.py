@@ -653,10 +653,8 @@ def test_a_column_read_at_once_equals_the_cell_by_cell_reading(tmp_path):
     times = [[(t + dt.timedelta(seconds=int(k) * 3607, microseconds=int(u))).isoformat(sep=s)
               for k, u in zip(range(n), rng.integers(0, 10**6, n))] for t, s in zip(t0, "T ")]
     times[1] = [c[:19] if i % 3 else c for i, c in enumerate(times[1])]        # some without microseconds
-    # the basic form: fromisoformat reads it from Python 3.11, NumPy does not ('20240101' as a year);
-    # with an offset (Python 3.10) the column goes cell by cell
-    form = "%Y%m%dT%H%M" if sys.version_info >= (3, 11) else "%Y-%m-%dT%H:%M:%S+05:30"
-    basic = [f"{(dt.datetime(2024, 1, 1) + dt.timedelta(hours=i)):{form}}" for i in range(n)]
+    # the basic form: fromisoformat reads it (3.11's, backported on 3.10), NumPy does not ('20240101' as a year)
+    basic = [f"{(dt.datetime(2024, 1, 1) + dt.timedelta(hours=i)):%Y%m%dT%H%M}" for i in range(n)]
     nums = [[f"{v:.{int(p)}g}" for v, p in zip(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 9, n),
                                                  rng.integers(1, 18, n))] for _ in range(2)]
     cols = {"time": times[0], "stamp": times[1], "day": basic, "a": nums[0], "b": nums[1]}
@@ -1082,6 +1080,20 @@ def test_the_readme_data_commands_run_as_written(tmp_path):
     assert len((tmp_path / "next.csv").read_text().split()) == 25
 
 
+def test_a_time_cell_reads_alike_on_every_python():
+    """What is a time is ISO 8601 as Python 3.11's fromisoformat reads it, on 3.10 too: 3.10's
+    own read only what its isoformat writes, so a column of `…T00:00Z` or `20240131` times
+    was text there (a run stopped on it, or trained on 20240131 as a number)."""
+    jan1 = 1704067200.0                                        # 2024-01-01T00:00 UTC
+    for cell, want in (("2024-01-01T00:00Z", (jan1, True)), ("2024-01-01 00:00:00Z", (jan1, True)),
+                       ("20240101", (jan1, False)), ("20240101T0130", (jan1 + 5400, False)),
+                       ("2024-01-01T01:00+0100", (jan1, True)), ("2024-01-01T01:00+01", (jan1, True)),
+                       ("2024-01-01T00:00:00,5", (jan1 + 0.5, False)), ("2024-W01-2", (jan1 + 86400, False))):
+        assert data._time(cell) == want, cell
+    for cell in ("2024-01-01T24:00", "2024-001", "01/31/2024", "2024-01", "1704067200"):
+        assert data._time(cell) is None, cell
+
+
 def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path, capsys):
     """Local time at a clock change repeats an hour, half-hourly rows step back within it
     (02:30, then 02:00 again): the series still runs forward, so it trains; rows that go
@@ -1115,12 +1127,9 @@ def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path, ca
     assert out.startswith("step,load\n1,"), out
 
 
-Z = "Z" if sys.version_info >= (3, 11) else "+00:00"     # fromisoformat reads a Z from Python 3.11
-
-
 @pytest.mark.parametrize("form, origin, forecast", [
     ("{d} {h:02d}:00", "2024-03-01 02:00", "2024-03-03 00:00"),          # a spreadsheet's: space, minutes
-    ("{d}T{h:02d}:00:00" + Z, "2024-03-01T02:00:00" + Z, "2024-03-03T00:00:00" + Z),
+    ("{d}T{h:02d}:00:00Z", "2024-03-01T02:00:00Z", "2024-03-03T00:00:00Z"),
     ("{d}T{h:02d}:00:00.000", "2024-03-01T02:00:00.000", "2024-03-03T00:00:00.000"),
     ("{d}", "2024-03-03", "2024-04-18")])                                 # daily rows: dates
 def test_forecasts_are_dated_in_the_form_the_file_writes_its_times(tmp_path, capsys, form, origin, forecast):
