@@ -308,6 +308,8 @@ class _Pipe:
 
     def write(self, text):
         self._guard(self.stream.write, text)
+        if "\n" in text:       # a line goes out whole, now: `| tee log` shows each evaluation as it comes,
+            self.flush()       # and a reader gone is found at the next line, not when 8 KB have piled up
         return len(text)
 
     def flush(self):

@@ -290,18 +290,22 @@ def test_sighup_saves_and_resumes_bitwise_unless_nohup_ignores_it(tmp_path):
     assert np.array_equal(fastlstm.load(tmp_path / "nohup.ckpt").params, fastlstm.load(ref).params)
 
 
-@pytest.mark.parametrize("pipe", ["stdout", "stderr"])
-def test_a_reader_that_goes_away_stops_the_run_as_ctrl_c_does(tmp_path, pipe):
+@pytest.mark.parametrize("pipe,unbuffered", [("stdout", False), ("stdout", True), ("stderr", False)])
+def test_a_reader_that_goes_away_stops_the_run_as_ctrl_c_does(tmp_path, pipe, unbuffered):
     """`fastlstm train | head -1` (or `2>&1 | head`): the first write after the reader went
     away raised BrokenPipeError, which main() took for a `predict | head`: the run ended
     between an evaluation and its checkpoint, with status 0 and nothing said. Now the run
     stops after the step under way, writes its checkpoint, says so on the other stream
-    and exits with 141 (128 + SIGPIPE); --resume continues it bitwise."""
+    and exits with 141 (128 + SIGPIPE); --resume continues it bitwise. Buffered (a pipe's
+    default), the evaluations' lines waited in Python's buffer: nothing reached a `| tee`
+    for 8 KB, and a run whose reader had gone trained on to its end and stopped with 141
+    and not a word; unbuffered (PYTHONUNBUFFERED=1, as in many containers) it stopped."""
     args = ["--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "50"]
     out = tmp_path / "p.ckpt"
     quiet = ["--quiet"] if pipe == "stdout" else []              # stderr: the progress bar is the writer
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | ({"PYTHONUNBUFFERED": "1"} if unbuffered else {})
     p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *args, *quiet, "--steps", "1000000", "--out",
-                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         reader, other = (p.stdout, p.stderr) if pipe == "stdout" else (p.stderr, p.stdout)
         # the run is under way; its reader leaves, after the first line (`head -1`: unbuffered, as
