@@ -54,7 +54,8 @@ def test_float32_results_sit_within_float32_rounding_of_float64_ones(cell):
     got = []
     for dtype in (np.float64, np.float32):
         m = cls(D, H, 2, dtype=dtype, seed=1, **kw)
-        m.params[:] = got[0][-1] if got else m.params            # the float64 stack's weights, rounded once
+        if got:
+            m.params[:] = got[0][-1]                               # the float64 stack's weights, rounded once
         y, states = m.forward(x.astype(dtype), lengths=lengths)
         hn = states[0] if isinstance(states, tuple) else states
         dx = m.backward(np.cos(np.arange(y.size)).reshape(y.shape).astype(dtype))[0]
