@@ -15,9 +15,9 @@ import ctypes
 import os
 
 import numpy as np
-from numba import get_num_threads, njit, prange, types
+from numba import get_num_threads, prange, types
 
-from ._config import JIT, PARALLEL_JIT
+from ._config import JIT, PARALLEL_JIT, njit
 
 _ROW, _N, _T = 101, 111, 112        # CblasRowMajor, CblasNoTrans, CblasTrans
 _NAMES = {np.dtype(np.float32): ("scipy_cblas_sgemm", types.float32),   # entry point, its real for Numba

@@ -1,4 +1,5 @@
-"""Compile flags and thread-pool settings for every Numba kernel, in one place.
+"""Compile flags and thread-pool settings for every Numba kernel, in one place, and `njit`,
+whose disk cache never fails a call.
 
 Kernels are compiled lazily for float32 and float64 only; every array they take is
 C-contiguous (copy_steps also takes a bidirectional layer's half of the outputs, a strided
@@ -25,8 +26,10 @@ loads after them: `own_openmp` makes that Numba's own, even after `import torch`
 PyTorch's GNU OpenMP (which read its settings before fastlstm could set them).
 """
 import contextlib
+import functools
 import os
 import sys
+import warnings
 
 # Numba's messages carry ANSI colour codes otherwise (unreadable in logs and in the C ABI).
 os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
@@ -113,6 +116,57 @@ FASTMATH = {"reassoc", "contract"}
 
 JIT = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 PARALLEL_JIT = dict(JIT, parallel=True)
+# An @overload's implementation compiles into the kernels that call it, which the cache keeps;
+# a cache of its own would be Numba's plain one, which raises where the disk is full
+OVERLOAD_JIT = dict(JIT, cache=False)
+
+
+def njit(**options):
+    """numba.njit for fastlstm's kernels; with cache=True (JIT) its disk cache is a
+    _kernel_cache(), on which a damaged or unwritable cache costs a compilation, never the
+    call. Numba itself raises at every start on a cache file that a crash cut short or
+    zeroed (EOFError, UnpicklingError: its issue 10434, open in 0.68.1), and from the
+    first call on a full disk or quota (OSError: it forgives only Windows' EACCES)."""
+    import numba
+
+    def decorate(py_func):
+        kernel = numba.njit(**dict(options, cache=False))(py_func)
+        if options.get("cache"):
+            kernel._cache = _kernel_cache()(py_func)      # what Dispatcher.enable_caching sets
+        return kernel
+    return decorate
+
+
+@functools.cache
+def _kernel_cache():
+    """Numba's FunctionCache, on which a file that cannot be read is a miss, written afresh
+    once the kernel has compiled, and a cache that cannot be written is said once and
+    passed over."""
+    from numba.core.caching import FunctionCache
+
+    class KernelCache(FunctionCache):
+        def load_overload(self, sig, target_context):
+            try:
+                return super().load_overload(sig, target_context)
+            except Exception:                 # whatever a damaged pickle raises
+                with contextlib.suppress(OSError):
+                    os.unlink(self._cache_file._index_path)    # the save after compiling starts it afresh
+                return None
+
+        def save_overload(self, sig, data):
+            try:
+                super().save_overload(sig, data)
+            except Exception as e:            # a full disk or quota, a folder gone read-only
+                _unwritable_cache(self._cache_path, getattr(e, "strerror", None) or str(e))
+    return KernelCache
+
+
+@functools.cache
+def _unwritable_cache(folder, why):
+    said = (f"fastlstm cannot write its compiled kernels to {folder} ({why}): those not written compile again "
+            f"in the next process (NUMBA_CACHE_DIR=another folder moves the cache)")
+    warnings.warn(said, RuntimeWarning)
+
 
 _blas = None
 

@@ -5,9 +5,8 @@ the last step) and receives δP = ∂E/∂P. Steps past a row's length (every-st
 count for nothing. E is the mean over the predictions that count.
 """
 import numpy as np
-from numba import njit
 
-from ._config import JIT
+from ._config import JIT, njit
 from .kernels import _like
 
 

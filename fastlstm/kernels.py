@@ -27,11 +27,11 @@ for prange's unsigned index (_pack_range was compiled six times), a third of a c
 """
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._config import JIT, PARALLEL_JIT, own_openmp
+from ._config import JIT, OVERLOAD_JIT, PARALLEL_JIT, njit, own_openmp
 
 own_openmp()      # Numba's threads on its own OpenMP runtime, whatever the process loaded first
 
@@ -119,7 +119,7 @@ def tanh(x):
     raise NotImplementedError("used inside @njit kernels only")
 
 
-@overload(sigmoid, jit_options=JIT)
+@overload(sigmoid, jit_options=OVERLOAD_JIT)
 def _sigmoid(x):
     if x == types.float32:
         one = _E32[5]
@@ -127,7 +127,7 @@ def _sigmoid(x):
     return lambda x: 1.0 / (1.0 + _exp64(x * -1.0))
 
 
-@overload(tanh, jit_options=JIT)
+@overload(tanh, jit_options=OVERLOAD_JIT)
 def _tanh(x):
     if x == types.float32:
         one, two = _E32[5], _E32[12]
@@ -140,7 +140,7 @@ def _like(x, v):
     raise NotImplementedError("used inside @njit kernels only")
 
 
-@overload(_like, jit_options=JIT)
+@overload(_like, jit_options=OVERLOAD_JIT)
 def _like_impl(x, v):
     cast = np.float32 if x == types.float32 else np.float64
     return lambda x, v: cast(v)

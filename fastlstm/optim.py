@@ -7,11 +7,11 @@ same layout, so checkpoints and MPI see one array each.
 import weakref
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from . import _validate as v
 from . import choices
-from ._config import JIT, PARALLEL_JIT
+from ._config import JIT, PARALLEL_JIT, njit
 from ._validate import run_flags
 from .kernels import _like, sum_squares, zeros
 

@@ -1,14 +1,20 @@
 """Model: loss heads against finite differences, learning that converges, non-finite steps,
 checkpoints that round-trip exactly, and clear errors."""
 import os
+import pickle
 import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import fastlstm
-from fastlstm import tasks
+from fastlstm import heads, kernels, optim, tasks
 from fastlstm.checkpoint import CheckpointError
+
+from test_cli import _disk_full_at
 
 
 def _data(loss, output, T=5, B=4, D=3, O=3, seed=0, dtype=np.float64):
@@ -438,3 +444,80 @@ def test_numba_cache_goes_somewhere_writable_when_the_install_is_read_only(tmp_p
     assert numba_cache_dir(pkg, {"XDG_CACHE_HOME": home, "HOME": "/nonexistent"}, writable=read_only) == \
         os.path.join(home, "fastlstm")
     assert numba_cache_dir(pkg, {}, writable=read_only).startswith("/tmp/fastlstm-cache-")
+
+
+STEP = ("import fastlstm, numpy as np; m = fastlstm.Model(3, 8, 1, seed=0)\n"
+        "print(m.train_step(np.ones((5, 2, 3), np.float32), np.ones((2, 1), np.float32)))")
+# a few kernels that STEP loads: the MSE head's, two of a step's whole-array passes, Adam's update
+STEP_KERNELS = (heads.mse, kernels.fill_zero, kernels.all_finite, optim.adam_update)
+
+
+def _package_with_its_cache(tmp_path):
+    """A copy of the package in tmp_path, with this session's compiled kernels beside it as
+    Numba keeps them in a package's own folder (copy2 keeps the sources' mtimes, so they are
+    fresh), every one STEP loads among them; the folder of those kernels."""
+    from numba.core.caching import FunctionCache
+    exec(STEP)
+    pkg = tmp_path / "fastlstm"
+    shutil.copytree(os.path.dirname(fastlstm.__file__), pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(FunctionCache(kernels.zeros)._cache_path, pkg / "__pycache__",
+                    ignore=lambda d, names: [n for n in names if not n.endswith((".nbi", ".nbc"))])
+    return pkg / "__pycache__"
+
+
+def _files(cache, kernel, ext):
+    """The cache's files of `kernel` as its source stands: Numba names them module.name-line
+    (an older source's may lie beside them), .nbi the index, .nbc a compiled signature."""
+    f = kernel.py_func
+    return sorted(cache.glob(f"{f.__module__.rsplit('.', 1)[1]}.{f.__name__}-{f.__code__.co_firstlineno}.*{ext}"))
+
+
+def _run_step(tmp_path, **popen):
+    """STEP in a new process on the copy of _package_with_its_cache: (the loss, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    r = subprocess.run([sys.executable, "-c", STEP + "\nprint(fastlstm.__file__)"], capture_output=True, text=True,
+                       cwd=tmp_path, env=dict(env, PYTHONPATH=str(tmp_path)), timeout=300, **popen)
+    assert r.returncode == 0, r.stderr[-2000:]
+    loss, where = r.stdout.split()
+    assert where == str(tmp_path / "fastlstm" / "__init__.py")
+    return float(loss), r.stderr
+
+
+def _whole(cache, kernel):
+    """The kernel's index unpickles, and so does each compiled signature it names (a damaged
+    one the step did not load lies unnamed, to be written over by a later compilation)."""
+    index, = _files(cache, kernel, ".nbi")
+    with open(index, "rb") as f:
+        pickle.load(f)                                    # Numba's version, then (source stamp, overloads)
+        _, overloads = pickle.loads(f.read())
+    return overloads and all(pickle.loads((cache / name).read_bytes()) is not None for name in overloads.values())
+
+
+def test_a_damaged_kernel_cache_file_is_compiled_again_not_raised(tmp_path):
+    """A cache file cut short or zeroed (a crash mid-write, a power cut) made every later
+    start raise Numba's EOFError or UnpicklingError (numba issue 10434) until the user found
+    and deleted the folder. Now the kernel compiles again, and its files are written afresh."""
+    cache = _package_with_its_cache(tmp_path)
+    cuts = (lambda b: b[:len(b) // 2], lambda b: b"", lambda b: bytes(len(b)), lambda b: b[:-100])  # in half, emptied,
+    for kernel, ext, cut in zip(STEP_KERNELS, (".nbi", ".nbc", ".nbc", ".nbc"), cuts):              # zeroed, cut short
+        assert _files(cache, kernel, ext), kernel
+        for f in _files(cache, kernel, ext):
+            f.write_bytes(cut(f.read_bytes()))
+    loss, _ = _run_step(tmp_path)
+    assert loss > 0
+    assert all(_whole(cache, kernel) for kernel in STEP_KERNELS)
+
+
+def test_a_cache_that_cannot_be_written_costs_compiling_not_the_call(tmp_path):
+    """On a full disk or quota Numba raised OSError from the call that had compiled a kernel
+    (`fastlstm train` said "error: [Errno 28] No space left on device" and stopped), though
+    the kernel was ready. Now the call runs, and one warning says the cache is not kept.
+    Here the kernels' files are gone and no file may grow past 4 KB (RLIMIT_FSIZE)."""
+    cache = _package_with_its_cache(tmp_path)
+    for kernel in STEP_KERNELS:
+        for f in _files(cache, kernel, ".nb?"):
+            f.unlink()
+    loss, stderr = _run_step(tmp_path, preexec_fn=_disk_full_at(4096))
+    assert loss > 0
+    assert stderr.count("fastlstm cannot write its compiled kernels to") == 1 and "File too large" in stderr, stderr
+    assert not [f for kernel in STEP_KERNELS for f in _files(cache, kernel, ".nbc")]
