@@ -68,7 +68,8 @@ lib._fl_set_ready()
 
 def _header_declarations():
     """The header's integer #defines and its config struct, in the form cffi's cdef takes."""
-    text = open(HEADER).read()
+    with open(HEADER) as f:
+        text = f.read()
     defines = [line for line in text.splitlines()
                if re.match(r"#define FASTLSTM_[A-Z0-9_]+\s+-?\d+\s*(/\*.*)?$", line)]
     struct = re.search(r"typedef struct fastlstm_config \{.*?\} fastlstm_config;", text, re.S).group(0)

@@ -1349,7 +1349,8 @@ def _read_npz(path, need_y=True):
                             f"(np.savez(path, x=x, y=y))")
         if not head.startswith(ZIP):
             raise DataError(f"{path}: not an .npz file (a zip archive of arrays, as np.savez writes)")
-        with np.load(path, allow_pickle=False) as z:
+        # np.load(path) leaves the file it opened open when the zip is damaged; ours closes
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             names = list(z.files)
             for need in ("x", "y") if need_y else ("x",):
                 if need not in names:

@@ -14,6 +14,8 @@ import fastlstm.tasks
 from fastlstm import capi
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+with open(os.path.join(ROOT, "capi", "fastlstm.h")) as _f:
+    HEADER_TEXT = _f.read()
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
 
@@ -56,7 +58,7 @@ def test_build_puts_library_and_header_side_by_side(lib):
 def _documented_statuses():
     """{function: {status name}} from the "Returns ..." line of each function's comment in
     the header (INIT and INTERNAL, which every function may return, are tested apart)."""
-    text = open(os.path.join(ROOT, "capi", "fastlstm.h")).read()
+    text = HEADER_TEXT
     out = {}
     for m in re.finditer(r"Returns ([A-Z_, ]+)\.(?:(?!FASTLSTM_API).)*?FASTLSTM_API int (fastlstm_\w+)\(", text, re.S):
         out[m.group(2)] = {s.strip() for s in m.group(1).split(",")}
@@ -153,7 +155,7 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
     assert "functions without _ids" in got[("fastlstm_train_step_ids", "float_model")][1]
     assert "0..6" in got[("fastlstm_train_step_ids", "id_out_of_range")][1]
     documented = _documented_statuses()
-    header = open(os.path.join(ROOT, "capi", "fastlstm.h")).read()
+    header = HEADER_TEXT
     status_functions = set(re.findall(r"FASTLSTM_API int (fastlstm_\w+)\(", header)) - {"fastlstm_version_number"}
     assert set(documented) == status_functions, status_functions ^ set(documented)
     for fn, statuses in documented.items():
@@ -217,7 +219,7 @@ def test_the_header_numbers_the_settings_in_the_order_fastlstm_names_them():
     """capi/fastlstm.h is where the C side's constants are written; the library reads them
     from it (cffi parses the #defines), and they must name fastlstm.choices in order."""
     from fastlstm import choices
-    text = open(os.path.join(ROOT, "capi", "fastlstm.h")).read()
+    text = HEADER_TEXT
     for kind, names in (("CELL", choices.CELLS), ("LOSS", choices.LOSSES), ("OUTPUT", choices.OUTPUTS),
                         ("OPTIMIZER", choices.OPTIMIZERS)):
         found = sorted((int(v), k.lower()) for k, v in re.findall(rf"#define FASTLSTM_{kind}_(\w+)\s+(\d+)", text))

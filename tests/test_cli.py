@@ -317,6 +317,7 @@ def test_a_reader_that_goes_away_stops_the_run_as_ctrl_c_does(tmp_path, pipe, un
         p.wait(timeout=300)
     finally:
         p.kill()
+        other.close()
     assert p.returncode == 141, said
     steps = fastlstm.load(out).steps
     assert steps > 0 and f"the reader of its output went away at step {steps}; checkpoint saved" in said, said
@@ -619,6 +620,7 @@ def test_a_second_run_onto_the_same_out_is_refused_while_the_first_writes(tmp_pa
             assert first.wait(120) == 130
         finally:
             first.kill()
+            first.communicate()                                          # closes its pipes
         assert not lock.exists() and fastlstm.load(out).steps > 0
     lock.write_text("fastlstm train 12345\n")                      # as a run killed with SIGKILL leaves it
     r = _run("train", "--steps", "10", "--out", str(out), "--overwrite", *SMALL)

@@ -2,6 +2,7 @@
 `fastlstm predict`, on data the tests make and on data that ships offline; bad data get
 a clear error with their place; resume stays bitwise; Model.fit."""
 import datetime as dt
+import gc
 import math
 import os
 import re
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -251,7 +253,7 @@ def test_arrays_with_a_target_per_step_train_and_predict_from_the_command_line(t
     np.savez(tmp_path / "new.npz", x=x[:5], lengths=L[:5])
     assert cli.main(["predict", str(out), "--data", str(tmp_path / "new.npz"), "--out", str(preds)]) == 0
     p = np.loadtxt(preds, delimiter=",", skiprows=1)
-    assert open(preds).readline() == "row,step,p0,p1,class\n"
+    assert preds.read_text().startswith("row,step,p0,p1,class\n")
     assert [(int(n), int(t)) for n, t in p[:, :2]] == [(n, t) for n in range(5) for t in range(L[n])]
     direct = m.predict(np.ascontiguousarray(x[:5].transpose(1, 0, 2)), L[:5])
     assert np.allclose(p[:, 2:4], [direct[t, n] for n in range(5) for t in range(L[n])], atol=1e-5)
@@ -536,7 +538,8 @@ def test_data_on_standard_input_or_a_pipe_is_refused_with_what_to_do(tmp_path, c
 def test_a_damaged_npz_is_a_data_error_whatever_the_damage(tmp_path):
     """A cut or corrupted archive used to escape as BadZipFile, tokenize's TokenError (NumPy
     parses each member's header) or NotImplementedError: a traceback. 200 damaged copies, of
-    a stored and of a compressed archive, must each be refused by name, or read whole."""
+    a stored and of a compressed archive, must each be refused by name, or read whole, and
+    leave no file open (NumPy's np.load(path) left its own open when the zip was damaged)."""
     rng = np.random.default_rng(0)
     arrays = dict(x=rng.standard_normal((20, 6, 3)).astype(np.float32), y=rng.integers(0, 3, 20))
     path = tmp_path / "d.npz"
@@ -544,17 +547,21 @@ def test_a_damaged_npz_is_a_data_error_whatever_the_damage(tmp_path):
         with open(path, "wb") as f:
             save(f, **arrays)
         good, read = path.read_bytes(), 0
-        for _ in range(100):
-            b = bytearray(good)
-            for j in rng.integers(0, len(b), rng.integers(1, 6)):
-                b[j] = rng.integers(0, 256)
-            path.write_bytes(bytes(b[:rng.integers(4, len(b))] if rng.random() < 0.2 else b))
-            try:
-                data.open_data(str(path))
-                read += 1
-            except data.DataError as e:
-                assert str(path) in str(e)
+        with warnings.catch_warnings(record=True) as left_open:
+            warnings.simplefilter("always", ResourceWarning)
+            for _ in range(100):
+                b = bytearray(good)
+                for j in rng.integers(0, len(b), rng.integers(1, 6)):
+                    b[j] = rng.integers(0, 256)
+                path.write_bytes(bytes(b[:rng.integers(4, len(b))] if rng.random() < 0.2 else b))
+                try:
+                    data.open_data(str(path))
+                    read += 1
+                except data.DataError as e:
+                    assert str(path) in str(e)
+            gc.collect()
         assert read < 10                                      # the damage was real
+        assert not [str(w.message) for w in left_open if w.category is ResourceWarning]
 
 
 def test_resume_refuses_data_that_changed(files, tmp_path, capsys):
@@ -1059,8 +1066,9 @@ def test_the_readme_data_commands_run_as_written(tmp_path):
     """Every `fastlstm` command of the README's "Your own data" section, pasted as it is into a
     folder holding a notes.txt, a load.csv and a sequences.npz, succeeds and writes what it says."""
     import shlex
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"),
-                  encoding="utf-8").read()
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"),
+              encoding="utf-8") as f:
+        readme = f.read()
     section = readme.split("## Your own data")[1].split("\n## ")[0]
     commands = [line.strip().split("  #")[0] for line in section.splitlines() if line.startswith("    fastlstm ")]
     assert len(commands) == 8, commands

@@ -13,9 +13,14 @@ DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path
 PATH_PREFIXES = ("fastlstm/", "capi/", "tests/", "benchmarks/", "docs/")
 
 
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def _anchors(path):
     """GitHub's anchors for the headings of a Markdown file."""
-    text = open(path, encoding="utf-8").read()
+    text = _read(path)
     out = set()
     for heading in re.findall(r"^#+ (.+)$", text, re.M):
         slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
@@ -26,7 +31,7 @@ def _anchors(path):
 def test_every_markdown_link_resolves_inside_the_repository():
     bad = []
     for doc in DOCS:
-        text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+        text = _read(os.path.join(ROOT, doc))
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"[a-z]+://", target):
                 bad.append(f"{doc}: {target} leaves the repository")
@@ -43,7 +48,7 @@ def test_every_markdown_link_resolves_inside_the_repository():
 def test_every_repository_path_named_in_the_docs_exists():
     bad = []
     for doc in DOCS + ["capi/fastlstm.h"]:
-        text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+        text = _read(os.path.join(ROOT, doc))
         for path in re.findall(r"`([\w./-]+)`", text) + re.findall(r"(?<![\w/.])((?:fastlstm|capi|tests|benchmarks|docs)/[\w./-]+\.\w+)", text):
             path = path.rstrip(".")
             if path.startswith(PATH_PREFIXES) and not os.path.exists(os.path.join(ROOT, path)):
@@ -53,7 +58,7 @@ def test_every_repository_path_named_in_the_docs_exists():
 
 def test_no_document_points_outside_the_repository():
     for doc in DOCS:
-        text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+        text = _read(os.path.join(ROOT, doc))
         assert "DESIGN.md" not in text and "CAPI_NOTES" not in text and "../shared" not in text, doc
 
 
@@ -61,7 +66,7 @@ def test_no_document_points_outside_the_repository():
 def test_the_python_examples_run_as_written(tmp_path, monkeypatch, doc):
     """Each document's Python blocks, pasted one after the other into a fresh folder, run
     (each trains the adding problem for 1000 steps, as it says, and saves it)."""
-    text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+    text = _read(os.path.join(ROOT, doc))
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) >= 2
     if any("import torch" in b for b in blocks):     # the PyTorch interchange example (the torch extra)
@@ -80,7 +85,7 @@ def test_every_fastlstm_name_the_docs_use_resolves_after_a_plain_import():
     import sys
     names = set()
     for doc in DOCS:
-        text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+        text = _read(os.path.join(ROOT, doc))
         names |= set(re.findall(r"\bfastlstm\.([A-Za-z_]\w*)(?:\.(\w+))?", text))
     names = {(a, b) for a, b in names if a not in ("h", "so")}      # the C header and library
     assert {("data", ""), ("training", "")} <= names
