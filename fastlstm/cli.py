@@ -544,8 +544,13 @@ def _only_writer(out, lock):
                 raise
             print(f"fastlstm: note: the file system of --out {out} takes no locks ({e.strerror}), so a second run "
                   f"onto it would not be refused", file=sys.stderr)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"fastlstm train {os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"fastlstm train {os.getpid()}\n".encode(), 0)
+        except OSError as e:            # a full disk: the lock goes, and the run with it
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+            raise UsageError(f"cannot write {lock}, the lock of --out {out}: {e.strerror}") from None
         try:
             yield
         finally:

@@ -659,8 +659,8 @@ def _disk_full_at(limit):
 
 
 def test_a_write_that_fails_names_its_file_and_leaves_it_as_it_was(tmp_path):
-    """A full disk during a checkpoint, the metrics log, predictions, an ONNX model or a
-    plot: status 2, an error naming the file, the file as it was (not half written, not
+    """A full disk during a checkpoint, the metrics log, predictions, an ONNX model, a
+    plot or the run's lock: status 2, an error naming the file, the file as it was (not half written, not
     truncated) and no temporary left beside it. Files are made as any new file is, under
     the umask (they were 0600 when written through mkstemp)."""
     pytest.importorskip("onnx")
@@ -693,6 +693,13 @@ def test_a_write_that_fails_names_its_file_and_leaves_it_as_it_was(tmp_path):
     assert p.returncode == 2 and f"cannot write a checkpoint: File too large: '{ckpt}'" in p.stderr, p.stderr
     assert (ckpt.read_bytes(), log.read_bytes()) == kept
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")], os.listdir(tmp_path)
+    fresh = tmp_path / "fresh"                          # the run's lock, its first write ("error: [Errno 28]
+    fresh.mkdir()                                       # No space left on device", and the lock left behind)
+    p = subprocess.run([sys.executable, "-m", "fastlstm", "train", "--steps", "2", "--hidden", "4", "--quiet", "--out",
+                        str(fresh / "a.ckpt")], capture_output=True, text=True, timeout=300, preexec_fn=_disk_full_at(0))
+    assert p.returncode == 2 and f"error: cannot write {fresh / 'a.lock'}, the lock of --out {fresh / 'a.ckpt'}: " \
+        "File too large" in p.stderr, p.stderr
+    assert not os.listdir(fresh)
 
 
 def test_outputs_through_links_and_devices_are_written_there_not_replaced(tmp_path):
