@@ -7,6 +7,7 @@ how far back gradients reach in an RNN, two LSTMs and a GRU.
 Only the standard library loads before main() has installed its Ctrl-C handler
 (`_Interrupt`); NumPy, Numba and the kernels load after it."""
 import argparse
+import codecs
 import contextlib
 import errno
 import math
@@ -271,6 +272,46 @@ class _Interrupt:
                     os.unlink(self.lock)
             os._exit(self.status)
         raise KeyboardInterrupt
+
+
+_ESCAPED = set()     # characters that standard output's encoding lacked (_escaping_stdout)
+
+
+def _escape(error):
+    _ESCAPED.update(error.object[error.start:error.end])
+    return codecs.backslashreplace_errors(error)
+
+
+codecs.register_error("fastlstm.escape", _escape)
+
+
+@contextlib.contextmanager
+def _escaping_stdout():
+    """Standard output in an encoding that lacks characters written to it (PYTHONIOENCODING=
+    ascii, a Latin-1 locale) stopped a command mid-output with "'ascii' codec can't encode
+    character": a sample's text, a column's name in predictions, a data file's path in
+    train's lines. Such characters go out as \\x, \\u escapes, as on standard error, and the
+    command says so once at its end."""
+    out = sys.stdout
+    try:
+        lacking = out.errors == "strict" and not codecs.lookup(out.encoding).name.startswith("utf")
+    except (AttributeError, LookupError, TypeError):           # closed (None), or not a text stream
+        lacking = False
+    if not lacking or not hasattr(out, "reconfigure"):
+        yield
+        return
+    out.reconfigure(errors="fastlstm.escape")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            out.reconfigure(errors="strict")
+        if _ESCAPED and sys.stderr is not None:
+            chars = sorted(_ESCAPED)
+            _ESCAPED.clear()
+            print(f"fastlstm: note: standard output's encoding ({out.encoding}) lacks {len(chars)} of the characters "
+                  f"written ({', '.join(map(ascii, chars[:5]))}{', ...' if len(chars) > 5 else ''}): they went out "
+                  f"as escapes (PYTHONIOENCODING=utf-8 writes them as they are)", file=sys.stderr)
 
 
 def _to_devnull(stream):
@@ -947,8 +988,9 @@ def main(argv=None, *, restore_handler=True):
         args = _parser().parse_args(argv)
         if args.command == "train":
             args.typed = vars(_parser(typed_only=True).parse_args(argv))
-        status = {"train": train, "predict": predict, "plot": plot, "sample": sample, "export": export,
-                  "carousel": carousel}[args.command](args, interrupt)
+        with _escaping_stdout():
+            status = {"train": train, "predict": predict, "plot": plot, "sample": sample, "export": export,
+                      "carousel": carousel}[args.command](args, interrupt)
         return interrupt.status if interrupt.requested else status
     except BrokenPipeError:                  # `fastlstm predict ... | head`: the reader has what it wanted
         _to_devnull(sys.stdout)                                          # nothing left to flush at exit

@@ -742,3 +742,27 @@ def test_distributed_without_mpi4py_names_the_extra(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--distributed (DataParallel) needs mpi4py: pip install 'fastlstm[mpi]'" in r.stderr
     assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_output_in_an_encoding_that_lacks_its_characters_is_escaped_not_cut(tmp_path):
+    """Under PYTHONIOENCODING=ascii (or a Latin-1 locale), `sample` stopped mid-text, and
+    `train` on a path with an é and `predict --out -` with a column named so stopped at
+    their first line, with "error: 'ascii' codec can't encode character". Such characters
+    now go out as escapes, as Python writes them on standard error, and a note says so."""
+    folder = tmp_path / "données"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("naïve café — “quoted” text. " * 40, encoding="utf-8")
+    (folder / "temp.csv").write_text("date,température\n" + "".join(
+        f"2024-01-{1 + i // 24:02d}T{i % 24:02d}:00,{np.sin(i / 5):.3f}\n" for i in range(200)), encoding="utf-8")
+    text, series = tmp_path / "t.ckpt", tmp_path / "s.ckpt"
+    runs = {("train", "--data", str(folder / "notes.txt"), "--steps", "2", "--hidden", "4", "--out", str(text)):
+            "fastlstm: text " + str(folder).replace("é", "\\xe9"),
+            ("sample", str(text), "--prime", "café —", "--length", "5"): "caf\\xe9 \\u2014",
+            ("train", "--data", str(folder / "temp.csv"), "--target", "température", "--window", "8", "--steps", "2",
+             "--hidden", "4", "--quiet", "--out", str(series)): "fastlstm: series " + str(folder).replace("é", "\\xe9"),
+            ("predict", str(series), "--data", str(folder / "temp.csv"), "--out", "-"): "time,temp\\xe9rature\n"}
+    for args, starts in runs.items():
+        r = subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, PYTHONIOENCODING="ascii"))
+        assert r.returncode == 0 and r.stdout.startswith(starts), (r.stdout[:200], r.stderr)
+        assert r.stderr.count("fastlstm: note: standard output's encoding (ascii) lacks") == 1, r.stderr
