@@ -128,6 +128,9 @@ def njit(**options):
     zeroed (EOFError, UnpicklingError: its issue 10434, open in 0.68.1), and from the
     first call on a full disk or quota (OSError: it forgives only Windows' EACCES)."""
     import numba
+    if numba.config.DISABLE_JIT:      # the kernels' tiles are LLVM IR, which pure Python cannot run
+        raise RuntimeError("fastlstm's kernels run compiled only, and NUMBA_DISABLE_JIT=1 is set in this process's "
+                           "environment: unset it for the process that runs fastlstm")
 
     def decorate(py_func):
         kernel = numba.njit(**dict(options, cache=False))(py_func)

@@ -507,3 +507,7 @@ def test_a_failed_start_makes_every_call_return_init_not_zero(check, tmp_path):
     first, message = r.stdout.splitlines()[:2]
     assert first == f"8 8 8 {_version_number()}", r.stdout
     assert "failed to start" in message
+    r = _run([exe], env=dict(os.environ, NUMBA_DISABLE_JIT="1"))  # pure Python cannot run the kernels' LLVM IR
+    first, message = r.stdout.splitlines()[:2]
+    assert first == f"8 8 8 {_version_number()}" and "failed to start" in message, r.stdout
+    assert "fastlstm's kernels run compiled only, and NUMBA_DISABLE_JIT=1 is set" in r.stderr, r.stderr

@@ -766,3 +766,14 @@ def test_output_in_an_encoding_that_lacks_its_characters_is_escaped_not_cut(tmp_
                            env=dict(os.environ, PYTHONIOENCODING="ascii"))
         assert r.returncode == 0 and r.stdout.startswith(starts), (r.stdout[:200], r.stderr)
         assert r.stderr.count("fastlstm: note: standard output's encoding (ascii) lacks") == 1, r.stderr
+
+
+def test_numba_disable_jit_is_refused_saying_what_to_unset(tmp_path):
+    """NUMBA_DISABLE_JIT=1 (set to debug one's own Numba code) ran the kernels as Python,
+    which stopped deep inside with "NotImplementedError: <intrinsic tile> is not usable in
+    pure-python". The kernels now refuse as they load, naming the variable."""
+    r = subprocess.run([sys.executable, "-m", "fastlstm", "train", "--steps", "1", "--out", str(tmp_path / "a.ckpt")],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, NUMBA_DISABLE_JIT="1"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "fastlstm: error: fastlstm's kernels run compiled only, and NUMBA_DISABLE_JIT=1 is set" in r.stderr
+    assert not os.listdir(tmp_path)
