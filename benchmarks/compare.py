@@ -132,6 +132,14 @@ def alternate(runners, repeats, budget=0.25, settle=0.3, samples=False):
     return (medians, per) if samples else medians
 
 
+def needs(module, extra, what):
+    """Stop with one line saying how to install `module` (a peer: torch, mpi4py) when this
+    Python lacks it, instead of a worker's traceback."""
+    import importlib.util
+    if importlib.util.find_spec(module) is None:
+        sys.exit(f"{what}, and this Python lacks {module}: pip install -e '.[{extra}]'")
+
+
 def matmul_rate(n=2048):
     a = np.random.default_rng(0).random((n, n), np.float32)
     t = alternate([local(lambda: a @ a)], 5)[0]
@@ -396,6 +404,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.worker:
         return serve(args.worker, args.threads)
+    needs("torch", "torch", "compare.py times fastlstm beside torch.nn.LSTM")
     threads = numba.get_num_threads()
     shapes, repeats = (QUICK, 1) if args.quick else (SHAPES, args.repeats)
     if args.shapes:

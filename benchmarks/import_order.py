@@ -38,13 +38,14 @@ ORDERS = ("fastlstm", "numpy", "torch")
 
 def main():
     sys.path.insert(0, HERE)
-    from compare import QUICK, SHAPES
+    from compare import QUICK, SHAPES, needs
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("shapes", nargs="*", metavar="shape",
                    help=f"shapes of compare.py (default: all of {', '.join(SHAPES)})")
     p.add_argument("--quick", action="store_true", help="the tiny shape, one round (the test suite's)")
     p.add_argument("--load", action="store_true", help="also while a second process keeps one core busy")
     args = p.parse_args()
+    needs("torch", "torch", "import_order.py times a step with numpy and torch imported first")
     if set(args.shapes) - set(SHAPES | QUICK):
         p.error(f"unknown shape {' '.join(sorted(set(args.shapes) - set(SHAPES | QUICK)))}; the shapes: "
                 f"{' '.join(SHAPES | QUICK)}")

@@ -50,6 +50,8 @@ def main():
     args = p.parse_args()
     if args.worker:
         return worker(args.shape, args.steps)
+    from compare import needs
+    needs("mpi4py", "mpi", "mpi_scaling.py runs ranks under MPI")
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     print("| ranks | threads per rank | shape (D, H, B, T) | step ms | efficiency t_1 / t_k (same cores) |")
     print("| ---: | ---: | --- | ---: | ---: |")

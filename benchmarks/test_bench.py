@@ -12,9 +12,10 @@ import os
 import numba
 import numpy as np
 import pytest
-import torch
 
-from compare import QUICK, SHAPES, STREAM, capi_fns, side
+torch = pytest.importorskip("torch", reason="the suite times fastlstm beside torch.nn.LSTM: pip install -e '.[torch]'")
+
+from compare import QUICK, SHAPES, STREAM, capi_fns, side  # noqa: E402
 
 shapes = QUICK if os.environ.get("FASTLSTM_BENCH_QUICK") else SHAPES
 IMPLS = ["fastlstm", "torch"]
