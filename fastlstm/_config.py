@@ -143,8 +143,8 @@ def njit(**options):
 @functools.cache
 def _kernel_cache():
     """Numba's FunctionCache, on which a file that cannot be read is a miss, written afresh
-    once the kernel has compiled, and a cache that cannot be written is said once and
-    passed over."""
+    once the kernel has compiled, and a cache that cannot be written is passed over; each
+    says so once (a warning every start would show a cache that never works)."""
     from numba.core.caching import FunctionCache
 
     class KernelCache(FunctionCache):
@@ -154,20 +154,22 @@ def _kernel_cache():
             except Exception:                 # whatever a damaged pickle raises
                 with contextlib.suppress(OSError):
                     os.unlink(self._cache_file._index_path)    # the save after compiling starts it afresh
+                _cache_trouble(self._cache_path, "a file there could not be read, so its kernel compiles again")
                 return None
 
         def save_overload(self, sig, data):
             try:
                 super().save_overload(sig, data)
             except Exception as e:            # a full disk or quota, a folder gone read-only
-                _unwritable_cache(self._cache_path, getattr(e, "strerror", None) or str(e))
+                _cache_trouble(self._cache_path, f"they cannot be written there ({getattr(e, 'strerror', None) or e}), "
+                                                 f"so those not written compile again in the next process "
+                                                 f"(NUMBA_CACHE_DIR=another folder moves the cache)")
     return KernelCache
 
 
 @functools.cache
-def _unwritable_cache(folder, why):
-    said = (f"fastlstm cannot write its compiled kernels to {folder} ({why}): those not written compile again "
-            f"in the next process (NUMBA_CACHE_DIR=another folder moves the cache)")
+def _cache_trouble(folder, said):
+    said = f"fastlstm's compiled kernels in {folder}: {said}"
     warnings.warn(said, RuntimeWarning)
 
 
