@@ -117,7 +117,8 @@ def flags(out_dir, cflags, libs):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m fastlstm.capi", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fastlstm.capi", description="Build libfastlstm.so, the C ABI, with "
+                                "cffi's embedding mode; print compiler flags.")   # not __doc__: python -OO drops it
     p.add_argument("command", nargs="?", choices=["build"], help="build the library")
     p.add_argument("--out", "--dir", dest="dir", default=DEFAULT_DIR, help="where the library is (default build/capi)")
     p.add_argument("--cflags", action="store_true", help="print the compiler flags")
