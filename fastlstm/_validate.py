@@ -2,6 +2,7 @@
 
 Each raises ValueError or TypeError with a message that says what was expected and what came.
 """
+import functools
 import numbers
 import os
 import threading
@@ -163,14 +164,51 @@ def num_layers(value):
 
 
 def fits_in_memory(what, nbytes):
-    """MemoryError, before anything is allocated, for a request beyond the machine's RAM."""
+    """MemoryError, before anything is allocated, for a request beyond the machine's RAM or
+    the memory limit of the process's cgroup (a container's, a job's), whichever is lower:
+    past the limit the kernel's OOM killer would end the process, with no word said."""
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return
+    limit = cgroup_memory_limit()
+    if limit is not None and limit < ram and nbytes > limit:
+        raise MemoryError(f"{what} would need {nbytes / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB of "
+                          f"memory this process may use (its cgroup's limit; the machine has {ram / 2**30:.1f} GiB)")
     if nbytes > ram:
         raise MemoryError(f"{what} would need {nbytes / 2**30:.1f} GiB, more than this machine's "
                           f"{ram / 2**30:.1f} GiB of memory")
+
+
+@functools.cache
+def cgroup_memory_limit(proc="/proc/self/cgroup", root="/sys/fs/cgroup"):
+    """The bytes the process's cgroup lets it use: the lowest memory.max (cgroup v2) or
+    memory.limit_in_bytes (v1) on its path up to the root, read where the container or the
+    host mounts them; None where no limit is set or readable."""
+    try:
+        with open(proc) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":                                           # v2: 0::/path
+            base, name = root, "memory.max"
+        elif "memory" in controllers.split(","):                        # v1: N:memory:/path
+            base, name = os.path.join(root, "memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        for k in range(len(parts), -1, -1):          # a container sees its own cgroup at the root
+            try:
+                with open(os.path.join(base, *parts[:k], name)) as f:
+                    value = f.read().strip()
+            except OSError:
+                continue
+            if value.isdigit():                                         # not "max"
+                limits.append(int(value))
+    return min(limits, default=None)
 
 
 def finite_float(name, value, *, gt=None, ge=None, lt=None, le=None):

@@ -240,6 +240,33 @@ def test_absurd_sizes_are_refused_before_anything_is_built():
     assert time.perf_counter() - t0 < 5
 
 
+def test_a_cgroups_memory_limit_bounds_a_request_as_the_machines_memory_does(tmp_path, monkeypatch):
+    """In a container or a job whose cgroup limits its memory below the machine's RAM, a
+    request between the two passed the check, and the OOM killer ended the process: status
+    137, not a word, no checkpoint (`fastlstm train --batch 40000` under a 2 GiB cgroup v1
+    on this machine). The check now takes the lowest limit on the process's cgroup path."""
+    from fastlstm import _validate as v
+    G = 2 ** 30
+
+    def limit(cgroup, files):              # cgroup_memory_limit on a made-up /proc/self/cgroup and tree
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        root.mkdir()
+        for path, value in files.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(value + "\n")
+        (root / "cgroup").write_text(cgroup)
+        return v.cgroup_memory_limit.__wrapped__(str(root / "cgroup"), str(root / "fs"))
+    assert limit("0::/a/b\n", {"fs/memory.max": "max", "fs/a/memory.max": str(G), "fs/a/b/memory.max": "max"}) == G
+    assert limit("4:memory:/x\n0::/\n", {"fs/memory/memory.limit_in_bytes": "9223372036854771712",   # v1, unlimited
+                                          "fs/memory/x/memory.limit_in_bytes": str(2 * G)}) == 2 * G
+    assert limit("5:cpu,memory:/docker/1\n", {"fs/memory/memory.limit_in_bytes": str(3 * G)}) == 3 * G  # its own mount
+    assert limit("0::/\n", {"fs/memory.max": "max"}) is None and limit("1:cpu:/\n", {}) is None
+    monkeypatch.setattr(v, "cgroup_memory_limit", lambda: G)
+    with pytest.raises(MemoryError, match=r"the model's parameters and gradients would need 2.0 GiB, more than the "
+                                          r"1.0 GiB of memory this process may use \(its cgroup's limit; the machine"):
+        fastlstm.Model(12288, 4096, 1)
+
+
 # -- 5, 6. the update guard ----------------------------------------------------------------
 
 def test_finite_but_huge_targets_are_refused_instead_of_poisoning_adam(tmp_path):
