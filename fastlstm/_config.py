@@ -58,6 +58,73 @@ def numba_cache_dir(package_dir, environ, writable=lambda d: os.access(d, os.W_O
     return None
 
 
+def cgroup_folders(controller, proc="/proc/self/cgroup", root="/sys/fs/cgroup"):
+    """The folders of the process's cgroup for `controller` ('memory', 'cpu') and of its
+    ancestors, deepest first, as (cgroup version, folder): v2's under root, v1's under
+    root/controller. A container sees its own cgroup at the root."""
+    try:
+        with open(proc) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    folders = []
+    for line in lines:
+        if line.count(":") < 2:
+            continue
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":                                      # v2: 0::/path
+            version, base = 2, root
+        elif controller in controllers.split(","):                 # v1: N:cpu,cpuacct:/path
+            version, base = 1, os.path.join(root, controller)
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        folders += [(version, os.path.join(base, *parts[:k])) for k in range(len(parts), -1, -1)]
+    return folders
+
+
+def cgroup_file(folder, name):
+    """The words of a cgroup file; [] where it is missing or unreadable."""
+    try:
+        with open(os.path.join(folder, name)) as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def cgroup_cpus(**where):
+    """The CPUs that the quota of the process's cgroup gives it (Docker's --cpus, a
+    Kubernetes limit), rounded up: the lowest cpu.max (v2) or cpu.cfs_quota_us over
+    cpu.cfs_period_us (v1) on its path; None without a quota."""
+    cpus = []
+    for version, d in cgroup_folders("cpu", **where):
+        if version == 2:
+            quota, period = (cgroup_file(d, "cpu.max") + ["max", "0"])[:2]
+        else:
+            quota = (cgroup_file(d, "cpu.cfs_quota_us") + ["-1"])[0]
+            period = (cgroup_file(d, "cpu.cfs_period_us") + ["0"])[0]
+        if quota.isdigit() and period.isdigit() and int(period) > 0:   # not "max" or -1
+            cpus.append(max(1, -(-int(quota) // int(period))))
+    return min(cpus, default=None)
+
+
+def default_threads(environ, cpus, usable, numba_loaded):
+    """NUMBA_NUM_THREADS for a cgroup quota of `cpus` CPUs below the `usable` ones (the
+    affinity, which Numba counts): a thread per CPU the quota pays for. Numba would start
+    one per usable CPU, and the kernel would throttle them all once the quota ran out in
+    each period. None where the user set it, where nothing asks for fewer, or where Numba
+    has read its settings already: it would start its threads on the old count, then
+    refuse the new one at its next compilation (RuntimeError)."""
+    if numba_loaded or "NUMBA_NUM_THREADS" in environ or cpus is None or cpus >= usable:
+        return None
+    return str(cpus)
+
+
+_usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_threads = default_threads(os.environ, cgroup_cpus(), _usable, "numba" in sys.modules)
+if _threads:
+    os.environ["NUMBA_NUM_THREADS"] = _threads
+
 _cache = numba_cache_dir(os.path.dirname(os.path.abspath(__file__)), os.environ)
 if _cache:
     os.environ["NUMBA_CACHE_DIR"] = _cache

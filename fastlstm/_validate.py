@@ -10,6 +10,7 @@ import threading
 import numpy as np
 
 from . import choices
+from ._config import cgroup_file, cgroup_folders
 from .kernels import COPY_PARALLEL, all_finite, all_finite_runs
 
 DTYPES = tuple(np.dtype(d) for d in choices.DTYPES)
@@ -181,33 +182,12 @@ def fits_in_memory(what, nbytes):
 
 
 @functools.cache
-def cgroup_memory_limit(proc="/proc/self/cgroup", root="/sys/fs/cgroup"):
+def cgroup_memory_limit(**where):
     """The bytes the process's cgroup lets it use: the lowest memory.max (cgroup v2) or
-    memory.limit_in_bytes (v1) on its path up to the root, read where the container or the
-    host mounts them; None where no limit is set or readable."""
-    try:
-        with open(proc) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    limits = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":                                           # v2: 0::/path
-            base, name = root, "memory.max"
-        elif "memory" in controllers.split(","):                        # v1: N:memory:/path
-            base, name = os.path.join(root, "memory"), "memory.limit_in_bytes"
-        else:
-            continue
-        parts = [p for p in path.split("/") if p]
-        for k in range(len(parts), -1, -1):          # a container sees its own cgroup at the root
-            try:
-                with open(os.path.join(base, *parts[:k], name)) as f:
-                    value = f.read().strip()
-            except OSError:
-                continue
-            if value.isdigit():                                         # not "max"
-                limits.append(int(value))
+    memory.limit_in_bytes (v1) on its path; None where no limit is set or readable."""
+    limits = [int(w[0]) for version, d in cgroup_folders("memory", **where)
+              for w in [cgroup_file(d, "memory.max" if version == 2 else "memory.limit_in_bytes")]
+              if w and w[0].isdigit()]                               # not "max"
     return min(limits, default=None)
 
 

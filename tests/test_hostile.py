@@ -240,6 +240,18 @@ def test_absurd_sizes_are_refused_before_anything_is_built():
     assert time.perf_counter() - t0 < 5
 
 
+def _cgroup(tmp_path, cgroup, files):
+    """A made-up /proc/self/cgroup and cgroup tree in tmp_path: the keywords that point the
+    cgroup readers at them."""
+    root = tmp_path / str(len(list(tmp_path.iterdir())))
+    root.mkdir()
+    for path, value in files.items():
+        (root / "fs" / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / "fs" / path).write_text(value + "\n")
+    (root / "cgroup").write_text(cgroup)
+    return dict(proc=str(root / "cgroup"), root=str(root / "fs"))
+
+
 def test_a_cgroups_memory_limit_bounds_a_request_as_the_machines_memory_does(tmp_path, monkeypatch):
     """In a container or a job whose cgroup limits its memory below the machine's RAM, a
     request between the two passed the check, and the OOM killer ended the process: status
@@ -247,24 +259,34 @@ def test_a_cgroups_memory_limit_bounds_a_request_as_the_machines_memory_does(tmp
     on this machine). The check now takes the lowest limit on the process's cgroup path."""
     from fastlstm import _validate as v
     G = 2 ** 30
-
-    def limit(cgroup, files):              # cgroup_memory_limit on a made-up /proc/self/cgroup and tree
-        root = tmp_path / str(len(list(tmp_path.iterdir())))
-        root.mkdir()
-        for path, value in files.items():
-            (root / path).parent.mkdir(parents=True, exist_ok=True)
-            (root / path).write_text(value + "\n")
-        (root / "cgroup").write_text(cgroup)
-        return v.cgroup_memory_limit.__wrapped__(str(root / "cgroup"), str(root / "fs"))
-    assert limit("0::/a/b\n", {"fs/memory.max": "max", "fs/a/memory.max": str(G), "fs/a/b/memory.max": "max"}) == G
-    assert limit("4:memory:/x\n0::/\n", {"fs/memory/memory.limit_in_bytes": "9223372036854771712",   # v1, unlimited
-                                          "fs/memory/x/memory.limit_in_bytes": str(2 * G)}) == 2 * G
-    assert limit("5:cpu,memory:/docker/1\n", {"fs/memory/memory.limit_in_bytes": str(3 * G)}) == 3 * G  # its own mount
-    assert limit("0::/\n", {"fs/memory.max": "max"}) is None and limit("1:cpu:/\n", {}) is None
+    limit = lambda cgroup, files: v.cgroup_memory_limit.__wrapped__(**_cgroup(tmp_path, cgroup, files))  # noqa: E731
+    assert limit("0::/a/b\n", {"memory.max": "max", "a/memory.max": str(G), "a/b/memory.max": "max"}) == G
+    assert limit("4:memory:/x\n0::/\n", {"memory/memory.limit_in_bytes": "9223372036854771712",     # v1, unlimited
+                                          "memory/x/memory.limit_in_bytes": str(2 * G)}) == 2 * G
+    assert limit("5:cpu,memory:/docker/1\n", {"memory/memory.limit_in_bytes": str(3 * G)}) == 3 * G    # its own mount
+    assert limit("0::/\n", {"memory.max": "max"}) is None and limit("1:cpu:/\n", {}) is None
     monkeypatch.setattr(v, "cgroup_memory_limit", lambda: G)
     with pytest.raises(MemoryError, match=r"the model's parameters and gradients would need 2.0 GiB, more than the "
                                           r"1.0 GiB of memory this process may use \(its cgroup's limit; the machine"):
         fastlstm.Model(12288, 4096, 1)
+
+
+def test_a_cgroups_cpu_quota_sets_the_thread_count(tmp_path):
+    """Under a CPU quota below the CPUs the process may run on (Docker's --cpus, a
+    Kubernetes limit; the affinity, which Numba counts, stays the host's), Numba started a
+    thread per CPU, and the kernel throttled every one of them once the quota ran out in a
+    period. NUMBA_NUM_THREADS now defaults to the CPUs the quota pays for, rounded up."""
+    from fastlstm._config import cgroup_cpus, default_threads
+    cpus = lambda cgroup, files: cgroup_cpus(**_cgroup(tmp_path, cgroup, files))  # noqa: E731
+    assert cpus("0::/a\n", {"cpu.max": "max 100000", "a/cpu.max": "150000 100000"}) == 2        # v2, rounded up
+    assert cpus("3:cpu,cpuacct:/k\n", {"cpu/k/cpu.cfs_quota_us": "-1", "cpu/k/cpu.cfs_period_us": "100000",
+                                       "cpu/cpu.cfs_quota_us": "50000", "cpu/cpu.cfs_period_us": "100000"}) == 1
+    assert cpus("0::/\n", {"cpu.max": "max 100000"}) is None and cpus("4:memory:/\n", {}) is None
+    assert cpus("garbage\n0::/\n", {"cpu.max": "200000 100000"}) == 2
+    assert default_threads({}, 2, 64, False) == "2"
+    assert default_threads({"NUMBA_NUM_THREADS": "8"}, 2, 64, False) is None            # the user's choice stands
+    assert default_threads({}, 2, 64, True) is None              # Numba read its settings: too late to change
+    assert default_threads({}, None, 64, False) is None and default_threads({}, 4, 2, False) is None
 
 
 # -- 5, 6. the update guard ----------------------------------------------------------------
