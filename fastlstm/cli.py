@@ -290,15 +290,12 @@ def _escaping_stdout():
     """Standard output in an encoding that lacks characters written to it (PYTHONIOENCODING=
     ascii, a Latin-1 locale) stopped a command mid-output with "'ascii' codec can't encode
     character": a sample's text, a column's name in predictions, a data file's path in
-    train's lines. Such characters go out as \\x, \\u escapes, as on standard error, and the
-    command says so once at its end."""
+    train's lines; so did a file name that is not UTF-8 (its bytes decode to surrogates)
+    under a strict UTF-8 one. Such characters go out as \\x, \\u escapes, as on standard
+    error, and the command says so once at its end."""
     out = sys.stdout
-    try:
-        lacking = out.errors == "strict" and not codecs.lookup(out.encoding).name.startswith("utf")
-    except (AttributeError, LookupError, TypeError):           # closed (None), or not a text stream
-        lacking = False
-    if not lacking or not hasattr(out, "reconfigure"):
-        yield
+    if getattr(out, "errors", None) != "strict" or not hasattr(out, "reconfigure"):   # closed (None), or
+        yield                                                   # not a text stream, or one that copes
         return
     out.reconfigure(errors="fastlstm.escape")
     try:
@@ -311,7 +308,7 @@ def _escaping_stdout():
             _ESCAPED.clear()
             print(f"fastlstm: note: standard output's encoding ({out.encoding}) lacks {len(chars)} of the characters "
                   f"written ({', '.join(map(ascii, chars[:5]))}{', ...' if len(chars) > 5 else ''}): they went out "
-                  f"as escapes (PYTHONIOENCODING=utf-8 writes them as they are)", file=sys.stderr)
+                  f"as escapes (PYTHONIOENCODING=utf-8:surrogateescape writes them as they are)", file=sys.stderr)
 
 
 def _to_devnull(stream):

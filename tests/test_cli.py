@@ -747,8 +747,10 @@ def test_distributed_without_mpi4py_names_the_extra(tmp_path):
 def test_output_in_an_encoding_that_lacks_its_characters_is_escaped_not_cut(tmp_path):
     """Under PYTHONIOENCODING=ascii (or a Latin-1 locale), `sample` stopped mid-text, and
     `train` on a path with an é and `predict --out -` with a column named so stopped at
-    their first line, with "error: 'ascii' codec can't encode character". Such characters
-    now go out as escapes, as Python writes them on standard error, and a note says so."""
+    their first line, with "error: 'ascii' codec can't encode character"; so did `train` on
+    a file name that is not UTF-8 under a strict UTF-8 output ("surrogates not allowed").
+    Such characters now go out as escapes, as Python writes them on standard error, and a
+    note says so."""
     folder = tmp_path / "données"
     folder.mkdir()
     (folder / "notes.txt").write_text("naïve café — “quoted” text. " * 40, encoding="utf-8")
@@ -761,11 +763,17 @@ def test_output_in_an_encoding_that_lacks_its_characters_is_escaped_not_cut(tmp_
             ("train", "--data", str(folder / "temp.csv"), "--target", "température", "--window", "8", "--steps", "2",
              "--hidden", "4", "--quiet", "--out", str(series)): "fastlstm: series " + str(folder).replace("é", "\\xe9"),
             ("predict", str(series), "--data", str(folder / "temp.csv"), "--out", "-"): "time,temp\\xe9rature\n"}
+    latin = os.fsencode(tmp_path) + b"/caf\xe9.txt"       # a file name that is not UTF-8: its \xe9 reads as \udce9
+    with open(latin, "w", encoding="utf-8") as f:
+        f.write("some text, " * 200)
+    runs[("train", "--data", os.fsdecode(latin), "--steps", "2", "--hidden", "4", "--quiet", "--out",
+          str(tmp_path / "l.ckpt"))] = "fastlstm: text " + str(tmp_path) + "/caf\\udce9.txt"
     for args, starts in runs.items():
+        encoding = "utf-8" if "l.ckpt" in args[-1] else "ascii"              # utf-8 and strict: surrogates fail
         r = subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, PYTHONIOENCODING="ascii"))
+                           env=dict(os.environ, PYTHONIOENCODING=encoding), errors="surrogateescape")
         assert r.returncode == 0 and r.stdout.startswith(starts), (r.stdout[:200], r.stderr)
-        assert r.stderr.count("fastlstm: note: standard output's encoding (ascii) lacks") == 1, r.stderr
+        assert r.stderr.count(f"fastlstm: note: standard output's encoding ({encoding}) lacks") == 1, r.stderr
 
 
 def test_numba_disable_jit_is_refused_saying_what_to_unset(tmp_path):
