@@ -219,7 +219,7 @@ def _kernel_cache():
             try:
                 return super().load_overload(sig, target_context)
             except Exception:                 # whatever a damaged pickle raises
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, AttributeError):     # (Numba's private names)
                     os.unlink(self._cache_file._index_path)    # the save after compiling starts it afresh
                 _cache_trouble(self._cache_path, "a file there could not be read, so its kernel compiles again")
                 return None
