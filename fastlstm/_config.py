@@ -108,6 +108,18 @@ def cgroup_cpus(**where):
     return min(cpus, default=None)
 
 
+@functools.cache
+def cgroup_memory_limit(**where):
+    """The bytes the process's cgroup lets it use: the lowest memory.max (cgroup v2) or
+    memory.limit_in_bytes (v1) on its path; None where no limit is set or readable."""
+    limits = []
+    for version, d in cgroup_folders("memory", **where):
+        words = cgroup_file(d, "memory.max" if version == 2 else "memory.limit_in_bytes")
+        if words and words[0].isdigit():                            # not "max"
+            limits.append(int(words[0]))
+    return min(limits, default=None)
+
+
 def default_threads(environ, cpus, usable, numba_loaded):
     """NUMBA_NUM_THREADS for a cgroup quota of `cpus` CPUs below the `usable` ones (the
     affinity, which Numba counts): a thread per CPU the quota pays for. Numba would start
@@ -236,8 +248,8 @@ def _kernel_cache():
 
 @functools.cache
 def _cache_trouble(folder, said):
-    said = f"fastlstm's compiled kernels in {folder}: {said}"
-    warnings.warn(said, RuntimeWarning)
+    message = f"fastlstm's compiled kernels in {folder}: {said}"
+    warnings.warn(message, RuntimeWarning)
 
 
 _blas = None

@@ -2,7 +2,6 @@
 
 Each raises ValueError or TypeError with a message that says what was expected and what came.
 """
-import functools
 import numbers
 import os
 import threading
@@ -10,7 +9,7 @@ import threading
 import numpy as np
 
 from . import choices
-from ._config import cgroup_file, cgroup_folders
+from ._config import cgroup_memory_limit
 from .kernels import COPY_PARALLEL, all_finite, all_finite_runs
 
 DTYPES = tuple(np.dtype(d) for d in choices.DTYPES)
@@ -179,16 +178,6 @@ def fits_in_memory(what, nbytes):
     if nbytes > ram:
         raise MemoryError(f"{what} would need {nbytes / 2**30:.1f} GiB, more than this machine's "
                           f"{ram / 2**30:.1f} GiB of memory")
-
-
-@functools.cache
-def cgroup_memory_limit(**where):
-    """The bytes the process's cgroup lets it use: the lowest memory.max (cgroup v2) or
-    memory.limit_in_bytes (v1) on its path; None where no limit is set or readable."""
-    limits = [int(w[0]) for version, d in cgroup_folders("memory", **where)
-              for w in [cgroup_file(d, "memory.max" if version == 2 else "memory.limit_in_bytes")]
-              if w and w[0].isdigit()]                               # not "max"
-    return min(limits, default=None)
 
 
 def finite_float(name, value, *, gt=None, ge=None, lt=None, le=None):
