@@ -12,9 +12,9 @@ import pytest
 import fastlstm
 
 
-def _run(*args, timeout=300):
+def _run(*args, timeout=300, **popen):
     return subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, **popen)
 
 
 def _read_until(p, marker, timeout=300):
@@ -682,21 +682,19 @@ def test_a_write_that_fails_names_its_file_and_leaves_it_as_it_was(tmp_path):
                 "ONNX model": ["export", str(ckpt)], "plot": ["plot", str(log), "--out"]}
     for what, path in outs.items():
         path.write_bytes(b"an earlier result")
-        p = subprocess.run([sys.executable, "-m", "fastlstm", *commands[what], str(path)], capture_output=True,
-                           text=True, timeout=300, preexec_fn=_disk_full_at(16))
+        p = _run(*commands[what], str(path), preexec_fn=_disk_full_at(16))
         assert p.returncode == 2 and f"cannot write the {what}: File too large: '{path}'" in p.stderr, p.stderr
         assert path.read_bytes() == b"an earlier result", what
     kept = ckpt.read_bytes(), log.read_bytes()
-    p = subprocess.run([sys.executable, "-m", "fastlstm", "train", "--data", str(tmp_path / "seq.npz"), "--steps",
-                        "8", "--eval-every", "2", "--hidden", "4", "--quiet", "--out", str(ckpt), "--resume"],
-                       capture_output=True, text=True, timeout=300, preexec_fn=_disk_full_at(2048))
+    p = _run("train", "--data", str(tmp_path / "seq.npz"), "--steps", "8", "--eval-every", "2", "--hidden", "4",
+             "--quiet", "--out", str(ckpt), "--resume", preexec_fn=_disk_full_at(2048))
     assert p.returncode == 2 and f"cannot write a checkpoint: File too large: '{ckpt}'" in p.stderr, p.stderr
     assert (ckpt.read_bytes(), log.read_bytes()) == kept
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")], os.listdir(tmp_path)
     fresh = tmp_path / "fresh"                          # the run's lock, its first write ("error: [Errno 28]
     fresh.mkdir()                                       # No space left on device", and the lock left behind)
-    p = subprocess.run([sys.executable, "-m", "fastlstm", "train", "--steps", "2", "--hidden", "4", "--quiet", "--out",
-                        str(fresh / "a.ckpt")], capture_output=True, text=True, timeout=300, preexec_fn=_disk_full_at(0))
+    p = _run("train", "--steps", "2", "--hidden", "4", "--quiet", "--out", str(fresh / "a.ckpt"),
+             preexec_fn=_disk_full_at(0))
     assert p.returncode == 2 and f"error: cannot write {fresh / 'a.lock'}, the lock of --out {fresh / 'a.ckpt'}: " \
         "File too large" in p.stderr, p.stderr
     assert not os.listdir(fresh)
@@ -757,21 +755,22 @@ def test_output_in_an_encoding_that_lacks_its_characters_is_escaped_not_cut(tmp_
     (folder / "temp.csv").write_text("date,température\n" + "".join(
         f"2024-01-{1 + i // 24:02d}T{i % 24:02d}:00,{np.sin(i / 5):.3f}\n" for i in range(200)), encoding="utf-8")
     text, series = tmp_path / "t.ckpt", tmp_path / "s.ckpt"
-    runs = {("train", "--data", str(folder / "notes.txt"), "--steps", "2", "--hidden", "4", "--out", str(text)):
-            "fastlstm: text " + str(folder).replace("é", "\\xe9"),
-            ("sample", str(text), "--prime", "café —", "--length", "5"): "caf\\xe9 \\u2014",
-            ("train", "--data", str(folder / "temp.csv"), "--target", "température", "--window", "8", "--steps", "2",
-             "--hidden", "4", "--quiet", "--out", str(series)): "fastlstm: series " + str(folder).replace("é", "\\xe9"),
-            ("predict", str(series), "--data", str(folder / "temp.csv"), "--out", "-"): "time,temp\\xe9rature\n"}
     latin = os.fsencode(tmp_path) + b"/caf\xe9.txt"       # a file name that is not UTF-8: its \xe9 reads as \udce9
     with open(latin, "w", encoding="utf-8") as f:
         f.write("some text, " * 200)
-    runs[("train", "--data", os.fsdecode(latin), "--steps", "2", "--hidden", "4", "--quiet", "--out",
-          str(tmp_path / "l.ckpt"))] = "fastlstm: text " + str(tmp_path) + "/caf\\udce9.txt"
-    for args, starts in runs.items():
-        encoding = "utf-8" if "l.ckpt" in args[-1] else "ascii"              # utf-8 and strict: surrogates fail
-        r = subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, PYTHONIOENCODING=encoding), errors="surrogateescape")
+    escaped = str(folder).replace("é", "\\xe9")
+    notes, csv = str(folder / "notes.txt"), str(folder / "temp.csv")
+    runs = [("ascii", ("train", "--data", notes, "--steps", "2", "--hidden", "4", "--out", str(text)),
+             "fastlstm: text " + escaped),
+            ("ascii", ("sample", str(text), "--prime", "café —", "--length", "5"), "caf\\xe9 \\u2014"),
+            ("ascii", ("train", "--data", csv, "--target", "température", "--window", "8", "--steps", "2",
+                       "--hidden", "4", "--quiet", "--out", str(series)), "fastlstm: series " + escaped),
+            ("ascii", ("predict", str(series), "--data", csv, "--out", "-"), "time,temp\\xe9rature\n"),
+            # UTF-8 and strict: a surrogate (\udce9) has no encoding there
+            ("utf-8", ("train", "--data", os.fsdecode(latin), "--steps", "2", "--hidden", "4", "--quiet",
+                       "--out", str(tmp_path / "l.ckpt")), "fastlstm: text " + str(tmp_path) + "/caf\\udce9.txt")]
+    for encoding, args, starts in runs:
+        r = _run(*args, env=dict(os.environ, PYTHONIOENCODING=encoding), errors="surrogateescape")
         assert r.returncode == 0 and r.stdout.startswith(starts), (r.stdout[:200], r.stderr)
         assert r.stderr.count(f"fastlstm: note: standard output's encoding ({encoding}) lacks") == 1, r.stderr
 
@@ -780,8 +779,7 @@ def test_numba_disable_jit_is_refused_saying_what_to_unset(tmp_path):
     """NUMBA_DISABLE_JIT=1 (set to debug one's own Numba code) ran the kernels as Python,
     which stopped deep inside with "NotImplementedError: <intrinsic tile> is not usable in
     pure-python". The kernels now refuse as they load, naming the variable."""
-    r = subprocess.run([sys.executable, "-m", "fastlstm", "train", "--steps", "1", "--out", str(tmp_path / "a.ckpt")],
-                       capture_output=True, text=True, timeout=300, env=dict(os.environ, NUMBA_DISABLE_JIT="1"))
+    r = _run("train", "--steps", "1", "--out", str(tmp_path / "a.ckpt"), env=dict(os.environ, NUMBA_DISABLE_JIT="1"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "fastlstm: error: fastlstm's kernels run compiled only, and NUMBA_DISABLE_JIT=1 is set" in r.stderr
     assert not os.listdir(tmp_path)
