@@ -13,7 +13,7 @@
  * every function without a Python body would return 0, which here means success, when the
  * start fails. So fl_start() starts the interpreter itself with PyConfig.executable =
  * FL_PYTHON (found without PYTHONPATH or PYTHONHOME), without Python's signal handlers
- * (the host owns SIGINT), releases the GIL for every thread, then runs cffi's own start-up,
+ * (the host owns SIGINT, which it keeps as it set it), releases the GIL for every thread, then runs cffi's own start-up,
  * whose init code sets the ready flag last; fl_enter() refuses every call while it is unset.
  */
 #include <pthread.h>
@@ -45,6 +45,13 @@ static void fl_start(void) {
                     st.err_msg ? st.err_msg : "unknown error");
             return;
         }
+        /* CPython's _signal module, on its first import, puts Python's SIGINT handler (it only
+         * sets a flag for the next bytecode) in place of SIG_DFL, whatever the config says, and
+         * fastlstm imports it: the host's Ctrl-C would then not stop the host, and would come
+         * back as KeyboardInterrupt from its next call. Import it now, and give SIG_DFL back. */
+        PyRun_SimpleString("import _signal\n"
+                           "if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:\n"
+                           "    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)\n");
         PyEval_SaveThread();                          /* release the GIL for every thread */
     }
     cffi_start_python();                              /* runs the init code; sets fl_ready */

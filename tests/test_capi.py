@@ -512,3 +512,47 @@ def test_a_failed_start_makes_every_call_return_init_not_zero(check, tmp_path):
     first, message = r.stdout.splitlines()[:2]
     assert first == f"8 8 8 {_version_number()}" and "failed to start" in message, r.stdout
     assert "fastlstm's kernels run compiled only, and NUMBA_DISABLE_JIT=1 is set" in r.stderr, r.stderr
+
+
+SIGINT_HOST = r'''#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include "fastlstm.h"
+static volatile sig_atomic_t got = 0;
+static void on_int(int s) { (void)s; got++; }
+int main(int argc, char **argv) {            /* argv[1]: the host's SIGINT before its first call */
+    (void)argc;
+    signal(SIGINT, !strcmp(argv[1], "ign") ? SIG_IGN : !strcmp(argv[1], "own") ? on_int : SIG_DFL);
+    fastlstm_config c; fastlstm_config_init(&c);
+    c.input_size = 2; c.hidden_size = 4; c.output_size = 1;
+    fastlstm_model *m = 0;
+    float x[3 * 2 * 2] = {0.5f, -1, 0.25f, 2, 1, 0, -0.5f, 1, 0, 0.5f, 1, -1}, y[2] = {1, -1};
+    double loss = 0;
+    if (fastlstm_create(&c, &m) || fastlstm_train_step(m, x, NULL, y, NULL, 3, 2, &loss)) return 3;
+    struct sigaction sa; sigaction(SIGINT, NULL, &sa);
+    printf("%s\n", sa.sa_handler == SIG_DFL ? "dfl" : sa.sa_handler == SIG_IGN ? "ign"
+                   : sa.sa_handler == on_int ? "own" : "another");
+    fflush(stdout);
+    raise(SIGINT);                            /* Ctrl-C */
+    int rc = fastlstm_train_step(m, x, NULL, y, NULL, 3, 2, &loss);
+    printf("survived %d %d %s\n", (int)got, rc, fastlstm_last_error());
+    return 0;
+}
+'''
+
+
+@pytest.mark.parametrize("host", ["dfl", "ign", "own"])
+def test_ctrl_c_stays_the_host_programs(lib, tmp_path, host):
+    """Python's _signal module, when first imported, puts its own SIGINT handler in place of
+    SIG_DFL (whatever the embedding asked), and fastlstm imports it: a C program's Ctrl-C
+    then no longer stopped it, and came back as KeyboardInterrupt, an internal error, from
+    its next fastlstm call. After fastlstm has started and trained, SIGINT is as the host set
+    it: SIG_DFL ends the program, SIG_IGN and the host's own handler leave the next call working."""
+    src = tmp_path / "sigint.c"
+    src.write_text(SIGINT_HOST)
+    exe = _compile(lib, str(src), tmp_path / "sigint")
+    r = _run([exe, host], timeout=120)
+    if host == "dfl":
+        assert r.returncode == -2 and r.stdout == "dfl\n", (r.returncode, r.stdout, r.stderr)
+    else:
+        assert r.returncode == 0 and r.stdout == f"{host}\nsurvived {int(host == 'own')} 0 \n", r.stdout + r.stderr
