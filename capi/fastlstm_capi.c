@@ -13,7 +13,8 @@
  * every function without a Python body would return 0, which here means success, when the
  * start fails. So fl_start() starts the interpreter itself with PyConfig.executable =
  * FL_PYTHON (found without PYTHONPATH or PYTHONHOME), without Python's signal handlers
- * (the host owns SIGINT, which it keeps as it set it), releases the GIL for every thread, then runs cffi's own start-up,
+ * (the host owns SIGINT, which it keeps as it set it) and leaving the host's locale and
+ * environment alone (in the C locale Python runs in its UTF-8 mode), releases the GIL for every thread, then runs cffi's own start-up,
  * whose init code sets the ready flag last; fl_enter() refuses every call while it is unset.
  */
 #include <pthread.h>
@@ -33,10 +34,15 @@ void _fl_set_error(const char *msg) { snprintf(fl_error, sizeof fl_error, "%s", 
  * the host process already runs one, then cffi's own initialisation and our init code. */
 static void fl_start(void) {
     if (!Py_IsInitialized()) {
+        PyPreConfig pre;
+        PyPreConfig_InitPythonConfig(&pre);
+        pre.configure_locale = 0;   /* the host's locale stays, and its environment (no LC_CTYPE=C.UTF-8) */
+        PyStatus st = Py_PreInitialize(&pre);
         PyConfig config;
         PyConfig_InitPythonConfig(&config);
         config.install_signal_handlers = 0;          /* the host owns SIGINT */
-        PyStatus st = PyConfig_SetBytesString(&config, &config.executable, FL_PYTHON);
+        if (!PyStatus_Exception(st))
+            st = PyConfig_SetBytesString(&config, &config.executable, FL_PYTHON);
         if (!PyStatus_Exception(st))
             st = Py_InitializeFromConfig(&config);
         PyConfig_Clear(&config);

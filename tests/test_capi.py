@@ -556,3 +556,45 @@ def test_ctrl_c_stays_the_host_programs(lib, tmp_path, host):
         assert r.returncode == -2 and r.stdout == "dfl\n", (r.returncode, r.stdout, r.stderr)
     else:
         assert r.returncode == 0 and r.stdout == f"{host}\nsurvived {int(host == 'own')} 0 \n", r.stdout + r.stderr
+
+
+LOCALE_HOST = r'''#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fastlstm.h"
+static void show(void) {
+    const char *e = getenv("LC_CTYPE");
+    printf("%s %s\n", e ? e : "unset", setlocale(LC_CTYPE, NULL));
+}
+int main(int argc, char **argv) {                /* argv[1]: "own" sets the host's locale first */
+    if (argc > 1 && !strcmp(argv[1], "own")) setlocale(LC_ALL, "C.UTF-8");
+    show();
+    fastlstm_config c; fastlstm_config_init(&c);
+    fastlstm_model *m = 0;
+    float x[2] = {0.5f, -1}, y[2] = {1, -1};
+    double loss = 0;
+    if (fastlstm_create(&c, &m) || fastlstm_train_step(m, x, NULL, y, NULL, 1, 2, &loss)) return 3;
+    show();
+    printf("%d %s\n", fastlstm_load("/nonexistent/caf\xc3\xa9.ckpt", &m), fastlstm_last_error());
+    return 0;
+}
+'''
+
+
+@pytest.mark.parametrize("host", ["plain", "own"])
+def test_the_host_programs_locale_and_environment_stay_as_they_were(lib, tmp_path, host):
+    """Python started with its default pre-configuration sets the process's LC_CTYPE locale,
+    and in the C locale also sets LC_CTYPE=C.UTF-8 in the environment (PEP 538): a C program
+    that never chose a locale found both changed after its first fastlstm call, and the
+    programs it runs inherited the variable. Under `env -i` (the C locale) and with a locale
+    of the program's own, both stay; Python inside runs in UTF-8 mode, so messages still
+    name a non-ASCII path in UTF-8."""
+    src = tmp_path / "locale.c"
+    src.write_text(LOCALE_HOST)
+    exe = _compile(lib, str(src), tmp_path / "locale")
+    r = subprocess.run(["env", "-i", exe, host], capture_output=True, timeout=120)
+    out = r.stdout.decode("utf-8").splitlines()
+    assert r.returncode == 0 and len(out) == 3, (r.returncode, r.stdout, r.stderr)
+    assert out[0] == out[1] == ("unset C.UTF-8" if host == "own" else "unset C"), out
+    assert out[2].startswith("5 ") and "/nonexistent/café.ckpt" in out[2], out[2]
