@@ -40,8 +40,10 @@
  *  - fork(): a child process must not call fastlstm if the parent already has (the
  *    embedded interpreter and its OpenMP thread pool do not survive fork); exec() first.
  *  - The process stays the program's: SIGINT (Ctrl-C) keeps what the program set before
- *    its first call (the default still ends it; a handler of its own still runs), and the
- *    locale and the environment stay as the program set them.
+ *    its first call (the default still ends it; a handler of its own still runs), the
+ *    locale stays as the program set it, and the environment gains only Numba's NUMBA_*
+ *    settings (its threading layer; its thread count under a CPU quota; its cache folder
+ *    when the install folder is read-only).
  *  - Numba compiles fastlstm's kernels on first use and caches them on disk: in the
  *    package's __pycache__ when writable, else in $NUMBA_CACHE_DIR, else
  *    $XDG_CACHE_HOME/fastlstm, else $HOME/.cache/fastlstm, else /tmp/fastlstm-cache-UID.

@@ -22,8 +22,9 @@ before the pool starts:
   OpenBLAS, fastlstm's products fall back to NumPy's, limited to one thread by `blas_turn`
   when NumPy came first.
 All are defaults: a value the user exported wins. The OpenMP ones bind on the runtime that
-loads after them: `own_openmp` makes that Numba's own, even after `import torch` loaded
-PyTorch's GNU OpenMP (which read its settings before fastlstm could set them).
+loads after them: `start_runtimes` makes that Numba's own, even after `import torch` loaded
+PyTorch's GNU OpenMP (which read its settings before fastlstm could set them), and then
+takes the three out of the environment again, for the runtimes and programs that follow.
 """
 import contextlib
 import functools
@@ -142,22 +143,25 @@ if _cache:
     os.environ["NUMBA_CACHE_DIR"] = _cache
 
 BLAS_SPINS = "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("GOMP_SPINCOUNT", "2000")
+RUNTIME_DEFAULTS = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "2000"}
+_set_here = [k for k in RUNTIME_DEFAULTS if k not in os.environ]     # start_runtimes takes them back
+os.environ.update({k: RUNTIME_DEFAULTS[k] for k in _set_here})
 
 
-def own_openmp():
+def start_runtimes():
     """Start Numba's thread pool now, its OpenMP layer bound to the OpenMP runtime it was
-    built against (RTLD_DEEPBIND), not to one already in the process.
+    built against (RTLD_DEEPBIND), not to one already in the process; load the private
+    OpenBLAS; then take the RUNTIME_DEFAULTS that fastlstm set out of the environment.
 
-    Why: `import torch` first puts PyTorch's own GNU OpenMP in the global symbol scope, and
-    Numba's omppool, loaded later, would run its kernels on that runtime, which read its
-    wait policy when it loaded: its threads spin for milliseconds after each kernel and
-    steal the cores from the BLAS products that follow (docs/performance.md has the
-    figures). Numba's own runtime loads here, after the
-    OMP_WAIT_POLICY and GOMP_SPINCOUNT defaults above, whatever was imported first. A no-op
-    when the pool has already started."""
+    Why the binding: `import torch` first puts PyTorch's own GNU OpenMP in the global symbol
+    scope, and Numba's omppool, loaded later, would run its kernels on that runtime, which
+    read its wait policy when it loaded: its threads spin for milliseconds after each kernel
+    and steal the cores from the BLAS products that follow (docs/performance.md has the
+    figures). Numba's own runtime loads here, after the OMP_WAIT_POLICY and GOMP_SPINCOUNT
+    defaults above, whatever was imported first. Why the clean-up: each runtime reads them
+    as it loads, and they were meant for fastlstm's two alone; left in place, they also
+    bound a runtime loaded later (PyTorch's GNU OpenMP, imported after fastlstm) and every
+    program the process starts (a C host's too). A no-op when done."""
     flags = sys.getdlopenflags()
     sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
     try:
@@ -168,6 +172,12 @@ def own_openmp():
     import numba
     if numba.threading_layer() == "omp":
         os.register_at_fork(after_in_child=_forked)
+    from . import _blas
+    _blas.available()
+    for k in _set_here:
+        if os.environ.get(k) == RUNTIME_DEFAULTS[k]:       # unless the user has set it since
+            del os.environ[k]
+    _set_here.clear()
 
 
 # True in a child that fork() made from a process whose OpenMP pool had started: GNU

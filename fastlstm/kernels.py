@@ -31,9 +31,9 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._config import JIT, OVERLOAD_JIT, PARALLEL_JIT, njit, own_openmp
+from ._config import JIT, OVERLOAD_JIT, PARALLEL_JIT, njit, start_runtimes
 
-own_openmp()      # Numba's threads on its own OpenMP runtime, whatever the process loaded first
+start_runtimes()  # Numba's threads on its own OpenMP runtime, whatever the process loaded first
 
 ALIGN = 64        # bytes: a cache line, one AVX-512 vector
 

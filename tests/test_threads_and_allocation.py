@@ -391,6 +391,29 @@ def test_the_kernels_run_on_numbas_own_openmp_even_when_torch_loaded_its_first(t
     assert all("torch" not in line.split(" to ", 1)[1] for line in pool), pool
 
 
+_RUNTIME_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")
+
+
+@pytest.mark.parametrize("user", [None, "ACTIVE"])
+def test_the_runtime_settings_reach_fastlstms_runtimes_then_leave_the_environment(user):
+    """fastlstm's wait policy, spin count and OpenBLAS thread timeout are meant for the
+    runtimes it loads (Numba's GNU OpenMP, the private OpenBLAS). Left in os.environ they
+    also bound a runtime loaded later (PyTorch's GNU OpenMP after fastlstm) and every
+    program the process started. Numba's runtime says what it read (omp_display_env); the
+    environment no longer holds them after the first kernel; a policy the user set stays."""
+    script = ("import ctypes, os, sys, numba, numpy as np, fastlstm\n"
+              "fastlstm.LSTM(3, 4).forward(np.zeros((2, 1, 3), np.float32))\n"
+              f"print([os.environ.get(k) for k in {_RUNTIME_SETTINGS!r}], numba.threading_layer(), flush=True)\n"
+              "ctypes.CDLL('libgomp.so.1').omp_display_env(1)\n")
+    env = {k: v for k, v in os.environ.items() if k not in _RUNTIME_SETTINGS}
+    if user:
+        env["OMP_WAIT_POLICY"] = user
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{[user, None, None]} omp\n"
+    assert f"OMP_WAIT_POLICY = '{user or 'PASSIVE'}'" in r.stderr and "GOMP_SPINCOUNT = '2000'" in r.stderr, r.stderr
+
+
 _FIRST_RUN_SCRIPT = textwrap.dedent("""
     import json, numba, numpy as np
     from numba.core import event
