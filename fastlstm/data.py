@@ -587,8 +587,8 @@ def read_csv(path, sep=",", decimal="."):
         for line, row in records:
             if not row or not "".join(row).strip():       # blank, or only separators
                 continue
-            if len(row) != len(names):
-                raise DataError(f"{path}: line {line}: {len(row)} cells, the header has {len(names)}"
+            if (n := len(row)) != len(names):
+                raise DataError(f"{path}: line {line}: {n} cell{'s' * (n != 1)}, the header has {len(names)}"
                                 + _header_hint(names, sep))
             rows.append((line, row))
         lines = np.array([line for line, _ in rows], np.int64)

@@ -378,6 +378,8 @@ def _hourly(values, hours=None):
      "(a spreadsheet's \"CSV UTF-8\")"),                         # Excel's "Unicode Text"; it said "NUL bytes"
     ("ragged.csv", (BAD_CSV + "2024-01-01T01:00:00,1.0\n").encode(), ["--target", "load"],
      "line 3: 2 cells, the header has 3"),
+    ("onecell.csv", (BAD_CSV + "2024-01-01T01:00:00\n").encode(), ["--target", "load"],
+     "line 3: 1 cell, the header has 3"),                       # it said "1 cells"
     ("text.csv", (BAD_CSV + "2024-01-01T01:00:00,1.5,2\n2024-01-01T02:00:00,abc,2\n").encode(),
      ["--target", "load"], "line 4, column 2 ('load'): 'abc' is not a number"),
     ("textfirst.csv", b"load,temp\nabc,2\n3,4\n", ["--target", "load"],
