@@ -245,6 +245,7 @@ class _Interrupt:
         self.saved = None                    # (path, step) of the last checkpoint written
         self.lock = None                     # the run's lock file, once held (_only_writer)
         self.status = 130                    # 128 + the first signal's number
+        self.failed = None                   # why the run's output could not be written (cannot_write)
         self.trains = False                  # only `train` writes checkpoints: the others say nothing of them
 
     def defer(self):
@@ -256,6 +257,13 @@ class _Interrupt:
         process that a closed pipe ended)."""
         if not self.requested:
             self.requested, self.status = True, 128 + signal.SIGPIPE
+
+    def cannot_write(self, stream, e):
+        """Writing stdout or stderr failed otherwise (`> train.log` on a disk that filled up):
+        stop after the step under way, as on Ctrl-C, with status 2 and `failed` saying why."""
+        if not self.requested:
+            self.requested, self.status = True, 2
+            self.failed = f"cannot write {stream} ({e.strerror or e})"
 
     def __call__(self, signum, frame):
         if not self.requested:
@@ -321,27 +329,29 @@ def _to_devnull(stream):
 
 
 class _Pipe:
-    """The training loop's stdout or stderr. A write after the reader went away (a closed
-    pipe; a terminal gone, EIO) raises no BrokenPipeError or OSError, which would end the
-    run between an evaluation and its checkpoint (a closed pipe with status 0 and nothing
-    said): it asks the loop to stop (reader_gone), and the stream's
-    descriptor goes to /dev/null, so that nothing written later, nor Python's flush at exit,
-    fails."""
+    """The training loop's stdout or stderr (`name`). A write that fails raises no
+    BrokenPipeError or OSError, which would end the run between an evaluation and its
+    checkpoint (a closed pipe with status 0 and nothing said; a log on a full disk with
+    '[Errno 28] No space left on device', naming nothing): it asks the loop to stop, as a
+    reader that went away (reader_gone: a closed pipe; a terminal gone, EIO) or as an
+    error (cannot_write), and the stream's descriptor goes to /dev/null, so that nothing
+    written later, nor Python's flush at exit, fails."""
 
-    def __init__(self, stream, interrupt):
+    def __init__(self, stream, interrupt, name):
         if stream is None:                       # started with the descriptor closed (`>&-`): Python's None
             stream = open(os.devnull, "w")
-        self.stream, self.interrupt, self.gone = stream, interrupt, False
+        self.stream, self.interrupt, self.name, self.gone = stream, interrupt, name, False
 
     def _guard(self, call, *a):
         if not self.gone:
             try:
                 return call(*a)
             except OSError as e:
-                if not (isinstance(e, BrokenPipeError) or e.errno == errno.EIO):   # EIO: a terminal gone
-                    raise
                 self.gone = True
-                self.interrupt.reader_gone()
+                if isinstance(e, BrokenPipeError) or e.errno == errno.EIO:     # EIO: a terminal gone
+                    self.interrupt.reader_gone()
+                else:
+                    self.interrupt.cannot_write(self.name, e)
                 _to_devnull(self.stream)
 
     def write(self, text):
@@ -683,7 +693,8 @@ def _train(args, interrupt, held):
         step, lead = dp.train_step, dp.rank == 0
         stop = lambda: dp.any(interrupt.requested)          # noqa: E731  (every rank stops at one step)
         args.quiet = args.quiet or not lead
-    out_stream, err_stream = _Pipe(sys.stdout, interrupt), _Pipe(sys.stderr, interrupt)
+    out_stream, err_stream = _Pipe(sys.stdout, interrupt, "standard output"), _Pipe(sys.stderr, interrupt,
+                                                                                      "standard error")
 
     def say(text, file=out_stream):
         if lead:
@@ -756,7 +767,8 @@ def _train(args, interrupt, held):
         dp.comm.Barrier()        # no rank exits (mpi4py aborts the job on status 130) during rank 0's save
     wall = time.perf_counter() - t0
     if interrupt.requested:
-        why = "the reader of its output went away" if interrupt.status == 128 + signal.SIGPIPE else "interrupted"
+        why = (f"error: {interrupt.failed}: stopped" if interrupt.failed else
+               "the reader of its output went away" if interrupt.status == 128 + signal.SIGPIPE else "interrupted")
         say(f"fastlstm: {why} at step {model.steps}; checkpoint saved to {out} (continue with --resume)",
             file=out_stream if not out_stream.gone else err_stream)
         return interrupt.status

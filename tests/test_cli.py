@@ -331,6 +331,30 @@ def test_a_reader_that_goes_away_stops_the_run_as_ctrl_c_does(tmp_path, pipe, un
     assert m.steps == ref.steps == int(end) and np.array_equal(m.params, ref.params)
 
 
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_output_that_cannot_be_written_stops_the_run_with_its_checkpoint_and_says_why(tmp_path, stream):
+    """`fastlstm train > train.log` on a disk that fills up (here /dev/full): the first line
+    that could not be written ended the run with 'error: [Errno 28] No space left on device',
+    naming nothing, and no checkpoint. Now the run stops after the step under way, as for a
+    reader gone, writes its checkpoint, says why on the other stream and exits with 2;
+    --resume continues it bitwise."""
+    args = ["--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "10", "--steps", "20"]
+    out, ref = tmp_path / "f.ckpt", tmp_path / "ref.ckpt"
+    other = "stdout" if stream == "stderr" else "stderr"
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "fastlstm", "train", *args, "--out", str(out)], text=True,
+                           timeout=300, **{stream: full, other: subprocess.PIPE})
+    said = r.stderr if stream == "stdout" else r.stdout
+    name = {"stdout": "standard output", "stderr": "standard error"}[stream]
+    assert r.returncode == 2, said
+    assert said.strip().endswith(f"fastlstm: error: cannot write {name} (No space left on device): stopped at step "
+                                 f"0; checkpoint saved to {out} (continue with --resume)"), said
+    assert "Traceback" not in said and fastlstm.load(out).steps == 0
+    for run in (["--out", str(out), "--resume"], ["--out", str(ref)]):
+        assert _run("train", *args, "--quiet", *run).returncode == 0
+    assert np.array_equal(fastlstm.load(out).params, fastlstm.load(ref).params)
+
+
 def test_a_run_started_with_its_output_closed_trains_and_the_others_say_why_they_cannot(tmp_path):
     """`fastlstm train ... 2>&-` (or `>&-`): Python has no sys.stderr (sys.stdout), and the
     run ended at its progress bar with status 1. A run needs no reader: it trains and
