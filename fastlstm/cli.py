@@ -216,11 +216,14 @@ def _not_onto(out, **reads):
 
 
 class _Interrupt:
-    """The SIGINT, SIGTERM and SIGHUP handler of the command line (SIGTERM, which a scheduler
-    or `kill` sends before it kills a job, and SIGHUP, which a closed terminal or a dropped
-    ssh session sends, are a Ctrl-C; the exit status is 128 + the signal's number: 130 for
-    SIGINT, 143 for SIGTERM, 129 for SIGHUP). A SIGHUP that the process inherited as
-    ignored (`nohup fastlstm train`) stays ignored (handled()).
+    """The SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 handler of the command line (SIGTERM,
+    which a scheduler or `kill` sends before it kills a job, SIGHUP, which a closed terminal
+    or a dropped ssh session sends, and SIGUSR1 or SIGUSR2, which schedulers send as a
+    warning before a time limit (SLURM's `--signal`, Grid Engine's `-notify`) and whose
+    default ends the process, are a Ctrl-C; the exit status is 128 + the signal's number:
+    130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP, 138 and 140 for SIGUSR1 and SIGUSR2). A
+    signal other than SIGINT that the process inherited as ignored (SIGHUP under `nohup
+    fastlstm train`) stays ignored (handled()).
 
     Until training starts it ends the process at once (exit status 130, a message on
     stderr): nothing is saved yet. A KeyboardInterrupt raised there would land inside
@@ -232,13 +235,14 @@ class _Interrupt:
     passes through (resume is bitwise). A second Ctrl-C stops at once; the last checkpoint
     written stays as it was. `saved` says what is on disk, for main()'s last message."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    NAMES = {signal.SIGTERM: b" (SIGTERM)", signal.SIGHUP: b" (SIGHUP: the terminal went away)"}
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+    NAMES = {signal.SIGTERM: b" (SIGTERM)", signal.SIGHUP: b" (SIGHUP: the terminal went away)",
+             signal.SIGUSR1: b" (SIGUSR1)", signal.SIGUSR2: b" (SIGUSR2)"}
 
     @classmethod
     def handled(cls):
-        """The signals to handle: SIGNALS, less SIGHUP when it is ignored (nohup)."""
-        return [s for s in cls.SIGNALS if s != signal.SIGHUP or signal.getsignal(s) != signal.SIG_IGN]
+        """The signals to handle: SIGNALS, less those but SIGINT that are ignored (nohup's SIGHUP)."""
+        return [s for s in cls.SIGNALS if s == signal.SIGINT or signal.getsignal(s) != signal.SIG_IGN]
 
     def __init__(self):
         self.deferred = self.requested = False
@@ -983,7 +987,7 @@ def carousel(args, interrupt):
 def main(argv=None, *, restore_handler=True):
     """Run a command; returns the exit status: 0, 2 for bad options or files (a
     `fastlstm: error:` line, never a traceback), 130 when interrupted (Ctrl-C), 143 when
-    terminated (SIGTERM), 129 on SIGHUP, 141 for a run whose output's reader went away (_Pipe; for the
+    terminated (SIGTERM), 129 on SIGHUP, 138 and 140 on SIGUSR1 and SIGUSR2, 141 for a run whose output's reader went away (_Pipe; for the
     other commands that reader has what it wanted: 0).
 
     restore_handler=False (the `fastlstm` command itself) ignores SIGINT once the command

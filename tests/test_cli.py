@@ -156,10 +156,13 @@ def test_weight_decay_and_adamw_from_the_command_line(tmp_path):
         assert r.returncode == 2 and said in r.stderr and not (tmp_path / "bad.ckpt").exists(), r.stderr
 
 
-@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR1, 138),
+                                        (signal.SIGUSR2, 140)])
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig, status):
     """SIGTERM (a scheduler's, or `kill`'s) is a Ctrl-C with status 143: it ended the run
-    at once, without a checkpoint of the steps since the last evaluation."""
+    at once, without a checkpoint of the steps since the last evaluation. So are SIGUSR1
+    and SIGUSR2, a scheduler's warning before its time limit (SLURM's --signal, Grid
+    Engine's -notify), whose default also ended the run with nothing saved."""
     out = tmp_path / "i.ckpt"
     p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", "--steps", "1000000", "--out", str(out),
                           "--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "1000000"],
@@ -177,6 +180,23 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig, status):
     assert "interrupted at step" in stdout and "--resume" in stdout
     assert "Traceback" not in stderr
     assert fastlstm.load(out).steps > 0
+
+
+def test_a_signal_inherited_as_ignored_stays_ignored_but_sigint():
+    """nohup ignores SIGHUP, and a parent may ignore SIGTERM or SIGUSR1: its choice stands
+    (SIGTERM was handled even then). SIGINT is handled whatever it was, as before."""
+    from fastlstm.cli import _Interrupt
+    saved = {s: signal.getsignal(s) for s in _Interrupt.SIGNALS}
+    try:
+        for s in _Interrupt.SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        assert _Interrupt.handled() == [signal.SIGINT]
+        for s in _Interrupt.SIGNALS:
+            signal.signal(s, signal.SIG_DFL)
+        assert _Interrupt.handled() == list(_Interrupt.SIGNALS)
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
 
 
 def test_ctrl_c_at_random_moments_never_breaks_bitwise_resume(tmp_path):
