@@ -13,9 +13,10 @@
  * every function without a Python body would return 0, which here means success, when the
  * start fails. So fl_start() starts the interpreter itself with PyConfig.executable =
  * FL_PYTHON (found without PYTHONPATH or PYTHONHOME), without Python's signal handlers
- * (the host owns SIGINT, which it keeps as it set it) and leaving the host's locale and
- * environment alone (in the C locale Python runs in its UTF-8 mode), releases the GIL for every thread, then runs cffi's own start-up,
- * whose init code sets the ready flag last; fl_enter() refuses every call while it is unset.
+ * (the host owns SIGINT, which it keeps as it set it), leaving the host's locale alone (in
+ * the C locale Python runs in its UTF-8 mode), releases the GIL for every thread, then runs
+ * cffi's own start-up, whose init code sets the ready flag last; fl_enter() refuses every
+ * call while it is unset.
  */
 #include <pthread.h>
 #include <stddef.h>

@@ -987,8 +987,9 @@ def carousel(args, interrupt):
 def main(argv=None, *, restore_handler=True):
     """Run a command; returns the exit status: 0, 2 for bad options or files (a
     `fastlstm: error:` line, never a traceback), 130 when interrupted (Ctrl-C), 143 when
-    terminated (SIGTERM), 129 on SIGHUP, 138 and 140 on SIGUSR1 and SIGUSR2, 141 for a run whose output's reader went away (_Pipe; for the
-    other commands that reader has what it wanted: 0).
+    terminated (SIGTERM), 129 on SIGHUP, 138 and 140 on SIGUSR1 and SIGUSR2, 141 for a run
+    whose output's reader went away (_Pipe; for the other commands that reader has what it
+    wanted: 0).
 
     restore_handler=False (the `fastlstm` command itself) ignores SIGINT once the command
     is done instead of restoring Python's handler, which would raise KeyboardInterrupt

@@ -33,7 +33,8 @@ from numba.extending import intrinsic, overload
 
 from ._config import JIT, OVERLOAD_JIT, PARALLEL_JIT, njit, start_runtimes
 
-start_runtimes()  # Numba's threads on its own OpenMP runtime, whatever the process loaded first
+start_runtimes()  # Numba's threads on its own OpenMP runtime, whatever the process loaded first,
+                  # and the private OpenBLAS
 
 ALIGN = 64        # bytes: a cache line, one AVX-512 vector
 

@@ -563,6 +563,7 @@ LOCALE_HOST = r'''#include <locale.h>
 #include <stdlib.h>
 #include <string.h>
 #include "fastlstm.h"
+extern char **environ;
 static void show(void) {
     const char *e = getenv("LC_CTYPE");
     printf("%s %s\n", e ? e : "unset", setlocale(LC_CTYPE, NULL));
@@ -570,6 +571,8 @@ static void show(void) {
 int main(int argc, char **argv) {                /* argv[1]: "own" sets the host's locale first */
     if (argc > 1 && !strcmp(argv[1], "own")) setlocale(LC_ALL, "C.UTF-8");
     show();
+    int before = 0;
+    while (environ[before]) before++;
     fastlstm_config c; fastlstm_config_init(&c);
     fastlstm_model *m = 0;
     float x[2] = {0.5f, -1}, y[2] = {1, -1};
@@ -577,7 +580,9 @@ int main(int argc, char **argv) {                /* argv[1]: "own" sets the host
     if (fastlstm_create(&c, &m) || fastlstm_train_step(m, x, NULL, y, NULL, 1, 2, &loss)) return 3;
     show();
     printf("%d %s\n", fastlstm_load("/nonexistent/caf\xc3\xa9.ckpt", &m), fastlstm_last_error());
-    return 0;
+    for (char **e = environ; *e; e++) printf("%s;", *e);     /* env -i: all of it is what the library set */
+    printf("\n");
+    return before;
 }
 '''
 
@@ -587,14 +592,17 @@ def test_the_host_programs_locale_and_environment_stay_as_they_were(lib, tmp_pat
     """Python started with its default pre-configuration sets the process's LC_CTYPE locale,
     and in the C locale also sets LC_CTYPE=C.UTF-8 in the environment (PEP 538): a C program
     that never chose a locale found both changed after its first fastlstm call, and the
-    programs it runs inherited the variable. Under `env -i` (the C locale) and with a locale
-    of the program's own, both stay; Python inside runs in UTF-8 mode, so messages still
-    name a non-ASCII path in UTF-8."""
+    programs it runs inherited the variable, and OMP_WAIT_POLICY, GOMP_SPINCOUNT and
+    OPENBLAS_THREAD_TIMEOUT too. Under `env -i` (the C locale) and with a locale of the
+    program's own, the locale stays and the environment gains Numba's settings alone;
+    Python inside runs in UTF-8 mode, so messages still name a non-ASCII path in UTF-8."""
     src = tmp_path / "locale.c"
     src.write_text(LOCALE_HOST)
     exe = _compile(lib, str(src), tmp_path / "locale")
     r = subprocess.run(["env", "-i", exe, host], capture_output=True, timeout=120)
     out = r.stdout.decode("utf-8").splitlines()
-    assert r.returncode == 0 and len(out) == 3, (r.returncode, r.stdout, r.stderr)
+    assert r.returncode == 0 and len(out) == 4, (r.returncode, r.stdout, r.stderr)   # 0: env -i left no variable
     assert out[0] == out[1] == ("unset C.UTF-8" if host == "own" else "unset C"), out
     assert out[2].startswith("5 ") and "/nonexistent/café.ckpt" in out[2], out[2]
+    added = [v.split("=")[0] for v in out[3].split(";") if v]      # OMP_WAIT_POLICY and the like went, too
+    assert added and all(name.startswith("NUMBA_") for name in added), added
