@@ -12,6 +12,7 @@ import copy
 import math
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -705,7 +706,9 @@ def load(path):
 def _restore(header, arrays):
     """A Model from a checkpoint's header and arrays (Model._checkpoint), its values checked."""
     opt = optim.from_config(header["optimizer"])
-    model = Model(**header["model"], optimizer=opt)
+    with warnings.catch_warnings():      # said when the model was made; not again at each load, resume, predict
+        warnings.filterwarnings("ignore", "dropout drops the outputs", UserWarning)
+        model = Model(**header["model"], optimizer=opt)
     for name, a in [("params", model.params)] + [(f"optimizer.{k}", s) for k, s in opt.state.items()]:
         if not all_finite(arrays[name]):
             raise ValueError(f"{name} holds non-finite values")

@@ -373,7 +373,7 @@ def test_the_text_task_trains_on_token_ids(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("def ")
 
 
-def test_bad_inputs_are_clear_errors_and_change_nothing():
+def test_bad_inputs_are_clear_errors_and_change_nothing(tmp_path):
     m = fastlstm.Model(3, 5, 2, 2, bidirectional=True, seed=0)
     before = m.params.copy()
     with pytest.raises(ValueError, match="cannot stream"):
@@ -390,9 +390,12 @@ def test_bad_inputs_are_clear_errors_and_change_nothing():
             make()                                           # PyTorch's warning: one layer drops nothing
         assert seen[0].filename == __file__                  # pointing at the caller's line
     import warnings
+    with pytest.warns(UserWarning, match="it does nothing"):
+        fastlstm.Model(3, 5, 2, dropout=0.2).save(tmp_path / "one.ckpt")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fastlstm.Model(3, 5, 2, 2, dropout=0.2)
+        fastlstm.load(tmp_path / "one.ckpt")                 # said when it was made, not again at each load
     with pytest.raises(TypeError, match="bidirectional must be True or False"):
         fastlstm.Model(3, 5, 2, bidirectional="yes")
     e = fastlstm.Model(4, 5, 3, vocab_size=6, loss="xent", output="every", seed=0)
