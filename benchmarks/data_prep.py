@@ -65,7 +65,8 @@ import sys, time
 import numpy as np
 from fastlstm import data
 def hwm():                 # the peak resident memory (kB); ru_maxrss would carry the parent's over exec
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+    with open("/proc/self/status") as f:
+        return int(next(l for l in f if l.startswith("VmHWM")).split()[1])
 base = hwm()
 t0 = time.perf_counter()
 if sys.argv[2] == "text":
