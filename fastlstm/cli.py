@@ -216,14 +216,15 @@ def _not_onto(out, **reads):
 
 
 class _Interrupt:
-    """The SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 handler of the command line (SIGTERM,
-    which a scheduler or `kill` sends before it kills a job, SIGHUP, which a closed terminal
-    or a dropped ssh session sends, and SIGUSR1 or SIGUSR2, which schedulers send as a
-    warning before a time limit (SLURM's `--signal`, Grid Engine's `-notify`) and whose
-    default ends the process, are a Ctrl-C; the exit status is 128 + the signal's number:
-    130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP, 138 and 140 for SIGUSR1 and SIGUSR2). A
-    signal other than SIGINT that the process inherited as ignored (SIGHUP under `nohup
-    fastlstm train`) stays ignored (handled()).
+    """The SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 and SIGXCPU handler of the command line
+    (SIGTERM, which a scheduler or `kill` sends before it kills a job, SIGHUP, which a closed
+    terminal or a dropped ssh session sends, and SIGUSR1, SIGUSR2 or SIGXCPU, which
+    schedulers send as a warning before a limit (SLURM's `--signal`, Grid Engine's `-notify`
+    and `s_cpu`, the kernel at `ulimit -t`'s soft limit) and whose default ends the process,
+    are a Ctrl-C; the exit status is 128 + the signal's number: 130 for SIGINT, 143 for
+    SIGTERM, 129 for SIGHUP, 138, 140 and 152 for SIGUSR1, SIGUSR2 and SIGXCPU). A signal
+    other than SIGINT that the process inherited as ignored (SIGHUP under `nohup fastlstm
+    train`) stays ignored (handled()).
 
     Until training starts it ends the process at once (exit status 130, a message on
     stderr): nothing is saved yet. A KeyboardInterrupt raised there would land inside
@@ -235,9 +236,10 @@ class _Interrupt:
     passes through (resume is bitwise). A second Ctrl-C stops at once; the last checkpoint
     written stays as it was. `saved` says what is on disk, for main()'s last message."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGXCPU)
     NAMES = {signal.SIGTERM: b" (SIGTERM)", signal.SIGHUP: b" (SIGHUP: the terminal went away)",
-             signal.SIGUSR1: b" (SIGUSR1)", signal.SIGUSR2: b" (SIGUSR2)"}
+             signal.SIGUSR1: b" (SIGUSR1)", signal.SIGUSR2: b" (SIGUSR2)",
+             signal.SIGXCPU: b" (SIGXCPU: the CPU time limit)"}
 
     @classmethod
     def handled(cls):
@@ -270,6 +272,8 @@ class _Interrupt:
             self.failed = f"cannot write {stream} ({e.strerror or e})"
 
     def __call__(self, signum, frame):
+        if signum == signal.SIGXCPU and self.deferred and self.requested:
+            return          # the kernel repeats it each CPU second past the soft limit: not a second Ctrl-C
         if not self.requested:
             self.status = 128 + signum
         what = self.NAMES.get(signum, b"")
@@ -987,9 +991,9 @@ def carousel(args, interrupt):
 def main(argv=None, *, restore_handler=True):
     """Run a command; returns the exit status: 0, 2 for bad options or files (a
     `fastlstm: error:` line, never a traceback), 130 when interrupted (Ctrl-C), 143 when
-    terminated (SIGTERM), 129 on SIGHUP, 138 and 140 on SIGUSR1 and SIGUSR2, 141 for a run
-    whose output's reader went away (_Pipe; for the other commands that reader has what it
-    wanted: 0).
+    terminated (SIGTERM), 129 on SIGHUP, 138, 140 and 152 on SIGUSR1, SIGUSR2 and SIGXCPU,
+    141 for a run whose output's reader went away (_Pipe; for the other commands that reader
+    has what it wanted: 0).
 
     restore_handler=False (the `fastlstm` command itself) ignores SIGINT once the command
     is done instead of restoring Python's handler, which would raise KeyboardInterrupt

@@ -182,6 +182,37 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig, status):
     assert fastlstm.load(out).steps > 0
 
 
+def test_the_cpu_time_limits_warning_stops_the_run_with_its_checkpoint(tmp_path):
+    """`ulimit -t` (and Grid Engine's s_cpu, LSF's CPU limit): at the soft limit the kernel
+    sends SIGXCPU, whose default ended the run with a core dump and nothing saved, and
+    again each CPU second after. The first stops the run after the step under way, with its
+    checkpoint and status 152; the repeats are not taken for a second Ctrl-C; --resume
+    continues bitwise. The limit is lowered once the run trains (prlimit), whatever its
+    start-up cost in CPU time."""
+    import resource
+    args = ["--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "50", "--full"]
+    out, ref = tmp_path / "x.ckpt", tmp_path / "ref.ckpt"
+    p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *args, "--steps", "1000000", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = _read_until(p, "loss=")
+        with open(f"/proc/{p.pid}/stat") as f:
+            utime, stime = map(int, f.read().rsplit(")", 1)[1].split()[11:13])
+        used = (utime + stime) / os.sysconf("SC_CLK_TCK")
+        resource.prlimit(p.pid, resource.RLIMIT_CPU, (int(used) + 2, int(used) + 120))
+        stdout, stderr = p.communicate(timeout=120)
+        stderr = seen + stderr
+    finally:
+        p.kill()
+    assert p.returncode == 152 and "stopping after this step (SIGXCPU: the CPU time limit)" in stderr, stderr
+    steps = fastlstm.load(out).steps
+    assert steps > 0 and f"interrupted at step {steps}; checkpoint saved" in stdout, stdout
+    end = str(steps + 50 - steps % 50)
+    for run in (["--out", str(out), "--resume"], ["--out", str(ref)]):
+        assert _run("train", *args, "--quiet", "--steps", end, *run).returncode == 0
+    assert np.array_equal(fastlstm.load(out).params, fastlstm.load(ref).params)
+
+
 def test_a_signal_inherited_as_ignored_stays_ignored_but_sigint():
     """nohup ignores SIGHUP, and a parent may ignore SIGTERM or SIGUSR1: its choice stands
     (SIGTERM was handled even then). SIGINT is handled whatever it was, as before."""
