@@ -327,6 +327,47 @@ def _escaping_stdout():
                   f"as escapes (PYTHONIOENCODING=utf-8:surrogateescape writes them as they are)", file=sys.stderr)
 
 
+class _NamedStdout:
+    """Standard output for the commands but train (which has _Pipe): a write that fails
+    (`predict --out - > file` on a full disk) raises UsageError naming it, where the bare
+    OSError said "[Errno 28] No space left on device" and named nothing. A reader that
+    went away (BrokenPipeError) passes through: main() ends quietly then."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def _named(self, call, *a):
+        try:
+            return call(*a)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            _to_devnull(self.stream)                           # nor does Python's flush at exit fail
+            raise UsageError(f"cannot write standard output ({e.strerror or e})") from None
+
+    def write(self, text):
+        return self._named(self.stream.write, text)
+
+    def flush(self):
+        return self._named(self.stream.flush)
+
+    def __getattr__(self, name):                 # isatty, encoding, ... as the stream's
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _named_stdout(command):
+    if command == "train" or sys.stdout is None:
+        yield
+        return
+    sys.stdout = named = _NamedStdout(sys.stdout)
+    try:
+        yield
+    finally:
+        if sys.stdout is named:
+            sys.stdout = named.stream
+
+
 def _to_devnull(stream):
     """Point stream's descriptor at /dev/null: its reader went away, and what is still
     written (or left in its buffer for Python's flush at exit) must not fail."""
@@ -1006,7 +1047,7 @@ def main(argv=None, *, restore_handler=True):
         args = _parser().parse_args(argv)
         if args.command == "train":
             args.typed = vars(_parser(typed_only=True).parse_args(argv))
-        with _escaping_stdout():
+        with _escaping_stdout(), _named_stdout(args.command):
             status = {"train": train, "predict": predict, "plot": plot, "sample": sample, "export": export,
                       "carousel": carousel}[args.command](args, interrupt)
         return interrupt.status if interrupt.requested else status

@@ -213,6 +213,23 @@ def test_the_cpu_time_limits_warning_stops_the_run_with_its_checkpoint(tmp_path)
     assert np.array_equal(fastlstm.load(out).params, fastlstm.load(ref).params)
 
 
+def test_the_other_commands_name_standard_output_when_it_cannot_be_written(tmp_path):
+    """`fastlstm predict --out - > file` (or sample, carousel) on a full disk said
+    'error: [Errno 28] No space left on device', naming nothing; now it names standard
+    output (status 2, no traceback)."""
+    text, ckpt = tmp_path / "t.txt", tmp_path / "t.ckpt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    assert _run("train", "--data", str(text), "--steps", "2", "--hidden", "8", "--quiet", "--out",
+                str(ckpt)).returncode == 0
+    for command in (["predict", str(ckpt), "--data", str(text), "--out", "-"], ["sample", str(ckpt), "--length", "50"],
+                    ["carousel", "--T", "8", "--hidden", "4", "--batch", "2"]):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, "-m", "fastlstm", *command], stdout=full, stderr=subprocess.PIPE,
+                               text=True, timeout=300)
+        assert r.returncode == 2 and r.stderr == ("fastlstm: error: cannot write standard output (No space left on "
+                                                  "device)\n"), (command, r.stderr)
+
+
 def test_a_signal_inherited_as_ignored_stays_ignored_but_sigint():
     """nohup ignores SIGHUP, and a parent may ignore SIGTERM or SIGUSR1: its choice stands
     (SIGTERM was handled even then). SIGINT is handled whatever it was, as before."""
