@@ -16,6 +16,7 @@ from . import checkpoint, optim
 from ._validate import MAX_ROW, NonFiniteValue, positive_int
 from .kernels import all_finite
 from .model import Model, NonFiniteError, load
+from .recurrent import ONE_LAYER_DROPOUT
 
 # The header's constants, as cffi parsed them from its #defines (register() fills these):
 S = types.SimpleNamespace()    # status codes: S.OK, S.NULL_POINTER, ..., S.INTERNAL
@@ -23,7 +24,7 @@ SETTINGS = {}                  # "cell", "loss", "output", "optimizer" -> names 
 _MAX_BYTES = 1 << 46                     # no single buffer beyond 64 TiB: sizes that overflow
 # The Python API warns (as PyTorch) about dropout on one layer; a C library prints nothing of
 # its own accord, and the header says it instead.
-warnings.filterwarnings("ignore", "dropout drops the outputs", UserWarning)
+warnings.filterwarnings("ignore", ONE_LAYER_DROPOUT, UserWarning)
 
 _models = {}                             # handle id -> Model
 _first_rows = {}                         # handle id -> fastlstm_set_first_row's row, where set

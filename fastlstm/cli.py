@@ -327,32 +327,82 @@ def _escaping_stdout():
                   f"as escapes (PYTHONIOENCODING=utf-8:surrogateescape writes them as they are)", file=sys.stderr)
 
 
-class _NamedStdout:
+def _to_devnull(stream):
+    """Point stream's descriptor at /dev/null: its reader went away, and what is still
+    written (or left in its buffer for Python's flush at exit) must not fail."""
+    with contextlib.suppress(OSError, ValueError):
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+
+
+class _Guarded:
+    """Standard output or error (`name`) whose failed write or flush goes to `failed(e)`;
+    the stream's descriptor then goes to /dev/null, so that nothing written later, nor
+    Python's flush at exit, fails again."""
+
+    def __init__(self, stream, name):
+        if stream is None:                       # started with the descriptor closed (`>&-`): Python's None
+            stream = open(os.devnull, "w")
+        self.stream, self.name, self.gone = stream, name, False
+
+    def _guard(self, call, *a):
+        if not self.gone:
+            try:
+                return call(*a)
+            except OSError as e:
+                self.gone = True
+                _to_devnull(self.stream)
+                self.failed(e)
+
+    def write(self, text):
+        self._guard(self.stream.write, text)
+        return len(text)
+
+    def flush(self):
+        self._guard(self.stream.flush)
+
+    def __getattr__(self, name):                 # isatty, encoding, ... as the stream's
+        return getattr(self.stream, name)
+
+
+class _Pipe(_Guarded):
+    """The training loop's stdout or stderr. A write that fails raises no BrokenPipeError
+    or OSError, which would end the run between an evaluation and its checkpoint (a closed
+    pipe with status 0 and nothing said; a log on a full disk with '[Errno 28] No space left
+    on device', naming nothing): it asks the loop to stop, as a reader that went away
+    (reader_gone: a closed pipe; a terminal gone, EIO) or as an error (cannot_write)."""
+
+    def __init__(self, stream, interrupt, name):
+        super().__init__(stream, name)
+        self.interrupt = interrupt
+
+    def failed(self, e):
+        if isinstance(e, BrokenPipeError) or e.errno == errno.EIO:     # EIO: a terminal gone
+            self.interrupt.reader_gone()
+        else:
+            self.interrupt.cannot_write(self.name, e)
+
+    def write(self, text):
+        super().write(text)
+        if "\n" in text:       # a line goes out whole, now: `| tee log` shows each evaluation as it comes,
+            self.flush()       # and a reader gone is found at the next line, not when 8 KB have piled up
+        return len(text)
+
+
+class _NamedStdout(_Guarded):
     """Standard output for the commands but train (which has _Pipe): a write that fails
     (`predict --out - > file` on a full disk) raises UsageError naming it, where the bare
     OSError said "[Errno 28] No space left on device" and named nothing. A reader that
     went away (BrokenPipeError) passes through: main() ends quietly then."""
 
     def __init__(self, stream):
-        self.stream = stream
+        super().__init__(stream, "standard output")
 
-    def _named(self, call, *a):
-        try:
-            return call(*a)
-        except BrokenPipeError:
-            raise
-        except OSError as e:
-            _to_devnull(self.stream)                           # nor does Python's flush at exit fail
-            raise UsageError(f"cannot write standard output ({e.strerror or e})") from None
-
-    def write(self, text):
-        return self._named(self.stream.write, text)
-
-    def flush(self):
-        return self._named(self.stream.flush)
-
-    def __getattr__(self, name):                 # isatty, encoding, ... as the stream's
-        return getattr(self.stream, name)
+    def failed(self, e):
+        if isinstance(e, BrokenPipeError):
+            raise e
+        raise UsageError(f"cannot write {self.name} ({e.strerror or e})") from None
 
 
 @contextlib.contextmanager
@@ -366,54 +416,6 @@ def _named_stdout(command):
     finally:
         if sys.stdout is named:
             sys.stdout = named.stream
-
-
-def _to_devnull(stream):
-    """Point stream's descriptor at /dev/null: its reader went away, and what is still
-    written (or left in its buffer for Python's flush at exit) must not fail."""
-    with contextlib.suppress(OSError, ValueError):
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, stream.fileno())
-        os.close(fd)
-
-
-class _Pipe:
-    """The training loop's stdout or stderr (`name`). A write that fails raises no
-    BrokenPipeError or OSError, which would end the run between an evaluation and its
-    checkpoint (a closed pipe with status 0 and nothing said; a log on a full disk with
-    '[Errno 28] No space left on device', naming nothing): it asks the loop to stop, as a
-    reader that went away (reader_gone: a closed pipe; a terminal gone, EIO) or as an
-    error (cannot_write), and the stream's descriptor goes to /dev/null, so that nothing
-    written later, nor Python's flush at exit, fails."""
-
-    def __init__(self, stream, interrupt, name):
-        if stream is None:                       # started with the descriptor closed (`>&-`): Python's None
-            stream = open(os.devnull, "w")
-        self.stream, self.interrupt, self.name, self.gone = stream, interrupt, name, False
-
-    def _guard(self, call, *a):
-        if not self.gone:
-            try:
-                return call(*a)
-            except OSError as e:
-                self.gone = True
-                if isinstance(e, BrokenPipeError) or e.errno == errno.EIO:     # EIO: a terminal gone
-                    self.interrupt.reader_gone()
-                else:
-                    self.interrupt.cannot_write(self.name, e)
-                _to_devnull(self.stream)
-
-    def write(self, text):
-        self._guard(self.stream.write, text)
-        if "\n" in text:       # a line goes out whole, now: `| tee log` shows each evaluation as it comes,
-            self.flush()       # and a reader gone is found at the next line, not when 8 KB have piled up
-        return len(text)
-
-    def flush(self):
-        self._guard(self.stream.flush)
-
-    def __getattr__(self, name):                 # isatty, encoding, ... as the stream's
-        return getattr(self.stream, name)
 
 
 def _settings(args):

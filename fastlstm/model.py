@@ -22,7 +22,7 @@ from . import _blas
 from ._config import blas_turn
 from ._validate import NonFiniteError  # noqa: F401  (fastlstm.NonFiniteError; raised here and by the stacks)
 from .kernels import all_finite, fill_zero, scatter_rows, zeros
-from .recurrent import GRU, LSTM, RNN, dropout_seed_from, flat, one_call_at_a_time
+from .recurrent import GRU, LSTM, ONE_LAYER_DROPOUT, RNN, dropout_seed_from, flat, one_call_at_a_time
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU, RNN)))     # cell -> its stack ("rnn_relu": RNN's ReLU)
 ONE_HOT = " (of one-hot rows: y.argmax(-1))"   # the hint for Keras's one-hot targets given to a classifier
@@ -707,7 +707,7 @@ def _restore(header, arrays):
     """A Model from a checkpoint's header and arrays (Model._checkpoint), its values checked."""
     opt = optim.from_config(header["optimizer"])
     with warnings.catch_warnings():      # said when the model was made; not again at each load, resume, predict
-        warnings.filterwarnings("ignore", "dropout drops the outputs", UserWarning)
+        warnings.filterwarnings("ignore", ONE_LAYER_DROPOUT, UserWarning)
         model = Model(**header["model"], optimizer=opt)
     for name, a in [("params", model.params)] + [(f"optimizer.{k}", s) for k, s in opt.state.items()]:
         if not all_finite(arrays[name]):

@@ -355,6 +355,10 @@ class _Workspace:
         return self._cached(("m", l), T, B, lambda: _view(self.M[l], T, B, self.Hm))
 
 
+# The start of PyTorch's warning for dropout on one layer, which _restore and the C ABI filter
+ONE_LAYER_DROPOUT = "dropout drops the outputs of every layer but the last"
+
+
 class _Recurrent:
     """A stack of recurrent layers, time-major: x (T, B, D) → y (T, B, Hr), with h Hr = H wide,
     or P = proj_size with a projection (the LSTM's). With batch_first (PyTorch's) the public
@@ -398,8 +402,8 @@ class _Recurrent:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         if self.dropout and layers == 1:            # PyTorch's warning, for PyTorch's reason
-            warnings.warn(f"dropout drops the outputs of every layer but the last, so with num_layers=1 it does "
-                          f"nothing (dropout={self.dropout})", UserWarning,
+            warnings.warn(f"{ONE_LAYER_DROPOUT}, so with num_layers=1 it does nothing (dropout={self.dropout})",
+                          UserWarning,
                           stacklevel=3 if buffers is None else 4)     # the user's line, or Model()'s caller's
         self.input_size, self.hidden_size, self.num_layers = D, H, layers
         self.bidirectional = v.boolean("bidirectional", bidirectional)
