@@ -25,6 +25,18 @@ def _read_until(p, marker, timeout=300):
     return seen
 
 
+def _resume_matches_a_run_never_stopped(args, out, ref, end=None):
+    """Continue the run at `out` with --resume, and run it afresh at `ref`, with the same
+    args (to --steps `end` if given): both end on the same step with the same bits."""
+    steps = ["--steps", str(end)] if end is not None else []
+    for run in (["--out", str(out), "--resume"], ["--out", str(ref)]):
+        r = _run("train", *args, "--quiet", *steps, *run)
+        assert r.returncode == 0, r.stderr
+    m, r = fastlstm.load(out), fastlstm.load(ref)
+    assert m.steps == r.steps and np.array_equal(m.params, r.params)
+    return m
+
+
 SMALL = ["--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "10", "--quiet", "--full"]
 
 
@@ -207,10 +219,7 @@ def test_the_cpu_time_limits_warning_stops_the_run_with_its_checkpoint(tmp_path)
     assert p.returncode == 152 and "stopping after this step (SIGXCPU: the CPU time limit)" in stderr, stderr
     steps = fastlstm.load(out).steps
     assert steps > 0 and f"interrupted at step {steps}; checkpoint saved" in stdout, stdout
-    end = str(steps + 50 - steps % 50)
-    for run in (["--out", str(out), "--resume"], ["--out", str(ref)]):
-        assert _run("train", *args, "--quiet", "--steps", end, *run).returncode == 0
-    assert np.array_equal(fastlstm.load(out).params, fastlstm.load(ref).params)
+    _resume_matches_a_run_never_stopped(args, out, ref, end=steps + 50 - steps % 50)
 
 
 def test_the_other_commands_name_standard_output_when_it_cannot_be_written(tmp_path):
@@ -390,13 +399,8 @@ def test_a_reader_that_goes_away_stops_the_run_as_ctrl_c_does(tmp_path, pipe, un
     steps = fastlstm.load(out).steps
     assert steps > 0 and f"the reader of its output went away at step {steps}; checkpoint saved" in said, said
     assert "Traceback" not in said
-    ref = tmp_path / "ref.ckpt"
-    end = str(steps + 50 - steps % 50)
-    for run in (["--out", str(out), "--resume"], ["--out", str(ref)]):
-        r = _run("train", *args, "--quiet", "--steps", end, *run)
-        assert r.returncode == 0, r.stderr
-    m, ref = fastlstm.load(out), fastlstm.load(ref)
-    assert m.steps == ref.steps == int(end) and np.array_equal(m.params, ref.params)
+    end = steps + 50 - steps % 50
+    assert _resume_matches_a_run_never_stopped(args, out, tmp_path / "ref.ckpt", end).steps == end
 
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])
@@ -418,9 +422,7 @@ def test_output_that_cannot_be_written_stops_the_run_with_its_checkpoint_and_say
     assert said.strip().endswith(f"fastlstm: error: cannot write {name} (No space left on device): stopped at step "
                                  f"0; checkpoint saved to {out} (continue with --resume)"), said
     assert "Traceback" not in said and fastlstm.load(out).steps == 0
-    for run in (["--out", str(out), "--resume"], ["--out", str(ref)]):
-        assert _run("train", *args, "--quiet", *run).returncode == 0
-    assert np.array_equal(fastlstm.load(out).params, fastlstm.load(ref).params)
+    _resume_matches_a_run_never_stopped(args, out, ref)
 
 
 def test_a_run_started_with_its_output_closed_trains_and_the_others_say_why_they_cannot(tmp_path):
