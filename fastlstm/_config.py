@@ -161,7 +161,7 @@ def start_runtimes():
     defaults above, whatever was imported first. Why the clean-up: each runtime reads them
     as it loads, and they were meant for fastlstm's two alone; left in place, they also
     bound a runtime loaded later (PyTorch's GNU OpenMP, imported after fastlstm) and every
-    program the process starts (a C host's too). A no-op when done."""
+    program the process starts (a C host's too). Called once, as fastlstm.kernels loads."""
     flags = sys.getdlopenflags()
     sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
     try:
