@@ -10,7 +10,7 @@ import numpy as np
 
 from . import choices
 from ._config import cgroup_memory_limit
-from .kernels import COPY_PARALLEL, all_finite, all_finite_runs
+from .kernels import COPY_PARALLEL, all_finite, all_finite_runs, int_bounds
 
 DTYPES = tuple(np.dtype(d) for d in choices.DTYPES)
 
@@ -263,10 +263,13 @@ def array(name, a, shape, dtype, *, writable=False, finite=True):
 
 
 def first_nonfinite(a):
-    """The index (a tuple of ints) of the first NaN or ±Inf in `a`, or None."""
-    if a.size and not np.isfinite(a).all():
-        return tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-    return None
+    """The index (a tuple of ints) of the first NaN or ±Inf in `a`, or None. A C-contiguous,
+    aligned, writable float32 or float64 `a` is scanned by a kernel first, with no temporary (a
+    batch_first model's per-step targets, at every step)."""
+    if not a.size or (is_finite(a.reshape(-1)) if a.flags.carray and a.dtype in (np.float32, np.float64)
+                      else np.isfinite(a).all()):
+        return None
+    return tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
 
 
 def padded_hint(where, L, what="targets"):
@@ -303,16 +306,28 @@ def _mismatch(want, got):
     return len(want) != len(got) or want[k:] != got[k:]
 
 
-def lengths(a, B, T, t_axis=0):
-    """Sequence lengths (B,) of any integer dtype, each in 1..T, as int64 (a copy); T is
-    x.shape[t_axis] (1 for batch-first x)."""
+def bounds(a):
+    """(min, max) of a non-empty integer array: a C-contiguous int64 one's by a kernel, which
+    allocates nothing, so that a step's checks of labels, ids and lengths do not either."""
+    if a.dtype == np.int64 and a.flags.carray:           # C-contiguous, aligned, writable: one compilation
+        return int_bounds(a.reshape(-1))
+    return a.min(), a.max()
+
+
+def lengths(a, B, T, t_axis=0, out=None):
+    """Sequence lengths (B,) of any integer dtype, each in 1..T, as int64: a copy, into `out`
+    (B,) int64 where given (a Model's kept buffer); T is x.shape[t_axis] (1 for batch-first x)."""
+    out = np.empty(B, np.int64) if out is None else out
     if a is None:
-        return np.full(B, T, dtype=np.int64)
+        out[:] = T
+        return out
     a = np.asarray(a)
     if a.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers, got dtype {a.dtype}")
     if a.shape != (B,):
         raise ValueError(f"lengths must have shape ({B},) (one per batch row), got {a.shape}")
-    if B and (a.min() < 1 or a.max() > T):
-        raise ValueError(f"lengths must lie in 1..{T} (T = x.shape[{t_axis}]), got min {a.min()}, max {a.max()}")
-    return a.astype(np.int64)
+    lo, hi = bounds(a) if B else (1, T)
+    if lo < 1 or hi > T:
+        raise ValueError(f"lengths must lie in 1..{T} (T = x.shape[{t_axis}]), got min {lo}, max {hi}")
+    out[:] = a
+    return out

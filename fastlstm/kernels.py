@@ -178,6 +178,16 @@ def all_finite(a):
     return s == 0
 
 
+@njit(**JIT)
+def int_bounds(a):
+    """(min, max) of the non-empty 1-D int64 array a, in one pass and no temporary: NumPy
+    1.x's min and max each buffer up to 64 KB for an integer array."""
+    lo = hi = a[0]
+    for k in range(a.size):
+        lo, hi = min(lo, a[k]), max(hi, a[k])
+    return lo, hi
+
+
 # -- the recurrent products -------------------------------------------------------------
 # z_t += U h_{t-1} and δh_{t-1} = Uᵀ δz_t are, per step, a (B, K) × (K, N) product. Each runs
 # as tiles of 4 batch rows × TW output columns (TW = 64 bytes, two AVX2 vectors, or 128 bytes,

@@ -213,9 +213,10 @@ class Model:
                             f"{getattr(y, 'dtype', type(y).__name__)}{ONE_HOT * onehot}{v.bool_hint(y)}")
         if y.shape != lead:
             raise ValueError(f"y must have shape {lead}, got {y.shape}{v.last_axis_hint(y, lead)}")
-        if y.size and (y.min() < 0 or y.max() >= self.output_size):
-            raise ValueError(f"class labels must lie in 0..{self.output_size - 1}, got min {y.min()}, max {y.max()}")
-        return y.astype(np.int64).reshape((1, B) if self.output == "last" else (T, B))
+        lo, hi = v.bounds(y)
+        if lo < 0 or hi >= self.output_size:
+            raise ValueError(f"class labels must lie in 0..{self.output_size - 1}, got min {lo}, max {hi}")
+        return self._int64(y, "labels").reshape((1, B) if self.output == "last" else (T, B))
 
     def _per_step_y(self, y, T, B, L):
         """A batch_first model's targets per step, (B, T) or (B, T, O), checked for shape and
@@ -263,30 +264,46 @@ class Model:
         returned time-major by time_major(x) (default: a copy in the model's buffer)."""
         bm = self._batch_major
         time_major = time_major or (lambda a: self._swapped(a, "x_tm"))
+        kept_lengths = lambda B: self._kept("lengths", (B,), np.int64)  # noqa: E731
         if self.E is None:
-            return self.core.check_input(x, lengths, bm, time_major)
+            return self.core.check_input(x, lengths, bm, time_major, kept_lengths)
         layout = "(B, T)" if bm else "(T, B)"
         if not isinstance(x, np.ndarray) or x.dtype.kind not in "iu":
             raise TypeError(f"this model embeds tokens: x must be an integer ndarray of ids {layout}, got "
                             f"{getattr(x, 'dtype', type(x).__name__)}")
         if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
             raise ValueError(f"x must be token ids of shape {layout} with T, B >= 1, got {x.shape}")
-        if x.min() < 0 or x.max() >= self.vocab_size:
-            raise ValueError(f"token ids must lie in 0..{self.vocab_size - 1}, got min {x.min()}, max {x.max()}")
+        lo, hi = v.bounds(x)
+        if lo < 0 or hi >= self.vocab_size:
+            raise ValueError(f"token ids must lie in 0..{self.vocab_size - 1}, got min {lo}, max {hi}")
         T, B = x.shape[::-1] if bm else x.shape
-        L = v.lengths(lengths, B, T, int(bm))
-        x = x.astype(np.int64, copy=False)
+        L = v.lengths(lengths, B, T, int(bm), kept_lengths(B))
+        x = self._int64(x, "ids")
         return (time_major(x) if bm else x), L
 
+    def _kept(self, name, shape, dtype):
+        """A buffer of `shape` and dtype kept under `name` (grown, never shrunk, as the head's),
+        so that a warm step allocates no array for what a call copies: the time-major copy
+        of batch_first x or y, labels and ids as int64, the lengths."""
+        n, buf = math.prod(shape), self._flat.get(name)
+        if buf is None or buf.size < n or buf.dtype != dtype:
+            v.fits_in_memory(f"the copy of {name}", n * np.dtype(dtype).itemsize)
+            buf = self._flat[name] = zeros(n, dtype)
+        return buf[:n].reshape(shape)
+
+    def _int64(self, a, name):
+        """Integer a (labels, ids) as a C-contiguous int64 array: a itself if it is one (aligned
+        and writable too, as the kernels are compiled for), else a copy in a buffer kept
+        under `name`."""
+        if a.dtype == np.int64 and a.flags.carray:         # carray: C-contiguous, aligned, writable
+            return a
+        out = self._kept(name, a.shape, np.int64)
+        out[...] = a
+        return out
+
     def _swapped(self, a, name):
-        """a (B, T, ...) as (T, B, ...): a C-contiguous copy in a buffer kept under `name`
-        (grown, never shrunk, as the head's), so that a warm batch_first step allocates no
-        array for it."""
-        buf = self._flat.get(name)
-        if buf is None or buf.size < a.size or buf.dtype != a.dtype:
-            v.fits_in_memory(f"the time-major copy of {name[0]}", a.size * a.dtype.itemsize)
-            buf = self._flat[name] = zeros(a.size, a.dtype)
-        out = buf[:a.size].reshape(a.shape[1::-1] + a.shape[2:])
+        """a (B, T, ...) as (T, B, ...): a C-contiguous copy in a buffer kept under `name`."""
+        out = self._kept(name, a.shape[1::-1] + a.shape[2:], a.dtype)
         out[...] = a.swapaxes(0, 1)
         return out
 

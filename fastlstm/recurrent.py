@@ -542,11 +542,12 @@ class _Recurrent:
     # The interface a composer (Model) builds on: check the input once, run forward and
     # backward on checked arrays into buffers it owns, read the top layer's h, step.
 
-    def check_input(self, x, lengths, batch_first=None, time_major=None):
+    def check_input(self, x, lengths, batch_first=None, time_major=None, kept=None):
         """x (T, B, D) checked (shape, dtype, contiguity, finiteness; T, B ≥ 1) and lengths
         as int64 (B,) in 1..T (all T for None): the one check of a sequence batch. With
         batch_first (the stack's, or the composer's) x comes as (B, T, D) and goes on as its
-        time-major copy, made by time_major(x) (the composer's buffer) or a new array."""
+        time-major copy, made by time_major(x) (the composer's buffer) or a new array. The
+        lengths go into kept(B) (the composer's buffer) or a new array."""
         bf = self.batch_first if batch_first is None else batch_first
         try:
             x = v.array("x", x, (None, None, self.input_size), self.dtype)
@@ -562,7 +563,7 @@ class _Recurrent:
         if bf:
             x = (time_major or _transposed)(x)
         T, B = x.shape[:2]
-        return x, v.lengths(lengths, B, T, int(bf))
+        return x, v.lengths(lengths, B, T, int(bf), kept and kept(B))
 
     def _swap(self, a):
         """a (T, B, ·) as (B, T, ·), or back, for a batch_first stack; else a itself."""

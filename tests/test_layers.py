@@ -425,25 +425,37 @@ def test_bad_inputs_are_clear_errors_and_change_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_a_warm_bidirectional_dropout_embedding_step_allocates_no_array(batch_first):
+@pytest.mark.parametrize("kind", ["ids, a label per step", "ids, a label per sequence", "values per step",
+                                  "labels per sequence"])
+def test_a_warm_bidirectional_dropout_step_allocates_nothing_that_grows_with_the_batch(kind, batch_first):
     """tracemalloc sees only interpreter objects in a warm Model.train_step: the same few KiB
-    for a 9x larger batch, far below one (T, B, H) buffer. A batch_first model's ids and
-    targets go time-major through buffers it keeps."""
+    for a 250 times larger batch. Labels, ids and lengths of any integer dtype are read in
+    place or copied into buffers the model keeps, and so are a batch_first model's inputs
+    and per-step targets, time-major (it copied the labels and the lengths at every step)."""
     import tracemalloc
-    T, H, peaks = 20, 32, []
-    for B in (4, 36):
-        m = fastlstm.Model(8, H, 3, 2, bidirectional=True, dropout=0.3, vocab_size=50, loss="xent",
-                           output="every", seed=0, batch_first=batch_first)
-        rng = np.random.default_rng(0)
-        shape = (B, T) if batch_first else (T, B)
-        ids, y = rng.integers(0, 50, shape), rng.integers(0, 3, shape)
-        m.train_step(ids, y)
-        m.train_step(ids, y)
-        tracemalloc.start()
-        m.train_step(ids, y)
-        peaks.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
-    assert peaks[1] <= peaks[0] + 8192 and peaks[1] < T * 36 * H * 4 // 3, peaks      # threadpoolctl's objects vary
+    T, H, peaks = 20, 32, {}
+    ids, every, xent = kind.startswith("ids"), "per step" in kind, "label" in kind
+    for dtype in (np.int64, np.int32):
+        for B in (4, 1000):
+            m = fastlstm.Model(8, H, 3, 2, bidirectional=True, dropout=0.3, vocab_size=50 if ids else None,
+                               loss="xent" if xent else "mse", output="every" if every else "last", seed=0,
+                               batch_first=batch_first)
+            rng = np.random.default_rng(0)
+            lead = (B, T) if batch_first else (T, B)
+            x = rng.integers(0, 50, lead).astype(dtype) if ids else rng.standard_normal(lead + (8,), np.float32)
+            y = (rng.integers(0, 3, lead if every else B).astype(dtype) if xent else
+                 rng.standard_normal((lead if every else (B,)) + (3,), np.float32))
+            lengths = rng.integers(1, T + 1, B).astype(dtype)
+            m.train_step(x, y, lengths)
+            m.train_step(x, y, lengths)
+            peak = []
+            for _ in range(3):      # the least of three: an object the interpreter makes now and then
+                tracemalloc.start()
+                m.train_step(x, y, lengths)
+                peak.append(tracemalloc.get_traced_memory()[1])
+                tracemalloc.stop()
+            peaks[dtype.__name__, B] = min(peak)
+        assert peaks[dtype.__name__, 1000] <= peaks[dtype.__name__, 4] + 2048, peaks   # 1000 int32s: 4 KB
 
 
 @pytest.mark.parametrize("make", [
