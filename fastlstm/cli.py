@@ -552,7 +552,8 @@ _SERIES = ("--data series",)
 APPLIES = dict(target=_SERIES, features=_SERIES, window=_SERIES, horizon=_SERIES, season=_SERIES, fill=_SERIES,
                sep=_SERIES, decimal=_SERIES,
                layout=("--data arrays",), output=("--data arrays",), val_fraction=("--data",),
-               embed=("--task text", "--data text"), T=("--task adding", "--task text", "--data text"))
+               embed=("--task text", "--data text"), T=("--task adding", "--task text", "--data text"),
+               kind=("--data",), full=tuple(f"--task {t}" for t in sorted(DEFAULTS)))   # --full: a task's target
 
 
 def _applies(args):

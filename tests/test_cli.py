@@ -584,6 +584,10 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
           str(tmp_path / "v.ckpt")), "--val-fraction must be in (0, 1), got 1.5"),   # it named four settings
         (("train", "--momentum", "0.5", "--out", str(tmp_path / "m.ckpt")),
          "--momentum applies to --optimizer sgd only; this run's optimizer is adam"),
+        (("train", "--kind", "text", "--out", str(tmp_path / "k.ckpt")),      # --data forgotten: it trained adding
+         "--kind applies to --data only; this run is --task adding"),
+        (("train", "--data", str(tmp_path / "a.csv"), "--target", "step", "--full", "--out", str(tmp_path / "f.ckpt")),
+         "--full applies to --task adding, --task digits or --task text only; this run is --data series"),
         (("train", "--dropout", "0.3", "--out", str(tmp_path / "p.ckpt")),
          "--dropout applies between layers (to the outputs of every layer but the last): it needs --layers 2"),
         (("train", "--window", "3", "--out", str(adding)),          # onto a run: the option first, as when there
