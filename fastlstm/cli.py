@@ -170,9 +170,16 @@ def _parser(typed_only=False):
     return p
 
 
-def _make_task(name, T):
+def _make_task(name, T, recorded_in=None):
+    """The built-in task `name` at T steps (None: its default); recorded_in: the checkpoint
+    whose record gave T, which an error then names."""
     from .tasks import TASKS
-    return TASKS[name]() if T is None else TASKS[name](T=T)
+    try:
+        return TASKS[name]() if T is None else TASKS[name](T=T)
+    except (TypeError, ValueError) as e:
+        if recorded_in is None:
+            raise
+        raise UsageError(f"{recorded_in}: its record of the task is unusable ({e})") from None
 
 
 class UsageError(Exception):
@@ -472,15 +479,12 @@ def _resumed_source(out, args):
     if model.batch_first:                    # not one of fastlstm train's, which are time-major as its batches
         raise UsageError(f"--resume: {out} holds a batch_first model (made in Python); the command line "
                          f"continues its own runs")
-    run = model.extra
-    if "data" in run and isinstance(run["data"], dict):
+    run, spec = model.extra, _data_record(model, out)
+    if spec is not None:
         from . import data
         if args.task is not None:
-            raise UsageError(f"{out} was trained on --data {run['data'].get('path')}, not a built-in task")
-        try:
-            return model, data.from_spec(run["data"], args.data)
-        except (KeyError, TypeError) as e:
-            raise UsageError(f"{out}: its data record is unusable ({type(e).__name__}: {e})") from None
+            raise UsageError(f"{out} was trained on --data {spec['path']}, not a built-in task")
+        return model, data.from_spec(spec, args.data)
     if not isinstance(run.get("task"), dict) or "name" not in run["task"] or "rng" not in run:
         raise UsageError(f"{out} was not written by `fastlstm train` (it records no task and data "
                          "stream), so --resume cannot continue it")
@@ -488,7 +492,20 @@ def _resumed_source(out, args):
     if run["task"]["name"] != task_name:
         raise UsageError(f"{out} was trained on task {run['task']['name']!r}, not "
                          f"{task_name or '--data ' + args.data!r} (pass --task {run['task']['name']})")
-    return model, _make_task(task_name, run["task"].get("T"))
+    return model, _make_task(task_name, run["task"].get("T"), out)
+
+
+def _data_record(model, path):
+    """The record of the data that the checkpoint at `path` was trained on, checked against
+    its model (data.check_spec), or None for a run on a built-in task; UsageError naming the
+    file where it cannot be used (a hostile or damaged one)."""
+    if "data" not in model.extra:
+        return None
+    from . import data
+    try:
+        return data.check_spec(model.extra["data"], model)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{path}: its record of the data it was trained on is unusable ({e})") from None
 
 
 def _default_out(args):
@@ -836,12 +853,11 @@ def _train(args, interrupt, held):
 
 def _text_vocab(model, path):
     """The character vocabulary of a text checkpoint (--data text, or the text task)."""
-    spec, task = model.extra.get("data"), model.extra.get("task")
-    if isinstance(spec, dict) and spec.get("kind") == "text" and isinstance(spec.get("vocab"), list):
+    spec, task = _data_record(model, path), model.extra.get("task")
+    if spec is not None and spec["kind"] == "text":
         return spec["vocab"]
     if isinstance(task, dict) and task.get("name") == "text":
-        from .tasks import Text
-        return Text(T=task["T"]).vocab
+        return _make_task("text", task.get("T"), path).vocab
     raise UsageError(f"{path} is not a checkpoint of text (trained with --data on a text file, or --task text)")
 
 
@@ -918,8 +934,8 @@ def predict(args, interrupt):
     args.out = None if args.out == "-" else args.out
     _not_onto(args.out, checkpoint=args.checkpoint, data=args.data)
     model = fastlstm.load(args.checkpoint)
-    spec = model.extra.get("data")
-    if not isinstance(spec, dict) or spec.get("kind") not in data.KINDS:
+    spec = _data_record(model, args.checkpoint)
+    if spec is None:
         raise UsageError(f"{args.checkpoint} was not trained with --data, so it has no data format to read")
     if args.backtest and spec["kind"] != "series":
         raise UsageError("--backtest is for series")
@@ -992,22 +1008,18 @@ def export(args, interrupt):
     _not_onto(args.out, checkpoint=args.checkpoint)
     model = fastlstm.load(args.checkpoint)
     cast = args.float32 and model.dtype != "float32"
-    spec = model.extra.get("data")
-    series, scale = isinstance(spec, dict) and spec.get("kind") == "series", None
+    spec = _data_record(model, args.checkpoint)
+    series, scale = spec is not None and spec["kind"] == "series", None
     if series:                                   # the graph standardises, as `fastlstm predict` does
         from .data import series_scale
-        try:
-            scale = series_scale(spec)
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise UsageError(f"{args.checkpoint}: its record of the series' standardisation is unusable "
-                             f"({type(e).__name__}: {e})") from None
+        scale = series_scale(spec)
     fastlstm.export_onnx(model.astype("float32") if cast else model, args.out, streaming=args.streaming,
                          scale=scale)
     layout = "x (B, T, ·), batch first" if model.batch_first else "x (T, B, ·), time-major"
     units = (f"; x: the window's {', '.join(spec['settings']['features'])} in the data's units, predictions: "
              f"{spec['settings']['horizon']} rows of {', '.join(spec['settings']['target'])} in theirs" if series else
              "; x: token ids of the checkpoint's vocabulary, fastlstm.load(CKPT).extra['data']['vocab']"
-             if model.vocab_size and isinstance(spec, dict) else "")
+             if model.vocab_size and spec is not None else "")
     print(f"fastlstm: wrote {args.out} ({'one streaming step' if args.streaming else 'whole sequences of ' + layout}"
           f"{', a float32 copy of the float64 model' if cast else ''}{units})")
     return 0

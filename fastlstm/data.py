@@ -1383,3 +1383,84 @@ def _read_npz(path, need_y=True):
 
 
 KINDS = dict(zip(choices.DATA_KINDS, (Text, Series, Arrays)))
+
+
+def check_spec(spec, model):
+    """A checkpoint's record of its data (a dataset's spec()), checked field by field before
+    anything reads it, and against the model saved with it: a vocabulary of the model's
+    inputs and outputs, a standardisation of its columns. Returns it with the settings that
+    an older checkpoint lacks at their defaults; TypeError or ValueError naming the field
+    (not DataError, which would blame the data file)."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("settings"), dict):
+        raise TypeError(f"it must be an object with an object of settings, got {str(spec)[:80]}")
+    kind = v.choice("kind", spec.get("kind"), tuple(KINDS))
+    required, optional = SPEC_SETTINGS[kind]
+    v.unknown("settings", spec["settings"], required + tuple(optional))
+    st = dict(optional, **spec["settings"])               # what a checkpoint of 2026-12-03 lacks: the defaults
+    missing = [k for k in required if k not in st]
+    if missing:
+        raise ValueError(f"settings lack {missing}")
+    _require("path", spec.get("path"), isinstance(spec.get("path"), str), "a path")
+    fp = spec.get("fingerprint")
+    _require("fingerprint", fp, isinstance(fp, list) and len(fp) == 2 and all(map(_count, fp)), "[size, CRC-32]")
+    m = (model.loss, model.output, model.vocab_size or model.core.input_size, model.output_size)
+    fraction = st.get("val_fraction")
+    _require("val_fraction", fraction, _is_number(fraction) and 0 < fraction < 1, "in (0, 1)")
+    if kind == "text":
+        _require("T", st.get("T"), _count(st.get("T")) and st["T"] >= 1, ">= 1")
+        vocab = spec.get("vocab")
+        _require("vocab", vocab, isinstance(vocab, list) and len(vocab) >= 2 and vocab[0] == "" and all(
+            isinstance(c, str) and len(c) == 1 for c in vocab[1:]) and all(map(str.__lt__, vocab[1:], vocab[2:])),
+            '"" and the characters in order')
+        implies = ("xent", "every", len(vocab), len(vocab))
+    elif kind == "series":
+        for k in ("target", "features"):
+            names = st.get(k)
+            _require(k, names, isinstance(names, list) and names and all(isinstance(n, str) and n for n in names),
+                     "a list of column names")
+        for k in ("window", "horizon", "season"):
+            _require(k, st.get(k), _count(st.get(k)) and st[k] >= 1 or k == "season" and st.get(k) is None, ">= 1")
+        _require("fill", st.get("fill"), st.get("fill") in (None, "ffill", "zero"), "ffill, zero or null")
+        _separators("," if st["sep"] is None else st["sep"], st["decimal"])     # None: by the file's name
+        n = len(_standardised(st["features"], st["target"])[0])
+        for k in ("mean", "std"):
+            a = spec.get(k)
+            _require(k, a, isinstance(a, list) and len(a) == n and all(
+                _is_number(x) and math.isfinite(x) and (k == "mean" or x > 0) for x in a), f"{n} finite numbers")
+        _require("time_col", spec.get("time_col"), spec.get("time_col") is None or isinstance(spec["time_col"], str),
+                 "a column's name or null")
+        implies = ("mse", "last", len(st["features"]), st["horizon"] * len(st["target"]))
+    else:
+        v.choice("layout", st.get("layout"), ("batch", "time"))
+        v.choice("output", st.get("output"), choices.OUTPUTS)
+        _require("seed", st.get("seed"), _count(st.get("seed")), "an integer >= 0")
+        _require("classes", spec.get("classes"), isinstance(spec.get("classes"), bool), "true or false")
+        out = spec.get("settings_out")
+        _require("settings_out", out, _count(out), "an integer >= 0")
+        implies = ("xent" if spec["classes"] else "mse", st["output"], m[2], out)      # x's width: the file's
+    if m != implies:
+        raise ValueError(f"it describes {kind} data for a model of loss {implies[0]}, output {implies[1]!r}, "
+                         f"{implies[2]} inputs and {implies[3]} outputs, and the model has {m[0]}, {m[1]!r}, "
+                         f"{m[2]} and {m[3]}")
+    return dict(spec, settings=st)
+
+
+def _require(name, value, ok, want):
+    if not ok:
+        raise ValueError(f"{name} must be {want}, got {str(value)[:80]}")
+
+
+# A data set's settings in a checkpoint: (those every checkpoint has, {those added since: their default})
+SPEC_SETTINGS = dict(text=(("T", "val_fraction"), {}),
+                     series=(("target", "features", "window", "horizon", "val_fraction", "season", "fill"),
+                             dict(sep=None, decimal=".")),
+                     arrays=(("layout", "val_fraction", "seed"), dict(output="last")))
+
+
+def _count(n):
+    """Whether n is an integer >= 0 (JSON's true is not 1 here)."""
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 0
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)

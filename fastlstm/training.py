@@ -56,15 +56,30 @@ class Batches:
         return dict(rng=rng, epoch=self.epoch, pos=self.pos)
 
     def load_state(self, state):
+        """Continue from what state() gave (from a checkpoint: each field checked)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"the batches' state must be an object, got {type(state).__name__}")
         epoch = v.positive_int("epoch", state.get("epoch", 0), minimum=0)
         pos = v.positive_int("pos", state.get("pos", 0), minimum=0)
-        self.rng.bit_generator.state = state["rng"]
+        self.rng.bit_generator.state = _pcg64_state(state["rng"])
         self.epoch, self.pos = epoch, pos
         self._order = None
         if self.finite and self.pos:
             if not 0 < self.pos < self.per_epoch:
                 raise ValueError(f"batch {self.pos} of an epoch of {self.per_epoch}")
             self._draw()                 # the order of the epoch under way, from its start's state
+
+
+def _pcg64_state(st):
+    """st, if it is a PCG64 generator's state as NumPy gives it; else ValueError (NumPy takes
+    a float for an integer there, and raises OverflowError for one out of range)."""
+    def uint(x, bits):
+        return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << bits
+    inner = st.get("state") if isinstance(st, dict) else None
+    if not (isinstance(inner, dict) and st.get("bit_generator") == "PCG64" and uint(inner.get("state"), 128)
+            and uint(inner.get("inc"), 128) and uint(st.get("has_uint32"), 1) and uint(st.get("uinteger"), 32)):
+        raise ValueError(f"the batches' rng must be a PCG64 generator's state, got {str(st)[:200]}")
+    return st
 
 
 class Schedule:

@@ -647,6 +647,104 @@ def test_settings_this_fastlstm_does_not_know_are_refused_as_a_newer_ones(good, 
             fastlstm.load(p)
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Checkpoints of `fastlstm train` runs, 2 steps each: on a text file, a CSV series, an
+    .npz of labelled sequences and the adding task; with their data files."""
+    from fastlstm import cli
+    d = tmp_path_factory.mktemp("runs")
+    (d / "notes.txt").write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    (d / "load.csv").write_text("time,load,temp\n" + "".join(
+        f"2024-01-{1 + i // 24:02d} {i % 24:02d}:00,{np.sin(i / 4):.4f},{np.cos(i / 7):.4f}\n" for i in range(200)))
+    rng = np.random.default_rng(0)
+    np.savez(d / "seq.npz", x=rng.standard_normal((60, 5, 3)).astype(np.float32), y=rng.integers(0, 3, 60))
+    small = ["--steps", "2", "--eval-every", "2", "--hidden", "4", "--quiet"]
+    for name, how in (("notes", ["--data", str(d / "notes.txt"), "--T", "10", "--embed", "4"]),
+                      ("load", ["--data", str(d / "load.csv"), "--target", "load", "--window", "12", "--horizon", "2"]),
+                      ("seq", ["--data", str(d / "seq.npz")]), ("adding", ["--T", "10"])):
+        assert cli.main(["train", *how, *small, "--out", str(d / "runs" / f"{name}.ckpt")]) == 0
+    return d
+
+
+def _record(*keys_value):
+    """A change of a checkpoint's header: the entry at keys (into extra) set to value, or taken out
+    for value _GONE."""
+    *keys, value = keys_value
+
+    def change(h):
+        d = h["extra"]
+        for k in keys[:-1]:
+            d = d[k]
+        if value is _GONE:
+            del d[keys[-1]]
+        elif callable(value):
+            d[keys[-1]] = value(d[keys[-1]])
+        else:
+            d[keys[-1]] = value
+        return h
+    return change
+
+
+_GONE = object()
+
+
+@pytest.mark.parametrize("run, change, commands, said", [
+    # a vocabulary shorter than the model's outputs: `sample` raised IndexError (a traceback)
+    ("notes", _record("data", "vocab", lambda v: v[:5]), ["sample", "predict", "export", "resume"],
+     "record of the data it was trained on is unusable (it describes text data for a model of loss xent, "
+     "output 'every', 5 inputs and 5 outputs, and the model has xent, 'every', "),
+    ("notes", _record("data", "vocab", 3, ["x"]), ["sample", "predict"],       # "ord() expected string of length 1"
+     "vocab must be \"\" and the characters in order"),
+    ("load", _record("data", "std", 0, [1.0, 2.0]), ["predict", "export", "resume"],   # "setting an array element"
+     "record of the data it was trained on is unusable (std must be 2 finite numbers"),
+    ("load", _record("data", "settings", "fill", "MT19937"), ["predict", "resume"],    # "--fill must be", as if typed
+     "record of the data it was trained on is unusable (fill must be ffill, zero or null, got MT19937)"),
+    ("seq", _record("data", "settings_out", 2 ** 63), ["predict", "resume"],       # "Maximum allowed dimension exceeded"
+     "(it describes arrays data for a model of loss xent, output 'last', 3 inputs and 9223372036854775808 outputs"),
+    ("seq", _record("data", "kind", []), ["predict"],                                 # "unhashable type: 'list'"
+     "record of the data it was trained on is unusable (kind must be one of ('text', 'series', 'arrays'), got []"),
+    # the run's state, for --resume: AttributeError (a traceback), or OverflowError's words alone
+    ("adding", _record("run", "batches", [1, 2]), ["resume"],
+     "its run state is unusable (TypeError: the batches' state must be an object, got list)"),
+    ("load", _record("run", "batches", "rng", "state", "state", 2 ** 200), ["resume"],
+     "its run state is unusable (ValueError: the batches' rng must be a PCG64 generator's state"),
+    ("adding", _record("task", "T", "x"), ["resume"],                      # "'<' not supported between 'str' and 'int'"
+     "its record of the task is unusable"),
+])
+def test_a_damaged_record_of_the_run_in_a_checkpoint_is_named_by_every_command(runs, tmp_path, capsys, run,
+                                                                                 change, commands, said):
+    """What `fastlstm train` records beside the model (its data's vocabulary or standardisation,
+    the run's state, the task) is checked against the model before any command uses it: a
+    damaged or hostile record is an error naming the checkpoint, never a traceback or
+    another error's words."""
+    from fastlstm import cli
+    ckpt = tmp_path / f"{run}.ckpt"
+    ckpt.write_bytes(_with_header(runs / "runs" / f"{run}.ckpt", change))
+    data = {"notes": "notes.txt", "load": "load.csv", "seq": "seq.npz"}.get(run)
+    argv = dict(sample=["sample", str(ckpt), "--length", "50"],
+                predict=["predict", str(ckpt), "--data", str(runs / str(data)), "--out", str(tmp_path / "p.csv")],
+                export=["export", str(ckpt), str(tmp_path / "m.onnx")],
+                resume=["train", "--resume", "--out", str(ckpt), "--steps", "4", "--quiet"])
+    for command in commands:
+        assert cli.main(argv[command]) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"fastlstm: error: {ckpt}: ") and said in err, (command, err)
+
+
+@pytest.mark.parametrize("run, key", [("load", "sep"), ("load", "decimal"), ("seq", "output")])
+def test_a_data_record_from_before_a_setting_existed_reads_with_its_default(runs, tmp_path, capsys, run, key):
+    """A checkpoint written before --sep, --decimal and --output (2026-12-03) lacks them: it
+    predicts and resumes with their defaults, and --sep and --output apply to it."""
+    from fastlstm import cli
+    ckpt = tmp_path / f"{run}.ckpt"
+    ckpt.write_bytes(_with_header(runs / "runs" / f"{run}.ckpt", _record("data", "settings", key, _GONE)))
+    data = str(runs / ("load.csv" if run == "load" else "seq.npz"))
+    typed = ["--sep", ","] if run == "load" else ["--layout", "batch"]
+    assert cli.main(["predict", str(ckpt), "--data", data, "--out", str(tmp_path / "p.csv"), *typed]) == 0
+    assert cli.main(["train", "--resume", "--out", str(ckpt), "--steps", "4", "--quiet"]) == 0
+    capsys.readouterr()
+
+
 # -- Ctrl-C in the middle of a call ------------------------------------------------------------
 
 def _kernels_that_signal(monkeypatch):
