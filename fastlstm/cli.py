@@ -484,6 +484,9 @@ def _resumed_source(out, args):
         from . import data
         if args.task is not None:
             raise UsageError(f"{out} was trained on --data {spec['path']}, not a built-in task")
+        if args.data is None and not os.path.exists(spec["path"]):       # moved, or another machine's
+            raise UsageError(f"{out} was trained on {spec['path']}, which is not there now: give that file "
+                             f"as --data")
         return model, data.from_spec(spec, args.data)
     if not isinstance(run.get("task"), dict) or "name" not in run["task"] or "rng" not in run:
         raise UsageError(f"{out} was not written by `fastlstm train` (it records no task and data "

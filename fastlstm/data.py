@@ -1407,7 +1407,7 @@ def check_spec(spec, model):
     fraction = st.get("val_fraction")
     _require("val_fraction", fraction, _is_number(fraction) and 0 < fraction < 1, "in (0, 1)")
     if kind == "text":
-        _require("T", st.get("T"), _count(st.get("T")) and st["T"] >= 1, ">= 1")
+        _require("T", st.get("T"), _count(st.get("T")) and 1 <= st["T"] < v.MAX_ROW, "in 1..2^62")
         vocab = spec.get("vocab")
         _require("vocab", vocab, isinstance(vocab, list) and len(vocab) >= 2 and vocab[0] == "" and all(
             isinstance(c, str) and len(c) == 1 for c in vocab[1:]) and all(map(str.__lt__, vocab[1:], vocab[2:])),
@@ -1419,7 +1419,8 @@ def check_spec(spec, model):
             _require(k, names, isinstance(names, list) and names and all(isinstance(n, str) and n for n in names),
                      "a list of column names")
         for k in ("window", "horizon", "season"):
-            _require(k, st.get(k), _count(st.get(k)) and st[k] >= 1 or k == "season" and st.get(k) is None, ">= 1")
+            _require(k, st.get(k), _count(st.get(k)) and 1 <= st[k] < v.MAX_ROW or k == "season" and st[k] is None,
+                     "in 1..2^62")
         _require("fill", st.get("fill"), st.get("fill") in (None, "ffill", "zero"), "ffill, zero or null")
         _separators("," if st["sep"] is None else st["sep"], st["decimal"])     # None: by the file's name
         n = len(_standardised(st["features"], st["target"])[0])

@@ -699,6 +699,8 @@ _GONE = object()
      "record of the data it was trained on is unusable (std must be 2 finite numbers"),
     ("load", _record("data", "settings", "fill", "MT19937"), ["predict", "resume"],    # "--fill must be", as if typed
      "record of the data it was trained on is unusable (fill must be ffill, zero or null, got MT19937)"),
+    ("load", _record("data", "settings", "season", 2 ** 63), ["predict"],        # "Python int too large to convert"
+     "record of the data it was trained on is unusable (season must be in 1..2^62, got 9223372036854775808)"),
     ("seq", _record("data", "settings_out", 2 ** 63), ["predict", "resume"],       # "Maximum allowed dimension exceeded"
      "(it describes arrays data for a model of loss xent, output 'last', 3 inputs and 9223372036854775808 outputs"),
     ("seq", _record("data", "kind", []), ["predict"],                                 # "unhashable type: 'list'"
@@ -729,6 +731,20 @@ def test_a_damaged_record_of_the_run_in_a_checkpoint_is_named_by_every_command(r
         assert cli.main(argv[command]) == 2, command
         err = capsys.readouterr().err
         assert err.startswith(f"fastlstm: error: {ckpt}: ") and said in err, (command, err)
+
+
+def test_resume_names_a_data_file_that_moved_and_takes_it_as_data(runs, tmp_path, capsys):
+    """--resume of a run whose data file is no longer where it was recorded (moved, or the
+    run copied from another machine) says so and what to give; --data then continues it."""
+    from fastlstm import cli
+    ckpt = tmp_path / "notes.ckpt"
+    ckpt.write_bytes(_with_header(runs / "runs" / "notes.ckpt", _record("data", "path", "/gone/notes.txt")))
+    assert cli.main(["train", "--resume", "--out", str(ckpt), "--steps", "4", "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"fastlstm: error: {ckpt} was trained on /gone/notes.txt, which is not there "
+                                       f"now: give that file as --data\n")
+    assert cli.main(["train", "--resume", "--out", str(ckpt), "--steps", "4", "--quiet",
+                     "--data", str(runs / "notes.txt")]) == 0
+    assert fastlstm.load(ckpt).steps == 4
 
 
 @pytest.mark.parametrize("run, key", [("load", "sep"), ("load", "decimal"), ("seq", "output")])
