@@ -60,7 +60,8 @@ def _scale(scale, D, O):
     for name, a, k in zip(("mean_x", "std_x", "mean_y", "std_y"), scale, (D, D, O, O)):
         a = np.asarray(a, np.float64)
         if a.shape != (k,) or not np.isfinite(a).all() or np.abs(a).max(initial=0) > np.finfo(np.float32).max:
-            raise ValueError(f"scale's {name} must be {k} finite float32 numbers, got shape {a.shape}")
+            raise ValueError(f"scale's {name} must be {k} finite float32 numbers, got "
+                             + (str(a.tolist())[:200] if a.shape == (k,) else f"shape {a.shape}"))
         if name.startswith("std") and not (a > 0).all():
             raise ValueError(f"scale's {name} must be > 0")
         out.append(a.astype(np.float32))

@@ -211,6 +211,10 @@ def test_a_series_runs_graph_takes_and_gives_the_datas_units(tmp_path, capsys):
         fastlstm.export_onnx(fastlstm.Model(2, 4, 3, loss="xent"), tmp_path / "x.onnx", scale=(0, 1, 0, 1))
     with pytest.raises(ValueError, match="scale's std_x must be > 0"):
         fastlstm.export_onnx(m, tmp_path / "x.onnx", scale=(np.zeros(2), np.zeros(2), np.zeros(6), np.ones(6)))
+    with pytest.raises(ValueError, match=r"scale's std_x must be 2 finite float32 numbers, got \[1e\+300, 1\.0\]"):
+        fastlstm.export_onnx(m, tmp_path / "x.onnx", scale=(np.zeros(2), [1e300, 1], np.zeros(6), np.ones(6)))
+    with pytest.raises(ValueError, match=r"scale's mean_y must be 6 finite float32 numbers, got shape \(2,\)"):
+        fastlstm.export_onnx(m, tmp_path / "x.onnx", scale=(np.zeros(2), np.ones(2), np.zeros(2), np.ones(6)))
 
 
 @pytest.mark.parametrize("cell,layers,output", list(itertools.product(CELLS, [1, 2, 3], ["last", "every"])))
