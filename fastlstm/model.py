@@ -216,7 +216,7 @@ class Model:
         lo, hi = v.bounds(y)
         if lo < 0 or hi >= self.output_size:
             raise ValueError(f"class labels must lie in 0..{self.output_size - 1}, got min {lo}, max {hi}")
-        return self._int64(y, "labels").reshape((1, B) if self.output == "last" else (T, B))
+        return self._int64(y, "labels (int64)").reshape((1, B) if self.output == "last" else (T, B))
 
     def _per_step_y(self, y, T, B, L):
         """A batch_first model's targets per step, (B, T) or (B, T, O), checked for shape and
@@ -228,7 +228,7 @@ class Model:
         if bad is not None:
             raise v.NonFiniteValue(f"y must be finite; found {y[bad]} at index {bad}"
                                    f"{v.padded_hint((bad[1], bad[0]) + bad[2:], L)}")
-        return self._swapped(y, "y_tm")
+        return self._swapped(y, "y (time-major)")
 
     def _buffers(self, T, B):
         """The head's buffers for this (T, B): views of flat buffers (`_flat`) that grow to the
@@ -263,8 +263,8 @@ class Model:
         model with an embedding; with batch_first (B, T, D) or (B, T), checked as given and
         returned time-major by time_major(x) (default: a copy in the model's buffer)."""
         bm = self._batch_major
-        time_major = time_major or (lambda a: self._swapped(a, "x_tm"))
-        kept_lengths = lambda B: self._kept("lengths", (B,), np.int64)  # noqa: E731
+        time_major = time_major or (lambda a: self._swapped(a, "x (time-major)"))
+        kept_lengths = lambda B: self._kept("lengths (int64)", (B,), np.int64)  # noqa: E731
         if self.E is None:
             return self.core.check_input(x, lengths, bm, time_major, kept_lengths)
         layout = "(B, T)" if bm else "(T, B)"
@@ -278,7 +278,7 @@ class Model:
             raise ValueError(f"token ids must lie in 0..{self.vocab_size - 1}, got min {lo}, max {hi}")
         T, B = x.shape[::-1] if bm else x.shape
         L = v.lengths(lengths, B, T, int(bm), kept_lengths(B))
-        x = self._int64(x, "ids")
+        x = self._int64(x, "token ids (int64)")
         return (time_major(x) if bm else x), L
 
     def _kept(self, name, shape, dtype):
