@@ -158,8 +158,10 @@ def sum_squares(g):
 
 @njit(**JIT)
 def add_row_sums(db, Z, s):
-    """db (G,) += Σ_i Z[i, :] for Z (N, G): δb from the backward's per-block sums. s (G,)
-    scratch. Rows in order, vectorised along them: the bits of NumPy's sum over axis 0."""
+    """db (G,) += Σ_i Z[i, :] for Z (N, G): δb from the backward's per-block sums, and the
+    head's δbias = Σ δP. s (G,) scratch. Rows in order, vectorised along them: the bits of
+    NumPy's sum over axis 0 for G ≥ 2 (a single column NumPy sums pairwise), with no
+    temporary (NumPy 1.x buffers 8192 entries)."""
     s[:] = 0
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):

@@ -21,7 +21,7 @@ from . import checkpoint, choices, heads, optim
 from . import _blas
 from ._config import blas_turn
 from ._validate import NonFiniteError  # noqa: F401  (fastlstm.NonFiniteError; raised here and by the stacks)
-from .kernels import all_finite, fill_zero, scatter_rows, zeros
+from .kernels import add_row_sums, all_finite, fill_zero, scatter_rows, zeros
 from .recurrent import GRU, LSTM, ONE_LAYER_DROPOUT, RNN, dropout_seed_from, flat, one_call_at_a_time
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU, RNN)))     # cell -> its stack ("rnn_relu": RNN's ReLU)
@@ -367,7 +367,7 @@ class Model:
         with blas_turn():
             _blas.matmul(dP2.T, Y, buf["dV"])                  # δV = Σ δP hᵀ
             self.dV += buf["dV"]
-            self.dbias += np.sum(dP2, axis=0, out=buf["dbias"])        # δbias = Σ δP
+            add_row_sums(self.dbias, dP2, buf["dbias"])        # δbias = Σ δP
             if self.output == "last":
                 dirs, dhn = self.core.directions, buf["dhn"]
                 dhn[:-dirs] = 0
