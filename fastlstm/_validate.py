@@ -307,9 +307,10 @@ def _mismatch(want, got):
 
 
 def bounds(a):
-    """(min, max) of a non-empty integer array: a C-contiguous int64 one's by a kernel, which
-    allocates nothing, so that a step's checks of labels, ids and lengths do not either."""
-    if a.dtype == np.int64 and a.flags.carray:           # C-contiguous, aligned, writable: one compilation
+    """(min, max) of a non-empty integer array: a C-contiguous one's by a kernel (compiled for
+    each integer dtype met), which allocates nothing, so that a step's checks of labels, ids
+    and lengths do not either."""
+    if a.flags.carray:                                   # C-contiguous, aligned, writable
         return int_bounds(a.reshape(-1))
     return a.min(), a.max()
 

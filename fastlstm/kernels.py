@@ -182,7 +182,7 @@ def all_finite(a):
 
 @njit(**JIT)
 def int_bounds(a):
-    """(min, max) of the non-empty 1-D int64 array a, in one pass and no temporary: NumPy
+    """(min, max) of the non-empty 1-D integer array a, in one pass and no temporary: NumPy
     1.x's min and max each buffer up to 64 KB for an integer array."""
     lo = hi = a[0]
     for k in range(a.size):
