@@ -1403,9 +1403,9 @@ def check_spec(spec, model):
     _require("path", spec.get("path"), isinstance(spec.get("path"), str), "a path")
     fp = spec.get("fingerprint")
     _require("fingerprint", fp, isinstance(fp, list) and len(fp) == 2 and all(map(_count, fp)), "[size, CRC-32]")
-    m = (model.loss, model.output, model.vocab_size or model.core.input_size, model.output_size)
     fraction = st.get("val_fraction")
     _require("val_fraction", fraction, _is_number(fraction) and 0 < fraction < 1, "in (0, 1)")
+    m = (model.loss, model.output, model.vocab_size or model.core.input_size, model.output_size)
     if kind == "text":
         _require("T", st.get("T"), _count(st.get("T")) and 1 <= st["T"] < v.MAX_ROW, "in 1..2^62")
         vocab = spec.get("vocab")
