@@ -47,8 +47,13 @@ def write(path, header, arrays):
         meta = json.dumps(dict(header, format=FORMAT, version=VERSION), allow_nan=False).encode()
     except (TypeError, ValueError) as e:
         raise ValueError(f"a checkpoint's header (extra included) must be JSON with finite numbers: {e}") from None
-    with atomic_file(path, "a checkpoint") as f:
-        np.savez(f, **{_HEADER: np.frombuffer(meta, np.uint8)}, **arrays)
+    # np.savez's layout (stored .npy members, zip64), with the archive closed whatever happens:
+    # NumPy 1.x's savez left it open on an exception (a second Ctrl-C during a save), and its
+    # __del__ then printed a traceback at exit, the file it wrote to long closed
+    with atomic_file(path, "a checkpoint") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+        for name, a in {_HEADER: np.frombuffer(meta, np.uint8), **arrays}.items():
+            with z.open(name + ".npy", "w", force_zip64=True) as m:
+                np.lib.format.write_array(m, np.asanyarray(a), allow_pickle=False)
 
 
 def _string_keys(o):
