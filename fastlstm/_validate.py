@@ -75,6 +75,12 @@ def integer(name, value):
     return int(value)
 
 
+def is_count(n, below=None):
+    """Whether n is an integer >= 0 (and < below, if given), as a file's record must hold one:
+    a bool is none (JSON's true would pass for 1)."""
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0 and (below is None or n < below)
+
+
 def positive_int(name, value, minimum=1, below=None):
     """`value` as an int ≥ minimum (and < below, if given); bools and non-integers are refused."""
     value = integer(name, value)
@@ -266,8 +272,10 @@ def first_nonfinite(a):
     """The index (a tuple of ints) of the first NaN or ±Inf in `a`, or None. A C-contiguous,
     aligned, writable float32 or float64 `a` is scanned by a kernel first, with no temporary (a
     batch_first model's per-step targets, at every step)."""
-    if not a.size or (is_finite(a.reshape(-1)) if a.flags.carray and a.dtype in (np.float32, np.float64)
-                      else np.isfinite(a).all()):
+    if not a.size:
+        return None
+    kernel = a.flags.carray and a.dtype in (np.float32, np.float64)
+    if is_finite(a.reshape(-1)) if kernel else np.isfinite(a).all():
         return None
     return tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
 

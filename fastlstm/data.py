@@ -1402,12 +1402,12 @@ def check_spec(spec, model):
         raise ValueError(f"settings lack {missing}")
     _require("path", spec.get("path"), isinstance(spec.get("path"), str), "a path")
     fp = spec.get("fingerprint")
-    _require("fingerprint", fp, isinstance(fp, list) and len(fp) == 2 and all(map(_count, fp)), "[size, CRC-32]")
+    _require("fingerprint", fp, isinstance(fp, list) and len(fp) == 2 and all(map(v.is_count, fp)), "[size, CRC-32]")
     fraction = st.get("val_fraction")
     _require("val_fraction", fraction, _is_number(fraction) and 0 < fraction < 1, "in (0, 1)")
     m = (model.loss, model.output, model.vocab_size or model.core.input_size, model.output_size)
     if kind == "text":
-        _require("T", st.get("T"), _count(st.get("T")) and 1 <= st["T"] < v.MAX_ROW, "in 1..2^62")
+        _require("T", st.get("T"), v.is_count(st.get("T"), v.MAX_ROW) and st["T"] >= 1, "in 1..2^62")
         vocab = spec.get("vocab")
         _require("vocab", vocab, isinstance(vocab, list) and len(vocab) >= 2 and vocab[0] == "" and all(
             isinstance(c, str) and len(c) == 1 for c in vocab[1:]) and all(map(str.__lt__, vocab[1:], vocab[2:])),
@@ -1419,7 +1419,7 @@ def check_spec(spec, model):
             _require(k, names, isinstance(names, list) and names and all(isinstance(n, str) and n for n in names),
                      "a list of column names")
         for k in ("window", "horizon", "season"):
-            _require(k, st.get(k), _count(st.get(k)) and 1 <= st[k] < v.MAX_ROW or k == "season" and st[k] is None,
+            _require(k, st.get(k), v.is_count(st.get(k), v.MAX_ROW) and st[k] >= 1 or k == "season" and st[k] is None,
                      "in 1..2^62")
         _require("fill", st.get("fill"), st.get("fill") in (None, "ffill", "zero"), "ffill, zero or null")
         _separators("," if st["sep"] is None else st["sep"], st["decimal"])     # None: by the file's name
@@ -1434,10 +1434,10 @@ def check_spec(spec, model):
     else:
         v.choice("layout", st.get("layout"), ("batch", "time"))
         v.choice("output", st.get("output"), choices.OUTPUTS)
-        _require("seed", st.get("seed"), _count(st.get("seed")), "an integer >= 0")
+        _require("seed", st.get("seed"), v.is_count(st.get("seed")), "an integer >= 0")
         _require("classes", spec.get("classes"), isinstance(spec.get("classes"), bool), "true or false")
         out = spec.get("settings_out")
-        _require("settings_out", out, _count(out), "an integer >= 0")
+        _require("settings_out", out, v.is_count(out), "an integer >= 0")
         implies = ("xent" if spec["classes"] else "mse", st["output"], m[2], out)      # x's width: the file's
     if m != implies:
         raise ValueError(f"it describes {kind} data for a model of loss {implies[0]}, output {implies[1]!r}, "
@@ -1456,11 +1456,6 @@ SPEC_SETTINGS = dict(text=(("T", "val_fraction"), {}),
                      series=(("target", "features", "window", "horizon", "val_fraction", "season", "fill"),
                              dict(sep=None, decimal=".")),
                      arrays=(("layout", "val_fraction", "seed"), dict(output="last")))
-
-
-def _count(n):
-    """Whether n is an integer >= 0 (JSON's true is not 1 here)."""
-    return isinstance(n, int) and not isinstance(n, bool) and n >= 0
 
 
 def _is_number(x):

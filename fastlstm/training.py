@@ -73,11 +73,10 @@ class Batches:
 def _pcg64_state(st):
     """st, if it is a PCG64 generator's state as NumPy gives it; else ValueError (NumPy takes
     a float for an integer there, and raises OverflowError for one out of range)."""
-    def uint(x, bits):
-        return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << bits
     inner = st.get("state") if isinstance(st, dict) else None
-    if not (isinstance(inner, dict) and st.get("bit_generator") == "PCG64" and uint(inner.get("state"), 128)
-            and uint(inner.get("inc"), 128) and uint(st.get("has_uint32"), 1) and uint(st.get("uinteger"), 32)):
+    if not (isinstance(inner, dict) and st.get("bit_generator") == "PCG64" and v.is_count(inner.get("state"), 1 << 128)
+            and v.is_count(inner.get("inc"), 1 << 128) and v.is_count(st.get("has_uint32"), 2)
+            and v.is_count(st.get("uinteger"), 1 << 32)):
         raise ValueError(f"the batches' rng must be a PCG64 generator's state, got {str(st)[:200]}")
     return st
 
