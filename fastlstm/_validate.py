@@ -298,7 +298,8 @@ def last_axis_hint(y, lead):
 
 def bool_hint(y):
     """What to add where labels came as booleans (a comparison's result, y = x.sum(...) > 0)."""
-    return "; for booleans as labels 0 and 1 pass y.astype(np.int64)" if getattr(y, "dtype", None) == bool else ""
+    boolean = getattr(y, "dtype", None) == bool     # noqa: E721 (a dtype, which equals bool)
+    return "; for booleans as labels 0 and 1 pass y.astype(np.int64)" if boolean else ""
 
 
 def nonfinite(name, a):

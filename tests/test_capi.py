@@ -316,9 +316,9 @@ def test_a_part_of_a_batch_from_c_draws_the_whole_batchs_dropout_masks(lib, tmp_
     equal Python's compute_gradients(..., first_row=4) bit for bit, and differ from those
     drawn with the rows counted from 0 (the masks a data-parallel rank drew before)."""
     src, exe = tmp_path / "rows.c", tmp_path / "rows"
-    src.write_text(f'''#include <stdio.h>
+    src.write_text('''#include <stdio.h>
 #include "fastlstm.h"
-int main(void) {{
+int main(void) {
     fastlstm_config c; fastlstm_config_init(&c);
     c.input_size = 2; c.hidden_size = 8; c.output_size = 1; c.num_layers = 2; c.dropout = 0.5; c.seed = 3;
     fastlstm_model *m = 0; double loss; int64_t n;
@@ -326,13 +326,13 @@ int main(void) {{
     float x[5 * 4 * 2], y[4], g[2000];
     for (int i = 0; i < 40; i++) x[i] = (float)((i * 7 % 11) / 11.0 - 0.5);
     for (int i = 0; i < 4; i++) y[i] = (float)(i / 4.0);
-    for (int first = 0; first <= 4; first += 4) {{
+    for (int first = 0; first <= 4; first += 4) {
         if (fastlstm_set_first_row(m, first) || fastlstm_compute_gradients(m, x, 0, y, 0, 5, 4, &loss)
-            || fastlstm_get_grads(m, g, n)) {{ puts(fastlstm_last_error()); return 2; }}
+            || fastlstm_get_grads(m, g, n)) { puts(fastlstm_last_error()); return 2; }
         fwrite(g, sizeof(float), (size_t)n, stdout);
-    }}
+    }
     return 0;
-}}
+}
 ''')
     r = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f"-I{lib}", "-o", str(exe), str(src),
                         *capi.flags(str(lib), False, True).split()], capture_output=True, text=True)

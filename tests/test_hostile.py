@@ -2,12 +2,12 @@
 segfault, a poisoned model, a failed call that broke the next one, a checkpoint that raised
 the wrong error or cost gigabytes) and checks that it now gets a clear error and changes
 nothing."""
+import contextlib
 import json
 import os
 import re
 import signal
 import struct
-import time
 import tracemalloc
 import zipfile
 
@@ -21,6 +21,37 @@ from fastlstm import CheckpointError
 def _batch(T=6, B=4, D=3, O=2, seed=0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((T, B, D)).astype(np.float32), rng.standard_normal((B, O)).astype(np.float32)
+
+
+@contextlib.contextmanager
+def _peak():
+    """The peak of Python's and NumPy's allocations inside the block, read after it."""
+    tracemalloc.start()
+    peak = []
+    try:
+        yield lambda: peak[0]
+    finally:
+        peak.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+
+
+class _Hung(BaseException):
+    """Not an Exception, so that no `except Exception` in the code under test takes it."""
+
+
+@contextlib.contextmanager
+def _no_hang(seconds=60):
+    """Turns a call that never returns into a failure; not a timing bound (the calls it
+    guards take milliseconds)."""
+    def hung(*_):
+        raise _Hung(f"still running after {seconds} s")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def _state(m):
@@ -232,12 +263,14 @@ def test_an_allocation_that_fails_midway_changes_nothing(monkeypatch):
 
 
 def test_absurd_sizes_are_refused_before_anything_is_built():
-    t0 = time.perf_counter()
-    with pytest.raises(ValueError, match="num_layers must be <= 1024"):
-        fastlstm.Model(1, 1, 1, num_layers=10 ** 7)
-    with pytest.raises(MemoryError, match="more than this machine's"):
-        fastlstm.Model(1 << 20, 1 << 20, 1)
-    assert time.perf_counter() - t0 < 5
+    """Refused from the sizes alone: 10^7 layers, or 2^20 x 2^20 weights, allocate under a
+    MiB before the error (tracemalloc sees NumPy's arrays)."""
+    with _peak() as peak:
+        with pytest.raises(ValueError, match="num_layers must be <= 1024"):
+            fastlstm.Model(1, 1, 1, num_layers=10 ** 7)
+        with pytest.raises(MemoryError, match="more than this machine's"):
+            fastlstm.Model(1 << 20, 1 << 20, 1)
+    assert peak() < 1 << 20
 
 
 def _cgroup(tmp_path, cgroup, files):
@@ -570,38 +603,30 @@ def variants(good):
     return _hostile_variants(good)
 
 
-def test_two_hundred_hostile_checkpoints_each_raise_checkpoint_error_quickly_and_cheaply(good, variants, tmp_path):
-    """Each variant raises CheckpointError within 2 s and 64 MiB of Python/NumPy memory
-    (tracemalloc; the good file is 6 KB, so the bounds are what the checks allow, not what
-    the file claims)."""
+def test_two_hundred_hostile_checkpoints_each_raise_checkpoint_error_cheaply(good, variants, tmp_path):
+    """Each variant raises CheckpointError within 64 MiB of Python/NumPy memory (tracemalloc;
+    the good file is 6 KB, so the bound is what the checks allow, not what the file claims),
+    and none hangs."""
     assert len(variants) >= 200
     for name, blob in variants.items():
         p = tmp_path / "hostile.ckpt"
         p.write_bytes(blob)
-        tracemalloc.start()
-        t0 = time.perf_counter()
         try:
-            with pytest.raises(CheckpointError):
+            with _peak() as peak, _no_hang(), pytest.raises(CheckpointError):
                 fastlstm.load(p)
         except BaseException as e:
             raise AssertionError(f"variant {name}: {type(e).__name__}: {e}") from None
-        finally:
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
-        assert time.perf_counter() - t0 < 2, f"variant {name} took {time.perf_counter() - t0:.1f} s"
-        assert peak < 64 << 20, f"variant {name} took {peak >> 20} MiB"
+        assert peak() < 64 << 20, f"variant {name} took {peak() >> 20} MiB"
     assert np.array_equal(fastlstm.load(good).params, np.load(good)["params"])
 
 
 def test_a_fifo_or_a_folder_is_refused_not_waited_on(tmp_path):
     fifo = tmp_path / "pipe.ckpt"
     os.mkfifo(fifo)
-    t0 = time.perf_counter()
-    with pytest.raises(CheckpointError, match="not a regular file"):
-        fastlstm.load(fifo)
+    with _no_hang(), pytest.raises(CheckpointError, match="not a regular file"):
+        fastlstm.load(fifo)         # opening a FIFO to read waits for a writer, for ever
     with pytest.raises(CheckpointError, match="not a regular file"):
         fastlstm.load(tmp_path)
-    assert time.perf_counter() - t0 < 2
     with pytest.raises(FileNotFoundError):
         fastlstm.load(tmp_path / "missing.ckpt")
     folder = tmp_path / "runs"
@@ -616,13 +641,9 @@ def test_a_small_file_declaring_a_huge_model_costs_nothing(good, tmp_path):
     compared; now the sizes are compared first."""
     p = tmp_path / "h.ckpt"
     p.write_bytes(_with_header(good, _set(good, "model", "hidden_size", 8000)))
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    with pytest.raises(CheckpointError, match="params"):
+    with _peak() as peak, pytest.raises(CheckpointError, match="params"):
         fastlstm.load(p)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert time.perf_counter() - t0 < 0.5 and peak < 8 << 20
+    assert peak() < 8 << 20
 
 
 def test_corrupt_optimizer_state_is_refused(variants, tmp_path):
