@@ -10,6 +10,7 @@ import argparse
 import codecs
 import contextlib
 import errno
+import inspect
 import math
 import os
 import re
@@ -172,10 +173,16 @@ def _parser(typed_only=False):
 
 def _make_task(name, T, recorded_in=None):
     """The built-in task `name` at T steps (None: its default); recorded_in: the checkpoint
-    whose record gave T, which an error then names."""
+    whose record gave T, which an error then names. A task of fixed length (digits: 8 rows
+    of 8) takes no T: a run records its T, which must be that length."""
     from .tasks import TASKS
+    task = TASKS[name]
     try:
-        return TASKS[name]() if T is None else TASKS[name](T=T)
+        if "T" in inspect.signature(task).parameters:
+            return task() if T is None else task(T=T)
+        if T is not None and (type(T) is not int or T != task.T):
+            raise ValueError(f"T = {T!r}, and the {name} task has {task.T} steps")
+        return task()
     except (TypeError, ValueError) as e:
         if recorded_in is None:
             raise

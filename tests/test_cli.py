@@ -83,6 +83,20 @@ def test_resume_continues_bitwise_as_if_never_stopped(tmp_path, layers):
     assert all(np.array_equal(ma.optimizer.state[k], mb.optimizer.state[k]) for k in ma.optimizer.state)
 
 
+@pytest.mark.parametrize("task", ["digits", "text"])
+def test_every_built_in_task_resumes_bitwise(tmp_path, task):
+    """`--task digits --resume` failed with "Digits.__init__() got an unexpected keyword
+    argument 'T'": a run records its task's T, and the digits task (8 rows of 8) takes none."""
+    if task == "digits":
+        pytest.importorskip("sklearn")
+    args = ["--task", task, "--hidden", "8", "--batch", "8", "--eval-every", "5", "--full",
+            *(["--T", "12"] if task == "text" else [])]
+    out = tmp_path / "a.ckpt"
+    assert _run("train", *args, "--steps", "5", "--quiet", "--out", str(out)).returncode == 0
+    assert fastlstm.load(out).extra["task"] == {"name": task, "T": 12 if task == "text" else 8}
+    assert _resume_matches_a_run_never_stopped(args, out, tmp_path / "ref.ckpt", end=10).steps == 10
+
+
 def test_resume_refuses_options_that_would_change_the_run(tmp_path):
     """--resume used to ignore a typed --hidden, --lr, --T…: the run went on as it was, saying
     nothing. Options typed again with the run's values (the same command plus --resume) pass."""
