@@ -599,6 +599,8 @@ def _applies(args):
                          f"--layers 2 or more, got --dropout {args.dropout} with one layer")
     if "momentum" in args.typed and args.optimizer != "sgd":
         raise UsageError(f"--momentum applies to --optimizer sgd only; this run's optimizer is {args.optimizer}")
+    if args.proj and args.cell != "lstm":
+        raise UsageError(f"--proj applies to --cell lstm only (PyTorch's proj_size); this run's cell is {args.cell}")
 
 
 def _new_run(args, rng):
@@ -609,6 +611,8 @@ def _new_run(args, rng):
     if args.bidirectional and hasattr(source, "vocab_size"):
         raise UsageError("--bidirectional on text: a next-character model that reads the text backwards too "
                          "sees the next character it must predict; train it unidirectional")
+    if args.proj >= args.hidden:
+        raise UsageError(f"--proj must be below --hidden {args.hidden} (or 0 for none), got {args.proj}")
     settings = dict(momentum=args.momentum) if args.optimizer == "sgd" else {}
     if args.weight_decay is not None:
         settings["weight_decay"] = args.weight_decay
@@ -714,9 +718,12 @@ def _train(args, interrupt, held):
     from tqdm import tqdm
 
     from . import training
+    from ._validate import MAX_LAYERS
 
     _at_least(args, steps=1, epochs=1, batch=1, eval_every=1, patience=1, warmup=0, seed=0, hidden=1, layers=1,
-              embed=1, window=1, horizon=1, season=1)
+              embed=1, window=1, horizon=1, season=1, proj=0)
+    if args.layers is not None and args.layers > MAX_LAYERS:
+        raise UsageError(f"--layers must be <= {MAX_LAYERS}, got {args.layers}")
     _real(args, "lr", "clip", "weight_decay", "dropout", "momentum", "val_fraction")
     if args.out == "":
         raise UsageError("--out is empty; give a checkpoint's file name, or leave --out out for runs/NAME.ckpt")
