@@ -580,7 +580,8 @@ APPLIES = dict(target=_SERIES, features=_SERIES, window=_SERIES, horizon=_SERIES
                sep=_SERIES, decimal=_SERIES,
                layout=("--data arrays",), output=("--data arrays",), val_fraction=("--data",),
                embed=("--task text", "--data text"), T=("--task adding", "--task text", "--data text"),
-               kind=("--data",), full=tuple(f"--task {t}" for t in sorted(DEFAULTS)))   # --full: a task's target
+               kind=("--data",), epochs=("--data",),
+               full=tuple(f"--task {t}" for t in sorted(DEFAULTS)))         # --full: a task's target
 
 
 def _applies(args):

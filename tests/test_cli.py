@@ -603,6 +603,8 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
           str(tmp_path / "v.ckpt")), "--val-fraction must be in (0, 1), got 1.5"),   # it named four settings
         (("train", "--momentum", "0.5", "--out", str(tmp_path / "m.ckpt")),
          "--momentum applies to --optimizer sgd only; this run's optimizer is adam"),
+        (("train", "--epochs", "3", "--out", str(tmp_path / "k.ckpt")),       # it said "epochs need finite data"
+         "--epochs applies to --data only; this run is --task adding"),
         (("train", "--kind", "text", "--out", str(tmp_path / "k.ckpt")),      # --data forgotten: it trained adding
          "--kind applies to --data only; this run is --task adding"),
         (("train", "--data", str(tmp_path / "a.csv"), "--target", "step", "--full", "--out", str(tmp_path / "f.ckpt")),
