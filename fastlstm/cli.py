@@ -544,10 +544,7 @@ def _resumed_run(out, args, rng):
         raise UsageError(f"{out}: its run state is unusable ({type(e).__name__}: {e})") from None
     _same_options(out, model, args)
     if args.steps is not None or args.epochs is not None:   # a longer (or shorter) run than first asked
-        try:
-            r.end_at(args.steps, args.epochs)
-        except ValueError as e:
-            raise UsageError(f"--epochs: {e}") from None
+        r.end_at(args.steps, args.epochs)                    # (--epochs of a task: refused by _applies)
     return model, source, r, name
 
 
@@ -559,9 +556,13 @@ def _same_options(out, model, args):
         raise UsageError(f"{out}: its record of the run's options is unusable (a JSON {type(options).__name__})")
     run = dict(dict(hidden=c.hidden_size, layers=c.num_layers, cell=model.cell, bidirectional=c.bidirectional,
                     proj=c.proj_size, dropout=c.dropout, dtype=str(model.dtype),
-                    weight_decay=model.optimizer.weight_decay), **options)
+                    weight_decay=model.optimizer.weight_decay, optimizer=type(model.optimizer).__name__.lower()),
+               **options)
     if model.vocab_size:
         run.setdefault("embed", c.input_size)
+    spec = model.extra.get("data")
+    _applies(args, f"--data {spec['kind']}" if spec else f"--task {model.extra['task']['name']}",
+             {**run, **args.typed})
     named = choices.SEPARATOR_NAMES                                           # a tab, said as the option types it
     differ = [f"--{k.replace('_', '-')} {named.get(args.typed[k], args.typed[k])} (the run's: "
               f"{'not set' if run[k] is None else named.get(run[k], run[k])})"
@@ -584,24 +585,28 @@ APPLIES = dict(target=_SERIES, features=_SERIES, window=_SERIES, horizon=_SERIES
                full=tuple(f"--task {t}" for t in sorted(DEFAULTS)))         # --full: a task's target
 
 
-def _applies(args):
-    """UsageError for an option typed where it does nothing (APPLIES; --momentum without SGD)."""
-    run = f"--data {args.kind}" if args.data is not None else f"--task {args.task}"
-    mine = {run, "--data"} if args.data is not None else {run}
+def _applies(args, run=None, values=None):
+    """UsageError for an option typed where it does nothing (APPLIES; --momentum without SGD,
+    --proj without an LSTM, --dropout with one layer). run, values: the run that --resume
+    continues ('--task NAME' or '--data KIND') and its settings; by default the new run's,
+    from the options."""
+    v = values or vars(args)
+    run = run or (f"--data {args.kind}" if args.data is not None else f"--task {args.task}")
+    mine = {run, "--data"} if run.startswith("--data") else {run}
     for k, places in APPLIES.items():
         if k in args.typed and not mine & set(places):
             on = ", ".join(places[:-1]) + " or " + places[-1] if len(places) > 1 else places[0]
             kind = next((p.split()[-1] for p in places if p.startswith("--data ")), None)
             guessed = (f" (its kind from the file's name; --kind {kind} reads {args.data} as {kind})"
-                       if kind and args.data is not None and "kind" not in args.typed else "")
+                       if kind and values is None and args.data is not None and "kind" not in args.typed else "")
             raise UsageError(f"--{k.replace('_', '-')} applies to {on} only; this run is {run}{guessed}")
-    if args.dropout and (args.layers or 1) == 1:
+    if v["dropout"] and (v["layers"] or 1) == 1:
         raise UsageError(f"--dropout applies between layers (to the outputs of every layer but the last): it needs "
-                         f"--layers 2 or more, got --dropout {args.dropout} with one layer")
-    if "momentum" in args.typed and args.optimizer != "sgd":
-        raise UsageError(f"--momentum applies to --optimizer sgd only; this run's optimizer is {args.optimizer}")
-    if args.proj and args.cell != "lstm":
-        raise UsageError(f"--proj applies to --cell lstm only (PyTorch's proj_size); this run's cell is {args.cell}")
+                         f"--layers 2 or more, got --dropout {v['dropout']} with one layer")
+    if "momentum" in args.typed and v["optimizer"] != "sgd":
+        raise UsageError(f"--momentum applies to --optimizer sgd only; this run's optimizer is {v['optimizer']}")
+    if v["proj"] and v["cell"] != "lstm":
+        raise UsageError(f"--proj applies to --cell lstm only (PyTorch's proj_size); this run's cell is {v['cell']}")
 
 
 def _new_run(args, rng):
@@ -630,22 +635,26 @@ def _new_run(args, rng):
 
 
 def _writable_folder(out, *files, option="--out", what="the run's files"):
-    """Make out's folder, and refuse a run whose checkpoint could not be written there
-    before a step is spent on it (a read-only or pseudo file system, say, or `files`'
-    names too long for it)."""
+    """Make out's folder. With `files` (the names a run writes there), also refuse a run
+    that could not write them before a step is spent on it: a read-only or pseudo file
+    system, say, or names too long for it. option: how the command line gave out (None: as
+    itself)."""
     import tempfile
     folder = os.path.dirname(os.path.abspath(out))
     try:
         os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):        # nameless where it can be: a Ctrl-C leaves nothing
-            pass
-        name_max = os.pathconf(folder, "PC_NAME_MAX")
-        for name in (os.path.basename(f) for f in files):
-            if len(os.fsencode(name)) > name_max:
-                raise OSError(errno.ENAMETOOLONG, f"{name!r} is longer than the {name_max} bytes a file name "
-                              f"may have there")
+        if files:
+            with tempfile.TemporaryFile(dir=folder):        # nameless where it can be: a Ctrl-C leaves nothing
+                pass
+            name_max = os.pathconf(folder, "PC_NAME_MAX")
+            for name in (os.path.basename(f) for f in files):
+                if len(os.fsencode(name)) > name_max:
+                    raise OSError(errno.ENAMETOOLONG, f"{name!r} is longer than the {name_max} bytes a file "
+                                  f"name may have there")
     except OSError as e:
-        raise UsageError(f"cannot write {what} in {folder} ({option} {out}): {e.strerror}") from None
+        given = f"{option} {out}" if option else out
+        why = "a file of that name is there" if isinstance(e, FileExistsError) else e.strerror   # makedirs' words
+        raise UsageError(f"cannot write {what} in {folder} ({given}): {why}") from None
 
 
 @contextlib.contextmanager
@@ -951,6 +960,8 @@ def predict(args, interrupt):
     from . import data
     args.out = None if args.out == "-" else args.out
     _not_onto(args.out, checkpoint=args.checkpoint, data=args.data)
+    if args.out:
+        _writable_folder(args.out, what="the predictions")
     model = fastlstm.load(args.checkpoint)
     spec = _data_record(model, args.checkpoint)
     if spec is None:
@@ -1016,6 +1027,7 @@ def predict(args, interrupt):
 def plot(args, interrupt):
     from .training import plot as draw
     _not_onto(args.out, log=args.log)
+    _writable_folder(args.out, what="the plot")
     draw(args.log, args.out)
     print(f"fastlstm: wrote {args.out}")
     return 0
@@ -1024,6 +1036,7 @@ def plot(args, interrupt):
 def export(args, interrupt):
     import fastlstm
     _not_onto(args.out, checkpoint=args.checkpoint)
+    _writable_folder(args.out, option=None, what="the ONNX model")
     model = fastlstm.load(args.checkpoint)
     cast = args.float32 and model.dtype != "float32"
     spec = _data_record(model, args.checkpoint)
@@ -1095,7 +1108,8 @@ def main(argv=None, *, restore_handler=True):
     except (UsageError, ValueError, TypeError, OSError, RuntimeError, ArithmeticError, MemoryError) as e:
         # bad options, files or data: a message, not a traceback (NonFiniteError is an ArithmeticError)
         kept = f" (the checkpoint {interrupt.saved[0]} holds step {interrupt.saved[1]})" if interrupt.saved else ""
-        print(f"fastlstm: error: {e}{kept}", file=sys.stderr)
+        said = re.sub(r"^\[Errno -?\d+\] ", "", str(e)) if isinstance(e, OSError) else e    # Python's, not ours
+        print(f"fastlstm: error: {said}{kept}", file=sys.stderr)
         return 2
     finally:
         for s, handler in previous.items():

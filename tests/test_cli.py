@@ -108,10 +108,21 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path):
     for typed, said in ((["--hidden", "16"], "--hidden 16 (the run's: 8)"),
                         (["--lr", "0.5", "--cell", "gru"], "--cell gru (the run's: lstm), --lr 0.5 (the run's: 0.01)"),
                         (["--T", "20", "--seed", "4"], "--T 20 (the run's: 12), --seed 4 (the run's: 3)"),
-                        (["--batch", "4", "--epochs", "3"], "--batch 4 (the run's: 8)"),   # --epochs may change
+                        (["--batch", "4"], "--batch 4 (the run's: 8)"),
                         (["--weight-decay", "0.1"], "--weight-decay 0.1 (the run's: 0.0)")):
         r = _run("train", "--steps", "5", "--resume", "--out", str(out), *typed)
         assert r.returncode == 2 and f"these options differ from it: {said}." in r.stderr, r.stderr
+    # options that do not apply to the run are said so, as for a new run ("--window 3 (the run's: 50)"
+    # named the parser's default; "--momentum 0.5 (the run's: 0.9)" an Adam run's unused momentum)
+    for typed, said in ((["--window", "3"], "--window applies to --data series only; this run is --task adding"),
+                        (["--momentum", "0.5"], "--momentum applies to --optimizer sgd only; this run's optimizer is "
+                                                "adam"),
+                        (["--proj", "2", "--cell", "gru"], "--proj applies to --cell lstm only (PyTorch's proj_size); "
+                                                           "this run's cell is gru"),
+                        (["--dropout", "0.2"], "--dropout applies between layers (to the outputs of every layer but "
+                                               "the last): it needs --layers 2 or more, got --dropout 0.2 with one")):
+        r = _run("train", "--steps", "5", "--resume", "--out", str(out), *typed)
+        assert r.returncode == 2 and r.stderr.startswith(f"fastlstm: error: {said}"), r.stderr
     assert out.read_bytes() == kept
     m = fastlstm.load(out)                                   # a checkpoint from before the record: its model
     m.extra.pop("options")
@@ -163,7 +174,7 @@ def test_resume_moves_the_end_by_epochs_as_by_steps(tmp_path):
     task = tmp_path / "t.ckpt"
     assert _run("train", "--out", str(task), *SMALL, "--steps", "2").returncode == 0
     r = _run("train", "--out", str(task), "--epochs", "3", "--resume")
-    assert r.returncode == 2 and "--epochs: epochs need finite data (--data); a built-in task counts steps" in r.stderr
+    assert r.returncode == 2 and "--epochs applies to --data only; this run is --task adding" in r.stderr
 
 
 def test_weight_decay_and_adamw_from_the_command_line(tmp_path):
@@ -526,6 +537,22 @@ def test_bad_options_and_files_get_a_message_not_a_traceback(tmp_path):
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
+def test_every_command_makes_the_folder_it_writes_into(tmp_path):
+    """As `train --out` and `carousel --plot` do; `predict --out`, `plot --out` and `export`
+    stopped at a missing folder ("[Errno 2] cannot write the plot in ...")."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("matplotlib")
+    text, ckpt = tmp_path / "t.txt", tmp_path / "runs" / "t.ckpt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    assert _run("train", "--data", str(text), "--steps", "2", "--hidden", "8", "--quiet", "--out",
+                str(ckpt)).returncode == 0
+    for argv, written in ((("predict", str(ckpt), "--data", str(text), "--out"), "a/p.csv"),
+                          (("plot", str(tmp_path / "runs" / "t.csv"), "--out"), "b/c/p.png"),
+                          (("export", str(ckpt)), "d/t.onnx")):
+        r = _run(*argv, str(tmp_path / written))
+        assert r.returncode == 0 and (tmp_path / written).stat().st_size > 0, r.stderr
+
+
 def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
     adding = tmp_path / "a.ckpt"
     assert _run("train", "--steps", "2", "--out", str(adding), *SMALL).returncode == 0
@@ -566,6 +593,12 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
            f"{log}: not a fastlstm metrics log (not a regular file: a folder, a pipe or a device)")
           for log in ("/dev/zero", str(fifo), str(tmp_path))),
         (("train", "--task", "adding", "--data", str(adding)), "give --task or --data, not both"),
+        # an OSError in its own words, without Python's "[Errno 2] "
+        (("sample", str(tmp_path / "missing.ckpt")), f"No such file or directory: '{tmp_path / 'missing.ckpt'}'"),
+        (("export", str(adding), "/proc/a.onnx"), "cannot write the ONNX model in /proc: No such file or directory"),
+        (("plot", str(tmp_path / "long.csv"), "--out", str(tmp_path / "long.csv" / "p.png")),
+         f"cannot write the plot in {tmp_path / 'long.csv'} (--out {tmp_path / 'long.csv' / 'p.png'}): a file of "
+         f"that name is there"),
         (("carousel", "--T", "1"), "--T must be >= 2"),
         (("carousel", "--batch", "0"), "--batch must be >= 1, got 0"),
         (("sample", str(adding), "--length", "-1"), "--length must be >= 0, got -1"),
@@ -631,6 +664,7 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         r = _run(*argv)
         assert r.returncode == 2, (argv, r.returncode, r.stderr)
         assert r.stderr.startswith("fastlstm: error: ") and message in r.stderr, (argv, r.stderr)
+        assert "[Errno" not in r.stderr, r.stderr
         assert "Traceback" not in r.stderr and not r.stdout, (argv, r.stdout)     # no header for a run that never starts
     assert all(p.read_bytes() == b for p, b in inputs.items())
 
