@@ -868,7 +868,7 @@ class Series:
         naive = np.repeat(self.values[:, self._t][origins + self.window - 1][:, None], self.horizon, axis=1)
         m = dict(val_rmse=_rmse(pred, true), val_mae=_mae(pred, true),
                  naive_rmse=_rmse(naive, true), naive_mae=_mae(naive, true))
-        m["skill"] = 1 - m["val_rmse"] / m["naive_rmse"] if m["naive_rmse"] > 0 else 0.0
+        m["skill"] = _skill(m["val_rmse"], m["naive_rmse"])
         if self.season:
             k = np.arange(self.horizon)
             back = self.season * ((k + self.season) // self.season)    # whole seasons back from t + k
@@ -877,8 +877,7 @@ class Series:
             seasonal = self.values[:, self._t][np.maximum(rows, 0)]    # both sides over the windows that do
             m["seasonal_rmse"] = _rmse(seasonal[ok], true[ok]) if ok.any() else float("nan")
             model_rmse = _rmse(pred[ok], true[ok]) if ok.any() else float("nan")
-            m["seasonal_skill"] = (1 - model_rmse / m["seasonal_rmse"] if m["seasonal_rmse"] > 0 else
-                                   0.0 if m["seasonal_rmse"] == 0 else float("nan"))
+            m["seasonal_skill"] = _skill(model_rmse, m["seasonal_rmse"])
         return m
 
     def metrics(self, model):
@@ -980,6 +979,15 @@ def _rmse(a, b):
 
 def _mae(a, b):
     return float(np.mean(np.abs(a - b)))
+
+
+def _skill(rmse, reference):
+    """1 − rmse / reference (above 0: better than the reference forecast). A reference that
+    is exact (a constant target, for the naive forecast) leaves 0 for an exact model and
+    −inf for any other, not 0; NaN without a reference. metrics() reports finite ones."""
+    if reference > 0:
+        return 1 - rmse / reference
+    return (0.0 if rmse == 0 else -math.inf) if reference == 0 else math.nan
 
 
 _FORM = re.compile(r"[0-9]{4}-?[0-9]{2}-?[0-9]{2}"              # the date, then: the separator and hours,

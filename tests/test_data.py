@@ -1266,6 +1266,23 @@ def test_a_series_in_any_units_trains_as_in_units_of_one(tmp_path, capsys):
         assert f"val_rmse {h['val_rmse']:.4e}," in last, last
 
 
+def test_skill_against_an_exact_naive_forecast_is_left_out_not_zero(tmp_path):
+    """A constant target: the naive forecast is exact (RMSE 0), and a model that is not
+    read "skill 0.0000" (as good as naive) and "seasonal_skill 0.0000". 1 - RMSE/0 is -inf:
+    the run reports no skill. Both exact: 0."""
+    from fastlstm.data import _skill
+    assert _skill(0.5, 2.0) == 0.75 and _skill(0.0, 0.0) == 0.0 and _skill(0.1, 0.0) == -math.inf
+    assert math.isnan(_skill(0.1, math.nan))
+    path = tmp_path / "flat.csv"
+    path.write_text("a,b\n" + "".join(f"5,{k % 7}\n" for k in range(200)))
+    out = tmp_path / "run.ckpt"
+    assert cli.main(["train", "--data", str(path), "--target", "a", "--window", "5", "--season", "7", "--steps", "3",
+                     "--quiet", "--out", str(out)]) == 0
+    last = history(out)[-1]
+    assert last["naive_rmse"] == last["seasonal_rmse"] == 0 and last["val_rmse"] > 0, last
+    assert "skill" not in last and "seasonal_skill" not in last, last
+
+
 def test_a_csv_without_a_header_is_said(tmp_path):
     """A CSV of numbers alone: --target by name listed numbers as its columns without a word
     of why, and by number it trained with the first row taken as the header, unsaid."""
