@@ -109,14 +109,17 @@ def _parser(typed_only=False):
     t.add_argument("--schedule", choices=choices.SCHEDULES, default="constant",
                    help="learning-rate schedule (plateau halves it after 2 evaluations without a new best)")
     t.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
-    t.add_argument("--optimizer", choices=choices.OPTIMIZERS, default="adam")
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    t.add_argument("--optimizer", choices=choices.OPTIMIZERS, default="adam",
+                   help="adam (the default), sgd, or adamw (Adam with decoupled weight decay)")
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     t.add_argument("--weight-decay", type=float, help="weight decay: L2 on the gradient for adam and sgd (PyTorch's "
                    "weight_decay; default 0), decoupled for adamw (default 0.01)")
     t.add_argument("--clip", type=float, help="max global gradient norm (0: no clipping)")
     t.add_argument("--T", type=int, help="sequence length (adding, text, --data text)")
-    t.add_argument("--dtype", choices=choices.DTYPES, default="float32")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--dtype", choices=choices.DTYPES, default="float32",
+                   help="the model's floating-point type (default float32)")
+    t.add_argument("--seed", type=int, default=0, help="seeds the weights, the data's order and split, and "
+                   "dropout (default 0)")
     t.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
     t.add_argument("--patience", type=int, help="stop after this many evaluations without a new best")
     t.add_argument("--full", action="store_true", help="run all steps even once the task is solved")
@@ -132,39 +135,42 @@ def _parser(typed_only=False):
                         description="Series: the next horizon values after the file's end (--backtest: rolling "
                         "forecasts over the file); arrays: class probabilities or values per row; text: bits "
                         "per character.")
-    pr.add_argument("checkpoint")
-    pr.add_argument("--data", required=True, metavar="PATH")
+    pr.add_argument("checkpoint", help="a checkpoint of `fastlstm train --data` (runs/NAME.ckpt or NAME.best.ckpt)")
+    pr.add_argument("--data", required=True, metavar="PATH", help="the file to predict from, of the kind the run "
+                    "was trained on")
     pr.add_argument("--out", metavar="CSV", help="write the predictions here (default, or -: print them)")
     pr.add_argument("--backtest", action="store_true", help="series: one forecast from every window of the file")
     _reading_options(pr, run="as the run read its own file")
     pl = sub.add_parser("plot", help="draw the curves of a metrics log (runs/NAME.csv)")
-    pl.add_argument("log")
-    pl.add_argument("--out", required=True, metavar="PNG")
+    pl.add_argument("log", help="a run's metrics log (runs/NAME.csv)")
+    pl.add_argument("--out", required=True, metavar="PNG", help="the image to write (PNG; PDF, SVG or another "
+                    "format matplotlib writes, by its extension)")
     c = sub.add_parser("carousel", help="gradient flow: RNN vs LSTM (forget bias 0 and 1) vs GRU",
                        description="Compare how far back the gradient of a loss at the last step "
                        "reaches in an RNN, an LSTM with forget bias 0, one with forget bias 1, and a GRU.")
-    c.add_argument("--T", type=int, default=200, help="sequence length")
-    c.add_argument("--hidden", type=int, default=64)
-    c.add_argument("--batch", type=int, default=32)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--T", type=int, default=200, help="sequence length (default 200)")
+    c.add_argument("--hidden", type=int, default=64, help="hidden units of each model (default 64)")
+    c.add_argument("--batch", type=int, default=32, help="sequences the norms are taken over (default 32)")
+    c.add_argument("--seed", type=int, default=0, help="seeds the weights and the sequences (default 0)")
     c.add_argument("--train", type=int, default=0, metavar="STEPS",
                    help="first train each model on the adding problem at T for up to STEPS steps")
     c.add_argument("--plot", metavar="PNG", help="also write a plot (needs matplotlib)")
     e = sub.add_parser("export", help="write a checkpoint's model as an ONNX graph",
                        description="Write the model of a checkpoint as ONNX's own LSTM/GRU/RNN operators "
                        "(opset 17), checked by onnx.checker. Needs the onnx extra.")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a checkpoint (of `fastlstm train`, or Model.save)")
     e.add_argument("out", help="the .onnx file to write")
     e.add_argument("--streaming", action="store_true", help="a one-step graph whose state goes in and comes out")
     e.add_argument("--float32", action="store_true", help="export a float32 copy of a float64 model (ONNX "
                    "Runtime's recurrent operators run float32 only)")
     s = sub.add_parser("sample", help="generate text from a checkpoint of text (--data or the text task)")
-    s.add_argument("checkpoint")
-    s.add_argument("--length", type=int, default=300)
+    s.add_argument("checkpoint", help="a checkpoint of text (--data on a text file, or --task text)")
+    s.add_argument("--length", type=int, default=300, help="characters to generate (default 300)")
     s.add_argument("--prime", help="the text to start from (default: 'The ' when the vocabulary has its "
                                    "characters, else nothing)")
-    s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--temperature", type=float, default=0.8, help="below 1 the likelier characters, above 1 more "
+                   "varied ones (default 0.8)")
+    s.add_argument("--seed", type=int, default=0, help="seeds the sampling (default 0)")
     if typed_only:
         for action in t._actions:
             action.default = argparse.SUPPRESS

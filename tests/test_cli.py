@@ -1,4 +1,5 @@
 """The command line as a user runs it: train, resume, Ctrl-C, sample, bad options."""
+import argparse
 import json
 import os
 import signal
@@ -48,6 +49,16 @@ def test_train_writes_a_checkpoint_and_reports_the_figure_of_merit(tmp_path):
     m = fastlstm.load(out)
     assert m.steps == 20 and m.extra["task"] == {"name": "adding", "T": 12}
     assert [h["step"] for h in m.extra["history"]] == [10, 20]
+
+
+def test_every_argument_of_every_command_says_what_it_is_in_help():
+    """`fastlstm predict --help` listed `checkpoint` and `--data PATH` with no words, as did
+    sample's --length, --temperature and --seed, and train's --optimizer, --dtype and --seed."""
+    from fastlstm import cli
+    sub = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [(name, a.option_strings[-1] if a.option_strings else a.dest)
+            for name, p in sub.choices.items() for a in p._actions if not a.help]
+    assert bare == []
 
 
 def test_version_is_written_once_and_every_place_that_shows_it_agrees():
