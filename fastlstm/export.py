@@ -96,7 +96,7 @@ def export_onnx(model, path, *, streaming=False, scale=None):
     core, lstm = model.core, model.cell == "lstm"
     if streaming and core.bidirectional:
         raise ValueError("a bidirectional model cannot stream (its reverse direction needs each whole sequence); "
-                         "export the sequence graph (streaming=False)")
+                         "export the sequence graph (streaming=False; fastlstm export without --streaming)")
     Lyr, H, Hr, O, dirs = core.num_states, core.hidden_size, core.Hr, model.output_size, core.directions
     tokens = model.vocab_size is not None
     if scale is not None:
