@@ -595,7 +595,9 @@ def _applies(args, run=None, values=None):
     """UsageError for an option typed where it does nothing (APPLIES; --momentum without SGD,
     --proj without an LSTM, --dropout with one layer). run, values: the run that --resume
     continues ('--task NAME' or '--data KIND') and its settings; by default the new run's,
-    from the options."""
+    from the options. Each rule is about the option typed: `--layers 1` (or `--cell gru`)
+    with --resume of a run with dropout (or a projection) differs from the run's, which
+    _same_options says."""
     v = values or vars(args)
     run = run or (f"--data {args.kind}" if args.data is not None else f"--task {args.task}")
     mine = {run, "--data"} if run.startswith("--data") else {run}
@@ -606,12 +608,12 @@ def _applies(args, run=None, values=None):
             guessed = (f" (its kind from the file's name; --kind {kind} reads {args.data} as {kind})"
                        if kind and values is None and args.data is not None and "kind" not in args.typed else "")
             raise UsageError(f"--{k.replace('_', '-')} applies to {on} only; this run is {run}{guessed}")
-    if v["dropout"] and (v["layers"] or 1) == 1:
+    if "dropout" in args.typed and v["dropout"] and (v["layers"] or 1) == 1:
         raise UsageError(f"--dropout applies between layers (to the outputs of every layer but the last): it needs "
                          f"--layers 2 or more, got --dropout {v['dropout']} with one layer")
     if "momentum" in args.typed and v["optimizer"] != "sgd":
         raise UsageError(f"--momentum applies to --optimizer sgd only; this run's optimizer is {v['optimizer']}")
-    if v["proj"] and v["cell"] != "lstm":
+    if "proj" in args.typed and v["proj"] and v["cell"] != "lstm":
         raise UsageError(f"--proj applies to --cell lstm only (PyTorch's proj_size); this run's cell is {v['cell']}")
 
 

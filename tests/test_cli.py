@@ -134,6 +134,15 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path):
                                                "the last): it needs --layers 2 or more, got --dropout 0.2 with one")):
         r = _run("train", "--steps", "5", "--resume", "--out", str(out), *typed)
         assert r.returncode == 2 and r.stderr.startswith(f"fastlstm: error: {said}"), r.stderr
+    # a setting typed against the run's, where the run has dropout and a projection: the setting
+    # differs, rather than the run's own dropout or projection being refused
+    deep = tmp_path / "deep.ckpt"
+    assert _run("train", "--steps", "2", "--layers", "2", "--dropout", "0.3", "--proj", "4", "--out", str(deep),
+                *SMALL).returncode == 0
+    for typed, said in ((["--layers", "1"], "--layers 1 (the run's: 2)"), (["--cell", "gru"], "--cell gru (the run's: "
+                                                                                             "lstm)")):
+        r = _run("train", "--steps", "5", "--resume", "--out", str(deep), *typed)
+        assert r.returncode == 2 and f"these options differ from it: {said}." in r.stderr, r.stderr
     assert out.read_bytes() == kept
     m = fastlstm.load(out)                                   # a checkpoint from before the record: its model
     m.extra.pop("options")
