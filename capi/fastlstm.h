@@ -27,6 +27,8 @@
  *    handle, and so every training, predict and step call, is float32.
  *  - Out of scope, as in any C API: a buffer shorter than the sizes the caller declares
  *    for it (T*B*D floats for x, say) is the caller's bug; the library cannot see it.
+ *    Sizes that declare a buffer larger than this machine's memory (or the process's
+ *    cgroup limit) are refused, INVALID_ARGUMENT, before anything of it is read.
  *  - Arrays are dense, C order (row-major), float32 unless said, owned by the caller; the
  *    library reads inputs in place (no copies) and writes outputs into caller buffers whose
  *    length in elements the caller passes. Sizes are int64_t.

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from . import checkpoint, optim
-from ._validate import MAX_ROW, NonFiniteValue, positive_int
+from ._validate import MAX_ROW, NonFiniteValue, fits_in_memory, positive_int
 from .kernels import all_finite
 from .model import Model, NonFiniteError, load
 from .recurrent import ONE_LAYER_DROPOUT
@@ -103,6 +103,9 @@ def register(ffi, lib):
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         if nbytes > _MAX_BYTES:
             raise ApiError(S.INVALID_ARGUMENT, f"{name}: sizes {shape} overflow")
+        # the sizes are the caller's word for its buffer: one beyond this machine's memory cannot
+        # be there, and reading it (the NaN scan comes before any workspace is sized) would crash
+        fits_in_memory(f"{name} of sizes {shape}", nbytes)
         a = np.frombuffer(ffi.buffer(ffi.cast(ctype + " *", ptr), nbytes), dtype).reshape(shape)
         if not writable:
             a.flags.writeable = False

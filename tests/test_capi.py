@@ -105,6 +105,8 @@ def test_every_documented_status_of_every_function_fires_and_leaves_the_model_as
             ("fastlstm_train_step", "null_x"): 1, ("fastlstm_train_step", "null_targets"): 1,
             ("fastlstm_train_step", "zero_T"): 2, ("fastlstm_train_step", "negative_B"): 2,
             ("fastlstm_train_step", "overflow"): 2, ("fastlstm_train_step", "bad_lengths"): 2,
+            **{(f"fastlstm_{fn}", "beyond_memory"): 2 for fn in ("train_step", "compute_gradients", "predict", "step",
+                                                                 "train_step_ids", "predict_ids", "step_ids")},
             ("fastlstm_train_step", "nan_x"): 3, ("fastlstm_train_step", "inf_target"): 3,
             ("fastlstm_train_step", "overflowing_update"): 3, ("fastlstm_train_step", "null_handle"): 4,
             ("fastlstm_train_step", "foreign_handle"): 4, ("fastlstm_train_step", "freed_handle"): 4,

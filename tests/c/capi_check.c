@@ -182,6 +182,10 @@ static int errors(const char *dir) {
     REPORT(fastlstm_step_ids, "null_ids", fastlstm_step_ids(out, NULL, 2, o, 16));
     REPORT(fastlstm_step_ids, "small_buffer", fastlstm_step_ids(out, ids, 2, o, 3));
     REPORT(fastlstm_step_ids, "null_handle", fastlstm_step_ids(NULL, ids, 2, o, 16));
+    REPORT(fastlstm_train_step_ids, "beyond_memory",         /* 32 TiB of ids, scanned for their range */
+           fastlstm_train_step_ids(out, ids, NULL, y, NULL, (int64_t)1 << 41, 2, &loss));
+    REPORT(fastlstm_predict_ids, "beyond_memory", fastlstm_predict_ids(out, ids, NULL, (int64_t)1 << 41, 2, o, 16));
+    REPORT(fastlstm_step_ids, "beyond_memory", fastlstm_step_ids(out, ids, (int64_t)1 << 42, o, 16));
     printf("ids_unchanged %d\n", checksum(out) == ids_before);
     REPORT(fastlstm_train_step_ids, "ok", fastlstm_train_step_ids(out, ids, NULL, y, NULL, 4, 2, &loss));
     REPORT(fastlstm_compute_gradients_ids, "ok", fastlstm_compute_gradients_ids(out, ids, NULL, y, NULL, 4, 2, &loss));
@@ -206,6 +210,13 @@ static int errors(const char *dir) {
     REPORT(fastlstm_train_step, "zero_T", fastlstm_train_step(m, x, NULL, y, NULL, 0, 2, &loss));
     REPORT(fastlstm_train_step, "negative_B", fastlstm_train_step(m, x, NULL, y, NULL, 4, -3, &loss));
     REPORT(fastlstm_train_step, "overflow", fastlstm_train_step(m, x, NULL, y, NULL, (int64_t)1 << 40, (int64_t)1 << 30, &loss));
+    /* sizes whose x no machine here holds (24 TiB), below the overflow bound: they crashed, x being
+     * scanned for NaN before any workspace was sized */
+    REPORT(fastlstm_train_step, "beyond_memory", fastlstm_train_step(m, x, NULL, y, NULL, (int64_t)1 << 40, 2, &loss));
+    REPORT(fastlstm_compute_gradients, "beyond_memory",
+           fastlstm_compute_gradients(m, x, NULL, y, NULL, (int64_t)1 << 40, 2, &loss));
+    REPORT(fastlstm_predict, "beyond_memory", fastlstm_predict(m, x, NULL, (int64_t)1 << 40, 2, o, 16));
+    REPORT(fastlstm_step, "beyond_memory", fastlstm_step(m, x, (int64_t)1 << 40, o, 16));
     REPORT(fastlstm_train_step, "bad_lengths", fastlstm_train_step(m, x, len_bad, y, NULL, 4, 2, &loss));
     x[5] = NAN;
     REPORT(fastlstm_train_step, "nan_x", fastlstm_train_step(m, x, NULL, y, NULL, 4, 2, &loss));
