@@ -69,6 +69,11 @@ def _string_keys(o):
             _string_keys(x)
 
 
+# The temporaries being written now. A signal handler that ends the process at once (the
+# command line's, outside a run's loop) removes them, as atomic_file's own clean-up would.
+WRITING = set()
+
+
 @contextlib.contextmanager
 def atomic_file(path, what, text=False):
     """A new file object for path's whole contents (binary, or UTF-8 text with newline=""),
@@ -104,6 +109,7 @@ def atomic_file(path, what, text=False):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as e:
         raise type(e)(e.errno, f"cannot write {what} in {folder}: {e.strerror}", path) from None
+    WRITING.add(tmp)
     try:
         with _naming(path, what, tmp), os.fdopen(fd, **opened) as f:
             yield f
@@ -114,6 +120,8 @@ def atomic_file(path, what, text=False):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    finally:
+        WRITING.discard(tmp)
     try:
         dfd = os.open(folder, os.O_RDONLY)
         os.fsync(dfd)

@@ -303,9 +303,13 @@ class _Interrupt:
             return
         if not self.deferred:
             os.write(2, b"\nfastlstm: interrupted%s%s\n" % (what, b"; no checkpoint was written" * self.trains))
-            if self.lock:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.lock)
+            # the run's lock, and any file being written (predict's, export's): its temporary
+            # (not an import here: the import lock may be held by the code this interrupts)
+            writing = getattr(sys.modules.get(f"{__package__}.checkpoint"), "WRITING", ())
+            for path in (self.lock, *tuple(writing)):
+                if path:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
             os._exit(self.status)
         raise KeyboardInterrupt
 

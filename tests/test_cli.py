@@ -355,6 +355,29 @@ def test_ctrl_c_at_random_moments_never_breaks_bitwise_resume(tmp_path):
     assert "no file" in outcomes and "resumed" in outcomes, outcomes
 
 
+def test_ctrl_c_while_predict_writes_its_file_leaves_no_temporary(tmp_path):
+    """A Ctrl-C outside a run's loop ends the process at once (os._exit, status 130): a
+    `predict --out` under way left its hidden temporary (.pred.csv.fastlstm-PID-….tmp) beside
+    the file it was writing. The handler now removes what is being written."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "every.npz"
+    np.savez(data, x=rng.standard_normal((20000, 30, 2)).astype(np.float32),
+             y=rng.standard_normal((20000, 30)).astype(np.float32))
+    ckpt = tmp_path / "every.ckpt"
+    assert _run("train", "--data", str(data), "--output", "every", "--steps", "1", "--hidden", "4", "--quiet",
+                "--out", str(ckpt)).returncode == 0
+    out = tmp_path / "pred.csv"                  # 600,000 rows: about a second of writing
+    p = subprocess.Popen([sys.executable, "-m", "fastlstm", "predict", str(ckpt), "--data", str(data), "--out",
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not any(n.endswith(".tmp") for n in os.listdir(tmp_path)) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.001)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err.strip() == "fastlstm: interrupted", err
+    assert sorted(os.listdir(tmp_path)) == ["every.best.ckpt", "every.ckpt", "every.csv", "every.npz"]
+
+
 def test_sigterm_resumes_bitwise_and_before_training_writes_nothing(tmp_path):
     args = ["--steps", "1500", "--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "500", "--full"]
     assert _run("train", *args, "--quiet", "--out", str(tmp_path / "ref.ckpt")).returncode == 0
