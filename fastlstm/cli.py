@@ -10,7 +10,6 @@ import argparse
 import codecs
 import contextlib
 import errno
-import inspect
 import math
 import os
 import re
@@ -181,6 +180,8 @@ def _make_task(name, T, recorded_in=None):
     """The built-in task `name` at T steps (None: its default); recorded_in: the checkpoint
     whose record gave T, which an error then names. A task of fixed length (digits: 8 rows
     of 8) takes no T: a run records its T, which must be that length."""
+    import inspect
+
     from .tasks import TASKS
     task = TASKS[name]
     try:
