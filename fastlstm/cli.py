@@ -553,15 +553,16 @@ def _resumed_run(out, args, rng):
             r.history = training.check_history(extra.get("history", []))
     except (KeyError, TypeError, ValueError) as e:
         raise UsageError(f"{out}: its run state is unusable ({type(e).__name__}: {e})") from None
-    _same_options(out, model, args)
+    _same_options(out, model, args, f"--data {source.kind}" if hasattr(source, "spec") else f"--task {name}")
     if args.steps is not None or args.epochs is not None:   # a longer (or shorter) run than first asked
         r.end_at(args.steps, args.epochs)                    # (--epochs of a task: refused by _applies)
     return model, source, r, name
 
 
-def _same_options(out, model, args):
-    """UsageError if an option typed with --resume differs from the run's: the options its
-    checkpoint records, and what its model says (all an older checkpoint has)."""
+def _same_options(out, model, args, run_is):
+    """UsageError if an option typed with --resume differs from the run's (the options its
+    checkpoint records, and what its model says: all an older checkpoint has), or does not
+    apply to it; run_is: '--task NAME' or '--data KIND'."""
     c, options = model.core, model.extra.get("options", {})
     if not isinstance(options, dict):
         raise UsageError(f"{out}: its record of the run's options is unusable (a JSON {type(options).__name__})")
@@ -571,9 +572,7 @@ def _same_options(out, model, args):
                **options)
     if model.vocab_size:
         run.setdefault("embed", c.input_size)
-    spec = model.extra.get("data")
-    _applies(args, f"--data {spec['kind']}" if spec else f"--task {model.extra['task']['name']}",
-             {**run, **args.typed})
+    _applies(args, run_is, {**run, **args.typed})
     named = choices.SEPARATOR_NAMES                                           # a tab, said as the option types it
     differ = [f"--{k.replace('_', '-')} {named.get(args.typed[k], args.typed[k])} (the run's: "
               f"{'not set' if run[k] is None else named.get(run[k], run[k])})"
