@@ -11,6 +11,14 @@ blocks shared by the threads), δb = Σ δz, the copies of steps, and the rest: 
 argument checks, the outputs. Phases timed apart from a step read otherwise: alone, a
 product starts on sleeping threads, where the step starts it on spinning ones. Each figure
 is the median over 7 rounds of about 0.3 s; GFLOP/s counts 2 flops a multiply-add.
+
+The floor is what the step would take with every product (the kernels' and BLAS's) at the
+peak: the rate of fastlstm's tile on a weight panel held in L1 (8 rows, no cache misses,
+no cells between its sums), measured in the same run on one thread, times the threads;
+with the LSTM cells (forward and backward, timed alone over all T·B rows) split evenly
+over the threads, and packing, copies and the rest as measured. It bounds the step from
+below with these buffers and this Python, so that a speed target reads as reachable or
+not (docs/performance.md). The matmul line gives NumPy's rate beside it.
 """
 import os
 
@@ -26,7 +34,9 @@ import fastlstm  # noqa: E402
 from fastlstm import _blas  # noqa: E402
 from fastlstm import recurrent as R  # noqa: E402
 
-from compare import SHAPES  # noqa: E402
+from compare import SHAPES, matmul_rate  # noqa: E402
+from fastlstm._config import JIT  # noqa: E402
+from fastlstm.kernels import _panel_product, cell_backward, cell_forward  # noqa: E402
 
 PHASES = {  # phase: the names whose calls it sums, in fastlstm.recurrent or fastlstm._blas
     "forward kernel": ((R, "recurrent_forward"),),
@@ -54,7 +64,57 @@ def timed(seconds):
             setattr(module, name, clocked)
 
 
-def profile(D, H, B, T, dtype, seconds, rounds=7, budget=0.3):
+@numba.njit(**dict(JIT, cache=False))
+def _cells(Z, C, TC, h, dc, dh, dy):
+    """The LSTM cells of one forward and backward over all steps and rows, serially, as the
+    kernels run them: Z (T, B, 4H) pre-activations, which become δz."""
+    T, B, H = TC.shape
+    for t in range(T):
+        for r in range(B):
+            cell_forward(Z[t, r], C[t + 1, r], TC[t, r], h[t, r], C[t, r], H)
+    for t in range(T - 1, -1, -1):
+        for r in range(B):
+            cell_backward(Z[t, r], dc[r], dh[r], dy[t, r], TC[t, r], C[t, r], H)
+
+
+@numba.njit(**dict(JIT, cache=False))
+def _tiles(C, A, P, bias, n):
+    for _ in range(n):
+        _panel_product(C, 0, C.shape[1], 0, C.shape[0], 0, C.shape[0] // 4, A, 0, P, A.shape[1], bias, 0)
+
+
+def tile_peak(dtype, K=128, rounds=7):
+    """GFLOP/s of the tile on one thread, 8 rows against a panel of K rows that stays in L1."""
+    TW = R.TILE // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(0)
+    A, P = rng.standard_normal((8, K)).astype(dtype), rng.standard_normal((1, K, TW)).astype(dtype)
+    C, bias = np.zeros((8, TW), dtype), np.zeros(TW, dtype)
+    _tiles(C, A, P, bias, 10)                     # compiles
+    n, ts = 20000, []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        _tiles(C, A, P, bias, n)
+        ts.append(time.perf_counter() - t)
+    return 2 * 8 * K * TW * n / min(ts) / 1e9
+
+
+def cells_time(H, B, T, dtype, rounds=7):
+    """Seconds the LSTM cells of one step take on one thread (the median of `rounds`)."""
+    rng = np.random.default_rng(0)
+    Z0 = rng.standard_normal((T, B, 4 * H)).astype(dtype)
+    Z, C, TC, h = Z0.copy(), np.zeros((T + 1, B, H), dtype), np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
+    dc, dh, dy = np.zeros((B, H), dtype), np.zeros((B, H), dtype), rng.standard_normal((T, B, H)).astype(dtype)
+    ts = []
+    for _ in range(rounds + 1):                  # the first compiles
+        Z[:] = Z0
+        dc[:] = dh[:] = 0
+        t = time.perf_counter()
+        _cells(Z, C, TC, h, dc, dh, dy)
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts[1:]))
+
+
+def profile(D, H, B, T, dtype, seconds, peak, rounds=7, budget=0.3):
     """Print each phase's median ms per step and rate at shape (D, H, B, T)."""
     m = fastlstm.LSTM(D, H, seed=0, dtype=dtype)
     rng = np.random.default_rng(0)
@@ -84,10 +144,16 @@ def profile(D, H, B, T, dtype, seconds, rounds=7, budget=0.3):
     mac = 4 * H * B * T                            # per column of W summed
     flops = {"step": 3 * (D + H), "forward kernel": H if a0 else D + H, "input half": D if a0 else 0,
              "backward kernel": H, "δW and δX": D + H + D}
-    for name, ts in per.items():
-        ms = float(np.median(ts)) * 1e3
-        rate = f"{2 * mac * flops[name] / ms / 1e6:6.1f} GFLOP/s" if flops.get(name) else ""
-        print(f"  {name:16s} {ms:9.3f} ms  {rate}", flush=True)
+    ms = {name: float(np.median(ts)) * 1e3 for name, ts in per.items()}
+    for name, t in ms.items():
+        speed = f"{2 * mac * flops[name] / t / 1e6:6.1f} GFLOP/s" if flops.get(name) else ""
+        print(f"  {name:16s} {t:9.3f} ms  {speed}", flush=True)
+    products = ("forward kernel", "input half", "backward kernel", "δW and δX")
+    cells = cells_time(H, B, T, dtype) * 1e3 / numba.get_num_threads()
+    at_peak = 2 * mac * flops["step"] / peak / 1e6
+    floor = ms["step"] - sum(ms[p] for p in products) + at_peak + cells
+    print(f"  floor            {floor:9.3f} ms  (products {at_peak:.3f} ms at the peak; cells {cells:.3f} ms; "
+          f"the rest as measured)", flush=True)
 
 
 if __name__ == "__main__":
@@ -100,8 +166,12 @@ if __name__ == "__main__":
     bad = [n for n in names if n not in SHAPES]
     if bad:
         p.error(f"unknown shape {' '.join(bad)}; the shapes: {' '.join(SHAPES)}")
+    threads = numba.get_num_threads()
+    peak = tile_peak(dtype) * threads
+    print(f"peak {peak:.0f} GFLOP/s (the tile on a panel in L1, {threads} threads); NumPy's {np.dtype(dtype).name} "
+          f"matmul {matmul_rate(dtype=dtype):.0f} GFLOP/s")
     seconds = dict.fromkeys(PHASES, 0.0)
     timed(seconds)
     for name in names:
-        print(f"{name} (D, H, B, T) = {SHAPES[name]}, {np.dtype(dtype).name}, {numba.get_num_threads()} threads")
-        profile(*SHAPES[name], dtype, seconds)
+        print(f"{name} (D, H, B, T) = {SHAPES[name]}, {np.dtype(dtype).name}, {threads} threads")
+        profile(*SHAPES[name], dtype, seconds, peak)

@@ -50,8 +50,9 @@ def test_profile_step_prints_every_phase():
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     for phase in ("step", "forward kernel", "input half", "pack W, U", "backward kernel", "δW and δX", "δb", "copies",
-                  "the rest"):
+                  "the rest", "floor"):
         assert f"  {phase} " in r.stdout, r.stdout
+    assert re.search(r"^peak \d+ GFLOP/s .* matmul \d+ GFLOP/s$", r.stdout, re.M), r.stdout
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "small", "huge"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "unknown shape huge;" in r.stderr and "small" not in r.stdout, r.stderr
