@@ -1,24 +1,25 @@
 """Where one LSTM training step spends its time, phase by phase (no PyTorch needed).
 
-    python benchmarks/profile_step.py [--float64] [small medium large xlarge deepbench]
+    python benchmarks/profile_step.py [--float64] [--infer] [small medium large xlarge deepbench]
 
-Times real training steps (zero_grad, forward, backward, as compare.py's) and, inside
-them, each call the step makes, where it makes it (a timer around the name that
-fastlstm.recurrent calls): the forward kernel (tiles and cell), the input half X W_xᵀ of
-a wide layer (BLAS, before it), packing W and U into panels, the backward kernel (cell
-backward and δh = Uᵀδz), δW = δZᵀ I and δX = δZ W_x (BLAS, planned together, their
-blocks shared by the threads), δb = Σ δz, the copies of steps, and the rest: Python,
-argument checks, the outputs. Phases timed apart from a step read otherwise: alone, a
-product starts on sleeping threads, where the step starts it on spinning ones. Each figure
-is the median over 7 rounds of about 0.3 s; GFLOP/s counts 2 flops a multiply-add.
+Times real training steps (zero_grad, forward, backward, as compare.py's; --infer: the
+forward alone, as its inference rows) and, inside them, each call the step makes, where it
+makes it (a timer around the name that fastlstm.recurrent calls): the forward kernel
+(tiles and cell), the input half X W_xᵀ of a wide layer (BLAS, before it), packing W and U
+into panels, the backward kernel (cell backward and δh = Uᵀδz), δW = δZᵀ I and δX = δZ W_x
+(BLAS, planned together, their blocks shared by the threads), δb = Σ δz, the copies of
+steps, and the rest: Python, argument checks, the outputs. Phases timed apart from a step
+read otherwise: alone, a product starts on sleeping threads, where the step starts it on
+spinning ones. Each figure is the median over 7 rounds of about 0.3 s; GFLOP/s counts 2
+flops a multiply-add.
 
 The floor is what the step would take with every product (the kernels' and BLAS's) at the
 peak: the rate of fastlstm's tile on a weight panel held in L1 (8 rows, no cache misses,
 no cells between its sums), measured in the same run on one thread, times the threads;
-with the LSTM cells (forward and backward, timed alone over all T·B rows) split evenly
-over the threads, and packing, copies and the rest as measured. It bounds the step from
-below with these buffers and this Python, so that a speed target reads as reachable or
-not (docs/performance.md). The matmul line gives NumPy's rate beside it.
+with the step's LSTM cells (timed alone on one step's buffers, hot in cache, for a
+thread's share of the rows), and packing, copies and the rest as measured. It bounds the step from below with these
+buffers and this Python, so that a speed target reads as reachable or not
+(docs/performance.md). The matmul line gives NumPy's rate beside it.
 """
 import os
 
@@ -65,16 +66,19 @@ def timed(seconds):
 
 
 @numba.njit(**dict(JIT, cache=False))
-def _cells(Z, C, TC, h, dc, dh, dy):
-    """The LSTM cells of one forward and backward over all steps and rows, serially, as the
-    kernels run them: Z (T, B, 4H) pre-activations, which become δz."""
-    T, B, H = TC.shape
-    for t in range(T):
-        for r in range(B):
-            cell_forward(Z[t, r], C[t + 1, r], TC[t, r], h[t, r], C[t, r], H)
-    for t in range(T - 1, -1, -1):
-        for r in range(B):
-            cell_backward(Z[t, r], dc[r], dh[r], dy[t, r], TC[t, r], C[t, r], H)
+def _cells(Z, Zb, C, TC, h, dc, dh, dy, T, backward):
+    """The LSTM cells of T steps of one thread's rows, forward (and backward), on one step's
+    buffers, as hot in cache as the kernels', whose tiles have just written Z: Z (rows, 4H)
+    pre-activations, which become gates; Zb their copy, which becomes δz."""
+    rows, H = TC.shape
+    for _ in range(T):
+        for r in range(rows):
+            cell_forward(Z[r], C[1, r], TC[r], h[r], C[0, r], H)
+    for _ in range(T if backward else 0):
+        for r in range(rows):
+            for j in range(4 * H):             # the gates afresh: δc stays what a step carries
+                Zb[r, j] = Z[r, j]
+            cell_backward(Zb[r], dc[r], dh[r], dy[r], TC[r], C[0, r], H)
 
 
 @numba.njit(**dict(JIT, cache=False))
@@ -98,29 +102,33 @@ def tile_peak(dtype, K=128, rounds=7):
     return 2 * 8 * K * TW * n / min(ts) / 1e9
 
 
-def cells_time(H, B, T, dtype, rounds=7):
-    """Seconds the LSTM cells of one step take on one thread (the median of `rounds`)."""
+def cells_time(H, B, T, dtype, backward, rounds=7):
+    """Seconds the LSTM cells of one step (its forward's alone unless `backward`) take on
+    each of the threads, which share the B rows (the median of `rounds`)."""
+    rows = -(-B // numba.get_num_threads())
     rng = np.random.default_rng(0)
-    Z0 = rng.standard_normal((T, B, 4 * H)).astype(dtype)
-    Z, C, TC, h = Z0.copy(), np.zeros((T + 1, B, H), dtype), np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
-    dc, dh, dy = np.zeros((B, H), dtype), np.zeros((B, H), dtype), rng.standard_normal((T, B, H)).astype(dtype)
+    Z, Zb = rng.standard_normal((rows, 4 * H)).astype(dtype), np.zeros((rows, 4 * H), dtype)
+    C, TC, h = np.zeros((2, rows, H), dtype), np.zeros((rows, H), dtype), np.zeros((rows, H), dtype)
+    dc, dh, dy = np.zeros((rows, H), dtype), np.zeros((rows, H), dtype), rng.standard_normal((rows, H)).astype(dtype)
     ts = []
     for _ in range(rounds + 1):                  # the first compiles
-        Z[:] = Z0
-        dc[:] = dh[:] = 0
         t = time.perf_counter()
-        _cells(Z, C, TC, h, dc, dh, dy)
+        _cells(Z, Zb, C, TC, h, dc, dh, dy, T, backward)
         ts.append(time.perf_counter() - t)
     return float(np.median(ts[1:]))
 
 
-def profile(D, H, B, T, dtype, seconds, peak, rounds=7, budget=0.3):
-    """Print each phase's median ms per step and rate at shape (D, H, B, T)."""
+def profile(D, H, B, T, dtype, seconds, peak, infer, rounds=7, budget=0.3):
+    """Print each phase's median ms per step and rate at shape (D, H, B, T); infer: a step
+    is the forward alone."""
     m = fastlstm.LSTM(D, H, seed=0, dtype=dtype)
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal((T, B, D)).astype(dtype), rng.standard_normal((T, B, H)).astype(dtype)
 
     def step():
+        if infer:
+            m.forward(x)
+            return
         m.zero_grad()
         m.forward(x)
         m.backward(dy)
@@ -142,14 +150,14 @@ def profile(D, H, B, T, dtype, seconds, peak, rounds=7, budget=0.3):
         per["the rest"].append(per["step"][-1] - sum(seconds.values()) / n)
     a0 = R._tiles_from(D, H)
     mac = 4 * H * B * T                            # per column of W summed
-    flops = {"step": 3 * (D + H), "forward kernel": H if a0 else D + H, "input half": D if a0 else 0,
+    flops = {"step": (1 if infer else 3) * (D + H), "forward kernel": H if a0 else D + H, "input half": D if a0 else 0,
              "backward kernel": H, "δW and δX": D + H + D}
     ms = {name: float(np.median(ts)) * 1e3 for name, ts in per.items()}
     for name, t in ms.items():
-        speed = f"{2 * mac * flops[name] / t / 1e6:6.1f} GFLOP/s" if flops.get(name) else ""
+        speed = f"{2 * mac * flops[name] / t / 1e6:6.1f} GFLOP/s" if flops.get(name) and t > 0 else ""
         print(f"  {name:16s} {t:9.3f} ms  {speed}", flush=True)
     products = ("forward kernel", "input half", "backward kernel", "δW and δX")
-    cells = cells_time(H, B, T, dtype) * 1e3 / numba.get_num_threads()
+    cells = cells_time(H, B, T, dtype, not infer) * 1e3
     at_peak = 2 * mac * flops["step"] / peak / 1e6
     floor = ms["step"] - sum(ms[p] for p in products) + at_peak + cells
     print(f"  floor            {floor:9.3f} ms  (products {at_peak:.3f} ms at the peak; cells {cells:.3f} ms; "
@@ -160,6 +168,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("shapes", nargs="*", metavar="shape", help=f"default: all of {', '.join(SHAPES)}")
     p.add_argument("--float64", action="store_true", help="float64 steps (default float32)")
+    p.add_argument("--infer", action="store_true", help="inference steps: the forward alone")
     args = p.parse_args()
     dtype = np.float64 if args.float64 else np.float32
     names = args.shapes or list(SHAPES)
@@ -173,5 +182,6 @@ if __name__ == "__main__":
     seconds = dict.fromkeys(PHASES, 0.0)
     timed(seconds)
     for name in names:
-        print(f"{name} (D, H, B, T) = {SHAPES[name]}, {np.dtype(dtype).name}, {threads} threads")
-        profile(*SHAPES[name], dtype, seconds, peak)
+        print(f"{name} (D, H, B, T) = {SHAPES[name]}, {np.dtype(dtype).name}, {threads} threads"
+              + (", inference" if args.infer else ""))
+        profile(*SHAPES[name], dtype, seconds, peak, args.infer)

@@ -53,6 +53,10 @@ def test_profile_step_prints_every_phase():
                   "the rest", "floor"):
         assert f"  {phase} " in r.stdout, r.stdout
     assert re.search(r"^peak \d+ GFLOP/s .* matmul \d+ GFLOP/s$", r.stdout, re.M), r.stdout
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "--infer", "small"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and ", inference\n" in r.stdout, r.stderr
+    assert re.search(r"^  backward kernel +0\.000 ms", r.stdout, re.M) and "  floor " in r.stdout, r.stdout
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "small", "huge"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "unknown shape huge;" in r.stderr and "small" not in r.stdout, r.stderr
