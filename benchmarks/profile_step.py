@@ -17,8 +17,9 @@ The floor is what the step would take with every product (the kernels' and BLAS'
 peak: the rate of fastlstm's tile on a weight panel held in L1 (8 rows, no cache misses,
 no cells between its sums), measured in the same run on one thread, times the threads;
 with the step's LSTM cells (timed alone on one step's buffers, hot in cache, for a
-thread's share of the rows), and packing, copies and the rest as measured. It bounds the step from below with these
-buffers and this Python, so that a speed target reads as reachable or not
+thread's share of the rows), and packing, copies and the rest as measured. It bounds the
+step from below with these buffers and this Python (to within the peak's reading, which
+moves by about 2% between runs), so that a speed target reads as reachable or not
 (docs/performance.md). The matmul line gives NumPy's rate beside it.
 """
 import os
@@ -83,6 +84,7 @@ def _cells(Z, Zb, C, TC, h, dc, dh, dy, T, backward):
 
 @numba.njit(**dict(JIT, cache=False))
 def _tiles(C, A, P, bias, n):
+    """n products C = A · P by the recurrent kernels' tiles, on the same buffers each time."""
     for _ in range(n):
         _panel_product(C, 0, C.shape[1], 0, C.shape[0], 0, C.shape[0] // 4, A, 0, P, A.shape[1], bias, 0)
 
