@@ -581,6 +581,29 @@ def test_calls_on_one_model_from_several_threads_take_turns():
     assert np.array_equal(states[1][0], states[2][0]) and np.array_equal(states[1][1], states[2][1])
 
 
+def test_different_models_train_in_threads_at_once_to_the_bits_they_reach_one_after_another():
+    """The README's "different models run in parallel": an LSTM with Adam, a bidirectional
+    GRU on classes and an LSTMP, each trained by its own thread at once, end bitwise where
+    each ends trained alone. Their parallel regions, private OpenBLAS calls and whole-array
+    checks (x of the first is past COPY_PARALLEL, so its NaN scan runs on the threads with
+    its thread's run_flags) overlap."""
+    rng = np.random.default_rng(0)
+    data = [(rng.standard_normal((40, 48, 40)).astype(np.float32), rng.standard_normal((48, 3)).astype(np.float32)),
+            (rng.standard_normal((30, 16, 20)).astype(np.float32), rng.integers(0, 5, (30, 16))),
+            (rng.standard_normal((50, 8, 6)).astype(np.float32), rng.standard_normal((8, 1)).astype(np.float32))]
+
+    def models():
+        return [fastlstm.Model(40, 48, 3, 2, seed=1, optimizer=fastlstm.Adam(1e-3)),
+                fastlstm.Model(20, 32, 5, cell="gru", loss="xent", output="every", bidirectional=True, seed=2),
+                fastlstm.Model(6, 40, 1, proj_size=12, seed=3)]
+    alone, together = models(), models()
+    for m, (x, y) in zip(alone, data):
+        for _ in range(12):
+            m.train_step(x, y)
+    _in_threads(lambda i: [together[i].train_step(*data[i]) for _ in range(12)], n=3)
+    assert all(np.array_equal(a.params, b.params) for a, b in zip(alone, together))
+
+
 _PARENT = {}
 
 
