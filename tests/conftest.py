@@ -1,5 +1,7 @@
+import contextlib
 import os
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -26,6 +28,19 @@ def random_problem(T, B, D, H, L, dtype=np.float64, seed=0, with_lengths=False, 
     dhn = rng.standard_normal((L, B, Hr)).astype(dtype)
     dcn = rng.standard_normal((L, B, H)).astype(dtype)
     return m, x, h0, c0, lengths, dy, dhn, dcn
+
+
+@contextlib.contextmanager
+def traced_peak():
+    """The peak of Python's and NumPy's allocations inside the block (tracemalloc), read
+    after it: `with traced_peak() as peak: ...`, then peak()."""
+    tracemalloc.start()
+    peak = []
+    try:
+        yield lambda: peak[0]
+    finally:
+        peak.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
 
 
 @pytest.fixture(params=["fused", "split"])

@@ -18,6 +18,7 @@ import pytest
 import fastlstm
 from fastlstm import cli, data, training
 
+from conftest import traced_peak
 from test_cli import _read_until, _run
 
 
@@ -792,17 +793,14 @@ def test_the_progress_bars_rate_leaves_out_the_first_step():
 def test_fit_reads_float32_arrays_in_place_and_other_dtypes_once():
     """Model.fit's arrays used to be copied to float64 (2x the data) and cast back to the
     model's dtype (1x more) before the first step: 3.3x a float32 x at its peak."""
-    import tracemalloc
     x = np.random.default_rng(0).standard_normal((50, 20000, 2), dtype=np.float32)      # 8 MB
     y = np.zeros(20000, np.int64)
     for a, dtype, most in ((x, np.float32, 0.3), (x.astype(np.float64), np.float32, 1.4),
                            (x, np.float64, 2.4)):      # in x's float32 bytes: the one cast needed, a mask
-        tracemalloc.start()
-        d = data.Arrays("fit", layout="time", _arrays=(a, y, None))
-        xb, yb, _ = d.take(np.arange(64), dtype)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        assert peak < most * x.nbytes, (a.dtype, dtype, peak / x.nbytes)
+        with traced_peak() as peak:
+            d = data.Arrays("fit", layout="time", _arrays=(a, y, None))
+            xb, yb, _ = d.take(np.arange(64), dtype)
+        assert peak() < most * x.nbytes, (a.dtype, dtype, peak() / x.nbytes)
         assert xb.dtype == dtype and np.array_equal(xb, x[:, :64].astype(dtype)) and np.array_equal(yb, y[:64])
 
 

@@ -8,31 +8,19 @@ import os
 import re
 import signal
 import struct
-import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
 
 import fastlstm
+from conftest import traced_peak
 from fastlstm import CheckpointError
 
 
 def _batch(T=6, B=4, D=3, O=2, seed=0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((T, B, D)).astype(np.float32), rng.standard_normal((B, O)).astype(np.float32)
-
-
-@contextlib.contextmanager
-def _peak():
-    """The peak of Python's and NumPy's allocations inside the block, read after it."""
-    tracemalloc.start()
-    peak = []
-    try:
-        yield lambda: peak[0]
-    finally:
-        peak.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
 
 
 class _Hung(BaseException):
@@ -265,7 +253,7 @@ def test_an_allocation_that_fails_midway_changes_nothing(monkeypatch):
 def test_absurd_sizes_are_refused_before_anything_is_built():
     """Refused from the sizes alone: 10^7 layers, or 2^20 x 2^20 weights, allocate under a
     MiB before the error (tracemalloc sees NumPy's arrays)."""
-    with _peak() as peak:
+    with traced_peak() as peak:
         with pytest.raises(ValueError, match="num_layers must be <= 1024"):
             fastlstm.Model(1, 1, 1, num_layers=10 ** 7)
         with pytest.raises(MemoryError, match="more than this machine's"):
@@ -612,7 +600,7 @@ def test_two_hundred_hostile_checkpoints_each_raise_checkpoint_error_cheaply(goo
         p = tmp_path / "hostile.ckpt"
         p.write_bytes(blob)
         try:
-            with _peak() as peak, _no_hang(), pytest.raises(CheckpointError):
+            with traced_peak() as peak, _no_hang(), pytest.raises(CheckpointError):
                 fastlstm.load(p)
         except BaseException as e:
             raise AssertionError(f"variant {name}: {type(e).__name__}: {e}") from None
@@ -641,7 +629,7 @@ def test_a_small_file_declaring_a_huge_model_costs_nothing(good, tmp_path):
     compared; now the sizes are compared first."""
     p = tmp_path / "h.ckpt"
     p.write_bytes(_with_header(good, _set(good, "model", "hidden_size", 8000)))
-    with _peak() as peak, pytest.raises(CheckpointError, match="params"):
+    with traced_peak() as peak, pytest.raises(CheckpointError, match="params"):
         fastlstm.load(p)
     assert peak() < 8 << 20
 

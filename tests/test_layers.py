@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fastlstm
+from conftest import traced_peak
 from test_gradcheck import _assert_close, _numeric
 
 torch = pytest.importorskip("torch")
@@ -432,7 +433,6 @@ def test_a_warm_bidirectional_dropout_step_allocates_nothing_that_grows_with_the
     for a 250 times larger batch. Labels, ids and lengths of any integer dtype are read in
     place or copied into buffers the model keeps, and so are a batch_first model's inputs
     and per-step targets, time-major (it copied the labels and the lengths at every step)."""
-    import tracemalloc
     T, H, peaks = 20, 32, {}
     ids, every, xent = kind.startswith("ids"), "per step" in kind, "label" in kind
     for dtype in (np.int64, np.int32):
@@ -450,10 +450,9 @@ def test_a_warm_bidirectional_dropout_step_allocates_nothing_that_grows_with_the
             m.train_step(x, y, lengths)
             peak = []
             for _ in range(3):      # the least of three: an object the interpreter makes now and then
-                tracemalloc.start()
-                m.train_step(x, y, lengths)
-                peak.append(tracemalloc.get_traced_memory()[1])
-                tracemalloc.stop()
+                with traced_peak() as one:
+                    m.train_step(x, y, lengths)
+                peak.append(one())
             peaks[dtype.__name__, B] = min(peak)
         assert peaks[dtype.__name__, 1000] <= peaks[dtype.__name__, 4] + 2048, peaks   # 1000 int32s: 4 KB
 
