@@ -75,6 +75,25 @@ def test_unit_split_gives_the_same_bits_as_the_row_split():
     assert r.returncode == 2 and "unknown shape huge;" in r.stderr, r.stderr
 
 
+def test_variants_forces_each_tile_width_and_form_and_marks_the_picked_one():
+    """benchmarks/variants.py times the four combinations of tile width and forward form;
+    the widths give the same bits within a form, the forms do not (the input half's sums
+    are BLAS's in one)."""
+    script = os.path.join(ROOT, "benchmarks", "variants.py")
+    for flags in ([], ["--infer", "--float64"]):
+        r = subprocess.run([sys.executable, script, "--quick", *flags], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        rows = {cells[2].removesuffix(" *"): cells for line in r.stdout.splitlines()
+                if line.startswith("| tiny (8, 16, 4, 10) |") for cells in [[c.strip() for c in line.split("|")]]}
+        assert sorted(rows) == ["128 B fused", "128 B split", "64 B fused", "64 B split"], r.stdout
+        assert sum(cells[2].endswith(" *") for cells in rows.values()) == 1, r.stdout
+        for width, other in (("64", "128"), ("128", "64")):
+            for form in ("fused", "split"):
+                assert rows[f"{width} B {form}"][6] == f"{other} B {form}", r.stdout   # same bits: that width alone
+    r = subprocess.run([sys.executable, script, "huge"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "unknown shapes ['huge']" in r.stderr, r.stderr
+
+
 def test_data_prep_prints_the_step_shares_and_the_text_and_csv_loads():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "data_prep.py"), "--quick"],
                        capture_output=True, text=True, timeout=600)
