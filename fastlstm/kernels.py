@@ -350,8 +350,9 @@ def copy_rows(dst, src):
     copy vectorises.)"""
     T, B, K = src.shape
     if src.size < COPY_PARALLEL:
-        for i in range(T * B):
-            _assign(dst[i // B, i % B, :K], src[i // B, i % B])
+        for t in range(T):               # two loops: a division per row made narrow rows (D = 2) 3.5x slower
+            for r in range(B):
+                _assign(dst[t, r, :K], src[t, r])
     else:
         for i in prange(T * B):
             _assign(dst[i // B, i % B, :K], src[i // B, i % B])
@@ -787,6 +788,7 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, 
     proj = Hr < H
     nb = blocks.shape[0]
     record = probe.shape[0] > 0
+    has_dy = dY.shape[0] > 0                     # else δy_t = 0, read from `zero` (recurrent_backward)
     r0, r1 = 4 * b0, min(4 * b1, B)
     i0, forward = np.int64(0), np.bool_(False)              # typed, not literals (see the module's docstring)
     for blk in range(b0, b1):
@@ -796,24 +798,26 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, 
         if proj:                                  # δh_t, kept for δW_hr; δm_t = W_hrᵀ δh_t
             for r in range(r0, r1):
                 if t < lengths[r]:
+                    dy = dY[t, r] if has_dy else zero
                     for k in range(Hr):
-                        dH[t, r, k] = dY[t, r, k] + dh[r, k]
+                        dH[t, r, k] = dy[k] + dh[r, k]
                 else:
                     dH[t, r, :] = 0
             _panel_product(dm, i0, H, r0, r1, b0, b1, dH[t], i0, _panels(P, blocks, D, H, Hr, i0, forward, TW, nb),
                            Hr, dm[0], i0)                       # (no bias: dm[0] is not read)
         for r in range(r0, r1):
+            dy = dY[t, r] if has_dy and not proj else zero
             if t >= lengths[r]:
                 Zt[r, :] = 0
             elif cell == LSTM_CELL:
                 if proj:
-                    cell_backward(Zt[r], dc[r], dm[r], zero, TC[t, r], C[t, r], H)
+                    cell_backward(Zt[r], dc[r], dm[r], dy, TC[t, r], C[t, r], H)
                 else:
-                    cell_backward(Zt[r], dc[r], dh[r], dY[t, r], TC[t, r], C[t, r], H)
+                    cell_backward(Zt[r], dc[r], dh[r], dy, TC[t, r], C[t, r], H)
             elif cell == GRU_CELL:
-                gru_cell_backward(Zt[r], dc[r], dh[r], dY[t, r], I[t, r, D:], H)
+                gru_cell_backward(Zt[r], dc[r], dh[r], dy, I[t, r, D:], H)
             else:
-                rnn_cell_backward(Zt[r], dh[r], dY[t, r], H, cell == RNN_RELU_CELL)
+                rnn_cell_backward(Zt[r], dh[r], dy, H, cell == RNN_RELU_CELL)
         for blk in range(b0, b1):                # δb's share of each block, while δz_t is in L1
             _add_rows(dbp[blk], Zt, 4 * blk, min(4 * blk + 4, B))
         first = True
@@ -843,12 +847,15 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, Zr, 
     Z (T,B,G): gate activations in, δz_t out. dh (B,Hr): δh_{T-1} from the final state in,
     δh_{-1} = δh0 out. dc (B,H): δc_{T-1} in, δc_{-1} = δc0 out (width 0 for the RNN; for
     the GRU, scratch receiving z⊙δh_t). dhs (B,Hr) scratch. dY (T,B,Hr) the output's
-    gradient. I: the forward's (the GRU reads h_{t-1}). P: flat, U's panels for each block
-    with an h part, then W_hr's, as pack_unit packs them. δh_{t-1} = Uᵀ δz_t: for the LSTM
+    gradient, or (0,B,Hr): none, δy_t = 0 (a head on the last step alone, whose gradient
+    enters through dh), read from `zero` instead of a buffer of zeros. I: the forward's
+    (the GRU reads h_{t-1}). P: flat, U's panels for each block with an h part, then
+    W_hr's, as pack_unit packs them. δh_{t-1} = Uᵀ δz_t: for the LSTM
     all four gates add up; for the GRU the blocks [r̂ ; ẑ] and ĥn, plus z⊙δh_t.
     With a projection (Hr < H): dH (T,B,Hr) receives δh_t (zero past a row's length), for
     δW_hr = Σ_t δh_t m_tᵀ after the loop; dm (B,H) scratch for δm_t = W_hrᵀ δh_t, which
-    enters the cell as its δh; zero (H,) zeros. Without one dH, dm are of width 0.
+    enters the cell as its δh, with `zero` (H,) zeros as its δy. Without one dH, dm are of
+    width 0.
     dbp ((B+3)//4, G) receives each 4-row block's Σ_t δz_t (δb = Σ_blocks dbp, added after
     the kernel by add_row_sums): summed while δz_t is in L1, not from Z after the loop,
     which read all of Z back from memory (docs/performance.md).

@@ -239,7 +239,8 @@ class Model:
             c, O, e = self.core, self.output_size, self.dtype
             H, Hr, Hout, states, D = c.hidden_size, c.Hr, c.output_size, c.num_states, c.input_size
             S, TE = (1 if self.output == "last" else T), (T if self.E is not None else 0)
-            shapes = dict(y=(T, B, Hout), P=(S, B, O), dP=(S, B, O), dV=(O, Hout), dbias=(O,), dY=(T, B, Hout),
+            TY = 0 if self.output == "last" else T       # y and δy per step: none for a head on the last step
+            shapes = dict(y=(TY, B, Hout), P=(S, B, O), dP=(S, B, O), dV=(O, Hout), dbias=(O,), dY=(TY, B, Hout),
                           dhn=(states, B, Hr), dh0=(states, B, Hr), dc0=(states, B, H), dlast=(B, Hout),
                           x=(TE, B, D), dx=(TE, B, D))
             sizes = {k: math.prod(s) for k, s in shapes.items()}
@@ -376,8 +377,7 @@ class Model:
                 else:                                            # [δh_fwd ; δh_bwd], each direction's δhn
                     _blas.matmul(dP2, self.V, buf["dlast"])
                     dhn[-dirs:] = buf["dlast"].reshape(B, dirs, -1).transpose(1, 0, 2)
-                dy = buf["dY"]
-                dy[:] = 0
+                dy = buf["dY"]                                     # (0, B, ·): no δy_t (run_backward)
             else:
                 _blas.matmul(dP2, self.V, buf["dY"].reshape(T * B, -1))
                 dy, dhn = buf["dY"], None

@@ -301,7 +301,8 @@ class _Workspace:
             C=[(tb + b) * Hc for _ in self.dims], TC=[tb * Hc for _ in self.dims],
             M=[tb * Hm for _ in self.dims],               # m_t = o ⊙ tanh(c_t) with a projection
             dh=b * Hr * dirs, dhs=b * Hr * dirs, dc=b * self.Hd * dirs,     # per direction
-            dH=tb * Hr * dirs * (Hm > 0), dm=b * Hm * dirs, zero=Hm,        # the projection's, per direction
+            dH=tb * Hr * dirs * (Hm > 0), dm=b * Hm * dirs,    # the projection's, per direction
+            zero=H,                                  # δy_t = 0 for the cells: no δY (run_backward), or a projection
             dX=tb * Hr * dirs * (len(self.dims) > dirs),   # δX of layer l = δY of layer l-1
             Xb=tb * Hr * dirs * self.mixes,          # layer l's input in natural time, dropped out
             dYs=tb * Hr * dirs * (dirs > 1),         # each direction's share of δY, in its own time
@@ -756,7 +757,8 @@ class _Recurrent:
 
     def run_backward(self, dy, dhn, dcn, dx, dh0, dc0, record=False):
         """Backward of the last run_forward on checked inputs into the given outputs
-        (dx may be None); parameter gradients accumulate into grads. dy (T,B,Hr·directions)."""
+        (dx may be None); parameter gradients accumulate into grads. dy (T,B,Hr·directions),
+        or (0,B,·): none, the gradient entering through dhn alone (a head on the last step)."""
         T, B, L, step, row0 = self._saved
         self._saved = None
         ws, H, Hr, G, dirs, blocks = self._ws, self.hidden_size, self.Hr, self._ws.G, self.directions, BLOCKS[self.CELL]
@@ -768,8 +770,8 @@ class _Recurrent:
             for l in range(self.num_layers - 1, -1, -1):
                 D = self._dims[l * dirs]
                 dX = _view(ws.dX, T, B, D) if l > 0 else dx                 # δ of layer l's input
-                dYd = [dY]
-                if dirs > 1:               # each direction's share, in its own time, before dX (dY's buffer) is written
+                dYd = [dY] * dirs
+                if dirs > 1 and len(dY):   # each direction's share, in its own time, before dX (dY's buffer) is written
                     dYd = [_view(ws.dYs[d * T * B * Hr:], T, B, Hr) for d in range(dirs)]
                     for d in range(dirs):
                         copy_steps(dYd[d], dY, L, d == 1, False, 0, d * Hr)

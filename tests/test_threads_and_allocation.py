@@ -728,3 +728,39 @@ def test_an_inference_forward_of_one_task_runs_in_a_team_of_one(monkeypatch):
     p = small.predict(x1)
     monkeypatch.setattr(recurrent, "_alone", lambda kernel, *a: kernel(*a))
     assert np.array_equal(small.predict(x1), p)
+
+
+_IN_BOUNDS = textwrap.dedent("""
+    import numpy as np, fastlstm
+    rng = np.random.default_rng(5)
+    L = np.array([7, 3, 5, 1, 6, 7, 2, 4, 7])
+    for cell, kw in [("lstm", {}), ("gru", {}), ("rnn_relu", {}), ("lstm", dict(proj_size=4)),
+                     ("lstm", dict(bidirectional=True, dropout=0.3)), ("gru", dict(bidirectional=True)),
+                     ("lstm", dict(vocab_size=11))]:
+        for output in ("last", "every"):
+            layers = 2 if kw.get("dropout") else 1
+            m = fastlstm.Model(3, 8, 2, layers, cell=cell, loss="xent", output=output, seed=1, **kw)
+            x = rng.integers(0, 11, (7, 9)) if "vocab_size" in kw else rng.standard_normal((7, 9, 3)).astype(np.float32)
+            y = rng.integers(0, 2, (9,) if output == "last" else (7, 9))
+            for _ in range(2):
+                m.train_step(x, y, L)
+            m.predict(x, L)
+            if not kw.get("bidirectional"):
+                m.step(x[0])
+    big = fastlstm.LSTM(16, 32, seed=0)                  # the copies' and packing's parallel paths
+    x = rng.standard_normal((64, 80, 16)).astype(np.float32)
+    y, _ = big.forward(x)
+    big.backward(np.ones_like(y))
+    print("in bounds")
+""")
+
+
+def test_the_kernels_stay_in_bounds(tmp_path):
+    """Every Numba kernel (all but the tiles' LLVM IR) indexes within its arrays: a training
+    step, predict and a streaming step of each cell kind, with lengths, projections, both
+    directions, dropout and token ids, compiled with Numba's bounds checks (into a cache of
+    their own), which raise on any index past an array's end. A kernel that read past one
+    (a 0-wide buffer of zeros read as H wide) trained on whatever lay there, only sometimes."""
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", _IN_BOUNDS], capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0 and "in bounds" in r.stdout, r.stdout + r.stderr
