@@ -750,7 +750,7 @@ _IN_BOUNDS = textwrap.dedent("""
     big = fastlstm.LSTM(16, 32, seed=0)                  # the copies' and packing's parallel paths
     x = rng.standard_normal((64, 80, 16)).astype(np.float32)
     y, _ = big.forward(x)
-    big.backward(np.ones_like(y))
+    big.backward(np.ones_like(y), record=True)           # and the gradient-flow probe's norms
     print("in bounds")
 """)
 
@@ -758,9 +758,10 @@ _IN_BOUNDS = textwrap.dedent("""
 def test_the_kernels_stay_in_bounds(tmp_path):
     """Every Numba kernel (all but the tiles' LLVM IR) indexes within its arrays: a training
     step, predict and a streaming step of each cell kind, with lengths, projections, both
-    directions, dropout and token ids, compiled with Numba's bounds checks (into a cache of
-    their own), which raise on any index past an array's end. A kernel that read past one
-    (a 0-wide buffer of zeros read as H wide) trained on whatever lay there, only sometimes."""
+    directions, dropout, token ids and the probe, compiled with Numba's bounds checks (into
+    a cache of their own), which raise on any index past an array's end. A kernel that read
+    past one (a 0-wide buffer of zeros read as H wide) trained on whatever lay there, only
+    sometimes."""
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
     r = subprocess.run([sys.executable, "-c", _IN_BOUNDS], capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0 and "in bounds" in r.stdout, r.stdout + r.stderr
