@@ -3,6 +3,7 @@
     python benchmarks/compare.py                 # every group and shape (a few minutes)
     python benchmarks/compare.py --quick         # tiny shapes, to check that it runs
     python benchmarks/compare.py --groups bi --shapes large,xlarge   # a part of it
+    python benchmarks/compare.py --groups train,infer --shapes 32x200x32x100   # a shape of your own
 
 Per shape the two are timed alternately in blocks (JIT warm-up outside the timed region),
 each library in a worker process of its own; the "order" group also runs both in one
@@ -34,6 +35,7 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -398,7 +400,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no settling")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--groups", default="train,infer,train64,stream,order,bi,dropout,gru,adam,proj,text,onnx,capi,memory")
-    p.add_argument("--shapes", help="a comma-separated subset of the shapes (default: all of them)")
+    p.add_argument("--shapes", help="a comma-separated subset of the shapes (default: all of them), or shapes "
+                                    "of your own as DxHxBxT (32x200x32x100)")
     p.add_argument("--worker", choices=["fastlstm", "torch", "fastlstm+torch", "torch+fastlstm"],
                    help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
@@ -409,10 +412,12 @@ def main(argv=None):
     threads = numba.get_num_threads()
     shapes, repeats = (QUICK, 1) if args.quick else (SHAPES, args.repeats)
     if args.shapes:
-        wanted = set(args.shapes.split(","))
-        if wanted - set(shapes):
-            p.error(f"unknown shapes {sorted(wanted - set(shapes))}: choose from {', '.join(shapes)}")
-        shapes = {k: v for k, v in shapes.items() if k in wanted}
+        wanted = args.shapes.split(",")
+        own = {w: tuple(map(int, w.split("x"))) for w in wanted if re.fullmatch(r"[1-9]\d*(x[1-9]\d*){3}", w)}
+        unknown = sorted(set(wanted) - set(shapes) - set(own))
+        if unknown:
+            p.error(f"unknown shapes {unknown}: choose from {', '.join(shapes)}, or give one as DxHxBxT")
+        shapes = {**{k: v for k, v in shapes.items() if k in wanted}, **own}
     settle = 0.0 if args.quick else 0.3
     groups = args.groups.split(",")
     rate = matmul_rate(256 if args.quick else 2048)

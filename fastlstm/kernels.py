@@ -211,16 +211,22 @@ FROM_C, FROM_BIAS = 1, 2   # what a tile's sum starts from: flags of its `start`
 TILE_BYTES = (64, 128)  # the tile widths compiled: two 256-bit vectors a row (AVX2), or two 512-bit (AVX-512)
 
 
-def _make_tile(panel_bytes):
-    """The tile for panels of `panel_bytes` of columns: two vectors of panel_bytes/2 a row."""
-
-    @intrinsic
-    def tile(typingctx, C, rows, c0, A, a0, P, K, bias, start):
-        return _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start)
+def _make_tile(panel_bytes, masked=False):
+    """The tile for panels of `panel_bytes` of columns: two vectors of panel_bytes/2 a row;
+    masked: for the last, partial panel, its C and bias read and written in the first
+    `cols` columns only (an argument after `start`)."""
+    if masked:
+        @intrinsic
+        def tile(typingctx, C, rows, c0, A, a0, P, K, bias, start, cols):
+            return _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start, cols)
+    else:
+        @intrinsic
+        def tile(typingctx, C, rows, c0, A, a0, P, K, bias, start):
+            return _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start)
     return tile
 
 
-def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start):
+def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start, cols=None):
     """C[r_q, c0:c0+TW] = s + Σ_{k<K} A[r_q, a0+k] P[k, :] for the rows r_q of the tuple
     `rows` (4 or 8; repeated indices are allowed: all loads come before the stores), where
     the sum starts from s = 0, C[r_q, c0:c0+TW] (start & FROM_C), C[...] + bias[c0:c0+TW]
@@ -229,7 +235,10 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start):
 
     C, A: 2-D C-contiguous; P (≥K, TW) C-contiguous, a packed weight panel; bias 1-D
     C-contiguous. For each row and column the sum runs k = 0, 1, … in order with fused
-    multiply-adds: its bits depend on nothing but that row's inputs.
+    multiply-adds: its bits depend on nothing but that row's inputs. With `cols` (the
+    masked tile) only columns c0..c0+cols-1 of C and bias are read and written (masked
+    loads and stores; P's padding columns are zeros): the last panel of a width that TW
+    does not divide, at the tile's speed and bits.
     """
     arrays = (C, A, P)
     if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" and a.dtype == C.dtype
@@ -239,7 +248,7 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start):
     nr = rows.count
 
     def codegen(context, builder, sig, args):
-        cv, rows_v, c0, av, a0, pv, K, bv, start = args
+        cv, rows_v, c0, av, a0, pv, K, bv, start = args[:9]
         i64, i32 = ir.IntType(64), ir.IntType(32)
         elem = context.get_data_type(C.dtype)
         es = context.get_abi_sizeof(elem)
@@ -250,6 +259,29 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start):
         i8p = ir.IntType(8).as_pointer()
         prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
                                                   "llvm.prefetch.p0i8")
+        vp, align = vec.as_pointer(), ir.Constant(i32, es)
+        if cols is not None:                                    # lane l of vector v: column v·w + l < cols
+            mty = ir.VectorType(ir.IntType(1), w)
+            mload = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vp, i32, mty, vec]),
+                                                   f"llvm.masked.load.v{w}f{8 * es}.p0v{w}f{8 * es}")
+            mstore = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vec, vp, i32, mty]),
+                                                    f"llvm.masked.store.v{w}f{8 * es}.p0v{w}f{8 * es}")
+            n = builder.insert_element(ir.Constant(ir.VectorType(i64, w), ir.Undefined), args[9], ir.Constant(i32, 0))
+            n = builder.shuffle_vector(n, ir.Constant(ir.VectorType(i64, w), ir.Undefined),
+                                       ir.Constant(ir.VectorType(i32, w), [0] * w))
+            masks = [builder.icmp_unsigned("<", ir.Constant(ir.VectorType(i64, w), [v * w + lane for lane in range(w)]), n)
+                     for v in range(2)]
+
+        def load(ptr, v):                                       # C's or bias's vector v
+            if cols is None:
+                return builder.load(ptr, align=es)
+            return builder.call(mload, [ptr, align, masks[v], ir.Constant(vec, None)])
+
+        def store(value, ptr, v):
+            if cols is None:
+                builder.store(value, ptr, align=es)
+            else:
+                builder.call(mstore, [value, ptr, align, masks[v]])
 
         def rows_of(aty, val):                                  # (address of [0,0], row stride)
             a = context.make_array(aty)(context, builder, val)
@@ -270,16 +302,16 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start):
         b0 = context.make_array(bias)(context, builder, bv).data
         with builder.if_else(has[1]) as (with_bias, without):
             with with_bias:                                     # C + b (one rounding, as z += b) or b
-                bk = [builder.load(builder.gep(builder.bitcast(builder.gep(b0, [c0]), vec.as_pointer()),
-                                               [ir.Constant(i64, v)]), align=es) for v in range(2)]
+                bk = [load(builder.gep(builder.bitcast(builder.gep(b0, [c0]), vp), [ir.Constant(i64, v)]), v)
+                      for v in range(2)]
                 for q in range(nr):
                     for v in range(2):
-                        c = builder.load(out[q][v], align=es)
+                        c = load(out[q][v], v)
                         builder.store(builder.select(has[0], builder.fadd(c, bk[v]), bk[v]), acc[2 * q + v])
             with without:
                 for q in range(nr):
                     for v in range(2):
-                        builder.store(builder.select(has[0], builder.load(out[q][v], align=es), zero), acc[2 * q + v])
+                        builder.store(builder.select(has[0], load(out[q][v], v), zero), acc[2 * q + v])
         a_row = [at(Aa, r, a0, elem) for r in rows]
         splat = ir.Constant(ir.VectorType(i32, w), [0] * w)
         with cgutils.for_range(builder, K) as loop:
@@ -297,13 +329,15 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start):
                     builder.store(builder.call(fma, [s, pk[v], builder.load(slot)]), slot)
         for q in range(nr):
             for v in range(2):
-                builder.store(builder.load(acc[2 * q + v]), out[q][v], align=es)
+                store(builder.load(acc[2 * q + v]), out[q][v], v)
         return context.get_dummy_value()
 
-    return types.void(C, rows, c0, A, a0, P, K, bias, start), codegen
+    extra = () if cols is None else (cols,)
+    return types.void(C, rows, c0, A, a0, P, K, bias, start, *extra), codegen
 
 
 _tile, _tile_wide = (_make_tile(n) for n in TILE_BYTES)
+_tile_part, _tile_wide_part = (_make_tile(n, masked=True) for n in TILE_BYTES)
 
 
 COPY_PARALLEL = 1 << 16     # elements from which a copy (packing too) pays for waking the threads (docs/performance.md)
@@ -422,7 +456,7 @@ def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, bias, start):
     """C[r, c0:c0+N] = s + A[r, a0:a0+K] · panels, for rows r of blocks b0..b1 (4 rows each,
     clamped at r_hi), the sum starting from s as `start` says (_tile: 0, C, C + bias or
     bias, with bias indexed as C's columns): full panels by _tile (two blocks at a time with
-    the wide tile), the last partial panel by a scalar loop with the same order of sums."""
+    the wide tile), the last partial panel by the masked tile (the same sums and bits)."""
     TW = P.shape[2]
     wide = TW * C.itemsize == TILE_BYTES[1]      # the panels' width picks the tile (recurrent.tile_bytes)
     full = N // TW
@@ -440,14 +474,21 @@ def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, bias, start):
             else:
                 _tile_wide(C, _block_rows(blk, r_hi), c0 + p * TW, A, a0, Pp, K, bias, start)
                 blk += 1
-    for j in range(full * TW, N):
-        for r in range(r_lo, r_hi):
-            s = C[r, c0 + j] if start & FROM_C else _like(C[r, c0 + j], 0.0)
-            if start & FROM_BIAS:
-                s = s + bias[c0 + j] if start & FROM_C else bias[c0 + j]
-            for k in range(K):
-                s += A[r, a0 + k] * P[full, k, j - full * TW]
-            C[r, c0 + j] = s
+    cols = np.int64(N - full * TW)
+    if cols == 0:
+        return
+    Pp, c = P[full], c0 + full * TW              # the last, partial panel: the masked tiles
+    blk = b0
+    while blk < b1:
+        if not wide:
+            _tile_part(C, _block_rows(blk, r_hi), c, A, a0, Pp, K, bias, start, cols)
+            blk += 1
+        elif blk + 1 < b1:
+            _tile_wide_part(C, _block_rows(blk, r_hi) + _block_rows(blk + 1, r_hi), c, A, a0, Pp, K, bias, start, cols)
+            blk += 2
+        else:
+            _tile_wide_part(C, _block_rows(blk, r_hi), c, A, a0, Pp, K, bias, start, cols)
+            blk += 1
 
 
 @njit(**JIT)

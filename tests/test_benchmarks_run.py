@@ -25,15 +25,19 @@ def test_compare_prints_a_row_per_group():
         assert group in r.stdout, r.stdout
 
 
-def test_compare_takes_a_subset_of_shapes_and_refuses_unknown_ones():
+def test_compare_takes_a_subset_of_shapes_or_ones_own_and_refuses_unknown_ones():
     compare = os.path.join(ROOT, "benchmarks", "compare.py")
     r = subprocess.run([sys.executable, compare, "--groups", "bi", "--shapes", "small", "--repeats", "1"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "| train bidirectional | small (32, 64, 16, 50) |" in r.stdout and "medium" not in r.stdout, r.stdout
     assert "| train bidirectional | small |" in r.stdout, r.stdout          # beside the unidirectional LSTM
-    r = subprocess.run([sys.executable, compare, "--shapes", "huge"], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 2 and "unknown shapes ['huge']" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, compare, "--groups", "train", "--shapes", "8x20x4x5", "--repeats", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "| train | 8x20x4x5 (8, 20, 4, 5) |" in r.stdout, r.stdout + r.stderr
+    for bad in ("huge", "8x20x4", "8x0x4x5"):
+        r = subprocess.run([sys.executable, compare, "--shapes", bad], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 2 and f"unknown shapes ['{bad}']" in r.stderr, r.stderr
 
 
 def test_pytest_benchmark_suite_runs():
