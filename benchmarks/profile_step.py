@@ -91,7 +91,7 @@ def _tiles(C, A, P, bias, n):
 
 def tile_peak(dtype, K=128, rounds=7):
     """GFLOP/s of the tile on one thread, 8 rows against a panel of K rows that stays in L1."""
-    TW = R.TILE // np.dtype(dtype).itemsize
+    TW = R._tile_width(dtype)
     rng = np.random.default_rng(0)
     A, P = rng.standard_normal((8, K)).astype(dtype), rng.standard_normal((1, K, TW)).astype(dtype)
     C, bias = np.zeros((8, TW), dtype), np.zeros(TW, dtype)

@@ -34,15 +34,16 @@ FORMS = {"fused": dict(FUSED_PANEL=math.inf, SPLIT_D=math.inf), "split": dict(SP
 PICKED = {name: getattr(R, name) for name in ("TILE", "FUSED_PANEL", "SPLIT_D")}
 
 
-def restore():
-    for name, value in PICKED.items():
+def use(settings):
+    """Set fastlstm.recurrent's choices to `settings` (names as PICKED's)."""
+    for name, value in settings.items():
         setattr(R, name, value)
 
 
 def variants(D, H):
     """[(label, settings)] for the four combinations, and the label of the one this CPU picks
     at input width D and H units."""
-    restore()
+    use(PICKED)
     out = [(f"{width} B {form}", dict(PICKED, TILE=width, **settings))
            for width in R.TILE_BYTES for form, settings in FORMS.items()]
     picked = f"{PICKED['TILE']} B {'split' if R._tiles_from(D, H) else 'fused'}"
@@ -53,10 +54,7 @@ def runner(settings, D, H, B, T, dtype, infer):
     """(n -> seconds for n steps, the step's output bits) of a model built and run with the
     module's choices set to `settings` (set again before every block, as the others change
     them)."""
-    def use():
-        for name, value in settings.items():
-            setattr(R, name, value)
-    use()
+    use(settings)
     m = fastlstm.LSTM(D, H, seed=0, dtype=dtype)
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal((T, B, D)).astype(dtype), rng.standard_normal((T, B, H)).astype(dtype)
@@ -71,7 +69,7 @@ def runner(settings, D, H, B, T, dtype, infer):
     run = local(step)
 
     def timed(n):
-        use()
+        use(settings)
         return run(n)
     return timed, bits
 
@@ -110,7 +108,7 @@ def main(argv=None):
                 print(f"| {name} ({D}, {H}, {B}, {T}) | {label}{' *' if j == base else ''} | {medians[j] * 1e3:.3f} "
                       f"| {np.median(r):.3f} | {r.min():.3f} - {r.max():.3f} | {', '.join(same) or '—'} |", flush=True)
     finally:
-        restore()
+        use(PICKED)
 
 
 if __name__ == "__main__":
