@@ -86,7 +86,7 @@ def _cells(Z, Zb, C, TC, h, dc, dh, dy, T, backward):
 def _tiles(C, A, P, bias, n):
     """n products C = A · P by the recurrent kernels' tiles, on the same buffers each time."""
     for _ in range(n):
-        _panel_product(C, 0, C.shape[1], 0, C.shape[0], 0, C.shape[0] // 4, A, 0, P, A.shape[1], bias, 0)
+        _panel_product(C, 0, C.shape[1], 0, C.shape[0], A, 0, P, A.shape[1], bias, 0)
 
 
 def tile_peak(dtype, K=128, rounds=7):

@@ -41,13 +41,12 @@ def forward_units(Z, C, TC, I, P, b, D, H, nchunks):
     T, B, _ = Z.shape
     TW = P.shape[2]
     ppg = H // TW                                       # panels a gate
-    nblk = (B + 3) // 4
     for t in range(T):
         Zt, It = Z[t], I[t]
         for c in prange(nchunks):                       # one parallel region a step
             p0, p1 = c * ppg // nchunks, (c + 1) * ppg // nchunks
             for g in range(4):
-                _panel_product(Zt, g * H + p0 * TW, (p1 - p0) * TW, np.int64(0), B, np.int64(0), nblk, It, D,
+                _panel_product(Zt, g * H + p0 * TW, (p1 - p0) * TW, np.int64(0), B, It, D,
                                P[g * ppg + p0:g * ppg + p1], H, b, FROM_C | FROM_BIAS)
             u0, u1 = p0 * TW, p1 * TW
             for r in range(B):                          # views: a loop from a run-time start stays scalar

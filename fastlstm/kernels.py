@@ -217,38 +217,39 @@ def _make_tile(panel_bytes, masked=False):
     `cols` columns only (an argument after `start`)."""
     if masked:
         @intrinsic
-        def tile(typingctx, C, rows, c0, A, a0, P, K, bias, start, cols):
-            return _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start, cols)
+        def tile(typingctx, C, rows, c0, A, a0, P, pans, K, bias, start, cols):
+            return _tile_impl(panel_bytes, C, rows, c0, A, a0, P, pans, K, bias, start, cols)
     else:
         @intrinsic
-        def tile(typingctx, C, rows, c0, A, a0, P, K, bias, start):
-            return _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start)
+        def tile(typingctx, C, rows, c0, A, a0, P, pans, K, bias, start):
+            return _tile_impl(panel_bytes, C, rows, c0, A, a0, P, pans, K, bias, start)
     return tile
 
 
-def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start, cols=None):
-    """C[r_q, c0:c0+TW] = s + Σ_{k<K} A[r_q, a0+k] P[k, :] for the rows r_q of the tuple
-    `rows` (4 or 8; repeated indices are allowed: all loads come before the stores), where
-    the sum starts from s = 0, C[r_q, c0:c0+TW] (start & FROM_C), C[...] + bias[c0:c0+TW]
-    (FROM_C | FROM_BIAS) or bias[c0:c0+TW] (FROM_BIAS): the bias added here, not in a pass
-    of its own, and bias unread without FROM_BIAS.
+def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, pans, K, bias, start, cols=None):
+    """C[r_q, c_j:c_j+TW] = s + Σ_{k<K} A[r_q, a0+k] P[p_j, k, :] for the rows r_q of the
+    tuple `rows` and the panels p_j of the tuple `pans`, at C's columns c_j = c0 + p_j·TW
+    (4 or 8 rows of one panel; 1 or 2 rows of several panels, when a block has no more rows:
+    rows × panels × 2 vector accumulators. Repeated rows are allowed: all loads come before
+    the stores), where the sum starts from s = 0, C[r_q, c_j:c_j+TW] (start & FROM_C),
+    C[...] + bias[c_j:c_j+TW] (FROM_C | FROM_BIAS) or bias[c_j:c_j+TW] (FROM_BIAS): the bias
+    added here, not in a pass of its own, and bias unread without FROM_BIAS.
 
-    C, A: 2-D C-contiguous; P (≥K, TW) C-contiguous, a packed weight panel; bias 1-D
+    C, A: 2-D C-contiguous; P (panels, ≥K, TW) C-contiguous, packed weight panels; bias 1-D
     C-contiguous. For each row and column the sum runs k = 0, 1, … in order with fused
-    multiply-adds: its bits depend on nothing but that row's inputs. With `cols` (the
-    masked tile) only columns c0..c0+cols-1 of C and bias are read and written (masked
-    loads and stores; P's padding columns are zeros): the last panel of a width that TW
-    does not divide, at the tile's speed and bits.
+    multiply-adds: its bits depend on nothing but that row's inputs, whatever the tile. With
+    `cols` (the masked tile) only the first `cols` columns of each panel's C and bias are
+    read and written (masked loads and stores; P's padding columns are zeros): the last
+    panel of a width that TW does not divide, at the tile's speed and bits.
     """
-    arrays = (C, A, P)
-    if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" and a.dtype == C.dtype
-               for a in arrays) or not isinstance(rows, types.UniTuple) or not (
-            isinstance(bias, types.Array) and bias.ndim == 1 and bias.layout == "C" and bias.dtype == C.dtype):
+    if not (all(isinstance(a, types.Array) and a.ndim == n and a.layout == "C" and a.dtype == C.dtype
+                for a, n in ((C, 2), (A, 2), (P, 3), (bias, 1)))
+            and isinstance(rows, types.UniTuple) and isinstance(pans, types.UniTuple)):
         return None
-    nr = rows.count
+    nr, npn = rows.count, pans.count
 
     def codegen(context, builder, sig, args):
-        cv, rows_v, c0, av, a0, pv, K, bv, start = args[:9]
+        cv, rows_v, c0, av, a0, pv, pans_v, K, bv, start = args[:10]
         i64, i32 = ir.IntType(64), ir.IntType(32)
         elem = context.get_data_type(C.dtype)
         es = context.get_abi_sizeof(elem)
@@ -266,7 +267,7 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start, cols=None):
                                                    f"llvm.masked.load.v{w}f{8 * es}.p0v{w}f{8 * es}")
             mstore = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vec, vp, i32, mty]),
                                                     f"llvm.masked.store.v{w}f{8 * es}.p0v{w}f{8 * es}")
-            n = builder.insert_element(ir.Constant(ir.VectorType(i64, w), ir.Undefined), args[9], ir.Constant(i32, 0))
+            n = builder.insert_element(ir.Constant(ir.VectorType(i64, w), ir.Undefined), args[10], ir.Constant(i32, 0))
             n = builder.shuffle_vector(n, ir.Constant(ir.VectorType(i64, w), ir.Undefined),
                                        ir.Constant(ir.VectorType(i32, w), [0] * w))
             masks = [builder.icmp_unsigned("<", ir.Constant(ir.VectorType(i64, w), [v * w + lane for lane in range(w)]), n)
@@ -283,57 +284,66 @@ def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, K, bias, start, cols=None):
             else:
                 builder.call(mstore, [value, ptr, align, masks[v]])
 
-        def rows_of(aty, val):                                  # (address of [0,0], row stride)
+        def rows_of(aty, val):                                  # (address of [0,…], strides)
             a = context.make_array(aty)(context, builder, val)
-            return builder.ptrtoint(a.data, i64), cgutils.unpack_tuple(builder, a.strides, 2)[0]
+            return builder.ptrtoint(a.data, i64), cgutils.unpack_tuple(builder, a.strides, aty.ndim)
 
-        def at(array, row, col, ty):                            # pointer to array[row, col]
-            base, stride = array
-            off = builder.add(builder.mul(row, stride), builder.mul(col, ir.Constant(i64, es)))
+        def at(array, ty, *index):                              # pointer to array[index…] (the last in elements)
+            base, strides = array
+            off = builder.mul(index[-1], ir.Constant(i64, es))
+            for i, s in zip(index[:-1], strides):
+                off = builder.add(off, builder.mul(i, s))
             return builder.inttoptr(builder.add(base, off), ty.as_pointer())
 
         Ca, Aa, Pa = (rows_of(t, v) for t, v in zip((C, A, P), (cv, av, pv)))
         rows = cgutils.unpack_tuple(builder, rows_v, nr)
+        pans = cgutils.unpack_tuple(builder, pans_v, npn)
+        tw = ir.Constant(i64, w * 2)
+        cj = [builder.add(c0, builder.mul(p, tw)) for p in pans]   # each panel's first column of C
         zero, undef = ir.Constant(vec, None), ir.Constant(vec, ir.Undefined)
         has = [builder.icmp_unsigned("!=", builder.and_(start, ir.Constant(start.type, flag)),
                                      ir.Constant(start.type, 0)) for flag in (FROM_C, FROM_BIAS)]
-        out = [[builder.gep(at(Ca, r, c0, vec), [ir.Constant(i64, v)]) for v in range(2)] for r in rows]
-        acc = [cgutils.alloca_once(builder, vec) for _ in range(2 * nr)]   # LLVM promotes them to registers
+        out = [[[builder.gep(at(Ca, vec, r, c), [ir.Constant(i64, v)]) for v in range(2)] for c in cj] for r in rows]
+        acc = [[[cgutils.alloca_once(builder, vec) for _ in range(2)] for _ in pans] for _ in rows]  # in registers
         b0 = context.make_array(bias)(context, builder, bv).data
         with builder.if_else(has[1]) as (with_bias, without):
             with with_bias:                                     # C + b (one rounding, as z += b) or b
-                bk = [load(builder.gep(builder.bitcast(builder.gep(b0, [c0]), vp), [ir.Constant(i64, v)]), v)
-                      for v in range(2)]
-                for q in range(nr):
-                    for v in range(2):
-                        c = load(out[q][v], v)
-                        builder.store(builder.select(has[0], builder.fadd(c, bk[v]), bk[v]), acc[2 * q + v])
+                for j, c in enumerate(cj):
+                    bk = [load(builder.gep(builder.bitcast(builder.gep(b0, [c]), vp), [ir.Constant(i64, v)]), v)
+                          for v in range(2)]
+                    for q in range(nr):
+                        for v in range(2):
+                            x = load(out[q][j][v], v)
+                            builder.store(builder.select(has[0], builder.fadd(x, bk[v]), bk[v]), acc[q][j][v])
             with without:
                 for q in range(nr):
-                    for v in range(2):
-                        builder.store(builder.select(has[0], load(out[q][v], v), zero), acc[2 * q + v])
-        a_row = [at(Aa, r, a0, elem) for r in rows]
+                    for j in range(npn):
+                        for v in range(2):
+                            builder.store(builder.select(has[0], load(out[q][j][v], v), zero), acc[q][j][v])
+        a_row = [at(Aa, elem, r, a0) for r in rows]
         splat = ir.Constant(ir.VectorType(i32, w), [0] * w)
         with cgutils.for_range(builder, K) as loop:
             k = loop.index
-            p = at(Pa, k, ir.Constant(i64, 0), vec)
-            for line in range(0, panel_bytes, 64):                # the panel PREFETCH bytes ahead, into L1
-                ahead = builder.add(builder.ptrtoint(p, i64), ir.Constant(i64, PREFETCH + line))
-                builder.call(prefetch, [builder.inttoptr(ahead, i8p)] + [ir.Constant(i32, n) for n in (0, 3, 1)])
-            pk = [builder.load(builder.gep(p, [ir.Constant(i64, v)]), align=es) for v in range(2)]
-            for q in range(nr):
-                s = builder.insert_element(undef, builder.load(builder.gep(a_row[q], [k])), ir.Constant(i32, 0))
-                s = builder.shuffle_vector(s, undef, splat)
-                for v in range(2):
-                    slot = acc[2 * q + v]
-                    builder.store(builder.call(fma, [s, pk[v], builder.load(slot)]), slot)
+            s = [builder.shuffle_vector(builder.insert_element(undef, builder.load(builder.gep(a, [k])),
+                                                               ir.Constant(i32, 0)), undef, splat) for a in a_row]
+            for j, p in enumerate(pans):
+                pk = at(Pa, vec, p, k, ir.Constant(i64, 0))
+                for line in range(0, panel_bytes, 64):            # the panel PREFETCH bytes ahead, into L1
+                    ahead = builder.add(builder.ptrtoint(pk, i64), ir.Constant(i64, PREFETCH + line))
+                    builder.call(prefetch, [builder.inttoptr(ahead, i8p)] + [ir.Constant(i32, n) for n in (0, 3, 1)])
+                pkv = [builder.load(builder.gep(pk, [ir.Constant(i64, v)]), align=es) for v in range(2)]
+                for q in range(nr):
+                    for v in range(2):
+                        slot = acc[q][j][v]
+                        builder.store(builder.call(fma, [s[q], pkv[v], builder.load(slot)]), slot)
         for q in range(nr):
-            for v in range(2):
-                store(builder.load(acc[2 * q + v]), out[q][v], v)
+            for j in range(npn):
+                for v in range(2):
+                    store(builder.load(acc[q][j][v]), out[q][j][v], v)
         return context.get_dummy_value()
 
     extra = () if cols is None else (cols,)
-    return types.void(C, rows, c0, A, a0, P, K, bias, start, *extra), codegen
+    return types.void(C, rows, c0, A, a0, P, pans, K, bias, start, *extra), codegen
 
 
 _tile, _tile_wide = (_make_tile(n) for n in TILE_BYTES)
@@ -452,43 +462,71 @@ def pack_panels(P, W, k0, transpose):
 
 
 @njit(**JIT)
-def _panel_product(C, c0, N, r_lo, r_hi, b0, b1, A, a0, P, K, bias, start):
-    """C[r, c0:c0+N] = s + A[r, a0:a0+K] · panels, for rows r of blocks b0..b1 (4 rows each,
-    clamped at r_hi), the sum starting from s as `start` says (_tile: 0, C, C + bias or
-    bias, with bias indexed as C's columns): full panels by _tile (two blocks at a time with
-    the wide tile), the last partial panel by the masked tile (the same sums and bits)."""
+def _panel_product(C, c0, N, r0, r1, A, a0, P, K, bias, start):
+    """C[r, c0:c0+N] = s + A[r, a0:a0+K] · panels for rows r0 ≤ r < r1, the sum starting from
+    s as `start` says (_tile: 0, C, C + bias or bias, with bias indexed as C's columns): full
+    panels by _tile, 4 rows at a time (8 with the wide tile); the 1 to 3 rows left by tiles
+    of those rows over several panels, whose accumulators would otherwise sum the same row
+    up to four times over (AVX2: 3 rows in a 4-row tile); the last partial panel by the
+    masked tile. The same sums and bits whichever tile."""
     TW = P.shape[2]
     wide = TW * C.itemsize == TILE_BYTES[1]      # the panels' width picks the tile (recurrent.tile_bytes)
     full = N // TW
+    few = (r1 - r0) % 4                          # rows left after the blocks of 4
+    if few == 3 and not wide:                    # AVX2's 16 registers: a 4-row tile, one row repeated
+        few = 0
+    rb = r1 - few                                # rows r0..rb-1 for the 4- and 8-row tiles
     for p in range(full):
-        Pp = P[p]
-        blk = b0
-        while blk < b1:
+        r = r0
+        while r < rb:
             if not wide:
-                _tile(C, _block_rows(blk, r_hi), c0 + p * TW, A, a0, Pp, K, bias, start)
-                blk += 1
-            elif blk + 1 < b1:                   # AVX-512: 8 rows, 16 of its 32 vector registers
-                _tile_wide(C, _block_rows(blk, r_hi) + _block_rows(blk + 1, r_hi), c0 + p * TW, A, a0, Pp, K, bias,
-                           start)
-                blk += 2
+                _tile(C, _rows4(r, rb), c0, A, a0, P, (p,), K, bias, start)
+                r += 4
+            elif r + 4 < rb:                     # AVX-512: 8 rows, 16 of its 32 vector registers
+                _tile_wide(C, _rows4(r, rb) + _rows4(r + 4, rb), c0, A, a0, P, (p,), K, bias, start)
+                r += 8
             else:
-                _tile_wide(C, _block_rows(blk, r_hi), c0 + p * TW, A, a0, Pp, K, bias, start)
-                blk += 1
+                _tile_wide(C, _rows4(r, rb), c0, A, a0, P, (p,), K, bias, start)
+                r += 4
+    p = 0                                        # 1 to 3 rows over several panels: 8 (AVX2) or 16 accumulators
+    if few and wide:
+        n = 8 // few
+        while p + n <= full:
+            if few == 1:
+                _tile_wide(C, (rb,), c0, A, a0, P, (p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7), K, bias, start)
+            elif few == 2:
+                _tile_wide(C, (rb, rb + 1), c0, A, a0, P, (p, p + 1, p + 2, p + 3), K, bias, start)
+            else:                                # 12 accumulators
+                _tile_wide(C, (rb, rb + 1, rb + 2), c0, A, a0, P, (p, p + 1), K, bias, start)
+            p += n
+    elif few:
+        n = 4 // few
+        while p + n <= full:
+            if few == 1:
+                _tile(C, (rb,), c0, A, a0, P, (p, p + 1, p + 2, p + 3), K, bias, start)
+            else:
+                _tile(C, (rb, rb + 1), c0, A, a0, P, (p, p + 1), K, bias, start)
+            p += n
+    if few:
+        for p in range(p, full):                 # the panels left over: a 4-row tile, rows repeated
+            if wide:
+                _tile_wide(C, _rows4(rb, r1), c0, A, a0, P, (p,), K, bias, start)
+            else:
+                _tile(C, _rows4(rb, r1), c0, A, a0, P, (p,), K, bias, start)
     cols = np.int64(N - full * TW)
     if cols == 0:
         return
-    Pp, c = P[full], c0 + full * TW              # the last, partial panel: the masked tiles
-    blk = b0
-    while blk < b1:
+    r = r0                                       # the last, partial panel: the masked tiles
+    while r < r1:
         if not wide:
-            _tile_part(C, _block_rows(blk, r_hi), c, A, a0, Pp, K, bias, start, cols)
-            blk += 1
-        elif blk + 1 < b1:
-            _tile_wide_part(C, _block_rows(blk, r_hi) + _block_rows(blk + 1, r_hi), c, A, a0, Pp, K, bias, start, cols)
-            blk += 2
+            _tile_part(C, _rows4(r, r1), c0, A, a0, P, (full,), K, bias, start, cols)
+            r += 4
+        elif r + 4 < r1:
+            _tile_wide_part(C, _rows4(r, r1) + _rows4(r + 4, r1), c0, A, a0, P, (full,), K, bias, start, cols)
+            r += 8
         else:
-            _tile_wide_part(C, _block_rows(blk, r_hi), c, A, a0, Pp, K, bias, start, cols)
-            blk += 1
+            _tile_wide_part(C, _rows4(r, r1), c0, A, a0, P, (full,), K, bias, start, cols)
+            r += 4
 
 
 @njit(**JIT)
@@ -586,11 +624,21 @@ def _dot1(w, x, lo, hi):
 
 
 @njit(**JIT)
-def _block_rows(blk, B):
-    """The four row indices of block `blk`; past the last row they repeat row B-1, so a
-    short block runs the same code (and gives the same bits) as a full one."""
-    r0 = 4 * blk
-    return r0, min(r0 + 1, B - 1), min(r0 + 2, B - 1), min(r0 + 3, B - 1)
+def _rows4(r, r1):
+    """Rows r..r+3 for a 4-row tile; past the last row (r1-1) they repeat it, so a short
+    block runs the same code (and gives the same bits) as a full one."""
+    return r, min(r + 1, r1 - 1), min(r + 2, r1 - 1), min(r + 3, r1 - 1)
+
+
+SMALL_BATCH = 8     # up to this many rows a block is one row (docs/performance.md)
+
+
+@njit(**JIT)
+def block_size(B):
+    """Rows a block of the recurrent kernels (the unit their threads share out and their δb
+    is summed over): 4, or 1 in a batch of up to SMALL_BATCH rows, so that a small batch
+    still has a block for each thread. The bits depend on B alone, never on the threads."""
+    return 1 if B <= SMALL_BATCH else 4
 
 
 # Cell kinds: the recurrence and its products are shared; only the cell differs (the two
@@ -733,7 +781,8 @@ def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, block
     Hr = I.shape[2] - D
     proj = Hr < H
     nb = blocks.shape[0]
-    r0, r1 = 4 * b0, min(4 * b1, B)
+    g = block_size(B)
+    r0, r1 = g * b0, min(g * b1, B)
     i0, forward = np.int64(0), np.bool_(True)               # typed, not literals (see the module's docstring)
     for t in range(T):
         Zt = Z[t]
@@ -741,7 +790,7 @@ def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, block
             zc, n, _, lo, K = block_span(blocks[q], D, H, Hr, a0, forward)
             fresh = a0 == 0 or blocks[q, 3] == 0 # no input half in these columns yet
             if K > 0:                            # the tiles start their sums from b, or Z + b
-                _panel_product(Zt, zc, n, r0, r1, b0, b1, I[t], lo, _panels(P, blocks, D, H, Hr, a0, forward, TW, q), K,
+                _panel_product(Zt, zc, n, r0, r1, I[t], lo, _panels(P, blocks, D, H, Hr, a0, forward, TW, q), K,
                                b, FROM_BIAS if fresh else FROM_C | FROM_BIAS)
             else:                                # nothing to sum: the bias alone
                 for r in range(r0, r1):
@@ -764,7 +813,7 @@ def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, block
             else:
                 rnn_cell_forward(Zt[r], I[t + 1, r, D:], H, cell == RNN_RELU_CELL)
         if proj:                                 # h_t = W_hr m_t; a row past its length keeps h
-            _panel_product(I[t + 1], D, Hr, r0, r1, b0, b1, M[t], i0, _panels(P, blocks, D, H, Hr, a0, forward, TW,
+            _panel_product(I[t + 1], D, Hr, r0, r1, M[t], i0, _panels(P, blocks, D, H, Hr, a0, forward, TW,
                                                                                  nb), H, b, i0)
             for r in range(r0, r1):
                 if t >= lengths[r]:
@@ -798,7 +847,8 @@ def recurrent_forward(Z, C, TC, I, M, P, b, Zr, Cr, TCr, Ir, Mr, Pr, br, lengths
     work, and each thread streams one unit's panels for more rows. dirs = 1: the first
     set alone (pass it twice).
     """
-    nblk = (Z.shape[1] + 3) // 4
+    g = block_size(Z.shape[1])
+    nblk = (Z.shape[1] + g - 1) // g
     for task in prange(dirs * nchunks):
         c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)
@@ -830,7 +880,8 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, 
     nb = blocks.shape[0]
     record = probe.shape[0] > 0
     has_dy = dY.shape[0] > 0                     # else δy_t = 0, read from `zero` (recurrent_backward)
-    r0, r1 = 4 * b0, min(4 * b1, B)
+    g = block_size(B)
+    r0, r1 = g * b0, min(g * b1, B)
     i0, forward = np.int64(0), np.bool_(False)              # typed, not literals (see the module's docstring)
     for blk in range(b0, b1):
         dbp[blk, :] = 0
@@ -844,7 +895,7 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, 
                         dH[t, r, k] = dy[k] + dh[r, k]
                 else:
                     dH[t, r, :] = 0
-            _panel_product(dm, i0, H, r0, r1, b0, b1, dH[t], i0, _panels(P, blocks, D, H, Hr, i0, forward, TW, nb),
+            _panel_product(dm, i0, H, r0, r1, dH[t], i0, _panels(P, blocks, D, H, Hr, i0, forward, TW, nb),
                            Hr, dm[0], i0)                       # (no bias: dm[0] is not read)
         for r in range(r0, r1):
             dy = dY[t, r] if has_dy and not proj else zero
@@ -860,12 +911,12 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, 
             else:
                 rnn_cell_backward(Zt[r], dh[r], dy, H, cell == RNN_RELU_CELL)
         for blk in range(b0, b1):                # δb's share of each block, while δz_t is in L1
-            _add_rows(dbp[blk], Zt, 4 * blk, min(4 * blk + 4, B))
+            _add_rows(dbp[blk], Zt, g * blk, min(g * blk + g, B))
         first = True
         for q in range(nb):                      # δh_{t-1} = Σ_blocks U[rows]ᵀ δz_t[cols]
             zc, n, _, _, K = block_span(blocks[q], D, H, Hr, i0, forward)
             if K > 0:
-                _panel_product(dhs, i0, Hr, r0, r1, b0, b1, Zt, zc, _panels(P, blocks, D, H, Hr, i0, forward, TW, q),
+                _panel_product(dhs, i0, Hr, r0, r1, Zt, zc, _panels(P, blocks, D, H, Hr, i0, forward, TW, q),
                                n, dhs[0], i0 if first else FROM_C)
                 first = False
         for r in range(r0, r1):
@@ -904,7 +955,8 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, Zr, 
     norms ‖∂E/∂h_{t-1}‖², ‖∂E/∂c_{t-1}‖² of the state that step t received. Chunks as in
     forward; dirs = 2 runs the reverse unit (the arguments ending in r) side by side, as there.
     """
-    nblk = (Z.shape[1] + 3) // 4
+    g = block_size(Z.shape[1])
+    nblk = (Z.shape[1] + g - 1) // g
     for task in prange(dirs * nchunks):
         c = task % nchunks
         b0, b1 = _chunk(c, nchunks, nblk)

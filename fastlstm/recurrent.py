@@ -30,8 +30,8 @@ import numpy as np
 from . import _validate as v
 from . import _blas, _config
 from ._config import blas_turn
-from .kernels import (BLOCKS, COPY_PARALLEL, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, STEP_AWAKE,
-                      STEP_BAD_INPUT, STEP_OVERFLOW, TILE_BYTES, add_row_sums, apply_dropout, block_counts,
+from .kernels import (BLOCKS, COPY_PARALLEL, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, SMALL_BATCH, STEP_AWAKE,
+                      STEP_BAD_INPUT, STEP_OVERFLOW, TILE_BYTES, add_row_sums, apply_dropout, block_counts, block_size,
                       copy_hidden, copy_rows, copy_steps, fill_zero, pack_unit, panel_extent, recurrent_backward,
                       recurrent_forward, recurrent_step, zeros)
 
@@ -248,10 +248,16 @@ def dropout_seed_from(seed):
     return int(v.rng(seed).integers(1 << 62))
 
 
+def _nblocks(B):
+    """The recurrent kernels' row blocks in a batch of B (kernels.block_size)."""
+    g = block_size(B)
+    return (B + g - 1) // g
+
+
 def _nchunks(B, dirs=1):
-    """Tasks per direction to split the (B+3)//4 row blocks over (the threads shared by the
-    directions that run side by side): any value gives the same bits."""
-    return max(1, min(numba.get_num_threads() // dirs, (B + 3) // 4))
+    """Tasks per direction to split the row blocks over (the threads shared by the directions
+    that run side by side): any value gives the same bits."""
+    return max(1, min(numba.get_num_threads() // dirs, _nblocks(B)))
 
 
 def _alone(kernel, *args):
@@ -310,7 +316,7 @@ class _Workspace:
             last=b * Hr * dirs * (dirs > 1),         # [h_fwd at the last step ; h_bwd at step 0]
             P=dirs * max(max(_panels_size(blocks, D, H, Hr, _tiles_from(D, Hr), True, e) for D in self.dims),
                          _panels_size(blocks, 0, H, Hr, 0, False, e)),  # per direction; forward: W or U; backward: U
-            dbp=dirs * ((b + 3) // 4) * G, dbs=G)            # δb per 4-row block, per direction; their sum
+            dbp=dirs * max(_nblocks(b), min(b, SMALL_BATCH)) * G, dbs=G)   # δb per row block, per direction; their sum
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
         v.fits_in_memory(f"the workspace for T = {T}, B = {B}", total)
         new = {k: [zeros(m, e) for m in n] if isinstance(n, list) else zeros(n, e) for k, n in sizes.items()}
@@ -337,8 +343,8 @@ class _Workspace:
     def carries(self, T, B, d):
         """Direction d's buffers for the backward: δh carry, δh scratch (B, Hr), δc carry
         (B, H), the projection's δh_t (T, B, Hr) and δm scratch (B, H) (width 0 without),
-        and δb per block of 4 rows ((B+3)//4, G)."""
-        Hr, Hd, Hm, G, nblk = self.Hr, self.Hd, self.Hm, self.G, (B + 3) // 4
+        and δb per row block (blocks, G)."""
+        Hr, Hd, Hm, G, nblk = self.Hr, self.Hd, self.Hm, self.G, _nblocks(B)
         return self._cached(("carries", d), T, B, lambda: (
             _view(self.dh[d * B * Hr:], B, Hr), _view(self.dhs[d * B * Hr:], B, Hr),
             _view(self.dc[d * B * Hd:], B, Hd), _view(self.dH[d * T * B * Hr:], T, B, Hr * (Hm > 0)),
@@ -617,8 +623,9 @@ class _Recurrent:
         step: None (no dropout), or the step whose dropout masks drop the inputs of every
         layer above the first (the backward applies the same); row0: the batch row that x's
         first row is (a data-parallel shard's), which keys the masks with the step.
-        inference: no backward follows (Model.predict, evaluate), so a layer of one task
-        (one direction, B ≤ 4) whose threads are asleep runs as a team of one (_alone)."""
+        inference: no backward follows (Model.predict, evaluate), so a small layer (one
+        direction, B ≤ 4, W and x below COPY_PARALLEL elements) whose threads are asleep runs
+        as one task in a team of one (_alone): splitting its rows saves less than a wake-up."""
         T, B = x.shape[:2]
         self._ws.ensure(T, B)
         self._saved = None
@@ -628,12 +635,14 @@ class _Recurrent:
                 X = self._layer_input(l, T, B, L, step, row0)
             units = [self._unit_input(l * dirs + d, X, h0, c0, L, T, B, d == 1) for d in range(dirs)]
             D, H, a0 = self._dims[l * dirs], self.hidden_size, units[0][-1]     # (I's width says Hr)
-            nc = _nchunks(B, dirs)
+            packed = units[0][5]                 # P of _unit_input's (Z, C, TC, I, M, P, b, a0)
+            alone = (inference and dirs == 1 and B <= 4 and packed.size < COPY_PARALLEL  # W packed, x copied and
+                     and X.size < COPY_PARALLEL)                                         # checked by one thread
+            nc = 1 if alone else _nchunks(B, dirs)
             args = (*units[0][:-1], *units[-1][:-1], L, D, H, a0, nc, dirs, self.CELL, BLOCKS[self.CELL],
                     _tile_width(self.dtype))
-            packed = units[0][5]                 # P of _unit_input's (Z, C, TC, I, M, P, b, a0)
-            if inference and nc * dirs == 1 and packed.size < COPY_PARALLEL and X.size < COPY_PARALLEL:
-                _alone(recurrent_forward, *args)  # one task, and W packed, x copied and checked by one thread
+            if alone:
+                _alone(recurrent_forward, *args)
             else:
                 recurrent_forward(*args)
         self._saved = (T, B, L, step, row0)

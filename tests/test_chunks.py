@@ -158,3 +158,33 @@ def test_streaming_step_refuses_bad_state():
     with pytest.raises(ValueError, match="h must be finite"):
         r.step(x, hr)
     assert hr[0, 0, 0] == np.float32(0.1) and hr[0, 0, 2] == np.float32(0.2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls", [fastlstm.LSTM, fastlstm.GRU, fastlstm.RNN], ids=["lstm", "gru", "rnn"])
+def test_each_row_of_a_batch_gets_the_bits_it_gets_alone(monkeypatch, cls, dtype):
+    """A batch's rows meet the recurrent products in different tiles: 8 or 4 rows a panel,
+    the 1 to 3 rows left over several panels at once, a masked tile for a last partial panel;
+    up to kernels.SMALL_BATCH rows each row is a block of its own for the threads. Each
+    output is the same chain of FMAs whichever tile: a row's outputs, final state and δ of
+    its initial state are, to the bit, what the row gives run alone (B = 1). H = 70 leaves
+    8 full panels of 128 bytes and a partial one in float32 (the LSTM's 4H columns), 17 and
+    a partial in float64; a projection gives the LSTM a third product in the loop."""
+    import fastlstm.recurrent as R
+    monkeypatch.setattr(R, "FUSED_PANEL", 1 << 30)          # [x ; h] in the tiles: no BLAS in y or δh0
+    T, D, H = 5, 3, 70
+    make = (lambda *a, **k: cls(*a, proj_size=33, **k)) if cls is fastlstm.LSTM else cls
+    for B in (2, 3, 5, 7, 8, 9, 11, 14):
+        m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(T, B, D, H, 1, dtype, seed=B, with_lengths=True,
+                                                            cls=make)
+        lstm = cls is fastlstm.LSTM
+
+        def run(rows):                              # (y, then the final state and δ of the initial one)
+            pick = (lambda a: np.ascontiguousarray(a[:, rows]))
+            y, s = m.forward(pick(x), (pick(h0), pick(c0)) if lstm else pick(h0), lengths=lengths[rows])
+            _, ds = m.backward(pick(dy), (pick(dhn), pick(dcn)) if lstm else pick(dhn))
+            return (y, *s, *ds) if lstm else (y, s, ds)
+        whole = run(slice(None))
+        for r in range(B):
+            for name, a, a1 in zip(("y", "hn", "cn", "dh0", "dc0"), whole, run(slice(r, r + 1))):
+                assert np.array_equal(a1[:, 0], a[:, r]), f"B = {B}, row {r}: {name}"
