@@ -15,10 +15,11 @@ Per layer the workspace holds, for one forward:
 
     P                 W's or U's rows (per block of BLOCKS) and W_hr packed into contiguous panels
 
-The time loop is serial, the batch is parallel: each thread takes blocks of 4 rows and
+The time loop is serial, the batch is parallel: each thread takes a range of rows and
 walks them through all T steps, so threads never synchronise inside the loop and never
-write to the same memory. The recurrent products run as tiles of 4 or 8 rows (_tile) that
-keep their outputs in vector registers while streaming one weight panel.
+write to the same memory. The recurrent products run as tiles of 4 or 8 rows of a panel,
+or 1 to 3 rows of several (_tile), that keep their outputs in vector registers while
+streaming the weight panels.
 
 Calls between kernels pass typed values (np.int64(0), np.bool_(True), np.int64(i) for a
 prange index), never literals: Numba compiles a callee again for each literal argument and
@@ -158,7 +159,7 @@ def sum_squares(g):
 
 @njit(**JIT)
 def add_row_sums(db, Z, s):
-    """db (G,) += Σ_i Z[i, :] for Z (N, G): δb from the backward's per-block sums, and the
+    """db (G,) += Σ_i Z[i, :] for Z (N, G): δb from the backward's per-row sums, and the
     head's δbias = Σ δP. s (G,) scratch. Rows in order, vectorised along them: the bits of
     NumPy's sum over axis 0 for G ≥ 2 (a single column NumPy sums pairwise), with no
     temporary (NumPy 1.x buffers 8192 entries)."""
@@ -196,11 +197,13 @@ def int_bounds(a):
 # two AVX-512 vectors, as the CPU has: recurrent.tile_bytes): eight vector accumulators stay
 # in registers over the whole K loop, and each k costs two vector loads of the packed weight
 # panel, four broadcasts and eight FMAs (the register-blocked outer product BLAS kernels use;
-# no horizontal sums). With AVX-512's 32 vector registers the tile takes two blocks, 8 rows
-# and 16 accumulators: half the panel loads per FMA, and twice the FMAs in flight to cover
-# their latency (docs/performance.md has the figures). AVX2's 16 registers hold
-# only the 4-row tile. Each output is the same chain of FMAs over k whatever the tile, so
-# every tile gives the same bits. Numba cannot keep vectors in registers by itself, so the
+# no horizontal sums). With AVX-512's 32 vector registers the tile takes 8 rows and 16
+# accumulators: half the panel loads per FMA, and twice the FMAs in flight to cover their
+# latency (docs/performance.md has the figures). AVX2's 16 registers hold only the 4-row
+# tile. The 1 to 3 rows a thread's range leaves (all of a small batch) spread the
+# accumulators across panels instead, 1 row of 8 panels, 2 of 4, 3 of 2 (AVX2: 1 of 4,
+# 2 of 2; 3 rows a 4-row tile), rather than sum one row up to four times over. Each output
+# is the same chain of FMAs over k whatever the tile, so every tile gives the same bits. Numba cannot keep vectors in registers by itself, so the
 # tile is written in LLVM IR below. A panel (K rows of TW) is mostly larger than L1 and
 # comes from L2 for every tile; the hardware prefetcher alone leaves the FMAs waiting on it,
 # so the tile prefetches the panel PREFETCH bytes (16 rows of k) ahead into L1.
@@ -630,17 +633,6 @@ def _rows4(r, r1):
     return r, min(r + 1, r1 - 1), min(r + 2, r1 - 1), min(r + 3, r1 - 1)
 
 
-SMALL_BATCH = 8     # up to this many rows a block is one row (docs/performance.md)
-
-
-@njit(**JIT)
-def block_size(B):
-    """Rows a block of the recurrent kernels (the unit their threads share out and their δb
-    is summed over): 4, or 1 in a batch of up to SMALL_BATCH rows, so that a small batch
-    still has a block for each thread. The bits depend on B alone, never on the threads."""
-    return 1 if B <= SMALL_BATCH else 4
-
-
 # Cell kinds: the recurrence and its products are shared; only the cell differs (the two
 # RNNs only in their nonlinearity, tanh or ReLU).
 LSTM_CELL, RNN_CELL, GRU_CELL, RNN_RELU_CELL = 0, 1, 2, 3
@@ -769,20 +761,18 @@ def _assign(dst, src):
 
 
 @njit(**JIT)
-def _chunk(c, nchunks, nblk):
-    """Blocks [b0, b1) of chunk c when nblk blocks are split into nchunks near-equal chunks."""
-    return c * nblk // nchunks, (c + 1) * nblk // nchunks
+def _chunk(c, nchunks, n):
+    """Rows [r0, r1) of chunk c when n rows are split into nchunks near-equal chunks."""
+    return c * n // nchunks, (c + 1) * n // nchunks
 
 
 @njit(**JIT)
-def _forward_blocks(Z, C, TC, I, M, P, b, lengths, D, H, a0, b0, b1, cell, blocks, TW):
-    """Row blocks b0..b1-1 of one unit through every step: one task of recurrent_forward."""
+def _forward_rows(Z, C, TC, I, M, P, b, lengths, D, H, a0, r0, r1, cell, blocks, TW):
+    """Rows r0..r1-1 of one unit through every step: one task of recurrent_forward."""
     T, B, G = Z.shape
     Hr = I.shape[2] - D
     proj = Hr < H
     nb = blocks.shape[0]
-    g = block_size(B)
-    r0, r1 = g * b0, min(g * b1, B)
     i0, forward = np.int64(0), np.bool_(True)               # typed, not literals (see the module's docstring)
     for t in range(T):
         Zt = Z[t]
@@ -838,40 +828,24 @@ def recurrent_forward(Z, C, TC, I, M, P, b, Zr, Cr, TCr, Ir, Mr, Pr, br, lengths
     a0 = D: Z holds the input half W_x x_t on entry (a BLAS product over all steps), and
     z_t = Z[t] + b + U h_{t-1} (the GRU's ĥn columns get b + W_hn h_{t-1} alone).
 
-    Each of `nchunks` threads walks its blocks of 4 rows through every step, with no
-    synchronisation; a weight panel is read once per step and reused from L1 by all of the
-    thread's blocks. The blocks, not the chunks, fix the arithmetic: any nchunks gives the
-    same bits, and each row's bits depend on that row alone.
+    Each of `nchunks` threads walks its near-equal range of rows through every step, with
+    no synchronisation; a weight panel is read once per step and reused from L1 by all of
+    the thread's rows. Each row's bits depend on that row alone, whatever tile sums it: any
+    nchunks gives the same bits.
     dirs = 2: the reverse unit of a bidirectional layer (the buffers ending in r, as the
     first set) runs side by side, its own nchunks tasks beside the forward unit's: independent
     work, and each thread streams one unit's panels for more rows. dirs = 1: the first
     set alone (pass it twice).
     """
-    g = block_size(Z.shape[1])
-    nblk = (Z.shape[1] + g - 1) // g
     for task in prange(dirs * nchunks):
-        c = task % nchunks
-        b0, b1 = _chunk(c, nchunks, nblk)
+        r0, r1 = _chunk(task % nchunks, nchunks, Z.shape[1])
         u = (Z, C, TC, I, M, P, b) if task < nchunks else (Zr, Cr, TCr, Ir, Mr, Pr, br)   # one call site:
-        _forward_blocks(*u, lengths, D, H, a0, b0, b1, cell, blocks, TW)     # one copy of it to compile
+        _forward_rows(*u, lengths, D, H, a0, r0, r1, cell, blocks, TW)       # one copy of it to compile
 
 
 @njit(**JIT)
-def _add_rows(s, Zt, r0, r1):
-    """s (G,) += Σ_{r0 ≤ r < r1} Zt[r]: a block's δz_t rows (at most 4; a row past its
-    length is zero) into the block's δb sum; a full block in one pass over s."""
-    if r1 - r0 == 4:
-        for j in range(s.shape[0]):
-            s[j] += (Zt[r0, j] + Zt[r0 + 1, j]) + (Zt[r0 + 2, j] + Zt[r0 + 3, j])
-    else:
-        for r in range(r0, r1):
-            for j in range(s.shape[0]):
-                s[j] += Zt[r, j]
-
-
-@njit(**JIT)
-def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, lengths, b0, b1, cell, blocks, TW):
-    """Row blocks b0..b1-1 of one unit back through every step: one task of recurrent_backward."""
+def _backward_rows(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, lengths, r0, r1, cell, blocks, TW):
+    """Rows r0..r1-1 of one unit back through every step: one task of recurrent_backward."""
     T, B, G = Z.shape
     Hr = dh.shape[1]
     H = max(C.shape[2], Hr)
@@ -880,11 +854,9 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, 
     nb = blocks.shape[0]
     record = probe.shape[0] > 0
     has_dy = dY.shape[0] > 0                     # else δy_t = 0, read from `zero` (recurrent_backward)
-    g = block_size(B)
-    r0, r1 = g * b0, min(g * b1, B)
     i0, forward = np.int64(0), np.bool_(False)              # typed, not literals (see the module's docstring)
-    for blk in range(b0, b1):
-        dbp[blk, :] = 0
+    for r in range(r0, r1):
+        dbp[r, :] = 0
     for t in range(T - 1, -1, -1):
         Zt = Z[t]
         if proj:                                  # δh_t, kept for δW_hr; δm_t = W_hrᵀ δh_t
@@ -910,10 +882,11 @@ def _backward_blocks(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, 
                 gru_cell_backward(Zt[r], dc[r], dh[r], dy, I[t, r, D:], H)
             else:
                 rnn_cell_backward(Zt[r], dh[r], dy, H, cell == RNN_RELU_CELL)
-        for blk in range(b0, b1):                # δb's share of each block, while δz_t is in L1
-            _add_rows(dbp[blk], Zt, g * blk, min(g * blk + g, B))
+            if t < lengths[r]:                   # the row's δb sum, while δz_t is in L1
+                for j in range(G):
+                    dbp[r, j] += Zt[r, j]
         first = True
-        for q in range(nb):                      # δh_{t-1} = Σ_blocks U[rows]ᵀ δz_t[cols]
+        for q in range(nb):                      # δh_{t-1} = Σ_q U[rows of q]ᵀ δz_t[columns of q]
             zc, n, _, _, K = block_span(blocks[q], D, H, Hr, i0, forward)
             if K > 0:
                 _panel_product(dhs, i0, Hr, r0, r1, Zt, zc, _panels(P, blocks, D, H, Hr, i0, forward, TW, q),
@@ -948,21 +921,18 @@ def recurrent_backward(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, Zr, 
     δW_hr = Σ_t δh_t m_tᵀ after the loop; dm (B,H) scratch for δm_t = W_hrᵀ δh_t, which
     enters the cell as its δh, with `zero` (H,) zeros as its δy. Without one dH, dm are of
     width 0.
-    dbp ((B+3)//4, G) receives each 4-row block's Σ_t δz_t (δb = Σ_blocks dbp, added after
-    the kernel by add_row_sums): summed while δz_t is in L1, not from Z after the loop,
-    which read all of Z back from memory (docs/performance.md).
+    dbp (B, G) receives each row's Σ_t δz_t (δb = Σ_rows dbp, added in order after the
+    kernel by add_row_sums): summed while δz_t is in L1, not from Z after the loop, which
+    read all of Z back from memory (docs/performance.md).
     probe (T,B,2) float64, or of length 0 for none: receives, after step t, the squared
     norms ‖∂E/∂h_{t-1}‖², ‖∂E/∂c_{t-1}‖² of the state that step t received. Chunks as in
     forward; dirs = 2 runs the reverse unit (the arguments ending in r) side by side, as there.
     """
-    g = block_size(Z.shape[1])
-    nblk = (Z.shape[1] + g - 1) // g
     for task in prange(dirs * nchunks):
-        c = task % nchunks
-        b0, b1 = _chunk(c, nchunks, nblk)
+        r0, r1 = _chunk(task % nchunks, nchunks, Z.shape[1])
         u = ((Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp) if task < nchunks else
              (Zr, dhr, dcr, dhsr, prober, dYr, Cr, TCr, Ir, Pr, dHr, dmr, dbpr))
-        _backward_blocks(*u, zero, lengths, b0, b1, cell, blocks, TW)
+        _backward_rows(*u, zero, lengths, r0, r1, cell, blocks, TW)
 
 
 @njit(**JIT)

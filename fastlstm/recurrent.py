@@ -30,8 +30,8 @@ import numpy as np
 from . import _validate as v
 from . import _blas, _config
 from ._config import blas_turn
-from .kernels import (BLOCKS, COPY_PARALLEL, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, SMALL_BATCH, STEP_AWAKE,
-                      STEP_BAD_INPUT, STEP_OVERFLOW, TILE_BYTES, add_row_sums, apply_dropout, block_counts, block_size,
+from .kernels import (BLOCKS, COPY_PARALLEL, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, STEP_AWAKE,
+                      STEP_BAD_INPUT, STEP_OVERFLOW, TILE_BYTES, add_row_sums, apply_dropout, block_counts,
                       copy_hidden, copy_rows, copy_steps, fill_zero, pack_unit, panel_extent, recurrent_backward,
                       recurrent_forward, recurrent_step, zeros)
 
@@ -248,16 +248,10 @@ def dropout_seed_from(seed):
     return int(v.rng(seed).integers(1 << 62))
 
 
-def _nblocks(B):
-    """The recurrent kernels' row blocks in a batch of B (kernels.block_size)."""
-    g = block_size(B)
-    return (B + g - 1) // g
-
-
 def _nchunks(B, dirs=1):
-    """Tasks per direction to split the row blocks over (the threads shared by the directions
+    """Tasks per direction to split the B rows over (the threads shared by the directions
     that run side by side): any value gives the same bits."""
-    return max(1, min(numba.get_num_threads() // dirs, _nblocks(B)))
+    return max(1, min(numba.get_num_threads() // dirs, B))
 
 
 def _alone(kernel, *args):
@@ -316,7 +310,7 @@ class _Workspace:
             last=b * Hr * dirs * (dirs > 1),         # [h_fwd at the last step ; h_bwd at step 0]
             P=dirs * max(max(_panels_size(blocks, D, H, Hr, _tiles_from(D, Hr), True, e) for D in self.dims),
                          _panels_size(blocks, 0, H, Hr, 0, False, e)),  # per direction; forward: W or U; backward: U
-            dbp=dirs * max(_nblocks(b), min(b, SMALL_BATCH)) * G, dbs=G)   # δb per row block, per direction; their sum
+            dbp=dirs * b * G, dbs=G)                 # δb per row, per direction; their sum
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
         v.fits_in_memory(f"the workspace for T = {T}, B = {B}", total)
         new = {k: [zeros(m, e) for m in n] if isinstance(n, list) else zeros(n, e) for k, n in sizes.items()}
@@ -343,12 +337,12 @@ class _Workspace:
     def carries(self, T, B, d):
         """Direction d's buffers for the backward: δh carry, δh scratch (B, Hr), δc carry
         (B, H), the projection's δh_t (T, B, Hr) and δm scratch (B, H) (width 0 without),
-        and δb per row block (blocks, G)."""
-        Hr, Hd, Hm, G, nblk = self.Hr, self.Hd, self.Hm, self.G, _nblocks(B)
+        and δb per row (B, G)."""
+        Hr, Hd, Hm, G = self.Hr, self.Hd, self.Hm, self.G
         return self._cached(("carries", d), T, B, lambda: (
             _view(self.dh[d * B * Hr:], B, Hr), _view(self.dhs[d * B * Hr:], B, Hr),
             _view(self.dc[d * B * Hd:], B, Hd), _view(self.dH[d * T * B * Hr:], T, B, Hr * (Hm > 0)),
-            _view(self.dm[d * B * Hm:], B, Hm), _view(self.dbp[d * nblk * G:], nblk, G)))
+            _view(self.dm[d * B * Hm:], B, Hm), _view(self.dbp[d * B * G:], B, G)))
 
     def layer(self, l, T, B):
         """(I, Z, C, TC) of unit l as (T+1,B,D+Hr), (T,B,G), (T+1,B,Hc), (T,B,Hc)."""
@@ -810,7 +804,7 @@ class _Recurrent:
                 _blas.run(products)
                 for d, (_, dh, dc, *_, dbp) in enumerate(args):
                     k = l * dirs + d
-                    add_row_sums(self.layers[k].db, dbp, ws.dbs)   # δb = Σ_t δz_t, the blocks' sums in order
+                    add_row_sums(self.layers[k].db, dbp, ws.dbs)   # δb = Σ_t δz_t, the rows' sums in order
                     if dX is not None and d == 1:                               # back to natural time, added
                         copy_steps(dX, _view(ws.dXr, T, B, D), L, True, True, 0, 0)
                     dh0[k] = dh

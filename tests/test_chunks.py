@@ -38,10 +38,11 @@ def test_step_by_step_equals_one_call(dtype, tol):
 @pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("stack,Hr", [(fastlstm.LSTM, 37), (fastlstm.GRU, 37), (fastlstm.LSTM, 19)])
 def test_recurrent_kernels_treat_each_row_alone(dtype, split, stack, Hr):
-    """The recurrent kernels give each batch row the same bits alone as in any batch (fixed
-    4-row blocks; a short block repeats its last row). H = 37 exercises full and partial
-    weight panels in both directions. (The BLAS products around them may take size-dependent
-    paths, so this is asserted of the kernels, where the time loop's arithmetic lives.)
+    """The recurrent kernels give each batch row the same bits alone as in any batch (B = 11
+    in 2 chunks: 5 and 6 rows, tiles of 4 rows and of the 1 or 2 left). H = 37 exercises
+    full and partial weight panels in both directions. (The BLAS products around them may
+    take size-dependent paths, so this is asserted of the kernels, where the time loop's
+    arithmetic lives.)
     split: the forward's tiles sum U h_{t-1} onto a given input half (a0 = D). Hr < H: an
     LSTM with a projection (h_t = W_hr m_t, 19 wide)."""
     from fastlstm.recurrent import _panels_size, _runs, _tile_width
@@ -82,9 +83,9 @@ def test_recurrent_kernels_treat_each_row_alone(dtype, split, stack, Hr):
         dh, dc = np.zeros((n, Hr), dtype), np.zeros((n, H), dtype)
         bwd = (Z, dh, dc, np.zeros((n, Hr), dtype), np.zeros((0, 0, 2)), np.ascontiguousarray(dY[:, rows]), C, TC,
                I, Pb, np.zeros((T, n, Hr * (Hm > 0)), dtype), np.zeros((n, Hm), dtype),
-               np.zeros(((n + 3) // 4, G), dtype))
+               np.zeros((n, G), dtype))
         K.recurrent_backward(*bwd, *bwd, np.zeros(Hm, dtype), lengths[rows], 2, 1, stack.CELL, blocks, TW)
-        dbp = bwd[-1]                      # each 4-row block's Σ_t δz_t: together, δb
+        dbp = bwd[-1]                      # each row's Σ_t δz_t: together, δb
         assert np.allclose(dbp.sum(axis=0), Z.sum(axis=(0, 1), dtype=np.float64), rtol=1e-5, atol=1e-5)
         return out + [Z, dh, dc, bwd[-3]]
 
@@ -163,11 +164,11 @@ def test_streaming_step_refuses_bad_state():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cls", [fastlstm.LSTM, fastlstm.GRU, fastlstm.RNN], ids=["lstm", "gru", "rnn"])
 def test_each_row_of_a_batch_gets_the_bits_it_gets_alone(monkeypatch, cls, dtype):
-    """A batch's rows meet the recurrent products in different tiles: 8 or 4 rows a panel,
-    the 1 to 3 rows left over several panels at once, a masked tile for a last partial panel;
-    up to kernels.SMALL_BATCH rows each row is a block of its own for the threads. Each
-    output is the same chain of FMAs whichever tile: a row's outputs, final state and δ of
-    its initial state are, to the bit, what the row gives run alone (B = 1). H = 70 leaves
+    """Through a model, at many batch sizes: a batch's rows meet the recurrent products in
+    different tiles (8 or 4 rows a panel, the 1 to 3 rows a thread's range leaves over
+    several panels at once, a masked tile for a last partial panel), yet each output is the
+    same chain of FMAs: a row's outputs, final state and δ of its initial state are, to the
+    bit, what the row gives run alone (B = 1), where it takes a 1-row tile. H = 70 leaves
     8 full panels of 128 bytes and a partial one in float32 (the LSTM's 4H columns), 17 and
     a partial in float64; a projection gives the LSTM a third product in the loop."""
     import fastlstm.recurrent as R

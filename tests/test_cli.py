@@ -694,7 +694,7 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         (("train", "--T", "1000000000", "--out", str(tmp_path / "t.ckpt")),     # 15 TiB: more than any machine
          "a batch of the adding problem (T = 1000000000, B = 1000) would need 14901.2 GiB, more than this machine's"),
         (("train", "--batch", "3000000", "--out", str(tmp_path / "b.ckpt")),   # after the header and a 7 s batch
-         "the workspace for T = 100, B = 3000000 would need 507.2 GiB, more than this machine's"),
+         "the workspace for T = 100, B = 3000000 would need 509.4 GiB, more than this machine's"),
         (("train", "--lr", "1e300", "--out", str(tmp_path / "l.ckpt")), "Adam's lr=1e+300 is inf in float32"),
         # refused before the first step, not when the first checkpoint is due: /proc takes no files
         (("train", "--steps", "2", "--out", "/proc/fastlstm-run.ckpt", *SMALL),
