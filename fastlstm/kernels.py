@@ -203,10 +203,11 @@ def int_bounds(a):
 # tile. The 1 to 3 rows a thread's range leaves (all of a small batch) spread the
 # accumulators across panels instead, 1 row of 8 panels, 2 of 4, 3 of 2 (AVX2: 1 of 4,
 # 2 of 2; 3 rows a 4-row tile), rather than sum one row up to four times over. Each output
-# is the same chain of FMAs over k whatever the tile, so every tile gives the same bits. Numba cannot keep vectors in registers by itself, so the
-# tile is written in LLVM IR below. A panel (K rows of TW) is mostly larger than L1 and
-# comes from L2 for every tile; the hardware prefetcher alone leaves the FMAs waiting on it,
-# so the tile prefetches the panel PREFETCH bytes (16 rows of k) ahead into L1.
+# is the same chain of FMAs over k whatever the tile, so every tile gives the same bits.
+# Numba cannot keep vectors in registers by itself, so the tile is written in LLVM IR
+# below. A panel (K rows of TW) is mostly larger than L1 and comes from L2 for every tile;
+# the hardware prefetcher alone leaves the FMAs waiting on it, so the tile prefetches the
+# panel PREFETCH bytes (16 rows of k) ahead into L1.
 
 
 PREFETCH = 2048        # bytes of panel ahead that the tile prefetches (docs/performance.md)
@@ -232,9 +233,9 @@ def _make_tile(panel_bytes, masked=False):
 def _tile_impl(panel_bytes, C, rows, c0, A, a0, P, pans, K, bias, start, cols=None):
     """C[r_q, c_j:c_j+TW] = s + Σ_{k<K} A[r_q, a0+k] P[p_j, k, :] for the rows r_q of the
     tuple `rows` and the panels p_j of the tuple `pans`, at C's columns c_j = c0 + p_j·TW
-    (4 or 8 rows of one panel; 1 or 2 rows of several panels, when a block has no more rows:
-    rows × panels × 2 vector accumulators. Repeated rows are allowed: all loads come before
-    the stores), where the sum starts from s = 0, C[r_q, c_j:c_j+TW] (start & FROM_C),
+    (4 or 8 rows of one panel; 1 to 3 rows of several, what a thread's range leaves: rows ×
+    panels × 2 vector accumulators. Repeated rows are allowed: all loads come before the
+    stores), where the sum starts from s = 0, C[r_q, c_j:c_j+TW] (start & FROM_C),
     C[...] + bias[c_j:c_j+TW] (FROM_C | FROM_BIAS) or bias[c_j:c_j+TW] (FROM_BIAS): the bias
     added here, not in a pass of its own, and bias unread without FROM_BIAS.
 
@@ -475,7 +476,7 @@ def _panel_product(C, c0, N, r0, r1, A, a0, P, K, bias, start):
     TW = P.shape[2]
     wide = TW * C.itemsize == TILE_BYTES[1]      # the panels' width picks the tile (recurrent.tile_bytes)
     full = N // TW
-    few = (r1 - r0) % 4                          # rows left after the blocks of 4
+    few = (r1 - r0) % 4                          # rows left after the groups of 4
     if few == 3 and not wide:                    # AVX2's 16 registers: a 4-row tile, one row repeated
         few = 0
     rb = r1 - few                                # rows r0..rb-1 for the 4- and 8-row tiles
@@ -629,7 +630,7 @@ def _dot1(w, x, lo, hi):
 @njit(**JIT)
 def _rows4(r, r1):
     """Rows r..r+3 for a 4-row tile; past the last row (r1-1) they repeat it, so a short
-    block runs the same code (and gives the same bits) as a full one."""
+    group runs the same code (and gives the same bits) as a full one."""
     return r, min(r + 1, r1 - 1), min(r + 2, r1 - 1), min(r + 3, r1 - 1)
 
 

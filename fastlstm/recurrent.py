@@ -630,8 +630,8 @@ class _Recurrent:
             units = [self._unit_input(l * dirs + d, X, h0, c0, L, T, B, d == 1) for d in range(dirs)]
             D, H, a0 = self._dims[l * dirs], self.hidden_size, units[0][-1]     # (I's width says Hr)
             packed = units[0][5]                 # P of _unit_input's (Z, C, TC, I, M, P, b, a0)
-            alone = (inference and dirs == 1 and B <= 4 and packed.size < COPY_PARALLEL  # W packed, x copied and
-                     and X.size < COPY_PARALLEL)                                         # checked by one thread
+            # below COPY_PARALLEL this thread alone packed W and copied and checked x: the others still sleep
+            alone = inference and dirs == 1 and B <= 4 and packed.size < COPY_PARALLEL and X.size < COPY_PARALLEL
             nc = 1 if alone else _nchunks(B, dirs)
             args = (*units[0][:-1], *units[-1][:-1], L, D, H, a0, nc, dirs, self.CELL, BLOCKS[self.CELL],
                     _tile_width(self.dtype))
