@@ -770,7 +770,7 @@ def _chunk(c, nchunks, n):
 @njit(**JIT)
 def _forward_rows(Z, C, TC, I, M, P, b, lengths, D, H, a0, r0, r1, cell, blocks, TW):
     """Rows r0..r1-1 of one unit through every step: one task of recurrent_forward."""
-    T, B, G = Z.shape
+    T = Z.shape[0]
     Hr = I.shape[2] - D
     proj = Hr < H
     nb = blocks.shape[0]
@@ -847,7 +847,7 @@ def recurrent_forward(Z, C, TC, I, M, P, b, Zr, Cr, TCr, Ir, Mr, Pr, br, lengths
 @njit(**JIT)
 def _backward_rows(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, lengths, r0, r1, cell, blocks, TW):
     """Rows r0..r1-1 of one unit back through every step: one task of recurrent_backward."""
-    T, B, G = Z.shape
+    T, _, G = Z.shape
     Hr = dh.shape[1]
     H = max(C.shape[2], Hr)
     D = I.shape[2] - Hr

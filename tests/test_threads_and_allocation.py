@@ -25,7 +25,7 @@ _SCRIPT = textwrap.dedent("""
                                 (functools.partial(fastlstm.RNN, nonlinearity="relu"), np.float32, 1)):
         fastlstm.recurrent.SPLIT_D = split_d        # 1: every layer's input half by BLAS first
         lstm = getattr(cls, "func", cls) is fastlstm.LSTM
-        for T, B, H in ((9, 23, 37), (5, 3, 70)):   # blocks of 4 rows; of 1 row (a small batch)
+        for T, B, H in ((9, 23, 37), (5, 3, 70)):   # many rows a thread; 1 or 2 (a small batch)
             m, x, h0, c0, lengths, dy, dhn, dcn = random_problem(T, B, 6, H, 2, dtype, with_lengths=True, cls=cls)
             y, s = m.forward(x, h0, c0, lengths) if lstm else m.forward(x, h0, lengths)
             ds = m.backward(dy, dhn, dcn) if lstm else m.backward(dy, dhn)
