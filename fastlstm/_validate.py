@@ -179,11 +179,15 @@ def fits_in_memory(what, nbytes):
         return
     limit = cgroup_memory_limit()
     if limit is not None and limit < ram and nbytes > limit:
-        raise MemoryError(f"{what} would need {nbytes / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB of "
-                          f"memory this process may use (its cgroup's limit; the machine has {ram / 2**30:.1f} GiB)")
+        raise MemoryError(f"{what} would need {_bytes(nbytes)}, more than the {_bytes(limit)} of memory this "
+                          f"process may use (its cgroup's limit; the machine has {_bytes(ram)})")
     if nbytes > ram:
-        raise MemoryError(f"{what} would need {nbytes / 2**30:.1f} GiB, more than this machine's "
-                          f"{ram / 2**30:.1f} GiB of memory")
+        raise MemoryError(f"{what} would need {_bytes(nbytes)}, more than this machine's {_bytes(ram)} of memory")
+
+
+def _bytes(n):
+    """n bytes in GiB, or MiB below one GiB (a small cgroup's limit)."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def finite_float(name, value, *, gt=None, ge=None, lt=None, le=None):
@@ -263,9 +267,16 @@ def array(name, a, shape, dtype, *, writable=False, finite=True):
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray({name}))")
     if writable and not flags.writeable:
         raise ValueError(f"{name} is read-only; an output buffer must be writable")
-    if finite and a.dtype.kind == "f" and a.size and not is_finite(a.reshape(-1)):
-        nonfinite(name, a)
+    if finite:
+        check_finite(name, a)
     return a
+
+
+def check_finite(name, a):
+    """NonFiniteValue for the first NaN or ±Inf in `a` if it is a float array (a scan by
+    a kernel, then NumPy's to find where)."""
+    if a.dtype.kind == "f" and a.size and not is_finite(a.reshape(-1)):
+        nonfinite(name, a)
 
 
 def first_nonfinite(a):

@@ -259,25 +259,27 @@ class Model:
         self.core.hidden_into(buf["y"])
         return buf["y"].reshape(T * B, -1)
 
-    def _check_x(self, x, lengths, time_major=None):
+    def _check_x(self, x, lengths, time_major=None, rows=None):
         """x and lengths checked: floats (T, B, D), or token ids (T, B) in 0..vocab_size-1 for a
         model with an embedding; with batch_first (B, T, D) or (B, T), checked as given and
-        returned time-major by time_major(x) (default: a copy in the model's buffer)."""
+        returned time-major by time_major(x) (default: a copy in the model's buffer). rows:
+        how many rows run at once (None: all), whose workspace must fit before x is scanned."""
         bm = self._batch_major
         time_major = time_major or (lambda a: self._swapped(a, "x (time-major)"))
         kept_lengths = lambda B: self._kept("lengths (int64)", (B,), np.int64)  # noqa: E731
         if self.E is None:
-            return self.core.check_input(x, lengths, bm, time_major, kept_lengths)
+            return self.core.check_input(x, lengths, bm, time_major, kept_lengths, rows)
         layout = "(B, T)" if bm else "(T, B)"
         if not isinstance(x, np.ndarray) or x.dtype.kind not in "iu":
             raise TypeError(f"this model embeds tokens: x must be an integer ndarray of ids {layout}, got "
                             f"{getattr(x, 'dtype', type(x).__name__)}")
         if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
             raise ValueError(f"x must be token ids of shape {layout} with T, B >= 1, got {x.shape}")
+        T, B = x.shape[::-1] if bm else x.shape
+        self.core.check_fits(T, B, rows)                 # before the ids' scan, as check_input does
         lo, hi = v.bounds(x)
         if lo < 0 or hi >= self.vocab_size:
             raise ValueError(f"token ids must lie in 0..{self.vocab_size - 1}, got min {lo}, max {hi}")
-        T, B = x.shape[::-1] if bm else x.shape
         L = v.lengths(lengths, B, T, int(bm), kept_lengths(B))
         x = self._int64(x, "token ids (int64)")
         return (time_major(x) if bm else x), L
@@ -529,9 +531,10 @@ class Model:
         has run and stays, so a bound keeps a large B from holding T·B·4H of memory after
         the call. Chunked results agree with whole ones to rounding (a product's blocking
         may follow B)."""
-        x, L = self._check_x(x, lengths)
+        S = v.positive_int("batch_size", batch_size) if batch_size is not None else None
+        x, L = self._check_x(x, lengths, rows=S)
         T, B = x.shape[:2]
-        S = v.positive_int("batch_size", batch_size) if batch_size is not None else B
+        S = S or B
         P = np.empty((1 if self.output == "last" else T, B, self.output_size), self.dtype)
         for rows, xb, Lb in _row_blocks(S, x, L):
             P[:, rows] = self._forward_head(xb, Lb, inference=True)[0]["P"]
@@ -605,7 +608,7 @@ class Model:
         """Mean loss (and accuracy for xent) over a data set, in batches along B.
         Returns {"loss": float[, "accuracy": float]}."""
         batch_size = v.positive_int("batch_size", batch_size)
-        x, L = self._check_x(x, lengths)
+        x, L = self._check_x(x, lengths, rows=batch_size)
         T, B = x.shape[:2]
         y = self._check_y(self._column(y), T, B, L)
         total = correct = count = 0.0

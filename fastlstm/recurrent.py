@@ -291,8 +291,22 @@ class _Workspace:
         """Grow to hold (T, B); True if it grew. All new buffers are made before any is replaced, so a
         failed allocation (MemoryError) leaves the workspace, and the forward it holds, as
         it was."""
-        if T * B <= self.cap_tb and B <= self.cap_b:
+        sizes = self.fits(T, B)
+        if sizes is None:
             return False
+        e = self.dtype
+        new = {k: [zeros(m, e) for m in n] if isinstance(n, list) else zeros(n, e) for k, n in sizes.items()}
+        self.__dict__.update(new)
+        self.cap_tb, self.cap_b = max(T * B, self.cap_tb), max(B, self.cap_b)
+        self._views, self._views_tb = {}, None       # views of the old buffers: let them go
+        return True
+
+    def fits(self, T, B):
+        """None if the workspace holds (T, B) already; else the sizes of the buffers it would
+        grow to, after MemoryError if they would not fit in memory. Nothing is allocated, so
+        a caller can ask before it reads a large input (check_input)."""
+        if T * B <= self.cap_tb and B <= self.cap_b:
+            return None
         tb, b, H, Hr, G, Hc, e = (max(T * B, self.cap_tb), max(B, self.cap_b), self.H, self.Hr, self.G, self.Hc,
                                   self.dtype)
         blocks, Hm, dirs = self.blocks, self.Hm, self.dirs
@@ -313,11 +327,7 @@ class _Workspace:
             dbp=dirs * b * G, dbs=G)                 # δb per row, per direction; their sum
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
         v.fits_in_memory(f"the workspace for T = {T}, B = {B}", total)
-        new = {k: [zeros(m, e) for m in n] if isinstance(n, list) else zeros(n, e) for k, n in sizes.items()}
-        self.__dict__.update(new)
-        self.cap_tb, self.cap_b = tb, b
-        self._views, self._views_tb = {}, None       # views of the old buffers: let them go
-        return True
+        return sizes
 
     def _cached(self, key, T, B, make):
         """The views `make()` gives for (T, B), made once while (T, B) and the buffers stay:
@@ -527,6 +537,11 @@ class _Recurrent:
         lets go of a forward that waits for its backward."""
         self._reserve(v.positive_int("T", T), v.positive_int("B", B))
 
+    def check_fits(self, T, B, rows=None):
+        """MemoryError if the workspace cannot grow to run (T, B) in chunks of `rows` rows
+        (None: all at once); nothing is allocated."""
+        self._ws.fits(T, B if rows is None else min(B, rows))
+
     def _reserve(self, T, B):
         """reserve on checked T, B, under a lock already held (a Model's step)."""
         if self._ws.ensure(T, B):
@@ -543,15 +558,21 @@ class _Recurrent:
     # The interface a composer (Model) builds on: check the input once, run forward and
     # backward on checked arrays into buffers it owns, read the top layer's h, step.
 
-    def check_input(self, x, lengths, batch_first=None, time_major=None, kept=None):
+    def check_input(self, x, lengths, batch_first=None, time_major=None, kept=None, rows=None):
         """x (T, B, D) checked (shape, dtype, contiguity, finiteness; T, B ≥ 1) and lengths
         as int64 (B,) in 1..T (all T for None): the one check of a sequence batch. With
         batch_first (the stack's, or the composer's) x comes as (B, T, D) and goes on as its
         time-major copy, made by time_major(x) (the composer's buffer) or a new array. The
-        lengths go into kept(B) (the composer's buffer) or a new array."""
+        lengths go into kept(B) (the composer's buffer) or a new array. rows: how many of
+        x's rows the caller runs at once (a chunk; None: all): the workspace for them must
+        fit in memory (MemoryError) before x is scanned, which reads all of a memmap."""
         bf = self.batch_first if batch_first is None else batch_first
+        x = v.array("x", x, (None, None, self.input_size), self.dtype, finite=False)
+        if min(x.shape[:2]) < 1:
+            raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
+        self.check_fits(*(x.shape[1::-1] if bf else x.shape[:2]), rows)
         try:
-            x = v.array("x", x, (None, None, self.input_size), self.dtype)
+            v.check_finite("x", x)
         except v.NonFiniteValue as e:              # at a padded step: said so, with what to pad with
             bad = v.first_nonfinite(x)
             try:
@@ -559,8 +580,6 @@ class _Recurrent:
             except (TypeError, ValueError):
                 L = None
             raise v.NonFiniteValue(f"{e}{v.padded_hint(bad[1::-1] if bf else bad, L, 'inputs')}") from None
-        if min(x.shape[:2]) < 1:
-            raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
         if bf:
             x = (time_major or _transposed)(x)
         T, B = x.shape[:2]

@@ -1,6 +1,7 @@
 """Data-parallel training over MPI: ranks agree with one process, failures abort, checkpoints
 move between distributed and single-process runs. Every MPI run has a timeout."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -190,6 +191,39 @@ def test_a_failed_step_fails_on_every_rank_and_the_next_one_trains(tmp_path, bat
     losses = [single.train_step(x, np.ones((8, 3)), L) for x, _, L in _batches("last", steps=3)]
     assert np.max(np.abs(np.load(tmp_path / "params.npy") - single.params)) <= 1e-12
     assert np.allclose(np.load(tmp_path / "losses.npy"), losses, rtol=1e-12, atol=0)
+
+
+def test_a_global_batch_is_sized_by_its_largest_shard_before_it_is_scanned(tmp_path):
+    """Each rank checks the whole batch for NaN, and since that check reads all of x, the
+    workspace it will need must fit first (tests/test_hostile.py has why). The workspace
+    a rank needs is for its shard: under a memory limit that holds a shard's but not the
+    whole batch's, a step trains; a batch twice as long, whose shard does not fit, with a
+    NaN at its end raises MemoryError on every rank, before its scan."""
+    job = _script(tmp_path, f"""
+        import numpy as np
+        import fastlstm
+        from fastlstm import _validate as v
+        from fastlstm.distributed import DataParallel
+        m = fastlstm.Model(3, 64, 2, seed=0)
+        dp = DataParallel(m, set_threads=False)
+        x, y = np.random.default_rng(0).standard_normal((50, 400, 3)).astype(np.float32), np.zeros((400, 2), np.float32)
+        v.cgroup_memory_limit = lambda: 24 << 20       # the workspace: about 18 MiB a shard, 36 the whole
+        said, scans = [f"{{dp.train_step(x, y):.3f}}"], []
+        v.is_finite = lambda a, real=v.is_finite: scans.append(a.size) or real(a)
+        x2 = np.concatenate([x, x])                    # T = 100: twice the shard's workspace
+        x2[-1, -1, -1] = np.nan
+        try:
+            dp.train_step(x2, y)
+        except MemoryError as e:
+            said.append(f"{{e}} scans={{len(scans)}} steps={{m.steps}}")
+        open(f"{tmp_path}/said{{dp.rank}}.txt", "w").write(" | ".join(said))
+    """)
+    r = _mpi(2, sys.executable, "-m", "mpi4py", job)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for k in (0, 1):
+        loss, error = (tmp_path / f"said{k}.txt").read_text().split(" | ")
+        assert float(loss) > 0 and re.fullmatch(r"the workspace for T = 100, B = 200 would need 3\d\.\d MiB, more than "
+                                                r"the 24.0 MiB .* scans=0 steps=1", error), error
 
 
 def test_ranks_with_different_models_are_refused_on_every_rank(tmp_path):

@@ -292,6 +292,43 @@ def test_a_cgroups_memory_limit_bounds_a_request_as_the_machines_memory_does(tmp
         fastlstm.Model(12288, 4096, 1)
 
 
+def test_an_input_whose_workspace_cannot_fit_is_refused_before_it_is_scanned(tmp_path, monkeypatch):
+    """x was scanned for NaN (and token ids for their range) before the workspace's size was
+    checked, so a memmap beyond memory was read whole from disk, minutes of it, only to be
+    refused. Now the workspace for the rows a call runs at once is checked first: under a
+    limit that it cannot fit, x with a NaN (or an id out of range) at its very end raises
+    MemoryError and no scan runs; predict and evaluate in chunks that fit go on to the scan,
+    and the model takes its next valid call."""
+    from fastlstm import _validate as v
+    T, B, D = 50, 400, 3
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(T, B, D))
+    mm[-1, -1, -1] = np.nan
+    ids = np.lib.format.open_memmap(tmp_path / "ids.npy", mode="w+", dtype=np.int32, shape=(T, B))
+    ids[-1, -1] = 99
+    y = np.zeros((B, 2), np.float32)
+    lstm, m, lm = (fastlstm.LSTM(D, 64, seed=0), fastlstm.Model(D, 64, 2, seed=0),
+                   fastlstm.Model(8, 64, 10, vocab_size=10, loss="xent", seed=0))
+    before = m.params.copy()
+    scans = []
+    for name in ("is_finite", "bounds"):
+        monkeypatch.setattr(v, name, lambda a, real=getattr(v, name): scans.append(a.size) or real(a))
+    monkeypatch.setattr(v, "cgroup_memory_limit", lambda: 8 << 20)       # the workspace for all 400 rows: > 20 MB
+    for call in (lambda: lstm.forward(mm), lambda: m.train_step(mm, y), lambda: m.predict(mm),
+                 lambda: m.evaluate(mm, y), lambda: lm.predict(ids)):
+        with pytest.raises(MemoryError, match=r"the workspace for T = 50, B = (400|256) would need \d+\.\d MiB, more than the 8.0 MiB"):
+            call()
+    assert scans == []
+    with pytest.raises(v.NonFiniteValue, match=r"x must be finite; found nan at index \(49, 399, 2\)"):
+        m.predict(mm, batch_size=20)
+    with pytest.raises(v.NonFiniteValue, match="x must be finite"):
+        m.evaluate(mm, y, batch_size=20)
+    with pytest.raises(ValueError, match="token ids must lie in 0..9, got min 0, max 99"):
+        lm.predict(ids, batch_size=20)
+    assert scans and np.array_equal(m.params, before)     # scanned this time
+    mm[-1, -1, -1] = 0
+    assert m.predict(mm, batch_size=20).shape == (B, 2) and np.isfinite(m.train_step(np.ascontiguousarray(mm[:, :20]), y[:20]))
+
+
 def test_a_cgroups_cpu_quota_sets_the_thread_count(tmp_path):
     """Under a CPU quota below the CPUs the process may run on (Docker's --cpus, a
     Kubernetes limit; the affinity, which Numba counts, stays the host's), Numba started a
