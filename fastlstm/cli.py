@@ -449,7 +449,10 @@ def _settings(args):
         return dict(T=args.T, val_fraction=args.val_fraction)
     if args.kind == "series":
         if not args.target:
-            raise UsageError("--data with a CSV series needs --target COLUMN (the column to forecast)")
+            from .data import column_list
+            names = column_list(args.data, args.sep or ",")
+            raise UsageError("--data with a CSV series needs --target COLUMN, the column to forecast"
+                             + (f"; the file's columns: {names}" if names else ""))
         return dict(target=args.target, features=args.features, window=args.window, horizon=args.horizon,
                     val_fraction=args.val_fraction, season=args.season, fill=args.fill, sep=args.sep,
                     decimal=args.decimal)

@@ -542,6 +542,19 @@ def _columns(names, arg, path, what, sep=","):
     return out
 
 
+def column_list(path, sep=","):
+    """The names on a CSV's first line, listed for a message ("date, temp", and what to pass
+    where they look split at the wrong separator), or "" where that line cannot be read as
+    a header (read_csv then says why)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20)
+        names = [n.strip() for n in next(csv.reader([first.decode("utf-8-sig")], delimiter=sep))]
+    except (OSError, UnicodeDecodeError, csv.Error, StopIteration):
+        return ""
+    return _listed(names) + _header_hint(names, sep) if names and all(names) else ""
+
+
 def read_csv(path, sep=",", decimal="."):
     """(names, kinds, lines, cols) of a CSV with a header, its cells separated by `sep`:
     cols[c] is column c's cells (str), or their float64 values where a plain file's column

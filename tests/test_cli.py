@@ -605,9 +605,15 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
     bare_log.write_text("step,epoch\n1,0.5\n")
     (tmp_path / "typo.csv").write_text("step,train_loss,lr\n1,0.5,0.01\n\n2,0.4O,0.01\n")
     (tmp_path / "long.csv").write_text("step,train_loss\n1,0.5\n2,0.4,9\n")
+    (tmp_path / "semi.csv").write_text("day;temp\n1;2,5\n")
     fifo = tmp_path / "log.fifo"
     os.mkfifo(fifo)
     cases = [
+        # a series without its target: the file's columns, to choose from (and the separator they look split at)
+        (("train", "--data", str(tmp_path / "a.csv")), "--data with a CSV series needs --target COLUMN, the column "
+         "to forecast; the file's columns: step, seconds, train_loss, lr, test_mse, baseline"),
+        (("train", "--data", str(tmp_path / "semi.csv")), "the file's columns: day;temp; the header looks "
+         "';'-separated, and the cells were split at ',': pass --sep ';'"),
         (("sample", str(adding)), "is not a checkpoint of text"),
         (("sample", str(adding), "--temperature", "0"), "--temperature must be"),
         (("sample", str(adding), "--temperature", "nan"), "--temperature must be"),
