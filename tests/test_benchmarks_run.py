@@ -68,11 +68,13 @@ def test_profile_step_prints_every_phase():
 
 def test_unit_split_gives_the_same_bits_as_the_row_split():
     """The unit-split forward (a design measured, not adopted) computes each z with the same
-    tile as recurrent_forward: the same bits, whatever its chunk count."""
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "unit_split.py"), "small"],
+    tile as recurrent_forward: the same bits, whatever its chunk count, on a batch of 16
+    rows and on one (a shape given as DxHxBxT)."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "unit_split.py"), "small", "8x64x1x20"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "  same bits: True" in r.stdout and "  rows (fastlstm) " in r.stdout, r.stdout
+    assert r.stdout.count("  same bits: True") == 2 and "  rows (fastlstm) " in r.stdout, r.stdout
+    assert "8x64x1x20 (D, H, B, T) = (8, 64, 1, 20)" in r.stdout, r.stdout
     assert re.search(r"  units, \d+ chunks +\d+\.\d+ ms", r.stdout), r.stdout
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "unit_split.py"), "huge"],
                        capture_output=True, text=True, timeout=600)
