@@ -775,37 +775,41 @@ def _forward_rows(Z, C, TC, I, M, P, b, lengths, D, H, a0, r0, r1, cell, blocks,
     proj = Hr < H
     nb = blocks.shape[0]
     i0, forward = np.int64(0), np.bool_(True)               # typed, not literals (see the module's docstring)
+    # One call site each for _panel_product and the cells (q = nb below; `h` picks the cell's
+    # output): LLVM inlines every call site, and each copy of the tiles costs about a second
+    # of compile (docs/performance.md).
     for t in range(T):
         Zt = Z[t]
-        for q in range(nb):                      # z = b (+ the input half, when BLAS made it) + the tiles' sum
-            zc, n, _, lo, K = block_span(blocks[q], D, H, Hr, a0, forward)
-            fresh = a0 == 0 or blocks[q, 3] == 0 # no input half in these columns yet
-            if K > 0:                            # the tiles start their sums from b, or Z + b
-                _panel_product(Zt, zc, n, r0, r1, I[t], lo, _panels(P, blocks, D, H, Hr, a0, forward, TW, q), K,
-                               b, FROM_BIAS if fresh else FROM_C | FROM_BIAS)
-            else:                                # nothing to sum: the bias alone
+        for q in range(nb + 1):                  # z = b (+ the input half, when BLAS made it) + the tiles' sum
+            if q < nb:
+                zc, n, _, lo, K = block_span(blocks[q], D, H, Hr, a0, forward)
+                fresh = a0 == 0 or blocks[q, 3] == 0 # no input half in these columns yet
+                if K == 0:                       # nothing to sum: the bias alone
+                    for r in range(r0, r1):
+                        for j in range(zc, zc + n):  # a loop: outside a parfor, `+=` on slices makes a temporary
+                            Zt[r, j] = b[j] if fresh else Zt[r, j] + b[j]
+                    continue
+                out, c0, N, A, start = Zt, zc, n, I[t], FROM_BIAS if fresh else FROM_C | FROM_BIAS
+            else:                                # the blocks done: the cells, then a projection's product
                 for r in range(r0, r1):
-                    for j in range(zc, zc + n):  # a loop: outside a parfor, `+=` on slices makes a temporary
-                        Zt[r, j] = b[j] if fresh else Zt[r, j] + b[j]
-        for r in range(r0, r1):
-            if t >= lengths[r]:
-                _assign(C[t + 1, r], C[t, r])
-                if proj:
-                    M[t, r, :] = 0
-                else:
-                    _assign(I[t + 1, r, D:], I[t, r, D:])
-            elif cell == LSTM_CELL:
-                if proj:                         # m_t = o ⊙ tanh(c_t), projected below
-                    cell_forward(Zt[r], C[t + 1, r], TC[t, r], M[t, r], C[t, r], H)
-                else:
-                    cell_forward(Zt[r], C[t + 1, r], TC[t, r], I[t + 1, r, D:], C[t, r], H)
-            elif cell == GRU_CELL:
-                gru_cell_forward(Zt[r], I[t + 1, r, D:], I[t, r, D:], H)
-            else:
-                rnn_cell_forward(Zt[r], I[t + 1, r, D:], H, cell == RNN_RELU_CELL)
-        if proj:                                 # h_t = W_hr m_t; a row past its length keeps h
-            _panel_product(I[t + 1], D, Hr, r0, r1, M[t], i0, _panels(P, blocks, D, H, Hr, a0, forward, TW,
-                                                                                 nb), H, b, i0)
+                    h = M[t, r] if proj else I[t + 1, r, D:]    # m_t = o ⊙ tanh(c_t), projected below
+                    if t >= lengths[r]:
+                        _assign(C[t + 1, r], C[t, r])
+                        if proj:
+                            h[:] = 0
+                        else:
+                            _assign(h, I[t, r, D:])
+                    elif cell == LSTM_CELL:
+                        cell_forward(Zt[r], C[t + 1, r], TC[t, r], h, C[t, r], H)
+                    elif cell == GRU_CELL:
+                        gru_cell_forward(Zt[r], h, I[t, r, D:], H)
+                    else:
+                        rnn_cell_forward(Zt[r], h, H, cell == RNN_RELU_CELL)
+                if not proj:
+                    break
+                out, c0, N, A, lo, K, start = I[t + 1], D, Hr, M[t], i0, H, i0     # h_t = W_hr m_t
+            _panel_product(out, c0, N, r0, r1, A, lo, _panels(P, blocks, D, H, Hr, a0, forward, TW, q), K, b, start)
+        if proj:                                 # a row past its length keeps h
             for r in range(r0, r1):
                 if t >= lengths[r]:
                     _assign(I[t + 1, r, D:], I[t, r, D:])
@@ -858,41 +862,46 @@ def _backward_rows(Z, dh, dc, dhs, probe, dY, C, TC, I, P, dH, dm, dbp, zero, le
     i0, forward = np.int64(0), np.bool_(False)              # typed, not literals (see the module's docstring)
     for r in range(r0, r1):
         dbp[r, :] = 0
+    # One call site each for _panel_product and the cells, as in _forward_rows (q = -1: a
+    # projection's product, before the cells; `g` picks the cell's δh; pq: whose panels).
     for t in range(T - 1, -1, -1):
         Zt = Z[t]
-        if proj:                                  # δh_t, kept for δW_hr; δm_t = W_hrᵀ δh_t
-            for r in range(r0, r1):
-                if t < lengths[r]:
-                    dy = dY[t, r] if has_dy else zero
-                    for k in range(Hr):
-                        dH[t, r, k] = dy[k] + dh[r, k]
-                else:
-                    dH[t, r, :] = 0
-            _panel_product(dm, i0, H, r0, r1, dH[t], i0, _panels(P, blocks, D, H, Hr, i0, forward, TW, nb),
-                           Hr, dm[0], i0)                       # (no bias: dm[0] is not read)
-        for r in range(r0, r1):
-            dy = dY[t, r] if has_dy and not proj else zero
-            if t >= lengths[r]:
-                Zt[r, :] = 0
-            elif cell == LSTM_CELL:
-                if proj:
-                    cell_backward(Zt[r], dc[r], dm[r], dy, TC[t, r], C[t, r], H)
-                else:
-                    cell_backward(Zt[r], dc[r], dh[r], dy, TC[t, r], C[t, r], H)
-            elif cell == GRU_CELL:
-                gru_cell_backward(Zt[r], dc[r], dh[r], dy, I[t, r, D:], H)
-            else:
-                rnn_cell_backward(Zt[r], dh[r], dy, H, cell == RNN_RELU_CELL)
-            if t < lengths[r]:                   # the row's δb sum, while δz_t is in L1
-                for j in range(G):
-                    dbp[r, j] += Zt[r, j]
         first = True
-        for q in range(nb):                      # δh_{t-1} = Σ_q U[rows of q]ᵀ δz_t[columns of q]
-            zc, n, _, _, K = block_span(blocks[q], D, H, Hr, i0, forward)
-            if K > 0:
-                _panel_product(dhs, i0, Hr, r0, r1, Zt, zc, _panels(P, blocks, D, H, Hr, i0, forward, TW, q),
-                               n, dhs[0], i0 if first else FROM_C)
+        for q in range(-1, nb):
+            if q == -1:
+                if not proj:
+                    continue
+                for r in range(r0, r1):           # δh_t, kept for δW_hr; δm_t = W_hrᵀ δh_t
+                    if t < lengths[r]:
+                        dy = dY[t, r] if has_dy else zero
+                        for k in range(Hr):
+                            dH[t, r, k] = dy[k] + dh[r, k]
+                    else:
+                        dH[t, r, :] = 0
+                out, c0, N, A, a0, K, bias, start, pq = dm, i0, H, dH[t], i0, Hr, dm[0], i0, nb  # (dm[0]: no bias)
+            else:
+                if q == 0:                       # the cells, between the projection and the blocks
+                    for r in range(r0, r1):
+                        dy = dY[t, r] if has_dy and not proj else zero
+                        g = dm[r] if proj else dh[r]
+                        if t >= lengths[r]:
+                            Zt[r, :] = 0
+                        elif cell == LSTM_CELL:
+                            cell_backward(Zt[r], dc[r], g, dy, TC[t, r], C[t, r], H)
+                        elif cell == GRU_CELL:
+                            gru_cell_backward(Zt[r], dc[r], g, dy, I[t, r, D:], H)
+                        else:
+                            rnn_cell_backward(Zt[r], g, dy, H, cell == RNN_RELU_CELL)
+                        if t < lengths[r]:       # the row's δb sum, while δz_t is in L1
+                            for j in range(G):
+                                dbp[r, j] += Zt[r, j]
+                zc, n, _, _, K = block_span(blocks[q], D, H, Hr, i0, forward)
+                if K == 0:                       # δh_{t-1} = Σ_q U[rows of q]ᵀ δz_t[columns of q]
+                    continue
+                out, c0, N, A, a0, K, bias, start, pq = dhs, i0, Hr, Zt, zc, n, dhs[0], i0 if first else FROM_C, q
                 first = False
+            _panel_product(out, c0, N, r0, r1, A, a0, _panels(P, blocks, D, H, Hr, i0, forward, TW, pq), K, bias,
+                           start)
         for r in range(r0, r1):
             if t < lengths[r]:
                 if cell == GRU_CELL:                  # + z⊙δh_t, the identity path
