@@ -265,10 +265,12 @@ class Model:
         returned time-major by time_major(x) (default: a copy in the model's buffer). rows:
         how many rows run at once (None: all), whose workspace must fit before x is scanned."""
         bm = self._batch_major
+        copied = bm and time_major is None       # a time-major copy in the model's buffer (checked before the scan)
         time_major = time_major or (lambda a: self._swapped(a, "x (time-major)"))
         kept_lengths = lambda B: self._kept("lengths (int64)", (B,), np.int64)  # noqa: E731
         if self.E is None:
-            return self.core.check_input(x, lengths, bm, time_major, kept_lengths, rows)
+            copy = lambda T, B: self._kept_fits("x (time-major)", T * B * self.core.input_size, self.dtype)  # noqa: E731
+            return self.core.check_input(x, lengths, bm, time_major, kept_lengths, rows, copy if copied else None)
         layout = "(B, T)" if bm else "(T, B)"
         if not isinstance(x, np.ndarray) or x.dtype.kind not in "iu":
             raise TypeError(f"this model embeds tokens: x must be an integer ndarray of ids {layout}, got "
@@ -276,7 +278,11 @@ class Model:
         if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
             raise ValueError(f"x must be token ids of shape {layout} with T, B >= 1, got {x.shape}")
         T, B = x.shape[::-1] if bm else x.shape
-        self.core.check_fits(T, B, rows)                 # before the ids' scan, as check_input does
+        self.core.check_fits(T, B, rows)                 # before the ids' scan, as check_input does,
+        if not (x.dtype == np.int64 and x.flags.carray):  # with the copies _int64 and time_major make
+            self._kept_fits("token ids (int64)", T * B, np.int64)
+        if copied:
+            self._kept_fits("x (time-major)", T * B, np.int64)
         lo, hi = v.bounds(x)
         if lo < 0 or hi >= self.vocab_size:
             raise ValueError(f"token ids must lie in 0..{self.vocab_size - 1}, got min {lo}, max {hi}")
@@ -288,11 +294,19 @@ class Model:
         """A buffer of `shape` and dtype kept under `name` (grown, never shrunk, as the head's),
         so that a warm step allocates no array for what a call copies: the time-major copy
         of batch_first x or y, labels and ids as int64, the lengths."""
-        n, buf = math.prod(shape), self._flat.get(name)
-        if buf is None or buf.size < n or buf.dtype != dtype:
-            v.fits_in_memory(f"the copy of {name}", n * np.dtype(dtype).itemsize)
-            buf = self._flat[name] = zeros(n, dtype)
-        return buf[:n].reshape(shape)
+        n = math.prod(shape)
+        if self._kept_fits(name, n, dtype):
+            self._flat[name] = zeros(n, dtype)
+        return self._flat[name][:n].reshape(shape)
+
+    def _kept_fits(self, name, n, dtype):
+        """True if the buffer kept under `name` must grow to hold n of dtype, after
+        MemoryError where that would not fit in memory; nothing is allocated."""
+        buf = self._flat.get(name)
+        if buf is not None and buf.size >= n and buf.dtype == dtype:
+            return False
+        v.fits_in_memory(f"the copy of {name}", n * np.dtype(dtype).itemsize)
+        return True
 
     def _int64(self, a, name):
         """Integer a (labels, ids) as a C-contiguous int64 array: a itself if it is one (aligned

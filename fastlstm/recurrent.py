@@ -558,19 +558,23 @@ class _Recurrent:
     # The interface a composer (Model) builds on: check the input once, run forward and
     # backward on checked arrays into buffers it owns, read the top layer's h, step.
 
-    def check_input(self, x, lengths, batch_first=None, time_major=None, kept=None, rows=None):
+    def check_input(self, x, lengths, batch_first=None, time_major=None, kept=None, rows=None, fits=None):
         """x (T, B, D) checked (shape, dtype, contiguity, finiteness; T, B ≥ 1) and lengths
         as int64 (B,) in 1..T (all T for None): the one check of a sequence batch. With
         batch_first (the stack's, or the composer's) x comes as (B, T, D) and goes on as its
         time-major copy, made by time_major(x) (the composer's buffer) or a new array. The
         lengths go into kept(B) (the composer's buffer) or a new array. rows: how many of
         x's rows the caller runs at once (a chunk; None: all): the workspace for them must
-        fit in memory (MemoryError) before x is scanned, which reads all of a memmap."""
+        fit in memory (MemoryError) before x is scanned, which reads all of a memmap, and so
+        must what fits(T, B) checks (the composer's copies)."""
         bf = self.batch_first if batch_first is None else batch_first
         x = v.array("x", x, (None, None, self.input_size), self.dtype, finite=False)
         if min(x.shape[:2]) < 1:
             raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
-        self.check_fits(*(x.shape[1::-1] if bf else x.shape[:2]), rows)
+        T, B = x.shape[1::-1] if bf else x.shape[:2]
+        self.check_fits(T, B, rows)
+        if fits:
+            fits(T, B)
         try:
             v.check_finite("x", x)
         except v.NonFiniteValue as e:              # at a padded step: said so, with what to pad with

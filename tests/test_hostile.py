@@ -297,8 +297,9 @@ def test_an_input_whose_workspace_cannot_fit_is_refused_before_it_is_scanned(tmp
     checked, so a memmap beyond memory was read whole from disk, minutes of it, only to be
     refused. Now the workspace for the rows a call runs at once is checked first: under a
     limit that it cannot fit, x with a NaN (or an id out of range) at its very end raises
-    MemoryError and no scan runs; predict and evaluate in chunks that fit go on to the scan,
-    and the model takes its next valid call."""
+    MemoryError and no scan runs (nor does it for a batch_first model's time-major copy of
+    x that cannot fit); predict and evaluate in chunks that fit go on to the scan, and the
+    model takes its next valid call."""
     from fastlstm import _validate as v
     T, B, D = 50, 400, 3
     mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(T, B, D))
@@ -308,6 +309,11 @@ def test_an_input_whose_workspace_cannot_fit_is_refused_before_it_is_scanned(tmp
     y = np.zeros((B, 2), np.float32)
     lstm, m, lm = (fastlstm.LSTM(D, 64, seed=0), fastlstm.Model(D, 64, 2, seed=0),
                    fastlstm.Model(8, 64, 10, vocab_size=10, loss="xent", seed=0))
+    wide = np.lib.format.open_memmap(tmp_path / "wide.npy", mode="w+", dtype=np.float32, shape=(B, T, 200))
+    wide[-1, -1, -1] = np.nan
+    bm = fastlstm.Model(200, 64, 2, seed=0, batch_first=True)     # predict copies x time-major, all of it
+    many = np.lib.format.open_memmap(tmp_path / "many.npy", mode="w+", dtype=np.int32, shape=(T, 40000))
+    many[-1, -1] = 99                                             # predict copies int32 ids as int64
     before = m.params.copy()
     scans = []
     for name in ("is_finite", "bounds"):
@@ -317,6 +323,10 @@ def test_an_input_whose_workspace_cannot_fit_is_refused_before_it_is_scanned(tmp
                  lambda: m.evaluate(mm, y), lambda: lm.predict(ids)):
         with pytest.raises(MemoryError, match=r"the workspace for T = 50, B = (400|256) would need \d+\.\d MiB, more than the 8.0 MiB"):
             call()
+    with pytest.raises(MemoryError, match=r"the copy of x \(time-major\) would need 15.3 MiB, more than the 8.0 MiB"):
+        bm.predict(wide, batch_size=20)                               # its chunks' workspace fits, its copy not
+    with pytest.raises(MemoryError, match=r"the copy of token ids \(int64\) would need 15.3 MiB"):
+        lm.predict(many, batch_size=20)
     assert scans == []
     with pytest.raises(v.NonFiniteValue, match=r"x must be finite; found nan at index \(49, 399, 2\)"):
         m.predict(mm, batch_size=20)
