@@ -789,7 +789,7 @@ def _forward_rows(Z, C, TC, I, M, P, b, lengths, D, H, a0, r0, r1, cell, blocks,
                         for j in range(zc, zc + n):  # a loop: outside a parfor, `+=` on slices makes a temporary
                             Zt[r, j] = b[j] if fresh else Zt[r, j] + b[j]
                     continue
-                out, c0, N, A, start = Zt, zc, n, I[t], FROM_BIAS if fresh else FROM_C | FROM_BIAS
+                out, c0, N, A, start = Zt, zc, n, I[t], FROM_BIAS if fresh else FROM_C | FROM_BIAS  # b, or Z + b
             else:                                # the blocks done: the cells, then a projection's product
                 for r in range(r0, r1):
                     h = M[t, r] if proj else I[t + 1, r, D:]    # m_t = o ⊙ tanh(c_t), projected below
