@@ -3,9 +3,9 @@ measurement of a design not adopted (no PyTorch needed).
 
     python benchmarks/unit_split.py [small medium large xlarge deepbench DxHxBxT]   # default: large xlarge
 
-fastlstm's recurrent kernels give each thread blocks of 4 batch rows through all T steps,
-with no synchronisation. At 16 threads and B = 64 each thread then holds one block and
-reads all of U (4 MB at H = 512) from L3 at every step: the kernels reach 5.2 times one
+fastlstm's recurrent kernels give each thread a near-equal range of batch rows through all
+T steps, with no synchronisation. At 16 threads and B = 64 each thread then holds 4 rows
+and reads all of U (4 MB at H = 512) from L3 at every step: the kernels reach 5.2 times one
 thread's speed (docs/performance.md, twenty-seventh run). Split by units, each thread
 would compute its share of U's panels (in each gate) for all rows, so its share of U could
 stay in its L2 across steps, at the price of a parallel region a step: every thread needs
@@ -15,7 +15,9 @@ alternated in one process, at each chunk count up to twice the threads. Each chu
 of all four gates are packed together (on cache lines, as the workspace's are), so that one
 _panel_product call covers them and a 1-row batch gets the 1-row tile over 8 panels; the
 gates and the bias follow in that order in a scratch Z. Each z is the same tile's chain of
-FMAs either way, so it checks that both give the same bits.
+FMAs either way, so it checks that both give the same bits. On a machine whose other
+processes keep a core busy, the region a step waits for a thread set aside at every step
+(docs/performance.md, 2026-12-06's last section).
 """
 import os
 
