@@ -102,10 +102,10 @@ class DataParallel:
         Ctrl-C that reached it) is shared before the gradients are: that rank raises its
         error, the others RankFailed. Either way every rank stays in step for the next call."""
         m = self.model
-        b = int(not m._batch_major)               # the batch axis: 0 for a batch_first model's x
-        B = x.shape[b] if isinstance(x, np.ndarray) and x.ndim > b else None
-        xt, L = m._check_x(x, lengths, lambda a: a.swapaxes(0, 1),    # a batch_first x: its shape, not a copy
-                           rows=B and -(-B // self.size))              # the largest shard's rows
+        # a batch_first x: its shape, not a copy. rows=0: no memory check here, where a rank
+        # short of memory would raise alone and leave the others waiting in the allgather;
+        # compute_gradients checks its shard's, and that failure is shared
+        xt, L = m._check_x(x, lengths, lambda a: a.swapaxes(0, 1), rows=0)
         m._check_y(y, *xt.shape[:2], L)
         xs, ys, Ls, weight = self.shard(x, y, lengths)
         try:

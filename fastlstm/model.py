@@ -263,7 +263,8 @@ class Model:
         """x and lengths checked: floats (T, B, D), or token ids (T, B) in 0..vocab_size-1 for a
         model with an embedding; with batch_first (B, T, D) or (B, T), checked as given and
         returned time-major by time_major(x) (default: a copy in the model's buffer). rows:
-        how many rows run at once (None: all), whose workspace must fit before x is scanned."""
+        how many rows run at once (None: all), whose workspace must fit before x is scanned
+        (0: none checked here; core.check_fits)."""
         bm = self._batch_major
         copied = bm and time_major is None       # a time-major copy in the model's buffer (checked before the scan)
         time_major = time_major or (lambda a: self._swapped(a, "x (time-major)"))

@@ -539,8 +539,10 @@ class _Recurrent:
 
     def check_fits(self, T, B, rows=None):
         """MemoryError if the workspace cannot grow to run (T, B) in chunks of `rows` rows
-        (None: all at once); nothing is allocated."""
-        self._ws.fits(T, B if rows is None else min(B, rows))
+        (None: all at once; 0: no check here, for a caller that checks its part where the
+        failure is shared: a DataParallel rank); nothing is allocated."""
+        if rows != 0:
+            self._ws.fits(T, B if rows is None else min(B, rows))
 
     def _reserve(self, T, B):
         """reserve on checked T, B, under a lock already held (a Model's step)."""

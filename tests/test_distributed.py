@@ -193,37 +193,41 @@ def test_a_failed_step_fails_on_every_rank_and_the_next_one_trains(tmp_path, bat
     assert np.allclose(np.load(tmp_path / "losses.npy"), losses, rtol=1e-12, atol=0)
 
 
-def test_a_global_batch_is_sized_by_its_largest_shard_before_it_is_scanned(tmp_path):
-    """Each rank checks the whole batch for NaN, and since that check reads all of x, the
-    workspace it will need must fit first (tests/test_hostile.py has why). The workspace
-    a rank needs is for its shard: under a memory limit that holds a shard's but not the
-    whole batch's, a step trains; a batch twice as long, whose shard does not fit, with a
-    NaN at its end raises MemoryError on every rank, before its scan."""
+def test_a_rank_short_of_memory_for_its_shard_fails_the_step_on_every_rank(tmp_path):
+    """The workspace a rank needs is its shard's: under a memory limit that holds a shard's
+    but not the whole batch's, a step trains. A limit on one rank alone (one machine of a
+    job, say) that its shard's workspace exceeds fails the step there with MemoryError and
+    on the other rank with RankFailed, no rank updates, and the next step trains on both.
+    (A memory check before the ranks share their failures, as Model's calls make before
+    they scan x, left the other rank waiting in the allgather for a step that never came.)"""
     job = _script(tmp_path, f"""
         import numpy as np
         import fastlstm
         from fastlstm import _validate as v
-        from fastlstm.distributed import DataParallel
+        from fastlstm.distributed import DataParallel, RankFailed
         m = fastlstm.Model(3, 64, 2, seed=0)
         dp = DataParallel(m, set_threads=False)
         x, y = np.random.default_rng(0).standard_normal((50, 400, 3)).astype(np.float32), np.zeros((400, 2), np.float32)
+        real = v.cgroup_memory_limit
         v.cgroup_memory_limit = lambda: 24 << 20       # the workspace: about 18 MiB a shard, 36 the whole
-        said, scans = [f"{{dp.train_step(x, y):.3f}}"], []
-        v.is_finite = lambda a, real=v.is_finite: scans.append(a.size) or real(a)
-        x2 = np.concatenate([x, x])                    # T = 100: twice the shard's workspace
-        x2[-1, -1, -1] = np.nan
+        said = [f"{{dp.train_step(x, y):.3f}}"]
+        v.cgroup_memory_limit = (lambda: 24 << 20) if dp.rank == 1 else real
         try:
-            dp.train_step(x2, y)
-        except MemoryError as e:
-            said.append(f"{{e}} scans={{len(scans)}} steps={{m.steps}}")
+            dp.train_step(np.concatenate([x, x]), y)   # T = 100: twice the shard's workspace
+        except (MemoryError, RankFailed) as e:
+            said.append(f"{{type(e).__name__}}: {{e}} steps={{m.steps}}")
+        said.append(f"{{dp.train_step(x, y):.3f}} steps={{m.steps}}")
         open(f"{tmp_path}/said{{dp.rank}}.txt", "w").write(" | ".join(said))
     """)
     r = _mpi(2, sys.executable, "-m", "mpi4py", job)
     assert r.returncode == 0, r.stdout + r.stderr
-    for k in (0, 1):
-        loss, error = (tmp_path / f"said{k}.txt").read_text().split(" | ")
-        assert float(loss) > 0 and re.fullmatch(r"the workspace for T = 100, B = 200 would need 3\d\.\d MiB, more than "
-                                                r"the 24.0 MiB .* scans=0 steps=1", error), error
+    said = [(tmp_path / f"said{k}.txt").read_text().split(" | ") for k in (0, 1)]
+    for loss, _, last in said:
+        assert float(loss) > 0 and last.endswith(" steps=2"), said
+    assert re.fullmatch(r"MemoryError: the workspace for T = 100, B = 200 would need 3\d\.\d MiB, more than the "
+                        r"24.0 MiB .* steps=1", said[1][1]), said
+    assert re.fullmatch(r"RankFailed: rank 1's part of the step failed \(MemoryError: the workspace for T = 100, "
+                        r"B = 200 .*\); no rank updated the model steps=1", said[0][1]), said
 
 
 def test_ranks_with_different_models_are_refused_on_every_rank(tmp_path):
