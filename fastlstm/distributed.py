@@ -102,13 +102,15 @@ class DataParallel:
         Ctrl-C that reached it) is shared before the gradients are: that rank raises its
         error, the others RankFailed. Either way every rank stays in step for the next call."""
         m = self.model
-        # a batch_first x: its shape, not a copy. rows=0: no memory check here, where a rank
-        # short of memory would raise alone and leave the others waiting in the allgather;
-        # compute_gradients checks its shard's, and that failure is shared
-        xt, L = m._check_x(x, lengths, lambda a: a.swapaxes(0, 1), rows=0)
-        m._check_y(y, *xt.shape[:2], L)
-        xs, ys, Ls, weight = self.shard(x, y, lengths)
+        # Everything before the allgather fails inside this try, so that a failure one rank
+        # alone meets (its memory limit, in the copies the checks keep; a Ctrl-C) is shared
+        # rather than leaving the others waiting; a bad batch fails alike on every rank, and
+        # each raises its own error. A batch_first x: its shape, not a copy. rows=0: the
+        # workspace is the shard's, checked by compute_gradients.
         try:
+            xt, L = m._check_x(x, lengths, lambda a: a.swapaxes(0, 1), rows=0)
+            m._check_y(y, *xt.shape[:2], L)
+            xs, ys, Ls, weight = self.shard(x, y, lengths)
             loss, failed = m.compute_gradients(xs, ys, Ls, first_row=self.rows(xt.shape[1]).start) * weight, None
         except BaseException as e:              # shared with the other ranks, then raised again below
             loss, failed = 0.0, e

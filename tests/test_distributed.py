@@ -230,6 +230,43 @@ def test_a_rank_short_of_memory_for_its_shard_fails_the_step_on_every_rank(tmp_p
                         r"B = 200 .*\); no rank updated the model steps=1", said[0][1]), said
 
 
+def test_a_rank_short_of_memory_for_the_batch_checks_copies_fails_the_step_on_every_rank(tmp_path):
+    """The whole batch's checks keep copies (int32 token ids as int64, here): a memory limit
+    on one rank alone that such a copy exceeds fails the step there with MemoryError and on
+    the other rank with RankFailed, no rank updates, and the next step trains on both. (The
+    checks ran before the ranks shared their failures: the other rank waited for ever.)"""
+    job = _script(tmp_path, f"""
+        import numpy as np
+        import fastlstm
+        from fastlstm import _validate as v
+        from fastlstm.distributed import DataParallel, RankFailed
+        m = fastlstm.Model(2, 4, 2, vocab_size=7, seed=0)
+        dp = DataParallel(m, set_threads=False)
+        ids = np.random.default_rng(0).integers(0, 7, (50, 400)).astype(np.int32)
+        y = np.zeros((400, 2), np.float32)
+        said = [f"{{dp.train_step(ids, y):.3f}}"]
+        real = v.cgroup_memory_limit
+        if dp.rank == 1:
+            v.cgroup_memory_limit = lambda: 200 << 10     # the copy of T = 100 ids: 313 KiB
+        try:
+            dp.train_step(np.concatenate([ids, ids]), y)
+        except (MemoryError, RankFailed) as e:
+            said.append(f"{{type(e).__name__}}: {{e}} steps={{m.steps}}")
+        v.cgroup_memory_limit = real
+        said.append(f"{{dp.train_step(ids, y):.3f}} steps={{m.steps}}")
+        open(f"{tmp_path}/said{{dp.rank}}.txt", "w").write(" | ".join(said))
+    """)
+    r = _mpi(2, sys.executable, "-m", "mpi4py", job)
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = [(tmp_path / f"said{k}.txt").read_text().split(" | ") for k in (0, 1)]
+    for loss, _, last in said:
+        assert float(loss) > 0 and last.endswith(" steps=2"), said
+    assert re.fullmatch(r"MemoryError: the copy of token ids \(int64\) would need 0\.3 MiB, more than the 0\.2 MiB "
+                        r".* steps=1", said[1][1]), said
+    assert re.fullmatch(r"RankFailed: rank 1's part of the step failed \(MemoryError: the copy of token ids .*\); "
+                        r"no rank updated the model steps=1", said[0][1]), said
+
+
 def test_ranks_with_different_models_are_refused_on_every_rank(tmp_path):
     """Other sizes on one rank failed inside MPI's broadcast ("message sizes do not match"),
     and another loss or optimizer trained on silently, each rank its own way. A model made
