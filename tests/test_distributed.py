@@ -193,29 +193,28 @@ def test_a_failed_step_fails_on_every_rank_and_the_next_one_trains(tmp_path, bat
     assert np.allclose(np.load(tmp_path / "losses.npy"), losses, rtol=1e-12, atol=0)
 
 
-def test_a_rank_short_of_memory_for_its_shard_fails_the_step_on_every_rank(tmp_path):
-    """The workspace a rank needs is its shard's: under a memory limit that holds a shard's
-    but not the whole batch's, a step trains. A limit on one rank alone (one machine of a
-    job, say) that its shard's workspace exceeds fails the step there with MemoryError and
-    on the other rank with RankFailed, no rank updates, and the next step trains on both.
-    (A memory check before the ranks share their failures, as Model's calls make before
-    they scan x, left the other rank waiting in the allgather for a step that never came.)"""
+def _one_rank_short_of_memory(tmp_path, model, x, first, short):
+    """Each rank's words on three steps of `model` on 2 ranks: on batch `x` (T, 400, ·)
+    under the memory limit `first` on both ranks (None: the machine's); on x with T doubled
+    under the limit `short` on rank 1 alone, the error each raised; on x again under the
+    machine's limit. Asserts that the first and last steps trained on both ranks."""
     job = _script(tmp_path, f"""
         import numpy as np
         import fastlstm
         from fastlstm import _validate as v
         from fastlstm.distributed import DataParallel, RankFailed
-        m = fastlstm.Model(3, 64, 2, seed=0)
+        m = {model}
         dp = DataParallel(m, set_threads=False)
-        x, y = np.random.default_rng(0).standard_normal((50, 400, 3)).astype(np.float32), np.zeros((400, 2), np.float32)
+        x, y = {x}, np.zeros((400, 2), np.float32)
         real = v.cgroup_memory_limit
-        v.cgroup_memory_limit = lambda: 24 << 20       # the workspace: about 18 MiB a shard, 36 the whole
+        v.cgroup_memory_limit = (lambda: {first}) if {first} else real
         said = [f"{{dp.train_step(x, y):.3f}}"]
-        v.cgroup_memory_limit = (lambda: 24 << 20) if dp.rank == 1 else real
+        v.cgroup_memory_limit = (lambda: {short}) if dp.rank == 1 else real
         try:
-            dp.train_step(np.concatenate([x, x]), y)   # T = 100: twice the shard's workspace
+            dp.train_step(np.concatenate([x, x]), y)
         except (MemoryError, RankFailed) as e:
             said.append(f"{{type(e).__name__}}: {{e}} steps={{m.steps}}")
+        v.cgroup_memory_limit = real
         said.append(f"{{dp.train_step(x, y):.3f}} steps={{m.steps}}")
         open(f"{tmp_path}/said{{dp.rank}}.txt", "w").write(" | ".join(said))
     """)
@@ -224,6 +223,19 @@ def test_a_rank_short_of_memory_for_its_shard_fails_the_step_on_every_rank(tmp_p
     said = [(tmp_path / f"said{k}.txt").read_text().split(" | ") for k in (0, 1)]
     for loss, _, last in said:
         assert float(loss) > 0 and last.endswith(" steps=2"), said
+    return said
+
+
+def test_a_rank_short_of_memory_for_its_shard_fails_the_step_on_every_rank(tmp_path):
+    """The workspace a rank needs is its shard's: under a memory limit that holds a shard's
+    but not the whole batch's, a step trains. A limit on one rank alone (one machine of a
+    job, say) that its shard's workspace exceeds fails the step there with MemoryError and
+    on the other rank with RankFailed, no rank updates, and the next step trains on both.
+    (A memory check before the ranks share their failures, as Model's calls make before
+    they scan x, left the other rank waiting in the allgather for a step that never came.)"""
+    said = _one_rank_short_of_memory(        # the workspace: about 18 MiB a shard, 36 the whole
+        tmp_path, "fastlstm.Model(3, 64, 2, seed=0)",
+        "np.random.default_rng(0).standard_normal((50, 400, 3)).astype(np.float32)", "24 << 20", "24 << 20")
     assert re.fullmatch(r"MemoryError: the workspace for T = 100, B = 200 would need 3\d\.\d MiB, more than the "
                         r"24.0 MiB .* steps=1", said[1][1]), said
     assert re.fullmatch(r"RankFailed: rank 1's part of the step failed \(MemoryError: the workspace for T = 100, "
@@ -235,32 +247,9 @@ def test_a_rank_short_of_memory_for_the_batch_checks_copies_fails_the_step_on_ev
     on one rank alone that such a copy exceeds fails the step there with MemoryError and on
     the other rank with RankFailed, no rank updates, and the next step trains on both. (The
     checks ran before the ranks shared their failures: the other rank waited for ever.)"""
-    job = _script(tmp_path, f"""
-        import numpy as np
-        import fastlstm
-        from fastlstm import _validate as v
-        from fastlstm.distributed import DataParallel, RankFailed
-        m = fastlstm.Model(2, 4, 2, vocab_size=7, seed=0)
-        dp = DataParallel(m, set_threads=False)
-        ids = np.random.default_rng(0).integers(0, 7, (50, 400)).astype(np.int32)
-        y = np.zeros((400, 2), np.float32)
-        said = [f"{{dp.train_step(ids, y):.3f}}"]
-        real = v.cgroup_memory_limit
-        if dp.rank == 1:
-            v.cgroup_memory_limit = lambda: 200 << 10     # the copy of T = 100 ids: 313 KiB
-        try:
-            dp.train_step(np.concatenate([ids, ids]), y)
-        except (MemoryError, RankFailed) as e:
-            said.append(f"{{type(e).__name__}}: {{e}} steps={{m.steps}}")
-        v.cgroup_memory_limit = real
-        said.append(f"{{dp.train_step(ids, y):.3f}} steps={{m.steps}}")
-        open(f"{tmp_path}/said{{dp.rank}}.txt", "w").write(" | ".join(said))
-    """)
-    r = _mpi(2, sys.executable, "-m", "mpi4py", job)
-    assert r.returncode == 0, r.stdout + r.stderr
-    said = [(tmp_path / f"said{k}.txt").read_text().split(" | ") for k in (0, 1)]
-    for loss, _, last in said:
-        assert float(loss) > 0 and last.endswith(" steps=2"), said
+    said = _one_rank_short_of_memory(        # the copy of T = 100 ids as int64: 313 KiB
+        tmp_path, "fastlstm.Model(2, 4, 2, vocab_size=7, seed=0)",
+        "np.random.default_rng(0).integers(0, 7, (50, 400)).astype(np.int32)", "None", "200 << 10")
     assert re.fullmatch(r"MemoryError: the copy of token ids \(int64\) would need 0\.3 MiB, more than the 0\.2 MiB "
                         r".* steps=1", said[1][1]), said
     assert re.fullmatch(r"RankFailed: rank 1's part of the step failed \(MemoryError: the copy of token ids .*\); "
