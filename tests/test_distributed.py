@@ -193,11 +193,12 @@ def test_a_failed_step_fails_on_every_rank_and_the_next_one_trains(tmp_path, bat
     assert np.allclose(np.load(tmp_path / "losses.npy"), losses, rtol=1e-12, atol=0)
 
 
-def _one_rank_short_of_memory(tmp_path, model, x, first, short):
-    """Each rank's words on three steps of `model` on 2 ranks: on batch `x` (T, 400, ·)
-    under the memory limit `first` on both ranks (None: the machine's); on x with T doubled
-    under the limit `short` on rank 1 alone, the error each raised; on x again under the
-    machine's limit. Asserts that the first and last steps trained on both ranks."""
+def _one_rank_short_of_memory(tmp_path, model, x, first, short, why):
+    """Three steps of `model` on 2 ranks: on batch `x` (T, 400, ·) under the memory limit
+    `first` on both ranks (None: the machine's); on x with T doubled under the limit `short`
+    on rank 1 alone; on x again under the machine's limit. Asserts that the first and last
+    steps trained on both ranks, and that the second failed on rank 1 with MemoryError
+    matching the regex `why` and on rank 0 with RankFailed naming it, and updated neither."""
     job = _script(tmp_path, f"""
         import numpy as np
         import fastlstm
@@ -223,7 +224,9 @@ def _one_rank_short_of_memory(tmp_path, model, x, first, short):
     said = [(tmp_path / f"said{k}.txt").read_text().split(" | ") for k in (0, 1)]
     for loss, _, last in said:
         assert float(loss) > 0 and last.endswith(" steps=2"), said
-    return said
+    assert re.fullmatch(rf"MemoryError: {why}.* steps=1", said[1][1]), said
+    assert re.fullmatch(rf"RankFailed: rank 1's part of the step failed \(MemoryError: {why}.*\); no rank updated "
+                        r"the model steps=1", said[0][1]), said
 
 
 def test_a_rank_short_of_memory_for_its_shard_fails_the_step_on_every_rank(tmp_path):
@@ -233,13 +236,10 @@ def test_a_rank_short_of_memory_for_its_shard_fails_the_step_on_every_rank(tmp_p
     on the other rank with RankFailed, no rank updates, and the next step trains on both.
     (A memory check before the ranks share their failures, as Model's calls make before
     they scan x, left the other rank waiting in the allgather for a step that never came.)"""
-    said = _one_rank_short_of_memory(        # the workspace: about 18 MiB a shard, 36 the whole
+    _one_rank_short_of_memory(               # the workspace: about 18 MiB a shard, 36 the whole
         tmp_path, "fastlstm.Model(3, 64, 2, seed=0)",
-        "np.random.default_rng(0).standard_normal((50, 400, 3)).astype(np.float32)", "24 << 20", "24 << 20")
-    assert re.fullmatch(r"MemoryError: the workspace for T = 100, B = 200 would need 3\d\.\d MiB, more than the "
-                        r"24.0 MiB .* steps=1", said[1][1]), said
-    assert re.fullmatch(r"RankFailed: rank 1's part of the step failed \(MemoryError: the workspace for T = 100, "
-                        r"B = 200 .*\); no rank updated the model steps=1", said[0][1]), said
+        "np.random.default_rng(0).standard_normal((50, 400, 3)).astype(np.float32)", "24 << 20", "24 << 20",
+        r"the workspace for T = 100, B = 200 would need 3\d\.\d MiB, more than the 24\.0 MiB ")
 
 
 def test_a_rank_short_of_memory_for_the_batch_checks_copies_fails_the_step_on_every_rank(tmp_path):
@@ -247,13 +247,10 @@ def test_a_rank_short_of_memory_for_the_batch_checks_copies_fails_the_step_on_ev
     on one rank alone that such a copy exceeds fails the step there with MemoryError and on
     the other rank with RankFailed, no rank updates, and the next step trains on both. (The
     checks ran before the ranks shared their failures: the other rank waited for ever.)"""
-    said = _one_rank_short_of_memory(        # the copy of T = 100 ids as int64: 313 KiB
+    _one_rank_short_of_memory(               # the copy of T = 100 ids as int64: 313 KiB
         tmp_path, "fastlstm.Model(2, 4, 2, vocab_size=7, seed=0)",
-        "np.random.default_rng(0).integers(0, 7, (50, 400)).astype(np.int32)", "None", "200 << 10")
-    assert re.fullmatch(r"MemoryError: the copy of token ids \(int64\) would need 0\.3 MiB, more than the 0\.2 MiB "
-                        r".* steps=1", said[1][1]), said
-    assert re.fullmatch(r"RankFailed: rank 1's part of the step failed \(MemoryError: the copy of token ids .*\); "
-                        r"no rank updated the model steps=1", said[0][1]), said
+        "np.random.default_rng(0).integers(0, 7, (50, 400)).astype(np.int32)", "None", "200 << 10",
+        r"the copy of token ids \(int64\) would need 0\.3 MiB, more than the 0\.2 MiB ")
 
 
 def test_ranks_with_different_models_are_refused_on_every_rank(tmp_path):
