@@ -28,6 +28,12 @@ CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU, RNN)))     # cell -> its stack 
 ONE_HOT = " (of one-hot rows: y.argmax(-1))"   # the hint for Keras's one-hot targets given to a classifier
 
 
+def _int64_as_is(a):
+    """True if the kernels take integer array a without a copy (Model._int64): int64 and
+    C-contiguous, aligned and writable (flags.carray), as they are compiled for."""
+    return a.dtype == np.int64 and a.flags.carray
+
+
 class Model:
     """LSTM layers (cell="lstm", the default), GRU layers (cell="gru") or vanilla RNN layers
     (cell="rnn": tanh; cell="rnn_relu": ReLU, torch.nn.RNN(nonlinearity="relu")) + dense head.
@@ -280,7 +286,7 @@ class Model:
             raise ValueError(f"x must be token ids of shape {layout} with T, B >= 1, got {x.shape}")
         T, B = x.shape[::-1] if bm else x.shape
         self.core.check_fits(T, B, rows)                 # before the ids' scan, as check_input does,
-        if not (x.dtype == np.int64 and x.flags.carray):  # with the copies _int64 and time_major make
+        if not _int64_as_is(x):                          # with the copies _int64 and time_major make
             self._kept_fits("token ids (int64)", T * B, np.int64)
         if copied:
             self._kept_fits("x (time-major)", T * B, np.int64)
@@ -313,7 +319,7 @@ class Model:
         """Integer a (labels, ids) as a C-contiguous int64 array: a itself if it is one (aligned
         and writable too, as the kernels are compiled for), else a copy in a buffer kept
         under `name`."""
-        if a.dtype == np.int64 and a.flags.carray:         # carray: C-contiguous, aligned, writable
+        if _int64_as_is(a):
             return a
         out = self._kept(name, a.shape, np.int64)
         out[...] = a
