@@ -34,9 +34,14 @@ import warnings
 
 # Numba's messages carry ANSI colour codes otherwise (unreadable in logs and in the C ABI).
 os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
-# Numba's 'workqueue' layer aborts the process when two threads (say, two C threads with a
-# model each) run parallel kernels at once; 'threadsafe' picks TBB or OpenMP.
-os.environ.setdefault("NUMBA_THREADING_LAYER", "threadsafe")
+# Numba's threading layer: its OpenMP one, which the settings below tune, even where TBB
+# loads too (Numba's 'threadsafe' and 'default' try TBB first; on it the streaming step took
+# 1.5 times as long, and a C host crashed as it exited in two runs of six: docs/performance.md).
+# Where OpenMP does not load, start_runtimes falls back to 'threadsafe' (TBB). Never
+# 'workqueue': it aborts the process when two threads (say, two C threads with a model
+# each) run parallel kernels at once.
+_LAYER_CHOSEN_HERE = "NUMBA_THREADING_LAYER" not in os.environ
+os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 
 
 def numba_cache_dir(package_dir, environ, writable=lambda d: os.access(d, os.W_OK)):
@@ -149,9 +154,10 @@ os.environ.update({k: RUNTIME_DEFAULTS[k] for k in _set_here})
 
 
 def start_runtimes():
-    """Start Numba's thread pool now, its OpenMP layer bound to the OpenMP runtime it was
-    built against (RTLD_DEEPBIND), not to one already in the process; load the private
-    OpenBLAS; then take the RUNTIME_DEFAULTS that fastlstm set out of the environment.
+    """Start Numba's thread pool now, on its OpenMP layer (TBB only where that does not
+    load), bound to the OpenMP runtime it was built against (RTLD_DEEPBIND), not to one
+    already in the process; load the private OpenBLAS; then take the RUNTIME_DEFAULTS that
+    fastlstm set out of the environment.
 
     Why the binding: `import torch` first puts PyTorch's own GNU OpenMP in the global symbol
     scope, and Numba's omppool, loaded later, would run its kernels on that runtime, which
@@ -162,14 +168,25 @@ def start_runtimes():
     as it loads, and they were meant for fastlstm's two alone; left in place, they also
     bound a runtime loaded later (PyTorch's GNU OpenMP, imported after fastlstm) and every
     program the process starts (a C host's too). Called once, as fastlstm.kernels loads."""
+    import numba
+    from numba.np.ufunc import parallel
+    # fastlstm's choice of layer, unless the user made one (in the environment, or in
+    # numba.config): Numba read its config as it was imported, which may be before fastlstm
+    ours = _LAYER_CHOSEN_HERE and numba.config.THREADING_LAYER in ("default", "omp")
+    if ours:
+        numba.config.THREADING_LAYER = "omp"
     flags = sys.getdlopenflags()
     sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
     try:
-        from numba.np.ufunc import parallel
-        parallel._launch_threads()
+        try:
+            parallel._launch_threads()
+        except ValueError:                  # no OpenMP runtime (Numba's omppool needs libgomp)
+            if not ours:
+                raise
+            numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"] = "threadsafe"
+            parallel._launch_threads()
     finally:
         sys.setdlopenflags(flags)
-    import numba
     if numba.threading_layer() == "omp":
         os.register_at_fork(after_in_child=_forked)
     from . import _blas

@@ -392,6 +392,44 @@ def test_the_kernels_run_on_numbas_own_openmp_even_when_torch_loaded_its_first(t
     assert all("torch" not in line.split(" to ", 1)[1] for line in pool), pool
 
 
+_LAYER_SCRIPT = ("import sys\n"
+                 "if sys.argv[1] == 'no-openmp':\n"
+                 "    sys.modules['numba.np.ufunc.omppool'] = None      # as if libgomp were missing\n"
+                 "import numba\n"
+                 "if sys.argv[1] == 'config':\n"
+                 "    numba.config.THREADING_LAYER = 'tbb'              # Numba's other way to name one\n"
+                 "import numpy as np, fastlstm\n"
+                 "y = fastlstm.LSTM(3, 4, seed=0).forward(np.ones((2, 1, 3), np.float32))[0]\n"
+                 "print(numba.threading_layer(), float(y.sum()))\n")
+
+
+def test_the_kernels_run_on_openmp_even_where_tbb_loads():
+    """Numba's 'threadsafe' and 'default' layers pick TBB first where it loads (the tbb
+    wheel's libraries on the library path, as in a conda environment). fastlstm asks for
+    OpenMP, whose waits it tunes; it falls back to TBB only where OpenMP does not load, and
+    a layer the user names wins. Each way gives the same numbers."""
+    lib = os.path.join(sys.prefix, "lib")
+    if not os.path.exists(os.path.join(lib, "libtbb.so.12")):
+        pytest.skip("needs the tbb wheel (the test extra installs it on Linux x86-64)")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [lib, env.get("LD_LIBRARY_PATH")]))
+
+    def layer(how, **extra):
+        r = subprocess.run([sys.executable, "-c", _LAYER_SCRIPT, how], capture_output=True, text=True,
+                           timeout=300, env=dict(env, **extra))
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    probe = subprocess.run([sys.executable, "-c", "import numba\nfrom numba.np.ufunc import parallel\n"
+                            "parallel._launch_threads()\nprint(numba.threading_layer())"],
+                           capture_output=True, text=True, timeout=300, env=dict(env, NUMBA_THREADING_LAYER="threadsafe"))
+    assert probe.stdout.split() == ["tbb"], probe.stderr       # TBB loads here: Numba alone would pick it
+    ours, fallback = layer("-"), layer("no-openmp")
+    named, configured = layer("-", NUMBA_THREADING_LAYER="tbb"), layer("config")
+    assert (ours[0], fallback[0], named[0], configured[0]) == ("omp", "tbb", "tbb", "tbb")
+    assert ours[1] == fallback[1] == named[1] == configured[1]
+
+
 _RUNTIME_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")
 
 
