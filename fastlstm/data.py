@@ -527,8 +527,11 @@ def _columns(names, arg, path, what, sep=","):
         elif number is not None and 1 <= number <= len(names):
             out.append(names[number - 1])
         else:
-            raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: {_listed(names)} "
-                            f"(by name, or by number from 1)" + _header_hint(names, sep))
+            commas = [(n, i) for i, n in enumerate(names, 1) if "," in n]   # "a,b" cannot name them; numbers can
+            hint = "; a name with a comma goes by its number: " + ", ".join(f"{n!r} is {i}" for n, i in commas[:3])
+            raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: "
+                            f"{_listed(names, quote=bool(commas))} (by name, or by number from 1)"
+                            + (hint if typed and commas else _header_hint(names, sep)))
     if not out:
         raise DataError(f"{path}: {what} names no column")
     seen, twice = set(), None

@@ -397,6 +397,9 @@ def _hourly(values, hours=None):
      "line 2, column 1 ('a'): missing value (nothing earlier to carry forward)"),
     ("nocol.csv", BAD_CSV.encode(), ["--target", "nope"],
      "--target 'nope' is not a column; the columns are: date, load, temp"),
+    ("comma.csv", b'load,"temp, C"\n1,2\n3,4\n', ["--target", "temp, C"],     # it listed three columns
+     "--target 'temp' is not a column; the columns are: 'load', 'temp, C' (by name, or by number from 1); a name "
+     "with a comma goes by its number: 'temp, C' is 2"),
     ("twice.csv", b"load,temp,load\n1,2,3\n", ["--target", "load"],      # it gave the header alone
      "line 1: the header needs distinct, non-empty column names, and column 3 repeats column 1's name 'load' "
      "(the header: 'load', 'temp', 'load')"),
