@@ -11,6 +11,7 @@
  * function below and stays for the life of the process.
  *
  * Conventions
+ *  - Language: C99 or later (stdint.h, inline), or C++ (the declarations are extern "C").
  *  - Every function returning int returns a status code: FASTLSTM_OK (0) or a
  *    FASTLSTM_ERROR_* value; on error fastlstm_last_error() describes it and the model is
  *    exactly as it was before the call (fastlstm_train_step and fastlstm_apply_update
@@ -166,7 +167,7 @@ FASTLSTM_API const char *fastlstm_last_error(void);
  * size this header gives the struct. NULL is ignored. */
 FASTLSTM_API void fastlstm_config_init_sized(fastlstm_config *cfg, uint32_t size);
 static inline void fastlstm_config_init(fastlstm_config *cfg) {
-    fastlstm_config_init_sized(cfg, (uint32_t)sizeof *cfg);
+    fastlstm_config_init_sized(cfg, sizeof *cfg);      /* a constant that fits: no cast (C++ warns of C casts) */
 }
 
 /* Create a model from *cfg and store its handle in *out (left untouched on error). Free it

@@ -472,6 +472,29 @@ def test_examples_train_and_stream_from_a_python_checkpoint(lib, tmp_path):
     assert abs(target - pred) < 0.3, r.stdout
 
 
+def test_the_header_is_strict_c99_and_links_from_cpp(lib, tmp_path):
+    """The header's promise: C99 or later, or C++ (its declarations in extern "C")."""
+    strict = ["-Wall", "-Wextra", "-pedantic", "-Werror", f"-I{lib}"]
+    for src in ("capi/examples/train_adding.c", "capi/examples/stream_predict.c", "tests/c/capi_check.c"):
+        r = _run(["gcc", "-std=c99", *strict, "-fsyntax-only", os.path.join(ROOT, src)])
+        assert r.returncode == 0, r.stderr
+    if shutil.which("g++") is None:
+        pytest.fail("needs g++ (the header's C++ promise)")
+    src = tmp_path / "host.cpp"
+    src.write_text('#include <cstdio>\n#include "fastlstm.h"\n'
+                   "int main() {\n"
+                   "    fastlstm_config cfg;\n    fastlstm_config_init(&cfg);\n"
+                   "    fastlstm_model *m = nullptr;\n    int s = fastlstm_create(&cfg, &m);\n"
+                   '    std::printf("%d %d %s\\n", s, fastlstm_version_number(), fastlstm_version_string());\n'
+                   "    fastlstm_free(m);\n    return s;\n}\n")
+    exe = tmp_path / "host"
+    r = _run(["g++", "-std=c++11", *strict, "-Wold-style-cast", "-o", str(exe), str(src),
+              *capi.flags(str(lib), True, True).split()])
+    assert r.returncode == 0, r.stderr
+    r = _run([str(exe)])
+    assert r.returncode == 0 and r.stdout.split() == ["0", str(_version_number()), fastlstm.__version__], r.stderr
+
+
 def test_python_exception_inside_becomes_a_code_not_a_crash(check, tmp_path):
     """A checkpoint whose JSON header is valid but whose content is inconsistent makes the
     Python side raise deep inside; C gets BAD_CHECKPOINT and carries on."""
