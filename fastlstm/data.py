@@ -588,7 +588,7 @@ def read_csv(path, sep=",", decimal="."):
         records = ((i, line.split(sep) if line else []) for i, line in enumerate(split, 1))
     else:
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
-        records = ((reader.line_num, row) for row in _records(reader, path))
+        records = _records(reader, path)
     names = [n.strip() for n in next(records)[1]]
     seen = {}
     for c, n in enumerate(names):
@@ -655,12 +655,14 @@ def _plain_columns(split, n, sep):
 
 
 def _records(reader, path):
-    """reader's records, a malformed one (a quote never closed, text after a closing quote)
-    refused at its line: the lenient reader took the rest of the file as one cell."""
+    """(line, record) of reader's records, line the one a record starts on (a quoted cell
+    may hold line breaks; an editor's line, where reader.line_num is the record's last);
+    a malformed one (a quote never closed, text after a closing quote) refused at its line:
+    the lenient reader took the rest of the file as one cell."""
     while True:
         start = reader.line_num + 1
         try:
-            yield next(reader)
+            yield start, next(reader)
         except StopIteration:
             return
         except csv.Error as e:

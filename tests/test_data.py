@@ -408,6 +408,10 @@ def _hourly(values, hours=None):
      "'temp')"),
     ("unclosed.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5,2\n2024-01-01T02:00:00,1,2\n',
      ["--target", "load"], "line 3: a quoted cell opened on this line is never closed"),
+    ("linebreak.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5\n2",2\n2024-01-01T02:00:00,1,2\n',
+     ["--target", "load"], "line 3, column 2 ('load'): '1.5\\n2' is not a number"),   # the line the record starts on
+    ("linebreak_ragged.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"a\nb"\n', ["--target", "load"],
+     "line 3: 2 cells, the header has 3"),                     # it gave each the record's last line
     ("afterquote.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5"0,2\n', ["--target", "load"],
      "line 3: ',' expected after '\"'"),
     ("semicolon.csv", b"load;temp\n1;2\n3;4\n", ["--target", "load"],
