@@ -506,9 +506,9 @@ def _header_hint(names, sep=","):
     return ""
 
 
-def _columns(names, arg, path, what, sep=","):
+def _columns(names, arg, path, what, sep=",", saved=False):
     """Column names from "a,b" or 1-based indices "2,3", or from a list of names and indices
-    (Python's, and a checkpoint's names)."""
+    (Python's, and a checkpoint's names: saved, which a file must hold by name)."""
     if isinstance(arg, numbers.Integral) and not isinstance(arg, bool):
         arg = [arg]
     typed = isinstance(arg, str)                 # typed: "2" is column 2 unless a column has that name
@@ -529,6 +529,9 @@ def _columns(names, arg, path, what, sep=","):
         else:
             commas = [(n, i) for i, n in enumerate(names, 1) if "," in n]   # "a,b" cannot name them; numbers can
             hint = "; a name with a comma goes by its number: " + ", ".join(f"{n!r} is {i}" for n, i in commas[:3])
+            if saved:
+                raise DataError(f"{path}: {what} {item!r} is not a column of this file; its columns are: "
+                                f"{_listed(names, quote=bool(commas))}" + _header_hint(names, sep))
             raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: "
                             f"{_listed(names, quote=bool(commas))} (by name, or by number from 1)"
                             + (hint if typed and commas else _header_hint(names, sep)))
@@ -698,7 +701,9 @@ class Series:
         names, kinds, lines, cols = read_csv(path, self.sep, self.decimal)
         at = {n: c for c, n in enumerate(names)}                      # names.index, in O(1) for wide files
         self.time_col = next((n for n, k in zip(names, kinds) if k == "time"), None)
-        self.targets = _columns(names, target, path, "--target", self.sep)
+        saved = _spec is not None                                     # the columns the model was trained on
+        chose = ("the model's target", "the model's feature") if saved else ("--target", "--features")
+        self.targets = _columns(names, target, path, chose[0], self.sep, saved)
         notes = []
         if all(map(_looks_numeric, names)):           # columns chosen by number: the first row would go unsaid
             notes.append(f"line 1, the header, is all numbers ({_listed(names)}): if the file has no header, "
@@ -715,7 +720,7 @@ class Series:
                              (f" (column {dated[0]!r}: {dated[1]!r} is not an ISO 8601 time, such as 2024-01-31 "
                               f"or 2024-01-31 05:00, which would date the forecasts)" if dated else ""))
         else:
-            self.features = _columns(names, features, path, "--features", self.sep)
+            self.features = _columns(names, features, path, chose[1], self.sep, saved)
         targets = set(self.targets)
         for n in self.targets + self.features:
             if n not in at:

@@ -125,6 +125,12 @@ def test_predict_reads_a_file_written_otherwise_than_the_runs_with_the_reading_o
     assert status == 2 and (f"line {len(rows) - 1}, column 2 ('load'): missing value (pass --fill ffill or --fill "
                             f"zero to fill missing values)") in said.err, said.err      # an option predict now takes
     assert predict(gap, "--fill", "ffill")[0] == 0
+    for column, kind in (("load", "target"), ("temp", "feature")):     # it said --features, which predict
+        renamed = tmp_path / f"no_{column}.csv"                          # has not, and to give a number
+        renamed.write_text("\n".join([rows[0].replace(column, "x")] + rows[1:]) + "\n")
+        status, said = predict(renamed)
+        assert status == 2 and (f"no_{column}.csv: the model's {kind} {column!r} is not a column of this file; its "
+                                f"columns are: {rows[0].replace(column, 'x').replace(',', ', ')}\n") in said.err, said.err
     status, said = predict(series, "--layout", "time")
     assert status == 2 and f"--layout applies to a checkpoint trained on arrays; {out} was trained on series" in said.err
 
