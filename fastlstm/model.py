@@ -417,8 +417,11 @@ class Model:
         optimizer state exactly as they were. Returns True if the step was applied."""
         norm = optim.clip_by_global_norm(self.grads, self.clip)
         if not (np.isfinite(loss) and np.isfinite(norm)):
-            why = (f"non-finite {'loss' if not np.isfinite(loss) else 'gradient'} "
-                   f"(loss {loss}, gradient norm {norm}: lower the learning rate or set clip)")
+            # no update writes a non-finite parameter, so one that is there came from outside
+            k = None if all_finite(self.params) else np.flatnonzero(~np.isfinite(self.params))[0]
+            cause = ("lower the learning rate or set clip" if k is None else f"params[{k}] is {self.params[k]}, "
+                     f"written from outside the updates: load a checkpoint or call reset_parameters")
+            why = f"non-finite {'loss' if not np.isfinite(loss) else 'gradient'} (loss {loss}, gradient norm {norm}: {cause})"
         elif not self.optimizer.step(self.params, self.grads):
             why = (f"the {self.optimizer.name} update would make parameters or optimizer state "
                    f"non-finite (overflow in {self.dtype}; gradient norm {norm:.3g}: scale the "

@@ -323,6 +323,13 @@ def test_nonfinite_step_is_refused_and_changes_nothing():
     m.params[:] = good
     m.train_step(x, y)
     assert m.steps == 2 and np.isfinite(m.params).all()
+    m.on_nonfinite, params = "raise", m.params.copy()
+    m.params[5] = np.nan                    # written by the user: no learning rate would help (it said so)
+    with pytest.raises(fastlstm.NonFiniteError, match=r"non-finite loss \(loss nan, gradient norm nan: params\[5\] is "
+                       r"nan, written from outside the updates: load a checkpoint or call reset_parameters\)"):
+        m.train_step(x, y)
+    assert m.steps == 2 and np.array_equal(m.params, np.where(np.arange(m.params.size) == 5, np.nan, params),
+                                           equal_nan=True)
 
 
 def test_bad_inputs_and_labels_get_clear_errors():
