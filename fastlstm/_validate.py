@@ -291,6 +291,14 @@ def first_nonfinite(a):
     return tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
 
 
+def written_outside(params):
+    """None, or what a refused result says when the flat `params` hold a NaN or ±Inf: no
+    update and no setter writes one, so the user's code did, and no learning rate helps."""
+    bad = first_nonfinite(params)
+    return None if bad is None else (f"params[{bad[0]}] is {params[bad]}, written from outside the updates: "
+                                     f"load a checkpoint or call reset_parameters")
+
+
 def padded_hint(where, L, what="targets"):
     """What to add where a value of a step at index `where` (t, b, ...) is not finite and the
     step is padding (past lengths[b]; L None: no padding): it counts for nothing, yet NaN

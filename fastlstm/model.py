@@ -417,10 +417,7 @@ class Model:
         optimizer state exactly as they were. Returns True if the step was applied."""
         norm = optim.clip_by_global_norm(self.grads, self.clip)
         if not (np.isfinite(loss) and np.isfinite(norm)):
-            # no update writes a non-finite parameter, so one that is there came from outside
-            k = None if all_finite(self.params) else np.flatnonzero(~np.isfinite(self.params))[0]
-            cause = ("lower the learning rate or set clip" if k is None else f"params[{k}] is {self.params[k]}, "
-                     f"written from outside the updates: load a checkpoint or call reset_parameters")
+            cause = v.written_outside(self.params) or "lower the learning rate or set clip"
             why = f"non-finite {'loss' if not np.isfinite(loss) else 'gradient'} (loss {loss}, gradient norm {norm}: {cause})"
         elif not self.optimizer.step(self.params, self.grads):
             why = (f"the {self.optimizer.name} update would make parameters or optimizer state "
@@ -589,7 +586,14 @@ class Model:
         state = self._state
         if state is None or state[0].shape[1] != B:
             state = self._zero_state(B or 1)                # kept only if the step succeeds
-        top = self.core.advance(x, *state)
+        try:
+            top = self.core.advance(x, *state)
+        except v.NonFiniteValue:
+            if self.E is None:
+                raise
+            # the ids were checked and the state is the model's: only E, written from outside, is left
+            raise v.NonFiniteError(f"this step's input would not be finite: {v.written_outside(self.params)}; "
+                                   f"the state was left as it was") from None
         self._state = state
         P = np.empty((top.shape[0], self.output_size), self.dtype)
         heads.step_predictions(P, top, self.V, self.bias, self.loss == "xent")

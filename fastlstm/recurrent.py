@@ -760,8 +760,9 @@ class _Recurrent:
             for name, a in state:                    # the kernel found NaN/Inf and wrote nothing
                 v.nonfinite(name, a)
         elif verdict == STEP_OVERFLOW:
-            raise v.NonFiniteError(f"this step's new state would not be finite in {self.dtype}: inputs or weights "
-                                   f"this large overflow the cell (a ReLU RNN's h grows without bound); the state "
+            cause = v.written_outside(self.params) or ("inputs or weights this large overflow the cell (a ReLU "
+                                                       "RNN's h grows without bound)")
+            raise v.NonFiniteError(f"this step's new state would not be finite in {self.dtype}: {cause}; the state "
                                    f"was left as it was")
         return h[-1]
 

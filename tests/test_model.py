@@ -304,6 +304,32 @@ def test_astype_is_a_copy_in_the_other_dtype_that_trains_on(settings):
         m.astype(np.int32)
 
 
+def test_a_streaming_step_names_a_nan_written_into_the_weights_and_keeps_the_state():
+    """A NaN or Inf written into params (or E) from outside: the step's refusal names the
+    entry (it blamed inputs or weights too large, or for E an x the caller never gave)."""
+    outside = r"params\[{}\] is {}, written from outside the updates: load a checkpoint or call reset_parameters"
+    for cell in ("lstm", "gru", "rnn"):
+        m = fastlstm.Model(3, 8, 2, cell=cell, seed=0)
+        x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+        m.step(x)
+        state = [a.copy() for a in m._state]
+        m.params[3] = np.nan
+        with pytest.raises(fastlstm.NonFiniteError, match="new state would not be finite in float32: "
+                           + outside.format(3, "nan") + "; the state was left as it was"):
+            m.step(x)
+        assert all(np.array_equal(a, b) for a, b in zip(state, m._state))
+    m = fastlstm.Model(4, 8, 5, vocab_size=20, loss="xent", seed=0)
+    m.step(np.array([1, 2, 3]))
+    state = [a.copy() for a in m._state]
+    m.E[2, 1] = np.inf
+    k = int(np.flatnonzero(np.isinf(m.params))[0])
+    with pytest.raises(fastlstm.NonFiniteError, match="this step's input would not be finite: "
+                       + outside.format(k, "inf") + "; the state was left as it was"):
+        m.step(np.array([1, 2, 3]))
+    assert all(np.array_equal(a, b) for a, b in zip(state, m._state))
+    assert np.isfinite(m.step(np.array([1, 1, 3]))).all()         # a token whose embedding is finite streams on
+
+
 def test_nonfinite_step_is_refused_and_changes_nothing():
     m = fastlstm.Model(2, 4, 1, seed=0)
     x, y, _ = tasks.Adding(T=6, test_size=4).batch(np.random.default_rng(0), 4)
