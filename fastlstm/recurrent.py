@@ -1077,10 +1077,17 @@ class _HiddenOnly(_Recurrent):
         super().__init__(input_size, hidden_size, num_layers, dtype, 0.0, seed, buffers, bidirectional,
                          dropout, dropout_seed, batch_first=batch_first)
 
+    def _alone(self, name, h):
+        """h, refused as a pair (h, c): an LSTM's state, which this cell has no c for."""
+        if isinstance(h, tuple):
+            raise TypeError(f"fastlstm.{type(self).__name__}'s state is h alone (no cell state c): give {name} "
+                            f"(num_layers, B, H), not a pair")
+        return h
+
     def forward(self, x, h0=None, lengths=None):
         """x (T, B, D) (B, T, D with batch_first), h0 (num_layers, B, H) or None, lengths as
         for LSTM. Returns y (T, B, H) (laid out as x), hn (num_layers, B, H)."""
-        y, hn, _ = self._forward_public(x, h0, None, lengths)
+        y, hn, _ = self._forward_public(x, self._alone("h0", h0), None, lengths)
         return y, hn
 
     def backward(self, dy, dhn=None, record=False):
@@ -1089,13 +1096,13 @@ class _HiddenOnly(_Recurrent):
         a GRU: flow["dc"] is the norm
         of z⊙δh, the share of ∂E/∂h_{t-1} that the identity path carries, and
         flow["forget"] the mean update gate z, the share of h_{t-1} kept)."""
-        dx, dh0, _ = self._backward_public(dy, dhn, None, record)
+        dx, dh0, _ = self._backward_public(dy, self._alone("dhn", dhn), None, record)
         return dx, dh0
 
     def step(self, x, h):
         """Streaming inference: advance h (num_layers, B, H) by one step x (B, D), in place
         (as LSTM.step: a step that would overflow h raises NonFiniteError, h as it was)."""
-        return self.advance(x, h, None)
+        return self.advance(x, self._alone("h", h), None)
 
 
 class RNN(_HiddenOnly):

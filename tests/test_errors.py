@@ -112,6 +112,22 @@ def test_backward_needs_its_own_forward(setup):
     _assert_unchanged(m, snap)
 
 
+@pytest.mark.parametrize("cls", [fastlstm.GRU, fastlstm.RNN])
+def test_an_lstm_state_pair_given_to_a_cell_without_c_is_named(cls):
+    """An (h, c) pair, an LSTM's state, given to a GRU or an RNN: it said "h0 must be a
+    numpy.ndarray, got tuple". A refused backward leaves its forward's record to use."""
+    m = cls(3, 4, 2, seed=0)
+    x, h = np.ones((5, 2, 3), np.float32), np.zeros((2, 2, 4), np.float32)
+    for call, name in ((lambda: m.forward(x, (h, h)), "h0"), (lambda: m.step(x[0], (h, h.copy())), "h")):
+        with pytest.raises(TypeError, match=re.escape(f"fastlstm.{cls.__name__}'s state is h alone (no cell state "
+                                                      f"c): give {name} (num_layers, B, H), not a pair")):
+            call()
+    y, hn = m.forward(x, h)
+    with pytest.raises(TypeError, match=re.escape("give dhn (num_layers, B, H), not a pair")):
+        m.backward(y, (hn, hn))
+    assert m.backward(y, hn)[0].shape == x.shape
+
+
 @pytest.mark.parametrize("args,kwargs,exc,match", [
     ((0, 4), {}, ValueError, "input_size must be >= 1"),
     ((3, -1), {}, ValueError, "hidden_size must be >= 1"),
