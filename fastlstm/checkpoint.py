@@ -44,7 +44,7 @@ def write(path, header, arrays):
     path, atomically (atomic_file)."""
     try:
         _string_keys(header)
-        meta = json.dumps(dict(header, format=FORMAT, version=VERSION), allow_nan=False).encode()
+        meta = json.dumps(dict(header, format=FORMAT, version=VERSION), allow_nan=False, default=_number).encode()
     except (TypeError, ValueError) as e:
         raise ValueError(f"a checkpoint's header (extra included) must be JSON with finite numbers: {e}") from None
     # np.savez's layout (stored .npy members, zip64), with the archive closed whatever happens:
@@ -54,6 +54,16 @@ def write(path, header, arrays):
         for name, a in {_HEADER: np.frombuffer(meta, np.uint8), **arrays}.items():
             with z.open(name + ".npy", "w", force_zip64=True) as m:
                 np.lib.format.write_array(m, np.asanyarray(a), allow_pickle=False)
+
+
+def _number(o):
+    """json.dumps's fallback: a NumPy scalar (np.float32(0.5), np.int64(3), np.bool_(True),
+    what a metric computed with NumPy is) as the Python number it holds; else TypeError,
+    an array's saying how to give it."""
+    if isinstance(o, np.generic) and o.dtype.kind in "biuf":
+        return o.item()
+    raise TypeError(f"{type(o).__name__} {o!r:.40} is not JSON" + (": give a list, a.tolist()" if isinstance(o, np.ndarray)
+                                                                  else ""))
 
 
 def _string_keys(o):

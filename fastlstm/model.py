@@ -658,7 +658,7 @@ class Model:
     @one_call_at_a_time(interruptible=True)
     def save(self, path, extra=None):
         """Write weights, optimizer state, configuration and `extra` (a dict, standard JSON: string keys,
-        finite numbers only) atomically."""
+        finite numbers only, NumPy scalars taken as their numbers) atomically."""
         if extra is not None and not isinstance(extra, dict):
             raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
         checkpoint.write(path, *self._checkpoint(extra or {}))

@@ -416,8 +416,17 @@ def test_small_misuses_get_clear_errors(tmp_path):
         with pytest.raises(ValueError, match="keys must be strings"):
             m.save(tmp_path / "keys.ckpt", extra=keyed)
     assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match=re.escape(r"ndarray array([0, 1, 2]) is not JSON: give a list, a.tolist()")):
+        m.save(tmp_path / "array.ckpt", extra={"a": np.arange(3)})
+    with pytest.raises(ValueError, match="finite numbers"):
+        m.save(tmp_path / "nan.ckpt", extra={"a": np.float32("nan")})
+    assert os.listdir(tmp_path) == []
     m.save(tmp_path / "nested.ckpt", extra={"a": [{"b": [1, 2.5, "c", None, True]}]})
     assert fastlstm.load(tmp_path / "nested.ckpt").extra == {"a": [{"b": [1, 2.5, "c", None, True]}]}
+    # NumPy's scalars, what a metric computed with NumPy is, go as the numbers they hold (refused before)
+    m.save(tmp_path / "scalars.ckpt", extra={"loss": np.float32(0.5), "step": np.int64(3), "best": [np.bool_(True)]})
+    got = fastlstm.load(tmp_path / "scalars.ckpt").extra
+    assert got == {"loss": 0.5, "step": 3, "best": [True]} and type(got["step"]) is int
 
 
 # -- 2. temporaries left by a killed writer ---------------------------------------------------
