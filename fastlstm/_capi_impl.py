@@ -105,7 +105,7 @@ def register(ffi, lib):
             raise ApiError(S.INVALID_ARGUMENT, f"{name}: sizes {shape} overflow")
         # the sizes are the caller's word for its buffer: one beyond this machine's memory cannot
         # be there, and reading it (the NaN scan comes before any workspace is sized) would crash
-        fits_in_memory(f"{name} of sizes {shape}", nbytes)
+        fits_in_memory(f"{name} of sizes {shape}", nbytes, new=False)
         a = np.frombuffer(ffi.buffer(ffi.cast(ctype + " *", ptr), nbytes), dtype).reshape(shape)
         if not writable:
             a.flags.writeable = False

@@ -169,10 +169,12 @@ def num_layers(value):
     return n
 
 
-def fits_in_memory(what, nbytes):
+def fits_in_memory(what, nbytes, new=True):
     """MemoryError, before anything is allocated, for a request beyond the machine's RAM or
     the memory limit of the process's cgroup (a container's, a job's), whichever is lower:
-    past the limit the kernel's OOM killer would end the process, with no word said."""
+    past the limit the kernel's OOM killer would end the process, with no word said. A new
+    allocation (new; not a caller's buffer, mapped already) must also fit in the address
+    space the process has left (address_space_left)."""
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -183,6 +185,26 @@ def fits_in_memory(what, nbytes):
                           f"process may use (its cgroup's limit; the machine has {_bytes(ram)})")
     if nbytes > ram:
         raise MemoryError(f"{what} would need {_bytes(nbytes)}, more than this machine's {_bytes(ram)} of memory")
+    room = address_space_left() if new else None
+    if room is not None and nbytes > room:
+        raise MemoryError(f"{what} would need {_bytes(nbytes)}, more than the {_bytes(room)} of address space "
+                          f"this process has left under its limit (ulimit -v)")
+
+
+def address_space_left():
+    """Bytes the process may still map under RLIMIT_AS (`ulimit -v`, which job schedulers
+    set): the limit less its current size; None where it has none. Past it, an allocation
+    fails (NumPy's MemoryError, "Unable to allocate"), saying nothing of the limit."""
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as f:
+            size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, ValueError, OSError, IndexError):
+        return None
+    return max(0, limit - size)
 
 
 def _bytes(n):

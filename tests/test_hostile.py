@@ -8,6 +8,9 @@ import os
 import re
 import signal
 import struct
+import subprocess
+import sys
+import textwrap
 import zipfile
 
 import numpy as np
@@ -290,6 +293,39 @@ def test_a_cgroups_memory_limit_bounds_a_request_as_the_machines_memory_does(tmp
     with pytest.raises(MemoryError, match=r"the model's parameters and gradients would need 2.0 GiB, more than the "
                                           r"1.0 GiB of memory this process may use \(its cgroup's limit; the machine"):
         fastlstm.Model(12288, 4096, 1)
+
+
+def test_an_address_space_limit_bounds_a_new_allocation_with_a_word_for_it():
+    """Under `ulimit -v` (RLIMIT_AS, which job schedulers set), a request the machine could
+    hold failed inside NumPy: `fastlstm: error: Unable to allocate 586. MiB for an array
+    with shape (614400064,) and data type uint8`, the limit unnamed. The check now names
+    it; a caller's buffer (the C ABI's), mapped already, is not counted again."""
+    code = textwrap.dedent("""
+        import resource
+        import numpy as np
+        import fastlstm
+        from fastlstm import _validate as v
+        m = fastlstm.Model(2, 8, 1, seed=0)
+        m.train_step(np.zeros((5, 4, 2), np.float32), np.zeros((4, 1), np.float32))
+        with open("/proc/self/statm") as f:
+            size = int(f.read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (size + (256 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
+        for make in (lambda: fastlstm.Model(2, 4000, 1),                      # 489 MiB of parameters and gradients
+                     lambda: m.train_step(np.zeros((100, 40000, 2), np.float32), np.zeros((40000, 1), np.float32))):
+            try:
+                make()
+            except MemoryError as e:
+                print(e)
+        v.fits_in_memory("a caller's buffer", 512 << 20, new=False)         # mapped already: not refused
+        print(m.train_step(np.zeros((5, 4, 2), np.float32), np.zeros((4, 1), np.float32)))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) == 3, r.stdout + r.stderr
+    assert re.fullmatch(r"the model's parameters and gradients would need 488.7 MiB, more than the \d+.\d MiB of "
+                        r"address space this process has left under its limit \(ulimit -v\)", lines[0]), lines
+    assert lines[1].startswith("the workspace for T = 100, B = 40000 would need") and "(ulimit -v)" in lines[1], lines
+    assert float(lines[2]) == 0.0
 
 
 def test_an_input_whose_workspace_cannot_fit_is_refused_before_it_is_scanned(tmp_path, monkeypatch):
