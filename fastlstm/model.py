@@ -589,11 +589,12 @@ class Model:
         try:
             top = self.core.advance(x, *state)
         except v.NonFiniteValue:
-            if self.E is None:
-                raise
             # the ids were checked and the state is the model's: only E, written from outside, is left
-            raise v.NonFiniteError(f"this step's input would not be finite: {v.written_outside(self.params)}; "
-                                   f"the state was left as it was") from None
+            outside = None if self.E is None else v.written_outside(self.params)
+            if outside is None:
+                raise
+            raise v.NonFiniteError(f"this step's input would not be finite: {outside}; the state was left as it "
+                                   f"was") from None
         self._state = state
         P = np.empty((top.shape[0], self.output_size), self.dtype)
         heads.step_predictions(P, top, self.V, self.bias, self.loss == "xent")
