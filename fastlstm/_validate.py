@@ -101,6 +101,11 @@ def boolean(name, value):
     return value
 
 
+def counted(n, noun):
+    """n and the noun, plural unless n is 1: "1 row", "2 rows" (what messages say)."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 MAX_LAYERS = 1024   # far deeper than any recurrent stack in use; stops 10**7 layer objects
 
 

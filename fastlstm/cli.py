@@ -743,7 +743,7 @@ def _train(args, interrupt, held):
     from tqdm import tqdm
 
     from . import training
-    from ._validate import MAX_LAYERS
+    from ._validate import MAX_LAYERS, counted
 
     _at_least(args, steps=1, epochs=1, batch=1, eval_every=1, patience=1, warmup=0, seed=0, hidden=1, layers=1,
               embed=1, window=1, horizon=1, season=1, proj=0)
@@ -836,13 +836,13 @@ def _train(args, interrupt, held):
     rows = dp.rows(r.batches.B) if args.distributed else slice(0, r.batches.B)    # this rank's share
     model.reserve(source.T, rows.stop - rows.start)
     what = f"task {name}" if "task" in record else f"{source.kind} {record['data']['path']}"
-    per_epoch = f", {r.batches.per_epoch} steps an epoch" if r.batches.finite else ""
+    per_epoch = f", {counted(r.batches.per_epoch, 'step')} an epoch" if r.batches.finite else ""
     say(f"fastlstm: {what}, {model.core.num_layers}x{model.core.hidden_size} "
         f"{'bidirectional ' if model.core.bidirectional else ''}{choices.CELL_NAMES[model.cell]}"
         f"{f' projected to {model.core.proj_size}' if model.core.proj_size else ''}"
         f"{f' (dropout {model.core.dropout})' if model.core.dropout else ''}"
         f"{f', embedding {model.vocab_size}x{model.core.input_size}' if model.vocab_size else ''}, "
-        f"{model.params.size} parameters, batch {r.batches.B}{per_epoch}, {r.total} steps, "
+        f"{model.params.size} parameters, batch {r.batches.B}{per_epoch}, {counted(r.total, 'step')}, "
         f"{model.optimizer.name} lr {r.schedule.base_lr} ({r.schedule.kind})"
         + (f", weight decay {model.optimizer.weight_decay}" if model.optimizer.weight_decay else "")
         + (f", baseline {source.baseline:.3f}" if hasattr(source, "baseline") else ""))
@@ -887,7 +887,7 @@ def _train(args, interrupt, held):
     why = ("solved" if solved or (hasattr(source, "solved") and source.solved(m)) else
            f"stopped early: no better {r.stopper.name} in {r.stopper.patience} evaluations" if r.stopper.stop else
            "not solved yet" if hasattr(source, "solved") else "done")
-    say(f"fastlstm: {model.steps - start} steps in {wall:.1f} s; {_metrics(m)}; {why}; checkpoint {out}"
+    say(f"fastlstm: {counted(model.steps - start, 'step')} in {wall:.1f} s; {_metrics(m)}; {why}; checkpoint {out}"
         + (f", best {r.stopper.name} {_number(r.stopper.best)} at step {r.stopper.best_step} in {best_out}"
            if r.stopper.best is not None else "") + f"; log {log}")
     return 0
@@ -973,6 +973,7 @@ def predict(args, interrupt):
 
     import fastlstm
     from . import data
+    from ._validate import counted
     args.out = None if args.out == "-" else args.out
     _not_onto(args.out, checkpoint=args.checkpoint, data=args.data)
     if args.out:
@@ -997,7 +998,7 @@ def predict(args, interrupt):
         if args.backtest:
             origins = np.arange(0, len(d.values) - d.window - d.horizon + 1)
             if not len(origins):
-                raise UsageError(f"{args.data}: {len(d.values)} rows; a backtest needs at least window + horizon "
+                raise UsageError(f"{args.data}: {counted(len(d.values), 'row')}; a backtest needs at least window + horizon "
                                  f"= {d.window + d.horizon}")
             pred, true = d.forecast(model, origins), d.actual(origins)
             m = d.scores(model, origins)
@@ -1050,6 +1051,7 @@ def plot(args, interrupt):
 
 def export(args, interrupt):
     import fastlstm
+    from ._validate import counted
     _not_onto(args.out, checkpoint=args.checkpoint)
     _writable_folder(args.out, option=None, what="the ONNX model")
     model = fastlstm.load(args.checkpoint)
@@ -1063,7 +1065,8 @@ def export(args, interrupt):
                          scale=scale)
     layout = "x (B, T, ·), batch first" if model.batch_first else "x (T, B, ·), time-major"
     units = (f"; x: the window's {', '.join(spec['settings']['features'])} in the data's units, predictions: "
-             f"{spec['settings']['horizon']} rows of {', '.join(spec['settings']['target'])} in theirs" if series else
+             f"{counted(spec['settings']['horizon'], 'row')} of {', '.join(spec['settings']['target'])} in theirs"
+             if series else
              "; x: token ids of the checkpoint's vocabulary, fastlstm.load(CKPT).extra['data']['vocab']"
              if model.vocab_size and spec is not None else "")
     print(f"fastlstm: wrote {args.out} ({'one streaming step' if args.streaming else 'whole sequences of ' + layout}"

@@ -352,7 +352,7 @@ class Text:
         last window shorter."""
         n = len(self.ids)
         if n < 2:
-            raise DataError(f"{self.path}: {n} character{'s' * (n != 1)}; a score needs two or more (the first is "
+            raise DataError(f"{self.path}: {v.counted(n, 'character')}; a score needs two or more (the first is "
                             f"what the second is predicted from)")
         full, rest = divmod(n - 1, self.T)
         nats = self._nats(model, np.arange(full) * self.T, self.T) + (
@@ -607,7 +607,7 @@ def read_csv(path, sep=",", decimal="."):
             if not row or not "".join(row).strip():       # blank, or only separators
                 continue
             if (n := len(row)) != len(names):
-                raise DataError(f"{path}: line {line}: {n} cell{'s' * (n != 1)}, the header has {len(names)}"
+                raise DataError(f"{path}: line {line}: {v.counted(n, 'cell')}, the header has {len(names)}"
                                 + _header_hint(names, sep))
             rows.append((line, row))
         lines = np.array([line for line, _ in rows], np.int64)
@@ -756,9 +756,9 @@ class Series:
         need = self.window + self.horizon
         if _training(_spec) and self.n_train < need:
             raise DataError(f"{path}: window + horizon = {need} rows, longer than the training part "
-                            f"({self.n_train} of {n} rows); lower --window or --horizon")
+                            f"({self.n_train} of {v.counted(n, 'row')}); lower --window or --horizon")
         if _training(_spec) and n - self.n_train < self.horizon:
-            raise DataError(f"{path}: the validation part ({n - self.n_train} rows) is shorter than the "
+            raise DataError(f"{path}: the validation part ({v.counted(n - self.n_train, 'row')}) is shorter than the "
                             f"horizon ({self.horizon}); raise --val-fraction")
         if _training(_spec) and self.season and self.season > self.n_train:
             raise DataError(f"{path}: --season {self.season} is longer than the training part ({self.n_train} of {n} "
@@ -911,7 +911,7 @@ class Series:
         """(timestamps or None, (horizon, targets)) for the `horizon` rows after the file's end."""
         n = len(self.values)
         if n < self.window:
-            raise DataError(f"{self.path}: {n} rows, fewer than the window ({self.window})")
+            raise DataError(f"{self.path}: {v.counted(n, 'row')}, fewer than the window ({self.window})")
         origin = np.array([n - self.window])
         x = np.ascontiguousarray(self.z[origin[0]:, self._f][:, None, :], model.dtype)
         pred = model.predict(x).reshape(self.horizon, -1) * self.std[self._t] + self.mean[self._t]
@@ -1094,14 +1094,14 @@ class Arrays:
         elif holdout is not None:                   # Model.fit's validation_split: the last rows, as Keras's
             n_train = int(N * (1 - holdout))
             if not 0 < n_train < N:
-                raise DataError(f"{path}: {N} sequence{'s' * (N != 1)} cannot be split into training and "
+                raise DataError(f"{path}: {v.counted(N, 'sequence')} cannot be split into training and "
                                 f"validation parts at validation_split={holdout}; each part needs at least one")
             self.val_rows, self.train_rows = np.arange(n_train, N), np.arange(n_train)
         elif _training(_spec) and _arrays is None:
             order = np.random.default_rng(self.seed).permutation(N)
             n_val = int(round(N * self.val_fraction))
             if n_val < 1 or n_val >= N:
-                raise DataError(f"{path}: {N} sequence{'s' * (N != 1)} cannot be split into training and "
+                raise DataError(f"{path}: {v.counted(N, 'sequence')} cannot be split into training and "
                                 f"validation parts at --val-fraction {self.val_fraction} (it holds out "
                                 f"{n_val}); each part needs at least one")
             self.val_rows, self.train_rows = np.sort(order[:n_val]), order[n_val:]

@@ -13,6 +13,8 @@ import zlib
 
 import numpy as np
 
+from ._validate import counted
+
 
 class RanksDiverged(RuntimeError):
     """The ranks' parameters are no longer identical."""
@@ -73,7 +75,7 @@ class DataParallel:
     def rows(self, B):
         """This rank's rows (a slice) of a global batch of B rows."""
         if B < self.size:
-            raise ValueError(f"a batch of {B} rows cannot be split over {self.size} ranks")
+            raise ValueError(f"a batch of {counted(B, 'row')} cannot be split over {self.size} ranks")
         return slice(*_shard_bounds(B, self.size, self.rank))
 
     def shard(self, x, y, lengths=None):

@@ -463,7 +463,7 @@ class Model:
         elif seen > O or (self.loss == "mse" and seen != O):
             why = (f"y's class labels reach {seen - 1}{' (validation included)' * (who == 'fit')}, and this "
                    f"model has {O} classes, labels 0..{O - 1}" if self.loss == "xent" else
-                   f"y has {seen} target{'s' * (seen != 1)} a sequence, and this model predicts {O}")
+                   f"y has {v.counted(seen, 'target')} a sequence, and this model predicts {O}")
         else:
             return
         raise ValueError(f"{who}: {why}")

@@ -163,9 +163,10 @@ def test_the_same_command_resumes_a_run_whose_batch_was_cut_to_the_data(tmp_path
     args = ["train", "--data", str(data), "--batch", "8", "--hidden", "4", "--out", str(out), "--quiet",
             "--eval-every", "5"]
     r = _run(*args, "--steps", "2")
-    assert r.returncode == 0 and "batch 7, 1 steps an epoch" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "batch 7, 1 step an epoch, 2 steps," in r.stdout, r.stdout + r.stderr
     r = _run(*args, "--steps", "3", "--resume")
     assert r.returncode == 0 and fastlstm.load(out).steps == 3, r.stderr
+    assert "fastlstm: 1 step in " in r.stdout, r.stdout                      # it said "1 steps an epoch", "1 steps in"
     # the evaluation at the old end (step 2) stays in the history (docs/guide.md, Resume)
     assert [h["step"] for h in fastlstm.load(out).extra["history"]] == [2, 3]
     r = _run(*args[:4], "7", *args[5:], "--steps", "4", "--resume")

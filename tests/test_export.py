@@ -200,6 +200,11 @@ def test_a_series_runs_graph_takes_and_gives_the_datas_units(tmp_path, capsys):
     assert cli.main(["export", str(ckpt), str(out)]) == 0
     assert ("x: the window's temp, load in the data's units, predictions: 3 rows of load, temp in theirs"
             in capsys.readouterr().out)
+    one = tmp_path / "one.ckpt"                                           # it said "1 rows"
+    assert cli.main(["train", "--data", str(path), "--target", "load", "--window", "24", "--steps", "1", "--quiet",
+                     "--out", str(one)]) == 0
+    assert cli.main(["export", str(one), str(tmp_path / "one.onnx")]) == 0
+    assert "predictions: 1 row of load in theirs)" in capsys.readouterr().out
     m = fastlstm.load(ckpt)
     d = data.from_spec(m.extra["data"], str(path))
     _, want = d.next_forecast(m)                                          # (horizon, targets), the data's units
