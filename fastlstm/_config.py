@@ -126,6 +126,22 @@ def cgroup_memory_limit(**where):
     return min(limits, default=None)
 
 
+def address_space_left():
+    """Bytes the process may still map under RLIMIT_AS (`ulimit -v`, which job schedulers
+    set): the limit less its current size; None where it has none. Past it, an allocation
+    fails (NumPy's MemoryError, "Unable to allocate"), saying nothing of the limit."""
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as f:
+            size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, ValueError, OSError, IndexError):
+        return None
+    return max(0, limit - size)
+
+
 def default_threads(environ, cpus, usable, numba_loaded):
     """NUMBA_NUM_THREADS for a cgroup quota of `cpus` CPUs below the `usable` ones (the
     affinity, which Numba counts): a thread per CPU the quota pays for. Numba would start

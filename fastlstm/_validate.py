@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from . import choices
-from ._config import cgroup_memory_limit
+from ._config import address_space_left, cgroup_memory_limit
 from .kernels import COPY_PARALLEL, all_finite, all_finite_runs, int_bounds
 
 DTYPES = tuple(np.dtype(d) for d in choices.DTYPES)
@@ -194,22 +194,6 @@ def fits_in_memory(what, nbytes, new=True):
     if room is not None and nbytes > room:
         raise MemoryError(f"{what} would need {_bytes(nbytes)}, more than the {_bytes(room)} of address space "
                           f"this process has left under its limit (ulimit -v)")
-
-
-def address_space_left():
-    """Bytes the process may still map under RLIMIT_AS (`ulimit -v`, which job schedulers
-    set): the limit less its current size; None where it has none. Past it, an allocation
-    fails (NumPy's MemoryError, "Unable to allocate"), saying nothing of the limit."""
-    try:
-        import resource
-        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if limit == resource.RLIM_INFINITY:
-            return None
-        with open("/proc/self/statm") as f:
-            size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (ImportError, ValueError, OSError, IndexError):
-        return None
-    return max(0, limit - size)
 
 
 def _bytes(n):
