@@ -2,8 +2,11 @@
 
 Each raises ValueError or TypeError with a message that says what was expected and what came.
 """
+import importlib
 import numbers
 import os
+import re
+import shlex
 import threading
 
 import numpy as np
@@ -164,6 +167,30 @@ def unexpected(owner, k, hints=None):
     """Refuse keyword argument k as Python refuses an unknown keyword, adding what to pass
     instead where `hints` knows it."""
     raise TypeError(f"{owner}() got an unexpected keyword argument {k!r}" + (f": {hints[k]}" if hints and k in hints else ""))
+
+
+def optional(module, what, extra, needs, then=""):
+    """importlib.import_module(module), or RuntimeError: `what` needs `needs`, and the pip
+    command that installs fastlstm's `extra`, by its packages as pyproject.toml pins them:
+    fastlstm is installed from its checkout, so 'fastlstm[extra]' would ask PyPI for another
+    project of that name. `then`: what to do after installing, where there is more."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise RuntimeError(f"{what} needs {needs}: {pip_install(extra)}{then}") from e
+
+
+def pip_install(extra):
+    """'pip install PKG ...' for fastlstm's optional `extra`, read from its installed metadata."""
+    from importlib import metadata
+    try:
+        pins = metadata.requires("fastlstm") or []
+    except metadata.PackageNotFoundError:             # imported from a checkout it was not installed from
+        pins = []
+    pins = [p.split(";")[0].strip() for p in pins if re.search(rf"extra\s*==\s*['\"]{extra}['\"]", p)]
+    if not pins:
+        return f"pip install -e '.[{extra}]' in fastlstm's checkout"
+    return "pip install " + " ".join(map(shlex.quote, pins))
 
 
 def num_layers(value):

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from ._validate import counted
+from ._validate import counted, optional
 
 
 class RanksDiverged(RuntimeError):
@@ -151,12 +151,8 @@ class DataParallel:
 
 def _mpi():
     """mpi4py's MPI, or RuntimeError naming the extra (a traceback of ModuleNotFoundError before)."""
-    try:
-        from mpi4py import MPI
-    except ImportError as e:
-        raise RuntimeError("--distributed (DataParallel) needs mpi4py: pip install 'fastlstm[mpi]', then launch "
-                           "the ranks with mpiexec -n N python -m mpi4py -m fastlstm train --distributed ...") from e
-    return MPI
+    return optional("mpi4py.MPI", "--distributed (DataParallel)", "mpi", "mpi4py",
+                    then=", then launch the ranks with mpiexec -n N python -m mpi4py -m fastlstm train --distributed ...")
 
 
 def _share_cores(comm):

@@ -45,11 +45,7 @@ _ONNX = {"lstm": ("LSTM", [1, 3, 2, 0], [-1] * 4, {}),
 
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError as e:
-        raise RuntimeError("ONNX export needs the onnx package: pip install 'fastlstm[onnx]'") from e
-    return onnx
+    return v.optional("onnx", "ONNX export", "onnx", "the onnx package")
 
 
 def _scale(scale, D, O):

@@ -100,11 +100,7 @@ class Digits:
     monitor = ("test_accuracy", "max")
 
     def __init__(self, seed=1234):
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as e:
-            raise RuntimeError("the digits task needs scikit-learn: pip install 'fastlstm[digits]'") from e
-        d = load_digits()
+        d = v.optional("sklearn.datasets", "the digits task", "digits", "scikit-learn").load_digits()
         x = (d.images / 16.0).transpose(1, 0, 2)                    # (8 steps, N, 8)
         order = np.random.default_rng(seed).permutation(len(d.target))
         n_test = len(order) // 5

@@ -309,12 +309,8 @@ def write_log(path, history):
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (files only), or RuntimeError naming the extra."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise RuntimeError("plot needs matplotlib: pip install 'fastlstm[plot]'") from e
+    v.optional("matplotlib", "plot", "plot", "matplotlib").use("Agg")
+    import matplotlib.pyplot as plt
     return plt
 
 

@@ -189,7 +189,7 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_measurement(tmp_pat
         import matplotlib  # noqa: F401
         unknown = "a plot is written as PNG, PDF, SVG or another format"
     except ImportError:
-        unknown = "plot needs matplotlib: pip install 'fastlstm[plot]'"
+        unknown = "plot needs matplotlib: pip install 'matplotlib>=3.6'"
     for plot, said in ((str(tmp_path), "is a folder; give a PNG file name"), ("", "--plot '' is empty"),
                        ("/proc/flow.png", "cannot write the plot in /proc (--plot /proc/flow.png)"),
                        (str(tmp_path / "flow.txt"), unknown)):

@@ -934,15 +934,42 @@ def test_outputs_through_links_and_devices_are_written_there_not_replaced(tmp_pa
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
 
 
-def test_distributed_without_mpi4py_names_the_extra(tmp_path):
-    """--distributed in an environment without mpi4py ended in a ModuleNotFoundError traceback."""
-    out = tmp_path / "d.ckpt"
-    code = ("import sys; sys.modules['mpi4py'] = None\n"          # import mpi4py now fails as if not installed
+@pytest.mark.parametrize("module, command, said", [
+    ("mpi4py", ["train", "--distributed", "--steps", "2"],
+     "--distributed (DataParallel) needs mpi4py: pip install 'mpi4py>=3.1' mpich, then launch the ranks with mpiexec"),
+    ("sklearn", ["train", "--task", "digits", "--steps", "2"],
+     "the digits task needs scikit-learn: pip install 'scikit-learn>=1.3'"),
+    ("onnx", ["export", "CKPT", "m.onnx"], "ONNX export needs the onnx package: pip install 'onnx>=1.15' 'onnxruntime>=1.17'"),
+    ("matplotlib", ["plot", "LOG", "--out", "p.png"], "plot needs matplotlib: pip install 'matplotlib>=3.6'")])
+def test_a_missing_extra_is_named_with_a_pip_command_that_installs_it(tmp_path, module, command, said):
+    """An absent optional package: --distributed ended in a ModuleNotFoundError traceback, and
+    then each said pip install 'fastlstm[mpi]', which asks PyPI for a project fastlstm is
+    not (it installs from its checkout): the command now names the extra's own packages."""
+    ckpt, log = tmp_path / "m.ckpt", tmp_path / "m.csv"
+    fastlstm.Model(1, 4, 1, seed=0).save(ckpt)
+    log.write_text("step,seconds,train_loss,lr\n1,0.1,0.5,0.01\n")
+    command = [{"CKPT": str(ckpt), "LOG": str(log)}.get(a, a) for a in command]
+    code = (f"import sys; sys.modules[{module!r}] = None\n"      # importing it now fails as if not installed
             "from fastlstm import cli\n"
-            f"sys.exit(cli.main(['train', '--distributed', '--steps', '2', '--quiet', '--out', {str(out)!r}]))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "--distributed (DataParallel) needs mpi4py: pip install 'fastlstm[mpi]'" in r.stderr
-    assert "Traceback" not in r.stderr and not out.exists()
+            f"sys.exit(cli.main({command + ['--out', str(tmp_path / 'd.ckpt'), '--quiet'] if command[0] == 'train' else command!r}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "fastlstm[" not in r.stderr and not (tmp_path / "d.ckpt").exists()
+    assert sorted(os.listdir(tmp_path)) == ["m.ckpt", "m.csv"]
+
+
+def test_a_missing_extra_of_a_fastlstm_not_installed_is_named_for_its_checkout(monkeypatch):
+    """Imported from a checkout on sys.path, fastlstm has no metadata to read the extra's
+    packages from: the command is the checkout's own."""
+    from importlib import metadata
+
+    def absent(name):
+        raise metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(metadata, "requires", absent)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(RuntimeError, match=r"^ONNX export needs the onnx package: pip install -e '\.\[onnx\]' in "
+                                           r"fastlstm's checkout$"):
+        fastlstm.export_onnx(fastlstm.Model(1, 4, 1, seed=0), "m.onnx")
 
 
 def test_output_in_an_encoding_that_lacks_its_characters_is_escaped_not_cut(tmp_path):
