@@ -158,11 +158,15 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, t, limit, l2, keep):
 
 
 def clip_by_global_norm(grads, max_norm):
-    """Scale grads in place so that ‖grads‖₂ ≤ max_norm; returns the norm before clipping
-    (non-finite if any gradient is, and then grads are left alone)."""
+    """Scale grads in place by max_norm / (‖grads‖₂ + 1e-6) where that is below 1, as
+    PyTorch's clip_grad_norm_ does (Keras's global_clipnorm divides by ‖grads‖₂ alone: 1e-6
+    relative apart, which a float64 run against PyTorch's would show); returns the norm
+    before clipping (non-finite if any gradient is, and then grads are left alone)."""
     norm = float(np.sqrt(sum_squares(grads)))
-    if max_norm is not None and np.isfinite(norm) and norm > max_norm:
-        scale(grads, grads.dtype.type(max_norm / norm))
+    if max_norm is not None and np.isfinite(norm):
+        coef = max_norm / (norm + 1e-6)
+        if coef < 1.0:
+            scale(grads, grads.dtype.type(coef))
     return norm
 
 

@@ -72,11 +72,22 @@ def test_a_long_update_on_the_threads_has_the_bits_of_short_ones_and_refuses_who
     assert all(np.array_equal(a, b) for a, b in zip(before, (p, *whole.state.values())))
 
 
-def test_clipping_by_global_norm():
+def test_clipping_by_global_norm_is_pytorchs_clip_grad_norm():
+    """grads·max_norm/(‖grads‖ + 1e-6) where that is below 1 (clip_grad_norm_'s formula: a
+    float64 run beside PyTorch's drifted 1e-7 apart with max_norm/‖grads‖)."""
     g = np.array([3.0, 4.0, 0.0])                                      # ‖g‖ = 5
     assert optim.clip_by_global_norm(g, 10.0) == 5.0 and np.array_equal(g, [3.0, 4.0, 0.0])
+    assert optim.clip_by_global_norm(g, 5.0 + 1e-6) == 5.0 and np.array_equal(g, [3.0, 4.0, 0.0])
     assert optim.clip_by_global_norm(g, 1.0) == 5.0
-    assert np.allclose(g, [0.6, 0.8, 0.0], rtol=0, atol=1e-15) and np.isclose(np.linalg.norm(g), 1.0)
+    assert np.array_equal(g, np.array([3.0, 4.0, 0.0]) * (1.0 / (5.0 + 1e-6)))
+    torch = pytest.importorskip("torch")
+    n = np.linalg.norm(np.random.default_rng(0).standard_normal(9) * 2)
+    for max_norm in (0.1, n - 1e-3, n + 5e-7, n + 2e-6, 2 * n):        # n + 5e-7: clipped, by PyTorch too
+        g = np.random.default_rng(0).standard_normal(9) * 2
+        t = torch.tensor(g.copy(), requires_grad=True)
+        t.grad = torch.tensor(g.copy())
+        assert optim.clip_by_global_norm(g, max_norm) == torch.nn.utils.clip_grad_norm_([t], max_norm).item()
+        assert np.array_equal(g, t.grad.numpy())
     g = np.array([1.0, np.inf])
     assert not np.isfinite(optim.clip_by_global_norm(g, 1.0)) and g[0] == 1.0
 
