@@ -1,6 +1,7 @@
 """Checks that every public call makes once, before it touches any state.
 
-Each raises ValueError or TypeError with a message that says what was expected and what came.
+Each raises ValueError or TypeError with a message that says what was expected and what came
+(`optional`, RuntimeError with the pip command for a missing extra).
 """
 import importlib
 import numbers

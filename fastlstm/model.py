@@ -42,7 +42,8 @@ class Model:
     cross-entropy, integer labels (B,) or (T, B) in 0..O-1). output: "last" (one prediction
     per sequence, at its last real step) or "every" (one per step, padded steps ignored).
     optimizer: an optim.SGD / optim.Adam (default Adam(lr=1e-3)). clip: max global gradient
-    norm (as PyTorch's clip_grad_norm_) or None. on_nonfinite: "raise" (NonFiniteError) or "skip" (count it, change nothing).
+    norm (as PyTorch's clip_grad_norm_) or None. on_nonfinite: "raise" (NonFiniteError) or
+    "skip" (count it, change nothing).
     bidirectional, dropout, proj_size (the LSTM's only): as the layer stacks take them;
     vocab_size: token ids in, through an embedding E (vocab_size, input_size). batch_first:
     the Python calls take x (B, T, D) (ids (B, T)), per-step y (B, T[, O]) and give per-step
