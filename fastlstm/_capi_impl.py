@@ -221,7 +221,7 @@ def register(ffi, lib):
         xs, L = batch(m, x, ids, lengths, T, B)
         shape = (B, m.output_size) if m.output == "last" else (T, B, m.output_size)
         dst = output(m, out, out_len, shape)
-        dst[...] = m.predict(xs, L)
+        dst[...] = m.predict(xs, L, batch_size=B)       # one forward, as asked (no Python hint of a bound)
 
     @api
     def _fl_py_step(handle, x, ids, B, out, out_len):

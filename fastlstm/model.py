@@ -554,7 +554,12 @@ class Model:
         the call. Chunked results agree with whole ones to rounding (a product's blocking
         may follow B)."""
         S = v.positive_int("batch_size", batch_size) if batch_size is not None else None
-        x, L = self._check_x(x, lengths, rows=S)
+        try:
+            x, L = self._check_x(x, lengths, rows=S)
+        except MemoryError as e:            # all B rows in one forward: name the bound that runs them
+            if S is not None or not str(e).startswith("the workspace"):     # (a copy of all of x: no bound helps)
+                raise
+            raise MemoryError(f"{e}: give predict a batch_size, the rows a forward runs (batch_size=256, say)") from None
         T, B = x.shape[:2]
         S = S or B
         P = np.empty((1 if self.output == "last" else T, B, self.output_size), self.dtype)

@@ -359,6 +359,8 @@ def test_an_input_whose_workspace_cannot_fit_is_refused_before_it_is_scanned(tmp
                  lambda: m.evaluate(mm, y), lambda: lm.predict(ids)):
         with pytest.raises(MemoryError, match=r"the workspace for T = 50, B = (400|256) would need \d+\.\d MiB, more than the 8.0 MiB"):
             call()
+    with pytest.raises(MemoryError, match=r"8.0 MiB .*: give predict a batch_size, the rows a forward runs \(batch_size=256"):
+        m.predict(mm)                                                 # all rows at once, by default: say the bound
     with pytest.raises(MemoryError, match=r"the copy of x \(time-major\) would need 15.3 MiB, more than the 8.0 MiB"):
         bm.predict(wide, batch_size=20)                               # its chunks' workspace fits, its copy not
     with pytest.raises(MemoryError, match=r"the copy of token ids \(int64\) would need 15.3 MiB"):
