@@ -4,6 +4,7 @@ Each raises ValueError or TypeError with a message that says what was expected a
 (`optional`, RuntimeError with the pip command for a missing extra).
 """
 import importlib
+import math
 import numbers
 import os
 import re
@@ -225,17 +226,30 @@ def fits_in_memory(what, nbytes, new=True):
 
 
 def _bytes(n):
-    """n bytes in GiB, or MiB below one GiB (a small cgroup's limit)."""
+    """n bytes in GiB, or MiB below one GiB (a small cgroup's limit); a power of ten past any
+    memory (a size from a hostile file can pass float's range, where n / 2**30 would raise)."""
+    if n >= 2**80:
+        return f"about 10^{len(str(n)) - 1} bytes"
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def finite(value):
+    """float(value) where that is finite, else None: NaN, ±Inf, and an integer beyond float's
+    range (10**400, which float() refuses with OverflowError and np.isfinite with TypeError)."""
+    try:
+        x = float(value)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
 
 
 def finite_float(name, value, *, gt=None, ge=None, lt=None, le=None):
     """`value` as a finite float, within the bounds given (gt: >, ge: >=, lt: <, le: <=)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):     # "1" is no number: not NaN either
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    if not np.isfinite(value):
-        raise NonFiniteValue(f"{name} must be a finite number, got {value!r}")
-    x = float(value)
+        raise TypeError(f"{name} must be a finite number, got {value!r:.40}")
+    x = finite(value)
+    if x is None:
+        raise NonFiniteValue(f"{name} must be a finite number, got {value!r:.40}")
     for bound, ok, sign in ((gt, x.__gt__, ">"), (ge, x.__ge__, ">="), (lt, x.__lt__, "<"), (le, x.__le__, "<=")):
         if bound is not None and not ok(bound):
             raise ValueError(f"{name} must be {sign} {bound}, got {value!r}")

@@ -137,6 +137,7 @@ def from_spec(spec, path=None, check=True):
     """Rebuild the dataset a checkpoint recorded (`spec()`) from `path` or the recorded file,
     with the recorded vocabulary or standardisation. check=True (resume) insists on the file
     trained on (same size and CRC-32); check=False (predict) reads any file of that form."""
+    spec = check_spec(spec)                  # each field, before a file is opened (a checkpoint's: any values)
     path = _a_file(os.fsdecode(path or spec["path"]))
     return KINDS[spec["kind"]](path, **spec["settings"], _spec=dict(spec, check=check))
 
@@ -1416,12 +1417,12 @@ def _read_npz(path, need_y=True):
 KINDS = dict(zip(choices.DATA_KINDS, (Text, Series, Arrays)))
 
 
-def check_spec(spec, model):
+def check_spec(spec, model=None):
     """A checkpoint's record of its data (a dataset's spec()), checked field by field before
-    anything reads it, and against the model saved with it: a vocabulary of the model's
-    inputs and outputs, a standardisation of its columns. Returns it with the settings that
-    an older checkpoint lacks at their defaults; TypeError or ValueError naming the field
-    (not DataError, which would blame the data file)."""
+    anything reads it, and against the model saved with it where given: a vocabulary of the
+    model's inputs and outputs, a standardisation of its columns. Returns it with the
+    settings that an older checkpoint lacks at their defaults; TypeError or ValueError
+    naming the field (not DataError, which would blame the data file)."""
     if not isinstance(spec, dict) or not isinstance(spec.get("settings"), dict):
         raise TypeError(f"it must be an object with an object of settings, got {str(spec)[:80]}")
     kind = v.choice("kind", spec.get("kind"), tuple(KINDS))
@@ -1436,7 +1437,6 @@ def check_spec(spec, model):
     _require("fingerprint", fp, isinstance(fp, list) and len(fp) == 2 and all(map(v.is_count, fp)), "[size, CRC-32]")
     fraction = st.get("val_fraction")
     _require("val_fraction", fraction, _is_number(fraction) and 0 < fraction < 1, "in (0, 1)")
-    m = (model.loss, model.output, model.vocab_size or model.core.input_size, model.output_size)
     if kind == "text":
         _require("T", st.get("T"), v.is_count(st.get("T"), v.MAX_ROW) and st["T"] >= 1, "in 1..2^62")
         vocab = spec.get("vocab")
@@ -1458,7 +1458,7 @@ def check_spec(spec, model):
         for k in ("mean", "std"):
             a = spec.get(k)
             _require(k, a, isinstance(a, list) and len(a) == n and all(
-                _is_number(x) and math.isfinite(x) and (k == "mean" or x > 0) for x in a), f"{n} finite numbers")
+                _is_number(x) and v.finite(x) is not None and (k == "mean" or x > 0) for x in a), f"{n} finite numbers")
         _require("time_col", spec.get("time_col"), spec.get("time_col") is None or isinstance(spec["time_col"], str),
                  "a column's name or null")
         implies = ("mse", "last", len(st["features"]), st["horizon"] * len(st["target"]))
@@ -1469,7 +1469,11 @@ def check_spec(spec, model):
         _require("classes", spec.get("classes"), isinstance(spec.get("classes"), bool), "true or false")
         out = spec.get("settings_out")
         _require("settings_out", out, v.is_count(out), "an integer >= 0")
-        implies = ("xent" if spec["classes"] else "mse", st["output"], m[2], out)      # x's width: the file's
+        implies = ("xent" if spec["classes"] else "mse", st["output"], None, out)      # x's width: the file's
+    if model is None:
+        return dict(spec, settings=st)
+    m = (model.loss, model.output, model.vocab_size or model.core.input_size, model.output_size)
+    implies = tuple(got if want is None else want for want, got in zip(implies, m))     # None: any
     if m != implies:
         raise ValueError(f"it describes {kind} data for a model of loss {implies[0]}, output {implies[1]!r}, "
                          f"{implies[2]} inputs and {implies[3]} outputs, and the model has {m[0]}, {m[1]!r}, "

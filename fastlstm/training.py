@@ -276,7 +276,7 @@ class Run:
         self.schedule = Schedule.from_state(st["schedule"])
         self.stopper.load_state(st["stopper"])
         self.loss_sum = v.finite_float("loss_sum", st["loss_sum"])
-        self.loss_count = v.positive_int("loss_count", st["loss_count"], minimum=0)
+        self.loss_count = v.positive_int("loss_count", st["loss_count"], minimum=0, below=v.MAX_ROW)  # loss_sum / it
         self.total, self.eval_every = v.positive_int("total", st["total"]), v.positive_int("eval_every", st["eval_every"])
         self.start = v.positive_int("start", st.get("start", 0), minimum=0)      # absent before fit could continue
         if self.start > self.model.steps:

@@ -465,6 +465,13 @@ def test_small_misuses_get_clear_errors(tmp_path):
     m.save(tmp_path / "scalars.ckpt", extra={"loss": np.float32(0.5), "step": np.int64(3), "best": [np.bool_(True)]})
     got = fastlstm.load(tmp_path / "scalars.ckpt").extra
     assert got == {"loss": 0.5, "step": 3, "best": [True]} and type(got["step"]) is int
+    # an integer past float's range: np.isfinite's ufunc TypeError, and "integer division result too large"
+    with pytest.raises(ValueError, match=r"^clip must be a finite number, got 1000"):
+        fastlstm.Model(3, 8, 2, clip=10 ** 400)
+    with pytest.raises(ValueError, match=r"^lr must be a finite number, got -1000"):
+        fastlstm.SGD(lr=-10 ** 400)
+    with pytest.raises(MemoryError, match=r"parameters and gradients would need about 10\^402 bytes, more than"):
+        fastlstm.Model(10 ** 400, 8, 2)
 
 
 # -- 2. temporaries left by a killed writer ---------------------------------------------------
@@ -826,6 +833,8 @@ _GONE = object()
      "vocab must be \"\" and the characters in order"),
     ("load", _record("data", "std", 0, [1.0, 2.0]), ["predict", "export", "resume"],   # "setting an array element"
      "record of the data it was trained on is unusable (std must be 2 finite numbers"),
+    ("load", _record("data", "mean", 1, 10 ** 400), ["predict", "export", "resume"],   # "int too large to convert to float"
+     "record of the data it was trained on is unusable (mean must be 2 finite numbers, got [0."),
     ("load", _record("data", "settings", "fill", "MT19937"), ["predict", "resume"],    # "--fill must be", as if typed
      "record of the data it was trained on is unusable (fill must be ffill, zero or null, got MT19937)"),
     ("load", _record("data", "settings", "season", 2 ** 63), ["predict"],        # "Python int too large to convert"
@@ -839,6 +848,8 @@ _GONE = object()
      "its run state is unusable (TypeError: the batches' state must be an object, got list)"),
     ("load", _record("run", "batches", "rng", "state", "state", 2 ** 200), ["resume"],
      "its run state is unusable (ValueError: the batches' rng must be a PCG64 generator's state"),
+    ("adding", _record("run", "loss_count", 10 ** 400), ["resume"],              # "int too large to convert to float"
+     "its run state is unusable (ValueError: loss_count must be < 4611686018427387904, got 1000"),
     ("adding", _record("task", "T", "x"), ["resume"],                      # "'<' not supported between 'str' and 'int'"
      "its record of the task is unusable"),
 ])
@@ -860,6 +871,18 @@ def test_a_damaged_record_of_the_run_in_a_checkpoint_is_named_by_every_command(r
         assert cli.main(argv[command]) == 2, command
         err = capsys.readouterr().err
         assert err.startswith(f"fastlstm: error: {ckpt}: ") and said in err, (command, err)
+
+
+def test_a_data_record_is_checked_by_from_spec_too(runs, tmp_path):
+    """data.from_spec, the Python way to rebuild a checkpoint's dataset, trusted the record:
+    a 400-digit std reached the arithmetic (OverflowError). It checks each field first."""
+    from fastlstm import data
+    ckpt = tmp_path / "load.ckpt"
+    ckpt.write_bytes(_with_header(runs / "runs" / "load.ckpt", _record("data", "std", 0, 10 ** 400)))
+    with pytest.raises(ValueError, match=r"^std must be 2 finite numbers, got \[1000"):
+        data.from_spec(fastlstm.load(ckpt).extra["data"], runs / "load.csv")
+    good = fastlstm.load(runs / "runs" / "load.ckpt")
+    assert data.from_spec(good.extra["data"], runs / "load.csv").metrics(good)["val_rmse"] > 0
 
 
 def test_resume_names_a_data_file_that_moved_and_takes_it_as_data(runs, tmp_path, capsys):
