@@ -51,7 +51,10 @@ def is_finite(a):
 
 
 def dtype_of(dtype):
-    """The model dtype (float32 or float64) named by `dtype`."""
+    """The model dtype (float32 or float64) named by `dtype`. None is refused: NumPy reads it
+    as float64 and PyTorch as its default, float32, fastlstm's too; either reading would surprise."""
+    if dtype is None:
+        raise TypeError("dtype must be float32 or float64, got None (the default is float32)")
     try:
         dt = np.dtype(dtype)
     except TypeError as e:

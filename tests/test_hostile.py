@@ -465,6 +465,10 @@ def test_small_misuses_get_clear_errors(tmp_path):
     m.save(tmp_path / "scalars.ckpt", extra={"loss": np.float32(0.5), "step": np.int64(3), "best": [np.bool_(True)]})
     got = fastlstm.load(tmp_path / "scalars.ckpt").extra
     assert got == {"loss": 0.5, "step": 3, "best": [True]} and type(got["step"]) is int
+    for make in (lambda: fastlstm.Model(3, 8, 2, dtype=None), lambda: fastlstm.GRU(3, 8, dtype=None),
+                 lambda: m.astype(None)):          # NumPy's float64, PyTorch's float32: neither, silently
+        with pytest.raises(TypeError, match=r"^dtype must be float32 or float64, got None \(the default is float32\)$"):
+            make()
     # an integer past float's range: np.isfinite's ufunc TypeError, and "integer division result too large"
     with pytest.raises(ValueError, match=r"^clip must be a finite number, got 1000"):
         fastlstm.Model(3, 8, 2, clip=10 ** 400)
