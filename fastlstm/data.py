@@ -396,13 +396,23 @@ def _number(cell):
     return x if x is not None and math.isfinite(x) else None
 
 
+def _shown(cell, limit=60):
+    """A cell as the errors quote it: its repr, cut at `limit` characters, and the lines it
+    spans where a quote ran it over several (a stray quote's cell can hold the rest of the
+    file, which the message would otherwise repeat)."""
+    r = repr(cell)
+    r = r if len(r) <= limit else r[:limit] + "…"
+    n = cell.count("\n") + 1
+    return r if n == 1 else f"{r} (one quoted cell over {n} lines: a quote left open?)"
+
+
 def _not_a_number(cell, sep, decimal):
     """Why a cell that should hold a number does not: as the errors say it. A decimal comma
     says --decimal , (in a ','-separated file, where that option is refused, how to write it
     instead); a thousands separator ('1,234.5', '1.234,5' with decimal commas) says to drop it."""
     if _parse(cell) is not None:
-        return f"{cell!r} is not a finite number"
-    why, c = f"{cell!r} is not a number", cell.strip()
+        return f"{_shown(cell)} is not a finite number"
+    why, c = f"{_shown(cell)} is not a number", cell.strip()
     if decimal == "." and c.count(",") == 1 and "." not in c and _number(c.replace(",", ".")) is not None:
         return why + (" (a decimal comma: pass --decimal ,)" if sep != "," else
                       " (a comma in a number: write the column without thousands separators, or, for decimal "
@@ -810,11 +820,11 @@ class Series:
         times give a UTC offset, as pandas refuses a column that mixes them."""
         t = _time(cell)
         if t is None:
-            raise DataError(f"{self.path}: line {line}, column {c + 1} ({name!r}): {cell!r} is not a date or time")
+            raise DataError(f"{self.path}: line {line}, column {c + 1} ({name!r}): {_shown(cell)} is not a date or time")
         first = self._aware.setdefault(c, (t[1], line, cell))
         if t[1] != first[0]:
-            raise DataError(f"{self.path}: line {line}, column {c + 1} ({name!r}): {cell!r} "
-                            f"{'has no' if first[0] else 'has a'} UTC offset, and line {first[1]}'s {first[2]!r} "
+            raise DataError(f"{self.path}: line {line}, column {c + 1} ({name!r}): {_shown(cell)} "
+                            f"{'has no' if first[0] else 'has a'} UTC offset, and line {first[1]}'s {_shown(first[2])} "
                             f"{'has one' if first[0] else 'none'}: give every time of a column an offset, or none")
         return t[0]
 

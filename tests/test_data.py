@@ -415,7 +415,13 @@ def _hourly(values, hours=None):
     ("unclosed.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5,2\n2024-01-01T02:00:00,1,2\n',
      ["--target", "load"], "line 3: a quoted cell opened on this line is never closed"),
     ("linebreak.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5\n2",2\n2024-01-01T02:00:00,1,2\n',
-     ["--target", "load"], "line 3, column 2 ('load'): '1.5\\n2' is not a number"),   # the line the record starts on
+     ["--target", "load"], "line 3, column 2 ('load'): '1.5\\n2' (one quoted cell over 2 lines: a quote left open?) "
+                           "is not a number"),                     # the line the record starts on
+    # a stray quote closed 20 lines on: the message quoted all 22 lines of the one cell it made
+    ("strayquote.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5,2\n' + b"".join(
+        b"2024-01-01T%02d:00:00,1,2\n" % h for h in range(2, 22)) + b'2024-01-01T22:00:00,1",2\n', ["--target", "load"],
+     "line 3, column 2 ('load'): '1.5,2\\n2024-01-01T02:00:00,1,2\\n2024-01-01T03:00:00,1,2\\n20… (one quoted cell "
+     "over 22 lines: a quote left open?) is not a number"),
     ("linebreak_ragged.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"a\nb"\n', ["--target", "load"],
      "line 3: 2 cells, the header has 3"),                     # it gave each the record's last line
     ("afterquote.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5"0,2\n', ["--target", "load"],
