@@ -499,8 +499,9 @@ def _looks_numeric(cell):
 
 def _listed(names, most=12, quote=False):
     """names joined by commas (repr'd with quote), the first `most` of a longer list and how
-    many more: a wide file's header would fill the screen."""
-    names = [repr(n) if quote else n for n in names]
+    many more: a wide file's header would fill the screen (and each name cut as _shown cuts a
+    cell: a quote left open in the header makes one name of the lines after it)."""
+    names = [_shown(n) if quote or "\n" in n else n if len(n) <= 60 else n[:60] + "…" for n in names]
     return ", ".join(names[:most]) + (f", … and {len(names) - most} more" if len(names) > most else "")
 
 
@@ -539,7 +540,7 @@ def _columns(names, arg, path, what, sep=",", saved=False):
             out.append(names[number - 1])
         else:
             commas = [(n, i) for i, n in enumerate(names, 1) if "," in n]   # "a,b" cannot name them; numbers can
-            hint = "; a name with a comma goes by its number: " + ", ".join(f"{n!r} is {i}" for n, i in commas[:3])
+            hint = "; a name with a comma goes by its number: " + ", ".join(f"{_shown(n)} is {i}" for n, i in commas[:3])
             if saved:
                 raise DataError(f"{path}: {what} {item!r} is not a column of this file; its columns are: "
                                 f"{_listed(names, quote=bool(commas))}" + _header_hint(names, sep))

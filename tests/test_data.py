@@ -422,6 +422,10 @@ def _hourly(values, hours=None):
         b"2024-01-01T%02d:00:00,1,2\n" % h for h in range(2, 22)) + b'2024-01-01T22:00:00,1",2\n', ["--target", "load"],
      "line 3, column 2 ('load'): '1.5,2\\n2024-01-01T02:00:00,1,2\\n2024-01-01T03:00:00,1,2\\n20… (one quoted cell "
      "over 22 lines: a quote left open?) is not a number"),
+    ("headerquote.csv", b'date,"load,temp\n' + b"".join(b"2024-01-01T%02d:00:00,1,2\n" % h for h in range(20))
+     + b'2024-01-01T20:00:00,1",2\n2024-01-01T21:00:00,1,2\n', ["--target", "load"],   # the header took 21 lines
+     "--target 'load' is not a column; the columns are: 'date', 'load,temp\\n2024-01-01T00:00:00,1,2\\n"
+     "2024-01-01T01:00:00,1,2… (one quoted cell over 22 lines: a quote left open?), '2' (by name"),
     ("linebreak_ragged.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"a\nb"\n', ["--target", "load"],
      "line 3: 2 cells, the header has 3"),                     # it gave each the record's last line
     ("afterquote.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5"0,2\n', ["--target", "load"],
