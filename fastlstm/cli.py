@@ -916,7 +916,8 @@ def sample(args, interrupt):
         args.prime = "The " if set("The ") <= set(index) else ""
     bad = sorted(set(args.prime) - set(index))
     if bad:
-        raise UsageError(f"--prime has characters the model's vocabulary lacks: {bad!r}")
+        from .data import _listed           # a pasted page of another script lacks thousands: the first 12
+        raise UsageError(f"--prime has characters the model's vocabulary lacks: {_listed(bad, quote=True)}")
     rng = np.random.default_rng(args.seed)
     xt = np.zeros((1, len(vocab)), model.dtype)
 

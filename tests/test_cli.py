@@ -555,6 +555,10 @@ def test_sample_generates_text_from_a_text_checkpoint(tmp_path):
     r = _run("sample", str(out), "--length", "50", "--prime", "def ")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("def ") and len(r.stdout.rstrip("\n")) >= 50
+    r = _run("sample", str(out), "--prime", "def " + "".join(map(chr, range(0x4E00, 0x4E00 + 30))))
+    assert r.returncode == 2 and r.stderr == ("fastlstm: error: --prime has characters the model's vocabulary lacks: "
+                                              "'一', '丁', '丂', '七', '丄', '丅', '丆', '万', '丈', '三', '上', '下', "
+                                              "… and 18 more\n"), r.stderr      # it listed every one
     greedy = [_run("sample", str(out), "--length", "30", "--temperature", "1e-300", "--seed", s) for s in "12"]
     assert all(g.returncode == 0 for g in greedy), greedy[0].stderr        # was "Probabilities contain NaN"
     assert greedy[0].stdout == greedy[1].stdout and len(greedy[0].stdout) > 30   # the argmax at every step
