@@ -62,6 +62,8 @@ SHAPES = {  # D, H, B, T
     "deepbench": (256, 256, 16, 150),
 }
 QUICK = {"tiny": (8, 16, 4, 10)}
+GROUPS = ("train", "infer", "train64", "stream", "order", "bi", "dropout", "gru", "adam", "proj", "text", "onnx", "capi",
+          "memory")
 STREAM = (64, 256)  # D, H at B = 1
 CAPI_TRAIN = "medium"  # the shape of the C ABI's training step (a Model: LSTM + 1 output, MSE)
 
@@ -132,6 +134,22 @@ def alternate(runners, repeats, budget=0.25, settle=0.3, samples=False):
             per[i, j] = run(n) / n
     medians = [float(m) for m in np.median(per, axis=0)]
     return (medians, per) if samples else medians
+
+
+def count(text):
+    """argparse type: an integer >= 1 (repeats, steps, rows; 0 left a traceback or an empty table)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is None or n < 1:
+        raise argparse.ArgumentTypeError(f"takes an integer >= 1, got {text!r}")
+    return n
+
+
+def counts(text):
+    """argparse type: integers >= 1, comma-separated (thread or rank counts), in order, once each."""
+    return sorted({count(t) for t in text.split(",")})
 
 
 def needs(module, extra, what):
@@ -398,8 +416,8 @@ def workspace_ratio(D, H, B, T):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no settling")
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--groups", default="train,infer,train64,stream,order,bi,dropout,gru,adam,proj,text,onnx,capi,memory")
+    p.add_argument("--repeats", type=count, default=7)
+    p.add_argument("--groups", default=",".join(GROUPS), help="a comma-separated subset of " + ", ".join(GROUPS))
     p.add_argument("--shapes", help="a comma-separated subset of the shapes (default: all of them), or shapes "
                                     "of your own as DxHxBxT (32x200x32x100)")
     p.add_argument("--worker", choices=["fastlstm", "torch", "fastlstm+torch", "torch+fastlstm"],
@@ -420,6 +438,8 @@ def main(argv=None):
         shapes = {**{k: v for k, v in shapes.items() if k in wanted}, **own}
     settle = 0.0 if args.quick else 0.3
     groups = args.groups.split(",")
+    if set(groups) - set(GROUPS):
+        p.error(f"unknown groups {sorted(set(groups) - set(GROUPS))}: choose from {', '.join(GROUPS)}")
     rate = matmul_rate(256 if args.quick else 2048)
     fastlstm.LSTM(2, 4).forward(np.zeros((1, 1, 2), np.float32))   # starts Numba's thread pool
     workers = [Worker(lib, threads) for lib in ("fastlstm", "torch")]

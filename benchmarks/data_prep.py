@@ -27,7 +27,7 @@ from fastlstm import data, training
 from fastlstm.tasks import Adding
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import alternate, local  # noqa: E402
+from compare import alternate, count, local  # noqa: E402
 
 
 def share(name, source, model, B, quick):
@@ -123,8 +123,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small data, few steps (the test suite's)")
     p.add_argument("--text-mb", type=float, help="the size of the text file loaded (default 100, or 2 with --quick)")
-    p.add_argument("--csv-rows", type=int, help="the rows of the CSV loaded (default 1000000, or 20000 with --quick)")
+    p.add_argument("--csv-rows", type=count, help="the rows of the CSV loaded (default 1000000, or 20000 with --quick)")
     args = p.parse_args()
+    if args.csv_rows is not None and args.csv_rows < 126:
+        p.error(f"--csv-rows takes at least 126 rows (a window of 100, the next row, and 20% held out), "
+                f"got {args.csv_rows}")
+    if args.text_mb is not None and not 0 <= args.text_mb < float("inf"):
+        p.error(f"--text-mb takes a size in MB >= 0 (the corpus is repeated to it), got {args.text_mb}")
     quick = args.quick
     mb = args.text_mb if args.text_mb is not None else (2 if quick else 100)
     print("| data | loop step ms | train_step ms | difference | batch draw ms | draw share |\n"

@@ -50,13 +50,19 @@ def main():
     args = p.parse_args()
     if args.worker:
         return worker(args.shape, args.steps)
-    from compare import needs
+    from compare import counts, needs          # here: a worker, run by mpi4py from its path, has no compare
+    try:
+        ranks = counts(args.ranks)
+    except argparse.ArgumentTypeError as e:
+        p.error(f"--ranks {e}")
+    if args.steps < 1:
+        p.error(f"--steps takes an integer >= 1, got {args.steps}")
     needs("mpi4py", "mpi", "mpi_scaling.py runs ranks under MPI")
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     print("| ranks | threads per rank | shape (D, H, B, T) | step ms | efficiency t_1 / t_k (same cores) |")
     print("| ---: | ---: | --- | ---: | ---: |")
     t1 = None
-    for k in map(int, args.ranks.split(",")):
+    for k in ranks:
         r = subprocess.run([mpiexec, "-n", str(k), sys.executable, "-m", "mpi4py", __file__, "--worker",
                             "--shape", args.shape, "--steps", str(args.steps)],
                            capture_output=True, text=True, timeout=600)

@@ -24,7 +24,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import QUICK, SHAPES, Worker, alternate  # noqa: E402
+from compare import QUICK, SHAPES, Worker, alternate, count, counts  # noqa: E402
 
 
 def cores():
@@ -42,15 +42,12 @@ def cpu_name():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--threads", default="1,2,4,8,16", help="thread counts, comma-separated")
+    p.add_argument("--threads", type=counts, default="1,2,4,8,16", help="thread counts, comma-separated")
     p.add_argument("--shape", choices=sorted(SHAPES | QUICK), default="large")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=count, default=5)
     args = p.parse_args(argv)
-    counts = sorted({int(n) for n in args.threads.split(",")})
-    if not counts or counts[0] < 1:
-        p.error("--threads takes positive integers, e.g. 1,2,4")
     n_cores = cores()
-    run, skipped = [n for n in counts if n <= n_cores], [n for n in counts if n > n_cores]
+    run, skipped = [n for n in args.threads if n <= n_cores], [n for n in args.threads if n > n_cores]
     shape = (SHAPES | QUICK)[args.shape]
     quick = args.shape in QUICK
     print(f"{datetime.date.today()}: {cpu_name()}, {n_cores} cores; training step (forward and backward, "

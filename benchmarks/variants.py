@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import fastlstm  # noqa: E402
 from fastlstm import recurrent as R  # noqa: E402
 
-from compare import QUICK, SHAPES, alternate, local  # noqa: E402
+from compare import QUICK, SHAPES, alternate, count, local  # noqa: E402
 
 FORMS = {"fused": dict(FUSED_PANEL=math.inf, SPLIT_D=math.inf), "split": dict(SPLIT_D=1)}
 PICKED = {name: getattr(R, name) for name in ("TILE", "FUSED_PANEL", "SPLIT_D")}
@@ -80,7 +80,7 @@ def main(argv=None):
     p.add_argument("--infer", action="store_true", help="time the forward alone")
     p.add_argument("--float64", action="store_true")
     p.add_argument("--quick", action="store_true", help="the tiny shape, one repeat (the test suite's)")
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=count, default=7)
     args = p.parse_args(argv)
     unknown = sorted(set(args.shapes) - set(SHAPES))
     if unknown:

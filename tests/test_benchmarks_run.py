@@ -40,6 +40,22 @@ def test_compare_takes_a_subset_of_shapes_or_ones_own_and_refuses_unknown_ones()
         assert r.returncode == 2 and f"unknown shapes ['{bad}']" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("script, args, said", [
+    ("compare.py", ["--groups", "train,nope"], "unknown groups ['nope']: choose from train, infer, "),  # an empty table
+    ("compare.py", ["--repeats", "0"], "argument --repeats: takes an integer >= 1, got '0'"),           # a traceback
+    ("scaling.py", ["--threads", "1,x"], "argument --threads: takes an integer >= 1, got 'x'"),
+    ("variants.py", ["--repeats", "-1"], "argument --repeats: takes an integer >= 1, got '-1'"),
+    ("data_prep.py", ["--csv-rows", "125"], "--csv-rows takes at least 126 rows"),                 # a worker's traceback
+    ("data_prep.py", ["--text-mb", "nan"], "--text-mb takes a size in MB >= 0"),
+    ("mpi_scaling.py", ["--ranks", "0,2"], "--ranks takes an integer >= 1, got '0'"),           # a row for 0 ranks
+    ("mpi_scaling.py", ["--steps", "0"], "--steps takes an integer >= 1, got 0")])               # no row at all
+def test_a_benchmarks_bad_arguments_are_refused_by_name(script, args, said):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and f"{script}: error: " in r.stderr and said in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == "", r.stdout
+
+
 def test_pytest_benchmark_suite_runs():
     env = dict(os.environ, FASTLSTM_BENCH_QUICK="1")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
