@@ -501,7 +501,7 @@ def _listed(names, most=12, quote=False):
     """names joined by commas (repr'd with quote), the first `most` of a longer list and how
     many more: a wide file's header would fill the screen (and each name cut as _shown cuts a
     cell: a quote left open in the header makes one name of the lines after it)."""
-    names = [_shown(n) if quote or "\n" in n else n if len(n) <= 60 else n[:60] + "…" for n in names]
+    names = [_shown(n) if quote or "\n" in n else n[:60] + "…" * (len(n) > 60) for n in names]
     return ", ".join(names[:most]) + (f", … and {len(names) - most} more" if len(names) > most else "")
 
 
