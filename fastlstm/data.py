@@ -396,14 +396,17 @@ def _number(cell):
     return x if x is not None and math.isfinite(x) else None
 
 
-def _shown(cell, limit=60):
-    """A cell as the errors quote it: its repr, cut at `limit` characters, and the lines it
-    spans where a quote ran it over several (a stray quote's cell can hold the rest of the
-    file, which the message would otherwise repeat)."""
-    r = repr(cell)
-    r = r if len(r) <= limit else r[:limit] + "…"
+def _cut(text, limit=60):
+    """text, cut at `limit` characters with '…' where it is longer."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _shown(cell):
+    """A cell as the errors quote it: its repr, cut (_cut), and the lines it spans where a
+    quote ran it over several (a stray quote's cell can hold the rest of the file, which the
+    message would otherwise repeat)."""
     n = cell.count("\n") + 1
-    return r if n == 1 else f"{r} (one quoted cell over {n} lines: a quote left open?)"
+    return _cut(repr(cell)) + ("" if n == 1 else f" (one quoted cell over {n} lines: a quote left open?)")
 
 
 def _not_a_number(cell, sep, decimal):
@@ -501,7 +504,7 @@ def _listed(names, most=12, quote=False):
     """names joined by commas (repr'd with quote), the first `most` of a longer list and how
     many more: a wide file's header would fill the screen (and each name cut as _shown cuts a
     cell: a quote left open in the header makes one name of the lines after it)."""
-    names = [_shown(n) if quote or "\n" in n else n[:60] + "…" * (len(n) > 60) for n in names]
+    names = [_shown(n) if quote or "\n" in n else _cut(n) for n in names]
     return ", ".join(names[:most]) + (f", … and {len(names) - most} more" if len(names) > most else "")
 
 

@@ -939,9 +939,9 @@ def test_outputs_through_links_and_devices_are_written_there_not_replaced(tmp_pa
 
 
 @pytest.mark.parametrize("module, command, said", [
-    ("mpi4py", ["train", "--distributed", "--steps", "2"],
+    ("mpi4py", ["train", "--distributed", "--steps", "2", "--quiet", "--out", "OUT"],
      "--distributed (DataParallel) needs mpi4py: pip install 'mpi4py>=3.1' mpich, then launch the ranks with mpiexec"),
-    ("sklearn", ["train", "--task", "digits", "--steps", "2"],
+    ("sklearn", ["train", "--task", "digits", "--steps", "2", "--quiet", "--out", "OUT"],
      "the digits task needs scikit-learn: pip install 'scikit-learn>=1.3'"),
     ("onnx", ["export", "CKPT", "m.onnx"], "ONNX export needs the onnx package: pip install 'onnx>=1.15' 'onnxruntime>=1.17'"),
     ("matplotlib", ["plot", "LOG", "--out", "p.png"], "plot needs matplotlib: pip install 'matplotlib>=3.6'")])
@@ -952,17 +952,16 @@ def test_a_missing_extra_is_named_with_a_pip_command_that_installs_it(tmp_path, 
     ckpt, log = tmp_path / "m.ckpt", tmp_path / "m.csv"
     fastlstm.Model(1, 4, 1, seed=0).save(ckpt)
     log.write_text("step,seconds,train_loss,lr\n1,0.1,0.5,0.01\n")
-    command = [{"CKPT": str(ckpt), "LOG": str(log)}.get(a, a) for a in command]
+    command = [{"CKPT": str(ckpt), "LOG": str(log), "OUT": str(tmp_path / "d.ckpt")}.get(a, a) for a in command]
     code = (f"import sys; sys.modules[{module!r}] = None\n"      # importing it now fails as if not installed
-            "from fastlstm import cli\n"
-            f"sys.exit(cli.main({command + ['--out', str(tmp_path / 'd.ckpt'), '--quiet'] if command[0] == 'train' else command!r}))")
+            f"from fastlstm import cli\nsys.exit(cli.main({command!r}))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert "fastlstm[" not in r.stderr and not (tmp_path / "d.ckpt").exists()
     assert sorted(os.listdir(tmp_path)) == ["m.ckpt", "m.csv"]
 
 
-def test_a_missing_extra_of_a_fastlstm_not_installed_is_named_for_its_checkout(monkeypatch):
+def test_a_missing_extra_of_a_fastlstm_not_installed_is_named_for_its_checkout(monkeypatch, tmp_path):
     """Imported from a checkout on sys.path, fastlstm has no metadata to read the extra's
     packages from: the command is the checkout's own."""
     from importlib import metadata
@@ -973,7 +972,8 @@ def test_a_missing_extra_of_a_fastlstm_not_installed_is_named_for_its_checkout(m
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(RuntimeError, match=r"^ONNX export needs the onnx package: pip install -e '\.\[onnx\]' in "
                                            r"fastlstm's checkout$"):
-        fastlstm.export_onnx(fastlstm.Model(1, 4, 1, seed=0), "m.onnx")
+        fastlstm.export_onnx(fastlstm.Model(1, 4, 1, seed=0), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_output_in_an_encoding_that_lacks_its_characters_is_escaped_not_cut(tmp_path):
