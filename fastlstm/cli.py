@@ -984,7 +984,8 @@ def predict(args, interrupt):
     if spec is None:
         raise UsageError(f"{args.checkpoint} was not trained with --data, so it has no data format to read")
     if args.backtest and spec["kind"] != "series":
-        raise UsageError("--backtest is for series")
+        raise UsageError(f"--backtest is for a model trained on a series (a CSV); {args.checkpoint} was trained on "
+                         f"{spec['kind']}")
     reading = {k: getattr(args, k) for k in ("fill", "sep", "decimal", "layout") if getattr(args, k) is not None}
     for k in reading:                        # this file read otherwise than the run read its own
         if k not in spec["settings"]:

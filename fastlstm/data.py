@@ -754,15 +754,17 @@ class Series:
         steps = np.diff(self.times) if self.times is not None else np.zeros(0)
         # Back in time: refused (shuffled rows, newest first), except by at most an hour, as local
         # time at an autumn clock change goes (02:30 then 02:00 again, half-hourly).
-        median = np.median(steps) if len(steps) else np.nan          # one row: neither test below holds
+        median = np.median(steps) if len(steps) else np.nan          # one row: no step back, nor a step on
         back = np.flatnonzero(steps < (0 if median < 0 else -3600))   # newest first: any step back
         if len(back):
             i = back[0]
             raise DataError(f"{path}: line {lines[i + 1]}, column {tc + 1} ({self.time_col!r}): {cols[tc][i + 1]!r} "
                             f"goes back in time from line {lines[i]}'s {cols[tc][i]!r}: sort the rows oldest first")
-        if median == 0:                                # dates on hourly rows, say: a forecast, dated a
-            notes.append(f"column {self.time_col!r} repeats its times (the median step between rows is 0), "
-                         f"so forecasts are numbered by step, not dated")   # median step on, would repeat them
+        # dates on hourly rows, say, or one row: forecasts dated a median step on would repeat the last row's time
+        if times is not None and (median == 0 or np.isnan(median)):
+            notes.append(f"column {self.time_col!r} " + ("repeats its times (the median step between rows is 0)"
+                                                         if median == 0 else "dates one row, no step to continue")
+                         + ", so forecasts are numbered by step, not dated")
             self.time_col = self.times = None
         self.note = "; ".join(notes) or None
         values = self._values(names, at, kinds, lines, cols, {tc: times})   # (rows, columns) in data units
@@ -974,8 +976,8 @@ def times_after(times, horizon, tz=None):
     step apart. tz: the rows' UTC offset (None: naive times, read as UTC)."""
     t = np.asarray(times, np.float64)
     ahead = np.arange(1, horizon + 1)
-    if len(t) < 2:                                 # one row: no step to continue
-        return np.full(horizon, t[-1])
+    if len(t) < 2:                                 # Series reads such a column as undated
+        raise ValueError(f"times_after needs two or more times to continue, got {len(t)}")
     d = [_dt.datetime.fromtimestamp(x, tz or _dt.timezone.utc) for x in t]
     last, clock = d[-1], {x.timetz() for x in d}
     months = {(b.year - a.year) * 12 + b.month - a.month for a, b in zip(d, d[1:])}
@@ -1437,8 +1439,11 @@ def check_spec(spec, model=None):
     model's inputs and outputs, a standardisation of its columns. Returns it with the
     settings that an older checkpoint lacks at their defaults; TypeError or ValueError
     naming the field (not DataError, which would blame the data file)."""
-    if not isinstance(spec, dict) or not isinstance(spec.get("settings"), dict):
-        raise TypeError(f"it must be an object with an object of settings, got {str(spec)[:80]}")
+    if not isinstance(spec, dict):
+        raise TypeError(f"it must be an object, got {type(spec).__name__}")
+    if not isinstance(spec.get("settings"), dict):
+        raise TypeError("it has no settings" if "settings" not in spec else
+                        f"its settings must be an object, got {str(spec['settings'])[:80]}")
     kind = v.choice("kind", spec.get("kind"), tuple(KINDS))
     required, optional = SPEC_SETTINGS[kind]
     v.unknown("settings", spec["settings"], required + tuple(optional))

@@ -108,7 +108,9 @@ class Schedule:
         return schedule
 
     def start(self, base_lr, total):
-        self.base_lr, self.total = float(base_lr), total
+        """Begin afresh over `total` steps from base_lr: a Schedule given to a second run (or
+        fit) does not go on at the rate its plateau left the first one at."""
+        self.base_lr, self.total, self.scale, self.bad = float(base_lr), total, 1.0, 0
 
     def lr(self, step):
         """The learning rate of the step that follows `step` steps done."""
@@ -350,8 +352,10 @@ def plot(log, out):
         reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
         names = next(reader, [])
         rows = [(reader.line_num, r) for r in reader if r]            # blank lines skipped, as DictReader does
-        if not rows or "step" not in names:
-            raise ValueError("no rows, or no step column")
+        if "step" not in names:
+            raise ValueError(f"no step column; its columns: {', '.join(names)[:200] or 'none'}")
+        if not rows:
+            raise ValueError("no rows under the header")
         table = np.full((len(rows), len(names)), np.nan)         # write_log leaves a metric not taken empty
         for i, (line, r) in enumerate(rows):
             if len(r) != len(names):

@@ -181,6 +181,18 @@ def test_carousel_command_prints_the_table_and_plots(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_carousel_train_probes_the_trained_models_and_gives_their_test_mse(capsys):
+    """`carousel --train STEPS` trains each model on the adding problem first: the table is
+    the trained models' (as carousel.run gives it), and a last line gives each test MSE."""
+    from fastlstm import cli
+    assert cli.main(["carousel", "--T", "20", "--hidden", "8", "--batch", "8", "--train", "30", "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    want = carousel.run(T=20, hidden=8, batch=8, seed=0, train_steps=30)
+    assert "(T = 20, H = 8, after training)" in out and out.rstrip().endswith(carousel.table(want, 20)), out
+    assert out.rstrip().splitlines()[-1] == ("test MSE on the adding problem (baseline 0.167): " + ", ".join(
+        f"{name} {mse:.4f}" for name, (_, mse) in want.items())) and len(want) == 5
+
+
 def test_a_plot_that_cannot_be_written_is_refused_before_the_measurement(tmp_path, capsys):
     """--plot onto a folder, an empty name or a pseudo file system failed only after the
     table was computed (minutes at a large T), and an empty name was silently ignored."""

@@ -608,6 +608,8 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
     fastlstm.Model(2, 4, 1).save(plain)
     bare_log = tmp_path / "bare.csv"
     bare_log.write_text("step,epoch\n1,0.5\n")
+    (tmp_path / "nostep.csv").write_text("epoch,loss\n1,0.5\n")
+    (tmp_path / "norows.csv").write_text("step,train_loss\n")
     (tmp_path / "typo.csv").write_text("step,train_loss,lr\n1,0.5,0.01\n\n2,0.4O,0.01\n")
     (tmp_path / "long.csv").write_text("step,train_loss\n1,0.5\n2,0.4,9\n")
     (tmp_path / "semi.csv").write_text("day;temp\n1;2,5\n")
@@ -641,6 +643,10 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
          "not a fastlstm metrics log (line 4, column 2 ('train_loss'): '0.4O' is not a number)"),
         (("plot", str(tmp_path / "long.csv"), "--out", str(tmp_path / "p.png")),    # the 9 was dropped silently
          "not a fastlstm metrics log (line 3 has 3 fields, and the header 2)"),
+        (("plot", str(tmp_path / "nostep.csv"), "--out", str(tmp_path / "p.png")),
+         "not a fastlstm metrics log (no step column; its columns: epoch, loss)"),
+        (("plot", str(tmp_path / "norows.csv"), "--out", str(tmp_path / "p.png")),
+         "not a fastlstm metrics log (no rows under the header)"),
         # a log that is no file: /dev/zero, read as one endless line until the memory ran out; a FIFO
         # with no writer, whose open blocked for ever; a folder
         *((("plot", log, "--out", str(tmp_path / "p.png")),

@@ -189,6 +189,9 @@ def test_predict_scores_every_character_of_a_text_file(tmp_path, capsys):
     (tmp_path / "score.txt").write_text("t")
     assert cli.main(["predict", out, "--data", str(tmp_path / "score.txt")]) == 2
     assert "score.txt: 1 character; a score needs two or more" in capsys.readouterr().err
+    assert cli.main(["predict", out, "--data", str(text), "--backtest"]) == 2        # it said "is for series"
+    assert capsys.readouterr().err == (f"fastlstm: error: --backtest is for a model trained on a series (a CSV); "
+                                       f"{out} was trained on text\n")
 
 
 def test_a_generated_text_trains_below_its_unigram_entropy(tmp_path, capsys):
@@ -509,6 +512,13 @@ def _hourly(values, hours=None):
     ("twice.csv", BAD_CSV.encode(), ["--target", "load,2"], "--target names column 'load' twice"),
     ("features_twice.csv", BAD_CSV.encode(), ["--target", "load", "--features", "temp,load,temp"],
      "--features names column 'temp' twice"),
+    ("no_features.csv", BAD_CSV.encode(), ["--target", "load", "--features", ","], "--features names no column"),
+    ("header_only.csv", b"date,load,temp\n", ["--target", "load"], "no data rows under the header"),
+    ("short_validation.csv", _hourly(range(24)), ["--target", "load", "--window", "3", "--horizon", "6"],
+     "the validation part (5 rows) is shorter than the horizon (6); raise --val-fraction"),
+    ("empty.npz", None, [], "x has an empty dimension: (T, N, D) = (0, 10, 2)"),
+    ("hanzi.txt", "".join(chr(c) for c in range(0x4E00, 0x4E00 + 70000) if not 0xD800 <= c < 0xE000).encode() * 2,
+     [], "67952 distinct characters; a character model takes at most 65535"),
     ("book.xlsx", b"PK\x03\x04\x14\x00\x06\x00", [], "book.xlsx: a spreadsheet workbook, which fastlstm does not "
      "read: save the sheet as CSV (Save As, CSV UTF-8)"),     # read as text: a NUL byte, and "pass --kind series"
     ("x.npy", b"\x93NUMPY\x01\x00", [], "x.npy: a .npy file holds one array; arrays come as an .npz of x and y"),
@@ -529,6 +539,7 @@ def test_bad_data_is_a_clear_error_and_no_checkpoint_is_overwritten(tmp_path, ca
               "oneclass.npz": dict(x=x, y=np.zeros(10, np.int64)),
               "bigy.npz": dict(x=x, y=np.r_[np.zeros(9), 1e300]), "archive.csv": dict(x=x),
               "one.npz": dict(x=x[:1], y=np.zeros(1, np.int64)),
+              "empty.npz": dict(x=np.zeros((10, 0, 2), np.float32), y=np.zeros(10, np.int64)),
               "timemajor.npz": dict(x=x.transpose(1, 0, 2).copy(), y=np.zeros(10, np.int64)),   # (T, N, D)
               "ragged.npz": dict(x=np.array([x[0], x[1, :3]], dtype=object), y=np.zeros(2, np.int64)),
               "objecty.npz": dict(x=x, y=np.array([np.zeros(2), np.zeros(3)] * 5, dtype=object))}
@@ -602,6 +613,9 @@ def test_resume_refuses_data_that_changed(files, tmp_path, capsys):
     assert cli.main([*args[:-5], "--steps", "6", "--resume", "--quiet", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "not the file this checkpoint was trained on" in err and out.read_bytes() == before, err
+    assert cli.main(["train", "--task", "adding", "--resume", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} was trained on --data {data_file}, not a built-in task" in err and out.read_bytes() == before, err
 
 
 def test_semicolons_and_decimal_commas_or_tabs_read_as_the_plain_csv(files, tmp_path, capsys):
@@ -791,6 +805,9 @@ def test_schedules():
     for improved in (True, False, False, True, False):
         p.observe(improved)
     assert p.lr(50) == pytest.approx(0.05)
+    p.observe(False)                               # one bad evaluation on: a second run (a second fit given
+    p.start(0.2, 100)                              # this Schedule) went on at the halved rate, 0.1 here
+    assert p.lr(0) == 0.2 and p.bad == 0
     with pytest.raises(ValueError, match="schedule must be one of"):
         training.Schedule("step")
     # min_scale=0 (PyTorch's eta_min) was taken, and a cosine fit failed at its last step, on a rate of 0
@@ -1130,7 +1147,7 @@ def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path, ca
     (02:30, then 02:00 again): the series still runs forward, so it trains; rows that go
     back further, or newest first, are refused (test_bad_data_...). Dates on hourly rows
     (a median step of 0) train too, their forecasts numbered by step, with a note: they
-    were refused as not running forward in time, though sorted."""
+    were refused as not running forward in time, though sorted. So are a file of one row's."""
     minutes = [h * 60 + m for h in range(4) for m in (0, 30)]
     minutes = minutes[:6] + [120, 150] + minutes[6:]              # 02:00 and 02:30 twice
     rows = [f"2024-10-27T{t // 60:02d}:{t % 60:02d}:00,{k % 5}" for k, t in enumerate(minutes * 3)]
@@ -1156,6 +1173,14 @@ def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path, ca
     assert cli.main(["predict", str(tmp_path / "dayrun.ckpt"), "--data", str(days)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("step,load\n1,"), out
+    # a file of one row (a run with a window of 1): no step to continue; its forecasts were all dated at its time
+    assert cli.main(["train", "--data", str(aware), "--target", "load", "--window", "1", "--horizon", "3", "--steps",
+                     "2", "--quiet", "--out", str(tmp_path / "w1.ckpt")]) == 0
+    capsys.readouterr()
+    (tmp_path / "one.csv").write_text("date,load\n2024-10-02T05:00:00+02:00,3\n")
+    assert cli.main(["predict", str(tmp_path / "w1.ckpt"), "--data", str(tmp_path / "one.csv")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("step,load\n1,") and out.splitlines()[3].startswith("3,") and len(out.splitlines()) == 4, out
 
 
 @pytest.mark.parametrize("form, origin, forecast", [
@@ -1328,6 +1353,7 @@ def test_the_python_data_api_checks_its_settings_as_the_command_line_does(tmp_pa
     "a,b" (a column named twice), and open_data(kind="image") raised KeyError."""
     csv = write_series(tmp_path / "load.csv", n=300)
     (tmp_path / "notes.txt").write_text("abc " * 500)
+    arrays = write_arrays(tmp_path / "seq.npz", N=20)
     for make, error, said in (
             (lambda: data.Series(str(csv), target="load", window=2.5), TypeError, "--window must be an integer, got float 2.5"),
             (lambda: data.Series(str(csv), target="load", window="5"), TypeError, "--window must be an integer, got str '5'"),
@@ -1338,6 +1364,15 @@ def test_the_python_data_api_checks_its_settings_as_the_command_line_does(tmp_pa
             (lambda: data.Series(str(csv), target=[2, "nope"]), ValueError, "--target 'nope' is not a column"),
             (lambda: data.Series(str(csv), target=1.0), TypeError, "--target must be column names or numbers"),
             (lambda: data.Text(str(tmp_path / "notes.txt"), T=1.5), TypeError, "--T must be an integer, got float 1.5"),
+            (lambda: data.Text(str(tmp_path / "notes.txt"), T=0), ValueError, "--T must be >= 1, got 0"),
+            (lambda: data.Series(str(csv), target="load", window=0), ValueError, "--window must be >= 1, got 0"),
+            (lambda: data.Series(str(csv), target="load", horizon=0), ValueError, "--horizon must be >= 1, got 0"),
+            (lambda: data.Series(str(csv), target="load", season=0), ValueError, "--season must be >= 1, got 0"),
+            (lambda: data.Series(str(csv), target="load", fill="mean"), ValueError,
+             "--fill must be ffill or zero, got 'mean'"),
+            (lambda: data.Series(str(csv), target="load", val_fraction=1.0), ValueError,
+             "--val-fraction must be in (0, 1), got 1.0"),
+            (lambda: data.Arrays(str(arrays), layout="ntd"), ValueError, "--layout must be batch or time, got 'ntd'"),
             (lambda: data.open_data(str(csv), kind="image"), ValueError, "kind must be one of text, series, arrays")):
         with pytest.raises(error, match=re.escape(said)):
             make()

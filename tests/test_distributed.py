@@ -143,7 +143,8 @@ def test_a_failed_step_fails_on_every_rank_and_the_next_one_trains(tmp_path, bat
     two different batches' gradients and rank 0 waited forever. Now the whole batch is
     checked on every rank (the same error, at the batch's index), and a failure of one
     rank's part (here MemoryError) is shared before the gradients are: that rank raises it,
-    the others RankFailed. No rank updates, and the next steps equal one process's."""
+    the others RankFailed. A batch of fewer rows than ranks is refused on every rank alike.
+    No rank updates, and the next steps equal one process's."""
     job = _script(tmp_path, f"""
         import numpy as np, sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
@@ -160,6 +161,11 @@ def test_a_failed_step_fails_on_every_rank_and_the_next_one_trains(tmp_path, bat
         said = []
         try:
             dp.train_step(bad, *batches[0][1:])
+        except ValueError as e:
+            said.append(f"{{type(e).__name__}}: {{e}}")
+        one = np.ascontiguousarray(batches[0][0][:1] if bf else batches[0][0][:, :1])     # a row for 2 ranks
+        try:
+            dp.train_step(one, np.ones((1, 3)), batches[0][2][:1])
         except ValueError as e:
             said.append(f"{{type(e).__name__}}: {{e}}")
         real = m.compute_gradients
@@ -185,6 +191,7 @@ def test_a_failed_step_fails_on_every_rank_and_the_next_one_trains(tmp_path, bat
     for rank in ("rank 0", "rank 1"):
         assert said[rank].startswith(f"NonFiniteValue: x must be finite; found nan at index {where}"), said
     assert said["rank 1"].endswith("MemoryError: no room for the workspace"), said
+    assert all(" | ValueError: a batch of 1 row cannot be split over 2 ranks | " in s for s in said.values()), said
     assert said["rank 0"].endswith("RankFailed: rank 1's part of the step failed (MemoryError: no room for the "
                                    "workspace); no rank updated the model"), said
     single = fastlstm.Model(3, 5, 3, 2, dtype=np.float64, seed=1, loss="mse", output="last")

@@ -3,6 +3,7 @@ layer stack's final states), the streaming graph called step by step equals Mode
 and the files pass onnx.checker after a round trip through onnx.load. "lstmp" is the LSTM
 with projections (proj_size 3 of H = 5), which the export writes as Scan nodes."""
 import itertools
+import re
 import subprocess
 import sys
 
@@ -220,6 +221,8 @@ def test_a_series_runs_graph_takes_and_gives_the_datas_units(tmp_path, capsys):
         fastlstm.export_onnx(m, tmp_path / "x.onnx", scale=(np.zeros(2), [1e300, 1], np.zeros(6), np.ones(6)))
     with pytest.raises(ValueError, match=r"scale's mean_y must be 6 finite float32 numbers, got shape \(2,\)"):
         fastlstm.export_onnx(m, tmp_path / "x.onnx", scale=(np.zeros(2), np.ones(2), np.zeros(2), np.ones(6)))
+    with pytest.raises(TypeError, match=re.escape("scale must be (mean_x, std_x, mean_y, std_y)")):
+        fastlstm.export_onnx(m, tmp_path / "x.onnx", scale=(np.zeros(2), np.ones(2)))
 
 
 @pytest.mark.parametrize("cell,layers,output", list(itertools.product(CELLS, [1, 2, 3], ["last", "every"])))

@@ -3,6 +3,7 @@ segfault, a poisoned model, a failed call that broke the next one, a checkpoint 
 the wrong error or cost gigabytes) and checks that it now gets a clear error and changes
 nothing."""
 import contextlib
+import io
 import json
 import os
 import re
@@ -476,6 +477,17 @@ def test_small_misuses_get_clear_errors(tmp_path):
         fastlstm.SGD(lr=-10 ** 400)
     with pytest.raises(MemoryError, match=r"parameters and gradients would need about 10\^402 bytes, more than"):
         fastlstm.Model(10 ** 400, 8, 2)
+    # empty batches, a task shorter than its problem, a schedule that is neither a name nor a Schedule
+    for make, error, said in (
+            (lambda: fastlstm.Model(3, 8, 2, vocab_size=10).predict(np.zeros((0, 4), np.int64)), ValueError,
+             "x must be token ids of shape (T, B) with T, B >= 1, got (0, 4)"),
+            (lambda: fastlstm.Model(3, 8, 2).step(np.zeros((0, 3), np.float32)), ValueError,
+             "x must have at least one batch row"),
+            (lambda: fastlstm.tasks.Adding(T=1), ValueError, "the adding problem needs T >= 2, got 1"),
+            (lambda: m.fit(x, y, epochs=1, schedule=3, progress=False), TypeError,
+             "schedule must be one of ('constant', 'cosine', 'plateau') or a fastlstm.training.Schedule, got 3")):
+        with pytest.raises(error, match=re.escape(said)):
+            make()
 
 
 # -- 2. temporaries left by a killed writer ---------------------------------------------------
@@ -713,6 +725,27 @@ def test_two_hundred_hostile_checkpoints_each_raise_checkpoint_error_cheaply(goo
     assert np.array_equal(fastlstm.load(good).params, np.load(good)["params"])
 
 
+def test_a_member_whose_npy_data_lie_is_named(good, tmp_path):
+    """The .npy inside the zip is read as its own header says, and each lie is named: another
+    format version, bytes after the data, a header (any length) declaring more than the
+    member holds, a deflated member whose stream ends before its data do."""
+    members, n = _members(good), np.load(good)["params"].size
+    params, header = _npy(np.zeros(n, np.float32)), members["__fastlstm__.npy"]
+    L = np.load(io.BytesIO(header)).size
+    longer = header.replace(f"({L},)".encode(), f"({L + 5000},)".encode())
+    cut = bytearray(_zip({**members, "params.npy": params[:-8]}, zipfile.ZIP_DEFLATED))
+    at = cut.find(b"params.npy", cut.find(b"PK\x01\x02")) - 46            # its central directory entry
+    struct.pack_into("<I", cut, at + 24, len(params))                       # says the whole size
+    for blob, said in ((_zip({**members, "params.npy": params[:6] + b"\x03" + params[7:]}), "has .npy version (3, 0)"),
+                       (_zip({**members, "params.npy": params + bytes(16)}), f"holds more than ({n},) float32"),
+                       (_zip({**members, "__fastlstm__.npy": longer}),
+                        f"member __fastlstm__ declares ({L + 5000},) but holds"),
+                       (bytes(cut), f"member params ends after {4 * n - 8} of {4 * n} bytes")):
+        (tmp_path / "lie.ckpt").write_bytes(blob)
+        with pytest.raises(CheckpointError, match=re.escape(said)):
+            fastlstm.load(tmp_path / "lie.ckpt")
+
+
 def test_a_fifo_or_a_folder_is_refused_not_waited_on(tmp_path):
     fifo = tmp_path / "pipe.ckpt"
     os.mkfifo(fifo)
@@ -856,6 +889,16 @@ _GONE = object()
      "its run state is unusable (ValueError: loss_count must be < 4611686018427387904, got 1000"),
     ("adding", _record("task", "T", "x"), ["resume"],                      # "'<' not supported between 'str' and 'int'"
      "its record of the task is unusable"),
+    ("seq", _record("run", "batches", "pos", 5), ["resume"],                       # one batch an epoch: 0 only
+     "its run state is unusable (ValueError: batch 5 of an epoch of 1)"),
+    ("adding", _record("run", "stopper", "best_step", None), ["resume"],
+     "its run state is unusable (ValueError: best and best_step must both be null or both be set"),
+    ("adding", _record("history", lambda h: [1, *h]), ["resume"],
+     "its run state is unusable (TypeError: history row 0 must be an object, got int)"),
+    ("seq", _record("data", "settings", _GONE), ["predict", "resume"],
+     "record of the data it was trained on is unusable (it has no settings)"),
+    ("seq", _record("data", "settings", "layout", _GONE), ["predict", "resume"],     # kept by every checkpoint
+     "record of the data it was trained on is unusable (settings lack ['layout'])"),
 ])
 def test_a_damaged_record_of_the_run_in_a_checkpoint_is_named_by_every_command(runs, tmp_path, capsys, run,
                                                                                  change, commands, said):
