@@ -51,6 +51,23 @@ def test_train_writes_a_checkpoint_and_reports_the_figure_of_merit(tmp_path):
     assert [h["step"] for h in m.extra["history"]] == [10, 20]
 
 
+def test_a_built_in_task_stops_once_solved_and_full_runs_every_step(tmp_path, capsys):
+    """The README's promise, which no test held (every other run here passes --full): a run
+    of a built-in task ends at the evaluation that finds it solved, and --full runs on to
+    --steps, the same run until then."""
+    from fastlstm import cli
+    args = ["train", "--T", "10", "--hidden", "16", "--lr", "0.01", "--eval-every", "50", "--quiet"]
+    assert cli.main([*args, "--steps", "3000", "--out", str(tmp_path / "a.ckpt")]) == 0
+    assert "; solved; checkpoint" in capsys.readouterr().out
+    m = fastlstm.load(tmp_path / "a.ckpt")
+    mse = [row["test_mse"] for row in m.extra["history"]]
+    assert m.steps == 50 * len(mse) < 3000 and mse[-1] < 0.01 <= min(mse[:-1]), mse
+    assert cli.main([*args, "--steps", str(m.steps + 100), "--full", "--out", str(tmp_path / "f.ckpt")]) == 0
+    assert "; solved; checkpoint" in capsys.readouterr().out
+    full = fastlstm.load(tmp_path / "f.ckpt")
+    assert full.steps == m.steps + 100 and [row["test_mse"] for row in full.extra["history"]][:len(mse)] == mse
+
+
 def test_every_argument_of_every_command_says_what_it_is_in_help():
     """`fastlstm predict --help` listed `checkpoint` and `--data PATH` with no words, as did
     sample's --length, --temperature and --seed, and train's --optimizer, --dtype and --seed."""
