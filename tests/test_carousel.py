@@ -118,6 +118,25 @@ def test_probe_equals_the_gradients_the_ordinary_backward_returns(with_lengths):
             assert np.isclose(flow["dc"][l, t], np.linalg.norm(dc0[l]), rtol=1e-12), (t, l)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_probes_mean_gate_at_a_step_is_over_the_rows_still_inside_their_length(cell):
+    """flow["forget"][l, t], the mean forget gate (the GRU's z) at step t, averages the rows
+    with t < lengths: each row's own gate, recorded with the row alone, weighs in while
+    the row runs and not from its first padded step on."""
+    T, B, D, H, L = 6, 4, 3, 5, 2
+    rng = np.random.default_rng(4)
+    m = {"lstm": fastlstm.LSTM, "gru": fastlstm.GRU}[cell](D, H, L, dtype=np.float64, seed=4)
+    x, lengths = rng.standard_normal((T, B, D)), np.array([6, 3, 5, 1])
+
+    def forget(x, lengths):
+        y = m.forward(x, lengths=lengths)[0]
+        m.backward(np.ones_like(y), record=True)
+        return m.flow["forget"]
+    alone = [forget(np.ascontiguousarray(x[:n, b:b + 1]), None) for b, n in enumerate(lengths)]    # (L, n) each
+    want = np.array([[np.mean([a[l, t] for a, n in zip(alone, lengths) if t < n]) for t in range(T)] for l in range(L)])
+    assert np.allclose(forget(x, lengths), want, rtol=1e-12, atol=0)
+
+
 def test_probe_costs_nothing_when_not_asked_and_changes_no_result():
     m = fastlstm.LSTM(3, 4, 2, dtype=np.float64, seed=0)
     x = np.random.default_rng(0).standard_normal((6, 5, 3))

@@ -815,6 +815,18 @@ def test_schedules():
         training.Schedule("cosine", min_scale=0)
 
 
+def test_early_stopping_counts_a_tie_as_no_better_and_stops_after_patience_evaluations():
+    """As Keras's EarlyStopping (min_delta 0): a value equal to the best is no new best, and
+    the run stops at the patience-th evaluation in a row without one."""
+    for mode, values in (("min", [3.0, 2.0, 2.0, 2.5]), ("max", [1.0, 2.0, 2.0, 1.5])):
+        s = training.EarlyStopping(("m", mode), patience=2)
+        said = [(s.update({"m": x}, 10 * k), s.stop) for k, x in enumerate(values)]
+        assert said == [(True, False), (True, False), (False, False), (False, True)], (mode, said)
+        assert (s.best, s.best_step) == (2.0, 10)
+    never = training.EarlyStopping(("m", "min"))
+    assert [never.update({"m": 1.0}, k) or never.stop for k in range(5)] == [True] + [False] * 4
+
+
 def test_the_progress_bars_rate_leaves_out_the_first_step():
     """The bar's sequences a second divided every sequence by the time since the start,
     the first step's compile and the evaluations included: a cold text run showed 52 where

@@ -477,13 +477,15 @@ def test_small_misuses_get_clear_errors(tmp_path):
         fastlstm.SGD(lr=-10 ** 400)
     with pytest.raises(MemoryError, match=r"parameters and gradients would need about 10\^402 bytes, more than"):
         fastlstm.Model(10 ** 400, 8, 2)
-    # empty batches, a task shorter than its problem, a schedule that is neither a name nor a Schedule
+    # empty batches, a task shorter than its problem, a clip of 0 (in Python None is no clipping; a bound of 0
+    # would zero every gradient), a schedule that is neither a name nor a Schedule
     for make, error, said in (
             (lambda: fastlstm.Model(3, 8, 2, vocab_size=10).predict(np.zeros((0, 4), np.int64)), ValueError,
              "x must be token ids of shape (T, B) with T, B >= 1, got (0, 4)"),
             (lambda: fastlstm.Model(3, 8, 2).step(np.zeros((0, 3), np.float32)), ValueError,
              "x must have at least one batch row"),
             (lambda: fastlstm.tasks.Adding(T=1), ValueError, "the adding problem needs T >= 2, got 1"),
+            (lambda: fastlstm.Model(3, 8, 2, clip=0), ValueError, "clip must be > 0 or None, got 0"),  # zero grads
             (lambda: m.fit(x, y, epochs=1, schedule=3, progress=False), TypeError,
              "schedule must be one of ('constant', 'cosine', 'plateau') or a fastlstm.training.Schedule, got 3")):
         with pytest.raises(error, match=re.escape(said)):
@@ -889,8 +891,8 @@ _GONE = object()
      "its run state is unusable (ValueError: loss_count must be < 4611686018427387904, got 1000"),
     ("adding", _record("task", "T", "x"), ["resume"],                      # "'<' not supported between 'str' and 'int'"
      "its record of the task is unusable"),
-    ("seq", _record("run", "batches", "pos", 5), ["resume"],                       # one batch an epoch: 0 only
-     "its run state is unusable (ValueError: batch 5 of an epoch of 1)"),
+    ("seq", _record("run", "batches", "pos", 1), ["resume"],                       # one batch an epoch: 0 only
+     "its run state is unusable (ValueError: batch 1 of an epoch of 1)"),
     ("adding", _record("run", "stopper", "best_step", None), ["resume"],
      "its run state is unusable (ValueError: best and best_step must both be null or both be set"),
     ("adding", _record("history", lambda h: [1, *h]), ["resume"],
