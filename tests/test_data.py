@@ -374,6 +374,7 @@ def _hourly(values, hours=None):
     ("empty.txt", b"", [], "the file is empty"),
     ("bin.txt", b"ab\x00cd", [], "not a text file (a NUL byte at line 1, column 3)"),
     ("bad.txt", "héllo\nwörld ".encode() + b"\xff!!", [], "invalid UTF-8 at line 2, column 7"),
+    ("stray.txt", b"abc\x80def", [], "invalid UTF-8 at line 1, column 4 (byte 3: invalid start byte)"),  # max 128
     ("cp1252.txt", "caf\xe9 au lait".encode("cp1252"), [], "invalid UTF-8 at line 1, column 4 (byte 3: invalid "
      "continuation byte); fastlstm reads UTF-8: save the file as UTF-8 (one from Windows or a spreadsheet may be in "
      "cp1252 or Latin-1)"),
@@ -498,6 +499,7 @@ def _hourly(values, hours=None):
     ("archive.csv", None, ["--target", "load"], "not a CSV file (it is a zip archive, such as a .npz)"),
     ("nul.csv", (BAD_CSV + "2024-01-01T01:00:00,1.\0,2\n").encode(), ["--target", "load"],
      "not a CSV file (a NUL byte at line 3, column 23)"),        # it said "it holds NUL bytes", not where
+    ("nul0.csv", b"\0" + BAD_CSV.encode(), ["--target", "load"], "not a CSV file (a NUL byte at line 1, column 1)"),
     ("badtime.csv", (BAD_CSV + "2024-01-01T01:00,1,2\n2024-01-01T25:00,1,2\n").encode(), ["--target", "load"],
      "line 4, column 1 ('date'): '2024-01-01T25:00' is not a date or time"),      # the column's name was left out
     ("mixedzone.csv", (BAD_CSV + "2024-01-01T02:00:00+01:00,1,2\n").encode(), ["--target", "load"],
@@ -1384,7 +1386,11 @@ def test_the_python_data_api_checks_its_settings_as_the_command_line_does(tmp_pa
              "--fill must be ffill or zero, got 'mean'"),
             (lambda: data.Series(str(csv), target="load", val_fraction=1.0), ValueError,
              "--val-fraction must be in (0, 1), got 1.0"),
+            (lambda: data.Series(str(csv), target="load", val_fraction=0), ValueError,
+             "--val-fraction must be in (0, 1), got 0"),
             (lambda: data.Arrays(str(arrays), layout="ntd"), ValueError, "--layout must be batch or time, got 'ntd'"),
+            *((lambda f=f: data.Arrays(str(arrays), val_fraction=f), ValueError,
+               f"--val-fraction must be in (0, 1), got {f}") for f in (0, 1)),
             (lambda: data.open_data(str(csv), kind="image"), ValueError, "kind must be one of text, series, arrays")):
         with pytest.raises(error, match=re.escape(said)):
             make()
@@ -1392,8 +1398,26 @@ def test_the_python_data_api_checks_its_settings_as_the_command_line_does(tmp_pa
         assert data.Series(str(csv), target=target, features=[3, "load"]).targets == ["load"]
     assert data.Series(str(csv), target="load", features=(3, "load")).features == ["temp", "load"]
     assert data.Series(str(csv), target="load", window=np.int64(5)).window == 5
+    assert data.Series(str(csv), target="load", season=1).season == 1          # the naive forecast's season
+    hours = tmp_path / "hours.csv"         # 24 rows, 18 for training: a window and horizon of exactly 18 fit
+    hours.write_text("date,load\n" + "".join(f"2024-01-02T{h:02d}:00:00,{h % 5}\n" for h in range(24)))
+    assert data.Series(str(hours), target="load", window=15, horizon=3, val_fraction=0.25).n_train == 18
+    with pytest.raises(ValueError, match=re.escape("window + horizon = 19 rows, longer than the training part (18 of")):
+        data.Series(str(hours), target="load", window=16, horizon=3, val_fraction=0.25)
     with pytest.raises(ValueError, match=re.escape("--target '2' is not a column")):   # in a list, a name alone:
         data.Series(str(csv), target=["2"])       # a checkpoint's column "2" must not become another file's 2nd
+
+
+def test_a_text_whose_parts_hold_exactly_t_plus_1_characters_is_taken(tmp_path):
+    """Each part needs T + 1 characters (a window and its next character): 22 characters at
+    T = 10 and val_fraction 0.5 give 11 and 11, one window each; 21 give 11 and 10."""
+    path = tmp_path / "t.txt"
+    path.write_text("abcdefghij" * 2 + "ab")
+    assert data.Text(str(path), T=10, val_fraction=0.5).size == 1
+    path.write_text("abcdefghij" * 2 + "a")
+    with pytest.raises(data.DataError, match=re.escape("11 would go to training and 10 be held out; each part needs "
+                                                       "at least T + 1 = 11")):
+        data.Text(str(path), T=10, val_fraction=0.5)
 
 
 def test_a_text_of_one_character_has_zero_unigram_bits_not_minus_zero(tmp_path):
