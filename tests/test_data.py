@@ -1161,7 +1161,8 @@ def test_a_time_column_with_a_repeated_hour_here_and_there_is_taken(tmp_path, ca
     (02:30, then 02:00 again): the series still runs forward, so it trains; rows that go
     back further, or newest first, are refused (test_bad_data_...). Dates on hourly rows
     (a median step of 0) train too, their forecasts numbered by step, with a note: they
-    were refused as not running forward in time, though sorted. So are a file of one row's."""
+    were refused as not running forward in time, though sorted. So are the forecasts of a
+    file of one row, which were all dated at its own time."""
     minutes = [h * 60 + m for h in range(4) for m in (0, 30)]
     minutes = minutes[:6] + [120, 150] + minutes[6:]              # 02:00 and 02:30 twice
     rows = [f"2024-10-27T{t // 60:02d}:{t % 60:02d}:00,{k % 5}" for k, t in enumerate(minutes * 3)]
