@@ -96,6 +96,9 @@ def test_series_beats_the_naive_forecast_and_predict_speaks_the_data_units(files
     r = _run("predict", str(out), "--data", str(short), "--backtest")
     assert r.returncode == 2 and "short.csv: 50 rows; a backtest needs at least window + horizon = 51" in r.stderr, \
         r.stderr                                                 # it reported a skill over 0 windows
+    short.write_text("\n".join(files["series"].read_text().splitlines()[:48]) + "\n")     # and than a window
+    r = _run("predict", str(out), "--data", str(short))
+    assert r.returncode == 2 and "short.csv: 47 rows, fewer than the window (48)" in r.stderr, r.stderr
 
 
 def test_predict_reads_a_file_written_otherwise_than_the_runs_with_the_reading_options(tmp_path, capsys):
@@ -1390,6 +1393,9 @@ def test_the_python_data_api_checks_its_settings_as_the_command_line_does(tmp_pa
             (lambda: data.Series(str(csv), target="load", val_fraction=0), ValueError,
              "--val-fraction must be in (0, 1), got 0"),
             (lambda: data.Arrays(str(arrays), layout="ntd"), ValueError, "--layout must be batch or time, got 'ntd'"),
+            (lambda: fastlstm.Model(3, 4, 2, vocab_size=5, loss="xent").fit(
+                np.zeros((0, 4), np.int64), np.zeros(4, int), epochs=1, progress=False),
+             ValueError, "fit: x has an empty dimension: (T, N) = (0, 4)"),
             *((lambda f=f: data.Arrays(str(arrays), val_fraction=f), ValueError,
                f"--val-fraction must be in (0, 1), got {f}") for f in (0, 1)),
             (lambda: data.open_data(str(csv), kind="image"), ValueError, "kind must be one of text, series, arrays")):
