@@ -353,7 +353,8 @@ def plot(log, out):
         names = next(reader, [])
         rows = [(reader.line_num, r) for r in reader if r]            # blank lines skipped, as DictReader does
         if "step" not in names:
-            raise ValueError(f"no step column; its columns: {', '.join(names)[:200] or 'none'}")
+            from .data import _listed           # the one way errors list a header's names (a wide one cut)
+            raise ValueError(f"no step column; its columns: {_listed(names) or 'none'}")
         if not rows:
             raise ValueError("no rows under the header")
         table = np.full((len(rows), len(names)), np.nan)         # write_log leaves a metric not taken empty
