@@ -1477,7 +1477,8 @@ def check_spec(spec, model=None):
         for k in ("mean", "std"):
             a = spec.get(k)
             _require(k, a, isinstance(a, list) and len(a) == n and all(
-                _is_number(x) and v.finite(x) is not None and (k == "mean" or x > 0) for x in a), f"{n} finite numbers")
+                _is_number(x) and v.finite(x) is not None and (k == "mean" or x > 0) for x in a),
+                f"{n} finite numbers" + (" > 0" if k == "std" else ""))
         _require("time_col", spec.get("time_col"), spec.get("time_col") is None or isinstance(spec["time_col"], str),
                  "a column's name or null")
         implies = ("mse", "last", len(st["features"]), st["horizon"] * len(st["target"]))

@@ -190,6 +190,12 @@ def test_a_build_that_cannot_compile_or_write_says_why_without_a_traceback(tmp_p
     r = _run([sys.executable, "-c", hide, "build", "--out", str(tmp_path / "lib")])
     assert r.returncode == 2 and "error: cffi compiles the library through setuptools, which this Python cannot " \
         "import" in r.stderr and "pip install setuptools" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # a copy of the package without its C sources (neither capi/ nor the wheel's _capi_src beside it)
+    gone = ("import sys, fastlstm.capi as c; c.C_SOURCE = '/nonexistent/fastlstm_capi.c'; "
+            "sys.exit(c.main(sys.argv[1:]))")
+    r = _run([sys.executable, "-c", gone, "build", "--out", str(tmp_path / "lib")])
+    assert r.returncode == 2 and "error: " in r.stderr and "/nonexistent/fastlstm_capi.c not found: reinstall " \
+        "fastlstm, or build from a source checkout" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_an_installed_wheel_carries_the_sources_the_builder_needs(tmp_path):

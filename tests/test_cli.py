@@ -123,6 +123,46 @@ def test_every_built_in_task_resumes_bitwise(tmp_path, task):
     assert _run("train", *args, "--steps", "5", "--quiet", "--out", str(out)).returncode == 0
     assert fastlstm.load(out).extra["task"] == {"name": task, "T": 12 if task == "text" else 8}
     assert _resume_matches_a_run_never_stopped(args, out, tmp_path / "ref.ckpt", end=10).steps == 10
+    if task == "digits":                 # a record of another T (the digits are 8 rows) is named, not run
+        m = fastlstm.load(out)
+        for T in (9, True):
+            m.save(out, extra={**m.extra, "task": {"name": "digits", "T": T}})
+            r = _run("train", "--task", "digits", "--resume", "--out", str(out), "--steps", "12", "--quiet")
+            assert r.returncode == 2 and r.stderr == (f"fastlstm: error: {out}: its record of the task is unusable "
+                                                      f"(T = {T!r}, and the digits task has 8 steps)\n"), r.stderr
+
+
+def test_every_option_at_the_edge_of_its_range_is_taken(tmp_path, capsys):
+    """The ranges' own ends (a count's minimum, a fraction's 0, --proj one below --hidden,
+    --layers at its most, a file name of the most bytes a name may have) run: the refusals'
+    tests alone would pass with every bound one too tight."""
+    from fastlstm import cli
+    from fastlstm._validate import MAX_LAYERS
+    edges = ["--steps", "1", "--batch", "1", "--eval-every", "1", "--patience", "1", "--warmup", "0", "--seed", "0",
+             "--T", "2", "--quiet"]
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")                  # the longest of the run's files: NAME.best.ckpt
+    runs = {"e" * (name_max - len(".best.ckpt")) + ".ckpt":
+            ["--hidden", "2", "--proj", "1", "--layers", "2", "--dropout", "0", "--clip", "0", "--weight-decay", "0",
+             "--optimizer", "sgd", "--momentum", "0"],
+            "deep.ckpt": ["--hidden", "1", "--layers", str(MAX_LAYERS), "--proj", "0"],
+            "text.ckpt": ["--task", "text", "--hidden", "1", "--embed", "1"]}
+    for name, how in runs.items():
+        assert cli.main(["train", *edges, *how, "--out", str(tmp_path / name)]) == 0, name
+        assert fastlstm.load(tmp_path / name).steps == 1
+    assert fastlstm.load(tmp_path / "deep.ckpt").config()["num_layers"] == MAX_LAYERS
+    capsys.readouterr()
+    assert cli.main(["sample", str(tmp_path / "text.ckpt"), "--length", "0", "--seed", "0", "--prime", "a"]) == 0
+    assert capsys.readouterr().out == "a\n"
+    (tmp_path / "the.txt").write_text("The " * 50)                  # the default prime's own characters, no more
+    assert cli.main(["train", *edges, "--data", str(tmp_path / "the.txt"), "--out", str(tmp_path / "the.ckpt")]) == 0
+    capsys.readouterr()
+    assert cli.main(["sample", str(tmp_path / "the.ckpt"), "--length", "0"]) == 0
+    assert capsys.readouterr().out == "The \n"
+    (tmp_path / "a.txt").write_text("a" * 50)                       # a vocabulary of one character, windows of 1
+    assert cli.main(["train", *edges, "--T", "1", "--data", str(tmp_path / "a.txt"), "--out", str(tmp_path / "a.ckpt")]) == 0
+    capsys.readouterr()
+    assert cli.main(["sample", str(tmp_path / "a.ckpt"), "--length", "3", "--prime", "a"]) == 0
+    assert capsys.readouterr().out == "aaaa\n"
 
 
 def test_resume_refuses_options_that_would_change_the_run(tmp_path):
@@ -645,6 +685,10 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         *((("train", "--out", str(adding), *typed), said) for typed, said in (
             (("--lr", "-1"), "--lr must be a finite number > 0, got -1.0"),
             (("--lr", "inf"), "--lr must be a finite number > 0, got inf"),
+            (("--lr", "0"), "--lr must be a finite number > 0, got 0.0"),
+            (("--val-fraction", "0"), "--val-fraction must be in (0, 1), got 0.0"),
+            (("--val-fraction", "1"), "--val-fraction must be in (0, 1), got 1.0"),
+            (("--optimizer", "sgd", "--momentum", "1"), "--momentum must be in [0, 1), got 1.0"),
             (("--clip", "nan"), "--clip must be a finite number >= 0 (0: no clipping), got nan"),
             (("--dropout", "1", "--layers", "2"), "--dropout must be in [0, 1), got 1.0"),
             (("--optimizer", "sgd", "--momentum", "-0.5"), "--momentum must be in [0, 1), got -0.5"),
@@ -860,6 +904,12 @@ def test_a_second_run_onto_the_same_out_is_refused_while_the_first_writes(tmp_pa
     r = _run("train", "--steps", "10", "--out", str(out), "--overwrite", *SMALL)
     assert r.returncode == 2 and f"{lock} exists and is not a fastlstm lock" in r.stderr, r.stderr
     assert lock.read_text() == "notes of mine\n" and fastlstm.load(out).steps == 10
+    lock.unlink()
+    lock.symlink_to(tmp_path / "gone" / "a.lock")                   # a link into a folder not there: no lock
+    r = _run("train", "--steps", "10", "--out", str(out), "--overwrite", *SMALL)
+    assert r.returncode == 2 and f"error: cannot create {lock}, the lock of --out {out}: No such file or directory" \
+        in r.stderr, r.stderr
+    assert lock.is_symlink() and fastlstm.load(out).steps == 10
 
 
 def test_a_file_system_without_locks_runs_unlocked_and_says_so(tmp_path, monkeypatch, capsys):

@@ -783,6 +783,16 @@ def test_a_utf8_byte_order_mark_is_not_read_as_a_character(tmp_path, monkeypatch
         data.Text(str(marked), T=1)
 
 
+def test_a_run_is_given_its_end_in_steps_or_epochs_and_a_task_has_no_epochs():
+    """Run's own guard, under fit (always epochs) and the command line (which refuses both earlier)."""
+    from fastlstm import tasks
+    m, task = fastlstm.Model(2, 4, 1, seed=0), tasks.TASKS["adding"](T=5)
+    for kw, said in (({}, "give steps or epochs"), ({"epochs": 1}, "epochs need finite data")):
+        with pytest.raises(ValueError, match=said):
+            training.Run(m, task, 4, np.random.default_rng(0), **kw)
+    assert training.Run(m, task, 4, np.random.default_rng(0), steps=3).total == 3
+
+
 def test_batches_visit_every_example_once_an_epoch_and_resume_mid_epoch():
     class Finite:
         size = 10
@@ -1097,8 +1107,10 @@ def test_model_fit_trains_a_model_with_an_embedding_on_token_ids():
     parity = fastlstm.Model(6, 16, 2, loss="xent", vocab_size=V, seed=0)      # a label per sequence, with lengths
     L = rng.integers(1, T + 1, N)
     assert np.isfinite(parity.fit(ids, ids[0] % 2, L, epochs=1, progress=False)["loss"][0])
-    for x, said in ((np.full((T, N), V), f"token ids must lie in 0..{V - 1} (the model's vocab_size is {V}), and "
-                                         f"x[0, 0] is {V}"),
+    assert np.isfinite(parity.fit(ids[:1, :1], ids[0, :1] % 2, epochs=1, progress=False)["loss"][0])  # T = N = 1
+    past = np.zeros((T, N), np.int64)
+    past[2, 5] = V                                              # one past the last id, after valid 0s: named there
+    for x, said in ((past, f"token ids must lie in 0..{V - 1} (the model's vocab_size is {V}), and x[2, 5] is {V}"),
                     (ids[..., None].astype(np.float32), "this model embeds tokens, so x holds integer token ids "
                                                         "(T, N), got shape (8, 300, 1) dtype float32")):
         with pytest.raises(ValueError, match=re.escape(said)):
@@ -1303,6 +1315,8 @@ def test_metrics_below_a_thousandth_print_their_digits(tmp_path, capsys):
     rmse = history(tmp_path / "run.ckpt")[-1]["val_rmse"]
     assert 1e-8 < rmse < 1e-5 and f"val_rmse {rmse:.4e}" in last and "lr 1.0000e-05" in last, out
     assert "train_loss 0." in last or "train_loss 1." in last                      # 4 decimals above 1e-3
+    assert [cli._number(v) for v in (1e-3, 9.999e-4, 1e9, 999999999.0, -1e-3, 0.0)] == [
+        "0.0010", "9.9990e-04", "1.0000e+09", "999999999.0000", "-0.0010", "0.0000"]      # the rule's two ends
 
 
 def test_a_series_in_any_units_trains_as_in_units_of_one(tmp_path, capsys):
@@ -1413,6 +1427,45 @@ def test_the_python_data_api_checks_its_settings_as_the_command_line_does(tmp_pa
         data.Series(str(hours), target="load", window=16, horizon=3, val_fraction=0.25)
     with pytest.raises(ValueError, match=re.escape("--target '2' is not a column")):   # in a list, a name alone:
         data.Series(str(csv), target=["2"])       # a checkpoint's column "2" must not become another file's 2nd
+
+
+def test_arrays_hold_out_the_rounded_fraction_and_each_part_keeps_a_sequence(tmp_path):
+    """round(N × val_fraction) sequences are held out: one, or all but one, is a valid split;
+    none, or all N, is refused with the count."""
+    rng = np.random.default_rng(0)
+    for N, f, held in ((5, 0.2, 1), (5, 0.8, 4), (2, 0.2, 0), (2, 0.9, 2)):
+        path = tmp_path / f"n{N}.npz"
+        np.savez(path, x=rng.standard_normal((N, 3, 2)), y=np.arange(N) % 2)
+        if held in (0, N):
+            with pytest.raises(data.DataError, match=re.escape(f"{N} sequences cannot be split into training and "
+                                                               f"validation parts at --val-fraction {f} (it holds "
+                                                               f"out {held}); each part needs at least one")):
+                data.Arrays(str(path), val_fraction=f)
+        else:
+            a = data.Arrays(str(path), val_fraction=f)
+            assert (len(a.val_rows), a.size) == (held, N - held)
+            assert sorted([*a.val_rows, *a.train_rows]) == list(range(N))
+
+
+def test_bad_targets_in_arrays_are_named_where_they_are(tmp_path):
+    """A non-finite target is named by its sequence, (n, t) for a target per step, (n, o) for
+    several per sequence; class labels reach 2^20 - 1 (that many outputs), and 2^20 is refused."""
+    x = np.random.default_rng(0).standard_normal((6, 4, 2))
+    for y, where, output in ((np.ones(6), "sequence 2", "last"), (np.ones((6, 4)), "(n, t) = (2, 1)", "every"),
+                             (np.ones((6, 3)), "(n, o) = (2, 1)", "last")):
+        y[(2, 1)[:y.ndim]] = np.nan
+        np.savez(tmp_path / "y.npz", x=x, y=y)
+        with pytest.raises(data.DataError, match=re.escape(f"y.npz: y holds nan at {where}")):
+            data.Arrays(str(tmp_path / "y.npz"), output=output)
+    labels = np.zeros(6, np.int64)
+    labels[4] = data.MAX_CLASSES - 1
+    np.savez(tmp_path / "c.npz", x=x, y=labels)
+    assert data.Arrays(str(tmp_path / "c.npz")).output_size == data.MAX_CLASSES
+    labels[4] += 1
+    np.savez(tmp_path / "c.npz", x=x, y=labels)
+    with pytest.raises(data.DataError, match=re.escape(f"class labels y must lie in 0..{data.MAX_CLASSES - 1} "
+                                                       f"(class indices 0..C-1), got min 0, max {data.MAX_CLASSES}")):
+        data.Arrays(str(tmp_path / "c.npz"))
 
 
 def test_a_text_whose_parts_hold_exactly_t_plus_1_characters_is_taken(tmp_path):

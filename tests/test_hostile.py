@@ -897,6 +897,12 @@ _GONE = object()
      "its run state is unusable (ValueError: best and best_step must both be null or both be set"),
     ("adding", _record("history", lambda h: [1, *h]), ["resume"],
      "its run state is unusable (TypeError: history row 0 must be an object, got int)"),
+    # each bound of a record's settings, at the value just past it (the checks' ends, one too tight or loose)
+    ("notes", _record("data", "settings", "T", 0), ["sample"], "unusable (T must be in 1..2^62, got 0)"),
+    ("notes", _record("data", "vocab", [""]), ["sample"], 'unusable (vocab must be "" and the characters in order'),
+    ("notes", _record("data", "settings", "val_fraction", 0), ["sample"], "unusable (val_fraction must be in (0, 1)"),
+    ("load", _record("data", "settings", "val_fraction", 1), ["predict"], "unusable (val_fraction must be in (0, 1)"),
+    ("load", _record("data", "std", 1, 0), ["predict"], "unusable (std must be 2 finite numbers > 0, got [0.7"),
     ("seq", _record("data", "settings", _GONE), ["predict", "resume"],
      "record of the data it was trained on is unusable (it has no settings)"),
     ("seq", _record("data", "settings", "layout", _GONE), ["predict", "resume"],     # kept by every checkpoint
@@ -928,7 +934,7 @@ def test_a_data_record_is_checked_by_from_spec_too(runs, tmp_path):
     from fastlstm import data
     ckpt = tmp_path / "load.ckpt"
     ckpt.write_bytes(_with_header(runs / "runs" / "load.ckpt", _record("data", "std", 0, 10 ** 400)))
-    with pytest.raises(ValueError, match=r"^std must be 2 finite numbers, got \[1000"):
+    with pytest.raises(ValueError, match=r"^std must be 2 finite numbers > 0, got \[1000"):
         data.from_spec(fastlstm.load(ckpt).extra["data"], runs / "load.csv")
     good = fastlstm.load(runs / "runs" / "load.ckpt")
     assert data.from_spec(good.extra["data"], runs / "load.csv").metrics(good)["val_rmse"] > 0
