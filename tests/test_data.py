@@ -439,6 +439,9 @@ def _hourly(values, hours=None):
      "line 3: ',' expected after '\"'"),
     ("semicolon.csv", b"load;temp\n1;2\n3;4\n", ["--target", "load"],
      "the columns are: load;temp (by name, or by number from 1); the header looks ';'-separated"),
+    ("comma.csv", b"load,temp\n1,2\n3,4\n", ["--target", "load", "--sep", ";"],      # the other way round: it said
+     "the columns are: 'load,temp' (by name, or by number from 1); the header looks ','-separated, and the cells "   # a
+     "were split at ';': pass --sep ','"),                                  # name with a comma goes by its number
     ("decimal_comma.csv", b"load;temp\n1,5;2\n3,25;4\n", ["--target", "load"],
      "line 2: 2 cells, the header has 1; the header looks ';'-separated, and the cells were split at ',': pass "
      "--sep ';' (and --decimal , for decimal commas)"),
