@@ -865,6 +865,8 @@ def test_fit_reads_float32_arrays_in_place_and_other_dtypes_once():
     model's dtype (1x more) before the first step: 3.3x a float32 x at its peak."""
     x = np.random.default_rng(0).standard_normal((50, 20000, 2), dtype=np.float32)      # 8 MB
     y = np.zeros(20000, np.int64)
+    for dtype in (np.float32, np.float64):      # the first call in a process loads kernels: not the data's bytes
+        data.Arrays("fit", layout="time", _arrays=(x[:, :8].astype(dtype), y[:8], None)).take(np.arange(4), dtype)
     for a, dtype, most in ((x, np.float32, 0.3), (x.astype(np.float64), np.float32, 1.4),
                            (x, np.float64, 2.4)):      # in x's float32 bytes: the one cast needed, a mask
         with traced_peak() as peak:
@@ -966,6 +968,11 @@ def test_model_fit_on_arrays_with_validation_and_early_stopping():
     assert set(h3) == {"step", "epoch", "loss", "lr"}
     with pytest.raises(ValueError, match="patience .* follows the validation loss"):
         reg.fit(x, x[0, :, :1], epochs=1, patience=2)
+    # a Schedule object is a name's schedule with its settings: "cosine" and Schedule("cosine") train alike
+    runs = [fastlstm.Model(2, 8, 1, seed=0).fit(x, x[:, :, 0].sum(axis=0) / 4, epochs=3, schedule=s, seed=0,
+                                                      progress=False)
+            for s in ("cosine", training.Schedule("cosine"), training.Schedule("cosine", warmup=20))]
+    assert runs[0] == runs[1] and runs[2]["lr"][0] < runs[0]["lr"][0]           # 13 steps of an epoch: warming up
     for plateau in ("plateau", training.Schedule("plateau", warmup=2)):    # it trained at a constant rate
         with pytest.raises(ValueError, match=re.escape("schedule 'plateau' (it halves the rate) follows the "
                                                        "validation loss: pass validation=(x, y) or validation_split")):
@@ -1505,6 +1512,37 @@ def test_sample_never_writes_the_unknown_character(tmp_path, capsys):
         assert cli.main(["sample", str(out), "--length", "300", "--temperature", temperature, "--prime", ""]) == 0
         text = capsys.readouterr().out
         assert len(text) == 301 and set(text) <= set("ab\n"), repr(text[:40])
+
+
+def test_a_text_checkpoint_of_one_hot_inputs_samples_predicts_and_resumes(tmp_path, capsys):
+    """Text models before embeddings (2026-12-02) took each character as a one-hot vector of
+    the vocabulary's size. Such a checkpoint, its W the embedded model's W·Eᵀ, samples the
+    same text as that model; predict and --resume feed it one-hot rows too."""
+    path = tmp_path / "ab.txt"
+    path.write_text("abcab cabbage\n" * 60)
+    assert cli.main(["train", "--data", str(path), "--steps", "5", "--T", "10", "--hidden", "8", "--embed", "4",
+                     "--quiet", "--out", str(tmp_path / "e.ckpt")]) == 0
+    m = fastlstm.load(tmp_path / "e.ckpt")
+    old = fastlstm.Model(m.vocab_size, 8, m.output_size, loss="xent", output="every")
+    sd = m.core.torch_state_dict()
+    sd["weight_ih_l0"] = sd["weight_ih_l0"] @ m.E.T          # W·(row k of I) = W·Eᵀ's column k = W·E[k]
+    old.core.load_torch_state_dict(sd)
+    old.V[:], old.bias[:] = m.V, m.bias
+    old.save(tmp_path / "o.ckpt", extra=m.extra)
+    said = []
+    for ck in ("e", "o"):
+        capsys.readouterr()
+        assert cli.main(["sample", str(tmp_path / f"{ck}.ckpt"), "--length", "40", "--prime", "ab", "--seed", "3"]) == 0
+        said.append(capsys.readouterr().out)
+    assert said[0] == said[1] and len(said[0]) == 43 and set(said[0]) <= set("abcge \n")
+    assert cli.main(["predict", str(tmp_path / "o.ckpt"), "--data", str(path), "--out", str(tmp_path / "p.csv")]) == 0
+    assert cli.main(["predict", str(tmp_path / "e.ckpt"), "--data", str(path), "--out", str(tmp_path / "q.csv")]) == 0
+    p, q = ((tmp_path / f).read_text().splitlines() for f in ("p.csv", "q.csv"))
+    assert p[0] == "characters,bpc" and p[1].split(",")[0] == "839"
+    assert float(p[1].split(",")[1]) == pytest.approx(float(q[1].split(",")[1]), rel=1e-4)
+    assert cli.main(["train", "--resume", "--out", str(tmp_path / "o.ckpt"), "--steps", "9", "--quiet"]) == 0
+    resumed = fastlstm.load(tmp_path / "o.ckpt")
+    assert resumed.vocab_size is None and resumed.steps == 9
 
 
 def test_a_series_of_100000_columns_opens_in_one_pass(tmp_path):
