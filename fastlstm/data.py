@@ -428,11 +428,10 @@ def _not_a_number(cell, sep, decimal):
 
 def _first_bad(path, lines, cols, names, c, sep, decimal):
     """`path: line L, column C (name): why` for column c's first cell that is neither
-    missing nor a finite number (the one that made the column text), or `path: column name`."""
-    for line, cell in zip(lines, cols[c]):
-        if cell.strip().lower() not in MISSING and _number(cell) is None:
-            return f"{path}: line {line}, column {c + 1} ({names[c]!r}): {_not_a_number(cell, sep, decimal)}"
-    return f"{path}: column {names[c]!r}"
+    missing nor a finite number (the one that made the column text or time)."""
+    line, cell = next((line, cell) for line, cell in zip(lines, cols[c])
+                      if cell.strip().lower() not in MISSING and _number(cell) is None)
+    return f"{path}: line {line}, column {c + 1} ({names[c]!r}): {_not_a_number(cell, sep, decimal)}"
 
 
 if sys.version_info >= (3, 11):
@@ -581,7 +580,8 @@ def read_csv(path, sep=",", decimal="."):
     """(names, kinds, lines, cols) of a CSV with a header, its cells separated by `sep`:
     cols[c] is column c's cells (str), or their float64 values where a plain file's column
     holds finite numbers alone, and lines (rows,) each row's line in the file, blank rows
-    dropped; kinds[c] is "number", "time" or "text" (from the column's first present cell).
+    dropped; kinds[c] is "number", "time" or "text" (from the column's first present cell), or
+    "empty" where every cell is missing.
     decimal=",": a column whose first present cell is a number with a decimal comma has its
     commas read as points (a spreadsheet's "3,14" with sep ";"). Ragged rows and bad UTF-8
     are refused with their place."""
@@ -639,8 +639,8 @@ def read_csv(path, sep=",", decimal="."):
         if decimal == "," and first is not None and _number(first.replace(",", ".")) is not None:
             cols[c] = [x.replace(",", ".") for x in col]     # a number with a decimal comma: the column's
             first = first.replace(",", ".")                     # commas read as points
-        kinds.append("number" if first is not None and _number(first) is not None else
-                     "time" if first is not None and _time(first) is not None else "text")
+        kinds.append("empty" if first is None else "number" if _number(first) is not None else
+                     "time" if _time(first) is not None else "text")
     return names, kinds, lines, cols
 
 
@@ -727,20 +727,25 @@ class Series:
         if features is None:
             self.features = [n for n, k in zip(names, kinds) if k == "number"]
             text = [n for n, k in zip(names, kinds) if k == "text"]
-            if text:                                  # said, as a column the user counted on may be among them
+            empty = [n for n, k in zip(names, kinds) if k == "empty"]
+            if text or empty:                         # said, as a column the user counted on may be among them
                 dated = next(((n, c.strip()) for n in text for c in cols[at[n]][:1]
                               if _DATE_LIKE.match(c.strip()) and not self.time_col), None)   # a locale's dates
-                notes.append(f"the features are {_listed(self.features, quote=True)}; "
-                             f"{_listed(text, quote=True)} hold{'s' * (len(text) == 1)} text and "
-                             f"{'is' if len(text) == 1 else 'are'} left out" +
-                             (f" (column {dated[0]!r}: {dated[1]!r} is not an ISO 8601 time, such as 2024-01-31 "
-                              f"or 2024-01-31 05:00, which would date the forecasts)" if dated else ""))
+                why = (f" (column {dated[0]!r}: {dated[1]!r} is not an ISO 8601 time, such as 2024-01-31 or "
+                       f"2024-01-31 05:00, which would date the forecasts)" if dated else "")
+                notes.append(f"the features are {_listed(self.features, quote=True)}; " + "; ".join(
+                    f"{_listed(left, quote=True)} hold{'s' * (len(left) == 1)} {what} and "
+                    f"{'is' if len(left) == 1 else 'are'} left out{why * (what == 'text')}"
+                    for left, what in ((text, "text"), (empty, "no values")) if left))
         else:
             self.features = _columns(names, features, path, chose[1], self.sep, saved)
         targets = set(self.targets)
         for n in self.targets + self.features:
             if n not in at:
                 raise DataError(f"{path}: no column {n!r}; the columns are: {_listed(names)}")
+            if kinds[at[n]] == "empty":
+                raise DataError(f"{path}: column {n!r} holds no values: each cell is empty or one of "
+                                f"{', '.join(sorted(MISSING - {''}))}")
             if kinds[at[n]] == "text" or (n in targets and kinds[at[n]] != "number"):
                 raise DataError(f"{_first_bad(path, lines, cols, names, at[n], self.sep, self.decimal)}; "
                                 f"column {n!r} must be numeric")

@@ -1311,6 +1311,19 @@ def test_text_columns_left_out_of_the_default_features_are_named(tmp_path, capsy
     assert data.Series(str(us), target="load").note == (
         "the features are 'load'; 'when' holds text and is left out (column 'when': '10/01/2024 00:00' is not an "
         "ISO 8601 time, such as 2024-01-31 or 2024-01-31 05:00, which would date the forecasts)")
+    # a column with no values at all (every cell empty or NA) was said to hold text, and --target on it
+    # read "column 'gap'; column 'gap' must be numeric"
+    blank = tmp_path / "blank.csv"
+    blank.write_text("when,load,gap,kind\n" + "".join(f"10/{1 + k // 24:02d}/2024,{k % 7},{('', 'NA')[k % 2]},x\n"
+                                                     for k in range(240)))
+    assert data.Series(str(blank), target="load").note == (
+        "the features are 'load'; 'when', 'kind' hold text and are left out (column 'when': '10/01/2024' is not an "
+        "ISO 8601 time, such as 2024-01-31 or 2024-01-31 05:00, which would date the forecasts); 'gap' holds no "
+        "values and is left out")
+    for chosen in ({"target": "gap"}, {"target": "load", "features": "load,gap"}):
+        with pytest.raises(data.DataError, match=re.escape("blank.csv: column 'gap' holds no values: each cell is "
+                                                           "empty or one of n/a, na, nan, none, null")):
+            data.Series(str(blank), **chosen)
 
 
 def test_metrics_below_a_thousandth_print_their_digits(tmp_path, capsys):
