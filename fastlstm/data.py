@@ -832,7 +832,9 @@ class Series:
         times give a UTC offset, as pandas refuses a column that mixes them."""
         t = _time(cell)
         if t is None:
-            raise DataError(f"{self.path}: line {line}, column {c + 1} ({name!r}): {_shown(cell)} is not a date or time")
+            why = ("a missing time: every row needs its time (--fill fills numbers)"
+                   if cell.strip().lower() in MISSING else f"{_shown(cell)} is not a date or time")
+            raise DataError(f"{self.path}: line {line}, column {c + 1} ({name!r}): {why}")
         first = self._aware.setdefault(c, (t[1], line, cell))
         if t[1] != first[0]:
             raise DataError(f"{self.path}: line {line}, column {c + 1} ({name!r}): {_shown(cell)} "

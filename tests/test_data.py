@@ -508,6 +508,11 @@ def _hourly(values, hours=None):
     ("nul0.csv", b"\0" + BAD_CSV.encode(), ["--target", "load"], "not a CSV file (a NUL byte at line 1, column 1)"),
     ("badtime.csv", (BAD_CSV + "2024-01-01T01:00,1,2\n2024-01-01T25:00,1,2\n").encode(), ["--target", "load"],
      "line 4, column 1 ('date'): '2024-01-01T25:00' is not a date or time"),      # the column's name was left out
+    ("notime.csv", (BAD_CSV + "NA,1,2\n2024-01-01T02:00,1,2\n").encode(), ["--target", "load", "--fill", "ffill"],
+     "line 3, column 1 ('date'): a missing time: every row needs its time (--fill fills numbers)"),   # "'NA' is not
+    ("nostart.csv", b"date,start,load\n" + b"".join(                                               # a date or time"
+        f"2024-01-01T{h:02d}:00,{'' if h == 5 else f'2024-01-01T{h:02d}:00'},{h}\n".encode() for h in range(12)),
+     ["--target", "load", "--features", "start,load"], "line 7, column 2 ('start'): a missing time"),  # a time feature
     ("mixedzone.csv", (BAD_CSV + "2024-01-01T02:00:00+01:00,1,2\n").encode(), ["--target", "load"],
      "line 3, column 1 ('date'): '2024-01-01T02:00:00+01:00' has a UTC offset, and line 2's '2024-01-01T00:00:00' "
      "none: give every time of a column an offset, or none"),          # it read the naive times as UTC, silently
