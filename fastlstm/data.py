@@ -542,14 +542,16 @@ def _columns(names, arg, path, what, sep=",", saved=False):
             out.append(names[number - 1])
         else:
             commas = [(n, i) for i, n in enumerate(names, 1) if "," in n]   # "a,b" cannot name them; numbers can
-            header = _header_hint(names, sep)       # first: one name "a,b,c" is a ','-separated file under --sep ';'
-            if saved:
-                raise DataError(f"{path}: {what} {item!r} is not a column of this file; its columns are: "
-                                f"{_listed(names, quote=bool(commas))}" + header)
-            raise DataError(f"{path}: {what} {item!r} is not a column; the columns are: "
-                            f"{_listed(names, quote=bool(commas))} (by name, or by number from 1)" + (
-                                header or typed and commas and "; a name with a comma goes by its number: "
-                                + ", ".join(f"{_shown(n)} is {i}" for n, i in commas[:3]) or ""))
+            hint = _header_hint(names, sep)         # first: one name "a,b,c" is a ','-separated file under --sep ';'
+            if typed and commas and not hint:
+                hint = "; a name with a comma goes by its number: " + ", ".join(
+                    f"{_shown(n)} is {i}" for n, i in commas[:3])
+            cased = next((n for n in names if isinstance(item, str) and n.casefold() == item.casefold()), None)
+            if cased is not None:
+                hint += f"; {_shown(cased)} differs from it in case alone (names match exactly)"
+            raise DataError(f"{path}: {what} {item!r} is not a column" + (
+                f" of this file; its columns are: {_listed(names, quote=bool(commas))}" if saved else
+                f"; the columns are: {_listed(names, quote=bool(commas))} (by name, or by number from 1)") + hint)
     if not out:
         raise DataError(f"{path}: {what} names no column")
     seen, twice = set(), None

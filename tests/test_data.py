@@ -134,6 +134,11 @@ def test_predict_reads_a_file_written_otherwise_than_the_runs_with_the_reading_o
         status, said = predict(renamed)
         assert status == 2 and (f"no_{column}.csv: the model's {kind} {column!r} is not a column of this file; its "
                                 f"columns are: {rows[0].replace(column, 'x').replace(',', ', ')}\n") in said.err, said.err
+    cased = tmp_path / "cased.csv"                                     # a header written in another case
+    cased.write_text("\n".join([rows[0].replace("load", "Load")] + rows[1:]) + "\n")
+    status, said = predict(cased)
+    assert status == 2 and "the model's target 'load' is not a column of this file; its columns are: " in said.err \
+        and said.err.endswith("; 'Load' differs from it in case alone (names match exactly)\n"), said.err
     status, said = predict(series, "--layout", "time")
     assert status == 2 and f"--layout applies to a checkpoint trained on arrays; {out} was trained on series" in said.err
 
@@ -439,6 +444,8 @@ def _hourly(values, hours=None):
      "line 3: ',' expected after '\"'"),
     ("semicolon.csv", b"load;temp\n1;2\n3;4\n", ["--target", "load"],
      "the columns are: load;temp (by name, or by number from 1); the header looks ';'-separated"),
+    ("cased.csv", b"Load,temp\n1,2\n3,4\n", ["--target", "load"], "--target 'load' is not a column; the columns are: "
+     "Load, temp (by name, or by number from 1); 'Load' differs from it in case alone (names match exactly)"),
     ("comma.csv", b"load,temp\n1,2\n3,4\n", ["--target", "load", "--sep", ";"],      # the other way round: it said
      "the columns are: 'load,temp' (by name, or by number from 1); the header looks ','-separated, and the cells "   # a
      "were split at ';': pass --sep ','"),                                  # name with a comma goes by its number
