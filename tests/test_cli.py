@@ -436,8 +436,14 @@ def test_ctrl_c_while_predict_writes_its_file_leaves_no_temporary(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["every.best.ckpt", "every.ckpt", "every.csv", "every.npz"]
 
 
+# Steps of a run that a signal must reach mid-run: 1500 took 0.55 s here, and the progress bar's
+# first loss= came at step 471, so a reader slowed by the run's spinning threads sent its signal
+# after the last step (status 0, seen once); 6000 leave it two seconds.
+LONG = 6000
+
+
 def test_sigterm_resumes_bitwise_and_before_training_writes_nothing(tmp_path):
-    args = ["--steps", "1500", "--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "500", "--full"]
+    args = ["--steps", str(LONG), "--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "500", "--full"]
     assert _run("train", *args, "--quiet", "--out", str(tmp_path / "ref.ckpt")).returncode == 0
     out = tmp_path / "t.ckpt"
     p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *args, "--out", str(out)],
@@ -450,10 +456,10 @@ def test_sigterm_resumes_bitwise_and_before_training_writes_nothing(tmp_path):
         p.kill()
     assert p.returncode == 143 and "stopping after this step (SIGTERM)" in stderr, stderr
     steps = fastlstm.load(out).steps
-    assert 0 < steps < 1500 and f"interrupted at step {steps}" in stdout
+    assert 0 < steps < LONG and f"interrupted at step {steps}" in stdout
     assert _run("train", *args, "--quiet", "--out", str(out), "--resume").returncode == 0
     ref, m = fastlstm.load(tmp_path / "ref.ckpt"), fastlstm.load(out)
-    assert m.steps == ref.steps == 1500 and np.array_equal(m.params, ref.params)
+    assert m.steps == ref.steps == LONG and np.array_equal(m.params, ref.params)
     p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *args, "--out", str(tmp_path / "early.ckpt")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.15)                                                 # in start-up: imports, task, model
@@ -468,7 +474,7 @@ def test_sighup_saves_and_resumes_bitwise_unless_nohup_ignores_it(tmp_path):
     """A closed terminal or a dropped ssh session sends SIGHUP, whose default ended the run
     at once, losing the steps since its last checkpoint. It is a Ctrl-C now (status 129).
     Under `nohup`, which starts the process with SIGHUP ignored, it stays ignored."""
-    args = ["--steps", "1500", "--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "500", "--full"]
+    args = ["--steps", str(LONG), "--T", "12", "--hidden", "8", "--batch", "8", "--eval-every", "500", "--full"]
     out, ref = tmp_path / "h.ckpt", tmp_path / "ref.ckpt"
     assert _run("train", *args, "--quiet", "--out", str(ref)).returncode == 0
 
@@ -485,11 +491,11 @@ def test_sighup_saves_and_resumes_bitwise_unless_nohup_ignores_it(tmp_path):
     p, (stdout, stderr) = started(out)
     assert p.returncode == 129 and "stopping after this step (SIGHUP: the terminal went away)" in stderr, stderr
     steps = fastlstm.load(out).steps
-    assert 0 < steps < 1500 and f"interrupted at step {steps}" in stdout
+    assert 0 < steps < LONG and f"interrupted at step {steps}" in stdout
     assert _run("train", *args, "--quiet", "--out", str(out), "--resume").returncode == 0
     assert np.array_equal(fastlstm.load(out).params, fastlstm.load(ref).params)
     p, (stdout, stderr) = started(tmp_path / "nohup.ckpt", ignore=True)
-    assert p.returncode == 0 and fastlstm.load(tmp_path / "nohup.ckpt").steps == 1500, stderr
+    assert p.returncode == 0 and fastlstm.load(tmp_path / "nohup.ckpt").steps == LONG, stderr
     assert np.array_equal(fastlstm.load(tmp_path / "nohup.ckpt").params, fastlstm.load(ref).params)
 
 
