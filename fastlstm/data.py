@@ -46,6 +46,11 @@ class DataError(ValueError):
     """Data that cannot be used, with the file and, where it has them, the line and column."""
 
 
+def _missing(cell):
+    """Whether a CSV cell is a missing value (empty, NA, NaN, ...; any case, any spaces)."""
+    return cell.strip().lower() in MISSING
+
+
 def _time_major(method):
     """For a data set's or built-in task's method that hands `model` time-major batches
     (metrics, forecasts, predictions): the model takes them so, whatever its batch_first
@@ -430,7 +435,7 @@ def _first_bad(path, lines, cols, names, c, sep, decimal):
     """`path: line L, column C (name): why` for column c's first cell that is neither
     missing nor a finite number (the one that made the column text or time)."""
     line, cell = next((line, cell) for line, cell in zip(lines, cols[c])
-                      if cell.strip().lower() not in MISSING and _number(cell) is None)
+                      if not _missing(cell) and _number(cell) is None)
     return f"{path}: line {line}, column {c + 1} ({names[c]!r}): {_not_a_number(cell, sep, decimal)}"
 
 
@@ -546,7 +551,8 @@ def _columns(names, arg, path, what, sep=",", saved=False):
             if typed and commas and not hint:
                 hint = "; a name with a comma goes by its number: " + ", ".join(
                     f"{_shown(n)} is {i}" for n, i in commas[:3])
-            cased = next((n for n in names if isinstance(item, str) and n.casefold() == item.casefold()), None)
+            folded = item.casefold() if isinstance(item, str) else None
+            cased = next((n for n in names if n.casefold() == folded), None)
             if cased is not None:
                 hint += f"; {_shown(cased)} differs from it in case alone (names match exactly)"
             raise DataError(f"{path}: {what} {item!r} is not a column" + (
@@ -637,7 +643,7 @@ def read_csv(path, sep=",", decimal="."):
         if isinstance(col, np.ndarray):                 # finite numbers already
             kinds.append("number")
             continue
-        first = next((x for x in col if x.strip().lower() not in MISSING), None)
+        first = next((x for x in col if not _missing(x)), None)
         if decimal == "," and first is not None and _number(first.replace(",", ".")) is not None:
             cols[c] = [x.replace(",", ".") for x in col]     # a number with a decimal comma: the column's
             first = first.replace(",", ".")                     # commas read as points
@@ -835,7 +841,7 @@ class Series:
         t = _time(cell)
         if t is None:
             why = ("a missing time: every row needs its time (--fill fills numbers)"
-                   if cell.strip().lower() in MISSING else f"{_shown(cell)} is not a date or time")
+                   if _missing(cell) else f"{_shown(cell)} is not a date or time")
             raise DataError(f"{self.path}: line {line}, column {c + 1} ({name!r}): {why}")
         first = self._aware.setdefault(c, (t[1], line, cell))
         if t[1] != first[0]:
@@ -865,7 +871,7 @@ class Series:
                 cell = cols[c][i]
                 if kinds[c] == "time":
                     x = self._time_at(line, c, names[c], cell)
-                elif cell.strip().lower() in MISSING:
+                elif _missing(cell):
                     if self.fill == "zero":
                         x = 0.0
                     elif self.fill == "ffill" and last[j] is not None:

@@ -146,23 +146,20 @@ def test_every_option_at_the_edge_of_its_range_is_taken(tmp_path, capsys):
              "--optimizer", "sgd", "--momentum", "0"],
             "deep.ckpt": ["--hidden", "1", "--layers", str(MAX_LAYERS), "--proj", "0"],
             "text.ckpt": ["--task", "text", "--hidden", "1", "--embed", "1"]}
+    (tmp_path / "the.txt").write_text("The " * 50)                  # the default prime's own characters, no more
+    (tmp_path / "a.txt").write_text("a" * 50)                       # a vocabulary of one character, windows of 1
+    runs.update({"the.ckpt": ["--data", str(tmp_path / "the.txt")],
+                 "a.ckpt": ["--T", "1", "--data", str(tmp_path / "a.txt")]})
     for name, how in runs.items():
         assert cli.main(["train", *edges, *how, "--out", str(tmp_path / name)]) == 0, name
         assert fastlstm.load(tmp_path / name).steps == 1
     assert fastlstm.load(tmp_path / "deep.ckpt").config()["num_layers"] == MAX_LAYERS
-    capsys.readouterr()
-    assert cli.main(["sample", str(tmp_path / "text.ckpt"), "--length", "0", "--seed", "0", "--prime", "a"]) == 0
-    assert capsys.readouterr().out == "a\n"
-    (tmp_path / "the.txt").write_text("The " * 50)                  # the default prime's own characters, no more
-    assert cli.main(["train", *edges, "--data", str(tmp_path / "the.txt"), "--out", str(tmp_path / "the.ckpt")]) == 0
-    capsys.readouterr()
-    assert cli.main(["sample", str(tmp_path / "the.ckpt"), "--length", "0"]) == 0
-    assert capsys.readouterr().out == "The \n"
-    (tmp_path / "a.txt").write_text("a" * 50)                       # a vocabulary of one character, windows of 1
-    assert cli.main(["train", *edges, "--T", "1", "--data", str(tmp_path / "a.txt"), "--out", str(tmp_path / "a.ckpt")]) == 0
-    capsys.readouterr()
-    assert cli.main(["sample", str(tmp_path / "a.ckpt"), "--length", "3", "--prime", "a"]) == 0
-    assert capsys.readouterr().out == "aaaa\n"
+    for name, how, said in (("text.ckpt", ["--length", "0", "--seed", "0", "--prime", "a"], "a\n"),
+                            ("the.ckpt", ["--length", "0"], "The \n"),
+                            ("a.ckpt", ["--length", "3", "--prime", "a"], "aaaa\n")):
+        capsys.readouterr()
+        assert cli.main(["sample", str(tmp_path / name), *how]) == 0
+        assert capsys.readouterr().out == said, name
 
 
 def test_resume_refuses_options_that_would_change_the_run(tmp_path):
