@@ -132,6 +132,7 @@ def _unpickle(cls, settings, params, grads, state):
     for name, mine, theirs in (("params", stack.params, params), ("grads", stack.grads, grads)):
         mine[:] = v.array(name, theirs, mine.shape, mine.dtype, finite=False)
     stack.training, stack.dropout_step = state["training"], state["dropout_step"]
+    stack._forgot = "a copy (pickle, copy.deepcopy, astype) does not carry the original's forward"
     return stack
 
 
@@ -440,6 +441,7 @@ class _Recurrent:
                               self.directions, self.directions > 1 or self.dropout > 0)
         self._x_runs, self._dW_runs = (_runs(BLOCKS[self.CELL], H, part) for part in ("x", "dW"))   # the BLAS products
         self._saved = None          # (T, B, lengths) of the forward that backward may use
+        self._forgot = "none has run on this stack"     # why _saved is None, for backward's error
         self._step_scratch = None   # step()'s buffers for one batch size
         self.flow = None            # gradient-flow probe of the last backward(record=True)
 
@@ -486,7 +488,7 @@ class _Recurrent:
                 layer.R[:] = rng.uniform(-k, k, layer.R.shape)
             if self.HAS_C:
                 layer.b[2 * H:3 * H] = self.forget_bias
-        self._saved = None
+        self._forget("reset_parameters() replaced the parameters since the last forward()")
 
     # the constructor's defaults of the settings below; __repr__ shows those that differ
     DEFAULTS = dict(bidirectional=False, dropout=0.0, batch_first=False, forget_bias=1.0, proj_size=0,
@@ -531,6 +533,11 @@ class _Recurrent:
         fill_zero(self.grads)
 
     @one_call_at_a_time
+    def _forget(self, why):
+        """Let go of the forward that awaits its backward (the workspace or the parameters it
+        used are no longer what it left), keeping `why` for backward()'s error."""
+        self._saved, self._forgot = None, why
+
     def reserve(self, T, B):
         """Grow the workspace to hold a forward and backward of T steps and B rows now, after
         checking that it fits in memory, instead of at the first call of that size. Growing
@@ -547,7 +554,7 @@ class _Recurrent:
     def _reserve(self, T, B):
         """reserve on checked T, B, under a lock already held (a Model's step)."""
         if self._ws.ensure(T, B):
-            self._saved = None
+            self._forget("reserve() regrew the workspace that held the last forward()")
 
     # -- forward ---------------------------------------------------------------------
 
@@ -647,7 +654,7 @@ class _Recurrent:
         as one task in a team of one (_alone): splitting its rows saves less than a wake-up."""
         T, B = x.shape[:2]
         self._ws.ensure(T, B)
-        self._saved = None
+        self._forget("the last forward() did not finish")
         X, dirs = x, self.directions
         for l in range(self.num_layers):
             if l > 0:
@@ -772,7 +779,7 @@ class _Recurrent:
     def _backward_public(self, dy, dhn, dcn, record):
         record = v.boolean("record", record)
         if self._saved is None:
-            raise RuntimeError("backward() needs a forward() first; each forward() supports one backward()")
+            raise RuntimeError(f"backward() needs a forward() first: {self._forgot}")
         T, B = self._saved[:2]
         dy = self._swap(v.array("dy", dy, (B, T, self.output_size) if self.batch_first else (T, B, self.output_size),
                                 self.dtype))
@@ -789,7 +796,7 @@ class _Recurrent:
         (dx may be None); parameter gradients accumulate into grads. dy (T,B,Hr·directions),
         or (0,B,·): none, the gradient entering through dhn alone (a head on the last step)."""
         T, B, L, step, row0 = self._saved
-        self._saved = None
+        self._forget("the last forward()'s backward() has run, and each forward() supports one")
         ws, H, Hr, G, dirs, blocks = self._ws, self.hidden_size, self.Hr, self._ws.G, self.directions, BLOCKS[self.CELL]
         TW = _tile_width(self.dtype)
         probes = [np.zeros((T, B, 2) if record else (0, 0, 2)) for _ in range(dirs)]
@@ -959,7 +966,7 @@ class _Recurrent:
             for q, (i, j) in enumerate(self.TORCH_BIAS):
                 bk[q * H:(q + 1) * H] = (ih[i] if i >= 0 else 0) + (hh[j] if j >= 0 else 0)
         self.params[:] = new
-        self._saved = None
+        self._forget("load_torch_state_dict() replaced the parameters since the last forward()")
 
 
 def _transposed(a):

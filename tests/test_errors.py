@@ -100,16 +100,39 @@ def test_bad_backward_input_is_refused_and_changes_nothing(setup, name, kwargs, 
     assert m.grads.any()
 
 
-def test_backward_needs_its_own_forward(setup):
+def test_backward_needs_its_own_forward(setup, monkeypatch):
+    """backward() refuses without a forward awaiting it, and says what let the last one go."""
     m, x, h0, c0, dy = setup
-    with pytest.raises(RuntimeError, match="needs a forward"):
+    with pytest.raises(RuntimeError, match="needs a forward.* first: none has run on this stack"):
         m.backward(dy)
     m.forward(x)
     m.backward(dy)
     snap = _snapshot(m)
-    with pytest.raises(RuntimeError, match="one backward"):
+    with pytest.raises(RuntimeError, match=r"the last forward\(\)'s backward\(\) has run, and each forward\(\) supports one$"):
         m.backward(dy)
     _assert_unchanged(m, snap)
+    for change, why in ((lambda: m.reset_parameters(seed=1), r"reset_parameters\(\) replaced the parameters"),
+                        (lambda: m.load_torch_state_dict(m.torch_state_dict()), r"load_torch_state_dict\(\) replaced"),
+                        (lambda: m.reserve(x.shape[0] + 1, x.shape[1]), r"reserve\(\) regrew the workspace")):
+        m.forward(x)
+        change()
+        with pytest.raises(RuntimeError, match=why):
+            m.backward(dy)
+    m.forward(x)
+    with pytest.raises(ValueError, match="must be finite"):
+        m.forward(x * np.nan)                     # refused before it starts: the last forward still awaits
+    m.backward(dy)
+    m.forward(x)
+    with monkeypatch.context() as mp:
+        mp.setattr(fastlstm.recurrent, "recurrent_forward", lambda *a: _raise(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            m.forward(x)                          # Ctrl-C inside the time loop: that forward is gone
+    with pytest.raises(RuntimeError, match=r"the last forward\(\) did not finish"):
+        m.backward(dy)
+
+
+def _raise(exc):
+    raise exc
 
 
 @pytest.mark.parametrize("cls", [fastlstm.GRU, fastlstm.RNN])
