@@ -586,13 +586,13 @@ class _Recurrent:
             fits(T, B)
         try:
             v.check_finite("x", x)
-        except v.NonFiniteValue as e:              # at a padded step: said so, with what to pad with
-            bad = v.first_nonfinite(x)
-            try:
-                L = v.lengths(lengths, x.shape[1 - int(bf)], x.shape[int(bf)], int(bf))
-            except (TypeError, ValueError):
-                L = None
-            raise v.NonFiniteValue(f"{e}{v.padded_hint(bad[1::-1] if bf else bad, L, 'inputs')}") from None
+            nonfinite = None
+        except v.NonFiniteValue as e:
+            nonfinite = e
+        if nonfinite:              # bad lengths are said first (they tell padding from data), then the
+            bad = v.first_nonfinite(x)          # value, and at a padded step what to pad with
+            L = v.lengths(lengths, x.shape[1 - int(bf)], x.shape[int(bf)], int(bf))
+            raise v.NonFiniteValue(f"{nonfinite}{v.padded_hint(bad[1::-1] if bf else bad, L, 'inputs')}")
         if bf:
             x = (time_major or _transposed)(x)
         T, B = x.shape[:2]

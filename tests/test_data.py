@@ -1106,6 +1106,13 @@ def test_model_fit_trains_a_model_with_a_target_per_step():
         with pytest.raises(ValueError, match=re.escape(f"{kind}, a padded step (lengths[{n}] = {L[n]}): padded inputs "
                                                        f"count for nothing but must be finite, so pad with 0")):
             fit_or_step()
+    beyond = L.copy()                                # bad lengths as well: they are said first, in every path
+    beyond[n] = T + 1
+    for fit_or_step in (lambda: reg.fit(xgap, values, beyond, epochs=1, progress=False),
+                        lambda: reg.train_step(xgap, values, beyond), lambda: reg.predict(xgap, beyond),
+                        lambda: reg.core.forward(xgap, lengths=beyond)):
+        with pytest.raises(ValueError, match=re.escape(f"lengths must lie in 1..{T}") + ".*" + re.escape(f"max {T + 1}")):
+            fit_or_step()
     with pytest.raises(ValueError, match=re.escape("fit: y holds nan at (n, o) = (3, 0)")):
         fastlstm.Model(2, 4, 1, seed=0).fit(x, np.where(np.arange(N) == 3, np.nan, 1.0), epochs=1, progress=False)
     negative = labels.copy()
