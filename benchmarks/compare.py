@@ -62,6 +62,7 @@ SHAPES = {  # D, H, B, T
     "deepbench": (256, 256, 16, 150),
 }
 QUICK = {"tiny": (8, 16, 4, 10)}
+BUDGET = [1.0]      # what scales every block's seconds of calls: --quick's check that it runs needs a tenth
 GROUPS = ("train", "infer", "train64", "stream", "order", "bi", "dropout", "gru", "adam", "proj", "text", "onnx", "capi",
           "memory")
 STREAM = (64, 256)  # D, H at B = 1
@@ -123,7 +124,7 @@ def alternate(runners, repeats, budget=0.25, settle=0.3, samples=False):
     starts with the next runner in turn, so that no runner always goes first. samples=True:
     also each runner's seconds per call in each repeat (an array, repeats x runners), for
     ratios taken within one repeat."""
-    calls = [_calls(run, budget) for run in runners]
+    calls = [_calls(run, budget * BUDGET[0]) for run in runners]
     per = np.zeros((repeats, len(runners)))
     for i in range(repeats):
         for j in [(i + k) % len(runners) for k in range(len(runners))]:
@@ -437,6 +438,7 @@ def main(argv=None):
             p.error(f"unknown shapes {unknown}: choose from {', '.join(shapes)}, or give one as DxHxBxT")
         shapes = {**{k: v for k, v in shapes.items() if k in wanted}, **own}
     settle = 0.0 if args.quick else 0.3
+    BUDGET[0] = 0.1 if args.quick else 1.0
     groups = args.groups.split(",")
     if set(groups) - set(GROUPS):
         p.error(f"unknown groups {sorted(set(groups) - set(GROUPS))}: choose from {', '.join(GROUPS)}")

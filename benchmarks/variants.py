@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import fastlstm  # noqa: E402
 from fastlstm import recurrent as R  # noqa: E402
 
-from compare import QUICK, SHAPES, alternate, count, local  # noqa: E402
+from compare import BUDGET, QUICK, SHAPES, alternate, count, local  # noqa: E402
 
 FORMS = {"fused": dict(FUSED_PANEL=math.inf, SPLIT_D=math.inf), "split": dict(SPLIT_D=1)}
 PICKED = {name: getattr(R, name) for name in ("TILE", "FUSED_PANEL", "SPLIT_D")}
@@ -87,6 +87,7 @@ def main(argv=None):
         p.error(f"unknown shapes {unknown}: choose from {', '.join(SHAPES)}")
     shapes = QUICK if args.quick else {s: SHAPES[s] for s in args.shapes or SHAPES}
     repeats = 1 if args.quick else args.repeats
+    BUDGET[0] = 0.1 if args.quick else 1.0
     dtype = np.float64 if args.float64 else np.float32
     from llvmlite import binding
     print(f"CPU {binding.get_host_cpu_name()}, L1d {R.L1D // 1024} KiB: tile {PICKED['TILE']} bytes, fused up to "
