@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -784,8 +785,9 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
          f"'{'n' * 250}.best.ckpt' is longer than the 255 bytes a file name may have there"),
     ]
     inputs = {p: p.read_bytes() for p in (adding, plain, tmp_path / "a.csv")}
-    for argv, message in cases:
-        r = _run(*argv)
+    with ThreadPoolExecutor(os.cpu_count()) as pool:          # each a process of its own, refused alone
+        runs = list(pool.map(lambda argv: _run(*argv), [argv for argv, _ in cases]))
+    for (argv, message), r in zip(cases, runs):
         assert r.returncode == 2, (argv, r.returncode, r.stderr)
         assert r.stderr.startswith("fastlstm: error: ") and message in r.stderr, (argv, r.stderr)
         assert "[Errno" not in r.stderr, r.stderr
