@@ -584,6 +584,17 @@ def column_list(path, sep=","):
     return _listed(names) + _header_hint(names, sep) if names and all(names) else ""
 
 
+def _unnamed_hint(names, c, sep):
+    """What to add where column c of the header `names` has no name: the two ways files come so."""
+    if names[c] or len(names) < 2:
+        return ""
+    if c == 0:                                      # pandas' DataFrame.to_csv writes its index so
+        return ": a row index, as pandas' DataFrame.to_csv writes one; save with index=False, or name the column"
+    if c == len(names) - 1:
+        return f": the header ends with {sep!r}; if every line does, remove the last {sep!r} from each"
+    return ""
+
+
 def read_csv(path, sep=",", decimal="."):
     """(names, kinds, lines, cols) of a CSV with a header, its cells separated by `sep`:
     cols[c] is column c's cells (str), or their float64 values where a plain file's column
@@ -622,7 +633,7 @@ def read_csv(path, sep=",", decimal="."):
         if not n or n in seen:
             raise DataError(f"{path}: line 1: the header needs distinct, non-empty column names, and column {c + 1} "
                             + (f"repeats column {seen[n] + 1}'s name {n!r}" if n else "has none")
-                            + f" (the header: {_listed(names, quote=True)})")
+                            + f" (the header: {_listed(names, quote=True)})" + _unnamed_hint(names, c, sep))
         seen[n] = c
     lines, cols = _plain_columns(split, len(names), sep) if plain else (None, None)
     if cols is None:

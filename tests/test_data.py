@@ -423,7 +423,13 @@ def _hourly(values, hours=None):
      "(the header: 'load', 'temp', 'load')"),
     ("unnamed.csv", b"load,,temp\n1,2,3\n", ["--target", "load"],
      "line 1: the header needs distinct, non-empty column names, and column 2 has none (the header: 'load', '', "
-     "'temp')"),
+     "'temp')\n"),
+    ("index.csv", b",load,temp\n0,2,3\n1,2,3\n", ["--target", "load"],        # pandas' to_csv, index included
+     "column 1 has none (the header: '', 'load', 'temp'): a row index, as pandas' DataFrame.to_csv writes one; save "
+     "with index=False, or name the column"),
+    ("trailing.csv", b"load;temp;\n1;2;\n3;4;\n", ["--target", "load", "--sep", ";"],   # every line ends in ';'
+     "column 3 has none (the header: 'load', 'temp', ''): the header ends with ';'; if every line does, remove the "
+     "last ';' from each"),
     ("unclosed.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5,2\n2024-01-01T02:00:00,1,2\n',
      ["--target", "load"], "line 3: a quoted cell opened on this line is never closed"),
     ("linebreak.csv", BAD_CSV.encode() + b'2024-01-01T01:00:00,"1.5\n2",2\n2024-01-01T02:00:00,1,2\n',
