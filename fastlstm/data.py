@@ -791,8 +791,10 @@ class Series:
                                                          if median == 0 else "dates one row, no step to continue")
                          + ", so forecasts are numbered by step, not dated")
             self.time_col = self.times = None
-        self.note = "; ".join(notes) or None
         values = self._values(names, at, kinds, lines, cols, {tc: times})   # (rows, columns) in data units
+        if features is None and not saved:
+            notes += _counter_notes(self.features, self.targets, self.columns, values, names)
+        self.note = "; ".join(notes) or None
         n = len(values)
         self.n_train = n - int(round(n * self.val_fraction))
         need = self.window + self.horizon
@@ -973,6 +975,27 @@ class Series:
                                   horizon=self.horizon, val_fraction=self.val_fraction, season=self.season,
                                   fill=self.fill, sep=self.sep, decimal=self.decimal),
                     mean=self.mean.tolist(), std=self.std.tolist(), time_col=self.time_col)
+
+
+def _counter_notes(features, targets, columns, values, names):
+    """[] or the note for the default features (not targets) that rise by one step on every
+    row, as a row number or a Unix time does: past the training rows their values are ones
+    the model never saw, so they are said, with the --features that leave them out."""
+    if len(values) < 3:
+        return []
+    at, targets = {n: j for j, n in enumerate(columns)}, set(targets)     # one pass: a file may have 100,000
+    d = np.diff(values[:, [at[n] for n in features]], axis=0)
+    with np.errstate(invalid="ignore"):
+        rising = (d[0] > 0) & (np.ptp(d, axis=0) <= 1e-9 * d[0])
+    counters = {n: f"{d[0, j]:g}" for j in np.flatnonzero(rising) if (n := features[j]) not in targets}
+    if not counters:
+        return []
+    rest = [str(names.index(n) + 1) if "," in n else n for n in features if n not in counters]
+    one = len(counters) == 1
+    return [f"{_listed(counters, quote=True)} rise{'s' * one} by the same step on every row "
+            f"({', '.join(counters.values())}), as a row number or a Unix time does: as {'a ' * one}feature{'s' * (not one)}, "
+            f"{'its' if one else 'their'} values past the training rows are ones the model never saw"
+            + (f" (--features {','.join(rest)} leaves {'it' if one else 'them'} out)" if rest else "")]
 
 
 def _standardised(features, targets):

@@ -1423,8 +1423,29 @@ def test_a_csv_without_a_header_is_said(tmp_path):
                                                        "column names)")
     path.write_text("2023,2024\n" + "".join(f"{k},{k + 1}\n" for k in range(200)))     # years can name columns
     assert data.Series(str(path), target="2024").note.startswith("line 1, the header, is all numbers (2023, 2024)")
-    path.write_text("nan,inf\n" + "".join(f"{k},{k + 1}\n" for k in range(200)))
+    path.write_text("nan,inf\n" + "".join(f"{k % 5},{k + 1}\n" for k in range(200)))
     assert data.Series(str(path), target="inf").note is None
+
+
+def test_a_default_feature_that_counts_the_rows_is_said(tmp_path):
+    """A numeric column rising by one step on every row (a Unix time, a row number) went into
+    the default features unsaid: past the training rows the model meets values it never saw."""
+    path = tmp_path / "clock.csv"
+    path.write_text("timestamp,load,temp,id, n\n" + "".join(
+        f"{1700000000 + 3600 * k},{np.sin(k / 5):.4f},{np.cos(k / 7):.3f},{k % 9},{k * 0.5}\n" for k in range(200)))
+    assert data.Series(str(path), target="load").note == (
+        "'timestamp', 'n' rise by the same step on every row (3600, 0.5), as a row number or a Unix time does: as "
+        "features, their values past the training rows are ones the model never saw (--features load,temp,id "
+        "leaves them out)")
+    assert data.Series(str(path), target="load", features="load,timestamp").note is None     # chosen: not said
+    assert data.Series(str(path), target="timestamp,load").note == (                          # a target: not said
+        "'n' rises by the same step on every row (0.5), as a row number or a Unix time does: as a feature, its "
+        "values past the training rows are ones the model never saw (--features timestamp,load,temp,id leaves it "
+        "out)")
+    path.write_text("step,load,\"a, b\"\n" + "".join(f"{k},{k % 4},{k % 3}\n" for k in range(50)))
+    assert data.Series(str(path), target="load", window=5).note.endswith("(--features load,3 leaves it out)")  # a comma: by number
+    path.write_text("t,load\n" + "".join(f"{k + (k > 30)},{k % 4}\n" for k in range(50)))  # a row missing: not a counter
+    assert data.Series(str(path), target="load", window=5).note is None
 
 
 def test_the_python_data_api_checks_its_settings_as_the_command_line_does(tmp_path):
