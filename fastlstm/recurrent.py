@@ -532,12 +532,12 @@ class _Recurrent:
     def zero_grad(self):
         fill_zero(self.grads)
 
-    @one_call_at_a_time
     def _forget(self, why):
         """Let go of the forward that awaits its backward (the workspace or the parameters it
         used are no longer what it left), keeping `why` for backward()'s error."""
         self._saved, self._forgot = None, why
 
+    @one_call_at_a_time
     def reserve(self, T, B):
         """Grow the workspace to hold a forward and backward of T steps and B rows now, after
         checking that it fits in memory, instead of at the first call of that size. Growing

@@ -643,6 +643,29 @@ def test_different_models_train_in_threads_at_once_to_the_bits_they_reach_one_af
     assert all(np.array_equal(a.params, b.params) for a, b in zip(alone, together))
 
 
+def test_every_call_that_changes_a_stack_waits_for_the_one_under_way():
+    """Each public call that reads or writes a stack's workspace, parameters or saved forward
+    takes the stack's lock (one_call_at_a_time): from a second thread it waits while another
+    call holds it. A call left without it (reserve lost its decorator once, in an edit that
+    put a method between the two) would run beside the other's kernels."""
+    import threading
+    m = fastlstm.LSTM(3, 4, seed=0)
+    x, h, c = np.zeros((5, 2, 3), np.float32), np.zeros((1, 2, 4), np.float32), np.zeros((1, 2, 4), np.float32)
+    calls = {"forward": lambda: m.forward(x), "backward": lambda: (m.forward(x), m.backward(np.ones((5, 2, 4),
+                                                                                             np.float32))),
+             "step": lambda: m.step(x[0], h, c), "reserve": lambda: m.reserve(1, 1), "zero_grad": m.zero_grad,
+             "reset_parameters": m.reset_parameters, "astype": lambda: m.astype("float64"),
+             "load_torch_state_dict": lambda: m.load_torch_state_dict(m.torch_state_dict())}
+    for name, call in calls.items():
+        done = threading.Event()
+        with m._lock:
+            t = threading.Thread(target=lambda: (call(), done.set()))
+            t.start()
+            assert not done.wait(0.2), f"{name} ran while another call held the stack"
+        t.join(60)
+        assert done.is_set(), name
+
+
 _PARENT = {}
 
 
