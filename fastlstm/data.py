@@ -984,8 +984,8 @@ def _counter_notes(features, targets, columns, values, names):
     if len(values) < 3:
         return []
     at, targets = {n: j for j, n in enumerate(columns)}, set(targets)     # one pass: a file may have 100,000
-    d = np.diff(values[:, [at[n] for n in features]], axis=0)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):    # cells near float64's range (refused later)
+        d = np.diff(values[:, [at[n] for n in features]], axis=0)
         rising = (d[0] > 0) & (np.ptp(d, axis=0) <= 1e-9 * d[0])
     counters = {n: f"{d[0, j]:g}" for j in np.flatnonzero(rising) if (n := features[j]) not in targets}
     if not counters:
