@@ -793,7 +793,7 @@ class Series:
             self.time_col = self.times = None
         values = self._values(names, at, kinds, lines, cols, {tc: times})   # (rows, columns) in data units
         if features is None and not saved:
-            notes += _counter_notes(self.features, self.targets, self.columns, values, names)
+            notes += _counter_notes(self.features, targets, values[:, self._f], at)
         self.note = "; ".join(notes) or None
         n = len(values)
         self.n_train = n - int(round(n * self.val_fraction))
@@ -977,20 +977,20 @@ class Series:
                     mean=self.mean.tolist(), std=self.std.tolist(), time_col=self.time_col)
 
 
-def _counter_notes(features, targets, columns, values, names):
-    """[] or the note for the default features (not targets) that rise by one step on every
-    row, as a row number or a Unix time does: past the training rows their values are ones
-    the model never saw, so they are said, with the --features that leave them out."""
-    if len(values) < 3:
+def _counter_notes(features, targets, x, at):
+    """[] or the note for the default features (not targets, a set) that rise by one step on
+    every row, as a row number or a Unix time does: past the training rows their values are
+    ones the model never saw, so they are said, with the --features that leave them out.
+    x (rows, features): their values; at: each name's column in the file (from 0)."""
+    if len(x) < 3:
         return []
-    at, targets = {n: j for j, n in enumerate(columns)}, set(targets)     # one pass: a file may have 100,000
     with np.errstate(over="ignore", invalid="ignore"):    # cells near float64's range (refused later)
-        d = np.diff(values[:, [at[n] for n in features]], axis=0)
+        d = np.diff(x, axis=0)                            # one pass: a file may have 100,000 columns
         rising = (d[0] > 0) & (np.ptp(d, axis=0) <= 1e-9 * d[0])
     counters = {n: f"{d[0, j]:g}" for j in np.flatnonzero(rising) if (n := features[j]) not in targets}
     if not counters:
         return []
-    rest = [str(names.index(n) + 1) if "," in n else n for n in features if n not in counters]
+    rest = [str(at[n] + 1) if "," in n else n for n in features if n not in counters]
     one = len(counters) == 1
     return [f"{_listed(counters, quote=True)} rise{'s' * one} by the same step on every row "
             f"({', '.join(counters.values())}), as a row number or a Unix time does: as {'a ' * one}feature{'s' * (not one)}, "
