@@ -32,7 +32,7 @@ from . import _blas, _config
 from ._config import blas_turn
 from .kernels import (BLOCKS, COPY_PARALLEL, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, STEP_AWAKE,
                       STEP_BAD_INPUT, STEP_OVERFLOW, TILE_BYTES, add_row_sums, apply_dropout, block_counts,
-                      copy_hidden, copy_rows, copy_steps, fill_zero, pack_unit, panel_extent, recurrent_backward,
+                      copy_hidden, copy_rows, copy_steps, fill_zero, fingerprint, pack_unit, panel_extent, recurrent_backward,
                       recurrent_forward, recurrent_step, zeros)
 
 
@@ -441,6 +441,7 @@ class _Recurrent:
                               self.directions, self.directions > 1 or self.dropout > 0)
         self._x_runs, self._dW_runs = (_runs(BLOCKS[self.CELL], H, part) for part in ("x", "dW"))   # the BLAS products
         self._saved = None          # (T, B, lengths) of the forward that backward may use
+        self._ran_with = None       # fingerprint(params) at a public forward(), for its backward()
         self._forgot = "none has run on this stack"     # why _saved is None, for backward's error
         self._step_scratch = None   # step()'s buffers for one batch size
         self.flow = None            # gradient-flow probe of the last backward(record=True)
@@ -636,7 +637,9 @@ class _Recurrent:
         h0 = self._check_state("h0", h0, B, self.Hr)
         c0 = self._check_state("c0", c0, B, self.hidden_size)
         drop = self.training and self.dropout > 0
+        ran_with = fingerprint(self.params)
         self.run_forward(x, h0, c0, L, self.dropout_step if drop else None)
+        self._ran_with = ran_with
         self.dropout_step += drop                    # each training forward draws fresh masks
         y = np.empty((T, B, self.output_size), self.dtype)
         hn = np.empty((self.num_states, B, self.Hr), self.dtype)
@@ -655,6 +658,7 @@ class _Recurrent:
         T, B = x.shape[:2]
         self._ws.ensure(T, B)
         self._forget("the last forward() did not finish")
+        self._ran_with = None                   # a Model's forward and backward are one call
         X, dirs = x, self.directions
         for l in range(self.num_layers):
             if l > 0:
@@ -780,6 +784,11 @@ class _Recurrent:
         record = v.boolean("record", record)
         if self._saved is None:
             raise RuntimeError(f"backward() needs a forward() first: {self._forgot}")
+        if self._ran_with is not None and fingerprint(self.params) != self._ran_with:
+            raise RuntimeError("backward() needs the parameters its forward() ran with, and params have changed "
+                               "since that forward() (written into, directly or through a view such as "
+                               "layers[k].W): update them after backward(), as the optimizers do, or run forward() "
+                               "again")
         T, B = self._saved[:2]
         dy = self._swap(v.array("dy", dy, (B, T, self.output_size) if self.batch_first else (T, B, self.output_size),
                                 self.dtype))

@@ -131,6 +131,44 @@ def test_backward_needs_its_own_forward(setup, monkeypatch):
         m.backward(dy)
 
 
+@pytest.mark.parametrize("cls", [fastlstm.LSTM, fastlstm.GRU, fastlstm.RNN])
+def test_backward_refuses_parameters_written_since_its_forward(cls):
+    """An update between forward() and backward() (the optimizer's step before the backward,
+    a write through a view) gave the gradient of neither weights, silently; PyTorch's
+    version counters refuse it. The refusal changes nothing, and backward() runs once the
+    parameters are back (the gradients then those of a backward with no write between);
+    a write that leaves every bit as it was is no change."""
+    rng = np.random.default_rng(0)
+    m = cls(3, 4, 2, dtype=np.float64, seed=0)
+    x = rng.standard_normal((5, 2, 3))
+    y, *_ = m.forward(x)
+    dy = rng.standard_normal(y.shape)
+    m.backward(dy)
+    expected, m.grads = m.grads.copy(), np.zeros_like(m.grads)
+    kept = m.params.copy()
+    writes = [lambda: m.params.__isub__(0.1 * expected),                   # an update before the backward
+              lambda: m.layers[1].W.__setitem__((0, 0), m.layers[1].W[0, 0] + 1e-12),   # through a view
+              lambda: m.layers[0].b.__setitem__(-1, 0.5),
+              lambda: setattr(m, "params", kept[::-1].copy()),              # values trading places
+              lambda: m.params.__setitem__(slice(0, 2), kept[1::-1])]
+    for write in writes:
+        m.forward(x)
+        write()
+        snap = _snapshot(m)
+        with pytest.raises(RuntimeError, match=r"needs the parameters its forward\(\) ran with, and params have "
+                                               r"changed since that forward\(\) .*update them after backward"):
+            m.backward(dy)
+        _assert_unchanged(m, snap)
+        m.params = kept
+        m.backward(dy)                            # the forward still awaits its backward
+        assert np.array_equal(m.grads, expected)
+        m.zero_grad()
+    m.forward(x)
+    m.params[:] = kept.copy()                     # the same bits: no change
+    m.backward(dy)
+    assert np.array_equal(m.grads, expected)
+
+
 def _raise(exc):
     raise exc
 
