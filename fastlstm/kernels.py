@@ -1108,7 +1108,14 @@ def _project(h, R, m):
             h[r, j] = _dot1(R[j], m[r], np.int64(0), H)
 
 
-STEP_DONE, STEP_BAD_INPUT, STEP_OVERFLOW = 0, 1, 2      # recurrent_step's verdicts
+STEP_DONE, STEP_BAD_INPUT, STEP_OVERFLOW, STEP_OVERLAP = 0, 1, 2, 3      # recurrent_step's verdicts
+
+
+@njit(**JIT)
+def _overlap(a, b):
+    """True if the C-contiguous arrays a and b share a byte (their address ranges meet)."""
+    a0, b0 = a.ctypes.data, b.ctypes.data
+    return a.size > 0 and b.size > 0 and a0 < b0 + b.size * b.itemsize and b0 < a0 + a.size * a.itemsize
 
 
 @njit(**PARALLEL_JIT)
@@ -1128,11 +1135,14 @@ def recurrent_step(h, c, x, xh, z, tc, m, kept, params, D, H, cell, blocks, awak
     in real time: waking them costs 20-110 µs, more than they save below it). The tasks,
     not the threads, fix the arithmetic: the same bits serial or parallel, whatever the
     thread count. Agrees with recurrent_forward to rounding.
-    Returns STEP_BAD_INPUT, having written nothing, if x, h or c holds NaN or ±Inf (the
-    caller's argument check, done here where it costs no extra call); STEP_OVERFLOW if the
+    Returns STEP_OVERLAP, having written nothing, if h, c and params are not apart in memory
+    (the step writes the state in place), and STEP_BAD_INPUT if x, h or c holds NaN or ±Inf
+    (the caller's argument checks, done here where they cost no extra call); STEP_OVERFLOW if the
     new state would (inputs or weights large enough: a ReLU RNN's h grows without bound),
     having put the state back as it was; STEP_DONE otherwise.
     """
+    if _overlap(h, c) or _overlap(h, params) or _overlap(c, params):
+        return STEP_OVERLAP
     hf, cf = h.reshape(h.size), c.reshape(c.size) if c.size else kept[:0]       # (c of width 0: not contiguous)
     if not (all_finite(x.reshape(x.size)) and all_finite(hf) and (c.size == 0 or all_finite(cf))):
         return STEP_BAD_INPUT

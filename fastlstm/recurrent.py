@@ -31,9 +31,9 @@ from . import _validate as v
 from . import _blas, _config
 from ._config import blas_turn
 from .kernels import (BLOCKS, COPY_PARALLEL, GRU_CELL, LSTM_CELL, RNN_CELL, RNN_RELU_CELL, STEP_AWAKE,
-                      STEP_BAD_INPUT, STEP_OVERFLOW, TILE_BYTES, add_row_sums, apply_dropout, block_counts,
-                      copy_hidden, copy_rows, copy_steps, fill_zero, fingerprint, pack_unit, panel_extent, recurrent_backward,
-                      recurrent_forward, recurrent_step, zeros)
+                      STEP_BAD_INPUT, STEP_OVERFLOW, STEP_OVERLAP, TILE_BYTES, add_row_sums, apply_dropout,
+                      block_counts, copy_hidden, copy_rows, copy_steps, fill_zero, fingerprint, pack_unit,
+                      panel_extent, recurrent_backward, recurrent_forward, recurrent_step, zeros)
 
 
 @dataclass(frozen=True)
@@ -754,8 +754,6 @@ class _Recurrent:
         h = v.array("h", h, (self.num_layers, B, Hr), self.dtype, writable=True, finite=False)
         if self.HAS_C:
             c = v.array("c", c, (self.num_layers, B, H), self.dtype, writable=True, finite=False)
-            if np.may_share_memory(h, c):
-                raise ValueError("h and c must be separate arrays; they overlap in memory")
         state = (("x", x), ("h", h), ("c", c)) if self.HAS_C else (("x", x), ("h", h))
         if self._step_scratch is None or self._step_scratch[0].shape[0] != B:
             self._step_scratch = (zeros((B, max(self.input_size, Hr) + Hr), self.dtype),
@@ -767,6 +765,12 @@ class _Recurrent:
         verdict = recurrent_step(h, c, x, *self._step_scratch, self.params, self.input_size, H, self.CELL,
                                  BLOCKS[self.CELL], awake)
         _last_step[0] = time.perf_counter()
+        if verdict == STEP_OVERLAP:                  # the kernel wrote nothing
+            if np.may_share_memory(h, c):
+                raise ValueError("h and c must be separate arrays; they overlap in memory")
+            name = "h" if np.may_share_memory(h, self.params) else "c"
+            raise ValueError(f"{name} overlaps the stack's params, and step() writes the state in place: give "
+                             f"{name} an array of its own ({name}.copy())")
         if verdict == STEP_BAD_INPUT:
             for name, a in state:                    # the kernel found NaN/Inf and wrote nothing
                 v.nonfinite(name, a)
@@ -794,6 +798,10 @@ class _Recurrent:
                                 self.dtype))
         dhn = self._check_state("dhn", dhn, B, self.Hr)
         dcn = self._check_state("dcn", dcn, B, self.hidden_size)
+        for name, a in (("dy", dy), ("dhn", dhn), ("dcn", dcn)):
+            if a is not None and np.may_share_memory(a, self.grads):
+                raise ValueError(f"{name} overlaps the stack's grads, which backward() adds into while it reads "
+                                 f"{name}: pass a copy ({name}.copy())")
         dx = np.empty((T, B, self.input_size), self.dtype)
         dh0 = np.empty((self.num_states, B, self.Hr), self.dtype)
         dc0 = np.empty((self.num_states, B, self.hidden_size), self.dtype)
