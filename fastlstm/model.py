@@ -381,6 +381,10 @@ class Model:
         x, L = self._check_x(x, lengths)
         T, B = x.shape[:2]
         y = self._check_y(y, T, B, L)
+        for name, a in (("x", x), ("y", y)):
+            if np.may_share_memory(a, self.grads):
+                raise ValueError(f"{name} overlaps the model's grads, which a step zeroes before it reads {name}: "
+                                 f"pass a copy ({name}.copy())")
         fill_zero(self.grads)
         with np.errstate(over="ignore", invalid="ignore"):   # apply_gradients checks finiteness
             return self._gradients(x, y, L, T, B, record, first_row)

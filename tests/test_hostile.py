@@ -493,6 +493,24 @@ def test_small_misuses_get_clear_errors(tmp_path):
             make()
 
 
+def test_inputs_that_overlap_the_gradients_a_step_zeroes_are_refused():
+    """train_step zeroes grads before it reads y (and x): targets viewing them trained
+    against zeros, silently. Refused, the model as it was; the copy trains."""
+    m = fastlstm.Model(3, 4, 1, seed=0)
+    x = np.ones((5, 2, 3), np.float32)
+    m.train_step(x, np.ones((2, 1), np.float32))
+    for name, args in (("y", lambda g: (x, g[:2].reshape(2, 1))),
+                       ("x", lambda g: (g[:30].reshape(5, 2, 3), np.ones((2, 1), np.float32)))):
+        m.grads[:30] = 1.0
+        before, grads = _state(m), m.grads.copy()
+        with pytest.raises(ValueError, match=rf"^{name} overlaps the model's grads, which a step zeroes before it "
+                                             rf"reads {name}: pass a copy"):
+            m.train_step(*args(m.grads))
+        assert _same(m, before) and np.array_equal(m.grads, grads)
+        m.train_step(*args(m.grads.copy()))
+        assert m.steps == before[3] + 1
+
+
 # -- 2. temporaries left by a killed writer ---------------------------------------------------
 
 def test_a_save_removes_temporaries_that_killed_writers_left(tmp_path):
