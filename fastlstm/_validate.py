@@ -100,6 +100,15 @@ def positive_int(name, value, minimum=1, below=None):
 
 
 MAX_ROW = 1 << 62       # a batch row's index: far past any batch, and row + B stays in int64
+BLAS_MAX = (1 << 31) - 1   # a product's dimensions: fastlstm's OpenBLAS counts in 32-bit integers
+
+
+def product_size(what, n, then):
+    """ValueError unless n, a dimension of the products fastlstm runs, fits BLAS_MAX: past
+    it the 32-bit BLAS would take it modulo 2³² and compute on part of the data, silently."""
+    if n > BLAS_MAX:
+        raise ValueError(f"{what} is {n:,}, past {BLAS_MAX:,}, the most a dimension of fastlstm's matrix products "
+                         f"can be (its OpenBLAS counts in 32-bit integers): {then}")
 
 
 def boolean(name, value):

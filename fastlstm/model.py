@@ -66,6 +66,7 @@ class Model:
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
         O = v.positive_int("output_size", output_size)
+        v.product_size("output_size", O, "fewer outputs")
         if loss == "xent" and O < 2:            # softmax over one class is 1: a loss of 0, no gradient, ever
             raise ValueError("loss 'xent' needs output_size >= 2 classes (the softmax of one class is always 1, so "
                              "nothing would train); for a yes/no label give output_size=2")

@@ -308,6 +308,9 @@ class _Workspace:
         a caller can ask before it reads a large input (check_input)."""
         if T * B <= self.cap_tb and B <= self.cap_b:
             return None
+        v.product_size(f"T·B = {T} × {B}, the rows of steps a forward runs at once,", T * B,
+                       "run fewer rows at once (predict's and evaluate's batch_size) or shorter sequences (carry "
+                       "the state from one part to the next)")
         tb, b, H, Hr, G, Hc, e = (max(T * B, self.cap_tb), max(B, self.cap_b), self.H, self.Hr, self.G, self.Hc,
                                   self.dtype)
         blocks, Hm, dirs = self.blocks, self.Hm, self.dirs
@@ -424,6 +427,8 @@ class _Recurrent:
         self.output_size = Hr * self.directions      # y's width: [forward ; reverse]
         self.num_states = layers * self.directions    # hn's rows: layer-major, direction-minor (PyTorch's)
         self._dims = [D] * self.directions + [self.output_size] * self.directions * (layers - 1)   # per unit
+        v.product_size("a layer's width [x ; h]", max(self._dims) + Hr, "a smaller input_size or hidden_size")
+        v.product_size("the gates' width", self._counts(H)[1], "a smaller hidden_size")
         n = self.param_count(D, H, layers, bidirectional, self.proj_size)
         if buffers is None:
             v.fits_in_memory("the parameters and gradients", 2 * n * self.dtype.itemsize)

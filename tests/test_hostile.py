@@ -266,6 +266,48 @@ def test_absurd_sizes_are_refused_before_anything_is_built():
     assert peak() < 1 << 20
 
 
+def test_sizes_past_the_blas_32_bit_dimensions_are_refused_not_truncated(tmp_path, monkeypatch):
+    """fastlstm's OpenBLAS takes a product's dimensions as 32-bit ints, and a larger one
+    went in modulo 2³²: a call with K = 2³² + 4 summed 4 terms, silently (δW's K is T·B).
+    A machine with memory for such sizes got wrong gradients. Now T·B (a forward's rows of
+    steps), a layer's width [x ; h], the gates' width and output_size are checked against
+    2³¹ − 1 before anything is allocated or read (here a sparse 8 GiB memmap, refused
+    unread), and the next valid call works."""
+    from fastlstm import _blas, _validate as v
+    if _blas.available():                     # the truncation the check stands in front of
+        a, c = np.ones(8, np.float32), np.zeros(1, np.float32)
+        _blas._gemm_block(4, _blas._N, _blas._N, 1, 1, (1 << 32) + 4, a.ctypes.data, 8, a.ctypes.data, 1, 0,
+                          c.ctypes.data, 1, 1, 0)
+        assert c[0] == 4
+    past = (r"past 2,147,483,647, the most a dimension of fastlstm's matrix products can be \(its OpenBLAS counts in "
+            r"32-bit")
+    fastlstm.Model(1, 1, 1)            # the first model of a process loads the kernels: not the sizes' cost
+    with traced_peak() as peak:
+        for make, what in ((lambda: fastlstm.LSTM(1 << 31, 1), r"a layer's width \[x ; h\] is 2,147,483,649"),
+                           (lambda: fastlstm.GRU(1, 1 << 29), "the gates' width is 2,147,483,648"),
+                           (lambda: fastlstm.Model(1, 1, 1 << 31), "output_size is 2,147,483,648")):
+            with pytest.raises(ValueError, match=f"{what}, {past}"):
+                make()
+    assert peak() < 1 << 20
+    lstm, m = fastlstm.LSTM(1, 4, seed=0), fastlstm.Model(1, 4, 1, seed=0)
+    monkeypatch.setattr(v, "cgroup_memory_limit", lambda: 8 << 20)
+    with pytest.raises(MemoryError, match=r"the workspace for T = 65536, B = 32767 would need .* than the 8.0 MiB"):
+        lstm.reserve(1 << 16, (1 << 15) - 1)    # 2³¹ − 2¹⁶ rows of steps: the next check, memory's
+    monkeypatch.undo()
+    rows = r"T·B = 65536 × 32768, the rows of steps a forward runs at once, is 2,147,483,648, "
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(1 << 16, 1 << 15, 1))
+    x[-1, -1, -1] = np.nan                      # a scan would find it
+    before = m.params.copy()
+    y = np.zeros((1 << 15, 1), np.float32)
+    for call in (lambda: lstm.reserve(1 << 16, 1 << 15), lambda: m.predict(x),
+                 lambda: m.evaluate(x, y, batch_size=1 << 15)):
+        with pytest.raises(ValueError, match=rows + past + r".*\): run fewer rows at once \(predict's and evaluate's "
+                                                          r"batch_size\)"):
+            call()
+    assert np.array_equal(m.params, before)
+    assert m.predict(np.ascontiguousarray(x[:8, :2])).shape == (2, 1)
+
+
 def _cgroup(tmp_path, cgroup, files):
     """A made-up /proc/self/cgroup and cgroup tree in tmp_path: the keywords that point the
     cgroup readers at them."""
