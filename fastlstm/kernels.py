@@ -211,6 +211,19 @@ def int_bounds(a):
     return lo, hi
 
 
+@njit(**JIT)
+def int_bounds_within(y, lengths):
+    """(min, max) of the int64 labels y (T, B) over each row's real steps, t < lengths[b]
+    (each row has one at least): a label past a row's length counts for nothing, whatever
+    it is, as PyTorch's ignore_index (-100) pads one."""
+    lo = hi = y[0, 0]
+    for t in range(y.shape[0]):
+        for b in range(y.shape[1]):
+            if t < lengths[b]:
+                lo, hi = min(lo, y[t, b]), max(hi, y[t, b])
+    return lo, hi
+
+
 # -- the recurrent products -------------------------------------------------------------
 # z_t += U h_{t-1} and δh_{t-1} = Uᵀ δz_t are, per step, a (B, K) × (K, N) product. Each runs
 # as tiles of 4 batch rows × TW output columns (TW = 64 bytes, two AVX2 vectors, or 128 bytes,

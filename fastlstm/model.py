@@ -21,7 +21,7 @@ from . import checkpoint, choices, heads, optim
 from . import _blas
 from ._config import blas_turn
 from ._validate import NonFiniteError  # noqa: F401  (fastlstm.NonFiniteError; raised here and by the stacks)
-from .kernels import add_row_sums, all_finite, fill_zero, scatter_rows, zeros
+from .kernels import add_row_sums, all_finite, fill_zero, int_bounds_within, scatter_rows, zeros
 from .recurrent import GRU, LSTM, ONE_LAYER_DROPOUT, RNN, dropout_seed_from, flat, one_call_at_a_time
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU, RNN)))     # cell -> its stack ("rnn_relu": RNN's ReLU)
@@ -221,10 +221,21 @@ class Model:
                             f"{getattr(y, 'dtype', type(y).__name__)}{ONE_HOT * onehot}{v.bool_hint(y)}")
         if y.shape != lead:
             raise ValueError(f"y must have shape {lead}, got {y.shape}{v.last_axis_hint(y, lead)}")
+        O, every = self.output_size, self.output == "every"
         lo, hi = v.bounds(y)
-        if lo < 0 or hi >= self.output_size:
-            raise ValueError(f"class labels must lie in 0..{self.output_size - 1}, got min {lo}, max {hi}")
-        return self._int64(y, "labels (int64)").reshape((1, B) if self.output == "last" else (T, B))
+        y64 = self._int64(y, "labels (int64)")
+        if (lo < 0 or hi >= O) and every:                   # a label past a row's length counts for nothing
+            lo, hi = int_bounds_within(y64, L)
+        if lo < 0 or hi >= O:
+            bad = (y64 < 0) | (y64 >= O)
+            if every:
+                bad &= np.arange(T)[:, None] < L               # the real steps
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"class labels must lie in 0..{O - 1}, got min {lo}, max {hi}: row {at[-1]} has "
+                             f"{y[at]}{f' at step {at[0]}' if every else ''}" + (
+                                 " (fastlstm has no ignore_index: the steps past a row's length count for nothing, "
+                                 "whatever their labels)" if y[at] == -100 and every else ""))
+        return y64.reshape((1, B) if self.output == "last" else (T, B))
 
     def _per_step_y(self, y, T, B, L):
         """A batch_first model's targets per step, (B, T) or (B, T, O), checked for shape and

@@ -49,15 +49,34 @@ def test_each_head_passes_a_finite_difference_check(loss, output):
 
 
 def test_head_gradient_ignores_padded_steps():
+    """A padded step counts for nothing, its label whatever it is: fit took PyTorch's
+    ignore_index -100 or a label past the classes there, while train_step, evaluate and
+    compute_gradients refused them ("class labels must lie in 0..2"). At a real step such
+    a label is refused, saying where (the row and step, whatever the layout)."""
     x, y, lengths = _data("xent", "every")
     m = fastlstm.Model(3, 4, 3, loss="xent", output="every", dtype=np.float64, seed=1)
     m.compute_gradients(x, y, lengths)
-    g = m.grads.copy()
-    x2, y2 = x.copy(), y.copy()
-    x2[3:, 1] = 7.0                         # row 1 has length 2: its later steps are padding
-    y2[3:, 1] = (y2[3:, 1] + 1) % 3
-    m.compute_gradients(x2, y2, lengths)
-    assert np.array_equal(g, m.grads)
+    g, score = m.grads.copy(), m.evaluate(x, y, lengths)
+    x2 = x.copy()
+    x2[2:, 1] = 7.0                         # row 1 has length 2: its later steps are padding
+    for pad in ((y[2:, 1] + 1) % 3, -100, 3, np.iinfo(np.int64).max):
+        y2 = y.copy()
+        y2[2:, 1] = pad
+        for labels in (y2, y2.astype(np.int32) if np.max(np.abs(y2)) < 1 << 31 else y2):     # (C ABI's labels)
+            m.compute_gradients(x2, labels, lengths)
+            assert np.array_equal(g, m.grads) and m.evaluate(x2, labels, lengths) == score
+    bm = fastlstm.Model(3, 4, 3, loss="xent", output="every", dtype=np.float64, seed=1, batch_first=True)
+    bm.compute_gradients(np.ascontiguousarray(x2.swapaxes(0, 1)), np.ascontiguousarray(y2.T), lengths)
+    assert np.array_equal(g, bm.grads)
+    before = m.params.copy()
+    for model, first in ((m, lambda a: a), (bm, lambda a: np.ascontiguousarray(a.swapaxes(0, 1)))):
+        for bad, said in ((-100, r"-100 at step 1 \(fastlstm has no ignore_index: the steps past a row's length count "
+                                 r"for nothing, whatever their labels\)$"), (3, r"3 at step 1$")):
+            y3 = y2.copy()
+            y3[1, 1] = bad                      # row 1's last real step
+            with pytest.raises(ValueError, match=r"^class labels must lie in 0\.\.2, got min .*: row 1 has " + said):
+                model.train_step(first(x), first(y3), lengths)
+    assert np.array_equal(m.params, before) and m.steps == 0
 
 
 def test_adding_problem_beats_the_baseline_widely():
