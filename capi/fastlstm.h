@@ -185,7 +185,7 @@ FASTLSTM_API void fastlstm_free(fastlstm_model *model);
  *   x       [T][B][D] inputs
  *   lengths [B] each in 1..T, or NULL for all T (past its length a sequence is padding)
  *   targets for LOSS_MSE: [B][O] (OUTPUT_LAST) or [T][B][O] (OUTPUT_EVERY); else NULL
- *   labels  for LOSS_XENT: [B] or [T][B] in 0..O-1; else NULL
+ *   labels  for LOSS_XENT: [B] or [T][B] in 0..O-1 (a padded step's may be anything); else NULL
  *   loss    receives the batch's mean loss before the update (may be NULL)
  * NON_FINITE: NaN/Inf in an input, a non-finite loss or gradient, or an update whose
  * result would not be finite (overflow). For the last three the parameters, the
