@@ -794,6 +794,8 @@ class Series:
         values = self._values(names, at, kinds, lines, cols, {tc: times})   # (rows, columns) in data units
         if features is None and not saved:
             notes += _counter_notes(self.features, targets, values[:, self._f], at)
+        if self.times is not None and not saved:
+            notes += _gap_notes(self.time_col, steps, median, self.times, self.tz, lines, cols[tc], self.window)
         self.note = "; ".join(notes) or None
         n = len(values)
         self.n_train = n - int(round(n * self.val_fraction))
@@ -996,6 +998,45 @@ def _counter_notes(features, targets, x, at):
             f"({', '.join(counters.values())}), as a row number or a Unix time does: as {'a ' * one}feature{'s' * (not one)}, "
             f"{'its' if one else 'their'} values past the training rows are ones the model never saw"
             + (f" (--features {','.join(rest)} leaves {'it' if one else 'them'} out)" if rest else "")]
+
+
+def _span(seconds):
+    """A step of time as a person says it: '15 minutes', '1 hour', '2.5 days'."""
+    for unit, n in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= n or unit == "second":
+            q = float(f"{seconds / n:.3g}")
+            return f"{q:g} {unit}{'s' * (q != 1)}"
+
+
+def _gap_notes(name, steps, median, times, tz, lines, cells, window):
+    """[] or the note for a time column whose rows skip ahead: a step longer than 1.5 times
+    the median step (missing rows: an outage, a gap in a sensor's log). The rows are still
+    read as consecutive steps, so a window spans more time where it holds one; said, not
+    refused (market data skips nights and holidays by design). Not a gap: an hour missing
+    early on a Sunday from naive times (local time at a spring clock change, which such
+    times do not tell from a missing row; times with offsets run on through it), nor a
+    Friday-to-Monday step of rows dated on weekdays alone (business days). tz: the last
+    row's offset (None: naive times, read as UTC), for the days of the week."""
+    if not median > 0:
+        return []
+    local = times + (tz.utcoffset(None).total_seconds() if tz else 0)     # the clock the file shows
+    weekday = lambda t: (np.floor(t / 86400).astype(np.int64) + 3) % 7    # noqa: E731  (1970-01-01: a Thursday)
+    gone = local[:-1] + median                                 # the first time missing after each row
+    spring = ((steps == median + 3600) & (gone % 86400 < 4 * 3600) & (weekday(gone) == 6)    # Sunday, 00:00-04:00
+              & (tz is None))
+    skip = (steps > 1.5 * median) & ~spring
+    days = weekday(local)                                      # Monday 0 ... Sunday 6
+    if median == 86400 and (days < 5).all():
+        skip &= ~((steps == 3 * 86400) & (days[:-1] == 4))
+    if not skip.any():
+        return []
+    i = np.flatnonzero(skip)[np.argmax(steps[skip])]
+    n = int(skip.sum())
+    return [f"column {name!r} skips ahead {'once' if n == 1 else f'{n} times'} against a median step of "
+            f"{_span(median)} (the {'step' if n == 1 else 'longest'}, {_span(steps[i])}, from line {lines[i]}'s "
+            f"{cells[i].strip()!r} to line {lines[i + 1]}'s {cells[i + 1].strip()!r}): the rows are read as "
+            f"consecutive steps, so a window of {window} rows spans more time where it holds a gap (fill in the "
+            f"missing rows to keep it even)"]
 
 
 def _standardised(features, targets):

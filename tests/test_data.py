@@ -1448,6 +1448,35 @@ def test_a_default_feature_that_counts_the_rows_is_said(tmp_path):
     assert data.Series(str(path), target="load", window=5).note is None
 
 
+def test_a_time_column_that_skips_ahead_is_said(tmp_path):
+    """Rows missing from an hourly file (a logger's outage) were read as consecutive steps
+    unsaid, so a window held days where it spans a gap. Said, with the longest; not said
+    for a spring clock change in local time, business days' weekends, nor months."""
+    def series(times, form="%Y-%m-%dT%H:%M"):
+        path = tmp_path / "gaps.csv"
+        path.write_text("date,load\n" + "".join(f"{t.strftime(form)},{k % 5}\n" for k, t in enumerate(times)))
+        return data.Series(str(path), target="load", window=5)
+    t0 = dt.datetime(2024, 1, 1)
+    hours = [t0 + dt.timedelta(hours=h) for h in range(300)]
+    assert series(hours).note is None
+    assert series(hours[:100] + hours[172:250] + hours[253:]).note == (
+        "column 'date' skips ahead 2 times against a median step of 1 hour (the longest, 3.04 days, from line 101's "
+        "'2024-01-05T03:00' to line 102's '2024-01-08T04:00'): the rows are read as consecutive steps, so a window "
+        "of 5 rows spans more time where it holds a gap (fill in the missing rows to keep it even)")
+    assert series(hours[:40] + hours[41:]).note.startswith("column 'date' skips ahead once against a median step of "
+                                                             "1 hour (the step, 2 hours, from line 41's")
+    spring = [dt.datetime(2024, 3, 31) + dt.timedelta(minutes=30 * k) for k in range(200)]   # local time in Europe
+    assert series([t for t in spring if not (t.day == 31 and dt.time(2) <= t.time() < dt.time(3))]).note is None
+    assert "skips ahead once against a median step of 30 minutes (the step, 1.5 hours, from line 6's " \
+           "'2024-03-31T02:00+01:00'" in series(spring[:5] + spring[7:], "%Y-%m-%dT%H:%M+01:00").note   # offsets
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in range(120)]
+    weekdays = [d for d in days if d.weekday() < 5]
+    assert series(weekdays, "%Y-%m-%d").note is None                         # Friday to Monday: business days
+    assert "skips ahead once against a median step of 1 day (the step, 4 days, from line 11's '2024-01-12' to " \
+           "line 12's '2024-01-16')" in series(weekdays[:10] + weekdays[11:], "%Y-%m-%d").note   # a Monday holiday
+    assert series([dt.date(2000 + m // 12, m % 12 + 1, 1) for m in range(60)], "%Y-%m-%d").note is None
+
+
 def test_the_python_data_api_checks_its_settings_as_the_command_line_does(tmp_path):
     """From Python, window=2.5 trained on windows of 2, "5" was parsed, True read as 1,
     target=1 raised "'int' object is not iterable", a list of targets skipped the checks of
