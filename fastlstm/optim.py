@@ -192,6 +192,8 @@ class Optimizer:
     positive = ()             # the hyperparameters that must stay > 0 in the parameters' dtype
     fractions = ()            # those in [0, 1): a moment's decay
     _owner = None
+    _array = None             # the address of the params an unbound optimizer's first step bound it to
+    state, t = None, 0        # the moments and the steps taken, made by bind
 
     def __setattr__(self, name, value):
         """A hyperparameter set later (opt.lr = 0.01, as a schedule of one's own does) is
@@ -228,7 +230,7 @@ class Optimizer:
             raise ValueError(f"this {type(self).__name__} already belongs to another model; give each "
                              f"model an optimizer of its own (e.g. fastlstm.{type(self).__name__}(lr=...))")
         self.state = {k: zeros(n, dtype) for k in self.state_names}
-        self.t = 0
+        self.t, self._array = 0, None
         self._owner = None if owner is None else weakref.ref(owner)
         return self
 
@@ -254,12 +256,25 @@ class Optimizer:
 
     def __getstate__(self):
         """pickle and copy.deepcopy: a copy belongs to no model (a Model copied whole brings
-        its optimizer along, bound to the copy); given to a model, it starts afresh there."""
-        return {k: v for k, v in self.__dict__.items() if k != "_owner"}
+        its optimizer along, bound to the copy); given to a model, it starts afresh there.
+        Nor does it keep the address of the params it stepped (the copy's are elsewhere)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_owner", "_array")}
 
     def step(self, params, grads):
         """One update of params from grads, in place, with t counted; False (and nothing
-        changed) when the update would make a parameter or a state value non-finite."""
+        changed) when the update would make a parameter or a state value non-finite.
+        Outside a Model, params and grads are a layer stack's flat arrays (1-D, float32 or
+        float64, C-contiguous, params writable), checked as any input; an optimizer not
+        bound yet makes its state at its first step, for those params, and steps them alone."""
+        if self._owner is None:
+            params = v.array("params", params, (None,), _float_dtype(params), writable=True, finite=False)
+            grads = v.array("grads", grads, params.shape, params.dtype, finite=False)
+            if self.state is None:
+                self.bind(params.size, params.dtype)
+                self._array = params.ctypes.data
+            elif self._array not in (None, params.ctypes.data):
+                raise ValueError(f"this {type(self).__name__} holds the moments of the params its first step "
+                                 f"updated, and these are another array: give each its own optimizer")
         for k, s in self.state.items():
             if s.shape != params.shape or s.dtype != params.dtype or grads.shape != params.shape:
                 raise ValueError(f"optimizer state {k} has {s.size} entries for {params.size} parameters")
@@ -270,6 +285,15 @@ class Optimizer:
 
     def check_state(self):
         """Refuse state values that no run of this rule can produce (used by load)."""
+
+
+def _float_dtype(a):
+    """a's dtype if it is one a model holds (float32, float64), else TypeError naming it."""
+    dtype = getattr(a, "dtype", None)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"params must be a float32 or float64 numpy.ndarray (a layer stack's params), got "
+                        f"{dtype if dtype is not None else type(a).__name__}")
+    return dtype
 
 
 class SGD(Optimizer):

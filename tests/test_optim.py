@@ -20,6 +20,40 @@ def test_sgd_with_momentum_matches_hand_computation():
     assert o.t == 2
 
 
+def test_an_optimizer_steps_a_layer_stacks_arrays_as_a_model_steps_its_own():
+    """An optimizer no Model took raised AttributeError ('state') at its first step, and
+    'no attribute t' from config(): steps on a layer stack's flat arrays were the Model's
+    alone. Now the first step makes the state for those params, and the steps equal a
+    Model's on the same stack; another array, or arrays a stack does not hold, are refused."""
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((5, 2, 3)), rng.standard_normal((5, 2, 4))
+    model = fastlstm.Model(3, 4, 1, dtype=np.float64, optimizer=fastlstm.Adam(lr=0.05), seed=0)
+    lstm, opt = fastlstm.LSTM(3, 4, dtype=np.float64, seed=0), fastlstm.Adam(lr=0.05)
+    lstm.params = model.core.params
+    assert opt.config()["t"] == 0 and opt.state is None
+    for _ in range(3):
+        for stack in (lstm, model.core):
+            stack.zero_grad()
+            stack.forward(x)
+            stack.backward(dy)
+        assert opt.step(lstm.params, lstm.grads) and model.optimizer.step(model.params, model.grads)
+    n = lstm.params.size
+    assert opt.t == 3 and np.array_equal(lstm.params, model.params[:n])
+    assert np.array_equal(opt.state["m"], model.optimizer.state["m"][:n])
+    other = fastlstm.LSTM(3, 4, dtype=np.float64, seed=1)
+    before = other.params.copy(), opt.t
+    for params, grads, err, said in (
+            (other.params, other.grads, ValueError, "this Adam holds the moments of the params its first step updated"),
+            (lstm.params.tolist(), lstm.grads, TypeError, "params must be a float32 or float64 numpy.ndarray"),
+            (lstm.params, lstm.grads[:-1], ValueError, r"grads must have shape \(%d,\)" % n),
+            (lstm.params, lstm.grads.astype(np.float32), TypeError, "grads must have dtype float64")):
+        with pytest.raises(err, match=said):
+            opt.step(params, grads)
+    assert np.array_equal(other.params, before[0]) and opt.t == before[1]
+    assert fastlstm.SGD(lr=0.5).step(other.params, np.ones(n))                  # a fresh one: p - lr g
+    assert np.array_equal(other.params, before[0] - 0.5)
+
+
 def test_plain_sgd_is_p_minus_lr_g():
     p = np.array([1.0, 2.0], np.float32)
     fastlstm.SGD(lr=0.5).bind(2, np.float32).step(p, np.array([2.0, -4.0], np.float32))
