@@ -215,22 +215,24 @@ def num_layers(value):
     return n
 
 
-def fits_in_memory(what, nbytes, new=True):
+def fits_in_memory(what, nbytes, new=True, held=0):
     """MemoryError, before anything is allocated, for a request beyond the machine's RAM or
     the memory limit of the process's cgroup (a container's, a job's), whichever is lower:
-    past the limit the kernel's OOM killer would end the process, with no word said. A new
-    allocation (new; not a caller's buffer, mapped already) must also fit in the address
-    space the process has left (address_space_left)."""
+    past the limit the kernel's OOM killer would end the process, with no word said. held:
+    bytes allocated already that the request comes on top of (a Model's workspace under its
+    head's buffers), counted against memory, not address space. A new allocation (new; not
+    a caller's buffer, mapped already) must also fit in the address space the process has
+    left (address_space_left)."""
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return
-    limit = cgroup_memory_limit()
-    if limit is not None and limit < ram and nbytes > limit:
-        raise MemoryError(f"{what} would need {_bytes(nbytes)}, more than the {_bytes(limit)} of memory this "
+    limit, total = cgroup_memory_limit(), nbytes + held
+    if limit is not None and limit < ram and total > limit:
+        raise MemoryError(f"{what} would need {_bytes(total)}, more than the {_bytes(limit)} of memory this "
                           f"process may use (its cgroup's limit; the machine has {_bytes(ram)})")
-    if nbytes > ram:
-        raise MemoryError(f"{what} would need {_bytes(nbytes)}, more than this machine's {_bytes(ram)} of memory")
+    if total > ram:
+        raise MemoryError(f"{what} would need {_bytes(total)}, more than this machine's {_bytes(ram)} of memory")
     room = address_space_left() if new else None
     if room is not None and nbytes > room:
         raise MemoryError(f"{what} would need {_bytes(nbytes)}, more than the {_bytes(room)} of address space "

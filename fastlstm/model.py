@@ -255,19 +255,31 @@ class Model:
         batches of other shapes in turn (training steps, then `evaluate` in chunks) allocate
         nothing once each shape has run. Every buffer is written whole before it is read."""
         if (T, B) not in self._bufs:
-            c, O, e = self.core, self.output_size, self.dtype
-            H, Hr, Hout, states, D = c.hidden_size, c.Hr, c.output_size, c.num_states, c.input_size
-            S, TE = (1 if self.output == "last" else T), (T if self.E is not None else 0)
-            TY = 0 if self.output == "last" else T       # y and δy per step: none for a head on the last step
-            shapes = dict(y=(TY, B, Hout), P=(S, B, O), dP=(S, B, O), dV=(O, Hout), dbias=(O,), dY=(TY, B, Hout),
-                          dhn=(states, B, Hr), dh0=(states, B, Hr), dc0=(states, B, H), dlast=(B, Hout),
-                          x=(TE, B, D), dx=(TE, B, D))
-            sizes = {k: math.prod(s) for k, s in shapes.items()}
-            grow = {k: n for k, n in sizes.items() if k not in self._flat or self._flat[k].size < n}
-            v.fits_in_memory(f"the head's buffers for T = {T}, B = {B}", sum(grow.values()) * np.dtype(e).itemsize)
-            self._flat.update({k: zeros(n, e) for k, n in grow.items()})     # all made before any is replaced
+            shapes, sizes, grow = self._head_growth(T, B)
+            held = self.core._ws.nbytes                  # the workspace, grown for this (T, B) already
+            v.fits_in_memory(f"the head's buffers for T = {T}, B = {B} with the workspace's {v._bytes(held)}",
+                             sum(grow.values()) * self.dtype.itemsize, held=held)
+            self._flat.update({k: zeros(n, self.dtype) for k, n in grow.items()})   # all made before any is replaced
             self._bufs = {(T, B): {k: self._flat[k][:sizes[k]].reshape(s) for k, s in shapes.items()}}
         return self._bufs[(T, B)]
+
+    def _head_growth(self, T, B):
+        """(shapes, sizes, grow) of the head's buffers for (T, B): each buffer's shape and
+        size, and the sizes of those that must grow."""
+        c, O = self.core, self.output_size
+        H, Hr, Hout, states, D = c.hidden_size, c.Hr, c.output_size, c.num_states, c.input_size
+        S, TE = (1 if self.output == "last" else T), (T if self.E is not None else 0)
+        TY = 0 if self.output == "last" else T       # y and δy per step: none for a head on the last step
+        shapes = dict(y=(TY, B, Hout), P=(S, B, O), dP=(S, B, O), dV=(O, Hout), dbias=(O,), dY=(TY, B, Hout),
+                      dhn=(states, B, Hr), dh0=(states, B, Hr), dc0=(states, B, H), dlast=(B, Hout),
+                      x=(TE, B, D), dx=(TE, B, D))
+        sizes = {k: math.prod(s) for k, s in shapes.items()}
+        return shapes, sizes, {k: n for k, n in sizes.items() if k not in self._flat or self._flat[k].size < n}
+
+    def _head_bytes(self, T, B):
+        """("the head's buffers", bytes they grow by for (T, B)): what the workspace's memory
+        check adds (recurrent.check_fits's `also`)."""
+        return "the head's buffers", sum(self._head_growth(T, B)[2].values()) * self.dtype.itemsize
 
     # -- forward through the head -------------------------------------------------------
 
@@ -290,7 +302,8 @@ class Model:
         kept_lengths = lambda B: self._kept("lengths (int64)", (B,), np.int64)  # noqa: E731
         if self.E is None:
             copy = lambda T, B: self._kept_fits("x (time-major)", T * B * self.core.input_size, self.dtype)  # noqa: E731
-            return self.core.check_input(x, lengths, bm, time_major, kept_lengths, rows, copy if copied else None)
+            return self.core.check_input(x, lengths, bm, time_major, kept_lengths, rows, copy if copied else None,
+                                         self._head_bytes)
         layout = "(B, T)" if bm else "(T, B)"
         if not isinstance(x, np.ndarray) or x.dtype.kind not in "iu":
             raise TypeError(f"this model embeds tokens: x must be an integer ndarray of ids {layout}, got "
@@ -298,7 +311,7 @@ class Model:
         if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
             raise ValueError(f"x must be token ids of shape {layout} with T, B >= 1, got {x.shape}")
         T, B = x.shape[::-1] if bm else x.shape
-        self.core.check_fits(T, B, rows)                 # before the ids' scan, as check_input does,
+        self.core.check_fits(T, B, rows, self._head_bytes)   # before the ids' scan, as check_input does,
         if not _int64_as_is(x):                          # with the copies _int64 and time_major make
             self._kept_fits("token ids (int64)", T * B, np.int64)
         if copied:
@@ -639,7 +652,7 @@ class Model:
         self._reserve(v.positive_int("T", T), v.positive_int("B", B))
 
     def _reserve(self, T, B):
-        self.core._reserve(T, B)            # the workspace first: its memory check names it
+        self.core._reserve(T, B, self._head_bytes)    # the workspace and the head checked together
         return self._buffers(T, B)
 
     @one_call_at_a_time

@@ -285,7 +285,7 @@ class _Workspace:
         self.dirs, self.mixes = dirs, mixes      # mixes: layer inputs go through Xb (bidirectional or dropout)
         self.gemms = np.zeros((5 * dirs, 14), np.int64)  # a layer's backward products (_blas.plan):
         # per direction at most 3 δW runs (the GRU's), δW_hr and δX
-        self.cap_tb = self.cap_b = 0
+        self.cap_tb = self.cap_b = self.nbytes = 0    # nbytes: what the buffers hold now
         self._views, self._views_tb = {}, None       # _cached
 
     def ensure(self, T, B):
@@ -298,14 +298,18 @@ class _Workspace:
         e = self.dtype
         new = {k: [zeros(m, e) for m in n] if isinstance(n, list) else zeros(n, e) for k, n in sizes.items()}
         self.__dict__.update(new)
+        self.nbytes = sum(a.nbytes for n in new.values() for a in (n if isinstance(n, list) else [n]))
         self.cap_tb, self.cap_b = max(T * B, self.cap_tb), max(B, self.cap_b)
         self._views, self._views_tb = {}, None       # views of the old buffers: let them go
         return True
 
-    def fits(self, T, B):
+    def fits(self, T, B, also=None):
         """None if the workspace holds (T, B) already; else the sizes of the buffers it would
         grow to, after MemoryError if they would not fit in memory. Nothing is allocated, so
-        a caller can ask before it reads a large input (check_input)."""
+        a caller can ask before it reads a large input (check_input). also: (what, bytes) a
+        composer's buffers (a Model's head) add for the same (T, B), checked with these: each
+        part may fit where both would not, and the OOM killer ends the process at the first
+        touch of what does not."""
         if T * B <= self.cap_tb and B <= self.cap_b:
             return None
         v.product_size(f"T·B = {T} × {B}, the rows of steps a forward runs at once,", T * B,
@@ -330,7 +334,8 @@ class _Workspace:
                          _panels_size(blocks, 0, H, Hr, 0, False, e)),  # per direction; forward: W or U; backward: U
             dbp=dirs * b * G, dbs=G)                 # δb per row, per direction; their sum
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
-        v.fits_in_memory(f"the workspace for T = {T}, B = {B}", total)
+        what, more = also if also and also[1] else ("", 0)
+        v.fits_in_memory(f"the workspace{f' and {what}' * bool(more)} for T = {T}, B = {B}", total + more)
         return sizes
 
     def _cached(self, key, T, B, make):
@@ -550,15 +555,20 @@ class _Recurrent:
         lets go of a forward that waits for its backward."""
         self._reserve(v.positive_int("T", T), v.positive_int("B", B))
 
-    def check_fits(self, T, B, rows=None):
+    def check_fits(self, T, B, rows=None, also=None):
         """MemoryError if the workspace cannot grow to run (T, B) in chunks of `rows` rows
         (None: all at once; 0: no check here, for a caller that checks its part where the
-        failure is shared: a DataParallel rank); nothing is allocated."""
+        failure is shared: a DataParallel rank); nothing is allocated. also(T, S): the
+        composer's (what, bytes) that grow with it for chunks of S rows (_Workspace.fits)."""
         if rows != 0:
-            self._ws.fits(T, B if rows is None else min(B, rows))
+            S = B if rows is None else min(B, rows)
+            self._ws.fits(T, S, also(T, S) if also else None)
 
-    def _reserve(self, T, B):
-        """reserve on checked T, B, under a lock already held (a Model's step)."""
+    def _reserve(self, T, B, also=None):
+        """reserve on checked T, B, under a lock already held (a Model's step); also: as
+        check_fits's, checked with the workspace before it grows."""
+        if also:
+            self.check_fits(T, B, None, also)
         if self._ws.ensure(T, B):
             self._forget("reserve() regrew the workspace that held the last forward()")
 
@@ -573,7 +583,7 @@ class _Recurrent:
     # The interface a composer (Model) builds on: check the input once, run forward and
     # backward on checked arrays into buffers it owns, read the top layer's h, step.
 
-    def check_input(self, x, lengths, batch_first=None, time_major=None, kept=None, rows=None, fits=None):
+    def check_input(self, x, lengths, batch_first=None, time_major=None, kept=None, rows=None, fits=None, also=None):
         """x (T, B, D) checked (shape, dtype, contiguity, finiteness; T, B ≥ 1) and lengths
         as int64 (B,) in 1..T (all T for None): the one check of a sequence batch. With
         batch_first (the stack's, or the composer's) x comes as (B, T, D) and goes on as its
@@ -581,13 +591,13 @@ class _Recurrent:
         lengths go into kept(B) (the composer's buffer) or a new array. rows: how many of
         x's rows the caller runs at once (a chunk; None: all): the workspace for them must
         fit in memory (MemoryError) before x is scanned, which reads all of a memmap, and so
-        must what fits(T, B) checks (the composer's copies)."""
+        must what fits(T, B) checks (the composer's copies), and also(T, S) (check_fits)."""
         bf = self.batch_first if batch_first is None else batch_first
         x = v.array("x", x, (None, None, self.input_size), self.dtype, finite=False)
         if min(x.shape[:2]) < 1:
             raise ValueError(f"x must have at least one step and one batch row, got shape {x.shape}")
         T, B = x.shape[1::-1] if bf else x.shape[:2]
-        self.check_fits(T, B, rows)
+        self.check_fits(T, B, rows, also)
         if fits:
             fits(T, B)
         try:

@@ -11,6 +11,15 @@ from . import _validate as v
 from .data import _time_major, char_windows
 
 
+def _drawn(rng, B, dtype):
+    """batch's arguments checked: rng a numpy Generator (a seed would draw the same batch at
+    every call), B >= 1 rows, a model's dtype. Returns (B, dtype)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed), made once), got "
+                        f"{type(rng).__name__}")
+    return v.positive_int("B", B), v.dtype_of(dtype)
+
+
 class Adding:
     """The adding problem (Hochreiter & Schmidhuber 1997; as in Arjovsky et al. 2016).
 
@@ -24,12 +33,13 @@ class Adding:
     target = 0.01                       # test MSE that counts as solved
 
     def __init__(self, T=100, test_size=1000, seed=1234):
-        if T < 2:
+        if v.integer("T", T) < 2:
             raise ValueError(f"the adding problem needs T >= 2, got {T}")
         self.T = T
-        self.test = self.batch(np.random.default_rng(seed), test_size)
+        self.test = self.batch(v.rng(seed), v.positive_int("test_size", test_size))
 
     def batch(self, rng, B, dtype=np.float32):
+        B, dtype = _drawn(rng, B, dtype)
         T, rows = self.T, np.arange(B)
         v.fits_in_memory(f"a batch of the adding problem (T = {T}, B = {B})",      # x, and rng.random's
                          T * B * (2 * np.dtype(dtype).itemsize + 8))              # float64 values for it
@@ -62,6 +72,8 @@ class Text:
     name, loss, output, monitor = "text", "xent", "every", ("test_bpc", "min")
 
     def __init__(self, T=64, test_chars=20000, seed=1234, tokens=False):
+        T, test_chars, tokens = v.positive_int("T", T), v.positive_int("test_chars", test_chars), v.boolean(
+            "tokens", tokens)
         from pydoc_data.topics import topics
         text = "\n\n".join(topics[k] for k in sorted(topics))
         self.vocab = sorted(set(text))
@@ -71,7 +83,11 @@ class Text:
         self.train_ids, self.test_ids = ids[:split], ids[split:]
         self.T, self.tokens = T, tokens
         self.input_size = self.output_size = self.vocab_size = len(self.vocab)
-        n = min(test_chars, len(self.test_ids) - 1) // T
+        scored = min(test_chars, len(self.test_ids) - 1)
+        if scored < T:
+            raise ValueError(f"the text task scores {scored} held-out characters (test_chars, of "
+                             f"{len(self.test_ids) - 1}), fewer than a window of T = {T}: give a shorter T")
+        n = scored // T
         self.test_starts = np.arange(n) * T
 
     def _windows(self, ids, starts, dtype=np.float32):
@@ -79,6 +95,7 @@ class Text:
         return x, y, None
 
     def batch(self, rng, B, dtype=np.float32):
+        B, dtype = _drawn(rng, B, dtype)
         starts = rng.integers(0, len(self.train_ids) - self.T - 1, B)
         return self._windows(self.train_ids, starts, dtype)
 
@@ -109,6 +126,7 @@ class Digits:
         self.test = (np.ascontiguousarray(x[:, test], np.float32), d.target[test], None)
 
     def batch(self, rng, B, dtype=np.float32):
+        B, dtype = _drawn(rng, B, dtype)
         pick = rng.integers(0, len(self.train_y), B)
         return np.ascontiguousarray(self.train_x[:, pick], dtype), self.train_y[pick], None
 

@@ -776,8 +776,12 @@ def test_every_cli_error_is_a_fastlstm_error_line_with_status_2(tmp_path):
         (("train", "--T", "1000000000", "--out", str(tmp_path / "t.ckpt")),     # 15 TiB: more than any machine
          "a batch of the adding problem (T = 1000000000, B = 1000) would need 14901.2 GiB, more than this machine's"),
         (("train", "--batch", "3000000", "--out", str(tmp_path / "b.ckpt")),   # after the header and a 7 s batch
-         "the workspace for T = 100, B = 3000000 would need 509.4 GiB, more than this machine's"),
+         "the workspace and the head's buffers for T = 100, B = 3000000 would need 512.3 GiB, more than this "
+         "machine's"),
         (("train", "--lr", "1e300", "--out", str(tmp_path / "l.ckpt")), "Adam's lr=1e+300 is inf in float32"),
+        (("train", "--task", "text", "--T", "0", "--out", str(tmp_path / "t0.ckpt")), "T must be >= 1, got 0"),
+        (("train", "--task", "text", "--T", "100000", "--out", str(tmp_path / "t1.ckpt")),   # it said "integer
+         "the text task scores 20000 held-out characters (test_chars, of 46512), fewer than a window of T = 100000"),
         # refused before the first step, not when the first checkpoint is due: /proc takes no files
         (("train", "--steps", "2", "--out", "/proc/fastlstm-run.ckpt", *SMALL),
          "cannot write the run's files in /proc (--out /proc/fastlstm-run.ckpt)"),

@@ -19,7 +19,7 @@ import pytest
 
 import fastlstm
 from conftest import traced_peak
-from fastlstm import CheckpointError
+from fastlstm import CheckpointError, tasks
 
 
 def _batch(T=6, B=4, D=3, O=2, seed=0):
@@ -221,11 +221,37 @@ def test_a_model_names_the_buffers_that_would_not_fit_and_keeps_working():
     assert m.steps == 2 and m.step(x[0]).shape == (2, 1 << 20)
     small = fastlstm.Model(1, 64, 1, seed=0)
     small.train_step(*_batch(D=1, O=1))
-    with pytest.raises(MemoryError, match="the workspace for T = 25000, B = 1000"):
+    with pytest.raises(MemoryError, match="the workspace and the head's buffers for T = 25000, B = 1000"):
         small.train_step(np.zeros((25000, 1000, 1), np.float32), np.zeros((1000, 1), np.float32))
-    with pytest.raises(MemoryError, match="the workspace for T = 25000, B = 1000"):
+    with pytest.raises(MemoryError, match="the workspace and the head's buffers for T = 25000, B = 1000"):
         small.reserve(25000, 1000)
     assert list(small._bufs) == [(6, 4)]          # the head's buffers of the last good step, kept
+
+
+def test_a_workspace_and_head_that_fit_apart_but_not_together_are_refused(monkeypatch):
+    """The workspace and the head's buffers were each checked against memory alone: at
+    T = 100000, B = 32 (`fastlstm train --task text --T 100000`) the workspace's 21.8 GiB
+    and the head's 9.3 GiB each fit this machine's 23.5 GiB, and the OOM killer ended the
+    run at their first touch. They are checked together, before either grows, and the
+    head's alone against what the workspace holds; the model takes its next valid call."""
+    from fastlstm import _validate as v
+    m = fastlstm.Model(1, 256, 256, loss="xent", output="every", seed=0)    # at (100, 100): 70.3 MiB of
+    x, y = np.zeros((100, 100, 1), np.float32), np.zeros((100, 100), np.int64)   # workspace, 39.7 of head
+    monkeypatch.setattr(v, "cgroup_memory_limit", lambda: 100 << 20)
+    before = _state(m)
+    for call in (lambda: m.train_step(x, y), lambda: m.reserve(100, 100), lambda: m.predict(x),
+                 lambda: m.evaluate(x, y)):
+        with pytest.raises(MemoryError, match=r"^the workspace and the head's buffers for T = 100, B = 100 would need "
+                                              r"110.0 MiB, more than the 100.0 MiB"):
+            call()
+    assert _same(m, before) and m.core._ws.nbytes == 0 and m._flat == {}       # neither grew
+    monkeypatch.setattr(v, "cgroup_memory_limit", lambda: 80 << 20)
+    m.core.reserve(100, 100)                    # the workspace alone fits, then the head must with it
+    with pytest.raises(MemoryError, match=r"^the head's buffers for T = 100, B = 100 with the workspace's 70.3 MiB "
+                                          r"would need 110.0 MiB, more than the 80.0 MiB"):
+        m.train_step(x, y)
+    assert _same(m, before)
+    assert np.isfinite(m.train_step(x[:5, :4].copy(), y[:5, :4].copy()))
 
 
 def test_an_allocation_that_fails_midway_changes_nothing(monkeypatch):
@@ -368,7 +394,8 @@ def test_an_address_space_limit_bounds_a_new_allocation_with_a_word_for_it():
     assert r.returncode == 0 and len(lines) == 3, r.stdout + r.stderr
     assert re.fullmatch(r"the model's parameters and gradients would need 488.7 MiB, more than the \d+.\d MiB of "
                         r"address space this process has left under its limit \(ulimit -v\)", lines[0]), lines
-    assert lines[1].startswith("the workspace for T = 100, B = 40000 would need") and "(ulimit -v)" in lines[1], lines
+    assert lines[1].startswith("the workspace and the head's buffers for T = 100, B = 40000 would need") and (
+        "(ulimit -v)" in lines[1]), lines
     assert float(lines[2]) == 0.0
 
 
@@ -401,7 +428,8 @@ def test_an_input_whose_workspace_cannot_fit_is_refused_before_it_is_scanned(tmp
     monkeypatch.setattr(v, "cgroup_memory_limit", lambda: 8 << 20)       # the workspace for all 400 rows: > 20 MB
     for call in (lambda: lstm.forward(mm), lambda: m.train_step(mm, y), lambda: m.predict(mm),
                  lambda: m.evaluate(mm, y), lambda: lm.predict(ids)):
-        with pytest.raises(MemoryError, match=r"the workspace for T = 50, B = (400|256) would need \d+\.\d MiB, more than the 8.0 MiB"):
+        with pytest.raises(MemoryError, match=r"the workspace (and the head's buffers )?for T = 50, B = (400|256) "
+                                              r"would need \d+\.\d MiB, more than the 8.0 MiB"):
             call()
     with pytest.raises(MemoryError, match=r"8.0 MiB .*: give predict a batch_size, the rows a forward runs \(batch_size=256"):
         m.predict(mm)                                                 # all rows at once, by default: say the bound
@@ -533,6 +561,28 @@ def test_small_misuses_get_clear_errors(tmp_path):
              "schedule must be one of ('constant', 'cosine', 'plateau') or a fastlstm.training.Schedule, got 3")):
         with pytest.raises(error, match=re.escape(said)):
             make()
+
+
+def test_the_built_in_tasks_check_their_arguments():
+    """The tasks' Python API (README: `Adding(T=100)`, `task.batch(rng, 64)`) took T = 2.5
+    and failed later, raised AttributeError for a seed given as batch's rng (a seed would
+    draw the same batch at every call), ZeroDivisionError for Text(T=0), and built a text
+    task whose held-out part held no window (the CLI's `--task text --T 100000` was then
+    killed by the OOM killer). Each is a clear error now."""
+    rng = np.random.default_rng(0)
+    for make, err, said in ((lambda: tasks.Adding(T=2.5), TypeError, "T must be an integer, got float 2.5"),
+                            (lambda: tasks.Adding(T=1), ValueError, "the adding problem needs T >= 2, got 1"),
+                            (lambda: tasks.Adding(T=4, test_size=0), ValueError, "test_size must be >= 1"),
+                            (lambda: tasks.Adding(T=4).batch(0, 4), TypeError, "rng must be a numpy Generator"),
+                            (lambda: tasks.Adding(T=4).batch(rng, 0), ValueError, "B must be >= 1, got 0"),
+                            (lambda: tasks.Adding(T=4).batch(rng, 2, np.int64), TypeError, "dtype must be float32"),
+                            (lambda: tasks.Text(T=0), ValueError, "T must be >= 1, got 0"),
+                            (lambda: tasks.Text(T=64, test_chars=10), ValueError, r"the text task scores 10 held-out "
+                             r"characters \(test_chars, of \d+\), fewer than a window of T = 64")):
+        with pytest.raises(err, match=said):
+            make()
+    x, y, L = tasks.Adding(T=4).batch(rng, 3, np.float64)
+    assert x.shape == (4, 3, 2) and x.dtype == y.dtype == np.float64 and L is None
 
 
 def test_inputs_that_overlap_the_gradients_a_step_zeroes_are_refused():
