@@ -306,10 +306,10 @@ class _Workspace:
     def fits(self, T, B, also=None):
         """None if the workspace holds (T, B) already; else the sizes of the buffers it would
         grow to, after MemoryError if they would not fit in memory. Nothing is allocated, so
-        a caller can ask before it reads a large input (check_input). also: (what, bytes) a
-        composer's buffers (a Model's head) add for the same (T, B), checked with these: each
-        part may fit where both would not, and the OOM killer ends the process at the first
-        touch of what does not."""
+        a caller can ask before it reads a large input (check_input). also(T, B): (what,
+        bytes) a composer's buffers (a Model's head) add for the same (T, B), asked only when
+        the workspace grows and checked with it: each part may fit where both would not, and
+        the OOM killer ends the process at the first touch of what does not."""
         if T * B <= self.cap_tb and B <= self.cap_b:
             return None
         v.product_size(f"T·B = {T} × {B}, the rows of steps a forward runs at once,", T * B,
@@ -334,7 +334,7 @@ class _Workspace:
                          _panels_size(blocks, 0, H, Hr, 0, False, e)),  # per direction; forward: W or U; backward: U
             dbp=dirs * b * G, dbs=G)                 # δb per row, per direction; their sum
         total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
-        what, more = also if also and also[1] else ("", 0)
+        what, more = also(T, B) if also else ("", 0)
         v.fits_in_memory(f"the workspace{f' and {what}' * bool(more)} for T = {T}, B = {B}", total + more)
         return sizes
 
@@ -561,8 +561,7 @@ class _Recurrent:
         failure is shared: a DataParallel rank); nothing is allocated. also(T, S): the
         composer's (what, bytes) that grow with it for chunks of S rows (_Workspace.fits)."""
         if rows != 0:
-            S = B if rows is None else min(B, rows)
-            self._ws.fits(T, S, also(T, S) if also else None)
+            self._ws.fits(T, B if rows is None else min(B, rows), also)
 
     def _reserve(self, T, B, also=None):
         """reserve on checked T, B, under a lock already held (a Model's step); also: as
