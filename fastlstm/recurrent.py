@@ -270,6 +270,11 @@ def _alone(kernel, *args):
         numba.set_num_threads(threads)
 
 
+def _nbytes(sizes, dtype):
+    """The bytes of a workspace's buffers of these sizes ({name: elements, or a list of them})."""
+    return sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(dtype).itemsize
+
+
 class _Workspace:
     """What backward needs from forward, for a (T, B) capacity; grows, never shrinks.
 
@@ -288,17 +293,17 @@ class _Workspace:
         self.cap_tb = self.cap_b = self.nbytes = 0    # nbytes: what the buffers hold now
         self._views, self._views_tb = {}, None       # _cached
 
-    def ensure(self, T, B):
+    def ensure(self, T, B, also=None):
         """Grow to hold (T, B); True if it grew. All new buffers are made before any is replaced, so a
         failed allocation (MemoryError) leaves the workspace, and the forward it holds, as
-        it was."""
-        sizes = self.fits(T, B)
+        it was. also: as fits's."""
+        sizes = self.fits(T, B, also)
         if sizes is None:
             return False
         e = self.dtype
         new = {k: [zeros(m, e) for m in n] if isinstance(n, list) else zeros(n, e) for k, n in sizes.items()}
         self.__dict__.update(new)
-        self.nbytes = sum(a.nbytes for n in new.values() for a in (n if isinstance(n, list) else [n]))
+        self.nbytes = _nbytes(sizes, e)
         self.cap_tb, self.cap_b = max(T * B, self.cap_tb), max(B, self.cap_b)
         self._views, self._views_tb = {}, None       # views of the old buffers: let them go
         return True
@@ -333,9 +338,8 @@ class _Workspace:
             P=dirs * max(max(_panels_size(blocks, D, H, Hr, _tiles_from(D, Hr), True, e) for D in self.dims),
                          _panels_size(blocks, 0, H, Hr, 0, False, e)),  # per direction; forward: W or U; backward: U
             dbp=dirs * b * G, dbs=G)                 # δb per row, per direction; their sum
-        total = sum(sum(n) if isinstance(n, list) else n for n in sizes.values()) * np.dtype(e).itemsize
         what, more = also(T, B) if also else ("", 0)
-        v.fits_in_memory(f"the workspace{f' and {what}' * bool(more)} for T = {T}, B = {B}", total + more)
+        v.fits_in_memory(f"the workspace{f' and {what}' * bool(more)} for T = {T}, B = {B}", _nbytes(sizes, e) + more)
         return sizes
 
     def _cached(self, key, T, B, make):
@@ -566,9 +570,7 @@ class _Recurrent:
     def _reserve(self, T, B, also=None):
         """reserve on checked T, B, under a lock already held (a Model's step); also: as
         check_fits's, checked with the workspace before it grows."""
-        if also:
-            self.check_fits(T, B, None, also)
-        if self._ws.ensure(T, B):
+        if self._ws.ensure(T, B, also):
             self._forget("reserve() regrew the workspace that held the last forward()")
 
     # -- forward ---------------------------------------------------------------------

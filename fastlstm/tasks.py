@@ -72,8 +72,8 @@ class Text:
     name, loss, output, monitor = "text", "xent", "every", ("test_bpc", "min")
 
     def __init__(self, T=64, test_chars=20000, seed=1234, tokens=False):
-        T, test_chars, tokens = v.positive_int("T", T), v.positive_int("test_chars", test_chars), v.boolean(
-            "tokens", tokens)
+        T, test_chars = v.positive_int("T", T), v.positive_int("test_chars", test_chars)
+        tokens = v.boolean("tokens", tokens)
         from pydoc_data.topics import topics
         text = "\n\n".join(topics[k] for k in sorted(topics))
         self.vocab = sorted(set(text))
