@@ -45,8 +45,9 @@ def write(path, header, arrays):
     try:
         _string_keys(header)
         meta = json.dumps(dict(header, format=FORMAT, version=VERSION), allow_nan=False, default=_number).encode()
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"a checkpoint's header (extra included) must be JSON with finite numbers: {e}") from None
+    except (TypeError, ValueError, RecursionError) as e:
+        why = "it is nested too deeply" if isinstance(e, RecursionError) else e
+        raise ValueError(f"a checkpoint's header (extra included) must be JSON with finite numbers: {why}") from None
     # np.savez's layout (stored .npy members, zip64), with the archive closed whatever happens:
     # NumPy 1.x's savez left it open on an exception (a second Ctrl-C during a save), and its
     # __del__ then printed a traceback at exit, the file it wrote to long closed

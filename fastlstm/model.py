@@ -10,6 +10,7 @@ The head reads h_t (every step) or h at each row's last real step
 import contextlib
 import copy
 import math
+import numbers
 import os
 import sys
 import warnings
@@ -445,10 +446,14 @@ class Model:
         """Clip `grads` by global norm and take one optimizer step, unless the loss or a
         gradient is not finite: then raise NonFiniteError (or skip), leaving params and
         optimizer state exactly as they were. Returns True if the step was applied."""
-        norm = optim.clip_by_global_norm(self.grads, self.clip)
-        if not (np.isfinite(loss) and np.isfinite(norm)):
+        if isinstance(loss, bool) or not isinstance(loss, numbers.Real):     # before clip scales grads
+            raise TypeError(f"loss must be a number (what compute_gradients returns), got {loss!r:.40}")
+        finite_loss = v.finite(loss) is not None
+        norm = optim.clip_by_global_norm(self.grads, self.clip if finite_loss else None)   # grads kept if refused
+        if not (finite_loss and np.isfinite(norm)):
             cause = v.written_outside(self.params) or "lower the learning rate or set clip"
-            why = f"non-finite {'loss' if not np.isfinite(loss) else 'gradient'} (loss {loss}, gradient norm {norm}: {cause})"
+            why = (f"non-finite {'gradient' if finite_loss else 'loss'} (loss {str(loss):.40}, "
+                   f"gradient norm {norm}: {cause})")
         elif not self.optimizer.step(self.params, self.grads):
             why = (f"the {self.optimizer.name} update would make parameters or optimizer state "
                    f"non-finite (overflow in {self.dtype}; gradient norm {norm:.3g}: scale the "

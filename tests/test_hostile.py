@@ -492,6 +492,22 @@ def test_an_sgd_step_that_overflows_the_parameters_is_refused():
     assert m.apply_gradients() is True and m.steps == 1
 
 
+def test_apply_gradients_checks_its_loss_before_it_clips():
+    """A loss that is no number is a TypeError (was NumPy's "ufunc 'isfinite' not supported"),
+    and a refused step leaves grads as they were (a non-finite loss used to clip them first)."""
+    m = fastlstm.Model(3, 8, 2, seed=0, clip=1e-6)
+    m.compute_gradients(*_batch())
+    before, grads = _state(m), m.grads.copy()
+    for loss in ("0.5", None, True):
+        with pytest.raises(TypeError, match="loss must be a number"):
+            m.apply_gradients(loss)
+    for loss in (float("nan"), np.float32("inf"), 10**400):
+        with pytest.raises(fastlstm.NonFiniteError, match="non-finite loss"):
+            m.apply_gradients(loss)
+    assert _same(m, before) and np.array_equal(m.grads, grads)
+    assert m.apply_gradients(np.float32(0.5)) is True and m.steps == 1
+
+
 def test_the_exact_check_decides_when_the_cheap_bound_cannot():
     """Huge parameters (so |p| + lr|m|/(c1 ε) overflows) whose update is still finite."""
     m = fastlstm.Model(3, 8, 2, seed=0)
@@ -525,6 +541,11 @@ def test_small_misuses_get_clear_errors(tmp_path):
     for keyed in ({1: 2}, {"a": [{"b": 1, None: 2}]}):       # JSON would bring them back as strings
         with pytest.raises(ValueError, match="keys must be strings"):
             m.save(tmp_path / "keys.ckpt", extra=keyed)
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested too deeply"):          # was RecursionError
+        m.save(tmp_path / "deep.ckpt", extra={"a": deep})
     assert os.listdir(tmp_path) == []
     with pytest.raises(ValueError, match=re.escape(r"ndarray array([0, 1, 2]) is not JSON: give a list, a.tolist()")):
         m.save(tmp_path / "array.ckpt", extra={"a": np.arange(3)})
