@@ -85,9 +85,10 @@ class Schedule:
     """The learning rate at each step: base_lr times a linear warm-up over the first `warmup`
     steps, times "constant" (1), "cosine" (from 1 down to min_scale at the last step) or
     "plateau" (halved, by `factor`, after `patience` evaluations without a new best of the
-    monitored metric, down to min_scale; PyTorch's ReduceLROnPlateau with factor 0.5 and
-    patience 2). min_scale in (0, 1]: unlike PyTorch's eta_min it cannot be 0, as the
-    optimizers refuse a rate of 0."""
+    monitored metric, down to min_scale: Keras's ReduceLROnPlateau with min_delta 0, and
+    PyTorch's with threshold 0 and patience - 1, since PyTorch's halves after patience + 1
+    evaluations without one). min_scale in (0, 1]: unlike PyTorch's eta_min it cannot be 0,
+    as the optimizers refuse a rate of 0."""
 
     def __init__(self, kind="constant", warmup=0, factor=0.5, patience=2, min_scale=1e-3):
         self.kind = v.choice("schedule", kind, SCHEDULES)

@@ -851,6 +851,28 @@ def test_schedules():
         training.Schedule("cosine", min_scale=0)
 
 
+@pytest.mark.parametrize("patience", [1, 2, 3])
+def test_the_plateau_schedule_is_keras_reduce_lr_on_plateau_and_pytorchs_with_one_less_patience(patience):
+    """The docs called "plateau" PyTorch's ReduceLROnPlateau with patience 2, which halves
+    after the third evaluation without a new best, where "plateau" halves after the second:
+    Keras's patience (its min_delta 0) is PyTorch's patience + 1 (its threshold 0)."""
+    torch = pytest.importorskip("torch")
+    metric = np.random.default_rng(patience).random(60)
+    mine = training.Schedule("plateau", patience=patience, min_scale=1e-3)
+    mine.start(1.0, 100)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=patience - 1, threshold=0.0,
+                                                        min_lr=1e-3)
+    best, rates = None, []
+    for x in metric:
+        improved = best is None or x < best
+        best = x if improved else best
+        mine.observe(improved)
+        theirs.step(float(x))
+        rates.append((mine.lr(50), opt.param_groups[0]["lr"]))
+    assert all(a == b for a, b in rates) and rates[-1][0] < 0.5, rates
+
+
 def test_early_stopping_counts_a_tie_as_no_better_and_stops_after_patience_evaluations():
     """As Keras's EarlyStopping (min_delta 0): a value equal to the best is no new best, and
     the run stops at the patience-th evaluation in a row without one."""
