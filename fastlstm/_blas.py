@@ -22,6 +22,7 @@ from ._config import JIT, PARALLEL_JIT, njit
 _ROW, _N, _T = 101, 111, 112        # CblasRowMajor, CblasNoTrans, CblasTrans
 _NAMES = {np.dtype(np.float32): ("scipy_cblas_sgemm", types.float32),   # entry point, its real for Numba
           np.dtype(np.float64): ("scipy_cblas_dgemm", types.float64)}
+_THREADS = ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads")
 _gemm = None
 # Blocks of a product: as many as the machine has CPUs (a power of two, at least 2, so that
 # 1, 2, 4, ... threads share them evenly), each of at least MIN_ROWS output rows; a product
@@ -33,9 +34,9 @@ MIN_ROWS, SMALL = 32, 1 << 19
 
 
 def _load():
-    """{dtype: cblas ?gemm} of the private OpenBLAS, set to one thread, its entry points
-    made known to the kernels (which alone call them; the dict keeps the library loaded);
-    {} when the wheel is missing."""
+    """{dtype: cblas ?gemm} of the private OpenBLAS, and its thread count's getter and setter
+    by name, set to one thread, the entry points made known to the kernels (which alone
+    call them; the dict keeps the library loaded); {} when the wheel is missing."""
     try:
         import llvmlite.binding as llvm
         import scipy_openblas32
@@ -44,10 +45,10 @@ def _load():
     lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"), mode=ctypes.RTLD_LOCAL)
     lib.scipy_openblas_set_num_threads(1)       # the threads are Numba's (_gemm_tasks)
     out = {}
-    for dtype, (name, _) in _NAMES.items():
+    for key, name in [*((dtype, name) for dtype, (name, _) in _NAMES.items()), *zip(_THREADS, _THREADS)]:
         f = getattr(lib, name)
         llvm.add_symbol(name, ctypes.cast(f, ctypes.c_void_p).value)
-        out[dtype] = f
+        out[key] = f
     return out
 
 
@@ -61,6 +62,19 @@ def available():
 _i, _p = types.intc, types.intp                 # C int, and an address
 _sgemm, _dgemm = (types.ExternalFunction(name, types.void(_i, _i, _i, _i, _i, _i, real, _p, _i, _p, _i, real, _p, _i))
                   for name, real in _NAMES.values())
+_get_threads = types.ExternalFunction(_THREADS[0], _i())
+_set_threads = types.ExternalFunction(_THREADS[1], types.void(_i))
+
+
+@njit(**JIT)
+def _one_thread():
+    """Put the private OpenBLAS back to one thread where something else raised it, before
+    a product runs (on the calling thread): threadpoolctl's threadpool_limits(n,
+    user_api="blas"), which people call to size NumPy's BLAS, sets every OpenBLAS in the
+    process, this one too, and its threads inside each of Numba's made a small training
+    step 1.6-2.5x slower (docs/performance.md). A read of one integer when nothing did."""
+    if _get_threads() != 1:
+        _set_threads(1)
 
 
 @njit(**JIT)
@@ -81,9 +95,17 @@ def _gemm_block(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, nblk, q):
             _dgemm(_ROW, ta, tb, m1 - m0, N, K, 1.0, ao, lda, b, ldb, np.float64(beta), co, ldc)
 
 
+@njit(**JIT)
+def _gemm_alone(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc):
+    """One product (`matmul`) in one block, on the calling thread."""
+    _one_thread()
+    _gemm_block(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, np.int64(1), np.int64(0))   # typed: one compile
+
+
 @njit(**PARALLEL_JIT)
 def _gemm_blocks(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, nblk):
     """One product (`matmul`), its nblk blocks taken by Numba's threads."""
+    _one_thread()
     for q in prange(nblk):
         _gemm_block(es, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, nblk, q)
 
@@ -114,6 +136,7 @@ def _gemm_tasks(S, n, serial, threads):
     _gemm_share deals it: every threads-th task, so an equal share of each product's blocks.
     prange deals out contiguous ranges, which gave one thread all of δW's blocks and the
     other δX's (half as much work), and the step waited for the first (docs/performance.md)."""
+    _one_thread()
     tasks = np.int64(0)                 # typed, not a literal: _gemm_share compiles once
     for i in range(n):
         tasks += S[i, 13]
@@ -205,7 +228,7 @@ def matmul(a, b, out, accumulate=False):
         return out
     spec = _spec(a, b, out, accumulate)
     if spec[-1] == 1:                   # the whole product, on the calling thread
-        _gemm_block(*spec, 0)
+        _gemm_alone(*spec[:-1])
     elif spec[-1] > 1:
         _gemm_blocks(*spec)
     return out

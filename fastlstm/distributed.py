@@ -169,7 +169,7 @@ def _share_cores(comm):
     local.Free()
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     from threadpoolctl import threadpool_limits
-    threadpool_limits(n, user_api="blas")
+    threadpool_limits(n, user_api="blas")       # NumPy's (fastlstm's own goes back to 1 at its next product)
     return n
 
 
