@@ -936,7 +936,7 @@ def sample(args, interrupt):
     for _ in range(args.length):                           # training, never one to write (it printed U+FFFD)
         logp = np.log(np.maximum(p.astype(np.float64), 1e-30))
         logp[unknown] = -np.inf
-        with np.errstate(over="ignore"):                  # a tiny temperature: -inf, exp 0, the argmax
+        with np.errstate(over="ignore", under="ignore"):  # a tiny temperature: -inf, exp 0, the argmax
             q = np.exp((logp - logp.max()) / args.temperature)
         k = rng.choice(len(q), p=q / q.sum())
         out.write(vocab[k])

@@ -813,14 +813,14 @@ class Series:
             self.mean, self.std = np.array(_spec["mean"]), np.array(_spec["std"])
         else:
             train = values[:self.n_train]
-            with np.errstate(over="ignore", invalid="ignore"):
+            with np.errstate(over="ignore", invalid="ignore", under="ignore"):    # under: np.seterr(all="raise")
                 self.mean = train.mean(axis=0)
                 std = train.std(axis=0)
                 odd = ~((1e-150 < std) & (std < 1e150)) & np.isfinite(self.mean)
                 std[odd] = [_scaled_rms(train[:, j] - self.mean[j]) for j in np.flatnonzero(odd)]
             self.std = np.where(std > 0, std, 1.0)
         self.values = values
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
             self.z = (values - self.mean) / self.std
         self._check_scale(names, path)
         self.input_size, self.output_size = len(self.features), self.horizon * len(self.targets)
@@ -1101,7 +1101,10 @@ def _scaled_rms(d):
     of 1e-170 underflow to 0 (a column of such values read as constant, its RMSE as 0) and
     of 1e300 overflow, where the scaled ones keep every digit."""
     top = np.abs(d).max(initial=0)
-    return float(top * np.sqrt(np.mean((d / top) ** 2))) if 0 < top < np.inf else float(top)
+    if not 0 < top < np.inf:
+        return float(top)
+    with np.errstate(under="ignore"):                 # the squares of values far below the largest: 0
+        return float(top * np.sqrt(np.mean((d / top) ** 2)))
 
 
 def _rmse(a, b):

@@ -1414,6 +1414,36 @@ def test_a_series_in_any_units_trains_as_in_units_of_one(tmp_path, capsys):
         assert f"val_rmse {h['val_rmse']:.4e}," in last, last
 
 
+def test_numpys_raise_mode_is_no_error_of_fastlstms(tmp_path, capsys):
+    """np.seterr(all="raise"), a debugging setting, makes an underflow an error. A Series of
+    1e-170 values stopped with 'underflow encountered in square' (its standard deviation,
+    whose small squares are rightly 0), and sample at a tiny temperature with 'underflow
+    encountered in exp': each is now the run it is in NumPy's default mode, as a Model's
+    calls were already (a refused step still says NonFiniteError)."""
+    tiny = tmp_path / "tiny.csv"
+    tiny.write_text("a,b\n" + "".join(f"{1e-170 * math.sin(k / 5)!r},{1e-170 * math.cos(k / 5)!r}\n"
+                                      for k in range(400)))
+    text = tmp_path / "ab.txt"
+    text.write_text("ab\n" * 400)
+    x = np.random.default_rng(0).standard_normal((20, 64, 3)).astype(np.float32)
+    y = np.ones((64, 2), np.float32)
+    ckpt = str(tmp_path / "ab.ckpt")
+    assert cli.main(["train", "--data", str(text), "--steps", "1", "--T", "10", "--quiet", "--out", ckpt]) == 0
+    default = data.Series(str(tiny), target="a", window=10, horizon=2)
+    with np.errstate(all="raise"):
+        s = data.Series(str(tiny), target="a", window=10, horizon=2)
+        assert np.array_equal(s.std, default.std) and np.array_equal(s.z, default.z) and s.std[0] > 1e-171
+        assert cli.main(["train", "--data", str(tiny), "--target", "a", "--window", "10", "--steps", "20",
+                         "--eval-every", "20", "--quiet", "--out", str(tmp_path / "tiny-run.ckpt")]) == 0
+        assert cli.main(["sample", ckpt, "--length", "50", "--temperature", "1e-300", "--prime", ""]) == 0
+        for cell in ("lstm", "gru", "rnn_relu"):
+            m = fastlstm.Model(3, 8, 2, cell=cell, loss="mse", seed=0)
+            m.fit(x, y, epochs=2, batch_size=16, validation_split=0.25, schedule="cosine", progress=False)
+            m.predict(x), m.evaluate(x, y), m.step(x[0])
+            with pytest.raises(fastlstm.NonFiniteError):
+                m.train_step(x, y * 1e30)
+
+
 def test_skill_against_an_exact_naive_forecast_is_left_out_not_zero(tmp_path):
     """A constant target: the naive forecast is exact (RMSE 0), and a model that is not
     read "skill 0.0000" (as good as naive) and "seasonal_skill 0.0000". 1 - RMSE/0 is -inf:
