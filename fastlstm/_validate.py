@@ -404,8 +404,9 @@ def _mismatch(want, got):
 def bounds(a):
     """(min, max) of a non-empty integer array: a C-contiguous one's by a kernel (compiled for
     each integer dtype met), which allocates nothing, so that a step's checks of labels, ids
-    and lengths do not either."""
-    if a.flags.carray:                                   # C-contiguous, aligned, writable
+    and lengths do not either. NumPy's for others, and for a byte order not the machine's
+    ('>i8' read from a file written on a big-endian one), which no kernel is typed for."""
+    if a.flags.carray and a.dtype.isnative:              # C-contiguous, aligned, writable
         return int_bounds(a.reshape(-1))
     return a.min(), a.max()
 

@@ -508,6 +508,34 @@ def test_apply_gradients_checks_its_loss_before_it_clips():
     assert m.apply_gradients(np.float32(0.5)) is True and m.steps == 1
 
 
+def test_integers_in_the_other_byte_order_are_taken_as_their_values():
+    """Labels, lengths and token ids of a byte order not the machine's (an .npy or .npz that
+    a big-endian machine wrote loads as '>i8') reached a bounds kernel, and every call
+    raised Numba's TypingError. They now give what the same values in the machine's order give."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4, 3)).astype(np.float32)
+    L, labels, ids = np.array([5, 4, 3, 2]), rng.integers(0, 2, (5, 4)), rng.integers(0, 10, (5, 4))
+    swap = lambda a, t="i8": a.astype(">" + t if sys.byteorder == "little" else "<" + t)   # noqa: E731
+    assert not swap(L).dtype.isnative
+    for make, args in ((lambda: fastlstm.Model(3, 8, 2, loss="xent", seed=0), lambda f: (x, f(labels[0]), f(L))),
+                       (lambda: fastlstm.Model(3, 8, 2, loss="xent", output="every", seed=0),
+                        lambda f: (x, f(labels, "i2"), f(L, "i4"))),
+                       (lambda: fastlstm.Model(3, 8, 2, loss="xent", vocab_size=10, seed=0),
+                        lambda f: (f(ids), f(labels[0]), f(L)))):
+        got = []
+        for f in (lambda a, t="i8": a, swap):
+            m = make()
+            loss = m.train_step(*args(f))
+            P = m.predict(args(f)[0], lengths=args(f)[2])
+            got.append((loss, m.params.copy(), P, m.evaluate(*args(f))))
+        assert got[0][0] == got[1][0] and np.array_equal(got[0][1], got[1][1]) and np.array_equal(got[0][2], got[1][2])
+        assert got[0][3] == got[1][3]
+    m = fastlstm.Model(3, 8, 2, loss="xent", vocab_size=10, seed=0)
+    assert np.array_equal(m.step(swap(ids[0])), (m.reset_state(4), m.step(ids[0]))[1])
+    lstm = fastlstm.LSTM(3, 8, dtype=np.float32, seed=0)
+    assert np.array_equal(lstm.forward(x, lengths=swap(L))[0], lstm.forward(x, lengths=L)[0])
+
+
 def test_the_exact_check_decides_when_the_cheap_bound_cannot():
     """Huge parameters (so |p| + lr|m|/(c1 ε) overflows) whose update is still finite."""
     m = fastlstm.Model(3, 8, 2, seed=0)
