@@ -340,3 +340,28 @@ def test_assigning_the_flat_arrays_copies_in_and_views_cannot_be_rebound():
             setattr(m, view, np.zeros(1, np.float32))
     with pytest.raises(AttributeError, match="cannot assign to field 'W'"):
         m.core.layers[0].W = np.zeros((16, 7), np.float32)
+
+
+def test_a_token_models_inputs_of_the_wrong_kind_or_shape_get_their_errors():
+    """A model with an embedding takes integer ids (T, B), or (B,) a streaming step: floats,
+    lists and other shapes are refused with the form it takes, and the model is unchanged."""
+    m = fastlstm.Model(4, 8, 3, loss="xent", vocab_size=10, seed=0)
+    bf = fastlstm.Model(4, 8, 3, loss="xent", vocab_size=10, seed=0, batch_first=True)
+    before = m.params.copy()
+    cases = [(TypeError, r"x must be an integer ndarray of ids \(T, B\), got float32",
+              lambda: m.train_step(np.zeros((5, 2, 4), np.float32), np.zeros(2, np.int64))),
+             (ValueError, r"x must be token ids of shape \(T, B\) with T, B >= 1, got \(0, 2\)",
+              lambda: m.train_step(np.zeros((0, 2), np.int64), np.zeros(2, np.int64))),
+             (ValueError, r"x must be token ids of shape \(B, T\) with T, B >= 1, got \(5,\)",
+              lambda: bf.predict(np.zeros(5, np.int64))),
+             (TypeError, r"x must be an integer ndarray of token ids \(B,\), one per stream, got float32",
+              lambda: m.step(np.zeros((2, 4), np.float32))),
+             (TypeError, r"one per stream, got list", lambda: m.step([1, 2])),
+             (ValueError, r"x must be token ids of shape \(B,\) \(one per stream\), got \(2, 1\)",
+              lambda: m.step(np.zeros((2, 1), np.int64))),
+             (ValueError, r"got \(0,\)", lambda: m.step(np.zeros(0, np.int64)))]
+    for error, match, call in cases:
+        with pytest.raises(error, match=match):
+            call()
+    assert np.array_equal(m.params, before) and m.steps == 0
+    assert m.step(np.array([1, 2])).shape == (2, 3) and bf.step(np.array([1, 2])).shape == (2, 3)
