@@ -30,6 +30,7 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 import warnings
 
 # Numba's messages carry ANSI colour codes otherwise (unreadable in logs and in the C ABI).
@@ -199,12 +200,24 @@ def start_runtimes():
         except ValueError:                  # no OpenMP runtime (Numba's omppool needs libgomp)
             if not ours:
                 raise
-            numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"] = "threadsafe"
-            parallel._launch_threads()
+            try:
+                numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"] = "threadsafe"
+                parallel._launch_threads()
+            except ValueError:              # nor TBB, no dependency of fastlstm's: Numba's own pool
+                numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"] = "workqueue"
+                parallel._launch_threads()
+                warnings.warn("fastlstm: neither GNU OpenMP nor TBB loads in this process, so its kernels run on "
+                              "Numba's workqueue threading layer, and calls from several threads take turns (that "
+                              "layer ends the process when two run at once). Install GNU OpenMP (Debian and "
+                              "Ubuntu: apt-get install libgomp1; a slim Docker image lacks it) for concurrent "
+                              "calls", RuntimeWarning, stacklevel=2)
     finally:
         sys.setdlopenflags(flags)
     if numba.threading_layer() == "omp":
         os.register_at_fork(after_in_child=_forked)
+    global SERIAL
+    if numba.threading_layer() == "workqueue":      # fastlstm's fallback, or the user's choice
+        SERIAL = threading.RLock()
     from . import _blas
     _blas.available()
     for k in _set_here:
@@ -212,6 +225,12 @@ def start_runtimes():
             del os.environ[k]
     _set_here.clear()
 
+
+# On Numba's workqueue threading layer (start_runtimes), a lock that every public call
+# takes: that layer aborts the process ("Concurrent access has been detected") when two
+# threads run parallel kernels at once, as two models in two threads (or two C threads with
+# a handle each) do. None on OpenMP and TBB, where different models run at once.
+SERIAL = None
 
 # True in a child that fork() made from a process whose OpenMP pool had started: GNU
 # OpenMP's threads do not survive fork, and Numba kills such a child (SIGTERM) at its first

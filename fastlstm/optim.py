@@ -4,13 +4,14 @@ Each update is an in-place Numba kernel over the flat arrays (no temporaries; Ad
 the threads from UPDATE_RUN entries); the state (velocity, moments) lives in arrays of the
 same layout, so checkpoints and MPI see one array each.
 """
+import contextlib
 import weakref
 
 import numpy as np
 from numba import prange
 
+from . import _config, choices
 from . import _validate as v
-from . import choices
 from ._config import JIT, PARALLEL_JIT, njit
 from ._validate import run_flags
 from .kernels import _like, sum_squares, zeros
@@ -278,8 +279,9 @@ class Optimizer:
         for k, s in self.state.items():
             if s.shape != params.shape or s.dtype != params.dtype or grads.shape != params.shape:
                 raise ValueError(f"optimizer state {k} has {s.size} entries for {params.size} parameters")
-        if not self._update(params, grads, self.t + 1):
-            return False
+        with _config.SERIAL or contextlib.nullcontext():     # a step outside a Model's call (_config.SERIAL)
+            if not self._update(params, grads, self.t + 1):
+                return False
         self.t += 1
         return True
 

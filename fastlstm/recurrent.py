@@ -72,10 +72,17 @@ def one_call_at_a_time(method=None, *, interruptible=False):
         if _config.FORKED:
             _config.not_forked()
         with self._lock:
-            if (interruptible or _holding or not callable(_signal.getsignal(_signal.SIGINT))
-                    or threading.current_thread() is not threading.main_thread()):
-                return method(self, *args, **kwargs)
-            return _sigint_held(method, self, *args, **kwargs)
+            serial = _config.SERIAL               # Numba's workqueue layer: one call at a time in the process
+            if serial is not None:
+                serial.acquire()
+            try:
+                if (interruptible or _holding or not callable(_signal.getsignal(_signal.SIGINT))
+                        or threading.current_thread() is not threading.main_thread()):
+                    return method(self, *args, **kwargs)
+                return _sigint_held(method, self, *args, **kwargs)
+            finally:
+                if serial is not None:
+                    serial.release()
     return in_turn
 
 

@@ -457,6 +457,49 @@ def test_the_kernels_run_on_openmp_even_where_tbb_loads():
     assert ours[1] == fallback[1] == named[1] == configured[1]
 
 
+_WORKQUEUE_SCRIPT = ("import sys, threading, warnings, zlib\n"
+                     "if sys.argv[1] == 'neither':             # as where libgomp1 is missing and TBB too\n"
+                     "    sys.modules['numba.np.ufunc.omppool'] = sys.modules['numba.np.ufunc.tbbpool'] = None\n"
+                     "warnings.simplefilter('always')\n"
+                     "import numba, numpy as np, fastlstm\n"
+                     "x = np.random.default_rng(0).standard_normal((20, 8, 3)).astype(np.float32)\n"
+                     "y, out = np.zeros((8, 2), np.float32), {}\n"
+                     "def train(k):\n"
+                     "    m, o = fastlstm.Model(3, 16, 2, seed=k), fastlstm.LSTM(3, 4, seed=k)\n"
+                     "    opt = fastlstm.SGD(lr=0.1)\n"
+                     "    for _ in range(30):\n"
+                     "        m.train_step(x, y)\n"
+                     "        o.forward(x); o.backward(np.ones((20, 8, 4), np.float32)); opt.step(o.params, o.grads)\n"
+                     "    out[k] = zlib.crc32(m.params.tobytes() + o.params.tobytes())\n"
+                     "ts = [threading.Thread(target=train, args=(k,)) for k in range(4)]\n"
+                     "[t.start() for t in ts]; [t.join() for t in ts]\n"
+                     "print(numba.threading_layer(), *[out[k] for k in range(4)])\n")
+
+
+def test_without_openmp_or_tbb_the_kernels_run_on_workqueue_and_threads_take_turns():
+    """Numba's OpenMP pool needs GNU OpenMP (libgomp1, which a slim Docker image lacks) and
+    TBB is no dependency: with neither, the first kernel raised Numba's "No threading layer
+    could be loaded" and fastlstm could not run at all. It now runs on Numba's workqueue
+    layer, with a warning that names libgomp1; as that layer ends the process when two
+    threads run parallel kernels at once, every public call (and an optimizer's step) then
+    takes a process-wide turn, as it does on workqueue named by the user, which used to
+    end the process ("Concurrent access has been detected") for two models in two threads.
+    Each way gives the bits OpenMP gives."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+
+    def run(how, **extra):
+        r = subprocess.run([sys.executable, "-c", _WORKQUEUE_SCRIPT, how], capture_output=True, text=True,
+                           timeout=600, env=dict(env, **extra))
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split(), r.stderr
+    (ours, quiet), (fallback, said) = run("-"), run("neither")
+    named, quiet_too = run("-", NUMBA_THREADING_LAYER="workqueue")
+    assert (ours[0], fallback[0], named[0]) == ("omp", "workqueue", "workqueue")
+    assert ours[1:] == fallback[1:] == named[1:] and len(set(ours[1:])) == 4
+    assert "neither GNU OpenMP nor TBB loads" in said and "apt-get install libgomp1" in said, said
+    assert "RuntimeWarning" not in quiet + quiet_too, quiet + quiet_too
+
+
 _RUNTIME_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")
 
 
