@@ -34,9 +34,9 @@ MIN_ROWS, SMALL = 32, 1 << 19
 
 
 def _load():
-    """{dtype: cblas ?gemm} of the private OpenBLAS, and its thread count's getter and setter
-    by name, set to one thread, the entry points made known to the kernels (which alone
-    call them; the dict keeps the library loaded); {} when the wheel is missing."""
+    """{dtype: cblas ?gemm} of the private OpenBLAS, set to one thread, its entry points (and
+    its thread count's getter and setter) made known to the kernels (which alone call
+    them; the dict keeps the library loaded); {} when the wheel is missing."""
     try:
         import llvmlite.binding as llvm
         import scipy_openblas32
@@ -44,12 +44,9 @@ def _load():
         return {}
     lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"), mode=ctypes.RTLD_LOCAL)
     lib.scipy_openblas_set_num_threads(1)       # the threads are Numba's (_gemm_tasks)
-    out = {}
-    for key, name in [*((dtype, name) for dtype, (name, _) in _NAMES.items()), *zip(_THREADS, _THREADS)]:
-        f = getattr(lib, name)
-        llvm.add_symbol(name, ctypes.cast(f, ctypes.c_void_p).value)
-        out[key] = f
-    return out
+    for name in [name for name, _ in _NAMES.values()] + list(_THREADS):
+        llvm.add_symbol(name, ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
+    return {dtype: getattr(lib, name) for dtype, (name, _) in _NAMES.items()}
 
 
 def available():
