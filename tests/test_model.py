@@ -520,8 +520,8 @@ def _package_with_its_cache(tmp_path):
 def _files(cache, kernel, ext):
     """The cache's files of `kernel` as its source stands: Numba names them module.name-line
     (an older source's may lie beside them), .nbi the index, .nbc a compiled signature."""
-    f = kernel.py_func
-    return sorted(cache.glob(f"{f.__module__.rsplit('.', 1)[1]}.{f.__name__}-{f.__code__.co_firstlineno}.*{ext}"))
+    f, py = kernel.py_func, f"py{sys.version_info[0]}{sys.version_info[1]}"      # this Python's: others' may lie there
+    return sorted(cache.glob(f"{f.__module__.rsplit('.', 1)[1]}.{f.__name__}-{f.__code__.co_firstlineno}.{py}*{ext}"))
 
 
 def _run_step(tmp_path, **popen):

@@ -757,6 +757,7 @@ def _predict_in_child(q):
         q.put(str(e))
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")   # 3.12 on
 def test_a_forked_child_gets_an_error_it_can_act_on_not_a_kill():
     """GNU OpenMP's threads do not survive fork(): Numba killed a forked child (SIGTERM, exit
     -15) at its first parallel kernel. The child's calls now raise RuntimeError saying what
