@@ -272,8 +272,8 @@ class Optimizer:
             grads = v.array("grads", grads, params.shape, params.dtype, finite=False)
             if self.state is None:
                 self.bind(params.size, params.dtype)
-                self._array = params.ctypes.data
-            elif self._array not in (None, params.ctypes.data):
+                self._array = params.__array_interface__["data"][0]
+            elif self._array not in (None, params.__array_interface__["data"][0]):
                 raise ValueError(f"this {type(self).__name__} holds the moments of the params its first step "
                                  f"updated, and these are another array: give each its own optimizer")
         for k, s in self.state.items():
