@@ -42,11 +42,17 @@ def _load():
         import scipy_openblas32
     except ImportError:
         return {}
-    lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"), mode=ctypes.RTLD_LOCAL)
+    lib = library(scipy_openblas32)
     lib.scipy_openblas_set_num_threads(1)       # the threads are Numba's (_gemm_tasks)
     for name in [name for name, _ in _NAMES.values()] + list(_THREADS):
         llvm.add_symbol(name, ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
     return {dtype: getattr(lib, name) for dtype, (name, _) in _NAMES.items()}
+
+
+def library(wheel):
+    """The private OpenBLAS of the scipy-openblas32 module `wheel` (loaded once: a second
+    call gives the same library)."""
+    return ctypes.CDLL(os.path.join(wheel.get_lib_dir(), "libscipy_openblas.so"), mode=ctypes.RTLD_LOCAL)
 
 
 def available():
@@ -169,11 +175,11 @@ def _spec(a, b, out, accumulate):
     N = b.shape[1]
     ta, lda = _operand(a)
     tb, ldb = _operand(b)
-    return (out.itemsize, ta, tb, M, N, K, _address(a), lda, _address(b), ldb, int(accumulate), _address(out),
+    return (out.itemsize, ta, tb, M, N, K, address(a), lda, address(b), ldb, int(accumulate), address(out),
             _operand(out)[1], blocks(M, N, K) if M and N else 0)
 
 
-def _address(a):
+def address(a):
     """a's data address. Not `a.ctypes.data`: each call of it left 56-byte blocks behind
     that outlived the step (some KB over thousands of steps before it levelled), which
     moved a step's traced peak by up to 728 bytes on Python 3.10 (the allocation test)."""

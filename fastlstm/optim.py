@@ -12,6 +12,7 @@ from numba import prange
 
 from . import _config, choices
 from . import _validate as v
+from ._blas import address
 from ._config import JIT, PARALLEL_JIT, njit
 from ._validate import run_flags
 from .kernels import _like, sum_squares, zeros
@@ -272,8 +273,8 @@ class Optimizer:
             grads = v.array("grads", grads, params.shape, params.dtype, finite=False)
             if self.state is None:
                 self.bind(params.size, params.dtype)
-                self._array = params.__array_interface__["data"][0]
-            elif self._array not in (None, params.__array_interface__["data"][0]):
+                self._array = address(params)
+            elif self._array not in (None, address(params)):
                 raise ValueError(f"this {type(self).__name__} holds the moments of the params its first step "
                                  f"updated, and these are another array: give each its own optimizer")
         for k, s in self.state.items():

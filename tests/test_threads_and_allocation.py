@@ -354,15 +354,12 @@ def test_the_private_openblas_goes_back_to_one_thread_when_threadpoolctl_raised_
     blocks, a plan) now sets it back to one thread first. The count is read and raised
     through the library itself, as threadpoolctl does, so that the test holds with the
     threadpoolctl 3.1 that pyproject.toml allows, which does not see the wheel."""
-    import ctypes
-    import os
-
     import scipy_openblas32
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from fastlstm import _blas
 
-    lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"))   # the one loaded
+    lib = _blas.library(scipy_openblas32)                                # the one the products run on
     m = fastlstm.Model(4, 8, 2, loss="mse", seed=0)
     x, y = np.ones((3, 2, 4), np.float32), np.zeros((2, 2), np.float32)
     m.train_step(x, y)
