@@ -100,6 +100,8 @@ def positive_int(name, value, minimum=1, below=None):
 
 
 MAX_ROW = 1 << 62       # a batch row's index: far past any batch, and row + B stays in int64
+MAX_COUNT = 1 << 62     # steps, Adam's t, the masks' step: what a checkpoint holds; + 1 stays in int64
+SEED_END = 1 << 63      # dropout_seed: the masks' kernel takes it as an int64
 BLAS_MAX = (1 << 31) - 1   # a product's dimensions: fastlstm's OpenBLAS counts in 32-bit integers
 
 
@@ -116,6 +118,27 @@ def boolean(name, value):
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def count(name, value):
+    """`value` as an int in 0..MAX_COUNT-1: a step count (a model's steps, Adam's t)."""
+    return positive_int(name, value, minimum=0, below=MAX_COUNT)
+
+
+def probability(name, value):
+    """`value` as a float in [0, 1): a dropout rate."""
+    p = finite_float(name, value)
+    if not 0 <= p < 1:
+        raise ValueError(f"{name} must lie in [0, 1), got {value}")
+    return p
+
+
+def clip(name, value):
+    """None, or `value` as a float > 0: a gradient norm's bound."""
+    x = None if value is None else finite_float(name, value)
+    if x is not None and x <= 0:
+        raise ValueError(f"{name} must be > 0 or None, got {value}")
+    return x
 
 
 def counted(n, noun):

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from ._validate import counted, optional
+from ._validate import boolean, counted, optional, positive_int
 
 
 class RanksDiverged(RuntimeError):
@@ -38,6 +38,12 @@ class DataParallel:
     """
 
     def __init__(self, model, comm=None, check_every=100, set_threads=True):
+        from .model import Model
+        if not isinstance(model, Model):
+            raise TypeError(f"DataParallel wraps a fastlstm.Model, got {type(model).__name__}")
+        # checked here: a check_every of "10" failed at the first check, after every rank had updated
+        check_every = positive_int("check_every", check_every, minimum=0)
+        set_threads = boolean("set_threads", set_threads)
         MPI = _mpi()
         self.MPI = MPI
         self.comm = comm or MPI.COMM_WORLD

@@ -9,6 +9,7 @@ The head reads h_t (every step) or h at each row's last real step
 """
 import contextlib
 import copy
+import functools
 import math
 import numbers
 import os
@@ -23,7 +24,7 @@ from . import _blas
 from ._config import blas_turn
 from ._validate import NonFiniteError  # noqa: F401  (fastlstm.NonFiniteError; raised here and by the stacks)
 from .kernels import add_row_sums, all_finite, fill_zero, int_bounds_within, scatter_rows, zeros
-from .recurrent import GRU, LSTM, ONE_LAYER_DROPOUT, RNN, dropout_seed_from, flat, one_call_at_a_time
+from .recurrent import GRU, LSTM, ONE_LAYER_DROPOUT, RNN, Settings, dropout_seed_from, flat, one_call_at_a_time
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU, RNN)))     # cell -> its stack ("rnn_relu": RNN's ReLU)
 ONE_HOT = " (of one-hot rows: y.argmax(-1))"   # the hint for Keras's one-hot targets given to a classifier
@@ -35,7 +36,7 @@ def _int64_as_is(a):
     return a.dtype == np.int64 and a.flags.carray
 
 
-class Model:
+class Model(Settings):
     """LSTM layers (cell="lstm", the default), GRU layers (cell="gru") or vanilla RNN layers
     (cell="rnn": tanh; cell="rnn_relu": ReLU, torch.nn.RNN(nonlinearity="relu")) + dense head.
 
@@ -55,6 +56,11 @@ class Model:
     """
     params, grads = flat("params", copy_in=True), flat("grads", copy_in=True)
     V, bias, E, dV, dbias, dE = (flat(name) for name in ("V", "bias", "E", "dV", "dbias", "dE"))
+    FIXED = dict(dict.fromkeys(("cell", "loss", "output", "output_size", "vocab_size", "forget_bias")),
+                 core="copy weights into its params (model.core.params[...] = values), or build a new Model",
+                 batch_first="`with model.time_major():` takes time-major arrays for a while")
+    CHECKED = dict(clip=v.clip, training=v.boolean, steps=v.count, skipped_steps=v.count,
+                   on_nonfinite=functools.partial(v.choice, options=choices.ON_NONFINITE))
 
     def __init__(self, input_size, hidden_size, output_size, num_layers=1, *, cell="lstm",
                  loss="mse", output="last", dtype=np.float32, forget_bias=1.0, seed=None,
@@ -63,7 +69,6 @@ class Model:
         v.choice("cell", cell, choices.CELLS)
         v.choice("loss", loss, choices.LOSSES)
         v.choice("output", output, choices.OUTPUTS)
-        v.choice("on_nonfinite", on_nonfinite, choices.ON_NONFINITE)
         D = v.positive_int("input_size", input_size)
         H = v.positive_int("hidden_size", hidden_size)
         O = v.positive_int("output_size", output_size)
@@ -82,9 +87,7 @@ class Model:
                                  f"{name} has no forget gate, got {forget_bias!r}")
         proj_size = v.proj_size(proj_size, H)
         n, Hout, size = _layout(cell, D, H, v.num_layers(num_layers), bidirectional, proj_size, O, Vn)
-        self.clip = None if clip is None else v.finite_float("clip", clip)
-        if self.clip is not None and self.clip <= 0:
-            raise ValueError(f"clip must be > 0 or None, got {clip}")
+        self.clip = clip
         self.cell, self.loss, self.output, self.on_nonfinite = cell, loss, output, on_nonfinite
         self.batch_first = v.boolean("batch_first", batch_first)
         self._batch_major = self.batch_first    # the layout the public calls take now (see time_major)
@@ -635,7 +638,8 @@ class Model:
                 raise
             raise v.NonFiniteError(f"this step's input would not be finite: {outside}; the state was left as it "
                                    f"was") from None
-        self._state = state
+        if state is not self._state:                        # a fresh one (a write costs Settings.__setattr__)
+            self._state = state
         P = np.empty((top.shape[0], self.output_size), self.dtype)
         heads.step_predictions(P, top, self.V, self.bias, self.loss == "xent")
         return P
@@ -748,7 +752,7 @@ _CONFIG_KEYS = {"input_size", "hidden_size", "output_size", "num_layers", "cell"
 
 def _count(part, key):
     value = part.get(key)
-    if type(value) is not int or not 0 <= value < 1 << 62:
+    if type(value) is not int or not 0 <= value < v.MAX_COUNT:
         raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
     return value
 

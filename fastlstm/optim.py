@@ -200,9 +200,12 @@ class Optimizer:
     def __setattr__(self, name, value):
         """A hyperparameter set later (opt.lr = 0.01, as a schedule of one's own does) is
         checked as the constructor checks it, and left as it was when refused: lr=nan or
-        lr=-1 would otherwise train silently wrong or fail at the next step for another reason."""
+        lr=-1 would otherwise train silently wrong or fail at the next step for another reason.
+        So is t, the steps taken (an integer: Adam's bias correction counts it)."""
         if name in self.hyper_names:
             self._set(**{name: value})
+        elif name == "t":
+            object.__setattr__(self, name, v.count(name, value))
         else:
             object.__setattr__(self, name, value)
 

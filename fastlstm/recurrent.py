@@ -131,6 +131,50 @@ def flat(name, copy_in=False):
     return property(operator.attrgetter(slot), assign)
 
 
+_UNSET = object()
+
+
+class Settings:
+    """The settings a model or stack keeps from its constructor (m.loss, lstm.dropout), as
+    plain attributes guarded when assigned, as the optimizers' hyperparameters are (reads
+    stay plain: a streaming step reads a score of them, and a descriptor, or touching the
+    instance's __dict__, made it 0.5 µs slower).
+
+    CHECKED {name: check(name, value), which gives the value as kept}: a later assignment is
+    checked as the constructor checks it and changes nothing when refused (m.clip = -1
+    trained on unclipped, lstm.training = "no" dropped out); then the method AFTER[name], if
+    any, runs under the object's lock, given the name and the old value. FIXED {name: what
+    to do instead, or None}: the buffers, views, kernels and head were made from it and
+    would not follow, so another value raises AttributeError where the model ran on,
+    silently wrong (m.loss = "xent" on a regression head)."""
+    CHECKED, AFTER, FIXED = {}, {}, {}
+
+    def __setattr__(self, name, value):
+        check = self.CHECKED.get(name)
+        if check is not None:
+            value = check(name, value)
+            if name in self.AFTER:
+                with self._lock:
+                    old = getattr(self, name, None)
+                    object.__setattr__(self, name, value)
+                    getattr(self, self.AFTER[name])(name, old)
+                return
+        elif name in self.FIXED:
+            old = getattr(self, name, _UNSET)
+            if old is not _UNSET:
+                try:
+                    same = bool(old == value)            # m.loss = m.loss changes nothing
+                except (TypeError, ValueError):
+                    same = False
+                if same:
+                    return
+                kind = type(self).__name__
+                fix = self.FIXED[name] or f"build a new {kind} with {name}={value!r}"
+                raise AttributeError(f"{kind}.{name} is fixed when the {kind} is built (its arrays and its "
+                                     f"arithmetic were made for it): {fix}")
+        object.__setattr__(self, name, value)
+
+
 def _unpickle(cls, settings, params, grads, state):
     """_Recurrent.__reduce__'s inverse: the stack made anew, its arrays and counters copied in."""
     with warnings.catch_warnings():              # the original's construction gave any warning
@@ -390,7 +434,7 @@ class _Workspace:
 ONE_LAYER_DROPOUT = "dropout drops the outputs of every layer but the last"
 
 
-class _Recurrent:
+class _Recurrent(Settings):
     """A stack of recurrent layers, time-major: x (T, B, D) → y (T, B, Hr), with h Hr = H wide,
     or P = proj_size with a projection (the LSTM's). With batch_first (PyTorch's) the public
     forward and backward take and give x, y, dy, dx as (B, T, ·), through a transposed copy;
@@ -408,6 +452,16 @@ class _Recurrent:
     OWN_SETTINGS = ()           # a subclass's own constructor settings, which __reduce__ carries
     TORCH_TAKES = ("bias", "device")     # PyTorch's arguments taken at fastlstm's value (v.torch_only)
     params, grads = flat("params", copy_in=True), flat("grads", copy_in=True)
+    FIXED = dict(dict.fromkeys(("input_size", "hidden_size", "num_layers", "proj_size", "bidirectional",
+                                "forget_bias")),
+                 dtype="astype(dtype) makes a copy in another dtype", directions="it follows from bidirectional",
+                 Hr="h's width follows from proj_size",
+                 output_size="y's width follows from hidden_size, proj_size and bidirectional",
+                 num_states="hn's rows follow from num_layers and bidirectional")
+    # settable as PyTorch's and Keras's layers take them, each checked as the constructor checks it
+    CHECKED = dict(batch_first=v.boolean, training=v.boolean, dropout=v.probability, dropout_step=v.count,
+                   dropout_seed=functools.partial(v.positive_int, minimum=0, below=v.SEED_END))
+    AFTER = dict(dropout="_dropout_set", dropout_seed="_dropout_set")
 
     @classmethod
     def _counts(cls, H):
@@ -429,14 +483,9 @@ class _Recurrent:
         if abs(self.forget_bias) > big:                  # would be stored as ±inf
             raise ValueError(f"forget_bias must fit in {self.dtype} (|b| <= {big:.4g}), "
                              f"got {forget_bias!r}")
-        self.dropout = v.finite_float("dropout", dropout)
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-        if self.dropout and layers == 1:            # PyTorch's warning, for PyTorch's reason
-            warnings.warn(f"{ONE_LAYER_DROPOUT}, so with num_layers=1 it does nothing (dropout={self.dropout})",
-                          UserWarning,
-                          stacklevel=3 if buffers is None else 4)     # the user's line, or Model()'s caller's
         self.input_size, self.hidden_size, self.num_layers = D, H, layers
+        self.dropout = dropout
+        self._warn_one_layer(stacklevel=4 if buffers is None else 5)     # the user's line, or Model()'s caller's
         self.bidirectional = v.boolean("bidirectional", bidirectional)
         self.batch_first = v.boolean("batch_first", batch_first)
         self.directions = 1 + bidirectional
@@ -454,8 +503,7 @@ class _Recurrent:
         self.layers = [Layer(d, H, W, b, dW, db, R, dR) for d, (W, b, R), (dW, db, dR)
                        in zip(self._dims, self._layer_views(self.params), self._layer_views(self.grads))]
         self.reset_parameters(seed)
-        self.dropout_seed = v.positive_int("dropout_seed", dropout_seed_from(seed) if dropout_seed is None
-                                           else dropout_seed, minimum=0)
+        self.dropout_seed = dropout_seed_from(seed) if dropout_seed is None else dropout_seed
         self.dropout_step = 0       # forward()'s masks' step counter (a Model passes its step count instead)
         self.training = True        # forward() drops out in training mode only (train() / eval())
         self._ws = _Workspace(self._dims, H, Hr, BLOCKS[self.CELL], self.HAS_C, self.CARRY, self.dtype,
@@ -476,6 +524,24 @@ class _Recurrent:
         R, G = cls._counts(H)
         unit = lambda d: R * (d + Hr) + G + Hr * H * (P > 0)       # noqa: E731
         return dirs * (unit(D) + (num_layers - 1) * unit(dirs * Hr))
+
+    def _warn_one_layer(self, stacklevel):
+        if self.dropout and self.num_layers == 1:            # PyTorch's warning, for PyTorch's reason
+            warnings.warn(f"{ONE_LAYER_DROPOUT}, so with num_layers=1 it does nothing (dropout={self.dropout})",
+                          UserWarning, stacklevel=stacklevel)
+
+    def _dropout_set(self, name, old):
+        """After dropout or dropout_seed is set anew on a built stack: a forward awaiting its
+        backward is let go (its masks were other ones); for dropout, PyTorch's warning for one
+        layer, and layer inputs gathered into Xb from the next forward on."""
+        ws = getattr(self, "_ws", None)
+        if ws is None or getattr(self, name) == old:         # the constructor's own, or no change
+            return
+        self._forget(f"{name} was set since the last forward()")
+        if name == "dropout":
+            self._warn_one_layer(stacklevel=4)     # the user's line, past this and __setattr__
+            if self.dropout and not ws.mixes:
+                ws.mixes, ws.cap_tb, ws.cap_b = True, 0, 0      # ensure() makes the buffers again, Xb among them
 
     def train(self, mode=True):
         """Training mode (dropout applies) or, with mode=False, evaluation mode; returns self."""
@@ -1162,6 +1228,7 @@ class RNN(_HiddenOnly):
     """
     CELL, HAS_C, CARRY, TORCH_BLOCK, TORCH_BIAS = RNN_CELL, False, False, np.array([0]), ((0, 0),)
     OWN_SETTINGS = ("nonlinearity",)
+    FIXED = dict(_HiddenOnly.FIXED, nonlinearity=None)
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, nonlinearity="tanh", **settings):
         """nonlinearity: "tanh" (the default) or "relu", as torch.nn.RNN's; the rest as GRU's."""

@@ -400,6 +400,29 @@ def test_ranks_share_the_cpus_they_may_run_on():
     assert r.returncode == 0 and r.stdout.split() == ["1", "1"], r.stdout + r.stderr
 
 
+def test_data_parallel_refuses_bad_arguments_before_any_rank_trains(tmp_path):
+    """check_every="10" was taken and failed at the first check, after every rank had applied
+    the step; a model of another kind failed inside the configuration check."""
+    job = _script(tmp_path, """
+        import fastlstm
+        from fastlstm.distributed import DataParallel
+        m = fastlstm.Model(2, 4, 1, seed=0)
+        for kwargs in (dict(check_every="10"), dict(check_every=-1), dict(set_threads=1),
+                       dict(model=fastlstm.LSTM(2, 4))):
+            try:
+                DataParallel(**{"model": m, **kwargs})
+            except (TypeError, ValueError) as e:
+                print(type(e).__name__, e)
+        print("steps", m.steps)
+    """)
+    r = _mpi(1, sys.executable, job)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["TypeError check_every must be an integer, got str '10'",
+                                     "ValueError check_every must be >= 0, got -1",
+                                     "TypeError set_threads must be True or False, got 1",
+                                     "TypeError DataParallel wraps a fastlstm.Model, got LSTM", "steps 0"], r.stdout
+
+
 def test_c_driver_allreduces_gradients_between_ranks(tmp_path):
     mpicc = shutil.which("mpicc", path=os.path.dirname(sys.executable)) or shutil.which("mpicc")
     if mpicc is None or shutil.which("gcc") is None:

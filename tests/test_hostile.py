@@ -786,6 +786,8 @@ def _hostile_variants(good, seed=0):
         "dtype_number": _set(good, "model", "dtype", 7), "loss_bad": _set(good, "model", "loss", "hinge"),
         "clip_negative": _set(good, "model", "clip", -1.0), "clip_string": _set(good, "model", "clip", "x"),
         "forget_string": _set(good, "model", "forget_bias", "one"), "unknown_setting": _set(good, "model", "evil", 1),
+        "dropout_seed_huge": _set(good, "model", "dropout_seed", 2 ** 64),       # past the masks' int64
+        "dropout_seed_negative": _set(good, "model", "dropout_seed", -1),
         "optimizer_unknown": _set(good, "optimizer", "name", "rmsprop"),
         "optimizer_name_list": _set(good, "optimizer", "name", ["adam"]),
         "lr_negative": _set(good, "optimizer", "lr", -1.0), "lr_string": _set(good, "optimizer", "lr", "big"),
@@ -1292,3 +1294,65 @@ def test_flags_and_numbers_of_the_wrong_type_are_refused_not_taken_as_truthy():
         with pytest.raises(TypeError, match=said):
             call()
     assert m.training and lstm.training and not m.grads.any()
+
+
+def test_settings_assigned_later_are_checked_as_the_constructor_checks_them():
+    """m.clip = -1 trained on unclipped, m.on_nonfinite = "ignore" skipped silently,
+    m.training = "no" dropped out, lstm.dropout = 2.0 zeroed a layer's inputs, and
+    m.optimizer.t = "1" or m.steps = -5 failed later with another error: now each is refused
+    as the constructor refuses it, and the refusal changes nothing."""
+    m, lstm = fastlstm.Model(3, 4, 2, seed=0), fastlstm.LSTM(3, 4, 2, seed=0)
+    x, y = _batch()
+    for obj, name, value, error, said in (
+            (m, "clip", -1.0, ValueError, "clip must be > 0 or None, got -1.0"),
+            (m, "clip", "1", TypeError, "clip must be a finite number, got '1'"),
+            (m, "on_nonfinite", "ignore", ValueError, r"on_nonfinite must be one of \('raise', 'skip'\)"),
+            (m, "training", "no", TypeError, "training must be True or False, got 'no'"),
+            (m, "steps", -5, ValueError, "steps must be >= 0, got -5"),
+            (m, "skipped_steps", 1.0, TypeError, "skipped_steps must be an integer"),
+            (m.optimizer, "t", "1", TypeError, "t must be an integer"),
+            (lstm, "dropout", 2.0, ValueError, r"dropout must lie in \[0, 1\), got 2.0"),
+            (lstm, "dropout_seed", 2 ** 63, ValueError, "dropout_seed must be < 9223372036854775808"),
+            (lstm, "batch_first", 1, TypeError, "batch_first must be True or False, got 1"),
+            (lstm, "dropout_step", -1, ValueError, "dropout_step must be >= 0")):
+        before = getattr(obj, name)
+        with pytest.raises(error, match=said):
+            setattr(obj, name, value)
+        assert getattr(obj, name) == before, name
+    with pytest.raises(ValueError, match="dropout_seed must be < "):      # the constructor: OverflowError at a forward
+        fastlstm.LSTM(3, 4, 2, dropout=0.5, dropout_seed=2 ** 63)
+    assert m.train_step(x, y) > 0 and m.steps == 1 and m.optimizer.t == 1       # the next valid call works
+    m.clip, m.on_nonfinite, m.steps = 1e-3, "skip", 7                            # and a valid value takes effect
+    clipped = fastlstm.Model(3, 4, 2, seed=0, clip=1e-3, optimizer=fastlstm.SGD(lr=1.0))
+    m.optimizer = fastlstm.SGD(lr=1.0)
+    clipped.params[:] = m.params
+    m.train_step(x, y), clipped.train_step(x, y)
+    assert np.array_equal(m.params, clipped.params) and m.steps == 8
+    m.grads[0] = np.nan                                                          # "skip": counted, not raised
+    assert not m.apply_gradients(1.0) and m.skipped_steps == 1 and m.steps == 8
+
+
+def test_settings_the_arrays_were_made_for_are_fixed_and_say_what_to_do_instead():
+    """m.loss = "xent" on a regression model, lstm.hidden_size = 9 or m.batch_first = True
+    were taken and then ran silently wrong (a saved checkpoint recorded the new value over
+    arrays made for the old): now AttributeError, naming the way to the setting wanted."""
+    m, lstm, rnn = fastlstm.Model(3, 4, 2, seed=0), fastlstm.LSTM(3, 4, 2, seed=0), fastlstm.RNN(3, 4)
+    for obj, name, value, said in ((m, "loss", "xent", "Model.loss is fixed when the Model is built"),
+                                   (m, "output", "every", "build a new Model with output='every'"),
+                                   (m, "cell", "gru", "Model.cell is fixed"), (m, "vocab_size", 9, "vocab_size"),
+                                   (m, "output_size", 3, "output_size"), (m, "forget_bias", 0.0, "forget_bias"),
+                                   (m, "batch_first", True, r"with model.time_major\(\):"),
+                                   (m, "core", lstm, "model.core.params"),
+                                   (lstm, "hidden_size", 9, "build a new LSTM with hidden_size=9"),
+                                   (lstm, "num_layers", 1, "num_layers"), (lstm, "proj_size", 2, "proj_size"),
+                                   (lstm, "bidirectional", True, "bidirectional"),
+                                   (lstm, "dtype", np.float64, r"astype\(dtype\)"),
+                                   (lstm, "output_size", 8, "y's width follows from hidden_size"),
+                                   (rnn, "nonlinearity", "relu", "RNN.nonlinearity is fixed")):
+        before = getattr(obj, name)
+        with pytest.raises(AttributeError, match=said):
+            setattr(obj, name, value)
+        assert getattr(obj, name) is before
+        setattr(obj, name, before)                    # its own value again changes nothing
+    x, y = _batch()
+    assert m.train_step(x, y) > 0 and lstm.forward(x)[0].shape == (6, 4, 4)

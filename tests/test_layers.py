@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -254,6 +255,37 @@ def test_dropout_zero_is_bitwise_no_dropout_and_eval_drops_nothing():
     y = np.zeros((9, 2), np.float32)                          # evaluate and step never drop either
     assert model.evaluate(x.astype(np.float32), y) == reference.evaluate(x.astype(np.float32), y)
     assert np.array_equal(model.step(x[0].astype(np.float32)), reference.step(x[0].astype(np.float32)))
+
+
+def test_dropout_set_on_a_built_stack_is_the_dropout_it_was_built_with():
+    """As PyTorch's and Keras's layers take it: lstm.dropout = 0.5 (it was silently ignored,
+    the layer inputs being no copy to drop out) and the same on a Model's stack, which its
+    checkpoint then records; a forward awaiting its backward is let go, its masks being
+    another rate's; one layer gets PyTorch's warning again."""
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((6, 9, 3)), rng.standard_normal((6, 9, 8))
+    built = fastlstm.LSTM(3, 8, 3, dtype=np.float64, seed=1, dropout=0.5)
+    later = fastlstm.LSTM(3, 8, 3, dtype=np.float64, seed=1)
+    later.forward(x)                                  # buffers made without a copy of the layer inputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                # three layers: no warning
+        later.dropout = 0.5
+    with pytest.raises(RuntimeError, match="dropout was set since the last forward"):
+        later.backward(dy)
+    for m in (built, later):
+        m.dropout_step = 3
+        m.forward(x)
+    assert np.array_equal(built.backward(dy)[0], later.backward(dy)[0])
+    assert np.array_equal(built.grads, later.grads) and not np.array_equal(later.forward(x)[0], later.forward(x)[0])
+    with pytest.warns(UserWarning, match="with num_layers=1 it does nothing") as said:
+        fastlstm.LSTM(3, 8).dropout = 0.25
+    assert said[0].filename == __file__                # the line that set it
+    model, reference = fastlstm.Model(3, 8, 2, 2, seed=1), fastlstm.Model(3, 8, 2, 2, seed=1, dropout=0.5)
+    model.core.dropout = 0.5
+    y = np.zeros((9, 2), np.float32)
+    for m in (model, reference):
+        m.train_step(x.astype(np.float32), y)
+    assert np.array_equal(model.params, reference.params) and model.config() == reference.config()
 
 
 def test_the_kept_fraction_is_one_minus_p_within_three_sigma():
