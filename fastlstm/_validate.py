@@ -9,6 +9,7 @@ import numbers
 import os
 import re
 import shlex
+import sys
 import threading
 
 import numpy as np
@@ -139,6 +140,15 @@ def clip(name, value):
     if x is not None and x <= 0:
         raise ValueError(f"{name} must be > 0 or None, got {value}")
     return x
+
+
+def caller_level():
+    """warnings.warn's stacklevel, from the function that calls warn, of the first frame
+    outside fastlstm: the user's line, however many of fastlstm's constructors lie between."""
+    here, frame, level = os.path.dirname(os.path.abspath(__file__)) + os.sep, sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def counted(n, noun):

@@ -485,7 +485,7 @@ class _Recurrent(Settings):
                              f"got {forget_bias!r}")
         self.input_size, self.hidden_size, self.num_layers = D, H, layers
         self.dropout = dropout
-        self._warn_one_layer(stacklevel=4 if buffers is None else 5)     # the user's line, or Model()'s caller's
+        self._warn_one_layer()
         self.bidirectional = v.boolean("bidirectional", bidirectional)
         self.batch_first = v.boolean("batch_first", batch_first)
         self.directions = 1 + bidirectional
@@ -525,10 +525,10 @@ class _Recurrent(Settings):
         unit = lambda d: R * (d + Hr) + G + Hr * H * (P > 0)       # noqa: E731
         return dirs * (unit(D) + (num_layers - 1) * unit(dirs * Hr))
 
-    def _warn_one_layer(self, stacklevel):
+    def _warn_one_layer(self):
         if self.dropout and self.num_layers == 1:            # PyTorch's warning, for PyTorch's reason
             warnings.warn(f"{ONE_LAYER_DROPOUT}, so with num_layers=1 it does nothing (dropout={self.dropout})",
-                          UserWarning, stacklevel=stacklevel)
+                          UserWarning, stacklevel=v.caller_level())
 
     def _dropout_set(self, name, old):
         """After dropout or dropout_seed is set anew on a built stack: a forward awaiting its
@@ -539,7 +539,7 @@ class _Recurrent(Settings):
             return
         self._forget(f"{name} was set since the last forward()")
         if name == "dropout":
-            self._warn_one_layer(stacklevel=4)     # the user's line, past this and __setattr__
+            self._warn_one_layer()
             if self.dropout and not ws.mixes:
                 ws.mixes, ws.cap_tb, ws.cap_b = True, 0, 0      # ensure() makes the buffers again, Xb among them
 

@@ -418,11 +418,12 @@ def test_bad_inputs_are_clear_errors_and_change_nothing(tmp_path):
             fastlstm.LSTM(3, 5, 2, dropout=p)
     with pytest.raises(ValueError, match="dropout must be a finite number"):
         fastlstm.Model(3, 5, 2, dropout=float("nan"))
-    for make in (lambda: fastlstm.GRU(3, 5, dropout=0.2), lambda: fastlstm.Model(3, 5, 2, dropout=0.2)):
+    for make in (lambda: fastlstm.GRU(3, 5, dropout=0.2), lambda: fastlstm.Model(3, 5, 2, dropout=0.2),
+                 lambda: fastlstm.RNN(3, 5, dropout=0.2), lambda: fastlstm.Model(3, 5, 2, cell="rnn", dropout=0.2),
+                 lambda: fastlstm.LSTM(3, 5, dropout=0.2)):
         with pytest.warns(UserWarning, match=r"with num_layers=1 it does nothing \(dropout=0.2\)") as seen:
             make()                                           # PyTorch's warning: one layer drops nothing
         assert seen[0].filename == __file__                  # pointing at the caller's line
-    import warnings
     with pytest.warns(UserWarning, match="it does nothing"):
         fastlstm.Model(3, 5, 2, dropout=0.2).save(tmp_path / "one.ckpt")
     with warnings.catch_warnings():
