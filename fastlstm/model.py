@@ -24,7 +24,7 @@ from . import _blas
 from ._config import blas_turn
 from ._validate import NonFiniteError  # noqa: F401  (fastlstm.NonFiniteError; raised here and by the stacks)
 from .kernels import add_row_sums, all_finite, fill_zero, int_bounds_within, scatter_rows, zeros
-from .recurrent import GRU, LSTM, ONE_LAYER_DROPOUT, RNN, Settings, dropout_seed_from, flat, one_call_at_a_time
+from .recurrent import GRU, LSTM, ONE_LAYER_DROPOUT, RNN, dropout_seed_from, flat, one_call_at_a_time
 
 CELLS = dict(zip(choices.CELLS, (LSTM, RNN, GRU, RNN)))     # cell -> its stack ("rnn_relu": RNN's ReLU)
 ONE_HOT = " (of one-hot rows: y.argmax(-1))"   # the hint for Keras's one-hot targets given to a classifier
@@ -36,7 +36,7 @@ def _int64_as_is(a):
     return a.dtype == np.int64 and a.flags.carray
 
 
-class Model(Settings):
+class Model(v.Settings):
     """LSTM layers (cell="lstm", the default), GRU layers (cell="gru") or vanilla RNN layers
     (cell="rnn": tanh; cell="rnn_relu": ReLU, torch.nn.RNN(nonlinearity="relu")) + dense head.
 

@@ -131,50 +131,6 @@ def flat(name, copy_in=False):
     return property(operator.attrgetter(slot), assign)
 
 
-_UNSET = object()
-
-
-class Settings:
-    """The settings a model or stack keeps from its constructor (m.loss, lstm.dropout), as
-    plain attributes guarded when assigned, as the optimizers' hyperparameters are (reads
-    stay plain: a streaming step reads a score of them, and a descriptor, or touching the
-    instance's __dict__, made it 0.5 µs slower).
-
-    CHECKED {name: check(name, value), which gives the value as kept}: a later assignment is
-    checked as the constructor checks it and changes nothing when refused (m.clip = -1
-    trained on unclipped, lstm.training = "no" dropped out); then the method AFTER[name], if
-    any, runs under the object's lock, given the name and the old value. FIXED {name: what
-    to do instead, or None}: the buffers, views, kernels and head were made from it and
-    would not follow, so another value raises AttributeError where the model ran on,
-    silently wrong (m.loss = "xent" on a regression head)."""
-    CHECKED, AFTER, FIXED = {}, {}, {}
-
-    def __setattr__(self, name, value):
-        check = self.CHECKED.get(name)
-        if check is not None:
-            value = check(name, value)
-            if name in self.AFTER:
-                with self._lock:
-                    old = getattr(self, name, None)
-                    object.__setattr__(self, name, value)
-                    getattr(self, self.AFTER[name])(name, old)
-                return
-        elif name in self.FIXED:
-            old = getattr(self, name, _UNSET)
-            if old is not _UNSET:
-                try:
-                    same = bool(old == value)            # m.loss = m.loss changes nothing
-                except (TypeError, ValueError):
-                    same = False
-                if same:
-                    return
-                kind = type(self).__name__
-                fix = self.FIXED[name] or f"build a new {kind} with {name}={value!r}"
-                raise AttributeError(f"{kind}.{name} is fixed when the {kind} is built (its arrays and its "
-                                     f"arithmetic were made for it): {fix}")
-        object.__setattr__(self, name, value)
-
-
 def _unpickle(cls, settings, params, grads, state):
     """_Recurrent.__reduce__'s inverse: the stack made anew, its arrays and counters copied in."""
     with warnings.catch_warnings():              # the original's construction gave any warning
@@ -434,7 +390,7 @@ class _Workspace:
 ONE_LAYER_DROPOUT = "dropout drops the outputs of every layer but the last"
 
 
-class _Recurrent(Settings):
+class _Recurrent(v.Settings):
     """A stack of recurrent layers, time-major: x (T, B, D) → y (T, B, Hr), with h Hr = H wide,
     or P = proj_size with a projection (the LSTM's). With batch_first (PyTorch's) the public
     forward and backward take and give x, y, dy, dx as (B, T, ·), through a transposed copy;

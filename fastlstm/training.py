@@ -6,6 +6,7 @@ the training loss since the last evaluation, the history), and `state()` gives i
 the checkpoint, so that a resumed run continues bitwise as if it had never stopped.
 """
 import csv
+import functools
 import io
 import math
 import os
@@ -81,7 +82,14 @@ def _pcg64_state(st):
     return st
 
 
-class Schedule:
+def _min_scale(name, value):
+    x = v.finite_float(name, value, le=1)
+    if x <= 0:            # a rate of 0 ended a cosine fit at its last step, with the optimizer's error
+        raise ValueError(f"{name} must be > 0 (the optimizers take a learning rate > 0), got {value!r}")
+    return x
+
+
+class Schedule(v.Settings):
     """The learning rate at each step: base_lr times a linear warm-up over the first `warmup`
     steps, times "constant" (1), "cosine" (from 1 down to min_scale at the last step) or
     "plateau" (halved, by `factor`, after `patience` evaluations without a new best of the
@@ -90,14 +98,13 @@ class Schedule:
     evaluations without one). min_scale in (0, 1]: unlike PyTorch's eta_min it cannot be 0,
     as the optimizers refuse a rate of 0."""
 
+    # each checked as the constructor checks it, then and when set later (v.Settings)
+    CHECKED = dict(kind=lambda name, x: v.choice("schedule", x, SCHEDULES),
+                   warmup=functools.partial(v.positive_int, minimum=0), patience=v.positive_int,
+                   factor=functools.partial(v.finite_float, gt=0, lt=1), min_scale=_min_scale)
+
     def __init__(self, kind="constant", warmup=0, factor=0.5, patience=2, min_scale=1e-3):
-        self.kind = v.choice("schedule", kind, SCHEDULES)
-        self.warmup = v.positive_int("warmup", warmup, minimum=0)
-        self.factor = v.finite_float("factor", factor, gt=0, lt=1)
-        self.patience = v.positive_int("patience", patience)
-        self.min_scale = v.finite_float("min_scale", min_scale, le=1)
-        if self.min_scale <= 0:            # a rate of 0 ended a cosine fit at its last step, with the optimizer's error
-            raise ValueError(f"min_scale must be > 0 (the optimizers take a learning rate > 0), got {min_scale!r}")
+        self.kind, self.warmup, self.factor, self.patience, self.min_scale = kind, warmup, factor, patience, min_scale
         self.base_lr, self.total, self.scale, self.bad = None, None, 1.0, 0
 
     @classmethod

@@ -1299,11 +1299,14 @@ def test_flags_and_numbers_of_the_wrong_type_are_refused_not_taken_as_truthy():
 def test_settings_assigned_later_are_checked_as_the_constructor_checks_them():
     """m.clip = -1 trained on unclipped, m.on_nonfinite = "ignore" skipped silently,
     m.training = "no" dropped out, lstm.dropout = 2.0 zeroed a layer's inputs, and
-    m.optimizer.t = "1" or m.steps = -5 failed later with another error: now each is refused
-    as the constructor refuses it, and the refusal changes nothing."""
+    m.optimizer.t = "1", m.steps = -5 or schedule.warmup = "3" failed later with another
+    error: now each is refused as the constructor refuses it, and the refusal changes nothing."""
     m, lstm = fastlstm.Model(3, 4, 2, seed=0), fastlstm.LSTM(3, 4, 2, seed=0)
+    schedule = fastlstm.training.Schedule("cosine", warmup=3)
     x, y = _batch()
     for obj, name, value, error, said in (
+            (schedule, "warmup", "3", TypeError, "warmup must be an integer"),      # a TypeError in fit's first step
+            (schedule, "min_scale", 0, ValueError, "min_scale must be > 0"),
             (m, "clip", -1.0, ValueError, "clip must be > 0 or None, got -1.0"),
             (m, "clip", "1", TypeError, "clip must be a finite number, got '1'"),
             (m, "on_nonfinite", "ignore", ValueError, r"on_nonfinite must be one of \('raise', 'skip'\)"),
