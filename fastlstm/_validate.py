@@ -156,9 +156,9 @@ _UNSET = object()
 
 class Settings:
     """The settings a model, stack or schedule keeps from its constructor (m.loss,
-    lstm.dropout, schedule.warmup), as plain attributes guarded when assigned, as the optimizers' hyperparameters are (reads
-    stay plain: a streaming step reads a score of them, and a descriptor, or touching the
-    instance's __dict__, made it 0.5 µs slower).
+    lstm.dropout, schedule.warmup), as plain attributes guarded when assigned, as the
+    optimizers' hyperparameters are (reads stay plain: a streaming step reads a score of
+    them, and a descriptor, or touching the instance's __dict__, made it 0.5 µs slower).
 
     CHECKED {name: check(name, value), which gives the value as kept}: a later assignment is
     checked as the constructor checks it and changes nothing when refused (m.clip = -1
