@@ -171,8 +171,9 @@ static inline void fastlstm_config_init(fastlstm_config *cfg) {
 }
 
 /* Create a model from *cfg and store its handle in *out (left untouched on error). Free it
- * with fastlstm_free. Handles are random 64-bit values, so a stale or guessed pointer is
- * almost surely refused (INVALID_HANDLE) rather than taken for another live model.
+ * with fastlstm_free. Handles look random and are never issued twice, so a freed handle is
+ * always refused (INVALID_HANDLE) and a guessed pointer almost surely; freed models leave
+ * nothing behind, however many a program creates.
  * INVALID_ARGUMENT: a size < 1, num_layers > 1024, a model beyond the machine's memory, an
  * unknown setting, or a hyperparameter out of its range or NaN (clip NaN or < 0 included).
  * Returns OK, NULL_POINTER, INVALID_ARGUMENT. */

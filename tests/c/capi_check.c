@@ -449,6 +449,24 @@ static int leak(int steps) {
     return 0;
 }
 
+/* n models created and freed, as a server making one a request would: each freed handle
+ * is refused from then on, and the library keeps nothing of it. */
+static int churn(int n) {
+    long early = 0;
+    for (int s = 1; s <= n; s++) {
+        fastlstm_model *m = small_model((uint64_t)s);
+        int64_t count;
+        fastlstm_free(m);
+        if (fastlstm_param_count(m, &count) != FASTLSTM_ERROR_INVALID_HANDLE) {
+            fprintf(stderr, "model %d: a freed handle was taken\n", s);
+            return 1;
+        }
+        if (s == n / 5) early = rss_kib();
+    }
+    printf("rss_kib %ld %ld\n", early, rss_kib());
+    return 0;
+}
+
 /* data file: int64 T, B, D, O, steps, seed, V; then per step the inputs (x[T][B][D] float32,
  * or with V >= 1 token ids[T][B] int64 for an embedding of width D) and y[B][O] float32.
  * Trains, prints each loss, then the predictions for the last inputs and one streaming step
@@ -536,6 +554,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "threads")) return threads(atoi(argv[2]));
     if (!strcmp(argv[1], "shared")) return shared(atoi(argv[2]));
     if (!strcmp(argv[1], "leak")) return leak(atoi(argv[2]));
+    if (!strcmp(argv[1], "churn")) return churn(atoi(argv[2]));
     if (!strcmp(argv[1], "fromfile")) return fromfile(argv[2], argv[3]);
     if (!strcmp(argv[1], "overhead")) return overhead(atoi(argv[2]));
     if (!strcmp(argv[1], "predictfile"))
