@@ -48,6 +48,9 @@ def write(path, header, arrays):
     except (TypeError, ValueError, RecursionError) as e:
         why = "it is nested too deeply" if isinstance(e, RecursionError) else e
         raise ValueError(f"a checkpoint's header (extra included) must be JSON with finite numbers: {why}") from None
+    if len(meta) > _MAX_HEADER_BYTES:       # what read() refuses: a file that could not be loaded
+        raise ValueError(f"a checkpoint's header (extra included) holds {len(meta)} bytes of JSON, more than the "
+                         f"{_MAX_HEADER_BYTES} a checkpoint may: keep large data in a file of its own")
     # np.savez's layout (stored .npy members, zip64), with the archive closed whatever happens:
     # NumPy 1.x's savez left it open on an exception (a second Ctrl-C during a save), and its
     # __del__ then printed a traceback at exit, the file it wrote to long closed
@@ -139,6 +142,26 @@ def atomic_file(path, what, text=False):
         os.close(dfd)
     except OSError:
         pass  # some filesystems cannot fsync a directory; the rename itself is atomic
+
+
+def append_file(path, data, what):
+    """Append bytes `data` to path (created as any new file is), flushed to disk before it
+    returns; a failure (a full disk) cuts the file back to what it was, and its OSError
+    names path and `what` it is."""
+    with _naming(path, what):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            view = memoryview(data)
+            while view:                         # a disk that fills up takes part of it, then refuses
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager

@@ -548,12 +548,15 @@ def _resumed_run(out, args, rng):
     try:
         r = training.Run(model, source, v.positive_int("batch", extra.get("batch", args.batch or old.get("batch", 1))),
                          rng, steps=v.positive_int("total", extra.get("total", args.steps or old.get("steps", 1))),
-                         eval_every=args.eval_every or old.get("eval_every"))
+                         eval_every=args.eval_every or old.get("eval_every"), history=False)
         if "run" in extra:
-            r.load_state(extra["run"], extra.get("history", []))
+            r.load_state(extra["run"])
         else:
             r.batches.load_state(dict(rng=extra["rng"]))
-            r.history = training.check_history(extra.get("history", []))
+        # its metrics log's rows: counted, or (in an older checkpoint) held whole
+        if "history" in extra:
+            extra["history"] = training.check_history(extra["history"])
+        v.positive_int("evaluations", extra.get("evaluations", 0), minimum=0)
     except (KeyError, TypeError, ValueError) as e:
         raise UsageError(f"{out}: its run state is unusable ({type(e).__name__}: {e})") from None
     _same_options(out, model, args, f"--data {source.kind}" if hasattr(source, "spec") else f"--task {name}")
@@ -645,7 +648,8 @@ def _new_run(args, rng):
                            seed=args.seed, optimizer=opt, clip=args.clip or None, vocab_size=vocab,
                            bidirectional=args.bidirectional, dropout=args.dropout, proj_size=args.proj)
     r = training.Run(model, source, args.batch, rng, steps=args.steps, epochs=args.epochs,
-                     eval_every=args.eval_every, patience=args.patience, schedule=args.schedule, warmup=args.warmup)
+                     eval_every=args.eval_every, patience=args.patience, schedule=args.schedule, warmup=args.warmup,
+                     history=False)
     return model, source, r, args.task
 
 
@@ -824,12 +828,21 @@ def _train(args, interrupt, held):
     if dp.any(refused is not None) if args.distributed else refused:      # every rank stops, not rank 0 alone
         raise refused or UsageError(f"rank 0 cannot take the lock of --out {out}")
 
+    metrics = training.MetricsLog(log)
+    if lead and args.resume:
+        old = model.extra.get("history")
+        n = len(old) if old is not None else model.extra.get("evaluations", 0)
+        if metrics.resume(n, old) < n:
+            say(f"fastlstm: note: {log} holds {metrics.rows} of the run's {n} evaluations (changed since its "
+                f"checkpoint); it goes on from there")
+
     def save(path=out):
         if lead:
-            model.save(path, extra=dict(record, rng=r.batches.state()["rng"], run=r.state(), batch=r.batches.B,
-                                        total=r.total, history=r.history))
             if path == out:
-                training.write_log(log, r.history)
+                metrics.start()                     # a new run's first checkpoint: an earlier run's log goes
+            model.save(path, extra=dict(record, rng=r.batches.state()["rng"], run=r.state(), batch=r.batches.B,
+                                        total=r.total, evaluations=metrics.rows))
+            if path == out:
                 interrupt.saved = (out, model.steps)
 
     # every buffer a step uses, made now: a batch too big for memory is refused before the run starts
@@ -864,6 +877,7 @@ def _train(args, interrupt, held):
                 m, improved = r.evaluate(time.perf_counter() - t0)
                 if lead:
                     bar.write(f"step {model.steps}: {_metrics(m)}" + (" (best)" if improved else ""), file=out_stream)
+                    metrics.append(m)               # before the checkpoint that counts it
                 save()
                 if improved:
                     save(best_out)
@@ -883,7 +897,7 @@ def _train(args, interrupt, held):
         say(f"fastlstm: {why} at step {model.steps}; checkpoint saved to {out} (continue with --resume)",
             file=out_stream if not out_stream.gone else err_stream)
         return interrupt.status
-    m = r.history[-1] if r.history and r.history[-1]["step"] == model.steps else dict(source.metrics(model))
+    m = r.last if r.last and r.last["step"] == model.steps else dict(source.metrics(model))
     why = ("solved" if solved or (hasattr(source, "solved") and source.solved(m)) else
            f"stopped early: no better {r.stopper.name} in {r.stopper.patience} evaluations" if r.stopper.stop else
            "not solved yet" if hasattr(source, "solved") else "done")

@@ -580,6 +580,13 @@ def test_small_misuses_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="finite numbers"):
         m.save(tmp_path / "nan.ckpt", extra={"a": np.float32("nan")})
     assert os.listdir(tmp_path) == []
+    # a header beyond what load reads (64 MiB) was written, and the file then refused by load
+    m.save(tmp_path / "big.ckpt", extra={"a": "x" * ((64 << 20) - 1000)})
+    kept = (tmp_path / "big.ckpt").read_bytes()
+    with pytest.raises(ValueError, match=r"holds 6710\d{4} bytes of JSON, more than the 67108864 a checkpoint may"):
+        m.save(tmp_path / "big.ckpt", extra={"a": "x" * (64 << 20)})
+    assert (tmp_path / "big.ckpt").read_bytes() == kept and len(fastlstm.load(tmp_path / "big.ckpt").extra["a"]) > 0
+    os.remove(tmp_path / "big.ckpt")
     m.save(tmp_path / "nested.ckpt", extra={"a": [{"b": [1, 2.5, "c", None, True]}]})
     assert fastlstm.load(tmp_path / "nested.ckpt").extra == {"a": [{"b": [1, 2.5, "c", None, True]}]}
     # NumPy's scalars, what a metric computed with NumPy is, go as the numbers they hold (refused before)
@@ -1057,8 +1064,9 @@ _GONE = object()
      "its run state is unusable (ValueError: batch 1 of an epoch of 1)"),
     ("adding", _record("run", "stopper", "best_step", None), ["resume"],
      "its run state is unusable (ValueError: best and best_step must both be null or both be set"),
-    ("adding", _record("history", lambda h: [1, *h]), ["resume"],
+    ("adding", _record("history", [1]), ["resume"],                            # an older checkpoint held its rows
      "its run state is unusable (TypeError: history row 0 must be an object, got int)"),
+    ("adding", _record("evaluations", -1), ["resume"], "its run state is unusable (ValueError: evaluations must be"),
     # each bound of a record's settings, at the value just past it (the checks' ends, one too tight or loose)
     ("notes", _record("data", "settings", "T", 0), ["sample"], "unusable (T must be in 1..2^62, got 0)"),
     ("notes", _record("data", "vocab", [""]), ["sample"], 'unusable (vocab must be "" and the characters in order'),
