@@ -343,6 +343,7 @@ class MetricsLog:
         if kept != data:
             with atomic_file(self.path, "the metrics log") as f:
                 f.write(kept)
+        append_file(self.path, b"", "the metrics log")   # one it cannot append to stops the run now, not later
         self.names = next(csv.reader([lines[0].decode(errors="replace")]), None) if lines else None
         self.rows = max(len(lines) - 1, 0)
         return self.rows

@@ -1,6 +1,7 @@
 """The command line as a user runs it: train, resume, Ctrl-C, sample, bad options."""
 import argparse
 import csv
+import errno
 import importlib.util
 import json
 import os
@@ -1049,6 +1050,24 @@ def test_a_write_that_fails_names_its_file_and_leaves_it_as_it_was(tmp_path):
     assert p.returncode == 2 and f"error: cannot write {fresh / 'a.lock'}, the lock of --out {fresh / 'a.ckpt'}: " \
         "File too large" in p.stderr, p.stderr
     assert not os.listdir(fresh)
+
+
+def test_a_log_that_cannot_be_appended_to_stops_resume_before_its_first_step(tmp_path, monkeypatch, capsys):
+    """A log the run may not write (another user's, read-only) stops --resume before it
+    trains, not at its first evaluation (root writes any file: the refusal is simulated)."""
+    from fastlstm import cli, training
+    out, log = tmp_path / "a.ckpt", tmp_path / "a.csv"
+    assert cli.main(["train", "--steps", "10", "--out", str(out), *SMALL]) == 0
+    kept = out.read_bytes(), log.read_bytes()
+
+    def refuse(path, data, what):
+        raise PermissionError(errno.EACCES, f"cannot write {what}: Permission denied", path)
+    monkeypatch.setattr(training, "append_file", refuse)
+    capsys.readouterr()
+    assert cli.main(["train", "--steps", "20", "--out", str(out), "--resume", *SMALL]) == 2
+    said = capsys.readouterr()
+    assert f"fastlstm: error: cannot write the metrics log: Permission denied: '{log}'" in said.err, said.err
+    assert "step" not in said.out and (out.read_bytes(), log.read_bytes()) == kept, said.out
 
 
 def test_outputs_through_links_and_devices_are_written_there_not_replaced(tmp_path):
