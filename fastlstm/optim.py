@@ -201,11 +201,17 @@ class Optimizer:
         """A hyperparameter set later (opt.lr = 0.01, as a schedule of one's own does) is
         checked as the constructor checks it, and left as it was when refused: lr=nan or
         lr=-1 would otherwise train silently wrong or fail at the next step for another reason.
-        So is t, the steps taken (an integer: Adam's bias correction counts it)."""
+        So is t, the steps taken (an integer: Adam's bias correction counts it). The rule's
+        own names are fixed: opt.name = "sgd" on an Adam saved a checkpoint load refused."""
         if name in self.hyper_names:
             self._set(**{name: value})
         elif name == "t":
             object.__setattr__(self, name, v.count(name, value))
+        elif name in ("name", "state_names", "hyper_names", "positive", "fractions"):
+            if type(value) is type(getattr(self, name)) and value == getattr(self, name):
+                return                                          # its own value again: nothing to do
+            raise AttributeError(f"{type(self).__name__}.{name} is its update rule's: for another rule, make "
+                                 f"another optimizer (fastlstm.SGD, Adam or AdamW)")
         else:
             object.__setattr__(self, name, value)
 
