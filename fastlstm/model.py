@@ -706,13 +706,24 @@ class Model(v.Settings):
         finite numbers only, NumPy scalars taken as their numbers) atomically."""
         if extra is not None and not isinstance(extra, dict):
             raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
-        checkpoint.write(path, *self._checkpoint(extra or {}))
+        try:
+            header, arrays = self._checkpoint(extra or {})
+        except ValueError as e:
+            raise ValueError(f"cannot save {os.fsdecode(path)}: {e} (load would refuse the file; no step writes "
+                             f"that, so it was written from outside); the file is left as it was") from None
+        checkpoint.write(path, header, arrays)
 
     def _checkpoint(self, extra):
-        """(header, arrays) of a checkpoint: what `save` writes and `_restore` rebuilds from."""
-        arrays = {"params": self.params}
-        arrays.update({f"optimizer.{k}": a for k, a in self.optimizer.state.items()})
-        return dict(model=self.config(), optimizer=self.optimizer.config(), steps=self.steps,
+        """(header, arrays) of a checkpoint: what `save` writes and `_restore` rebuilds from,
+        its values checked as `_restore` checks them (ValueError)."""
+        opt, n = self.optimizer, self.params.shape
+        if sorted(opt.state) != sorted(opt.state_names) or any(
+                not isinstance(a, np.ndarray) or a.shape != n or a.dtype != self.dtype for a in opt.state.values()):
+            raise ValueError(f"the optimizer's state holds other arrays than its {', '.join(opt.state_names)}, each "
+                             f"{n} {self.dtype}")
+        arrays = {"params": self.params, **{f"optimizer.{k}": opt.state[k] for k in opt.state_names}}
+        _check_values(opt, arrays)
+        return dict(model=self.config(), optimizer=opt.config(), steps=self.steps,
                     skipped_steps=self.skipped_steps, extra=extra), arrays
 
     @one_call_at_a_time(interruptible=True)
@@ -802,15 +813,22 @@ def _restore(header, arrays):
     with warnings.catch_warnings():      # said when the model was made; not again at each load, resume, predict
         warnings.filterwarnings("ignore", ONE_LAYER_DROPOUT, UserWarning)
         model = Model(**header["model"], optimizer=opt)
+    _check_values(opt, arrays)
     for name, a in [("params", model.params)] + [(f"optimizer.{k}", s) for k, s in opt.state.items()]:
-        if not all_finite(arrays[name]):
-            raise ValueError(f"{name} holds non-finite values")
         a[:] = arrays[name]
-    opt.check_state()
     opt.t = header["optimizer"]["t"]
     model.steps, model.skipped_steps = header["steps"], header["skipped_steps"]
     model.extra = header.get("extra", {})
     return model
+
+
+def _check_values(opt, arrays):
+    """The values a checkpoint's arrays may hold: finite, and a state `opt`'s rule can
+    produce (Adam's v >= 0); else ValueError (load refuses others, and save writes none)."""
+    for name in ["params", *(f"optimizer.{k}" for k in opt.state_names)]:
+        if not all_finite(arrays[name]):
+            raise ValueError(f"{name} holds non-finite values")
+    opt.check_state({k: arrays[f"optimizer.{k}"] for k in opt.state_names})
 
 
 def _unpickle(header, arrays, rest):

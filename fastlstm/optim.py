@@ -295,8 +295,9 @@ class Optimizer:
         self.t += 1
         return True
 
-    def check_state(self):
-        """Refuse state values that no run of this rule can produce (used by load)."""
+    def check_state(self, state):
+        """Refuse state values {name: array} that no run of this rule can produce (a
+        checkpoint's, at save and at load)."""
 
 
 def _float_dtype(a):
@@ -353,9 +354,9 @@ class Adam(Optimizer):
         return adam_step(params, grads, self.state["m"], self.state["v"], h["lr"], h["beta1"], h["beta2"], h["eps"],
                          t, _range(params.dtype)[0], l2, keep)
 
-    def check_state(self):
+    def check_state(self, state):
         """Refuse moments no Adam run can produce (v < 0: √v would be NaN)."""
-        if (self.state["v"] < 0).any():
+        if (state["v"] < 0).any():
             raise ValueError("Adam's second moment v must be >= 0")
 
 

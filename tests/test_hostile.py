@@ -1343,6 +1343,30 @@ def test_settings_assigned_later_are_checked_as_the_constructor_checks_them():
     assert not m.apply_gradients(1.0) and m.skipped_steps == 1 and m.steps == 8
 
 
+@pytest.mark.parametrize("spoil, said", [
+    (lambda m: m.params.__setitem__(0, np.nan), "params holds non-finite values"),
+    (lambda m: m.E.__setitem__((1, 2), np.inf), "params holds non-finite values"),          # the embedding
+    (lambda m: m.optimizer.state["m"].__setitem__(3, np.nan), "optimizer.m holds non-finite values"),
+    (lambda m: m.optimizer.state["v"].__setitem__(3, -1.0), "Adam's second moment v must be >= 0"),
+    (lambda m: m.optimizer.state.pop("v"), "the optimizer's state holds other arrays than its m, v"),
+    (lambda m: m.optimizer.state.__setitem__("w", np.zeros(3)), "the optimizer's state holds other arrays"),
+    (lambda m: m.optimizer.state.__setitem__("m", np.zeros(3, np.float32)), "the optimizer's state holds other arrays"),
+])
+def test_a_save_never_writes_a_file_load_refuses(tmp_path, spoil, said):
+    """Values written into a model from outside (a NaN weight, a moment of another size)
+    were saved, over the last good checkpoint, into a file that load then refused."""
+    m = fastlstm.Model(3, 4, 2, seed=0, vocab_size=5)
+    m.train_step(np.ones((5, 2), np.int64), np.zeros((2, 2), np.float32))
+    path = tmp_path / "m.ckpt"
+    m.save(path)
+    kept = path.read_bytes()
+    spoil(m)
+    with pytest.raises(ValueError, match=re.escape(f"cannot save {path}: {said}") + ".*the file is left as it was"):
+        m.save(path)
+    assert path.read_bytes() == kept and os.listdir(tmp_path) == ["m.ckpt"]
+    assert fastlstm.load(path).steps == 1
+
+
 def test_settings_the_arrays_were_made_for_are_fixed_and_say_what_to_do_instead():
     """m.loss = "xent" on a regression model, lstm.hidden_size = 9 or m.batch_first = True
     were taken and then ran silently wrong (a saved checkpoint recorded the new value over
