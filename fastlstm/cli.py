@@ -818,23 +818,21 @@ def _train(args, interrupt, held):
     if args.distributed:
         say(f"fastlstm: {dp.size} ranks, {dp.threads} threads each, batch {args.batch} split "
             f"into shards of about {args.batch // dp.size}")
-    refused = None
+    refused, metrics = None, training.MetricsLog(log)
     if lead:                                                 # rank 0 writes the run's files
         try:
             held.enter_context(_only_writer(out, lock))
             interrupt.lock = lock                        # os._exit before the loop leaves no lock file
-        except UsageError as e:
+            if args.resume:
+                old = model.extra.get("history")
+                n = len(old) if old is not None else model.extra.get("evaluations", 0)
+                if metrics.resume(n, old) < n:
+                    say(f"fastlstm: note: {log} holds {metrics.rows} of the run's {n} evaluations (changed since "
+                        f"its checkpoint); it goes on from there")
+        except (UsageError, OSError) as e:
             refused = e
     if dp.any(refused is not None) if args.distributed else refused:      # every rank stops, not rank 0 alone
-        raise refused or UsageError(f"rank 0 cannot take the lock of --out {out}")
-
-    metrics = training.MetricsLog(log)
-    if lead and args.resume:
-        old = model.extra.get("history")
-        n = len(old) if old is not None else model.extra.get("evaluations", 0)
-        if metrics.resume(n, old) < n:
-            say(f"fastlstm: note: {log} holds {metrics.rows} of the run's {n} evaluations (changed since its "
-                f"checkpoint); it goes on from there")
+        raise refused or UsageError(f"rank 0 cannot take the lock of --out {out} or write its log")
 
     def save(path=out):
         if lead:

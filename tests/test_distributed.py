@@ -353,6 +353,16 @@ def test_distributed_checkpoint_loads_and_continues_in_one_process(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert fastlstm.load(out).steps == 30
+    # rank 0 cannot write the log (a link into a folder gone): every rank stops before a step,
+    # as when rank 0 cannot take the lock (rank 1 went on to its first step, and was aborted)
+    log = tmp_path / "d.csv"
+    log.unlink()
+    log.symlink_to(tmp_path / "gone" / "d.csv")
+    r = _mpi(2, sys.executable, "-m", "mpi4py", "-m", "fastlstm", "train", "--distributed", "--resume", "--steps",
+             "40", *common)
+    assert r.returncode == 2 and f"No such file or directory: '{log}'" in r.stderr, r.stderr
+    assert f"rank 0 cannot take the lock of --out {out} or write its log" in r.stderr, r.stderr
+    assert fastlstm.load(out).steps == 30
 
 
 def test_ranks_that_read_different_data_are_refused_before_training(tmp_path):
