@@ -126,6 +126,13 @@ def count(name, value):
     return positive_int(name, value, minimum=0, below=MAX_COUNT)
 
 
+def room(name, value):
+    """ValueError for a count one more step would take past MAX_COUNT - 1, what a checkpoint
+    holds: said before the step, which would otherwise fail halfway, updated but not counted."""
+    if value >= MAX_COUNT - 1:
+        raise ValueError(f"{name} is {value}: one more step would pass the {MAX_COUNT - 1} a checkpoint counts")
+
+
 def probability(name, value):
     """`value` as a float in [0, 1): a dropout rate."""
     p = finite_float(name, value)

@@ -277,6 +277,7 @@ class Optimizer:
         Outside a Model, params and grads are a layer stack's flat arrays (1-D, float32 or
         float64, C-contiguous, params writable), checked as any input; an optimizer not
         bound yet makes its state at its first step, for those params, and steps them alone."""
+        v.room("t", self.t)
         if self._owner is None:
             params = v.array("params", params, (None,), _float_dtype(params), writable=True, finite=False)
             grads = v.array("grads", grads, params.shape, params.dtype, finite=False)

@@ -682,6 +682,8 @@ class _Recurrent(v.Settings):
         h0 = self._check_state("h0", h0, B, self.Hr)
         c0 = self._check_state("c0", c0, B, self.hidden_size)
         drop = self.training and self.dropout > 0
+        if drop:
+            v.room("dropout_step", self.dropout_step)
         ran_with = fingerprint(self.params)
         self.run_forward(x, h0, c0, L, self.dropout_step if drop else None)
         self._ran_with = ran_with

@@ -1343,6 +1343,25 @@ def test_settings_assigned_later_are_checked_as_the_constructor_checks_them():
     assert not m.apply_gradients(1.0) and m.skipped_steps == 1 and m.steps == 8
 
 
+@pytest.mark.parametrize("owner, count", [("model", "steps"), ("model", "skipped_steps"), ("optimizer", "t"),
+                                          ("core", "dropout_step")])
+def test_a_count_at_its_end_refuses_the_step_before_it_changes_anything(owner, count):
+    """A count at 2^62 - 1 (the most a checkpoint holds, set by hand) failed the step
+    halfway: the weights and the optimizer's state updated, the count not, and an error."""
+    m = fastlstm.Model(3, 4, 2, 2, dropout=0.5, seed=0)
+    x, y = _batch()
+    m.train_step(x, y)
+    obj = {"model": m, "optimizer": m.optimizer, "core": m.core}[owner]
+    setattr(obj, count, (1 << 62) - 1)
+    kept = m.params.copy(), {k: a.copy() for k, a in m.optimizer.state.items()}, m.steps, m.optimizer.t
+    with pytest.raises(ValueError, match=f"{count} is 4611686018427387903: one more step would pass"):
+        m.train_step(x, y) if owner != "core" else m.core.forward(x)
+    assert np.array_equal(m.params, kept[0]) and (m.steps, m.optimizer.t) == kept[2:]
+    assert all(np.array_equal(a, kept[1][k]) for k, a in m.optimizer.state.items())
+    setattr(obj, count, 5)
+    assert m.train_step(x, y) > 0                          # the next valid call works
+
+
 @pytest.mark.parametrize("spoil, said", [
     (lambda m: m.params.__setitem__(0, np.nan), "params holds non-finite values"),
     (lambda m: m.E.__setitem__((1, 2), np.inf), "params holds non-finite values"),          # the embedding
