@@ -451,7 +451,8 @@ class Model(v.Settings):
         optimizer state exactly as they were. Returns True if the step was applied."""
         if isinstance(loss, bool) or not isinstance(loss, numbers.Real):     # before clip scales grads
             raise TypeError(f"loss must be a number (what compute_gradients returns), got {loss!r:.40}")
-        for name, n in (("steps", self.steps), ("skipped_steps", self.skipped_steps), ("optimizer.t", self.optimizer.t)):
+        for name, n in (("steps", self.steps), ("skipped_steps", self.skipped_steps),
+                        ("optimizer.t", self.optimizer.t)):
             v.room(name, n)
         finite_loss = v.finite(loss) is not None
         norm = optim.clip_by_global_norm(self.grads, self.clip if finite_loss else None)   # grads kept if refused
