@@ -557,6 +557,7 @@ def _resumed_run(out, args, rng):
         if "history" in extra:
             extra["history"] = training.check_history(extra["history"])
         v.positive_int("evaluations", extra.get("evaluations", 0), minimum=0)
+        v.finite_float("seconds", extra.get("seconds", 0.0), ge=0)
     except (KeyError, TypeError, ValueError) as e:
         raise UsageError(f"{out}: its run state is unusable ({type(e).__name__}: {e})") from None
     _same_options(out, model, args, f"--data {source.kind}" if hasattr(source, "spec") else f"--task {name}")
@@ -839,7 +840,8 @@ def _train(args, interrupt, held):
             if path == out:
                 metrics.start()                     # a new run's first checkpoint: an earlier run's log goes
             model.save(path, extra=dict(record, rng=r.batches.state()["rng"], run=r.state(), batch=r.batches.B,
-                                        total=r.total, evaluations=metrics.rows))
+                                        total=r.total, evaluations=metrics.rows,
+                                        seconds=round(time.perf_counter() - t_run, 2)))
             if path == out:
                 interrupt.saved = (out, model.steps)
 
@@ -860,6 +862,7 @@ def _train(args, interrupt, held):
     if getattr(source, "note", None):
         say(f"fastlstm: note: {source.note}")
     start, t0, speed = model.steps, time.perf_counter(), training.Throughput()
+    t_run = t0 - (model.extra.get("seconds", 0.0) if args.resume else 0.0)    # the log's seconds go on across resumes
     bar = tqdm(total=r.total, initial=start, disable=args.quiet, unit="step", dynamic_ncols=True, file=err_stream)
     ema, solved = None, False
     interrupt.defer()
@@ -872,7 +875,7 @@ def _train(args, interrupt, held):
             bar.set_postfix(loss=_number(ema), seq_s=f"{speed.rate or 0:.0f}", refresh=False)
             bar.update(1)                           # redraws at most every 0.1 s (tqdm's mininterval)
             if r.due:
-                m, improved = r.evaluate(time.perf_counter() - t0)
+                m, improved = r.evaluate(time.perf_counter() - t_run)
                 if lead:
                     bar.write(f"step {model.steps}: {_metrics(m)}" + (" (best)" if improved else ""), file=out_stream)
                     metrics.append(m)               # before the checkpoint that counts it

@@ -251,7 +251,8 @@ def test_an_evaluation_costs_the_same_at_the_first_and_the_last(tmp_path):
     the log gains a row and the checkpoint counts them: its header is as long after 40
     evaluations as after 4. A row the checkpoint does not count (the process died between
     the two writes) and a line half written are cut off by --resume, which then ends with
-    the log of a run that never stopped; a log removed since is said, and goes on."""
+    the log of a run that never stopped (its seconds going on from the checkpoint's); a log
+    removed since is said, and goes on."""
     data = tmp_path / "d.npz"
     rng = np.random.default_rng(0)
     np.savez(data, x=rng.standard_normal((50, 5, 2)), y=rng.integers(0, 2, 50))
@@ -272,6 +273,8 @@ def test_an_evaluation_costs_the_same_at_the_first_and_the_last(tmp_path):
     assert np.array_equal(fastlstm.load(a).params, fastlstm.load(b).params)
     no_seconds = lambda rows: [{k: x for k, x in h.items() if k != "seconds"} for h in rows]   # noqa: E731
     assert no_seconds(history(a)) == no_seconds(history(b))
+    seconds = [h["seconds"] for h in history(a)]             # the run's training time, across the resume
+    assert seconds == sorted(seconds) and fastlstm.load(a).extra["seconds"] >= seconds[-1], seconds
     os.remove(log)
     r = _run(*args, "--steps", "42", "--out", str(a), "--resume")
     assert r.returncode == 0 and f"fastlstm: note: {log} holds 0 of the run's 40 evaluations" in r.stdout, r.stdout
@@ -885,7 +888,7 @@ def test_a_checkpoint_whose_run_state_is_hostile_is_refused_before_any_step(tmp_
                (("run", "loss_sum"), None), (("run", "loss_count"), -1), (("run", "total"), 0),
                (("run", "eval_every"), 0), (("run", "start"), -1), (("run", "start"), 21), (("run",), None), (("batch",), "x"), (("total",), -1),
                (("history",), "x"), (("history",), [{"loss": 1.0}]), (("history",), [{"step": 10, "lr": "x"}]),
-               (("evaluations",), -1), (("evaluations",), "2"),
+               (("evaluations",), -1), (("evaluations",), "2"), (("seconds",), -1.0), (("seconds",), "x"),
                (("options",), "x"), (("options",), [1])]
     bad = tmp_path / "bad.ckpt"
     for keys, value in changes:
