@@ -281,6 +281,27 @@ def test_an_evaluation_costs_the_same_at_the_first_and_the_last(tmp_path):
     assert [h["step"] for h in history(a)] == [41, 42] and fastlstm.load(a).extra["evaluations"] == 2
 
 
+def test_the_metrics_log_takes_a_metric_that_comes_late_and_cuts_back_to_whole_rows(tmp_path):
+    """training.MetricsLog: a row with a metric the header lacks (a seasonal score that was
+    not finite at first) rewrites the log with it, earlier rows left empty there; resume(n)
+    keeps the header and n whole rows; a new run's first write replaces an earlier log."""
+    from fastlstm.training import MetricsLog
+    path = tmp_path / "m.csv"
+    path.write_text("step,old\n1,2\n")
+    log = MetricsLog(str(path))
+    log.append({"step": 1, "a": 0.5})
+    log.append({"step": 2, "a": 0.25})
+    log.append({"step": 3, "a": 0.125, "b": 7.0})
+    log.append({"step": 4, "b": 1e-300})
+    assert path.read_text() == "step,a,b\n1,0.5,\n2,0.25,\n3,0.125,7.0\n4,,1e-300\n" and log.rows == 4
+    with open(path, "a") as f:
+        f.write("5,0.1")                                   # a line a crash cut short
+    again = MetricsLog(str(path))
+    assert again.resume(3) == 3 and again.names == ["step", "a", "b"]
+    assert path.read_text() == "step,a,b\n1,0.5,\n2,0.25,\n3,0.125,7.0\n"
+    assert again.resume(9) == 3                            # fewer than the checkpoint counts: said by train
+
+
 def test_resume_moves_the_end_by_epochs_as_by_steps(tmp_path):
     """`--epochs 2`, then the same command with `--resume --epochs 4`, ends where a run of
     4 epochs does, bit for bit (it was refused: "--epochs 4 (the run's: 2)"), and records
