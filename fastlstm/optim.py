@@ -182,7 +182,7 @@ def _range(dtype):
     return _RANGE[dtype]
 
 
-class Optimizer:
+class Optimizer(v.Settings):
     """An update rule with hyperparameters and state arrays shaped like the parameters.
 
     An optimizer belongs to the one model it is bound to (its state is that model's
@@ -196,24 +196,21 @@ class Optimizer:
     _owner = None
     _array = None             # the address of the params an unbound optimizer's first step bound it to
     state, t = None, 0        # the moments and the steps taken, made by bind
+    # t is checked (an integer: Adam's bias correction counts it); the rule's own names are
+    # fixed (opt.name = "sgd" on an Adam saved a checkpoint load refused)
+    CHECKED = dict(t=v.count)
+    FIXED = dict.fromkeys(("name", "state_names", "hyper_names", "positive", "fractions"),
+                          "for another update rule, make another optimizer (fastlstm.SGD, Adam or AdamW)")
 
     def __setattr__(self, name, value):
         """A hyperparameter set later (opt.lr = 0.01, as a schedule of one's own does) is
-        checked as the constructor checks it, and left as it was when refused: lr=nan or
-        lr=-1 would otherwise train silently wrong or fail at the next step for another reason.
-        So is t, the steps taken (an integer: Adam's bias correction counts it). The rule's
-        own names are fixed: opt.name = "sgd" on an Adam saved a checkpoint load refused."""
+        checked as the constructor checks it, together with the others (_set), and left as it
+        was when refused: lr=nan or lr=-1 would otherwise train silently wrong or fail at the
+        next step for another reason. The rest are Settings'."""
         if name in self.hyper_names:
             self._set(**{name: value})
-        elif name == "t":
-            object.__setattr__(self, name, v.count(name, value))
-        elif name in ("name", "state_names", "hyper_names", "positive", "fractions"):
-            if type(value) is type(getattr(self, name)) and value == getattr(self, name):
-                return                                          # its own value again: nothing to do
-            raise AttributeError(f"{type(self).__name__}.{name} is its update rule's: for another rule, make "
-                                 f"another optimizer (fastlstm.SGD, Adam or AdamW)")
         else:
-            object.__setattr__(self, name, value)
+            super().__setattr__(name, value)
 
     def _set(self, **values):
         """Set hyperparameters, each a finite number, then check them together (_rules);
