@@ -1404,8 +1404,9 @@ def test_settings_the_arrays_were_made_for_are_fixed_and_say_what_to_do_instead(
                                    (lstm, "output_size", 8, "y's width follows from hidden_size"),
                                    (rnn, "nonlinearity", "relu", "RNN.nonlinearity is fixed"),
                                    # a checkpoint of an Adam named "sgd" was written, and refused by load
-                                   (m.optimizer, "name", "sgd", r"Adam.name is fixed when the Adam is built .*: for another "
-                                    r"update rule, make another optimizer \(fastlstm.SGD, Adam or AdamW\)"),
+                                   (m.optimizer, "name", "sgd", r"Adam.name is fixed when the Adam is built .*: for "
+                                    r"another update rule, make another optimizer "
+                                    r"\(fastlstm.SGD, Adam or AdamW\)"),
                                    (m.optimizer, "state_names", ("m",), "state_names")):
         before = getattr(obj, name)
         with pytest.raises(AttributeError, match=said):
